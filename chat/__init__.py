@@ -1,0 +1,1 @@
+"""Users' conversations: models, services, selectors, the websocket consumer, pages and the admin."""

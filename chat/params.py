@@ -1,0 +1,44 @@
+"""Generation parameters a user may set, and their bounds. Missing ones are filled by the worker from the
+model's own generation config, so only what the user chose is checked and stored here."""
+from __future__ import annotations
+
+from django.conf import settings
+
+from .errors import ChatError
+
+
+def _number(name: str, value, *, integer: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ChatError("invalid_params", f"{name} must be a number.")
+    if integer and int(value) != value:
+        raise ChatError("invalid_params", f"{name} must be a whole number.")
+    return int(value) if integer else float(value)
+
+
+def generation_params_clean(params) -> dict:
+    """Check user-supplied params; return the accepted ones. Raises ``ChatError('invalid_params')``."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ChatError("invalid_params", "params must be an object.")
+    unknown = set(params) - {"temperature", "top_p", "max_new_tokens"}
+    if unknown:
+        raise ChatError("invalid_params", f"Unknown parameter: {sorted(unknown)[0][:40]}.")
+    out: dict = {}
+    if params.get("temperature") is not None:
+        t = _number("temperature", params["temperature"])
+        if not 0 <= t <= 2:
+            raise ChatError("invalid_params", "temperature must be between 0 and 2 (0 means greedy).")
+        out["temperature"] = t
+    if params.get("top_p") is not None:
+        p = _number("top_p", params["top_p"])
+        if not 0 < p <= 1:
+            raise ChatError("invalid_params", "top_p must be greater than 0 and at most 1.")
+        out["top_p"] = p
+    if params.get("max_new_tokens") is not None:
+        n = _number("max_new_tokens", params["max_new_tokens"], integer=True)
+        if not 1 <= n <= settings.CHAT_MAX_NEW_TOKENS:
+            raise ChatError("invalid_params",
+                            f"max_new_tokens must be between 1 and {settings.CHAT_MAX_NEW_TOKENS}.")
+        out["max_new_tokens"] = n
+    return out

@@ -1,0 +1,62 @@
+"""Reads. Every lookup on behalf of a user is scoped to that user: another's rows are simply not found."""
+from __future__ import annotations
+
+from .errors import ChatError
+from .models import Conversation, Message
+
+NOT_FOUND = "No such conversation, or it is not yours."
+
+
+def conversation_list_for_user(*, user):
+    """The user's conversations, newest activity first."""
+    return Conversation.objects.filter(owner=user).order_by("-updated_at", "-id")
+
+
+def conversation_get_for_user(*, user, conversation_id) -> Conversation:
+    """One of the user's conversations, or ``ChatError('not_found')``."""
+    try:
+        return Conversation.objects.get(pk=int(conversation_id), owner=user)
+    except (Conversation.DoesNotExist, TypeError, ValueError, OverflowError):
+        raise ChatError("not_found", NOT_FOUND) from None
+
+
+def message_get_for_user(*, user, message_id) -> Message:
+    """One message in one of the user's conversations, or ``ChatError('not_found')``."""
+    try:
+        return Message.objects.select_related("conversation").get(pk=int(message_id), conversation__owner=user)
+    except (Message.DoesNotExist, TypeError, ValueError, OverflowError):
+        raise ChatError("not_found", "No such message, or it is not yours.") from None
+
+
+def messages_current(*, conversation) -> list[Message]:
+    """The branch the user sees, oldest first."""
+    return list(conversation.messages.filter(is_current=True).order_by("id"))
+
+
+def message_active_in_conversation(*, conversation_id: int) -> Message | None:
+    """The assistant reply being generated in a conversation, if any."""
+    return (Message.objects.filter(conversation_id=conversation_id, status__in=Message.ACTIVE_STATUSES)
+            .order_by("-id").first())
+
+
+def message_last_current(*, conversation) -> Message | None:
+    """The newest message on the shown branch (a new message follows it)."""
+    return conversation.messages.filter(is_current=True).order_by("-id").first()
+
+
+def history_for_prompt(*, message: Message) -> list[dict]:
+    """The turns an assistant message answers: its ancestors, oldest first, plus the system prompt.
+
+    One query for the whole conversation, then a walk up the parent links, so branches never mix.
+    """
+    rows = {m["id"]: m for m in Message.objects.filter(conversation_id=message.conversation_id)
+            .values("id", "parent_id", "role", "content", "status")}
+    chain = []
+    node = rows.get(message.parent_id)
+    while node is not None:
+        if node["content"] and node["status"] != Message.Status.FAILED:
+            chain.append({"role": node["role"], "content": node["content"]})
+        node = rows.get(node["parent_id"])
+    chain.reverse()
+    system = message.conversation.system_prompt
+    return ([{"role": "system", "content": system}] if system else []) + chain

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from . import views
+
+app_name = "chat"
+urlpatterns = [
+    path("", views.chat_page, name="index"),
+    path("api/conversations/", views.conversation_list, name="conversation-list"),
+    path("api/conversations/<int:conversation_id>/", views.conversation_detail, name="conversation-detail"),
+]

@@ -1,0 +1,9 @@
+"""URL map."""
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/", include("chat.account_urls")),
+    path("", include("chat.urls")),
+]

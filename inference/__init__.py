@@ -1,0 +1,1 @@
+"""Model serving: loading, prompting, generation. Importable without Django or Celery."""

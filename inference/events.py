@@ -1,0 +1,98 @@
+"""What a request hands back: text pieces, then one ``Finished``."""
+from __future__ import annotations
+
+import queue
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Released reply text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The end of a request. ``reason``: stop, length, cancelled or error."""
+
+    reason: str
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_s: float | None = None
+    tokens_per_s: float | None = None
+    error: str = ""
+
+
+class RequestHandle:
+    """The caller's side of one request: read events, or cancel."""
+
+    def __init__(self, request_id: str, engine):
+        self.request_id = request_id
+        self._engine = engine
+        self._events: queue.Queue = queue.Queue()
+        self.finished = False
+
+    def put(self, event) -> None:
+        """Engine side: deliver an event."""
+        if isinstance(event, Finished):
+            self.finished = True
+        self._events.put(event)
+
+    def get(self, timeout: float | None = None):
+        """Next event; raises ``queue.Empty`` after ``timeout`` seconds."""
+        return self._events.get(timeout=timeout)
+
+    def cancel(self) -> None:
+        """Stop generating; the text so far is kept."""
+        self._engine.cancel(self.request_id)
+
+    def __iter__(self):
+        while True:
+            event = self.get()
+            yield event
+            if isinstance(event, Finished):
+                return
+
+
+@dataclass
+class Chunk:
+    """Coalesced text for one delta frame (``final`` is set on the last, with the ``Finished`` event)."""
+
+    text: str
+    finished: Finished | None = None
+
+
+def coalesce(handle: RequestHandle, flush_interval: float = 0.04, idle_timeout: float = 600.0):
+    """Group pieces into chunks: the first piece at once, then whatever arrived within ``flush_interval``.
+
+    A fast GPU then costs one channel-layer message per interval, not one per token.
+    """
+    buffer: list[str] = []
+    deadline: float | None = None
+    sent_first = False
+    while True:
+        timeout = idle_timeout if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            event = handle.get(timeout=timeout)
+        except queue.Empty:
+            if deadline is None:
+                raise TimeoutError("the engine produced nothing for too long") from None
+            yield Chunk("".join(buffer))
+            buffer, deadline = [], None
+            continue
+        if isinstance(event, Finished):
+            yield Chunk("".join(buffer), finished=event)
+            return
+        buffer.append(event.text)
+        if not sent_first:
+            sent_first = True
+            yield Chunk("".join(buffer))
+            buffer = []
+        elif deadline is None:
+            deadline = time.monotonic() + flush_interval
+        elif time.monotonic() >= deadline:  # pieces keep coming: flush on time, not on a lull
+            yield Chunk("".join(buffer))
+            buffer, deadline = [], None

