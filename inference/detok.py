@@ -24,7 +24,9 @@ class TextStream:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def push(self, token_id: int) -> str:
-        """Add one token; return the text it releases (maybe empty)."""
+        """Add one token; return the text it releases (maybe empty; always empty after a stop string)."""
+        if self.stopped:
+            return ""
         self.tokens.append(token_id)
         before = self._decode(self.tokens[self._prefix:self._read])
         after = self._decode(self.tokens[self._prefix:])

@@ -63,12 +63,13 @@ def eos_token_ids(model, tokenizer) -> set[int]:
 class BatchEngine:
     """Continuous-batching generation over one model, driven by one background thread."""
 
-    def __init__(self, model, tokenizer, *, max_batch_size: int = 16, context_window: int | None = None):
+    def __init__(self, model, tokenizer, *, max_batch_size: int = 16, context_window: int | None = None,
+                 eos_ids: set[int] | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.device = next(model.parameters()).device
-        self.eos_ids = eos_token_ids(model, tokenizer)
+        self.eos_ids = set(eos_ids) if eos_ids is not None else eos_token_ids(model, tokenizer)
         from .prompt import context_window as _window
 
         self.context_window = context_window or _window(model.config)
@@ -115,6 +116,12 @@ class BatchEngine:
         so a cancel that overtakes its request still wins."""
         with self._lock:
             self._cancelled[request_id] = time.monotonic()
+
+    def warmup(self) -> None:
+        """Run one tiny request, so the first user does not pay for lazy kernel setup (~1 s here)."""
+        ids = self.tokenizer.encode("Hello", add_special_tokens=False) or [0]
+        for _ in self.submit(GenerationRequest(input_ids=ids, params=SamplingParams(max_new_tokens=2))):
+            pass
 
     @property
     def active(self) -> int:

@@ -37,6 +37,7 @@ class Runtime:
                                  cache_dir=settings.CHAT_MODEL_CACHE)
         self.engine = BatchEngine(self.loaded.model, self.loaded.tokenizer,
                                   max_batch_size=settings.CHAT_MAX_BATCH).start()
+        self.engine.warmup()
         self.link = WorkerLink(on_cancel=lambda message_id: self.engine.cancel(str(message_id)))
         log.info("model %s ready on %s in %.1f s", settings.CHAT_MODEL, self.loaded.device,
                  time.monotonic() - started)

@@ -1,0 +1,77 @@
+"""Shared fixtures: the bundled tokenizer, tiny random models built from configs, users and sessions."""
+import copy
+import os
+
+import pytest
+import torch
+
+
+def pytest_report_header(config):
+    redis = "embedded redis-server" if os.environ.get("CHAT_TEST_EMBEDDED_REDIS") else os.environ.get("REDIS_URL")
+    return [f"redis: {redis}", f"database: {os.environ.get('DATABASE_URL') or 'embedded SQLite'}"]
+
+
+@pytest.fixture(scope="session")
+def bundled_path():
+    """The converted bundled model (``make test`` prepares it first; converting here would take ~25 s)."""
+    from inference.loading import BUNDLED, resolve_model_path
+
+    return resolve_model_path(BUNDLED)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(bundled_path):
+    """The bundled model's real tokenizer, with its chat template."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(bundled_path)
+
+
+@pytest.fixture(scope="session")
+def plain_tokenizer(tokenizer):
+    """The same vocabulary with no chat template, as a base model's tokenizer."""
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = None
+    return tok
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tokenizer):
+    """A randomly initialised 2-layer Llama that shares the tokenizer's vocabulary (built in milliseconds)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(plain_tokenizer):
+    """A randomly initialised 2-layer GPT-2: a base model with no chat template."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(plain_tokenizer), n_embd=64, n_layer=2, n_head=4, n_positions=256,
+                        eos_token_id=plain_tokenizer.eos_token_id, bos_token_id=plain_tokenizer.bos_token_id)
+    return GPT2LMHeadModel(config).eval()
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def make(name="alice"):
+        return django_user_model.objects.create_user(username=name, password="a-long-test-password")
+    return make
+
+
+@pytest.fixture
+def session_cookie():
+    """A real session for a user, as the browser's cookie header value."""
+    from django.test import Client
+
+    def make(user):
+        client = Client()
+        client.force_login(user)
+        return f"sessionid={client.cookies['sessionid'].value}"
+    return make

@@ -1,0 +1,160 @@
+"""The batching engine with tiny random models: same tokens as ``generate``, joins and leaves, stops."""
+import queue
+import time
+
+import pytest
+import torch
+
+from inference.engine import BatchEngine, GenerationRequest
+from inference.events import Finished, Piece, coalesce
+from inference.sampling import SamplingParams
+
+PROMPTS = ["Hello there", "What is the capital of France? Answer briefly.", "One", "Tell me a story about a cat",
+           "2+2="]
+
+
+def greedy_reference(model, tokenizer, prompt_ids, n):
+    ids = torch.tensor([prompt_ids])
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                             eos_token_id=None, pad_token_id=0, min_new_tokens=n)
+    return out[0, ids.shape[1]:].tolist()
+
+
+def run(handle):
+    events = list(handle)
+    pieces = [e.text for e in events if isinstance(e, Piece)]
+    return pieces, events[-1]
+
+
+@pytest.fixture
+def engine(tiny_llama, tokenizer):
+    eng = BatchEngine(tiny_llama, tokenizer, max_batch_size=8, eos_ids=set()).start()
+    yield eng
+    eng.shutdown()
+
+
+def test_batched_requests_that_join_midway_match_generate(engine, tiny_llama, tokenizer):
+    n = 12
+    ids = [tokenizer.encode(p) for p in PROMPTS]
+    first = [engine.submit(GenerationRequest(i, SamplingParams(max_new_tokens=n))) for i in ids[:2]]
+    head = first[0].get(timeout=30)
+    assert isinstance(head, Piece)  # the batch is running when the others join
+    later = [engine.submit(GenerationRequest(i, SamplingParams(max_new_tokens=n))) for i in ids[2:]]
+    results = [run(h) for h in first] + [run(h) for h in later]
+    results[0] = ([head.text] + results[0][0], results[0][1])
+    for prompt_ids, (pieces, done) in zip(ids, results):
+        expected = tokenizer.decode(greedy_reference(tiny_llama, tokenizer, prompt_ids, n), skip_special_tokens=True)
+        assert done.reason == "length" and done.completion_tokens == n
+        assert "".join(pieces) == done.text == expected
+    assert engine.steps < len(ids) * n  # shared steps: fewer forward passes than one request after another
+    assert engine.active == 0
+
+
+def test_cancel_ends_within_a_step_keeps_text_and_frees_the_row(engine, tokenizer):
+    handle = engine.submit(GenerationRequest(tokenizer.encode("Go on"), SamplingParams(max_new_tokens=400)))
+    other = engine.submit(GenerationRequest(tokenizer.encode("Other"), SamplingParams(max_new_tokens=30)))
+    got = [handle.get(timeout=30) for _ in range(3)]
+    handle.cancel()
+    pieces, done = run(handle)
+    assert done.reason == "cancelled"
+    assert 3 <= done.completion_tokens < 400
+    assert "".join(e.text for e in got) + "".join(pieces) == done.text
+    assert run(other)[1].completion_tokens == 30  # the neighbour in the batch is untouched
+    assert engine.active == 0
+
+
+def test_cancel_that_overtakes_its_request_still_wins(engine, tokenizer):
+    engine.cancel("early")
+    handle = engine.submit(GenerationRequest(tokenizer.encode("Hi"), SamplingParams(max_new_tokens=50),
+                                             request_id="early"))
+    pieces, done = run(handle)
+    assert done.reason == "cancelled" and done.completion_tokens == 0 and pieces == []
+
+
+def test_eos_token_ends_the_reply_and_is_not_shown(tiny_llama, tokenizer):
+    prompt = tokenizer.encode("Hello there")
+    tokens = greedy_reference(tiny_llama, tokenizer, prompt, 6)
+    eos = tokens[3]
+    expected_tokens = tokens[:tokens.index(eos)]
+    eng = BatchEngine(tiny_llama, tokenizer, eos_ids={eos}).start()
+    try:
+        pieces, done = run(eng.submit(GenerationRequest(prompt, SamplingParams(max_new_tokens=50))))
+    finally:
+        eng.shutdown()
+    assert done.reason == "stop"
+    assert done.completion_tokens == len(expected_tokens)
+    assert done.text == tokenizer.decode(expected_tokens, skip_special_tokens=True)
+
+
+def test_stop_string_of_a_base_model_truncates_the_reply(tiny_gpt2, plain_tokenizer):
+    from inference.prompt import build_prompt
+
+    prompt = build_prompt(plain_tokenizer, [{"role": "user", "content": "Hi"}], max_new_tokens=20, window=256)
+    eng = BatchEngine(tiny_gpt2, plain_tokenizer, eos_ids=set()).start()
+    try:
+        _, free = run(eng.submit(GenerationRequest(prompt.input_ids, SamplingParams(max_new_tokens=20))))
+        # Whatever this random model writes, a stop string taken from the middle of it must cut it there.
+        stop = free.text[len(free.text) // 2:][:3]
+        assert stop.strip()
+        pieces, done = run(eng.submit(GenerationRequest(prompt.input_ids, SamplingParams(max_new_tokens=20),
+                                                        stop_strings=(stop,))))
+    finally:
+        eng.shutdown()
+    assert done.reason == "stop"
+    assert done.text == free.text[:free.text.index(stop)]
+    assert "".join(pieces) == done.text
+
+
+def test_a_failing_step_fails_its_requests_and_the_engine_keeps_serving(engine, tokenizer):
+    bad = engine.submit(GenerationRequest([len(tokenizer) + 10_000], SamplingParams(max_new_tokens=5)))
+    _, done = run(bad)
+    assert done.reason == "error" and "IndexError" in done.error
+    _, ok = run(engine.submit(GenerationRequest(tokenizer.encode("Fine"), SamplingParams(max_new_tokens=4))))
+    assert ok.reason == "length" and ok.completion_tokens == 4
+
+
+def test_prompt_filling_the_context_window_is_refused(tiny_llama, tokenizer):
+    eng = BatchEngine(tiny_llama, tokenizer, context_window=8, eos_ids=set()).start()
+    try:
+        _, done = run(eng.submit(GenerationRequest(list(range(100, 110)), SamplingParams(max_new_tokens=4))))
+        _, capped = run(eng.submit(GenerationRequest(list(range(100, 105)), SamplingParams(max_new_tokens=50))))
+    finally:
+        eng.shutdown()
+    assert done.reason == "error" and "context window" in done.error
+    assert capped.reason == "length" and capped.completion_tokens == 3
+
+
+def test_coalesce_sends_the_first_piece_at_once_and_groups_the_rest(engine, tokenizer):
+    handle = engine.submit(GenerationRequest(tokenizer.encode("Count"), SamplingParams(max_new_tokens=20)))
+    chunks = list(coalesce(handle, flush_interval=60))
+    assert chunks[0].finished is None and chunks[0].text  # first token alone, immediately
+    assert len(chunks) == 2 and isinstance(chunks[-1].finished, Finished)  # the rest waited for the end
+    assert "".join(c.text for c in chunks) == chunks[-1].finished.text
+
+
+def test_sampled_requests_differ_but_stay_within_bounds(engine, tokenizer):
+    prompt = tokenizer.encode("Say something")
+    params = SamplingParams(temperature=1.5, top_p=0.95, max_new_tokens=10)
+    texts = {run(engine.submit(GenerationRequest(prompt, params)))[1].text for _ in range(3)}
+    assert len(texts) > 1
+    # top_p so small that only the best token survives is greedy, whatever the temperature
+    narrow = run(engine.submit(GenerationRequest(prompt, SamplingParams(temperature=2.0, top_p=1e-9,
+                                                                         max_new_tokens=10))))[1]
+    greedy = run(engine.submit(GenerationRequest(prompt, SamplingParams(max_new_tokens=10))))[1]
+    assert narrow.text == greedy.text
+
+
+@pytest.mark.parametrize("kwargs", [{"temperature": -0.1}, {"temperature": 2.5}, {"top_p": 0}, {"top_p": 1.2},
+                                    {"max_new_tokens": 0}])
+def test_sampling_params_out_of_bounds_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        SamplingParams(**kwargs)
+
+
+def test_handle_get_times_out_when_nothing_comes(engine):
+    from inference.events import RequestHandle
+
+    with pytest.raises(queue.Empty):
+        RequestHandle("x", engine).get(timeout=0.05)
+    time.sleep(0)
