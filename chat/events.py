@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import weakref
 from concurrent.futures import Future
 
-from channels.layers import get_channel_layer
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import channel_layers, get_channel_layer
 from django.conf import settings
 
 log = logging.getLogger(__name__)
@@ -69,9 +71,9 @@ def cancel_event(message_id: int) -> dict:
 
 
 # --- sending from async code (consumers) and from sync code (services) ------------------------------------
-async def send_to_user(user_id: int, event: dict) -> None:
+async def send_to_user(user_id: int, event: dict, layer=None) -> None:
     """Publish an event to all of a user's sockets."""
-    await get_channel_layer().group_send(user_group(user_id), event)
+    await (layer or get_channel_layer()).group_send(user_group(user_id), event)
 
 
 async def broadcast_cancel(message_id: int) -> None:
@@ -93,7 +95,7 @@ def broadcast_cancel_sync(message_id: int) -> None:
 
 
 # --- the stream log ----------------------------------------------------------------------------------------
-_clients: dict[int, object] = {}
+_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object]" = weakref.WeakKeyDictionary()
 
 
 def _redis():
@@ -101,10 +103,10 @@ def _redis():
     import redis.asyncio as aioredis
 
     loop = asyncio.get_running_loop()
-    client = _clients.get(id(loop))
+    client = _clients.get(loop)
     if client is None:
         client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=10, decode_responses=True)
-        _clients[id(loop)] = client
+        _clients[loop] = client
     return client
 
 
@@ -125,10 +127,19 @@ class WorkerLink:
 
     def __init__(self, on_cancel=None):
         self.on_cancel = on_cancel
+        # Its own layer instance: channels_redis allows one receiving loop per instance, and this loop
+        # receives cancels while other code in the process (tests, a shell) may use the default one.
+        self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="worker-link", daemon=True)
         self._thread.start()
-        self._submit(self._listen())
+        self._listener = self._submit(self._listen())
+
+    def close(self) -> None:
+        """Stop listening and stop the loop (tests; a worker keeps its link for life)."""
+        self._listener.cancel()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
 
     def _submit(self, coro) -> Future:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -138,7 +149,7 @@ class WorkerLink:
         return self._submit(coro).result(timeout)
 
     async def _listen(self) -> None:
-        layer = get_channel_layer()
+        layer = self.layer
         channel = await layer.new_channel("inference.worker.")
         last_join = 0.0
         while True:
@@ -165,7 +176,7 @@ class WorkerLink:
             pipe.rpush(key, text)
             pipe.expire(key, settings.CHAT_STREAM_TTL_S)
             await pipe.execute()
-        await send_to_user(user_id, delta_event(message_id, seq, text))
+        await send_to_user(user_id, delta_event(message_id, seq, text), self.layer)
 
     def delta(self, user_id: int, message_id: int, seq: int, text: str) -> None:
         """Log and publish one coalesced delta (waits, so deltas stay in order)."""
@@ -173,7 +184,7 @@ class WorkerLink:
 
     def send(self, user_id: int, event: dict) -> None:
         """Publish an event to a user's sockets."""
-        self.call(send_to_user(user_id, event))
+        self.call(send_to_user(user_id, event, self.layer))
 
     def clear_stream(self, message_id: int) -> None:
         """Forget a message's stream log (a regenerated reply starts a new one)."""

@@ -1,0 +1,196 @@
+"""The websocket consumer through the real ASGI app (session auth, origin check) and the real Redis layer."""
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from chat.models import Message
+from chatsite.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ORIGIN = (b"origin", b"http://localhost")
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+async def connect(cookie=None, origin=ORIGIN):
+    headers = [origin] + ([(b"cookie", cookie.encode())] if cookie else [])
+    comm = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    connected, code = await comm.connect()
+    return comm, connected, code
+
+
+async def frames_until(comm, kind, limit=10):
+    got = []
+    for _ in range(limit):
+        frame = await comm.receive_json_from(timeout=10)
+        got.append(frame)
+        if frame["type"] == kind:
+            return got
+    raise AssertionError(f"no {kind} frame in {got}")
+
+
+def test_anonymous_socket_is_closed_4401():
+    async def go():
+        comm, connected, _ = await connect()
+        assert connected
+        assert (await comm.receive_output(timeout=5))["code"] == 4401
+    run(go())
+
+
+def test_cross_origin_socket_is_refused(make_user, session_cookie):
+    cookie = session_cookie(make_user())
+
+    async def go():
+        comm, connected, _ = await connect(cookie, origin=(b"origin", b"http://evil.example"))
+        assert not connected
+    run(go())
+
+
+def test_send_stores_and_announces_the_messages(make_user, session_cookie):
+    user = make_user()
+    cookie = session_cookie(user)
+
+    async def go():
+        comm, connected, _ = await connect(cookie)
+        assert connected
+        await comm.send_json_to({"type": "send", "conversation": None, "content": "Hi there", "client_id": "c1"})
+        conv = await comm.receive_json_from(timeout=10)
+        user_msg = await comm.receive_json_from(timeout=10)
+        reply = await comm.receive_json_from(timeout=10)
+        await comm.disconnect()
+        return conv, user_msg, reply
+    conv, user_msg, reply = run(go())
+    assert conv == {"type": "conversation", "conversation": {"id": conv["conversation"]["id"], "title": "Hi there"}}
+    assert user_msg["client_id"] == "c1" and user_msg["message"]["role"] == "user"
+    assert reply["message"]["status"] == "queued" and reply["message"]["role"] == "assistant"
+    stored = Message.objects.get(pk=reply["message"]["id"])
+    assert stored.conversation.owner == user and stored.status == "queued"
+
+
+BAD_FRAMES = [
+    (b"\x00\x01", "bad_frame"),
+    ("{not json", "bad_json"),
+    ("[1, 2]", "bad_frame"),
+    ('{"no": "type"}', "bad_frame"),
+    ('{"type": "dance"}', "unknown_type"),
+    ('{"type": "stop", "message": "7"}', "bad_id"),
+    ('{"type": "stop", "message": true}', "bad_id"),
+    ('{"type": "subscribe", "conversation": -1}', "bad_id"),
+    ('{"type": "stop", "message": 99999}', "not_found"),
+    ('{"type": "send", "conversation": null, "content": ""}', "empty"),
+    ('{"type": "send", "conversation": null, "content": "hi", "params": {"temperature": 9}}', "invalid_params"),
+    ('{"type": "send", "conversation": null, "content": "hi", "params": {"max_new_tokens": 100000000}}',
+     "invalid_params"),
+    ('{"type": "send", "conversation": null, "content": "hi", "client_id": 5}', "bad_frame"),
+    ('{"type": "send", "conversation": "1", "content": "hi"}', "bad_id"),
+    (json.dumps({"type": "send", "conversation": None, "content": "x" * 70000}), "too_large"),
+]
+
+
+def test_bad_frames_get_error_frames_and_the_socket_keeps_working(make_user, session_cookie):
+    cookie = session_cookie(make_user())
+
+    async def go():
+        comm, _, _ = await connect(cookie)
+        codes = []
+        for frame, _ in BAD_FRAMES:
+            if isinstance(frame, bytes):
+                await comm.send_to(bytes_data=frame)
+            else:
+                await comm.send_to(text_data=frame)
+            reply = await comm.receive_json_from(timeout=10)
+            assert reply["type"] == "error" and reply["detail"]
+            codes.append(reply["code"])
+        await comm.send_json_to({"type": "send", "conversation": None, "content": "still here"})
+        assert (await comm.receive_json_from(timeout=10))["type"] == "conversation"
+        await comm.disconnect()
+        return codes
+    assert run(go()) == [code for _, code in BAD_FRAMES]
+    assert Message.objects.count() == 2  # only the valid send stored anything
+
+
+def test_another_users_conversation_is_refused_over_the_socket(make_user, session_cookie):
+    alice, bob = make_user("alice"), make_user("bob")
+    from chat import services
+
+    sent = services.message_send(user=alice, conversation_id=None, content="private")
+    cookie = session_cookie(bob)
+
+    async def go():
+        comm, _, _ = await connect(cookie)
+        out = []
+        for frame in ({"type": "send", "conversation": sent.conversation.id, "content": "let me in"},
+                      {"type": "subscribe", "conversation": sent.conversation.id},
+                      {"type": "stop", "message": sent.assistant_message.id},
+                      {"type": "regenerate", "message": sent.assistant_message.id}):
+            await comm.send_json_to(frame)
+            out.append(await comm.receive_json_from(timeout=10))
+        await comm.disconnect()
+        return out
+    assert [f["code"] for f in run(go())] == ["not_found"] * 4
+    assert Message.objects.count() == 2
+
+
+def test_stop_of_a_queued_reply_sends_done_stopped(make_user, session_cookie):
+    cookie = session_cookie(make_user())
+
+    async def go():
+        comm, _, _ = await connect(cookie)
+        await comm.send_json_to({"type": "send", "conversation": None, "content": "Hi"})
+        reply = (await frames_until(comm, "message", 3))[-1]
+        reply = reply if reply["message"]["role"] == "assistant" else await comm.receive_json_from(timeout=10)
+        await comm.send_json_to({"type": "stop", "message": reply["message"]["id"]})
+        done = (await frames_until(comm, "done"))[-1]
+        await comm.send_json_to({"type": "send", "conversation": reply["message"]["conversation"],
+                                 "content": "next"})  # the conversation is free again
+        user_msg = await comm.receive_json_from(timeout=10)
+        await comm.disconnect()
+        return done, user_msg
+    done, user_msg = run(go())
+    assert (done["status"], done["finish_reason"], done["content"]) == ("stopped", "cancelled", "")
+    assert user_msg["type"] == "message" and user_msg["message"]["content"] == "next"
+
+
+def test_subscribe_sends_text_so_far_then_only_newer_deltas(make_user, session_cookie):
+    """A reload mid-reply: the snapshot comes from the stream log, later deltas from the group, no duplicates."""
+    from chat import services
+    from chat.events import WorkerLink
+
+    user = make_user()
+    sent = services.message_send(user=user, conversation_id=None, content="Hi")
+    reply = services.message_start(message_id=sent.assistant_message.id)
+    link = WorkerLink()  # the worker's side, as the task uses it
+    link.clear_stream(reply.id)
+    link.delta(user.id, reply.id, 0, "Hel")
+    link.delta(user.id, reply.id, 1, "lo")
+    cookie = session_cookie(user)
+
+    async def go():
+        comm, _, _ = await connect(cookie)
+        await comm.send_json_to({"type": "subscribe", "conversation": sent.conversation.id})
+        snapshot = await comm.receive_json_from(timeout=10)
+        ack = await comm.receive_json_from(timeout=10)
+        await asyncio.to_thread(link.delta, user.id, reply.id, 1, "lo")  # a late duplicate: dropped
+        await asyncio.to_thread(link.delta, user.id, reply.id, 2, " world")
+        delta = await comm.receive_json_from(timeout=10)
+        final = await database_sync_to_async(services.message_finish)(
+            message_id=reply.id, content="Hello world", status="complete", finish_reason="stop")
+        from chat.events import done_event
+        await asyncio.to_thread(link.send, user.id, done_event(final))
+        done = await comm.receive_json_from(timeout=10)
+        await comm.disconnect()
+        return snapshot, ack, delta, done
+    try:
+        snapshot, ack, delta, done = run(go())
+    finally:
+        link.close()
+    assert snapshot["message"]["content"] == "Hello" and snapshot["seq"] == 1
+    assert snapshot["message"]["status"] == "streaming"
+    assert ack == {"type": "subscribed", "conversation": sent.conversation.id, "active": reply.id}
+    assert delta == {"type": "delta", "message": reply.id, "seq": 2, "text": " world"}
+    assert done["type"] == "done" and done["content"] == "Hello world"

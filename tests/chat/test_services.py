@@ -1,0 +1,133 @@
+"""Services, selectors and pages: rows stored right, refusals in words, nobody reads another's chats."""
+import pytest
+
+from chat import selectors, services
+from chat.errors import ChatError
+from chat.models import Conversation, Message
+
+pytestmark = pytest.mark.django_db
+
+
+def test_send_stores_the_user_message_and_a_queued_reply(make_user):
+    user = make_user()
+    result = services.message_send(user=user, conversation_id=None, content="Hello <b>there</b>\x00\x07!",
+                                   params={"temperature": 0.5})
+    assert result.created and result.conversation.owner == user
+    assert result.conversation.title == "Hello <b>there</b>!"
+    assert result.user_message.content == "Hello <b>there</b>!"  # controls dropped, HTML kept as inert text
+    reply = result.assistant_message
+    assert (reply.role, reply.status, reply.parent_id, reply.params) == ("assistant", "queued",
+                                                                         result.user_message.id, {"temperature": 0.5})
+
+
+def test_long_first_message_gives_a_short_title(make_user):
+    result = services.message_send(user=make_user(), conversation_id=None, content="word " * 40)
+    assert len(result.conversation.title) <= services.TITLE_CHARS and result.conversation.title.endswith("…")
+
+
+@pytest.mark.parametrize("content,code", [("", "empty"), ("   \n", "empty"), (42, "invalid_content"),
+                                          ("x" * 20000, "too_long")])
+def test_bad_content_is_refused_and_nothing_is_stored(make_user, content, code):
+    with pytest.raises(ChatError) as err:
+        services.message_send(user=make_user(), conversation_id=None, content=content)
+    assert err.value.code == code and err.value.detail.endswith(".")
+    assert Message.objects.count() == 0 and Conversation.objects.count() == 0
+
+
+@pytest.mark.parametrize("params", [{"temperature": 3}, {"temperature": "hot"}, {"top_p": 0}, {"top_p": True},
+                                    {"max_new_tokens": 10**9}, {"max_new_tokens": 1.5}, {"seed": 1}, [1]])
+def test_bad_params_are_refused(make_user, params):
+    with pytest.raises(ChatError) as err:
+        services.message_send(user=make_user(), conversation_id=None, content="hi", params=params)
+    assert err.value.code == "invalid_params"
+
+
+def test_one_reply_at_a_time_per_conversation(make_user):
+    user = make_user()
+    first = services.message_send(user=user, conversation_id=None, content="one")
+    with pytest.raises(ChatError) as err:
+        services.message_send(user=user, conversation_id=first.conversation.id, content="two")
+    assert err.value.code == "busy"
+
+
+def test_another_users_conversation_and_messages_are_not_found(make_user):
+    alice, bob = make_user("alice"), make_user("bob")
+    sent = services.message_send(user=alice, conversation_id=None, content="secret")
+    for call in (lambda: services.message_send(user=bob, conversation_id=sent.conversation.id, content="hi"),
+                 lambda: services.message_stop(user=bob, message_id=sent.assistant_message.id),
+                 lambda: services.message_regenerate(user=bob, message_id=sent.assistant_message.id),
+                 lambda: selectors.conversation_get_for_user(user=bob, conversation_id=sent.conversation.id)):
+        with pytest.raises(ChatError) as err:
+            call()
+        assert err.value.code == "not_found"
+
+
+def finish(message, text):
+    return services.message_finish(message_id=message.id, content=text, status="complete", finish_reason="stop")
+
+
+def test_history_follows_the_branch_and_regenerate_keeps_the_old_reply_as_an_alternative(make_user):
+    user = make_user()
+    first = services.message_send(user=user, conversation_id=None, content="Hi")
+    Conversation.objects.filter(pk=first.conversation.pk).update(system_prompt="Be brief.")
+    finish(first.assistant_message, "Hello!")
+    second = services.message_send(user=user, conversation_id=first.conversation.id, content="Again")
+    assert selectors.history_for_prompt(message=second.assistant_message) == [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Again"}]
+    finish(second.assistant_message, "Hello again!")
+
+    with pytest.raises(ChatError) as err:  # only the newest reply can be regenerated
+        services.message_regenerate(user=user, message_id=first.assistant_message.id)
+    assert err.value.code == "not_regenerable"
+    new = services.message_regenerate(user=user, message_id=second.assistant_message.id)
+    assert new.parent_id == second.user_message.id and new.status == "queued"
+    second.assistant_message.refresh_from_db()
+    assert not second.assistant_message.is_current  # kept, as an alternative
+    shown = selectors.messages_current(conversation=first.conversation)
+    assert [m.id for m in shown] == [first.user_message.id, first.assistant_message.id, second.user_message.id,
+                                     new.id]
+    assert selectors.history_for_prompt(message=new)[-1] == {"role": "user", "content": "Again"}
+    with pytest.raises(ChatError) as err:
+        services.message_regenerate(user=user, message_id=new.id)
+    assert err.value.code == "busy"
+
+
+def test_stop_of_a_queued_reply_ends_it_and_a_finish_is_stored_once(make_user):
+    user = make_user()
+    sent = services.message_send(user=user, conversation_id=None, content="Hi")
+    stopped = services.message_stop(user=user, message_id=sent.assistant_message.id)
+    assert (stopped.status, stopped.finish_reason) == ("stopped", "cancelled")
+    assert services.message_start(message_id=sent.assistant_message.id) is None  # the worker will skip it
+    assert finish(sent.assistant_message, "late") is None  # a finished reply is never overwritten
+    again = services.message_stop(user=user, message_id=sent.assistant_message.id)  # a stop racing the end
+    assert again.status == "stopped"
+
+
+def test_pages_and_json_are_scoped_to_the_signed_in_user(client, make_user):
+    alice, bob = make_user("alice"), make_user("bob")
+    sent = services.message_send(user=alice, conversation_id=None, content="<script>alert(1)</script>")
+    assert client.get("/").status_code == 302  # login required
+    client.force_login(alice)
+    page = client.get("/")
+    assert page.status_code == 200 and b"chat.js" in page.content
+    assert client.get("/api/conversations/").json()["conversations"][0]["id"] == sent.conversation.id
+    detail = client.get(f"/api/conversations/{sent.conversation.id}/").json()
+    assert [m["role"] for m in detail["messages"]] == ["user", "assistant"]
+    assert page["X-Frame-Options"] == "DENY"
+    client.force_login(bob)
+    assert client.get("/api/conversations/").json()["conversations"] == []
+    assert client.get(f"/api/conversations/{sent.conversation.id}/").status_code == 404
+
+
+def test_signup_creates_an_account_and_signs_in(client, django_user_model):
+    page = client.get("/accounts/signup/")
+    assert page.status_code == 200
+    response = client.post("/accounts/signup/", {"username": "carol", "password1": "Correct-Horse-7",
+                                                  "password2": "Correct-Horse-7"})
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert django_user_model.objects.filter(username="carol").exists()
+    assert client.get("/").status_code == 200
+    client.logout()
+    bad = client.post("/accounts/signup/", {"username": "dave", "password1": "x", "password2": "y"})
+    assert bad.status_code == 200 and not django_user_model.objects.filter(username="dave").exists()
