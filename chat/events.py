@@ -151,11 +151,11 @@ class WorkerLink:
     async def _listen(self) -> None:
         layer = self.layer
         channel = await layer.new_channel("inference.worker.")
-        last_join = 0.0
+        last_join = None
         while True:
             try:
                 now = self.loop.time()
-                if now - last_join > 3600:  # group membership expires after a day: renew it
+                if last_join is None or now - last_join > 3600:  # group membership expires after a day: renew it
                     await layer.group_add(WORKERS_GROUP, channel)
                     last_join = now
                 event = await asyncio.wait_for(layer.receive(channel), timeout=60)
@@ -167,7 +167,7 @@ class WorkerLink:
                 raise
             except Exception:  # Redis away: keep trying, a worker must not lose its ears
                 log.warning("worker link: channel layer receive failed; retrying", exc_info=True)
-                last_join = 0.0
+                last_join = None
                 await asyncio.sleep(1)
 
     async def _delta(self, user_id: int, message_id: int, seq: int, text: str) -> None:

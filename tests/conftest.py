@@ -75,3 +75,12 @@ def session_cookie():
         client.force_login(user)
         return f"sessionid={client.cookies['sessionid'].value}"
     return make
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings():
+    """Close connections after each use in the test process: threads of the async tests would otherwise keep
+    PostgreSQL sessions open and block dropping the test database at the end."""
+    from django.conf import settings
+
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0

@@ -1,0 +1,110 @@
+"""The real stack for end-to-end tests: Redis (embedded or REDIS_URL), a Celery worker process holding the
+bundled model, and Daphne, all on loopback and sharing the test database."""
+import asyncio
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import websockets
+
+from chatsite import stack
+
+
+def _database_url(settings_dict) -> str:
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user, password = settings_dict.get("USER") or "", settings_dict.get("PASSWORD") or ""
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    return f"postgres://{auth}{settings_dict['HOST'] or '127.0.0.1'}:{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
+
+
+def _wait_for_log(path: Path, needle: str, proc, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if needle in path.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited early:\n{path.read_text(errors='replace')[-4000:]}")
+        time.sleep(0.2)
+    raise TimeoutError(f"worker not ready:\n{path.read_text(errors='replace')[-4000:]}")
+
+
+class Stack:
+    def __init__(self, port: int, env: dict, logs: Path):
+        self.port, self.env, self.logs = port, env, logs
+        self.url = f"ws://127.0.0.1:{port}/ws/chat/"
+        self.origin = f"http://127.0.0.1:{port}"
+        self.worker = None
+        self.daphne = None
+
+    def start_worker(self, name="inference"):
+        log = self.logs / f"{name}.log"
+        self.worker = stack.start_worker(self.env, concurrency=8, name=name, stdout=open(log, "w"),
+                                         stderr=subprocess.STDOUT)
+        _wait_for_log(log, "ready.", self.worker)
+        _wait_for_log(log, "model ", self.worker)
+
+    def log_tail(self, name="inference", n=3000) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")[-n:]
+
+
+@pytest.fixture(scope="session")
+def live_stack(django_db_setup, django_db_blocker):
+    """Start once per session; tests use ``transactional_db`` so their rows are visible to these processes."""
+    import redis
+    from django.db import connection
+
+    logs = Path(tempfile.mkdtemp(prefix="chat-e2e-"))
+    env = dict(os.environ)
+    env.update({"DATABASE_URL": _database_url(connection.settings_dict), "CHAT_MAX_BATCH": "8",
+                "CHAT_STREAM_FLUSH_MS": "40", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
+    redis.Redis.from_url(env["REDIS_URL"]).delete("inference")  # tasks left by unit tests, never consumed
+    s = Stack(stack.free_port(), env, logs)
+    s.start_worker()
+    s.daphne = stack.start_daphne(s.port, env, stdout=open(logs / "daphne.log", "w"), stderr=subprocess.STDOUT)
+    yield s
+    stack.stop(s.daphne, s.worker)
+
+
+@pytest.fixture
+def chat(live_stack, transactional_db, make_user, session_cookie):
+    """``chat("alice")`` → a connected-socket factory for a fresh user."""
+    def for_user(name="alice"):
+        user = make_user(name)
+        return user, Client(live_stack, session_cookie(user))
+    return for_user
+
+
+class Client:
+    """A websocket client speaking the chat protocol, collecting every frame it receives."""
+
+    def __init__(self, stack_: Stack, cookie: str):
+        self.stack, self.cookie = stack_, cookie
+
+    def connect(self, origin=None):
+        return websockets.connect(self.stack.url, additional_headers={"Cookie": self.cookie,
+                                                                      "Origin": origin or self.stack.origin},
+                                  max_size=2**22)
+
+
+async def send(ws, frame: dict) -> None:
+    await ws.send(json.dumps(frame))
+
+
+async def recv(ws, timeout: float = 60.0) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def recv_until(ws, kind: str, timeout: float = 120.0, message: int | None = None) -> list[dict]:
+    """Frames up to and including the first of ``kind`` (for ``message``, when given)."""
+    frames = []
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = await recv(ws, max(0.1, deadline - time.monotonic()))
+        frames.append(frame)
+        if frame["type"] == kind and (message is None or frame.get("message") == message):
+            return frames
