@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: run test setup bench migrate model clean
+.PHONY: run test setup bench migrate model chromium clean
 
 $(VENV)/.installed: requirements.txt requirements-model.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,6 +18,12 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	$(PY) -m pip install -q -r requirements-test.txt
 	touch $@
 
+# Browser tests drive Debian's Chromium (Playwright's own browser download cannot work offline).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }; }; } || \
+	  echo "Chromium is not installed: browser tests will be skipped"
+
 setup: $(VENV)/.installed
 
 model: setup
@@ -29,7 +35,7 @@ migrate: setup
 run: migrate model
 	$(PY) -m chatsite.stack
 
-test: $(VENV)/.installed-test model
+test: $(VENV)/.installed-test model chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: model

@@ -84,3 +84,6 @@ def django_db_modify_db_settings():
     from django.conf import settings
 
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
+from tests.live import chat, live_stack  # noqa: E402,F401  (fixtures for tests/e2e and tests/browser)

@@ -115,7 +115,8 @@
     data.messages.forEach((m, i) => renderMessage(m, i === data.messages.length - 1));
     markCurrent();
     showError("");
-    send({ type: "subscribe", conversation: id });
+    // Not open yet: the socket's open handler subscribes to the shown conversation.
+    if (state.socket?.readyState === WebSocket.OPEN) send({ type: "subscribe", conversation: id });
   }
 
   // --- socket --------------------------------------------------------------------------------------
@@ -128,20 +129,23 @@
     return true;
   }
 
+  function adopt(id) {
+    state.conversation = id;
+    history.replaceState(null, "", `#${id}`);
+    markCurrent();
+  }
+
   const handlers = {
     conversation(f) {
-      if (state.pendingClientId) state.conversation = state.conversation ?? f.conversation.id;
+      // A conversation this tab just started (its first frames carry our client_id; this one comes first).
+      if (state.pendingClientId && state.conversation === null) adopt(f.conversation.id);
       renderConversationLink(f.conversation, true);
       if (f.conversation.id === state.conversation) $("title").textContent = f.conversation.title;
       markCurrent();
     },
     message(f) {
       const m = f.message;
-      if (f.client_id && f.client_id === state.pendingClientId && state.conversation === null) {
-        state.conversation = m.conversation;
-        location.hash = String(m.conversation);
-        markCurrent();
-      }
+      if (f.client_id && f.client_id === state.pendingClientId && state.conversation === null) adopt(m.conversation);
       if (m.conversation !== state.conversation) return;
       if (f.replaces) state.elements.get(f.replaces)?.remove();
       renderMessage(m);

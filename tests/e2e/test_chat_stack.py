@@ -6,7 +6,7 @@ import websockets
 
 from chat.models import Message
 
-from .conftest import recv, recv_until, send
+from tests.live import recv, recv_until, send
 
 pytestmark = pytest.mark.e2e
 

@@ -1,5 +1,6 @@
-"""The real stack for end-to-end tests: Redis (embedded or REDIS_URL), a Celery worker process holding the
-bundled model, and Daphne, all on loopback and sharing the test database."""
+"""The real stack for end-to-end and browser tests: Redis (embedded or REDIS_URL), a Celery worker process
+holding the bundled model, and Daphne, all on loopback and sharing the test database. The fixtures are
+re-exported by tests/conftest.py."""
 import asyncio
 import json
 import os

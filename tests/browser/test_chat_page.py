@@ -1,0 +1,88 @@
+"""The chat page in real Chromium against the real stack: sign up, chat, stop, reload mid-reply."""
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# docs/screenshots holds the README's copy; tests write to var/ unless asked to refresh it.
+SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(__file__).resolve().parents[2] / "var" / "screenshots")
+
+if not shutil.which(CHROMIUM):
+    pytest.skip(f"browser tests need Chromium at {CHROMIUM} (make test installs Debian's chromium when run "
+                "as root)", allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+
+@pytest.fixture
+def page(live_stack, transactional_db):
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1200, "height": 760})
+        page.set_default_timeout(60_000)
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.base = live_stack.origin
+        yield page
+        browser.close()
+        assert errors == [], f"script errors on the page: {errors}"
+
+
+def sign_up(page, name="erin"):
+    page.goto(page.base + "/")
+    expect(page).to_have_url(page.base + "/accounts/login/?next=/")
+    page.click("text=Sign up")
+    page.fill("#id_username", name)
+    page.fill("#id_password1", "Correct-Horse-7")
+    page.fill("#id_password2", "Correct-Horse-7")
+    page.click("button[type=submit]")
+    expect(page).to_have_url(page.base + "/")
+    expect(page.locator("#connection")).to_have_text("connected")
+
+
+def test_sign_up_chat_and_see_the_reply_stream_in(page):
+    sign_up(page)
+    box = page.locator("#input")
+    box.fill("Hello")
+    box.press("Shift+Enter")  # a new line, not a send
+    box.type("What is the capital of France? <img src=x onerror=alert(1)>")
+    expect(page.locator(".msg")).to_have_count(0)
+    box.press("Enter")
+    user = page.locator(".msg.user")
+    expect(user).to_have_text("Hello\nWhat is the capital of France? <img src=x onerror=alert(1)>")
+    assert page.locator("#messages img").count() == 0  # typed HTML stays text
+    reply = page.locator(".msg.assistant")
+    expect(reply).to_have_class("msg assistant complete", timeout=120_000)
+    assert reply.locator(".body").inner_text().strip()
+    expect(reply.locator(".meta")).to_contain_text("tok/s")
+    expect(page.locator("#conversations a.current")).to_contain_text("Hello What is the capital")
+    expect(box).to_have_value("")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "chat.png"))
+
+
+def test_stop_and_reload_mid_reply(page):
+    sign_up(page, "frank")
+    page.fill("#input", "Write a long story about a lighthouse keeper and a storm.")
+    page.press("#input", "Enter")
+    reply = page.locator(".msg.assistant")
+    expect(reply).to_have_class("msg assistant streaming")
+    page.wait_for_function("document.querySelector('.msg.assistant .body').textContent.length > 20")
+    page.reload()  # the tab reloads mid-reply: it resumes from the server
+    expect(page.locator("#connection")).to_have_text("connected")
+    expect(page.locator(".msg.assistant")).to_have_class("msg assistant streaming")
+    before = len(page.locator(".msg.assistant .body").inner_text())
+    page.wait_for_function(f"document.querySelector('.msg.assistant .body').textContent.length > {before + 10}")
+    expect(page.locator("#stop")).to_be_visible()
+    page.click("#stop")
+    expect(page.locator(".msg.assistant")).to_have_class("msg assistant stopped")
+    expect(page.locator(".msg.assistant .meta")).to_contain_text("stopped")
+    expect(page.locator("#stop")).to_be_hidden()
+    kept = page.locator(".msg.assistant .body").inner_text()
+    assert len(kept) > before
+    page.reload()
+    expect(page.locator(".msg.assistant .body")).to_have_text(kept)  # what was shown is what was stored
