@@ -134,6 +134,8 @@ CHAT_DEFAULT_MAX_NEW_TOKENS = env.int("CHAT_DEFAULT_MAX_NEW_TOKENS", default=256
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=16000)
 CHAT_STREAM_FLUSH_MS = env.int("CHAT_STREAM_FLUSH_MS", default=40)
 CHAT_STREAM_TTL_S = env.int("CHAT_STREAM_TTL_S", default=3600)
+# Benchmark only (set by `manage.py bench_stack`): replies run to max_new_tokens, ignoring end of turn.
+CHAT_BENCH_IGNORE_EOS = env.bool("CHAT_BENCH_IGNORE_EOS", default=False)
 
 LOGGING = {
     "version": 1,

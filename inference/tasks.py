@@ -35,8 +35,8 @@ class Runtime:
         started = time.monotonic()
         self.loaded = load_model(settings.CHAT_MODEL, device=settings.CHAT_DEVICE, dtype=settings.CHAT_DTYPE,
                                  cache_dir=settings.CHAT_MODEL_CACHE)
-        self.engine = BatchEngine(self.loaded.model, self.loaded.tokenizer,
-                                  max_batch_size=settings.CHAT_MAX_BATCH).start()
+        self.engine = BatchEngine(self.loaded.model, self.loaded.tokenizer, max_batch_size=settings.CHAT_MAX_BATCH,
+                                  eos_ids=set() if settings.CHAT_BENCH_IGNORE_EOS else None).start()
         self.engine.warmup()
         self.link = WorkerLink(on_cancel=lambda message_id: self.engine.cancel(str(message_id)))
         log.info("model %s ready on %s in %.1f s", settings.CHAT_MODEL, self.loaded.device,

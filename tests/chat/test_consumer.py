@@ -69,7 +69,7 @@ def test_send_stores_and_announces_the_messages(make_user, session_cookie):
     assert user_msg["client_id"] == "c1" and user_msg["message"]["role"] == "user"
     assert reply["message"]["status"] == "queued" and reply["message"]["role"] == "assistant"
     stored = Message.objects.get(pk=reply["message"]["id"])
-    assert stored.conversation.owner == user and stored.status == "queued"
+    assert stored.conversation.owner == user and stored.role == "assistant"
 
 
 BAD_FRAMES = [

@@ -1,0 +1,108 @@
+"""Part 3 of ``inference.bench``: end to end through the running product.
+
+Starts Redis (embedded unless REDIS_URL is set), one Celery worker and Daphne, then for each concurrency opens
+one websocket per user, sends the benchmark prompt from all of them at once and times what the browser
+would see: first delta, deltas per second, the done frame. Every stream is checked: contiguous seqs, deltas
+joined equal to the stored reply, no error frames.
+"""
+import asyncio
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.test import Client
+
+from chat.models import Conversation, Message
+from chatsite import stack
+from inference.bench import PROMPT, percentile
+
+
+class Command(BaseCommand):
+    help = "Benchmark chat end to end (websocket → Daphne → Celery → worker → Redis → websocket)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--tokens", type=int, default=128)
+        parser.add_argument("--concurrency", default="1,4,8,16")
+        parser.add_argument("--out", default="bench-results/stack.json")
+
+    def handle(self, *args, tokens, concurrency, out, **options):
+        import os
+
+        levels = [int(c) for c in concurrency.split(",")]
+        env = dict(os.environ)
+        # Every reply does the same work: exactly `tokens` tokens, end-of-turn ignored (benchmark only).
+        env.update({"CHAT_BENCH_IGNORE_EOS": "1", "CHAT_MAX_BATCH": str(max(levels)), "LOG_LEVEL": "WARNING"})
+        logs = Path(tempfile.mkdtemp(prefix="chat-bench-"))
+        redis_proc = worker = daphne = None
+        from django.conf import settings
+
+        try:
+            if not os.environ.get("REDIS_URL"):
+                redis_proc, env["REDIS_URL"] = stack.start_redis(logs / "redis", persist=False,
+                                                                 stdout=subprocess.DEVNULL)
+                settings.REDIS_URL = env["REDIS_URL"]
+            worker = stack.start_worker(env, concurrency=max(levels) * 2, stdout=open(logs / "worker.log", "w"),
+                                        stderr=subprocess.STDOUT)
+            port = stack.free_port()
+            daphne = stack.start_daphne(port, env, stdout=open(logs / "daphne.log", "w"), stderr=subprocess.STDOUT)
+            users = [get_user_model().objects.get_or_create(username=f"bench-{i}")[0] for i in range(max(levels))]
+            cookies = []
+            for user in users:
+                client = Client()
+                client.force_login(user)
+                cookies.append(f"sessionid={client.cookies['sessionid'].value}")
+            url, origin = f"ws://127.0.0.1:{port}/ws/chat/", f"http://127.0.0.1:{port}"
+            asyncio.run(_level(url, origin, cookies[:1], 8))  # waits for the worker's model, warms up
+            results = [asyncio.run(_level(url, origin, cookies[:c], tokens)) for c in levels]
+        finally:
+            stack.stop(daphne, worker)
+            stack.stop(redis_proc)
+            Conversation.objects.filter(owner__username__startswith="bench-").delete()
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps({"stack": results}, indent=2))
+        for r in results:
+            self.stdout.write(json.dumps(r))
+
+
+async def _one(url, origin, cookie, tokens):
+    import websockets
+
+    async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": origin}) as ws:
+        sent = time.perf_counter()
+        await ws.send(json.dumps({"type": "send", "conversation": None, "content": PROMPT,
+                                  "params": {"max_new_tokens": tokens, "temperature": 0}}))
+        first = None
+        deltas = []
+        while True:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 600))
+            if frame["type"] == "error":
+                raise RuntimeError(frame)
+            if frame["type"] == "delta":
+                first = first or time.perf_counter()
+                deltas.append(frame)
+            if frame["type"] == "done":
+                end = time.perf_counter()
+                break
+    ok = [d["seq"] for d in deltas] == list(range(len(deltas))) and \
+        "".join(d["text"] for d in deltas) == frame["content"]
+    stored = await asyncio.to_thread(lambda: Message.objects.get(pk=frame["message"]).content)
+    return {"ttft_ms": (first - sent) * 1000, "tokens": frame["usage"]["completion_tokens"],
+            "tokens_per_s": (frame["usage"]["completion_tokens"] - 1) / (end - first), "frames": len(deltas),
+            "intact": ok and stored == frame["content"], "end": end, "sent": sent}
+
+
+async def _level(url, origin, cookies, tokens):
+    start = time.perf_counter()
+    runs = await asyncio.gather(*(_one(url, origin, c, tokens) for c in cookies))
+    wall = max(r["end"] for r in runs) - start
+    ttfts = [r["ttft_ms"] for r in runs]
+    return {"concurrency": len(cookies), "aggregate_tokens_per_s": sum(r["tokens"] for r in runs) / wall,
+            "per_stream_tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
+            "ttft_p50_ms": percentile(ttfts, 0.5), "ttft_p95_ms": percentile(ttfts, 0.95), "wall_s": wall,
+            "delta_frames_per_stream": statistics.median(r["frames"] for r in runs),
+            "streams_intact": sum(r["intact"] for r in runs)}

@@ -1,0 +1,42 @@
+"""The one-at-a-time comparison engine and the benchmark's measuring functions, on a tiny random model."""
+from inference.bench import bandwidth, bench_engine, bench_generate, table
+from inference.engine import BatchEngine, GenerationRequest
+from inference.events import Piece
+from inference.sampling import SamplingParams
+from inference.serial import SerialEngine
+
+
+def test_serial_engine_gives_the_batch_engines_greedy_text_and_can_be_cancelled(tiny_llama, tokenizer):
+    ids = tokenizer.encode("Hello there")
+    serial = SerialEngine(tiny_llama, tokenizer, eos_ids=set())
+    batch = BatchEngine(tiny_llama, tokenizer, eos_ids=set()).start()
+    try:
+        a = list(serial.submit(GenerationRequest(ids, SamplingParams(max_new_tokens=10))))[-1]
+        b = list(batch.submit(GenerationRequest(ids, SamplingParams(max_new_tokens=10))))[-1]
+        long = serial.submit(GenerationRequest(ids, SamplingParams(max_new_tokens=400)))
+        assert isinstance(long.get(timeout=30), Piece)
+        long.cancel()
+        cancelled = list(long)[-1]
+    finally:
+        serial.shutdown()
+        batch.shutdown()
+    assert a.text == b.text and a.completion_tokens == b.completion_tokens == 10 and a.reason == "length"
+    assert cancelled.reason == "cancelled" and cancelled.completion_tokens < 400
+
+
+def test_bench_measures_every_level_with_exact_token_counts(tiny_llama, tokenizer):
+    ids = tokenizer.encode("Benchmark prompt")
+    raw = bench_generate(tiny_llama, tokenizer, ids, 6, repeats=1)
+    assert raw["tokens_per_s"] > 0 and raw["ttft_ms"] > 0
+    engine = BatchEngine(tiny_llama, tokenizer, eos_ids=set()).start()
+    try:
+        rows = [bench_engine(engine, ids, 6, c) for c in (1, 3)]
+    finally:
+        engine.shutdown()
+    assert [r["concurrency"] for r in rows] == [1, 3]
+    assert all(r["ttft_p50_ms"] <= r["ttft_p95_ms"] for r in rows)
+    rows[0].update(bandwidth(tiny_llama, rows[0], len(ids), 6))
+    assert rows[0]["bytes_per_step"] > sum(p.numel() * 4 for p in tiny_llama.parameters())
+    report = {"machine": {}, "model": "tiny", "device": "cpu", "dtype": "float32", "prompt_tokens": len(ids),
+              "tokens": 6, "raw_generate": raw, "engine": rows}
+    assert "| engine | 3 |" in table(report)
