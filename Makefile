@@ -38,8 +38,8 @@ run: migrate model
 test: $(VENV)/.installed-test model chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: model
-	$(PY) -m inference.bench
+bench: migrate model
+	$(PY) -m inference.bench --stack
 
 clean:
 	rm -rf $(VENV) var
