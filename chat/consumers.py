@@ -7,7 +7,7 @@ import logging
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from . import events, selectors, services
+from . import events, liveness, selectors, services
 from .errors import ChatError
 from .models import Message
 
@@ -26,6 +26,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
+        liveness.ensure_sweeper()
         self.user = user
         self.group = events.user_group(user.pk)
         self._last_seq: dict[int, int] = {}

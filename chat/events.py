@@ -116,6 +116,14 @@ async def stream_snapshot(message_id: int) -> tuple[str, int]:
     return "".join(pieces), len(pieces) - 1
 
 
+def stream_text_sync(message_id: int) -> str | None:
+    """The text streamed so far, from sync code (the sweep); None when the log is gone."""
+    from .liveness import client
+
+    pieces = client().lrange(stream_key(message_id), 0, -1)
+    return "".join(pieces) if pieces else None
+
+
 # --- the worker's side: one event loop for the whole process -------------------------------------------------
 class WorkerLink:
     """A worker process's link to the channel layer and the stream log.

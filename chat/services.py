@@ -49,14 +49,30 @@ def _dispatch(message: Message) -> None:
                                 finish_reason=Message.FinishReason.ERROR,
                                 error="The generation queue is unreachable; try again in a moment.")
         if failed:
-            _notify(failed.conversation.owner_id, events.done_event(failed))
+            notify(failed.conversation.owner_id, events.done_event(failed))
 
 
-def _notify(user_id: int, event: dict) -> None:
+def notify(user_id: int, event: dict) -> None:
     try:
         events.send_to_user_sync(user_id, event)
     except Exception:  # the stored state is the truth; a lost notification is caught up by subscribe
         log.warning("could not publish %s to user %s", event.get("type"), user_id, exc_info=True)
+
+
+def _require_worker() -> None:
+    """Refuse a new reply when no worker could write it: better a clear answer now than a silent queue."""
+    from redis.exceptions import RedisError
+
+    from . import liveness
+
+    try:
+        alive = liveness.workers_alive()
+    except RedisError:
+        raise ChatError("unavailable", "The server cannot reach its queue right now; try again in a moment.") \
+            from None
+    if not alive:
+        raise ChatError("no_worker", "No model worker is running right now, so nobody can answer. "
+                                     "Nothing was stored; try again in a minute.")
 
 
 def _reply_create(*, conversation: Conversation, parent: Message, params: dict) -> Message:
@@ -76,6 +92,7 @@ def message_send(*, user, conversation_id: int | None, content, params=None,
     if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ChatError("too_long", f"The message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
     clean_params = generation_params_clean(params)
+    _require_worker()
     created = conversation_id is None
     if created:
         conversation = Conversation.objects.create(owner=user, title=_title_from(text), model_name=settings.CHAT_MODEL)
@@ -94,9 +111,9 @@ def message_send(*, user, conversation_id: int | None, content, params=None,
 
     def after_commit():
         if created:
-            _notify(user.id, events.conversation_event(conversation))
-        _notify(user.id, events.message_event(user_message, client_id))
-        _notify(user.id, events.message_event(reply, client_id))
+            notify(user.id, events.conversation_event(conversation))
+        notify(user.id, events.message_event(user_message, client_id))
+        notify(user.id, events.message_event(reply, client_id))
         _dispatch(reply)
 
     transaction.on_commit(after_commit)
@@ -115,6 +132,7 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
         raise ChatError("busy", "A reply is still being written in this conversation; wait or press Stop.")
     if not old.is_current or selectors.message_last_current(conversation=conversation).pk != old.pk:
         raise ChatError("not_regenerable", "Only the latest reply can be regenerated.")
+    _require_worker()
     Message.objects.filter(pk=old.pk).update(is_current=False)
     reply = _reply_create(conversation=conversation, parent=old.parent,
                           params={**old.params, **clean_params} if clean_params else dict(old.params))
@@ -123,7 +141,7 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
     def after_commit():
         event = events.message_event(reply, client_id)
         event["replaces"] = old.pk
-        _notify(user.id, event)
+        notify(user.id, event)
         _dispatch(reply)
 
     transaction.on_commit(after_commit)
@@ -140,7 +158,7 @@ def message_stop(*, user, message_id) -> Message:
     stopped_now = message_finish(message_id=message.pk, content="", status=Message.Status.STOPPED,
                                  finish_reason=Message.FinishReason.CANCELLED, only_from=(Message.Status.QUEUED,))
     if stopped_now:
-        transaction.on_commit(lambda: _notify(user.id, events.done_event(stopped_now)))
+        transaction.on_commit(lambda: notify(user.id, events.done_event(stopped_now)))
         return stopped_now
     message.refresh_from_db()
     if message.status == Message.Status.STREAMING:

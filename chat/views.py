@@ -49,3 +49,35 @@ def conversation_detail(request, conversation_id: int):
     messages = [events.message_payload(m) for m in selectors.messages_current(conversation=conversation)]
     return JsonResponse({"conversation": {"id": conversation.id, "title": conversation.title},
                          "messages": messages})
+
+
+def healthz(request):
+    """The process answers (liveness probe)."""
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request):
+    """Can this deployment answer a chat now: database, Redis, and at least one live model worker."""
+    from django.db import connection
+
+    from . import liveness
+
+    checks = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    try:
+        liveness.client().ping()
+        checks["redis"] = "ok"
+        workers = liveness.workers_alive()
+        checks["workers"] = len(workers)
+    except Exception as exc:
+        checks["redis"] = f"unreachable: {type(exc).__name__}"
+        checks["workers"] = 0
+    ready = checks["database"] == "ok" and checks["redis"] == "ok" and checks["workers"] > 0
+    if checks["redis"] == "ok" and not checks["workers"]:
+        checks["detail"] = "no model worker is running"
+    return JsonResponse({"ready": ready, **checks}, status=200 if ready else 503)

@@ -134,6 +134,13 @@ CHAT_DEFAULT_MAX_NEW_TOKENS = env.int("CHAT_DEFAULT_MAX_NEW_TOKENS", default=256
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=16000)
 CHAT_STREAM_FLUSH_MS = env.int("CHAT_STREAM_FLUSH_MS", default=40)
 CHAT_STREAM_TTL_S = env.int("CHAT_STREAM_TTL_S", default=3600)
+# Liveness: workers refresh heartbeats and reply leases every CHAT_HEARTBEAT_S; a lease older than
+# CHAT_LEASE_TTL_S means its worker died. Sweeps run every CHAT_SWEEP_INTERVAL_S in Daphne and workers.
+CHAT_HEARTBEAT_S = env.float("CHAT_HEARTBEAT_S", default=3.0)
+CHAT_LEASE_TTL_S = env.int("CHAT_LEASE_TTL_S", default=15)
+CHAT_SWEEP_INTERVAL_S = env.float("CHAT_SWEEP_INTERVAL_S", default=5.0)
+CHAT_QUEUE_TIMEOUT_S = env.int("CHAT_QUEUE_TIMEOUT_S", default=600)
+CHAT_SWEEP_IN_WEB = env.bool("CHAT_SWEEP_IN_WEB", default=True)
 # Benchmark only (set by `manage.py bench_stack`): replies run to max_new_tokens, ignoring end of turn.
 CHAT_BENCH_IGNORE_EOS = env.bool("CHAT_BENCH_IGNORE_EOS", default=False)
 

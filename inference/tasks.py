@@ -7,11 +7,13 @@ one ``BatchEngine`` whose thread runs all of them in shared forward passes.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 
 from celery import shared_task
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_shutdown
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,44 @@ class Runtime:
                                   eos_ids=set() if settings.CHAT_BENCH_IGNORE_EOS else None).start()
         self.engine.warmup()
         self.link = WorkerLink(on_cancel=lambda message_id: self.engine.cancel(str(message_id)))
+        self.name = f"{socket.gethostname()}-{os.getpid()}"
+        self.holding: set[int] = set()  # replies this process is generating: their leases are renewed
+        threading.Thread(target=self._keepalive, name="keepalive", daemon=True).start()
         log.info("model %s ready on %s in %.1f s", settings.CHAT_MODEL, self.loaded.device,
                  time.monotonic() - started)
+
+
+    def _keepalive(self) -> None:
+        """Heartbeat and leases every CHAT_HEARTBEAT_S; a sweep for dead workers' replies now and then."""
+        from django.conf import settings
+
+        from chat import liveness
+
+        next_sweep = 0.0
+        while True:
+            try:
+                liveness.heartbeat(self.name, list(self.holding))
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + settings.CHAT_SWEEP_INTERVAL_S
+                    liveness.sweep()
+            except Exception:  # Redis or the database away: keep beating, it comes back
+                log.warning("keepalive failed", exc_info=True)
+            time.sleep(min(settings.CHAT_HEARTBEAT_S, settings.CHAT_SWEEP_INTERVAL_S))
+
+    def hold(self, message_id: int) -> None:
+        from chat import liveness
+
+        self.holding.add(message_id)
+        liveness.heartbeat(self.name, [message_id])
+
+    def release(self, message_id: int) -> None:
+        from chat import liveness
+
+        self.holding.discard(message_id)
+        try:
+            liveness.release(self.name, message_id)
+        except Exception:
+            log.warning("could not release the lease of %s", message_id, exc_info=True)
 
 
 def runtime() -> Runtime:
@@ -65,6 +103,17 @@ def _load_in_child(**kwargs):
     runtime()
 
 
+@worker_shutdown.connect
+def _say_goodbye(**kwargs):
+    if _runtime is not None:
+        from chat import liveness
+
+        try:
+            liveness.worker_gone(_runtime.name)
+        except Exception:
+            pass
+
+
 @shared_task(name="inference.tasks.generate_reply", ignore_result=True)
 def generate_reply(message_id: int) -> None:
     """Generate, stream and store one assistant reply."""
@@ -86,11 +135,14 @@ def generate_reply(message_id: int) -> None:
     def finish(status, reason, error="", **extra):
         final = services.message_finish(message_id=message_id, content="".join(pieces), status=status,
                                         finish_reason=reason, error=error, **extra)
+        if _runtime is not None:
+            _runtime.release(message_id)
         if final and link is not None:
             link.send(owner, events.done_event(final))
 
     try:
         rt = runtime()
+        rt.hold(message_id)
         link = rt.link
         params = resolve_params(message.params, rt.loaded.model.generation_config,
                                 default_max_new_tokens=settings.CHAT_DEFAULT_MAX_NEW_TOKENS,

@@ -92,4 +92,7 @@ from tests.live import chat, live_stack  # noqa: E402,F401  (fixtures for tests/
 def pytest_collection_modifyitems(config, items):
     """Tests on the live stack run last: once its worker runs, it would take the tasks that unit tests queue
     and race the states they check."""
-    items.sort(key=lambda item: "live_stack" in getattr(item, "fixturenames", ()))
+    def rank(item):
+        names = getattr(item, "fixturenames", ())
+        return 2 if "live_stack" in names else 1 if "fault_stack" in names else 0
+    items.sort(key=rank)
