@@ -7,7 +7,7 @@ import logging
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from . import events, liveness, selectors, services
+from . import events, limits, liveness, selectors, services
 from .errors import ChatError
 from .models import Message
 
@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 MAX_FRAME_CHARS = 64 * 1024
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_TOO_MANY = 4429
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -27,6 +28,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         liveness.ensure_sweeper()
+        if not await database_sync_to_async(limits.socket_open)(user.pk, self.channel_name):
+            await self.accept()
+            await self.send_json({"type": "error", "code": "too_many_sockets",
+                                  "detail": "Too many open chat tabs for this account; close one and reload."})
+            await self.close(code=CLOSE_TOO_MANY)
+            return
         self.user = user
         self.group = events.user_group(user.pk)
         self._last_seq: dict[int, int] = {}
@@ -36,9 +43,21 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            await database_sync_to_async(limits.socket_closed)(self.user.pk, self.channel_name)
+
+    async def _still_signed_in(self) -> bool:
+        """A logout elsewhere (or a password change) ends the session: this socket closes at its next frame."""
+        session = self.scope.get("session")
+        key = getattr(session, "session_key", None)
+        return bool(key) and await database_sync_to_async(_session_valid)(key, self.user.pk)
 
     # -- frames from the browser -----------------------------------------------------------------------
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        if not await self._still_signed_in():
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not limits.frame_allowed(self.channel_name):
+            return await self.error("rate_limited", "Too many frames at once; slow down and try again.")
         if text_data is None:
             return await self.error("bad_frame", "Frames must be JSON text, not binary.")
         if len(text_data) > MAX_FRAME_CHARS:
@@ -127,6 +146,21 @@ def _id(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
         raise ChatError("bad_id", f"{name} must be a positive whole number.")
     return value
+
+
+def _session_valid(session_key: str, user_id: int) -> bool:
+    """Read the session afresh from its store (the socket's copy is from the handshake)."""
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.utils.crypto import constant_time_compare
+
+    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()
+    if str(data.get(SESSION_KEY)) != str(user_id):
+        return False
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    return user is not None and constant_time_compare(data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash())
 
 
 def _active_for(user, conversation_id: int) -> Message | None:

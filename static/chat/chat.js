@@ -180,7 +180,8 @@
       $("connection").textContent = "connected";
       $("connection").className = "connection online";
       showError("");
-      if (state.conversation !== null) send({ type: "subscribe", conversation: state.conversation });
+      // After a drop the page may have missed frames: reload what is stored, then resume the live reply.
+      if (state.conversation !== null) openConversation(state.conversation);
     });
     socket.addEventListener("message", (e) => {
       const frame = JSON.parse(e.data);
@@ -190,7 +191,8 @@
       $("connection").textContent = "offline — reconnecting…";
       $("connection").className = "connection";
       if (e.code === 4401) { location.href = "/accounts/login/?next=/"; return; }
-      const delay = Math.min(10000, 500 * 2 ** state.retry++);
+      if (e.code === 4429) state.retry = Math.max(state.retry, 6); // too many tabs: retry slowly
+      const delay = Math.min(30000, 500 * 2 ** state.retry++);
       setTimeout(connect, delay);
     });
   }

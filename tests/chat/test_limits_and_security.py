@@ -1,0 +1,106 @@
+"""Hostile input and sessions: frame floods, socket caps, logouts elsewhere, CSP, inert HTML in the admin."""
+import asyncio
+import re
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from chat import services
+from chatsite.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+HOSTILE = ['<svg onload=alert(1)>', '[x](javascript:alert(1))', '<a href="javascript:alert(2)">go</a>',
+           '<img src="data:text/html;base64,PHNjcmlwdD5hbGVydCgzKTwvc2NyaXB0Pg==">', '<script>alert(4)</script>']
+
+
+def sock(cookie):
+    return WebsocketCommunicator(application, "/ws/chat/",
+                                 headers=[(b"origin", b"http://localhost"), (b"cookie", cookie.encode())])
+
+
+def test_a_frame_flood_is_refused_and_the_socket_recovers(make_user, session_cookie, settings):
+    settings.CHAT_FRAME_RATE = "5/second"
+    cookie = session_cookie(make_user())
+
+    async def go():
+        comm = sock(cookie)
+        assert (await comm.connect())[0]
+        for _ in range(12):
+            await comm.send_to(text_data='{"type": "noop"}')
+        codes = [(await comm.receive_json_from(timeout=10))["code"] for _ in range(12)]
+        await asyncio.sleep(1.1)
+        await comm.send_to(text_data='{"type": "noop"}')
+        after = (await comm.receive_json_from(timeout=10))["code"]
+        await comm.disconnect()
+        return codes, after
+    codes, after = asyncio.run(go())
+    assert codes.count("unknown_type") == 5 and codes.count("rate_limited") == 7
+    assert after == "unknown_type"  # a second later the socket is served again
+
+
+def test_each_user_has_a_cap_on_open_sockets(make_user, session_cookie, settings):
+    settings.CHAT_MAX_SOCKETS_PER_USER = 2
+    alice, bob = make_user("alice"), make_user("bob")
+    cookie, other = session_cookie(alice), session_cookie(bob)
+
+    async def go():
+        first, second, third = sock(cookie), sock(cookie), sock(cookie)
+        assert (await first.connect())[0] and (await second.connect())[0]
+        await third.connect()
+        refused = await third.receive_json_from(timeout=10)
+        closed = await third.receive_output(timeout=10)
+        bobs = sock(other)
+        assert (await bobs.connect())[0]  # the cap is per user
+        await first.disconnect()
+        fourth = sock(cookie)
+        assert (await fourth.connect())[0]  # a closed socket frees its place
+        for comm in (second, fourth, bobs):
+            await comm.disconnect()
+        return refused, closed
+    refused, closed = asyncio.run(go())
+    assert refused["code"] == "too_many_sockets" and closed == {"type": "websocket.close", "code": 4429}
+
+
+def test_a_socket_whose_session_ended_elsewhere_is_closed_at_its_next_frame(make_user, session_cookie):
+    from django.contrib.sessions.models import Session
+
+    cookie = session_cookie(make_user())
+
+    async def go():
+        comm = sock(cookie)
+        assert (await comm.connect())[0]
+        await comm.send_to(text_data='{"type": "noop"}')
+        assert (await comm.receive_json_from(timeout=10))["code"] == "unknown_type"
+        await asyncio.to_thread(lambda: Session.objects.all().delete())  # logged out in another tab
+        await comm.send_json_to({"type": "send", "conversation": None, "content": "still me?"})
+        return await comm.receive_output(timeout=10)
+    assert asyncio.run(go()) == {"type": "websocket.close", "code": 4401}
+
+
+def test_pages_forbid_inline_script_and_framing(client, make_user):
+    client.force_login(make_user())
+    response = client.get("/")
+    policy = response["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
+    assert response["X-Frame-Options"] == "DENY"
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", response.content.decode())  # no inline script
+
+
+def test_hostile_message_text_is_stored_as_typed_and_shown_escaped_in_the_admin(client, django_user_model):
+    staff = django_user_model.objects.create_superuser("root", "root@example.com", "a-long-test-password")
+    sent = [services.message_send(user=staff, conversation_id=None, content=text) for text in HOSTILE[:1]]
+    conversation = sent[0].conversation
+    for text in HOSTILE[1:]:
+        services.message_finish(message_id=sent[-1].assistant_message.id, content=text, status="complete",
+                                finish_reason="stop")
+        sent.append(services.message_send(user=staff, conversation_id=conversation.id, content=text))
+    client.force_login(staff)
+    pages = [client.get(f"/admin/chat/conversation/{conversation.id}/change/").content.decode(),
+             client.get("/admin/chat/message/").content.decode(),
+             client.get(f"/admin/chat/message/{sent[1].assistant_message.id}/change/").content.decode()]
+    for page in pages:
+        assert "<svg onload" not in page and '<a href="javascript:' not in page and "<script>alert" not in page
+        assert '<img src="data:' not in page
+    assert "&lt;svg onload=alert(1)&gt;" in pages[0]
+    api = client.get(f"/api/conversations/{conversation.id}/").json()
+    assert api["messages"][0]["content"] == HOSTILE[0]  # stored as typed; the page renders it as text
