@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import weakref
 from concurrent.futures import Future
 
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import channel_layers, get_channel_layer
 from django.conf import settings
+from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +158,19 @@ class WorkerLink:
         """Run a coroutine on the link's loop and wait for its result."""
         return self._submit(coro).result(timeout)
 
+    def call_patiently(self, make_coro):
+        """Like ``call``, riding out a Redis restart: retried for up to CHAT_REDIS_GRACE_S. The engine keeps
+        generating meanwhile; what it produced is sent in one piece when Redis is back."""
+        deadline = time.monotonic() + settings.CHAT_REDIS_GRACE_S
+        while True:
+            try:
+                return self.call(make_coro())
+            except (RedisError, OSError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("Redis unreachable; retrying")
+                time.sleep(0.5)
+
     async def _listen(self) -> None:
         layer = self.layer
         channel = await layer.new_channel("inference.worker.")
@@ -163,7 +178,9 @@ class WorkerLink:
         while True:
             try:
                 now = self.loop.time()
-                if last_join is None or now - last_join > 3600:  # group membership expires after a day: renew it
+                # Renew membership often: it expires after a day, and a Redis restart without persistence
+                # forgets it at once.
+                if last_join is None or now - last_join > 50:
                     await layer.group_add(WORKERS_GROUP, channel)
                     last_join = now
                 event = await asyncio.wait_for(layer.receive(channel), timeout=60)
@@ -178,25 +195,33 @@ class WorkerLink:
                 last_join = None
                 await asyncio.sleep(1)
 
-    async def _delta(self, user_id: int, message_id: int, seq: int, text: str) -> None:
+    async def _delta(self, user_id: int, message_id: int, seq: int, pieces: list[str]) -> None:
         key = stream_key(message_id)
-        async with _redis().pipeline(transaction=False) as pipe:
-            pipe.rpush(key, text)
+        client = _redis()
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, pieces[seq])
             pipe.expire(key, settings.CHAT_STREAM_TTL_S)
-            await pipe.execute()
-        await send_to_user(user_id, delta_event(message_id, seq, text), self.layer)
+            length, _ = await pipe.execute()
+        if length != seq + 1:  # Redis lost the log (restart without persistence): write it again, whole
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                pipe.rpush(key, *pieces[:seq + 1])
+                pipe.expire(key, settings.CHAT_STREAM_TTL_S)
+                await pipe.execute()
+        await send_to_user(user_id, delta_event(message_id, seq, pieces[seq]), self.layer)
 
-    def delta(self, user_id: int, message_id: int, seq: int, text: str) -> None:
-        """Log and publish one coalesced delta (waits, so deltas stay in order)."""
-        self.call(self._delta(user_id, message_id, seq, text))
+    def delta(self, user_id: int, message_id: int, seq: int, pieces: list[str]) -> None:
+        """Log and publish delta ``seq`` (``pieces[seq]``; earlier pieces repair a lost log). Waits, so deltas
+        stay in order."""
+        self.call_patiently(lambda: self._delta(user_id, message_id, seq, pieces))
 
     def send(self, user_id: int, event: dict) -> None:
         """Publish an event to a user's sockets."""
-        self.call(send_to_user(user_id, event, self.layer))
+        self.call_patiently(lambda: send_to_user(user_id, event, self.layer))
 
     def clear_stream(self, message_id: int) -> None:
         """Forget a message's stream log (a regenerated reply starts a new one)."""
         async def _clear():
             await _redis().delete(stream_key(message_id))
 
-        self.call(_clear())
+        self.call_patiently(_clear)

