@@ -2,13 +2,15 @@
 model's own generation config, so only what the user chose is checked and stored here."""
 from __future__ import annotations
 
+import math
+
 from django.conf import settings
 
 from .errors import ChatError
 
 
 def _number(name: str, value, *, integer: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ChatError("invalid_params", f"{name} must be a number.")
     if integer and int(value) != value:
         raise ChatError("invalid_params", f"{name} must be a whole number.")

@@ -43,11 +43,14 @@ class Stack:
         self.daphne = None
 
     def start_worker(self, name="inference"):
+        """Start a worker process and wait until its model is loaded; the newest is ``self.worker``."""
         log = self.logs / f"{name}.log"
-        self.worker = stack.start_worker(self.env, concurrency=8, name=name, stdout=open(log, "w"),
-                                         stderr=subprocess.STDOUT)
-        _wait_for_log(log, "ready.", self.worker)
-        _wait_for_log(log, "model ", self.worker)
+        proc = stack.start_worker(self.env, concurrency=8, name=name, stdout=open(log, "w"),
+                                  stderr=subprocess.STDOUT)
+        _wait_for_log(log, "ready.", proc)
+        _wait_for_log(log, "model ", proc)
+        self.worker = proc
+        return proc
 
     def log_tail(self, name="inference", n=3000) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")[-n:]

@@ -35,7 +35,8 @@ def test_bad_content_is_refused_and_nothing_is_stored(make_user, content, code):
 
 
 @pytest.mark.parametrize("params", [{"temperature": 3}, {"temperature": "hot"}, {"top_p": 0}, {"top_p": True},
-                                    {"max_new_tokens": 10**9}, {"max_new_tokens": 1.5}, {"seed": 1}, [1]])
+                                    {"max_new_tokens": 10**9}, {"max_new_tokens": 1.5}, {"seed": 1}, [1],
+                                    {"max_new_tokens": float("inf")}, {"temperature": float("nan")}])
 def test_bad_params_are_refused(make_user, params):
     with pytest.raises(ChatError) as err:
         services.message_send(user=make_user(), conversation_id=None, content="hi", params=params)
