@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -36,7 +37,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         self.user = user
         self.group = events.user_group(user.pk)
-        self._last_seq: dict[int, int] = {}
+        self._streams: dict[int, _Stream] = {}
+        self._finished: deque[int] = deque(maxlen=64)  # late deltas of these replies are dropped
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
 
@@ -107,7 +109,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         active = await database_sync_to_async(_active_for)(self.user, conversation_id)
         if active is not None:
             text, seq = await events.stream_snapshot(active.pk)
-            self._last_seq[active.pk] = seq
+            self._streams[active.pk] = _Stream(seq + 1)
             payload = events.message_payload(active)
             payload["content"] = text
             await self.send_json({"type": "message", "message": payload, "seq": seq})
@@ -131,15 +133,38 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(frame)
 
     async def chat_delta(self, event):
+        """Forward deltas in seq order, each once. The channel layer can redeliver a message after a
+        cancelled receive, out of order; a gap is filled from the stream log, which the worker writes before
+        it publishes, so any seq below one that arrived is already there."""
         message, seq = event["message"], event["seq"]
-        if seq <= self._last_seq.get(message, -1):
-            return  # already sent in a subscribe snapshot
-        self._last_seq[message] = seq
-        await self.send_json({"type": "delta", "message": message, "seq": seq, "text": event["text"]})
+        if message in self._finished:
+            return
+        stream = self._streams.setdefault(message, _Stream())
+        if seq < stream.next or seq in stream.held:
+            return  # a duplicate
+        stream.held[seq] = event["text"]
+        if min(stream.held) > stream.next:
+            texts = await events.stream_range(message, stream.next, min(stream.held) - 1)
+            stream.held.update({stream.next + i: text for i, text in enumerate(texts)})
+        while stream.next in stream.held:
+            await self.send_json({"type": "delta", "message": message, "seq": stream.next,
+                                  "text": stream.held.pop(stream.next)})
+            stream.next += 1
 
     async def chat_done(self, event):
-        self._last_seq.pop(event["message"], None)
+        self._streams.pop(event["message"], None)
+        self._finished.append(event["message"])
         await self.send_json({"type": "done"} | {key: value for key, value in event.items() if key != "type"})
+
+
+class _Stream:
+    """Delivery state of one reply on one socket: the next seq to send and any that came early."""
+
+    __slots__ = ("next", "held")
+
+    def __init__(self, next_seq: int = 0):
+        self.next = next_seq
+        self.held: dict[int, str] = {}
 
 
 def _id(value, name: str) -> int:

@@ -118,6 +118,11 @@ async def stream_snapshot(message_id: int) -> tuple[str, int]:
     return "".join(pieces), len(pieces) - 1
 
 
+async def stream_range(message_id: int, first: int, last: int) -> list[str]:
+    """Delta texts ``first``..``last`` (inclusive) from the stream log."""
+    return await _redis().lrange(stream_key(message_id), first, last)
+
+
 def stream_text_sync(message_id: int) -> str | None:
     """The text streamed so far, from sync code (the sweep); None when the log is gone."""
     from .liveness import client

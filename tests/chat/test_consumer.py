@@ -195,3 +195,32 @@ def test_subscribe_sends_text_so_far_then_only_newer_deltas(make_user, session_c
     assert ack == {"type": "subscribed", "conversation": sent.conversation.id, "active": reply.id}
     assert delta == {"type": "delta", "message": reply.id, "seq": 2, "text": " world"}
     assert done["type"] == "done" and done["content"] == "Hello world"
+
+
+def test_out_of_order_and_repeated_deltas_reach_the_client_in_order_once(make_user, session_cookie):
+    """The channel layer may redeliver a message late (after a cancelled receive): the socket still sends
+    every seq once, in order, filling a gap from the stream log."""
+    from channels.layers import get_channel_layer
+
+    from chat import events, liveness, services
+
+    user = make_user()
+    sent = services.message_send(user=user, conversation_id=None, content="Hi")
+    reply = sent.assistant_message.id
+    key = events.stream_key(reply)
+    liveness.client().delete(key)
+    liveness.client().rpush(key, "A", " word", " here")  # the worker logs before it publishes
+    cookie = session_cookie(user)
+
+    async def go():
+        comm, _, _ = await connect(cookie)
+        layer = get_channel_layer()
+        group = events.user_group(user.id)
+        for seq in (0, 2, 1, 2):  # seq 1 overtaken by 2, then both again
+            await layer.group_send(group, events.delta_event(reply, seq, ["A", " word", " here"][seq]))
+        out = [await comm.receive_json_from(timeout=10) for _ in range(3)]
+        assert await comm.receive_nothing(timeout=0.5)
+        await comm.disconnect()
+        return out
+    out = run(go())
+    assert [(f["seq"], f["text"]) for f in out] == [(0, "A"), (1, " word"), (2, " here")]

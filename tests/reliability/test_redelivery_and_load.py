@@ -1,0 +1,101 @@
+"""Redelivery never makes two replies; a bounded load run ends every message in a final state."""
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from chat.models import Message
+from tests.live import recv, recv_until, send
+
+pytestmark = pytest.mark.e2e
+REPORT = Path(__file__).resolve().parents[2] / "var" / "reliability.json"
+
+
+def test_a_task_delivered_twice_generates_one_reply(fault_chat, fault_stack):
+    """Fault: the broker delivers the same task twice (what a visibility timeout shorter than a queue wait
+    does). Outcome: one generation, contiguous seqs, text not doubled."""
+    from celery import Celery
+
+    _, client = fault_chat()
+    broker = Celery(broker=fault_stack.env["REDIS_URL"])
+
+    async def go():
+        async with client.connect() as ws:
+            await send(ws, {"type": "send", "conversation": None, "content": "Name three rivers.",
+                            "params": {"max_new_tokens": 30}})
+            frames = []
+            while not (frames and frames[-1]["type"] == "message" and frames[-1]["message"]["role"] == "assistant"):
+                frames.append(await recv(ws))
+            reply = frames[-1]["message"]["id"]
+            for _ in range(2):  # the same task again, twice, as a redelivery would
+                await asyncio.to_thread(broker.send_task, "inference.tasks.generate_reply", args=[reply],
+                                        queue="inference")
+            frames += await recv_until(ws, "done", message=reply)
+            await asyncio.sleep(2)  # room for a duplicate to show itself
+            try:
+                extra = await asyncio.wait_for(ws.recv(), 1)
+            except asyncio.TimeoutError:
+                extra = None
+            return reply, frames, extra
+    reply, frames, extra = asyncio.run(go())
+    deltas = [f for f in frames if f["type"] == "delta" and f["message"] == reply]
+    assert [d["seq"] for d in deltas] == list(range(len(deltas)))
+    assert "".join(d["text"] for d in deltas) == frames[-1]["content"] == Message.objects.get(pk=reply).content
+    assert extra is None
+    assert Message.objects.filter(role="assistant").count() == 1
+
+
+def test_bounded_load_run_every_message_final_and_intact(fault_chat, fault_stack):
+    """Load: 50 sockets (50 users) × 5 messages with short replies, a few minutes at most."""
+    sockets, per_socket = 50, 5
+    clients = [fault_chat(f"load{i}")[1] for i in range(sockets)]
+    worker = psutil.Process(fault_stack.worker.pid)
+    rss_before = worker.memory_info().rss
+
+    async def one(client, i):
+        results = []
+        async with client.connect() as ws:
+            conversation = None
+            for n in range(per_socket):
+                sent = time.perf_counter()
+                await send(ws, {"type": "send", "conversation": conversation, "content": f"Say a word ({i}.{n}).",
+                                "params": {"max_new_tokens": 8}})
+                frames, first = [], None
+                while True:
+                    frame = await recv(ws, 300)
+                    frames.append(frame)
+                    if frame["type"] == "delta" and first is None:
+                        first = time.perf_counter()
+                    if frame["type"] == "conversation":
+                        conversation = frame["conversation"]["id"]
+                    if frame["type"] in ("done", "error"):
+                        break
+                deltas = "".join(f["text"] for f in frames if f["type"] == "delta")
+                results.append({"frame": frame, "streamed": deltas,
+                                "ttft_ms": (first - sent) * 1000 if first else None})
+        return results
+
+    async def go():
+        return await asyncio.gather(*(one(c, i) for i, c in enumerate(clients)))
+    started = time.perf_counter()
+    runs = [r for rs in asyncio.run(go()) for r in rs]
+    wall = time.perf_counter() - started
+    errors = [r["frame"] for r in runs if r["frame"]["type"] == "error"]
+    dones = [r for r in runs if r["frame"]["type"] == "done"]
+    assert not errors and len(dones) == sockets * per_socket
+    for r in dones:
+        assert r["frame"]["status"] == "complete" and r["streamed"] == r["frame"]["content"]
+    stored = dict(Message.objects.filter(role="assistant").values_list("id", "content"))
+    assert all(stored[r["frame"]["message"]] == r["streamed"] for r in dones)
+    assert not Message.objects.filter(status__in=["queued", "streaming"]).exists()
+    ttfts = sorted(r["ttft_ms"] for r in dones if r["ttft_ms"] is not None)
+    report = {"sockets": sockets, "messages": len(runs), "errors": len(errors), "wall_s": round(wall, 1),
+              "ttft_p50_ms": round(statistics.median(ttfts)), "ttft_p95_ms": round(ttfts[int(0.95 * (len(ttfts) - 1))]),
+              "worker_rss_mb_before": round(rss_before / 2**20), "worker_rss_mb_after": round(worker.memory_info().rss / 2**20)}
+    REPORT.parent.mkdir(exist_ok=True)
+    REPORT.write_text(json.dumps(report, indent=2))
+    print("\nload run:", report)
