@@ -99,3 +99,36 @@ def test_stop_and_reload_mid_reply(page):
     assert len(kept) > before
     page.reload()
     expect(page.locator(".msg.assistant .body")).to_have_text(kept)  # what was shown is what was stored
+
+
+PAYLOADS = ['<svg onload="alert(1)"></svg>', '[click](javascript:alert(2))', '<a href="javascript:alert(3)">x</a>',
+            '<img src="data:image/svg+xml;base64,PHN2ZyBvbmxvYWQ9YWxlcnQoNCk+" onerror="alert(5)">',
+            '<script>alert(6)</script><iframe src="data:text/html,<script>alert(7)</script>"></iframe>']
+
+
+@pytest.fixture
+def hostile_conversation(live_stack, transactional_db, make_user, session_cookie):
+    """Stored before the browser starts: Playwright's loop makes the ORM refuse calls once it runs."""
+    from chat.models import Conversation, Message
+
+    user = make_user("gina")
+    conversation = Conversation.objects.create(owner=user, title="<b>title</b>")
+    parent = Message.objects.create(conversation=conversation, role="user", content="show me markup")
+    Message.objects.create(conversation=conversation, parent=parent, role="assistant", content="\n".join(PAYLOADS))
+    return conversation.id, session_cookie(user)
+
+
+def test_model_output_with_markup_is_shown_as_text(hostile_conversation, page):
+    """Replies are rendered as text: markup a model writes can never run or link anywhere."""
+    conversation_id, cookie = hostile_conversation
+    reply_text = "\n".join(PAYLOADS)
+    name, value = cookie.split("=", 1)
+    page.context.add_cookies([{"name": name, "value": value, "url": page.base}])
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(f"{page.base}/#{conversation_id}")
+    expect(page.locator(".msg.assistant .body")).to_have_text(reply_text)
+    expect(page.locator("#title")).to_have_text("<b>title</b>")
+    for tag in ("svg", "img", "a", "script", "iframe", "b"):
+        assert page.locator(f"#messages {tag}, #title {tag}").count() == 0, tag
+    assert dialogs == []

@@ -3,6 +3,7 @@ import asyncio
 import re
 
 import pytest
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from chat import services
@@ -71,7 +72,7 @@ def test_a_socket_whose_session_ended_elsewhere_is_closed_at_its_next_frame(make
         assert (await comm.connect())[0]
         await comm.send_to(text_data='{"type": "noop"}')
         assert (await comm.receive_json_from(timeout=10))["code"] == "unknown_type"
-        await asyncio.to_thread(lambda: Session.objects.all().delete())  # logged out in another tab
+        await database_sync_to_async(lambda: Session.objects.all().delete())()  # logged out in another tab
         await comm.send_json_to({"type": "send", "conversation": None, "content": "still me?"})
         return await comm.receive_output(timeout=10)
     assert asyncio.run(go()) == {"type": "websocket.close", "code": 4401}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from channels.db import database_sync_to_async
 
 from chat.models import Message
 from tests.live import recv, recv_until, send
@@ -79,8 +80,28 @@ def test_bounded_load_run_every_message_final_and_intact(fault_chat, fault_stack
                                 "ttft_ms": (first - sent) * 1000 if first else None})
         return results
 
+    connections = []
+
+    async def count_connections():
+        """Sample the database's sessions while the load runs (PostgreSQL only)."""
+        from django.db import connection
+
+        if connection.vendor != "postgresql":
+            return
+        def count():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+                return cursor.fetchone()[0]
+        while True:
+            connections.append(await database_sync_to_async(count)())
+            await asyncio.sleep(1)
+
     async def go():
-        return await asyncio.gather(*(one(c, i) for i, c in enumerate(clients)))
+        sampler = asyncio.create_task(count_connections())
+        try:
+            return await asyncio.gather(*(one(c, i) for i, c in enumerate(clients)))
+        finally:
+            sampler.cancel()
     started = time.perf_counter()
     runs = [r for rs in asyncio.run(go()) for r in rs]
     wall = time.perf_counter() - started
@@ -93,7 +114,9 @@ def test_bounded_load_run_every_message_final_and_intact(fault_chat, fault_stack
     assert all(stored[r["frame"]["message"]] == r["streamed"] for r in dones)
     assert not Message.objects.filter(status__in=["queued", "streaming"]).exists()
     ttfts = sorted(r["ttft_ms"] for r in dones if r["ttft_ms"] is not None)
-    report = {"sockets": sockets, "messages": len(runs), "errors": len(errors), "wall_s": round(wall, 1),
+    # Bounded: Daphne's sync thread pool, the worker's Celery threads and keepalive, this test; not per socket
+    assert not connections or max(connections) < sockets
+    report = {"db_connections_max": max(connections) if connections else None, "sockets": sockets, "messages": len(runs), "errors": len(errors), "wall_s": round(wall, 1),
               "ttft_p50_ms": round(statistics.median(ttfts)), "ttft_p95_ms": round(ttfts[int(0.95 * (len(ttfts) - 1))]),
               "worker_rss_mb_before": round(rss_before / 2**20), "worker_rss_mb_after": round(worker.memory_info().rss / 2**20)}
     REPORT.parent.mkdir(exist_ok=True)

@@ -6,6 +6,7 @@ import time
 import urllib.request
 
 import pytest
+from channels.db import database_sync_to_async
 import websockets
 
 from chat.models import Message
@@ -61,7 +62,7 @@ def test_a_reply_survives_a_redis_restart_and_the_client_resumes(fault_chat, fau
         await send(ws, {"type": "subscribe", "conversation": conversation})
         snapshot = await recv(ws)
         if snapshot["type"] == "subscribed" and snapshot["active"] is None:  # it finished while we were away
-            stored = await asyncio.to_thread(lambda: Message.objects.get(pk=reply))
+            stored = await database_sync_to_async(lambda: Message.objects.get(pk=reply))()
             rest = [{"type": "done", "status": stored.status, "finish_reason": stored.finish_reason,
                      "content": stored.content, "usage": {"completion_tokens": stored.completion_tokens}}]
         else:

@@ -5,6 +5,7 @@ import socket
 import time
 
 import pytest
+from channels.db import database_sync_to_async
 
 from chat import liveness
 from chat.models import Message
@@ -34,9 +35,13 @@ def test_killing_one_of_two_workers_fails_only_its_replies(fault_chat, fault_sta
         tasks = [asyncio.create_task(one(c, i, started)) for i, c in enumerate(clients)]
         while len(started) < 4:
             await asyncio.sleep(0.1)
-        await asyncio.sleep(3.5)  # past one checkpoint interval
-        checkpoints = await asyncio.to_thread(
-            lambda: {m.id: m.content for m in Message.objects.filter(pk__in=started)})
+        # the partial text is checkpointed to the database while streaming, not only at the end
+        checkpoints = {}
+        deadline = time.monotonic() + 60
+        while len(checkpoints) < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            checkpoints = await database_sync_to_async(lambda: {
+                m.id: m.content for m in Message.objects.filter(pk__in=started, status="streaming") if m.content})()
         leases = fault_stack.redis.mget([liveness.lease_key(m) for m in started])
         holders.update({m: (v.decode() if v else None) for m, v in zip(started, leases)})
         first.send_signal(signal.SIGKILL)
@@ -45,6 +50,7 @@ def test_killing_one_of_two_workers_fails_only_its_replies(fault_chat, fault_sta
     killed = f"{socket.gethostname()}-{first.pid}"
     survivor = f"{socket.gethostname()}-{second.pid}"
     assert set(holders.values()) == {killed, survivor}, holders  # both workers were generating
+    assert len(checkpoints) == 4
     for done in dones:
         stored = Message.objects.get(pk=done["message"])
         assert stored.content == done["content"]
@@ -52,7 +58,6 @@ def test_killing_one_of_two_workers_fails_only_its_replies(fault_chat, fault_sta
             assert (done["status"], stored.status) == ("failed", "failed") and done["content"]
         else:
             assert (done["status"], done["usage"]["completion_tokens"]) == ("complete", 200)
-        # the partial text was checkpointed to the database while streaming, not only at the end
-        assert checkpoints[done["message"]] and done["content"].startswith(checkpoints[done["message"]])
+        assert done["content"].startswith(checkpoints[done["message"]])
     stack.stop(second)
     fault_stack.start_worker()

@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.test import Client
@@ -90,7 +91,7 @@ async def _one(url, origin, cookie, tokens):
                 break
     ok = [d["seq"] for d in deltas] == list(range(len(deltas))) and \
         "".join(d["text"] for d in deltas) == frame["content"]
-    stored = await asyncio.to_thread(lambda: Message.objects.get(pk=frame["message"]).content)
+    stored = await database_sync_to_async(lambda: Message.objects.get(pk=frame["message"]).content)()
     return {"ttft_ms": (first - sent) * 1000, "tokens": frame["usage"]["completion_tokens"],
             "tokens_per_s": (frame["usage"]["completion_tokens"] - 1) / (end - first), "frames": len(deltas),
             "intact": ok and stored == frame["content"], "end": end, "sent": sent}
