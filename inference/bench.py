@@ -97,6 +97,22 @@ def bench_generate(model, tokenizer, ids: list[int], n: int, repeats: int = 2) -
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
 
 
+def bench_hf_continuous_batching(model, ids: list[int], n: int, concurrency: int) -> dict:
+    """Transformers' own continuous batching (``generate_batch``), for the choice of engine: aggregate only."""
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=-1,
+                              pad_token_id=0)
+    model.generate_batch(inputs=[list(ids)], generation_config=config, progress_bar=False)  # warm-up
+    start = time.perf_counter()
+    outputs = model.generate_batch(inputs=[list(ids) for _ in range(concurrency)], generation_config=config,
+                                   progress_bar=False)
+    wall = time.perf_counter() - start
+    tokens = sum(len(o.generated_tokens) for o in outputs.values())
+    return {"concurrency": concurrency, "aggregate_tokens_per_s": tokens / wall, "wall_s": wall,
+            "tokens": tokens}
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
@@ -150,6 +166,12 @@ def table(report: dict) -> str:
             lines.append(f"| {name} | {r['concurrency']} | {r['aggregate_tokens_per_s']:.1f} | "
                          f"{r['per_stream_tokens_per_s']:.1f} | {r['ttft_p50_ms']:.0f} | {r['ttft_p95_ms']:.0f} | "
                          f"{r['aggregate_tokens_per_s'] / raw['tokens_per_s']:.2f} |")
+    hf = report.get("hf_continuous_batching")
+    if isinstance(hf, list):
+        lines += [f"| transformers generate_batch | {r['concurrency']} | {r['aggregate_tokens_per_s']:.1f} | | | | "
+                  f"{r['aggregate_tokens_per_s'] / raw['tokens_per_s']:.2f} |" for r in hf]
+    elif hf:
+        lines.append(f"transformers generate_batch: {hf['error']}")
     return "\n".join(lines)
 
 
@@ -162,6 +184,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--concurrency", default="1,4,8,16")
     parser.add_argument("--no-serial", action="store_true", help="skip the one-at-a-time engine")
+    parser.add_argument("--hf-cb", action="store_true", help="also time transformers' continuous batching")
     parser.add_argument("--stack", action="store_true", help="also measure end to end through the running stack")
     parser.add_argument("--out", default="bench-results/engine.json")
     args = parser.parse_args(argv)
@@ -198,6 +221,12 @@ def main(argv=None) -> int:
         serial = SerialEngine(model, tokenizer, eos_ids=set())
         report["serial"] = [bench_engine(serial, ids, args.tokens, c) for c in levels if c <= 8]
         serial.shutdown()
+    if args.hf_cb:
+        try:
+            report["hf_continuous_batching"] = [bench_hf_continuous_batching(model, ids, args.tokens, c)
+                                                for c in levels]
+        except Exception as exc:  # an experimental API: report why it could not be measured
+            report["hf_continuous_batching"] = {"error": f"{type(exc).__name__}: {exc}"}
     if args.stack:
         del model
         report["stack"] = run_stack(args)

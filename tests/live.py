@@ -74,13 +74,17 @@ def live_stack(django_db_setup, django_db_blocker):
     stack.stop(s.daphne, s.worker)
 
 
-@pytest.fixture
-def chat(live_stack, transactional_db, make_user, session_cookie):
-    """``chat("alice")`` → a connected-socket factory for a fresh user."""
+def clients_for(stack_, make_user, session_cookie):
+    """A factory: ``for_user("alice")`` → (a fresh user, a websocket client signed in as them on ``stack_``)."""
     def for_user(name="alice"):
         user = make_user(name)
-        return user, Client(live_stack, session_cookie(user))
+        return user, Client(stack_, session_cookie(user))
     return for_user
+
+
+@pytest.fixture
+def chat(live_stack, transactional_db, make_user, session_cookie):
+    return clients_for(live_stack, make_user, session_cookie)
 
 
 class Client:

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from chatsite import stack
-from tests.live import Stack
+from tests.live import Stack, clients_for
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,4 @@ def fault_stack(django_db_setup, django_db_blocker):
 
 @pytest.fixture
 def fault_chat(fault_stack, transactional_db, make_user, session_cookie):
-    from tests.live import Client
-
-    def for_user(name="alice"):
-        user = make_user(name)
-        return user, Client(fault_stack, session_cookie(user))
-    return for_user
+    return clients_for(fault_stack, make_user, session_cookie)
