@@ -137,11 +137,12 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ROUTES = {"inference.tasks.*": {"queue": "inference"}}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Lost tasks are not retried (tasks are acknowledged when they start; a worker that dies mid-reply leaves
+# Lost tasks are not retried (a worker acknowledges a task when it accepts it; one that dies mid-reply leaves
 # the reply to the sweep, which marks it failed). A task that Redis delivers twice — a worker lost before
 # acknowledging, the visibility timeout passing — meets message_start's conditional claim and does nothing.
 CELERY_TASK_ACKS_LATE = False
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_S", default=3600)}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_S", default=3600),
+                                   **env.json("CELERY_TRANSPORT_OPTIONS", default={})}
 
 # --- chat and model --------------------------------------------------------------------------------
 CHAT_MODEL = env.str("CHAT_MODEL", default="bundled:smollm2-135m-instruct")

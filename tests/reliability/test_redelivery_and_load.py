@@ -122,3 +122,45 @@ def test_bounded_load_run_every_message_final_and_intact(fault_chat, fault_stack
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text(json.dumps(report, indent=2))
     print("\nload run:", report)
+
+
+def test_a_short_visibility_timeout_never_makes_two_replies(fault_chat, fault_stack):
+    """Fault: a visibility timeout (1 s) far shorter than each generation and than the queue wait (one worker
+    thread, three replies), with restores of unacknowledged tasks every second. Outcome: tasks are
+    acknowledged when the worker accepts them, so none is handed out again and every reply is generated once
+    (a delivery twice is covered by the test above)."""
+    from chatsite import stack as stack_module
+
+    stack_module.stop(fault_stack.worker)
+    env = dict(fault_stack.env, WORKER_CONCURRENCY="1", CELERY_VISIBILITY_TIMEOUT_S="1",
+               CELERY_TRANSPORT_OPTIONS=json.dumps({"unacked_restore_interval": 1, "unacked_restore_throttle": 1}))
+    normal_env, fault_stack.env = fault_stack.env, env
+    try:
+        fault_stack.start_worker("redelivery")
+        clients = [fault_chat(f"r{i}")[1] for i in range(3)]
+
+        async def one(client, i):
+            async with client.connect() as ws:
+                await send(ws, {"type": "send", "conversation": None, "content": f"Tell me about rivers ({i}).",
+                                "params": {"max_new_tokens": 40}})
+                frames = [await recv(ws)]
+                while not (frames[-1]["type"] == "message" and frames[-1]["message"]["role"] == "assistant"):
+                    frames.append(await recv(ws))
+                reply = frames[-1]["message"]["id"]
+                frames += await recv_until(ws, "done", timeout=180, message=reply)
+                return reply, frames
+
+        async def go():
+            return await asyncio.gather(*(one(c, i) for i, c in enumerate(clients)))
+        results = asyncio.run(go())
+    finally:
+        stack_module.stop(fault_stack.worker)
+        fault_stack.env = normal_env
+        fault_stack.start_worker()
+    assert fault_stack.log_tail("redelivery", 10**7).count("] received") == 3
+    for reply, frames in results:
+        deltas = [f for f in frames if f["type"] == "delta"]
+        assert [d["seq"] for d in deltas] == list(range(len(deltas)))
+        assert "".join(d["text"] for d in deltas) == frames[-1]["content"] == Message.objects.get(pk=reply).content
+        assert frames[-1]["status"] == "complete"
+    assert Message.objects.filter(role="assistant").count() == 3
