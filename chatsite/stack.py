@@ -71,9 +71,14 @@ def start_redis(data_dir: Path, *, persist: bool = True, port: int | None = None
 
 
 def start_daphne(port: int, env: dict, **popen) -> subprocess.Popen:
-    """Daphne serving the ASGI app (HTTP, static files and websockets)."""
+    """Daphne serving the ASGI app (HTTP, static files and websockets).
+
+    Keepalive pings bound what a client that stops reading can cost: it cannot answer a ping it never reads,
+    so Daphne drops it after WS_PING_INTERVAL_S + WS_PING_TIMEOUT_S instead of buffering replies for it forever.
+    """
     args = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "--websocket-max-message-size",
             str(WS_MAX_MESSAGE_BYTES), "--websocket-max-frame-size", str(WS_MAX_MESSAGE_BYTES),
+            "--ping-interval", env.get("WS_PING_INTERVAL_S", "20"), "--ping-timeout", env.get("WS_PING_TIMEOUT_S", "30"),
             "chatsite.asgi:application"]
     proc = _popen(args, cwd=ROOT, env=env, **popen)
     wait_for_port(port, proc)
