@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import deque
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from . import events, limits, liveness, selectors, services
+from .delivery import ReplyDelivery
 from .errors import ChatError
 from .models import Message
 
@@ -37,12 +37,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         self.user = user
         self.group = events.user_group(user.pk)
-        self._streams: dict[int, _Stream] = {}
-        self._finished: deque[int] = deque(maxlen=64)  # late deltas of these replies are dropped
+        self.delivery = ReplyDelivery(self.send_json)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
 
     async def disconnect(self, code):
+        if getattr(self, "delivery", None):
+            self.delivery.close()
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
             await database_sync_to_async(limits.socket_closed)(self.user.pk, self.channel_name)
@@ -91,28 +92,32 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         conversation = frame.get("conversation")
         if conversation is not None:
             conversation = _id(conversation, "conversation")
-        await database_sync_to_async(services.message_send)(
+        result = await database_sync_to_async(services.message_send)(
             user=self.user, conversation_id=conversation, content=frame.get("content"),
             params=frame.get("params"), client_id=client_id)
+        self.delivery.expect(result.assistant_message.id)
 
     async def on_stop(self, frame):
         await database_sync_to_async(services.message_stop)(user=self.user, message_id=_id(frame.get("message"), "message"))
 
     async def on_regenerate(self, frame):
         client_id = frame.get("client_id") if isinstance(frame.get("client_id"), str) else None
-        await database_sync_to_async(services.message_regenerate)(
+        reply = await database_sync_to_async(services.message_regenerate)(
             user=self.user, message_id=_id(frame.get("message"), "message"), params=frame.get("params"),
             client_id=client_id)
+        self.delivery.expect(reply.id)
 
     async def on_subscribe(self, frame):
         conversation_id = _id(frame.get("conversation"), "conversation")
         active = await database_sync_to_async(_active_for)(self.user, conversation_id)
         if active is not None:
-            text, seq = await events.stream_snapshot(active.pk)
-            self._streams[active.pk] = _Stream(seq + 1)
-            payload = events.message_payload(active)
-            payload["content"] = text
-            await self.send_json({"type": "message", "message": payload, "seq": seq})
+            async with self.delivery.lock:  # no delta may overtake the snapshot
+                text, seq = await events.stream_snapshot(active.pk)
+                self.delivery.streams.pop(active.pk, None)
+                self.delivery.expect(active.pk, next_seq=seq + 1, announced=True)
+                payload = events.message_payload(active)
+                payload["content"] = text
+                await self.send_json({"type": "message", "message": payload, "seq": seq})
         await self.send_json({"type": "subscribed", "conversation": conversation_id,
                               "active": active.pk if active else None})
 
@@ -130,41 +135,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         for key in ("client_id", "replaces"):
             if key in event:
                 frame[key] = event[key]
+        if frame["message"]["role"] == "assistant":
+            self.delivery.announced(frame["message"]["id"])
         await self.send_json(frame)
 
     async def chat_delta(self, event):
-        """Forward deltas in seq order, each once. The channel layer can redeliver a message after a
-        cancelled receive, out of order; a gap is filled from the stream log, which the worker writes before
-        it publishes, so any seq below one that arrived is already there."""
-        message, seq = event["message"], event["seq"]
-        if message in self._finished:
-            return
-        stream = self._streams.setdefault(message, _Stream())
-        if seq < stream.next or seq in stream.held:
-            return  # a duplicate
-        stream.held[seq] = event["text"]
-        if min(stream.held) > stream.next:
-            texts = await events.stream_range(message, stream.next, min(stream.held) - 1)
-            stream.held.update({stream.next + i: text for i, text in enumerate(texts)})
-        while stream.next in stream.held:
-            await self.send_json({"type": "delta", "message": message, "seq": stream.next,
-                                  "text": stream.held.pop(stream.next)})
-            stream.next += 1
+        await self.delivery.delta(event["message"], event["seq"], event["text"])
 
     async def chat_done(self, event):
-        self._streams.pop(event["message"], None)
-        self._finished.append(event["message"])
-        await self.send_json({"type": "done"} | {key: value for key, value in event.items() if key != "type"})
-
-
-class _Stream:
-    """Delivery state of one reply on one socket: the next seq to send and any that came early."""
-
-    __slots__ = ("next", "held")
-
-    def __init__(self, next_seq: int = 0):
-        self.next = next_seq
-        self.held: dict[int, str] = {}
+        await self.delivery.done(event)
 
 
 def _id(value, name: str) -> int:

@@ -1,0 +1,128 @@
+"""Delivery of replies to one socket: every delta once, in seq order, then ``done`` — even when the channel
+layer loses or reorders a message.
+
+channels_redis can drop or re-order a message when a receiving coroutine of the same process is cancelled
+(a tab closing) at the wrong moment: BZPOPMIN has popped it on the server when the cancel lands. So the
+socket does not trust the layer alone: a gap in seqs is filled from the reply's stream log (the worker logs
+each delta before publishing it), and a watchdog looks at every reply that has been quiet for
+``WATCH_INTERVAL_S``: it sends what the log holds beyond what was sent and, if the reply has ended, its
+``done`` from the database.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+from channels.db import database_sync_to_async
+
+from . import events
+from .models import Message
+
+log = logging.getLogger(__name__)
+WATCH_INTERVAL_S = 2.0
+
+
+class _Stream:
+    """One reply on one socket: the next seq to send, deltas that came early, when it was last heard of."""
+
+    __slots__ = ("next", "held", "heard", "announced")
+
+    def __init__(self, next_seq: int = 0, announced: bool = False):
+        self.next = next_seq
+        self.held: dict[int, str] = {}
+        self.heard = time.monotonic()
+        self.announced = announced
+
+
+class ReplyDelivery:
+    """The reply streams one socket shows; ``send_json`` is the socket's."""
+
+    def __init__(self, send_json):
+        self.send_json = send_json
+        self.streams: dict[int, _Stream] = {}
+        self.finished: deque[int] = deque(maxlen=256)  # late events of these replies are dropped
+        self.lock = asyncio.Lock()  # one sender at a time: frames leave in order
+        self.watchdog = asyncio.ensure_future(self._watch())
+
+    def close(self) -> None:
+        self.watchdog.cancel()
+
+    def expect(self, message_id: int, next_seq: int = 0, announced: bool = False) -> None:
+        """Start following a reply (this socket started it, subscribed to it, or was told of it)."""
+        if message_id not in self.finished and message_id not in self.streams:
+            self.streams[message_id] = _Stream(next_seq, announced)
+
+    def announced(self, message_id: int) -> None:
+        self.expect(message_id)
+        if message_id in self.streams:
+            self.streams[message_id].announced = True
+
+    async def delta(self, message_id: int, seq: int, text: str) -> None:
+        if message_id in self.finished:
+            return
+        self.expect(message_id)
+        stream = self.streams[message_id]
+        stream.heard = time.monotonic()
+        async with self.lock:
+            await self._forward(message_id, stream, {seq: text})
+
+    async def done(self, event: dict) -> None:
+        """Send the deltas the socket still lacks, then ``done``, once."""
+        message_id = event["message"]
+        async with self.lock:
+            if message_id in self.finished:
+                return
+            stream = self.streams.pop(message_id, None)
+            self.finished.append(message_id)
+            if stream is not None:
+                await self._forward(message_id, stream, {}, to_end=True)
+            await self.send_json({"type": "done"} | {k: v for k, v in event.items() if k != "type"})
+
+    async def _forward(self, message_id: int, stream: _Stream, new: dict[int, str], to_end: bool = False) -> None:
+        for seq, text in new.items():
+            if seq >= stream.next:
+                stream.held.setdefault(seq, text)
+        gap = stream.held and min(stream.held) > stream.next
+        if gap or to_end:
+            last = min(stream.held) - 1 if gap and not to_end else -1
+            texts = await events.stream_range(message_id, stream.next, last)
+            for i, text in enumerate(texts):
+                stream.held.setdefault(stream.next + i, text)
+        while stream.next in stream.held:
+            seq = stream.next
+            text = stream.held.pop(seq)
+            stream.next += 1
+            await self.send_json({"type": "delta", "message": message_id, "seq": seq, "text": text})
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            quiet = [m for m, s in list(self.streams.items()) if time.monotonic() - s.heard >= WATCH_INTERVAL_S]
+            for message_id in quiet:
+                try:
+                    await self._catch_up(message_id)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # Redis or the database away: try again next round
+                    log.warning("catch-up of reply %s failed", message_id, exc_info=True)
+
+    async def _catch_up(self, message_id: int) -> None:
+        stream = self.streams.get(message_id)
+        if stream is None:
+            return
+        stream.heard = time.monotonic()
+        message = await database_sync_to_async(
+            lambda: Message.objects.select_related("conversation").filter(pk=message_id).first())()
+        if message is None:
+            self.streams.pop(message_id, None)
+            return
+        if not stream.announced:  # the message frame itself was lost
+            stream.announced = True
+            await self.send_json({"type": "message", "message": events.message_payload(message)})
+        if message.is_active:
+            async with self.lock:
+                await self._forward(message_id, stream, {}, to_end=True)
+        else:
+            await self.done(events.done_event(message))
