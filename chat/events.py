@@ -114,7 +114,7 @@ def _redis():
 
 async def stream_snapshot(message_id: int) -> tuple[str, int]:
     """The text streamed so far for a message and the seq of its last delta (-1 when none)."""
-    pieces = await _redis().lrange(stream_key(message_id), 0, -1)
+    pieces = await stream_range(message_id, 0, -1)
     return "".join(pieces), len(pieces) - 1
 
 

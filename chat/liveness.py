@@ -1,6 +1,6 @@
 """Who is alive: worker heartbeats and per-reply leases in Redis, and the sweep that ends orphaned replies.
 
-A worker refreshes ``chat:worker:<name>`` and a lease ``chat:lease:<message>`` for every reply it is
+A worker refreshes its entry in ``chat:workers`` and a lease ``chat:lease:<message>`` for every reply it is
 generating, every ``CHAT_HEARTBEAT_S``; both expire after ``CHAT_LEASE_TTL_S``. A reply that is ``streaming``
 without a lease belonged to a worker that died (SIGKILL, OOM, machine lost): the sweep marks it ``failed``,
 keeping the text streamed so far. Lost tasks are not retried — a retry could race a reply already shown — so
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from datetime import timedelta
 
@@ -19,7 +20,9 @@ from django.conf import settings
 from django.utils import timezone
 
 log = logging.getLogger(__name__)
-WORKER_PREFIX = "chat:worker:"
+# Live workers: a sorted set, member = worker name, score = when its heartbeat expires. One key, so asking
+# "is any worker alive?" on every send is one ZCOUNT, not a scan of the keyspace.
+WORKERS_KEY = "chat:workers"
 LEASE_PREFIX = "chat:lease:"
 _client = None
 
@@ -41,25 +44,25 @@ def heartbeat(worker: str, message_ids) -> None:
     """Worker side: say this worker is alive and still holds these replies."""
     ttl = settings.CHAT_LEASE_TTL_S
     pipe = client().pipeline(transaction=False)
-    pipe.set(WORKER_PREFIX + worker, "1", ex=ttl)
+    pipe.zadd(WORKERS_KEY, {worker: time.time() + ttl})
     for message_id in message_ids:
         pipe.set(lease_key(message_id), worker, ex=ttl)
     pipe.execute()
 
 
-def release(worker: str, message_id: int) -> None:
+def release(message_id: int) -> None:
     """Worker side: the reply is finished; its lease goes."""
     client().delete(lease_key(message_id))
 
 
 def worker_gone(worker: str) -> None:
     """Worker side, at a clean shutdown: stop counting as alive at once."""
-    client().delete(WORKER_PREFIX + worker)
+    client().zrem(WORKERS_KEY, worker)
 
 
 def workers_alive() -> list[str]:
     """Names of workers whose heartbeat has not expired."""
-    return [key[len(WORKER_PREFIX):] for key in client().scan_iter(match=WORKER_PREFIX + "*", count=100)]
+    return client().zrangebyscore(WORKERS_KEY, time.time(), "+inf")
 
 
 def orphaned_reply_ids(candidates: list[int]) -> list[int]:

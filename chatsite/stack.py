@@ -101,7 +101,7 @@ def wait_for_worker(redis_url: str, proc: subprocess.Popen, timeout: float = 300
     client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if next(client.scan_iter(match="chat:worker:*", count=100), None):
+        if client.zcount("chat:workers", time.time(), "+inf"):  # chat.liveness.WORKERS_KEY
             return
         time.sleep(0.2)
 

@@ -76,7 +76,7 @@ class Runtime:
 
         self.holding.discard(message_id)
         try:
-            liveness.release(self.name, message_id)
+            liveness.release(message_id)
         except Exception:
             log.warning("could not release the lease of %s", message_id, exc_info=True)
 
