@@ -151,6 +151,8 @@ CHAT_DEVICE = env.str("CHAT_DEVICE", default="auto")
 CHAT_DTYPE = env.str("CHAT_DTYPE", default="auto")
 CHAT_TORCH_THREADS = env.int("CHAT_TORCH_THREADS", default=0)
 CHAT_MAX_BATCH = env.int("CHAT_MAX_BATCH", default=16)
+# Key/value states of recent prompts and replies kept for reuse (system prompt, next turn, regenerate); 0 = off.
+CHAT_PREFIX_CACHE_MB = env.int("CHAT_PREFIX_CACHE_MB", default=256)
 CHAT_MAX_NEW_TOKENS = env.int("CHAT_MAX_NEW_TOKENS", default=1024)
 CHAT_DEFAULT_MAX_NEW_TOKENS = env.int("CHAT_DEFAULT_MAX_NEW_TOKENS", default=256)
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=16000)

@@ -32,6 +32,15 @@ from .sampling import SamplingParams
 from .serial import SerialEngine
 
 PROMPT = "Write a detailed essay about the history of the Roman Empire, from its founding to its fall."
+PREFIX_CACHE_BYTES = 256 * 2**20
+
+
+def level_prompts(tag: str, concurrency: int, distinct: bool) -> list[str]:
+    """The user messages of one level. Each level gets its own tag at the start, so what an earlier level left
+    in the prefix cache helps only with what every chat shares (the system prompt), as on a server that has run
+    a while. ``distinct=False``: everyone sends the fixed prompt (the issue's benchmark); ``True``: everyone
+    sends their own (same length), so only the system prompt is shared between requests."""
+    return [f"({tag}.{i if distinct else 0}) {PROMPT}" for i in range(concurrency)]
 
 
 def machine() -> dict:
@@ -118,11 +127,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def bench_engine(engine, ids: list[int], n: int, concurrency: int) -> dict:
-    """All requests arrive together; the figures a user of a busy server would see."""
+def bench_engine(engine, prompts: list[list[int]], n: int) -> dict:
+    """All requests (one per prompt) arrive together; the figures a user of a busy server would see."""
+    concurrency = len(prompts)
     start = time.perf_counter()
-    handles = [engine.submit(GenerationRequest(list(ids), SamplingParams(max_new_tokens=n)))
-               for _ in range(concurrency)]
+    handles = [engine.submit(GenerationRequest(list(ids), SamplingParams(max_new_tokens=n))) for ids in prompts]
     done: list[Finished] = [[e for e in h][-1] for h in handles]
     wall = time.perf_counter() - start
     assert all(d.completion_tokens == n for d in done), [d.reason for d in done]
@@ -145,13 +154,13 @@ def bandwidth(model, result: dict, prompt_len: int, n: int) -> dict:
     return {"bytes_per_step": per_step, "achieved_gb_per_s": per_step * steps_per_s / 1e9}
 
 
-def run_stack(args) -> list[dict]:
+def run_stack(args) -> dict:
     """Part 3, in a child process that has Django."""
     out = Path(args.out).with_name("stack.json")
     cmd = [sys.executable, "manage.py", "bench_stack", "--tokens", str(args.tokens), "--concurrency",
            args.concurrency, "--out", str(out)]
     subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parent.parent)
-    return json.loads(out.read_text())["stack"]
+    return json.loads(out.read_text())
 
 
 def table(report: dict) -> str:
@@ -161,7 +170,7 @@ def table(report: dict) -> str:
              f"raw generate: ttft {raw['ttft_ms']:.0f} ms, {raw['tokens_per_s']:.1f} tok/s", "",
              "| path | concurrent | aggregate tok/s | per-stream tok/s | ttft p50 ms | ttft p95 ms | × raw |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    for name in ("engine", "serial", "stack"):
+    for name in ("engine", "engine_distinct", "engine_no_cache", "serial", "stack", "stack_distinct"):
         for r in report.get(name, []):
             lines.append(f"| {name} | {r['concurrency']} | {r['aggregate_tokens_per_s']:.1f} | "
                          f"{r['per_stream_tokens_per_s']:.1f} | {r['ttft_p50_ms']:.0f} | {r['ttft_p95_ms']:.0f} | "
@@ -203,23 +212,36 @@ def main(argv=None) -> int:
     else:
         lm = load_model(args.model, device=args.device, dtype=args.dtype)
         model, tokenizer, device, dtype = lm.model, lm.tokenizer, lm.device, lm.dtype
-    ids = build_prompt(tokenizer, [{"role": "user", "content": PROMPT}], max_new_tokens=args.tokens,
-                       window=context_window(model.config)).input_ids
+    def encode(text):
+        return build_prompt(tokenizer, [{"role": "user", "content": text}], max_new_tokens=args.tokens,
+                            window=context_window(model.config)).input_ids
+
+    ids = encode(PROMPT)
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
               "model": args.model, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
               "prompt_tokens": len(ids), "tokens": args.tokens}
     report["raw_generate"] = bench_generate(model, tokenizer, ids, args.tokens)
-    batch = BatchEngine(model, tokenizer, max_batch_size=max(levels), eos_ids=set()).start()
-    bench_engine(batch, ids, 8, 1)  # warm-up
-    report["engine"] = []
-    for c in levels:
-        result = bench_engine(batch, ids, args.tokens, c)
-        result.update(bandwidth(model, result, len(ids), args.tokens))
-        report["engine"].append(result)
+    # The engine as the worker runs it (prefix cache on): everyone sends the fixed prompt, then everyone their own.
+    batch = BatchEngine(model, tokenizer, max_batch_size=max(levels), eos_ids=set(),
+                        prefix_cache_bytes=PREFIX_CACHE_BYTES).start()
+    bench_engine(batch, [encode(p) for p in level_prompts("warm", 1, False)], 8)  # warm-up
+    for name, distinct in (("engine", False), ("engine_distinct", True)):
+        report[name] = []
+        for c in levels:
+            prompts = [encode(p) for p in level_prompts(f"{name}.{c}", c, distinct)]
+            result = bench_engine(batch, prompts, args.tokens)
+            result.update(bandwidth(model, result, len(prompts[0]), args.tokens))
+            report[name].append(result)
+    report["prefix_cache"] = vars(batch.prefix_cache.stats) if batch.prefix_cache else None
     batch.shutdown()
+    # Without the prefix cache, the exact fixed prompt: the engine's own cost next to raw `generate`.
+    plain = BatchEngine(model, tokenizer, max_batch_size=max(levels), eos_ids=set()).start()
+    bench_engine(plain, [ids], 8)
+    report["engine_no_cache"] = [bench_engine(plain, [ids] * c, args.tokens) for c in levels]
+    plain.shutdown()
     if not args.no_serial:
         serial = SerialEngine(model, tokenizer, eos_ids=set())
-        report["serial"] = [bench_engine(serial, ids, args.tokens, c) for c in levels if c <= 8]
+        report["serial"] = [bench_engine(serial, [ids] * c, args.tokens) for c in levels if c <= 8]
         serial.shutdown()
     if args.hf_cb:
         try:
@@ -229,7 +251,7 @@ def main(argv=None) -> int:
             report["hf_continuous_batching"] = {"error": f"{type(exc).__name__}: {exc}"}
     if args.stack:
         del model
-        report["stack"] = run_stack(args)
+        report.update(run_stack(args))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(table(report))

@@ -4,11 +4,11 @@
 a background thread owns the model; new requests are prefilled together and then join the running batch
 between decode steps; finished or cancelled ones leave it at once, freeing their rows of the KV cache.
 
-The batch is kept *left-padded*: every row's newest token sits in the same column, so one decode step is
-one forward pass over ``[B, 1]`` tokens with a ``[B, T]`` attention mask that hides each row's padding and
-explicit position ids per row. Joining pads the shorter side on the left; leaving drops rows and trims
-columns that have become padding for everyone. This is what ``generate`` does for a static batch, made to
-accept arrivals and departures between steps.
+The batch is kept *left-padded* (``batching.py``): every row's newest token sits in the same column, so one
+decode step is one forward pass over all rows. This is what ``generate`` does for a static batch, made to
+accept arrivals and departures between steps. With a prefix cache (``prefix_cache.py``) a newcomer's prefill
+starts from the longest already computed start of its prompt, and requests arriving together compute their
+common start once.
 """
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .batching import Plan, full_attention, keep_rows, merge, plan_groups, prefill_inputs, row_states
 from .detok import TextStream
 from .events import Finished, Piece, RequestHandle
+from .prefix_cache import PrefixCache
 from .sampling import SamplingParams, sample_next
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class _Row:
     submitted: float
     first_token_at: float | None = None
     completion_tokens: int = 0
+    sampled: list[int] = field(default_factory=list)  # every token sampled, the end-of-turn one included
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:
@@ -64,7 +67,7 @@ class BatchEngine:
     """Continuous-batching generation over one model, driven by one background thread."""
 
     def __init__(self, model, tokenizer, *, max_batch_size: int = 16, context_window: int | None = None,
-                 eos_ids: set[int] | None = None):
+                 eos_ids: set[int] | None = None, prefix_cache_bytes: int = 0):
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
@@ -85,6 +88,8 @@ class BatchEngine:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self.steps = 0
+        self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 and full_attention(model.config) \
+            else None
 
     # -- public API (any thread) -------------------------------------------------------------------
     def start(self) -> "BatchEngine":
@@ -125,8 +130,8 @@ class BatchEngine:
 
     @property
     def active(self) -> int:
-        """Requests in the running batch."""
-        return len(self._rows)
+        """Unfinished requests in the running batch."""
+        return sum(1 for row in self._rows if not row.handle.finished)
 
     # -- the stepping thread --------------------------------------------------------------------------
     def _run(self) -> None:
@@ -189,23 +194,51 @@ class BatchEngine:
                 live.append(row)
         if not live:
             return
-        width = max(len(r.request.input_ids) for r in live)
-        ids = torch.full((len(live), width), self._pad_id(), dtype=torch.long)
-        mask = torch.zeros((len(live), width), dtype=torch.long)
-        for i, row in enumerate(live):
-            prompt = row.request.input_ids
-            ids[i, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-            mask[i, width - len(prompt):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        from transformers import DynamicCache
+        if self.prefix_cache is not None and len(live) > 1:
+            self._prefill_common_prefix([r.request.input_ids for r in live])
+        plans = [self._plan(row) for row in live]
+        for group in plan_groups(plans):
+            self._prefill_group(group)
 
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
-        next_tokens = self._sample(out.logits[:, -1, :], live)
-        self._merge(live, out.past_key_values, mask, next_tokens, mask.sum(-1))
-        self._emit(live, next_tokens)
+    def _plan(self, row: _Row) -> Plan:
+        """Start from the longest cached start of the prompt — never the whole prompt: its last token must go
+        through the model to give the first logits."""
+        prompt = row.request.input_ids
+        if self.prefix_cache is None:
+            return Plan(row, prompt)
+        entry, n = self.prefix_cache.lookup(prompt)
+        return Plan(row, prompt, entry, min(n, len(prompt) - 1))
+
+    def _prefill_common_prefix(self, prompts: list[list[int]]) -> None:
+        """Requests arriving together that start alike (the system prompt; the same starter; one prompt sent by
+        many) get their common start computed once and cached, so each row then computes only its own rest."""
+        n = min(len(p) for p in prompts) - 1
+        first = prompts[0]
+        for other in prompts[1:]:
+            n = next((i for i in range(n) if other[i] != first[i]), n)
+        entry, have = self.prefix_cache.lookup(first[:n], count=False)
+        if n < self.prefix_cache.min_tokens or have >= n:
+            return
+        plan = Plan(None, first[:n], entry, have)
+        cache, _, _ = self._forward([plan])
+        self.prefix_cache.insert(plan.prompt, row_states(cache, 0, n))
+
+    def _prefill_group(self, plans: list[Plan]) -> None:
+        cache, mask, logits = self._forward(plans)
+        rows = [p.item for p in plans]
+        next_tokens = self._sample(logits, rows)
+        if self.prefix_cache is not None:
+            for i, plan in enumerate(plans):
+                if plan.todo > 1:  # mostly computed here: worth keeping for whoever sends it (or more) next
+                    self.prefix_cache.insert(plan.prompt, row_states(cache, i, len(plan.prompt)))
+        self._merge(rows, cache, mask, next_tokens, mask.sum(-1))
+        self._emit(rows, next_tokens)
+
+    def _forward(self, plans: list[Plan]):
+        ids, mask, positions, cache = prefill_inputs(plans, self.model.config, self._pad_id(), self.device)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
+        return out.past_key_values, mask, out.logits[:, -1, :]
 
     def _decode_step(self) -> None:
         mask = torch.cat([self._mask, torch.ones_like(self._mask[:, :1])], dim=-1)
@@ -230,6 +263,7 @@ class BatchEngine:
                 continue
             if row.first_token_at is None:
                 row.first_token_at = now
+            row.sampled.append(token)
             if token in self.eos_ids:
                 self._finish(row, "stop")
                 continue
@@ -274,14 +308,7 @@ class BatchEngine:
             self._rows, self._cache, self._mask = list(rows), cache, mask
             self._next, self._positions = next_tokens, positions
             return
-        old_t, new_t = self._mask.shape[1], mask.shape[1]
-        width = max(old_t, new_t)
-        for old_layer, new_layer in zip(self._cache.layers, cache.layers):
-            for attr in ("keys", "values"):
-                a = _left_pad(getattr(old_layer, attr), width - old_t, dim=-2)
-                b = _left_pad(getattr(new_layer, attr), width - new_t, dim=-2)
-                setattr(old_layer, attr, torch.cat([a, b], dim=0))
-        self._mask = torch.cat([_left_pad(self._mask, width - old_t, -1), _left_pad(mask, width - new_t, -1)])
+        self._mask = merge(self._cache, self._mask, cache, mask)
         self._next = torch.cat([self._next, next_tokens])
         self._positions = torch.cat([self._positions, positions])
         self._rows.extend(rows)
@@ -290,28 +317,26 @@ class BatchEngine:
         keep = [i for i, r in enumerate(self._rows) if not r.handle.finished]
         if len(keep) == len(self._rows):
             return
+        if self.prefix_cache is not None:
+            kept = set(keep)
+            self._remember_finished([i for i in range(len(self._rows)) if i not in kept])
         if not keep:
             self._reset_batch()
             return
         index = torch.tensor(keep, device=self.device)
         self._rows = [self._rows[i] for i in keep]
-        self._mask = self._mask.index_select(0, index)
         self._next = self._next.index_select(0, index)
         self._positions = self._positions.index_select(0, index)
-        # Columns that are padding in every remaining row are dead weight for attention: cut them.
-        first = int((self._mask.sum(0) > 0).nonzero()[0])
-        self._mask = self._mask[:, first:]
-        for layer in self._cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[..., first:, :]
-            layer.values = layer.values.index_select(0, index)[..., first:, :]
+        self._mask = keep_rows(self._cache, self._mask, index)
+
+    def _remember_finished(self, indexes: list[int]) -> None:
+        """Keep a finished reply's prompt + reply states: the conversation's next turn starts with exactly those
+        tokens (the chat template re-renders the reply), so its prefill is only the new message."""
+        for i in indexes:
+            row = self._rows[i]
+            tokens = list(row.request.input_ids) + row.sampled[:-1]  # the last sampled token was never fed
+            if int(self._mask[i].sum()) == len(tokens):
+                self.prefix_cache.insert(tokens, row_states(self._cache, i, len(tokens)))
 
     def _reset_batch(self) -> None:
         self._rows, self._cache, self._mask, self._next, self._positions = [], None, None, None, None
-
-
-def _left_pad(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
-    if n <= 0:
-        return t
-    shape = list(t.shape)
-    shape[dim] = n
-    return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)

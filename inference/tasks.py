@@ -38,6 +38,7 @@ class Runtime:
         self.loaded = load_model(settings.CHAT_MODEL, device=settings.CHAT_DEVICE, dtype=settings.CHAT_DTYPE,
                                  cache_dir=settings.CHAT_MODEL_CACHE)
         self.engine = BatchEngine(self.loaded.model, self.loaded.tokenizer, max_batch_size=settings.CHAT_MAX_BATCH,
+                                  prefix_cache_bytes=settings.CHAT_PREFIX_CACHE_MB * 2**20,
                                   eos_ids=set() if settings.CHAT_BENCH_IGNORE_EOS else None).start()
         self.engine.warmup()
         self.link = WorkerLink(on_cancel=lambda message_id: self.engine.cancel(str(message_id)))

@@ -30,7 +30,7 @@ def test_bench_measures_every_level_with_exact_token_counts(tiny_llama, tokenize
     assert raw["tokens_per_s"] > 0 and raw["ttft_ms"] > 0
     engine = BatchEngine(tiny_llama, tokenizer, eos_ids=set()).start()
     try:
-        rows = [bench_engine(engine, ids, 6, c) for c in (1, 3)]
+        rows = [bench_engine(engine, [ids] * c, 6) for c in (1, 3)]
     finally:
         engine.shutdown()
     assert [r["concurrency"] for r in rows] == [1, 3]

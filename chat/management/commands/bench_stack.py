@@ -1,8 +1,9 @@
 """Part 3 of ``inference.bench``: end to end through the running product.
 
 Starts Redis (embedded unless REDIS_URL is set), one Celery worker and Daphne, then for each concurrency opens
-one websocket per user, sends the benchmark prompt from all of them at once and times what the browser
-would see: first delta, deltas per second, the done frame. Every stream is checked: contiguous seqs, deltas
+one websocket per user, sends the benchmark prompts from all of them at once (the fixed one from everyone, then
+one each, as ``inference.bench.level_prompts`` says) and times what the browser would see: first delta, deltas
+per second, the done frame. Every stream is checked: contiguous seqs, deltas
 joined equal to the stored reply, no error frames.
 """
 import asyncio
@@ -20,7 +21,7 @@ from django.test import Client
 
 from chat.models import Conversation, Message
 from chatsite import stack
-from inference.bench import PROMPT, percentile
+from inference.bench import level_prompts, percentile
 
 
 class Command(BaseCommand):
@@ -58,24 +59,30 @@ class Command(BaseCommand):
                 client.force_login(user)
                 cookies.append(f"sessionid={client.cookies['sessionid'].value}")
             url, origin = f"ws://127.0.0.1:{port}/ws/chat/", f"http://127.0.0.1:{port}"
-            asyncio.run(_level(url, origin, cookies[:1], 8))  # waits for the worker's model, warms up
-            results = [asyncio.run(_level(url, origin, cookies[:c], tokens)) for c in levels]
+            # waits for the worker's model, warms up
+            asyncio.run(_level(url, origin, cookies[:1], level_prompts("warm", 1, False), 8))
+            results = {}
+            for name, distinct in (("stack", False), ("stack_distinct", True)):
+                results[name] = [
+                    asyncio.run(_level(url, origin, cookies[:c], level_prompts(f"{name}.{c}", c, distinct), tokens))
+                    for c in levels]
         finally:
             stack.stop(daphne, worker)
             stack.stop(redis_proc)
             Conversation.objects.filter(owner__username__startswith="bench-").delete()
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps({"stack": results}, indent=2))
-        for r in results:
-            self.stdout.write(json.dumps(r))
+        Path(out).write_text(json.dumps(results, indent=2))
+        for name, rows in results.items():
+            for r in rows:
+                self.stdout.write(json.dumps({"path": name, **r}))
 
 
-async def _one(url, origin, cookie, tokens):
+async def _one(url, origin, cookie, content, tokens):
     import websockets
 
     async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": origin}) as ws:
         sent = time.perf_counter()
-        await ws.send(json.dumps({"type": "send", "conversation": None, "content": PROMPT,
+        await ws.send(json.dumps({"type": "send", "conversation": None, "content": content,
                                   "params": {"max_new_tokens": tokens, "temperature": 0}}))
         first = None
         deltas = []
@@ -97,9 +104,9 @@ async def _one(url, origin, cookie, tokens):
             "intact": ok and stored == frame["content"], "end": end, "sent": sent}
 
 
-async def _level(url, origin, cookies, tokens):
+async def _level(url, origin, cookies, prompts, tokens):
     start = time.perf_counter()
-    runs = await asyncio.gather(*(_one(url, origin, c, tokens) for c in cookies))
+    runs = await asyncio.gather(*(_one(url, origin, c, p, tokens) for c, p in zip(cookies, prompts)))
     wall = max(r["end"] for r in runs) - start
     ttfts = [r["ttft_ms"] for r in runs]
     return {"concurrency": len(cookies), "aggregate_tokens_per_s": sum(r["tokens"] for r in runs) / wall,

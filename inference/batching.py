@@ -1,0 +1,120 @@
+"""The left-padded batch the engine keeps, as tensors: how newcomers are grouped and laid out for prefill (from
+their cached prefixes), merged into the running batch, and how rows leave it.
+
+Layout: every row's newest token sits in the same column, so one decode step is one forward pass over
+``[B, 1]`` tokens with a ``[B, T]`` attention mask (1 for real tokens, 0 for padding) and explicit position ids
+per row. Each row's padding is one block on its left — ``[pad][tokens]`` — an invariant every function here
+keeps. The key/value cache is a transformers ``DynamicCache`` whose per-layer tensors are ``[B, heads, T, dim]``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Plan:
+    """How one newcomer is prefilled: from which cached prefix entry, reusing how many of its tokens."""
+
+    item: object  # whatever the caller tracks the request by
+    prompt: list[int]
+    entry: object = None  # a PrefixEntry, or None
+    reuse: int = 0
+
+    @property
+    def todo(self) -> int:
+        return len(self.prompt) - self.reuse
+
+
+def plan_groups(plans: list[Plan]) -> list[list[Plan]]:
+    """Split newcomers into prefill forwards of similar work: every row of a forward computes as many tokens as
+    its neediest one, so a warm request (a token or two left) must not wait behind a cold 2,000-token prompt.
+    Least work first, so warm requests also get their first token first."""
+    groups: list[list[Plan]] = []
+    for plan in sorted(plans, key=lambda p: p.todo):
+        if groups and plan.todo <= 2 * groups[-1][0].todo + 8:
+            groups[-1].append(plan)
+        else:
+            groups.append([plan])
+    return groups
+
+
+def prefill_inputs(plans: list[Plan], model_config, pad_id: int, device):
+    """Tensors for one prefill forward over ``plans``, each row starting from its cached prefix.
+
+    Every row computes the same number of new tokens (the most any row needs); a row that needs fewer
+    recomputes part of its cached prefix instead of padding, which costs the same and keeps its padding in one
+    block on the left: ``[pad][cached past][new tokens]``. Returns ``ids [B, new]``, ``mask [B, T]``,
+    ``positions [B, new]`` and a ``DynamicCache`` holding the cached pasts.
+    """
+    from transformers import DynamicCache
+
+    new = max(p.todo for p in plans)
+    past = [len(p.prompt) - min(len(p.prompt), new) for p in plans]  # ≤ p.reuse, since new ≥ p.todo
+    width_past = max(past)
+    ids = torch.full((len(plans), new), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(plans), width_past + new), dtype=torch.long)
+    for i, plan in enumerate(plans):
+        tail = plan.prompt[past[i]:]
+        ids[i, new - len(tail):] = torch.tensor(tail, dtype=torch.long)
+        mask[i, width_past + new - len(plan.prompt):] = 1  # the row's real tokens are its last len(prompt)
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, width_past:]
+    cache = DynamicCache(config=model_config)
+    if width_past:
+        template = next(plan.entry for plan, p in zip(plans, past) if p)
+        for layer, (k0, v0) in enumerate(template.layers):
+            ks, vs = [], []
+            for plan, p in zip(plans, past):
+                k = plan.entry.layers[layer][0][..., :p, :] if p else k0[..., :0, :]
+                v = plan.entry.layers[layer][1][..., :p, :] if p else v0[..., :0, :]
+                ks.append(left_pad(k, width_past - p, dim=-2))
+                vs.append(left_pad(v, width_past - p, dim=-2))
+            cache.update(torch.cat(ks), torch.cat(vs), layer)  # copies: the cached entry is never written to
+    return ids, mask, positions, cache
+
+
+def merge(cache, mask: torch.Tensor, new_cache, new_mask: torch.Tensor) -> torch.Tensor:
+    """Append ``new_cache``'s rows to ``cache`` (in place), left-padding whichever side is shorter; returns the
+    merged mask."""
+    old_t, new_t = mask.shape[1], new_mask.shape[1]
+    width = max(old_t, new_t)
+    for old_layer, new_layer in zip(cache.layers, new_cache.layers):
+        for attr in ("keys", "values"):
+            a = left_pad(getattr(old_layer, attr), width - old_t, dim=-2)
+            b = left_pad(getattr(new_layer, attr), width - new_t, dim=-2)
+            setattr(old_layer, attr, torch.cat([a, b], dim=0))
+    return torch.cat([left_pad(mask, width - old_t, -1), left_pad(new_mask, width - new_t, -1)])
+
+
+def keep_rows(cache, mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Keep only the rows in ``index`` (in place) and cut the columns that became padding in every remaining
+    row — dead weight for attention; returns the new mask."""
+    mask = mask.index_select(0, index)
+    first = int((mask.sum(0) > 0).nonzero()[0])
+    for layer in cache.layers:
+        layer.keys = layer.keys.index_select(0, index)[..., first:, :]
+        layer.values = layer.values.index_select(0, index)[..., first:, :]
+    return mask[:, first:]
+
+
+def row_states(cache, row: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A copy of one row's last ``length`` columns, per layer ``[1, heads, length, dim]`` (its real tokens)."""
+    return [(layer.keys[row:row + 1, :, -length:, :].clone(), layer.values[row:row + 1, :, -length:, :].clone())
+            for layer in cache.layers]
+
+
+def full_attention(model_config) -> bool:
+    """Prefix caching needs every layer to keep every position (no sliding windows)."""
+    from transformers import DynamicCache
+
+    return not any(getattr(layer, "is_sliding", False) for layer in DynamicCache(config=model_config).layers)
+
+
+def left_pad(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    if n <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = n
+    return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)
