@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 
-@dataclass
+@dataclass(eq=False)
 class Plan:
     """How one newcomer is prefilled: from which cached prefix entry, reusing how many of its tokens."""
 

@@ -28,6 +28,7 @@ from .prefix_cache import PrefixCache
 from .sampling import SamplingParams, sample_next
 
 log = logging.getLogger(__name__)
+MAX_ADMIT_ROUNDS = 3
 
 
 @dataclass
@@ -136,12 +137,20 @@ class BatchEngine:
     # -- the stepping thread --------------------------------------------------------------------------
     def _run(self) -> None:
         torch.set_grad_enabled(False)
+        admitted = 0  # admission rounds in a row without a decode step
         while not self._stopping.is_set():
             newcomers = self._take_newcomers(block=not self._rows)
             self._apply_cancels()
             try:
                 if newcomers:
                     self._prefill(newcomers)
+                    admitted += 1
+                    # Requests that arrived during that prefill (a wave of users) are taken before the next
+                    # decode step, so they start in it instead of one step later; bounded, so running replies
+                    # are not held up for long.
+                    if admitted < MAX_ADMIT_ROUNDS and not self._incoming.empty() and self._has_room():
+                        continue
+                admitted = 0
                 if self._rows:
                     self._decode_step()
             except Exception as exc:  # a failed step fails its requests, never the engine
@@ -153,6 +162,9 @@ class BatchEngine:
         for row in self._rows:
             self._finish(row, "cancelled")
         self._reset_batch()
+
+    def _has_room(self) -> bool:
+        return len(self._rows) < self.max_batch_size
 
     def _take_newcomers(self, block: bool) -> list[_Row]:
         rows: list[_Row] = []
@@ -197,7 +209,10 @@ class BatchEngine:
         if self.prefix_cache is not None and len(live) > 1:
             self._prefill_common_prefix([r.request.input_ids for r in live])
         plans = [self._plan(row) for row in live]
-        for group in plan_groups(plans):
+        warm = [p for p in plans if p.todo == 1 and p.reuse]
+        if warm:
+            self._join_warm(warm)
+        for group in plan_groups([p for p in plans if not (p.todo == 1 and p.reuse)]):
             self._prefill_group(group)
 
     def _plan(self, row: _Row) -> Plan:
@@ -233,6 +248,15 @@ class BatchEngine:
                     self.prefix_cache.insert(plan.prompt, row_states(cache, i, len(plan.prompt)))
         self._merge(rows, cache, mask, next_tokens, mask.sum(-1))
         self._emit(rows, next_tokens)
+
+    def _join_warm(self, plans: list[Plan]) -> None:
+        """A request whose whole prompt but the last token is cached needs no prefill forward of its own: it
+        joins the running batch like a row in mid-reply whose next input is that last token, and the next
+        decode step gives its first logits. Saves a whole forward pass (all the weights read once more) per
+        wave of arrivals."""
+        _, mask, positions, cache = prefill_inputs(plans, self.model.config, self._pad_id(), self.device)
+        next_tokens = torch.tensor([p.prompt[-1] for p in plans], dtype=torch.long, device=self.device)
+        self._merge([p.item for p in plans], cache, mask[:, :-1], next_tokens, positions[:, -1])
 
     def _forward(self, plans: list[Plan]):
         ids, mask, positions, cache = prefill_inputs(plans, self.model.config, self._pad_id(), self.device)

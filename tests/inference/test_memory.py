@@ -9,14 +9,15 @@ from inference.sampling import SamplingParams
 
 
 def test_engine_memory_stays_flat_over_a_thousand_generations(tiny_llama, tokenizer):
-    engine = BatchEngine(tiny_llama, tokenizer, max_batch_size=8, eos_ids=set()).start()
-    ids = tokenizer.encode("Memory check")
+    # A small prefix cache, so that its inserting and evicting run thousands of times too.
+    engine = BatchEngine(tiny_llama, tokenizer, max_batch_size=8, eos_ids=set(), prefix_cache_bytes=2**19).start()
     process = psutil.Process()
 
     def burst(n):
         handles = []
         for i in range(n):
-            handles.append(engine.submit(GenerationRequest(list(ids), SamplingParams(max_new_tokens=6))))
+            ids = tokenizer.encode(f"Memory check number {i}")  # distinct: each reply is a new cache entry
+            handles.append(engine.submit(GenerationRequest(ids, SamplingParams(max_new_tokens=6))))
             if i % 3 == 0:
                 handles[-1].cancel()  # cancels too must leave nothing behind
         for h in handles:
@@ -32,4 +33,6 @@ def test_engine_memory_stays_flat_over_a_thousand_generations(tiny_llama, tokeni
     finally:
         engine.shutdown()
     assert engine.active == 0 and engine._cache is None and not engine._cancelled and engine._incoming.empty()
+    cache = engine.prefix_cache
+    assert cache.stats.evicted > 100 and cache.bytes <= cache.budget_bytes and cache.stats.hits > 0
     assert after - before < 40 * 2**20, f"grew {(after - before) / 2**20:.1f} MiB over 1000 generations"

@@ -59,7 +59,7 @@ class Command(BaseCommand):
                 client.force_login(user)
                 cookies.append(f"sessionid={client.cookies['sessionid'].value}")
             url, origin = f"ws://127.0.0.1:{port}/ws/chat/", f"http://127.0.0.1:{port}"
-            # waits for the worker's model, warms up
+            stack.wait_for_worker(env["REDIS_URL"], worker)  # its model is loaded once it heartbeats
             asyncio.run(_level(url, origin, cookies[:1], level_prompts("warm", 1, False), 8))
             results = {}
             for name, distinct in (("stack", False), ("stack_distinct", True)):
