@@ -111,13 +111,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         conversation_id = _id(frame.get("conversation"), "conversation")
         active = await database_sync_to_async(_active_for)(self.user, conversation_id)
         if active is not None:
-            async with self.delivery.lock:  # no delta may overtake the snapshot
-                text, seq = await events.stream_snapshot(active.pk)
-                self.delivery.streams.pop(active.pk, None)
-                self.delivery.expect(active.pk, next_seq=seq + 1, announced=True)
-                payload = events.message_payload(active)
-                payload["content"] = text
-                await self.send_json({"type": "message", "message": payload, "seq": seq})
+            await self.delivery.resume(active)
         await self.send_json({"type": "subscribed", "conversation": conversation_id,
                               "active": active.pk if active else None})
 

@@ -59,6 +59,17 @@ class ReplyDelivery:
         if message_id in self.streams:
             self.streams[message_id].announced = True
 
+    async def resume(self, message: Message) -> None:
+        """Show a reply in progress from its start (a subscribe): its text so far as one ``message`` frame, then
+        its deltas from there on."""
+        async with self.lock:  # no delta may overtake the snapshot
+            text, seq = await events.stream_snapshot(message.pk)
+            self.streams.pop(message.pk, None)
+            self.expect(message.pk, next_seq=seq + 1, announced=True)
+            payload = events.message_payload(message)
+            payload["content"] = text
+            await self.send_json({"type": "message", "message": payload, "seq": seq})
+
     async def delta(self, message_id: int, seq: int, text: str) -> None:
         if message_id in self.finished:
             return

@@ -26,6 +26,11 @@ class Plan:
     def todo(self) -> int:
         return len(self.prompt) - self.reuse
 
+    @property
+    def warm(self) -> bool:
+        """All but the last prompt token is cached: the row can join the batch without a prefill forward."""
+        return self.todo == 1 and self.reuse > 0
+
 
 def plan_groups(plans: list[Plan]) -> list[list[Plan]]:
     """Split newcomers into prefill forwards of similar work: every row of a forward computes as many tokens as

@@ -122,9 +122,11 @@ def bench_hf_continuous_batching(model, ids: list[int], n: int, concurrency: int
             "tokens": tokens}
 
 
-def median_run(runs: list[dict]) -> dict:
-    """Of several runs of one level, the one with the median time to first token (a single request's is the
-    yardstick of the TTFT goal, and one run of it is at the mercy of a noisy shared machine)."""
+def measure_level(run, concurrency: int) -> dict:
+    """One level's figures; ``run(k)`` measures attempt ``k``. A single request's level is run three times and
+    the run with the median time to first token kept: it is the yardstick of the TTFT goal, and one run of it
+    is at the mercy of a noisy shared machine."""
+    runs = [run(k) for k in range(3 if concurrency == 1 else 1)]
     return sorted(runs, key=lambda r: r["ttft_p50_ms"])[len(runs) // 2]
 
 
@@ -144,7 +146,8 @@ def bench_engine(engine, prompts: list[list[int]], n: int) -> dict:
     ttfts = [d.ttft_s * 1000 for d in done]
     return {"concurrency": concurrency, "aggregate_tokens_per_s": concurrency * n / wall,
             "per_stream_tokens_per_s": statistics.median(d.tokens_per_s for d in done),
-            "ttft_p50_ms": percentile(ttfts, 0.5), "ttft_p95_ms": percentile(ttfts, 0.95), "wall_s": wall}
+            "ttft_p50_ms": percentile(ttfts, 0.5), "ttft_p95_ms": percentile(ttfts, 0.95), "wall_s": wall,
+            "prompt_tokens": done[0].prompt_tokens}
 
 
 def bandwidth(model, result: dict, prompt_len: int, n: int) -> dict:
@@ -234,18 +237,17 @@ def main(argv=None) -> int:
     for name, distinct in (("engine", False), ("engine_distinct", True)):
         report[name] = []
         for c in levels:
-            runs = [[encode(p) for p in level_prompts(f"{name}.{c}.{k}", c, distinct)]
-                    for k in range(3 if c == 1 else 1)]
-            result = median_run([bench_engine(batch, prompts, args.tokens) for prompts in runs])
-            result.update(bandwidth(model, result, len(runs[0][0]), args.tokens))
+            result = measure_level(lambda k: bench_engine(
+                batch, [encode(p) for p in level_prompts(f"{name}.{c}.{k}", c, distinct)], args.tokens), c)
+            result.update(bandwidth(model, result, result["prompt_tokens"], args.tokens))
             report[name].append(result)
     report["prefix_cache"] = vars(batch.prefix_cache.stats) if batch.prefix_cache else None
     batch.shutdown()
     # Without the prefix cache, the exact fixed prompt: the engine's own cost next to raw `generate`.
     plain = BatchEngine(model, tokenizer, max_batch_size=max(levels), eos_ids=set()).start()
     bench_engine(plain, [ids], 8)
-    report["engine_no_cache"] = [median_run([bench_engine(plain, [ids] * c, args.tokens)
-                                             for _ in range(3 if c == 1 else 1)]) for c in levels]
+    report["engine_no_cache"] = [measure_level(lambda k: bench_engine(plain, [ids] * c, args.tokens), c)
+                                 for c in levels]
     plain.shutdown()
     if not args.no_serial:
         serial = SerialEngine(model, tokenizer, eos_ids=set())

@@ -148,7 +148,8 @@ class BatchEngine:
                     # Requests that arrived during that prefill (a wave of users) are taken before the next
                     # decode step, so they start in it instead of one step later; bounded, so running replies
                     # are not held up for long.
-                    if admitted < MAX_ADMIT_ROUNDS and not self._incoming.empty() and self._has_room():
+                    if admitted < MAX_ADMIT_ROUNDS and not self._incoming.empty() and \
+                            len(self._rows) < self.max_batch_size:
                         continue
                 admitted = 0
                 if self._rows:
@@ -162,9 +163,6 @@ class BatchEngine:
         for row in self._rows:
             self._finish(row, "cancelled")
         self._reset_batch()
-
-    def _has_room(self) -> bool:
-        return len(self._rows) < self.max_batch_size
 
     def _take_newcomers(self, block: bool) -> list[_Row]:
         rows: list[_Row] = []
@@ -209,10 +207,10 @@ class BatchEngine:
         if self.prefix_cache is not None and len(live) > 1:
             self._prefill_common_prefix([r.request.input_ids for r in live])
         plans = [self._plan(row) for row in live]
-        warm = [p for p in plans if p.todo == 1 and p.reuse]
+        warm = [p for p in plans if p.warm]
         if warm:
             self._join_warm(warm)
-        for group in plan_groups([p for p in plans if not (p.todo == 1 and p.reuse)]):
+        for group in plan_groups([p for p in plans if not p.warm]):
             self._prefill_group(group)
 
     def _plan(self, row: _Row) -> Plan:
@@ -236,7 +234,7 @@ class BatchEngine:
             return
         plan = Plan(None, first[:n], entry, have)
         cache, _, _ = self._forward([plan])
-        self.prefix_cache.insert(plan.prompt, row_states(cache, 0, n))
+        self.prefix_cache.insert(plan.prompt, lambda: row_states(cache, 0, n))
 
     def _prefill_group(self, plans: list[Plan]) -> None:
         cache, mask, logits = self._forward(plans)
@@ -245,7 +243,7 @@ class BatchEngine:
         if self.prefix_cache is not None:
             for i, plan in enumerate(plans):
                 if plan.todo > 1:  # mostly computed here: worth keeping for whoever sends it (or more) next
-                    self.prefix_cache.insert(plan.prompt, row_states(cache, i, len(plan.prompt)))
+                    self.prefix_cache.insert(plan.prompt, lambda: row_states(cache, i, len(plan.prompt)))
         self._merge(rows, cache, mask, next_tokens, mask.sum(-1))
         self._emit(rows, next_tokens)
 
@@ -360,7 +358,7 @@ class BatchEngine:
             row = self._rows[i]
             tokens = list(row.request.input_ids) + row.sampled[:-1]  # the last sampled token was never fed
             if int(self._mask[i].sum()) == len(tokens):
-                self.prefix_cache.insert(tokens, row_states(self._cache, i, len(tokens)))
+                self.prefix_cache.insert(tokens, lambda: row_states(self._cache, i, len(tokens)))
 
     def _reset_batch(self) -> None:
         self._rows, self._cache, self._mask, self._next, self._positions = [], None, None, None, None

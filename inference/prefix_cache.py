@@ -16,6 +16,7 @@ Only the engine's thread touches the cache, so it has no lock.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -60,15 +61,50 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def clear(self) -> None:
-        self._entries.clear()
-        self._index.clear()
-        self.bytes = 0
-
     def lookup(self, tokens, *, count: bool = True) -> tuple[PrefixEntry | None, int]:
         """The entry holding the longest prefix of ``tokens``, and that prefix's length (0 when none)."""
+        entry, n = self._match(tokens, _chain(tokens))
+        if count:
+            self.stats.lookups += 1
+            self.stats.tokens_looked_up += len(tokens)
+            if entry is not None:
+                self.stats.hits += 1
+                self.stats.tokens_reused += n
+        if entry is not None:
+            self._entries.move_to_end(id(entry))
+        return entry, n
+
+    def insert(self, tokens, states: Callable[[], list[tuple[torch.Tensor, torch.Tensor]]]) -> None:
+        """Remember the states of ``tokens``: ``states()`` gives, per layer, key and value
+        ``[1, heads, len(tokens), dim]``. It is called only when they are kept — copying them out of the batch is
+        the expensive part, and a sequence already held is not copied again."""
+        tokens = tuple(tokens)
+        if len(tokens) < self.min_tokens:
+            return
+        hashes = _chain(tokens)
+        held, n = self._match(tokens, hashes)
+        if held is not None and n == len(tokens):
+            self._entries.move_to_end(id(held))
+            return  # already held, as this sequence or the start of a longer one
+        layers = states()
+        nbytes = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+        if nbytes > self.budget_bytes:
+            return
+        if held is not None and n == len(held.tokens):
+            self._remove(id(held))  # the new entry extends it: the old one is redundant
+        entry = PrefixEntry(tokens, layers, nbytes, hashes)
+        self._entries[id(entry)] = entry
+        for h in hashes:
+            self._index.setdefault(h, {})[id(entry)] = None
+        self.bytes += nbytes
+        self.stats.inserted += 1
+        while self.bytes > self.budget_bytes and self._entries:
+            self._remove(next(iter(self._entries)))
+            self.stats.evicted += 1
+
+    def _match(self, tokens, hashes: list[int]) -> tuple[PrefixEntry | None, int]:
         best_id, best_len = None, 0
-        for i, h in enumerate(_chain(tokens)):
+        for i, h in enumerate(hashes):
             ids = self._index.get(h)
             if not ids:
                 break  # no entry holds tokens[:i + 1], so none holds anything longer
@@ -76,39 +112,8 @@ class PrefixCache:
         entry = self._entries.get(best_id) if best_id is not None else None
         # A hash collision must not hand out another sequence's states: check the tokens themselves.
         if entry is None or best_len < self.min_tokens or tuple(tokens[:best_len]) != entry.tokens[:best_len]:
-            entry, best_len = None, 0
-        if count:
-            self.stats.lookups += 1
-            self.stats.tokens_looked_up += len(tokens)
-            if entry is not None:
-                self.stats.hits += 1
-                self.stats.tokens_reused += best_len
-        if entry is not None:
-            self._entries.move_to_end(id(entry))
+            return None, 0
         return entry, best_len
-
-    def insert(self, tokens, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Remember ``layers`` (per layer, key and value ``[1, heads, len(tokens), dim]``) for ``tokens``."""
-        tokens = tuple(tokens)
-        if len(tokens) < self.min_tokens:
-            return
-        held, n = self.lookup(tokens, count=False)
-        if held is not None and n == len(tokens):
-            return  # already held, as this sequence or the start of a longer one
-        if held is not None and n == len(held.tokens):
-            self._remove(id(held))  # the new entry extends it: the old one is redundant
-        nbytes = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
-        if nbytes > self.budget_bytes:
-            return
-        entry = PrefixEntry(tokens, layers, nbytes, _chain(tokens))
-        self._entries[id(entry)] = entry
-        for h in entry.hashes:
-            self._index.setdefault(h, {})[id(entry)] = None
-        self.bytes += nbytes
-        self.stats.inserted += 1
-        while self.bytes > self.budget_bytes and self._entries:
-            self._remove(next(iter(self._entries)))
-            self.stats.evicted += 1
 
     def _remove(self, key: int) -> None:
         entry = self._entries.pop(key)

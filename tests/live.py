@@ -107,6 +107,14 @@ async def recv(ws, timeout: float = 60.0) -> dict:
     return json.loads(await asyncio.wait_for(ws.recv(), timeout))
 
 
+async def recv_extra(ws, timeout: float) -> dict | None:
+    """The next frame if one comes within ``timeout``, else None — for checking that nothing more is sent."""
+    try:
+        return await recv(ws, timeout)
+    except asyncio.TimeoutError:
+        return None
+
+
 async def recv_until(ws, kind: str, timeout: float = 120.0, message: int | None = None) -> list[dict]:
     """Frames up to and including the first of ``kind`` (for ``message``, when given)."""
     frames = []

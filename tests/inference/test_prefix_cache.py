@@ -36,7 +36,7 @@ def expected(model, tokenizer, ids, n=N):
 
 
 def kv(n, value=0.0, layers=2):
-    return [(torch.full((1, 2, n, 4), value), torch.full((1, 2, n, 4), value)) for _ in range(layers)]
+    return lambda: [(torch.full((1, 2, n, 4), value), torch.full((1, 2, n, 4), value)) for _ in range(layers)]
 
 
 def test_lookup_finds_the_longest_cached_prefix_and_checks_the_tokens():
@@ -61,7 +61,7 @@ def test_a_longer_sequence_replaces_its_own_prefix_and_duplicates_are_not_stored
 
 
 def test_least_recently_used_entries_leave_first_and_the_budget_holds():
-    one = sum(k.numel() * 4 + v.numel() * 4 for k, v in kv(10))
+    one = sum(k.numel() * 4 + v.numel() * 4 for k, v in kv(10)())
     cache = PrefixCache(budget_bytes=3 * one)
     for start in range(4):
         if start == 3:

@@ -10,7 +10,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from chat.models import Message
-from tests.live import recv, recv_until, send
+from tests.live import recv, recv_extra, recv_until, send
 
 pytestmark = pytest.mark.e2e
 REPORT = Path(__file__).resolve().parents[2] / "var" / "reliability.json"
@@ -37,10 +37,7 @@ def test_a_task_delivered_twice_generates_one_reply(fault_chat, fault_stack):
                                         queue="inference")
             frames += await recv_until(ws, "done", message=reply)
             await asyncio.sleep(2)  # room for a duplicate to show itself
-            try:
-                extra = await asyncio.wait_for(ws.recv(), 1)
-            except asyncio.TimeoutError:
-                extra = None
+            extra = await recv_extra(ws, 1)
             return reply, frames, extra
     reply, frames, extra = asyncio.run(go())
     deltas = [f for f in frames if f["type"] == "delta" and f["message"] == reply]

@@ -7,7 +7,7 @@ import websockets
 
 from chat.models import Message
 from chatsite import stack
-from tests.live import recv_until, send
+from tests.live import recv_extra, recv_until, send
 
 pytestmark = pytest.mark.e2e
 
@@ -92,10 +92,7 @@ def test_a_stop_racing_the_end_of_a_reply_leaves_one_consistent_ending(fault_cha
             await send(ws, {"type": "stop", "message": reply})
             frames += await recv_until(ws, "done", message=reply)
             await send(ws, {"type": "stop", "message": reply})  # after the end: nothing happens
-            try:
-                extra = await asyncio.wait_for(ws.recv(), 3)
-            except asyncio.TimeoutError:
-                extra = None
+            extra = await recv_extra(ws, 3)
             return reply, frames, extra
     reply, frames, extra = asyncio.run(go())
     done = frames[-1]

@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from chat import liveness
 from chat.models import Message
 from chatsite import stack
-from tests.live import recv, recv_until, send
+from tests.live import recv_until, send
 
 pytestmark = pytest.mark.e2e
 

@@ -1,6 +1,5 @@
 """A worker's memory stays flat over thousands of generations."""
 import asyncio
-import json
 
 import psutil
 import pytest

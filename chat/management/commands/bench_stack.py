@@ -21,7 +21,7 @@ from django.test import Client
 
 from chat.models import Conversation, Message
 from chatsite import stack
-from inference.bench import level_prompts, median_run, percentile
+from inference.bench import level_prompts, measure_level, percentile
 
 
 class Command(BaseCommand):
@@ -63,9 +63,9 @@ class Command(BaseCommand):
             asyncio.run(_level(url, origin, cookies[:1], level_prompts("warm", 1, False), 8))
             results = {}
             for name, distinct in (("stack", False), ("stack_distinct", True)):
-                results[name] = [median_run([
-                    asyncio.run(_level(url, origin, cookies[:c], level_prompts(f"{name}.{c}.{k}", c, distinct), tokens))
-                    for k in range(3 if c == 1 else 1)]) for c in levels]
+                results[name] = [measure_level(lambda k: asyncio.run(_level(
+                    url, origin, cookies[:c], level_prompts(f"{name}.{c}.{k}", c, distinct), tokens)), c)
+                    for c in levels]
         finally:
             stack.stop(daphne, worker)
             stack.stop(redis_proc)
