@@ -1,26 +1,58 @@
-"""The chat websocket: parse a frame, call a service, reply. Protocol: docs/protocol.md."""
+"""The chat websocket: parse a frame, call a service, reply. Protocol: docs/protocol.md.
+
+Order of work per frame matters: the frame limit is checked first, in memory, so a flood costs no database or
+Redis work (Channels runs every ``database_sync_to_async`` call of a process in one thread: a flood that
+reached it would stall everyone's send and stop). The session is re-read on a timer and when the user's
+sessions change (logout, password change), not per frame.
+"""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from importlib import import_module
 
+from asgiref.sync import sync_to_async
+from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
-from . import events, limits, liveness, selectors, services
+from . import events, limits, selectors, services
 from .delivery import ReplyDelivery
 from .errors import ChatError
 from .models import Message
+from .sweep import ensure_sweeper
 
 log = logging.getLogger(__name__)
 
 MAX_FRAME_CHARS = 64 * 1024
+MAX_CLIENT_ID_CHARS = 100
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_MANY = 4429
 
 
+def _redis_call(fn):
+    """Run a blocking Redis call off the event loop, but not in the database thread (it must not queue
+    behind database work, nor hold it up)."""
+    return sync_to_async(fn, thread_sensitive=False)
+
+
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     """One browser tab. Joins its user's group; every event of that user's conversations reaches it."""
+
+    user = None
+    group = None
+    delivery = None
+    ticker = None
+
+    async def __call__(self, scope, receive, send):
+        # Whatever ends this socket — a close, a crash in a handler, Daphne cancelling it — its group place,
+        # watchdog and socket count go with it.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._cleanup()
 
     async def connect(self):
         user = self.scope.get("user")
@@ -28,37 +60,61 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        liveness.ensure_sweeper()
-        if not await database_sync_to_async(limits.socket_open)(user.pk, self.channel_name):
+        ensure_sweeper()
+        if not await _redis_call(limits.socket_open)(user.pk, self.channel_name):
             await self.accept()
-            await self.send_json({"type": "error", "code": "too_many_sockets",
-                                  "detail": "Too many open chat tabs for this account; close one and reload."})
+            await self.send_json(events.error_frame("too_many_sockets",
+                                              "Too many open chat tabs for this account; close one and reload."))
             await self.close(code=CLOSE_TOO_MANY)
             return
         self.user = user
         self.group = events.user_group(user.pk)
         self.delivery = ReplyDelivery(self.send_json)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        self.ticker = asyncio.ensure_future(self._tick())
         await self.accept()
 
     async def disconnect(self, code):
-        if getattr(self, "delivery", None):
-            self.delivery.close()
-        if getattr(self, "group", None):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-            await database_sync_to_async(limits.socket_closed)(self.user.pk, self.channel_name)
+        await self._cleanup()
 
-    async def _still_signed_in(self) -> bool:
-        """A logout elsewhere (or a password change) ends the session: this socket closes at its next frame."""
-        session = self.scope.get("session")
-        key = getattr(session, "session_key", None)
-        return bool(key) and await database_sync_to_async(_session_valid)(key, self.user.pk)
+    async def _cleanup(self) -> None:
+        """Idempotent: leave the group, stop the timers, stop counting this socket."""
+        if self.ticker is not None:
+            self.ticker.cancel()
+            self.ticker = None
+        if self.delivery is not None:
+            self.delivery.close()
+            self.delivery = None
+        if self.group is not None:
+            group, self.group = self.group, None
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+                await _redis_call(limits.socket_closed)(self.user.pk, self.channel_name)
+            except Exception:  # Redis away: the entries expire by themselves
+                log.warning("socket cleanup failed", exc_info=True)
+
+    async def _tick(self) -> None:
+        """Every CHAT_SOCKET_REFRESH_S: still counted as open, still signed in."""
+        while True:
+            await asyncio.sleep(settings.CHAT_SOCKET_REFRESH_S)
+            try:
+                await _redis_call(limits.socket_refresh)(self.user.pk, self.channel_name)
+                await self._check_session()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis or the database away: next round
+                log.warning("socket refresh failed", exc_info=True)
+
+    async def _check_session(self) -> None:
+        """Close this socket if its session ended (logout elsewhere, password change, user deactivated)."""
+        key = getattr(self.scope.get("session"), "session_key", None)
+        store = import_module(settings.SESSION_ENGINE).SessionStore(key)
+        user = await get_user({"session": store}) if key else None
+        if user is None or not user.is_authenticated or user.pk != self.user.pk:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
 
     # -- frames from the browser -----------------------------------------------------------------------
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
-        if not await self._still_signed_in():
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
         if not limits.frame_allowed(self.channel_name):
             return await self.error("rate_limited", "Too many frames at once; slow down and try again.")
         if text_data is None:
@@ -67,7 +123,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return await self.error("too_large", f"The frame is too large: at most {MAX_FRAME_CHARS} characters.")
         try:
             frame = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: deeply nested arrays under the size limit
             return await self.error("bad_json", "The frame is not valid JSON.")
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
             return await self.error("bad_frame", 'A frame must be a JSON object with a "type".')
@@ -86,25 +142,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.error("internal", "Something went wrong on our side; the message was not processed.")
 
     async def on_send(self, frame):
-        client_id = frame.get("client_id")
-        if client_id is not None and (not isinstance(client_id, str) or len(client_id) > 100):
-            raise ChatError("bad_frame", "client_id must be a string of at most 100 characters.")
         conversation = frame.get("conversation")
-        if conversation is not None:
-            conversation = _id(conversation, "conversation")
         result = await database_sync_to_async(services.message_send)(
-            user=self.user, conversation_id=conversation, content=frame.get("content"),
-            params=frame.get("params"), client_id=client_id)
+            user=self.user, conversation_id=None if conversation is None else _id(conversation, "conversation"),
+            content=frame.get("content"), params=frame.get("params"), client_id=_client_id(frame))
         self.delivery.expect(result.assistant_message.id)
 
     async def on_stop(self, frame):
-        await database_sync_to_async(services.message_stop)(user=self.user, message_id=_id(frame.get("message"), "message"))
+        await database_sync_to_async(services.message_stop)(user=self.user,
+                                                            message_id=_id(frame.get("message"), "message"))
 
     async def on_regenerate(self, frame):
-        client_id = frame.get("client_id") if isinstance(frame.get("client_id"), str) else None
         reply = await database_sync_to_async(services.message_regenerate)(
             user=self.user, message_id=_id(frame.get("message"), "message"), params=frame.get("params"),
-            client_id=client_id)
+            client_id=_client_id(frame))
         self.delivery.expect(reply.id)
 
     async def on_subscribe(self, frame):
@@ -118,18 +169,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     HANDLERS = {"send": on_send, "stop": on_stop, "regenerate": on_regenerate, "subscribe": on_subscribe}
 
     async def error(self, code: str, detail: str):
-        await self.send_json({"type": "error", "code": code, "detail": detail})
+        await self.send_json(events.error_frame(code, detail))
 
     # -- events from the channel layer (chat.events) ------------------------------------------------------
     async def chat_conversation(self, event):
-        await self.send_json({"type": "conversation", "conversation": event["conversation"]})
+        await self.send_json(events.as_frame(event))
 
     async def chat_message(self, event):
-        frame = {"type": "message", "message": event["message"]}
-        for key in ("client_id", "replaces"):
-            if key in event:
-                frame[key] = event[key]
-        if frame["message"]["role"] == "assistant":
+        frame = events.as_frame(event)
+        if frame["message"]["role"] == Message.Role.ASSISTANT:
             self.delivery.announced(frame["message"]["id"])
         await self.send_json(frame)
 
@@ -137,7 +185,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.delivery.delta(event["message"], event["seq"], event["text"])
 
     async def chat_done(self, event):
-        await self.delivery.done(event)
+        await self.delivery.done(events.as_frame(event))
+
+    async def chat_session_ended(self, event):
+        if event.get("session") == getattr(self.scope.get("session"), "session_key", None):
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+        else:  # another session of the user ended, or the password changed: is this one still good?
+            await self._check_session()
 
 
 def _id(value, name: str) -> int:
@@ -146,19 +200,12 @@ def _id(value, name: str) -> int:
     return value
 
 
-def _session_valid(session_key: str, user_id: int) -> bool:
-    """Read the session afresh from its store (the socket's copy is from the handshake)."""
-    from importlib import import_module
-
-    from django.conf import settings
-    from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
-    from django.utils.crypto import constant_time_compare
-
-    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()
-    if str(data.get(SESSION_KEY)) != str(user_id):
-        return False
-    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
-    return user is not None and constant_time_compare(data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash())
+def _client_id(frame: dict) -> str | None:
+    """The optional id a client tags its frames with, echoed on the resulting ``message`` frames."""
+    value = frame.get("client_id")
+    if value is not None and (not isinstance(value, str) or len(value) > MAX_CLIENT_ID_CHARS):
+        raise ChatError("bad_frame", f"client_id must be a string of at most {MAX_CLIENT_ID_CHARS} characters.")
+    return value
 
 
 def _active_for(user, conversation_id: int) -> Message | None:

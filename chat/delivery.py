@@ -17,14 +17,14 @@ from collections import deque
 
 from channels.db import database_sync_to_async
 
-from . import events
+from . import events, selectors, streamlog
 from .models import Message
 
 log = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 2.0
 
 
-class _Stream:
+class _ReplyCursor:
     """One reply on one socket: the next seq to send, deltas that came early, when it was last heard of."""
 
     __slots__ = ("next", "held", "heard", "announced")
@@ -37,11 +37,11 @@ class _Stream:
 
 
 class ReplyDelivery:
-    """The reply streams one socket shows; ``send_json`` is the socket's."""
+    """The replies one socket shows, each with its cursor; ``send_json`` is the socket's."""
 
     def __init__(self, send_json):
         self.send_json = send_json
-        self.streams: dict[int, _Stream] = {}
+        self.cursors: dict[int, _ReplyCursor] = {}
         self.finished: deque[int] = deque(maxlen=256)  # late events of these replies are dropped
         self.lock = asyncio.Lock()  # one sender at a time: frames leave in order
         self.watchdog = asyncio.ensure_future(self._watch())
@@ -51,20 +51,20 @@ class ReplyDelivery:
 
     def expect(self, message_id: int, next_seq: int = 0, announced: bool = False) -> None:
         """Start following a reply (this socket started it, subscribed to it, or was told of it)."""
-        if message_id not in self.finished and message_id not in self.streams:
-            self.streams[message_id] = _Stream(next_seq, announced)
+        if message_id not in self.finished and message_id not in self.cursors:
+            self.cursors[message_id] = _ReplyCursor(next_seq, announced)
 
     def announced(self, message_id: int) -> None:
         self.expect(message_id)
-        if message_id in self.streams:
-            self.streams[message_id].announced = True
+        if message_id in self.cursors:
+            self.cursors[message_id].announced = True
 
     async def resume(self, message: Message) -> None:
         """Show a reply in progress from its start (a subscribe): its text so far as one ``message`` frame, then
         its deltas from there on."""
         async with self.lock:  # no delta may overtake the snapshot
-            text, seq = await events.stream_snapshot(message.pk)
-            self.streams.pop(message.pk, None)
+            text, seq = await streamlog.read_snapshot(message.pk)
+            self.cursors.pop(message.pk, None)
             self.expect(message.pk, next_seq=seq + 1, announced=True)
             payload = events.message_payload(message)
             payload["content"] = text
@@ -74,43 +74,43 @@ class ReplyDelivery:
         if message_id in self.finished:
             return
         self.expect(message_id)
-        stream = self.streams[message_id]
-        stream.heard = time.monotonic()
+        cursor = self.cursors[message_id]
+        cursor.heard = time.monotonic()
         async with self.lock:
-            await self._forward(message_id, stream, {seq: text})
+            await self._forward(message_id, cursor, {seq: text})
 
-    async def done(self, event: dict) -> None:
-        """Send the deltas the socket still lacks, then ``done``, once."""
-        message_id = event["message"]
+    async def done(self, frame: dict) -> None:
+        """Send the deltas the socket still lacks, then the ``done`` frame, once."""
+        message_id = frame["message"]
         async with self.lock:
             if message_id in self.finished:
                 return
-            stream = self.streams.pop(message_id, None)
+            cursor = self.cursors.pop(message_id, None)
             self.finished.append(message_id)
-            if stream is not None:
-                await self._forward(message_id, stream, {}, to_end=True)
-            await self.send_json({"type": "done"} | {k: v for k, v in event.items() if k != "type"})
+            if cursor is not None:
+                await self._forward(message_id, cursor, {}, to_end=True)
+            await self.send_json(frame)
 
-    async def _forward(self, message_id: int, stream: _Stream, new: dict[int, str], to_end: bool = False) -> None:
+    async def _forward(self, message_id: int, cursor: _ReplyCursor, new: dict[int, str], to_end: bool = False) -> None:
         for seq, text in new.items():
-            if seq >= stream.next:
-                stream.held.setdefault(seq, text)
-        gap = stream.held and min(stream.held) > stream.next
+            if seq >= cursor.next:
+                cursor.held.setdefault(seq, text)
+        gap = cursor.held and min(cursor.held) > cursor.next
         if gap or to_end:
-            last = min(stream.held) - 1 if gap and not to_end else -1
-            texts = await events.stream_range(message_id, stream.next, last)
+            last = min(cursor.held) - 1 if gap and not to_end else -1
+            texts = await streamlog.read_range(message_id, cursor.next, last)
             for i, text in enumerate(texts):
-                stream.held.setdefault(stream.next + i, text)
-        while stream.next in stream.held:
-            seq = stream.next
-            text = stream.held.pop(seq)
-            stream.next += 1
-            await self.send_json({"type": "delta", "message": message_id, "seq": seq, "text": text})
+                cursor.held.setdefault(cursor.next + i, text)
+        while cursor.next in cursor.held:
+            seq = cursor.next
+            text = cursor.held.pop(seq)
+            cursor.next += 1
+            await self.send_json(events.delta_frame(message_id, seq, text))
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
-            quiet = [m for m, s in list(self.streams.items()) if time.monotonic() - s.heard >= WATCH_INTERVAL_S]
+            quiet = [m for m, s in list(self.cursors.items()) if time.monotonic() - s.heard >= WATCH_INTERVAL_S]
             for message_id in quiet:
                 try:
                     await self._catch_up(message_id)
@@ -120,20 +120,19 @@ class ReplyDelivery:
                     log.warning("catch-up of reply %s failed", message_id, exc_info=True)
 
     async def _catch_up(self, message_id: int) -> None:
-        stream = self.streams.get(message_id)
-        if stream is None:
+        cursor = self.cursors.get(message_id)
+        if cursor is None:
             return
-        stream.heard = time.monotonic()
-        message = await database_sync_to_async(
-            lambda: Message.objects.select_related("conversation").filter(pk=message_id).first())()
+        cursor.heard = time.monotonic()
+        message = await database_sync_to_async(selectors.message_for_delivery)(message_id=message_id)
         if message is None:
-            self.streams.pop(message_id, None)
+            self.cursors.pop(message_id, None)
             return
-        if not stream.announced:  # the message frame itself was lost
-            stream.announced = True
-            await self.send_json({"type": "message", "message": events.message_payload(message)})
+        if not cursor.announced:  # the message frame itself was lost
+            cursor.announced = True
+            await self.send_json(events.message_frame(message))
         if message.is_active:
             async with self.lock:
-                await self._forward(message_id, stream, {}, to_end=True)
+                await self._forward(message_id, cursor, {}, to_end=True)
         else:
-            await self.done(events.done_event(message))
+            await self.done(events.done_frame(message))

@@ -1,5 +1,7 @@
-"""Limits, in one place: frames per socket (the `limits` library's moving window) and open sockets per user
-(a Redis sorted set, so the cap holds across every Daphne process)."""
+"""Limits, in one place: frames per socket (the `limits` library's moving window, in process memory: checked
+before any database or Redis work) and open sockets per user (a Redis sorted set, so the cap holds across every
+Daphne process). The per-person cap on active replies is checked inside the send transaction
+(``services._require_capacity``)."""
 from __future__ import annotations
 
 import time
@@ -9,12 +11,9 @@ from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from . import liveness
+from .redis import client, sockets_key
 
 _frames = MovingWindowRateLimiter(MemoryStorage())
-SOCKETS_KEY = "chat:sockets:{user}"
-# A socket whose process died without saying goodbye stops counting after this long.
-SOCKET_STALE_S = 3600
 
 
 def frame_allowed(channel_name: str) -> bool:
@@ -22,21 +21,36 @@ def frame_allowed(channel_name: str) -> bool:
     return _frames.hit(parse(settings.CHAT_FRAME_RATE), "frames", channel_name)
 
 
+def _stale_after() -> float:
+    # A live socket refreshes its entry every CHAT_SOCKET_REFRESH_S; one whose process died without saying
+    # goodbye (a crash, a restart) stops counting after three missed refreshes.
+    return 3 * settings.CHAT_SOCKET_REFRESH_S
+
+
 def socket_open(user_id: int, channel_name: str) -> bool:
     """Count a new socket for the user; False when the user is at CHAT_MAX_SOCKETS_PER_USER already."""
-    key = SOCKETS_KEY.format(user=int(user_id))
+    key = sockets_key(user_id)
     now = time.time()
-    pipe = liveness.client().pipeline()
-    pipe.zremrangebyscore(key, 0, now - SOCKET_STALE_S)
+    pipe = client().pipeline()
+    pipe.zremrangebyscore(key, 0, now - _stale_after())
     pipe.zadd(key, {channel_name: now})
     pipe.zcard(key)
-    pipe.expire(key, SOCKET_STALE_S)
+    pipe.expire(key, int(_stale_after()) + 1)
     count = pipe.execute()[2]
     if count > settings.CHAT_MAX_SOCKETS_PER_USER:
-        liveness.client().zrem(key, channel_name)
+        client().zrem(key, channel_name)
         return False
     return True
 
 
+def socket_refresh(user_id: int, channel_name: str) -> None:
+    """A live socket says it is still open."""
+    key = sockets_key(user_id)
+    pipe = client().pipeline()
+    pipe.zadd(key, {channel_name: time.time()}, xx=True)
+    pipe.expire(key, int(_stale_after()) + 1)
+    pipe.execute()
+
+
 def socket_closed(user_id: int, channel_name: str) -> None:
-    liveness.client().zrem(SOCKETS_KEY.format(user=int(user_id)), channel_name)
+    client().zrem(sockets_key(user_id), channel_name)

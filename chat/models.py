@@ -32,7 +32,6 @@ class Message(models.Model):
     class Role(models.TextChoices):
         USER = "user"
         ASSISTANT = "assistant"
-        SYSTEM = "system"
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -49,6 +48,10 @@ class Message(models.Model):
         CANCELLED = "cancelled"
         ERROR = "error"
 
+    # How a reply that ended for this reason is stored.
+    STATUS_FOR_REASON = {FinishReason.STOP: Status.COMPLETE, FinishReason.LENGTH: Status.COMPLETE,
+                         FinishReason.CANCELLED: Status.STOPPED, FinishReason.ERROR: Status.FAILED}
+
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
     is_current = models.BooleanField(default=True, help_text="on the branch the user sees")
@@ -63,6 +66,10 @@ class Message(models.Model):
     model_name = models.CharField(max_length=200, blank=True)
     params = models.JSONField(default=dict, blank=True, help_text="generation params used")
     error = models.TextField(blank=True)
+    stop_requested = models.BooleanField(default=False, help_text="Stop was pressed; the worker checks this "
+                                         "at its checkpoints in case the broadcast stop was lost")
+    dropped_messages = models.PositiveIntegerField(default=0, help_text="oldest messages left out of the "
+                                                   "prompt to fit the model's context window")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

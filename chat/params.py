@@ -10,7 +10,11 @@ from .errors import ChatError
 
 
 def _number(name: str, value, *, integer: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    try:  # a JSON integer may be any size: math.isfinite(10**400) raises OverflowError
+        finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    except OverflowError:
+        finite = False
+    if not finite:
         raise ChatError("invalid_params", f"{name} must be a number.")
     if integer and int(value) != value:
         raise ChatError("invalid_params", f"{name} must be a whole number.")

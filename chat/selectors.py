@@ -60,3 +60,26 @@ def history_for_prompt(*, message: Message) -> list[dict]:
     chain.reverse()
     system = message.conversation.system_prompt
     return ([{"role": "system", "content": system}] if system else []) + chain
+
+
+def message_for_delivery(*, message_id: int) -> Message | None:
+    """A reply as a socket's watchdog needs it (status, text, counts); None when it is gone."""
+    return Message.objects.filter(pk=message_id).first()
+
+
+def message_ids_streaming_since(*, before, limit: int) -> list[int]:
+    """Replies streaming since before ``before``: candidates for the sweep's lease check."""
+    return list(Message.objects.filter(status=Message.Status.STREAMING, started_at__lt=before)
+                .values_list("id", flat=True)[:limit])
+
+
+def message_ids_queued_since(*, before, limit: int) -> list[int]:
+    """Replies still queued since before ``before``: nobody took them in time."""
+    return list(Message.objects.filter(status=Message.Status.QUEUED, created_at__lt=before)
+                .values_list("id", flat=True)[:limit])
+
+
+def replies_active_for_user(*, user_id: int) -> int:
+    """How many replies of this person are queued or streaming, over all their conversations."""
+    return Message.objects.filter(conversation__owner_id=user_id, status__in=Message.ACTIVE_STATUSES).count()
+

@@ -1,5 +1,10 @@
-"""Writes. Keyword-only, atomic; channel events and tasks fire on commit, in order, so a client always
-sees the stored message before any delta of its reply."""
+"""Writes. Keyword-only and atomic; channel frames and tasks fire on commit, in order, so a client always
+sees the stored message before any delta of its reply. No network call inside a write transaction: the
+worker check runs before it (a SQLite writer holds the whole database's lock).
+
+``message_finish`` is the one place a reply ends — the worker's end, Stop, the sweep and a failed dispatch all
+go through it — and it alone sends ``done``.
+"""
 from __future__ import annotations
 
 import logging
@@ -7,10 +12,11 @@ import re
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from . import events, selectors
+from . import events, liveness, selectors
 from .errors import ChatError
 from .models import Conversation, Message
 from .params import generation_params_clean
@@ -20,6 +26,10 @@ log = logging.getLogger(__name__)
 # NUL and other C0 controls (but tab and newlines), DEL, and lone surrogates that no database can store.
 _UNSAFE_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 TITLE_CHARS = 60
+# The Celery task that writes a reply (chat.worker.generate_reply); the name predates its module and is kept so
+# tasks queued by an older release still run.
+GENERATE_REPLY_TASK = "inference.tasks.generate_reply"
+BUSY = "A reply is still being written in this conversation; wait or press Stop."
 
 
 def clean_text(text) -> str:
@@ -38,32 +48,22 @@ class SendResult:
 
 
 def _dispatch(message: Message) -> None:
-    """Queue generation; when the broker is unreachable, fail the reply visibly instead of leaving it queued."""
-    from inference.tasks import generate_reply
+    """Queue generation; when the broker is unreachable, fail the reply visibly instead of leaving it queued.
+    Sent by name, so web processes never import the worker's model code."""
+    from celery import current_app
 
     try:
-        generate_reply.delay(message.id)
+        current_app.send_task(GENERATE_REPLY_TASK, args=[message.id])
     except Exception as exc:
         log.warning("could not queue message %s: %s", message.id, exc)
-        failed = message_finish(message_id=message.id, content="", status=Message.Status.FAILED,
-                                finish_reason=Message.FinishReason.ERROR,
-                                error="The generation queue is unreachable; try again in a moment.")
-        if failed:
-            notify(failed.conversation.owner_id, events.done_event(failed))
-
-
-def notify(user_id: int, event: dict) -> None:
-    try:
-        events.send_to_user_sync(user_id, event)
-    except Exception:  # the stored state is the truth; a lost notification is caught up by subscribe
-        log.warning("could not publish %s to user %s", event.get("type"), user_id, exc_info=True)
+        message_finish(message_id=message.id, content="", status=Message.Status.FAILED,
+                       finish_reason=Message.FinishReason.ERROR,
+                       error="The generation queue is unreachable; try again in a moment.")
 
 
 def _require_worker() -> None:
     """Refuse a new reply when no worker could write it: better a clear answer now than a silent queue."""
     from redis.exceptions import RedisError
-
-    from . import liveness
 
     try:
         alive = liveness.workers_alive()
@@ -75,6 +75,17 @@ def _require_worker() -> None:
                                      "Nothing was stored; try again in a minute.")
 
 
+def _require_capacity(user_id: int) -> None:
+    """At most CHAT_MAX_ACTIVE_PER_USER replies of one person queued or streaming at once, over all their
+    conversations and sockets, so one person cannot fill the queue everyone shares. The person's row is locked
+    first, so concurrent sends of one person are counted one after another."""
+    get_user_model().objects.select_for_update().only("pk").get(pk=user_id)
+    cap = settings.CHAT_MAX_ACTIVE_PER_USER
+    if selectors.replies_active_for_user(user_id=user_id) >= cap:
+        raise ChatError("too_many_active", f"You already have {cap} replies being written; wait for one to "
+                                           "finish or press Stop, then send again.")
+
+
 def _reply_create(*, conversation: Conversation, parent: Message, params: dict) -> Message:
     return Message.objects.create(
         conversation=conversation, parent=parent, role=Message.Role.ASSISTANT, status=Message.Status.QUEUED,
@@ -82,7 +93,6 @@ def _reply_create(*, conversation: Conversation, parent: Message, params: dict) 
     )
 
 
-@transaction.atomic
 def message_send(*, user, conversation_id: int | None, content, params=None,
                  client_id: str | None = None) -> SendResult:
     """Store the user's message and a queued reply; on commit, tell the user's sockets and queue the task."""
@@ -93,76 +103,78 @@ def message_send(*, user, conversation_id: int | None, content, params=None,
         raise ChatError("too_long", f"The message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
     clean_params = generation_params_clean(params)
     _require_worker()
-    created = conversation_id is None
-    if created:
-        conversation = Conversation.objects.create(owner=user, title=_title_from(text), model_name=settings.CHAT_MODEL)
-    else:
-        conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
-        # Lock the row: two sends racing into one conversation must not both start a reply.
-        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        if selectors.message_active_in_conversation(conversation_id=conversation.pk):
-            raise ChatError("busy", "A reply is still being written in this conversation; wait or press Stop.")
-    parent = None if created else selectors.message_last_current(conversation=conversation)
-    user_message = Message.objects.create(conversation=conversation, parent=parent, role=Message.Role.USER,
-                                          content=text, status=Message.Status.COMPLETE)
-    reply = _reply_create(conversation=conversation, parent=user_message,
-                          params={**conversation.params, **clean_params})
-    Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
-
-    def after_commit():
+    with transaction.atomic():
+        _require_capacity(user.pk)
+        created = conversation_id is None
         if created:
-            notify(user.id, events.conversation_event(conversation))
-        notify(user.id, events.message_event(user_message, client_id))
-        notify(user.id, events.message_event(reply, client_id))
-        _dispatch(reply)
+            conversation = Conversation.objects.create(owner=user, title=_title_from(text),
+                                                       model_name=settings.CHAT_MODEL)
+        else:
+            conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+            # Lock the row: two sends racing into one conversation must not both start a reply.
+            conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+            if selectors.message_active_in_conversation(conversation_id=conversation.pk):
+                raise ChatError("busy", BUSY)
+        parent = None if created else selectors.message_last_current(conversation=conversation)
+        user_message = Message.objects.create(conversation=conversation, parent=parent, role=Message.Role.USER,
+                                              content=text, status=Message.Status.COMPLETE)
+        reply = _reply_create(conversation=conversation, parent=user_message,
+                              params={**conversation.params, **clean_params})
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
 
-    transaction.on_commit(after_commit)
+        def after_commit():
+            if created:
+                events.notify(user.id, events.conversation_frame(conversation))
+            events.notify(user.id, events.message_frame(user_message, client_id))
+            events.notify(user.id, events.message_frame(reply, client_id))
+            _dispatch(reply)
+
+        transaction.on_commit(after_commit)
     return SendResult(conversation, created, user_message, reply)
 
 
-@transaction.atomic
 def message_regenerate(*, user, message_id, params=None, client_id: str | None = None) -> Message:
     """Replace the newest reply with a new one. The old reply stays as an alternative (``is_current`` False)."""
     old = selectors.message_get_for_user(user=user, message_id=message_id)
     clean_params = generation_params_clean(params)
     if old.role != Message.Role.ASSISTANT:
         raise ChatError("not_regenerable", "Only an assistant reply can be regenerated.")
-    conversation = Conversation.objects.select_for_update().get(pk=old.conversation_id)
-    if selectors.message_active_in_conversation(conversation_id=conversation.pk):
-        raise ChatError("busy", "A reply is still being written in this conversation; wait or press Stop.")
-    if not old.is_current or selectors.message_last_current(conversation=conversation).pk != old.pk:
-        raise ChatError("not_regenerable", "Only the latest reply can be regenerated.")
     _require_worker()
-    Message.objects.filter(pk=old.pk).update(is_current=False)
-    reply = _reply_create(conversation=conversation, parent=old.parent,
-                          params={**old.params, **clean_params} if clean_params else dict(old.params))
-    Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    with transaction.atomic():
+        _require_capacity(user.pk)
+        conversation = Conversation.objects.select_for_update().get(pk=old.conversation_id)
+        if selectors.message_active_in_conversation(conversation_id=conversation.pk):
+            raise ChatError("busy", BUSY)
+        if not old.is_current or selectors.message_last_current(conversation=conversation).pk != old.pk:
+            raise ChatError("not_regenerable", "Only the latest reply can be regenerated.")
+        Message.objects.filter(pk=old.pk).update(is_current=False)
+        reply = _reply_create(conversation=conversation, parent=old.parent,
+                              params={**old.params, **clean_params} if clean_params else dict(old.params))
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
 
-    def after_commit():
-        event = events.message_event(reply, client_id)
-        event["replaces"] = old.pk
-        notify(user.id, event)
-        _dispatch(reply)
+        def after_commit():
+            events.notify(user.id, events.message_frame(reply, client_id, replaces=old.pk))
+            _dispatch(reply)
 
-    transaction.on_commit(after_commit)
+        transaction.on_commit(after_commit)
     return reply
 
 
 @transaction.atomic
 def message_stop(*, user, message_id) -> Message:
-    """Stop a reply. Queued: it ends now, empty. Streaming: every worker is told; the one holding it ends it
-    within a step and stores the text so far. Already finished: nothing happens (a stop may race the end)."""
+    """Stop a reply. Queued: it ends now, empty. Streaming: the stop is stored and every worker is told; the one
+    holding it ends it within a step (or at its next checkpoint, if the broadcast was lost) and stores the text
+    so far. Already finished: nothing happens (a stop may race the end)."""
     message = selectors.message_get_for_user(user=user, message_id=message_id)
     if message.role != Message.Role.ASSISTANT:
         raise ChatError("not_stoppable", "Only an assistant reply can be stopped.")
     stopped_now = message_finish(message_id=message.pk, content="", status=Message.Status.STOPPED,
                                  finish_reason=Message.FinishReason.CANCELLED, only_from=(Message.Status.QUEUED,))
     if stopped_now:
-        transaction.on_commit(lambda: notify(user.id, events.done_event(stopped_now)))
         return stopped_now
-    message.refresh_from_db()
-    if message.status == Message.Status.STREAMING:
+    if Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(stop_requested=True):
         transaction.on_commit(lambda: events.broadcast_cancel_sync(message.pk))
+    message.refresh_from_db()
     return message
 
 
@@ -175,26 +187,37 @@ def message_start(*, message_id: int) -> Message | None:
     return Message.objects.select_related("conversation").get(pk=message_id)
 
 
-def message_checkpoint(*, message_id: int, content: str) -> None:
-    """Worker: save the partial text of a streaming reply, so a crash loses at most one interval."""
-    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(content=content)
+def message_checkpoint(*, message_id: int, content: str, dropped_messages: int | None = None) -> bool:
+    """Worker: save the partial text of a streaming reply, so a crash loses at most one interval. False when
+    the reply should end now: Stop was pressed (its broadcast may have been lost) or it ended elsewhere."""
+    fields = {"content": content}
+    if dropped_messages is not None:
+        fields["dropped_messages"] = dropped_messages
+    return bool(Message.objects.filter(pk=message_id, status=Message.Status.STREAMING, stop_requested=False)
+                .update(**fields))
 
 
-def message_finish(*, message_id: int, content: str, status: str, finish_reason: str,
+def message_finish(*, message_id: int, content: str | None, status: str, finish_reason: str,
                    prompt_tokens: int | None = None, completion_tokens: int | None = None,
                    ttft_ms: int | None = None, tokens_per_s: float | None = None, error: str = "",
                    params: dict | None = None,
                    only_from: tuple[str, ...] = Message.ACTIVE_STATUSES) -> Message | None:
-    """Store a reply's final state once. Returns it, or None when it had already ended."""
-    fields = dict(content=content, status=status, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
+    """End a reply once: store its final state and, on commit, send ``done`` to its owner's sockets.
+    ``content=None`` keeps the stored text (the last checkpoint). Returns the message, or None when it had
+    already ended (then nothing is sent)."""
+    fields = dict(status=status, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
                   completion_tokens=completion_tokens, ttft_ms=ttft_ms, tokens_per_s=tokens_per_s,
                   error=error, finished_at=timezone.now())
+    if content is not None:
+        fields["content"] = content
     if params is not None:
         fields["params"] = params
-    updated = Message.objects.filter(pk=message_id, status__in=only_from).update(**fields)
-    if not updated:
-        return None
-    return Message.objects.select_related("conversation").get(pk=message_id)
+    with transaction.atomic():
+        if not Message.objects.filter(pk=message_id, status__in=only_from).update(**fields):
+            return None
+        final = Message.objects.select_related("conversation").get(pk=message_id)
+        transaction.on_commit(lambda: events.notify(final.conversation.owner_id, events.done_frame(final)))
+    return final
 
 
 def _title_from(text: str) -> str:

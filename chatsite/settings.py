@@ -1,4 +1,5 @@
 """Settings, read from the environment in one place (django-environ). Every variable is in the README table."""
+import math
 from pathlib import Path
 
 import environ
@@ -134,7 +135,7 @@ CHANNEL_LAYERS = {
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ROUTES = {"inference.tasks.*": {"queue": "inference"}}
+CELERY_TASK_ROUTES = {"inference.tasks.generate_reply": {"queue": "inference"}}  # chat.services.GENERATE_REPLY_TASK
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Lost tasks are not retried (a worker acknowledges a task when it accepts it; one that dies mid-reply leaves
@@ -161,15 +162,23 @@ CHAT_STREAM_TTL_S = env.int("CHAT_STREAM_TTL_S", default=3600)
 # Limits (chat/limits.py)
 CHAT_FRAME_RATE = env.str("CHAT_FRAME_RATE", default="20/second")
 CHAT_MAX_SOCKETS_PER_USER = env.int("CHAT_MAX_SOCKETS_PER_USER", default=10)
+# Replies one person may have queued or streaming at once, over all their conversations and tabs.
+CHAT_MAX_ACTIVE_PER_USER = env.int("CHAT_MAX_ACTIVE_PER_USER", default=3)
+# How often an open socket re-reads its session (a logout or password change also tells its sockets at once)
+# and refreshes its place in the per-user socket count (a socket not refreshed for 3 intervals stops counting).
+CHAT_SOCKET_REFRESH_S = env.float("CHAT_SOCKET_REFRESH_S", default=30.0)
 
 # Liveness: workers refresh heartbeats and reply leases every CHAT_HEARTBEAT_S; a lease older than
 # CHAT_LEASE_TTL_S means its worker died. Sweeps run every CHAT_SWEEP_INTERVAL_S in Daphne and workers.
 CHAT_HEARTBEAT_S = env.float("CHAT_HEARTBEAT_S", default=3.0)
-CHAT_LEASE_TTL_S = env.int("CHAT_LEASE_TTL_S", default=15)
 CHAT_SWEEP_INTERVAL_S = env.float("CHAT_SWEEP_INTERVAL_S", default=5.0)
 CHAT_QUEUE_TIMEOUT_S = env.int("CHAT_QUEUE_TIMEOUT_S", default=600)
-# How long a worker keeps a reply going while Redis is unreachable (a restart), before failing it.
-CHAT_REDIS_GRACE_S = env.float("CHAT_REDIS_GRACE_S", default=20.0)
+# How long a worker keeps a reply going while Redis is unreachable before failing it. It must give up before
+# its lease can expire (the last renewal may be a heartbeat old), or the sweep would fail a reply that is still
+# being written: so the grace defaults to the lease minus two heartbeats, and a longer grace lengthens the lease.
+_lease_ttl = env.int("CHAT_LEASE_TTL_S", default=15)
+CHAT_REDIS_GRACE_S = env.float("CHAT_REDIS_GRACE_S", default=_lease_ttl - 2 * CHAT_HEARTBEAT_S)
+CHAT_LEASE_TTL_S = max(_lease_ttl, math.ceil(CHAT_REDIS_GRACE_S + 2 * CHAT_HEARTBEAT_S))
 CHAT_SWEEP_IN_WEB = env.bool("CHAT_SWEEP_IN_WEB", default=True)
 # Benchmark only (set by `manage.py bench_stack`): replies run to max_new_tokens, ignoring end of turn.
 CHAT_BENCH_IGNORE_EOS = env.bool("CHAT_BENCH_IGNORE_EOS", default=False)

@@ -4,34 +4,11 @@ import json
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 
 from chat.models import Message
-from chatsite.asgi import application
+from tests.support import connect, frames_until, run
 
 pytestmark = pytest.mark.django_db(transaction=True)
-ORIGIN = (b"origin", b"http://localhost")
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
-
-
-async def connect(cookie=None, origin=ORIGIN):
-    headers = [origin] + ([(b"cookie", cookie.encode())] if cookie else [])
-    comm = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
-    connected, code = await comm.connect()
-    return comm, connected, code
-
-
-async def frames_until(comm, kind, limit=10):
-    got = []
-    for _ in range(limit):
-        frame = await comm.receive_json_from(timeout=10)
-        got.append(frame)
-        if frame["type"] == kind:
-            return got
-    raise AssertionError(f"no {kind} frame in {got}")
 
 
 def test_anonymous_socket_is_closed_4401():
@@ -159,7 +136,7 @@ def test_stop_of_a_queued_reply_sends_done_stopped(make_user, session_cookie):
 def test_subscribe_sends_text_so_far_then_only_newer_deltas(make_user, session_cookie):
     """A reload mid-reply: the snapshot comes from the stream log, later deltas from the group, no duplicates."""
     from chat import services
-    from chat.events import WorkerLink
+    from chat.worker_link import WorkerLink
 
     user = make_user()
     sent = services.message_send(user=user, conversation_id=None, content="Hi")
@@ -179,10 +156,8 @@ def test_subscribe_sends_text_so_far_then_only_newer_deltas(make_user, session_c
         await asyncio.to_thread(link.delta, user.id, reply.id, 1, pieces)  # a late duplicate: dropped
         await asyncio.to_thread(link.delta, user.id, reply.id, 2, pieces)
         delta = await comm.receive_json_from(timeout=10)
-        final = await database_sync_to_async(services.message_finish)(
+        await database_sync_to_async(services.message_finish)(  # sends done on commit
             message_id=reply.id, content="Hello world", status="complete", finish_reason="stop")
-        from chat.events import done_event
-        await asyncio.to_thread(link.send, user.id, done_event(final))
         done = await comm.receive_json_from(timeout=10)
         await comm.disconnect()
         return snapshot, ack, delta, done
@@ -202,14 +177,15 @@ def test_out_of_order_and_repeated_deltas_reach_the_client_in_order_once(make_us
     every seq once, in order, filling a gap from the stream log."""
     from channels.layers import get_channel_layer
 
-    from chat import events, liveness, services
+    from chat import events, services
+    from chat.redis import client, stream_key
 
     user = make_user()
     sent = services.message_send(user=user, conversation_id=None, content="Hi")
     reply = sent.assistant_message.id
-    key = events.stream_key(reply)
-    liveness.client().delete(key)
-    liveness.client().rpush(key, "A", " word", " here")  # the worker logs before it publishes
+    key = stream_key(reply)
+    client().delete(key)
+    client().rpush(key, "A", " word", " here")  # the worker logs before it publishes
     cookie = session_cookie(user)
 
     async def go():
@@ -217,7 +193,7 @@ def test_out_of_order_and_repeated_deltas_reach_the_client_in_order_once(make_us
         layer = get_channel_layer()
         group = events.user_group(user.id)
         for seq in (0, 2, 1, 2):  # seq 1 overtaken by 2, then both again
-            await layer.group_send(group, events.delta_event(reply, seq, ["A", " word", " here"][seq]))
+            await layer.group_send(group, events.as_event(events.delta_frame(reply, seq, ["A", " word", " here"][seq])))
         out = [await comm.receive_json_from(timeout=10) for _ in range(3)]
         assert await comm.receive_nothing(timeout=0.5)
         await comm.disconnect()

@@ -4,13 +4,11 @@ import asyncio
 import json
 
 import pytest
-from channels.testing import WebsocketCommunicator
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from chatsite.asgi import application
+from tests.support import communicator
 
 pytestmark = pytest.mark.django_db(transaction=True)
-KNOWN = {"conversation", "message", "delta", "done", "error", "subscribed"}
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70) | st.floats(allow_nan=True)
     | st.text(max_size=50),
@@ -35,8 +33,7 @@ def test_fuzzed_frames_never_break_the_socket(make_user, session_cookie, setting
     @given(frame=frames)
     def check(frame):
         async def go():
-            comm = WebsocketCommunicator(application, "/ws/chat/",
-                                         headers=[(b"origin", b"http://localhost"), (b"cookie", cookie.encode())])
+            comm = communicator(cookie)  # every frame it receives is checked against its schema
             assert (await comm.connect())[0]
             if isinstance(frame, bytes):
                 await comm.send_to(bytes_data=frame)
@@ -47,7 +44,6 @@ def test_fuzzed_frames_never_break_the_socket(make_user, session_cookie, setting
                 out = await comm.receive_output(timeout=10)
                 assert out["type"] == "websocket.send", out  # never closed, never crashed
                 reply = json.loads(out["text"])
-                assert reply["type"] in KNOWN
                 if reply["type"] == "error":
                     assert reply["code"] and reply["detail"]
                     if "probe" in reply["detail"]:

@@ -4,19 +4,13 @@ import re
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 
 from chat import services
-from chatsite.asgi import application
+from tests.support import communicator as sock
 
 pytestmark = pytest.mark.django_db(transaction=True)
 HOSTILE = ['<svg onload=alert(1)>', '[x](javascript:alert(1))', '<a href="javascript:alert(2)">go</a>',
            '<img src="data:text/html;base64,PHNjcmlwdD5hbGVydCgzKTwvc2NyaXB0Pg==">', '<script>alert(4)</script>']
-
-
-def sock(cookie):
-    return WebsocketCommunicator(application, "/ws/chat/",
-                                 headers=[(b"origin", b"http://localhost"), (b"cookie", cookie.encode())])
 
 
 def test_a_frame_flood_is_refused_and_the_socket_recovers(make_user, session_cookie, settings):
@@ -62,19 +56,64 @@ def test_each_user_has_a_cap_on_open_sockets(make_user, session_cookie, settings
     assert refused["code"] == "too_many_sockets" and closed == {"type": "websocket.close", "code": 4429}
 
 
-def test_a_socket_whose_session_ended_elsewhere_is_closed_at_its_next_frame(make_user, session_cookie):
+def test_a_socket_whose_session_ended_elsewhere_is_closed_by_its_timer(make_user, session_cookie, settings):
+    """A session deleted behind the app's back (no signal): the socket's periodic check closes it, idle."""
     from django.contrib.sessions.models import Session
 
+    settings.CHAT_SOCKET_REFRESH_S = 0.3
     cookie = session_cookie(make_user())
 
     async def go():
         comm = sock(cookie)
         assert (await comm.connect())[0]
-        await comm.send_to(text_data='{"type": "noop"}')
-        assert (await comm.receive_json_from(timeout=10))["code"] == "unknown_type"
-        await database_sync_to_async(lambda: Session.objects.all().delete())()  # logged out in another tab
-        await comm.send_json_to({"type": "send", "conversation": None, "content": "still me?"})
-        return await comm.receive_output(timeout=10)
+        await database_sync_to_async(lambda: Session.objects.all().delete())()
+        return await comm.receive_output(timeout=5)
+    assert asyncio.run(go()) == {"type": "websocket.close", "code": 4401}
+
+
+def test_logout_closes_that_sessions_idle_socket_at_once(make_user, settings):
+    """The timer is slow (an hour here): the logout itself tells the sockets. Another session's socket stays."""
+    from django.test import Client
+
+    settings.CHAT_SOCKET_REFRESH_S = 3600
+    user = make_user()
+    browsers = [Client(), Client()]
+    for browser in browsers:
+        browser.force_login(user)
+    cookies = [f"sessionid={b.cookies['sessionid'].value}" for b in browsers]
+
+    async def go():
+        leaving, staying = sock(cookies[0]), sock(cookies[1])
+        assert (await leaving.connect())[0] and (await staying.connect())[0]
+        await database_sync_to_async(browsers[0].post)("/accounts/logout/")
+        closed = await leaving.receive_output(timeout=5)
+        await staying.send_to(text_data='{"type": "noop"}')
+        still = await staying.receive_json_from(timeout=5)
+        await staying.disconnect()
+        return closed, still
+    closed, still = asyncio.run(go())
+    assert closed == {"type": "websocket.close", "code": 4401}
+    assert still["code"] == "unknown_type"
+
+
+def test_a_password_change_closes_the_other_sessions_sockets_at_once(make_user, settings):
+    from django.test import Client
+
+    settings.CHAT_SOCKET_REFRESH_S = 3600
+    user = make_user()
+    browser = Client()
+    browser.force_login(user)
+    cookie = f"sessionid={browser.cookies['sessionid'].value}"
+
+    def change_password():
+        user.set_password("another-long-password")
+        user.save()
+
+    async def go():
+        comm = sock(cookie)
+        assert (await comm.connect())[0]
+        await database_sync_to_async(change_password)()
+        return await comm.receive_output(timeout=5)
     assert asyncio.run(go()) == {"type": "websocket.close", "code": 4401}
 
 

@@ -1,0 +1,137 @@
+"""The schema of every frame the server sends on ``/ws/chat/``: one TypedDict per frame type.
+
+docs/protocol.md describes these; the consumer tests check every frame they receive with ``check_frame``
+(as Zulip checks each event against its schema), so the document, the builders and the page cannot drift.
+"""
+
+import types
+import typing
+from typing import Literal, NotRequired, TypedDict, Union
+
+Status = Literal["queued", "streaming", "complete", "stopped", "failed"]
+FinishReason = Literal["stop", "length", "cancelled", "error", ""]
+
+
+class ConversationInfo(TypedDict):
+    id: int
+    title: str
+
+
+class MessageInfo(TypedDict):
+    id: int
+    conversation: int
+    role: Literal["user", "assistant"]
+    content: str
+    status: Status
+
+
+class Usage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Timing(TypedDict):
+    ttft_ms: int | None
+    tokens_per_s: float | None
+
+
+class ConversationFrame(TypedDict):
+    """A conversation was created."""
+    type: Literal["conversation"]
+    conversation: ConversationInfo
+
+
+class MessageFrame(TypedDict):
+    """A stored message; with ``seq``, a reply in progress answering ``subscribe``."""
+    type: Literal["message"]
+    message: MessageInfo
+    client_id: NotRequired[str]
+    replaces: NotRequired[int]
+    seq: NotRequired[int]
+
+
+class SubscribedFrame(TypedDict):
+    """The end of an answer to ``subscribe``."""
+    type: Literal["subscribed"]
+    conversation: int
+    active: int | None
+
+
+class DeltaFrame(TypedDict):
+    """New reply text; seqs count from 0 per message, without gaps."""
+    type: Literal["delta"]
+    message: int
+    seq: int
+    text: str
+
+
+class DoneFrame(TypedDict):
+    """A reply ended and is stored; ``error`` says why when it failed (empty otherwise)."""
+    type: Literal["done"]
+    message: int
+    status: Literal["complete", "stopped", "failed"]
+    finish_reason: FinishReason
+    content: str
+    error: str
+    usage: Usage
+    timing: Timing
+
+
+class ErrorFrame(TypedDict):
+    """A refused frame: a stable code and a sentence for a person."""
+    type: Literal["error"]
+    code: str
+    detail: str
+
+
+FRAMES: dict[str, type] = {
+    "conversation": ConversationFrame, "message": MessageFrame, "subscribed": SubscribedFrame,
+    "delta": DeltaFrame, "done": DoneFrame, "error": ErrorFrame,
+}
+
+
+def check_frame(frame) -> None:
+    """Raise ``ValueError`` unless ``frame`` matches the schema of its type exactly (no missing, extra or
+    mistyped field)."""
+    if not isinstance(frame, dict) or frame.get("type") not in FRAMES:
+        raise ValueError(f"unknown frame: {frame!r}")
+    _check(frame, FRAMES[frame["type"]], frame["type"])
+
+
+def _check(value, expected, path: str) -> None:
+    origin = typing.get_origin(expected)
+    if origin in (typing.NotRequired, typing.Required):
+        return _check(value, typing.get_args(expected)[0], path)
+    if origin is Literal:
+        if value not in typing.get_args(expected):
+            raise ValueError(f"{path}: {value!r} is not one of {typing.get_args(expected)}")
+        return
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(expected):
+            try:
+                return _check(value, option, path)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError("; ".join(errors))
+    if expected is type(None):
+        if value is not None:
+            raise ValueError(f"{path}: expected null, got {value!r}")
+        return
+    if typing.is_typeddict(expected):
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected an object, got {value!r}")
+        hints = typing.get_type_hints(expected, include_extras=True)
+        missing = expected.__required_keys__ - value.keys()
+        extra = value.keys() - hints.keys()
+        if missing or extra:
+            raise ValueError(f"{path}: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        for key, item in value.items():
+            _check(item, hints[key], f"{path}.{key}")
+        return
+    if expected is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+    if not ok:
+        raise ValueError(f"{path}: expected {expected.__name__}, got {value!r}")

@@ -1,0 +1,32 @@
+"""When a person's sessions change, their open sockets hear of it at once (not only at their next timer):
+a logout closes the sockets of that session, a password change makes every socket re-check its own."""
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_out
+from django.db.models.signals import post_save, pre_save
+from django.dispatch import receiver
+
+from . import events
+
+
+@receiver(user_logged_out)
+def _logged_out(sender, request, user, **kwargs):
+    key = getattr(getattr(request, "session", None), "session_key", None)
+    if user is not None and key:
+        events.notify_event(user.pk, events.session_ended_event(key))
+
+
+@receiver(pre_save, sender=get_user_model())
+def _remember_password(sender, instance, **kwargs):
+    # A password change invalidates the person's other sessions (their session hash no longer matches).
+    fields = kwargs.get("update_fields")
+    if instance.pk and (fields is None or {"password", "is_active"} & set(fields)):
+        old = sender.objects.filter(pk=instance.pk).values_list("password", "is_active").first()
+        instance._sessions_changed = old is not None and old != (instance.password, instance.is_active)
+
+
+@receiver(post_save, sender=get_user_model())
+def _password_changed(sender, instance, created, **kwargs):
+    if not created and getattr(instance, "_sessions_changed", False):
+        events.notify_event(instance.pk, events.session_ended_event(""))

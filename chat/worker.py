@@ -1,0 +1,230 @@
+"""The worker side of a reply: the Celery task and what one worker process holds (model, engine, link, leases).
+
+This is where the Django world (``chat``) uses the model world (``inference``); ``inference`` never calls back.
+A worker process runs Celery's threads pool: every task is a thread of one process that holds one model, and
+all tasks feed one ``BatchEngine`` whose own thread runs them in shared forward passes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from celery import shared_task
+from celery.signals import worker_init, worker_shutdown
+from django.conf import settings
+
+from inference.engine import BatchEngine, GenerationRequest
+from inference.loading import configure_threads, load_model
+from inference.output import coalesce
+from inference.prompt import PromptTooLong, build_prompt
+from inference.sampling import resolve_params
+
+from . import events, liveness, services, selectors
+from .models import Message
+from .redis import client as redis_client, wait_until_loaded
+from .sweep import sweep
+from .worker_link import WorkerLink
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_S = 3.0
+# The final write is retried this long (a database blip, SQLite busy) while the lease is still renewed; after
+# that the lease goes and the sweep ends the reply with its streamed text.
+FINISH_RETRY_DELAYS_S = (0.25, 0.5, 1, 2, 4)
+
+
+class Runtime:
+    """What one worker process holds: the model, its engine, its link to Redis and the leases it renews."""
+
+    def __init__(self):
+        configure_threads(settings.CHAT_TORCH_THREADS or None)
+        started = time.monotonic()
+        self.loaded = load_model(settings.CHAT_MODEL, device=settings.CHAT_DEVICE, dtype=settings.CHAT_DTYPE,
+                                 cache_dir=settings.CHAT_MODEL_CACHE)
+        self.engine = BatchEngine(self.loaded.model, self.loaded.tokenizer, max_batch_size=settings.CHAT_MAX_BATCH,
+                                  prefix_cache_bytes=settings.CHAT_PREFIX_CACHE_MB * 2**20,
+                                  eos_ids=set() if settings.CHAT_BENCH_IGNORE_EOS else None).start()
+        self.engine.warmup()
+        self.name = f"{socket.gethostname()}-{os.getpid()}"
+        self.holding: set[int] = set()  # replies this process is generating: their leases are renewed
+        self._beat_now = threading.Event()
+        wait_until_loaded(redis_client())
+        self.link = WorkerLink(on_cancel=lambda message_id: self.engine.cancel(str(message_id)),
+                               on_reconnect=self._beat_now.set)
+        events.route_sync_sends(self.link.call_patiently)  # message_finish's done goes through this loop
+        threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
+        threading.Thread(target=self._sweeps, name="sweep", daemon=True).start()
+        log.info("model %s ready on %s in %.1f s", settings.CHAT_MODEL, self.loaded.device,
+                 time.monotonic() - started)
+
+    def _heartbeats(self) -> None:
+        """Heartbeat and leases every CHAT_HEARTBEAT_S, at once when Redis is back after an outage. Its own
+        thread: nothing slow (a sweep, the database) may delay it past the lease's expiry."""
+        while True:
+            try:
+                liveness.heartbeat(self.name, list(self.holding))
+                wait = settings.CHAT_HEARTBEAT_S
+            except Exception:  # Redis away: try again soon, it comes back
+                log.warning("heartbeat failed", exc_info=True)
+                wait = min(0.5, settings.CHAT_HEARTBEAT_S)
+            self._beat_now.wait(wait)
+            self._beat_now.clear()
+
+    def _sweeps(self) -> None:
+        while True:
+            time.sleep(settings.CHAT_SWEEP_INTERVAL_S)
+            try:
+                sweep()
+            except Exception:  # Redis or the database away: try again next round
+                log.warning("sweep failed", exc_info=True)
+
+    def hold(self, message_id: int) -> None:
+        self.holding.add(message_id)
+        liveness.heartbeat(self.name, [message_id])
+
+    def release(self, message_id: int) -> None:
+        self.holding.discard(message_id)
+        try:
+            liveness.release(message_id)
+        except Exception:
+            log.warning("could not release the lease of %s", message_id, exc_info=True)
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    """The process's runtime, created once (at worker start; lazily behind a lock otherwise)."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = Runtime()
+        return _runtime
+
+
+@worker_init.connect
+def _load_at_start(sender=None, **kwargs):
+    # The threads pool never forks, so loading here means the first task finds the model ready.
+    runtime()
+
+
+@worker_shutdown.connect
+def _say_goodbye(**kwargs):
+    if _runtime is not None:
+        try:
+            liveness.worker_gone(_runtime.name)
+        except Exception:
+            pass
+
+
+@shared_task(name=services.GENERATE_REPLY_TASK, ignore_result=True)
+def generate_reply(message_id: int) -> None:
+    """Generate, stream and store one assistant reply."""
+    message = services.message_start(message_id=message_id)
+    if message is None:
+        return  # stopped while queued, or already taken
+    ReplyJob(message, runtime()).run()
+
+
+def _failed(error: str) -> dict:
+    return {"status": Message.Status.FAILED, "finish_reason": Message.FinishReason.ERROR, "error": error}
+
+
+class ReplyJob:
+    """One reply on this worker: prepare the prompt, stream the engine's text, finish once."""
+
+    def __init__(self, message: Message, rt: Runtime):
+        self.message, self.rt = message, rt
+        self.id = message.id
+        self.owner = message.conversation.owner_id
+        self.pieces: list[str] = []  # exactly what the stream log holds
+        self.first_at: float | None = None
+
+    def run(self) -> None:
+        self.rt.hold(self.id)
+        ending = _failed("The reply was interrupted.")
+        try:
+            try:
+                request, used = self.prepare()
+            except (PromptTooLong, ValueError) as exc:
+                ending = _failed(str(exc))
+            except Exception as exc:
+                log.exception("could not prepare message %s", self.id)
+                ending = _failed(f"The model could not start this reply ({type(exc).__name__}).")
+            else:
+                ending = self.stream(request, used)
+        finally:
+            self.finish(ending)
+
+    def prepare(self) -> tuple[GenerationRequest, dict]:
+        """The prompt and sampling parameters for this reply."""
+        params = resolve_params(self.message.params, self.rt.loaded.model.generation_config,
+                                default_max_new_tokens=settings.CHAT_DEFAULT_MAX_NEW_TOKENS,
+                                max_new_tokens_cap=settings.CHAT_MAX_NEW_TOKENS)
+        history = selectors.history_for_prompt(message=self.message)
+        prompt = build_prompt(self.rt.loaded.tokenizer, history, max_new_tokens=params.max_new_tokens,
+                              window=self.rt.engine.context_window)
+        if prompt.dropped_messages:
+            services.message_checkpoint(message_id=self.id, content="", dropped_messages=prompt.dropped_messages)
+        used = {"temperature": params.temperature, "top_p": params.top_p, "max_new_tokens": params.max_new_tokens}
+        request = GenerationRequest(input_ids=prompt.input_ids, params=params, stop_strings=prompt.stop_strings,
+                                    request_id=str(self.id))
+        return request, used
+
+    def stream(self, request: GenerationRequest, used: dict) -> dict:
+        """Run the request, publishing coalesced deltas and checkpointing; returns how the reply ended."""
+        self.rt.link.clear_stream(self.id)
+        handle = self.rt.engine.submit(request)
+        checkpoint_at = time.monotonic()
+        done = None
+        try:
+            for chunk in coalesce(handle, settings.CHAT_STREAM_FLUSH_MS / 1000):
+                if chunk.text:
+                    self.publish(chunk.text)
+                    if time.monotonic() - checkpoint_at > CHECKPOINT_S:
+                        checkpoint_at = time.monotonic()
+                        if not services.message_checkpoint(message_id=self.id, content="".join(self.pieces)):
+                            handle.cancel()  # Stop was stored while its broadcast was lost, or it ended elsewhere
+                if chunk.finished:
+                    done = chunk.finished
+        except Exception as exc:
+            handle.cancel()
+            log.exception("streaming message %s failed", self.id)
+            return _failed(f"The reply was interrupted ({type(exc).__name__}).")
+        ttft_ms = int((self.first_at - self.message.created_at.timestamp()) * 1000) if self.first_at else None
+        return {"status": Message.STATUS_FOR_REASON[done.reason], "finish_reason": done.reason, "error": done.error,
+                "prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
+                "ttft_ms": max(ttft_ms, 0) if ttft_ms is not None else None,
+                "tokens_per_s": done.tokens_per_s, "params": used}
+
+    def publish(self, text: str) -> None:
+        """Log and send one delta. A delta that could not be published is not part of the reply, so the
+        stored text never holds more than the stream log."""
+        self.first_at = self.first_at or time.time()
+        self.pieces.append(text)
+        try:
+            self.rt.link.delta(self.owner, self.id, len(self.pieces) - 1, self.pieces)
+        except Exception:
+            self.pieces.pop()
+            raise
+
+    def finish(self, ending: dict) -> None:
+        """Store the end once (retried through a database blip), then let the lease go — always."""
+        try:
+            for delay in FINISH_RETRY_DELAYS_S + (None,):
+                try:
+                    services.message_finish(message_id=self.id, content="".join(self.pieces), **ending)
+                    return
+                except Exception:
+                    if delay is None:
+                        log.exception("could not store the end of message %s; the sweep will end it", self.id)
+                        return
+                    log.warning("storing the end of message %s failed; retrying in %s s", self.id, delay,
+                                exc_info=True)
+                    time.sleep(delay)
+        finally:
+            self.rt.release(self.id)

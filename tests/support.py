@@ -1,0 +1,47 @@
+"""Helpers shared by the consumer tests: a communicator that checks every frame it receives against the
+protocol's schema (chat/frames.py), and small async utilities."""
+import asyncio
+import json
+
+from channels.testing import WebsocketCommunicator
+
+from chat.frames import check_frame
+
+ORIGIN = (b"origin", b"http://localhost")
+
+
+class CheckedCommunicator(WebsocketCommunicator):
+    """A ``WebsocketCommunicator`` whose every received text frame must match its schema exactly."""
+
+    async def receive_output(self, timeout=1):
+        out = await super().receive_output(timeout)
+        if out.get("type") == "websocket.send" and out.get("text") is not None:
+            check_frame(json.loads(out["text"]))
+        return out
+
+
+def communicator(cookie: str | None = None, origin=ORIGIN) -> CheckedCommunicator:
+    from chatsite.asgi import application
+
+    headers = [origin] + ([(b"cookie", cookie.encode())] if cookie else [])
+    return CheckedCommunicator(application, "/ws/chat/", headers=headers)
+
+
+async def connect(cookie=None, origin=ORIGIN):
+    comm = communicator(cookie, origin)
+    connected, code = await comm.connect()
+    return comm, connected, code
+
+
+def run(coro, timeout: float = 30):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def frames_until(comm, kind, limit=10):
+    got = []
+    for _ in range(limit):
+        frame = await comm.receive_json_from(timeout=10)
+        got.append(frame)
+        if frame["type"] == kind:
+            return got
+    raise AssertionError(f"no {kind} frame in {got}")
