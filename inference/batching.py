@@ -9,17 +9,22 @@ keeps. The key/value cache is a transformers ``DynamicCache`` whose per-layer te
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .prefix_cache import PrefixEntry
+    from .request import Request
 
 
 @dataclass(eq=False)
 class Plan:
     """How one newcomer is prefilled: from which cached prefix entry, reusing how many of its tokens."""
 
-    item: object  # whatever the caller tracks the request by
+    request: Request | None  # None for a prefix computed only to be cached
     prompt: list[int]
-    entry: object = None  # a PrefixEntry, or None
+    entry: PrefixEntry | None = None
     reuse: int = 0
 
     @property

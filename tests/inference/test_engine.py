@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from inference.engine import BatchEngine, GenerationRequest
-from inference.events import Finished, Piece, coalesce
+from inference.output import Finished, Piece, coalesce
 from inference.sampling import SamplingParams
 
 PROMPTS = ["Hello there", "What is the capital of France? Answer briefly.", "One", "Tell me a story about a cat",
@@ -153,7 +153,7 @@ def test_sampling_params_out_of_bounds_are_refused(kwargs):
 
 
 def test_handle_get_times_out_when_nothing_comes(engine):
-    from inference.events import RequestHandle
+    from inference.output import RequestHandle
 
     with pytest.raises(queue.Empty):
         RequestHandle("x", engine).get(timeout=0.05)

@@ -4,7 +4,7 @@ import gc
 import psutil
 
 from inference.engine import BatchEngine, GenerationRequest
-from inference.events import coalesce
+from inference.output import coalesce
 from inference.sampling import SamplingParams
 
 

@@ -1,7 +1,7 @@
 """Prompts: chat template for instruct models, the documented plain format for base models, fitting."""
 import pytest
 
-from inference.detok import TextStream
+from inference.detok import Detokenizer
 from inference.prompt import PLAIN_STOP_STRINGS, PromptTooLong, build_prompt
 from inference.sampling import resolve_params
 
@@ -42,16 +42,16 @@ def test_a_message_too_long_for_the_window_is_refused_in_words(tokenizer):
         build_prompt(tokenizer, [{"role": "user", "content": "word " * 500}], max_new_tokens=16, window=200)
 
 
-def test_text_stream_never_splits_a_character_and_holds_back_stop_string_prefixes(tokenizer):
+def test_detokenizer_never_splits_a_character_and_holds_back_stop_string_prefixes(tokenizer):
     text = "Héllo 😀 wörld — 漢字!"
-    stream = TextStream(tokenizer)
-    pieces = [stream.push(t) for t in tokenizer.encode(text, add_special_tokens=False)] + [stream.finish()]
-    assert "".join(pieces) == text == stream.text
+    detok = Detokenizer(tokenizer)
+    pieces = [detok.push(t) for t in tokenizer.encode(text, add_special_tokens=False)] + [detok.finish()]
+    assert "".join(pieces) == text == detok.text
     assert not any("\ufffd" in p for p in pieces)
 
-    stream = TextStream(tokenizer, stop_strings=("\nUser:",))
-    out = [stream.push(t) for t in tokenizer.encode("Sure.\nUse it.\nUser: more", add_special_tokens=False)]
-    assert "".join(out) == "Sure.\nUse it." and stream.stopped
+    detok = Detokenizer(tokenizer, stop_strings=("\nUser:",))
+    out = [detok.push(t) for t in tokenizer.encode("Sure.\nUse it.\nUser: more", add_special_tokens=False)]
+    assert "".join(out) == "Sure.\nUse it." and detok.stopped
 
 
 class _Config:

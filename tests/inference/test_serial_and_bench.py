@@ -1,7 +1,7 @@
 """The one-at-a-time comparison engine and the benchmark's measuring functions, on a tiny random model."""
 from inference.bench import bandwidth, bench_engine, bench_generate, table
 from inference.engine import BatchEngine, GenerationRequest
-from inference.events import Piece
+from inference.output import Piece
 from inference.sampling import SamplingParams
 from inference.serial import SerialEngine
 
@@ -40,3 +40,24 @@ def test_bench_measures_every_level_with_exact_token_counts(tiny_llama, tokenize
     report = {"machine": {}, "model": "tiny", "device": "cpu", "dtype": "float32", "prompt_tokens": len(ids),
               "tokens": 6, "raw_generate": raw, "engine": rows}
     assert "| engine | 3 |" in table(report)
+
+
+def test_serial_and_batch_engines_end_a_stop_string_reply_alike(tiny_gpt2, plain_tokenizer):
+    # Both end requests through Request.accept: generate hands the streamer one more token after the one that
+    # met the stop string, and it must not be counted.
+    ids = plain_tokenizer.encode("Hello there")
+    serial = SerialEngine(tiny_gpt2, plain_tokenizer, eos_ids=set())
+    batch = BatchEngine(tiny_gpt2, plain_tokenizer, eos_ids=set()).start()
+    try:
+        free = list(batch.submit(GenerationRequest(ids, SamplingParams(max_new_tokens=20))))[-1]
+        words = free.text.split()
+        stop = next((w for w in words if w != words[0]), words[-1])  # a random model repeats itself: skip that
+        ended = [list(engine.submit(GenerationRequest(ids, SamplingParams(max_new_tokens=20),
+                                                      stop_strings=(stop,))))[-1] for engine in (serial, batch)]
+    finally:
+        serial.shutdown()
+        batch.shutdown()
+    a, b = ended
+    assert a.reason == b.reason == "stop" and a.text == b.text == free.text[:free.text.index(stop)]
+    assert a.completion_tokens == b.completion_tokens < 20
+    assert a.text  # the stop string came after some text, as in a real reply

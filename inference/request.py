@@ -1,0 +1,106 @@
+"""One request's state inside an engine, from submission to its ``Finished`` event.
+
+Modelled on vLLM's ``Request``/``RequestStatus`` and transformers' ``RequestState``: the engine decides *when*
+a request runs; the request itself records each sampled token, releases its text, and decides whether and why
+it ends. ``BatchEngine`` and ``SerialEngine`` share it, so both end requests and time them the same way.
+"""
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .detok import Detokenizer
+from .output import Finished, Piece, RequestHandle
+
+if TYPE_CHECKING:  # engine.py imports this module; the type is only needed for annotations
+    from .engine import GenerationRequest
+
+
+class RequestStatus(enum.Enum):
+    """Where a request stands; the ``FINISHED_*`` members carry the public finish reason."""
+
+    WAITING = "waiting"  # submitted, not yet in the running batch
+    RUNNING = "running"
+    FINISHED_STOPPED = "stop"  # end-of-turn token or stop string
+    FINISHED_LENGTH = "length"  # max_new_tokens or the context window
+    FINISHED_CANCELLED = "cancelled"
+    FINISHED_ERROR = "error"
+
+    @property
+    def finished(self) -> bool:
+        """True for every ``FINISHED_*`` status."""
+        return self.name.startswith("FINISHED_")
+
+    @property
+    def reason(self) -> str | None:
+        """The public finish reason (``Finished.reason``): stop, length, cancelled or error; None while unfinished."""
+        return self.value if self.finished else None
+
+    @classmethod
+    def for_reason(cls, reason: str) -> RequestStatus:
+        """The finished status of a public finish reason."""
+        status = cls(reason)
+        if not status.finished:
+            raise ValueError(f"not a finish reason: {reason!r}")
+        return status
+
+
+@dataclass(eq=False)
+class Request:
+    """An engine's record of one submitted ``GenerationRequest``."""
+
+    generation: GenerationRequest
+    handle: RequestHandle
+    detok: Detokenizer
+    submitted: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    completion_tokens: int = 0  # tokens of the reply; an end-of-turn token is not one
+    sampled: list[int] = field(default_factory=list)  # every token sampled, the end-of-turn one included
+    status: RequestStatus = RequestStatus.WAITING
+
+    @property
+    def request_id(self) -> str:
+        """The id the caller cancels by."""
+        return self.generation.request_id
+
+    def accept(self, token: int, *, eos_ids, context_window: int) -> str | None:
+        """Record one sampled token and push the text it releases to the handle; return why the request ends
+        with it (``stop``: an end-of-turn token or a stop string; ``length``: ``max_new_tokens`` or the context
+        window is used up), or None when it goes on. Ending it is the caller's job (``finish``)."""
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        self.sampled.append(token)
+        if token in eos_ids:
+            return "stop"
+        self.completion_tokens += 1
+        text = self.detok.push(token)
+        if text:
+            self.handle.put(Piece(text))
+        if self.detok.stopped:
+            return "stop"
+        used = len(self.generation.input_ids) + self.completion_tokens
+        if self.completion_tokens >= self.generation.params.max_new_tokens or used >= context_window:
+            return "length"
+        return None
+
+    def finish(self, reason: str, error: str = "") -> None:
+        """End the request (once; later calls do nothing): release the text held back, then send ``Finished``
+        with its timings — time to first token, and decode speed over the tokens after the first."""
+        if self.status.finished:
+            return
+        self.status = RequestStatus.for_reason(reason)
+        tail = self.detok.finish()
+        if tail:
+            self.handle.put(Piece(tail))
+        first = self.first_token_at
+        decode_s = time.monotonic() - first if first else 0.0
+        self.handle.put(Finished(
+            reason=reason, text=self.detok.text, prompt_tokens=len(self.generation.input_ids),
+            completion_tokens=self.completion_tokens,
+            ttft_s=(first - self.submitted) if first else None,
+            tokens_per_s=(self.completion_tokens - 1) / decode_s if decode_s > 0 and self.completion_tokens > 1
+            else None,
+            error=error,
+        ))
