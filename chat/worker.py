@@ -17,7 +17,7 @@ from celery.signals import worker_init, worker_shutdown
 from django.conf import settings
 
 from inference.engine import BatchEngine, GenerationRequest
-from inference.loading import configure_threads, load_model
+from inference.loading import LoadedModel, configure_threads, load_model
 from inference.output import coalesce
 from inference.prompt import PromptTooLong, build_prompt
 from inference.sampling import resolve_params
@@ -39,11 +39,13 @@ FINISH_RETRY_DELAYS_S = (0.25, 0.5, 1, 2, 4)
 class Runtime:
     """What one worker process holds: the model, its engine, its link to Redis and the leases it renews."""
 
-    def __init__(self):
+    def __init__(self, loaded: LoadedModel | None = None, *, background: bool = True):
+        """Load the configured model (or use ``loaded``: tests), start its engine, link and, with
+        ``background``, the heartbeat and sweep threads."""
         configure_threads(settings.CHAT_TORCH_THREADS or None)
         started = time.monotonic()
-        self.loaded = load_model(settings.CHAT_MODEL, device=settings.CHAT_DEVICE, dtype=settings.CHAT_DTYPE,
-                                 cache_dir=settings.CHAT_MODEL_CACHE)
+        self.loaded = loaded or load_model(settings.CHAT_MODEL, device=settings.CHAT_DEVICE,
+                                           dtype=settings.CHAT_DTYPE, cache_dir=settings.CHAT_MODEL_CACHE)
         self.engine = BatchEngine(self.loaded.model, self.loaded.tokenizer, max_batch_size=settings.CHAT_MAX_BATCH,
                                   prefix_cache_bytes=settings.CHAT_PREFIX_CACHE_MB * 2**20,
                                   eos_ids=set() if settings.CHAT_BENCH_IGNORE_EOS else None).start()
@@ -54,11 +56,17 @@ class Runtime:
         wait_until_loaded(redis_client())
         self.link = WorkerLink(on_cancel=lambda message_id: self.engine.cancel(str(message_id)),
                                on_reconnect=self._beat_now.set)
-        events.route_sync_sends(self.link.call_patiently)  # message_finish's done goes through this loop
-        threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
-        threading.Thread(target=self._sweeps, name="sweep", daemon=True).start()
-        log.info("model %s ready on %s in %.1f s", settings.CHAT_MODEL, self.loaded.device,
+        if background:
+            events.route_sync_sends(self.link.call_patiently)  # message_finish's done goes through this loop
+            threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
+            threading.Thread(target=self._sweeps, name="sweep", daemon=True).start()
+        log.info("model %s ready on %s in %.1f s", self.loaded.name, self.loaded.device,
                  time.monotonic() - started)
+
+    def close(self) -> None:
+        """Stop the engine and the link (tests; a worker keeps its runtime for life)."""
+        self.engine.shutdown()
+        self.link.close()
 
     def _heartbeats(self) -> None:
         """Heartbeat and leases every CHAT_HEARTBEAT_S, at once when Redis is back after an outage. Its own

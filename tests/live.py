@@ -104,7 +104,12 @@ async def send(ws, frame: dict) -> None:
 
 
 async def recv(ws, timeout: float = 60.0) -> dict:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    """The next frame, checked against the protocol's schema (chat/frames.py)."""
+    from chat.frames import check_frame
+
+    frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    check_frame(frame)
+    return frame
 
 
 async def recv_extra(ws, timeout: float) -> dict | None:

@@ -65,6 +65,11 @@ BAD_FRAMES = [
      "invalid_params"),
     ('{"type": "send", "conversation": null, "content": "hi", "client_id": 5}', "bad_frame"),
     ('{"type": "send", "conversation": "1", "content": "hi"}', "bad_id"),
+    ('{"type": "regenerate", "message": 1, "client_id": 5}', "bad_frame"),
+    (json.dumps({"type": "regenerate", "message": 1, "client_id": "x" * 101}), "bad_frame"),
+    ('{"type": "send", "conversation": null, "content": "hi", "params": {"temperature": 1' + "0" * 400 + '}}',
+     "invalid_params"),
+    ("[" * 30000 + "]" * 30000, "bad_json"),  # deeper than the parser's recursion limit, under the size limit
     (json.dumps({"type": "send", "conversation": None, "content": "x" * 70000}), "too_large"),
 ]
 
@@ -200,3 +205,118 @@ def test_out_of_order_and_repeated_deltas_reach_the_client_in_order_once(make_us
         return out
     out = run(go())
     assert [(f["seq"], f["text"]) for f in out] == [(0, "A"), (1, " word"), (2, " here")]
+
+
+def test_a_crashing_handler_still_frees_the_sockets_place(make_user, session_cookie, settings):
+    """A handler that raises (here: a malformed event from a buggy publisher) ends the consumer; its socket
+    must stop counting toward the per-user cap at once, not after the stale window."""
+    from channels.layers import get_channel_layer
+
+    from chat import events
+    from chat.redis import client, sockets_key
+
+    settings.CHAT_MAX_SOCKETS_PER_USER = 1
+    user = make_user()
+    cookie = session_cookie(user)
+
+    async def go():
+        comm, connected, _ = await connect(cookie)
+        assert connected and await asyncio.to_thread(client().zcard, sockets_key(user.id)) == 1
+        await get_channel_layer().group_send(events.user_group(user.id), {"type": "chat.delta"})  # no fields
+        with pytest.raises(KeyError):
+            await comm.wait(timeout=5)
+        count = await asyncio.to_thread(client().zcard, sockets_key(user.id))
+        again, connected_again, _ = await connect(cookie)
+        await again.disconnect()
+        return count, connected_again
+    count, connected_again = run(go())
+    assert count == 0 and connected_again
+
+
+def test_socket_counts_are_refreshed_by_live_sockets_and_forgotten_when_stale(make_user, session_cookie, settings):
+    from chat import limits
+    from chat.redis import client, sockets_key
+
+    settings.CHAT_SOCKET_REFRESH_S = 0.2
+    settings.CHAT_MAX_SOCKETS_PER_USER = 2
+    user = make_user()
+    cookie = session_cookie(user)
+
+    async def go():
+        comm, _, _ = await connect(cookie)
+        await asyncio.sleep(1.0)  # five refresh intervals: older than the stale window, but refreshed
+        crashed = "a-socket-of-a-daphne-that-crashed"
+        await asyncio.to_thread(client().zadd, sockets_key(user.id), {crashed: 1.0})
+        second = await asyncio.to_thread(limits.socket_open, user.id, "second")  # the crashed one is pruned
+        third = await asyncio.to_thread(limits.socket_open, user.id, "third")  # the live one still counts
+        members = await asyncio.to_thread(client().zrange, sockets_key(user.id), 0, -1)
+        await comm.disconnect()
+        return second, third, members
+    second, third, members = run(go())
+    assert second and not third
+    assert "a-socket-of-a-daphne-that-crashed" not in members and len(members) == 2
+
+
+def test_frames_over_the_rate_limit_and_frames_that_need_no_data_cost_no_queries(make_user, session_cookie,
+                                                                                 settings, monkeypatch):
+    """One Daphne process runs every database call in one thread: a flood must never reach it."""
+    from django.db.backends import utils
+
+    settings.CHAT_FRAME_RATE = "5/second"
+    cookie = session_cookie(make_user())
+    queries = []
+    execute = utils.CursorWrapper.execute
+
+    def counted(self, sql, params=None):
+        queries.append(sql)
+        return execute(self, sql, params)
+
+    async def go():
+        comm, _, _ = await connect(cookie)
+        monkeypatch.setattr(utils.CursorWrapper, "execute", counted)
+        for _ in range(100):
+            await comm.send_to(text_data='{"type": "stop", "message": 1}')
+        codes = [(await comm.receive_json_from(timeout=10))["code"] for _ in range(100)]
+        monkeypatch.setattr(utils.CursorWrapper, "execute", execute)
+        await comm.disconnect()
+        return codes
+    codes = run(go())
+    assert codes.count("not_found") == 5 and codes.count("rate_limited") == 95
+    assert len(queries) <= 5 * 2  # the five allowed stops (a lookup each); nothing for the 95 refused
+
+
+def test_a_lost_message_frame_and_a_lost_done_frame_still_arrive(make_user, session_cookie, monkeypatch):
+    """The channel layer can lose a frame. The socket's watchdog finds the reply quiet and sends what the
+    database holds: the assistant's message frame, then its done."""
+    from chat import delivery, events, services
+
+    monkeypatch.setattr(delivery, "WATCH_INTERVAL_S", 0.2)
+    real_notify = events.notify
+    lost = []
+
+    def lossy(user_id, frame):
+        if (frame["type"] == "message" and frame["message"]["role"] == "assistant") or frame["type"] == "done":
+            lost.append(frame["type"])
+            return
+        real_notify(user_id, frame)
+
+    monkeypatch.setattr(events, "notify", lossy)
+    user = make_user()
+    cookie = session_cookie(user)
+
+    async def go():
+        comm, _, _ = await connect(cookie)
+        await comm.send_json_to({"type": "send", "conversation": None, "content": "Hi"})
+        first = [await comm.receive_json_from(timeout=10) for _ in range(3)]
+        reply = first[-1]["message"]["id"]
+        await database_sync_to_async(services.message_start)(message_id=reply)
+        await database_sync_to_async(services.message_finish)(
+            message_id=reply, content="", status="failed", finish_reason="error", error="The model broke.")
+        done = await comm.receive_json_from(timeout=10)
+        await comm.disconnect()
+        return first, done
+    first, done = run(go())
+    assert lost == ["message", "done"]
+    assert [f["type"] for f in first] == ["conversation", "message", "message"]
+    assert first[-1]["message"]["role"] == "assistant"  # from the database, not the layer
+    assert (done["type"], done["status"], done["error"]) == ("done", "failed", "The model broke.")

@@ -36,7 +36,8 @@ def test_bad_content_is_refused_and_nothing_is_stored(make_user, content, code):
 
 @pytest.mark.parametrize("params", [{"temperature": 3}, {"temperature": "hot"}, {"top_p": 0}, {"top_p": True},
                                     {"max_new_tokens": 10**9}, {"max_new_tokens": 1.5}, {"seed": 1}, [1],
-                                    {"max_new_tokens": float("inf")}, {"temperature": float("nan")}])
+                                    {"max_new_tokens": float("inf")}, {"temperature": float("nan")},
+                                    {"temperature": 10**400}, {"top_p": -10**400}, {"max_new_tokens": 10**400}])
 def test_bad_params_are_refused(make_user, params):
     with pytest.raises(ChatError) as err:
         services.message_send(user=make_user(), conversation_id=None, content="hi", params=params)
@@ -49,6 +50,33 @@ def test_one_reply_at_a_time_per_conversation(make_user):
     with pytest.raises(ChatError) as err:
         services.message_send(user=user, conversation_id=first.conversation.id, content="two")
     assert err.value.code == "busy"
+
+
+def test_one_person_has_a_cap_on_replies_in_progress_over_all_conversations(make_user, settings):
+    settings.CHAT_MAX_ACTIVE_PER_USER = 3
+    alice, bob = make_user("alice"), make_user("bob")
+    for n in range(3):
+        services.message_send(user=alice, conversation_id=None, content=f"chat {n}")
+    with pytest.raises(ChatError) as err:
+        services.message_send(user=alice, conversation_id=None, content="one more")
+    assert err.value.code == "too_many_active" and "3 replies" in err.value.detail
+    assert Message.objects.filter(conversation__owner=alice).count() == 6  # nothing stored for the refused one
+    services.message_send(user=bob, conversation_id=None, content="mine")  # the cap is per person
+    first = Message.objects.filter(conversation__owner=alice, role="assistant").first()
+    services.message_stop(user=alice, message_id=first.id)  # a queued reply stopped frees a place
+    services.message_send(user=alice, conversation_id=None, content="now there is room")
+
+
+def test_stop_of_a_streaming_reply_is_stored_for_the_worker(make_user):
+    user = make_user()
+    sent = services.message_send(user=user, conversation_id=None, content="hi")
+    services.message_start(message_id=sent.assistant_message.id)
+    assert services.message_checkpoint(message_id=sent.assistant_message.id, content="so far")
+    stopped = services.message_stop(user=user, message_id=sent.assistant_message.id)
+    assert (stopped.status, stopped.stop_requested) == ("streaming", True)  # the holder ends it
+    # The worker's next checkpoint is refused, telling it to stop even if the broadcast never reached it.
+    assert not services.message_checkpoint(message_id=sent.assistant_message.id, content="more")
+    assert Message.objects.get(pk=sent.assistant_message.id).content == "so far"
 
 
 def test_another_users_conversation_and_messages_are_not_found(make_user):

@@ -12,7 +12,8 @@ from tests.live import Stack, clients_for
 
 
 @pytest.fixture(scope="module")
-def fault_stack(django_db_setup, django_db_blocker):
+def fault_stack(request, django_db_setup, django_db_blocker):
+    """Per test module; a module may add settings for its processes with a module-level ``FAULT_ENV``."""
     from django.db import connection
 
     from tests.live import _database_url
@@ -22,7 +23,8 @@ def fault_stack(django_db_setup, django_db_blocker):
     env = dict(os.environ)
     env.update({"DATABASE_URL": _database_url(connection.settings_dict), "REDIS_URL": redis_url,
                 "CHAT_LEASE_TTL_S": "3", "CHAT_HEARTBEAT_S": "1", "CHAT_SWEEP_INTERVAL_S": "1",
-                "CHAT_MAX_BATCH": "8", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
+                "CHAT_MAX_BATCH": "8", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+                **getattr(request.module, "FAULT_ENV", {})})
     s = Stack(stack.free_port(), env, logs)
     s.redis_proc, s.redis = redis_proc, redis.Redis.from_url(redis_url)
     s.start_worker()

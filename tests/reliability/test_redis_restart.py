@@ -14,6 +14,8 @@ from chatsite import stack
 from tests.live import recv, recv_until, send
 
 pytestmark = pytest.mark.e2e
+# The worker rides out the outage for this long (the lease then lasts this + 2 heartbeats, by construction).
+FAULT_ENV = {"CHAT_REDIS_GRACE_S": "10"}
 
 
 def stop_redis(s):

@@ -7,7 +7,7 @@ import time
 import pytest
 from channels.db import database_sync_to_async
 
-from chat import liveness
+from chat.redis import lease_key
 from chat.models import Message
 from chatsite import stack
 from tests.live import recv_until, send
@@ -42,7 +42,7 @@ def test_killing_one_of_two_workers_fails_only_its_replies(fault_chat, fault_sta
             await asyncio.sleep(0.5)
             checkpoints = await database_sync_to_async(lambda: {
                 m.id: m.content for m in Message.objects.filter(pk__in=started, status="streaming") if m.content})()
-        leases = fault_stack.redis.mget([liveness.lease_key(m) for m in started])
+        leases = fault_stack.redis.mget([lease_key(m) for m in started])
         holders.update({m: (v.decode() if v else None) for m, v in zip(started, leases)})
         first.send_signal(signal.SIGKILL)
         return checkpoints, await asyncio.gather(*tasks)

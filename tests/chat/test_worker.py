@@ -1,0 +1,221 @@
+"""The worker's reply job (chat/worker.py) with a real engine over a tiny random Llama, the real Redis stream
+log and channel layer, and the real database: its endings, each stored once and told once, and its faults."""
+import asyncio
+
+import pytest
+from channels.layers import get_channel_layer
+from django.db import OperationalError
+
+from chat import events, services, streamlog, sweep, worker
+from chat.models import Message
+from chat.redis import client, lease_key
+from inference.loading import LoadedModel
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def rt(tiny_llama, tokenizer, settings):
+    settings.CHAT_PREFIX_CACHE_MB = 0
+    runtime = worker.Runtime(LoadedModel("tiny-llama", tiny_llama, tokenizer, "cpu", None), background=False)
+    yield runtime
+    runtime.close()
+
+
+class Listener:
+    """Every frame the user's sockets would receive, from the real channel layer."""
+
+    def __init__(self, user_id):
+        self.user_id = user_id
+
+    async def __aenter__(self):
+        self.layer = get_channel_layer()
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(events.user_group(self.user_id), self.channel)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.layer.group_discard(events.user_group(self.user_id), self.channel)
+
+    async def frames(self, quiet: float = 0.5) -> list[dict]:
+        out = []
+        while True:
+            try:
+                out.append(events.as_frame(await asyncio.wait_for(self.layer.receive(self.channel), quiet)))
+            except asyncio.TimeoutError:
+                return out
+
+
+def queued_reply(user, content="Hello there", params=None):
+    sent = services.message_send(user=user, conversation_id=None, content=content,
+                                 params=params or {"max_new_tokens": 12})
+    return services.message_start(message_id=sent.assistant_message.id)
+
+
+def run_job(user, message, rt):
+    """Run one reply job as the task does, collecting what the user's sockets are sent."""
+    async def go():
+        async with Listener(user.id) as listener:
+            await asyncio.to_thread(worker.ReplyJob(message, rt).run)
+            return await listener.frames()
+    return asyncio.run(go())
+
+
+def dones(frames):
+    return [f for f in frames if f["type"] == "done"]
+
+
+def test_a_reply_is_streamed_logged_and_stored_once(make_user, rt):
+    user = make_user()
+    message = queued_reply(user)
+    frames = run_job(user, message, rt)
+    stored = Message.objects.get(pk=message.id)
+    assert (stored.status, stored.finish_reason) in {("complete", "length"), ("complete", "stop")}
+    deltas = [f["text"] for f in frames if f["type"] == "delta"]
+    assert "".join(deltas) == stored.content == "".join(client().lrange(f"chat:stream:{message.id}", 0, -1))
+    [done] = dones(frames)
+    assert (done["content"], done["error"], done["usage"]["completion_tokens"]) == \
+        (stored.content, "", stored.completion_tokens)
+    assert client().get(lease_key(message.id)) is None and message.id not in rt.holding
+
+
+def test_a_prompt_too_long_for_the_model_fails_with_its_reason_in_done(make_user, rt):
+    user = make_user()
+    message = queued_reply(user, content="word " * 3000)  # the tiny model reads 512 tokens
+    frames = run_job(user, message, rt)
+    stored = Message.objects.get(pk=message.id)
+    assert (stored.status, stored.finish_reason) == ("failed", "error")
+    assert "too long for this model" in stored.error
+    [done] = dones(frames)
+    assert done["error"] == stored.error  # the person reads the server's sentence, not a guess
+
+
+def test_a_failing_model_fails_the_reply_with_a_sentence(make_user, rt, monkeypatch):
+    user = make_user()
+    message = queued_reply(user)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(rt.engine.model, "forward", broken)
+    frames = run_job(user, message, rt)
+    stored = Message.objects.get(pk=message.id)
+    assert (stored.status, stored.finish_reason) == ("failed", "error") and "illegal memory access" in stored.error
+    assert dones(frames)[0]["error"] == stored.error
+
+
+def test_a_delta_that_cannot_be_published_is_not_stored(make_user, rt, monkeypatch, settings):
+    """Publishing fails past the grace period at the third delta: the reply fails, and the stored text is
+    exactly what the stream log (and so every socket) has."""
+    settings.CHAT_REDIS_GRACE_S = 0
+    user = make_user()
+    message = queued_reply(user, params={"max_new_tokens": 40})
+    append = streamlog.append
+
+    async def flaky(message_id, seq, pieces):
+        if seq == 2:
+            raise OSError("connection reset by peer")
+        await append(message_id, seq, pieces)
+
+    monkeypatch.setattr(streamlog, "append", flaky)
+    rt.engine.eos_ids = set()
+    monkeypatch.setattr(worker.settings, "CHAT_STREAM_FLUSH_MS", 0)
+    run_job(user, message, rt)
+    stored = Message.objects.get(pk=message.id)
+    logged = "".join(client().lrange(f"chat:stream:{message.id}", 0, -1))
+    assert stored.status == "failed" and "interrupted" in stored.error
+    assert stored.content == logged and len(client().lrange(f"chat:stream:{message.id}", 0, -1)) == 2
+
+
+def test_the_final_write_failing_once_still_ends_the_reply_exactly_once(make_user, rt, monkeypatch):
+    user = make_user()
+    message = queued_reply(user)
+    finish = services.message_finish
+    calls = []
+
+    def blip(**kwargs):
+        calls.append(kwargs["status"])
+        if len(calls) == 1:
+            raise OperationalError("database is locked")
+        return finish(**kwargs)
+
+    monkeypatch.setattr(services, "message_finish", blip)
+    frames = run_job(user, message, rt)
+    stored = Message.objects.get(pk=message.id)
+    assert len(calls) == 2 and stored.status == "complete"
+    assert len(dones(frames)) == 1
+    assert client().get(lease_key(message.id)) is None and message.id not in rt.holding
+
+
+def test_when_the_final_write_never_succeeds_the_lease_goes_and_the_sweep_ends_it(make_user, rt, monkeypatch,
+                                                                                   settings):
+    user = make_user()
+    message = queued_reply(user)
+    monkeypatch.setattr(worker, "FINISH_RETRY_DELAYS_S", (0.01,))
+    finish = services.message_finish
+
+    def down(**kwargs):
+        raise OperationalError("the database is away")
+
+    monkeypatch.setattr(services, "message_finish", down)
+    run_job(user, message, rt)
+    assert Message.objects.get(pk=message.id).status == "streaming"
+    assert client().get(lease_key(message.id)) is None  # not renewed forever: the sweep may act
+    monkeypatch.setattr(services, "message_finish", finish)
+    settings.CHAT_LEASE_TTL_S = 0
+    ended = sweep.sweep()
+    stored = Message.objects.get(pk=message.id)
+    assert [m.id for m in ended] == [message.id]
+    assert stored.status == "failed" and stored.content == streamlog.read_text_sync(message.id)
+
+
+def test_a_stop_whose_broadcast_was_lost_ends_the_reply_at_the_next_checkpoint(make_user, rt, monkeypatch):
+    user = make_user()
+    message = queued_reply(user, params={"max_new_tokens": 300})
+    rt.engine.eos_ids = set()
+    monkeypatch.setattr(events, "broadcast_cancel_sync", lambda message_id: None)  # the broadcast is lost
+    monkeypatch.setattr(worker, "CHECKPOINT_S", 0)
+    services.message_stop(user=user, message_id=message.id)
+    frames = run_job(user, message, rt)
+    stored = Message.objects.get(pk=message.id)
+    assert (stored.status, stored.finish_reason) == ("stopped", "cancelled")
+    assert stored.completion_tokens < 300
+    assert dones(frames)[0]["status"] == "stopped"
+
+
+def test_the_sweep_fails_a_reply_nobody_took_in_time(make_user, settings):
+    user = make_user()
+    sent = services.message_send(user=user, conversation_id=None, content="anyone?")
+    settings.CHAT_QUEUE_TIMEOUT_S = 0
+
+    async def go():
+        async with Listener(user.id) as listener:
+            ended = await asyncio.to_thread(sweep.sweep)
+            return ended, await listener.frames()
+    ended, frames = asyncio.run(go())
+    stored = Message.objects.get(pk=sent.assistant_message.id)
+    assert [m.id for m in ended] == [stored.id]
+    assert (stored.status, stored.error) == ("failed", sweep.QUEUE_TIMED_OUT)
+    assert dones(frames)[0]["error"] == sweep.QUEUE_TIMED_OUT
+    assert sweep.sweep() == []  # ended once
+
+
+def test_a_reply_that_cannot_be_queued_fails_visibly(make_user, monkeypatch):
+    """The broker is unreachable when the task is sent: the reply fails with a sentence, never stays queued."""
+    from celery import current_app
+    from kombu.exceptions import OperationalError as BrokerError
+
+    def unreachable(*args, **kwargs):
+        raise BrokerError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(current_app, "send_task", unreachable)
+    user = make_user()
+
+    async def go():
+        async with Listener(user.id) as listener:
+            sent = await asyncio.to_thread(services.message_send, user=user, conversation_id=None, content="hi")
+            return sent, await listener.frames()
+    sent, frames = asyncio.run(go())
+    stored = Message.objects.get(pk=sent.assistant_message.id)
+    assert (stored.status, stored.error) == ("failed", "The generation queue is unreachable; try again in a moment.")
+    assert [f["type"] for f in frames] == ["conversation", "message", "message", "done"]
