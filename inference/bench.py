@@ -193,6 +193,32 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def bench_prompt(tokenizer, turns: int = 200, chars: int = 16000, *, window: int = 8192,
+                 max_new_tokens: int = 512, repeats: int = 3) -> float:
+    """Milliseconds ``build_prompt`` takes on the longest history a person can build: ``turns`` messages of
+    ``chars`` characters (median of ``repeats``, after a warm-up that copies the tokenizer once)."""
+    import random
+
+    rng = random.Random(0)
+    words = ("the of and to in is was for on that with as by at from it an be this are or which model token "
+             "reply window history Rome empire 1453 café naïve — 漢字 😀").split()
+
+    def text() -> str:
+        return " ".join(rng.choice(words) for _ in range(chars // 4))[:chars]
+
+    # Oldest first, ending on the user's message; the history needs cutting down to the newest few turns.
+    history = [{"role": "system", "content": "You are a helpful assistant."}]
+    history += [{"role": "user" if (turns - 1 - i) % 2 == 0 else "assistant", "content": text()}
+                for i in range(turns)]
+    build_prompt(tokenizer, history, max_new_tokens=max_new_tokens, window=window)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        build_prompt(tokenizer, history, max_new_tokens=max_new_tokens, window=window)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=default_model())
@@ -205,7 +231,18 @@ def main(argv=None) -> int:
     parser.add_argument("--hf-cb", action="store_true", help="also time transformers' continuous batching")
     parser.add_argument("--stack", action="store_true", help="also measure end to end through the running stack")
     parser.add_argument("--out", default="bench-results/engine.json")
+    parser.add_argument("--prompt", action="store_true",
+                        help="only time preparing a prompt from the longest history (200 turns of 16k characters)")
     args = parser.parse_args(argv)
+    if args.prompt:
+        from transformers import AutoTokenizer
+
+        from .loading import resolve_model_path
+
+        name = BUNDLED if args.model.startswith("random:") else args.model
+        ms = bench_prompt(AutoTokenizer.from_pretrained(resolve_model_path(name)))
+        print(f"build_prompt, 200 turns of 16,000 characters, window 8192: {ms:.1f} ms")
+        return 0
 
     configure_threads(args.threads)
     levels = [int(c) for c in args.concurrency.split(",")]
