@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from chatsite import stack  # ROOT
+from chatsite import stack
 from chatsite.secret import local_secret_key, private_database_file, private_dir, private_file
 
 
@@ -72,3 +72,8 @@ def test_settings_make_var_0700_and_the_sqlite_file_and_its_wal_0600(tmp_path):
     assert mode(stack.ROOT / "var") == 0o700
     assert mode(stack.ROOT / "var" / "secret_key") == 0o600
 
+
+def test_the_embedded_redis_dir_is_0700(tmp_path, open_umask):
+    proc, _ = stack.start_redis(tmp_path / "redis", persist=False, stdout=subprocess.DEVNULL)
+    stack.stop(proc)
+    assert mode(tmp_path / "redis") == 0o700
