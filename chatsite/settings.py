@@ -4,8 +4,11 @@ from pathlib import Path
 
 import environ
 
+from chatsite.secret import private_database_file, private_dir
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
+# Secret key, SQLite file, Redis file: var/ is for this account only (0700, narrowed if it was wider).
+VAR_DIR = private_dir(BASE_DIR / "var")
 
 env = environ.Env()
 
@@ -88,6 +91,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
          "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
     )
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_db.sqlite3")}
+    private_database_file(DATABASES["default"]["NAME"])  # 0600, before SQLite creates it with the umask's mode
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

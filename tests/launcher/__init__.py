@@ -1,0 +1,1 @@
+"""The launcher (chatsite/stack.py): supervision, Redis start-up, file permissions."""
