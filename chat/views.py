@@ -46,7 +46,9 @@ def conversation_detail(request, conversation_id: int):
         conversation = selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)
     except ChatError as exc:
         return _json_error(exc)
-    messages = [events.message_payload(m) for m in selectors.messages_current(conversation=conversation)]
+    # The stored error too, so a failed reply still says why after a reload.
+    messages = [{**events.message_payload(m), "error": m.error}
+                for m in selectors.messages_current(conversation=conversation)]
     return JsonResponse({"conversation": {"id": conversation.id, "title": conversation.title},
                          "messages": messages})
 

@@ -75,6 +75,7 @@ class BatchEngine:
         self._incoming: queue.Queue[Request] = queue.Queue()
         self._cancelled: dict[str, float] = {}  # request id → when; also remembers ids not seen yet
         self._lock = threading.Lock()
+        self._admission = threading.Lock()
         self._ids = itertools.count()
         self._rows: list[Request] = []  # the running batch: the request of each row, in row order
         self._cache = None
@@ -105,12 +106,21 @@ class BatchEngine:
 
     def submit(self, request: GenerationRequest) -> RequestHandle:
         """Queue a request; its pieces and final event arrive on the returned handle."""
-        if not request.request_id:
-            request.request_id = f"r{next(self._ids)}"
-        handle = RequestHandle(request.request_id, self)
-        self._incoming.put(Request(request, handle, Detokenizer(self.tokenizer, request.stop_strings)))
+        return self.submit_many([request])[0]
+
+    def submit_many(self, requests: list[GenerationRequest]) -> list[RequestHandle]:
+        """Queue requests that arrive together: the engine admits them in the same round (room permitting),
+        so their common start is computed once."""
+        handles = []
+        with self._admission:
+            for request in requests:
+                if not request.request_id:
+                    request.request_id = f"r{next(self._ids)}"
+                handle = RequestHandle(request.request_id, self)
+                self._incoming.put(Request(request, handle, Detokenizer(self.tokenizer, request.stop_strings)))
+                handles.append(handle)
         self.start()
-        return handle
+        return handles
 
     def cancel(self, request_id: str) -> None:
         """End a request at the next step, keeping its text so far. Unknown ids are remembered for a while,
@@ -189,10 +199,11 @@ class BatchEngine:
         newcomers: list[Request] = []
         room = self.max_batch_size - len(self._rows)
         try:
-            if block and room > 0:
+            if block and room > 0:  # wait outside the lock, so submitting never waits for this timeout
                 newcomers.append(self._incoming.get(timeout=0.1))
-            while len(newcomers) < room:
-                newcomers.append(self._incoming.get_nowait())
+            with self._admission:  # a submit_many in progress finishes first: its requests come in together
+                while len(newcomers) < room:
+                    newcomers.append(self._incoming.get_nowait())
         except queue.Empty:
             pass
         return newcomers

@@ -86,8 +86,6 @@ def django_db_modify_db_settings():
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 
-from tests.live import chat, live_stack  # noqa: E402,F401  (fixtures for tests/e2e and tests/browser)
-
 
 def pytest_collection_modifyitems(config, items):
     """Tests on the live stack run last: once its worker runs, it would take the tasks that unit tests queue

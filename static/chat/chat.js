@@ -162,7 +162,7 @@
       const el = state.elements.get(f.message);
       if (!el) return;
       renderMessage({ id: f.message, role: "assistant", content: f.content, status: f.status,
-                      usage: f.usage, timing: f.timing, error: f.status === "failed" ? "the reply could not be finished" : "" });
+                      usage: f.usage, timing: f.timing, error: f.error });
       if (state.active === f.message) setActive(null);
     },
     subscribed(f) {

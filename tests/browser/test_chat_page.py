@@ -16,6 +16,8 @@ if not shutil.which(CHROMIUM):
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def page(live_stack, transactional_db):
@@ -132,3 +134,29 @@ def test_model_output_with_markup_is_shown_as_text(hostile_conversation, page):
     for tag in ("svg", "img", "a", "script", "iframe", "b"):
         assert page.locator(f"#messages {tag}, #title {tag}").count() == 0, tag
     assert dialogs == []
+
+
+@pytest.fixture
+def oversized_conversation(live_stack, transactional_db, make_user, session_cookie):
+    """A conversation whose system prompt alone overflows the model's context window."""
+    from chat.models import Conversation
+
+    user = make_user("hana")
+    conversation = Conversation.objects.create(owner=user, title="too much", system_prompt="lighthouse " * 9000)
+    return conversation.id, session_cookie(user)
+
+
+def test_a_failed_reply_shows_the_servers_reason(oversized_conversation, page):
+    """The done frame carries the stored error: the page shows the server's sentence, then again after a reload."""
+    conversation_id, cookie = oversized_conversation
+    name, value = cookie.split("=", 1)
+    page.context.add_cookies([{"name": name, "value": value, "url": page.base}])
+    page.goto(f"{page.base}/#{conversation_id}")
+    expect(page.locator("#connection")).to_have_text("connected")
+    page.fill("#input", "Hi")
+    page.press("#input", "Enter")
+    reply = page.locator(".msg.assistant")
+    expect(reply).to_have_class("msg assistant failed", timeout=120_000)
+    expect(reply.locator(".meta")).to_contain_text("too long for this model")
+    page.reload()
+    expect(page.locator(".msg.assistant .meta")).to_contain_text("too long for this model")
