@@ -184,7 +184,7 @@ _lease_ttl = env.int("CHAT_LEASE_TTL_S", default=15)
 CHAT_REDIS_GRACE_S = env.float("CHAT_REDIS_GRACE_S", default=_lease_ttl - 2 * CHAT_HEARTBEAT_S)
 CHAT_LEASE_TTL_S = max(_lease_ttl, math.ceil(CHAT_REDIS_GRACE_S + 2 * CHAT_HEARTBEAT_S))
 CHAT_SWEEP_IN_WEB = env.bool("CHAT_SWEEP_IN_WEB", default=True)
-# Benchmark only (set by `manage.py bench_stack`): replies run to max_new_tokens, ignoring end of turn.
+# Benchmark only (set by `python -m chatsite.bench_stack`): replies run to max_new_tokens, ignoring end of turn.
 CHAT_BENCH_IGNORE_EOS = env.bool("CHAT_BENCH_IGNORE_EOS", default=False)
 
 LOGGING = {

@@ -6,7 +6,7 @@ ignored so every row does the same work):
   2. the engines in-process — ``BatchEngine`` (continuous batching) and ``SerialEngine`` (one at a time) at
      each concurrency: aggregate and per-stream tokens/s, p50/p95 time to first token;
   3. with ``--stack``: the same through the running product (websocket → Daphne → Celery → worker → Redis →
-     websocket), measured by ``manage.py bench_stack`` in a child process (this module stays Django-free).
+     websocket), measured by ``python -m chatsite.bench_stack`` in a child process (this module stays Django-free).
 Prints a table and writes JSON. ``--model random:llama-1b`` benchmarks a random ~1B Llama (for GPUs).
 """
 from __future__ import annotations
@@ -166,7 +166,7 @@ def bandwidth(model, result: dict, prompt_len: int, n: int) -> dict:
 def run_stack(args) -> dict:
     """Part 3, in a child process that has Django."""
     out = Path(args.out).with_name("stack.json")
-    cmd = [sys.executable, "manage.py", "bench_stack", "--tokens", str(args.tokens), "--concurrency",
+    cmd = [sys.executable, "-m", "chatsite.bench_stack", "--tokens", str(args.tokens), "--concurrency",
            args.concurrency, "--out", str(out)]
     subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parent.parent)
     return json.loads(out.read_text())

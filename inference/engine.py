@@ -21,7 +21,6 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -30,21 +29,11 @@ from .batching import Plan, full_attention, keep_rows, merge, plan_groups, prefi
 from .detok import Detokenizer
 from .output import RequestHandle
 from .prefix_cache import PrefixCache
-from .request import Request, RequestStatus
+from .request import GenerationRequest, Request, RequestStatus  # GenerationRequest: part of this module's API
 from .sampling import SamplingParams, sample_next
 
 log = logging.getLogger(__name__)
 MAX_ADMIT_ROUNDS = 3
-
-
-@dataclass
-class GenerationRequest:
-    """One reply to generate."""
-
-    input_ids: list[int]
-    params: SamplingParams = field(default_factory=SamplingParams)
-    stop_strings: tuple[str, ...] = ()
-    request_id: str = ""
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:

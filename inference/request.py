@@ -9,13 +9,20 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from .detok import Detokenizer
 from .output import Finished, Piece, RequestHandle
+from .sampling import SamplingParams
 
-if TYPE_CHECKING:  # engine.py imports this module; the type is only needed for annotations
-    from .engine import GenerationRequest
+
+@dataclass
+class GenerationRequest:
+    """One reply to generate: what a caller submits (``BatchEngine.submit``)."""
+
+    input_ids: list[int]
+    params: SamplingParams = field(default_factory=SamplingParams)
+    stop_strings: tuple[str, ...] = ()
+    request_id: str = ""
 
 
 class RequestStatus(enum.Enum):

@@ -1,0 +1,130 @@
+"""Part 3 of ``inference.bench``: end to end through the running product (``python -m chatsite.bench_stack``).
+
+It lives in ``chatsite`` because it starts the whole stack with the launcher's functions, as ``make run`` does;
+``inference.bench`` runs it in a child process, so the engine's benchmark stays free of Django.
+
+Starts Redis (embedded unless REDIS_URL is set), one Celery worker and Daphne, then for each concurrency opens
+one websocket per user, sends the benchmark prompts from all of them at once (the fixed one from everyone, then
+one each, as ``inference.bench.level_prompts`` says) and times what the browser would see: first delta, deltas
+per second, the done frame. Every stream is checked: contiguous seqs, deltas
+joined equal to the stored reply, no error frames.
+"""
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from chatsite import stack
+from inference.bench import level_prompts, measure_level, percentile
+
+
+def main(argv=None) -> int:
+    """Start the stack, measure every level, print one JSON line per row and write them to ``--out``."""
+    parser = argparse.ArgumentParser(description="Benchmark chat end to end (websocket → Daphne → Celery → worker "
+                                                 "→ Redis → websocket).")
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--concurrency", default="1,4,8,16")
+    parser.add_argument("--out", default="bench-results/stack.json")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from chat.models import Conversation
+
+    tokens, out = args.tokens, args.out
+    levels = [int(c) for c in args.concurrency.split(",")]
+    env = dict(os.environ)
+    # Every reply does the same work: exactly `tokens` tokens, end-of-turn ignored (benchmark only).
+    env.update({"CHAT_BENCH_IGNORE_EOS": "1", "CHAT_MAX_BATCH": str(max(levels)), "LOG_LEVEL": "WARNING"})
+    logs = Path(tempfile.mkdtemp(prefix="chat-bench-"))
+    redis_proc = worker = daphne = None
+    try:
+        if not os.environ.get("REDIS_URL"):
+            redis_proc, env["REDIS_URL"] = stack.start_redis(logs / "redis", persist=False,
+                                                             stdout=subprocess.DEVNULL)
+            settings.REDIS_URL = env["REDIS_URL"]
+        worker = stack.start_worker(env, concurrency=max(levels) * 2, stdout=open(logs / "worker.log", "w"),
+                                    stderr=subprocess.STDOUT)
+        port = stack.free_port()
+        daphne = stack.start_daphne(port, env, stdout=open(logs / "daphne.log", "w"), stderr=subprocess.STDOUT)
+        users = [get_user_model().objects.get_or_create(username=f"bench-{i}")[0] for i in range(max(levels))]
+        cookies = []
+        for user in users:
+            client = Client()
+            client.force_login(user)
+            cookies.append(f"sessionid={client.cookies['sessionid'].value}")
+        url, origin = f"ws://127.0.0.1:{port}/ws/chat/", f"http://127.0.0.1:{port}"
+        stack.wait_for_worker(env["REDIS_URL"], worker)  # its model is loaded once it heartbeats
+        asyncio.run(_level(url, origin, cookies[:1], level_prompts("warm", 1, False), 8))
+        results = {}
+        for name, distinct in (("stack", False), ("stack_distinct", True)):
+            results[name] = [measure_level(lambda k: asyncio.run(_level(
+                url, origin, cookies[:c], level_prompts(f"{name}.{c}.{k}", c, distinct), tokens)), c)
+                for c in levels]
+    finally:
+        stack.stop(daphne, worker)
+        stack.stop(redis_proc)
+        Conversation.objects.filter(owner__username__startswith="bench-").delete()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(results, indent=2))
+    for name, rows in results.items():
+        for r in rows:
+            print(json.dumps({"path": name, **r}))
+    return 0
+
+
+async def _one(url, origin, cookie, content, tokens):
+    import websockets
+
+    async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": origin}) as ws:
+        sent = time.perf_counter()
+        await ws.send(json.dumps({"type": "send", "conversation": None, "content": content,
+                                  "params": {"max_new_tokens": tokens, "temperature": 0}}))
+        first = None
+        deltas = []
+        while True:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 600))
+            if frame["type"] == "error":
+                raise RuntimeError(frame)
+            if frame["type"] == "delta":
+                first = first or time.perf_counter()
+                deltas.append(frame)
+            if frame["type"] == "done":
+                end = time.perf_counter()
+                break
+    ok = [d["seq"] for d in deltas] == list(range(len(deltas))) and \
+        "".join(d["text"] for d in deltas) == frame["content"]
+    from channels.db import database_sync_to_async
+
+    from chat.models import Message
+
+    stored = await database_sync_to_async(lambda: Message.objects.get(pk=frame["message"]).content)()
+    return {"ttft_ms": (first - sent) * 1000, "tokens": frame["usage"]["completion_tokens"],
+            "tokens_per_s": (frame["usage"]["completion_tokens"] - 1) / (end - first), "frames": len(deltas),
+            "intact": ok and stored == frame["content"], "end": end, "sent": sent}
+
+
+async def _level(url, origin, cookies, prompts, tokens):
+    start = time.perf_counter()
+    runs = await asyncio.gather(*(_one(url, origin, c, p, tokens) for c, p in zip(cookies, prompts)))
+    wall = max(r["end"] for r in runs) - start
+    ttfts = [r["ttft_ms"] for r in runs]
+    return {"concurrency": len(cookies), "aggregate_tokens_per_s": sum(r["tokens"] for r in runs) / wall,
+            "per_stream_tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
+            "ttft_p50_ms": percentile(ttfts, 0.5), "ttft_p95_ms": percentile(ttfts, 0.95), "wall_s": wall,
+            "delta_frames_per_stream": statistics.median(r["frames"] for r in runs),
+            "streams_intact": sum(r["intact"] for r in runs)}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
