@@ -200,3 +200,43 @@ def test_concurrent_users_are_served_together_and_regenerate_makes_an_alternativ
     fresh = Message.objects.get(pk=new["message"]["id"])
     assert not old.is_current and fresh.is_current and fresh.parent_id == old.parent_id
     assert fresh.params["temperature"] == 0.9
+
+
+def test_one_person_firing_fifty_sends_cannot_hold_up_another(chat):
+    """Fifty new conversations at once, from ten sockets of one account: at most CHAT_MAX_ACTIVE_PER_USER (3)
+    replies are stored and queued, the rest are refused with too_many_active; another person's reply is then
+    generated at once instead of waiting behind a queue of fifty long replies."""
+    alice, alice_client = chat("alice")
+    _, bob_client = chat("bob")
+
+    async def flood(ws, tag, n):
+        """Send n messages; each gets an error (only this socket sees it) or its reply's message frame (every
+        tab of the account sees those: this socket's own carry its client_id)."""
+        for i in range(n):
+            await send(ws, {"type": "send", "conversation": None, "content": f"Essay {i}, please.",
+                            "params": {"max_new_tokens": 300}, "client_id": tag})
+        codes = []
+        while len(codes) < n:
+            frame = await recv(ws)
+            if frame["type"] == "error":
+                codes.append(frame["code"])
+            elif frame["type"] == "message" and frame["message"]["role"] == "assistant" and \
+                    frame.get("client_id") == tag:
+                codes.append(frame["message"]["id"])
+        return codes
+
+    async def go():
+        sockets = [await alice_client.connect() for _ in range(10)]
+        codes = sum(await asyncio.gather(*(flood(ws, f"tab{i}", 5) for i, ws in enumerate(sockets))), [])
+        async with bob_client.connect() as ws:
+            _, reply_id, frames = await ask(ws, "Name a fruit.", max_new_tokens=8)
+        for reply in [c for c in codes if isinstance(c, int)]:  # stop the long essays: later tests share the worker
+            await send(sockets[0], {"type": "stop", "message": reply})
+            await recv_until(sockets[0], "done", message=reply)
+        for ws in sockets:
+            await ws.close()
+        return codes, frames[-1]
+    codes, bob_done = run(go())
+    assert len([c for c in codes if isinstance(c, int)]) == 3 and codes.count("too_many_active") == 47
+    assert Message.objects.filter(conversation__owner=alice).count() == 6
+    assert bob_done["status"] == "complete"
