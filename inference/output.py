@@ -59,7 +59,7 @@ class RequestHandle:
 
 @dataclass
 class Chunk:
-    """Coalesced text for one delta frame (``final`` is set on the last, with the ``Finished`` event)."""
+    """Coalesced text for one delta frame (``finished`` is set on the last, with the ``Finished`` event)."""
 
     text: str
     finished: Finished | None = None
