@@ -158,5 +158,7 @@ def test_a_failed_reply_shows_the_servers_reason(oversized_conversation, page):
     reply = page.locator(".msg.assistant")
     expect(reply).to_have_class("msg assistant failed", timeout=120_000)
     expect(reply.locator(".meta")).to_contain_text("too long for this model")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "failed-reply.png"))
     page.reload()
     expect(page.locator(".msg.assistant .meta")).to_contain_text("too long for this model")
