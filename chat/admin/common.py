@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from ..review import can_review
+from ..models import AuditEvent
+from ..review import audit_record, can_review
 
 
 class ReadOnly:
@@ -32,6 +33,22 @@ class ReviewerOnly(ReadOnly):
 
     def has_review_permission(self, request):
         return can_review(request.user)
+
+
+class AuditedOpen:
+    """Pages of one message or of what hangs on one (feedback, a gold answer) record who opened them.
+    ``render_change_form`` runs only once Django has checked the view permission, so a refusal leaves no row."""
+
+    def message_of(self, obj):
+        """The message this row is, or belongs to."""
+        return obj.message
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        message = self.message_of(obj)
+        audit_record(actor=request.user, action=AuditEvent.Action.OPENED_TRANSCRIPT,
+                     conversation_id=message.conversation_id, message_id=message.pk,
+                     details={"page": self.opts.model_name})
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
 
 class TextFilter(admin.ListFilter):

@@ -65,7 +65,7 @@ class ReviewActions:
 
 @admin.register(Conversation)
 class ConversationAdmin(ReviewActions, ReviewerOnly, admin.ModelAdmin):
-    list_display = ("id", "title", "owner", "model_name", "message_count", "updated_at", "thumbs_up",
+    list_display = ("id", "title", "owner", "model_name", "message_count", "last_activity", "thumbs_up",
                     "thumbs_down", "review_state")
     list_filter = ("review_state", NegativeFeedbackFilter, ProblemFilter, "model_name", OwnerFilter,
                    "created_at")
@@ -90,6 +90,10 @@ class ConversationAdmin(ReviewActions, ReviewerOnly, admin.ModelAdmin):
     @admin.display(description="messages", ordering="message_count")
     def message_count(self, obj):
         return obj.message_count
+
+    @admin.display(description="last activity", ordering="updated_at")
+    def last_activity(self, obj):
+        return obj.updated_at
 
     @admin.display(description="👍", ordering="thumbs_up")
     def thumbs_up(self, obj):

@@ -5,9 +5,9 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from .. import review, selectors
-from ..models import AuditEvent, Feedback, GoldAnswer, Message
-from .common import ReviewerOnly, TextFilter
+from .. import selectors
+from ..models import Feedback, GoldAnswer, Message
+from .common import AuditedOpen, ReviewerOnly, TextFilter
 
 
 class RatingFilter(admin.SimpleListFilter):
@@ -40,7 +40,7 @@ def _conversation_link(conversation_id: int, label) -> str:
 
 
 @admin.register(Message)
-class MessageAdmin(ReviewerOnly, admin.ModelAdmin):
+class MessageAdmin(AuditedOpen, ReviewerOnly, admin.ModelAdmin):
     list_display = ("id", "conversation_link", "owner", "role", "status", "finish_reason", "model_name",
                     "prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_s", "thumbs_up", "thumbs_down",
                     "is_current", "created_at")
@@ -59,11 +59,8 @@ class MessageAdmin(ReviewerOnly, admin.ModelAdmin):
     def get_queryset(self, request):
         return selectors.messages_for_review()
 
-    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
-        """Shown only after Django's view-permission check: audited as opening a transcript."""
-        review.audit_record(actor=request.user, action=AuditEvent.Action.OPENED_TRANSCRIPT,
-                            conversation_id=obj.conversation_id, message_id=obj.pk)
-        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+    def message_of(self, obj):
+        return obj
 
     @admin.display(description="conversation", ordering="conversation")
     def conversation_link(self, obj):
@@ -83,7 +80,7 @@ class MessageAdmin(ReviewerOnly, admin.ModelAdmin):
 
 
 @admin.register(Feedback)
-class FeedbackAdmin(ReviewerOnly, admin.ModelAdmin):
+class FeedbackAdmin(AuditedOpen, ReviewerOnly, admin.ModelAdmin):
     list_display = ("id", "rating", "comment", "message_link", "user", "created_at")
     list_filter = ("rating", "created_at")
     search_fields = ("comment",)
@@ -98,7 +95,7 @@ class FeedbackAdmin(ReviewerOnly, admin.ModelAdmin):
 
 
 @admin.register(GoldAnswer)
-class GoldAnswerAdmin(ReviewerOnly, admin.ModelAdmin):
+class GoldAnswerAdmin(AuditedOpen, ReviewerOnly, admin.ModelAdmin):
     """Listed here; written from the conversation page (through ``chat.review.gold_answer_set``)."""
 
     list_display = ("id", "message_link", "content", "author", "updated_at")

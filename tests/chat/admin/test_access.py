@@ -154,3 +154,20 @@ def test_the_audit_log_is_for_superusers_and_cannot_be_changed(people, client_fo
                                   "post": "yes"}).status_code in (200, 302)
     event.refresh_from_db()
     assert event.action == OPENED and AuditEvent.objects.filter(action=OPENED).count() == 1
+
+
+def test_opening_a_feedback_or_gold_answer_page_is_audited_too(people, client_for):
+    from chat.models import Feedback, GoldAnswer
+
+    conversation = make_chat(people.owner)
+    reply = conversation.replies[0]
+    feedback = Feedback.objects.create(message=reply, user=people.owner, rating=-1, comment="private words")
+    gold = GoldAnswer.objects.create(message=reply, content="better", author=people.reviewer)
+    for url in (reverse("admin:chat_feedback_change", args=[feedback.pk]),
+                reverse("admin:chat_goldanswer_change", args=[gold.pk])):
+        assert client_for(people.staff).get(url).status_code == 403
+        assert client_for(people.reviewer).get(url).status_code == 200
+    assert list(AuditEvent.objects.order_by("id").values_list("action", "conversation_id", "message_id",
+                                                               "details")) == [
+        (OPENED, conversation.pk, reply.pk, {"page": "feedback"}),
+        (OPENED, conversation.pk, reply.pk, {"page": "goldanswer"})]
