@@ -171,3 +171,17 @@ def test_opening_a_feedback_or_gold_answer_page_is_audited_too(people, client_fo
                                                                "details")) == [
         (OPENED, conversation.pk, reply.pk, {"page": "feedback"}),
         (OPENED, conversation.pk, reply.pk, {"page": "goldanswer"})]
+
+
+def test_the_migration_makes_a_reviewer_group_with_exactly_the_review_permission(people):
+    from django.contrib.auth.models import Group
+
+    group = Group.objects.get(name="reviewer")
+    assert [f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.all()] == [
+        "chat.review_conversation"]
+    from chat.review import can_review
+
+    assert not can_review(people.staff)
+    people.staff.groups.add(group)
+    staff = type(people.staff).objects.get(pk=people.staff.pk)  # a fresh object: Django caches permissions
+    assert can_review(staff) and not can_review(people.owner)
