@@ -1,4 +1,5 @@
-"""Conversations and messages, as rows the admin can filter on.
+"""Conversations and messages, as rows the admin can filter on; people's feedback on replies; the review
+panel's own rows (review state, gold answers, the audit trail).
 
 A message's ``parent`` is the message it follows, so a conversation is a tree: a regenerated reply is a
 sibling of the one it replaces (alternatives), and the branch on show is the chain of ``is_current`` rows.
@@ -8,7 +9,18 @@ from django.db import models
 
 
 class Conversation(models.Model):
-    """One chat of one user."""
+    """One chat of one user, with its review state.
+
+    The review state lives on the conversation rather than in a one-to-one ``Review`` row: every conversation
+    has exactly one state, so the admin filters and the review queue orders on plain columns with no outer
+    join, and "unreviewed" cannot mean either "no row" or "a row saying unreviewed". Review writes go through
+    ``chat.review`` with ``update()``, which leaves ``updated_at`` (the owner's last activity) alone.
+    """
+
+    class ReviewState(models.TextChoices):
+        UNREVIEWED = "unreviewed"
+        APPROVED = "approved"
+        NEEDS_ATTENTION = "needs_attention", "needs attention"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
     title = models.CharField(max_length=200, blank=True)
@@ -17,10 +29,18 @@ class Conversation(models.Model):
     params = models.JSONField(default=dict, blank=True, help_text="default generation params for this chat")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    review_state = models.CharField(max_length=16, choices=ReviewState.choices, default=ReviewState.UNREVIEWED)
+    review_note = models.TextField(blank=True)
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    reviewed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["owner", "-updated_at"], name="conv_owner_updated")]
+        indexes = [models.Index(fields=["owner", "-updated_at"], name="conv_owner_updated"),
+                   models.Index(fields=["review_state", "-updated_at"], name="conv_review_state")]
         ordering = ["-updated_at"]
+        # Staff status alone opens no transcript: this permission (the "reviewer" group has it) is the one way.
+        permissions = [("review_conversation", "Can review other people's conversations")]
 
     def __str__(self):
         return self.title or f"Conversation {self.pk}"
@@ -87,3 +107,81 @@ class Message(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE_STATUSES
+
+
+class ReviewQueue(Conversation):
+    """The review panel's queue: unreviewed conversations, the ones most likely to need a look first."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "review queue entry"
+        verbose_name_plural = "review queue"
+
+
+class Feedback(models.Model):
+    """A person's thumb up or down on a reply in their own conversation, with an optional comment."""
+
+    class Rating(models.IntegerChoices):
+        UP = 1, "👍"
+        DOWN = -1, "👎"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="feedback")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    rating = models.SmallIntegerField(choices=Rating.choices)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user"], name="feedback_one_per_user"),
+            models.CheckConstraint(condition=models.Q(rating__in=[1, -1]), name="feedback_rating_pm1"),
+        ]
+        indexes = [models.Index(fields=["message", "rating"], name="feedback_msg_rating")]
+
+    def __str__(self):
+        return f"{self.get_rating_display()} on #{self.message_id}"
+
+
+class GoldAnswer(models.Model):
+    """A reviewer's corrected answer for an assistant reply (one per reply; a new one replaces it)."""
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="gold_answer")
+    content = models.TextField()
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"gold answer for #{self.message_id}"
+
+
+class AuditEvent(models.Model):
+    """Who looked at or changed whose transcript, and when.
+
+    Targets are plain ids, not foreign keys: a deleted conversation keeps the record of its deletion. The
+    actor's name is copied for the same reason.
+    """
+
+    class Action(models.TextChoices):
+        OPENED_TRANSCRIPT = "opened_transcript", "opened transcript"
+        EXPORTED = "exported"
+        REVIEW_CHANGED = "review_changed", "review changed"
+        GOLD_ANSWER_CHANGED = "gold_answer_changed", "gold answer changed"
+        DELETED = "deleted"
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    actor_name = models.CharField(max_length=150)
+    action = models.CharField(max_length=32, choices=Action.choices)
+    conversation_id = models.BigIntegerField(null=True, blank=True)
+    message_id = models.BigIntegerField(null=True, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["action", "-created_at"], name="audit_action_time"),
+                   models.Index(fields=["conversation_id"], name="audit_conversation")]
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.actor_name} {self.action} {self.conversation_id or ''}".strip()

@@ -1,8 +1,12 @@
 """Reads. Every lookup on behalf of a user is scoped to that user: another's rows are simply not found."""
 from __future__ import annotations
 
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+
 from .errors import ChatError
-from .models import Conversation, Message
+from .models import Conversation, Feedback, Message
 
 NOT_FOUND = "No such conversation, or it is not yours."
 
@@ -83,3 +87,54 @@ def replies_active_for_user(*, user_id: int) -> int:
     """How many replies of this person are queued or streaming, over all their conversations."""
     return Message.objects.filter(conversation__owner_id=user_id, status__in=Message.ACTIVE_STATUSES).count()
 
+
+
+# --- The review panel's reads. Every per-row figure is a correlated subquery, so a list page is one query
+# whatever its length (joins with GROUP BY would multiply one another's counts and grow with the table).
+
+TRANSCRIPT_PAGE = 200  # messages on one page of a transcript in the admin
+PROBLEM_STATUSES = (Message.Status.FAILED, Message.Status.STOPPED)
+QUEUE_ORDER = ("-has_negative", "-has_problem", "-updated_at")
+
+
+def _count(queryset: QuerySet, key: str):
+    """The number of ``queryset`` rows whose ``key`` is the outer row, as an annotation (0, not NULL)."""
+    counted = queryset.filter(**{key: OuterRef("pk")}).order_by().values(key).annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+
+def conversations_for_review() -> QuerySet:
+    """Every conversation with its owner, message count, 👍/👎 counts and whether it has negative feedback or
+    a failed or stopped reply."""
+    return Conversation.objects.select_related("owner", "reviewed_by").annotate(
+        message_count=_count(Message.objects.all(), "conversation"),
+        thumbs_up=_count(Feedback.objects.filter(rating=1), "message__conversation"),
+        thumbs_down=_count(Feedback.objects.filter(rating=-1), "message__conversation"),
+        has_negative=Exists(Feedback.objects.filter(message__conversation=OuterRef("pk"), rating=-1)),
+        has_problem=Exists(Message.objects.filter(conversation=OuterRef("pk"), status__in=PROBLEM_STATUSES)),
+    )
+
+
+def review_queue() -> QuerySet:
+    """Unreviewed conversations: negative feedback first, then failed or stopped replies, then the rest;
+    newest activity first within each."""
+    return (conversations_for_review().filter(review_state=Conversation.ReviewState.UNREVIEWED)
+            .order_by(*QUEUE_ORDER, "-pk"))
+
+
+def messages_for_review() -> QuerySet:
+    """Every message with its conversation, owner and 👍/👎 counts."""
+    return Message.objects.select_related("conversation__owner").annotate(
+        thumbs_up=_count(Feedback.objects.filter(rating=1), "message"),
+        thumbs_down=_count(Feedback.objects.filter(rating=-1), "message"),
+    )
+
+
+def transcript_page(*, conversation: Conversation, page=1, per_page: int | None = None) -> Page:
+    """One page of a whole transcript in the order it was written: every branch, alternatives included, each
+    message with its feedback (and who gave it) and its gold answer. A fixed number of queries per page."""
+    messages = (Message.objects.filter(conversation=conversation).select_related("gold_answer__author")
+                .prefetch_related(Prefetch("feedback", queryset=Feedback.objects.select_related("user")
+                                           .order_by("id")))
+                .order_by("id"))
+    return Paginator(messages, per_page or TRANSCRIPT_PAGE).get_page(page)

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from . import events, liveness, selectors
 from .errors import ChatError
-from .models import Conversation, Message
+from .models import Conversation, Feedback, Message
 from .params import generation_params_clean
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # NUL and other C0 controls (but tab and newlines), DEL, and lone surrogates that no database can store.
 _UNSAFE_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 TITLE_CHARS = 60
+FEEDBACK_COMMENT_CHARS = 2000
 # The Celery task that writes a reply (chat.worker.generate_reply); the name predates its module and is kept so
 # tasks queued by an older release still run.
 GENERATE_REPLY_TASK = "inference.tasks.generate_reply"
@@ -218,6 +219,29 @@ def message_finish(*, message_id: int, content: str | None, status: str, finish_
         final = Message.objects.select_related("conversation").get(pk=message_id)
         transaction.on_commit(lambda: events.notify(final.conversation.owner_id, events.done_frame(final)))
     return final
+
+
+def feedback_set(*, user, message_id, rating, comment="") -> Feedback | None:
+    """Rate a finished reply in one of the user's own conversations: +1 or -1 with an optional comment,
+    replacing the user's earlier rating of it; 0 takes the rating back (returns None)."""
+    # bool is an int in Python; a stray true must not read as a thumb up.
+    if isinstance(rating, bool) or rating not in (1, -1, 0):
+        raise ChatError("invalid_rating", "A rating is 1 (good) or -1 (bad), or 0 to take it back.")
+    text = clean_text(comment).strip()
+    if len(text) > FEEDBACK_COMMENT_CHARS:
+        raise ChatError("too_long", f"The comment is too long: at most {FEEDBACK_COMMENT_CHARS} characters.")
+    message = selectors.message_get_for_user(user=user, message_id=message_id)
+    if message.role != Message.Role.ASSISTANT:
+        raise ChatError("not_rateable", "Only an assistant reply can be rated.")
+    if message.is_active:
+        raise ChatError("not_rateable", "This reply is still being written; rate it once it has finished.")
+    with transaction.atomic():
+        if rating == 0:
+            Feedback.objects.filter(message=message, user=user).delete()
+            return None
+        feedback, _ = Feedback.objects.update_or_create(message=message, user=user,
+                                                        defaults={"rating": int(rating), "comment": text})
+    return feedback
 
 
 def _title_from(text: str) -> str:

@@ -1,0 +1,12 @@
+"""The review panel: staff read transcripts, never rewrite them.
+
+Transcripts are read-only for everyone, superusers included; opening one needs the
+``chat.review_conversation`` permission (the "reviewer" group), and every open, review change and deletion
+leaves an ``AuditEvent``. Writes go through ``chat.review``; list pages read through ``chat.selectors``.
+
+- ``common``: the permission mixins and list filters the screens share;
+- ``conversations``: conversations (list, transcript page, review form, gold answers) and the review queue;
+- ``messages``: messages, feedback and gold answers as lists;
+- ``audit``: the audit trail, superusers only.
+"""
+from . import audit, conversations, messages  # noqa: F401  (each registers its screens)

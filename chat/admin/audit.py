@@ -1,0 +1,35 @@
+"""The audit trail: superusers read it; nobody adds, edits or deletes a row through the admin."""
+from __future__ import annotations
+
+from django.contrib import admin
+
+from ..models import AuditEvent
+from .common import ReadOnly, TextFilter
+
+
+class ActorFilter(TextFilter):
+    title = "actor (username)"
+    parameter_name = "actor"
+    lookup = "actor_name__iexact"
+
+
+def _superuser(request) -> bool:
+    return bool(request.user.is_active and request.user.is_superuser)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnly, admin.ModelAdmin):
+    list_display = ("created_at", "actor_name", "action", "conversation_id", "message_id", "details")
+    list_filter = ("action", ActorFilter, "created_at")
+    date_hierarchy = "created_at"
+    search_fields = ("actor_name",)
+    list_per_page = 100
+    readonly_fields = ("created_at", "actor", "actor_name", "action", "conversation_id", "message_id", "details")
+    raw_id_fields = ("actor",)
+    actions = None  # not even the site-wide delete
+
+    def has_module_permission(self, request):
+        return _superuser(request)
+
+    def has_view_permission(self, request, obj=None):
+        return _superuser(request)

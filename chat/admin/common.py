@@ -1,0 +1,97 @@
+"""What the review panel's screens share: who may see what, and list filters that scale."""
+from __future__ import annotations
+
+from django.contrib import admin
+
+from ..models import AuditEvent
+from ..review import audit_record, can_review
+
+
+class ReadOnly:
+    """Rows nobody adds, edits or deletes through the admin. Without change permission Django shows its
+    view-only page, and a POST to a change view is refused (403) before any form is read."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ReviewerOnly(ReadOnly):
+    """Screens of other people's transcripts: only reviewers see them. The model's own view permission is
+    deliberately not enough, so the review permission stays the one door."""
+
+    def has_module_permission(self, request):
+        return can_review(request.user)
+
+    def has_view_permission(self, request, obj=None):
+        return can_review(request.user)
+
+    def has_review_permission(self, request):
+        return can_review(request.user)
+
+
+class AuditedOpen:
+    """Pages of one message or of what hangs on one (feedback, a gold answer) record who opened them.
+    ``render_change_form`` runs only once Django has checked the view permission, so a refusal leaves no row."""
+
+    def message_of(self, obj):
+        """The message this row is, or belongs to."""
+        return obj.message
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        message = self.message_of(obj)
+        audit_record(actor=request.user, action=AuditEvent.Action.OPENED_TRANSCRIPT,
+                     conversation_id=message.conversation_id, message_id=message.pk,
+                     details={"page": self.opts.model_name})
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+
+class TextFilter(admin.ListFilter):
+    """A filter typed into a box (exact, case-insensitive): lists of every user would not fit a big site."""
+
+    template = "admin/chat/text_filter.html"
+    parameter_name = ""
+    lookup = ""
+
+    def __init__(self, request, params, model, model_admin):
+        super().__init__(request, params, model, model_admin)
+        if self.parameter_name in params:
+            value = params.pop(self.parameter_name)
+            self.used_parameters[self.parameter_name] = value[-1] if isinstance(value, list) else value
+
+    def value(self) -> str:
+        return (self.used_parameters.get(self.parameter_name) or "").strip()
+
+    def has_output(self):
+        return True
+
+    def expected_parameters(self):
+        return [self.parameter_name]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(**{self.lookup: self.value()}) if self.value() else queryset
+
+    def choices(self, changelist):
+        """One entry: the box's name and value, the other filters to keep, and a link that clears it."""
+        yield {"name": self.parameter_name, "value": self.value(),
+               "keep": [(k, v) for k, v in changelist.params.items() if k != self.parameter_name],
+               "clear": changelist.get_query_string(remove=[self.parameter_name])}
+
+
+class YesNoFilter(admin.SimpleListFilter):
+    """Filter on a boolean annotation of the list's queryset (``annotation``)."""
+
+    annotation = ""
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(**{self.annotation: self.value() == "yes"})
+        return queryset

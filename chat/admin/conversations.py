@@ -1,0 +1,228 @@
+"""Conversations and the review queue: the list, the read-only transcript page with its review form, and
+the gold-answer page of one reply."""
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from .. import review, selectors
+from ..errors import ChatError
+from ..models import AuditEvent, Conversation, Message, ReviewQueue
+from .common import ReviewerOnly, TextFilter, YesNoFilter
+from .forms import GoldAnswerForm, ReviewForm
+
+ReviewState = Conversation.ReviewState
+
+
+class OwnerFilter(TextFilter):
+    title = "owner (username)"
+    parameter_name = "owner"
+    lookup = "owner__username__iexact"
+
+
+class NegativeFeedbackFilter(YesNoFilter):
+    title = "negative feedback"
+    parameter_name = "negative"
+    annotation = "has_negative"
+
+
+class ProblemFilter(YesNoFilter):
+    title = "a failed or stopped reply"
+    parameter_name = "problem"
+    annotation = "has_problem"
+
+
+def _conversation_url(pk: int) -> str:
+    return reverse("admin:chat_conversation_change", args=[pk])
+
+
+class ReviewActions:
+    """Bulk approve / flag, for the conversation list and the queue alike."""
+
+    def _review(self, request, queryset, state: str, verb: str):
+        ids = list(queryset.values_list("pk", flat=True))
+        try:
+            done = review.review_set(reviewer=request.user, conversation_ids=ids, state=state)
+        except ChatError as err:
+            self.message_user(request, err.detail, messages.ERROR)
+            return
+        self.message_user(request, f"{done} conversation(s) {verb}.", messages.SUCCESS)
+
+    @admin.action(description="Approve the selected conversations", permissions=["review"])
+    def approve(self, request, queryset):
+        self._review(request, queryset, ReviewState.APPROVED, "approved")
+
+    @admin.action(description="Flag the selected conversations (needs attention)", permissions=["review"])
+    def flag(self, request, queryset):
+        self._review(request, queryset, ReviewState.NEEDS_ATTENTION, "flagged")
+
+
+@admin.register(Conversation)
+class ConversationAdmin(ReviewActions, ReviewerOnly, admin.ModelAdmin):
+    list_display = ("id", "title", "owner", "model_name", "message_count", "last_activity", "thumbs_up",
+                    "thumbs_down", "review_state")
+    list_filter = ("review_state", NegativeFeedbackFilter, ProblemFilter, "model_name", OwnerFilter,
+                   "created_at")
+    search_fields = ("title", "messages__content")
+    date_hierarchy = "created_at"
+    list_select_related = ("owner",)
+    list_per_page = 50
+    raw_id_fields = ("owner", "reviewed_by")
+    fields = ("owner", "title", "model_name", "system_prompt", "params", "created_at", "updated_at",
+              "review_state", "review_note", "reviewed_by", "reviewed_at")
+    readonly_fields = fields
+    actions = ["approve", "flag"]  # and the site-wide delete, which only a superuser gets
+    change_form_template = "admin/chat/conversation/change_form.html"
+
+    def get_queryset(self, request):
+        return selectors.conversations_for_review()
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting a transcript is the one write the panel allows, and only a superuser's, always audited.
+        return bool(request.user.is_active and request.user.is_superuser)
+
+    @admin.display(description="messages", ordering="message_count")
+    def message_count(self, obj):
+        return obj.message_count
+
+    @admin.display(description="last activity", ordering="updated_at")
+    def last_activity(self, obj):
+        return obj.updated_at
+
+    @admin.display(description="👍", ordering="thumbs_up")
+    def thumbs_up(self, obj):
+        return obj.thumbs_up
+
+    @admin.display(description="👎", ordering="thumbs_down")
+    def thumbs_down(self, obj):
+        return obj.thumbs_down
+
+    # --- the transcript page
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        """Reached only once Django has checked the view permission: the page is shown, so it is audited."""
+        transcript = selectors.transcript_page(conversation=obj, page=request.GET.get("page") or 1)
+        review.audit_record(actor=request.user, action=AuditEvent.Action.OPENED_TRANSCRIPT,
+                            conversation_id=obj.pk, details={"page": transcript.number})
+        context.update(transcript=transcript, review_form=ReviewForm(initial={
+            "state": obj.review_state, "note": obj.review_note}), can_review=review.can_review(request.user))
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+    def get_deleted_objects(self, objs, request):
+        """A summary instead of Django's list of every message (thousands of rows on a long chat); messages
+        go with their conversation, so no per-message permission applies."""
+        objs = list(objs)
+        counts = {o.pk: o.messages.count() for o in objs}
+        listed = [f"{o} (#{o.pk}, {counts[o.pk]} messages, owner {o.owner})" for o in objs]
+        model_count = {"conversations": len(objs), "messages": sum(counts.values())}
+        perms_needed = set() if self.has_delete_permission(request) else {"conversation"}
+        return listed, model_count, perms_needed, []
+
+    def delete_model(self, request, obj):
+        review.conversations_delete(actor=request.user, conversation_ids=[obj.pk])
+
+    def delete_queryset(self, request, queryset):
+        review.conversations_delete(actor=request.user, conversation_ids=list(queryset.values_list("pk", flat=True)))
+
+    # --- the review form and the gold-answer page
+
+    def get_urls(self):
+        own = [
+            path("<path:object_id>/review/", self.admin_site.admin_view(self.review_view),
+                 name="chat_conversation_review"),
+            path("<path:object_id>/gold/<int:message_id>/", self.admin_site.admin_view(self.gold_answer_view),
+                 name="chat_conversation_gold"),
+        ]
+        return own + super().get_urls()
+
+    def _reviewable(self, request, object_id) -> Conversation:
+        if not review.can_review(request.user):
+            raise PermissionDenied
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404("No such conversation.")
+        return obj
+
+    def review_view(self, request, object_id):
+        """POST: set this conversation's review state and note."""
+        return require_POST(self._review_post)(request, object_id)
+
+    def _review_post(self, request, object_id):
+        obj = self._reviewable(request, object_id)
+        form = ReviewForm(request.POST)
+        if form.is_valid():
+            review.review_set(reviewer=request.user, conversation_ids=[obj.pk], state=form.cleaned_data["state"],
+                              note=form.cleaned_data["note"])
+            self.message_user(request, "Review saved.", messages.SUCCESS)
+        else:
+            self.message_user(request, f"Review not saved: {form.errors.as_text()}", messages.ERROR)
+        return HttpResponseRedirect(_conversation_url(obj.pk))
+
+    def gold_answer_view(self, request, object_id, message_id):
+        """GET: one reply and the form for its gold answer. POST: store it (empty removes it)."""
+        obj = self._reviewable(request, object_id)
+        reply = (Message.objects.filter(pk=message_id, conversation=obj, role=Message.Role.ASSISTANT)
+                 .select_related("gold_answer", "parent").first())
+        if reply is None:
+            raise Http404("No such reply in this conversation.")
+        if request.method == "POST":
+            form = GoldAnswerForm(request.POST)
+            if form.is_valid():
+                review.gold_answer_set(reviewer=request.user, message_id=reply.pk,
+                                       content=form.cleaned_data["content"])
+                self.message_user(request, "Gold answer saved.", messages.SUCCESS)
+                return HttpResponseRedirect(_conversation_url(obj.pk) + f"#m{reply.pk}")
+        else:
+            gold = getattr(reply, "gold_answer", None)
+            form = GoldAnswerForm(initial={"content": gold.content if gold else ""})
+            review.audit_record(actor=request.user, action=AuditEvent.Action.OPENED_TRANSCRIPT,
+                                conversation_id=obj.pk, message_id=reply.pk, details={"page": "gold_answer"})
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "original": obj, "reply": reply,
+                   "form": form, "title": f"Gold answer for reply #{reply.pk}"}
+        return render(request, "admin/chat/gold_answer.html", context)
+
+
+@admin.register(ReviewQueue)
+class ReviewQueueAdmin(ReviewActions, ReviewerOnly, admin.ModelAdmin):
+    """Unreviewed conversations, the likeliest to need a look first; each row opens the conversation page."""
+
+    list_display = ("open_link", "owner", "model_name", "message_count", "thumbs_down", "has_problem",
+                    "updated_at")
+    list_display_links = None
+    list_select_related = ("owner",)
+    list_per_page = 50
+    actions = ["approve", "flag"]
+
+    def get_queryset(self, request):
+        return selectors.review_queue()
+
+    def get_ordering(self, request):
+        return selectors.QUEUE_ORDER
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # One page per transcript (and one place that audits opening it): the conversation's own.
+        if not review.can_review(request.user):
+            raise PermissionDenied
+        return HttpResponseRedirect(_conversation_url(unquote(object_id)))
+
+    @admin.display(description="conversation")
+    def open_link(self, obj):
+        return format_html('<a href="{}">{}</a>', _conversation_url(obj.pk), str(obj))
+
+    @admin.display(description="messages")
+    def message_count(self, obj):
+        return obj.message_count
+
+    @admin.display(description="👎")
+    def thumbs_down(self, obj):
+        return obj.thumbs_down
+
+    @admin.display(description="failed or stopped reply", boolean=True)
+    def has_problem(self, obj):
+        return obj.has_problem

@@ -1,0 +1,15 @@
+"""The review panel's two small forms: a conversation's review, and a gold answer for a reply."""
+from django import forms
+
+from ..models import Conversation
+from ..review import NOTE_CHARS
+
+
+class ReviewForm(forms.Form):
+    state = forms.ChoiceField(choices=Conversation.ReviewState.choices)
+    note = forms.CharField(required=False, max_length=NOTE_CHARS, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class GoldAnswerForm(forms.Form):
+    content = forms.CharField(required=False, strip=True, widget=forms.Textarea(attrs={"rows": 12, "cols": 90}),
+                              help_text="The answer the model should have given. Leave empty to remove it.")

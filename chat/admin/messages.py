@@ -1,0 +1,110 @@
+"""Messages, people's feedback and reviewers' gold answers, as read-only lists with their metrics."""
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
+
+from .. import selectors
+from ..models import Feedback, GoldAnswer, Message
+from .common import AuditedOpen, ReviewerOnly, TextFilter
+
+
+class RatingFilter(admin.SimpleListFilter):
+    title = "rating"
+    parameter_name = "rating"
+
+    def lookups(self, request, model_admin):
+        return [("up", "👍 any"), ("down", "👎 any"), ("none", "not rated")]
+
+    def queryset(self, request, queryset):
+        match self.value():
+            case "up":
+                return queryset.filter(thumbs_up__gt=0)
+            case "down":
+                return queryset.filter(thumbs_down__gt=0)
+            case "none":
+                return queryset.filter(thumbs_up=0, thumbs_down=0)
+        return queryset
+
+
+class MessageOwnerFilter(TextFilter):
+    title = "owner (username)"
+    parameter_name = "owner"
+    lookup = "conversation__owner__username__iexact"
+
+
+def _conversation_link(conversation_id: int, label) -> str:
+    return format_html('<a href="{}">{}</a>', reverse("admin:chat_conversation_change", args=[conversation_id]),
+                       label)
+
+
+@admin.register(Message)
+class MessageAdmin(AuditedOpen, ReviewerOnly, admin.ModelAdmin):
+    list_display = ("id", "conversation_link", "owner", "role", "status", "finish_reason", "model_name",
+                    "prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_s", "thumbs_up", "thumbs_down",
+                    "is_current", "created_at")
+    list_filter = ("status", "finish_reason", "model_name", RatingFilter, "role", "is_current",
+                   MessageOwnerFilter, "created_at")
+    search_fields = ("content",)
+    date_hierarchy = "created_at"
+    list_select_related = ("conversation__owner",)
+    list_per_page = 100
+    raw_id_fields = ("conversation", "parent")
+    fields = ("conversation", "parent", "is_current", "role", "status", "finish_reason", "content", "error",
+              "prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_s", "model_name", "params",
+              "dropped_messages", "stop_requested", "created_at", "started_at", "finished_at")
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return selectors.messages_for_review()
+
+    def message_of(self, obj):
+        return obj
+
+    @admin.display(description="conversation", ordering="conversation")
+    def conversation_link(self, obj):
+        return _conversation_link(obj.conversation_id, obj.conversation)
+
+    @admin.display(description="owner", ordering="conversation__owner__username")
+    def owner(self, obj):
+        return obj.conversation.owner
+
+    @admin.display(description="👍", ordering="thumbs_up")
+    def thumbs_up(self, obj):
+        return obj.thumbs_up
+
+    @admin.display(description="👎", ordering="thumbs_down")
+    def thumbs_down(self, obj):
+        return obj.thumbs_down
+
+
+@admin.register(Feedback)
+class FeedbackAdmin(AuditedOpen, ReviewerOnly, admin.ModelAdmin):
+    list_display = ("id", "rating", "comment", "message_link", "user", "created_at")
+    list_filter = ("rating", "created_at")
+    search_fields = ("comment",)
+    list_select_related = ("user", "message")
+    raw_id_fields = ("message", "user")
+    readonly_fields = ("message", "user", "rating", "comment", "created_at", "updated_at")
+
+    @admin.display(description="reply")
+    def message_link(self, obj):
+        return format_html('<a href="{}#m{}">#{}</a>', reverse("admin:chat_conversation_change",
+                           args=[obj.message.conversation_id]), obj.message_id, obj.message_id)
+
+
+@admin.register(GoldAnswer)
+class GoldAnswerAdmin(AuditedOpen, ReviewerOnly, admin.ModelAdmin):
+    """Listed here; written from the conversation page (through ``chat.review.gold_answer_set``)."""
+
+    list_display = ("id", "message_link", "content", "author", "updated_at")
+    search_fields = ("content",)
+    list_select_related = ("author", "message")
+    raw_id_fields = ("message", "author")
+    readonly_fields = ("message", "content", "author", "created_at", "updated_at")
+
+    @admin.display(description="reply")
+    def message_link(self, obj):
+        return format_html('<a href="{}">#{}</a>', reverse("admin:chat_conversation_gold",
+                           args=[obj.message.conversation_id, obj.message_id]), obj.message_id)

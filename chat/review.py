@@ -1,0 +1,101 @@
+"""Writes of the review panel: review states, gold answers, deletions, and the audit trail they leave.
+
+Every function here acts for a staff member (``actor``) on other people's transcripts, so each one writes an
+``AuditEvent`` in the same transaction as its change: a change without its audit row cannot be committed.
+Review writes use ``update()`` so the owner's ``updated_at`` (their last activity) is not touched.
+"""
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from .errors import ChatError
+from .models import AuditEvent, Conversation, GoldAnswer, Message
+from .services import clean_text
+
+Action = AuditEvent.Action
+REVIEW_PERMISSION = "chat.review_conversation"
+NOTE_CHARS = 4000
+
+
+def can_review(user) -> bool:
+    """Whether this user may open and review other people's transcripts (active staff with the permission)."""
+    return bool(user.is_active and user.is_staff and user.has_perm(REVIEW_PERMISSION))
+
+
+def _require_reviewer(user) -> None:
+    if not can_review(user):
+        raise ChatError("forbidden", "Only reviewers may do this.")
+
+
+def audit_record(*, actor, action: str, conversation_id: int | None = None, message_id: int | None = None,
+                 details: dict | None = None) -> AuditEvent:
+    """Write one audit row for something a staff member did to a transcript."""
+    return AuditEvent.objects.create(actor=actor, actor_name=actor.get_username(), action=action,
+                                     conversation_id=conversation_id, message_id=message_id,
+                                     details=details or {})
+
+
+@transaction.atomic
+def review_set(*, reviewer, conversation_ids: list[int], state: str, note: str | None = None) -> int:
+    """Set the review state (and, when given, the note) of conversations; one audit row each. Returns how
+    many conversations changed."""
+    _require_reviewer(reviewer)
+    if state not in Conversation.ReviewState.values:
+        raise ChatError("invalid_state", "A review state is unreviewed, approved or needs_attention.")
+    fields = {"review_state": state, "reviewed_by": reviewer, "reviewed_at": timezone.now()}
+    if note is not None:
+        note = clean_text(note).strip()
+        if len(note) > NOTE_CHARS:
+            raise ChatError("too_long", f"The note is too long: at most {NOTE_CHARS} characters.")
+        fields["review_note"] = note
+    rows = Conversation.objects.select_for_update().filter(pk__in=list(conversation_ids))
+    previous = dict(rows.values_list("pk", "review_state"))
+    Conversation.objects.filter(pk__in=previous).update(**fields)
+    details = {"state": state} if note is None else {"state": state, "note": note}
+    AuditEvent.objects.bulk_create([
+        AuditEvent(actor=reviewer, actor_name=reviewer.get_username(), action=Action.REVIEW_CHANGED,
+                   conversation_id=pk, details={**details, "previous": old}) for pk, old in previous.items()])
+    return len(previous)
+
+
+@transaction.atomic
+def gold_answer_set(*, reviewer, message_id: int, content: str) -> GoldAnswer | None:
+    """Attach a corrected answer to an assistant reply, replacing any earlier one; empty content removes it
+    (returns None). Audited with the text before and after."""
+    _require_reviewer(reviewer)
+    try:
+        message = Message.objects.get(pk=int(message_id))
+    except (Message.DoesNotExist, TypeError, ValueError, OverflowError):
+        raise ChatError("not_found", "No such message.") from None
+    if message.role != Message.Role.ASSISTANT:
+        raise ChatError("not_an_answer", "A gold answer belongs to an assistant reply.")
+    text = clean_text(content).strip()
+    old = GoldAnswer.objects.filter(message=message).first()
+    audit_record(actor=reviewer, action=Action.GOLD_ANSWER_CHANGED, conversation_id=message.conversation_id,
+                 message_id=message.pk, details={"previous": old.content if old else None, "content": text})
+    if not text:
+        if old:
+            old.delete()
+        return None
+    gold, _ = GoldAnswer.objects.update_or_create(message=message, defaults={"content": text, "author": reviewer})
+    return gold
+
+
+@transaction.atomic
+def conversations_delete(*, actor, conversation_ids: list[int]) -> int:
+    """Delete whole transcripts (superusers only), leaving an audit row per conversation that says what went."""
+    if not (actor.is_active and actor.is_superuser):
+        raise ChatError("forbidden", "Only a superuser may delete transcripts.")
+    rows = list(Conversation.objects.filter(pk__in=list(conversation_ids))
+                .values("pk", "title", "owner_id", "owner__username"))
+    counts = dict(Message.objects.filter(conversation_id__in=[r["pk"] for r in rows]).order_by()
+                  .values_list("conversation_id").annotate(n=Count("pk")))
+    AuditEvent.objects.bulk_create([
+        AuditEvent(actor=actor, actor_name=actor.get_username(), action=Action.DELETED, conversation_id=r["pk"],
+                   details={"title": r["title"], "owner_id": r["owner_id"], "owner": r["owner__username"],
+                            "messages": counts.get(r["pk"], 0)}) for r in rows])
+    Conversation.objects.filter(pk__in=[r["pk"] for r in rows]).delete()
+    return len(rows)
+

@@ -1,0 +1,187 @@
+"""Who may open whose transcript in the admin, that nobody can rewrite one, and that every open is audited."""
+import pytest
+from django.urls import reverse
+
+from chat.models import AuditEvent, Conversation, Message
+
+from .conftest import make_chat
+
+pytestmark = pytest.mark.django_db
+
+OPENED = AuditEvent.Action.OPENED_TRANSCRIPT
+
+
+def pages(conversation):
+    reply = conversation.replies[0]
+    return [reverse("admin:chat_conversation_changelist"),
+            reverse("admin:chat_conversation_change", args=[conversation.pk]),
+            reverse("admin:chat_message_changelist"),
+            reverse("admin:chat_message_change", args=[reply.pk]),
+            reverse("admin:chat_reviewqueue_changelist"),
+            reverse("admin:chat_feedback_changelist"),
+            reverse("admin:chat_goldanswer_changelist"),
+            reverse("admin:chat_conversation_gold", args=[conversation.pk, reply.pk])]
+
+
+def test_a_normal_user_cannot_reach_the_admin(people, client_for):
+    conversation = make_chat(people.owner)
+    client = client_for(people.owner)
+    for url in [reverse("admin:index")] + pages(conversation):
+        response = client.get(url)
+        assert response.status_code == 302 and response.url.startswith(reverse("admin:login")), url
+    assert not AuditEvent.objects.exists()
+
+
+def test_staff_without_the_review_permission_opens_no_transcript(people, client_for):
+    """Even holding every model permission of the app (view, change, add, delete), staff open nothing."""
+    conversation = make_chat(people.owner, content="secret {n}")
+    client = client_for(people.staff)
+    index = client.get(reverse("admin:index"))
+    assert index.status_code == 200
+    assert b"/admin/chat/conversation/" not in index.content and b"/admin/chat/message/" not in index.content
+    for url in pages(conversation):
+        response = client.get(url)
+        assert response.status_code == 403, url
+        assert b"secret" not in response.content
+    assert client.post(reverse("admin:chat_conversation_review", args=[conversation.pk]),
+                       {"state": "approved"}).status_code == 403
+    assert not AuditEvent.objects.exists()
+    assert Conversation.objects.get().review_state == "unreviewed"
+
+
+def test_a_reviewer_opens_a_transcript_and_the_open_is_audited(people, client_for):
+    conversation = make_chat(people.owner, turns=2, content="<script>alert({n})</script>")
+    old = conversation.replies[1]
+    Message.objects.filter(pk=old.pk).update(is_current=False)
+    Message.objects.create(conversation=conversation, parent=old.parent, role="assistant", content="newer answer",
+                           status="failed", finish_reason="error", error="worker died", dropped_messages=3)
+    client = client_for(people.reviewer)
+    assert b"/admin/chat/conversation/" in client.get(reverse("admin:index")).content
+    response = client.get(reverse("admin:chat_conversation_change", args=[conversation.pk]))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(0)&lt;/script&gt;" in page  # text, escaped
+    assert "alternative" in page and "newer answer" in page and "worker died" in page
+    assert page.index("answer 0") < page.index("answer 1") < page.index("newer answer")  # order written
+    event = AuditEvent.objects.get()
+    assert (event.actor, event.actor_name, event.action, event.conversation_id) == (
+        people.reviewer, "reviewer", OPENED, conversation.pk)
+
+    reply = conversation.replies[0]
+    assert client.get(reverse("admin:chat_message_change", args=[reply.pk])).status_code == 200
+    event = AuditEvent.objects.order_by("-id").first()
+    assert (event.action, event.conversation_id, event.message_id) == (OPENED, conversation.pk, reply.pk)
+
+
+def test_a_long_transcript_is_shown_a_page_at_a_time(people, client_for, monkeypatch):
+    from chat import selectors
+
+    monkeypatch.setattr(selectors, "TRANSCRIPT_PAGE", 4)
+    conversation = make_chat(people.owner, turns=5)  # 10 messages
+    client = client_for(people.reviewer)
+    url = reverse("admin:chat_conversation_change", args=[conversation.pk])
+    first, last = client.get(url).content.decode(), client.get(url + "?page=3").content.decode()
+    assert "answer 0" in first and "answer 4" not in first and "page 1 of 3" in first
+    assert "answer 4" in last and "answer 0" not in last
+
+
+@pytest.mark.parametrize("who", ["reviewer", "root"])
+def test_nobody_rewrites_a_transcript_through_the_admin(people, client_for, who):
+    """POSTs to the change and add views are refused and change nothing, for a superuser too."""
+    conversation = make_chat(people.owner)
+    reply = conversation.replies[0]
+    client = client_for(getattr(people, who))
+    stolen = {"owner": people.root.pk, "system_prompt": "obey me", "title": "mine", "content": "rewritten",
+              "status": "failed", "role": "user", "conversation": conversation.pk, "_save": "Save"}
+    for url in (reverse("admin:chat_conversation_change", args=[conversation.pk]),
+                reverse("admin:chat_message_change", args=[reply.pk]),
+                reverse("admin:chat_conversation_add"), reverse("admin:chat_message_add")):
+        assert client.post(url, stolen).status_code == 403, url
+    conversation.refresh_from_db()
+    reply.refresh_from_db()
+    assert (conversation.owner, conversation.system_prompt, conversation.title) == (people.owner, "be kind", "chat")
+    assert (reply.content, reply.status, reply.role) == ("answer 0", "complete", "assistant")
+    assert Conversation.objects.count() == 1 and Message.objects.count() == 4
+    # The page a superuser sees has no save button and no editable field.
+    page = client.get(reverse("admin:chat_conversation_change", args=[conversation.pk])).content.decode()
+    assert 'name="_save"' not in page and 'name="system_prompt"' not in page and 'name="owner"' not in page
+
+
+def test_only_a_superuser_deletes_and_the_deletion_is_audited(people, client_for):
+    conversation = make_chat(people.owner, turns=3, title="to go")
+    delete_url = reverse("admin:chat_conversation_delete", args=[conversation.pk])
+    assert client_for(people.reviewer).post(delete_url, {"post": "yes"}).status_code == 403
+    assert client_for(people.reviewer).post(reverse("admin:chat_message_delete", args=[conversation.replies[0].pk]),
+                                            {"post": "yes"}).status_code == 403
+    assert Conversation.objects.filter(pk=conversation.pk).exists()
+
+    root = client_for(people.root)
+    confirm = root.get(delete_url)
+    assert confirm.status_code == 200 and b"6 messages" in confirm.content
+    assert root.post(delete_url, {"post": "yes"}).status_code == 302
+    assert not Conversation.objects.exists() and not Message.objects.exists()
+    event = AuditEvent.objects.get(action=AuditEvent.Action.DELETED)
+    assert (event.actor, event.conversation_id) == (people.root, conversation.pk)
+    assert event.details == {"title": "to go", "owner_id": people.owner.pk, "owner": "owner", "messages": 6}
+
+
+def test_bulk_delete_goes_through_the_audited_service(people, client_for):
+    chats = [make_chat(people.owner, title=f"c{n}") for n in range(3)]
+    response = client_for(people.root).post(reverse("admin:chat_conversation_changelist"), {
+        "action": "delete_selected", "_selected_action": [c.pk for c in chats[:2]], "post": "yes"})
+    assert response.status_code == 302
+    assert list(Conversation.objects.values_list("title", flat=True)) == ["c2"]
+    assert sorted(AuditEvent.objects.filter(action="deleted").values_list("conversation_id", flat=True)) == \
+        sorted(c.pk for c in chats[:2])
+
+
+def test_the_audit_log_is_for_superusers_and_cannot_be_changed(people, client_for):
+    conversation = make_chat(people.owner)
+    client_for(people.reviewer).get(reverse("admin:chat_conversation_change", args=[conversation.pk]))
+    event = AuditEvent.objects.get()
+    changelist = reverse("admin:chat_auditevent_changelist")
+    change = reverse("admin:chat_auditevent_change", args=[event.pk])
+    for who in (people.reviewer, people.staff):
+        assert client_for(who).get(changelist).status_code == 403
+    root = client_for(people.root)
+    listing = root.get(changelist + "?actor=REVIEWER&action=opened_transcript")
+    assert listing.status_code == 200 and listing.context["cl"].result_count == 1
+    assert root.get(changelist + "?actor=nobody").context["cl"].result_count == 0
+    assert root.get(change).status_code == 200
+    assert root.post(change, {"action": "deleted", "actor_name": "x"}).status_code == 403
+    assert root.post(reverse("admin:chat_auditevent_delete", args=[event.pk]), {"post": "yes"}).status_code == 403
+    assert root.post(changelist, {"action": "delete_selected", "_selected_action": [event.pk],
+                                  "post": "yes"}).status_code in (200, 302)
+    event.refresh_from_db()
+    assert event.action == OPENED and AuditEvent.objects.filter(action=OPENED).count() == 1
+
+
+def test_opening_a_feedback_or_gold_answer_page_is_audited_too(people, client_for):
+    from chat.models import Feedback, GoldAnswer
+
+    conversation = make_chat(people.owner)
+    reply = conversation.replies[0]
+    feedback = Feedback.objects.create(message=reply, user=people.owner, rating=-1, comment="private words")
+    gold = GoldAnswer.objects.create(message=reply, content="better", author=people.reviewer)
+    for url in (reverse("admin:chat_feedback_change", args=[feedback.pk]),
+                reverse("admin:chat_goldanswer_change", args=[gold.pk])):
+        assert client_for(people.staff).get(url).status_code == 403
+        assert client_for(people.reviewer).get(url).status_code == 200
+    assert list(AuditEvent.objects.order_by("id").values_list("action", "conversation_id", "message_id",
+                                                               "details")) == [
+        (OPENED, conversation.pk, reply.pk, {"page": "feedback"}),
+        (OPENED, conversation.pk, reply.pk, {"page": "goldanswer"})]
+
+
+def test_the_migration_makes_a_reviewer_group_with_exactly_the_review_permission(people):
+    from django.contrib.auth.models import Group
+
+    group = Group.objects.get(name="reviewer")
+    assert [f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.all()] == [
+        "chat.review_conversation"]
+    from chat.review import can_review
+
+    assert not can_review(people.staff)
+    people.staff.groups.add(group)
+    staff = type(people.staff).objects.get(pk=people.staff.pk)  # a fresh object: Django caches permissions
+    assert can_review(staff) and not can_review(people.owner)
