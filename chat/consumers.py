@@ -42,6 +42,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     """One browser tab. Joins its user's group; every event of that user's conversations reaches it."""
 
     user = None
+    closing = False  # the server closed this socket: frames still in flight are ignored
     group = None
     delivery = None
     ticker = None
@@ -111,10 +112,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         store = import_module(settings.SESSION_ENGINE).SessionStore(key)
         user = await get_user({"session": store}) if key else None
         if user is None or not user.is_authenticated or user.pk != self.user.pk:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self._close_signed_out()
+
+    async def _close_signed_out(self) -> None:
+        self.closing = True
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     # -- frames from the browser -----------------------------------------------------------------------
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        if self.user is None or self.closing:  # refused or closing sockets serve nothing
+            return
         if not limits.frame_allowed(self.channel_name):
             return await self.error("rate_limited", "Too many frames at once; slow down and try again.")
         if text_data is None:
@@ -161,8 +168,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_subscribe(self, frame):
         conversation_id = _id(frame.get("conversation"), "conversation")
         active = await database_sync_to_async(_active_for)(self.user, conversation_id)
-        if active is not None:
-            await self.delivery.resume(active)
+        if active is not None and not await self.delivery.resume(active):
+            active = None  # it ended while we looked: its done frame was already sent
         await self.send_json({"type": "subscribed", "conversation": conversation_id,
                               "active": active.pk if active else None})
 
@@ -189,7 +196,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def chat_session_ended(self, event):
         if event.get("session") == getattr(self.scope.get("session"), "session_key", None):
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self._close_signed_out()
         else:  # another session of the user ended, or the password changed: is this one still good?
             await self._check_session()
 

@@ -59,16 +59,19 @@ class ReplyDelivery:
         if message_id in self.cursors:
             self.cursors[message_id].announced = True
 
-    async def resume(self, message: Message) -> None:
+    async def resume(self, message: Message) -> bool:
         """Show a reply in progress from its start (a subscribe): its text so far as one ``message`` frame, then
-        its deltas from there on."""
+        its deltas from there on. False when its ``done`` was already sent here (it ended meanwhile)."""
         async with self.lock:  # no delta may overtake the snapshot
+            if message.pk in self.finished:
+                return False
             text, seq = await streamlog.read_snapshot(message.pk)
             self.cursors.pop(message.pk, None)
             self.expect(message.pk, next_seq=seq + 1, announced=True)
             payload = events.message_payload(message)
             payload["content"] = text
             await self.send_json({"type": "message", "message": payload, "seq": seq})
+            return True
 
     async def delta(self, message_id: int, seq: int, text: str) -> None:
         if message_id in self.finished:
@@ -85,11 +88,12 @@ class ReplyDelivery:
         async with self.lock:
             if message_id in self.finished:
                 return
-            cursor = self.cursors.pop(message_id, None)
-            self.finished.append(message_id)
-            if cursor is not None:
+            cursor = self.cursors.get(message_id)
+            if cursor is not None:  # if this fails (Redis away), the cursor stays and the watchdog tries again
                 await self._forward(message_id, cursor, {}, to_end=True)
             await self.send_json(frame)
+            self.cursors.pop(message_id, None)
+            self.finished.append(message_id)
 
     async def _forward(self, message_id: int, cursor: _ReplyCursor, new: dict[int, str], to_end: bool = False) -> None:
         for seq, text in new.items():

@@ -76,15 +76,26 @@ def _require_worker() -> None:
                                      "Nothing was stored; try again in a minute.")
 
 
+def _too_many_active() -> ChatError:
+    cap = settings.CHAT_MAX_ACTIVE_PER_USER
+    return ChatError("too_many_active", f"You already have {cap} replies being written; wait for one to finish "
+                                        "or press Stop, then send again.")
+
+
+def _precheck_capacity(user_id: int) -> None:
+    """The cap, read-only and before any write lock: a person at the cap who keeps sending costs one read, not a
+    write transaction (which on SQLite locks the whole database)."""
+    if selectors.replies_active_for_user(user_id=user_id) >= settings.CHAT_MAX_ACTIVE_PER_USER:
+        raise _too_many_active()
+
+
 def _require_capacity(user_id: int) -> None:
     """At most CHAT_MAX_ACTIVE_PER_USER replies of one person queued or streaming at once, over all their
     conversations and sockets, so one person cannot fill the queue everyone shares. The person's row is locked
     first, so concurrent sends of one person are counted one after another."""
     get_user_model().objects.select_for_update().only("pk").get(pk=user_id)
-    cap = settings.CHAT_MAX_ACTIVE_PER_USER
-    if selectors.replies_active_for_user(user_id=user_id) >= cap:
-        raise ChatError("too_many_active", f"You already have {cap} replies being written; wait for one to "
-                                           "finish or press Stop, then send again.")
+    if selectors.replies_active_for_user(user_id=user_id) >= settings.CHAT_MAX_ACTIVE_PER_USER:
+        raise _too_many_active()
 
 
 def _reply_create(*, conversation: Conversation, parent: Message, params: dict) -> Message:
@@ -103,6 +114,7 @@ def message_send(*, user, conversation_id: int | None, content, params=None,
     if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ChatError("too_long", f"The message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
     clean_params = generation_params_clean(params)
+    _precheck_capacity(user.pk)
     _require_worker()
     with transaction.atomic():
         _require_capacity(user.pk)
@@ -140,6 +152,7 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
     clean_params = generation_params_clean(params)
     if old.role != Message.Role.ASSISTANT:
         raise ChatError("not_regenerable", "Only an assistant reply can be regenerated.")
+    _precheck_capacity(user.pk)
     _require_worker()
     with transaction.atomic():
         _require_capacity(user.pk)

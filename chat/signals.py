@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_out
+from django.db import transaction
 from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
@@ -29,4 +30,5 @@ def _remember_password(sender, instance, **kwargs):
 @receiver(post_save, sender=get_user_model())
 def _password_changed(sender, instance, created, **kwargs):
     if not created and getattr(instance, "_sessions_changed", False):
-        events.notify_event(instance.pk, events.session_ended_event(""))
+        # After commit: the sockets re-read the user, and must see the new password hash or is_active.
+        transaction.on_commit(lambda: events.notify_event(instance.pk, events.session_ended_event("")))

@@ -15,6 +15,7 @@ import time
 from celery import shared_task
 from celery.signals import worker_init, worker_shutdown
 from django.conf import settings
+from django.db import DatabaseError
 
 from inference.engine import BatchEngine, GenerationRequest
 from inference.loading import LoadedModel, configure_threads, load_model
@@ -90,8 +91,12 @@ class Runtime:
                 log.warning("sweep failed", exc_info=True)
 
     def hold(self, message_id: int) -> None:
+        """Take the reply's lease now; never raises (Redis away: the heartbeat thread takes it within a beat)."""
         self.holding.add(message_id)
-        liveness.heartbeat(self.name, [message_id])
+        try:
+            liveness.heartbeat(self.name, [message_id])
+        except Exception:
+            log.warning("could not take the lease of %s now; the heartbeat will", message_id, exc_info=True)
 
     def release(self, message_id: int) -> None:
         self.holding.discard(message_id)
@@ -116,7 +121,12 @@ def runtime() -> Runtime:
 
 @worker_init.connect
 def _load_at_start(sender=None, **kwargs):
-    # The threads pool never forks, so loading here means the first task finds the model ready.
+    # The threads pool never forks, so loading here means the first task finds the model ready. Any other pool
+    # would fork children after the engine's and link's threads started here: they would inherit dead threads.
+    pool = str(getattr(sender, "pool_cls", ""))
+    if "thread" not in pool.lower():
+        raise RuntimeError(f"Start the worker with --pool threads (got {pool or 'the default prefork pool'}): "
+                           "every task of a process shares the one model it loads.")
     runtime()
 
 
@@ -153,9 +163,9 @@ class ReplyJob:
         self.first_at: float | None = None
 
     def run(self) -> None:
-        self.rt.hold(self.id)
         ending = _failed("The reply was interrupted.")
         try:
+            self.rt.hold(self.id)
             try:
                 request, used = self.prepare()
             except (PromptTooLong, ValueError) as exc:
@@ -195,7 +205,7 @@ class ReplyJob:
                     self.publish(chunk.text)
                     if time.monotonic() - checkpoint_at > CHECKPOINT_S:
                         checkpoint_at = time.monotonic()
-                        if not services.message_checkpoint(message_id=self.id, content="".join(self.pieces)):
+                        if not self.checkpoint():
                             handle.cancel()  # Stop was stored while its broadcast was lost, or it ended elsewhere
                 if chunk.finished:
                     done = chunk.finished
@@ -208,6 +218,15 @@ class ReplyJob:
                 "prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
                 "ttft_ms": max(ttft_ms, 0) if ttft_ms is not None else None,
                 "tokens_per_s": done.tokens_per_s, "params": used}
+
+    def checkpoint(self) -> bool:
+        """Save the text so far; False when the reply should end now. A database blip skips one checkpoint
+        instead of failing the reply (the final write is retried anyway)."""
+        try:
+            return services.message_checkpoint(message_id=self.id, content="".join(self.pieces))
+        except DatabaseError:
+            log.warning("checkpoint of message %s failed; going on", self.id, exc_info=True)
+            return True
 
     def publish(self, text: str) -> None:
         """Log and send one delta. A delta that could not be published is not part of the reply, so the

@@ -20,6 +20,8 @@ from redis.exceptions import RedisError
 from . import events, streamlog
 
 log = logging.getLogger(__name__)
+# The least time one attempt gets, even at the end of the grace: a healthy publish takes milliseconds.
+ATTEMPT_FLOOR_S = 1.0
 
 
 class WorkerLink:
@@ -46,17 +48,25 @@ class WorkerLink:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def call(self, coro, timeout: float = 30.0):
-        """Run a coroutine on the link's loop and wait for its result."""
-        return self._submit(coro).result(timeout)
+        """Run a coroutine on the link's loop and wait for its result; on timeout it is cancelled, so it does
+        not go on running on the loop."""
+        future = self._submit(coro)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     def call_patiently(self, make_coro):
         """Like ``call``, riding out a Redis restart: retried for up to ``CHAT_REDIS_GRACE_S``. The engine
-        keeps generating meanwhile; what it produced is sent in one piece when Redis is back."""
+        keeps generating meanwhile; what it produced is sent in one piece when Redis is back. Each attempt is
+        bounded by what is left of the grace (a blackholed connection would otherwise hang far longer), so the
+        worker gives up before its lease can expire."""
         deadline = time.monotonic() + settings.CHAT_REDIS_GRACE_S
         failed = False
         while True:
             try:
-                result = self.call(make_coro())
+                result = self.call(make_coro(), timeout=max(ATTEMPT_FLOOR_S, deadline - time.monotonic()))
             except (RedisError, OSError, TimeoutError):
                 if time.monotonic() > deadline:
                     raise

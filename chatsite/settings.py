@@ -183,6 +183,12 @@ CHAT_QUEUE_TIMEOUT_S = env.int("CHAT_QUEUE_TIMEOUT_S", default=600)
 _lease_ttl = env.int("CHAT_LEASE_TTL_S", default=15)
 CHAT_REDIS_GRACE_S = env.float("CHAT_REDIS_GRACE_S", default=_lease_ttl - 2 * CHAT_HEARTBEAT_S)
 CHAT_LEASE_TTL_S = max(_lease_ttl, math.ceil(CHAT_REDIS_GRACE_S + 2 * CHAT_HEARTBEAT_S))
+if CHAT_REDIS_GRACE_S <= 0 or CHAT_HEARTBEAT_S <= 0:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"CHAT_REDIS_GRACE_S ({CHAT_REDIS_GRACE_S}) and CHAT_HEARTBEAT_S "
+                               f"({CHAT_HEARTBEAT_S}) must be positive: raise CHAT_LEASE_TTL_S above two "
+                               "heartbeats.")
 CHAT_SWEEP_IN_WEB = env.bool("CHAT_SWEEP_IN_WEB", default=True)
 # Benchmark only (set by `python -m chatsite.bench_stack`): replies run to max_new_tokens, ignoring end of turn.
 CHAT_BENCH_IGNORE_EOS = env.bool("CHAT_BENCH_IGNORE_EOS", default=False)

@@ -219,3 +219,53 @@ def test_a_reply_that_cannot_be_queued_fails_visibly(make_user, monkeypatch):
     stored = Message.objects.get(pk=sent.assistant_message.id)
     assert (stored.status, stored.error) == ("failed", "The generation queue is unreachable; try again in a moment.")
     assert [f["type"] for f in frames] == ["conversation", "message", "message", "done"]
+
+
+def test_a_lease_that_cannot_be_taken_at_the_start_still_ends_the_reply_and_lets_it_go(make_user, rt,
+                                                                                        monkeypatch):
+    from chat import liveness
+
+    user = make_user()
+    message = queued_reply(user)
+    heartbeat = liveness.heartbeat
+    calls = []
+
+    def blip(name, ids):
+        calls.append(ids)
+        if len(calls) == 1:
+            raise ConnectionError("Redis restarting")
+        return heartbeat(name, ids)
+
+    monkeypatch.setattr(liveness, "heartbeat", blip)
+    run_job(user, message, rt)
+    assert Message.objects.get(pk=message.id).status == "complete"
+    assert message.id not in rt.holding and client().get(lease_key(message.id)) is None
+
+
+def test_a_checkpoint_hitting_a_database_blip_does_not_fail_the_reply(make_user, rt, monkeypatch):
+    user = make_user()
+    message = queued_reply(user, params={"max_new_tokens": 30})
+    rt.engine.eos_ids = set()
+    monkeypatch.setattr(worker, "CHECKPOINT_S", 0)
+    checkpoint = services.message_checkpoint
+    calls = []
+
+    def blip(**kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("database is locked")
+        return checkpoint(**kwargs)
+
+    monkeypatch.setattr(services, "message_checkpoint", blip)
+    run_job(user, message, rt)
+    stored = Message.objects.get(pk=message.id)
+    assert len(calls) > 1 and (stored.status, stored.completion_tokens) == ("complete", 30)
+
+
+def test_a_worker_refuses_any_pool_but_threads():
+    """Forked children would inherit the engine's and the link's threads dead."""
+    class Prefork:
+        pool_cls = "celery.concurrency.prefork:TaskPool"
+
+    with pytest.raises(RuntimeError, match="--pool threads"):
+        worker._load_at_start(sender=Prefork())
