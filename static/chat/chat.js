@@ -4,7 +4,7 @@
   "use strict";
   const $ = (id) => document.getElementById(id);
   const state = {
-    socket: null, retry: 0, conversation: null, pendingClientId: null,
+    socket: null, retry: 0, conversation: null, pendingClientId: null, connectedBefore: false,
     active: null,        // id of the assistant message being generated in the shown conversation
     elements: new Map(), // message id -> element
   };
@@ -107,7 +107,11 @@
 
   async function openConversation(id) {
     const res = await fetch(`/api/conversations/${id}/`);
-    if (!res.ok) { showError("That conversation could not be opened."); return; }
+    if (!res.ok) {
+      if (state.conversation === id) state.conversation = null;
+      showError("That conversation could not be opened.");
+      return;
+    }
     const data = await res.json();
     state.conversation = data.conversation.id;
     location.hash = String(id);
@@ -180,8 +184,13 @@
       $("connection").textContent = "connected";
       $("connection").className = "connection online";
       showError("");
-      // After a drop the page may have missed frames: reload what is stored, then resume the live reply.
-      if (state.conversation !== null) openConversation(state.conversation);
+      const reconnect = state.connectedBefore;
+      state.connectedBefore = true;
+      if (state.conversation === null) return;
+      // After a drop the page may have missed frames: reload what is stored, then resume the live reply. On the
+      // first connect the page is loading it already: only resume.
+      if (reconnect) openConversation(state.conversation);
+      else send({ type: "subscribe", conversation: state.conversation });
     });
     socket.addEventListener("message", (e) => {
       const frame = JSON.parse(e.data);
@@ -223,9 +232,9 @@
   });
 
   clearThread();
+  // The conversation in the address is the one a message typed now goes to, even before it has loaded.
+  const initial = Number(location.hash.slice(1)) || null;
+  state.conversation = initial;
   connect();
-  loadConversations().then(() => {
-    const id = Number(location.hash.slice(1));
-    if (id) openConversation(id);
-  });
+  loadConversations().then(() => { if (initial) openConversation(initial); });
 })();

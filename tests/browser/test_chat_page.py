@@ -153,11 +153,12 @@ def test_a_failed_reply_shows_the_servers_reason(oversized_conversation, page):
     page.context.add_cookies([{"name": name, "value": value, "url": page.base}])
     page.goto(f"{page.base}/#{conversation_id}")
     expect(page.locator("#connection")).to_have_text("connected")
-    page.fill("#input", "Hi")
+    page.fill("#input", "Hi")  # at once: a message typed before the conversation has loaded still goes to it
     page.press("#input", "Enter")
     reply = page.locator(".msg.assistant")
     expect(reply).to_have_class("msg assistant failed", timeout=120_000)
     expect(reply.locator(".meta")).to_contain_text("too long for this model")
+    expect(page.locator("#conversations li")).to_have_count(1)  # no new conversation was started
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "failed-reply.png"))
     page.reload()
