@@ -35,6 +35,18 @@ class ReviewerOnly(ReadOnly):
         return can_review(request.user)
 
 
+class RatingColumns:
+    """The 👍/👎 columns, from the ``thumbs_up``/``thumbs_down`` annotations of the review selectors."""
+
+    @admin.display(description="👍", ordering="thumbs_up")
+    def thumbs_up(self, obj):
+        return obj.thumbs_up
+
+    @admin.display(description="👎", ordering="thumbs_down")
+    def thumbs_down(self, obj):
+        return obj.thumbs_down
+
+
 class AuditedOpen:
     """Pages of one message or of what hangs on one (feedback, a gold answer) record who opened them.
     ``render_change_form`` runs only once Django has checked the view permission, so a refusal leaves no row."""

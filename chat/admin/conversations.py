@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from .. import review, selectors
 from ..errors import ChatError
 from ..models import AuditEvent, Conversation, Message, ReviewQueue
-from .common import ReviewerOnly, TextFilter, YesNoFilter
+from .common import RatingColumns, ReviewerOnly, TextFilter, YesNoFilter
 from .forms import GoldAnswerForm, ReviewForm
 
 ReviewState = Conversation.ReviewState
@@ -64,7 +64,7 @@ class ReviewActions:
 
 
 @admin.register(Conversation)
-class ConversationAdmin(ReviewActions, ReviewerOnly, admin.ModelAdmin):
+class ConversationAdmin(RatingColumns, ReviewActions, ReviewerOnly, admin.ModelAdmin):
     list_display = ("id", "title", "owner", "model_name", "message_count", "last_activity", "thumbs_up",
                     "thumbs_down", "review_state")
     list_filter = ("review_state", NegativeFeedbackFilter, ProblemFilter, "model_name", OwnerFilter,
@@ -94,14 +94,6 @@ class ConversationAdmin(ReviewActions, ReviewerOnly, admin.ModelAdmin):
     @admin.display(description="last activity", ordering="updated_at")
     def last_activity(self, obj):
         return obj.updated_at
-
-    @admin.display(description="👍", ordering="thumbs_up")
-    def thumbs_up(self, obj):
-        return obj.thumbs_up
-
-    @admin.display(description="👎", ordering="thumbs_down")
-    def thumbs_down(self, obj):
-        return obj.thumbs_down
 
     # --- the transcript page
 
@@ -189,7 +181,7 @@ class ConversationAdmin(ReviewActions, ReviewerOnly, admin.ModelAdmin):
 
 
 @admin.register(ReviewQueue)
-class ReviewQueueAdmin(ReviewActions, ReviewerOnly, admin.ModelAdmin):
+class ReviewQueueAdmin(RatingColumns, ReviewActions, ReviewerOnly, admin.ModelAdmin):
     """Unreviewed conversations, the likeliest to need a look first; each row opens the conversation page."""
 
     list_display = ("open_link", "owner", "model_name", "message_count", "thumbs_down", "has_problem",

@@ -7,7 +7,7 @@ from django.utils.html import format_html
 
 from .. import selectors
 from ..models import Feedback, GoldAnswer, Message
-from .common import AuditedOpen, ReviewerOnly, TextFilter
+from .common import AuditedOpen, RatingColumns, ReviewerOnly, TextFilter
 
 
 class RatingFilter(admin.SimpleListFilter):
@@ -40,7 +40,7 @@ def _conversation_link(conversation_id: int, label) -> str:
 
 
 @admin.register(Message)
-class MessageAdmin(AuditedOpen, ReviewerOnly, admin.ModelAdmin):
+class MessageAdmin(RatingColumns, AuditedOpen, ReviewerOnly, admin.ModelAdmin):
     list_display = ("id", "conversation_link", "owner", "role", "status", "finish_reason", "model_name",
                     "prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_s", "thumbs_up", "thumbs_down",
                     "is_current", "created_at")
@@ -69,14 +69,6 @@ class MessageAdmin(AuditedOpen, ReviewerOnly, admin.ModelAdmin):
     @admin.display(description="owner", ordering="conversation__owner__username")
     def owner(self, obj):
         return obj.conversation.owner
-
-    @admin.display(description="👍", ordering="thumbs_up")
-    def thumbs_up(self, obj):
-        return obj.thumbs_up
-
-    @admin.display(description="👎", ordering="thumbs_down")
-    def thumbs_down(self, obj):
-        return obj.thumbs_down
 
 
 @admin.register(Feedback)
