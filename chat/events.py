@@ -86,11 +86,11 @@ def as_frame(event: dict) -> dict:
 # --- sends ---------------------------------------------------------------------------------------------
 async def send_to_user(user_id: int, frame: dict, layer=None) -> None:
     """Publish a frame to all of a user's sockets."""
-    await (layer or get_channel_layer()).group_send(user_group(user_id), as_event(frame))
+    await send_event_to_user(user_id, as_event(frame), layer)
 
 
 async def send_event_to_user(user_id: int, event: dict, layer=None) -> None:
-    """Publish a control event (not a frame) to all of a user's sockets."""
+    """Publish a channel-layer event (a frame's, or a control event) to all of a user's sockets."""
     await (layer or get_channel_layer()).group_send(user_group(user_id), event)
 
 
@@ -125,16 +125,13 @@ def _run_sync(make_coro) -> None:
 
 
 def notify(user_id: int, frame: dict) -> None:
-    """Publish from sync code. Never raises: the stored state is the truth, and a socket that missed a frame
-    catches up from the database (its watchdog, or the next subscribe)."""
-    try:
-        _run_sync(lambda: send_to_user(user_id, frame))
-    except Exception:
-        log.warning("could not publish %s to user %s", frame.get("type"), user_id, exc_info=True)
+    """Publish a frame from sync code. Never raises: the stored state is the truth, and a socket that missed a
+    frame catches up from the database (its watchdog, or the next subscribe)."""
+    notify_event(user_id, as_event(frame))
 
 
 def notify_event(user_id: int, event: dict) -> None:
-    """Publish a control event from sync code; never raises."""
+    """Publish a channel-layer event from sync code; never raises (as ``notify``)."""
     try:
         _run_sync(lambda: send_event_to_user(user_id, event))
     except Exception:

@@ -111,10 +111,6 @@ class WorkerLink:
         stay in order."""
         self.call_patiently(lambda: self._delta(user_id, message_id, seq, pieces))
 
-    def send(self, user_id: int, frame: dict) -> None:
-        """Publish a frame to a user's sockets."""
-        self.call_patiently(lambda: events.send_to_user(user_id, frame, self.layer))
-
     def clear_stream(self, message_id: int) -> None:
         """Forget a reply's stream log (a regenerated reply starts a new one)."""
         self.call_patiently(lambda: streamlog.clear(message_id))
