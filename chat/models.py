@@ -118,6 +118,24 @@ class ReviewQueue(Conversation):
         verbose_name_plural = "review queue"
 
 
+class LiveGeneration(Message):
+    """The review panel's live page: replies queued or streaming right now."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "live generation"
+        verbose_name_plural = "live generations"
+
+
+class UsageReport(Message):
+    """The review panel's usage page: messages, tokens, speed and failures per person and per day."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "usage"
+        verbose_name_plural = "usage"
+
+
 class Feedback(models.Model):
     """A person's thumb up or down on a reply in their own conversation, with an optional comment."""
 
@@ -169,6 +187,7 @@ class AuditEvent(models.Model):
         REVIEW_CHANGED = "review_changed", "review changed"
         GOLD_ANSWER_CHANGED = "gold_answer_changed", "gold answer changed"
         DELETED = "deleted"
+        CANCELLED_GENERATION = "cancelled_generation", "cancelled generation"
 
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     actor_name = models.CharField(max_length=150)
