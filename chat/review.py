@@ -6,6 +6,7 @@ Review writes use ``update()`` so the owner's ``updated_at`` (their last activit
 """
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
@@ -20,8 +21,10 @@ NOTE_CHARS = 4000
 
 
 def can_review(user) -> bool:
-    """Whether this user may open and review other people's transcripts (active staff with the permission)."""
-    return bool(user.is_active and user.is_staff and user.has_perm(REVIEW_PERMISSION))
+    """Whether this user may open and review other people's transcripts: active staff with the permission, on a
+    site whose chat page tells people their conversations may be reviewed (``CHAT_REVIEW_ENABLED``)."""
+    return bool(settings.CHAT_REVIEW_ENABLED and user.is_active and user.is_staff
+                and user.has_perm(REVIEW_PERMISSION))
 
 
 def _require_reviewer(user) -> None:

@@ -1,4 +1,5 @@
 """Pages and small JSON endpoints; every read is scoped to the signed-in user."""
+from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
@@ -13,7 +14,7 @@ from .errors import ChatError
 @login_required
 def chat_page(request):
     """The chat page; conversations and messages load through the JSON endpoints."""
-    return render(request, "chat/index.html")
+    return render(request, "chat/index.html", {"review_enabled": settings.CHAT_REVIEW_ENABLED})
 
 
 def signup(request):

@@ -190,6 +190,9 @@ if CHAT_REDIS_GRACE_S <= 0 or CHAT_HEARTBEAT_S <= 0:
                                f"({CHAT_HEARTBEAT_S}) must be positive: raise CHAT_LEASE_TTL_S above two "
                                "heartbeats.")
 CHAT_SWEEP_IN_WEB = env.bool("CHAT_SWEEP_IN_WEB", default=True)
+# Whether staff reviewers may open people's transcripts (the review panel). The chat page tells people which
+# it is; when off, no one — superusers included — opens a transcript, exports or reviews through the panel.
+CHAT_REVIEW_ENABLED = env.bool("CHAT_REVIEW_ENABLED", default=True)
 # Benchmark only (set by `python -m chatsite.bench_stack`): replies run to max_new_tokens, ignoring end of turn.
 CHAT_BENCH_IGNORE_EOS = env.bool("CHAT_BENCH_IGNORE_EOS", default=False)
 

@@ -185,3 +185,20 @@ def test_the_migration_makes_a_reviewer_group_with_exactly_the_review_permission
     people.staff.groups.add(group)
     staff = type(people.staff).objects.get(pk=people.staff.pk)  # a fresh object: Django caches permissions
     assert can_review(staff) and not can_review(people.owner)
+
+
+def test_with_review_off_nobody_opens_a_transcript_and_the_chat_page_says_so(people, client_for, settings):
+    """The site setting the chat page shows is the one the panel obeys: off, even a superuser opens nothing."""
+    conversation = make_chat(people.owner, content="secret {n}")
+    on = client_for(people.owner).get(reverse("chat:index")).content.decode()
+    assert "Staff reviewers on this site may read your conversations" in on
+    settings.CHAT_REVIEW_ENABLED = False
+    off = client_for(people.owner).get(reverse("chat:index")).content.decode()
+    assert "Your conversations are private on this site" in off and "may read your conversations" not in off
+    for user in (people.reviewer, people.root):
+        client = client_for(user)
+        for url in pages(conversation):
+            response = client.get(url)
+            assert response.status_code == 403, (user, url)
+            assert b"secret" not in response.content
+    assert not AuditEvent.objects.exists()
