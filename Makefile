@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: run test setup bench migrate model chromium clean
+.PHONY: run test setup bench bench-admin migrate model chromium clean
 
 $(VENV)/.installed: requirements.txt requirements-model.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,6 +40,11 @@ test: $(VENV)/.installed-test model chromium
 
 bench: migrate model
 	$(PY) -m inference.bench --stack
+
+# The review panel's page times on 100,000 messages (its own databases: var/bench-admin.sqlite3, bench_admin).
+bench-admin: setup
+	$(PY) -m chatsite.bench_admin --db sqlite
+	$(PY) -m chatsite.bench_admin --db postgres
 
 clean:
 	rm -rf $(VENV) var

@@ -69,6 +69,8 @@ def test_the_transcript_page_costs_the_same_for_a_short_and_a_long_chat(people, 
     ("negative=yes", {"disliked"}), ("negative=no", {"plain", "failed"}), ("problem=yes", {"failed"}),
     ("owner=OWNER", {"plain", "failed", "disliked"}), ("owner=nobody", set()), ("review_state__exact=approved", set()),
     ("model_name=m2", {"failed"}), ("q=needle", {"disliked"}), ("q=plain", {"plain"}),
+    ("q=needle+disliked", {"disliked"}), ("q=needle+plain", set()),  # every word, in the title or a message
+    ("q=%22a+needle%22", {"disliked"}), ("q=%22needle+a%22", set()),  # a quoted phrase is one term
 ])
 def test_conversation_filters_and_search(people, client_for, query, expected):
     make_chat(people.owner, title="plain")
