@@ -98,6 +98,7 @@ class Message(models.Model):
         indexes = [
             models.Index(fields=["conversation", "is_current", "id"], name="msg_conv_current"),
             models.Index(fields=["status"], name="msg_status"),
+            models.Index(fields=["created_at"], name="msg_created"),  # the usage page's date range
         ]
         ordering = ["id"]
 

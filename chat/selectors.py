@@ -1,6 +1,7 @@
 """Reads. Every lookup on behalf of a user is scoped to that user: another's rows are simply not found."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -120,6 +121,12 @@ def review_queue() -> QuerySet:
     newest activity first within each."""
     return (conversations_for_review().filter(review_state=Conversation.ReviewState.UNREVIEWED)
             .order_by(*QUEUE_ORDER, "-pk"))
+
+
+def model_names() -> list[str]:
+    """Every model a reply may name: the conversations' models and the site's current one."""
+    names = set(Conversation.objects.order_by().values_list("model_name", flat=True).distinct())
+    return sorted((names | {settings.CHAT_MODEL}) - {""})
 
 
 def messages_for_review() -> QuerySet:

@@ -48,7 +48,8 @@ def _seed() -> None:
 
     from chat.models import Conversation, Feedback, GoldAnswer, Message
 
-    if Message.objects.count() == CONVERSATIONS * MESSAGES_EACH:
+    if (Message.objects.count() == CONVERSATIONS * MESSAGES_EACH
+            and Message.objects.filter(content__contains="kubernetes").exists()):
         return
     User = get_user_model()
     Conversation.objects.all().delete()
@@ -77,7 +78,8 @@ def _seed() -> None:
                 status = Message.Status.COMPLETE if user else rng.choice(statuses)
                 messages.append(Message(
                     conversation=c, role=Message.Role.USER if user else Message.Role.ASSISTANT,
-                    content=f"{'question' if user else 'answer'} {n} " + "lorem ipsum dolor " * rng.randrange(3, 30),
+                    content=f"{'question' if user else 'answer'} {n} " + "lorem ipsum dolor " * rng.randrange(3, 30)
+                    + ("about kubernetes" if rng.random() < 0.01 else ""),
                     status=status, model_name="" if user else c.model_name,
                     finish_reason="" if user else {"complete": "stop", "failed": "error",
                                                    "stopped": "cancelled"}[status],
@@ -112,8 +114,10 @@ def _pages() -> list[tuple[str, str]]:
     reply = Message.objects.filter(role=Message.Role.ASSISTANT).order_by("-pk").first()
     pages = [
         ("conversation list", reverse("admin:chat_conversation_changelist")),
-        ("conversation list, searched (title and message text)", reverse("admin:chat_conversation_changelist")
-         + "?q=topic+17"),
+        ("conversation list, searched: a word in 1% of messages", reverse("admin:chat_conversation_changelist")
+         + "?q=kubernetes"),
+        ("conversation list, searched: two words of titles", reverse("admin:chat_conversation_changelist")
+         + "?q=topic+173"),
         ("conversation list, has negative feedback", reverse("admin:chat_conversation_changelist")
          + "?negative=yes"),
         ("review queue", reverse("admin:chat_reviewqueue_changelist")),

@@ -28,6 +28,20 @@ class RatingFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ModelFilter(admin.SimpleListFilter):
+    """The models replies were written by, listed from the conversations (a reply takes its conversation's
+    model): Django's own field filter would read every message's name for its choices."""
+
+    title = "model name"
+    parameter_name = "model_name"
+
+    def lookups(self, request, model_admin):
+        return [(name, name) for name in selectors.model_names()]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(model_name=self.value()) if self.value() else queryset
+
+
 class MessageOwnerFilter(TextFilter):
     title = "owner (username)"
     parameter_name = "owner"
@@ -44,13 +58,14 @@ class MessageAdmin(RatingColumns, AuditedOpen, ReviewerOnly, admin.ModelAdmin):
     list_display = ("id", "conversation_link", "owner", "role", "status", "finish_reason", "model_name",
                     "prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_s", "thumbs_up", "thumbs_down",
                     "is_current", "created_at")
-    list_filter = ("status", "finish_reason", "model_name", RatingFilter, "role", "is_current",
+    list_filter = ("status", "finish_reason", ModelFilter, RatingFilter, "role", "is_current",
                    MessageOwnerFilter, "created_at")
     search_fields = ("content",)
     # No date hierarchy here: its DISTINCT over every message's day costs more than the rest of the page on a
     # big site (README "Review panel"); the created_at filter above narrows by date instead.
     list_select_related = ("conversation__owner",)
     list_per_page = 100
+    show_full_result_count = False  # a second count of every message on each filtered page
     raw_id_fields = ("conversation", "parent")
     fields = ("conversation", "parent", "is_current", "role", "status", "finish_reason", "content", "error",
               "prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_s", "model_name", "params",
