@@ -7,6 +7,7 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from chat import usage
 from chat.models import Conversation, Message
@@ -77,7 +78,7 @@ def test_the_default_range_is_the_last_30_days_ending_today(people, client_for):
     conversation = Conversation.objects.create(owner=people.owner)
     exchange(conversation, datetime.datetime.now(datetime.timezone.utc), prompt=3, completion=4, ttft=5, speed=6.0)
     response, report = report_for(client_for(people.reviewer), "")
-    today = datetime.date.today()
+    today = timezone.localdate()
     assert (report.start, report.end, len(report.days)) == (today - datetime.timedelta(days=29), today, 30)
     assert figures(report.days[-1]) == (1, 1, 3, 4, 5, 6.0, 0, 0)
     assert response.context["form"]["from"].value() == report.start.isoformat()
