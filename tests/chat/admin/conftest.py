@@ -1,4 +1,6 @@
 """People and transcripts for the review panel's tests: rows made directly, as the services would leave them."""
+import datetime
+
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.test import Client
@@ -50,3 +52,47 @@ def make_chat(owner, turns=2, *, title="chat", reply_status=Message.Status.COMPL
         replies.append(parent)
     conversation.replies = replies
     return conversation
+
+
+def message_at(conversation, when, role, *, status=Message.Status.COMPLETE, prompt=None, completion=None,
+               ttft=None, speed=None, parent=None):
+    """One message created at ``when`` (``created_at`` is set on insert, so it is moved afterwards)."""
+    message = Message.objects.create(conversation=conversation, parent=parent, role=role, status=status,
+                                     content="private words", prompt_tokens=prompt, completion_tokens=completion,
+                                     ttft_ms=ttft, tokens_per_s=speed)
+    Message.objects.filter(pk=message.pk).update(created_at=when)
+    return message
+
+
+def exchange(conversation, when, *, status=Message.Status.COMPLETE, prompt=None, completion=None, ttft=None,
+             speed=None):
+    """A question at ``when`` and its reply a second later, as the services would leave them."""
+    question = message_at(conversation, when, Message.Role.USER)
+    return message_at(conversation, when + datetime.timedelta(seconds=1), Message.Role.ASSISTANT, parent=question,
+                      status=status, prompt=prompt, completion=completion, ttft=ttft, speed=speed)
+
+
+@pytest.fixture
+def usage_data(people, django_user_model):
+    """Two people over 1–4 March 2025 (UTC), nothing on 3 March; one exchange just outside each end.
+
+    alice: 1 Mar 100 ms/10 tok/s, 300 ms/20 tok/s, one failed (no timings); 2 Mar one stopped, 200 ms/5 tok/s.
+    bob: 1 Mar 23:30 50 ms/30 tok/s; 4 Mar 400 ms/8 tok/s and 600 ms/12 tok/s.
+    """
+    def at(day, hour, minute=0):
+        return datetime.datetime(2025, 3, day, hour, minute, tzinfo=datetime.timezone.utc)
+
+    alice = django_user_model.objects.create_user(username="alice")
+    bob = django_user_model.objects.create_user(username="bob")
+    a, b = (Conversation.objects.create(owner=u, title="t") for u in (alice, bob))
+    exchange(a, at(1, 10), prompt=10, completion=20, ttft=100, speed=10.0)
+    exchange(a, at(1, 11), prompt=12, completion=30, ttft=300, speed=20.0)
+    exchange(a, at(1, 12), status=Message.Status.FAILED, prompt=5, completion=0)
+    exchange(a, at(2, 9), status=Message.Status.STOPPED, prompt=8, completion=4, ttft=200, speed=5.0)
+    exchange(b, at(1, 23, 30), prompt=7, completion=9, ttft=50, speed=30.0)
+    exchange(b, at(4, 8), prompt=20, completion=40, ttft=400, speed=8.0)
+    exchange(b, at(4, 8, 5), prompt=21, completion=41, ttft=600, speed=12.0)
+    # Outside 1–4 March: the last second of 28 February and the first of 5 March.
+    exchange(a, at(1, 0) - datetime.timedelta(seconds=2), prompt=999, completion=999, ttft=9, speed=99.0)
+    exchange(b, at(5, 0), prompt=999, completion=999, ttft=9, speed=99.0)
+    return type("Usage", (), dict(alice=alice, bob=bob))
