@@ -51,9 +51,18 @@ def export_lines(*, kind: str, conversations: QuerySet, export_id: UUID, upto: i
     for ids in conversation_id_chunks(conversations=conversations.filter(pk__lte=upto)):
         audited = _audited(export_id=export_id, conversation_ids=ids)
         records = build(conversation_ids=[pk for pk in ids if pk in audited]) if audited else []
-        text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+        text = "".join(map(jsonl_line, records))
         if text:
             yield text
+
+
+# Characters JSON may leave raw but that str.splitlines() and some readers take for a line end.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def jsonl_line(record: dict) -> str:
+    """One record as one line of UTF-8 JSON: every line break inside the text escaped, whoever splits it."""
+    return json.dumps(record, ensure_ascii=False).translate(_LINE_BREAKS) + "\n"
 
 
 def _audited(*, export_id: UUID, conversation_ids: list[int]) -> set[int]:

@@ -33,6 +33,9 @@ def turn(parent, question, answer, status="complete"):
                                   status=status, model_name="m1")
 
 
+STOPPED_TEXT = "answer 0 \u2713\u2028cut\x85\n"  # line breaks inside text must not split the JSONL line
+
+
 @pytest.fixture
 def dataset_chats(people):
     """``full``: system prompt; reply a0 👎 with a gold answer; the user turn q1 answered four times — a1 👎
@@ -55,7 +58,8 @@ def dataset_chats(people):
 
     short = make_chat(people.owner, turns=2, title="short", reply_status="streaming", model="m2")
     Conversation.objects.filter(pk=short.pk).update(system_prompt="")
-    Message.objects.filter(pk=short.replies[0].pk).update(status="stopped", finish_reason="cancelled")
+    Message.objects.filter(pk=short.replies[0].pk).update(status="stopped", finish_reason="cancelled",
+                                                          content=STOPPED_TEXT)
     failed = make_chat(people.owner, turns=1, title="failed", reply_status="failed")
     ids = dict(a0=a0.pk, a1=a1.pk, a2=a2.pk, a1x=a1x.pk, a1y=a1y.pk, a1n=a1n.pk)
     return type("Chats", (), dict(full=full, short=short, failed=failed, ids=ids))
@@ -65,7 +69,7 @@ def lines(response) -> list[dict]:
     assert response.status_code == 200 and response.streaming
     body = b"".join(response.streaming_content).decode()
     assert body == "" or body.endswith("\n")
-    return [json.loads(line) for line in body.splitlines()]
+    return [json.loads(line) for line in body.splitlines()]  # the strictest splitter there is
 
 
 def export(client, kind, query="", changelist="admin:chat_conversation_changelist"):
@@ -74,7 +78,8 @@ def export(client, kind, query="", changelist="admin:chat_conversation_changelis
 
 
 def run_action(client, kind, chats, changelist="admin:chat_conversation_changelist"):
-    return client.post(reverse(changelist), {"action": f"export_{kind}", "_selected_action": [c.pk for c in chats]})
+    return client.post(reverse(changelist), {"action": f"export_{kind}",
+                                             "_selected_action": [c.pk for c in chats]})
 
 
 SYSTEM = {"role": "system", "content": "be kind"}
@@ -99,7 +104,7 @@ def test_sft_lines_are_the_shown_branch_with_gold_answers_up_to_the_first_reply_
          "messages": [SYSTEM, user("question <b>0</b>"), bot("gold 0"), user("question <b>1</b>"),
                       bot("answer 1 again")]},
         {"conversation": chats.short.pk, "model": "m2", "gold_answers": 0,
-         "messages": [user("question <b>0</b>"), bot("answer 0")]},
+         "messages": [user("question <b>0</b>"), bot(STOPPED_TEXT)]},
     ]
 
 
@@ -171,12 +176,13 @@ def test_an_unknown_kind_or_filter_exports_nothing(people, client_for, dataset_c
 
 
 @pytest.mark.parametrize("query,expected", [
-    ("review_state__exact=approved", {"approved"}), ("q=needle", {"needle"}), ("q=needle&review_state__exact=approved",
-                                                                               set()),
-    ("model_name=m2", {"needle"}), ("", {"approved", "needle", "plain"}),
+    ("review_state__exact=approved", {"approved"}), ("q=needle", {"needle"}),
+    ("q=needle&review_state__exact=approved", set()), ("model_name=m2", {"needle"}),
+    ("", {"approved", "needle", "plain"}),
 ])
 def test_the_list_export_applies_the_lists_filters_and_search(people, client_for, query, expected):
-    chats = {"plain": make_chat(people.owner, title="plain"), "approved": make_chat(people.owner, title="approved"),
+    chats = {"plain": make_chat(people.owner, title="plain"),
+             "approved": make_chat(people.owner, title="approved"),
              "needle": make_chat(people.owner, title="needle", content="a needle {n}", model="m2")}
     Conversation.objects.filter(pk=chats["approved"].pk).update(review_state="approved")
     client = client_for(people.reviewer)
@@ -242,7 +248,7 @@ def test_an_export_costs_a_fixed_number_of_queries_per_chunk(people, client_for,
     add_chats(people, 10, django_user_model)
     six, _ = export_cost(client, kind)
     per_chunk = six - five
-    assert per_chunk <= (4 if kind == "sft" else 5)  # ids, audit check, conversations, messages (, feedback)
+    assert per_chunk == (4 if kind == "sft" else 5)  # ids, audit check, conversations, messages (, feedback)
     assert five - few <= 4 * per_chunk + 1  # four more chunks, and at most one empty last page of ids
 
 
