@@ -6,11 +6,15 @@ Review writes use ``update()`` so the owner's ``updated_at`` (their last activit
 """
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
+
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
+from .dataset import KINDS, conversation_id_chunks
 from .errors import ChatError
 from .models import AuditEvent, Conversation, GoldAnswer, Message
 from .services import clean_text
@@ -18,6 +22,7 @@ from .services import clean_text
 Action = AuditEvent.Action
 REVIEW_PERMISSION = "chat.review_conversation"
 NOTE_CHARS = 4000
+EXPORT_AUDIT_BATCH = 1000  # audit rows per INSERT while recording an export
 
 
 def can_review(user) -> bool:
@@ -102,3 +107,31 @@ def conversations_delete(*, actor, conversation_ids: list[int]) -> int:
     Conversation.objects.filter(pk__in=[r["pk"] for r in rows]).delete()
     return len(rows)
 
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """An export whose audit rows are written: its id (in each row's details), how many conversations it
+    covers, and the last conversation id then, so the stream walks the same set."""
+
+    id: uuid.UUID
+    kind: str
+    count: int
+    upto: int
+
+
+@transaction.atomic
+def export_record(*, actor, kind: str, conversations: QuerySet) -> ExportRecord:
+    """Record that ``actor`` exports these conversations as a dataset: one ``exported`` audit row per
+    conversation, all carrying the same export id, written in batches before a single line is sent."""
+    _require_reviewer(actor)
+    if kind not in KINDS:
+        raise ChatError("invalid_kind", "An export is either sft or pairs.")
+    export_id, count, upto = uuid.uuid4(), 0, 0
+    details = {"kind": kind, "export": str(export_id)}
+    for ids in conversation_id_chunks(conversations=conversations, size=EXPORT_AUDIT_BATCH):
+        AuditEvent.objects.bulk_create([
+            AuditEvent(actor=actor, actor_name=actor.get_username(), action=Action.EXPORTED, conversation_id=pk,
+                       details=details) for pk in ids])
+        count, upto = count + len(ids), ids[-1]
+    return ExportRecord(id=export_id, kind=kind, count=count, upto=upto)

@@ -56,15 +56,22 @@ def history_for_prompt(*, message: Message) -> list[dict]:
     """
     rows = {m["id"]: m for m in Message.objects.filter(conversation_id=message.conversation_id)
             .values("id", "parent_id", "role", "content", "status")}
+    return prompt_turns(rows=rows, parent_id=message.parent_id, system_prompt=message.conversation.system_prompt)
+
+
+def prompt_turns(*, rows: dict[int, dict], parent_id: int | None, system_prompt: str) -> list[dict]:
+    """The prompt of a reply whose parent is ``parent_id``, from its conversation's rows by id (each with
+    ``parent_id``, ``role``, ``content``, ``status``): the walk up the parent links, oldest first, leaving out
+    failed and empty turns as the model never saw them; the system prompt first when set. The dataset export
+    walks the same way, so a preference pair's prompt is the one its reply answered."""
     chain = []
-    node = rows.get(message.parent_id)
+    node = rows.get(parent_id)
     while node is not None:
         if node["content"] and node["status"] != Message.Status.FAILED:
             chain.append({"role": node["role"], "content": node["content"]})
         node = rows.get(node["parent_id"])
     chain.reverse()
-    system = message.conversation.system_prompt
-    return ([{"role": "system", "content": system}] if system else []) + chain
+    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + chain
 
 
 def message_for_delivery(*, message_id: int) -> Message | None:

@@ -7,6 +7,7 @@ leaves an ``AuditEvent``. Writes go through ``chat.review``; list pages read thr
 - ``common``: the permission mixins and list filters the screens share;
 - ``conversations``: conversations (list, transcript page, review form, gold answers) and the review queue;
 - ``messages``: messages, feedback and gold answers as lists;
+- ``export``: the dataset export (SFT transcripts, preference pairs) of the conversation lists;
 - ``usage``: messages, tokens, speed and failures per day and per person, with a chart (reads: ``chat.usage``);
 - ``audit``: the audit trail, superusers only.
 """

@@ -17,6 +17,7 @@ from .. import review, selectors
 from ..errors import ChatError
 from ..models import AuditEvent, Conversation, Message, ReviewQueue
 from .common import RatingColumns, ReviewerOnly, TextFilter, YesNoFilter
+from .export import ExportActions
 from .forms import GoldAnswerForm, ReviewForm
 
 ReviewState = Conversation.ReviewState
@@ -66,7 +67,7 @@ class ReviewActions:
 
 
 @admin.register(Conversation)
-class ConversationAdmin(RatingColumns, ReviewActions, ReviewerOnly, admin.ModelAdmin):
+class ConversationAdmin(RatingColumns, ReviewActions, ExportActions, ReviewerOnly, admin.ModelAdmin):
     list_display = ("id", "title", "owner", "model_name", "message_count", "last_activity", "thumbs_up",
                     "thumbs_down", "review_state")
     list_filter = ("review_state", NegativeFeedbackFilter, ProblemFilter, "model_name", OwnerFilter,
@@ -79,7 +80,7 @@ class ConversationAdmin(RatingColumns, ReviewActions, ReviewerOnly, admin.ModelA
     fields = ("owner", "title", "model_name", "system_prompt", "params", "created_at", "updated_at",
               "review_state", "review_note", "reviewed_by", "reviewed_at")
     readonly_fields = fields
-    actions = ["approve", "flag"]  # and the site-wide delete, which only a superuser gets
+    actions = ["approve", "flag", "export_sft", "export_pairs"]  # and the site-wide delete (superusers only)
     change_form_template = "admin/chat/conversation/change_form.html"
 
     def get_queryset(self, request):
@@ -194,7 +195,7 @@ class ConversationAdmin(RatingColumns, ReviewActions, ReviewerOnly, admin.ModelA
 
 
 @admin.register(ReviewQueue)
-class ReviewQueueAdmin(RatingColumns, ReviewActions, ReviewerOnly, admin.ModelAdmin):
+class ReviewQueueAdmin(RatingColumns, ReviewActions, ExportActions, ReviewerOnly, admin.ModelAdmin):
     """Unreviewed conversations, the likeliest to need a look first; each row opens the conversation page."""
 
     list_display = ("open_link", "owner", "model_name", "message_count", "thumbs_down", "has_problem",
@@ -202,7 +203,7 @@ class ReviewQueueAdmin(RatingColumns, ReviewActions, ReviewerOnly, admin.ModelAd
     list_display_links = None
     list_select_related = ("owner",)
     list_per_page = 50
-    actions = ["approve", "flag"]
+    actions = ["approve", "flag", "export_sft", "export_pairs"]
 
     def get_queryset(self, request):
         return selectors.review_queue()
