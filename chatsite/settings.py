@@ -49,7 +49,8 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
 ]
 X_FRAME_OPTIONS = "DENY"
-# No inline script anywhere: pages load one script file each. Model output is rendered as text.
+# No inline script and no eval anywhere: pages load script files only. Replies are rendered in the browser as
+# Markdown sanitised by DOMPurify (static/chat/markdown.js); what people type is shown as text.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],

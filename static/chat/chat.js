@@ -1,5 +1,6 @@
-// The chat page: one websocket (protocol in docs/protocol.md), plain-text rendering (textContent only, so
-// model output can never become markup), reconnect with backoff and resubscribe after a drop.
+// The chat page: one websocket (protocol in docs/protocol.md), reconnect with backoff and resubscribe after a
+// drop. Replies are rendered as sanitised Markdown by markdown.js (streamed deltas at most once per frame);
+// what a person typed is shown exactly as typed (textContent), since it is theirs and not meant as markup.
 (() => {
   "use strict";
   const $ = (id) => document.getElementById(id);
@@ -27,13 +28,15 @@
     if (!el) {
       el = document.createElement("div");
       el.dataset.id = m.id;
-      el.innerHTML = '<span class="body"></span><span class="meta"></span>';
+      el.innerHTML = '<div class="body"></div><div class="meta"></div>';
       $("messages").appendChild(el);
       state.elements.set(m.id, el);
       $("messages").querySelector(".empty")?.remove();
     }
     el.className = `msg ${m.role} ${m.status}`;
-    el.querySelector(".body").textContent = m.content;
+    const body = el.querySelector(".body");
+    if (m.role === "assistant") ChatMarkdown.render(body, m.content);
+    else body.textContent = m.content;
     renderMeta(el, m, isLatest);
     if (m.role === "assistant" && (m.status === "queued" || m.status === "streaming")) setActive(m.id);
     scrollDown();
@@ -51,6 +54,15 @@
     if (m.timing && m.timing.tokens_per_s) parts.push(`${m.usage.completion_tokens} tokens · ${m.timing.tokens_per_s.toFixed(1)} tok/s`);
     meta.textContent = parts.join(" · ");
     const finished = !["queued", "streaming"].includes(m.status);
+    if (finished && m.content) {
+      const copy = document.createElement("button");
+      copy.type = "button";
+      copy.className = "copy-message";
+      copy.textContent = "Copy";
+      copy.title = "Copy this reply as Markdown";
+      copy.addEventListener("click", () => ChatMarkdown.copyText(ChatMarkdown.source(el.querySelector(".body")), copy));
+      meta.appendChild(copy);
+    }
     if (finished && isLatest !== false) {
       document.querySelectorAll(".regenerate").forEach((b) => b.remove());
       const again = document.createElement("button");
@@ -63,6 +75,18 @@
   }
 
   function scrollDown() { const box = $("messages"); box.scrollTop = box.scrollHeight; }
+
+  // After each render: follow the reply, and leave the render counts where the browser tests read them
+  // (the page's CSP forbids the eval that reading window.chatStats from a test would need).
+  ChatMarkdown.afterRender = () => {
+    scrollDown();
+    const s = ChatMarkdown.stats, data = $("messages").dataset;
+    data.deltas = s.appends;
+    data.frameRenders = s.frameRenders;
+    data.fullRenders = s.fullRenders;
+    data.renderMs = s.renderMs.toFixed(1);
+    data.maxLiveChars = s.maxLiveChars;
+  };
 
   function clearThread(title) {
     $("messages").replaceChildren();
@@ -157,10 +181,11 @@
     delta(f) {
       const el = state.elements.get(f.message);
       if (!el) return;
-      el.className = "msg assistant streaming";
-      el.querySelector(".meta").textContent = "";
-      el.querySelector(".body").textContent += f.text;
-      scrollDown();
+      if (el.className !== "msg assistant streaming") {
+        el.className = "msg assistant streaming";
+        el.querySelector(".meta").textContent = "";
+      }
+      ChatMarkdown.append(el.querySelector(".body"), f.text); // rendered, and scrolled to, at the next frame
     },
     done(f) {
       const el = state.elements.get(f.message);

@@ -1,0 +1,40 @@
+"""What the browser tests share: where Chromium and the screenshots are, how it is launched, polling."""
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# docs/screenshots holds the README's copy; tests write to var/ unless asked to refresh it.
+SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(__file__).resolve().parents[2] / "var" / "screenshots")
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--no-first-run", "--disable-sync"]
+
+
+def skip_without_chromium() -> None:
+    """Skip the calling test module when Debian's Chromium is not installed."""
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"browser tests need Chromium at {CHROMIUM} (make test installs Debian's chromium when run "
+                    "as root)", allow_module_level=True)
+
+
+def watch_for_script_errors(page, errors: list) -> None:
+    """Collect uncaught exceptions and CSP violations on ``page`` into ``errors``."""
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text)
+            if msg.type == "error" and "Content Security Policy" in msg.text else None)
+
+
+def wait_until(check, what: str, timeout: float = 60.0, page=None):
+    """Poll ``check`` from Python until it returns something truthy: the page's CSP forbids the eval that
+    Playwright's wait_for_function needs. Pass ``page`` when ``check`` reads what Playwright's event handlers
+    record: they run only while the test is inside a Playwright call, so then it waits through the page."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        page.wait_for_timeout(100) if page is not None else time.sleep(0.1)
+    raise AssertionError(f"timed out waiting until {what}")
