@@ -7,6 +7,7 @@ leaves an ``AuditEvent``. Writes go through ``chat.review``; list pages read thr
 - ``common``: the permission mixins and list filters the screens share;
 - ``conversations``: conversations (list, transcript page, review form, gold answers) and the review queue;
 - ``messages``: messages, feedback and gold answers as lists;
+- ``live``: replies queued or streaming right now, with a Cancel that works as the owner's Stop;
 - ``audit``: the audit trail, superusers only.
 """
-from . import audit, conversations, messages  # noqa: F401  (each registers its screens)
+from . import audit, conversations, live, messages  # noqa: F401  (each registers its screens)
