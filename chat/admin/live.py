@@ -72,7 +72,8 @@ class LiveGenerationAdmin(ReviewerOnly, admin.ModelAdmin):
         return cl
 
     def changelist_view(self, request, extra_context=None):
-        return super().changelist_view(request, {**(extra_context or {}), "refresh_s": REFRESH_S})
+        return super().changelist_view(request, {"title": "Replies being generated right now", **(extra_context or {}),
+                                                 "refresh_s": REFRESH_S})
 
     # --- columns
 
