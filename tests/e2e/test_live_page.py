@@ -143,6 +143,7 @@ def test_a_reviewer_sees_a_streaming_reply_and_cancels_it_like_a_stop(chat, live
     assert (done["status"], done["finish_reason"]) == ("stopped", "cancelled")
     streamed = "".join(f["text"] for f in frames if f["type"] == "delta" and f["message"] == reply_id)
     assert done["content"] and done["content"] == streamed and done["usage"]["completion_tokens"] < 1000
+    assert int(cells["tokens"]) <= done["usage"]["completion_tokens"]  # the page's figure was a real count so far
     stored = Message.objects.get(pk=reply_id)
     assert (stored.status, stored.finish_reason, stored.content) == ("stopped", "cancelled", done["content"])
     event = AuditEvent.objects.get(action=AuditEvent.Action.CANCELLED_GENERATION, message_id=reply_id)
