@@ -9,6 +9,7 @@ Keys (``chat:`` prefix; the channel layer and Celery keep their own):
 |---|---|---|
 | ``chat:workers`` | sorted set | live workers, score = when their heartbeat expires |
 | ``chat:lease:<message>`` | string | the worker holding a streaming reply; expires with its heartbeat |
+| ``chat:progress:<message>`` | string | reply tokens generated so far, written with the lease by the heartbeat (not per token) |
 | ``chat:stream:<message>`` | list | a reply's delta texts, index = seq (the stream log) |
 | ``chat:sockets:<user>`` | sorted set | a user's open sockets, score = last refresh |
 """
@@ -29,6 +30,10 @@ WORKERS_KEY = "chat:workers"
 
 def lease_key(message_id: int) -> str:
     return f"chat:lease:{int(message_id)}"
+
+
+def progress_key(message_id: int) -> str:
+    return f"chat:progress:{int(message_id)}"
 
 
 def stream_key(message_id: int) -> str:

@@ -7,6 +7,7 @@ from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, Qu
 from django.db.models.functions import Coalesce
 
 from .errors import ChatError
+from .liveness import ReplyProgress, replies_progress
 from .models import Conversation, Feedback, Message
 
 NOT_FOUND = "No such conversation, or it is not yours."
@@ -142,6 +143,28 @@ def messages_for_review() -> QuerySet:
         thumbs_up=_count(Feedback.objects.filter(rating=1), "message"),
         thumbs_down=_count(Feedback.objects.filter(rating=-1), "message"),
     )
+
+
+def generations_live() -> QuerySet:
+    """Replies queued or streaming right now, longest waiting first, with their conversation and its owner."""
+    return (Message.objects.filter(role=Message.Role.ASSISTANT, status__in=Message.ACTIVE_STATUSES)
+            .select_related("conversation__owner").order_by("created_at", "id"))
+
+
+def replies_all() -> QuerySet:
+    """Every assistant reply, whatever its state (the live page looks up rows that ended since it was drawn)."""
+    return Message.objects.filter(role=Message.Role.ASSISTANT)
+
+
+def generations_progress(*, message_ids: list[int]) -> dict[int, ReplyProgress]:
+    """The worker holding each of these replies and its tokens so far, from Redis in one round trip for the
+    whole page. Redis unreachable: nothing is known (the page says "—" rather than failing)."""
+    from redis.exceptions import RedisError
+
+    try:
+        return replies_progress(list(message_ids))
+    except RedisError:
+        return {}
 
 
 def transcript_page(*, conversation: Conversation, page=1, per_page: int | None = None) -> Page:

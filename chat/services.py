@@ -3,13 +3,15 @@ sees the stored message before any delta of its reply. No network call inside a 
 worker check runs before it (a SQLite writer holds the whole database's lock).
 
 ``message_finish`` is the one place a reply ends — the worker's end, Stop, the sweep and a failed dispatch all
-go through it — and it alone sends ``done``.
+go through it — and it alone sends ``done``. ``reply_stop`` is the one way a reply is stopped, by its owner or
+by a reviewer.
 """
 from __future__ import annotations
 
 import logging
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -174,20 +176,37 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
     return reply
 
 
+class StopOutcome(StrEnum):
+    """What a stop did: ended a queued reply now, asked the worker to end a streaming one, or found it ended."""
+
+    STOPPED = "stopped"
+    STOPPING = "stopping"
+    ALREADY_FINISHED = "already_finished"
+
+
+def reply_stop(*, message: Message) -> StopOutcome:
+    """The one way a reply is stopped, whoever asks (its owner: ``message_stop``; a reviewer:
+    ``review.generation_cancel``); callers check who may. Queued: it ends now, empty. Streaming: the stop is
+    stored and every worker is told; the one holding it ends it within a step (or at its next checkpoint, if
+    the broadcast was lost) and stores the text so far. Already finished: nothing happens (a stop may race the
+    end)."""
+    with transaction.atomic():
+        if message_finish(message_id=message.pk, content="", status=Message.Status.STOPPED,
+                          finish_reason=Message.FinishReason.CANCELLED, only_from=(Message.Status.QUEUED,)):
+            return StopOutcome.STOPPED
+        if Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(stop_requested=True):
+            transaction.on_commit(lambda: events.broadcast_cancel_sync(message.pk))
+            return StopOutcome.STOPPING
+    return StopOutcome.ALREADY_FINISHED
+
+
 @transaction.atomic
 def message_stop(*, user, message_id) -> Message:
-    """Stop a reply. Queued: it ends now, empty. Streaming: the stop is stored and every worker is told; the one
-    holding it ends it within a step (or at its next checkpoint, if the broadcast was lost) and stores the text
-    so far. Already finished: nothing happens (a stop may race the end)."""
+    """The owner's Stop of one of their replies (``reply_stop``); returns the reply as it now stands."""
     message = selectors.message_get_for_user(user=user, message_id=message_id)
     if message.role != Message.Role.ASSISTANT:
         raise ChatError("not_stoppable", "Only an assistant reply can be stopped.")
-    stopped_now = message_finish(message_id=message.pk, content="", status=Message.Status.STOPPED,
-                                 finish_reason=Message.FinishReason.CANCELLED, only_from=(Message.Status.QUEUED,))
-    if stopped_now:
-        return stopped_now
-    if Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(stop_requested=True):
-        transaction.on_commit(lambda: events.broadcast_cancel_sync(message.pk))
+    reply_stop(message=message)
     message.refresh_from_db()
     return message
 
