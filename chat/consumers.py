@@ -21,6 +21,7 @@ from django.conf import settings
 from . import events, limits, selectors, services
 from .delivery import ReplyDelivery
 from .errors import ChatError
+from .logs import bind_log_context
 from .models import Message
 from .sweep import ensure_sweeper
 
@@ -69,6 +70,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_TOO_MANY)
             return
         self.user = user
+        bind_log_context(user_id=user.pk)  # this socket's task: every record it logs names the person
         self.group = events.user_group(user.pk)
         self.delivery = ReplyDelivery(self.send_json)
         await self.channel_layer.group_add(self.group, self.channel_name)

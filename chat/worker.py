@@ -24,6 +24,7 @@ from inference.prompt import PromptTooLong, build_prompt
 from inference.sampling import resolve_params
 
 from . import events, liveness, services, selectors
+from .logs import log_context
 from .models import Message
 from .redis import client as redis_client, wait_until_loaded
 from .sweep import sweep
@@ -170,6 +171,10 @@ class ReplyJob:
         self.first_at: float | None = None
 
     def run(self) -> None:
+        with log_context(reply_id=self.id, user_id=self.owner, conversation_id=self.message.conversation_id):
+            self._run()
+
+    def _run(self) -> None:
         ending = _failed("The reply was interrupted.")
         try:
             self.rt.hold(self.id)
@@ -253,6 +258,8 @@ class ReplyJob:
             for delay in FINISH_RETRY_DELAYS_S + (None,):
                 try:
                     services.message_finish(message_id=self.id, content="".join(self.pieces), **ending)
+                    log.info("reply %s ended %s (%s tokens)", self.id, ending["status"],
+                             ending.get("completion_tokens"))
                     return
                 except Exception:
                     if delay is None:

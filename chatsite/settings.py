@@ -1,10 +1,13 @@
 """Settings, read from the environment in one place (django-environ). Every variable is in the README table."""
 import math
+import os
 from pathlib import Path
 
 import environ
 
-from chatsite.secret import private_database_file, private_dir
+from chatsite.embedded import recorded_redis_url
+
+from chatsite.secret import local_secret_key, private_database_file, private_dir, read_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Secret key, SQLite file, Redis file: var/ is for this account only (0700, narrowed if it was wider).
@@ -14,15 +17,39 @@ env = environ.Env()
 
 # --- core ------------------------------------------------------------------------------------------
 DEBUG = env.bool("DEBUG", default=False)
-# Without SECRET_KEY a random one is kept in var/, so the embedded default needs no setup but never ships
-# a key in code; a hosted deployment sets SECRET_KEY.
-SECRET_KEY = env.str("SECRET_KEY", default="")
+# The key comes from SECRET_KEY, else from a file (SECRET_KEY_FILE, default var/secret_key) that `make run`
+# generates once, so the embedded default needs no setup and no key is ever in code. A process with DEBUG off
+# never invents a key itself: several hosts would each invent their own (sessions signed by one Daphne would
+# be refused by the next), so a missing key is an error that says what to do.
+SECRET_KEY_FILE = Path(env.str("SECRET_KEY_FILE", default=str(VAR_DIR / "secret_key")))
+SECRET_KEY = env.str("SECRET_KEY", default="") or read_secret_key(SECRET_KEY_FILE) or ""
 if not SECRET_KEY:
-    from chatsite.secret import local_secret_key
+    if not DEBUG:
+        from django.core.exceptions import ImproperlyConfigured
 
-    SECRET_KEY = local_secret_key(VAR_DIR / "secret_key")
+        raise ImproperlyConfigured(f"SECRET_KEY is not set and {SECRET_KEY_FILE} does not exist: set SECRET_KEY "
+                                   f"(the same on every host), or create the file once with "
+                                   f"`python -m chatsite.secret {SECRET_KEY_FILE}` (make run does).")
+    SECRET_KEY = local_secret_key(SECRET_KEY_FILE)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- HTTPS behind a proxy (deploy/production.env.example sets these; README "Deployment") --------------
+# TRUSTED_PROXY: a proxy we run (nginx) is the only way in, and it overwrites X-Forwarded-For and
+# X-Forwarded-Proto. Only then are those headers believed: here for the scheme, and by Daphne (the launcher
+# passes --proxy-headers) for the client address that the logs, throttling and METRICS_ALLOWED_IPS see.
+TRUSTED_PROXY = env.bool("TRUSTED_PROXY", default=False)
+if TRUSTED_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# HTTPS: the site is served over https; it turns on what a browser must only ever use over TLS.
+HTTPS = env.bool("HTTPS", default=False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=HTTPS)
+# Probes and the Prometheus scraper may talk plain HTTP to Daphne itself, past the proxy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 
 INSTALLED_APPS = [
     "daphne",
@@ -128,7 +155,11 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missi
 WHITENOISE_USE_FINDERS = True
 
 # --- Redis: Celery broker and channel layer ------------------------------------------------------------
-REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# Without REDIS_URL: the embedded Redis that a running `make run` recorded in its directory (so `manage.py
+# shell` and other commands beside it reach the same server), else a Redis on the default port.
+REDIS_URL = (env.str("REDIS_URL", default="")
+             or recorded_redis_url(Path(env.str("CHAT_REDIS_DIR", default=str(VAR_DIR / "redis"))))
+             or "redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -147,6 +178,8 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ROUTES = {"inference.tasks.generate_reply": {"queue": "inference"}}  # chat.services.GENERATE_REPLY_TASK
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# JSON logs: the worker keeps Django's LOGGING (chat.logs.JsonFormatter) instead of Celery's own text format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = env.str("LOG_FORMAT", default="text") != "json"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Lost tasks are not retried (a worker acknowledges a task when it accepts it; one that dies mid-reply leaves
 # the reply to the sweep, which marks it failed). A task that Redis delivers twice — a worker lost before
@@ -160,7 +193,16 @@ CHAT_MODEL = env.str("CHAT_MODEL", default="bundled:smollm2-135m-instruct")
 CHAT_MODEL_CACHE = Path(env.str("CHAT_MODEL_CACHE", default=str(VAR_DIR / "models")))
 CHAT_DEVICE = env.str("CHAT_DEVICE", default="auto")
 CHAT_DTYPE = env.str("CHAT_DTYPE", default="auto")
-CHAT_TORCH_THREADS = env.int("CHAT_TORCH_THREADS", default=0)
+def _cores() -> int:
+    """Cores this process may run on (a cpuset or taskset narrows them), not all the machine has."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# Worker processes on this host share its cores: by default each takes cores // WORKERS torch threads, never
+# more (two workers with a thread per core each made 8 chats 30x slower here). WORKERS is how many worker
+# processes this host runs (`make run` starts that many; a systemd host sets it to its number of instances).
+WORKERS = max(1, env.int("WORKERS", default=1))
+CHAT_TORCH_THREADS = env.int("CHAT_TORCH_THREADS", default=0) or max(1, _cores() // WORKERS)
 CHAT_MAX_BATCH = env.int("CHAT_MAX_BATCH", default=16)
 # Key/value states of recent prompts and replies kept for reuse (system prompt, next turn, regenerate); 0 = off.
 CHAT_PREFIX_CACHE_MB = env.int("CHAT_PREFIX_CACHE_MB", default=256)
@@ -202,9 +244,14 @@ CHAT_REVIEW_ENABLED = env.bool("CHAT_REVIEW_ENABLED", default=True)
 # Benchmark only (set by `python -m chatsite.bench_stack`): replies run to max_new_tokens, ignoring end of turn.
 CHAT_BENCH_IGNORE_EOS = env.bool("CHAT_BENCH_IGNORE_EOS", default=False)
 
+# LOG_FORMAT=json: one JSON object per line with the reply and user ids (chat/logs.py), for a log shipper.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"json": {"()": "chat.logs.JsonFormatter"},
+                   "text": {"format": "%(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler",
+                             "formatter": "json" if LOG_FORMAT == "json" else "text"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
