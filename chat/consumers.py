@@ -18,7 +18,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from . import events, limits, selectors, services
+from . import events, limits, metrics, selectors, services
 from .delivery import ReplyDelivery
 from .errors import ChatError
 from .logs import bind_log_context
@@ -61,6 +61,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
+            await _redis_call(metrics.count_socket)("refused")
             return
         ensure_sweeper()
         if not await _redis_call(limits.socket_open)(user.pk, self.channel_name):
@@ -68,6 +69,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(events.error_frame("too_many_sockets",
                                               "Too many open chat tabs for this account; close one and reload."))
             await self.close(code=CLOSE_TOO_MANY)
+            await _redis_call(metrics.count_socket)("refused")
             return
         self.user = user
         bind_log_context(user_id=user.pk)  # this socket's task: every record it logs names the person
@@ -76,6 +78,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.ticker = asyncio.ensure_future(self._tick())
         await self.accept()
+        await _redis_call(metrics.count_socket)("accepted")
 
     async def disconnect(self, code):
         await self._cleanup()

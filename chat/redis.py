@@ -12,6 +12,9 @@ Keys (``chat:`` prefix; the channel layer and Celery keep their own):
 | ``chat:progress:<message>`` | string | reply tokens generated so far, written with the lease by the heartbeat (not per token) |
 | ``chat:stream:<message>`` | list | a reply's delta texts, index = seq (the stream log) |
 | ``chat:sockets:<user>`` | sorted set | a user's open sockets, score = last refresh |
+| ``chat:wstats:<worker>`` | string | the worker's engine figures (JSON), written by its heartbeat, expiring with it |
+| ``chat:metrics:counters`` | hash | Prometheus counters of every process (``chat/metrics.py``) |
+| ``chat:metrics:hist:<name>`` | hash | a histogram's bucket counts and sum |
 """
 from __future__ import annotations
 
@@ -34,6 +37,10 @@ def lease_key(message_id: int) -> str:
 
 def progress_key(message_id: int) -> str:
     return f"chat:progress:{int(message_id)}"
+
+
+def worker_stats_key(worker: str) -> str:
+    return f"chat:wstats:{worker}"
 
 
 def stream_key(message_id: int) -> str:

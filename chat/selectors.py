@@ -92,6 +92,13 @@ def message_ids_queued_since(*, before, limit: int) -> list[int]:
                 .values_list("id", flat=True)[:limit])
 
 
+def replies_active_by_status() -> dict[str, int]:
+    """Replies queued or streaming now, per status (both present, 0 when none): one indexed count."""
+    counts = dict(Message.objects.filter(status__in=Message.ACTIVE_STATUSES).order_by().values("status")
+                  .annotate(n=Count("id")).values_list("status", "n"))
+    return {str(status): counts.get(status, 0) for status in Message.ACTIVE_STATUSES}
+
+
 def replies_active_for_user(*, user_id: int) -> int:
     """How many replies of this person are queued or streaming, over all their conversations."""
     return Message.objects.filter(conversation__owner_id=user_id, status__in=Message.ACTIVE_STATUSES).count()

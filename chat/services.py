@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from . import events, liveness, selectors
+from . import events, liveness, metrics, selectors
 from .errors import ChatError
 from .models import Conversation, Feedback, Message
 from .params import generation_params_clean
@@ -250,6 +250,10 @@ def message_finish(*, message_id: int, content: str | None, status: str, finish_
             return None
         final = Message.objects.select_related("conversation").get(pk=message_id)
         transaction.on_commit(lambda: events.notify(final.conversation.owner_id, events.done_frame(final)))
+        # Counted once, when the end is stored (an end that lost the race above is not a reply).
+        transaction.on_commit(lambda: metrics.observe_reply(status=status, ttft_ms=ttft_ms, tokens_per_s=tokens_per_s,
+                                                            prompt_tokens=prompt_tokens,
+                                                            completion_tokens=completion_tokens))
     return final
 
 

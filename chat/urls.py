@@ -1,12 +1,13 @@
 from django.urls import path
 
-from . import views
+from . import ops, views
 
 app_name = "chat"
 urlpatterns = [
     path("", views.chat_page, name="index"),
-    path("healthz", views.healthz, name="healthz"),
-    path("readyz", views.readyz, name="readyz"),
+    path("healthz", ops.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("metrics", ops.metrics_view, name="metrics"),
     path("api/conversations/", views.conversation_list, name="conversation-list"),
     path("api/conversations/<int:conversation_id>/", views.conversation_detail, name="conversation-detail"),
 ]

@@ -86,7 +86,8 @@ class Runtime:
 
     def beat(self) -> None:
         """One heartbeat: this worker, its leases and each reply's tokens so far."""
-        liveness.heartbeat(self.name, list(self.holding), dict(self.tokens))
+        liveness.heartbeat(self.name, list(self.holding), dict(self.tokens),
+                           {**self.engine.stats(), "in_flight": len(self.holding)})
 
     def _sweeps(self) -> None:
         while True:

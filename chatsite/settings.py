@@ -41,6 +41,10 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 TRUSTED_PROXY = env.bool("TRUSTED_PROXY", default=False)
 if TRUSTED_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# /metrics and /readyz's details: only from these addresses or networks (the client's, see TRUSTED_PROXY), or
+# with "Authorization: Bearer <METRICS_TOKEN>" (empty: no token accepted).
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # HTTPS: the site is served over https; it turns on what a browser must only ever use over TLS.
 HTTPS = env.bool("HTTPS", default=False)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
@@ -74,6 +78,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    "chat.ops.RequestMetricsMiddleware",
 ]
 X_FRAME_OPTIONS = "DENY"
 # No inline script and no eval anywhere: pages load script files only. Replies are rendered in the browser as
