@@ -44,7 +44,7 @@ class Runtime:
     def __init__(self, loaded: LoadedModel | None = None, *, background: bool = True):
         """Load the configured model (or use ``loaded``: tests), start its engine, link and, with
         ``background``, the heartbeat and sweep threads."""
-        configure_threads(settings.CHAT_TORCH_THREADS or None)
+        self.threads = configure_threads(settings.CHAT_TORCH_THREADS or None)
         started = time.monotonic()
         self.loaded = loaded or load_model(settings.CHAT_MODEL, device=settings.CHAT_DEVICE,
                                            dtype=settings.CHAT_DTYPE, cache_dir=settings.CHAT_MODEL_CACHE)
@@ -63,8 +63,8 @@ class Runtime:
             events.route_sync_sends(self.link.call_patiently)  # message_finish's done goes through this loop
             threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
             threading.Thread(target=self._sweeps, name="sweep", daemon=True).start()
-        log.info("model %s ready on %s in %.1f s", self.loaded.name, self.loaded.device,
-                 time.monotonic() - started)
+        log.info("model %s ready on %s (%d torch threads) in %.1f s", self.loaded.name, self.loaded.device,
+                 self.threads, time.monotonic() - started)
 
     def close(self) -> None:
         """Stop the engine and the link (tests; a worker keeps its runtime for life)."""

@@ -215,7 +215,7 @@ def wait_for_worker(redis_url: str, proc: subprocess.Popen, timeout: float = 300
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if f"{socket.gethostname()}-{proc.pid}" in live_workers(client):  # chat.worker.Runtime.name
+            if f"{socket.gethostname()}-{proc.pid}".encode() in live_workers(client):  # chat.worker.Runtime.name
                 return True
         except redis.exceptions.BusyLoadingError:
             left = max(0.0, deadline - time.monotonic())
