@@ -31,6 +31,8 @@ if not SECRET_KEY:
                                    f"(the same on every host), or create the file once with "
                                    f"`python -m chatsite.secret {SECRET_KEY_FILE}` (make run does).")
     SECRET_KEY = local_secret_key(SECRET_KEY_FILE)
+# LOG_FORMAT=json: one JSON object per line with the reply and user ids (chat/logs.py), for a log shipper.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -184,7 +186,7 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ROUTES = {"inference.tasks.generate_reply": {"queue": "inference"}}  # chat.services.GENERATE_REPLY_TASK
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # JSON logs: the worker keeps Django's LOGGING (chat.logs.JsonFormatter) instead of Celery's own text format.
-CELERY_WORKER_HIJACK_ROOT_LOGGER = env.str("LOG_FORMAT", default="text") != "json"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Lost tasks are not retried (a worker acknowledges a task when it accepts it; one that dies mid-reply leaves
 # the reply to the sweep, which marks it failed). A task that Redis delivers twice — a worker lost before
@@ -249,8 +251,6 @@ CHAT_REVIEW_ENABLED = env.bool("CHAT_REVIEW_ENABLED", default=True)
 # Benchmark only (set by `python -m chatsite.bench_stack`): replies run to max_new_tokens, ignoring end of turn.
 CHAT_BENCH_IGNORE_EOS = env.bool("CHAT_BENCH_IGNORE_EOS", default=False)
 
-# LOG_FORMAT=json: one JSON object per line with the reply and user ids (chat/logs.py), for a log shipper.
-LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
