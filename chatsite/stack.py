@@ -202,8 +202,10 @@ def compact_redis(redis_url: str, timeout: float = REDIS_LOAD_TIMEOUT_S) -> None
         pass
 
 
-def wait_for_worker(redis_url: str, proc: subprocess.Popen, timeout: float = 300.0) -> bool:
-    """Block until the worker ``proc`` heartbeats (its model is loaded), so the printed address answers at once.
+def wait_for_worker(redis_url: str, proc: subprocess.Popen, timeout: float = 300.0, *,
+                    name: str | None = None) -> bool:
+    """Block until a worker heartbeats (its model is loaded), so the printed address answers at once; with
+    ``name`` (``chat.worker.Runtime.name``: host-pid), that worker.
 
     False when ``proc`` exits first or ``timeout`` passes. A Redis still loading its file is waited out.
     """
@@ -215,7 +217,8 @@ def wait_for_worker(redis_url: str, proc: subprocess.Popen, timeout: float = 300
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if f"{socket.gethostname()}-{proc.pid}".encode() in live_workers(client):  # chat.worker.Runtime.name
+            alive = live_workers(client)
+            if alive and (name is None or name.encode() in alive):
                 return True
         except redis.exceptions.BusyLoadingError:
             left = max(0.0, deadline - time.monotonic())
@@ -328,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             worker.run()
         daphne.run(start_daphne(conf.port, env))
         for worker in workers:
-            if not wait_for_worker(env["REDIS_URL"], worker.proc):
+            if not wait_for_worker(env["REDIS_URL"], worker.proc, name=f"{socket.gethostname()}-{worker.proc.pid}"):
                 # A worker that never got ready (no model, bad settings) would fail the same way again: say so.
                 code = worker.proc.poll()
                 why = "no heartbeat in time" if code is None else f"it exited with {code}"
