@@ -74,8 +74,8 @@ def test_without_debug_a_missing_secret_key_is_an_error_that_says_what_to_do(tmp
     assert not missing.exists()  # never invented: another host would invent a different one
     out = sourced_run([sys.executable, "manage.py", "check"], extra=f"SECRET_KEY_FILE={missing}; DEBUG=true")
     assert out.returncode == 0 and len(missing.read_text()) > 40  # a development machine gets one generated
-    out = sourced_run([sys.executable, "manage.py", "check"], extra=f"SECRET_KEY_FILE={missing}; SECRET_KEY=" + "k" * 60,
-                      source=True)
+    out = sourced_run([sys.executable, "manage.py", "check"],
+                      extra=f"SECRET_KEY_FILE={missing}; SECRET_KEY=" + "k" * 60)
     assert out.returncode == 0
 
 

@@ -76,7 +76,8 @@ def test_worker_figures_come_from_its_heartbeat_and_leave_with_it(client, db):
     try:
         got = families(client.get("/metrics").content.decode())
         mine = {f: [s.value for s in got[f].samples if s.labels.get("worker") == name]
-                for f in ("chat_worker_batch_size", "chat_worker_replies_in_flight", "chat_worker_prefix_cache_hit_ratio")}
+                for f in ("chat_worker_batch_size", "chat_worker_replies_in_flight",
+                          "chat_worker_prefix_cache_hit_ratio")}
         assert mine == {"chat_worker_batch_size": [3.0], "chat_worker_replies_in_flight": [5.0],
                         "chat_worker_prefix_cache_hit_ratio": [0.75]}
     finally:
