@@ -205,3 +205,21 @@ class AuditEvent(models.Model):
 
     def __str__(self):
         return f"{self.actor_name} {self.action} {self.conversation_id or ''}".strip()
+
+
+class QuotaOverride(models.Model):
+    """One person's own allowance where it differs from the site's (``chat/quotas.py``); an empty field keeps
+    the site's setting. Most people have no row."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota_override")
+    messages_per_minute = models.PositiveIntegerField(null=True, blank=True,
+                                                      help_text="empty: the site's CHAT_MESSAGES_PER_MINUTE; 0: no limit")
+    tokens_per_day = models.PositiveIntegerField(null=True, blank=True,
+                                                 help_text="empty: the site's CHAT_TOKENS_PER_DAY; 0: no limit")
+    max_active = models.PositiveIntegerField(null=True, blank=True,
+                                             help_text="replies at once; empty: the site's CHAT_MAX_ACTIVE_PER_USER")
+    note = models.CharField(max_length=200, blank=True, help_text="why this person has their own allowance")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"allowance of {self.user}"

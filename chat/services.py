@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from . import events, liveness, selectors
+from . import events, liveness, quotas, selectors
 from .errors import ChatError
 from .models import Conversation, Feedback, Message
 from .params import generation_params_clean
@@ -78,26 +78,32 @@ def _require_worker() -> None:
                                      "Nothing was stored; try again in a minute.")
 
 
-def _too_many_active() -> ChatError:
-    cap = settings.CHAT_MAX_ACTIVE_PER_USER
+def _too_many_active(cap: int) -> ChatError:
     return ChatError("too_many_active", f"You already have {cap} replies being written; wait for one to finish "
                                         "or press Stop, then send again.")
 
 
-def _precheck_capacity(user_id: int) -> None:
-    """The cap, read-only and before any write lock: a person at the cap who keeps sending costs one read, not a
-    write transaction (which on SQLite locks the whole database)."""
-    if selectors.replies_active_for_user(user_id=user_id) >= settings.CHAT_MAX_ACTIVE_PER_USER:
-        raise _too_many_active()
+def _admit(user_id: int) -> quotas.Allowance:
+    """Everything checked before a new reply's write transaction, cheapest first, none of it holding a lock:
+    the cap on replies at once (a read: a person at the cap who keeps sending costs one read, not a write
+    transaction, which on SQLite locks the whole database), today's tokens, a live worker, and last the
+    person's messages per minute (last, so a send refused for another reason does not use up the minute)."""
+    allowance = quotas.allowance_for(user_id)
+    if selectors.replies_active_for_user(user_id=user_id) >= allowance.max_active:
+        raise _too_many_active(allowance.max_active)
+    quotas.require_tokens_left(user_id, allowance)
+    _require_worker()
+    quotas.message_hit(user_id, allowance)
+    return allowance
 
 
-def _require_capacity(user_id: int) -> None:
-    """At most CHAT_MAX_ACTIVE_PER_USER replies of one person queued or streaming at once, over all their
+def _require_capacity(user_id: int, allowance: quotas.Allowance) -> None:
+    """At most ``allowance.max_active`` replies of one person queued or streaming at once, over all their
     conversations and sockets, so one person cannot fill the queue everyone shares. The person's row is locked
     first, so concurrent sends of one person are counted one after another."""
     get_user_model().objects.select_for_update().only("pk").get(pk=user_id)
-    if selectors.replies_active_for_user(user_id=user_id) >= settings.CHAT_MAX_ACTIVE_PER_USER:
-        raise _too_many_active()
+    if selectors.replies_active_for_user(user_id=user_id) >= allowance.max_active:
+        raise _too_many_active(allowance.max_active)
 
 
 def _reply_create(*, conversation: Conversation, parent: Message, params: dict) -> Message:
@@ -116,10 +122,9 @@ def message_send(*, user, conversation_id: int | None, content, params=None,
     if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ChatError("too_long", f"The message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
     clean_params = generation_params_clean(params)
-    _precheck_capacity(user.pk)
-    _require_worker()
+    allowance = _admit(user.pk)
     with transaction.atomic():
-        _require_capacity(user.pk)
+        _require_capacity(user.pk, allowance)
         created = conversation_id is None
         if created:
             conversation = Conversation.objects.create(owner=user, title=_title_from(text),
@@ -154,10 +159,9 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
     clean_params = generation_params_clean(params)
     if old.role != Message.Role.ASSISTANT:
         raise ChatError("not_regenerable", "Only an assistant reply can be regenerated.")
-    _precheck_capacity(user.pk)
-    _require_worker()
+    allowance = _admit(user.pk)
     with transaction.atomic():
-        _require_capacity(user.pk)
+        _require_capacity(user.pk, allowance)
         conversation = Conversation.objects.select_for_update().get(pk=old.conversation_id)
         if selectors.message_active_in_conversation(conversation_id=conversation.pk):
             raise ChatError("busy", BUSY)
@@ -249,7 +253,13 @@ def message_finish(*, message_id: int, content: str | None, status: str, finish_
         if not Message.objects.filter(pk=message_id, status__in=only_from).update(**fields):
             return None
         final = Message.objects.select_related("conversation").get(pk=message_id)
-        transaction.on_commit(lambda: events.notify(final.conversation.owner_id, events.done_frame(final)))
+
+        def after_commit():
+            # Charged here, where every reply ends once: the worker's own count of what the reply cost.
+            quotas.tokens_count(final.conversation.owner_id, (prompt_tokens or 0) + (completion_tokens or 0))
+            events.notify(final.conversation.owner_id, events.done_frame(final))
+
+        transaction.on_commit(after_commit)
     return final
 
 

@@ -7,14 +7,15 @@ from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 
-from . import events, selectors
+from . import events, quotas, selectors
 from .errors import ChatError
 
 
 @login_required
 def chat_page(request):
     """The chat page; conversations and messages load through the JSON endpoints."""
-    return render(request, "chat/index.html", {"review_enabled": settings.CHAT_REVIEW_ENABLED})
+    return render(request, "chat/index.html", {"review_enabled": settings.CHAT_REVIEW_ENABLED,
+                                               "quota": quotas.summary(request.user.pk)})
 
 
 def signup(request):
@@ -52,6 +53,13 @@ def conversation_detail(request, conversation_id: int):
                 for m in selectors.messages_current(conversation=conversation)]
     return JsonResponse({"conversation": {"id": conversation.id, "title": conversation.title},
                          "messages": messages})
+
+
+@login_required
+@require_GET
+def quota(request):
+    """The person's allowance and today's use (the chat page refreshes its line after each reply)."""
+    return JsonResponse(quotas.summary(request.user.pk))
 
 
 def healthz(request):

@@ -174,6 +174,9 @@ CHAT_FRAME_RATE = env.str("CHAT_FRAME_RATE", default="20/second")
 CHAT_MAX_SOCKETS_PER_USER = env.int("CHAT_MAX_SOCKETS_PER_USER", default=10)
 # Replies one person may have queued or streaming at once, over all their conversations and tabs.
 CHAT_MAX_ACTIVE_PER_USER = env.int("CHAT_MAX_ACTIVE_PER_USER", default=3)
+# Fair use per person (chat/quotas.py; staff override them per person in the admin); 0 = no limit.
+CHAT_MESSAGES_PER_MINUTE = env.int("CHAT_MESSAGES_PER_MINUTE", default=20)
+CHAT_TOKENS_PER_DAY = env.int("CHAT_TOKENS_PER_DAY", default=200_000)
 # How often an open socket re-reads its session (a logout or password change also tells its sockets at once)
 # and refreshes its place in the per-user socket count (a socket not refreshed for 3 intervals stops counting).
 CHAT_SOCKET_REFRESH_S = env.float("CHAT_SOCKET_REFRESH_S", default=30.0)
