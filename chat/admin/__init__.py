@@ -9,6 +9,7 @@ leaves an ``AuditEvent``. Writes go through ``chat.review``; list pages read thr
 - ``messages``: messages, feedback and gold answers as lists;
 - ``export``: the dataset export (SFT transcripts, preference pairs) of the conversation lists;
 - ``usage``: messages, tokens, speed and failures per day and per person, with a chart (reads: ``chat.usage``);
-- ``audit``: the audit trail, superusers only.
+- ``audit``: the audit trail, superusers only;
+- ``accounts``: people (approval to chat) and invite links.
 """
-from . import audit, conversations, messages, usage  # noqa: F401  (each registers its screens)
+from . import accounts, audit, conversations, messages, usage  # noqa: F401  (each registers its screens)
