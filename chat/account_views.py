@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
+from django.core.handlers.asgi import ASGIRequest
 from django.http import StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -14,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from . import accounts, selectors
 from .account_forms import AccountDeleteForm, SignupForm
 from .errors import ChatError
-from .personal_data import personal_data_stream
+from .personal_data import personal_data_chunks, personal_data_stream
 
 # A link that names no invite is not found; one that did but can no longer be used is gone.
 REFUSAL_STATUS = {"invite_unknown": 404, "invite_used": 410, "invite_expired": 410}
@@ -62,7 +63,10 @@ def account_page(request, delete_form=None, status=200):
 @require_GET
 def data_download(request):
     """Everything of the person's, as one JSON file, streamed (a long history never sits whole in memory)."""
-    response = StreamingHttpResponse(personal_data_stream(user=request.user), content_type="application/json")
+    # Daphne (ASGI) needs an async iterator to stream; a WSGI server (the test live_server) a plain one.
+    body = (personal_data_stream(user=request.user) if isinstance(request, ASGIRequest)
+            else personal_data_chunks(user=request.user))
+    response = StreamingHttpResponse(body, content_type="application/json")
     response["Content-Disposition"] = f'attachment; filename="chat-data-{timezone.now():%Y-%m-%d}.json"'
     response["Cache-Control"] = "no-store"
     return response
