@@ -78,6 +78,12 @@ def _require_worker() -> None:
                                      "Nothing was stored; try again in a minute.")
 
 
+def _require_approved(user) -> None:
+    """People whose account awaits staff approval (``CHAT_SIGNUP=approval``) may look around but not chat."""
+    if not selectors.account_may_chat(user=user):
+        raise ChatError("not_approved", selectors.NOT_APPROVED)
+
+
 def _too_many_active(cap: int) -> ChatError:
     return ChatError("too_many_active", f"You already have {cap} replies being written; wait for one to finish "
                                         "or press Stop, then send again.")
@@ -116,6 +122,7 @@ def _reply_create(*, conversation: Conversation, parent: Message, params: dict) 
 def message_send(*, user, conversation_id: int | None, content, params=None,
                  client_id: str | None = None) -> SendResult:
     """Store the user's message and a queued reply; on commit, tell the user's sockets and queue the task."""
+    _require_approved(user)
     text = clean_text(content)
     if not text.strip():
         raise ChatError("empty", "Type a message first.")
@@ -155,6 +162,7 @@ def message_send(*, user, conversation_id: int | None, content, params=None,
 
 def message_regenerate(*, user, message_id, params=None, client_id: str | None = None) -> Message:
     """Replace the newest reply with a new one. The old reply stays as an alternative (``is_current`` False)."""
+    _require_approved(user)
     old = selectors.message_get_for_user(user=user, message_id=message_id)
     clean_params = generation_params_clean(params)
     if old.role != Message.Role.ASSISTANT:
