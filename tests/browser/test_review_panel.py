@@ -11,18 +11,14 @@ PASSWORD = "a-long-test-password"
 
 
 @pytest.fixture
-def reviewer(transactional_db, django_user_model):
+def reviewer(transactional_db, django_user_model, reviewer_group):
     """A reviewer, and three people's chats: one with a 👎 and a gold answer, one failed, one plain. Stored before
     the browser starts (Playwright's event loop makes the ORM refuse calls once it runs)."""
-    from django.contrib.auth.models import Group, Permission
-
     from chat.models import Feedback, GoldAnswer, Message
     from tests.chat.admin.conftest import make_chat
 
-    group, _ = Group.objects.get_or_create(name="reviewer")  # a transactional flush may have removed it
-    group.permissions.add(Permission.objects.get(codename="review_conversation"))
     user = django_user_model.objects.create_user(username="rita", password=PASSWORD, is_staff=True)
-    user.groups.add(group)
+    user.groups.add(reviewer_group)
     people = [django_user_model.objects.create_user(username=n) for n in ("ann", "ben", "cat")]
     make_chat(people[2], turns=2, title="Plain questions about tea")
     make_chat(people[1], turns=2, title="A reply that failed", reply_status="failed")

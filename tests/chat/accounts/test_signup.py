@@ -166,7 +166,7 @@ def test_existing_people_are_approved_by_the_migration(django_user_model):
 
     from django.apps import apps
 
-    migration = importlib.import_module("chat.migrations.0007_accounts_invites")
+    migration = importlib.import_module("chat.migrations.0008_accounts_invites")
     before = django_user_model.objects.create_user(username="before", password="a-long-test-password")
     assert not Account.objects.filter(user=before).exists()
     migration.approve_existing(apps, None)
