@@ -12,6 +12,8 @@ Keys (``chat:`` prefix; the channel layer and Celery keep their own):
 | ``chat:progress:<message>`` | string | reply tokens generated so far, written with the lease by the heartbeat (not per token) |
 | ``chat:stream:<message>`` | list | a reply's delta texts, index = seq (the stream log) |
 | ``chat:sockets:<user>`` | sorted set | a user's open sockets, score = last refresh |
+| ``chat:tokens:<user>:<day>`` | string | tokens a person's replies used that day (``chat/quotas.py``) |
+| ``chat:limits/...`` | (``limits``) | the moving window of a person's messages per minute |
 | ``chat:wstats:<worker>`` | string | the worker's engine figures (JSON), written by its heartbeat, expiring with it |
 | ``chat:metrics:counters`` | hash | Prometheus counters of every process (``chat/metrics.py``) |
 | ``chat:metrics:hist:<name>`` | hash | a histogram's bucket counts and sum |
@@ -49,6 +51,10 @@ def stream_key(message_id: int) -> str:
 
 def sockets_key(user_id: int) -> str:
     return f"chat:sockets:{int(user_id)}"
+
+
+def tokens_key(user_id: int, day) -> str:
+    return f"chat:tokens:{int(user_id)}:{day.isoformat()}"
 
 
 def live_workers(client: redis.Redis) -> list[str]:

@@ -5,10 +5,11 @@ from django.conf import settings
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from .errors import ChatError
 from .liveness import ReplyProgress, replies_progress
-from .models import Conversation, Feedback, Message
+from .models import Account, Conversation, Feedback, Invite, Message
 
 NOT_FOUND = "No such conversation, or it is not yours."
 
@@ -102,6 +103,34 @@ def replies_active_by_status() -> dict[str, int]:
 def replies_active_for_user(*, user_id: int) -> int:
     """How many replies of this person are queued or streaming, over all their conversations."""
     return Message.objects.filter(conversation__owner_id=user_id, status__in=Message.ACTIVE_STATUSES).count()
+
+
+# --- Accounts: who may chat, which invite a sign-up link is.
+NOT_APPROVED = ("Your account is waiting for approval by the site's staff: you can look around, but you cannot "
+                "send messages until they approve it.")
+
+
+def account_may_chat(*, user) -> bool:
+    """Whether this person may send messages: staff always; others unless their account awaits approval (a
+    user without an Account row was made by staff and counts as approved)."""
+    if user.is_staff or user.is_superuser:
+        return True
+    return not Account.objects.filter(user_id=user.pk, approved_at__isnull=True).exists()
+
+
+def invite_for_signup(*, token) -> Invite:
+    """The invite a sign-up link carries, or ``ChatError`` saying why it cannot be used."""
+    invite = Invite.objects.filter(token=token).first() if isinstance(token, str) and token else None
+    if invite is None:
+        raise ChatError("invite_unknown", "This invite link is not valid: check that you copied all of it, or "
+                                          "ask the person who sent it for a new one.")
+    if invite.used_at is not None:
+        raise ChatError("invite_used", "This invite link has already been used; each link signs up one person. "
+                                       "Ask for a new one.")
+    if invite.expires_at <= timezone.now():
+        raise ChatError("invite_expired", f"This invite link expired on {invite.expires_at:%Y-%m-%d %H:%M} UTC; "
+                                          "ask for a new one.")
+    return invite
 
 
 

@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from . import events, liveness, metrics, selectors
+from . import events, liveness, metrics, quotas, selectors
 from .errors import ChatError
 from .models import Conversation, Feedback, Message
 from .params import generation_params_clean
@@ -78,26 +78,38 @@ def _require_worker() -> None:
                                      "Nothing was stored; try again in a minute.")
 
 
-def _too_many_active() -> ChatError:
-    cap = settings.CHAT_MAX_ACTIVE_PER_USER
+def _require_approved(user) -> None:
+    """People whose account awaits staff approval (``CHAT_SIGNUP=approval``) may look around but not chat."""
+    if not selectors.account_may_chat(user=user):
+        raise ChatError("not_approved", selectors.NOT_APPROVED)
+
+
+def _too_many_active(cap: int) -> ChatError:
     return ChatError("too_many_active", f"You already have {cap} replies being written; wait for one to finish "
                                         "or press Stop, then send again.")
 
 
-def _precheck_capacity(user_id: int) -> None:
-    """The cap, read-only and before any write lock: a person at the cap who keeps sending costs one read, not a
-    write transaction (which on SQLite locks the whole database)."""
-    if selectors.replies_active_for_user(user_id=user_id) >= settings.CHAT_MAX_ACTIVE_PER_USER:
-        raise _too_many_active()
+def _admit(user_id: int) -> quotas.Allowance:
+    """Everything checked before a new reply's write transaction, cheapest first, none of it holding a lock:
+    the cap on replies at once (a read: a person at the cap who keeps sending costs one read, not a write
+    transaction, which on SQLite locks the whole database), today's tokens, a live worker, and last the
+    person's messages per minute (last, so a send refused for another reason does not use up the minute)."""
+    allowance = quotas.allowance_for(user_id)
+    if selectors.replies_active_for_user(user_id=user_id) >= allowance.max_active:
+        raise _too_many_active(allowance.max_active)
+    quotas.require_tokens_left(user_id, allowance)
+    _require_worker()
+    quotas.message_hit(user_id, allowance)
+    return allowance
 
 
-def _require_capacity(user_id: int) -> None:
-    """At most CHAT_MAX_ACTIVE_PER_USER replies of one person queued or streaming at once, over all their
+def _require_capacity(user_id: int, allowance: quotas.Allowance) -> None:
+    """At most ``allowance.max_active`` replies of one person queued or streaming at once, over all their
     conversations and sockets, so one person cannot fill the queue everyone shares. The person's row is locked
     first, so concurrent sends of one person are counted one after another."""
     get_user_model().objects.select_for_update().only("pk").get(pk=user_id)
-    if selectors.replies_active_for_user(user_id=user_id) >= settings.CHAT_MAX_ACTIVE_PER_USER:
-        raise _too_many_active()
+    if selectors.replies_active_for_user(user_id=user_id) >= allowance.max_active:
+        raise _too_many_active(allowance.max_active)
 
 
 def _reply_create(*, conversation: Conversation, parent: Message, params: dict) -> Message:
@@ -110,16 +122,16 @@ def _reply_create(*, conversation: Conversation, parent: Message, params: dict) 
 def message_send(*, user, conversation_id: int | None, content, params=None,
                  client_id: str | None = None) -> SendResult:
     """Store the user's message and a queued reply; on commit, tell the user's sockets and queue the task."""
+    _require_approved(user)
     text = clean_text(content)
     if not text.strip():
         raise ChatError("empty", "Type a message first.")
     if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ChatError("too_long", f"The message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
     clean_params = generation_params_clean(params)
-    _precheck_capacity(user.pk)
-    _require_worker()
+    allowance = _admit(user.pk)
     with transaction.atomic():
-        _require_capacity(user.pk)
+        _require_capacity(user.pk, allowance)
         created = conversation_id is None
         if created:
             conversation = Conversation.objects.create(owner=user, title=_title_from(text),
@@ -150,14 +162,14 @@ def message_send(*, user, conversation_id: int | None, content, params=None,
 
 def message_regenerate(*, user, message_id, params=None, client_id: str | None = None) -> Message:
     """Replace the newest reply with a new one. The old reply stays as an alternative (``is_current`` False)."""
+    _require_approved(user)
     old = selectors.message_get_for_user(user=user, message_id=message_id)
     clean_params = generation_params_clean(params)
     if old.role != Message.Role.ASSISTANT:
         raise ChatError("not_regenerable", "Only an assistant reply can be regenerated.")
-    _precheck_capacity(user.pk)
-    _require_worker()
+    allowance = _admit(user.pk)
     with transaction.atomic():
-        _require_capacity(user.pk)
+        _require_capacity(user.pk, allowance)
         conversation = Conversation.objects.select_for_update().get(pk=old.conversation_id)
         if selectors.message_active_in_conversation(conversation_id=conversation.pk):
             raise ChatError("busy", BUSY)
@@ -249,11 +261,16 @@ def message_finish(*, message_id: int, content: str | None, status: str, finish_
         if not Message.objects.filter(pk=message_id, status__in=only_from).update(**fields):
             return None
         final = Message.objects.select_related("conversation").get(pk=message_id)
-        transaction.on_commit(lambda: events.notify(final.conversation.owner_id, events.done_frame(final)))
-        # Counted once, when the end is stored (an end that lost the race above is not a reply).
-        transaction.on_commit(lambda: metrics.observe_reply(status=status, ttft_ms=ttft_ms, tokens_per_s=tokens_per_s,
-                                                            prompt_tokens=prompt_tokens,
-                                                            completion_tokens=completion_tokens))
+
+        def after_commit():
+            # Charged here, where every reply ends once: the worker's own count of what the reply cost.
+            quotas.tokens_count(final.conversation.owner_id, (prompt_tokens or 0) + (completion_tokens or 0))
+            events.notify(final.conversation.owner_id, events.done_frame(final))
+            # Counted once, when the end is stored (an end that lost the race above is not a reply).
+            metrics.observe_reply(status=status, ttft_ms=ttft_ms, tokens_per_s=tokens_per_s,
+                                  prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+        transaction.on_commit(after_commit)
     return final
 
 

@@ -8,6 +8,7 @@ urlpatterns = [
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),
     path("metrics", ops.metrics_view, name="metrics"),
+    path("api/quota/", views.quota, name="quota"),
     path("api/conversations/", views.conversation_list, name="conversation-list"),
     path("api/conversations/<int:conversation_id>/", views.conversation_detail, name="conversation-detail"),
 ]
