@@ -1,20 +1,27 @@
 """Pages and small JSON endpoints; every read is scoped to the signed-in user."""
+from datetime import datetime
+
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 
-from . import events, selectors
+from . import exports, params, selectors
 from .errors import ChatError
 
 
 @login_required
 def chat_page(request):
-    """The chat page; conversations and messages load through the JSON endpoints."""
-    return render(request, "chat/index.html", {"review_enabled": settings.CHAT_REVIEW_ENABLED})
+    """The chat page; conversations and messages load through the JSON endpoints. The settings panel's bounds
+    and the person's defaults come with the page (as JSON data, not script: the CSP runs no inline script)."""
+    return render(request, "chat/index.html", {
+        "review_enabled": settings.CHAT_REVIEW_ENABLED,
+        "chat_config": {"bounds": params.bounds(), "defaults": selectors.chat_defaults_for(user=request.user),
+                        "model": settings.CHAT_MODEL, "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS},
+    })
 
 
 def signup(request):
@@ -33,11 +40,30 @@ def _json_error(exc: ChatError, status: int = 404):
     return JsonResponse({"error": {"code": exc.code, "detail": exc.detail}}, status=status)
 
 
+def _cursor_text(cursor) -> str | None:
+    return None if cursor is None else f"{cursor[0].isoformat()}_{cursor[1]}"
+
+
+def _cursor_parse(text: str) -> tuple | None:
+    stamp, _, last_id = text.rpartition("_")
+    try:
+        return datetime.fromisoformat(stamp), int(last_id)
+    except ValueError:
+        raise ChatError("bad_cursor", "That page of the list does not exist; reload the list.") from None
+
+
 @login_required
 @require_GET
 def conversation_list(request):
-    rows = selectors.conversation_list_for_user(user=request.user).values("id", "title", "updated_at")[:200]
-    return JsonResponse({"conversations": list(rows)})
+    """A page of the person's conversations, newest first; ``q`` searches titles and messages, ``after`` is
+    the ``next`` cursor of the previous page."""
+    try:
+        after = _cursor_parse(request.GET["after"]) if request.GET.get("after") else None
+    except ChatError as exc:
+        return _json_error(exc, 400)
+    rows, cursor = selectors.conversation_page_for_user(user=request.user, query=request.GET.get("q", "")[:200],
+                                                        after=after)
+    return JsonResponse({"conversations": rows, "next": _cursor_text(cursor)})
 
 
 @login_required
@@ -48,10 +74,31 @@ def conversation_detail(request, conversation_id: int):
     except ChatError as exc:
         return _json_error(exc)
     # The stored error too, so a failed reply still says why after a reload.
-    messages = [{**events.message_payload(m), "error": m.error}
-                for m in selectors.messages_current(conversation=conversation)]
-    return JsonResponse({"conversation": {"id": conversation.id, "title": conversation.title},
+    messages = selectors.thread_for_user(user=request.user, conversation=conversation)
+    return JsonResponse({"conversation": {"id": conversation.id, "title": conversation.title,
+                                          "system_prompt": conversation.system_prompt,
+                                          "params": conversation.params},
                          "messages": messages})
+
+
+@login_required
+@require_GET
+def conversation_export(request, conversation_id: int, fmt: str):
+    """Download one of the person's conversations as Markdown (``md``) or JSON (``json``)."""
+    try:
+        conversation, messages = selectors.conversation_for_export(user=request.user,
+                                                                   conversation_id=conversation_id)
+    except ChatError as exc:
+        return _json_error(exc)
+    if fmt not in ("md", "json"):
+        return _json_error(ChatError("not_found", "Exports are .md or .json."))
+    if fmt == "json":
+        body, kind = exports.as_json(conversation, messages), "application/json"
+    else:
+        body, kind = exports.as_markdown(conversation, messages), "text/markdown"
+    response = HttpResponse(body, content_type=f"{kind}; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="conversation-{conversation.pk}.{fmt}"'
+    return response
 
 
 def healthz(request):
