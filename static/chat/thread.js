@@ -255,7 +255,14 @@ export const threadHandlers = {
     ChatMarkdown.append(el.querySelector(".body"), f.text); // rendered, and scrolled to, at the next frame
   },
   done(f) {
-    if (!state.elements.get(f.message)) return;
+    const el = state.elements.get(f.message);
+    if (!el) return;
+    // What streamed in should be exactly what was stored: a lost or doubled delta would differ. Counted where
+    // the browser tests read it; the stored text is shown either way.
+    const streamed = ChatMarkdown.source(el.querySelector(".body"));
+    if (state.messages.get(f.message)?.status === "streaming" && streamed !== f.content) {
+      $("messages").dataset.streamMismatches = Number($("messages").dataset.streamMismatches || 0) + 1;
+    }
     renderMessage({ id: f.message, role: "assistant", content: f.content, status: f.status, usage: f.usage,
                     timing: f.timing, error: f.error });
     if (state.active === f.message) setActive(null);
