@@ -26,8 +26,19 @@ def db(fn):
 
 @pytest.fixture
 def person(live_stack, transactional_db, make_user, session_cookie):
-    """A signed-in person, made before the browser starts."""
+    """A signed-in person, made before the browser starts, whose chats start with short replies (their own
+    defaults: 2 shared CPU cores write 24 tokens much sooner than 256)."""
+    from chat.models import ChatDefaults
+
     user = make_user("ines")
+    ChatDefaults.objects.create(user=user, params={"max_new_tokens": 24})
+    return user, session_cookie(user)
+
+
+@pytest.fixture
+def patient_person(live_stack, transactional_db, make_user, session_cookie):
+    """A signed-in person with the site's defaults: long replies, to act while one streams."""
+    user = make_user("jon")
     return user, session_cookie(user)
 
 
@@ -91,7 +102,7 @@ def test_edit_switch_branches_continue_and_regenerate_an_older_reply(page, perso
     expect(page.locator(".msg")).to_have_count(4)
     assert bodies(page) == first_branch
     say(page, "And another one")  # continues from the chosen branch
-    rows = db(lambda: list(Message.objects.filter(conversation__owner=user).order_by("id")))
+    rows = db(lambda: list(Message.objects.filter(conversation__owner=user).select_related("parent").order_by("id")))
     last_user = [m for m in rows if m.content == "And another one"][0]
     colour_reply = [m for m in rows if m.role == "assistant" and m.parent.content == "Name a colour"][0]
     assert last_user.parent_id == colour_reply.id
@@ -138,7 +149,8 @@ def test_settings_apply_to_the_next_reply_and_new_chats_start_from_my_defaults(p
     page.click("#settings-save")
     expect(page.locator("#settings-saved")).to_have_text("Saved.")
     say(page, "Tell me a long story about the sea.")
-    reply = db(lambda: Message.objects.filter(conversation__owner=person[0], role="assistant").order_by("-id").first())
+    reply = db(lambda: Message.objects.filter(conversation__owner=person[0], role="assistant")
+               .select_related("conversation").order_by("-id").first())
     assert reply.params["max_new_tokens"] == 5 and 0 < reply.completion_tokens <= 5
     assert reply.conversation.system_prompt == "You are terse."
     assert db(lambda: ChatDefaults.objects.get(user=person[0]).params) == {"max_new_tokens": 5}
@@ -227,7 +239,7 @@ def test_the_model_titles_a_new_conversation_after_its_first_reply(page, person)
     expect(page.locator("#conversations a.current")).to_have_text(title)
 
 
-def test_a_dropped_socket_reconnects_and_the_reply_finishes_once(person, live_stack):
+def test_a_dropped_socket_reconnects_and_the_reply_finishes_once(patient_person, live_stack):
     from chat.models import Message
 
     sockets = []
@@ -237,7 +249,7 @@ def test_a_dropped_socket_reconnects_and_the_reply_finishes_once(person, live_st
         sockets.append(ws)
 
     with sync_playwright() as p:
-        browser, page = open_browser(p, live_stack.origin, person[1])
+        browser, page = open_browser(p, live_stack.origin, patient_person[1])
         page.route_web_socket("**/ws/chat/", through)
         page.goto(live_stack.origin + "/")
         expect(page.locator("#connection")).to_have_text("connected")
@@ -254,13 +266,25 @@ def test_a_dropped_socket_reconnects_and_the_reply_finishes_once(person, live_st
         expect(page.locator(".msg.assistant")).to_have_count(1)
         # The page compares the text that streamed in with the stored text at the end: nothing lost or doubled.
         assert page.locator("#messages").get_attribute("data-stream-mismatches") is None
-        stored = db(lambda: Message.objects.get(conversation__owner=person[0], role="assistant"))
+        stored = db(lambda: Message.objects.get(conversation__owner=patient_person[0], role="assistant"))
         assert stored.status == "complete" and stored.content
         browser.close()
         assert page.errors == []
 
 
-def test_escape_stops_and_up_edits_the_last_message(page):
+@pytest.fixture
+def patient_page(patient_person, live_stack):
+    with sync_playwright() as p:
+        browser, page = open_browser(p, live_stack.origin, patient_person[1])
+        page.goto(live_stack.origin + "/")
+        expect(page.locator("#connection")).to_have_text("connected")
+        yield page
+        browser.close()
+        assert page.errors == [], f"script errors on the page: {page.errors}"
+
+
+def test_escape_stops_and_up_edits_the_last_message(patient_page):
+    page = patient_page
     page.fill("#input", "Write a long story about a dragon who learns to bake.")
     page.press("#input", "Enter")
     expect(page.locator(".msg.assistant")).to_have_class("msg assistant streaming")
