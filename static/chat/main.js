@@ -38,6 +38,7 @@ function newChat() {
 
 function adopt(id) {
   state.conversation = id;
+  state.settings = structuredClone(state.config.defaults); // a new conversation starts from the person's defaults
   history.replaceState(null, "", `#${id}`);
   markCurrent();
 }
@@ -51,8 +52,11 @@ on("message", (f) => {
   // A message of a conversation the list does not have: its conversation frame was lost (the socket's
   // watchdog resent only the message). Reload the list; a send of this tab's own still lands in its chat.
   if (!sidebar.has(m.conversation)) {
-    if (state.conversation === null && state.pendingClientId) adopt(m.conversation);
     sidebar.reload();
+    if (state.conversation === null && state.pendingClientId) {
+      openConversation(m.conversation); // the whole thread from the server, then the live reply
+      return;
+    }
   } else if (m.role === "user") {
     sidebar.touch({ id: m.conversation }, true);
   }

@@ -15,7 +15,7 @@ skip_without_chromium()
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 pytestmark = pytest.mark.e2e
-DONE = 120_000
+DONE = 240_000
 
 
 def db(fn):
@@ -37,8 +37,12 @@ def person(live_stack, transactional_db, make_user, session_cookie):
 
 @pytest.fixture
 def patient_person(live_stack, transactional_db, make_user, session_cookie):
-    """A signed-in person with the site's defaults: long replies, to act while one streams."""
+    """A signed-in person whose replies are long enough to act while one streams (80 tokens: tens of seconds on
+    2 shared cores), yet end within the test's wait."""
+    from chat.models import ChatDefaults
+
     user = make_user("jon")
+    ChatDefaults.objects.create(user=user, params={"max_new_tokens": 80})
     return user, session_cookie(user)
 
 
