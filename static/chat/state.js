@@ -9,8 +9,8 @@ export const state = {
   elements: new Map(),   // message id -> element
   messages: new Map(),   // message id -> what the page knows of it (role, content, status, siblings, feedback…)
   settings: null,        // the shown conversation's {system_prompt, params}
-  // Bounds of the settings, the person's defaults, the model: rendered into the page as JSON data.
-  config: JSON.parse(document.getElementById("chat-config").textContent),
+  // Bounds of the settings, the person's defaults, the model: rendered into the page as JSON in an attribute.
+  config: JSON.parse(document.getElementById("thread").dataset.config),
 };
 
 export function showError(text) {
