@@ -62,6 +62,21 @@ on("message", (f) => {
   }
   threadHandlers.message(f);
 });
+// A delta of a reply this page has never heard of, while its own first send waits for its conversation: the
+// conversation and message frames were lost on the way. Reload the list and open the conversation that is new.
+let recovering = null;
+on("delta", async (f) => {
+  if (!state.elements.has(f.message) && state.conversation === null && state.pendingClientId
+      && recovering !== state.pendingClientId) {
+    recovering = state.pendingClientId;
+    const known = new Set(sidebar.ids());
+    await sidebar.reload();
+    const fresh = sidebar.ids().find((id) => !known.has(id));
+    if (fresh !== undefined && state.conversation === null) openConversation(fresh);
+    return;
+  }
+  threadHandlers.delta(f);
+});
 on("conversation", (f) => {
   // A conversation this tab just started (its first frames carry our client_id; this one comes first).
   if (state.pendingClientId && state.conversation === null) adopt(f.conversation.id);

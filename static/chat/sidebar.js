@@ -41,6 +41,7 @@ async function loadMore(reset) {
 }
 
 export const has = (id) => items.some((c) => c.id === id);
+export const ids = () => items.map((c) => c.id);
 
 function groupOf(stamp, now) {
   const day = new Date(stamp);

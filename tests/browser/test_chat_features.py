@@ -276,6 +276,37 @@ def test_a_dropped_socket_reconnects_and_the_reply_finishes_once(patient_person,
         assert page.errors == []
 
 
+def test_a_new_chat_whose_first_frames_were_lost_still_appears(person, live_stack):
+    """The network loses the new conversation's conversation and message frames; its deltas still come. The page
+    reloads the list, finds the new conversation and opens it: question, reply and title all appear."""
+    dropped = []
+
+    def lossy(ws):
+        server = ws.connect_to_server()
+
+        def to_page(message):
+            frame = json.loads(message)
+            if frame["type"] in ("conversation", "message") and "seq" not in frame:
+                dropped.append(frame["type"])
+                return
+            ws.send(message)
+        server.on_message(to_page)
+
+    with sync_playwright() as p:
+        browser, page = open_browser(p, live_stack.origin, person[1])
+        page.route_web_socket("**/ws/chat/", lossy)
+        page.goto(live_stack.origin + "/")
+        expect(page.locator("#connection")).to_have_text("connected")
+        page.fill("#input", "Name three rivers.")
+        page.press("#input", "Enter")
+        expect(page.locator(".msg.user .body")).to_have_text("Name three rivers.")
+        expect(page.locator(".msg.assistant")).to_have_class("msg assistant complete", timeout=DONE)
+        expect(page.locator("#conversations li")).to_have_count(1)
+        assert dropped[:3] == ["conversation", "message", "message"]
+        browser.close()
+        assert page.errors == []
+
+
 @pytest.fixture
 def patient_page(patient_person, live_stack):
     with sync_playwright() as p:
@@ -301,6 +332,18 @@ def test_escape_stops_and_up_edits_the_last_message(patient_page):
     expect(page.locator(".edit-form textarea")).to_have_value("Write a long story about a dragon who learns to bake.")
     page.keyboard.press("Escape")
     expect(page.locator(".edit-form")).to_have_count(0)
+
+
+def test_a_refusal_is_a_sentence_next_to_the_input(page, person):
+    """Too long is caught on the page before anything is sent, said in a sentence next to the input; the line
+    clears with the next send."""
+    page.fill("#input", "x" * 16001)
+    page.press("#input", "Enter")
+    expect(page.locator("#error")).to_have_text("The message is too long: at most 16000 characters.")
+    expect(page.locator(".msg")).to_have_count(0)
+    page.fill("#input", "")
+    say(page, "Hi")
+    expect(page.locator("#error")).to_be_hidden()
 
 
 def test_phone_width_sidebar_is_a_drawer(person, live_stack):
