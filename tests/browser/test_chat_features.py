@@ -363,3 +363,21 @@ def test_phone_width_sidebar_is_a_drawer(person, live_stack):
         page.screenshot(path=str(SCREENSHOTS / "phone.png"))
         browser.close()
         assert page.errors == []
+
+
+def test_deleting_a_conversation_with_a_reply_streaming_stops_it_first(patient_page, patient_person):
+    from chat.models import Conversation, Message
+
+    page = patient_page
+    page.fill("#input", "Write a long story about a fox and a crow.")
+    page.press("#input", "Enter")
+    expect(page.locator(".msg.assistant")).to_have_class("msg assistant streaming")
+    page.click("#delete")
+    expect(page.locator("#delete-note")).to_be_visible()  # "The reply being written is stopped first."
+    page.click("#delete-confirm")
+    expect(page.locator("#title")).to_have_text("New chat")
+    expect(page.locator("#conversations li")).to_have_count(0)
+    expect(page.locator("#send")).to_be_enabled()
+    assert not db(lambda: Conversation.objects.filter(owner=patient_person[0]).exists())
+    assert not db(lambda: Message.objects.filter(conversation__owner=patient_person[0]).exists())
+    say(page, "Hello")  # the worker took the stop in its stride: the next reply is written
