@@ -11,4 +11,6 @@ urlpatterns = [
     path("api/quota/", views.quota, name="quota"),
     path("api/conversations/", views.conversation_list, name="conversation-list"),
     path("api/conversations/<int:conversation_id>/", views.conversation_detail, name="conversation-detail"),
+    path("api/conversations/<int:conversation_id>/export.<fmt>", views.conversation_export,
+         name="conversation-export"),
 ]

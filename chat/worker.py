@@ -23,7 +23,7 @@ from inference.output import coalesce
 from inference.prompt import PromptTooLong, build_prompt
 from inference.sampling import resolve_params
 
-from . import events, liveness, services, selectors
+from . import conversations, events, liveness, services, selectors
 from .logs import log_context
 from .models import Message
 from .redis import client as redis_client, wait_until_loaded
@@ -154,7 +154,37 @@ def generate_reply(message_id: int) -> None:
     message = services.message_start(message_id=message_id)
     if message is None:
         return  # stopped while queued, or already taken
-    ReplyJob(message, runtime()).run()
+    job = ReplyJob(message, runtime())
+    job.run()
+    # After the reply's done (sent on commit by message_finish) and its lease: a title never delays the reply.
+    if job.wants_title():
+        make_title(job)
+
+
+TITLE_PROMPT = ("Write a short title, at most six words, for a chat that begins with the message below. Answer "
+                "with the title only: no quotes, no full stop.\n\n{text}")
+TITLE_MAX_TOKENS = 16
+
+
+def make_title(job: "ReplyJob") -> None:
+    """Ask the model for a short title of a new conversation and store it, unless the person renamed it
+    meanwhile. Any failure keeps the title it has (the first words of the first message)."""
+    conversation = job.message.conversation
+    try:
+        first = selectors.history_for_prompt(message=job.message)[-1]["content"]
+        params = resolve_params({"temperature": 0.0, "max_new_tokens": TITLE_MAX_TOKENS},
+                                job.rt.loaded.model.generation_config,
+                                default_max_new_tokens=TITLE_MAX_TOKENS, max_new_tokens_cap=TITLE_MAX_TOKENS)
+        prompt = build_prompt(job.rt.loaded.tokenizer, [{"role": "user", "content": TITLE_PROMPT.format(
+            text=first[:2000])}], max_new_tokens=TITLE_MAX_TOKENS, window=job.rt.engine.context_window)
+        handle = job.rt.engine.submit(GenerationRequest(
+            input_ids=prompt.input_ids, params=params, stop_strings=tuple(prompt.stop_strings) + ("\n",),
+            request_id=f"title-{job.id}"))
+        text = "".join(chunk.text for chunk in coalesce(handle, 0) if chunk.text)
+        conversations.conversation_title_generated(conversation_id=conversation.pk, title=text,
+                                                   replacing=conversation.title)
+    except Exception:
+        log.warning("no title for conversation %s; it keeps its first words", conversation.pk, exc_info=True)
 
 
 def _failed(error: str) -> dict:
@@ -170,6 +200,16 @@ class ReplyJob:
         self.owner = message.conversation.owner_id
         self.pieces: list[str] = []  # exactly what the stream log holds
         self.first_at: float | None = None
+        self.ending: dict = {}
+
+    def wants_title(self) -> bool:
+        """A new conversation's first reply, finished well, under the title made from the first words."""
+        conversation = self.message.conversation
+        return (self.ending.get("status") == Message.Status.COMPLETE and self.message.parent is not None
+                and self.message.parent.parent_id is None
+                and conversation.title == services.title_from(self.message.parent.content)
+                and not Message.objects.filter(conversation_id=conversation.pk, role=Message.Role.ASSISTANT)
+                .exclude(pk=self.id).exists())
 
     def run(self) -> None:
         with log_context(reply_id=self.id, user_id=self.owner, conversation_id=self.message.conversation_id):
@@ -189,6 +229,7 @@ class ReplyJob:
             else:
                 ending = self.stream(request, used)
         finally:
+            self.ending = ending
             self.finish(ending)
 
     def prepare(self) -> tuple[GenerationRequest, dict]:

@@ -52,7 +52,7 @@ def test_sign_up_chat_and_see_the_reply_stream_in(page):
     expect(page.locator(".msg")).to_have_count(0)
     box.press("Enter")
     user = page.locator(".msg.user")
-    expect(user).to_have_text("Hello\nWhat is the capital of France? <img src=x onerror=alert(1)>")
+    expect(user.locator(".body")).to_have_text("Hello\nWhat is the capital of France? <img src=x onerror=alert(1)>")
     assert page.locator("#messages img").count() == 0  # typed HTML stays text
     reply = page.locator(".msg.assistant")
     expect(reply).to_have_class("msg assistant complete", timeout=120_000)
