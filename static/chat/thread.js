@@ -3,6 +3,7 @@
 // (markdown.js); what a person typed is shown exactly as typed (textContent).
 import { $, state, showError, button, newClientId } from "./state.js";
 import { send } from "./socket.js";
+import { refreshQuota } from "./quota.js";
 
 const ACTIVE = ["queued", "streaming"];
 let follow = true; // keep the newest text in view, until the person scrolls up
@@ -266,6 +267,7 @@ export const threadHandlers = {
     renderMessage({ id: f.message, role: "assistant", content: f.content, status: f.status, usage: f.usage,
                     timing: f.timing, error: f.error });
     if (state.active === f.message) setActive(null);
+    refreshQuota();
   },
   subscribed(f) {
     if (f.conversation === state.conversation && f.active === null) setActive(null);
