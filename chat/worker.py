@@ -157,7 +157,7 @@ def generate_reply(message_id: int) -> None:
     job = ReplyJob(message, runtime())
     job.run()
     # After the reply's done (sent on commit by message_finish) and its lease: a title never delays the reply.
-    if job.wants_title():
+    if settings.CHAT_AUTO_TITLE and job.wants_title():
         make_title(job)
 
 

@@ -260,6 +260,8 @@ CHAT_MAX_ACTIVE_PER_USER = env.int("CHAT_MAX_ACTIVE_PER_USER", default=3)
 # Fair use per person (chat/quotas.py; staff override them per person in the admin); 0 = no limit.
 CHAT_MESSAGES_PER_MINUTE = env.int("CHAT_MESSAGES_PER_MINUTE", default=20)
 CHAT_TOKENS_PER_DAY = env.int("CHAT_TOKENS_PER_DAY", default=200_000)
+# After a new conversation's first reply the worker asks the model for a short title (up to 16 tokens).
+CHAT_AUTO_TITLE = env.bool("CHAT_AUTO_TITLE", default=True)
 # How often an open socket re-reads its session (a logout or password change also tells its sockets at once)
 # and refreshes its place in the per-user socket count (a socket not refreshed for 3 intervals stops counting).
 CHAT_SOCKET_REFRESH_S = env.float("CHAT_SOCKET_REFRESH_S", default=30.0)

@@ -9,8 +9,10 @@ from tests.live import recv, send
 
 pytestmark = pytest.mark.e2e
 SOCKETS, ROUNDS, PER_ROUND = 16, 5, 25  # 2,000 replies
-# 125 replies per person in a few minutes: far past a person's fair use, which this test is not about.
-FAULT_ENV = {"CHAT_MESSAGES_PER_MINUTE": "0", "CHAT_TOKENS_PER_DAY": "0"}
+# 125 replies per person in a few minutes: far past a person's fair use, which this test is not about. Each
+# reply opens a conversation: without CHAT_AUTO_TITLE off, 2,000 titles of 16 tokens would quadruple the work
+# of replies of 4 (titles have their own tests).
+FAULT_ENV = {"CHAT_MESSAGES_PER_MINUTE": "0", "CHAT_TOKENS_PER_DAY": "0", "CHAT_AUTO_TITLE": "false"}
 
 
 @pytest.mark.timeout(900)
