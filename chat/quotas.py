@@ -84,8 +84,9 @@ def message_hit(user_id: int, allowance: Allowance) -> None:
                                 - timezone.now().timestamp()))
     except StorageError:
         raise ChatError("unavailable", UNAVAILABLE) from None
-    raise ChatError("rate_limited", f"You have sent {allowance.messages_per_minute} messages in the last minute, "
-                                    f"the most this site allows; try again in {wait} s.")
+    n = allowance.messages_per_minute
+    raise ChatError("rate_limited", f"You have sent {n} message{'s' if n != 1 else ''} in the last minute, the "
+                                    f"most this site allows; try again in {wait} s.")
 
 
 def _today() -> datetime.date:
@@ -130,7 +131,8 @@ def require_tokens_left(user_id: int, allowance: Allowance) -> None:
     if used >= allowance.tokens_per_day:
         reset = resets_at()
         raise ChatError("quota_exhausted",
-                        f"You have used today's {allowance.tokens_per_day:,} tokens. Your allowance starts again "
+                        f"You have used today's {allowance.tokens_per_day:,} token"
+                        f"{'s' if allowance.tokens_per_day != 1 else ''}. Your allowance starts again "
                         f"at {reset:%H:%M} {reset.tzname()} (in {_in_words((reset - timezone.now()).total_seconds())}).")
 
 

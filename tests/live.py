@@ -113,11 +113,17 @@ async def recv(ws, timeout: float = 60.0) -> dict:
 
 
 async def recv_extra(ws, timeout: float) -> dict | None:
-    """The next frame if one comes within ``timeout``, else None — for checking that nothing more is sent."""
-    try:
-        return await recv(ws, timeout)
-    except asyncio.TimeoutError:
-        return None
+    """The next frame about a reply if one comes within ``timeout``, else None — for checking that nothing more
+    is sent. A ``conversation`` frame is passed over: it is the model's title arriving for a new conversation
+    (CHAT_AUTO_TITLE), which follows its first reply by design."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            frame = await recv(ws, max(0.01, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            return None
+        if frame["type"] != "conversation":
+            return frame
 
 
 async def recv_until(ws, kind: str, timeout: float = 120.0, message: int | None = None) -> list[dict]:

@@ -346,6 +346,25 @@ def test_a_refusal_is_a_sentence_next_to_the_input(page, person):
     expect(page.locator("#error")).to_be_hidden()
 
 
+def test_rate_and_quota_refusals_are_sentences_next_to_the_input(page, person):
+    """The person's own allowance (set by staff) runs out: each refusal is the server's sentence next to the
+    input, and nothing is stored or shown for it."""
+    from chat.models import QuotaOverride
+
+    user = person[0]
+    db(lambda: QuotaOverride.objects.create(user=user, messages_per_minute=1))
+    say(page, "Hi")
+    page.fill("#input", "Again")
+    page.press("#input", "Enter")
+    expect(page.locator("#error")).to_contain_text("You have sent 1 message in the last minute, the most this "
+                                                   "site allows; try again in")
+    db(lambda: QuotaOverride.objects.filter(user=user).update(messages_per_minute=0, tokens_per_day=1))
+    page.fill("#input", "Once more")
+    page.press("#input", "Enter")
+    expect(page.locator("#error")).to_contain_text("You have used today's 1 token. Your allowance starts again at")
+    expect(page.locator(".msg.user")).to_have_count(1)
+
+
 def test_phone_width_sidebar_is_a_drawer(person, live_stack):
     with sync_playwright() as p:
         browser, page = open_browser(p, live_stack.origin, person[1], viewport=(390, 780))
