@@ -7,8 +7,10 @@ go through it — and it alone sends ``done``.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import secrets
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -18,7 +20,7 @@ from django.utils import timezone
 
 from . import events, liveness, selectors
 from .errors import ChatError
-from .models import Conversation, Feedback, Message
+from .models import ApiKey, Conversation, Feedback, Message
 from .params import generation_params_clean
 
 log = logging.getLogger(__name__)
@@ -230,8 +232,98 @@ def message_finish(*, message_id: int, content: str | None, status: str, finish_
         if not Message.objects.filter(pk=message_id, status__in=only_from).update(**fields):
             return None
         final = Message.objects.select_related("conversation").get(pk=message_id)
+        if not final.conversation.content_kept:
+            _forget_text(final)
         transaction.on_commit(lambda: events.notify(final.conversation.owner_id, events.done_frame(final)))
     return final
+
+
+def _forget_text(final: Message) -> None:
+    """A conversation whose API key keeps no text: once its reply has ended, every text of it goes (the worker
+    needed the prompt until now); counts, timings and the finish reason stay."""
+    Message.objects.filter(conversation_id=final.conversation_id).update(content="")
+    Conversation.objects.filter(pk=final.conversation_id).update(system_prompt="")
+    final.content = ""
+
+
+# --- the OpenAI-compatible API (chat/api/) -----------------------------------------------------------------
+API_KEY_START = "sk-"
+API_KEY_PREFIX_CHARS = 12
+API_KEY_NAME_CHARS = 100
+
+
+def api_key_secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass
+class NewApiKey:
+    key: ApiKey
+    plaintext: str  # shown once, never stored
+
+
+def api_key_create(*, owner, name: str, store_conversations: bool = True) -> NewApiKey:
+    """A new random key for ``owner``: ``sk-<prefix>-<secret>``. Only the secret's hash is stored."""
+    name = clean_text(name).strip()
+    if not name:
+        raise ChatError("invalid_name", "Give the key a name, so you can tell it apart later.")
+    if len(name) > API_KEY_NAME_CHARS:
+        raise ChatError("invalid_name", f"The name is too long: at most {API_KEY_NAME_CHARS} characters.")
+    prefix = secrets.token_hex(API_KEY_PREFIX_CHARS // 2)
+    secret = secrets.token_urlsafe(32)
+    key = ApiKey.objects.create(owner=owner, name=name, prefix=prefix, secret_hash=api_key_secret_hash(secret),
+                                store_conversations=bool(store_conversations))
+    return NewApiKey(key, f"{API_KEY_START}{prefix}-{secret}")
+
+
+def api_key_revoke(*, key_id: int, owner=None) -> ApiKey:
+    """Revoke a key (its owner's, or any key when ``owner`` is None: staff). Revoking twice keeps the first
+    time."""
+    keys = ApiKey.objects.all() if owner is None else ApiKey.objects.filter(owner=owner)
+    try:
+        key = keys.get(pk=int(key_id))
+    except (ApiKey.DoesNotExist, TypeError, ValueError, OverflowError):
+        raise ChatError("not_found", "No such key, or it is not yours.") from None
+    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    key.refresh_from_db()
+    return key
+
+
+def api_key_touch(*, key: ApiKey) -> None:
+    """Record that a key was used; at most one write a minute per key, not one per request."""
+    now = timezone.now()
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() >= 60:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+
+
+def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_user: str = "") -> Message:
+    """One API request as a new conversation of the key's owner: its system prompt, its turns as stored
+    messages, and a queued reply, dispatched to the same workers under the same per-person limits as the
+    chat. ``turns`` are ``{"role", "content"}`` with role system, user or assistant, the last a user's."""
+    user = key.owner
+    system = "\n\n".join(clean_text(t["content"]) for t in turns if t["role"] == "system")
+    chat_turns = [{"role": t["role"], "content": clean_text(t["content"])} for t in turns if t["role"] != "system"]
+    if not chat_turns or chat_turns[-1]["role"] != Message.Role.USER or not chat_turns[-1]["content"].strip():
+        raise ChatError("empty", "The last message must be a user's, with some text.")
+    if any(len(t["content"]) > settings.CHAT_MAX_MESSAGE_CHARS for t in chat_turns + [{"content": system}]):
+        raise ChatError("too_long", f"A message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
+    clean_params = generation_params_clean(params)
+    _precheck_capacity(user.pk)
+    _require_worker()
+    with transaction.atomic():
+        _require_capacity(user.pk)
+        kept = key.store_conversations
+        conversation = Conversation.objects.create(
+            owner=user, title=_title_from(chat_turns[-1]["content"]) if kept else "", system_prompt=system,
+            model_name=settings.CHAT_MODEL, source=Conversation.Source.API, api_key=key, api_key_name=key.name,
+            api_user=clean_text(end_user)[:256], content_kept=kept)
+        parent = None
+        for turn in chat_turns:
+            parent = Message.objects.create(conversation=conversation, parent=parent, role=turn["role"],
+                                            content=turn["content"], status=Message.Status.COMPLETE)
+        reply = _reply_create(conversation=conversation, parent=parent, params=clean_params)
+        transaction.on_commit(lambda: _dispatch(reply))
+    return reply
 
 
 def feedback_set(*, user, message_id, rating, comment="") -> Feedback | None:

@@ -189,8 +189,11 @@ class ReplyJob:
         if prompt.dropped_messages:
             services.message_checkpoint(message_id=self.id, content="", dropped_messages=prompt.dropped_messages)
         used = {"temperature": params.temperature, "top_p": params.top_p, "max_new_tokens": params.max_new_tokens}
-        request = GenerationRequest(input_ids=prompt.input_ids, params=params, stop_strings=prompt.stop_strings,
-                                    request_id=str(self.id))
+        stop = tuple(self.message.params.get("stop") or ())  # the request's own (API), after the format's
+        if stop:
+            used["stop"] = list(stop)
+        request = GenerationRequest(input_ids=prompt.input_ids, params=params,
+                                    stop_strings=prompt.stop_strings + stop, request_id=str(self.id))
         return request, used
 
     def stream(self, request: GenerationRequest, used: dict) -> dict:
