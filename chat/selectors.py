@@ -152,3 +152,10 @@ def transcript_page(*, conversation: Conversation, page=1, per_page: int | None 
                                            .order_by("id")))
                 .order_by("id"))
     return Paginator(messages, per_page or TRANSCRIPT_PAGE).get_page(page)
+
+
+def api_keys_for_user(*, user) -> list:
+    """A person's API keys, newest first (the hash stays out of the page's reach)."""
+    from .models import ApiKey
+
+    return list(ApiKey.objects.filter(owner=user).defer("secret_hash").order_by("-created_at", "-id"))

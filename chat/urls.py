@@ -1,10 +1,12 @@
 from django.urls import path
 
-from . import views
+from . import keys_views, views
 
 app_name = "chat"
 urlpatterns = [
     path("", views.chat_page, name="index"),
+    path("settings/api-keys/", keys_views.api_keys, name="api-keys"),
+    path("settings/api-keys/<int:key_id>/revoke", keys_views.api_key_revoke, name="api-key-revoke"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("api/conversations/", views.conversation_list, name="conversation-list"),

@@ -9,6 +9,7 @@ leaves an ``AuditEvent``. Writes go through ``chat.review``; list pages read thr
 - ``messages``: messages, feedback and gold answers as lists;
 - ``export``: the dataset export (SFT transcripts, preference pairs) of the conversation lists;
 - ``usage``: messages, tokens, speed and failures per day and per person, with a chart (reads: ``chat.usage``);
-- ``audit``: the audit trail, superusers only.
+- ``audit``: the audit trail, superusers only;
+- ``api_keys``: people's API keys, viewed and revoked (never edited).
 """
-from . import audit, conversations, messages, usage  # noqa: F401  (each registers its screens)
+from . import api_keys, audit, conversations, messages, usage  # noqa: F401  (each registers its screens)
