@@ -23,6 +23,9 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  { apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }; }; } || \
 	  echo "Chromium is not installed: browser tests will be skipped"
+	@# Emoji (👍/👎 in the pages) in the screenshots; cosmetic, so a failure is not an error.
+	@[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || { [ "$$(id -u)" = 0 ] && \
+	  apt-get install -y -qq fonts-noto-color-emoji >/dev/null 2>&1; } || true
 
 setup: $(VENV)/.installed
 

@@ -243,3 +243,62 @@ class AuditEvent(models.Model):
 
     def __str__(self):
         return f"{self.actor_name} {self.action} {self.conversation_id or ''}".strip()
+
+
+class Account(models.Model):
+    """A person's standing on this site, beside Django's user row: whether staff approved them to chat.
+
+    Made at sign-up (approved at once unless ``CHAT_SIGNUP`` is ``approval``); accounts that existed before were
+    approved by migration. A user with no row was made by staff (``createsuperuser``, the admin) and may chat,
+    as may every staff member.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account")
+    created_at = models.DateTimeField(auto_now_add=True)
+    approved_at = models.DateTimeField(null=True, blank=True, help_text="empty: awaiting approval by staff")
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+
+    class Meta:
+        indexes = [models.Index(fields=["approved_at"], name="account_approved")]
+
+    def __str__(self):
+        return f"account of user {self.user_id}"
+
+
+class Invite(models.Model):
+    """A single-use sign-up link staff create in the admin (``CHAT_SIGNUP=invite``)."""
+
+    token = models.CharField(max_length=64, unique=True, editable=False)
+    email = models.EmailField(blank=True, help_text="optional: only this address may sign up with the link")
+    note = models.CharField(max_length=200, blank=True, help_text="for staff: who it is for")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="+")
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"invite {self.pk}" + (f" for {self.email}" if self.email else "")
+
+
+class QuotaOverride(models.Model):
+    """One person's own allowance where it differs from the site's (``chat/quotas.py``); an empty field keeps
+    the site's setting. Most people have no row."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota_override")
+    messages_per_minute = models.PositiveIntegerField(null=True, blank=True,
+                                                      help_text="empty: the site's CHAT_MESSAGES_PER_MINUTE; 0: no limit")
+    tokens_per_day = models.PositiveIntegerField(null=True, blank=True,
+                                                 help_text="empty: the site's CHAT_TOKENS_PER_DAY; 0: no limit")
+    max_active = models.PositiveIntegerField(null=True, blank=True,
+                                             help_text="replies at once; empty: the site's CHAT_MAX_ACTIVE_PER_USER")
+    note = models.CharField(max_length=200, blank=True, help_text="why this person has their own allowance")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"allowance of {self.user}"

@@ -9,8 +9,11 @@ Keys (``chat:`` prefix; the channel layer and Celery keep their own):
 |---|---|---|
 | ``chat:workers`` | sorted set | live workers, score = when their heartbeat expires |
 | ``chat:lease:<message>`` | string | the worker holding a streaming reply; expires with its heartbeat |
+| ``chat:progress:<message>`` | string | reply tokens generated so far, written with the lease by the heartbeat (not per token) |
 | ``chat:stream:<message>`` | list | a reply's delta texts, index = seq (the stream log) |
 | ``chat:sockets:<user>`` | sorted set | a user's open sockets, score = last refresh |
+| ``chat:tokens:<user>:<day>`` | string | tokens a person's replies used that day (``chat/quotas.py``) |
+| ``chat:limits/...`` | (``limits``) | the moving window of a person's messages per minute |
 """
 from __future__ import annotations
 
@@ -31,12 +34,20 @@ def lease_key(message_id: int) -> str:
     return f"chat:lease:{int(message_id)}"
 
 
+def progress_key(message_id: int) -> str:
+    return f"chat:progress:{int(message_id)}"
+
+
 def stream_key(message_id: int) -> str:
     return f"chat:stream:{int(message_id)}"
 
 
 def sockets_key(user_id: int) -> str:
     return f"chat:sockets:{int(user_id)}"
+
+
+def tokens_key(user_id: int, day) -> str:
+    return f"chat:tokens:{int(user_id)}:{day.isoformat()}"
 
 
 def live_workers(client: redis.Redis) -> list[str]:

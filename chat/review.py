@@ -1,4 +1,5 @@
-"""Writes of the review panel: review states, gold answers, deletions, and the audit trail they leave.
+"""Writes of the review panel: review states, gold answers, deletions, cancelled generations, and the audit
+trail they leave.
 
 Every function here acts for a staff member (``actor``) on other people's transcripts, so each one writes an
 ``AuditEvent`` in the same transaction as its change: a change without its audit row cannot be committed.
@@ -17,7 +18,7 @@ from django.utils import timezone
 from .dataset import KINDS, conversation_id_chunks
 from .errors import ChatError
 from .models import AuditEvent, Conversation, GoldAnswer, Message
-from .services import clean_text
+from .services import StopOutcome, clean_text, reply_stop
 
 Action = AuditEvent.Action
 REVIEW_PERMISSION = "chat.review_conversation"
@@ -135,3 +136,24 @@ def export_record(*, actor, kind: str, conversations: QuerySet) -> ExportRecord:
                        details=details) for pk in ids])
         count, upto = count + len(ids), ids[-1]
     return ExportRecord(id=export_id, kind=kind, count=count, upto=upto)
+
+
+@transaction.atomic
+def generation_cancel(*, actor, message_ids: list[int]) -> dict[int, StopOutcome]:
+    """Stop replies being generated, exactly as their owner's Stop would (``services.reply_stop``: a queued
+    reply ends now, a streaming one is ended by its worker with the text so far); one audit row per reply
+    stopped. A reply that had already ended, or is no reply, is reported ``already_finished`` and left alone."""
+    _require_reviewer(actor)
+    ids = [int(pk) for pk in message_ids]
+    outcomes = {pk: StopOutcome.ALREADY_FINISHED for pk in ids}
+    audit = []
+    for reply in (Message.objects.filter(pk__in=ids, role=Message.Role.ASSISTANT)
+                  .select_related("conversation").order_by("pk")):
+        outcomes[reply.pk] = outcome = reply_stop(message=reply)
+        if outcome != StopOutcome.ALREADY_FINISHED:
+            audit.append(AuditEvent(actor=actor, actor_name=actor.get_username(), action=Action.CANCELLED_GENERATION,
+                                    conversation_id=reply.conversation_id, message_id=reply.pk,
+                                    details={"was": reply.status, "outcome": outcome.value,
+                                             "owner_id": reply.conversation.owner_id}))
+    AuditEvent.objects.bulk_create(audit)
+    return outcomes

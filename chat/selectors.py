@@ -5,9 +5,11 @@ from django.conf import settings
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from .errors import ChatError
-from .models import Conversation, Feedback, Message
+from .liveness import ReplyProgress, replies_progress
+from .models import Account, Conversation, Feedback, Invite, Message
 
 NOT_FOUND = "No such conversation, or it is not yours."
 
@@ -96,6 +98,34 @@ def replies_active_for_user(*, user_id: int) -> int:
     return Message.objects.filter(conversation__owner_id=user_id, status__in=Message.ACTIVE_STATUSES).count()
 
 
+# --- Accounts: who may chat, which invite a sign-up link is.
+NOT_APPROVED = ("Your account is waiting for approval by the site's staff: you can look around, but you cannot "
+                "send messages until they approve it.")
+
+
+def account_may_chat(*, user) -> bool:
+    """Whether this person may send messages: staff always; others unless their account awaits approval (a
+    user without an Account row was made by staff and counts as approved)."""
+    if user.is_staff or user.is_superuser:
+        return True
+    return not Account.objects.filter(user_id=user.pk, approved_at__isnull=True).exists()
+
+
+def invite_for_signup(*, token) -> Invite:
+    """The invite a sign-up link carries, or ``ChatError`` saying why it cannot be used."""
+    invite = Invite.objects.filter(token=token).first() if isinstance(token, str) and token else None
+    if invite is None:
+        raise ChatError("invite_unknown", "This invite link is not valid: check that you copied all of it, or "
+                                          "ask the person who sent it for a new one.")
+    if invite.used_at is not None:
+        raise ChatError("invite_used", "This invite link has already been used; each link signs up one person. "
+                                       "Ask for a new one.")
+    if invite.expires_at <= timezone.now():
+        raise ChatError("invite_expired", f"This invite link expired on {invite.expires_at:%Y-%m-%d %H:%M} UTC; "
+                                          "ask for a new one.")
+    return invite
+
+
 
 # --- The review panel's reads. Every per-row figure is a correlated subquery, so a list page is one query
 # whatever its length (joins with GROUP BY would multiply one another's counts and grow with the table).
@@ -142,6 +172,28 @@ def messages_for_review() -> QuerySet:
         thumbs_up=_count(Feedback.objects.filter(rating=1), "message"),
         thumbs_down=_count(Feedback.objects.filter(rating=-1), "message"),
     )
+
+
+def generations_live() -> QuerySet:
+    """Replies queued or streaming right now, longest waiting first, with their conversation and its owner."""
+    return (Message.objects.filter(role=Message.Role.ASSISTANT, status__in=Message.ACTIVE_STATUSES)
+            .select_related("conversation__owner").order_by("created_at", "id"))
+
+
+def replies_all() -> QuerySet:
+    """Every assistant reply, whatever its state (the live page looks up rows that ended since it was drawn)."""
+    return Message.objects.filter(role=Message.Role.ASSISTANT)
+
+
+def generations_progress(*, message_ids: list[int]) -> dict[int, ReplyProgress]:
+    """The worker holding each of these replies and its tokens so far, from Redis in one round trip for the
+    whole page. Redis unreachable: nothing is known (the page says "—" rather than failing)."""
+    from redis.exceptions import RedisError
+
+    try:
+        return replies_progress(list(message_ids))
+    except RedisError:
+        return {}
 
 
 def transcript_page(*, conversation: Conversation, page=1, per_page: int | None = None) -> Page:

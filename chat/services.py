@@ -3,7 +3,8 @@ sees the stored message before any delta of its reply. No network call inside a 
 worker check runs before it (a SQLite writer holds the whole database's lock).
 
 ``message_finish`` is the one place a reply ends — the worker's end, Stop, the sweep and a failed dispatch all
-go through it — and it alone sends ``done``.
+go through it — and it alone sends ``done``. ``reply_stop`` is the one way a reply is stopped, by its owner or
+by a reviewer.
 """
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass
+from enum import StrEnum
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from . import events, liveness, selectors
+from . import events, liveness, quotas, selectors
 from .errors import ChatError
 from .models import ApiKey, Conversation, Feedback, Message
 from .params import generation_params_clean
@@ -78,26 +80,38 @@ def _require_worker() -> None:
                                      "Nothing was stored; try again in a minute.")
 
 
-def _too_many_active() -> ChatError:
-    cap = settings.CHAT_MAX_ACTIVE_PER_USER
+def _require_approved(user) -> None:
+    """People whose account awaits staff approval (``CHAT_SIGNUP=approval``) may look around but not chat."""
+    if not selectors.account_may_chat(user=user):
+        raise ChatError("not_approved", selectors.NOT_APPROVED)
+
+
+def _too_many_active(cap: int) -> ChatError:
     return ChatError("too_many_active", f"You already have {cap} replies being written; wait for one to finish "
                                         "or press Stop, then send again.")
 
 
-def _precheck_capacity(user_id: int) -> None:
-    """The cap, read-only and before any write lock: a person at the cap who keeps sending costs one read, not a
-    write transaction (which on SQLite locks the whole database)."""
-    if selectors.replies_active_for_user(user_id=user_id) >= settings.CHAT_MAX_ACTIVE_PER_USER:
-        raise _too_many_active()
+def _admit(user_id: int) -> quotas.Allowance:
+    """Everything checked before a new reply's write transaction, cheapest first, none of it holding a lock:
+    the cap on replies at once (a read: a person at the cap who keeps sending costs one read, not a write
+    transaction, which on SQLite locks the whole database), today's tokens, a live worker, and last the
+    person's messages per minute (last, so a send refused for another reason does not use up the minute)."""
+    allowance = quotas.allowance_for(user_id)
+    if selectors.replies_active_for_user(user_id=user_id) >= allowance.max_active:
+        raise _too_many_active(allowance.max_active)
+    quotas.require_tokens_left(user_id, allowance)
+    _require_worker()
+    quotas.message_hit(user_id, allowance)
+    return allowance
 
 
-def _require_capacity(user_id: int) -> None:
-    """At most CHAT_MAX_ACTIVE_PER_USER replies of one person queued or streaming at once, over all their
+def _require_capacity(user_id: int, allowance: quotas.Allowance) -> None:
+    """At most ``allowance.max_active`` replies of one person queued or streaming at once, over all their
     conversations and sockets, so one person cannot fill the queue everyone shares. The person's row is locked
     first, so concurrent sends of one person are counted one after another."""
     get_user_model().objects.select_for_update().only("pk").get(pk=user_id)
-    if selectors.replies_active_for_user(user_id=user_id) >= settings.CHAT_MAX_ACTIVE_PER_USER:
-        raise _too_many_active()
+    if selectors.replies_active_for_user(user_id=user_id) >= allowance.max_active:
+        raise _too_many_active(allowance.max_active)
 
 
 def _reply_create(*, conversation: Conversation, parent: Message, params: dict) -> Message:
@@ -110,16 +124,16 @@ def _reply_create(*, conversation: Conversation, parent: Message, params: dict) 
 def message_send(*, user, conversation_id: int | None, content, params=None,
                  client_id: str | None = None) -> SendResult:
     """Store the user's message and a queued reply; on commit, tell the user's sockets and queue the task."""
+    _require_approved(user)
     text = clean_text(content)
     if not text.strip():
         raise ChatError("empty", "Type a message first.")
     if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ChatError("too_long", f"The message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
     clean_params = generation_params_clean(params)
-    _precheck_capacity(user.pk)
-    _require_worker()
+    allowance = _admit(user.pk)
     with transaction.atomic():
-        _require_capacity(user.pk)
+        _require_capacity(user.pk, allowance)
         created = conversation_id is None
         if created:
             conversation = Conversation.objects.create(owner=user, title=_title_from(text),
@@ -150,14 +164,14 @@ def message_send(*, user, conversation_id: int | None, content, params=None,
 
 def message_regenerate(*, user, message_id, params=None, client_id: str | None = None) -> Message:
     """Replace the newest reply with a new one. The old reply stays as an alternative (``is_current`` False)."""
+    _require_approved(user)
     old = selectors.message_get_for_user(user=user, message_id=message_id)
     clean_params = generation_params_clean(params)
     if old.role != Message.Role.ASSISTANT:
         raise ChatError("not_regenerable", "Only an assistant reply can be regenerated.")
-    _precheck_capacity(user.pk)
-    _require_worker()
+    allowance = _admit(user.pk)
     with transaction.atomic():
-        _require_capacity(user.pk)
+        _require_capacity(user.pk, allowance)
         conversation = Conversation.objects.select_for_update().get(pk=old.conversation_id)
         if selectors.message_active_in_conversation(conversation_id=conversation.pk):
             raise ChatError("busy", BUSY)
@@ -176,20 +190,37 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
     return reply
 
 
+class StopOutcome(StrEnum):
+    """What a stop did: ended a queued reply now, asked the worker to end a streaming one, or found it ended."""
+
+    STOPPED = "stopped"
+    STOPPING = "stopping"
+    ALREADY_FINISHED = "already_finished"
+
+
+def reply_stop(*, message: Message) -> StopOutcome:
+    """The one way a reply is stopped, whoever asks (its owner: ``message_stop``; a reviewer:
+    ``review.generation_cancel``); callers check who may. Queued: it ends now, empty. Streaming: the stop is
+    stored and every worker is told; the one holding it ends it within a step (or at its next checkpoint, if
+    the broadcast was lost) and stores the text so far. Already finished: nothing happens (a stop may race the
+    end)."""
+    with transaction.atomic():
+        if message_finish(message_id=message.pk, content="", status=Message.Status.STOPPED,
+                          finish_reason=Message.FinishReason.CANCELLED, only_from=(Message.Status.QUEUED,)):
+            return StopOutcome.STOPPED
+        if Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(stop_requested=True):
+            transaction.on_commit(lambda: events.broadcast_cancel_sync(message.pk))
+            return StopOutcome.STOPPING
+    return StopOutcome.ALREADY_FINISHED
+
+
 @transaction.atomic
 def message_stop(*, user, message_id) -> Message:
-    """Stop a reply. Queued: it ends now, empty. Streaming: the stop is stored and every worker is told; the one
-    holding it ends it within a step (or at its next checkpoint, if the broadcast was lost) and stores the text
-    so far. Already finished: nothing happens (a stop may race the end)."""
+    """The owner's Stop of one of their replies (``reply_stop``); returns the reply as it now stands."""
     message = selectors.message_get_for_user(user=user, message_id=message_id)
     if message.role != Message.Role.ASSISTANT:
         raise ChatError("not_stoppable", "Only an assistant reply can be stopped.")
-    stopped_now = message_finish(message_id=message.pk, content="", status=Message.Status.STOPPED,
-                                 finish_reason=Message.FinishReason.CANCELLED, only_from=(Message.Status.QUEUED,))
-    if stopped_now:
-        return stopped_now
-    if Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(stop_requested=True):
-        transaction.on_commit(lambda: events.broadcast_cancel_sync(message.pk))
+    reply_stop(message=message)
     message.refresh_from_db()
     return message
 
@@ -234,7 +265,13 @@ def message_finish(*, message_id: int, content: str | None, status: str, finish_
         final = Message.objects.select_related("conversation").get(pk=message_id)
         if not final.conversation.content_kept:
             _forget_text(final)
-        transaction.on_commit(lambda: events.notify(final.conversation.owner_id, events.done_frame(final)))
+
+        def after_commit():
+            # Charged here, where every reply ends once: the worker's own count of what the reply cost.
+            quotas.tokens_count(final.conversation.owner_id, (prompt_tokens or 0) + (completion_tokens or 0))
+            events.notify(final.conversation.owner_id, events.done_frame(final))
+
+        transaction.on_commit(after_commit)
     return final
 
 
@@ -299,7 +336,7 @@ def api_key_touch(*, key: ApiKey) -> None:
 def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_user: str = "") -> Message:
     """One API request as a new conversation of the key's owner: its system prompt, its turns as stored
     messages, and a queued reply, dispatched to the same workers under the same per-person limits as the
-    chat. ``turns`` are ``{"role", "content"}`` with role system, user or assistant, the last a user's."""
+    chat's (approval, replies at once, tokens today, messages a minute). ``turns`` are ``{"role", "content"}`` with role system, user or assistant, the last a user's."""
     user = key.owner
     system = "\n\n".join(clean_text(t["content"]) for t in turns if t["role"] == "system")
     chat_turns = [{"role": t["role"], "content": clean_text(t["content"])} for t in turns if t["role"] != "system"]
@@ -307,11 +344,11 @@ def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_u
         raise ChatError("empty", "The last message must be a user's, with some text.")
     if any(len(t["content"]) > settings.CHAT_MAX_MESSAGE_CHARS for t in chat_turns + [{"content": system}]):
         raise ChatError("too_long", f"A message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
+    _require_approved(user)
     clean_params = generation_params_clean(params)
-    _precheck_capacity(user.pk)
-    _require_worker()
+    allowance = _admit(user.pk)
     with transaction.atomic():
-        _require_capacity(user.pk)
+        _require_capacity(user.pk, allowance)
         kept = key.store_conversations
         conversation = Conversation.objects.create(
             owner=user, title=_title_from(chat_turns[-1]["content"]) if kept else "", system_prompt=system,

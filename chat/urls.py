@@ -9,6 +9,7 @@ urlpatterns = [
     path("settings/api-keys/<int:key_id>/revoke", keys_views.api_key_revoke, name="api-key-revoke"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("api/quota/", views.quota, name="quota"),
     path("api/conversations/", views.conversation_list, name="conversation-list"),
     path("api/conversations/<int:conversation_id>/", views.conversation_detail, name="conversation-detail"),
 ]

@@ -1,32 +1,21 @@
 """Pages and small JSON endpoints; every read is scoped to the signed-in user."""
 from django.conf import settings
-from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import UserCreationForm
 from django.http import JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from . import events, selectors
+from . import events, quotas, selectors
 from .errors import ChatError
 
 
 @login_required
 def chat_page(request):
     """The chat page; conversations and messages load through the JSON endpoints."""
-    return render(request, "chat/index.html", {"review_enabled": settings.CHAT_REVIEW_ENABLED})
-
-
-def signup(request):
-    """Create an account and sign in."""
-    if request.user.is_authenticated:
-        return redirect("chat:index")
-    form = UserCreationForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        user = form.save()
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        return redirect("chat:index")
-    return render(request, "registration/signup.html", {"form": form})
+    return render(request, "chat/index.html", {"review_enabled": settings.CHAT_REVIEW_ENABLED,
+                                               "quota": quotas.summary(request.user.pk),
+                                               "may_chat": selectors.account_may_chat(user=request.user),
+                                               "not_approved": selectors.NOT_APPROVED})
 
 
 def _json_error(exc: ChatError, status: int = 404):
@@ -52,6 +41,13 @@ def conversation_detail(request, conversation_id: int):
                 for m in selectors.messages_current(conversation=conversation)]
     return JsonResponse({"conversation": {"id": conversation.id, "title": conversation.title},
                          "messages": messages})
+
+
+@login_required
+@require_GET
+def quota(request):
+    """The person's allowance and today's use (the chat page refreshes its line after each reply)."""
+    return JsonResponse(quotas.summary(request.user.pk))
 
 
 def healthz(request):

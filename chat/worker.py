@@ -53,6 +53,7 @@ class Runtime:
         self.engine.warmup()
         self.name = f"{socket.gethostname()}-{os.getpid()}"
         self.holding: set[int] = set()  # replies this process is generating: their leases are renewed
+        self.tokens: dict[int, int] = {}  # their tokens so far, published with each heartbeat
         self._beat_now = threading.Event()
         wait_until_loaded(redis_client())
         self.link = WorkerLink(on_cancel=lambda message_id: self.engine.cancel(str(message_id)),
@@ -74,13 +75,17 @@ class Runtime:
         thread: nothing slow (a sweep, the database) may delay it past the lease's expiry."""
         while True:
             try:
-                liveness.heartbeat(self.name, list(self.holding))
+                self.beat()
                 wait = settings.CHAT_HEARTBEAT_S
             except Exception:  # Redis away: try again soon, it comes back
                 log.warning("heartbeat failed", exc_info=True)
                 wait = min(0.5, settings.CHAT_HEARTBEAT_S)
             self._beat_now.wait(wait)
             self._beat_now.clear()
+
+    def beat(self) -> None:
+        """One heartbeat: this worker, its leases and each reply's tokens so far."""
+        liveness.heartbeat(self.name, list(self.holding), dict(self.tokens))
 
     def _sweeps(self) -> None:
         while True:
@@ -93,13 +98,15 @@ class Runtime:
     def hold(self, message_id: int) -> None:
         """Take the reply's lease now; never raises (Redis away: the heartbeat thread takes it within a beat)."""
         self.holding.add(message_id)
+        self.tokens[message_id] = 0
         try:
-            liveness.heartbeat(self.name, [message_id])
+            liveness.heartbeat(self.name, [message_id], {message_id: 0})
         except Exception:
             log.warning("could not take the lease of %s now; the heartbeat will", message_id, exc_info=True)
 
     def release(self, message_id: int) -> None:
         self.holding.discard(message_id)
+        self.tokens.pop(message_id, None)
         try:
             liveness.release(message_id)
         except Exception:
@@ -204,6 +211,7 @@ class ReplyJob:
         done = None
         try:
             for chunk in coalesce(handle, settings.CHAT_STREAM_FLUSH_MS / 1000):
+                self.rt.tokens[self.id] = chunk.tokens  # read by the heartbeat thread: no Redis write here
                 if chunk.text:
                     self.publish(chunk.text)
                     if time.monotonic() - checkpoint_at > CHECKPOINT_S:

@@ -1,5 +1,6 @@
 """Settings, read from the environment in one place (django-environ). Every variable is in the README table."""
 import math
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -34,6 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "csp",
+    "axes",
     "chat",
 ]
 
@@ -47,6 +49,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a login refused for a lockout into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 X_FRAME_OPTIONS = "DENY"
 # No inline script and no eval anywhere: pages load script files only. Replies are rendered in the browser as
@@ -110,9 +114,38 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out username or address before any password is checked, on the chat
+# login page and the admin login alike (both go through authenticate with the request).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+# Who may sign up: "open" (anyone), "approval" (anyone, but staff approve them before they can chat), "invite"
+# (only through an invite link staff create in the admin). chat/accounts.py.
+CHAT_SIGNUP = env.str("CHAT_SIGNUP", default="open")
+if CHAT_SIGNUP not in ("open", "approval", "invite"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"CHAT_SIGNUP is {CHAT_SIGNUP!r}: use open, approval or invite.")
+CHAT_INVITE_DAYS = env.int("CHAT_INVITE_DAYS", default=7)
+# Login throttling (django-axes): failures are counted per username and per client address, and either
+# reaching the limit locks for the cool-off (each refused try restarts it). A success does not reset the count:
+# axes would reset the address's failures with it, so someone with an account of their own could wipe the
+# count of the account they are guessing from the same address.
+AXES_FAILURE_LIMIT = env.int("CHAT_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("CHAT_LOGIN_COOLOFF_S", default=900))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = False
+AXES_LOCKOUT_CALLABLE = "chat.account_views.locked_out"
+AXES_CLIENT_IP_CALLABLE = "chat.client_address.client_address"
+# Proxies in front of Daphne whose X-Forwarded-For entries are believed (0: the header is ignored, the client
+# address is the socket's). chat/client_address.py.
+CHAT_TRUSTED_PROXY_COUNT = env.int("CHAT_TRUSTED_PROXY_COUNT", default=0)
+# Mail (password reset): printed on the console unless EMAIL_URL names an SMTP server,
+# e.g. smtp+tls://user:password@mail.example.com:587
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -174,6 +207,9 @@ CHAT_FRAME_RATE = env.str("CHAT_FRAME_RATE", default="20/second")
 CHAT_MAX_SOCKETS_PER_USER = env.int("CHAT_MAX_SOCKETS_PER_USER", default=10)
 # Replies one person may have queued or streaming at once, over all their conversations and tabs.
 CHAT_MAX_ACTIVE_PER_USER = env.int("CHAT_MAX_ACTIVE_PER_USER", default=3)
+# Fair use per person (chat/quotas.py; staff override them per person in the admin); 0 = no limit.
+CHAT_MESSAGES_PER_MINUTE = env.int("CHAT_MESSAGES_PER_MINUTE", default=20)
+CHAT_TOKENS_PER_DAY = env.int("CHAT_TOKENS_PER_DAY", default=200_000)
 # How often an open socket re-reads its session (a logout or password change also tells its sockets at once)
 # and refreshes its place in the per-user socket count (a socket not refreshed for 3 intervals stops counting).
 CHAT_SOCKET_REFRESH_S = env.float("CHAT_SOCKET_REFRESH_S", default=30.0)

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Piece:
-    """Released reply text."""
+    """Released reply text, and how many reply tokens had been generated when it was released (a progress
+    figure for the caller: text and tokens do not line up one to one)."""
 
     text: str
+    tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,12 @@ class RequestHandle:
 
 @dataclass
 class Chunk:
-    """Coalesced text for one delta frame (``finished`` is set on the last, with the ``Finished`` event)."""
+    """Coalesced text for one delta frame (``finished`` is set on the last, with the ``Finished`` event);
+    ``tokens``: reply tokens generated so far, from the newest piece in it."""
 
     text: str
     finished: Finished | None = None
+    tokens: int = 0
 
 
 def coalesce(handle: RequestHandle, flush_interval: float = 0.04, idle_timeout: float = 600.0):
@@ -73,6 +77,7 @@ def coalesce(handle: RequestHandle, flush_interval: float = 0.04, idle_timeout: 
     buffer: list[str] = []
     deadline: float | None = None
     sent_first = False
+    tokens = 0
     while True:
         timeout = idle_timeout if deadline is None else max(0.0, deadline - time.monotonic())
         try:
@@ -80,19 +85,20 @@ def coalesce(handle: RequestHandle, flush_interval: float = 0.04, idle_timeout: 
         except queue.Empty:
             if deadline is None:
                 raise TimeoutError("the engine produced nothing for too long") from None
-            yield Chunk("".join(buffer))
+            yield Chunk("".join(buffer), tokens=tokens)
             buffer, deadline = [], None
             continue
         if isinstance(event, Finished):
-            yield Chunk("".join(buffer), finished=event)
+            yield Chunk("".join(buffer), finished=event, tokens=event.completion_tokens)
             return
         buffer.append(event.text)
+        tokens = event.tokens
         if not sent_first:
             sent_first = True
-            yield Chunk("".join(buffer))
+            yield Chunk("".join(buffer), tokens=tokens)
             buffer = []
         elif deadline is None:
             deadline = time.monotonic() + flush_interval
         elif time.monotonic() >= deadline:  # pieces keep coming: flush on time, not on a lull
-            yield Chunk("".join(buffer))
+            yield Chunk("".join(buffer), tokens=tokens)
             buffer, deadline = [], None

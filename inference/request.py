@@ -84,7 +84,7 @@ class Request:
         self.completion_tokens += 1
         text = self.detok.push(token)
         if text:
-            self.handle.put(Piece(text))
+            self.handle.put(Piece(text, self.completion_tokens))
         if self.detok.stopped:
             return "stop"
         used = len(self.generation.input_ids) + self.completion_tokens
@@ -100,7 +100,7 @@ class Request:
         self.status = RequestStatus.for_reason(reason)
         tail = self.detok.finish()
         if tail:
-            self.handle.put(Piece(tail))
+            self.handle.put(Piece(tail, self.completion_tokens))
         first = self.first_token_at
         decode_s = time.monotonic() - first if first else 0.0
         self.handle.put(Finished(

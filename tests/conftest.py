@@ -94,3 +94,17 @@ def pytest_collection_modifyitems(config, items):
         names = getattr(item, "fixturenames", ())
         return 2 if "live_stack" in names else 1 if "fault_stack" in names else 0
     items.sort(key=rank)
+
+
+@pytest.fixture
+def reviewer_group():
+    """The "reviewer" group migration 0004 makes, made again its way where a transactional test's flush (which
+    empties every table, migration data included) removed it: which tests ran before must not matter."""
+    import importlib
+
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    migration = importlib.import_module("chat.migrations.0004_reviewer_group")
+    migration.create_group(apps, None)
+    return Group.objects.get(name=migration.GROUP)

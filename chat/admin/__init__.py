@@ -9,7 +9,10 @@ leaves an ``AuditEvent``. Writes go through ``chat.review``; list pages read thr
 - ``messages``: messages, feedback and gold answers as lists;
 - ``export``: the dataset export (SFT transcripts, preference pairs) of the conversation lists;
 - ``usage``: messages, tokens, speed and failures per day and per person, with a chart (reads: ``chat.usage``);
+- ``live``: replies queued or streaming right now, with a Cancel that works as the owner's Stop;
+- ``quotas``: per-person allowances (messages per minute, tokens per day, replies at once), edited by staff;
+- ``accounts``: people (approval to chat) and invite links;
 - ``audit``: the audit trail, superusers only;
 - ``api_keys``: people's API keys, viewed and revoked (never edited).
 """
-from . import api_keys, audit, conversations, messages, usage  # noqa: F401  (each registers its screens)
+from . import accounts, api_keys, audit, conversations, live, messages, quotas, usage  # noqa: F401  (each registers its screens)

@@ -245,6 +245,11 @@ class ReviewQueueAdmin(RatingColumns, ReviewActions, ExportActions, ReviewerOnly
     def thumbs_down(self, obj):
         return obj.thumbs_down
 
-    @admin.display(description="failed or stopped reply", boolean=True)
+    @admin.display(description="failed or stopped reply")
     def has_problem(self, obj):
-        return obj.has_problem
+        # Words, not Django's ✔/✘ icons: a green tick for "has a failure" reads as "all well".
+        return "yes" if obj.has_problem else "—"
+
+    def changelist_view(self, request, extra_context=None):
+        title = "Review queue: unreviewed conversations, negative feedback first, then failures"
+        return super().changelist_view(request, extra_context={"title": title, **(extra_context or {})})

@@ -35,6 +35,7 @@ def sign_up(page, name="erin"):
     expect(page).to_have_url(page.base + "/accounts/login/?next=/")
     page.click("text=Sign up")
     page.fill("#id_username", name)
+    page.fill("#id_email", f"{name}@example.com")
     page.fill("#id_password1", "Correct-Horse-7")
     page.fill("#id_password2", "Correct-Horse-7")
     page.click("button[type=submit]")

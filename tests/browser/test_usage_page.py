@@ -27,19 +27,14 @@ PAINTED = """canvas => {
 
 
 @pytest.fixture
-def reviewer(transactional_db, django_user_model):
+def reviewer(transactional_db, django_user_model, reviewer_group):
     """A staff reviewer, and a month of varied use by three people, stored before the browser starts
     (Playwright's event loop makes the ORM refuse calls once it runs)."""
-    from django.contrib.auth.models import Group, Permission
-
     from chat.models import Conversation, Message
     from tests.chat.admin.conftest import exchange
 
-    # A transactional test's flush leaves the migration's group behind it, so make it where it is missing.
-    group, _ = Group.objects.get_or_create(name="reviewer")
-    group.permissions.add(Permission.objects.get(codename="review_conversation"))
     user = django_user_model.objects.create_user(username="rita", password=PASSWORD, is_staff=True)
-    user.groups.add(group)
+    user.groups.add(reviewer_group)
     now = datetime.datetime.now(datetime.timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0)
     for n, name in enumerate(["ann", "ben", "cat"]):
         conversation = Conversation.objects.create(owner=django_user_model.objects.create_user(username=name))

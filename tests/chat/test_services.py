@@ -152,8 +152,8 @@ def test_pages_and_json_are_scoped_to_the_signed_in_user(client, make_user):
 def test_signup_creates_an_account_and_signs_in(client, django_user_model):
     page = client.get("/accounts/signup/")
     assert page.status_code == 200
-    response = client.post("/accounts/signup/", {"username": "carol", "password1": "Correct-Horse-7",
-                                                  "password2": "Correct-Horse-7"})
+    response = client.post("/accounts/signup/", {"username": "carol", "email": "carol@example.com",
+                                                  "password1": "Correct-Horse-7", "password2": "Correct-Horse-7"})
     assert response.status_code == 302 and response["Location"] == "/"
     assert django_user_model.objects.filter(username="carol").exists()
     assert client.get("/").status_code == 200

@@ -79,6 +79,30 @@ def test_a_reply_is_streamed_logged_and_stored_once(make_user, rt):
     assert client().get(lease_key(message.id)) is None and message.id not in rt.holding
 
 
+def test_the_heartbeat_publishes_each_replys_tokens_so_far_and_the_end_removes_them(make_user, rt, monkeypatch):
+    """What the review panel's live page reads: the worker's name and tokens so far, one beat old at most."""
+    from chat import liveness
+
+    user = make_user()
+    message = queued_reply(user, params={"max_new_tokens": 30})
+    rt.engine.eos_ids = set()
+    seen = []
+    publish = worker.ReplyJob.publish
+
+    def publish_and_beat(job, text):
+        publish(job, text)
+        rt.beat()  # as the heartbeat thread would, between two deltas
+        seen.append(liveness.replies_progress([message.id])[message.id])
+
+    monkeypatch.setattr(worker.ReplyJob, "publish", publish_and_beat)
+    run_job(user, message, rt)
+    assert {p.worker for p in seen} == {rt.name}
+    counts = [p.tokens for p in seen]
+    assert counts[0] >= 1 and counts == sorted(counts) and counts[-1] > counts[0]
+    assert counts[-1] <= Message.objects.get(pk=message.id).completion_tokens == 30
+    assert liveness.replies_progress([message.id])[message.id] == liveness.ReplyProgress(None, None)
+
+
 def test_a_prompt_too_long_for_the_model_fails_with_its_reason_in_done(make_user, rt):
     user = make_user()
     message = queued_reply(user, content="word " * 3000)  # the tiny model reads 512 tokens
@@ -230,11 +254,11 @@ def test_a_lease_that_cannot_be_taken_at_the_start_still_ends_the_reply_and_lets
     heartbeat = liveness.heartbeat
     calls = []
 
-    def blip(name, ids):
+    def blip(name, ids, tokens=None):
         calls.append(ids)
         if len(calls) == 1:
             raise ConnectionError("Redis restarting")
-        return heartbeat(name, ids)
+        return heartbeat(name, ids, tokens)
 
     monkeypatch.setattr(liveness, "heartbeat", blip)
     run_job(user, message, rt)

@@ -133,6 +133,18 @@ def test_coalesce_sends_the_first_piece_at_once_and_groups_the_rest(engine, toke
     assert "".join(c.text for c in chunks) == chunks[-1].finished.text
 
 
+def test_pieces_and_chunks_count_the_tokens_generated_so_far(engine, tokenizer):
+    """The worker publishes this count as the reply's progress (the review panel's live page)."""
+    handle = engine.submit(GenerationRequest(tokenizer.encode("Count to ten"), SamplingParams(max_new_tokens=12)))
+    events = list(handle)
+    counts = [e.tokens for e in events if isinstance(e, Piece)]
+    assert counts[0] >= 1 and counts == sorted(counts) and counts[-1] <= events[-1].completion_tokens
+    handle = engine.submit(GenerationRequest(tokenizer.encode("Count to ten"), SamplingParams(max_new_tokens=12)))
+    chunks = list(coalesce(handle, flush_interval=0))
+    assert chunks[0].tokens >= 1 and chunks[-1].tokens == chunks[-1].finished.completion_tokens
+    assert [c.tokens for c in chunks] == sorted(c.tokens for c in chunks)
+
+
 def test_sampled_requests_differ_but_stay_within_bounds(engine, tokenizer):
     prompt = tokenizer.encode("Say something")
     params = SamplingParams(temperature=1.5, top_p=0.95, max_new_tokens=10)

@@ -9,6 +9,8 @@ from tests.live import recv, send
 
 pytestmark = pytest.mark.e2e
 SOCKETS, ROUNDS, PER_ROUND = 16, 5, 25  # 2,000 replies
+# 125 replies per person in a few minutes: far past a person's fair use, which this test is not about.
+FAULT_ENV = {"CHAT_MESSAGES_PER_MINUTE": "0", "CHAT_TOKENS_PER_DAY": "0"}
 
 
 @pytest.mark.timeout(900)

@@ -2,14 +2,14 @@
 import datetime
 
 import pytest
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Permission
 from django.test import Client
 
 from chat.models import Conversation, Message
 
 
 @pytest.fixture
-def people(django_user_model):
+def people(django_user_model, reviewer_group):
     """owner (a normal user with a chat), staff (staff, every model permission of chat, not a reviewer),
     reviewer (staff in the "reviewer" group the migration made), root (a superuser)."""
     def user(name, **extra):
@@ -20,7 +20,7 @@ def people(django_user_model):
     staff.user_permissions.set(Permission.objects.filter(content_type__app_label="chat")
                                .exclude(codename="review_conversation"))
     reviewer = user("reviewer", is_staff=True)
-    reviewer.groups.add(Group.objects.get(name="reviewer"))
+    reviewer.groups.add(reviewer_group)
     root = django_user_model.objects.create_superuser(username="root", password="a-long-test-password")
     return type("People", (), dict(owner=owner, staff=staff, reviewer=reviewer, root=root))
 

@@ -3,7 +3,6 @@ import datetime
 import json
 
 import pytest
-from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -162,9 +161,9 @@ def test_the_page_costs_the_same_with_10_or_200_rows(people, client_for, django_
     assert report.total.replies == 210 and sum(p.replies for p in report.people) + report.others.replies == 210
 
 
-def test_a_reviewer_without_staff_status_is_sent_to_log_in(people, client_for, django_user_model):
+def test_a_reviewer_without_staff_status_is_sent_to_log_in(people, client_for, django_user_model, reviewer_group):
     """The review permission alone is not the admin: Django's staff check comes first."""
     user = django_user_model.objects.create_user(username="outside")
-    user.groups.add(Group.objects.get(name="reviewer"))
+    user.groups.add(reviewer_group)
     response = client_for(user).get(URL)
     assert response.status_code == 302 and response.url.startswith(reverse("admin:login"))

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0006_review_indexes'),
+        ('chat', '0008_accounts_invites'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -1,0 +1,119 @@
+"""People and invites: the user list with an "awaiting approval" filter and an Approve action, and invite links
+(``CHAT_SIGNUP``). Locked-out logins are django-axes' own screens (Access attempts: delete a row to unlock).
+Writes go through ``chat.accounts``."""
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.urls import reverse
+from django.utils import timezone
+
+from .. import accounts
+from ..models import Invite
+
+User = get_user_model()
+
+
+class ApprovalFilter(admin.SimpleListFilter):
+    title = "approval"
+    parameter_name = "approval"
+
+    def lookups(self, request, model_admin):
+        return [("awaiting", "Awaiting approval"), ("approved", "May chat")]
+
+    def queryset(self, request, queryset):
+        # Awaiting: an Account row without approval, and not staff (staff always may chat).
+        awaiting = {"account__isnull": False, "account__approved_at__isnull": True, "is_staff": False,
+                    "is_superuser": False}
+        if self.value() == "awaiting":
+            return queryset.filter(**awaiting)
+        if self.value() == "approved":
+            return queryset.exclude(pk__in=User.objects.filter(**awaiting).values("pk"))
+        return queryset
+
+
+class PeopleAdmin(UserAdmin):
+    """Django's user admin, plus whether each person may chat and the action that lets them."""
+
+    list_display = (*UserAdmin.list_display, "may_chat")
+    list_filter = (ApprovalFilter, *UserAdmin.list_filter)
+    list_select_related = ("account",)
+    actions = ["approve"]
+
+    @admin.display(description="may chat", boolean=True)
+    def may_chat(self, obj):
+        account = getattr(obj, "account", None)  # no row: made by staff, approved
+        return obj.is_staff or obj.is_superuser or account is None or account.approved_at is not None
+
+    @admin.action(description="Approve the selected people (they may chat)", permissions=["change"])
+    def approve(self, request, queryset):
+        count = accounts.account_approve(user_ids=queryset.values_list("pk", flat=True), approved_by=request.user)
+        self.message_user(request, f"Approved {count} {'person' if count == 1 else 'people'}; "
+                                   "they can chat from their next message on.", messages.SUCCESS)
+
+
+admin.site.unregister(User)
+admin.site.register(User, PeopleAdmin)
+
+
+class InviteForm(forms.ModelForm):
+    valid_days = forms.IntegerField(min_value=1, max_value=365, initial=settings.CHAT_INVITE_DAYS,
+                                    help_text="the link stops working after this many days")
+
+    class Meta:
+        model = Invite
+        fields = ("email", "note")
+
+
+@admin.register(Invite)
+class InviteAdmin(admin.ModelAdmin):
+    """Staff create single-use sign-up links here; deleting an unused one revokes it."""
+
+    form = InviteForm
+    list_display = ("__str__", "note", "state", "expires_at", "created_by", "used_by", "used_at")
+    list_select_related = ("created_by", "used_by")
+    readonly_fields = ("path", "email", "note", "created_by", "created_at", "expires_at", "used_by", "used_at")
+
+    def get_fields(self, request, obj=None):
+        return ("email", "note", "valid_days") if obj is None else self.readonly_fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else self.readonly_fields
+
+    def has_change_permission(self, request, obj=None):
+        return False  # an invite is made once; to change one, delete it and make another
+
+    def get_list_display(self, request):
+        def link(obj):
+            return request.build_absolute_uri(self._path(obj))
+        link.short_description = "invite link"
+        return (*self.list_display[:1], link, *self.list_display[1:])
+
+    @staticmethod
+    def _path(obj) -> str:
+        return reverse("signup-invite", args=[obj.token])
+
+    @admin.display(description="link (on this site)")
+    def path(self, obj):
+        return self._path(obj)
+
+    @admin.display(description="state")
+    def state(self, obj):
+        if obj.used_at:
+            return "used"
+        return "expired" if obj.expires_at <= timezone.now() else "unused"
+
+    def save_model(self, request, obj, form, change):
+        created = accounts.invite_create(created_by=request.user, email=form.cleaned_data.get("email", ""),
+                                         note=form.cleaned_data.get("note", ""),
+                                         days=form.cleaned_data["valid_days"])
+        vars(obj).update(vars(created))  # the admin's own messages and redirect use this object
+
+    def response_add(self, request, obj, post_url_continue=None):
+        self.message_user(request, f"Send this link to the person (it works once, until "
+                                   f"{obj.expires_at:%Y-%m-%d %H:%M} UTC): "
+                                   f"{request.build_absolute_uri(self._path(obj))}", messages.SUCCESS)
+        return super().response_add(request, obj, post_url_continue)

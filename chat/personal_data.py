@@ -1,0 +1,79 @@
+"""A person's own data as one JSON document, written piece by piece (reads only).
+
+Streamed, so a history of any length costs one chunk of rows in memory: conversations and messages are read
+in id order with keyset pages (no cursor held open between chunks, so it works the same on SQLite, on
+PostgreSQL and behind a connection pooler). The document holds what the person wrote or was answered and
+their feedback; staff's review notes about them are not theirs to export.
+"""
+from __future__ import annotations
+
+import json
+from typing import AsyncIterator, Iterator
+
+from asgiref.sync import sync_to_async
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
+
+from .models import Account, Conversation, Feedback, Message
+
+FORMAT = "chat-personal-data/1"
+PAGE = 500  # rows per query
+CONVERSATION_FIELDS = ("id", "title", "system_prompt", "model_name", "params", "created_at", "updated_at")
+MESSAGE_FIELDS = ("id", "parent_id", "is_current", "role", "content", "status", "finish_reason", "prompt_tokens",
+                  "completion_tokens", "ttft_ms", "tokens_per_s", "model_name", "params", "error", "created_at",
+                  "started_at", "finished_at")
+FEEDBACK_FIELDS = ("id", "message_id", "rating", "comment", "created_at", "updated_at")
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, cls=DjangoJSONEncoder, ensure_ascii=False)
+
+
+def _pages(queryset, fields: tuple[str, ...]) -> Iterator[list[dict]]:
+    """Rows of ``queryset`` in id order (``fields`` start with ``id``), one keyset page per query."""
+    after = 0
+    while True:
+        rows = list(queryset.filter(pk__gt=after).order_by("pk").values(*fields)[:PAGE])
+        if rows:
+            yield rows
+        if len(rows) < PAGE:
+            return
+        after = rows[-1]["id"]
+
+
+def _array_items(queryset, fields: tuple[str, ...]) -> Iterator[str]:
+    """The rows as the items of a JSON array, one piece per page."""
+    separator = ""
+    for rows in _pages(queryset, fields):
+        yield separator + ", ".join(_dumps(row) for row in rows)
+        separator = ", "
+
+
+def personal_data_chunks(*, user) -> Iterator[str]:
+    """The JSON document for ``user``, as pieces of text that concatenate to it."""
+    account = Account.objects.filter(user_id=user.pk).values("created_at", "approved_at").first()
+    head = {"format": FORMAT, "exported_at": timezone.now(),
+            "user": {"id": user.pk, "username": user.get_username(), "email": user.email,
+                     "date_joined": user.date_joined, "last_login": user.last_login},
+            "account": account}
+    yield _dumps(head)[:-1] + ', "conversations": ['
+    separator = ""
+    for conversations in _pages(Conversation.objects.filter(owner_id=user.pk), CONVERSATION_FIELDS):
+        for conversation in conversations:
+            yield separator + _dumps(conversation)[:-1] + ', "messages": ['
+            separator = ", "
+            yield from _array_items(Message.objects.filter(conversation_id=conversation["id"]), MESSAGE_FIELDS)
+            yield "]}"
+    yield '], "feedback": ['
+    yield from _array_items(Feedback.objects.filter(user_id=user.pk), FEEDBACK_FIELDS)
+    yield "]}\n"
+
+
+async def personal_data_stream(*, user) -> AsyncIterator[bytes]:
+    """The same pieces for an ASGI response (Daphne): each is read in the request's database thread, so the
+    event loop never waits on a query and the whole document is never held in memory (Django would buffer a
+    synchronous iterator whole to serve it asynchronously)."""
+    chunks = personal_data_chunks(user=user)
+    step = sync_to_async(lambda: next(chunks, None), thread_sensitive=True)
+    while (piece := await step()) is not None:
+        yield piece.encode()

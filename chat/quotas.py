@@ -1,0 +1,162 @@
+"""Fair use per person: messages per minute, tokens per day, replies at once.
+
+The site's settings give everyone the same allowance; a ``QuotaOverride`` row (edited by staff in the admin)
+changes any of the three for one person. The counters live in Redis, so every Daphne process, the API and the
+workers share them:
+
+- messages per minute: the ``limits`` library's moving window (``chat:limits/...`` keys), hit once per new
+  reply (a send, a regenerate, an edit), before the write transaction;
+- tokens per day: ``chat:tokens:<user>:<day>``, the prompt and completion tokens of every finished reply,
+  added by ``services.message_finish`` (the one end of a reply, so the worker's count is what is charged), in
+  the site's time zone, expiring two days later. A reply is admitted while the day's count is under the
+  allowance, so the last one may go over it: a person is never cut off mid-sentence.
+
+A refusal is a ``ChatError`` with a stable code and a sentence that says when to try again.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.utils import timezone
+from limits import RateLimitItemPerMinute
+from limits.errors import StorageError
+from limits.storage import RedisStorage
+from limits.strategies import MovingWindowRateLimiter
+from redis.exceptions import RedisError
+
+from .errors import ChatError
+from .redis import client, tokens_key
+
+log = logging.getLogger(__name__)
+UNAVAILABLE = "The server cannot reach its counters right now; try again in a moment."
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """What one person may use; 0 means no limit (for the two rates)."""
+
+    messages_per_minute: int
+    tokens_per_day: int
+    max_active: int
+
+
+def allowance_for(user_id: int) -> Allowance:
+    """The site's allowance, with this person's overrides where staff set any."""
+    from .models import QuotaOverride
+
+    row = QuotaOverride.objects.filter(user_id=user_id).first()
+
+    def pick(field: str, default: int) -> int:
+        value = getattr(row, field, None) if row else None
+        return default if value is None else value
+
+    return Allowance(messages_per_minute=pick("messages_per_minute", settings.CHAT_MESSAGES_PER_MINUTE),
+                     tokens_per_day=pick("tokens_per_day", settings.CHAT_TOKENS_PER_DAY),
+                     max_active=pick("max_active", settings.CHAT_MAX_ACTIVE_PER_USER))
+
+
+_limiter: MovingWindowRateLimiter | None = None
+
+
+def _messages_limiter() -> MovingWindowRateLimiter:
+    global _limiter
+    if _limiter is None:
+        storage = RedisStorage(settings.REDIS_URL, key_prefix="chat:limits", wrap_exceptions=True,
+                               socket_timeout=5, socket_connect_timeout=2)
+        _limiter = MovingWindowRateLimiter(storage)
+    return _limiter
+
+
+def message_hit(user_id: int, allowance: Allowance) -> None:
+    """Count one new reply against the person's messages per minute, or refuse it (``rate_limited``)."""
+    if allowance.messages_per_minute <= 0:
+        return
+    item = RateLimitItemPerMinute(allowance.messages_per_minute)
+    limiter = _messages_limiter()
+    try:
+        if limiter.hit(item, "messages", str(user_id)):
+            return
+        wait = max(1, math.ceil(limiter.get_window_stats(item, "messages", str(user_id)).reset_time
+                                - timezone.now().timestamp()))
+    except StorageError:
+        raise ChatError("unavailable", UNAVAILABLE) from None
+    raise ChatError("rate_limited", f"You have sent {allowance.messages_per_minute} messages in the last minute, "
+                                    f"the most this site allows; try again in {wait} s.")
+
+
+def _today() -> datetime.date:
+    return timezone.localdate()
+
+
+def resets_at() -> datetime.datetime:
+    """When today's token allowance starts again: the next midnight in the site's time zone."""
+    tomorrow = _today() + datetime.timedelta(days=1)
+    return timezone.make_aware(datetime.datetime.combine(tomorrow, datetime.time.min))
+
+
+def tokens_used_today(user_id: int) -> int:
+    return int(client().get(tokens_key(user_id, _today())) or 0)
+
+
+def tokens_used_today_many(user_ids: list[int]) -> dict[int, int | None]:
+    """Today's use of several people in one round trip; None for all when Redis is unreachable."""
+    if not user_ids:
+        return {}
+    try:
+        values = client().mget([tokens_key(u, _today()) for u in user_ids])
+    except RedisError:
+        return dict.fromkeys(user_ids)
+    return {u: int(v or 0) for u, v in zip(user_ids, values)}
+
+
+def _in_words(seconds: float) -> str:
+    minutes = max(1, math.ceil(seconds / 60))
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def require_tokens_left(user_id: int, allowance: Allowance) -> None:
+    """Refuse a new reply once the person's tokens today reached the allowance (``quota_exhausted``)."""
+    if allowance.tokens_per_day <= 0:
+        return
+    try:
+        used = tokens_used_today(user_id)
+    except RedisError:
+        raise ChatError("unavailable", UNAVAILABLE) from None
+    if used >= allowance.tokens_per_day:
+        reset = resets_at()
+        raise ChatError("quota_exhausted",
+                        f"You have used today's {allowance.tokens_per_day:,} tokens. Your allowance starts again "
+                        f"at {reset:%H:%M} {reset.tzname()} (in {_in_words((reset - timezone.now()).total_seconds())}).")
+
+
+def tokens_count(user_id: int, tokens: int) -> None:
+    """Charge a finished reply's tokens to its owner's day. A Redis failure is logged, never raised: the reply
+    has been written and stored; losing its count is the lesser harm."""
+    if tokens <= 0:
+        return
+    key = tokens_key(user_id, _today())
+    try:
+        pipe = client().pipeline(transaction=True)
+        pipe.incrby(key, tokens)
+        pipe.expire(key, 2 * 24 * 3600)
+        pipe.execute()
+    except RedisError:
+        log.warning("could not count %s tokens for user %s", tokens, user_id, exc_info=True)
+
+
+def summary(user_id: int) -> dict:
+    """What the chat page shows a person: their allowance, today's use, and when it starts again."""
+    allowance = allowance_for(user_id)
+    try:
+        used = tokens_used_today(user_id)
+    except RedisError:
+        used = None
+    left = None if allowance.tokens_per_day <= 0 or used is None else max(0, allowance.tokens_per_day - used)
+    return {"tokens_per_day": allowance.tokens_per_day, "tokens_used_today": used, "tokens_left_today": left,
+            "messages_per_minute": allowance.messages_per_minute, "max_active": allowance.max_active,
+            "resets_at": resets_at().isoformat()}

@@ -1,0 +1,78 @@
+"""The review panel in real Chromium: a reviewer works the queue and reads a transcript, under the site's CSP."""
+import pytest
+
+from tests.browser.chromium import CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, skip_without_chromium, watch_for_script_errors
+
+skip_without_chromium()
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+PASSWORD = "a-long-test-password"
+
+
+@pytest.fixture
+def reviewer(transactional_db, django_user_model, reviewer_group):
+    """A reviewer, and three people's chats: one with a 👎 and a gold answer, one failed, one plain. Stored before
+    the browser starts (Playwright's event loop makes the ORM refuse calls once it runs)."""
+    from chat.models import Feedback, GoldAnswer, Message
+    from tests.chat.admin.conftest import make_chat
+
+    user = django_user_model.objects.create_user(username="rita", password=PASSWORD, is_staff=True)
+    user.groups.add(reviewer_group)
+    people = [django_user_model.objects.create_user(username=n) for n in ("ann", "ben", "cat")]
+    make_chat(people[2], turns=2, title="Plain questions about tea")
+    make_chat(people[1], turns=2, title="A reply that failed", reply_status="failed")
+    disliked = make_chat(people[0], turns=3, title="Capital of Australia",
+                         content="What is the capital of Australia? <script>alert({n})</script>")
+    old = disliked.replies[2]
+    Message.objects.filter(pk=old.pk).update(is_current=False, content="Sydney is the capital.")
+    Message.objects.create(conversation=disliked, parent=old.parent, role="assistant", status="complete",
+                           content="Canberra is the capital of Australia.", finish_reason="stop", model_name="m1",
+                           completion_tokens=9, ttft_ms=51, tokens_per_s=21.5, prompt_tokens=30)
+    Feedback.objects.create(message=old, user=people[0], rating=-1, comment="Sydney is wrong")
+    GoldAnswer.objects.create(message=old, content="Canberra.", author=user)
+    return user
+
+
+def test_a_reviewer_works_the_queue_and_reads_a_transcript(reviewer, live_server):
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(30_000)
+        errors, dialogs = [], []
+        watch_for_script_errors(page, errors)
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(f"{live_server.url}/admin/login/?next=/admin/chat/reviewqueue/")
+        page.fill("#id_username", "rita")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        expect(page).to_have_url(f"{live_server.url}/admin/chat/reviewqueue/")
+        rows = page.locator("#result_list tbody tr")
+        expect(rows).to_have_count(3)
+        # Negative feedback first, then the failure, then the rest.
+        assert [rows.nth(i).locator("td, th").nth(1).inner_text() for i in range(3)] == [
+            "Capital of Australia", "A reply that failed", "Plain questions about tea"]
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "review-queue.png"))
+
+        page.click("text=Capital of Australia")
+        expect(page.locator("#content h1, #content h2").first).to_be_visible()
+        body = page.locator("#content")
+        expect(body).to_contain_text("Sydney is wrong")
+        expect(body).to_contain_text("Canberra is the capital of Australia.")
+        expect(body).to_contain_text("<script>alert(0)</script>")  # the person's markup, shown as text
+        scripts = page.locator("#content script")  # the admin's own files only, none made from the transcript
+        assert all(scripts.nth(i).get_attribute("src") and "alert" not in scripts.nth(i).inner_text()
+                   for i in range(scripts.count()))
+        page.screenshot(path=str(SCREENSHOTS / "review-conversation.png"), full_page=True)
+
+        page.select_option("select[name=state]", "needs_attention")
+        page.fill("textarea[name=note]", "Wrong capital; gold answer added.")
+        page.click("input[value='Save review']")
+        expect(page.locator(".messagelist")).to_contain_text("Review saved.")
+        browser.close()
+    assert errors == [] and dialogs == [], (errors, dialogs)
+    from chat.models import AuditEvent, Conversation
+
+    assert Conversation.objects.get(title="Capital of Australia").review_state == "needs_attention"
+    assert AuditEvent.objects.filter(action="opened_transcript", actor=reviewer).count() >= 2  # before and after

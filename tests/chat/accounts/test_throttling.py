@@ -1,0 +1,140 @@
+"""Login throttling (django-axes): per username and per client address, on the chat login and the admin login;
+the proxy header only when a proxy is trusted; unlock by staff in the admin or with the management command."""
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "a-long-test-password"
+LIMIT = 3
+
+
+@pytest.fixture(autouse=True)
+def small_limit(settings):
+    settings.AXES_FAILURE_LIMIT = LIMIT
+    settings.CHAT_TRUSTED_PROXY_COUNT = 0
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return django_user_model.objects.create_user(username="alice", password=PASSWORD)
+
+
+def log_in(client, username, password, url="/accounts/login/", **headers):
+    return client.post(url, {"username": username, "password": password}, **headers)
+
+
+def signed_in(response) -> bool:
+    return response.status_code == 302 and "_auth_user_id" in response.client.session
+
+
+def is_locked(response) -> bool:
+    return response.status_code == 429 and b'data-code="login_locked"' in response.content
+
+
+def test_the_nth_wrong_password_locks_and_the_right_one_is_refused_until_unlocked(alice):
+    client = Client()
+    for n in range(1, LIMIT):
+        wrong = log_in(client, "alice", "guess")
+        assert wrong.status_code == 200 and b"Please enter a correct username" in wrong.content, n
+    locked = log_in(client, "alice", "guess")
+    assert is_locked(locked)
+    assert b"Try again in 15 minutes" in locked.content  # the cool-off, said as a time to retry
+    right = log_in(client, "alice", PASSWORD)
+    assert is_locked(right) and "_auth_user_id" not in client.session
+    # From another address too: the username itself is locked.
+    assert is_locked(log_in(Client(REMOTE_ADDR="10.9.9.9"), "alice", PASSWORD))
+
+    call_command("axes_reset_username", "alice")
+    assert signed_in(log_in(client, "alice", PASSWORD))
+
+
+def test_staff_unlock_a_person_in_the_admin(alice, django_user_model):
+    from axes.models import AccessAttempt
+
+    client = Client()
+    for _ in range(LIMIT):
+        log_in(client, "alice", "guess")
+    assert is_locked(log_in(client, "alice", PASSWORD))
+    root = django_user_model.objects.create_superuser(username="root", password=PASSWORD)
+    staff = Client()
+    staff.force_login(root)
+    attempts = list(AccessAttempt.objects.filter(username="alice").values_list("pk", flat=True))
+    assert attempts
+    listing = staff.get("/admin/axes/accessattempt/")
+    assert listing.status_code == 200 and b"alice" in listing.content
+    staff.post("/admin/axes/accessattempt/", {"action": "delete_selected", "_selected_action": attempts,
+                                               "post": "yes"})
+    assert not AccessAttempt.objects.filter(username="alice").exists()
+    assert signed_in(log_in(client, "alice", PASSWORD))
+
+
+def test_one_address_guessing_many_usernames_is_locked_and_other_addresses_are_not(alice, django_user_model):
+    django_user_model.objects.create_user(username="bob", password=PASSWORD)
+    attacker = Client(REMOTE_ADDR="203.0.113.5")
+    for name in ("carol", "dave", "erin"):
+        log_in(attacker, name, "guess")
+    assert is_locked(log_in(attacker, "bob", PASSWORD))  # a right password, from the locked address
+    assert signed_in(log_in(Client(REMOTE_ADDR="203.0.113.6"), "bob", PASSWORD))
+    assert signed_in(log_in(Client(REMOTE_ADDR="203.0.113.7"), "alice", PASSWORD))
+
+
+def test_the_forwarded_header_is_ignored_unless_a_proxy_is_trusted(alice, django_user_model, settings):
+    django_user_model.objects.create_user(username="bob", password=PASSWORD)
+    client = Client(REMOTE_ADDR="192.0.2.1")
+    for n, name in enumerate(("carol", "dave", "erin")):
+        log_in(client, name, "guess", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}")  # a new forged address each time
+    assert is_locked(log_in(client, "bob", PASSWORD, HTTP_X_FORWARDED_FOR="198.51.100.77"))
+
+
+def test_behind_a_trusted_proxy_the_client_address_is_the_proxys_entry(alice, django_user_model, settings):
+    settings.CHAT_TRUSTED_PROXY_COUNT = 1
+    django_user_model.objects.create_user(username="bob", password=PASSWORD)
+    proxy = Client(REMOTE_ADDR="127.0.0.1")  # everyone arrives from the proxy's address
+    for name in ("carol", "dave", "erin"):
+        # The client forges a left-most entry; the proxy appends the address it saw.
+        log_in(proxy, name, "guess", HTTP_X_FORWARDED_FOR=f"10.0.0.{len(name)}, 198.51.100.9")
+    assert is_locked(log_in(proxy, "bob", PASSWORD, HTTP_X_FORWARDED_FOR="198.51.100.9"))
+    assert signed_in(log_in(Client(REMOTE_ADDR="127.0.0.1"), "bob", PASSWORD,
+                            HTTP_X_FORWARDED_FOR="198.51.100.10"))  # another person behind the same proxy
+
+
+def test_the_admin_login_is_throttled_too(django_user_model):
+    django_user_model.objects.create_superuser(username="root", password=PASSWORD)
+    client = Client()
+    for _ in range(LIMIT - 1):
+        assert log_in(client, "root", "guess", url="/admin/login/").status_code == 200
+    assert is_locked(log_in(client, "root", "guess", url="/admin/login/"))
+    assert is_locked(log_in(client, "root", PASSWORD, url="/admin/login/"))
+    assert is_locked(log_in(Client(), "root", PASSWORD))  # the same lock on the chat login
+    call_command("axes_reset_username", "root")
+    response = log_in(client, "root", PASSWORD, url="/admin/login/")
+    assert response.status_code == 302 and "_auth_user_id" in client.session
+
+
+def test_client_address_without_a_trusted_proxy_is_the_socket():
+    from django.test import RequestFactory
+
+    from chat.client_address import client_address
+
+    request = RequestFactory().get("/", REMOTE_ADDR="192.0.2.1", HTTP_X_FORWARDED_FOR="1.2.3.4")
+    assert client_address(request) == "192.0.2.1"
+
+
+@pytest.mark.parametrize("count, header, expected", [
+    (1, "1.2.3.4", "1.2.3.4"),
+    (1, "9.9.9.9, 1.2.3.4", "1.2.3.4"),
+    (2, "9.9.9.9, 1.2.3.4, 10.0.0.2", "1.2.3.4"),
+    (2, "1.2.3.4", "192.0.2.1"),  # fewer entries than proxies: did not come through them
+    (1, "not-an-address", "192.0.2.1"),
+    (1, "", "192.0.2.1"),
+])
+def test_client_address_behind_trusted_proxies(settings, count, header, expected):
+    from django.test import RequestFactory
+
+    from chat.client_address import client_address
+
+    settings.CHAT_TRUSTED_PROXY_COUNT = count
+    request = RequestFactory().get("/", REMOTE_ADDR="192.0.2.1", HTTP_X_FORWARDED_FOR=header)
+    assert client_address(request) == expected
