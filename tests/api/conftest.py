@@ -15,3 +15,21 @@ def api(live_stack, transactional_db, make_user):
                                max_retries=0, **client_options)
         return user, new, client
     return make
+
+
+def forget_allowances():
+    """Today's tokens and the messages-a-minute windows are kept in Redis by user id, and ids come back after
+    each test's flush: without this, one test's requests would count against the next test's user."""
+    from chat.redis import client
+
+    r = client()
+    for pattern in ("chat:limits*", "chat:tokens*"):
+        keys = list(r.scan_iter(pattern))
+        if keys:
+            r.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
+def fresh_allowances():
+    forget_allowances()
+    yield

@@ -1,6 +1,7 @@
 """API keys (services, authentication, the settings page, the command, the admin) and API conversations whose
 key keeps no text. The API's requests themselves are tested through the openai client in tests/api/."""
 import io
+import json
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -13,6 +14,16 @@ from chat.errors import ChatError
 from chat.models import ApiKey, Conversation, Message
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_allowances():
+    """These tests' replies must not count against the next module's users (ids repeat after rollbacks)."""
+    from tests.api.conftest import forget_allowances
+
+    forget_allowances()
+    yield
+    forget_allowances()
 TURNS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "secret plan A"},
          {"role": "assistant", "content": "noted"}, {"role": "user", "content": "secret plan B"}]
 
@@ -152,3 +163,15 @@ def test_staff_see_keys_without_their_hash_and_revoke_them(client, make_user):
     client.post("/admin/chat/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
     key.refresh_from_db()
     assert key.revoked_at is not None and key.name == "script"
+
+
+@pytest.mark.parametrize("code, detail, status, retry_after", [
+    ("too_many_active", "You already have 3 replies being written.", 429, "2"),
+    ("rate_limited", "You have sent 5 messages in the last minute; try again in 17 s.", 429, "17"),
+    ("no_worker", "No model worker is running right now.", 503, None),
+    ("not_approved", "Your account is waiting for approval.", 403, None),
+])
+def test_refusals_of_the_services_keep_their_sentence_and_get_their_status(code, detail, status, retry_after):
+    response = ApiError.from_chat(ChatError(code, detail)).response()
+    assert response.status_code == status and response.get("Retry-After") == retry_after
+    assert json.loads(response.content)["error"]["message"] == detail
