@@ -336,7 +336,8 @@ def api_key_touch(*, key: ApiKey) -> None:
 def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_user: str = "") -> Message:
     """One API request as a new conversation of the key's owner: its system prompt, its turns as stored
     messages, and a queued reply, dispatched to the same workers under the same per-person limits as the
-    chat's (approval, replies at once, tokens today, messages a minute). ``turns`` are ``{"role", "content"}`` with role system, user or assistant, the last a user's."""
+    chat's (approval, replies at once, tokens today, messages a minute). ``turns`` are ``{"role", "content"}``
+    with role system, user or assistant, the last a user's."""
     user = key.owner
     system = "\n\n".join(clean_text(t["content"]) for t in turns if t["role"] == "system")
     chat_turns = [{"role": t["role"], "content": clean_text(t["content"])} for t in turns if t["role"] != "system"]

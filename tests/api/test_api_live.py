@@ -12,7 +12,8 @@ def test_a_whole_completion_is_stored_as_an_api_conversation(api):
     user, new, client = api()
     result = client.chat.completions.create(model=MODEL, max_tokens=24, messages=[
         {"role": "system", "content": "You are terse."},
-        {"role": "user", "content": [{"type": "text", "text": "What is the capital "}, {"type": "text", "text": "of France?"}]}])
+        {"role": "user", "content": [{"type": "text", "text": "What is the capital "},
+                                     {"type": "text", "text": "of France?"}]}])
     choice = result.choices[0]
     assert result.object == "chat.completion" and result.model == MODEL and result.id.startswith("chatcmpl-")
     assert choice.message.role == "assistant" and choice.message.content.strip()
