@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: run test setup bench bench-admin migrate model chromium clean
+.PHONY: run test setup bench bench-admin migrate model chromium nginx clean
 
 $(VENV)/.installed: requirements.txt requirements-model.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,7 +27,15 @@ chromium:
 	@[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || { [ "$$(id -u)" = 0 ] && \
 	  apt-get install -y -qq fonts-noto-color-emoji >/dev/null 2>&1; } || true
 
+# The proxy test runs Debian's nginx in front of the live stack (tests/e2e/test_nginx.py).
+nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -qq nginx >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nginx; }; }; } || \
+	  echo "nginx is not installed: the proxy test will be skipped"
+
 setup: $(VENV)/.installed
+	@# The generated secret key (var/secret_key, 0600) unless SECRET_KEY is set: settings never invent one.
+	@[ -n "$$SECRET_KEY" ] || $(PY) -m chatsite.secret $${SECRET_KEY_FILE:-var/secret_key}
 
 model: setup
 	$(PY) -m inference.loading
@@ -35,10 +43,11 @@ model: setup
 migrate: setup
 	$(PY) manage.py migrate --noinput
 
+# WORKERS=N make run: N worker processes, each with cores // N torch threads unless CHAT_TORCH_THREADS is set.
 run: migrate model
 	$(PY) -m chatsite.stack
 
-test: $(VENV)/.installed-test model chromium
+test: $(VENV)/.installed-test model chromium nginx
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: migrate model

@@ -18,9 +18,10 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from . import events, limits, selectors, services
+from . import conversations, events, limits, metrics, selectors, services
 from .delivery import ReplyDelivery
 from .errors import ChatError
+from .logs import bind_log_context
 from .models import Message
 from .sweep import ensure_sweeper
 
@@ -60,6 +61,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
+            await _redis_call(metrics.count_socket)("refused")
             return
         ensure_sweeper()
         if not await _redis_call(limits.socket_open)(user.pk, self.channel_name):
@@ -67,13 +69,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(events.error_frame("too_many_sockets",
                                               "Too many open chat tabs for this account; close one and reload."))
             await self.close(code=CLOSE_TOO_MANY)
+            await _redis_call(metrics.count_socket)("refused")
             return
         self.user = user
+        bind_log_context(user_id=user.pk)  # this socket's task: every record it logs names the person
         self.group = events.user_group(user.pk)
         self.delivery = ReplyDelivery(self.send_json)
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.ticker = asyncio.ensure_future(self._tick())
         await self.accept()
+        await _redis_call(metrics.count_socket)("accepted")
 
     async def disconnect(self, code):
         await self._cleanup()
@@ -165,6 +170,35 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             client_id=_client_id(frame))
         self.delivery.expect(reply.id)
 
+    async def on_edit(self, frame):
+        result = await database_sync_to_async(services.message_edit)(
+            user=self.user, message_id=_id(frame.get("message"), "message"), content=frame.get("content"),
+            params=frame.get("params"), client_id=_client_id(frame))
+        self.delivery.expect(result.assistant_message.id)
+
+    async def on_switch(self, frame):
+        await database_sync_to_async(services.message_switch)(user=self.user,
+                                                              message_id=_id(frame.get("message"), "message"))
+
+    async def on_feedback(self, frame):
+        await database_sync_to_async(services.feedback_set)(
+            user=self.user, message_id=_id(frame.get("message"), "message"), rating=frame.get("rating"),
+            comment=frame.get("comment") or "")
+
+    async def on_settings(self, frame):
+        conversation = frame.get("conversation")
+        await database_sync_to_async(conversations.conversation_settings_set)(
+            user=self.user, conversation_id=None if conversation is None else _id(conversation, "conversation"),
+            system_prompt=frame.get("system_prompt"), params=frame.get("params"))
+
+    async def on_rename(self, frame):
+        await database_sync_to_async(conversations.conversation_rename)(
+            user=self.user, conversation_id=_id(frame.get("conversation"), "conversation"), title=frame.get("title"))
+
+    async def on_delete(self, frame):
+        await database_sync_to_async(conversations.conversation_delete)(
+            user=self.user, conversation_id=_id(frame.get("conversation"), "conversation"))
+
     async def on_subscribe(self, frame):
         conversation_id = _id(frame.get("conversation"), "conversation")
         active = await database_sync_to_async(_active_for)(self.user, conversation_id)
@@ -173,7 +207,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "subscribed", "conversation": conversation_id,
                               "active": active.pk if active else None})
 
-    HANDLERS = {"send": on_send, "stop": on_stop, "regenerate": on_regenerate, "subscribe": on_subscribe}
+    HANDLERS = {"send": on_send, "stop": on_stop, "regenerate": on_regenerate, "subscribe": on_subscribe,
+                "edit": on_edit, "switch": on_switch, "feedback": on_feedback, "settings": on_settings,
+                "rename": on_rename, "delete": on_delete}
 
     async def error(self, code: str, detail: str):
         await self.send_json(events.error_frame(code, detail))
@@ -181,6 +217,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # -- events from the channel layer (chat.events) ------------------------------------------------------
     async def chat_conversation(self, event):
         await self.send_json(events.as_frame(event))
+
+    # These frames carry no reply text: forwarded as they come.
+    chat_thread = chat_feedback = chat_settings = chat_deleted = chat_conversation
 
     async def chat_message(self, event):
         frame = events.as_frame(event)

@@ -11,7 +11,8 @@ from typing import Callable
 
 from channels.layers import get_channel_layer
 
-from .frames import ConversationFrame, DeltaFrame, DoneFrame, ErrorFrame, MessageFrame, MessageInfo
+from .frames import (ConversationFrame, DeletedFrame, DeltaFrame, DoneFrame, ErrorFrame, FeedbackFrame, MessageFrame,
+                     MessageInfo, SettingsFrame, ThreadFrame)
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,11 @@ def conversation_frame(conversation) -> ConversationFrame:
     return {"type": "conversation", "conversation": {"id": conversation.id, "title": conversation.title}}
 
 
-def message_frame(message, client_id: str | None = None, replaces: int | None = None) -> MessageFrame:
+def message_frame(message, client_id: str | None = None, replaces: int | None = None,
+                  siblings: list[int] | None = None) -> MessageFrame:
     frame: MessageFrame = {"type": "message", "message": message_payload(message)}
+    if siblings is not None:
+        frame["message"]["siblings"] = siblings
     if client_id:
         frame["client_id"] = client_id
     if replaces is not None:
@@ -58,6 +62,25 @@ def done_frame(message) -> DoneFrame:
         "usage": {"prompt_tokens": message.prompt_tokens or 0, "completion_tokens": message.completion_tokens or 0},
         "timing": {"ttft_ms": message.ttft_ms, "tokens_per_s": message.tokens_per_s},
     }
+
+
+def thread_frame(conversation_id: int) -> ThreadFrame:
+    """The shown branch of a conversation changed (a switch): tabs showing it reload it."""
+    return {"type": "thread", "conversation": conversation_id}
+
+
+def feedback_frame(message_id: int, rating: int, comment: str) -> FeedbackFrame:
+    return {"type": "feedback", "message": message_id, "rating": rating, "comment": comment}
+
+
+def settings_frame(conversation_id: int | None, system_prompt: str, params: dict) -> SettingsFrame:
+    """A conversation's settings (or, with ``None``, the person's defaults for new conversations)."""
+    return {"type": "settings", "conversation": conversation_id, "system_prompt": system_prompt,
+            "params": dict(params)}
+
+
+def deleted_frame(conversation_id: int) -> DeletedFrame:
+    return {"type": "deleted", "conversation": conversation_id}
 
 
 def error_frame(code: str, detail: str) -> ErrorFrame:

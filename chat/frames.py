@@ -23,6 +23,13 @@ class MessageInfo(TypedDict):
     role: Literal["user", "assistant"]
     content: str
     status: Status
+    siblings: NotRequired[list[int]]  # the alternatives of an edited message or regenerated reply, oldest first
+
+
+class Params(TypedDict):
+    temperature: NotRequired[float]
+    top_p: NotRequired[float]
+    max_new_tokens: NotRequired[int]
 
 
 class Usage(TypedDict):
@@ -36,7 +43,7 @@ class Timing(TypedDict):
 
 
 class ConversationFrame(TypedDict):
-    """A conversation was created."""
+    """A conversation was created, or its title changed (renamed, or titled by the model)."""
     type: Literal["conversation"]
     conversation: ConversationInfo
 
@@ -84,9 +91,38 @@ class ErrorFrame(TypedDict):
     detail: str
 
 
+class ThreadFrame(TypedDict):
+    """The shown branch of a conversation changed (``switch``): reload it."""
+    type: Literal["thread"]
+    conversation: int
+
+
+class FeedbackFrame(TypedDict):
+    """The person's rating of a reply; 0 when taken back."""
+    type: Literal["feedback"]
+    message: int
+    rating: Literal[1, -1, 0]
+    comment: str
+
+
+class SettingsFrame(TypedDict):
+    """A conversation's settings; ``conversation`` null: the person's defaults for new conversations."""
+    type: Literal["settings"]
+    conversation: int | None
+    system_prompt: str
+    params: Params
+
+
+class DeletedFrame(TypedDict):
+    """A conversation was deleted."""
+    type: Literal["deleted"]
+    conversation: int
+
+
 FRAMES: dict[str, type] = {
     "conversation": ConversationFrame, "message": MessageFrame, "subscribed": SubscribedFrame,
-    "delta": DeltaFrame, "done": DoneFrame, "error": ErrorFrame,
+    "delta": DeltaFrame, "done": DoneFrame, "error": ErrorFrame, "thread": ThreadFrame,
+    "feedback": FeedbackFrame, "settings": SettingsFrame, "deleted": DeletedFrame,
 }
 
 
@@ -114,6 +150,12 @@ def _check(value, expected, path: str) -> None:
             except ValueError as exc:
                 errors.append(str(exc))
         raise ValueError("; ".join(errors))
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{path}: expected a list, got {value!r}")
+        for i, item in enumerate(value):
+            _check(item, typing.get_args(expected)[0], f"{path}[{i}]")
+        return
     if expected is type(None):
         if value is not None:
             raise ValueError(f"{path}: expected null, got {value!r}")

@@ -4,7 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from . import selectors, services
+from . import api_keys as key_writes, selectors
 from .errors import ChatError
 
 
@@ -15,7 +15,7 @@ def api_keys(request):
     new_key, error = None, None
     if request.method == "POST":
         try:
-            new_key = services.api_key_create(owner=request.user, name=request.POST.get("name", ""),
+            new_key = key_writes.api_key_create(owner=request.user, name=request.POST.get("name", ""),
                                               store_conversations=request.POST.get("store") == "on").plaintext
         except ChatError as exc:
             error = exc.detail
@@ -29,7 +29,7 @@ def api_keys(request):
 @require_POST
 def api_key_revoke(request, key_id: int):
     try:
-        services.api_key_revoke(owner=request.user, key_id=key_id)
+        key_writes.api_key_revoke(owner=request.user, key_id=key_id)
     except ChatError:
         pass  # not theirs, or gone: the list shows what is there
     return redirect("chat:api-keys")

@@ -15,16 +15,20 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from . import metrics
 from .redis import WORKERS_KEY, client, lease_key, live_workers, progress_key
 
 
-def heartbeat(worker: str, message_ids: Iterable[int], tokens: Mapping[int, int] | None = None) -> None:
+def heartbeat(worker: str, message_ids: Iterable[int], tokens: Mapping[int, int] | None = None,
+              stats: Mapping[str, int] | None = None) -> None:
     """Worker side: say this worker is alive and still holds these replies; ``tokens``: reply tokens generated
-    so far, per reply, where known."""
+    so far, per reply, where known; ``stats``: its engine's figures for /metrics."""
     ttl = settings.CHAT_LEASE_TTL_S
     tokens = tokens or {}
     pipe = client().pipeline(transaction=False)
     pipe.zadd(WORKERS_KEY, {worker: time.time() + ttl})
+    if stats is not None:
+        metrics.publish_worker_stats(pipe, worker, stats, ttl)
     for message_id in message_ids:
         pipe.set(lease_key(message_id), worker, ex=ttl)
         if message_id in tokens:

@@ -302,3 +302,22 @@ class QuotaOverride(models.Model):
 
     def __str__(self):
         return f"allowance of {self.user}"
+
+
+class ChatDefaults(models.Model):
+    """A person's own starting settings: a new conversation copies them (system prompt and generation params).
+
+    A row per person rather than fields on the user model: the project keeps Django's own user, and a person
+    who never changed anything has no row (the site's defaults apply)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_defaults")
+    system_prompt = models.TextField(blank=True)
+    params = models.JSONField(default=dict, blank=True, help_text="temperature, top_p, max_new_tokens")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "chat defaults"
+        verbose_name_plural = "chat defaults"
+
+    def __str__(self):
+        return f"defaults of user {self.user_id}"

@@ -66,3 +66,13 @@ def stop_strings_clean(stop) -> list[str]:
         raise ChatError("invalid_params", f"stop takes at most {MAX_STOP_STRINGS} strings of at most "
                                           f"{MAX_STOP_CHARS} characters.")
     return items
+
+
+def bounds() -> dict:
+    """What the settings panel shows: each parameter's bounds and what applies when it is left empty."""
+    return {
+        "temperature": {"min": 0, "max": 2, "step": 0.05, "default": "the model's own (greedy for the bundled model)"},
+        "top_p": {"min": 0.01, "max": 1, "step": 0.01, "default": "the model's own (1.0 for the bundled model)"},
+        "max_new_tokens": {"min": 1, "max": settings.CHAT_MAX_NEW_TOKENS, "step": 1,
+                           "default": f"the model's own, else {settings.CHAT_DEFAULT_MAX_NEW_TOKENS}"},
+    }

@@ -14,6 +14,9 @@ Keys (``chat:`` prefix; the channel layer and Celery keep their own):
 | ``chat:sockets:<user>`` | sorted set | a user's open sockets, score = last refresh |
 | ``chat:tokens:<user>:<day>`` | string | tokens a person's replies used that day (``chat/quotas.py``) |
 | ``chat:limits/...`` | (``limits``) | the moving window of a person's messages per minute |
+| ``chat:wstats:<worker>`` | string | the worker's engine figures (JSON), written by its heartbeat, expiring with it |
+| ``chat:metrics:counters`` | hash | Prometheus counters of every process (``chat/metrics.py``) |
+| ``chat:metrics:hist:<name>`` | hash | a histogram's bucket counts and sum |
 """
 from __future__ import annotations
 
@@ -36,6 +39,10 @@ def lease_key(message_id: int) -> str:
 
 def progress_key(message_id: int) -> str:
     return f"chat:progress:{int(message_id)}"
+
+
+def worker_stats_key(worker: str) -> str:
+    return f"chat:wstats:{worker}"
 
 
 def stream_key(message_id: int) -> str:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, QuerySet, Subquery, Value
+from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .errors import ChatError
 from .liveness import ReplyProgress, replies_progress
-from .models import Account, Conversation, Feedback, Invite, Message
+from .models import Account, ChatDefaults, Conversation, Feedback, Invite, Message
 
 NOT_FOUND = "No such conversation, or it is not yours."
 
@@ -38,6 +38,62 @@ def message_get_for_user(*, user, message_id) -> Message:
 def messages_current(*, conversation) -> list[Message]:
     """The branch the user sees, oldest first."""
     return list(conversation.messages.filter(is_current=True).order_by("id"))
+
+
+def thread_rows(*, conversation_id: int) -> dict[int, dict]:
+    """Every message of a conversation as ``{id: {id, parent_id, role, is_current}}``: the tree, in one query."""
+    return {row["id"]: row for row in Message.objects.filter(conversation_id=conversation_id)
+            .values("id", "parent_id", "role", "is_current")}
+
+
+def siblings_in(rows: dict[int, dict], message_id: int) -> list[int]:
+    """The alternatives of a message (itself included), oldest first: messages with its parent and its role."""
+    me = rows[message_id]
+    return sorted(i for i, r in rows.items() if r["parent_id"] == me["parent_id"] and r["role"] == me["role"])
+
+
+def current_below(rows: dict[int, dict], message_id: int) -> list[int]:
+    """A message and the shown messages below it: what leaves the screen when it is replaced."""
+    children: dict[int | None, list[int]] = {}
+    for i, r in rows.items():
+        if r["is_current"]:
+            children.setdefault(r["parent_id"], []).append(i)
+    out, todo = [], [message_id]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        todo.extend(children.get(node, ()))
+    return out
+
+
+def newest_path_from(rows: dict[int, dict], message_id: int) -> list[int]:
+    """A message and, below it, the newest child at each level: the branch shown after switching to it."""
+    children: dict[int | None, list[int]] = {}
+    for i, r in rows.items():
+        children.setdefault(r["parent_id"], []).append(i)
+    path = [message_id]
+    while children.get(path[-1]):
+        path.append(max(children[path[-1]]))
+    return path
+
+
+def thread_for_user(*, user, conversation: Conversation) -> list[dict]:
+    """The shown branch as the page needs it: each message with its alternatives (ids, oldest first), its
+    stored error, and for replies this person's rating and the params used. Three queries whatever the length."""
+    rows = thread_rows(conversation_id=conversation.pk)
+    messages = messages_current(conversation=conversation)
+    ratings = {f.message_id: {"rating": f.rating, "comment": f.comment}
+               for f in Feedback.objects.filter(message__in=[m.pk for m in messages], user=user)}
+    return [{"id": m.id, "conversation": m.conversation_id, "role": m.role, "content": m.content,
+             "status": m.status, "siblings": siblings_in(rows, m.id), "error": m.error,
+             "feedback": ratings.get(m.id), "params": m.params, "completion_tokens": m.completion_tokens}
+            for m in messages]
+
+
+def chat_defaults_for(*, user) -> dict:
+    """The person's own settings for new conversations: ``{"system_prompt", "params"}`` (empty when unset)."""
+    row = ChatDefaults.objects.filter(user=user).values("system_prompt", "params").first()
+    return row or {"system_prompt": "", "params": {}}
 
 
 def message_active_in_conversation(*, conversation_id: int) -> Message | None:
@@ -91,6 +147,13 @@ def message_ids_queued_since(*, before, limit: int) -> list[int]:
     """Replies still queued since before ``before``: nobody took them in time."""
     return list(Message.objects.filter(status=Message.Status.QUEUED, created_at__lt=before)
                 .values_list("id", flat=True)[:limit])
+
+
+def replies_active_by_status() -> dict[str, int]:
+    """Replies queued or streaming now, per status (both present, 0 when none): one indexed count."""
+    counts = dict(Message.objects.filter(status__in=Message.ACTIVE_STATUSES).order_by().values("status")
+                  .annotate(n=Count("id")).values_list("status", "n"))
+    return {str(status): counts.get(status, 0) for status in Message.ACTIVE_STATUSES}
 
 
 def replies_active_for_user(*, user_id: int) -> int:
@@ -204,6 +267,55 @@ def transcript_page(*, conversation: Conversation, page=1, per_page: int | None 
                                            .order_by("id")))
                 .order_by("id"))
     return Paginator(messages, per_page or TRANSCRIPT_PAGE).get_page(page)
+
+
+# --- The chat page's sidebar: newest first, paged by a cursor, optionally searched.
+
+SIDEBAR_PAGE = 30
+SNIPPET_CHARS = 120
+
+
+def conversation_page_for_user(*, user, query: str = "", after: tuple | None = None,
+                               limit: int = SIDEBAR_PAGE) -> tuple[list[dict], tuple | None]:
+    """One page of the person's conversations, newest activity first, after the cursor ``(updated_at, id)``
+    of the previous page's last row (keyset paging: a page costs the same however far down it is, and rows
+    that move to the top meanwhile are not shown twice). With ``query``: only those whose title or any
+    message contains it (case-insensitive), each with a snippet of the first matching message. Returns the
+    rows and the next cursor (None at the end). Two queries."""
+    rows = conversation_list_for_user(user=user)
+    words = query.strip()
+    if words:
+        rows = rows.filter(Q(title__icontains=words) | Exists(
+            Message.objects.filter(conversation=OuterRef("pk"), content__icontains=words)))
+    if after is not None:
+        stamp, last_id = after
+        rows = rows.filter(Q(updated_at__lt=stamp) | Q(updated_at=stamp, id__lt=last_id))
+    page = list(rows.values("id", "title", "updated_at")[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    if words and page:
+        found: dict[int, str] = {}
+        for m in (Message.objects.filter(conversation_id__in=[r["id"] for r in page], content__icontains=words)
+                  .order_by("conversation_id", "id").values("conversation_id", "content")):
+            found.setdefault(m["conversation_id"], _snippet(m["content"], words))
+        for r in page:
+            r["snippet"] = found.get(r["id"], "")
+    next_cursor = (page[-1]["updated_at"], page[-1]["id"]) if more else None
+    return page, next_cursor
+
+
+def _snippet(text: str, words: str) -> str:
+    """The words around the first match, on one line."""
+    at = text.lower().find(words.lower())
+    start = max(0, at - SNIPPET_CHARS // 3)
+    piece = " ".join(text[start:start + SNIPPET_CHARS].split())
+    return ("…" if start else "") + piece + ("…" if start + SNIPPET_CHARS < len(text) else "")
+
+
+def conversation_for_export(*, user, conversation_id) -> tuple[Conversation, list[Message]]:
+    """A conversation of the person's and its shown branch, oldest first (what the page shows is exported)."""
+    conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+    return conversation, messages_current(conversation=conversation)
 
 
 def api_keys_for_user(*, user) -> list:

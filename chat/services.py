@@ -8,10 +8,8 @@ by a reviewer.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -20,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from . import events, liveness, quotas, selectors
+from . import events, liveness, metrics, quotas, selectors
 from .errors import ChatError
 from .models import ApiKey, Conversation, Feedback, Message
 from .params import generation_params_clean
@@ -121,23 +119,32 @@ def _reply_create(*, conversation: Conversation, parent: Message, params: dict) 
     )
 
 
-def message_send(*, user, conversation_id: int | None, content, params=None,
-                 client_id: str | None = None) -> SendResult:
-    """Store the user's message and a queued reply; on commit, tell the user's sockets and queue the task."""
-    _require_approved(user)
+def _message_text(content) -> str:
     text = clean_text(content)
     if not text.strip():
         raise ChatError("empty", "Type a message first.")
     if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ChatError("too_long", f"The message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
+    return text
+
+
+def message_send(*, user, conversation_id: int | None, content, params=None,
+                 client_id: str | None = None) -> SendResult:
+    """Store the user's message and a queued reply; on commit, tell the user's sockets and queue the task."""
+    _require_approved(user)
+    text = _message_text(content)
     clean_params = generation_params_clean(params)
     allowance = _admit(user.pk)
     with transaction.atomic():
         _require_capacity(user.pk, allowance)
         created = conversation_id is None
         if created:
-            conversation = Conversation.objects.create(owner=user, title=_title_from(text),
-                                                       model_name=settings.CHAT_MODEL)
+            # A new conversation starts from the person's own defaults (the settings panel, with no chat open).
+            defaults = selectors.chat_defaults_for(user=user)
+            conversation = Conversation.objects.create(owner=user, title=title_from(text),
+                                                       model_name=settings.CHAT_MODEL,
+                                                       system_prompt=defaults["system_prompt"],
+                                                       params=defaults["params"])
         else:
             conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
             # Lock the row: two sends racing into one conversation must not both start a reply.
@@ -162,8 +169,27 @@ def message_send(*, user, conversation_id: int | None, content, params=None,
     return SendResult(conversation, created, user_message, reply)
 
 
+def _leave_branch(*, conversation_id: int, message_id: int) -> None:
+    """Take a message and the shown messages below it off the shown branch (they stay, as an alternative)."""
+    rows = selectors.thread_rows(conversation_id=conversation_id)
+    Message.objects.filter(pk__in=selectors.current_below(rows, message_id)).update(is_current=False)
+
+
+def _lock_idle_conversation(conversation_id: int) -> Conversation:
+    """Lock the conversation's row; refuse when a reply is being written in it (one reply at a time)."""
+    conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+    if selectors.message_active_in_conversation(conversation_id=conversation.pk):
+        raise ChatError("busy", BUSY)
+    return conversation
+
+
+def _siblings(message: Message) -> list[int]:
+    return selectors.siblings_in(selectors.thread_rows(conversation_id=message.conversation_id), message.pk)
+
+
 def message_regenerate(*, user, message_id, params=None, client_id: str | None = None) -> Message:
-    """Replace the newest reply with a new one. The old reply stays as an alternative (``is_current`` False)."""
+    """Write a new reply in place of any reply on the shown branch. The old reply and what followed it stay as
+    an alternative (``is_current`` False); the new reply answers the same message."""
     _require_approved(user)
     old = selectors.message_get_for_user(user=user, message_id=message_id)
     clean_params = generation_params_clean(params)
@@ -172,18 +198,21 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
     allowance = _admit(user.pk)
     with transaction.atomic():
         _require_capacity(user.pk, allowance)
-        conversation = Conversation.objects.select_for_update().get(pk=old.conversation_id)
-        if selectors.message_active_in_conversation(conversation_id=conversation.pk):
-            raise ChatError("busy", BUSY)
-        if not old.is_current or selectors.message_last_current(conversation=conversation).pk != old.pk:
-            raise ChatError("not_regenerable", "Only the latest reply can be regenerated.")
-        Message.objects.filter(pk=old.pk).update(is_current=False)
+        conversation = _lock_idle_conversation(old.conversation_id)
+        old.refresh_from_db(fields=["is_current"])
+        if not old.is_current:
+            raise ChatError("not_regenerable", "Only a reply on the branch you see can be regenerated; switch to it "
+                                               "first.")
+        _leave_branch(conversation_id=conversation.pk, message_id=old.pk)
+        # The conversation's settings as they are now (the settings panel applies to the next reply), then the
+        # params of this one request.
         reply = _reply_create(conversation=conversation, parent=old.parent,
-                              params={**old.params, **clean_params} if clean_params else dict(old.params))
+                              params={**conversation.params, **clean_params})
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+        siblings = _siblings(reply)
 
         def after_commit():
-            events.notify(user.id, events.message_frame(reply, client_id, replaces=old.pk))
+            events.notify(user.id, events.message_frame(reply, client_id, replaces=old.pk, siblings=siblings))
             _dispatch(reply)
 
         transaction.on_commit(after_commit)
@@ -212,6 +241,60 @@ def reply_stop(*, message: Message) -> StopOutcome:
             transaction.on_commit(lambda: events.broadcast_cancel_sync(message.pk))
             return StopOutcome.STOPPING
     return StopOutcome.ALREADY_FINISHED
+
+
+def message_edit(*, user, message_id, content, params=None, client_id: str | None = None) -> SendResult:
+    """Send an edited version of one of the person's earlier messages: a new user message beside the old one
+    (same parent) and a new reply to it. The old message and what followed it stay as an alternative."""
+    old = selectors.message_get_for_user(user=user, message_id=message_id)
+    if old.role != Message.Role.USER:
+        raise ChatError("not_editable", "Only your own messages can be edited.")
+    _require_approved(user)
+    text = _message_text(content)
+    clean_params = generation_params_clean(params)
+    allowance = _admit(user.pk)
+    with transaction.atomic():
+        _require_capacity(user.pk, allowance)
+        conversation = _lock_idle_conversation(old.conversation_id)
+        old.refresh_from_db(fields=["is_current"])
+        if not old.is_current:
+            raise ChatError("not_editable", "Only a message on the branch you see can be edited; switch to it "
+                                            "first.")
+        _leave_branch(conversation_id=conversation.pk, message_id=old.pk)
+        user_message = Message.objects.create(conversation=conversation, parent=old.parent, role=Message.Role.USER,
+                                              content=text, status=Message.Status.COMPLETE)
+        reply = _reply_create(conversation=conversation, parent=user_message,
+                              params={**conversation.params, **clean_params})
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+        siblings = _siblings(user_message)
+
+        def after_commit():
+            events.notify(user.id, events.message_frame(user_message, client_id, replaces=old.pk,
+                                                        siblings=siblings))
+            events.notify(user.id, events.message_frame(reply, client_id))
+            _dispatch(reply)
+
+        transaction.on_commit(after_commit)
+    return SendResult(conversation, False, user_message, reply)
+
+
+def message_switch(*, user, message_id) -> Message:
+    """Show another alternative of a message: it and the newest messages below it become the shown branch, so
+    the next message continues from there. Every tab of the person is told to reload the thread."""
+    target = selectors.message_get_for_user(user=user, message_id=message_id)
+    with transaction.atomic():
+        conversation = _lock_idle_conversation(target.conversation_id)
+        rows = selectors.thread_rows(conversation_id=conversation.pk)
+        parent = rows[target.pk]["parent_id"]
+        if parent is not None and not rows[parent]["is_current"]:
+            raise ChatError("not_switchable", "That message is not on the branch you see; switch above it first.")
+        shown = [i for i in selectors.siblings_in(rows, target.pk) if rows[i]["is_current"]]
+        if shown != [target.pk]:
+            for i in shown:
+                Message.objects.filter(pk__in=selectors.current_below(rows, i)).update(is_current=False)
+            Message.objects.filter(pk__in=selectors.newest_path_from(rows, target.pk)).update(is_current=True)
+        transaction.on_commit(lambda: events.notify(user.id, events.thread_frame(conversation.pk)))
+    return target
 
 
 @transaction.atomic
@@ -270,6 +353,9 @@ def message_finish(*, message_id: int, content: str | None, status: str, finish_
             # Charged here, where every reply ends once: the worker's own count of what the reply cost.
             quotas.tokens_count(final.conversation.owner_id, (prompt_tokens or 0) + (completion_tokens or 0))
             events.notify(final.conversation.owner_id, events.done_frame(final))
+            # Counted once, when the end is stored (an end that lost the race above is not a reply).
+            metrics.observe_reply(status=status, ttft_ms=ttft_ms, tokens_per_s=tokens_per_s,
+                                  prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
         transaction.on_commit(after_commit)
     return final
@@ -284,55 +370,6 @@ def _forget_text(final: Message) -> None:
 
 
 # --- the OpenAI-compatible API (chat/api/) -----------------------------------------------------------------
-API_KEY_START = "sk-"
-API_KEY_PREFIX_CHARS = 12
-API_KEY_NAME_CHARS = 100
-
-
-def api_key_secret_hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-@dataclass
-class NewApiKey:
-    key: ApiKey
-    plaintext: str  # shown once, never stored
-
-
-def api_key_create(*, owner, name: str, store_conversations: bool = True) -> NewApiKey:
-    """A new random key for ``owner``: ``sk-<prefix>-<secret>``. Only the secret's hash is stored."""
-    name = clean_text(name).strip()
-    if not name:
-        raise ChatError("invalid_name", "Give the key a name, so you can tell it apart later.")
-    if len(name) > API_KEY_NAME_CHARS:
-        raise ChatError("invalid_name", f"The name is too long: at most {API_KEY_NAME_CHARS} characters.")
-    prefix = secrets.token_hex(API_KEY_PREFIX_CHARS // 2)
-    secret = secrets.token_urlsafe(32)
-    key = ApiKey.objects.create(owner=owner, name=name, prefix=prefix, secret_hash=api_key_secret_hash(secret),
-                                store_conversations=bool(store_conversations))
-    return NewApiKey(key, f"{API_KEY_START}{prefix}-{secret}")
-
-
-def api_key_revoke(*, key_id: int, owner=None) -> ApiKey:
-    """Revoke a key (its owner's, or any key when ``owner`` is None: staff). Revoking twice keeps the first
-    time."""
-    keys = ApiKey.objects.all() if owner is None else ApiKey.objects.filter(owner=owner)
-    try:
-        key = keys.get(pk=int(key_id))
-    except (ApiKey.DoesNotExist, TypeError, ValueError, OverflowError):
-        raise ChatError("not_found", "No such key, or it is not yours.") from None
-    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    key.refresh_from_db()
-    return key
-
-
-def api_key_touch(*, key: ApiKey) -> None:
-    """Record that a key was used; at most one write a minute per key, not one per request."""
-    now = timezone.now()
-    if key.last_used_at is None or (now - key.last_used_at).total_seconds() >= 60:
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
-
-
 def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_user: str = "") -> Message:
     """One API request as a new conversation of the key's owner: its system prompt, its turns as stored
     messages, and a queued reply, dispatched to the same workers under the same per-person limits as the
@@ -352,7 +389,7 @@ def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_u
         _require_capacity(user.pk, allowance)
         kept = key.store_conversations
         conversation = Conversation.objects.create(
-            owner=user, title=_title_from(chat_turns[-1]["content"]) if kept else "", system_prompt=system,
+            owner=user, title=title_from(chat_turns[-1]["content"]) if kept else "", system_prompt=system,
             model_name=settings.CHAT_MODEL, source=Conversation.Source.API, api_key=key, api_key_name=key.name,
             api_user=clean_text(end_user)[:256], content_kept=kept)
         parent = None
@@ -381,12 +418,15 @@ def feedback_set(*, user, message_id, rating, comment="") -> Feedback | None:
     with transaction.atomic():
         if rating == 0:
             Feedback.objects.filter(message=message, user=user).delete()
+            transaction.on_commit(lambda: events.notify(user.id, events.feedback_frame(message.pk, 0, "")))
             return None
         feedback, _ = Feedback.objects.update_or_create(message=message, user=user,
                                                         defaults={"rating": int(rating), "comment": text})
+        transaction.on_commit(lambda: events.notify(user.id, events.feedback_frame(message.pk, int(rating), text)))
     return feedback
 
 
-def _title_from(text: str) -> str:
+def title_from(text: str) -> str:
+    """The first words of a text, on one line, at most TITLE_CHARS long."""
     line = " ".join(text.split())
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"

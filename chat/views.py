@@ -1,18 +1,26 @@
 """Pages and small JSON endpoints; every read is scoped to the signed-in user."""
+import json
+from datetime import datetime
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from . import events, quotas, selectors
+from . import exports, params, quotas, selectors
 from .errors import ChatError
 
 
 @login_required
 def chat_page(request):
-    """The chat page; conversations and messages load through the JSON endpoints."""
+    """The chat page; conversations and messages load through the JSON endpoints. The settings panel's bounds
+    and the person's defaults come with the page as JSON in a data attribute (escaped by the template): the
+    page has no inline script of any kind."""
+    config = {"bounds": params.bounds(), "defaults": selectors.chat_defaults_for(user=request.user),
+              "model": settings.CHAT_MODEL, "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS}
     return render(request, "chat/index.html", {"review_enabled": settings.CHAT_REVIEW_ENABLED,
+                                               "chat_model": settings.CHAT_MODEL, "chat_config": json.dumps(config),
                                                "quota": quotas.summary(request.user.pk),
                                                "may_chat": selectors.account_may_chat(user=request.user),
                                                "not_approved": selectors.NOT_APPROVED})
@@ -22,11 +30,30 @@ def _json_error(exc: ChatError, status: int = 404):
     return JsonResponse({"error": {"code": exc.code, "detail": exc.detail}}, status=status)
 
 
+def _cursor_text(cursor) -> str | None:
+    return None if cursor is None else f"{cursor[0].isoformat()}_{cursor[1]}"
+
+
+def _cursor_parse(text: str) -> tuple | None:
+    stamp, _, last_id = text.rpartition("_")
+    try:
+        return datetime.fromisoformat(stamp), int(last_id)
+    except ValueError:
+        raise ChatError("bad_cursor", "That page of the list does not exist; reload the list.") from None
+
+
 @login_required
 @require_GET
 def conversation_list(request):
-    rows = selectors.conversation_list_for_user(user=request.user).values("id", "title", "updated_at")[:200]
-    return JsonResponse({"conversations": list(rows)})
+    """A page of the person's conversations, newest first; ``q`` searches titles and messages, ``after`` is
+    the ``next`` cursor of the previous page."""
+    try:
+        after = _cursor_parse(request.GET["after"]) if request.GET.get("after") else None
+    except ChatError as exc:
+        return _json_error(exc, 400)
+    rows, cursor = selectors.conversation_page_for_user(user=request.user, query=request.GET.get("q", "")[:200],
+                                                        after=after)
+    return JsonResponse({"conversations": rows, "next": _cursor_text(cursor)})
 
 
 @login_required
@@ -37,9 +64,10 @@ def conversation_detail(request, conversation_id: int):
     except ChatError as exc:
         return _json_error(exc)
     # The stored error too, so a failed reply still says why after a reload.
-    messages = [{**events.message_payload(m), "error": m.error}
-                for m in selectors.messages_current(conversation=conversation)]
-    return JsonResponse({"conversation": {"id": conversation.id, "title": conversation.title},
+    messages = selectors.thread_for_user(user=request.user, conversation=conversation)
+    return JsonResponse({"conversation": {"id": conversation.id, "title": conversation.title,
+                                          "system_prompt": conversation.system_prompt,
+                                          "params": conversation.params},
                          "messages": messages})
 
 
@@ -50,38 +78,23 @@ def quota(request):
     return JsonResponse(quotas.summary(request.user.pk))
 
 
-def healthz(request):
-    """The process answers (liveness probe)."""
-    return JsonResponse({"status": "ok"})
-
-
-def readyz(request):
-    """Can this deployment answer a chat now: database, Redis, and at least one live model worker."""
-    from django.db import connection
-
-    from redis.exceptions import BusyLoadingError
-
-    from . import liveness
-    from .redis import client
-
-    checks = {}
+@login_required
+@require_GET
+def conversation_export(request, conversation_id: int, fmt: str):
+    """Download one of the person's conversations as Markdown (``md``) or JSON (``json``)."""
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"unreachable: {type(exc).__name__}"
-    try:
-        client().ping()
-        checks["redis"] = "ok"
-        checks["workers"] = len(liveness.workers_alive())
-    except BusyLoadingError:
-        checks["redis"] = "loading its data from disk"
-        checks["workers"] = 0
-    except Exception as exc:
-        checks["redis"] = f"unreachable: {type(exc).__name__}"
-        checks["workers"] = 0
-    ready = checks["database"] == "ok" and checks["redis"] == "ok" and checks["workers"] > 0
-    if checks["redis"] == "ok" and not checks["workers"]:
-        checks["detail"] = "no model worker is running"
-    return JsonResponse({"ready": ready, **checks}, status=200 if ready else 503)
+        conversation, messages = selectors.conversation_for_export(user=request.user,
+                                                                   conversation_id=conversation_id)
+    except ChatError as exc:
+        return _json_error(exc)
+    if fmt not in ("md", "json"):
+        return _json_error(ChatError("not_found", "Exports are .md or .json."))
+    if fmt == "json":
+        body, kind = exports.as_json(conversation, messages), "application/json"
+    else:
+        body, kind = exports.as_markdown(conversation, messages), "text/markdown"
+    response = HttpResponse(body, content_type=f"{kind}; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="conversation-{conversation.pk}.{fmt}"'
+    return response
+
+

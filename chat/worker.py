@@ -23,7 +23,8 @@ from inference.output import coalesce
 from inference.prompt import PromptTooLong, build_prompt
 from inference.sampling import resolve_params
 
-from . import events, liveness, services, selectors
+from . import conversations, events, liveness, services, selectors
+from .logs import log_context
 from .models import Message
 from .redis import client as redis_client, wait_until_loaded
 from .sweep import sweep
@@ -43,7 +44,7 @@ class Runtime:
     def __init__(self, loaded: LoadedModel | None = None, *, background: bool = True):
         """Load the configured model (or use ``loaded``: tests), start its engine, link and, with
         ``background``, the heartbeat and sweep threads."""
-        configure_threads(settings.CHAT_TORCH_THREADS or None)
+        self.threads = configure_threads(settings.CHAT_TORCH_THREADS or None)
         started = time.monotonic()
         self.loaded = loaded or load_model(settings.CHAT_MODEL, device=settings.CHAT_DEVICE,
                                            dtype=settings.CHAT_DTYPE, cache_dir=settings.CHAT_MODEL_CACHE)
@@ -62,8 +63,8 @@ class Runtime:
             events.route_sync_sends(self.link.call_patiently)  # message_finish's done goes through this loop
             threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
             threading.Thread(target=self._sweeps, name="sweep", daemon=True).start()
-        log.info("model %s ready on %s in %.1f s", self.loaded.name, self.loaded.device,
-                 time.monotonic() - started)
+        log.info("model %s ready on %s (%d torch threads) in %.1f s", self.loaded.name, self.loaded.device,
+                 self.threads, time.monotonic() - started)
 
     def close(self) -> None:
         """Stop the engine and the link (tests; a worker keeps its runtime for life)."""
@@ -85,7 +86,8 @@ class Runtime:
 
     def beat(self) -> None:
         """One heartbeat: this worker, its leases and each reply's tokens so far."""
-        liveness.heartbeat(self.name, list(self.holding), dict(self.tokens))
+        liveness.heartbeat(self.name, list(self.holding), dict(self.tokens),
+                           {**self.engine.stats(), "in_flight": len(self.holding)})
 
     def _sweeps(self) -> None:
         while True:
@@ -152,7 +154,37 @@ def generate_reply(message_id: int) -> None:
     message = services.message_start(message_id=message_id)
     if message is None:
         return  # stopped while queued, or already taken
-    ReplyJob(message, runtime()).run()
+    job = ReplyJob(message, runtime())
+    job.run()
+    # After the reply's done (sent on commit by message_finish) and its lease: a title never delays the reply.
+    if job.wants_title():
+        make_title(job)
+
+
+TITLE_PROMPT = ("Write a short title, at most six words, for a chat that begins with the message below. Answer "
+                "with the title only: no quotes, no full stop.\n\n{text}")
+TITLE_MAX_TOKENS = 16
+
+
+def make_title(job: "ReplyJob") -> None:
+    """Ask the model for a short title of a new conversation and store it, unless the person renamed it
+    meanwhile. Any failure keeps the title it has (the first words of the first message)."""
+    conversation = job.message.conversation
+    try:
+        first = selectors.history_for_prompt(message=job.message)[-1]["content"]
+        params = resolve_params({"temperature": 0.0, "max_new_tokens": TITLE_MAX_TOKENS},
+                                job.rt.loaded.model.generation_config,
+                                default_max_new_tokens=TITLE_MAX_TOKENS, max_new_tokens_cap=TITLE_MAX_TOKENS)
+        prompt = build_prompt(job.rt.loaded.tokenizer, [{"role": "user", "content": TITLE_PROMPT.format(
+            text=first[:2000])}], max_new_tokens=TITLE_MAX_TOKENS, window=job.rt.engine.context_window)
+        handle = job.rt.engine.submit(GenerationRequest(
+            input_ids=prompt.input_ids, params=params, stop_strings=tuple(prompt.stop_strings) + ("\n",),
+            request_id=f"title-{job.id}"))
+        text = "".join(chunk.text for chunk in coalesce(handle, 0) if chunk.text)
+        conversations.conversation_title_generated(conversation_id=conversation.pk, title=text,
+                                                   replacing=conversation.title)
+    except Exception:
+        log.warning("no title for conversation %s; it keeps its first words", conversation.pk, exc_info=True)
 
 
 def _failed(error: str) -> dict:
@@ -168,8 +200,24 @@ class ReplyJob:
         self.owner = message.conversation.owner_id
         self.pieces: list[str] = []  # exactly what the stream log holds
         self.first_at: float | None = None
+        self.ending: dict = {}
+
+    def wants_title(self) -> bool:
+        """A new chat conversation's first reply, finished well, under the title made from the first words. Not
+        an API request's: a program needs no title, and it would cost a generation per request."""
+        conversation = self.message.conversation
+        return (conversation.source == conversation.Source.CHAT
+                and self.ending.get("status") == Message.Status.COMPLETE and self.message.parent is not None
+                and self.message.parent.parent_id is None
+                and conversation.title == services.title_from(self.message.parent.content)
+                and not Message.objects.filter(conversation_id=conversation.pk, role=Message.Role.ASSISTANT)
+                .exclude(pk=self.id).exists())
 
     def run(self) -> None:
+        with log_context(reply_id=self.id, user_id=self.owner, conversation_id=self.message.conversation_id):
+            self._run()
+
+    def _run(self) -> None:
         ending = _failed("The reply was interrupted.")
         try:
             self.rt.hold(self.id)
@@ -183,6 +231,7 @@ class ReplyJob:
             else:
                 ending = self.stream(request, used)
         finally:
+            self.ending = ending
             self.finish(ending)
 
     def prepare(self) -> tuple[GenerationRequest, dict]:
@@ -256,6 +305,8 @@ class ReplyJob:
             for delay in FINISH_RETRY_DELAYS_S + (None,):
                 try:
                     services.message_finish(message_id=self.id, content="".join(self.pieces), **ending)
+                    log.info("reply %s ended %s (%s tokens)", self.id, ending["status"],
+                             ending.get("completion_tokens"))
                     return
                 except Exception:
                     if delay is None:

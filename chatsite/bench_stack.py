@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from chat import services
+    from chat import api_keys
     from chat.models import ApiKey, Conversation
 
     tokens, out = args.tokens, args.out
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
             client = Client()
             client.force_login(user)
             cookies.append(f"sessionid={client.cookies['sessionid'].value}")
-        keys = [services.api_key_create(owner=user, name="bench").plaintext for user in users]
+        keys = [api_keys.api_key_create(owner=user, name="bench").plaintext for user in users]
         url, origin = f"ws://127.0.0.1:{port}/ws/chat/", f"http://127.0.0.1:{port}"
         stack.wait_for_worker(env["REDIS_URL"], worker)  # its model is loaded once it heartbeats
         asyncio.run(_level(url, origin, cookies[:1], level_prompts("warm", 1, False), 8))

@@ -58,3 +58,20 @@ def local_secret_key(path: Path) -> str:
         return key
     private_file(path)  # a key written by an older version was readable by everyone
     return key
+
+
+def read_secret_key(path: Path) -> str | None:
+    """The key at ``path`` (narrowed to 0600 if it was wider), or None when there is no such file."""
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    private_file(path)  # a key written by an older version was readable by everyone
+    return key or None
+
+
+if __name__ == "__main__":  # `python -m chatsite.secret [PATH]`: make sure a key file exists (make run does)
+    import sys
+
+    local_secret_key(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "var"
+                     / "secret_key")

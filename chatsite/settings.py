@@ -1,11 +1,14 @@
 """Settings, read from the environment in one place (django-environ). Every variable is in the README table."""
 import math
+import os
 from datetime import timedelta
 from pathlib import Path
 
 import environ
 
-from chatsite.secret import private_database_file, private_dir
+from chatsite.embedded import recorded_redis_url
+
+from chatsite.secret import local_secret_key, private_database_file, private_dir, read_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Secret key, SQLite file, Redis file: var/ is for this account only (0700, narrowed if it was wider).
@@ -15,15 +18,45 @@ env = environ.Env()
 
 # --- core ------------------------------------------------------------------------------------------
 DEBUG = env.bool("DEBUG", default=False)
-# Without SECRET_KEY a random one is kept in var/, so the embedded default needs no setup but never ships
-# a key in code; a hosted deployment sets SECRET_KEY.
-SECRET_KEY = env.str("SECRET_KEY", default="")
+# The key comes from SECRET_KEY, else from a file (SECRET_KEY_FILE, default var/secret_key) that `make run`
+# generates once, so the embedded default needs no setup and no key is ever in code. A process with DEBUG off
+# never invents a key itself: several hosts would each invent their own (sessions signed by one Daphne would
+# be refused by the next), so a missing key is an error that says what to do.
+SECRET_KEY_FILE = Path(env.str("SECRET_KEY_FILE", default=str(VAR_DIR / "secret_key")))
+SECRET_KEY = env.str("SECRET_KEY", default="") or read_secret_key(SECRET_KEY_FILE) or ""
 if not SECRET_KEY:
-    from chatsite.secret import local_secret_key
+    if not DEBUG:
+        from django.core.exceptions import ImproperlyConfigured
 
-    SECRET_KEY = local_secret_key(VAR_DIR / "secret_key")
+        raise ImproperlyConfigured(f"SECRET_KEY is not set and {SECRET_KEY_FILE} does not exist: set SECRET_KEY "
+                                   f"(the same on every host), or create the file once with "
+                                   f"`python -m chatsite.secret {SECRET_KEY_FILE}` (make run does).")
+    SECRET_KEY = local_secret_key(SECRET_KEY_FILE)
+# LOG_FORMAT=json: one JSON object per line with the reply and user ids (chat/logs.py), for a log shipper.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- HTTPS behind a proxy (deploy/production.env.example sets these; README "Deployment") --------------
+# TRUSTED_PROXY: a proxy we run (nginx) is the only way in, and it overwrites X-Forwarded-For and
+# X-Forwarded-Proto. Only then are those headers believed: here for the scheme, and by Daphne (the launcher
+# passes --proxy-headers) for the client address that the logs, throttling and METRICS_ALLOWED_IPS see.
+TRUSTED_PROXY = env.bool("TRUSTED_PROXY", default=False)
+if TRUSTED_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# /metrics and /readyz's details: only from these addresses or networks (the client's, see TRUSTED_PROXY), or
+# with "Authorization: Bearer <METRICS_TOKEN>" (empty: no token accepted).
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# HTTPS: the site is served over https; it turns on what a browser must only ever use over TLS.
+HTTPS = env.bool("HTTPS", default=False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=HTTPS)
+# Probes and the Prometheus scraper may talk plain HTTP to Daphne itself, past the proxy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 
 INSTALLED_APPS = [
     "daphne",
@@ -40,6 +73,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so it counts every answer, redirects and lockouts included (chat/metrics.py, /metrics).
+    "chat.ops.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -154,14 +189,18 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "staticfiles")))  # collectstatic; nginx serves it
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing root on every start
 # Daphne serves the whole app, static files included; WhiteNoise serves them from the app dirs in DEBUG
 # and from STATIC_ROOT otherwise.
 WHITENOISE_USE_FINDERS = True
 
 # --- Redis: Celery broker and channel layer ------------------------------------------------------------
-REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# Without REDIS_URL: the embedded Redis that a running `make run` recorded in its directory (so `manage.py
+# shell` and other commands beside it reach the same server), else a Redis on the default port.
+REDIS_URL = (env.str("REDIS_URL", default="")
+             or recorded_redis_url(Path(env.str("CHAT_REDIS_DIR", default=str(VAR_DIR / "redis"))))
+             or "redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -180,6 +219,8 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ROUTES = {"inference.tasks.generate_reply": {"queue": "inference"}}  # chat.services.GENERATE_REPLY_TASK
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# JSON logs: the worker keeps Django's LOGGING (chat.logs.JsonFormatter) instead of Celery's own text format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Lost tasks are not retried (a worker acknowledges a task when it accepts it; one that dies mid-reply leaves
 # the reply to the sweep, which marks it failed). A task that Redis delivers twice — a worker lost before
@@ -193,7 +234,16 @@ CHAT_MODEL = env.str("CHAT_MODEL", default="bundled:smollm2-135m-instruct")
 CHAT_MODEL_CACHE = Path(env.str("CHAT_MODEL_CACHE", default=str(VAR_DIR / "models")))
 CHAT_DEVICE = env.str("CHAT_DEVICE", default="auto")
 CHAT_DTYPE = env.str("CHAT_DTYPE", default="auto")
-CHAT_TORCH_THREADS = env.int("CHAT_TORCH_THREADS", default=0)
+def _cores() -> int:
+    """Cores this process may run on (a cpuset or taskset narrows them), not all the machine has."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# Worker processes on this host share its cores: by default each takes cores // WORKERS torch threads, never
+# more (two workers with a thread per core each made 8 chats 30x slower here). WORKERS is how many worker
+# processes this host runs (`make run` starts that many; a systemd host sets it to its number of instances).
+WORKERS = max(1, env.int("WORKERS", default=1))
+CHAT_TORCH_THREADS = env.int("CHAT_TORCH_THREADS", default=0) or max(1, _cores() // WORKERS)
 CHAT_MAX_BATCH = env.int("CHAT_MAX_BATCH", default=16)
 # Key/value states of recent prompts and replies kept for reuse (system prompt, next turn, regenerate); 0 = off.
 CHAT_PREFIX_CACHE_MB = env.int("CHAT_PREFIX_CACHE_MB", default=256)
@@ -241,6 +291,9 @@ CHAT_BENCH_IGNORE_EOS = env.bool("CHAT_BENCH_IGNORE_EOS", default=False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"json": {"()": "chat.logs.JsonFormatter"},
+                   "text": {"format": "%(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler",
+                             "formatter": "json" if LOG_FORMAT == "json" else "text"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

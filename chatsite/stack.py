@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from chatsite.secret import private_dir
+from chatsite.embedded import forget_redis_url, record_redis_url
+from chatsite.secret import local_secret_key, private_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -32,13 +33,17 @@ class LauncherSettings:
 
     The launcher starts processes before Django reads its settings and imports no Django, so it cannot use
     ``chatsite.settings``. They are documented with the others in the README settings table; the children get
-    the same environment.
+    the same environment (``TRUSTED_PROXY`` and ``WORKERS`` mean the same to Django's settings).
     """
     port: int
+    bind_address: str  # the address Daphne listens on
+    trusted_proxy: bool  # Daphne takes the client address and scheme from X-Forwarded-For / -Proto
+    workers: int  # worker processes `make run` starts
     redis_url: str  # empty: start the embedded redis-server
     redis_dir: Path  # the embedded redis-server's append-only file lives here
     worker_concurrency: int
     log_level: str
+    json_logs: bool
     ws_ping_interval_s: str
     ws_ping_timeout_s: str
 
@@ -46,10 +51,14 @@ class LauncherSettings:
     def from_env(cls, env: Mapping[str, str]) -> "LauncherSettings":
         """Read them from ``env`` (the environment the children will get), with their defaults."""
         return cls(port=int(env.get("PORT") or 8000),
+                   bind_address=env.get("BIND_ADDRESS") or "127.0.0.1",
+                   trusted_proxy=(env.get("TRUSTED_PROXY") or "").strip().lower() in ("1", "true", "yes", "on"),
+                   workers=max(1, int(env.get("WORKERS") or 1)),
                    redis_url=env.get("REDIS_URL") or "",
                    redis_dir=Path(env.get("CHAT_REDIS_DIR") or ROOT / "var" / "redis"),
                    worker_concurrency=int(env.get("WORKER_CONCURRENCY") or 32),
                    log_level=env.get("LOG_LEVEL") or "INFO",
+                   json_logs=(env.get("LOG_FORMAT") or "text") == "json",
                    ws_ping_interval_s=env.get("WS_PING_INTERVAL_S") or "20",
                    ws_ping_timeout_s=env.get("WS_PING_TIMEOUT_S") or "30")
 
@@ -128,29 +137,40 @@ def start_redis(data_dir: Path, *, persist: bool = True, port: int | None = None
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def start_daphne(port: int, env: dict, *, wait: bool = True, **popen) -> subprocess.Popen:
-    """Daphne serving the ASGI app (HTTP, static files and websockets).
+def daphne_args(port: int, conf: LauncherSettings) -> list[str]:
+    """Daphne's command line: serving the ASGI app (HTTP, static files and websockets).
 
     Keepalive pings bound what a client that stops reading can cost: it cannot answer a ping it never reads,
     so Daphne drops it after WS_PING_INTERVAL_S + WS_PING_TIMEOUT_S instead of buffering replies for it forever.
+    With TRUSTED_PROXY, --proxy-headers: the client address (logs, throttling, METRICS_ALLOWED_IPS) and scheme
+    come from the proxy's X-Forwarded-For / X-Forwarded-Proto. Daphne believes whoever sends them, so Daphne
+    must then be reachable only by the proxy (BIND_ADDRESS on loopback or a private network).
     """
-    conf = LauncherSettings.from_env(env)
-    args = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "--websocket-max-message-size",
+    return [str(BIN / "daphne"), "-b", conf.bind_address, "-p", str(port), "--websocket-max-message-size",
             str(WS_MAX_MESSAGE_BYTES), "--websocket-max-frame-size", str(WS_MAX_MESSAGE_BYTES),
             "--ping-interval", conf.ws_ping_interval_s, "--ping-timeout", conf.ws_ping_timeout_s,
-            "chatsite.asgi:application"]
-    proc = _popen(args, cwd=ROOT, env=env, **popen)
+            *(["--proxy-headers"] if conf.trusted_proxy else []), "chatsite.asgi:application"]
+
+
+def start_daphne(port: int, env: dict, *, wait: bool = True, **popen) -> subprocess.Popen:
+    """Daphne (``daphne_args``) as a child."""
+    proc = _popen(daphne_args(port, LauncherSettings.from_env(env)), cwd=ROOT, env=env, **popen)
     if wait:
         wait_for_port(port, proc)
     return proc
 
 
-def start_worker(env: dict, *, concurrency: int | None = None, name: str = "inference", **popen) -> subprocess.Popen:
-    """One Celery worker process: the threads pool, so its tasks share the one model it loads."""
-    conf = LauncherSettings.from_env(env)
-    args = [str(BIN / "celery"), "-A", "chatsite", "worker", "-Q", "inference", "--pool", "threads",
+def worker_args(conf: LauncherSettings, *, concurrency: int | None = None, name: str = "inference") -> list[str]:
+    """One Celery worker process's command line: the threads pool, so its tasks share the one model it loads."""
+    return [str(BIN / "celery"), "-A", "chatsite", *(["--quiet"] if conf.json_logs else []),  # no text banner
+            "worker", "-Q", "inference", "--pool", "threads",
             "--concurrency", str(concurrency or conf.worker_concurrency), "--loglevel", conf.log_level,
             "-n", f"{name}-%i@%h", "--without-gossip", "--without-mingle"]
+
+
+def start_worker(env: dict, *, concurrency: int | None = None, name: str = "inference", **popen) -> subprocess.Popen:
+    """A worker (``worker_args``) as a child."""
+    args = worker_args(LauncherSettings.from_env(env), concurrency=concurrency, name=name)
     return _popen(args, cwd=ROOT, env=env, **popen)
 
 
@@ -182,8 +202,10 @@ def compact_redis(redis_url: str, timeout: float = REDIS_LOAD_TIMEOUT_S) -> None
         pass
 
 
-def wait_for_worker(redis_url: str, proc: subprocess.Popen, timeout: float = 300.0) -> bool:
-    """Block until a worker heartbeats (its model is loaded), so the printed address answers at once.
+def wait_for_worker(redis_url: str, proc: subprocess.Popen, timeout: float = 300.0, *,
+                    name: str | None = None) -> bool:
+    """Block until a worker heartbeats (its model is loaded), so the printed address answers at once; with
+    ``name`` (``chat.worker.Runtime.name``: host-pid), that worker.
 
     False when ``proc`` exits first or ``timeout`` passes. A Redis still loading its file is waited out.
     """
@@ -195,7 +217,8 @@ def wait_for_worker(redis_url: str, proc: subprocess.Popen, timeout: float = 300
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if live_workers(client):
+            alive = live_workers(client)
+            if alive and (name is None or name.encode() in alive):
                 return True
         except redis.exceptions.BusyLoadingError:
             left = max(0.0, deadline - time.monotonic())
@@ -262,11 +285,31 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def main() -> int:
+def serve(role: str) -> None:
+    """``python -m chatsite.stack web|worker``: become one Daphne or one worker (``os.execv``), with the same
+    command line the launcher uses, for a service manager (systemd, honcho) that supervises it directly."""
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+    conf = LauncherSettings.from_env(env)
+    args = daphne_args(conf.port, conf) if role == "web" else worker_args(conf)
+    os.chdir(ROOT)
+    os.execve(args[0], args, env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m chatsite.stack``: the whole stack (``make run``); ``… web`` or ``… worker``: one process."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("web", "worker"):
+        serve(argv[0])  # does not return
+    if argv:
+        say("usage: python -m chatsite.stack [web|worker]", error=True)
+        return 2
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the children too, like Ctrl-C
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
     conf = LauncherSettings.from_env(env)
+    if not env.get("SECRET_KEY"):  # one machine: a key generated once, kept in var/ (settings never invent one)
+        local_secret_key(Path(env.get("SECRET_KEY_FILE") or ROOT / "var" / "secret_key"))
     embedded, services = None, []
     try:
         if not conf.redis_url:
@@ -275,20 +318,27 @@ def main() -> int:
             # Restarted on the same port and file; the others reconnect by themselves.
             embedded = Service("redis", lambda: start_redis(conf.redis_dir, port=redis_port, wait=False)[0])
             embedded.run(proc)
+            record_redis_url(conf.redis_dir, env["REDIS_URL"])  # for management commands run beside us
             say(f"embedded Redis on {env['REDIS_URL']}")
             compact_redis(env["REDIS_URL"])
-        worker = Service("worker", lambda: start_worker(env))
+        # Each worker's name and log line say which it is; torch threads: settings divide the cores by WORKERS.
+        workers = [Service(f"worker{i + 1}" if conf.workers > 1 else "worker",
+                           lambda i=i: start_worker(env, name=f"inference{i + 1}" if conf.workers > 1 else "inference"))
+                   for i in range(conf.workers)]
         daphne = Service("daphne", lambda: start_daphne(conf.port, env, wait=False))
-        services = [s for s in (embedded, worker, daphne) if s is not None]
-        worker.run()
+        services = [s for s in (embedded, *workers, daphne) if s is not None]
+        for worker in workers:
+            worker.run()
         daphne.run(start_daphne(conf.port, env))
-        if not wait_for_worker(env["REDIS_URL"], worker.proc):
-            # A worker that never got ready (no model, bad settings) would fail the same way again: say so.
-            code = worker.proc.poll()
-            why = "no heartbeat in time" if code is None else f"it exited with {code}"
-            say(f"the worker did not get ready ({why}); stopping", error=True)
-            return 1
-        say(f"\n  Chat server ready: http://127.0.0.1:{conf.port}/  (Ctrl-C stops everything)\n")
+        for worker in workers:
+            if not wait_for_worker(env["REDIS_URL"], worker.proc, name=f"{socket.gethostname()}-{worker.proc.pid}"):
+                # A worker that never got ready (no model, bad settings) would fail the same way again: say so.
+                code = worker.proc.poll()
+                why = "no heartbeat in time" if code is None else f"it exited with {code}"
+                say(f"the {worker.name} did not get ready ({why}); stopping", error=True)
+                return 1
+        host = "127.0.0.1" if conf.bind_address in ("0.0.0.0", "::") else conf.bind_address
+        say(f"\n  Chat server ready: http://{host}:{conf.port}/  (Ctrl-C stops everything)\n")
         supervise(services)
         return 0  # not reached: supervise returns only by an exception
     except KeyboardInterrupt:
@@ -297,6 +347,8 @@ def main() -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the clean stop short
             signal.signal(sig, signal.SIG_IGN)
         stop(*(s.proc for s in services if s is not embedded))
+        if embedded is not None:
+            forget_redis_url(conf.redis_dir, env["REDIS_URL"])
         stop(embedded and embedded.proc)  # last: the others may still write to it while they stop
 
 

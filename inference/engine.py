@@ -73,7 +73,8 @@ class BatchEngine:
         self._positions: torch.Tensor | None = None  # [B] position id of each row's next token
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self.steps = 0
+        self.steps = 0  # decode steps run
+        self.step_rows = 0  # rows over all decode steps: step_rows / steps is the mean batch size
         self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 and full_attention(model.config) \
             else None
 
@@ -127,6 +128,15 @@ class BatchEngine:
     def active(self) -> int:
         """Unfinished requests in the running batch."""
         return sum(1 for req in self._rows if not req.status.finished)
+
+    def stats(self) -> dict[str, int]:
+        """Counters for monitoring, read from another thread (plain ints: a figure a step old is fine)."""
+        cache = self.prefix_cache.stats if self.prefix_cache is not None else None
+        return {"batch_size": self.active, "max_batch_size": self.max_batch_size, "decode_steps": self.steps,
+                "decode_rows": self.step_rows, "prefix_lookups": cache.lookups if cache else 0,
+                "prefix_hits": cache.hits if cache else 0,
+                "prefix_tokens_looked_up": cache.tokens_looked_up if cache else 0,
+                "prefix_tokens_reused": cache.tokens_reused if cache else 0}
 
     # -- the stepping thread: schedule → run → update -------------------------------------------------
     def _run(self) -> None:
@@ -292,6 +302,7 @@ class BatchEngine:
                          position_ids=self._positions.unsqueeze(-1), past_key_values=self._cache,
                          use_cache=True, logits_to_keep=1)
         self.steps += 1
+        self.step_rows += len(self._rows)
         self._mask = mask
         self._positions = self._positions + 1
         self._next = self._sample(out.logits[:, -1, :], self._rows)

@@ -113,12 +113,14 @@ def pick_dtype(device: str, requested: str = "auto"):
     return torch.float32
 
 
-def configure_threads(threads: int | None) -> None:
-    """Pin torch's intra-op threads: by default one per core, since oversubscription slows small models."""
+def configure_threads(threads: int | None) -> int:
+    """Pin torch's intra-op threads (returned): by default one per core, since oversubscription slows small
+    models. The worker passes its share of the host's cores (settings.CHAT_TORCH_THREADS)."""
     import torch
 
     n = threads or os.cpu_count() or 1
     torch.set_num_threads(n)
+    return n
 
 
 def load_model(name: str = BUNDLED, *, device: str = "auto", dtype: str = "auto",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 
-from .. import services
+from .. import api_keys
 from ..models import ApiKey
 
 
@@ -54,5 +54,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke the selected keys", permissions=["revoke"])
     def revoke(self, request, queryset):
         for key_id in queryset.values_list("pk", flat=True):
-            services.api_key_revoke(key_id=key_id)
+            api_keys.api_key_revoke(key_id=key_id)
         self.message_user(request, f"{queryset.count()} key(s) revoked.", messages.SUCCESS)

@@ -82,7 +82,7 @@ def test_models_are_listed_and_found(api):
 def test_wrong_and_revoked_keys_get_401(api, live_stack):
     import openai
 
-    from chat import services
+    from chat import api_keys
 
     user, new, client = api()
     wrong = openai.OpenAI(base_url=f"http://127.0.0.1:{live_stack.port}/v1", api_key=new.plaintext[:-2] + "xx",
@@ -91,7 +91,7 @@ def test_wrong_and_revoked_keys_get_401(api, live_stack):
         wrong.models.list()
     assert bad.value.status_code == 401 and bad.value.body["code"] == "invalid_api_key"
     assert client.models.list().data  # the right key works
-    services.api_key_revoke(owner=user, key_id=new.key.pk)
+    api_keys.api_key_revoke(owner=user, key_id=new.key.pk)
     with pytest.raises(openai.AuthenticationError) as revoked:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert "revoked" in revoked.value.message

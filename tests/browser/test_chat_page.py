@@ -52,7 +52,7 @@ def test_sign_up_chat_and_see_the_reply_stream_in(page):
     expect(page.locator(".msg")).to_have_count(0)
     box.press("Enter")
     user = page.locator(".msg.user")
-    expect(user).to_have_text("Hello\nWhat is the capital of France? <img src=x onerror=alert(1)>")
+    expect(user.locator(".body")).to_have_text("Hello\nWhat is the capital of France? <img src=x onerror=alert(1)>")
     assert page.locator("#messages img").count() == 0  # typed HTML stays text
     reply = page.locator(".msg.assistant")
     expect(reply).to_have_class("msg assistant complete", timeout=120_000)
@@ -60,6 +60,10 @@ def test_sign_up_chat_and_see_the_reply_stream_in(page):
     expect(reply.locator(".meta")).to_contain_text("tok/s")
     expect(page.locator("#conversations a.current")).to_contain_text("Hello What is the capital")
     expect(box).to_have_value("")
+    # The day's allowance line is read again once the reply is charged: fewer tokens left than at sign-up.
+    expect(page.locator("#quota")).not_to_contain_text("200000 of 200000")
+    left = int(page.locator("#quota").inner_text().split(" of 200000 tokens left today")[0])
+    assert 0 < left < 200_000
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "chat.png"))
 

@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
 
-from chat import services
+from chat import api_keys, services
 from chat.api.auth import authenticate
 from chat.api.errors import ApiError
 from chat.errors import ChatError
@@ -29,11 +29,11 @@ TURNS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content":
 
 
 def test_a_key_is_stored_hashed_and_authenticates_by_prefix(make_user):
-    new = services.api_key_create(owner=make_user(), name="script")
+    new = api_keys.api_key_create(owner=make_user(), name="script")
     assert new.plaintext.startswith(f"sk-{new.key.prefix}-") and len(new.plaintext) > 50
     stored = ApiKey.objects.get(pk=new.key.pk)
     assert new.plaintext.split("-", 2)[2] not in str(stored.__dict__)  # the secret is nowhere in the row
-    assert stored.secret_hash == services.api_key_secret_hash(new.plaintext.split("-", 2)[2])
+    assert stored.secret_hash == api_keys.api_key_secret_hash(new.plaintext.split("-", 2)[2])
     assert authenticate(f"Bearer {new.plaintext}").pk == new.key.pk
     assert ApiKey.objects.get(pk=new.key.pk).last_used_at is not None
 
@@ -41,7 +41,7 @@ def test_a_key_is_stored_hashed_and_authenticates_by_prefix(make_user):
 @pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer ", "Bearer sk-", "Bearer sk-000000000000-x",
                                     "Bearer nonsense"])
 def test_missing_and_malformed_keys_are_401(make_user, header):
-    services.api_key_create(owner=make_user(), name="script")
+    api_keys.api_key_create(owner=make_user(), name="script")
     with pytest.raises(ApiError) as refused:
         authenticate(header)
     assert refused.value.status == 401 and refused.value.code == "invalid_api_key"
@@ -49,7 +49,7 @@ def test_missing_and_malformed_keys_are_401(make_user, header):
 
 def test_wrong_secret_revoked_key_and_inactive_owner_are_401(make_user):
     user = make_user()
-    new = services.api_key_create(owner=user, name="script")
+    new = api_keys.api_key_create(owner=user, name="script")
     for header in (f"Bearer {new.plaintext[:-1]}{'A' if new.plaintext[-1] != 'A' else 'B'}",):
         with pytest.raises(ApiError):
             authenticate(header)
@@ -59,20 +59,20 @@ def test_wrong_secret_revoked_key_and_inactive_owner_are_401(make_user):
         authenticate(f"Bearer {new.plaintext}")
     user.is_active = True
     user.save()
-    services.api_key_revoke(owner=user, key_id=new.key.pk)
+    api_keys.api_key_revoke(owner=user, key_id=new.key.pk)
     with pytest.raises(ApiError, match="revoked"):
         authenticate(f"Bearer {new.plaintext}")
 
 
 def test_nobody_revokes_another_persons_key_and_names_are_checked(make_user):
     alice, bob = make_user("alice"), make_user("bob")
-    key = services.api_key_create(owner=alice, name="a").key
+    key = api_keys.api_key_create(owner=alice, name="a").key
     with pytest.raises(ChatError) as err:
-        services.api_key_revoke(owner=bob, key_id=key.pk)
+        api_keys.api_key_revoke(owner=bob, key_id=key.pk)
     assert err.value.code == "not_found" and ApiKey.objects.get(pk=key.pk).revoked_at is None
     for name in ("", "   ", "x" * 101):
         with pytest.raises(ChatError):
-            services.api_key_create(owner=alice, name=name)
+            api_keys.api_key_create(owner=alice, name=name)
 
 
 def _finish(reply, text="the answer"):
@@ -82,7 +82,7 @@ def _finish(reply, text="the answer"):
 
 def test_an_api_request_is_a_conversation_marked_api_with_its_turns(make_user):
     user = make_user()
-    key = services.api_key_create(owner=user, name="script").key
+    key = api_keys.api_key_create(owner=user, name="script").key
     reply = services.api_completion_create(key=key, turns=TURNS, params={"stop": ["\n\n"], "max_new_tokens": 9},
                                            end_user="u-1")
     conversation = reply.conversation
@@ -96,7 +96,7 @@ def test_an_api_request_is_a_conversation_marked_api_with_its_turns(make_user):
 
 
 def test_a_key_that_keeps_no_text_leaves_only_counts_once_the_reply_ends(make_user):
-    key = services.api_key_create(owner=make_user(), name="private", store_conversations=False).key
+    key = api_keys.api_key_create(owner=make_user(), name="private", store_conversations=False).key
     reply = services.api_completion_create(key=key, turns=TURNS, params={})
     conversation = reply.conversation
     assert conversation.title == "" and not conversation.content_kept
@@ -113,7 +113,7 @@ def test_a_key_that_keeps_no_text_leaves_only_counts_once_the_reply_ends(make_us
 def test_api_requests_count_against_the_same_active_reply_cap(make_user, settings):
     settings.CHAT_MAX_ACTIVE_PER_USER = 2
     user = make_user()
-    key = services.api_key_create(owner=user, name="script").key
+    key = api_keys.api_key_create(owner=user, name="script").key
     services.message_send(user=user, conversation_id=None, content="from the browser")
     services.api_completion_create(key=key, turns=TURNS, params={})
     with pytest.raises(ChatError) as err:
@@ -149,7 +149,7 @@ def test_the_command_prints_the_key_alone_on_its_last_line(make_user):
 
 def test_staff_see_keys_without_their_hash_and_revoke_them(client, make_user):
     owner = make_user("owner")
-    key = services.api_key_create(owner=owner, name="script").key
+    key = api_keys.api_key_create(owner=owner, name="script").key
     staff = make_user("staff")
     staff.is_staff = True
     staff.save()

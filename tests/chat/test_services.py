@@ -106,9 +106,6 @@ def test_history_follows_the_branch_and_regenerate_keeps_the_old_reply_as_an_alt
         {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Again"}]
     finish(second.assistant_message, "Hello again!")
 
-    with pytest.raises(ChatError) as err:  # only the newest reply can be regenerated
-        services.message_regenerate(user=user, message_id=first.assistant_message.id)
-    assert err.value.code == "not_regenerable"
     new = services.message_regenerate(user=user, message_id=second.assistant_message.id)
     assert new.parent_id == second.user_message.id and new.status == "queued"
     second.assistant_message.refresh_from_db()
@@ -120,6 +117,10 @@ def test_history_follows_the_branch_and_regenerate_keeps_the_old_reply_as_an_alt
     with pytest.raises(ChatError) as err:
         services.message_regenerate(user=user, message_id=new.id)
     assert err.value.code == "busy"
+    finish(new, "Hi again!")
+    with pytest.raises(ChatError) as err:  # an alternative off the shown branch: switch to it first
+        services.message_regenerate(user=user, message_id=second.assistant_message.id)
+    assert err.value.code == "not_regenerable"
 
 
 def test_stop_of_a_queued_reply_ends_it_and_a_finish_is_stored_once(make_user):
@@ -139,7 +140,7 @@ def test_pages_and_json_are_scoped_to_the_signed_in_user(client, make_user):
     assert client.get("/").status_code == 302  # login required
     client.force_login(alice)
     page = client.get("/")
-    assert page.status_code == 200 and b"chat.js" in page.content
+    assert page.status_code == 200 and b"chat/main.js" in page.content
     assert client.get("/api/conversations/").json()["conversations"][0]["id"] == sent.conversation.id
     detail = client.get(f"/api/conversations/{sent.conversation.id}/").json()
     assert [m["role"] for m in detail["messages"]] == ["user", "assistant"]

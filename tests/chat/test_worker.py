@@ -293,3 +293,45 @@ def test_a_worker_refuses_any_pool_but_threads():
 
     with pytest.raises(RuntimeError, match="--pool threads"):
         worker._load_at_start(sender=Prefork())
+
+
+def test_after_the_first_reply_the_model_titles_the_conversation_after_done(make_user, rt, monkeypatch):
+    """The task sends done first, then asks the model for a title and tells the tabs with a conversation frame.
+    A tiny random model writes nonsense; a title that is unusable once cleaned keeps the first words."""
+    from chat.models import Conversation
+
+    user = make_user()
+    message = services.message_send(user=user, conversation_id=None, content="Tell me about lighthouses",
+                                    params={"max_new_tokens": 12}).assistant_message
+    monkeypatch.setattr(worker, "runtime", lambda: rt)
+
+    async def go():
+        async with Listener(user.id) as listener:
+            await asyncio.to_thread(worker.generate_reply.run, message.id)
+            return await listener.frames()
+    frames = asyncio.run(go())
+    types = [f["type"] for f in frames]
+    title = Conversation.objects.get(pk=message.conversation_id).title
+    if title != "Tell me about lighthouses":  # the model's words were usable: stored and announced, after done
+        assert types.index("done") < types.index("conversation")
+        assert frames[types.index("conversation")]["conversation"]["title"] == title
+        assert 0 < len(title) <= services.TITLE_CHARS
+    else:
+        assert "conversation" not in types
+    second = services.message_send(user=user, conversation_id=message.conversation_id, content="More",
+                                   params={"max_new_tokens": 4})
+    job = worker.ReplyJob(services.message_start(message_id=second.assistant_message.id), rt)
+    job.run()
+    assert not job.wants_title()  # only after the first reply
+
+
+def test_a_failed_title_keeps_the_first_words(make_user, rt, monkeypatch):
+    user = make_user()
+    message = queued_reply(user, content="Tell me about lighthouses")
+    job = worker.ReplyJob(message, rt)
+    job.run()
+    assert job.wants_title()
+    monkeypatch.setattr(rt.engine, "submit", lambda request: (_ for _ in ()).throw(RuntimeError("engine down")))
+    worker.make_title(job)
+    from chat.models import Conversation
+    assert Conversation.objects.get(pk=message.conversation_id).title == "Tell me about lighthouses"

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0008_accounts_invites'),
+        ('chat', '0009_chat_defaults'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

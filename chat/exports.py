@@ -1,0 +1,51 @@
+"""A person's own conversation as a file: Markdown to read, JSON to process. The shown branch only, as on the
+page; replies as their Markdown source, what the person typed exactly as typed."""
+from __future__ import annotations
+
+import json
+
+from .models import Conversation, Message
+
+FORMAT_VERSION = 1
+
+
+def as_json(conversation: Conversation, messages: list[Message]) -> str:
+    """The conversation, its settings and each message with its metrics, as one JSON document."""
+    return json.dumps({
+        "format": "chat-conversation", "version": FORMAT_VERSION,
+        "conversation": {"id": conversation.pk, "title": conversation.title, "model": conversation.model_name,
+                         "system_prompt": conversation.system_prompt, "params": conversation.params,
+                         "created_at": conversation.created_at.isoformat(),
+                         "updated_at": conversation.updated_at.isoformat()},
+        "messages": [{"id": m.pk, "parent": m.parent_id, "role": m.role, "content": m.content, "status": m.status,
+                      "created_at": m.created_at.isoformat(), "model": m.model_name or None,
+                      "params": m.params or None, "prompt_tokens": m.prompt_tokens,
+                      "completion_tokens": m.completion_tokens, "error": m.error or None}
+                     for m in messages],
+    }, ensure_ascii=False, indent=2)
+
+
+def as_markdown(conversation: Conversation, messages: list[Message]) -> str:
+    """A heading per turn. A person's message goes in a fence long enough that nothing in it can close it,
+    so what they typed reads back exactly; replies are Markdown already."""
+    lines = [f"# {conversation.title or f'Conversation {conversation.pk}'}", "",
+             f"_Exported from the chat server: model {conversation.model_name or 'unknown'}, "
+             f"started {conversation.created_at:%Y-%m-%d %H:%M} UTC._", ""]
+    if conversation.system_prompt:
+        lines += ["## System prompt", "", _fenced(conversation.system_prompt), ""]
+    for m in messages:
+        if m.role == Message.Role.USER:
+            lines += ["## You", "", _fenced(m.content), ""]
+        else:
+            note = "" if m.status == Message.Status.COMPLETE else f" ({m.status})"
+            lines += [f"## Assistant{note}", "", m.content or "_(no text)_", ""]
+    return "\n".join(lines)
+
+
+def _fenced(text: str) -> str:
+    run, count = 0, 0
+    for ch in text:  # the longest run of backticks anywhere in the text
+        run = run + 1 if ch == "`" else 0
+        count = max(count, run)
+    fence = "`" * max(3, count + 1)
+    return f"{fence}text\n{text}\n{fence}"

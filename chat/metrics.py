@@ -1,0 +1,182 @@
+"""Figures for Prometheus, shared by every process through Redis.
+
+Daphne processes and workers are separate processes, often on separate machines, so each event is added to
+Redis where it happens (one pipelined ``HINCRBY`` per request, socket or reply: counters and histogram buckets
+are atomic there) and any Daphne's ``/metrics`` reads the whole deployment's figures at once. prometheus_client's
+own multiprocess mode was the alternative: it needs one directory shared by every process, which workers on
+other machines do not have, and Prometheus would have to scrape each process and add them up itself.
+
+Counters live as long as Redis (Prometheus reads a restart as a counter reset). Gauges are read when scraped:
+the Celery queue's length, replies active in the database, and each live worker's last heartbeat figures
+(``chat:wstats:<worker>``, which expire with its heartbeat). Recording never raises: a figure lost while Redis
+is away must not fail a request or a reply.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+from collections.abc import Iterable, Mapping
+
+from .redis import client, live_workers, worker_stats_key
+
+log = logging.getLogger(__name__)
+
+COUNTERS_KEY = "chat:metrics:counters"  # hash: "<name>|<label value>|…" → count
+HIST_KEY = "chat:metrics:hist:{}"  # hash per histogram: bucket index → count, plus "sum"
+QUEUE = "inference"  # the Celery queue (settings.CELERY_TASK_ROUTES)
+# Celery's Redis transport keeps one list per priority step: "inference", "inference\x06\x163", …
+QUEUE_KEYS = [QUEUE] + [f"{QUEUE}\x06\x16{p}" for p in range(1, 10)]
+
+# name → (help, label names) for counters; name → (help, bucket upper bounds) for histograms.
+COUNTERS = {
+    "chat_http_requests": ("HTTP requests answered, by method and status code", ("method", "status")),
+    "chat_websocket_connections": ("Websocket connections, by outcome (accepted or refused)", ("outcome",)),
+    "chat_replies": ("Replies ended, by final status", ("status",)),
+    "chat_reply_tokens": ("Tokens of ended replies, by kind (prompt or completion)", ("kind",)),
+}
+HISTOGRAMS = {
+    "chat_time_to_first_token_seconds": ("From the user's message to the reply's first token",
+                                         (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)),
+    "chat_reply_tokens_per_second": ("Generation speed of each ended reply",
+                                     (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300)),
+}
+METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+def _safe(pipe_work) -> None:
+    try:
+        pipe = client().pipeline(transaction=False)
+        pipe_work(pipe)
+        pipe.execute()
+    except Exception:  # Redis away: the figure is lost, the request or reply is not
+        log.debug("could not record a metric", exc_info=True)
+
+
+def _field(name: str, labels: Iterable[str]) -> str:
+    return "|".join([name, *labels])
+
+
+def count_request(method: str, status: int) -> None:
+    """One HTTP request answered."""
+    method = method if method in METHODS else "other"  # label values stay a small fixed set
+    _safe(lambda p: p.hincrby(COUNTERS_KEY, _field("chat_http_requests", (method, str(status))), 1))
+
+
+def count_socket(outcome: str) -> None:
+    """A websocket connection accepted or refused."""
+    _safe(lambda p: p.hincrby(COUNTERS_KEY, _field("chat_websocket_connections", (outcome,)), 1))
+
+
+def observe_reply(*, status: str, ttft_ms: int | None, tokens_per_s: float | None, prompt_tokens: int | None,
+                  completion_tokens: int | None) -> None:
+    """A reply ended (once: chat.services.message_finish calls this on commit)."""
+    def work(p):
+        p.hincrby(COUNTERS_KEY, _field("chat_replies", (status,)), 1)
+        for kind, n in (("prompt", prompt_tokens), ("completion", completion_tokens)):
+            if n:
+                p.hincrby(COUNTERS_KEY, _field("chat_reply_tokens", (kind,)), int(n))
+        if ttft_ms is not None:
+            _observe(p, "chat_time_to_first_token_seconds", ttft_ms / 1000)
+        if tokens_per_s:
+            _observe(p, "chat_reply_tokens_per_second", tokens_per_s)
+    _safe(work)
+
+
+def _observe(pipe, name: str, value: float) -> None:
+    bounds = HISTOGRAMS[name][1]
+    pipe.hincrby(HIST_KEY.format(name), str(bisect.bisect_left(bounds, value)), 1)  # len(bounds): +Inf only
+    pipe.hincrbyfloat(HIST_KEY.format(name), "sum", float(value))
+
+
+def publish_worker_stats(pipe, worker: str, stats: Mapping[str, int], ttl: int) -> None:
+    """Worker side, in its heartbeat's pipeline: its engine's figures, expiring with the heartbeat."""
+    pipe.set(worker_stats_key(worker), json.dumps(dict(stats)), ex=ttl)
+
+
+def read_all(active_replies: Mapping[str, int]) -> dict:
+    """Everything Redis holds for a scrape, in two round trips; ``active_replies``: status → count, from the
+    database (the caller reads it)."""
+    r = client()
+    workers = live_workers(r)
+    pipe = r.pipeline(transaction=False)
+    pipe.hgetall(COUNTERS_KEY)
+    for name in HISTOGRAMS:
+        pipe.hgetall(HIST_KEY.format(name))
+    for key in QUEUE_KEYS:
+        pipe.llen(key)
+    for worker in workers:
+        pipe.get(worker_stats_key(worker))
+    out = pipe.execute()
+    counters, out = out[0], out[1:]
+    hists, out = dict(zip(HISTOGRAMS, out[:len(HISTOGRAMS)])), out[len(HISTOGRAMS):]
+    queue, out = sum(out[:len(QUEUE_KEYS)]), out[len(QUEUE_KEYS):]
+    stats = {w: json.loads(raw) for w, raw in zip(workers, out) if raw}
+    return {"counters": counters, "histograms": hists, "queue": queue, "workers": stats,
+            "active_replies": dict(active_replies)}
+
+
+class Collector:
+    """A prometheus_client collector over ``read_all``'s figures (built per scrape, registered nowhere else)."""
+
+    def __init__(self, figures: dict):
+        self.figures = figures
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        f = self.figures
+        for name, (help_text, labels) in COUNTERS.items():
+            family = CounterMetricFamily(name, help_text, labels=labels)
+            for field, value in sorted(f["counters"].items()):
+                parts = field.split("|")
+                if parts[0] == name and len(parts) == len(labels) + 1:
+                    family.add_metric(parts[1:], float(value))
+            yield family
+        for name, (help_text, bounds) in HISTOGRAMS.items():
+            raw = f["histograms"].get(name) or {}
+            cumulative, buckets = 0, []
+            for i, bound in enumerate([*bounds, float("inf")]):
+                cumulative += int(raw.get(str(i), 0))
+                buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
+            yield HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=float(raw.get("sum", 0)))
+        yield GaugeMetricFamily("chat_queue_depth", "Replies waiting in the Celery queue for a worker",
+                                value=f["queue"])
+        active = GaugeMetricFamily("chat_replies_active", "Replies queued or streaming now", labels=["status"])
+        for status, n in sorted(f["active_replies"].items()):
+            active.add_metric([status], n)
+        yield active
+        yield GaugeMetricFamily("chat_workers", "Model workers with a live heartbeat", value=len(f["workers"]))
+        per_worker = {
+            "chat_worker_batch_size": ("Requests in the worker's running batch", "batch_size", GaugeMetricFamily),
+            "chat_worker_replies_in_flight": ("Replies the worker holds (batched or waiting for a row)",
+                                              "in_flight", GaugeMetricFamily),
+            "chat_worker_decode_steps": ("Decode steps the worker's engine ran", "decode_steps", CounterMetricFamily),
+            "chat_worker_decode_rows": ("Rows over all decode steps (rows / steps = mean batch size)",
+                                        "decode_rows", CounterMetricFamily),
+            "chat_worker_prefix_cache_lookups": ("Prompt lookups in the prefix cache", "prefix_lookups",
+                                                 CounterMetricFamily),
+            "chat_worker_prefix_cache_hits": ("Prompt lookups that reused cached states", "prefix_hits",
+                                              CounterMetricFamily),
+        }
+        for name, (help_text, key, kind) in per_worker.items():
+            family = kind(name, help_text, labels=["worker"])
+            for worker, stats in sorted(f["workers"].items()):
+                family.add_metric([worker], float(stats.get(key, 0)))
+            yield family
+        rate = GaugeMetricFamily("chat_worker_prefix_cache_hit_ratio",
+                                 "Share of prompt tokens the prefix cache supplied, since the worker started",
+                                 labels=["worker"])
+        for worker, stats in sorted(f["workers"].items()):
+            looked = stats.get("prefix_tokens_looked_up", 0)
+            rate.add_metric([worker], stats.get("prefix_tokens_reused", 0) / looked if looked else 0.0)
+        yield rate
+
+
+def exposition(figures: dict) -> tuple[bytes, str]:
+    """The Prometheus text format of ``figures`` and its content type."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector(figures))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,157 @@
+// The chat page's entry: wires the socket (socket.js), the thread (thread.js), the sidebar (sidebar.js) and the
+// settings panel (settings.js) together, and owns the composer, the keyboard and the phone drawer.
+import { $, state, showError, newClientId } from "./state.js";
+import { connect, isOpen, on, send, whenOpen } from "./socket.js";
+import { clearThread, editLast, loadThread, setActive, stopActive, threadHandlers } from "./thread.js";
+import * as sidebar from "./sidebar.js";
+import { settingsArrived } from "./settings.js";
+
+function markCurrent() {
+  sidebar.render();
+  sidebar.showActions();
+}
+
+async function openConversation(id) {
+  state.conversation = id;
+  history.replaceState(null, "", `#${id}`);
+  markCurrent();
+  closeDrawer();
+  const data = await loadThread(id);
+  if (!data) {
+    if (state.conversation === id) showError("That conversation could not be opened.");
+    return;
+  }
+  showError("");
+  // Not open yet: the socket's open handler subscribes to the shown conversation.
+  if (isOpen()) send({ type: "subscribe", conversation: id });
+}
+
+function newChat() {
+  state.conversation = null;
+  state.settings = null;
+  history.replaceState(null, "", location.pathname);
+  clearThread();
+  markCurrent();
+  closeDrawer();
+  $("input").focus();
+}
+
+function adopt(id) {
+  state.conversation = id;
+  state.settings = structuredClone(state.config.defaults); // a new conversation starts from the person's defaults
+  history.replaceState(null, "", `#${id}`);
+  markCurrent();
+}
+
+// --- frames -------------------------------------------------------------------------------------------------
+Object.entries(threadHandlers).forEach(([type, handler]) => on(type, handler));
+on("message", (f) => {
+  const m = f.message;
+  const mine = f.client_id && f.client_id === state.pendingClientId;
+  if (mine && state.conversation === null) adopt(m.conversation);
+  // A message of a conversation the list does not have: its conversation frame was lost (the socket's
+  // watchdog resent only the message). Reload the list; a send of this tab's own still lands in its chat.
+  if (!sidebar.has(m.conversation)) {
+    sidebar.reload();
+    if (state.conversation === null && state.pendingClientId) {
+      openConversation(m.conversation); // the whole thread from the server, then the live reply
+      return;
+    }
+  } else if (m.role === "user") {
+    sidebar.touch({ id: m.conversation }, true);
+  }
+  threadHandlers.message(f);
+});
+// A delta of a reply this page has never heard of, while its own first send waits for its conversation: the
+// conversation and message frames were lost on the way. Reload the list and open the conversation that is new.
+let recovering = null;
+on("delta", async (f) => {
+  if (!state.elements.has(f.message) && state.conversation === null && state.pendingClientId
+      && recovering !== state.pendingClientId) {
+    recovering = state.pendingClientId;
+    const known = new Set(sidebar.ids());
+    await sidebar.reload();
+    const fresh = sidebar.ids().find((id) => !known.has(id));
+    if (fresh !== undefined && state.conversation === null) openConversation(fresh);
+    return;
+  }
+  threadHandlers.delta(f);
+});
+on("conversation", (f) => {
+  // A conversation this tab just started (its first frames carry our client_id; this one comes first).
+  if (state.pendingClientId && state.conversation === null) adopt(f.conversation.id);
+  sidebar.touch(f.conversation, false);
+  if (f.conversation.id === state.conversation) {
+    $("title").textContent = f.conversation.title;
+    document.title = `${f.conversation.title} · Chat`;
+  }
+});
+on("thread", (f) => { if (f.conversation === state.conversation) openConversation(f.conversation); });
+on("deleted", (f) => {
+  sidebar.forget(f.conversation);
+  if (f.conversation === state.conversation) newChat();
+});
+on("settings", settingsArrived);
+on("error", (f) => showError(f.detail));
+
+whenOpen((reconnect) => {
+  // After a drop the page may have missed frames: reload the list and what is shown, then resume the live reply.
+  // On the first connect the page is loading them already: only resume.
+  if (reconnect) sidebar.reload();
+  if (state.conversation === null) return;
+  if (reconnect) openConversation(state.conversation);
+  else send({ type: "subscribe", conversation: state.conversation });
+});
+sidebar.whenChosen(openConversation);
+
+// --- composer ------------------------------------------------------------------------------------------------
+function submit() {
+  const input = $("input");
+  const content = input.value;
+  if (!content.trim() || state.active !== null) return;
+  if (content.length > state.config.max_message_chars) {
+    showError(`The message is too long: at most ${state.config.max_message_chars} characters.`);
+    return;
+  }
+  state.pendingClientId = newClientId();
+  if (send({ type: "send", conversation: state.conversation, content, client_id: state.pendingClientId })) {
+    input.value = "";
+    showError("");
+  }
+}
+
+$("composer").addEventListener("submit", (e) => { e.preventDefault(); submit(); });
+$("input").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); submit(); }
+  // Up in an empty box edits the last message, as in chat apps.
+  if (e.key === "ArrowUp" && !e.target.value) { e.preventDefault(); editLast(); }
+});
+$("stop").addEventListener("click", stopActive);
+$("new-chat").addEventListener("click", newChat);
+document.addEventListener("keydown", (e) => {
+  if (e.key !== "Escape" || e.defaultPrevented) return;
+  if (document.body.classList.contains("drawer-open")) closeDrawer();
+  else if (!document.querySelector("dialog[open]")) stopActive();
+});
+
+// --- phone width: the sidebar is a drawer ------------------------------------------------------------------------
+function closeDrawer() {
+  document.body.classList.remove("drawer-open");
+  $("menu").setAttribute("aria-expanded", "false");
+}
+$("menu").addEventListener("click", () => {
+  const open = document.body.classList.toggle("drawer-open");
+  $("menu").setAttribute("aria-expanded", String(open));
+  if (open) $("search").focus();
+});
+$("backdrop").addEventListener("click", closeDrawer);
+
+// --- start ----------------------------------------------------------------------------------------------------
+clearThread();
+setActive(null);
+// The conversation in the address is the one a message typed now goes to, even before it has loaded.
+const initial = Number(location.hash.slice(1)) || null;
+state.conversation = initial;
+sidebar.showActions();
+connect();
+sidebar.reload().then(() => { if (initial) openConversation(initial); });

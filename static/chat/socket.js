@@ -1,0 +1,55 @@
+// The one websocket (protocol: docs/protocol.md). Reconnects by itself with back-off and says so; after a
+// reconnect the page reloads what it shows (it may have missed frames) and resubscribes to the live reply.
+import { $, state, showError } from "./state.js";
+
+const handlers = {};
+let retry = 0;
+let connectedBefore = false;
+let onOpen = () => {};
+
+export function on(type, handler) { handlers[type] = handler; }
+export function whenOpen(callback) { onOpen = callback; }
+export const isOpen = () => state.socket?.readyState === WebSocket.OPEN;
+
+export function send(frame) {
+  if (!isOpen()) {
+    showError("Not connected to the server right now; reconnecting… Try again in a moment.");
+    return false;
+  }
+  state.socket.send(JSON.stringify(frame));
+  return true;
+}
+
+function setStatus(text, online) {
+  const el = $("connection");
+  el.textContent = text;
+  el.className = online ? "connection online" : "connection";
+  document.body.classList.toggle("offline", !online);
+}
+
+export function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/ws/chat/`);
+  state.socket = socket;
+  socket.addEventListener("open", () => {
+    retry = 0;
+    setStatus("connected", true);
+    showError("");
+    const reconnect = connectedBefore;
+    connectedBefore = true;
+    onOpen(reconnect);
+  });
+  socket.addEventListener("message", (e) => {
+    const frame = JSON.parse(e.data);
+    handlers[frame.type]?.(frame);
+  });
+  socket.addEventListener("close", (e) => {
+    if (state.socket !== socket) return;
+    if (e.code === 4401) { location.href = "/accounts/login/?next=/"; return; }
+    if (e.code === 4429) retry = Math.max(retry, 6); // too many tabs: retry slowly
+    const delay = Math.min(30000, 500 * 2 ** retry++);
+    setStatus(`reconnecting… (in ${Math.ceil(delay / 1000)} s)`, false);
+    setTimeout(connect, delay);
+  });
+}
+

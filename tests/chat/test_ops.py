@@ -1,0 +1,106 @@
+"""Operator endpoints: who may read /metrics and /readyz's details, and the JSON log lines."""
+import json
+import subprocess
+import sys
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from chat import liveness, metrics
+from chatsite import stack
+
+OUTSIDER = "203.0.113.7"
+
+
+@pytest.fixture
+def redis_metrics():
+    """The shared figures start empty for the test and are left empty."""
+    from chat.redis import client
+
+    keys = [metrics.COUNTERS_KEY, *(metrics.HIST_KEY.format(n) for n in metrics.HISTOGRAMS)]
+    client().delete(*keys)
+    yield
+    client().delete(*keys)
+
+
+def families(text: str) -> dict:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def test_metrics_only_for_allowed_addresses_or_the_token(client, settings, db, redis_metrics):
+    settings.METRICS_ALLOWED_IPS = ["10.1.0.0/16", "::1"]
+    settings.METRICS_TOKEN = "s3cret-token-for-tests"
+    refused = client.get("/metrics", REMOTE_ADDR=OUTSIDER)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403  # loopback not listed now
+    assert client.get("/metrics", REMOTE_ADDR=OUTSIDER, HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+    assert client.get("/metrics", REMOTE_ADDR="10.1.200.3").status_code == 200  # inside the network
+    ok = client.get("/metrics", REMOTE_ADDR=OUTSIDER, HTTP_AUTHORIZATION="Bearer s3cret-token-for-tests")
+    assert ok.status_code == 200 and ok["Content-Type"].startswith("text/plain")
+    assert "chat_replies" in families(ok.content.decode())
+    settings.METRICS_TOKEN = ""  # no token configured: "Bearer " alone opens nothing
+    assert client.get("/metrics", REMOTE_ADDR=OUTSIDER, HTTP_AUTHORIZATION="Bearer ").status_code == 403
+
+
+def test_readyz_tells_the_public_only_ready_or_not(client, db):
+    public = client.get("/readyz", REMOTE_ADDR=OUTSIDER)
+    assert public.status_code == 200 and public.json() == {"ready": True}
+    operator = client.get("/readyz", REMOTE_ADDR="127.0.0.1").json()
+    assert operator["ready"] and operator["database"] == "ok" and operator["workers"] >= 1
+
+
+def test_a_reply_end_is_counted_once_into_counters_and_histograms(client, db, redis_metrics):
+    for ttft_ms, speed in ((40, 12.0), (700, 80.0)):
+        metrics.observe_reply(status="complete", ttft_ms=ttft_ms, tokens_per_s=speed, prompt_tokens=30,
+                              completion_tokens=8)
+    metrics.observe_reply(status="failed", ttft_ms=None, tokens_per_s=None, prompt_tokens=None,
+                          completion_tokens=None)
+    metrics.count_request("BREW", 418)  # an unknown method stays one label value
+    got = families(client.get("/metrics").content.decode())
+    replies = {s.labels["status"]: s.value for s in got["chat_replies"].samples}
+    assert replies == {"complete": 2.0, "failed": 1.0}
+    ttft = {s.labels.get("le"): s.value for s in got["chat_time_to_first_token_seconds"].samples
+            if s.name.endswith("_bucket")}
+    assert ttft["0.05"] == 1 and ttft["0.5"] == 1 and ttft["1.0"] == 2 and ttft["+Inf"] == 2
+    count = [s.value for s in got["chat_time_to_first_token_seconds"].samples if s.name.endswith("_count")]
+    assert count == [2.0]
+    assert {s.labels["kind"]: s.value for s in got["chat_reply_tokens"].samples} == {"prompt": 60, "completion": 16}
+    assert any(s.labels == {"method": "other", "status": "418"} for s in got["chat_http_requests"].samples)
+
+
+def test_worker_figures_come_from_its_heartbeat_and_leave_with_it(client, db):
+    name = "metrics-test-worker"
+    liveness.heartbeat(name, [], stats={"batch_size": 3, "in_flight": 5, "decode_steps": 10, "decode_rows": 25,
+                                        "prefix_lookups": 4, "prefix_hits": 3, "prefix_tokens_looked_up": 100,
+                                        "prefix_tokens_reused": 75})
+    try:
+        got = families(client.get("/metrics").content.decode())
+        mine = {f: [s.value for s in got[f].samples if s.labels.get("worker") == name]
+                for f in ("chat_worker_batch_size", "chat_worker_replies_in_flight",
+                          "chat_worker_prefix_cache_hit_ratio")}
+        assert mine == {"chat_worker_batch_size": [3.0], "chat_worker_replies_in_flight": [5.0],
+                        "chat_worker_prefix_cache_hit_ratio": [0.75]}
+    finally:
+        liveness.worker_gone(name)
+    got = families(client.get("/metrics").content.decode())
+    assert not [s for s in got["chat_worker_batch_size"].samples if s.labels.get("worker") == name]
+
+
+def test_json_logs_are_one_object_per_line_with_the_reply_and_user(tmp_path):
+    """LOG_FORMAT=json through the settings' own LOGGING, in a fresh process."""
+    code = ("import django, logging; django.setup(); from chat.logs import log_context; "
+            "log = logging.getLogger('chat.worker'); log.info('outside'); "
+            "exec('with log_context(reply_id=41, user_id=7):\\n log.info(\"reply %s ended\", 41)\\n "
+            "log.error(\"multi\\\\nline\", exc_info=ValueError(\"boom\"))'); "
+            "log.warning('explicit', extra={'reply_id': 5})")
+    out = subprocess.run([sys.executable, "-c", code], cwd=stack.ROOT, capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+                              "LOG_FORMAT": "json", "DEBUG": "true", "SECRET_KEY": "k" * 60})
+    lines = out.stderr.splitlines()
+    records = [json.loads(line) for line in lines]  # every line is one JSON object (axes says hello too)
+    records = [r for r in records if r["logger"] == "chat.worker"]
+    assert [r["message"] for r in records] == ["outside", "reply 41 ended", "multi\nline", "explicit"]
+    assert "reply_id" not in records[0] and "user_id" not in records[0]
+    assert records[1]["reply_id"] == 41 and records[1]["user_id"] == 7 and records[1]["level"] == "INFO"
+    assert records[2]["reply_id"] == 41 and "ValueError: boom" in records[2]["exception"]
+    assert records[3]["reply_id"] == 5 and "user_id" not in records[3] and records[3]["logger"] == "chat.worker"

@@ -1,0 +1,229 @@
+"""Behind a real nginx: Debian's package, run by the test with the repo's own deploy/nginx/chat.conf (ports,
+paths and name swapped for loopback ones) and a self-signed certificate, in front of a Daphne started with the
+production environment (deploy/production.env.example) on the live stack's Redis, database and worker.
+
+The test's client connects from 127.0.0.2 (all of 127/8 is loopback) while nginx reaches Daphne from
+127.0.0.1, so the address Daphne logs is the client's only because it believed nginx's X-Forwarded-For.
+"""
+import asyncio
+import http.client
+import json
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+import urllib.parse
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+import pytest
+import websockets
+from asgiref.sync import sync_to_async
+
+from chat.models import Message
+from chatsite import stack
+from tests.live import recv, send
+
+pytestmark = pytest.mark.e2e
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+SITE = stack.ROOT / "deploy" / "nginx" / "chat.conf"
+ENV_EXAMPLE = stack.ROOT / "deploy" / "production.env.example"
+CLIENT = "127.0.0.2"  # the test's own address, as nginx sees it
+SPOOFED = "203.0.113.9"  # what the client claims in its own X-Forwarded-For; nginx must overwrite it
+PASSWORD = "a-long-test-password"
+
+
+def sourced(path: Path) -> dict:
+    """The variables ``path`` sets when a shell sources it, in an otherwise empty environment."""
+    out = subprocess.run(["env", "-i", "bash", "-c", f'set -a; . "{path}"; set +a; env -0'], capture_output=True,
+                         check=True, timeout=30).stdout
+    return dict(item.split("=", 1) for item in out.decode().split("\0") if item and "=" in item)
+
+
+def adapt(site: str, *, daphne_port: int, http_port: int, https_port: int, cert: Path, key: Path,
+          static: Path) -> str:
+    """The repo's site with loopback ports and the test's certificate and static folder; every swap must
+    match, so the test fails if the shipped file changes under it."""
+    swaps = [("server 127.0.0.1:8000;", f"server 127.0.0.1:{daphne_port};"),
+             ("listen 80;", f"listen 127.0.0.1:{http_port};"),
+             ("listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl http2;"),
+             ("server_name chat.example.com;", "server_name 127.0.0.1;"),
+             ("/etc/letsencrypt/live/chat.example.com/fullchain.pem", str(cert)),
+             ("/etc/letsencrypt/live/chat.example.com/privkey.pem", str(key)),
+             ("/srv/chat-server/var/staticfiles/", f"{static}/")]
+    for old, new in swaps:
+        assert old in site, f"deploy/nginx/chat.conf no longer has {old!r}"
+        site = site.replace(old, new)
+    return "\n".join(line for line in site.splitlines() if "[::]" not in line)  # no IPv6 on the test machine
+
+
+def nginx_conf(tmp: Path, site: Path) -> str:
+    """A main configuration around the site: foreground, every file under ``tmp``."""
+    temp = "\n".join(f"    {kind}_temp_path {tmp / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi",
+                                                                      "scgi"))
+    return (("user root;\n" if os.geteuid() == 0 else "")  # its workers must read the test's 0700 temp dir
+            + f"daemon off;\nworker_processes 1;\npid {tmp / 'nginx.pid'};\nerror_log {tmp / 'error.log'} info;\n"
+            f"events {{ worker_connections 256; }}\n"
+            f"http {{\n    include /etc/nginx/mime.types;\n    access_log {tmp / 'access.log'};\n{temp}\n"
+            f"    include {site};\n}}\n")
+
+
+class Https:
+    """A tiny HTTPS client from the test's address, keeping cookies and every Set-Cookie it was sent."""
+
+    def __init__(self, port: int, context: ssl.SSLContext):
+        self.port, self.context, self.cookies, self.set_cookies = port, context, {}, []
+        self.origin = f"https://127.0.0.1:{port}"
+
+    def request(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context, timeout=30,
+                                           source_address=(CLIENT, 0))
+        headers = {"X-Forwarded-For": SPOOFED, **(headers or {})}
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        data = None
+        if body is not None:
+            data = urllib.parse.urlencode(body)
+            headers.update({"Content-Type": "application/x-www-form-urlencoded", "Origin": self.origin,
+                            "Referer": f"{self.origin}{path}"})
+        conn.request(method, path, body=data, headers=headers)
+        response = conn.getresponse()
+        content = response.read()
+        for raw in response.headers.get_all("Set-Cookie") or []:
+            self.set_cookies.append(raw)
+            for name, morsel in SimpleCookie(raw).items():
+                self.cookies[name] = morsel.value
+        conn.close()
+        return response, content
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl, as a deployer would make a test one)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def proxied(live_stack, certificate, tmp_path_factory):
+    """nginx (repo config) → a Daphne with the production environment → the live stack's worker."""
+    if NGINX is None:
+        pytest.skip("nginx is not installed (make test installs Debian's nginx when run as root)")
+    tmp = tmp_path_factory.mktemp("nginx")
+    daphne_port, http_port, https_port = stack.free_port(), stack.free_port(), stack.free_port()
+    env = sourced(ENV_EXAMPLE)
+    # What a deployer changes: where the data is, the key file, the host name and port, static files.
+    env.update({"DATABASE_URL": live_stack.env["DATABASE_URL"], "REDIS_URL": live_stack.env["REDIS_URL"],
+                "SECRET_KEY_FILE": str(tmp / "secret_key"), "ALLOWED_HOSTS": "127.0.0.1",
+                "CSRF_TRUSTED_ORIGINS": f"https://127.0.0.1:{https_port}", "PORT": str(daphne_port),
+                "STATIC_ROOT": str(tmp / "static"), "PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1",
+                "DJANGO_SETTINGS_MODULE": "chatsite.settings", "LOG_FORMAT": "text"})
+    subprocess.run([sys.executable, "-m", "chatsite.secret", env["SECRET_KEY_FILE"]], check=True, timeout=30)
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput"], cwd=stack.ROOT, env=env, check=True,
+                   timeout=120, stdout=subprocess.DEVNULL)
+    site = tmp / "chat.conf"
+    cert, key = certificate
+    site.write_text(adapt(SITE.read_text(), daphne_port=daphne_port, http_port=http_port, https_port=https_port,
+                          cert=cert, key=key, static=tmp / "static"))
+    (tmp / "nginx.conf").write_text(nginx_conf(tmp, site))
+    daphne_log = tmp / "daphne.log"
+    daphne = stack.start_daphne(daphne_port, env, stdout=open(daphne_log, "w"), stderr=subprocess.STDOUT)
+    nginx = subprocess.Popen([NGINX, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "error.log")],
+                             stdout=subprocess.DEVNULL, stderr=open(tmp / "nginx.out", "w"))
+    try:
+        stack.wait_for_port(https_port, nginx, timeout=30)
+    except Exception:
+        stack.stop(nginx, daphne)
+        raise AssertionError((tmp / "nginx.out").read_text() + (tmp / "error.log").read_text())
+    context = ssl.create_default_context(cafile=str(cert))
+    yield {"env": env, "https_port": https_port, "http_port": http_port, "context": context,
+           "daphne_log": daphne_log, "tmp": tmp}
+    stack.stop(nginx, daphne)
+
+
+def sign_in(client: Https, username: str) -> None:
+    """The real login form over HTTPS: its CSRF token, then the POST; Django redirects to the chat page."""
+    response, page = client.request("GET", "/accounts/login/")
+    assert response.status == 200
+    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1).decode()
+    response, _ = client.request("POST", "/accounts/login/", {"username": username, "password": PASSWORD,
+                                                               "csrfmiddlewaretoken": token})
+    assert response.status == 302 and response.headers["Location"] == "/", response.status
+    assert "sessionid" in client.cookies
+
+
+def test_https_through_nginx_sign_in_chat_over_wss_streamed_secure_cookies_client_address(
+        proxied, transactional_db, make_user):
+    make_user("proxied")
+    client = Https(proxied["https_port"], proxied["context"])
+    sign_in(client, "proxied")
+
+    # Cookies a browser only ever sends back over TLS; HSTS tells it never to try plain HTTP again.
+    set_cookies = {SimpleCookie(raw).popitem()[0]: raw for raw in client.set_cookies}
+    assert {"csrftoken", "sessionid"} <= set(set_cookies)
+    for name, raw in set_cookies.items():
+        assert re.search(r";\s*Secure", raw, re.I), f"{name} cookie is not Secure: {raw}"
+    response, page = client.request("GET", "/")
+    assert response.status == 200 and b"chat" in page.lower()
+    assert response.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains; preload"
+
+    async def chat():
+        async with websockets.connect(f"wss://127.0.0.1:{proxied['https_port']}/ws/chat/", ssl=proxied["context"],
+                                      local_addr=(CLIENT, 0), open_timeout=20,
+                                      additional_headers={"Cookie": f"sessionid={client.cookies['sessionid']}",
+                                                          "Origin": client.origin,
+                                                          "X-Forwarded-For": SPOOFED}) as ws:
+            await send(ws, {"type": "send", "conversation": None, "content": "Write a long story about a dragon.",
+                            "client_id": "t", "params": {"max_new_tokens": 64}})
+            frames, status_at_first_delta = [], None
+            while True:
+                frame = await recv(ws, 120)
+                frames.append(frame)
+                assert frame["type"] != "error", frame
+                if frame["type"] == "delta" and status_at_first_delta is None:
+                    # Not buffered by the proxy: the first delta is here while the reply is still being written.
+                    status_at_first_delta = await sync_to_async(
+                        lambda: Message.objects.get(pk=frame["message"]).status)()
+                if frame["type"] == "done":
+                    return frames, status_at_first_delta
+    frames, status_at_first_delta = asyncio.run(chat())
+    deltas = [f for f in frames if f["type"] == "delta"]
+    done = frames[-1]
+    assert status_at_first_delta == "streaming"
+    assert len(deltas) > 1 and "".join(d["text"] for d in deltas) == done["content"] and done["status"] == "complete"
+
+    # Daphne logs the client's address (from nginx's X-Forwarded-For), never nginx's nor the spoofed one.
+    log = proxied["daphne_log"].read_text(errors="replace")
+    assert re.search(rf"^{re.escape(CLIENT)}:\d+ .*\"POST /accounts/login/", log, re.M), log[-2000:]
+    assert re.search(rf"^{re.escape(CLIENT)}:\d+ .*\"WSCONNECT /ws/chat/", log, re.M), log[-2000:]
+    assert SPOOFED not in log and not re.search(r"^127\.0\.0\.1:\d+ ", log, re.M), log[-2000:]
+
+
+def test_static_files_come_from_nginx_and_plain_http_is_redirected(proxied):
+    client = Https(proxied["https_port"], proxied["context"])
+    response, body = client.request("GET", "/static/chat/chat.js")
+    assert response.status == 200 and body == (stack.ROOT / "static" / "chat" / "chat.js").read_bytes()
+    assert "/static/chat/chat.js" not in proxied["daphne_log"].read_text(errors="replace")  # nginx served it
+
+    conn = http.client.HTTPConnection("127.0.0.1", proxied["http_port"], timeout=10)
+    conn.request("GET", "/accounts/login/")
+    response = conn.getresponse()
+    assert response.status == 301 and response.headers["Location"] == "https://127.0.0.1/accounts/login/"
+
+    # Over the client body limit: nginx refuses before Daphne reads it.
+    response, _ = client.request("POST", "/accounts/login/", {"username": "x" * (2 * 2**20)})
+    assert response.status == 413
+
+
+def test_check_deploy_is_clean_with_the_production_environment(proxied):
+    out = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                         cwd=stack.ROOT, env=proxied["env"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "no issues" in out.stdout, out.stdout + out.stderr

@@ -1,0 +1,84 @@
+"""`WORKERS=2 make run`: two worker processes that divide the cores, both heartbeat and both answer; commands
+run beside the launcher find its embedded Redis through the URL it records."""
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import redis
+import websockets
+
+from chatsite import stack
+from tests.launcher.conftest import READY
+from tests.e2e.test_chat_stack import ask
+from tests.launcher.test_supervision import wait_for_heartbeat
+
+pytestmark = pytest.mark.e2e
+
+
+def json_records(log: str) -> list[dict]:
+    """The children's log records (LOG_FORMAT=json); the launcher's own lines are plain text."""
+    return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+
+
+def cookies_for(env: dict, usernames: list[str]) -> list[str]:
+    """Signed-in users in the launcher's database (not the test database), as Cookie header values."""
+    code = ("import django; django.setup(); from django.contrib.auth import get_user_model; "
+            "from django.test import Client\n"
+            f"for name in {usernames!r}:\n"
+            "    user = get_user_model().objects.create_user(name, password='x'); client = Client(); "
+            "client.force_login(user); print(client.cookies['sessionid'].value)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=stack.ROOT, capture_output=True, text=True,
+                         env={**env, "DJANGO_SETTINGS_MODULE": "chatsite.settings"}, timeout=60, check=True).stdout
+    return [f"sessionid={line.strip()}" for line in out.splitlines()]
+
+
+def test_two_workers_divide_the_cores_both_heartbeat_and_both_answer(launcher_env, start_launcher, tmp_path):
+    cores = len(os.sched_getaffinity(0))
+    env = {**launcher_env, "WORKERS": "2", "WORKER_CONCURRENCY": "2", "LOG_FORMAT": "json"}
+    env.pop("CHAT_TORCH_THREADS", None)
+    launcher = start_launcher(env)
+    launcher.wait_for(READY, timeout=300)
+    pids = [launcher.pid_of("worker1"), launcher.pid_of("worker2")]
+    client = redis.Redis.from_url(launcher.redis_url(), decode_responses=True, socket_timeout=10)
+    for pid in pids:
+        wait_for_heartbeat(client, f"{socket.gethostname()}-{pid}", timeout=10)
+    ready = [r for r in json_records(launcher.log()) if r["message"].startswith("model ")]
+    assert sorted(r["process"] for r in ready) == sorted(pids)
+    assert all(f"({max(1, cores // 2)} torch threads)" in r["message"] for r in ready), ready
+
+    # A command beside the launcher (no REDIS_URL) reaches its embedded Redis: it sees both workers.
+    recorded = (tmp_path / "redis" / "redis.url").read_text().strip()
+    assert recorded == launcher.redis_url()
+    beside = {k: v for k, v in env.items() if k != "REDIS_URL"}
+    out = subprocess.run([sys.executable, "manage.py", "shell", "-c",
+                          "from chat.liveness import workers_alive; print(len(workers_alive()))"],
+                         cwd=stack.ROOT, env=beside, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "2", out.stdout + out.stderr
+
+    # Eight people chat at once: each worker takes at most two at a time, so both must answer some.
+    cookies = cookies_for(env, [f"w{i}" for i in range(8)])
+
+    async def one(cookie):
+        async with websockets.connect(f"ws://127.0.0.1:{launcher.port}/ws/chat/", open_timeout=10,
+                                      additional_headers={"Cookie": cookie,
+                                                          "Origin": f"http://127.0.0.1:{launcher.port}"}) as ws:
+            return (await ask(ws, "Say hello.", max_new_tokens=8))[2][-1]  # this socket's own reply's done
+
+    async def eight():
+        return await asyncio.gather(*(one(c) for c in cookies))
+    dones = asyncio.run(eight())
+    assert all(d["status"] == "complete" for d in dones)
+    ended = [r for r in json_records(launcher.log()) if r["message"].startswith("reply ") and "ended" in r["message"]]
+    assert len({d["message"] for d in dones}) == 8
+    assert {r["reply_id"] for r in ended} == {d["message"] for d in dones}
+    assert {r["process"] for r in ended} == set(pids)  # both workers served replies
+    assert all(isinstance(r["user_id"], int) for r in ended)  # JSON logs carry the reply and the person
+
+    launcher.proc.send_signal(signal.SIGTERM)
+    assert launcher.proc.wait(60) == 0
+    assert not (tmp_path / "redis" / "redis.url").exists()  # a stopped launcher leaves no stale address

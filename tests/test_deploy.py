@@ -1,0 +1,109 @@
+"""The production environment (deploy/production.env.example) and the settings it drives, each read by a fresh
+interpreter with a clean environment, as systemd or a shell that sources the file would start one."""
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from chatsite import stack
+from chatsite.embedded import forget_redis_url, record_redis_url
+
+EXAMPLE = stack.ROOT / "deploy" / "production.env.example"
+README = (stack.ROOT / "README.md").read_text()
+SHOW = ("import django; django.setup(); from django.conf import settings as s; import json; print(json.dumps("
+        "{k: getattr(s, k, None) for k in ('DEBUG', 'SESSION_COOKIE_SECURE', 'CSRF_COOKIE_SECURE', "
+        "'SECURE_SSL_REDIRECT', 'SECURE_HSTS_SECONDS', 'SECURE_PROXY_SSL_HEADER', 'CSRF_TRUSTED_ORIGINS', "
+        "'REDIS_URL', 'CHAT_TORCH_THREADS')}))")
+
+
+def sourced_run(args: list[str], *, extra: str = "", source: bool = True) -> subprocess.CompletedProcess:
+    """``args`` in ``env -i bash``, after sourcing the example (unless not ``source``) and ``extra`` lines."""
+    script = ((f'set -a; . "{EXAMPLE}"; ' if source else "set -a; ") + "DJANGO_SETTINGS_MODULE=chatsite.settings; "
+              + extra + "; set +a; exec " + " ".join(args))
+    return subprocess.run(["env", "-i", f"PATH={stack.BIN}:/usr/bin:/bin", "bash", "-c", script], cwd=stack.ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def key_file(tmp_path):
+    path = tmp_path / "secret_key"
+    subprocess.run([sys.executable, "-m", "chatsite.secret", str(path)], check=True, timeout=30)
+    return path
+
+
+def test_the_example_is_variables_only_and_every_variable_is_in_the_readme_table():
+    names = []
+    for line in EXAMPLE.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        # systemd's EnvironmentFile and a POSIX shell read these lines the same way: no quotes, expansions, spaces.
+        assert re.fullmatch(r"[A-Z][A-Z0-9_]*=[^\s'\"$`\\;&|<>()]*", line), line
+        names.append(line.split("=", 1)[0])
+    assert len(names) == len(set(names)) and "HTTPS" in names and "TRUSTED_PROXY" in names
+    missing = [n for n in names if not re.search(rf"^\| [^|]*`{n}`", README, re.M)]
+    assert missing == [], f"not in the README settings table: {missing}"
+
+
+def test_check_deploy_reports_no_issue_with_the_production_environment(key_file):
+    out = sourced_run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                      extra=f"SECRET_KEY_FILE={key_file}")
+    assert out.returncode == 0 and "System check identified no issues" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_production_environment_turns_on_https_behind_the_trusted_proxy(key_file):
+    out = sourced_run([sys.executable, "-c", f'"{SHOW}"'], extra=f"SECRET_KEY_FILE={key_file}")
+    got = json.loads(out.stdout)
+    assert got["DEBUG"] is False and got["SESSION_COOKIE_SECURE"] and got["CSRF_COOKIE_SECURE"]
+    assert got["SECURE_SSL_REDIRECT"] and got["SECURE_HSTS_SECONDS"] == 31536000
+    assert got["SECURE_PROXY_SSL_HEADER"] == ["HTTP_X_FORWARDED_PROTO", "https"]
+    assert got["CSRF_TRUSTED_ORIGINS"] == ["https://chat.example.com"]
+    # Without TRUSTED_PROXY no forwarded header is believed, neither by Django nor by Daphne.
+    out = sourced_run([sys.executable, "-c", f'"{SHOW}"'], extra=f"SECRET_KEY_FILE={key_file}; TRUSTED_PROXY=false")
+    assert json.loads(out.stdout)["SECURE_PROXY_SSL_HEADER"] is None
+    trusted = stack.LauncherSettings.from_env({"TRUSTED_PROXY": "true", "BIND_ADDRESS": "10.0.0.5"})
+    assert "--proxy-headers" in stack.daphne_args(8000, trusted) and "10.0.0.5" in stack.daphne_args(8000, trusted)
+    assert "--proxy-headers" not in stack.daphne_args(8000, stack.LauncherSettings.from_env({}))
+
+
+def test_without_debug_a_missing_secret_key_is_an_error_that_says_what_to_do(tmp_path):
+    missing = tmp_path / "no_key"
+    out = sourced_run([sys.executable, "manage.py", "check"], extra=f"SECRET_KEY_FILE={missing}")
+    assert out.returncode != 0 and f"SECRET_KEY is not set and {missing} does not exist" in out.stderr
+    assert not missing.exists()  # never invented: another host would invent a different one
+    out = sourced_run([sys.executable, "manage.py", "check"], extra=f"SECRET_KEY_FILE={missing}; DEBUG=true")
+    assert out.returncode == 0 and len(missing.read_text()) > 40  # a development machine gets one generated
+    out = sourced_run([sys.executable, "manage.py", "check"],
+                      extra=f"SECRET_KEY_FILE={missing}; SECRET_KEY=" + "k" * 60)
+    assert out.returncode == 0
+
+
+def test_commands_find_the_embedded_redis_that_make_run_recorded(tmp_path, key_file):
+    """The launcher records its embedded Redis's URL in CHAT_REDIS_DIR; settings read it when REDIS_URL is
+    unset, and an explicit REDIS_URL still wins."""
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    show = [sys.executable, "-c", f'"{SHOW}"']
+    base = f"SECRET_KEY_FILE={key_file}; CHAT_REDIS_DIR={redis_dir}"
+    assert json.loads(sourced_run(show, extra=base, source=False).stdout)["REDIS_URL"] == "redis://127.0.0.1:6379/0"
+    record_redis_url(redis_dir, "redis://127.0.0.1:41234/0")
+    assert json.loads(sourced_run(show, extra=base, source=False).stdout)["REDIS_URL"] == "redis://127.0.0.1:41234/0"
+    got = sourced_run(show, extra=base + "; REDIS_URL=redis://10.0.0.9:6379/1", source=False)
+    assert json.loads(got.stdout)["REDIS_URL"] == "redis://10.0.0.9:6379/1"
+    forget_redis_url(redis_dir, "redis://127.0.0.1:9/0")  # another launcher's URL: left alone
+    assert (redis_dir / "redis.url").exists()
+    forget_redis_url(redis_dir, "redis://127.0.0.1:41234/0")
+    assert not (redis_dir / "redis.url").exists()
+
+
+def test_torch_threads_divide_the_cores_among_the_workers_of_a_host(key_file):
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    show = [sys.executable, "-c", f'"{SHOW}"']
+    for workers in (1, 2, cores + 1):
+        got = json.loads(sourced_run(show, extra=f"SECRET_KEY_FILE={key_file}; WORKERS={workers}").stdout)
+        assert got["CHAT_TORCH_THREADS"] == max(1, cores // workers)
+    got = json.loads(sourced_run(show, extra=f"SECRET_KEY_FILE={key_file}; WORKERS=2; CHAT_TORCH_THREADS=3").stdout)
+    assert got["CHAT_TORCH_THREADS"] == 3
