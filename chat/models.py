@@ -17,6 +17,10 @@ class Conversation(models.Model):
     ``chat.review`` with ``update()``, which leaves ``updated_at`` (the owner's last activity) alone.
     """
 
+    class Source(models.TextChoices):
+        CHAT = "chat"
+        API = "api"
+
     class ReviewState(models.TextChoices):
         UNREVIEWED = "unreviewed"
         APPROVED = "approved"
@@ -34,6 +38,14 @@ class Conversation(models.Model):
     reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="+")
     reviewed_at = models.DateTimeField(null=True, blank=True)
+    # Where it came from: the chat page, or the OpenAI-compatible API (with the key's name copied, so a revoked
+    # or deleted key still says which one it was).
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.CHAT)
+    api_key = models.ForeignKey("ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    api_key_name = models.CharField(max_length=100, blank=True)
+    api_user = models.CharField(max_length=256, blank=True, help_text="the API request's `user` field")
+    content_kept = models.BooleanField(default=True, help_text="false: the key keeps no text; messages are "
+                                       "emptied when the reply ends and only counts remain")
 
     class Meta:
         indexes = [models.Index(fields=["owner", "-updated_at"], name="conv_owner_updated"),
@@ -108,6 +120,32 @@ class Message(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE_STATUSES
+
+
+class ApiKey(models.Model):
+    """A person's key to the OpenAI-compatible API. The secret is never stored: only its SHA-256, found by the
+    key's public ``prefix`` and compared in constant time (``chat.api.auth``). A key has 256 random bits, so
+    a fast hash is enough: nobody can guess their way through 2**256 candidates, however fast each is."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True, help_text="the public part that finds the key")
+    secret_hash = models.CharField(max_length=64, help_text="SHA-256 of the secret part, hex")
+    store_conversations = models.BooleanField(default=True, help_text="keep the text of its conversations")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "API key"
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
 
 
 class ReviewQueue(Conversation):

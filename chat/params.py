@@ -27,7 +27,7 @@ def generation_params_clean(params) -> dict:
         return {}
     if not isinstance(params, dict):
         raise ChatError("invalid_params", "params must be an object.")
-    unknown = set(params) - {"temperature", "top_p", "max_new_tokens"}
+    unknown = set(params) - {"temperature", "top_p", "max_new_tokens", "stop"}
     if unknown:
         raise ChatError("invalid_params", f"Unknown parameter: {sorted(unknown)[0][:40]}.")
     out: dict = {}
@@ -47,7 +47,25 @@ def generation_params_clean(params) -> dict:
             raise ChatError("invalid_params",
                             f"max_new_tokens must be between 1 and {settings.CHAT_MAX_NEW_TOKENS}.")
         out["max_new_tokens"] = n
+    if params.get("stop") is not None:
+        out["stop"] = stop_strings_clean(params["stop"])
     return out
+
+
+MAX_STOP_STRINGS = 4
+MAX_STOP_CHARS = 200
+
+
+def stop_strings_clean(stop) -> list[str]:
+    """Up to four strings that end the reply when it produces one (the text stops before it), as OpenAI's
+    ``stop``: a string or a list of strings."""
+    items = [stop] if isinstance(stop, str) else stop
+    if not isinstance(items, list) or not all(isinstance(s, str) and s for s in items):
+        raise ChatError("invalid_params", "stop must be a non-empty string or a list of them.")
+    if len(items) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_CHARS for s in items):
+        raise ChatError("invalid_params", f"stop takes at most {MAX_STOP_STRINGS} strings of at most "
+                                          f"{MAX_STOP_CHARS} characters.")
+    return items
 
 
 def bounds() -> dict:

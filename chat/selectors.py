@@ -316,3 +316,10 @@ def conversation_for_export(*, user, conversation_id) -> tuple[Conversation, lis
     """A conversation of the person's and its shown branch, oldest first (what the page shows is exported)."""
     conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
     return conversation, messages_current(conversation=conversation)
+
+
+def api_keys_for_user(*, user) -> list:
+    """A person's API keys, newest first (the hash stays out of the page's reach)."""
+    from .models import ApiKey
+
+    return list(ApiKey.objects.filter(owner=user).defer("secret_hash").order_by("-created_at", "-id"))

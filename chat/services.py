@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from . import events, liveness, metrics, quotas, selectors
 from .errors import ChatError
-from .models import Conversation, Feedback, Message
+from .models import ApiKey, Conversation, Feedback, Message
 from .params import generation_params_clean
 
 log = logging.getLogger(__name__)
@@ -346,6 +346,8 @@ def message_finish(*, message_id: int, content: str | None, status: str, finish_
         if not Message.objects.filter(pk=message_id, status__in=only_from).update(**fields):
             return None
         final = Message.objects.select_related("conversation").get(pk=message_id)
+        if not final.conversation.content_kept:
+            _forget_text(final)
 
         def after_commit():
             # Charged here, where every reply ends once: the worker's own count of what the reply cost.
@@ -357,6 +359,46 @@ def message_finish(*, message_id: int, content: str | None, status: str, finish_
 
         transaction.on_commit(after_commit)
     return final
+
+
+def _forget_text(final: Message) -> None:
+    """A conversation whose API key keeps no text: once its reply has ended, every text of it goes (the worker
+    needed the prompt until now); counts, timings and the finish reason stay."""
+    Message.objects.filter(conversation_id=final.conversation_id).update(content="")
+    Conversation.objects.filter(pk=final.conversation_id).update(system_prompt="")
+    final.content = ""
+
+
+# --- the OpenAI-compatible API (chat/api/) -----------------------------------------------------------------
+def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_user: str = "") -> Message:
+    """One API request as a new conversation of the key's owner: its system prompt, its turns as stored
+    messages, and a queued reply, dispatched to the same workers under the same per-person limits as the
+    chat's (approval, replies at once, tokens today, messages a minute). ``turns`` are ``{"role", "content"}``
+    with role system, user or assistant, the last a user's."""
+    user = key.owner
+    system = "\n\n".join(clean_text(t["content"]) for t in turns if t["role"] == "system")
+    chat_turns = [{"role": t["role"], "content": clean_text(t["content"])} for t in turns if t["role"] != "system"]
+    if not chat_turns or chat_turns[-1]["role"] != Message.Role.USER or not chat_turns[-1]["content"].strip():
+        raise ChatError("empty", "The last message must be a user's, with some text.")
+    if any(len(t["content"]) > settings.CHAT_MAX_MESSAGE_CHARS for t in chat_turns + [{"content": system}]):
+        raise ChatError("too_long", f"A message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
+    _require_approved(user)
+    clean_params = generation_params_clean(params)
+    allowance = _admit(user.pk)
+    with transaction.atomic():
+        _require_capacity(user.pk, allowance)
+        kept = key.store_conversations
+        conversation = Conversation.objects.create(
+            owner=user, title=title_from(chat_turns[-1]["content"]) if kept else "", system_prompt=system,
+            model_name=settings.CHAT_MODEL, source=Conversation.Source.API, api_key=key, api_key_name=key.name,
+            api_user=clean_text(end_user)[:256], content_kept=kept)
+        parent = None
+        for turn in chat_turns:
+            parent = Message.objects.create(conversation=conversation, parent=parent, role=turn["role"],
+                                            content=turn["content"], status=Message.Status.COMPLETE)
+        reply = _reply_create(conversation=conversation, parent=parent, params=clean_params)
+        transaction.on_commit(lambda: _dispatch(reply))
+    return reply
 
 
 def feedback_set(*, user, message_id, rating, comment="") -> Feedback | None:

@@ -1,10 +1,12 @@
 from django.urls import path
 
-from . import ops, views
+from . import keys_views, ops, views
 
 app_name = "chat"
 urlpatterns = [
     path("", views.chat_page, name="index"),
+    path("settings/api-keys/", keys_views.api_keys, name="api-keys"),
+    path("settings/api-keys/<int:key_id>/revoke", keys_views.api_key_revoke, name="api-key-revoke"),
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),
     path("metrics", ops.metrics_view, name="metrics"),

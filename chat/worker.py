@@ -203,9 +203,11 @@ class ReplyJob:
         self.ending: dict = {}
 
     def wants_title(self) -> bool:
-        """A new conversation's first reply, finished well, under the title made from the first words."""
+        """A new chat conversation's first reply, finished well, under the title made from the first words. Not
+        an API request's: a program needs no title, and it would cost a generation per request."""
         conversation = self.message.conversation
-        return (self.ending.get("status") == Message.Status.COMPLETE and self.message.parent is not None
+        return (conversation.source == conversation.Source.CHAT
+                and self.ending.get("status") == Message.Status.COMPLETE and self.message.parent is not None
                 and self.message.parent.parent_id is None
                 and conversation.title == services.title_from(self.message.parent.content)
                 and not Message.objects.filter(conversation_id=conversation.pk, role=Message.Role.ASSISTANT)
@@ -243,8 +245,11 @@ class ReplyJob:
         if prompt.dropped_messages:
             services.message_checkpoint(message_id=self.id, content="", dropped_messages=prompt.dropped_messages)
         used = {"temperature": params.temperature, "top_p": params.top_p, "max_new_tokens": params.max_new_tokens}
-        request = GenerationRequest(input_ids=prompt.input_ids, params=params, stop_strings=prompt.stop_strings,
-                                    request_id=str(self.id))
+        stop = tuple(self.message.params.get("stop") or ())  # the request's own (API), after the format's
+        if stop:
+            used["stop"] = list(stop)
+        request = GenerationRequest(input_ids=prompt.input_ids, params=params,
+                                    stop_strings=prompt.stop_strings + stop, request_id=str(self.id))
         return request, used
 
     def stream(self, request: GenerationRequest, used: dict) -> dict:

@@ -8,15 +8,20 @@ one websocket per user, sends the benchmark prompts from all of them at once (th
 one each, as ``inference.bench.level_prompts`` says) and times what the browser would see: first delta, deltas
 per second, the done frame. Every stream is checked: contiguous seqs, deltas
 joined equal to the stored reply, no error frames.
+
+The ``api`` rows send the same prompts through ``POST /v1/chat/completions`` (streamed, one key per user) in
+the same run, timed the same way from the client's side: first content chunk, chunks per second, ``[DONE]``.
 """
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import statistics
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from chatsite import stack
@@ -39,7 +44,8 @@ def main(argv=None) -> int:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from chat.models import Conversation
+    from chat import api_keys
+    from chat.models import ApiKey, Conversation
 
     tokens, out = args.tokens, args.out
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -65,6 +71,7 @@ def main(argv=None) -> int:
             client = Client()
             client.force_login(user)
             cookies.append(f"sessionid={client.cookies['sessionid'].value}")
+        keys = [api_keys.api_key_create(owner=user, name="bench").plaintext for user in users]
         url, origin = f"ws://127.0.0.1:{port}/ws/chat/", f"http://127.0.0.1:{port}"
         stack.wait_for_worker(env["REDIS_URL"], worker)  # its model is loaded once it heartbeats
         asyncio.run(_level(url, origin, cookies[:1], level_prompts("warm", 1, False), 8))
@@ -73,10 +80,14 @@ def main(argv=None) -> int:
             results[name] = [measure_level(lambda k: asyncio.run(_level(
                 url, origin, cookies[:c], level_prompts(f"{name}.{c}.{k}", c, distinct), tokens)), c)
                 for c in levels]
+        results["api"] = [measure_level(lambda k: _api_level(
+            port, keys[:c], level_prompts(f"api.{c}.{k}", c, False), tokens, settings.CHAT_MODEL), c)
+            for c in levels]
     finally:
         stack.stop(daphne, worker)
         stack.stop(redis_proc)
         Conversation.objects.filter(owner__username__startswith="bench-").delete()
+        ApiKey.objects.filter(owner__username__startswith="bench-").delete()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(results, indent=2))
     for name, rows in results.items():
@@ -122,6 +133,54 @@ async def _level(url, origin, cookies, prompts, tokens):
     wall = max(r["end"] for r in runs) - start
     ttfts = [r["ttft_ms"] for r in runs]
     return {"concurrency": len(cookies), "aggregate_tokens_per_s": sum(r["tokens"] for r in runs) / wall,
+            "per_stream_tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
+            "ttft_p50_ms": percentile(ttfts, 0.5), "ttft_p95_ms": percentile(ttfts, 0.95), "wall_s": wall,
+            "delta_frames_per_stream": statistics.median(r["frames"] for r in runs),
+            "streams_intact": sum(r["intact"] for r in runs)}
+
+
+def _api_one(port, key, content, tokens, model):
+    """One streamed completion through the API, read as server-sent events (http.client undoes the chunking)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    body = json.dumps({"model": model, "stream": True, "max_tokens": tokens, "temperature": 0,
+                       "stream_options": {"include_usage": True},
+                       "messages": [{"role": "user", "content": content}]})
+    sent = time.perf_counter()
+    conn.request("POST", "/v1/chat/completions", body, {"Authorization": f"Bearer {key}",
+                                                         "Content-Type": "application/json"})
+    response = conn.getresponse()
+    if response.status != 200:
+        raise RuntimeError(f"API answered {response.status}: {response.read()[:300]!r}")
+    first, chunks, usage, done = None, 0, None, False
+    while not done:
+        line = response.readline().decode()
+        if not line:
+            break
+        if not line.startswith("data: "):
+            continue
+        if line.strip() == "data: [DONE]":
+            done = True
+            continue
+        chunk = json.loads(line[6:])
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+            first = first or time.perf_counter()
+            chunks += 1
+    end = time.perf_counter()
+    conn.close()
+    n = usage["completion_tokens"] if usage else 0
+    return {"ttft_ms": (first - sent) * 1000, "tokens": n, "tokens_per_s": (n - 1) / (end - first),
+            "frames": chunks, "intact": done and usage is not None, "end": end, "sent": sent}
+
+
+def _api_level(port, keys, prompts, tokens, model):
+    start = time.perf_counter()
+    with ThreadPoolExecutor(len(keys)) as pool:  # one thread per client, as one socket per user above
+        runs = list(pool.map(lambda kp: _api_one(port, kp[0], kp[1], tokens, model), zip(keys, prompts)))
+    wall = max(r["end"] for r in runs) - start
+    ttfts = [r["ttft_ms"] for r in runs]
+    return {"concurrency": len(keys), "aggregate_tokens_per_s": sum(r["tokens"] for r in runs) / wall,
             "per_stream_tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
             "ttft_p50_ms": percentile(ttfts, 0.5), "ttft_p95_ms": percentile(ttfts, 0.95), "wall_s": wall,
             "delta_frames_per_stream": statistics.median(r["frames"] for r in runs),

@@ -5,5 +5,6 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("chat.account_urls")),
+    path("v1/", include("chat.api.urls")),
     path("", include("chat.urls")),
 ]

@@ -179,7 +179,7 @@ def table(report: dict) -> str:
              f"raw generate: ttft {raw['ttft_ms']:.0f} ms, {raw['tokens_per_s']:.1f} tok/s", "",
              "| path | concurrent | aggregate tok/s | per-stream tok/s | ttft p50 ms | ttft p95 ms | × raw |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    for name in ("engine", "engine_distinct", "engine_no_cache", "serial", "stack", "stack_distinct"):
+    for name in ("engine", "engine_distinct", "engine_no_cache", "serial", "stack", "stack_distinct", "api"):
         for r in report.get(name, []):
             lines.append(f"| {name} | {r['concurrency']} | {r['aggregate_tokens_per_s']:.1f} | "
                          f"{r['per_stream_tokens_per_s']:.1f} | {r['ttft_p50_ms']:.0f} | {r['ttft_p95_ms']:.0f} | "

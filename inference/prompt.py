@@ -37,6 +37,10 @@ PLAIN_STOP_STRINGS = ("\nUser:", "\nSystem:")
 _MARK_START, _MARK_END = "\U000F0000", "\U000F0001"
 
 
+# How a PromptTooLong's sentence starts: the API answers such a failed reply with context_length_exceeded.
+TOO_LONG = "The message is too long for this model"
+
+
 class PromptTooLong(ValueError):
     """The newest message alone does not fit the context window."""
 
@@ -118,7 +122,7 @@ def _fit(codec: "_Codec", system: list[dict], turns: list[dict], budget: int, ma
     while len(ids_of(j)) > budget:
         if j == last:
             raise PromptTooLong(
-                f"The message is too long for this model: {len(ids_of(j))} tokens with "
+                f"{TOO_LONG}: {len(ids_of(j))} tokens with "
                 f"{max_new_tokens} reserved for the reply, but the model reads at most {window}."
             )
         j += 1

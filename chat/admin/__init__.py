@@ -12,6 +12,7 @@ leaves an ``AuditEvent``. Writes go through ``chat.review``; list pages read thr
 - ``live``: replies queued or streaming right now, with a Cancel that works as the owner's Stop;
 - ``quotas``: per-person allowances (messages per minute, tokens per day, replies at once), edited by staff;
 - ``accounts``: people (approval to chat) and invite links;
-- ``audit``: the audit trail, superusers only.
+- ``audit``: the audit trail, superusers only;
+- ``api_keys``: people's API keys, viewed and revoked (never edited).
 """
-from . import accounts, audit, conversations, live, messages, quotas, usage  # noqa: F401  (each registers its screens)
+from . import accounts, api_keys, audit, conversations, live, messages, quotas, usage  # noqa: F401  (each registers its screens)

@@ -41,6 +41,14 @@ class ProblemFilter(YesNoFilter):
     annotation = "has_problem"
 
 
+def origin_label(conversation: Conversation) -> str:
+    """Chat, or the API with the key's name, and whether its text was kept."""
+    if conversation.source != Conversation.Source.API:
+        return "chat"
+    kept = "" if conversation.content_kept else " · text not kept"
+    return f"API · {conversation.api_key_name or 'deleted key'}{kept}"
+
+
 def _conversation_url(pk: int) -> str:
     return reverse("admin:chat_conversation_change", args=[pk])
 
@@ -68,16 +76,16 @@ class ReviewActions:
 
 @admin.register(Conversation)
 class ConversationAdmin(RatingColumns, ReviewActions, ExportActions, ReviewerOnly, admin.ModelAdmin):
-    list_display = ("id", "title", "owner", "model_name", "message_count", "last_activity", "thumbs_up",
+    list_display = ("id", "title", "owner", "origin", "model_name", "message_count", "last_activity", "thumbs_up",
                     "thumbs_down", "review_state")
-    list_filter = ("review_state", NegativeFeedbackFilter, ProblemFilter, "model_name", OwnerFilter,
-                   "created_at")
+    list_filter = ("review_state", NegativeFeedbackFilter, ProblemFilter, "source", "content_kept", "model_name",
+                   OwnerFilter, "created_at")
     search_fields = ("title", "messages__content")  # shows the box; get_search_results does the search
     date_hierarchy = "created_at"
     list_select_related = ("owner",)
     list_per_page = 50
     raw_id_fields = ("owner", "reviewed_by")
-    fields = ("owner", "title", "model_name", "system_prompt", "params", "created_at", "updated_at",
+    fields = ("owner", "title", "origin", "model_name", "system_prompt", "params", "created_at", "updated_at",
               "review_state", "review_note", "reviewed_by", "reviewed_at")
     readonly_fields = fields
     actions = ["approve", "flag", "export_sft", "export_pairs"]  # and the site-wide delete (superusers only)
@@ -108,6 +116,10 @@ class ConversationAdmin(RatingColumns, ReviewActions, ExportActions, ReviewerOnl
     @admin.display(description="last activity", ordering="updated_at")
     def last_activity(self, obj):
         return obj.updated_at
+
+    @admin.display(description="source", ordering="source")
+    def origin(self, obj):
+        return origin_label(obj)
 
     # --- the transcript page
 
@@ -198,7 +210,7 @@ class ConversationAdmin(RatingColumns, ReviewActions, ExportActions, ReviewerOnl
 class ReviewQueueAdmin(RatingColumns, ReviewActions, ExportActions, ReviewerOnly, admin.ModelAdmin):
     """Unreviewed conversations, the likeliest to need a look first; each row opens the conversation page."""
 
-    list_display = ("open_link", "owner", "model_name", "message_count", "thumbs_down", "has_problem",
+    list_display = ("open_link", "owner", "origin", "model_name", "message_count", "thumbs_down", "has_problem",
                     "updated_at")
     list_display_links = None
     list_select_related = ("owner",)
@@ -224,6 +236,10 @@ class ReviewQueueAdmin(RatingColumns, ReviewActions, ExportActions, ReviewerOnly
     @admin.display(description="messages")
     def message_count(self, obj):
         return obj.message_count
+
+    @admin.display(description="source")
+    def origin(self, obj):
+        return origin_label(obj)
 
     @admin.display(description="👎")
     def thumbs_down(self, obj):

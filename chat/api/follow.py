@@ -1,0 +1,90 @@
+"""One reply's frames for an HTTP request, followed the way a websocket follows it.
+
+The follower joins the owner's channel group *before* the reply is stored and queued, so no delta can pass
+unseen; ``chat.delivery.ReplyDelivery`` then does for it what it does for a socket: deltas once and in seq
+order, gaps filled from the reply's stream log, a quiet reply checked against the log and the database, and
+``done`` last. The owner's group carries every reply of that person, and a follower keeps only its own: the
+per-person cap on active replies (``CHAT_MAX_ACTIVE_PER_USER``) bounds what each follower skips.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels.layers import get_channel_layer
+
+from .. import events
+from ..delivery import ReplyDelivery
+
+log = logging.getLogger(__name__)
+FRAME_TYPES = ("chat.delta", "chat.done")
+
+
+class ReplyFollower:
+    """``async with ReplyFollower(owner_id) as f``: ``f.follow(message_id)``, then ``await f.next()`` until a
+    ``done`` frame."""
+
+    def __init__(self, owner_id: int):
+        self.group = events.user_group(owner_id)
+        self.layer = get_channel_layer()
+        self.message_id: int | None = None
+        self.early: list[dict] = []  # events that came before the reply's id was known
+        self.frames: asyncio.Queue[dict] = asyncio.Queue()
+        self.channel = None
+        self.delivery = None
+        self.pump = None
+
+    async def __aenter__(self) -> ReplyFollower:
+        self.channel = await self.layer.new_channel("chat.api.")
+        await self.layer.group_add(self.group, self.channel)
+        self.delivery = ReplyDelivery(self.frames.put)
+        self.pump = asyncio.ensure_future(self._pump())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.pump.cancel()
+        self.delivery.close()
+        try:
+            await self.layer.group_discard(self.group, self.channel)
+        except Exception:  # Redis away: the membership expires by itself
+            log.warning("could not leave %s", self.group, exc_info=True)
+
+    async def follow(self, message_id: int) -> None:
+        """Start delivering ``message_id``'s frames, those that came early first."""
+        self.message_id = message_id
+        self.delivery.announced(message_id)  # a socket's catch-up would otherwise send a message frame first
+        early, self.early = self.early, []
+        for event in early:
+            await self._feed(event)
+
+    async def next(self) -> dict:
+        """The next frame of the reply: a ``delta`` or, last, ``done``."""
+        while True:
+            frame = await self.frames.get()
+            if frame["type"] in ("delta", "done"):
+                return frame
+
+    async def _pump(self) -> None:
+        while True:
+            try:
+                event = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis away: the delivery's watchdog catches up from the log and the database
+                log.warning("follower receive failed; retrying", exc_info=True)
+                await asyncio.sleep(1)
+                continue
+            if event.get("type") not in FRAME_TYPES:
+                continue
+            if self.message_id is None:
+                self.early.append(event)
+            else:
+                await self._feed(event)
+
+    async def _feed(self, event: dict) -> None:
+        if event.get("message") != self.message_id:
+            return
+        if event["type"] == "chat.delta":
+            await self.delivery.delta(event["message"], event["seq"], event["text"])
+        else:
+            await self.delivery.done(events.as_frame(event))

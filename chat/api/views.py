@@ -1,0 +1,207 @@
+"""``/v1/chat/completions`` and ``/v1/models``: async views served by Daphne (docs/api.md). Thin: authenticate,
+check, hand the request to ``chat.services``, follow the reply, answer in OpenAI's shapes."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from inference.prompt import TOO_LONG
+
+from .. import services, streamlog
+from ..errors import ChatError
+from ..models import Message
+from ..sweep import ensure_sweeper
+from .auth import authenticate
+from .errors import ApiError
+from .follow import ReplyFollower
+from .schemas import (FINISH_REASONS, CompletionRequest, chunk_object, completion_object, model_object,
+                      parse_completion_request, usage_object)
+
+log = logging.getLogger(__name__)
+# /v1/models reports the model as created when this process started (it has no better date to give).
+STARTED = int(time.time())
+
+
+def _method_not_allowed(request, allowed: str) -> JsonResponse:
+    response = ApiError(405, f"{request.method} is not allowed here; use {allowed}.",
+                        code="method_not_allowed").response()
+    response["Allow"] = allowed
+    return response
+
+
+async def _key(request):
+    return await database_sync_to_async(authenticate)(request.headers.get("Authorization"))
+
+
+@csrf_exempt
+async def models_list(request):
+    """The one model this deployment serves."""
+    if request.method != "GET":
+        return _method_not_allowed(request, "GET")
+    try:
+        await _key(request)
+    except ApiError as exc:
+        return exc.response()
+    return JsonResponse({"object": "list", "data": [model_object(settings.CHAT_MODEL, STARTED)]})
+
+
+@csrf_exempt
+async def model_get(request, model_id: str):
+    if request.method != "GET":
+        return _method_not_allowed(request, "GET")
+    try:
+        await _key(request)
+        if model_id != settings.CHAT_MODEL:
+            raise ApiError(404, f"The model '{model_id[:100]}' does not exist.", param="model",
+                           code="model_not_found")
+    except ApiError as exc:
+        return exc.response()
+    return JsonResponse(model_object(settings.CHAT_MODEL, STARTED))
+
+
+@csrf_exempt
+async def chat_completions(request):
+    """Store the request as an API conversation with a queued reply, then answer with the reply: whole, or
+    streamed as server-sent events."""
+    if request.method != "POST":
+        return _method_not_allowed(request, "POST")
+    try:
+        key = await _key(request)
+        try:
+            body = json.loads(request.body)
+        except RequestDataTooBig:
+            raise ApiError(413, "The request body is too large.", code="request_too_large") from None
+        except (ValueError, RecursionError):
+            raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
+        parsed = parse_completion_request(body, settings.CHAT_MODEL)
+    except ApiError as exc:
+        return exc.response()
+    ensure_sweeper()
+    run = CompletionRun(key, parsed)
+    try:
+        return await run.start()
+    except ApiError as exc:
+        return exc.response()
+
+
+class CompletionRun:
+    """One completion: its follower, its reply and what has been streamed of it."""
+
+    def __init__(self, key, parsed: CompletionRequest):
+        self.key, self.parsed = key, parsed
+        self.follower = ReplyFollower(key.owner_id)
+        self.reply: Message | None = None
+        self.created = int(time.time())
+        self.pieces: list[str] = []
+        self.ended = False  # the done frame was read: nothing to stop
+        self.closed = False
+
+    @property
+    def completion_id(self) -> str:
+        return f"chatcmpl-{self.reply.id}"
+
+    async def start(self):
+        await self.follower.__aenter__()  # before the reply exists: no delta can pass unseen
+        try:
+            self.reply = await database_sync_to_async(services.api_completion_create)(
+                key=self.key, turns=self.parsed.turns, params=self.parsed.params, end_user=self.parsed.end_user)
+        except ChatError as exc:
+            await self.close()
+            raise ApiError.from_chat(exc) from None
+        except BaseException:
+            await self.close()
+            raise
+        await self.follower.follow(self.reply.id)
+        try:
+            # Wait for the first frame before answering: a reply that fails before its first token (too long
+            # for the context, a lost queue) gets a real status code in both modes.
+            first = await self.next()
+            if first["type"] == "done" and first["status"] == Message.Status.FAILED:
+                raise self.failure(first)
+            if not self.parsed.stream:
+                return await self.whole(first)
+        except BaseException:
+            await self.close()
+            raise
+        response = StreamingHttpResponse(self.events(first), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # a proxy in front must not hold the stream back
+        return response
+
+    async def next(self) -> dict:
+        frame = await self.follower.next()
+        if frame["type"] == "delta":
+            self.pieces.append(frame["text"])
+        else:
+            self.ended = True
+        return frame
+
+    def failure(self, done: dict) -> ApiError:
+        if done["error"].startswith(TOO_LONG):
+            return ApiError(400, done["error"], param="messages", code="context_length_exceeded")
+        return ApiError(500, done["error"] or "The reply failed.", type="server_error", code="generation_failed")
+
+    def usage(self, done: dict) -> dict:
+        return usage_object(done["usage"]["prompt_tokens"], done["usage"]["completion_tokens"])
+
+    async def whole(self, frame: dict) -> JsonResponse:
+        while frame["type"] != "done":
+            frame = await self.next()
+        await self.close()
+        if frame["status"] == Message.Status.FAILED:
+            raise self.failure(frame)
+        return JsonResponse(completion_object(
+            completion_id=self.completion_id, created=self.created, model=self.parsed.model,
+            text="".join(self.pieces), finish_reason=FINISH_REASONS[frame["finish_reason"]], usage=self.usage(frame)))
+
+    def _sse(self, delta: dict | None, finish_reason: str | None = None, usage: dict | None = None) -> str:
+        chunk = chunk_object(completion_id=self.completion_id, created=self.created, model=self.parsed.model,
+                             delta=delta, finish_reason=finish_reason, usage=usage)
+        return f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+
+    async def events(self, frame: dict):
+        """The server-sent events: a role chunk, a chunk per delta, the finish chunk, the usage chunk when asked
+        for, ``[DONE]``. A failure mid-stream is an ``error`` event (OpenAI's clients raise it)."""
+        try:
+            yield self._sse({"role": "assistant", "content": ""})
+            while frame["type"] != "done":
+                yield self._sse({"content": frame["text"]})
+                frame = await self.next()
+            if frame["status"] == Message.Status.FAILED:
+                yield f"data: {json.dumps(self.failure(frame).body())}\n\n"
+                return
+            yield self._sse({}, FINISH_REASONS[frame["finish_reason"]])
+            if self.parsed.include_usage:
+                yield self._sse(None, usage=self.usage(frame))
+            yield "data: [DONE]\n\n"
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Once: leave the group; a reply that has not ended is stopped (the client went away: Django cancels
+        the view's task when Daphne reports the disconnect); a reply whose text is not kept loses its log."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.reply is not None and not self.ended:
+            # Its own task on the default executor, so a second cancellation cannot cut the stop short.
+            stop = asyncio.ensure_future(database_sync_to_async(services.message_stop, thread_sensitive=False)(
+                user=self.key.owner, message_id=self.reply.id))
+            try:
+                await asyncio.shield(stop)
+            except Exception:
+                log.warning("could not stop reply %s of a client that went away", self.reply.id, exc_info=True)
+        await self.follower.__aexit__(None, None, None)
+        if self.reply is not None and self.ended and not self.key.store_conversations:
+            try:
+                await streamlog.clear(self.reply.id)
+            except Exception:  # it expires after CHAT_STREAM_TTL_S anyway
+                log.warning("could not clear the stream log of %s", self.reply.id, exc_info=True)

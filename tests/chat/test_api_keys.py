@@ -1,0 +1,177 @@
+"""API keys (services, authentication, the settings page, the command, the admin) and API conversations whose
+key keeps no text. The API's requests themselves are tested through the openai client in tests/api/."""
+import io
+import json
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.core.management import call_command
+
+from chat import api_keys, services
+from chat.api.auth import authenticate
+from chat.api.errors import ApiError
+from chat.errors import ChatError
+from chat.models import ApiKey, Conversation, Message
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_allowances():
+    """These tests' replies must not count against the next module's users (ids repeat after rollbacks)."""
+    from tests.api.conftest import forget_allowances
+
+    forget_allowances()
+    yield
+    forget_allowances()
+TURNS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "secret plan A"},
+         {"role": "assistant", "content": "noted"}, {"role": "user", "content": "secret plan B"}]
+
+
+def test_a_key_is_stored_hashed_and_authenticates_by_prefix(make_user):
+    new = api_keys.api_key_create(owner=make_user(), name="script")
+    assert new.plaintext.startswith(f"sk-{new.key.prefix}-") and len(new.plaintext) > 50
+    stored = ApiKey.objects.get(pk=new.key.pk)
+    assert new.plaintext.split("-", 2)[2] not in str(stored.__dict__)  # the secret is nowhere in the row
+    assert stored.secret_hash == api_keys.api_key_secret_hash(new.plaintext.split("-", 2)[2])
+    assert authenticate(f"Bearer {new.plaintext}").pk == new.key.pk
+    assert ApiKey.objects.get(pk=new.key.pk).last_used_at is not None
+
+
+@pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer ", "Bearer sk-", "Bearer sk-000000000000-x",
+                                    "Bearer nonsense"])
+def test_missing_and_malformed_keys_are_401(make_user, header):
+    api_keys.api_key_create(owner=make_user(), name="script")
+    with pytest.raises(ApiError) as refused:
+        authenticate(header)
+    assert refused.value.status == 401 and refused.value.code == "invalid_api_key"
+
+
+def test_wrong_secret_revoked_key_and_inactive_owner_are_401(make_user):
+    user = make_user()
+    new = api_keys.api_key_create(owner=user, name="script")
+    for header in (f"Bearer {new.plaintext[:-1]}{'A' if new.plaintext[-1] != 'A' else 'B'}",):
+        with pytest.raises(ApiError):
+            authenticate(header)
+    user.is_active = False
+    user.save()
+    with pytest.raises(ApiError, match="disabled"):
+        authenticate(f"Bearer {new.plaintext}")
+    user.is_active = True
+    user.save()
+    api_keys.api_key_revoke(owner=user, key_id=new.key.pk)
+    with pytest.raises(ApiError, match="revoked"):
+        authenticate(f"Bearer {new.plaintext}")
+
+
+def test_nobody_revokes_another_persons_key_and_names_are_checked(make_user):
+    alice, bob = make_user("alice"), make_user("bob")
+    key = api_keys.api_key_create(owner=alice, name="a").key
+    with pytest.raises(ChatError) as err:
+        api_keys.api_key_revoke(owner=bob, key_id=key.pk)
+    assert err.value.code == "not_found" and ApiKey.objects.get(pk=key.pk).revoked_at is None
+    for name in ("", "   ", "x" * 101):
+        with pytest.raises(ChatError):
+            api_keys.api_key_create(owner=alice, name=name)
+
+
+def _finish(reply, text="the answer"):
+    return services.message_finish(message_id=reply.pk, content=text, status=Message.Status.COMPLETE,
+                                   finish_reason=Message.FinishReason.STOP, prompt_tokens=30, completion_tokens=3)
+
+
+def test_an_api_request_is_a_conversation_marked_api_with_its_turns(make_user):
+    user = make_user()
+    key = api_keys.api_key_create(owner=user, name="script").key
+    reply = services.api_completion_create(key=key, turns=TURNS, params={"stop": ["\n\n"], "max_new_tokens": 9},
+                                           end_user="u-1")
+    conversation = reply.conversation
+    assert (conversation.source, conversation.api_key_name, conversation.api_user, conversation.system_prompt) == \
+        ("api", "script", "u-1", "Be brief.")
+    chain = list(Message.objects.filter(conversation=conversation).values_list("role", "content", "status"))
+    assert chain == [("user", "secret plan A", "complete"), ("assistant", "noted", "complete"),
+                     ("user", "secret plan B", "complete"), ("assistant", "", "queued")]
+    assert reply.params == {"stop": ["\n\n"], "max_new_tokens": 9} and reply.parent.content == "secret plan B"
+    assert _finish(reply).content == "the answer"
+
+
+def test_a_key_that_keeps_no_text_leaves_only_counts_once_the_reply_ends(make_user):
+    key = api_keys.api_key_create(owner=make_user(), name="private", store_conversations=False).key
+    reply = services.api_completion_create(key=key, turns=TURNS, params={})
+    conversation = reply.conversation
+    assert conversation.title == "" and not conversation.content_kept
+    # the worker reads the prompt while the reply runs
+    assert Message.objects.get(pk=reply.parent_id).content == "secret plan B"
+    final = _finish(reply)
+    assert final.content == ""
+    assert set(Message.objects.filter(conversation=conversation).values_list("content", flat=True)) == {""}
+    conversation.refresh_from_db()
+    assert conversation.system_prompt == ""
+    assert (final.prompt_tokens, final.completion_tokens, final.status) == (30, 3, "complete")
+
+
+def test_api_requests_count_against_the_same_active_reply_cap(make_user, settings):
+    settings.CHAT_MAX_ACTIVE_PER_USER = 2
+    user = make_user()
+    key = api_keys.api_key_create(owner=user, name="script").key
+    services.message_send(user=user, conversation_id=None, content="from the browser")
+    services.api_completion_create(key=key, turns=TURNS, params={})
+    with pytest.raises(ChatError) as err:
+        services.api_completion_create(key=key, turns=TURNS, params={})
+    assert err.value.code == "too_many_active" and Conversation.objects.filter(source="api").count() == 1
+
+
+def test_the_keys_page_shows_a_new_key_once_and_revokes(client, make_user):
+    user = make_user()
+    client.force_login(user)
+    page = client.post("/settings/api-keys/", {"name": "laptop", "store": "on"})
+    key = ApiKey.objects.get(owner=user)
+    text = page.content.decode()
+    plaintext = text.split('id="new-key">', 1)[1].split("<", 1)[0]
+    assert page.status_code == 200 and authenticate(f"Bearer {plaintext}").pk == key.pk
+    again = client.get("/settings/api-keys/").content.decode()
+    assert plaintext not in again and f"sk-{key.prefix}-…" in again and "laptop" in again
+    assert key.store_conversations
+    assert client.post("/settings/api-keys/", {"name": ""}).status_code == 400
+    assert client.post(f"/settings/api-keys/{key.pk}/revoke").status_code == 302
+    assert ApiKey.objects.get(pk=key.pk).revoked_at is not None
+    assert "API keys" in client.get("/").content.decode()  # linked from the chat page
+
+
+def test_the_command_prints_the_key_alone_on_its_last_line(make_user):
+    make_user("ops")
+    out = io.StringIO()
+    call_command("create_api_key", "ops", "--name", "cron", "--no-store", stdout=out)
+    last = out.getvalue().splitlines()[-1]
+    key = authenticate(f"Bearer {last}")
+    assert (key.name, key.owner.username, key.store_conversations) == ("cron", "ops", False)
+
+
+def test_staff_see_keys_without_their_hash_and_revoke_them(client, make_user):
+    owner = make_user("owner")
+    key = api_keys.api_key_create(owner=owner, name="script").key
+    staff = make_user("staff")
+    staff.is_staff = True
+    staff.save()
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["view_apikey", "change_apikey"]))
+    client.force_login(staff)
+    listing = client.get("/admin/chat/apikey/").content.decode()
+    assert "script" in listing and key.secret_hash not in listing
+    detail = client.get(f"/admin/chat/apikey/{key.pk}/change/").content.decode()
+    assert key.secret_hash not in detail and f"sk-{key.prefix}-…" in detail
+    assert client.post(f"/admin/chat/apikey/{key.pk}/change/", {"name": "renamed"}).status_code == 403
+    client.post("/admin/chat/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
+    key.refresh_from_db()
+    assert key.revoked_at is not None and key.name == "script"
+
+
+@pytest.mark.parametrize("code, detail, status, retry_after", [
+    ("too_many_active", "You already have 3 replies being written.", 429, "2"),
+    ("rate_limited", "You have sent 5 messages in the last minute; try again in 17 s.", 429, "17"),
+    ("no_worker", "No model worker is running right now.", 503, None),
+    ("not_approved", "Your account is waiting for approval.", 403, None),
+])
+def test_refusals_of_the_services_keep_their_sentence_and_get_their_status(code, detail, status, retry_after):
+    response = ApiError.from_chat(ChatError(code, detail)).response()
+    assert response.status_code == status and response.get("Retry-After") == retry_after
+    assert json.loads(response.content)["error"]["message"] == detail
