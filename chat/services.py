@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from . import events, liveness, metrics, quotas, selectors
+from . import admission, events, metrics, quotas, selectors
 from .errors import ChatError
 from .models import ApiKey, Conversation, Feedback, Message
 from .params import generation_params_clean
@@ -64,54 +63,6 @@ def _dispatch(message: Message) -> None:
                        error="The generation queue is unreachable; try again in a moment.")
 
 
-def _require_worker() -> None:
-    """Refuse a new reply when no worker could write it: better a clear answer now than a silent queue."""
-    from redis.exceptions import RedisError
-
-    try:
-        alive = liveness.workers_alive()
-    except RedisError:
-        raise ChatError("unavailable", "The server cannot reach its queue right now; try again in a moment.") \
-            from None
-    if not alive:
-        raise ChatError("no_worker", "No model worker is running right now, so nobody can answer. "
-                                     "Nothing was stored; try again in a minute.")
-
-
-def _require_approved(user) -> None:
-    """People whose account awaits staff approval (``CHAT_SIGNUP=approval``) may look around but not chat."""
-    if not selectors.account_may_chat(user=user):
-        raise ChatError("not_approved", selectors.NOT_APPROVED)
-
-
-def _too_many_active(cap: int) -> ChatError:
-    return ChatError("too_many_active", f"You already have {cap} replies being written; wait for one to finish "
-                                        "or press Stop, then send again.")
-
-
-def _admit(user_id: int) -> quotas.Allowance:
-    """Everything checked before a new reply's write transaction, cheapest first, none of it holding a lock:
-    the cap on replies at once (a read: a person at the cap who keeps sending costs one read, not a write
-    transaction, which on SQLite locks the whole database), today's tokens, a live worker, and last the
-    person's messages per minute (last, so a send refused for another reason does not use up the minute)."""
-    allowance = quotas.allowance_for(user_id)
-    if selectors.replies_active_for_user(user_id=user_id) >= allowance.max_active:
-        raise _too_many_active(allowance.max_active)
-    quotas.require_tokens_left(user_id, allowance)
-    _require_worker()
-    quotas.message_hit(user_id, allowance)
-    return allowance
-
-
-def _require_capacity(user_id: int, allowance: quotas.Allowance) -> None:
-    """At most ``allowance.max_active`` replies of one person queued or streaming at once, over all their
-    conversations and sockets, so one person cannot fill the queue everyone shares. The person's row is locked
-    first, so concurrent sends of one person are counted one after another."""
-    get_user_model().objects.select_for_update().only("pk").get(pk=user_id)
-    if selectors.replies_active_for_user(user_id=user_id) >= allowance.max_active:
-        raise _too_many_active(allowance.max_active)
-
-
 def _reply_create(*, conversation: Conversation, parent: Message, params: dict) -> Message:
     return Message.objects.create(
         conversation=conversation, parent=parent, role=Message.Role.ASSISTANT, status=Message.Status.QUEUED,
@@ -131,12 +82,12 @@ def _message_text(content) -> str:
 def message_send(*, user, conversation_id: int | None, content, params=None,
                  client_id: str | None = None) -> SendResult:
     """Store the user's message and a queued reply; on commit, tell the user's sockets and queue the task."""
-    _require_approved(user)
+    admission.require_approved(user)
     text = _message_text(content)
     clean_params = generation_params_clean(params)
-    allowance = _admit(user.pk)
+    allowance = admission.admit(user.pk)
     with transaction.atomic():
-        _require_capacity(user.pk, allowance)
+        admission.require_capacity(user.pk, allowance)
         created = conversation_id is None
         if created:
             # A new conversation starts from the person's own defaults (the settings panel, with no chat open).
@@ -190,14 +141,14 @@ def _siblings(message: Message) -> list[int]:
 def message_regenerate(*, user, message_id, params=None, client_id: str | None = None) -> Message:
     """Write a new reply in place of any reply on the shown branch. The old reply and what followed it stay as
     an alternative (``is_current`` False); the new reply answers the same message."""
-    _require_approved(user)
+    admission.require_approved(user)
     old = selectors.message_get_for_user(user=user, message_id=message_id)
     clean_params = generation_params_clean(params)
     if old.role != Message.Role.ASSISTANT:
         raise ChatError("not_regenerable", "Only an assistant reply can be regenerated.")
-    allowance = _admit(user.pk)
+    allowance = admission.admit(user.pk)
     with transaction.atomic():
-        _require_capacity(user.pk, allowance)
+        admission.require_capacity(user.pk, allowance)
         conversation = _lock_idle_conversation(old.conversation_id)
         old.refresh_from_db(fields=["is_current"])
         if not old.is_current:
@@ -249,12 +200,12 @@ def message_edit(*, user, message_id, content, params=None, client_id: str | Non
     old = selectors.message_get_for_user(user=user, message_id=message_id)
     if old.role != Message.Role.USER:
         raise ChatError("not_editable", "Only your own messages can be edited.")
-    _require_approved(user)
+    admission.require_approved(user)
     text = _message_text(content)
     clean_params = generation_params_clean(params)
-    allowance = _admit(user.pk)
+    allowance = admission.admit(user.pk)
     with transaction.atomic():
-        _require_capacity(user.pk, allowance)
+        admission.require_capacity(user.pk, allowance)
         conversation = _lock_idle_conversation(old.conversation_id)
         old.refresh_from_db(fields=["is_current"])
         if not old.is_current:
@@ -382,11 +333,11 @@ def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_u
         raise ChatError("empty", "The last message must be a user's, with some text.")
     if any(len(t["content"]) > settings.CHAT_MAX_MESSAGE_CHARS for t in chat_turns + [{"content": system}]):
         raise ChatError("too_long", f"A message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
-    _require_approved(user)
+    admission.require_approved(user)
     clean_params = generation_params_clean(params)
-    allowance = _admit(user.pk)
+    allowance = admission.admit(user.pk)
     with transaction.atomic():
-        _require_capacity(user.pk, allowance)
+        admission.require_capacity(user.pk, allowance)
         kept = key.store_conversations
         conversation = Conversation.objects.create(
             owner=user, title=title_from(chat_turns[-1]["content"]) if kept else "", system_prompt=system,
