@@ -108,3 +108,19 @@ def reviewer_group():
     migration = importlib.import_module("chat.migrations.0004_reviewer_group")
     migration.create_group(apps, None)
     return Group.objects.get(name=migration.GROUP)
+
+
+@pytest.fixture(autouse=True)
+def fresh_fair_use_counters():
+    """Each test starts with no messages counted this minute and no tokens today for anyone: user ids repeat
+    from test to test (a rolled-back SQLite transaction gives its ids out again), and on a shared Redis from run
+    to run, so counts left by one test would otherwise refuse another's sends."""
+    import redis
+
+    r = redis.Redis.from_url(os.environ["REDIS_URL"])
+    for pattern in ("chat:tokens:*", "chat:limits*"):
+        keys = list(r.scan_iter(match=pattern, count=1000))
+        if keys:
+            r.delete(*keys)
+    r.close()
+    yield

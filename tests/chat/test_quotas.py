@@ -9,31 +9,15 @@ from django.urls import reverse
 from chat import quotas, services
 from chat.errors import ChatError
 from chat.models import Message, QuotaOverride
-from chat.redis import client, tokens_key
 from tests.support import connect, run
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def fresh_counters():
-    """The people a test makes get counters of their own: ids can repeat across test runs on one Redis, so
-    whatever a test counts is removed after it."""
-    touched = []
-    yield touched.append
-    for user in touched:
-        client().delete(tokens_key(user.pk, quotas._today()))
-        for key in client().scan_iter(match=f"chat:limits*messages/{user.pk}/*"):
-            client().delete(key)
-
-
-@pytest.fixture
-def person(make_user, fresh_counters):
-    def make(name):
-        user = make_user(name)
-        fresh_counters(user)
-        return user
-    return make
+def person(make_user):
+    """A person with no messages or tokens counted yet (tests/conftest.py clears the counters per test)."""
+    return make_user
 
 
 @pytest.fixture
