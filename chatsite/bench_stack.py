@@ -17,6 +17,7 @@ import asyncio
 import http.client
 import json
 import os
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -35,6 +36,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--concurrency", default="1,4,8,16")
     parser.add_argument("--out", default="bench-results/stack.json")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes on this host (WORKERS: each gets its share of the cores)")
+    parser.add_argument("--paths", default="stack,stack_distinct,api", help="which rows to measure")
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
     import django
@@ -53,16 +57,20 @@ def main(argv=None) -> int:
     # Every reply does the same work: exactly `tokens` tokens, end-of-turn ignored (benchmark only).
     # The benchmark users send far more than a person's fair use: no per-person limits here.
     env.update({"CHAT_BENCH_IGNORE_EOS": "1", "CHAT_MAX_BATCH": str(max(levels)), "LOG_LEVEL": "WARNING",
-                "CHAT_MESSAGES_PER_MINUTE": "0", "CHAT_TOKENS_PER_DAY": "0"})
+                "CHAT_MESSAGES_PER_MINUTE": "0", "CHAT_TOKENS_PER_DAY": "0", "CHAT_AUTO_TITLE": "false",
+                "WORKERS": str(args.workers)})
+    paths = args.paths.split(",")
     logs = Path(tempfile.mkdtemp(prefix="chat-bench-"))
-    redis_proc = worker = daphne = None
+    redis_proc = daphne = None
+    workers = []
     try:
         if not os.environ.get("REDIS_URL"):
             redis_proc, env["REDIS_URL"] = stack.start_redis(logs / "redis", persist=False,
                                                              stdout=subprocess.DEVNULL)
             settings.REDIS_URL = env["REDIS_URL"]
-        worker = stack.start_worker(env, concurrency=max(levels) * 2, stdout=open(logs / "worker.log", "w"),
-                                    stderr=subprocess.STDOUT)
+        workers = [stack.start_worker(env, concurrency=max(levels) * 2, name=f"inference{i + 1}",
+                                      stdout=open(logs / f"worker{i + 1}.log", "w"), stderr=subprocess.STDOUT)
+                   for i in range(args.workers)]
         port = stack.free_port()
         daphne = stack.start_daphne(port, env, stdout=open(logs / "daphne.log", "w"), stderr=subprocess.STDOUT)
         users = [get_user_model().objects.get_or_create(username=f"bench-{i}")[0] for i in range(max(levels))]
@@ -73,18 +81,22 @@ def main(argv=None) -> int:
             cookies.append(f"sessionid={client.cookies['sessionid'].value}")
         keys = [api_keys.api_key_create(owner=user, name="bench").plaintext for user in users]
         url, origin = f"ws://127.0.0.1:{port}/ws/chat/", f"http://127.0.0.1:{port}"
-        stack.wait_for_worker(env["REDIS_URL"], worker)  # its model is loaded once it heartbeats
+        for worker in workers:  # a worker's model is loaded once it heartbeats
+            stack.wait_for_worker(env["REDIS_URL"], worker, name=f"{socket.gethostname()}-{worker.pid}")
         asyncio.run(_level(url, origin, cookies[:1], level_prompts("warm", 1, False), 8))
         results = {}
         for name, distinct in (("stack", False), ("stack_distinct", True)):
+            if name not in paths:
+                continue
             results[name] = [measure_level(lambda k: asyncio.run(_level(
                 url, origin, cookies[:c], level_prompts(f"{name}.{c}.{k}", c, distinct), tokens)), c)
                 for c in levels]
-        results["api"] = [measure_level(lambda k: _api_level(
-            port, keys[:c], level_prompts(f"api.{c}.{k}", c, False), tokens, settings.CHAT_MODEL), c)
-            for c in levels]
+        if "api" in paths:
+            results["api"] = [measure_level(lambda k: _api_level(
+                port, keys[:c], level_prompts(f"api.{c}.{k}", c, False), tokens, settings.CHAT_MODEL), c)
+                for c in levels]
     finally:
-        stack.stop(daphne, worker)
+        stack.stop(daphne, *workers)
         stack.stop(redis_proc)
         Conversation.objects.filter(owner__username__startswith="bench-").delete()
         ApiKey.objects.filter(owner__username__startswith="bench-").delete()
