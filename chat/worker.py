@@ -23,7 +23,7 @@ from inference.output import coalesce
 from inference.prompt import PromptTooLong, build_prompt
 from inference.sampling import resolve_params
 
-from . import conversations, events, liveness, services, selectors
+from . import conversations, events, liveness, quotas, services, selectors
 from .logs import log_context
 from .models import Message
 from .redis import client as redis_client, wait_until_loaded
@@ -304,7 +304,12 @@ class ReplyJob:
         try:
             for delay in FINISH_RETRY_DELAYS_S + (None,):
                 try:
-                    services.message_finish(message_id=self.id, content="".join(self.pieces), **ending)
+                    if services.message_finish(message_id=self.id, content="".join(self.pieces), **ending) is None:
+                        # Ended first elsewhere (its conversation deleted mid-reply, the sweep), with no counts:
+                        # what this worker generated is still charged, or deleting a chat just before its reply
+                        # ends would make the reply free.
+                        quotas.tokens_count(self.owner, (ending.get("prompt_tokens") or 0)
+                                            + (ending.get("completion_tokens") or 0))
                     log.info("reply %s ended %s (%s tokens)", self.id, ending["status"],
                              ending.get("completion_tokens"))
                     return

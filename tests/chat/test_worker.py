@@ -335,3 +335,28 @@ def test_a_failed_title_keeps_the_first_words(make_user, rt, monkeypatch):
     worker.make_title(job)
     from chat.models import Conversation
     assert Conversation.objects.get(pk=message.conversation_id).title == "Tell me about lighthouses"
+
+
+def test_a_reply_is_charged_once_and_still_charged_when_its_chat_was_deleted_mid_reply(make_user, rt,
+                                                                                       monkeypatch):
+    """Deleting a conversation ends its reply first with no counts; the worker's own end then finds no row and
+    charges what it generated itself, so a deletion just before the end does not make the reply free."""
+    from chat import conversations, quotas
+
+    user = make_user()
+    kept = queued_reply(user)
+    run_job(user, kept, rt)
+    stored = Message.objects.get(pk=kept.id)
+    charged = stored.prompt_tokens + stored.completion_tokens
+    assert quotas.tokens_used_today(user.pk) == charged  # once, by message_finish
+
+    doomed = queued_reply(user, content="Another chat")
+    real_finish = services.message_finish
+
+    def delete_first(**kwargs):
+        conversations.conversation_delete(user=user, conversation_id=doomed.conversation_id)
+        return real_finish(**kwargs)
+    monkeypatch.setattr(services, "message_finish", delete_first)
+    run_job(user, doomed, rt)
+    assert not Message.objects.filter(pk=doomed.id).exists()
+    assert quotas.tokens_used_today(user.pk) > charged
