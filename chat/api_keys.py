@@ -27,6 +27,9 @@ class NewApiKey:
     plaintext: str  # shown once, never stored
 
 
+API_KEYS_PER_PERSON = 20  # keys in use at once: plenty for a person's programs, never an unbounded table
+
+
 def api_key_create(*, owner, name: str, store_conversations: bool = True) -> NewApiKey:
     """A new random key for ``owner``: ``sk-<prefix>-<secret>``. Only the secret's hash is stored."""
     name = clean_text(name).strip()
@@ -34,6 +37,9 @@ def api_key_create(*, owner, name: str, store_conversations: bool = True) -> New
         raise ChatError("invalid_name", "Give the key a name, so you can tell it apart later.")
     if len(name) > API_KEY_NAME_CHARS:
         raise ChatError("invalid_name", f"The name is too long: at most {API_KEY_NAME_CHARS} characters.")
+    if ApiKey.objects.filter(owner=owner, revoked_at__isnull=True).count() >= API_KEYS_PER_PERSON:
+        raise ChatError("too_many_keys", f"You already have {API_KEYS_PER_PERSON} keys in use; revoke one you no "
+                                         "longer need first.")
     prefix = secrets.token_hex(API_KEY_PREFIX_CHARS // 2)
     secret = secrets.token_urlsafe(32)
     key = ApiKey.objects.create(owner=owner, name=name, prefix=prefix, secret_hash=api_key_secret_hash(secret),

@@ -2,12 +2,14 @@
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from . import api_keys as key_writes, selectors
 from .errors import ChatError
 
 
+@never_cache  # the response to a create holds the new key in plain text: no cache may keep it
 @login_required
 @require_http_methods(["GET", "POST"])
 def api_keys(request):

@@ -129,6 +129,7 @@ def test_the_keys_page_shows_a_new_key_once_and_revokes(client, make_user):
     text = page.content.decode()
     plaintext = text.split('id="new-key">', 1)[1].split("<", 1)[0]
     assert page.status_code == 200 and authenticate(f"Bearer {plaintext}").pk == key.pk
+    assert "no-store" in page["Cache-Control"]  # the one response that holds the key: never cached
     again = client.get("/settings/api-keys/").content.decode()
     assert plaintext not in again and f"sk-{key.prefix}-…" in again and "laptop" in again
     assert key.store_conversations
@@ -136,6 +137,18 @@ def test_the_keys_page_shows_a_new_key_once_and_revokes(client, make_user):
     assert client.post(f"/settings/api-keys/{key.pk}/revoke").status_code == 302
     assert ApiKey.objects.get(pk=key.pk).revoked_at is not None
     assert "API keys" in client.get("/").content.decode()  # linked from the chat page
+
+
+def test_a_person_has_a_bounded_number_of_keys_in_use(make_user, monkeypatch):
+    monkeypatch.setattr(api_keys, "API_KEYS_PER_PERSON", 2)
+    user = make_user()
+    first = api_keys.api_key_create(owner=user, name="one").key
+    api_keys.api_key_create(owner=user, name="two")
+    with pytest.raises(ChatError) as err:
+        api_keys.api_key_create(owner=user, name="three")
+    assert err.value.code == "too_many_keys" and "revoke one" in err.value.detail
+    api_keys.api_key_revoke(owner=user, key_id=first.pk)
+    api_keys.api_key_create(owner=user, name="three")  # a revoked key frees its place
 
 
 def test_the_command_prints_the_key_alone_on_its_last_line(make_user):
