@@ -176,6 +176,10 @@ def test_staff_see_keys_without_their_hash_and_revoke_them(client, make_user):
     client.post("/admin/chat/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
     key.refresh_from_db()
     assert key.revoked_at is not None and key.name == "script"
+    from django.contrib.admin.models import LogEntry
+
+    entry = LogEntry.objects.get(object_id=str(key.pk))  # who revoked it is kept in the admin's history
+    assert "Revoked the key" in entry.get_change_message()
 
 
 @pytest.mark.parametrize("code, detail, status, retry_after", [
