@@ -23,7 +23,7 @@ KINDS = (SFT, PAIRS)
 CHUNK = 200  # conversations per chunk: their rows are in memory at once, and each chunk costs a few queries
 
 Status = Message.Status
-ROW_FIELDS = ("id", "conversation_id", "parent_id", "role", "content", "status", "gold_answer__content")
+ROW_FIELDS = ("id", "conversation_id", "parent_id", "role", "content", "status", "supplied", "gold_answer__content")
 
 
 def conversation_id_chunks(*, conversations: QuerySet, size: int | None = None) -> Iterator[list[int]]:
@@ -106,7 +106,10 @@ def sft_record(*, conversation: dict, messages: list[dict]) -> dict | None:
 
     A reply with a gold answer counts as its gold text. The transcript ends before the first reply with no
     text to learn from (failed, still queued or streaming, or empty), and so before the user turn it answers:
-    skipping that reply would leave two user turns in a row, which most chat templates refuse."""
+    skipping that reply would leave two user turns in a row, which most chat templates refuse. A conversation
+    with an assistant turn an API caller supplied is no transcript of this model: none is made."""
+    if any(row["supplied"] for row in messages):
+        return None
     turns, gold = [], 0
     for row in messages:
         if row["role"] == Message.Role.USER:
@@ -152,7 +155,9 @@ def conversation_pairs(*, conversation: dict, messages: list[dict], scores: dict
     same user turn, a 👍 one over an unrated or 👎 sibling and an unrated one over a 👎 sibling. Only finished
     text is compared; a pair whose texts repeat one already made (same prompt, chosen, rejected) is left out."""
     rows = {row["id"]: row for row in messages}
-    replies = [row for row in messages if row["role"] == Message.Role.ASSISTANT and _finished_text(row)]
+    # Turns an API caller supplied are neither chosen nor rejected: they are not this model's answers.
+    replies = [row for row in messages if row["role"] == Message.Role.ASSISTANT and _finished_text(row)
+               and not row["supplied"]]
     candidates = []  # (source, parent id, chosen row or None for gold, chosen text, rejected row)
     for row in replies:
         if row["gold_answer__content"]:

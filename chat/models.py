@@ -102,6 +102,8 @@ class Message(models.Model):
                                          "at its checkpoints in case the broadcast stop was lost")
     dropped_messages = models.PositiveIntegerField(default=0, help_text="oldest messages left out of the "
                                                    "prompt to fit the model's context window")
+    supplied = models.BooleanField(default=False, help_text="an assistant turn written by the program calling the "
+                                   "API, not generated here: never a training target")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -346,7 +346,8 @@ def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_u
         parent = None
         for turn in chat_turns:
             parent = Message.objects.create(conversation=conversation, parent=parent, role=turn["role"],
-                                            content=turn["content"], status=Message.Status.COMPLETE)
+                                            content=turn["content"], status=Message.Status.COMPLETE,
+                                            supplied=turn["role"] == Message.Role.ASSISTANT)
         reply = _reply_create(conversation=conversation, parent=parent, params=clean_params)
         transaction.on_commit(lambda: _dispatch(reply))
     return reply
@@ -364,6 +365,9 @@ def feedback_set(*, user, message_id, rating, comment="") -> Feedback | None:
     message = selectors.message_get_for_user(user=user, message_id=message_id)
     if message.role != Message.Role.ASSISTANT:
         raise ChatError("not_rateable", "Only an assistant reply can be rated.")
+    if message.supplied:
+        raise ChatError("not_rateable", "This turn was written by the program that called the API, not by the "
+                                        "model; only the model's replies can be rated.")
     if message.is_active:
         raise ChatError("not_rateable", "This reply is still being written; rate it once it has finished.")
     with transaction.atomic():

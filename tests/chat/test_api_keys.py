@@ -95,6 +95,27 @@ def test_an_api_request_is_a_conversation_marked_api_with_its_turns(make_user):
     assert _finish(reply).content == "the answer"
 
 
+def test_an_assistant_turn_the_caller_supplied_is_never_a_training_target(make_user):
+    """A caller can put words in the model's mouth; they are marked, cannot be rated, and the dataset export
+    makes no SFT transcript of that conversation and no pair with such a turn on either side."""
+    from chat import dataset
+
+    user = make_user()
+    key = api_keys.api_key_create(owner=user, name="script").key
+    reply = _finish(services.api_completion_create(key=key, turns=TURNS, params={}))
+    supplied = Message.objects.get(conversation=reply.conversation, role="assistant", content="noted")
+    assert supplied.supplied and not Message.objects.get(pk=reply.pk).supplied
+    with pytest.raises(ChatError) as err:
+        services.feedback_set(user=user, message_id=supplied.pk, rating=1)
+    assert err.value.code == "not_rateable" and "program that called the API" in err.value.detail
+    services.feedback_set(user=user, message_id=reply.pk, rating=-1)
+    Message.objects.create(conversation=reply.conversation, parent=supplied.parent, role="assistant",
+                           content="a generated sibling", status="complete", is_current=False)
+    assert dataset.sft_records(conversation_ids=[reply.conversation_id]) == []
+    pairs = dataset.pair_records(conversation_ids=[reply.conversation_id])
+    assert all(supplied.pk not in (p["message"], p["chosen_message"]) for p in pairs)
+
+
 def test_a_key_that_keeps_no_text_leaves_only_counts_once_the_reply_ends(make_user):
     key = api_keys.api_key_create(owner=make_user(), name="private", store_conversations=False).key
     reply = services.api_completion_create(key=key, turns=TURNS, params={})
