@@ -251,5 +251,6 @@ class ReviewQueueAdmin(RatingColumns, ReviewActions, ExportActions, ReviewerOnly
         return "yes" if obj.has_problem else "—"
 
     def changelist_view(self, request, extra_context=None):
-        title = "Review queue: unreviewed conversations, negative feedback first, then failures"
-        return super().changelist_view(request, extra_context={"title": title, **(extra_context or {})})
+        heading = {"title": "Review queue",
+                   "subtitle": "Unreviewed conversations: negative feedback first, then failed or stopped replies"}
+        return super().changelist_view(request, extra_context={**heading, **(extra_context or {})})

@@ -74,7 +74,7 @@ def lines(response) -> list[dict]:
 
 def export(client, kind, query="", changelist="admin:chat_conversation_changelist"):
     url = reverse(changelist.replace("changelist", "export"), args=[kind])
-    return client.get(url + ("?" + query if query else ""))
+    return client.post(url + ("?" + query if query else ""))
 
 
 def run_action(client, kind, chats, changelist="admin:chat_conversation_changelist"):
@@ -156,6 +156,18 @@ def test_every_export_leaves_one_audit_row_per_conversation_with_one_export_id(
     assert AuditEvent.objects.count() == 5  # nothing else was recorded (no "opened" rows)
 
 
+def test_the_list_export_is_a_post_with_the_csrf_token(people, dataset_chats):
+    """A link on another site cannot start an export (it writes audit rows in the reviewer's name)."""
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(people.reviewer)
+    url = reverse("admin:chat_conversation_export", args=["sft"])
+    assert client.get(url).status_code == 405
+    assert client.post(url).status_code == 403  # no token
+    assert not AuditEvent.objects.exists()
+
+
 @pytest.mark.parametrize("changelist", CHANGELISTS)
 def test_staff_without_the_review_permission_cannot_export(people, client_for, dataset_chats, changelist):
     client = client_for(people.staff)
@@ -164,7 +176,7 @@ def test_staff_without_the_review_permission_cannot_export(people, client_for, d
         response = run_action(client, kind, [dataset_chats.full], changelist)
         assert response.status_code == 403 and not response.streaming
     assert not AuditEvent.objects.exists()
-    assert client_for(people.owner).get(reverse("admin:chat_conversation_export", args=["sft"])).status_code == 302
+    assert client_for(people.owner).post(reverse("admin:chat_conversation_export", args=["sft"])).status_code == 302
 
 
 def test_an_unknown_kind_or_filter_exports_nothing(people, client_for, dataset_chats):
@@ -188,8 +200,8 @@ def test_the_list_export_applies_the_lists_filters_and_search(people, client_for
     client = client_for(people.reviewer)
     page = client.get(reverse("admin:chat_conversation_changelist") + ("?" + query if query else ""))
     link = reverse("admin:chat_conversation_export", args=["sft"]) + page.context["cl"].get_query_string()
-    assert link in page.content.decode().replace("&amp;", "&")  # the page links to this very export
-    exported = {line["conversation"] for line in lines(client.get(link))}
+    assert f'action="{link}"' in page.content.decode().replace("&amp;", "&")  # the page posts to this export
+    exported = {line["conversation"] for line in lines(client.post(link))}
     assert exported == {chats[name].pk for name in expected}
     assert set(AuditEvent.objects.values_list("conversation_id", flat=True)) == exported
 
@@ -260,7 +272,7 @@ def test_under_asgi_the_file_is_streamed_a_chunk_at_a_time(people, dataset_chats
     async def run():
         client = AsyncClient()
         await client.aforce_login(people.reviewer)
-        response = await client.get(reverse("admin:chat_conversation_export", args=["sft"]))
+        response = await client.post(reverse("admin:chat_conversation_export", args=["sft"]))
         assert response.status_code == 200 and response.is_async
         return [part async for part in response.streaming_content]
 
