@@ -134,6 +134,17 @@ def _lock_idle_conversation(conversation_id: int) -> Conversation:
     return conversation
 
 
+def _branch_off(old: Message, off_branch: ChatError) -> Conversation:
+    """Inside the write transaction of an edit or a regenerate: lock the idle conversation, refuse (``off_branch``)
+    when ``old`` is not on the shown branch any more, and take it and what follows it off that branch."""
+    conversation = _lock_idle_conversation(old.conversation_id)
+    old.refresh_from_db(fields=["is_current"])
+    if not old.is_current:
+        raise off_branch
+    _leave_branch(conversation_id=conversation.pk, message_id=old.pk)
+    return conversation
+
+
 def _siblings(message: Message) -> list[int]:
     return selectors.siblings_in(selectors.thread_rows(conversation_id=message.conversation_id), message.pk)
 
@@ -149,12 +160,8 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
     allowance = admission.admit(user.pk)
     with transaction.atomic():
         admission.require_capacity(user.pk, allowance)
-        conversation = _lock_idle_conversation(old.conversation_id)
-        old.refresh_from_db(fields=["is_current"])
-        if not old.is_current:
-            raise ChatError("not_regenerable", "Only a reply on the branch you see can be regenerated; switch to it "
-                                               "first.")
-        _leave_branch(conversation_id=conversation.pk, message_id=old.pk)
+        conversation = _branch_off(old, ChatError("not_regenerable", "Only a reply on the branch you see can be "
+                                                                     "regenerated; switch to it first."))
         # The conversation's settings as they are now (the settings panel applies to the next reply), then the
         # params of this one request.
         reply = _reply_create(conversation=conversation, parent=old.parent,
@@ -206,12 +213,8 @@ def message_edit(*, user, message_id, content, params=None, client_id: str | Non
     allowance = admission.admit(user.pk)
     with transaction.atomic():
         admission.require_capacity(user.pk, allowance)
-        conversation = _lock_idle_conversation(old.conversation_id)
-        old.refresh_from_db(fields=["is_current"])
-        if not old.is_current:
-            raise ChatError("not_editable", "Only a message on the branch you see can be edited; switch to it "
-                                            "first.")
-        _leave_branch(conversation_id=conversation.pk, message_id=old.pk)
+        conversation = _branch_off(old, ChatError("not_editable", "Only a message on the branch you see can be "
+                                                                  "edited; switch to it first."))
         user_message = Message.objects.create(conversation=conversation, parent=old.parent, role=Message.Role.USER,
                                               content=text, status=Message.Status.COMPLETE)
         reply = _reply_create(conversation=conversation, parent=user_message,
