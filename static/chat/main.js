@@ -11,6 +11,8 @@ function markCurrent() {
   sidebar.showActions();
 }
 
+let loaded = null; // the conversation whose thread has come from the server
+
 async function openConversation(id) {
   state.conversation = id;
   history.replaceState(null, "", `#${id}`);
@@ -22,6 +24,7 @@ async function openConversation(id) {
     return;
   }
   showError("");
+  loaded = id;
   // Not open yet: the socket's open handler subscribes to the shown conversation.
   if (isOpen()) send({ type: "subscribe", conversation: id });
 }
@@ -96,11 +99,13 @@ on("error", (f) => showError(f.detail));
 
 whenOpen((reconnect) => {
   // After a drop the page may have missed frames: reload the list and what is shown, then resume the live reply.
-  // On the first connect the page is loading them already: only resume.
+  // On the first connect the page is loading them already: it subscribes once the thread is in (a second
+  // subscribe would answer with a snapshot that swallows the deltas sent since the first), or here if the
+  // thread came before the socket opened.
   if (reconnect) sidebar.reload();
   if (state.conversation === null) return;
   if (reconnect) openConversation(state.conversation);
-  else send({ type: "subscribe", conversation: state.conversation });
+  else if (loaded === state.conversation) send({ type: "subscribe", conversation: state.conversation });
 });
 sidebar.whenChosen(openConversation);
 

@@ -208,11 +208,19 @@ def browser(live_stack, transactional_db):
                 except Exception as exc:  # an event handler's exception would be lost: fail at the end
                     errors.append(f"frame {frame} does not match chat/frames.py: {exc}")
                 page.frames_in.append(frame)
-            page.on("websocket", lambda ws: ws.on("framereceived", on_frame))
+            page.frames_out = []
+
+            def on_socket(ws):
+                ws.on("framereceived", on_frame)
+                ws.on("framesent", lambda payload: page.frames_out.append(json.loads(payload)))
+            page.on("websocket", on_socket)
             page.goto(f"{live_stack.origin}/#{reply['conversation']}")
             expect(page.locator("#connection")).to_have_text("connected")
+            expect(page.locator(".msg.user").first).to_be_visible()  # the thread is in
             wait_until(lambda: any(f["type"] == "subscribed" for f in page.frames_in), "the page subscribed",
                        page=page)
+            # Once: a second subscribe's snapshot would swallow the deltas sent between the two.
+            assert [f["type"] for f in page.frames_out].count("subscribe") == 1, page.frames_out
             return page
 
         yield open_chat
