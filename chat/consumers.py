@@ -128,7 +128,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.user is None or self.closing:  # refused or closing sockets serve nothing
             return
         if not limits.frame_allowed(self.channel_name):
-            return await self.error("rate_limited", "Too many frames at once; slow down and try again.")
+            return await self.error("too_many_frames", "Too many frames at once; slow down and try again.")
         if text_data is None:
             return await self.error("bad_frame", "Frames must be JSON text, not binary.")
         if len(text_data) > MAX_FRAME_CHARS:
@@ -148,10 +148,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         try:
             await handler(self, content)
         except ChatError as exc:
-            await self.error(exc.code, exc.detail)
+            await self.error(exc.code, exc.detail, _echo(content))
         except Exception:
             log.exception("frame %s failed", content.get("type"))
-            await self.error("internal", "Something went wrong on our side; the message was not processed.")
+            await self.error("internal", "Something went wrong on our side; the message was not processed.",
+                             _echo(content))
 
     async def on_send(self, frame):
         conversation = frame.get("conversation")
@@ -211,8 +212,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 "edit": on_edit, "switch": on_switch, "feedback": on_feedback, "settings": on_settings,
                 "rename": on_rename, "delete": on_delete}
 
-    async def error(self, code: str, detail: str):
-        await self.send_json(events.error_frame(code, detail))
+    async def error(self, code: str, detail: str, client_id: str | None = None):
+        await self.send_json(events.error_frame(code, detail, client_id))
 
     # -- events from the channel layer (chat.events) ------------------------------------------------------
     async def chat_conversation(self, event):
@@ -252,6 +253,12 @@ def _client_id(frame: dict) -> str | None:
     if value is not None and (not isinstance(value, str) or len(value) > MAX_CLIENT_ID_CHARS):
         raise ChatError("bad_frame", f"client_id must be a string of at most {MAX_CLIENT_ID_CHARS} characters.")
     return value
+
+
+def _echo(frame: dict) -> str | None:
+    """The frame's ``client_id`` to echo on its refusal, if it is a valid one."""
+    value = frame.get("client_id")
+    return value if isinstance(value, str) and len(value) <= MAX_CLIENT_ID_CHARS else None
 
 
 def _active_for(user, conversation_id: int) -> Message | None:

@@ -34,8 +34,13 @@ def message_payload(message) -> MessageInfo:
             "content": message.content, "status": message.status}
 
 
-def conversation_frame(conversation) -> ConversationFrame:
-    return {"type": "conversation", "conversation": {"id": conversation.id, "title": conversation.title}}
+def conversation_frame(conversation, client_id: str | None = None) -> ConversationFrame:
+    """With ``client_id``, the frame announces a conversation that send started (the tab that sent it adopts it)."""
+    frame: ConversationFrame = {"type": "conversation", "conversation": {"id": conversation.id,
+                                                                          "title": conversation.title}}
+    if client_id:
+        frame["client_id"] = client_id
+    return frame
 
 
 def message_frame(message, client_id: str | None = None, replaces: int | None = None,
@@ -83,8 +88,12 @@ def deleted_frame(conversation_id: int) -> DeletedFrame:
     return {"type": "deleted", "conversation": conversation_id}
 
 
-def error_frame(code: str, detail: str) -> ErrorFrame:
-    return {"type": "error", "code": code, "detail": detail}
+def error_frame(code: str, detail: str, client_id: str | None = None) -> ErrorFrame:
+    """With ``client_id``, the refusal of the frame that carried it (the page gives back what was typed)."""
+    frame: ErrorFrame = {"type": "error", "code": code, "detail": detail}
+    if client_id:
+        frame["client_id"] = client_id
+    return frame
 
 
 def session_ended_event(session_key: str) -> dict:

@@ -46,6 +46,7 @@ class ConversationFrame(TypedDict):
     """A conversation was created, or its title changed (renamed, or titled by the model)."""
     type: Literal["conversation"]
     conversation: ConversationInfo
+    client_id: NotRequired[str]
 
 
 class MessageFrame(TypedDict):
@@ -89,6 +90,7 @@ class ErrorFrame(TypedDict):
     type: Literal["error"]
     code: str
     detail: str
+    client_id: NotRequired[str]
 
 
 class ThreadFrame(TypedDict):

@@ -111,7 +111,7 @@ def message_send(*, user, conversation_id: int | None, content, params=None,
 
         def after_commit():
             if created:
-                events.notify(user.id, events.conversation_frame(conversation))
+                events.notify(user.id, events.conversation_frame(conversation, client_id))
             events.notify(user.id, events.message_frame(user_message, client_id))
             events.notify(user.id, events.message_frame(reply, client_id))
             _dispatch(reply)

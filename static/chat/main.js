@@ -2,7 +2,7 @@
 // settings panel (settings.js) together, and owns the composer, the keyboard and the phone drawer.
 import { $, state, showError, newClientId } from "./state.js";
 import { connect, isOpen, on, send, whenOpen } from "./socket.js";
-import { clearThread, editLast, loadThread, setActive, stopActive, threadHandlers } from "./thread.js";
+import { clearThread, editLast, giveBack, loadThread, setActive, stopActive, threadHandlers } from "./thread.js";
 import * as sidebar from "./sidebar.js";
 import { settingsArrived } from "./settings.js";
 
@@ -31,6 +31,7 @@ async function openConversation(id) {
 
 function newChat() {
   state.conversation = null;
+  state.pending = null;
   state.settings = null;
   history.replaceState(null, "", location.pathname);
   clearThread();
@@ -41,6 +42,7 @@ function newChat() {
 
 function adopt(id) {
   state.conversation = id;
+  state.pending = null;
   state.settings = structuredClone(state.config.defaults); // a new conversation starts from the person's defaults
   history.replaceState(null, "", `#${id}`);
   markCurrent();
@@ -50,28 +52,31 @@ function adopt(id) {
 Object.entries(threadHandlers).forEach(([type, handler]) => on(type, handler));
 on("message", (f) => {
   const m = f.message;
-  const mine = f.client_id && f.client_id === state.pendingClientId;
-  if (mine && state.conversation === null) adopt(m.conversation);
-  // A message of a conversation the list does not have: its conversation frame was lost (the socket's
-  // watchdog resent only the message). Reload the list; a send of this tab's own still lands in its chat.
+  const mine = f.client_id && f.client_id === state.pending?.id;
+  // A message of a conversation the list does not have: its conversation frame was lost (the socket's watchdog
+  // resends only the message). Reload the list; if it is this tab's new chat (its own send, or any new one while
+  // its first send waits), open it whole from the server: the frames before this one may be lost too.
   if (!sidebar.has(m.conversation)) {
     sidebar.reload();
-    if (state.conversation === null && state.pendingClientId) {
+    if (state.conversation === null && (mine || state.pending)) {
+      state.pending = null;
       openConversation(m.conversation); // the whole thread from the server, then the live reply
       return;
     }
   } else if (m.role === "user") {
     sidebar.touch({ id: m.conversation }, true);
   }
+  if (mine && state.conversation === null) adopt(m.conversation);
+  if (mine) state.pending = null; // accepted: nothing left to give back
   threadHandlers.message(f);
 });
 // A delta of a reply this page has never heard of, while its own first send waits for its conversation: the
 // conversation and message frames were lost on the way. Reload the list and open the conversation that is new.
 let recovering = null;
 on("delta", async (f) => {
-  if (!state.elements.has(f.message) && state.conversation === null && state.pendingClientId
-      && recovering !== state.pendingClientId) {
-    recovering = state.pendingClientId;
+  if (!state.elements.has(f.message) && state.conversation === null && state.pending
+      && recovering !== state.pending.id) {
+    recovering = state.pending.id;
     const known = new Set(sidebar.ids());
     await sidebar.reload();
     const fresh = sidebar.ids().find((id) => !known.has(id));
@@ -81,8 +86,9 @@ on("delta", async (f) => {
   threadHandlers.delta(f);
 });
 on("conversation", (f) => {
-  // A conversation this tab just started (its first frames carry our client_id; this one comes first).
-  if (state.pendingClientId && state.conversation === null) adopt(f.conversation.id);
+  // A conversation this tab just started: the first frame of its send, with our client_id. Any other (a title,
+  // a rename, another tab's new chat) only updates the list.
+  if (f.client_id && f.client_id === state.pending?.id && state.conversation === null) adopt(f.conversation.id);
   sidebar.touch(f.conversation, false);
   if (f.conversation.id === state.conversation) {
     $("title").textContent = f.conversation.title;
@@ -95,7 +101,11 @@ on("deleted", (f) => {
   if (f.conversation === state.conversation) newChat();
 });
 on("settings", settingsArrived);
-on("error", (f) => showError(f.detail));
+on("error", (f) => {
+  // The refusal of this tab's send or edit: give back what was typed, so nothing is lost.
+  if (f.client_id && f.client_id === state.pending?.id) giveBack(state.pending);
+  showError(f.detail);
+});
 
 whenOpen((reconnect) => {
   // After a drop the page may have missed frames: reload the list and what is shown, then resume the live reply.
@@ -118,8 +128,8 @@ function submit() {
     showError(`The message is too long: at most ${state.config.max_message_chars} characters.`);
     return;
   }
-  state.pendingClientId = newClientId();
-  if (send({ type: "send", conversation: state.conversation, content, client_id: state.pendingClientId })) {
+  state.pending = { id: newClientId(), content, edit: null };
+  if (send({ type: "send", conversation: state.conversation, content, client_id: state.pending.id })) {
     input.value = "";
     showError("");
   }

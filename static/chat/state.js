@@ -4,7 +4,9 @@ export const $ = (id) => document.getElementById(id);
 export const state = {
   socket: null,
   conversation: null,    // id of the conversation on screen (null: a new chat)
-  pendingClientId: null, // client_id of this tab's newest send, to adopt the conversation it starts
+  // This tab's newest send or edit until the server takes it ({id: its client_id, content, edit: message id or
+  // null}): adopts the conversation a first send starts, and gives the text back if the send is refused.
+  pending: null,
   active: null,          // id of the assistant message being written in the shown conversation
   elements: new Map(),   // message id -> element
   messages: new Map(),   // message id -> what the page knows of it (role, content, status, siblings, feedback…)

@@ -63,6 +63,8 @@ function renderMeta(el, m) {
   const finished = !ACTIVE.includes(m.status);
   if (m.siblings && m.siblings.length > 1) meta.appendChild(switcher(m));
   if (m.role === "user") {
+    const copy = button("Copy", "copy-message", () => ChatMarkdown.copyText(m.content, copy), "Copy this message");
+    meta.appendChild(copy);
     if (finished) meta.appendChild(button("Edit", "edit needs-idle", () => startEdit(m.id), "Edit and resend this message"));
     return;
   }
@@ -159,14 +161,14 @@ export function feedbackArrived(f) {
 }
 
 // --- edit and resend ------------------------------------------------------------------------------------------
-export function startEdit(id) {
+export function startEdit(id, draft) {
   const el = state.elements.get(id);
   const m = state.messages.get(id);
   if (!el || !m || state.active !== null || el.querySelector(".edit-form")) return;
   const form = document.createElement("form");
   form.className = "edit-form";
   const box = document.createElement("textarea");
-  box.value = m.content;
+  box.value = draft ?? m.content;
   box.rows = Math.min(10, m.content.split("\n").length + 1);
   box.setAttribute("aria-label", "Edit your message");
   const save = document.createElement("button");
@@ -178,8 +180,8 @@ export function startEdit(id) {
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     if (!box.value.trim()) return;
-    state.pendingClientId = newClientId();
-    if (send({ type: "edit", message: id, content: box.value, client_id: state.pendingClientId })) close();
+    state.pending = { id: newClientId(), content: box.value, edit: id };
+    if (send({ type: "edit", message: id, content: box.value, client_id: state.pending.id })) close();
   });
   box.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
@@ -188,6 +190,13 @@ export function startEdit(id) {
   el.classList.add("editing");
   el.appendChild(form);
   box.focus();
+}
+
+// A refused send or edit: what was typed goes back where it was typed (unless something new was typed there).
+export function giveBack(pending) {
+  state.pending = null;
+  if (pending.edit !== null) startEdit(pending.edit, pending.content);
+  else if (!$("input").value) $("input").value = pending.content;
 }
 
 export function editLast() {

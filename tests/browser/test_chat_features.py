@@ -232,23 +232,36 @@ def test_sidebar_groups_pages_searches_renames_exports_and_deletes(many_chats, p
 
 
 def test_the_model_titles_a_new_conversation_after_its_first_reply(page, person):
+    """The title comes after the reply; it names the conversation in the list, and a tab that has moved on to a
+    new chat meanwhile stays there (the title's frame is not the frame of its own send)."""
     from chat.models import Conversation
 
     say(page, "How do plants make food from sunlight?")
     first_words = "How do plants make food from sunlight?"
+    old = db(lambda: Conversation.objects.get(owner=person[0]))
+    page.click("#new-chat")
     wait_until(lambda: db(lambda: Conversation.objects.get(owner=person[0]).title) != first_words,
                "the model's title is stored", page=page)
     title = db(lambda: Conversation.objects.get(owner=person[0]).title)
-    expect(page.locator("#title")).to_have_text(title)
-    expect(page.locator("#conversations a.current")).to_have_text(title)
+    expect(page.locator(f'#conversations li[data-id="{old.pk}"] a')).to_have_text(title)
+    expect(page.locator("#title")).to_have_text("New chat")
+    say(page, "And how do animals?")  # a new conversation, not a turn of the old one
+    conversations = db(lambda: list(Conversation.objects.filter(owner=person[0]).order_by("id")))
+    assert len(conversations) == 2 and conversations[0].title == title
+    expect(page.locator("#conversations a.current")).to_have_text("And how do animals?")
+    expect(page.locator(".msg.user")).to_have_count(1)
 
 
 def test_a_dropped_socket_reconnects_and_the_reply_finishes_once(patient_person, live_stack):
     from chat.models import Message
 
-    sockets = []
+    sockets, refused = [], []
 
     def through(ws):
+        if sockets and len(refused) < 3:  # the server stays away for three more tries
+            refused.append(ws)
+            ws.close()
+            return
         ws.connect_to_server()
         sockets.append(ws)
 
@@ -263,9 +276,17 @@ def test_a_dropped_socket_reconnects_and_the_reply_finishes_once(patient_person,
         expect(reply).to_have_class("msg assistant streaming")
         wait_until(lambda: len(reply.locator(".body").inner_text()) > 20, "some text arrived", page=page)
         sockets[-1].close()  # the network drops mid-reply
-        expect(page.locator("#connection")).to_contain_text("reconnecting")
-        expect(page.locator("#connection")).to_have_text("connected", timeout=30_000)
-        assert len(sockets) == 2
+        seen = []
+
+        def status():  # the waits the page announces, each shown for a second or more
+            text = page.locator("#connection").inner_text()
+            if text.startswith("reconnecting") and (not seen or seen[-1] != text):
+                seen.append(text)
+            return len(sockets) == 2 and text == "connected"
+        wait_until(status, "the page reconnected", timeout=30, page=page)
+        # A socket dropped at once is a failed try: each waits twice as long as the one before, and says so.
+        assert seen == ["reconnecting… (in 1 s)", "reconnecting… (in 2 s)", "reconnecting… (in 4 s)"], seen
+        assert len(refused) == 3
         expect(page.locator(".msg.assistant")).to_have_class("msg assistant complete", timeout=DONE)
         expect(page.locator(".msg.assistant")).to_have_count(1)
         # The page compares the text that streamed in with the stored text at the end: nothing lost or doubled.
@@ -277,16 +298,20 @@ def test_a_dropped_socket_reconnects_and_the_reply_finishes_once(patient_person,
 
 
 def test_a_new_chat_whose_first_frames_were_lost_still_appears(person, live_stack):
-    """The network loses the new conversation's conversation and message frames; its deltas still come. The page
-    reloads the list, finds the new conversation and opens it: question, reply and title all appear."""
+    """The network loses a new conversation's conversation and message frames; its deltas still come. The page
+    reloads the list, finds the new conversation and opens it: question, reply and title all appear. Then a new
+    chat loses only its conversation frame and its question's message frame: the reply's message frame (a
+    conversation the list lacks) makes the page open the whole conversation, question included."""
     dropped = []
+    lose = {"conversation", "user", "assistant"}  # the conversation frame, and message frames by their role
 
     def lossy(ws):
         server = ws.connect_to_server()
 
         def to_page(message):
             frame = json.loads(message)
-            if frame["type"] in ("conversation", "message") and "seq" not in frame:
+            kind = frame["message"]["role"] if frame["type"] == "message" else frame["type"]
+            if kind in lose and "seq" not in frame:
                 dropped.append(frame["type"])
                 return
             ws.send(message)
@@ -303,6 +328,17 @@ def test_a_new_chat_whose_first_frames_were_lost_still_appears(person, live_stac
         expect(page.locator(".msg.assistant")).to_have_class("msg assistant complete", timeout=DONE)
         expect(page.locator("#conversations li")).to_have_count(1)
         assert dropped[:3] == ["conversation", "message", "message"]
+
+        lose.discard("assistant")  # the next chat loses its conversation frame and its question's message frame
+        dropped.clear()
+        page.click("#new-chat")
+        page.fill("#input", "Name three lakes.")
+        page.press("#input", "Enter")
+        expect(page.locator(".msg.user .body")).to_have_text("Name three lakes.")
+        expect(page.locator(".msg.assistant")).to_have_class("msg assistant complete", timeout=DONE)
+        expect(page.locator("#conversations li")).to_have_count(2)
+        expect(page.locator(".msg")).to_have_count(2)
+        assert dropped[:2] == ["conversation", "message"]
         browser.close()
         assert page.errors == []
 
@@ -358,10 +394,19 @@ def test_rate_and_quota_refusals_are_sentences_next_to_the_input(page, person):
     page.press("#input", "Enter")
     expect(page.locator("#error")).to_contain_text("You have sent 1 message in the last minute, the most this "
                                                    "site allows; try again in")
+    expect(page.locator("#input")).to_have_value("Again")  # what was typed is given back
     db(lambda: QuotaOverride.objects.filter(user=user).update(messages_per_minute=0, tokens_per_day=1))
     page.fill("#input", "Once more")
     page.press("#input", "Enter")
     expect(page.locator("#error")).to_contain_text("You have used today's 1 token. Your allowance starts again at")
+    expect(page.locator(".msg.user")).to_have_count(1)
+    expect(page.locator("#input")).to_have_value("Once more")
+    page.fill("#input", "")
+    page.locator(".msg.user .edit").click()  # a refused edit: the editor opens again with the edited text
+    page.locator(".edit-form textarea").fill("Hi, edited")
+    page.locator(".edit-form textarea").press("Enter")
+    expect(page.locator("#error")).to_contain_text("You have used today's 1 token.")
+    expect(page.locator(".edit-form textarea")).to_have_value("Hi, edited")
     expect(page.locator(".msg.user")).to_have_count(1)
 
 
@@ -385,9 +430,16 @@ def test_phone_width_sidebar_is_a_drawer(person, live_stack):
 
 
 def test_deleting_a_conversation_with_a_reply_streaming_stops_it_first(patient_page, patient_person):
-    from chat.models import Conversation, Message
+    """The reply may run to 600 tokens (a minute or more here); deleting its conversation stops it on the worker
+    at once, so what the worker charges for it is the few tokens written before the delete."""
+    from chat import quotas
+    from chat.models import ChatDefaults, Conversation, Message
 
     page = patient_page
+    user = patient_person[0]
+    db(lambda: ChatDefaults.objects.filter(user=user).update(params={"max_new_tokens": 600}))
+    page.reload()
+    expect(page.locator("#connection")).to_have_text("connected")
     page.fill("#input", "Write a long story about a fox and a crow.")
     page.press("#input", "Enter")
     expect(page.locator(".msg.assistant")).to_have_class("msg assistant streaming")
@@ -399,4 +451,12 @@ def test_deleting_a_conversation_with_a_reply_streaming_stops_it_first(patient_p
     expect(page.locator("#send")).to_be_enabled()
     assert not db(lambda: Conversation.objects.filter(owner=patient_person[0]).exists())
     assert not db(lambda: Message.objects.filter(conversation__owner=patient_person[0]).exists())
+    # The worker charges the reply when it ends: prompt and the tokens written before the delete, far from 600.
+    charged = wait_until(lambda: quotas.tokens_used_today(user.pk), "the worker ended the reply", timeout=180,
+                         page=page)
+    assert charged < 300, charged
+    db(lambda: ChatDefaults.objects.filter(user=user).update(params={"max_new_tokens": 24}))
+    page.click("#new-chat")  # the page keeps the defaults it loaded; a reload reads them again
+    page.reload()
+    expect(page.locator("#connection")).to_have_text("connected")
     say(page, "Hello")  # the worker took the stop in its stride: the next reply is written

@@ -42,7 +42,8 @@ def test_send_stores_and_announces_the_messages(make_user, session_cookie):
         await comm.disconnect()
         return conv, user_msg, reply
     conv, user_msg, reply = run(go())
-    assert conv == {"type": "conversation", "conversation": {"id": conv["conversation"]["id"], "title": "Hi there"}}
+    assert conv == {"type": "conversation", "conversation": {"id": conv["conversation"]["id"], "title": "Hi there"},
+                    "client_id": "c1"}  # the tab that sent it opens it
     assert user_msg["client_id"] == "c1" and user_msg["message"]["role"] == "user"
     assert reply["message"]["status"] == "queued" and reply["message"]["role"] == "assistant"
     stored = Message.objects.get(pk=reply["message"]["id"])
@@ -94,6 +95,36 @@ def test_bad_frames_get_error_frames_and_the_socket_keeps_working(make_user, ses
         return codes
     assert run(go()) == [code for _, code in BAD_FRAMES]
     assert Message.objects.count() == 2  # only the valid send stored anything
+
+
+def test_a_refusal_names_the_frame_it_refuses_and_a_title_change_names_no_send(make_user, session_cookie):
+    """A refused send, edit or regenerate echoes its client_id (the page gives the text back); a rename's
+    conversation frame carries none (no tab mistakes it for the start of its own new chat)."""
+    from chat import services
+
+    user = make_user()
+    sent = services.message_send(user=user, conversation_id=None, content="first")
+    Message.objects.filter(pk=sent.assistant_message.pk).update(status=Message.Status.COMPLETE)
+    cookie = session_cookie(user)
+
+    async def go():
+        comm, _, _ = await connect(cookie)
+        out = []
+        for frame in ({"type": "send", "conversation": None, "content": "  ", "client_id": "a"},
+                      {"type": "edit", "message": sent.assistant_message.id, "content": "x", "client_id": "b"},
+                      {"type": "regenerate", "message": sent.user_message.id, "client_id": "c"},
+                      {"type": "send", "conversation": None, "content": "x", "client_id": 7},
+                      {"type": "rename", "conversation": sent.conversation.id, "title": "Renamed"}):
+            await comm.send_json_to(frame)
+            out.append(await comm.receive_json_from(timeout=10))
+        await comm.disconnect()
+        return out
+    empty, not_editable, not_regenerable, bad_client_id, renamed = run(go())
+    assert (empty["code"], empty["client_id"]) == ("empty", "a")
+    assert (not_editable["code"], not_editable["client_id"]) == ("not_editable", "b")
+    assert (not_regenerable["code"], not_regenerable["client_id"]) == ("not_regenerable", "c")
+    assert bad_client_id["code"] == "bad_frame" and "client_id" not in bad_client_id
+    assert renamed == {"type": "conversation", "conversation": {"id": sent.conversation.id, "title": "Renamed"}}
 
 
 def test_another_users_conversation_is_refused_over_the_socket(make_user, session_cookie):
@@ -281,7 +312,7 @@ def test_frames_over_the_rate_limit_and_frames_that_need_no_data_cost_no_queries
         await comm.disconnect()
         return codes
     codes = run(go())
-    assert codes.count("not_found") == 5 and codes.count("rate_limited") == 95
+    assert codes.count("not_found") == 5 and codes.count("too_many_frames") == 95
     assert len(queries) <= 5 * 2  # the five allowed stops (a lookup each); nothing for the 95 refused
 
 
