@@ -3,7 +3,9 @@
 import { $, state, showError } from "./state.js";
 
 const handlers = {};
+const STABLE_MS = 5000; // a socket that stayed open this long resets the back-off
 let retry = 0;
+let openedAt = 0;
 let connectedBefore = false;
 let onOpen = () => {};
 
@@ -32,7 +34,7 @@ export function connect() {
   const socket = new WebSocket(`${scheme}://${location.host}/ws/chat/`);
   state.socket = socket;
   socket.addEventListener("open", () => {
-    retry = 0;
+    openedAt = Date.now();
     setStatus("connected", true);
     showError("");
     const reconnect = connectedBefore;
@@ -46,6 +48,10 @@ export function connect() {
   socket.addEventListener("close", (e) => {
     if (state.socket !== socket) return;
     if (e.code === 4401) { location.href = "/accounts/login/?next=/"; return; }
+    // Only a socket that stayed up starts the back-off again: a server that accepts and drops at once (a Daphne
+    // restarting, a proxy with no upstream) is tried less and less often, not every half second.
+    if (openedAt && Date.now() - openedAt >= STABLE_MS) retry = 0;
+    openedAt = 0;
     if (e.code === 4429) retry = Math.max(retry, 6); // too many tabs: retry slowly
     const delay = Math.min(30000, 500 * 2 ** retry++);
     setStatus(`reconnecting… (in ${Math.ceil(delay / 1000)} s)`, false);
