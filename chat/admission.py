@@ -31,7 +31,8 @@ def require_approved(user) -> None:
 
 
 def too_many_active(cap: int) -> ChatError:
-    return ChatError("too_many_active", f"You already have {cap} replies being written; wait for one to finish "
+    replies = "reply" if cap == 1 else "replies"
+    return ChatError("too_many_active", f"You already have {cap} {replies} being written; wait for one to finish "
                                         "or press Stop, then send again.")
 
 

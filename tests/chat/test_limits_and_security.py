@@ -29,7 +29,7 @@ def test_a_frame_flood_is_refused_and_the_socket_recovers(make_user, session_coo
         await comm.disconnect()
         return codes, after
     codes, after = asyncio.run(go())
-    assert codes.count("unknown_type") == 5 and codes.count("rate_limited") == 7
+    assert codes.count("unknown_type") == 5 and codes.count("too_many_frames") == 7
     assert after == "unknown_type"  # a second later the socket is served again
 
 
