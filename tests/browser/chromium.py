@@ -20,11 +20,12 @@ def skip_without_chromium() -> None:
                     "as root)", allow_module_level=True)
 
 
-def watch_for_script_errors(page, errors: list) -> None:
-    """Collect uncaught exceptions and CSP violations on ``page`` into ``errors``."""
+def watch_for_script_errors(page, errors: list, expected: tuple[str, ...] = ()) -> None:
+    """Collect uncaught exceptions and every console error on ``page`` into ``errors`` (CSP violations, failed
+    loads, the page's own console.error), but for those containing one of the ``expected`` texts."""
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text)
-            if msg.type == "error" and "Content Security Policy" in msg.text else None)
+    page.on("console", lambda msg: errors.append(f"{msg.text} ({msg.location.get('url')})")
+            if msg.type == "error" and not any(text in msg.text for text in expected) else None)
 
 
 def wait_until(check, what: str, timeout: float = 60.0, page=None):
