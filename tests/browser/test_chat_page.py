@@ -51,6 +51,8 @@ def test_sign_up_chat_and_see_the_reply_stream_in(page):
     box.type("What is the capital of France? <img src=x onerror=alert(1)>")
     expect(page.locator(".msg")).to_have_count(0)
     box.press("Enter")
+    # Titled with its first words at once (the model's own title may replace them once the reply is done).
+    expect(page.locator("#conversations a.current")).to_contain_text("Hello What is the capital")
     user = page.locator(".msg.user")
     expect(user.locator(".body")).to_have_text("Hello\nWhat is the capital of France? <img src=x onerror=alert(1)>")
     assert page.locator("#messages img").count() == 0  # typed HTML stays text
@@ -58,7 +60,6 @@ def test_sign_up_chat_and_see_the_reply_stream_in(page):
     expect(reply).to_have_class("msg assistant complete", timeout=120_000)
     assert reply.locator(".body").inner_text().strip()
     expect(reply.locator(".meta")).to_contain_text("tok/s")
-    expect(page.locator("#conversations a.current")).to_contain_text("Hello What is the capital")
     expect(box).to_have_value("")
     # The day's allowance line is read again once the reply is charged: fewer tokens left than at sign-up.
     expect(page.locator("#quota")).not_to_contain_text("200000 of 200000")
@@ -66,6 +67,41 @@ def test_sign_up_chat_and_see_the_reply_stream_in(page):
     assert 0 < left < 200_000
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "chat.png"))
+
+    page.click("text=Log out")  # and back in with the password: the conversation is there
+    page.goto(page.base + "/")
+    expect(page).to_have_url(page.base + "/accounts/login/?next=/")
+    page.fill("#id_username", "erin")
+    page.fill("#id_password", "Correct-Horse-7")
+    page.click("button[type=submit]")
+    expect(page).to_have_url(page.base + "/")
+    expect(page.locator("#conversations li")).to_have_count(1)
+    page.locator("#conversations li a").click()
+    expect(page.locator(".msg.user .body")).to_have_text("Hello\nWhat is the capital of France? <img src=x onerror=alert(1)>")
+
+
+def test_the_page_is_labelled_and_keyboard_usable(page):
+    """Every control has a name a screen reader can say, focus is visible, and the reply being written is a live
+    region that is busy until it ends."""
+    sign_up(page, "lena")
+    unnamed = page.locator("button:visible, input:visible, textarea:visible, select:visible").evaluate_all(
+        """els => els.filter(e => !(e.getAttribute("aria-label") || e.labels?.length || e.title
+                                  || e.textContent.trim() || e.placeholder)).map(e => e.outerHTML)""")
+    assert unnamed == []
+    page.keyboard.press("Tab")
+    focused = page.locator(":focus")
+    assert focused.evaluate("e => getComputedStyle(e).outlineStyle") != "none"
+    page.fill("#input", "Write a long story about a lighthouse keeper and a storm.")
+    page.press("#input", "Enter")
+    reply = page.locator(".msg.assistant")
+    expect(reply).to_have_class("msg assistant streaming")
+    expect(reply).to_have_attribute("aria-live", "polite")
+    expect(reply).to_have_attribute("aria-busy", "true")
+    expect(page.locator("#messages")).to_have_attribute("role", "log")
+    page.keyboard.press("Escape")
+    expect(reply).to_have_class("msg assistant stopped")
+    expect(reply).to_have_attribute("aria-busy", "false")
+    assert reply.get_attribute("aria-live") is None
 
 
 def test_stop_and_reload_mid_reply(page):
@@ -123,8 +159,13 @@ def test_model_output_with_markup_never_runs(hostile_conversation, page):
         expect(body).to_contain_text(shown_as_typed)
     expect(body).to_contain_text("click")
     expect(page.locator("#title")).to_have_text("<b>title</b>")
+    expect(page.locator("#conversations li a")).to_have_text("<b>title</b>")
+    page.fill("#search", "onload")  # a search snippet of the hostile reply, the match highlighted
+    expect(page.locator("#conversations li .snippet mark").first).to_have_text("onload")
+    expect(page.locator("#conversations li .snippet")).to_contain_text('<svg onload="alert(1)">')
     for tag in ("svg", "img", "a", "script", "iframe", "b"):
         assert page.locator(f"#messages {tag}, #title {tag}").count() == 0, tag
+        assert page.locator(f"#conversations {tag}").count() == (1 if tag == "a" else 0), tag  # the one link
     assert dialogs == []
 
 

@@ -330,13 +330,28 @@ def test_a_2000_token_reply_renders_at_most_once_a_frame(long_stream, browser):
     content = "".join(pieces)
     publisher = ReplyPublisher(long_stream["user"], long_stream["message"], pieces)
     publisher.start()
-    settled_mid_stream = 0
+    settled_mid_stream, scrolled_to, held = 0, None, 0
+    box = page.locator("#messages")
     while publisher.is_alive():
         settled_mid_stream = max(settled_mid_stream, page.locator(".msg.assistant .md-done > *").count())
+        if scrolled_to is None and settled_mid_stream >= 8:  # the person scrolls up to read: following pauses
+            box.hover()
+            page.mouse.wheel(0, -400)
+            expect(page.locator("#jump")).to_be_visible()
+            scrolled_to = box.evaluate("e => e.scrollTop")
+        elif scrolled_to is not None:
+            assert box.evaluate("e => e.scrollTop") == scrolled_to  # the text grows below; the view stays
+            held += 1
         page.wait_for_timeout(100)
     publisher.finish()
     reply = page.locator(".msg.assistant")
     expect(reply).to_have_class("msg assistant complete")
+    assert held >= 3, "the reply ended before the paused view was watched"
+    assert box.evaluate("e => e.scrollHeight - e.scrollTop - e.clientHeight") > 400
+    page.click("#jump")  # back to the newest text, following again
+    expect(page.locator("#jump")).to_be_hidden()
+    assert box.evaluate("e => e.scrollHeight - e.scrollTop - e.clientHeight") < 48
+    assert reply.get_attribute("aria-live") is None and reply.get_attribute("aria-busy") == "false"
 
     deltas = [f for f in page.frames_in if f["type"] == "delta" and f["message"] == long_stream["message"]]
     assert [f["seq"] for f in deltas] == list(range(2000))
