@@ -11,6 +11,7 @@ window.ChatMarkdown = (() => {
     frameRenders: 0,  // streaming renders (at most one per message per animation frame)
     fullRenders: 0,   // whole-message renders: loaded messages, a resumed reply, a finished reply
     renderMs: 0,      // time spent in both kinds
+    maxFrameMs: 0,    // the longest streaming render: what one frame of a streaming reply may cost the page
     maxLiveChars: 0,  // longest open tail parsed in one streaming render: bounded by a block, not by the reply
   };
   window.chatStats = stats;
@@ -151,7 +152,9 @@ window.ChatMarkdown = (() => {
   function timed(work) {
     const start = performance.now();
     work();
-    stats.renderMs += performance.now() - start;
+    const ms = performance.now() - start;
+    stats.renderMs += ms;
+    return ms;
   }
 
   /** Render a whole message at once (a loaded or resumed message, a finished reply). */
@@ -185,7 +188,7 @@ window.ChatMarkdown = (() => {
     frameRequested = false;
     const lives = pending;
     pending = new Set();
-    lives.forEach((live) => timed(() => live.render()));
+    lives.forEach((live) => { stats.maxFrameMs = Math.max(stats.maxFrameMs, timed(() => live.render())); });
     if (lives.size) api.afterRender?.();
   }
 

@@ -28,6 +28,11 @@ $("messages").addEventListener("scroll", () => {
   follow = box.scrollHeight - box.scrollTop - box.clientHeight < 48;
   $("jump").hidden = follow;
 }, { passive: true });
+// A wheel turned up pauses following at once: waiting for the scroll event would let a render that comes first
+// pull the view back down while a reply streams.
+$("messages").addEventListener("wheel", (e) => {
+  if (e.deltaY < 0) { follow = false; $("jump").hidden = false; }
+}, { passive: true });
 $("jump").addEventListener("click", () => { scrollDown(true); $("input").focus(); });
 
 // --- messages ---------------------------------------------------------------------------------------------
@@ -293,6 +298,7 @@ ChatMarkdown.afterRender = () => {
   data.frameRenders = s.frameRenders;
   data.fullRenders = s.fullRenders;
   data.renderMs = s.renderMs.toFixed(1);
+  data.maxFrameMs = s.maxFrameMs.toFixed(1);
   data.maxLiveChars = s.maxLiveChars;
 };
 
