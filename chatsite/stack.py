@@ -39,6 +39,7 @@ class LauncherSettings:
     bind_address: str  # the address Daphne listens on
     trusted_proxy: bool  # Daphne takes the client address and scheme from X-Forwarded-For / -Proto
     workers: int  # worker processes `make run` starts
+    worker_gpus: tuple[str, ...]  # CUDA_VISIBLE_DEVICES of worker i: entry i (wrapping round); empty: inherited
     redis_url: str  # empty: start the embedded redis-server
     redis_dir: Path  # the embedded redis-server's append-only file lives here
     worker_concurrency: int
@@ -54,6 +55,7 @@ class LauncherSettings:
                    bind_address=env.get("BIND_ADDRESS") or "127.0.0.1",
                    trusted_proxy=(env.get("TRUSTED_PROXY") or "").strip().lower() in ("1", "true", "yes", "on"),
                    workers=max(1, int(env.get("WORKERS") or 1)),
+                   worker_gpus=tuple(g.strip() for g in (env.get("CHAT_WORKER_GPUS") or "").split(",") if g.strip()),
                    redis_url=env.get("REDIS_URL") or "",
                    redis_dir=Path(env.get("CHAT_REDIS_DIR") or ROOT / "var" / "redis"),
                    worker_concurrency=int(env.get("WORKER_CONCURRENCY") or 32),
@@ -166,6 +168,16 @@ def worker_args(conf: LauncherSettings, *, concurrency: int | None = None, name:
             "worker", "-Q", "inference", "--pool", "threads",
             "--concurrency", str(concurrency or conf.worker_concurrency), "--loglevel", conf.log_level,
             "-n", f"{name}-%i@%h", "--without-gossip", "--without-mingle"]
+
+
+def worker_env(env: Mapping[str, str], conf: LauncherSettings, index: int) -> dict:
+    """The environment of the launcher's worker ``index`` (0-based): with CHAT_WORKER_GPUS, its
+    CUDA_VISIBLE_DEVICES is entry ``index`` of the list, wrapping round (``0,1`` with WORKERS=4 puts two workers
+    on each GPU), so each process sees its one GPU as ``cuda:0``; without it, the launcher's own environment."""
+    out = dict(env)
+    if conf.worker_gpus:
+        out["CUDA_VISIBLE_DEVICES"] = conf.worker_gpus[index % len(conf.worker_gpus)]
+    return out
 
 
 def start_worker(env: dict, *, concurrency: int | None = None, name: str = "inference", **popen) -> subprocess.Popen:
@@ -323,8 +335,16 @@ def main(argv: list[str] | None = None) -> int:
             compact_redis(env["REDIS_URL"])
         # Each worker's name and log line say which it is; torch threads: settings divide the cores by WORKERS.
         workers = [Service(f"worker{i + 1}" if conf.workers > 1 else "worker",
-                           lambda i=i: start_worker(env, name=f"inference{i + 1}" if conf.workers > 1 else "inference"))
+                           lambda i=i: start_worker(worker_env(env, conf, i),
+                                                    name=f"inference{i + 1}" if conf.workers > 1 else "inference"))
                    for i in range(conf.workers)]
+        for i, worker in enumerate(workers):
+            if conf.worker_gpus:
+                say(f"{worker.name} sees GPU {worker_env(env, conf, i)['CUDA_VISIBLE_DEVICES']} "
+                    "(CUDA_VISIBLE_DEVICES, from CHAT_WORKER_GPUS)")
+        if len(conf.worker_gpus) > conf.workers:
+            say(f"CHAT_WORKER_GPUS names {len(conf.worker_gpus)} GPUs for {conf.workers} worker(s): "
+                f"the last {len(conf.worker_gpus) - conf.workers} stay unused (set WORKERS)")
         daphne = Service("daphne", lambda: start_daphne(conf.port, env, wait=False))
         services = [s for s in (embedded, *workers, daphne) if s is not None]
         for worker in workers:

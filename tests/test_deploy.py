@@ -107,3 +107,17 @@ def test_torch_threads_divide_the_cores_among_the_workers_of_a_host(key_file):
         assert got["CHAT_TORCH_THREADS"] == max(1, cores // workers)
     got = json.loads(sourced_run(show, extra=f"SECRET_KEY_FILE={key_file}; WORKERS=2; CHAT_TORCH_THREADS=3").stdout)
     assert got["CHAT_TORCH_THREADS"] == 3
+
+
+def test_chat_worker_gpus_give_each_launched_worker_its_own_gpu():
+    env = {"PATH": "/usr/bin", "WORKERS": "3", "CHAT_WORKER_GPUS": " 0, 1 "}
+    conf = stack.LauncherSettings.from_env(env)
+    assert conf.worker_gpus == ("0", "1")
+    got = [stack.worker_env(env, conf, i) for i in range(3)]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in got] == ["0", "1", "0"]  # wrapping round: two share GPU 0
+    assert all(e["PATH"] == "/usr/bin" for e in got) and "CUDA_VISIBLE_DEVICES" not in env  # a copy each
+    unset = {"WORKERS": "2", "CUDA_VISIBLE_DEVICES": "3"}  # unset: every worker inherits the launcher's
+    conf = stack.LauncherSettings.from_env(unset)
+    assert conf.worker_gpus == () and [stack.worker_env(unset, conf, i)["CUDA_VISIBLE_DEVICES"]
+                                       for i in range(2)] == ["3", "3"]
+
