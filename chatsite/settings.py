@@ -290,6 +290,13 @@ CHAT_REVIEW_ENABLED = env.bool("CHAT_REVIEW_ENABLED", default=True)
 # Benchmark only (set by `python -m chatsite.bench_stack`): replies run to max_new_tokens, ignoring end of turn.
 CHAT_BENCH_IGNORE_EOS = env.bool("CHAT_BENCH_IGNORE_EOS", default=False)
 
+if LOG_FORMAT == "json":
+    # Python's warnings print plain text to stderr; through logging they are JSON records like the rest. The
+    # progress bars of transformers and huggingface_hub ("Loading weights") are text redrawn in place: off.
+    import logging
+
+    logging.captureWarnings(True)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

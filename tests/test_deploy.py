@@ -121,3 +121,8 @@ def test_chat_worker_gpus_give_each_launched_worker_its_own_gpu():
     assert conf.worker_gpus == () and [stack.worker_env(unset, conf, i)["CUDA_VISIBLE_DEVICES"]
                                        for i in range(2)] == ["3", "3"]
 
+
+def test_json_logs_turn_off_daphnes_plain_text_access_log():
+    assert stack.daphne_args(8000, stack.LauncherSettings.from_env({"LOG_FORMAT": "json"}))[-3:-1] == ["-v", "0"]
+    assert "-v" not in stack.daphne_args(8000, stack.LauncherSettings.from_env({}))  # text: Daphne's own log
+

@@ -104,3 +104,39 @@ def test_json_logs_are_one_object_per_line_with_the_reply_and_user(tmp_path):
     assert records[1]["reply_id"] == 41 and records[1]["user_id"] == 7 and records[1]["level"] == "INFO"
     assert records[2]["reply_id"] == 41 and "ValueError: boom" in records[2]["exception"]
     assert records[3]["reply_id"] == 5 and "user_id" not in records[3] and records[3]["logger"] == "chat.worker"
+
+def test_json_access_records_name_the_request_the_client_and_a_known_person(client, db, make_user, settings,
+                                                                             django_assert_num_queries):
+    """LOG_FORMAT=json: the middleware writes the access log Daphne no longer does (chatsite/stack.py, -v 0),
+    through the JSON formatter; the person only when the request looked them up anyway (no extra query)."""
+    import io
+    import logging
+
+    from chat.logs import JsonFormatter
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("chat.access")
+    logger.addHandler(handler)
+    try:
+        settings.LOG_FORMAT = "text"
+        client.get("/healthz")
+        assert out.getvalue() == ""  # text logs: Daphne's own access log is the one
+        settings.LOG_FORMAT = "json"
+        alice = make_user()
+        client.force_login(alice)
+        with django_assert_num_queries(0):  # signed in, but the probe never reads the session: neither does its record
+            client.get("/healthz?probe=1", REMOTE_ADDR="192.0.2.4")
+        client.get("/")
+        client.post("/accounts/logout/")
+    finally:
+        logger.removeHandler(handler)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["method"], r["path"], r["status"]) for r in records] == [
+        ("GET", "/healthz", 200), ("GET", "/", 200), ("POST", "/accounts/logout/", 302)]
+    assert records[0]["client"] == "192.0.2.4" and "user_id" not in records[0]
+    assert records[0]["message"] == "GET /healthz 200" and records[0]["logger"] == "chat.access"
+    assert records[1]["user_id"] == alice.pk and records[1]["client"] == "127.0.0.1"
+    assert "user_id" not in records[2]  # signed out by this very request
+    assert all(isinstance(r["duration_ms"], float) and r["duration_ms"] >= 0 for r in records)
