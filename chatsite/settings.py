@@ -173,10 +173,9 @@ AXES_COOLOFF_TIME = timedelta(seconds=env.int("CHAT_LOGIN_COOLOFF_S", default=90
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = False
 AXES_LOCKOUT_CALLABLE = "chat.account_views.locked_out"
+# The address Daphne gives the request: the socket's, or with TRUSTED_PROXY the one the proxy set in
+# X-Forwarded-For; never what a client wrote in that header itself (chat/client_address.py).
 AXES_CLIENT_IP_CALLABLE = "chat.client_address.client_address"
-# Proxies in front of Daphne whose X-Forwarded-For entries are believed (0: the header is ignored, the client
-# address is the socket's). chat/client_address.py.
-CHAT_TRUSTED_PROXY_COUNT = env.int("CHAT_TRUSTED_PROXY_COUNT", default=0)
 # Mail (password reset): printed on the console unless EMAIL_URL names an SMTP server,
 # e.g. smtp+tls://user:password@mail.example.com:587
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
