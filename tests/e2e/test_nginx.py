@@ -26,6 +26,7 @@ from asgiref.sync import sync_to_async
 from chat.models import Message
 from chatsite import stack
 from tests.live import recv, send
+from tests.tools import missing_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -112,11 +113,16 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
     return cert, key
 
 
+def require_nginx(nginx: str | None = NGINX) -> None:
+    """Skip without nginx (fail under CI: tests/tools.py)."""
+    if nginx is None:
+        missing_tool("nginx is not installed (make test installs Debian's nginx when run as root)")
+
+
 @pytest.fixture(scope="module")
 def proxied(live_stack, certificate, tmp_path_factory):
     """nginx (repo config) → a Daphne with the production environment → the live stack's worker."""
-    if NGINX is None:
-        pytest.skip("nginx is not installed (make test installs Debian's nginx when run as root)")
+    require_nginx()
     tmp = tmp_path_factory.mktemp("nginx")
     daphne_port, http_port, https_port = stack.free_port(), stack.free_port(), stack.free_port()
     env = sourced(ENV_EXAMPLE)
