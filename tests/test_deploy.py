@@ -126,3 +126,13 @@ def test_json_logs_turn_off_daphnes_plain_text_access_log():
     assert stack.daphne_args(8000, stack.LauncherSettings.from_env({"LOG_FORMAT": "json"}))[-3:-1] == ["-v", "0"]
     assert "-v" not in stack.daphne_args(8000, stack.LauncherSettings.from_env({}))  # text: Daphne's own log
 
+
+def test_https_without_a_trusted_proxy_is_a_warning(settings):
+    from django.core.checks import run_checks
+
+    settings.HTTPS, settings.TRUSTED_PROXY = True, False
+    assert "chat.W001" in [m.id for m in run_checks(tags=["security"])]
+    settings.TRUSTED_PROXY = True
+    assert "chat.W001" not in [m.id for m in run_checks(tags=["security"])]
+    settings.HTTPS, settings.TRUSTED_PROXY = False, False  # plain HTTP, no proxy: nothing to say
+    assert "chat.W001" not in [m.id for m in run_checks(tags=["security"])]
