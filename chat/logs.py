@@ -12,10 +12,14 @@ import contextvars
 import datetime
 import json
 import logging
+import os
+import sys
 from contextlib import contextmanager
 
 _ids: contextvars.ContextVar[dict] = contextvars.ContextVar("chat_log_ids", default={})
 FIELDS = ("reply_id", "user_id", "conversation_id")
+# What an access record adds (chat/access.py), passed with extra=.
+ACCESS_FIELDS = ("method", "path", "status", "duration_ms", "client")
 
 
 @contextmanager
@@ -42,7 +46,7 @@ class JsonFormatter(logging.Formatter):
                "level": record.levelname, "logger": record.name, "message": record.getMessage(),
                "process": record.process}
         out.update(_ids.get())
-        for field in FIELDS:  # an explicit extra= wins over the context
+        for field in FIELDS + ACCESS_FIELDS:  # an explicit extra= wins over the context
             if getattr(record, field, None) is not None:
                 out[field] = getattr(record, field)
         if record.exc_info:
@@ -51,3 +55,24 @@ class JsonFormatter(logging.Formatter):
             out["stack"] = self.formatStack(record.stack_info)
         # default=str: a message argument that is not JSON (a Path, a UUID) must never lose the line.
         return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def celery_say_as_json() -> None:
+    """Under LOG_FORMAT=json, make Celery's worker say its shutdown lines ("worker: Warm shutdown") as JSON too:
+    it writes them straight to the file descriptor with ``celery.apps.worker.safe_say``, past logging, since
+    they are said in signal handlers. The stand-in writes the same way, without logging's locks."""
+    import celery.apps.worker
+
+    def say(msg, f=sys.__stderr__):
+        line = json.dumps({"time": _now(), "level": "WARNING", "logger": "celery.apps.worker",
+                           "message": str(msg).strip(), "process": os.getpid()}, ensure_ascii=False)
+        try:
+            os.write(f.fileno(), (line + "\n").encode())
+        except (OSError, ValueError, AttributeError):  # best effort, as Celery's own: never abort the caller
+            pass
+
+    celery.apps.worker.safe_say = say

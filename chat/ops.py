@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import time
 from functools import lru_cache
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 
-from . import metrics, selectors
+from . import access, metrics, selectors
 
 
 @lru_cache(maxsize=8)
@@ -90,12 +91,16 @@ def metrics_view(request):
 
 
 class RequestMetricsMiddleware:
-    """Counts every HTTP request by method and status (websockets are counted by the consumer)."""
+    """Counts every HTTP request by method and status (websockets are counted by the consumer), and with
+    LOG_FORMAT=json writes its access record (``chat.access``)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
+        started = time.monotonic()
         response = self.get_response(request)
         metrics.count_request(request.method, response.status_code)
+        if access.enabled():
+            access.log_request(request, response.status_code, started)
         return response

@@ -151,6 +151,20 @@ def tokens_count(user_id: int, tokens: int) -> None:
         log.warning("could not count %s tokens for user %s", tokens, user_id, exc_info=True)
 
 
+def counters_forget(user_id: int, allowance: Allowance) -> None:
+    """Forget a deleted person's counters: every day's tokens still kept and their minute's window (for
+    ``allowance``; a window under an allowance changed within the last minute expires by itself a minute on).
+    A Redis failure is logged: the keys expire by themselves (tokens two days after their day)."""
+    days = [_today() - datetime.timedelta(days=n) for n in range(3)]  # a key lives two days past its day
+    try:
+        client().delete(*(tokens_key(user_id, day) for day in days))
+        if allowance.messages_per_minute > 0:
+            _messages_limiter().clear(RateLimitItemPerMinute(allowance.messages_per_minute), "messages",
+                                      str(user_id))
+    except (RedisError, StorageError):
+        log.warning("could not forget the counters of deleted user %s", user_id, exc_info=True)
+
+
 def summary(user_id: int) -> dict:
     """What the chat page shows a person: their allowance, today's use, and when it starts again."""
     allowance = allowance_for(user_id)

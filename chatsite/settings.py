@@ -57,6 +57,8 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Checks a deployment has decided against, by id (deploy/production.env.example: security.W021, no preload).
+SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])
 
 INSTALLED_APPS = [
     "daphne",
@@ -173,10 +175,9 @@ AXES_COOLOFF_TIME = timedelta(seconds=env.int("CHAT_LOGIN_COOLOFF_S", default=90
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = False
 AXES_LOCKOUT_CALLABLE = "chat.account_views.locked_out"
+# The address Daphne gives the request: the socket's, or with TRUSTED_PROXY the one the proxy set in
+# X-Forwarded-For; never what a client wrote in that header itself (chat/client_address.py).
 AXES_CLIENT_IP_CALLABLE = "chat.client_address.client_address"
-# Proxies in front of Daphne whose X-Forwarded-For entries are believed (0: the header is ignored, the client
-# address is the socket's). chat/client_address.py.
-CHAT_TRUSTED_PROXY_COUNT = env.int("CHAT_TRUSTED_PROXY_COUNT", default=0)
 # Mail (password reset): printed on the console unless EMAIL_URL names an SMTP server,
 # e.g. smtp+tls://user:password@mail.example.com:587
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
@@ -290,6 +291,13 @@ CHAT_REVIEW_ENABLED = env.bool("CHAT_REVIEW_ENABLED", default=True)
 # Benchmark only (set by `python -m chatsite.bench_stack`): replies run to max_new_tokens, ignoring end of turn.
 CHAT_BENCH_IGNORE_EOS = env.bool("CHAT_BENCH_IGNORE_EOS", default=False)
 
+if LOG_FORMAT == "json":
+    # Python's warnings print plain text to stderr; through logging they are JSON records like the rest. The
+    # progress bars of transformers and huggingface_hub ("Loading weights") are text redrawn in place: off.
+    import logging
+
+    logging.captureWarnings(True)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

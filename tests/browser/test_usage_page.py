@@ -1,18 +1,17 @@
 """The review panel's usage page in real Chromium: a reviewer logs in, the chart draws under the site's CSP."""
 import datetime
 import os
-import shutil
 from pathlib import Path
 
 import pytest
+
+from tests.browser.chromium import skip_without_chromium
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(__file__).resolve().parents[2] / "var" / "screenshots")
 PASSWORD = "a-long-test-password"
 
-if not shutil.which(CHROMIUM):
-    pytest.skip(f"browser tests need Chromium at {CHROMIUM} (make test installs Debian's chromium when run "
-                "as root)", allow_module_level=True)
+skip_without_chromium(CHROMIUM)
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 

@@ -104,3 +104,62 @@ def test_json_logs_are_one_object_per_line_with_the_reply_and_user(tmp_path):
     assert records[1]["reply_id"] == 41 and records[1]["user_id"] == 7 and records[1]["level"] == "INFO"
     assert records[2]["reply_id"] == 41 and "ValueError: boom" in records[2]["exception"]
     assert records[3]["reply_id"] == 5 and "user_id" not in records[3] and records[3]["logger"] == "chat.worker"
+
+
+def test_queued_and_streaming_replies_show_in_the_queue_depth_and_the_active_gauge(
+        client, db, make_user, django_capture_on_commit_callbacks):
+    """No worker takes tasks here (the heartbeat is a stand-in): what message_send queues stays in the Celery
+    queue, read from Redis under its real key, and the replies stay queued in the database."""
+    from chat import services
+
+    def gauges():
+        got = families(client.get("/metrics").content.decode())
+        return (got["chat_queue_depth"].samples[0].value,
+                {s.labels["status"]: s.value for s in got["chat_replies_active"].samples})
+
+    depth_before, active_before = gauges()
+    assert active_before == {"queued": 0, "streaming": 0}
+    alice = make_user()
+    with django_capture_on_commit_callbacks(execute=True):  # on commit: the task goes to the queue
+        sent = [services.message_send(user=alice, conversation_id=None, content=f"wait {n}") for n in range(2)]
+    depth, active = gauges()
+    assert depth == depth_before + 2 and active == {"queued": 2, "streaming": 0}
+    services.message_start(message_id=sent[0].assistant_message.id)  # a worker took one
+    assert gauges()[1] == {"queued": 1, "streaming": 1}
+
+
+def test_json_access_records_name_the_request_the_client_and_a_known_person(client, db, make_user, settings,
+                                                                             django_assert_num_queries):
+    """LOG_FORMAT=json: the middleware writes the access log Daphne no longer does (chatsite/stack.py, -v 0),
+    through the JSON formatter; the person only when the request looked them up anyway (no extra query)."""
+    import io
+    import logging
+
+    from chat.logs import JsonFormatter
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("chat.access")
+    logger.addHandler(handler)
+    try:
+        settings.LOG_FORMAT = "text"
+        client.get("/healthz")
+        assert out.getvalue() == ""  # text logs: Daphne's own access log is the one
+        settings.LOG_FORMAT = "json"
+        alice = make_user()
+        client.force_login(alice)
+        with django_assert_num_queries(0):  # signed in, but the probe never reads the session: neither does its record
+            client.get("/healthz?probe=1", REMOTE_ADDR="192.0.2.4")
+        client.get("/")
+        client.post("/accounts/logout/")
+    finally:
+        logger.removeHandler(handler)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["method"], r["path"], r["status"]) for r in records] == [
+        ("GET", "/healthz", 200), ("GET", "/", 200), ("POST", "/accounts/logout/", 302)]
+    assert records[0]["client"] == "192.0.2.4" and "user_id" not in records[0]
+    assert records[0]["message"] == "GET /healthz 200" and records[0]["logger"] == "chat.access"
+    assert records[1]["user_id"] == alice.pk and records[1]["client"] == "127.0.0.1"
+    assert "user_id" not in records[2]  # signed out by this very request
+    assert all(isinstance(r["duration_ms"], float) and r["duration_ms"] >= 0 for r in records)

@@ -143,3 +143,97 @@ def test_staff_see_todays_use_in_the_admin_list(person, finish, django_user_mode
     web.force_login(root)
     page = web.get(reverse("admin:chat_quotaoverride_changelist")).content.decode()
     assert "1,234" in page and "alice" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_person_refused_both_ways_while_another_is_accepted_and_answered(make_user, settings, session_cookie):
+    """Over two sockets on the real channel layer: alice meets rate_limited, then quota_exhausted, while bob's
+    sends in the same minute are accepted and answered (the worker's part: message_start, then message_finish,
+    which charges the tokens and sends done)."""
+    from channels.db import database_sync_to_async
+
+    settings.CHAT_MESSAGES_PER_MINUTE = 2
+    settings.CHAT_TOKENS_PER_DAY = 100
+    alice, bob = make_user("alice"), make_user("bob")
+    cookies = session_cookie(alice), session_cookie(bob)
+
+    @database_sync_to_async
+    def answer(reply_id, prompt, completion):
+        services.message_start(message_id=reply_id)
+        services.message_finish(message_id=reply_id, content="ok", status=Message.Status.COMPLETE,
+                                finish_reason=Message.FinishReason.STOP, prompt_tokens=prompt,
+                                completion_tokens=completion)
+
+    async def send(ws, content):
+        """A send's first answer: the reply it stored (after its conversation and user message), or the error."""
+        await ws.send_json_to({"type": "send", "conversation": None, "content": content})
+        first = await ws.receive_json_from(5)
+        if first["type"] == "error":
+            return first
+        await ws.receive_json_from(5)  # the user message
+        return await ws.receive_json_from(5)  # the reply, queued
+
+    async def until_done(ws):
+        while (frame := await ws.receive_json_from(5))["type"] != "done":
+            pass
+        return frame
+
+    async def go():
+        (alices, ok_a, _), (bobs, ok_b, _) = await connect(cookies[0]), await connect(cookies[1])
+        assert ok_a and ok_b
+        got = {}
+        first = await send(alices, "one")
+        await answer(first["message"]["id"], 10, 10)
+        await until_done(alices)
+        await send(alices, "two")  # alice's second this minute, queued
+        got["rate"] = await send(alices, "three")
+        bob_reply = await send(bobs, "mine")  # the same minute: bob has his own
+        assert bob_reply["type"] == "message", bob_reply
+        await answer(bob_reply["message"]["id"], 5, 5)
+        got["bob_done"] = await until_done(bobs)
+        second = await database_sync_to_async(
+            lambda: Message.objects.filter(conversation__owner=alice, role="assistant").latest("id").id)()
+        await answer(second, 60, 40)  # alice's day: 120 of 100 tokens
+        await until_done(alices)
+        got["quota"] = await send(alices, "four")
+        bob_again = await send(bobs, "and again")
+        assert bob_again["type"] == "message", bob_again
+        await answer(bob_again["message"]["id"], 5, 5)
+        got["bob_again_done"] = await until_done(bobs)
+        await alices.disconnect()
+        await bobs.disconnect()
+        return got
+    got = run(go(), timeout=60)
+    assert got["rate"]["type"] == "error" and got["rate"]["code"] == "rate_limited"
+    assert got["quota"]["type"] == "error" and got["quota"]["code"] == "quota_exhausted"
+    assert "starts again at" in got["quota"]["detail"]
+    for done in (got["bob_done"], got["bob_again_done"]):
+        assert done["status"] == "complete" and done["content"] == "ok"
+    assert Message.objects.filter(conversation__owner=alice).count() == 4  # the refused sends stored nothing
+    assert Message.objects.filter(conversation__owner=bob, role="assistant", status="complete").count() == 2
+    assert (quotas.tokens_used_today(alice.pk), quotas.tokens_used_today(bob.pk)) == (120, 20)
+
+
+def test_an_override_staff_add_or_change_in_the_admin_form_applies_to_the_next_send(person, settings,
+                                                                                      django_user_model):
+    settings.CHAT_MESSAGES_PER_MINUTE = 1
+    alice = person("alice")
+    root = django_user_model.objects.create_superuser(username="root", password="a-long-test-password")
+    staff = Client()
+    staff.force_login(root)
+    services.message_send(user=alice, conversation_id=None, content="one")
+    with pytest.raises(ChatError) as err:
+        services.message_send(user=alice, conversation_id=None, content="two")
+    assert err.value.code == "rate_limited"
+
+    form = {"user": alice.pk, "messages_per_minute": "3", "tokens_per_day": "", "max_active": "", "note": "demo"}
+    added = staff.post(reverse("admin:chat_quotaoverride_add"), form)
+    assert added.status_code == 302, added.content.decode()[:2000]
+    services.message_send(user=alice, conversation_id=None, content="two, allowed now")  # 3 a minute
+
+    row = QuotaOverride.objects.get(user=alice)
+    changed = staff.post(reverse("admin:chat_quotaoverride_change", args=[row.pk]), {**form, "max_active": "2"})
+    assert changed.status_code == 302, changed.content.decode()[:2000]
+    with pytest.raises(ChatError) as err:  # two replies of hers are queued: the new cap of 2 is reached
+        services.message_send(user=alice, conversation_id=None, content="three")
+    assert err.value.code == "too_many_active" and "2 replies" in err.value.detail

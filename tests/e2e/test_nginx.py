@@ -3,7 +3,8 @@ paths and name swapped for loopback ones) and a self-signed certificate, in fron
 production environment (deploy/production.env.example) on the live stack's Redis, database and worker.
 
 The test's client connects from 127.0.0.2 (all of 127/8 is loopback) while nginx reaches Daphne from
-127.0.0.1, so the address Daphne logs is the client's only because it believed nginx's X-Forwarded-For.
+127.0.0.1, so the address Daphne logs and login throttling counts is the client's only because Daphne believed
+nginx's X-Forwarded-For. Daphne logs as in production (LOG_FORMAT=json): every line of its output must parse.
 """
 import asyncio
 import http.client
@@ -26,6 +27,7 @@ from asgiref.sync import sync_to_async
 from chat.models import Message
 from chatsite import stack
 from tests.live import recv, send
+from tests.tools import missing_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -33,8 +35,10 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/ngin
 SITE = stack.ROOT / "deploy" / "nginx" / "chat.conf"
 ENV_EXAMPLE = stack.ROOT / "deploy" / "production.env.example"
 CLIENT = "127.0.0.2"  # the test's own address, as nginx sees it
+NEIGHBOUR = "127.0.0.3"  # another client, for what one client's lock must not touch
 SPOOFED = "203.0.113.9"  # what the client claims in its own X-Forwarded-For; nginx must overwrite it
 PASSWORD = "a-long-test-password"
+LOGIN_LIMIT = 2  # wrong passwords before a lock (CHAT_LOGIN_FAILURE_LIMIT): each costs a password hash
 
 
 def sourced(path: Path) -> dict:
@@ -75,13 +79,13 @@ def nginx_conf(tmp: Path, site: Path) -> str:
 class Https:
     """A tiny HTTPS client from the test's address, keeping cookies and every Set-Cookie it was sent."""
 
-    def __init__(self, port: int, context: ssl.SSLContext):
-        self.port, self.context, self.cookies, self.set_cookies = port, context, {}, []
+    def __init__(self, port: int, context: ssl.SSLContext, source: str = CLIENT):
+        self.port, self.context, self.source, self.cookies, self.set_cookies = port, context, source, {}, []
         self.origin = f"https://127.0.0.1:{port}"
 
     def request(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
         conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context, timeout=30,
-                                           source_address=(CLIENT, 0))
+                                           source_address=(self.source, 0))
         headers = {"X-Forwarded-For": SPOOFED, **(headers or {})}
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
@@ -112,11 +116,16 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
     return cert, key
 
 
+def require_nginx(nginx: str | None = NGINX) -> None:
+    """Skip without nginx (fail under CI: tests/tools.py)."""
+    if nginx is None:
+        missing_tool("nginx is not installed (make test installs Debian's nginx when run as root)")
+
+
 @pytest.fixture(scope="module")
 def proxied(live_stack, certificate, tmp_path_factory):
     """nginx (repo config) → a Daphne with the production environment → the live stack's worker."""
-    if NGINX is None:
-        pytest.skip("nginx is not installed (make test installs Debian's nginx when run as root)")
+    require_nginx()
     tmp = tmp_path_factory.mktemp("nginx")
     daphne_port, http_port, https_port = stack.free_port(), stack.free_port(), stack.free_port()
     env = sourced(ENV_EXAMPLE)
@@ -125,7 +134,7 @@ def proxied(live_stack, certificate, tmp_path_factory):
                 "SECRET_KEY_FILE": str(tmp / "secret_key"), "ALLOWED_HOSTS": "127.0.0.1",
                 "CSRF_TRUSTED_ORIGINS": f"https://127.0.0.1:{https_port}", "PORT": str(daphne_port),
                 "STATIC_ROOT": str(tmp / "static"), "PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1",
-                "DJANGO_SETTINGS_MODULE": "chatsite.settings", "LOG_FORMAT": "text"})
+                "DJANGO_SETTINGS_MODULE": "chatsite.settings", "CHAT_LOGIN_FAILURE_LIMIT": str(LOGIN_LIMIT)})
     subprocess.run([sys.executable, "-m", "chatsite.secret", env["SECRET_KEY_FILE"]], check=True, timeout=30)
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput"], cwd=stack.ROOT, env=env, check=True,
                    timeout=120, stdout=subprocess.DEVNULL)
@@ -149,20 +158,43 @@ def proxied(live_stack, certificate, tmp_path_factory):
     stack.stop(nginx, daphne)
 
 
+def log_in(client: Https, username: str, password: str = PASSWORD, token: str | None = None):
+    """The real login form over HTTPS: its CSRF token (unless given), then the POST. Returns the response,
+    its page and the token (good for the next POST of this client)."""
+    if token is None:
+        response, page = client.request("GET", "/accounts/login/")
+        assert response.status == 200
+        token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1).decode()
+    response, page = client.request("POST", "/accounts/login/", {"username": username, "password": password,
+                                                                  "csrfmiddlewaretoken": token})
+    return response, page, token
+
+
 def sign_in(client: Https, username: str) -> None:
-    """The real login form over HTTPS: its CSRF token, then the POST; Django redirects to the chat page."""
-    response, page = client.request("GET", "/accounts/login/")
-    assert response.status == 200
-    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1).decode()
-    response, _ = client.request("POST", "/accounts/login/", {"username": username, "password": PASSWORD,
-                                                               "csrfmiddlewaretoken": token})
+    """Log in with the right password; Django redirects to the chat page."""
+    response, _, _ = log_in(client, username)
     assert response.status == 302 and response.headers["Location"] == "/", response.status
     assert "sessionid" in client.cookies
 
 
+def daphne_records(proxied) -> list[dict]:
+    """Daphne's output: with the production LOG_FORMAT=json every line is one JSON object, access log included."""
+    return [json.loads(line) for line in proxied["daphne_log"].read_text(errors="replace").splitlines()]
+
+
+def wait_for_records(proxied, found, timeout: float = 15.0) -> list[dict]:
+    """Daphne's access records once ``found(records)`` holds (polled, bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = [r for r in daphne_records(proxied) if r["logger"] == "chat.access"]
+        if found(records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.1)
+
+
 def test_https_through_nginx_sign_in_chat_over_wss_streamed_secure_cookies_client_address(
         proxied, transactional_db, make_user):
-    make_user("proxied")
+    user_id = make_user("proxied").pk
     client = Https(proxied["https_port"], proxied["context"])
     sign_in(client, "proxied")
 
@@ -173,7 +205,7 @@ def test_https_through_nginx_sign_in_chat_over_wss_streamed_secure_cookies_clien
         assert re.search(r";\s*Secure", raw, re.I), f"{name} cookie is not Secure: {raw}"
     response, page = client.request("GET", "/")
     assert response.status == 200 and b"chat" in page.lower()
-    assert response.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains; preload"
+    assert response.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"  # no preload
 
     async def chat():
         async with websockets.connect(f"wss://127.0.0.1:{proxied['https_port']}/ws/chat/", ssl=proxied["context"],
@@ -200,11 +232,40 @@ def test_https_through_nginx_sign_in_chat_over_wss_streamed_secure_cookies_clien
     assert status_at_first_delta == "streaming"
     assert len(deltas) > 1 and "".join(d["text"] for d in deltas) == done["content"] and done["status"] == "complete"
 
-    # Daphne logs the client's address (from nginx's X-Forwarded-For), never nginx's nor the spoofed one.
-    log = proxied["daphne_log"].read_text(errors="replace")
-    assert re.search(rf"^{re.escape(CLIENT)}:\d+ .*\"POST /accounts/login/", log, re.M), log[-2000:]
-    assert re.search(rf"^{re.escape(CLIENT)}:\d+ .*\"WSCONNECT /ws/chat/", log, re.M), log[-2000:]
-    assert SPOOFED not in log and not re.search(r"^127\.0\.0\.1:\d+ ", log, re.M), log[-2000:]
+    # Daphne's access records carry the client's address (from nginx's X-Forwarded-For), never nginx's nor the
+    # spoofed one, and the person once known.
+    # The socket's closing record is written once Daphne has seen the close, a moment after the test's.
+    access = wait_for_records(proxied, lambda records: any(r["message"] == "websocket /ws/chat/ closed"
+                                                           for r in records))
+    login = [r for r in access if r["method"] == "POST" and r["path"] == "/accounts/login/"]
+    assert login and login[-1]["status"] == 302 and login[-1]["client"] == CLIENT
+    assert login[-1]["user_id"] == user_id and login[-1]["duration_ms"] >= 0
+    sockets = [r for r in access if r["method"] == "WEBSOCKET" and r["path"] == "/ws/chat/"]
+    assert [r["message"] for r in sockets] == ["websocket /ws/chat/ accepted", "websocket /ws/chat/ closed"]
+    assert all(r["client"] == CLIENT and r["user_id"] == user_id for r in sockets), sockets
+    assert {r["client"] for r in access} == {CLIENT}, access
+
+
+def test_failed_logins_through_nginx_count_against_the_clients_address_and_lock_it(
+        proxied, transactional_db, make_user):
+    from axes.models import AccessAttempt
+
+    make_user("guarded")
+    guesser = Https(proxied["https_port"], proxied["context"])
+    token = None
+    try:
+        for n in range(LOGIN_LIMIT):  # a new username each time: only the address adds up
+            response, page, token = log_in(guesser, f"nobody{n}", "a-guess", token)
+        assert response.status == 429 and b'data-code="login_locked"' in page  # the n-th locks
+        assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {CLIENT}
+        response, page, _ = log_in(guesser, "guarded", PASSWORD, token)  # the right password, same address
+        assert response.status == 429 and "sessionid" not in guesser.cookies
+        sign_in(Https(proxied["https_port"], proxied["context"], source=NEIGHBOUR), "guarded")  # not locked
+        refused = [r for r in wait_for_records(proxied, lambda records: False, timeout=0)
+                   if r["path"] == "/accounts/login/" and r["status"] == 429]
+        assert len(refused) == 2 and {r["client"] for r in refused} == {CLIENT}
+    finally:  # the lock is by address: the module's other tests sign in from CLIENT too
+        AccessAttempt.objects.filter(ip_address=CLIENT).delete()
 
 
 def test_static_files_come_from_nginx_and_plain_http_is_redirected(proxied):

@@ -42,11 +42,12 @@ class Launcher:
             time.sleep(0.2)
 
     def pid_of(self, name: str) -> int:
-        """The pid of the newest ``name`` (redis, worker, daphne) the launcher says it started."""
-        return int(re.findall(rf"^{name} running \(pid (\d+)\)", self.log(), re.M)[-1])
+        """The pid of the newest ``name`` (redis, worker, daphne) the launcher says it started (its line is
+        plain text, or with LOG_FORMAT=json a JSON record's message)."""
+        return int(re.findall(rf'(?:^|"message": "){name} running \(pid (\d+)\)', self.log(), re.M)[-1])
 
     def redis_url(self) -> str:
-        return re.search(r"embedded Redis on (\S+)", self.log()).group(1)
+        return re.search(r'embedded Redis on ([^\s"]+)', self.log()).group(1)
 
     def kill_all(self) -> None:
         try:

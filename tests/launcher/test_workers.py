@@ -1,4 +1,5 @@
-"""`WORKERS=2 make run`: two worker processes that divide the cores, both heartbeat and both answer; commands
+"""`WORKERS=2 make run`: two worker processes that divide the cores, each pinned to its GPU by CHAT_WORKER_GPUS,
+both heartbeat and both answer; with LOG_FORMAT=json every line of the whole output is one JSON object; commands
 run beside the launcher find its embedded Redis through the URL it records."""
 import asyncio
 import json
@@ -22,8 +23,16 @@ pytestmark = pytest.mark.e2e
 
 
 def json_records(log: str) -> list[dict]:
-    """The children's log records (LOG_FORMAT=json); the launcher's own lines are plain text."""
-    return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    """Every line of the launcher's output (LOG_FORMAT=json: its own lines, Daphne's and the workers', access
+    log included), each of which must be one JSON object; a last line still being written is left for later."""
+    lines = log.splitlines(keepends=True)
+    return [json.loads(line) for line in lines if line.endswith("\n")]
+
+
+def environ_of(pid: int) -> dict:
+    """The environment a running process was started with."""
+    raw = open(f"/proc/{pid}/environ", "rb").read().decode()
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
 
 
 def cookies_for(env: dict, usernames: list[str]) -> list[str]:
@@ -40,11 +49,16 @@ def cookies_for(env: dict, usernames: list[str]) -> list[str]:
 
 def test_two_workers_divide_the_cores_both_heartbeat_and_both_answer(launcher_env, start_launcher, tmp_path):
     cores = len(os.sched_getaffinity(0))
-    env = {**launcher_env, "WORKERS": "2", "WORKER_CONCURRENCY": "2", "LOG_FORMAT": "json"}
+    # Pinned to GPUs 0 and 1: on a CPU host the names only travel (CHAT_DEVICE=auto finds no CUDA either way).
+    env = {**launcher_env, "WORKERS": "2", "WORKER_CONCURRENCY": "2", "LOG_FORMAT": "json",
+           "CHAT_WORKER_GPUS": "0,1"}
     env.pop("CHAT_TORCH_THREADS", None)
+    env.pop("CUDA_VISIBLE_DEVICES", None)
     launcher = start_launcher(env)
     launcher.wait_for(READY, timeout=300)
     pids = [launcher.pid_of("worker1"), launcher.pid_of("worker2")]
+    assert [environ_of(pid).get("CUDA_VISIBLE_DEVICES") for pid in pids] == ["0", "1"]
+    assert "CUDA_VISIBLE_DEVICES" not in environ_of(launcher.pid_of("daphne"))
     client = redis.Redis.from_url(launcher.redis_url(), decode_responses=True, socket_timeout=10)
     for pid in pids:
         wait_for_heartbeat(client, f"{socket.gethostname()}-{pid}", timeout=10)
@@ -90,4 +104,12 @@ def test_two_workers_divide_the_cores_both_heartbeat_and_both_answer(launcher_en
 
     launcher.proc.send_signal(signal.SIGTERM)
     assert launcher.proc.wait(60) == 0
+    # Stopped: the whole output, start to end, is JSON lines (none kept aside as plain text), Daphne's access
+    # log among them: each socket's records with the client's address and the person.
+    log = launcher.log()
+    records = json_records(log)
+    assert len(records) == len(log.splitlines())
+    accepted = [r for r in records if r["logger"] == "chat.access" and r["message"] == "websocket /ws/chat/ accepted"]
+    assert len(accepted) == 8 and all(r["client"] == "127.0.0.1" and isinstance(r["user_id"], int)
+                                      for r in accepted), accepted
     assert not (tmp_path / "redis" / "redis.url").exists()  # a stopped launcher leaves no stale address

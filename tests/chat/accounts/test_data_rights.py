@@ -1,14 +1,21 @@
 """A person's data rights: download everything of theirs as one JSON file (streamed), and delete the account
-with everything in it — only theirs, and their open sockets close."""
+with everything in it — every row related to them, their sessions and counters, only theirs — and their open
+sockets close."""
 import asyncio
+import datetime
 import json
 
 import pytest
 from asgiref.sync import async_to_sync
 from axes.models import AccessAttempt
+from django.apps import apps
+from django.contrib.auth import get_user_model
 from django.test import AsyncClient, Client
+from django.utils import timezone
 
-from chat import accounts, personal_data
+from chat import accounts, limits, personal_data, quotas
+from chat.redis import client as redis_client
+from chat.redis import tokens_key
 from chat.models import Account, AuditEvent, Conversation, Feedback, GoldAnswer, Invite, Message
 from tests.support import communicator
 
@@ -89,19 +96,86 @@ def test_the_download_needs_a_login(client):
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
 
 
-def _rows(user_id):
-    """Every row that belongs to a person, by model."""
-    return {
-        "conversations": Conversation.objects.filter(owner_id=user_id).count(),
-        "messages": Message.objects.filter(conversation__owner_id=user_id).count(),
-        "feedback": Feedback.objects.filter(user_id=user_id).count(),
-        "gold": GoldAnswer.objects.filter(message__conversation__owner_id=user_id).count(),
-        "account": Account.objects.filter(user_id=user_id).count(),
-    }
+def _pointing_at(targets: dict, models: list) -> dict:
+    """Rows of ``models`` with a relation field whose value is among ``targets`` (model → set of pks)."""
+    out: dict = {}
+    for model in models:
+        for field in model._meta.concrete_fields:
+            if field.is_relation and field.related_model in targets:
+                pks = model.objects.filter(**{f"{field.attname}__in": targets[field.related_model]}) \
+                    .values_list("pk", flat=True)
+                out.setdefault(model, set()).update(pks)
+    return {model: pks for model, pks in out.items() if pks}
+
+
+def _rows(user_id) -> dict[str, set]:
+    """Every row that points at the person, or at a row that does, and so on (their conversations, those
+    conversations' messages, the feedback and gold answers on those…), by model: found by walking every model
+    of every installed app, auto-created many-to-many tables included, not from a list of them."""
+    user_model = get_user_model()
+    models = [m for m in apps.get_models(include_auto_created=True) if not m._meta.proxy]
+    found: dict = {}
+    frontier = {user_model: {user_id}}
+    while frontier:
+        frontier = {model: pks - found.get(model, set()) for model, pks in _pointing_at(frontier, models).items()}
+        frontier = {model: pks for model, pks in frontier.items() if pks}
+        for model, pks in frontier.items():
+            found.setdefault(model, set()).update(pks)
+    return {model._meta.label: pks for model, pks in found.items()}
+
+
+def _related_models() -> set[str]:
+    """Every model with a relation path to the user model (what a person's rows can be in)."""
+    user_model = get_user_model()
+    models = [m for m in apps.get_models(include_auto_created=True) if not m._meta.proxy]
+    reached, grew = {user_model}, True
+    while grew:
+        more = {m for m in models for f in m._meta.concrete_fields if f.is_relation and f.related_model in reached}
+        grew = bool(more - reached)
+        reached |= more
+    return {m._meta.label for m in reached - {user_model}}
+
+
+def _sessions_of(user_id) -> list[str]:
+    from django.contrib.sessions.models import Session
+
+    return [s.session_key for s in Session.objects.all() if s.get_decoded().get("_auth_user_id") == str(user_id)]
+
+
+def _counters_of(user_id) -> list[str]:
+    """The person's keys in Redis: tokens per day, the minute's window, open sockets."""
+    r = redis_client()
+    return sorted([*r.scan_iter(match=f"chat:tokens:{user_id}:*"), *r.scan_iter(match=f"chat:sockets:{user_id}"),
+                   *r.scan_iter(match=f"chat:limits*/messages/{user_id}/*")])
+
+
+def _a_row_in_every_related_model(person, root, other, group):
+    """What a long-time person leaves: an API key (a conversation through it), their allowance and defaults,
+    a group and a permission, an admin log entry and an invite they wrote as staff, another person they
+    approved and whose conversation they reviewed."""
+    from django.contrib.admin.models import ADDITION, LogEntry
+    from django.contrib.auth.models import Permission
+    from django.contrib.contenttypes.models import ContentType
+
+    from chat.api_keys import api_key_create
+    from chat.models import ChatDefaults, QuotaOverride
+
+    key = api_key_create(owner=person, name="laptop").key
+    Conversation.objects.filter(owner=person).update(api_key=key)
+    QuotaOverride.objects.create(user=person, tokens_per_day=5)
+    ChatDefaults.objects.create(user=person, system_prompt="be brief")
+    person.groups.add(group)
+    person.user_permissions.add(Permission.objects.get(codename="view_conversation"))
+    LogEntry.objects.create(user=person, content_type=ContentType.objects.get_for_model(Invite), object_id="1",
+                            object_repr="an invite", action_flag=ADDITION)
+    accounts.invite_create(created_by=person, note="for a friend")
+    Account.objects.filter(user=other).update(approved_by=person)
+    Conversation.objects.filter(owner=other).update(reviewed_by=person)
 
 
 @pytest.mark.django_db
-def test_deleting_an_account_removes_every_row_of_that_person_and_only_theirs(django_user_model, settings):
+def test_deleting_an_account_removes_every_row_of_that_person_and_only_theirs(
+        django_user_model, settings, reviewer_group, django_capture_on_commit_callbacks):
     settings.AXES_FAILURE_LIMIT = 10
     root = django_user_model.objects.create_superuser(username="root", password=PASSWORD)
     client = Client()
@@ -115,6 +189,7 @@ def test_deleting_an_account_removes_every_row_of_that_person_and_only_theirs(dj
     for owner in (alice, bob):
         GoldAnswer.objects.create(message=Message.objects.filter(conversation__owner=owner, role="assistant")[0],
                                   content="better", author=root)
+    _a_row_in_every_related_model(alice, root, bob, reviewer_group)
     alice_conversations = list(Conversation.objects.filter(owner=alice).values_list("id", flat=True))
     AuditEvent.objects.create(actor=root, actor_name="root", action="opened_transcript",
                               conversation_id=alice_conversations[0])
@@ -123,20 +198,33 @@ def test_deleting_an_account_removes_every_row_of_that_person_and_only_theirs(dj
     Invite.objects.filter(pk=invite.pk).update(used_by=alice, used_at=alice.date_joined)
     Client().post("/accounts/login/", {"username": "alice", "password": "wrong"})  # a login record
     assert AccessAttempt.objects.filter(username="alice").exists()
-    bob_before = _rows(bob.pk)
-    assert all(bob_before.values()) and all(_rows(alice.pk).values())
+    for user in (alice, bob):  # another browser each; counters of today, yesterday, this minute, sockets
+        Client().force_login(user)
+        allowance = quotas.allowance_for(user.pk)
+        quotas.message_hit(user.pk, allowance)
+        quotas.tokens_count(user.pk, 42)
+        redis_client().set(tokens_key(user.pk, timezone.localdate() - datetime.timedelta(days=1)), 7, ex=3600)
+        limits.socket_open(user.pk, f"socket-of-{user.pk}")
+    bob_before, alice_before = _rows(bob.pk), _rows(alice.pk)
+    assert set(alice_before) == _related_models(), "a model related to the user has no row of alice's here"
+    assert len(_sessions_of(alice.pk)) == 2 and len(_counters_of(alice.pk)) == 4
+    bob_sessions, bob_counters = _sessions_of(bob.pk), _counters_of(bob.pk)
+    assert len(bob_sessions) == 1 and len(bob_counters) == 4
 
     refused = client.post("/accounts/delete/", {"password": "not-it"})
     assert refused.status_code == 400 and b"not your password" in refused.content
     assert django_user_model.objects.filter(pk=alice.pk).exists()
 
-    done = client.post("/accounts/delete/", {"password": "Correct-Horse-7"})
+    with django_capture_on_commit_callbacks(execute=True):  # the Redis part runs once the deletion commits
+        done = client.post("/accounts/delete/", {"password": "Correct-Horse-7"})
     assert done.status_code == 200 and b"Account deleted" in done.content
     assert not django_user_model.objects.filter(username="alice").exists()
-    assert not any(_rows(alice.pk).values())
+    assert _rows(alice.pk) == {}  # no row anywhere still points at her, directly or through her rows
     assert not Message.objects.filter(conversation_id__in=alice_conversations).exists()
     assert not AccessAttempt.objects.filter(username="alice").exists()
+    assert _sessions_of(alice.pk) == [] and _counters_of(alice.pk) == []  # her other browser's session too
     assert _rows(bob.pk) == bob_before  # another person's data intact
+    assert _sessions_of(bob.pk) == bob_sessions and _counters_of(bob.pk) == bob_counters
     # What outlives them keeps ids only.
     assert AuditEvent.objects.filter(conversation_id=alice_conversations[0], actor=root).exists()
     assert AuditEvent.objects.get(action="exported").actor_name == f"deleted user {alice.pk}"
