@@ -136,8 +136,8 @@ class ConversationAdmin(RatingColumns, ReviewActions, ExportActions, ReviewerOnl
         """A summary instead of Django's list of every message (thousands of rows on a long chat); messages
         go with their conversation, so no per-message permission applies."""
         objs = list(objs)
-        counts = {o.pk: o.messages.count() for o in objs}
-        listed = [f"{o} (#{o.pk}, {counts[o.pk]} messages, owner {o.owner})" for o in objs]
+        counts = selectors.message_counts(conversation_ids=[o.pk for o in objs])  # not a count per row
+        listed = [f"{o} (#{o.pk}, {counts.get(o.pk, 0)} messages, owner {o.owner})" for o in objs]
         model_count = {"conversations": len(objs), "messages": sum(counts.values())}
         perms_needed = set() if self.has_delete_permission(request) else {"conversation"}
         return listed, model_count, perms_needed, []
