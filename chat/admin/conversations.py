@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from .. import review, selectors
 from ..errors import ChatError
 from ..models import AuditEvent, Conversation, Message, ReviewQueue
-from .common import RatingColumns, ReviewerOnly, TextFilter, YesNoFilter
+from .common import AuditedSearch, RatingColumns, ReviewerOnly, TextFilter, YesNoFilter
 from .export import ExportActions
 from .forms import GoldAnswerForm, ReviewForm
 
@@ -75,7 +75,7 @@ class ReviewActions:
 
 
 @admin.register(Conversation)
-class ConversationAdmin(RatingColumns, ReviewActions, ExportActions, ReviewerOnly, admin.ModelAdmin):
+class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActions, ReviewerOnly, admin.ModelAdmin):
     list_display = ("id", "title", "owner", "origin", "model_name", "message_count", "last_activity", "thumbs_up",
                     "thumbs_down", "review_state")
     list_filter = ("review_state", NegativeFeedbackFilter, ProblemFilter, "source", "content_kept", "model_name",

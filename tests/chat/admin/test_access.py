@@ -202,3 +202,72 @@ def test_with_review_off_nobody_opens_a_transcript_and_the_chat_page_says_so(peo
             assert response.status_code == 403, (user, url)
             assert b"secret" not in response.content
     assert not AuditEvent.objects.exists()
+
+
+def test_the_audit_log_filters_by_conversation_message_actor_action_and_date(people, client_for):
+    import datetime
+
+    from django.utils import timezone
+
+    from chat.review import audit_record
+
+    def row(actor, action, conversation=None, message=None, days_ago=0):
+        event = audit_record(actor=actor, action=action, conversation_id=conversation, message_id=message)
+        AuditEvent.objects.filter(pk=event.pk).update(created_at=timezone.now() - datetime.timedelta(days=days_ago))
+        return event.pk
+
+    ids = {"open 7": row(people.reviewer, OPENED, 7), "open 7/70": row(people.reviewer, OPENED, 7, 70),
+           "open 8/80": row(people.reviewer, OPENED, 8, 80, days_ago=30),
+           "review 7": row(people.root, AuditEvent.Action.REVIEW_CHANGED, 7),
+           "export 8": row(people.root, AuditEvent.Action.EXPORTED, 8, days_ago=30)}
+    root = client_for(people.root)
+    url = reverse("admin:chat_auditevent_changelist")
+    page = root.get(url).content.decode()
+    assert 'name="conversation_id"' in page and 'name="message_id"' in page  # the boxes are on the page
+
+    def listed(query):
+        response = root.get(f"{url}?{query}")
+        assert response.status_code == 200, query
+        return {name for name, pk in ids.items() if pk in {e.pk for e in response.context["cl"].result_list}}
+
+    assert listed("conversation_id=7") == {"open 7", "open 7/70", "review 7"}
+    assert listed("conversation_id=8&action__exact=exported") == {"export 8"}
+    assert listed("message_id=80") == {"open 8/80"}
+    assert listed("message_id=70&conversation_id=8") == set()
+    assert listed("actor=root") == {"review 7", "export 8"}
+    assert listed("action__exact=opened_transcript") == {"open 7", "open 7/70", "open 8/80"}
+    since = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0) - datetime.timedelta(days=7)
+    from urllib.parse import urlencode
+
+    assert listed(urlencode({"created_at__gte": str(since)})) == {"open 7", "open 7/70", "review 7"}
+    assert listed("conversation_id=seven") == listed("message_id=%C2%B2") == set()  # not an id: nothing
+    for who in (people.reviewer, people.staff):  # the filters open no door
+        assert client_for(who).get(f"{url}?conversation_id=7").status_code == 403
+
+
+def test_a_search_of_peoples_text_is_audited_and_showing_a_list_is_not(people, client_for):
+    from chat.models import Feedback, GoldAnswer
+
+    conversation = make_chat(people.owner, content="a secret {n}")
+    make_chat(people.owner, title="other")
+    Feedback.objects.create(message=conversation.replies[0], user=people.owner, rating=-1, comment="secret too")
+    GoldAnswer.objects.create(message=conversation.replies[0], content="better", author=people.reviewer)
+    client = client_for(people.reviewer)
+    for name in ("conversation", "message", "feedback", "goldanswer"):
+        assert client.get(reverse(f"admin:chat_{name}_changelist")).status_code == 200
+    assert not AuditEvent.objects.exists()  # lists shown, nothing searched: no row
+
+    expected = []
+    for name, query, results in (("conversation", "secret", 1), ("message", "  secret ", 2),
+                                 ("feedback", "secret", 1), ("goldanswer", "nothing like it", 0)):
+        response = client.get(reverse(f"admin:chat_{name}_changelist"), {"q": query})
+        assert response.status_code == 200 and response.context["cl"].result_count == results
+        expected.append(("reviewer", "searched", None, None, {"page": name, "query": query.strip(),
+                                                              "results": results}))
+    assert list(AuditEvent.objects.order_by("id").values_list(
+        "actor_name", "action", "conversation_id", "message_id", "details")) == expected
+
+    before = AuditEvent.objects.count()
+    assert client_for(people.staff).get(reverse("admin:chat_message_changelist"), {"q": "secret"}).status_code == 403
+    assert client.get(reverse("admin:chat_message_changelist"), {"q": "secret", "no_such": "1"}).status_code == 302
+    assert AuditEvent.objects.count() == before  # refused, or no list shown: nothing was read, nothing recorded
