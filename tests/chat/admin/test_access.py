@@ -23,6 +23,11 @@ def pages(conversation):
             reverse("admin:chat_conversation_gold", args=[conversation.pk, reply.pk])]
 
 
+def row_of(page: str, message_id: int) -> str:
+    """The transcript table's row of one message, as HTML."""
+    return page.split(f'<tr id="m{message_id}"')[1].split("</tr>")[0]
+
+
 def test_a_normal_user_cannot_reach_the_admin(people, client_for):
     conversation = make_chat(people.owner)
     client = client_for(people.owner)
@@ -63,6 +68,16 @@ def test_a_reviewer_opens_a_transcript_and_the_open_is_audited(people, client_fo
     assert "<script>alert" not in page and "&lt;script&gt;alert(0)&lt;/script&gt;" in page  # text, escaped
     assert "alternative" in page and "newer answer" in page and "worker died" in page
     assert page.index("answer 0") < page.index("answer 1") < page.index("newer answer")  # order written
+    # Each reply's metrics, in its own row: make_chat's first reply, and the failed alternative.
+    first = row_of(page, conversation.replies[0].pk)
+    assert "tokens 10 in / 5 out" in first and "first token 42 ms" in first and "12.5 tok/s" in first
+    assert "<small>stop</small>" in first and "{&#x27;temperature&#x27;: 0.7}" in first
+    assert "errornote" not in first
+    failed = row_of(page, Message.objects.get(content="newer answer").pk)
+    assert "failed" in failed and "<small>error</small>" in failed
+    assert '<span class="errornote">worker died</span>' in failed
+    assert "tokens — in / — out" in failed and "first token — · —" in failed  # none measured: dashes, not 0
+    assert "3 oldest messages left out to fit" in failed
     event = AuditEvent.objects.get()
     assert (event.actor, event.actor_name, event.action, event.conversation_id) == (
         people.reviewer, "reviewer", OPENED, conversation.pk)
@@ -173,16 +188,40 @@ def test_opening_a_feedback_or_gold_answer_page_is_audited_too(people, client_fo
         (OPENED, conversation.pk, reply.pk, {"page": "goldanswer"})]
 
 
-def test_the_migration_makes_a_reviewer_group_with_exactly_the_review_permission(people):
+@pytest.mark.django_db(transaction=True)
+def test_migration_0004_makes_the_reviewer_group_with_exactly_the_review_permission():
+    """The migration itself, run by Django's executor from 0003 to 0004 on this database: no fixture makes the
+    group (tests/conftest.py's ``reviewer_group`` does, for the other tests), and the permission row is removed
+    first, so the migration must make both (post_migrate, which would make the permission, runs only later)."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, target = ("chat", "0003_review_feedback_audit"), ("chat", "0004_reviewer_group")
+    leaves = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    try:
+        executor = MigrationExecutor(connection)
+        executor.migrate([before])
+        old = executor.loader.project_state([before]).apps
+        old.get_model("auth", "Group").objects.filter(name="reviewer").delete()
+        old.get_model("auth", "Permission").objects.filter(codename="review_conversation").delete()
+
+        executor = MigrationExecutor(connection)  # a fresh loader: it reads what is applied now
+        executor.migrate([target])
+        apps = executor.loader.project_state([target]).apps
+        group = apps.get_model("auth", "Group").objects.get(name="reviewer")
+        assert [f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.all()] == [
+            "chat.review_conversation"]
+    finally:
+        MigrationExecutor(connection).migrate(leaves)  # every app at its latest again, for the tests after
+
+
+def test_a_staff_member_in_the_reviewer_group_may_review(people):
     from django.contrib.auth.models import Group
 
-    group = Group.objects.get(name="reviewer")
-    assert [f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.all()] == [
-        "chat.review_conversation"]
     from chat.review import can_review
 
     assert not can_review(people.staff)
-    people.staff.groups.add(group)
+    people.staff.groups.add(Group.objects.get(name="reviewer"))
     staff = type(people.staff).objects.get(pk=people.staff.pk)  # a fresh object: Django caches permissions
     assert can_review(staff) and not can_review(people.owner)
 
