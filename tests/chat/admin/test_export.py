@@ -13,7 +13,7 @@ from django.urls import reverse
 from chat import dataset
 from chat.models import AuditEvent, Conversation, Feedback, GoldAnswer, Message
 
-from .conftest import make_chat
+from .conftest import date_links, dated_chats, make_chat
 
 pytestmark = pytest.mark.django_db
 
@@ -204,6 +204,21 @@ def test_the_list_export_applies_the_lists_filters_and_search(people, client_for
     exported = {line["conversation"] for line in lines(client.post(link))}
     assert exported == {chats[name].pk for name in expected}
     assert set(AuditEvent.objects.filter(action=EXPORTED).values_list("conversation_id", flat=True)) == exported
+
+
+def test_the_list_export_applies_the_date_filter_and_the_date_hierarchy(people, client_for):
+    chats = dated_chats(people.owner)
+    client = client_for(people.reviewer)
+    url = reverse("admin:chat_conversation_changelist")
+    export_url = reverse("admin:chat_conversation_export", args=["sft"])
+    for name, query in date_links(client, url, chats).items():
+        page = client.get(url + query)
+        shown = {r.pk for r in page.context["cl"].result_list}
+        assert shown and len(shown) < 3, name  # the filter does narrow the list
+        assert f'action="{export_url}{query}"' in page.content.decode().replace("&amp;", "&")
+        AuditEvent.objects.all().delete()
+        assert {line["conversation"] for line in lines(client.post(export_url + query))} == shown, name
+        assert set(AuditEvent.objects.filter(action=EXPORTED).values_list("conversation_id", flat=True)) == shown
 
 
 def test_the_review_queue_exports_only_its_unreviewed_conversations(people, client_for):

@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from chat.models import Feedback, GoldAnswer, Message
 
-from .conftest import make_chat
+from .conftest import date_links, dated_chats, make_chat
 
 pytestmark = pytest.mark.django_db
 
@@ -80,6 +80,20 @@ def test_conversation_filters_and_search(people, client_for, query, expected):
     response = client_for(people.reviewer).get(reverse("admin:chat_conversation_changelist") + "?" + query)
     assert response.status_code == 200
     assert {r.title for r in response.context["cl"].result_list} == expected
+
+
+def test_the_conversation_list_filters_by_date_and_drills_down_the_date_hierarchy(people, client_for):
+    chats = dated_chats(people.owner)
+    client = client_for(people.reviewer)
+    url = reverse("admin:chat_conversation_changelist")
+    links = date_links(client, url, chats)
+    expected = {"past 7 days": {"recent"}, "old: year": {"old"}, "old: day": {"old"}, "ten days: day": {"ten days"},
+                "ten days: year": {"recent", "ten days"} if chats["ten days"].created_at.year
+                == chats["recent"].created_at.year else {"ten days"}}
+    for name, query in links.items():
+        response = client.get(url + query)
+        assert response.status_code == 200
+        assert {r.title for r in response.context["cl"].result_list} == expected[name], name
 
 
 @pytest.mark.parametrize("query,expected", [("rating=down", 1), ("rating=up", 0), ("rating=none", 7),
