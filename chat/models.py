@@ -229,6 +229,7 @@ class AuditEvent(models.Model):
         GOLD_ANSWER_CHANGED = "gold_answer_changed", "gold answer changed"
         DELETED = "deleted"
         CANCELLED_GENERATION = "cancelled_generation", "cancelled generation"
+        SEARCHED = "searched"
 
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     actor_name = models.CharField(max_length=150)

@@ -3,7 +3,9 @@ trail they leave.
 
 Every function here acts for a staff member (``actor``) on other people's transcripts, so each one writes an
 ``AuditEvent`` in the same transaction as its change: a change without its audit row cannot be committed.
-Review writes use ``update()`` so the owner's ``updated_at`` (their last activity) is not touched.
+Review writes use ``update()`` so the owner's ``updated_at`` (their last activity) is not touched. The bulk
+writes take their ids ``selectors.ID_CHUNK`` at a time: "select all" on a big list picks more ids than one
+statement may bind.
 """
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from .dataset import KINDS, conversation_id_chunks
 from .errors import ChatError
 from .models import AuditEvent, Conversation, GoldAnswer, Message
+from .selectors import id_chunks, message_counts
 from .services import StopOutcome, clean_text, reply_stop
 
 Action = AuditEvent.Action
@@ -59,14 +62,17 @@ def review_set(*, reviewer, conversation_ids: list[int], state: str, note: str |
         if len(note) > NOTE_CHARS:
             raise ChatError("too_long", f"The note is too long: at most {NOTE_CHARS} characters.")
         fields["review_note"] = note
-    rows = Conversation.objects.select_for_update().filter(pk__in=list(conversation_ids))
-    previous = dict(rows.values_list("pk", "review_state"))
-    Conversation.objects.filter(pk__in=previous).update(**fields)
     details = {"state": state} if note is None else {"state": state, "note": note}
-    AuditEvent.objects.bulk_create([
-        AuditEvent(actor=reviewer, actor_name=reviewer.get_username(), action=Action.REVIEW_CHANGED,
-                   conversation_id=pk, details={**details, "previous": old}) for pk, old in previous.items()])
-    return len(previous)
+    changed = 0
+    for ids in id_chunks(conversation_ids):
+        rows = Conversation.objects.select_for_update().filter(pk__in=ids)
+        previous = dict(rows.values_list("pk", "review_state"))
+        Conversation.objects.filter(pk__in=list(previous)).update(**fields)
+        AuditEvent.objects.bulk_create([
+            AuditEvent(actor=reviewer, actor_name=reviewer.get_username(), action=Action.REVIEW_CHANGED,
+                       conversation_id=pk, details={**details, "previous": old}) for pk, old in previous.items()])
+        changed += len(previous)
+    return changed
 
 
 @transaction.atomic
@@ -97,16 +103,17 @@ def conversations_delete(*, actor, conversation_ids: list[int]) -> int:
     """Delete whole transcripts (superusers only), leaving an audit row per conversation that says what went."""
     if not (actor.is_active and actor.is_superuser):
         raise ChatError("forbidden", "Only a superuser may delete transcripts.")
-    rows = list(Conversation.objects.filter(pk__in=list(conversation_ids))
-                .values("pk", "title", "owner_id", "owner__username"))
-    counts = dict(Message.objects.filter(conversation_id__in=[r["pk"] for r in rows]).order_by()
-                  .values_list("conversation_id").annotate(n=Count("pk")))
-    AuditEvent.objects.bulk_create([
-        AuditEvent(actor=actor, actor_name=actor.get_username(), action=Action.DELETED, conversation_id=r["pk"],
-                   details={"title": r["title"], "owner_id": r["owner_id"], "owner": r["owner__username"],
-                            "messages": counts.get(r["pk"], 0)}) for r in rows])
-    Conversation.objects.filter(pk__in=[r["pk"] for r in rows]).delete()
-    return len(rows)
+    deleted = 0
+    for ids in id_chunks(conversation_ids):
+        rows = list(Conversation.objects.filter(pk__in=ids).values("pk", "title", "owner_id", "owner__username"))
+        counts = message_counts(conversation_ids=[r["pk"] for r in rows])
+        AuditEvent.objects.bulk_create([
+            AuditEvent(actor=actor, actor_name=actor.get_username(), action=Action.DELETED, conversation_id=r["pk"],
+                       details={"title": r["title"], "owner_id": r["owner_id"], "owner": r["owner__username"],
+                                "messages": counts.get(r["pk"], 0)}) for r in rows])
+        Conversation.objects.filter(pk__in=[r["pk"] for r in rows]).delete()
+        deleted += len(rows)
+    return deleted
 
 
 
@@ -144,16 +151,16 @@ def generation_cancel(*, actor, message_ids: list[int]) -> dict[int, StopOutcome
     reply ends now, a streaming one is ended by its worker with the text so far); one audit row per reply
     stopped. A reply that had already ended, or is no reply, is reported ``already_finished`` and left alone."""
     _require_reviewer(actor)
-    ids = [int(pk) for pk in message_ids]
-    outcomes = {pk: StopOutcome.ALREADY_FINISHED for pk in ids}
-    audit = []
-    for reply in (Message.objects.filter(pk__in=ids, role=Message.Role.ASSISTANT)
-                  .select_related("conversation").order_by("pk")):
-        outcomes[reply.pk] = outcome = reply_stop(message=reply)
-        if outcome != StopOutcome.ALREADY_FINISHED:
-            audit.append(AuditEvent(actor=actor, actor_name=actor.get_username(), action=Action.CANCELLED_GENERATION,
-                                    conversation_id=reply.conversation_id, message_id=reply.pk,
-                                    details={"was": reply.status, "outcome": outcome.value,
-                                             "owner_id": reply.conversation.owner_id}))
-    AuditEvent.objects.bulk_create(audit)
+    outcomes = {int(pk): StopOutcome.ALREADY_FINISHED for pk in message_ids}
+    for ids in id_chunks(outcomes):
+        audit = []
+        for reply in (Message.objects.filter(pk__in=ids, role=Message.Role.ASSISTANT)
+                      .select_related("conversation").order_by("pk")):
+            outcomes[reply.pk] = outcome = reply_stop(message=reply)
+            if outcome != StopOutcome.ALREADY_FINISHED:
+                audit.append(AuditEvent(actor=actor, actor_name=actor.get_username(),
+                                        action=Action.CANCELLED_GENERATION, conversation_id=reply.conversation_id,
+                                        message_id=reply.pk, details={"was": reply.status, "outcome": outcome.value,
+                                                                      "owner_id": reply.conversation.owner_id}))
+        AuditEvent.objects.bulk_create(audit)
     return outcomes

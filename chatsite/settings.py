@@ -288,6 +288,8 @@ CHAT_SWEEP_IN_WEB = env.bool("CHAT_SWEEP_IN_WEB", default=True)
 # Whether staff reviewers may open people's transcripts (the review panel). The chat page tells people which
 # it is; when off, no one — superusers included — opens a transcript, exports or reviews through the panel.
 CHAT_REVIEW_ENABLED = env.bool("CHAT_REVIEW_ENABLED", default=True)
+# How often the review panel's live generations page reloads itself (whole seconds; tests shorten it).
+CHAT_LIVE_REFRESH_S = max(1, env.int("CHAT_LIVE_REFRESH_S", default=5))
 # Benchmark only (set by `python -m chatsite.bench_stack`): replies run to max_new_tokens, ignoring end of turn.
 CHAT_BENCH_IGNORE_EOS = env.bool("CHAT_BENCH_IGNORE_EOS", default=False)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.admin.views.main import SEARCH_VAR
 
 from ..models import AuditEvent
 from ..review import audit_record, can_review
@@ -61,6 +62,22 @@ class AuditedOpen:
                      conversation_id=message.conversation_id, message_id=message.pk,
                      details={"page": self.opts.model_name})
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+
+class AuditedSearch:
+    """A search of a list of people's words (messages, titles, comments) reads everyone's text at once, so it
+    is recorded like an open: a ``searched`` row with the list, the words and how many rows matched. Showing a
+    list is not (README "Review panel": what is audited)."""
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        cl = (getattr(response, "context_data", None) or {}).get("cl")
+        # Only a list that was shown: a refusal raises before this, an invalid filter redirects without a list.
+        if request.method == "GET" and cl is not None and request.GET.get(SEARCH_VAR, "").strip():
+            audit_record(actor=request.user, action=AuditEvent.Action.SEARCHED,
+                         details={"page": self.opts.model_name, "query": cl.query.strip(),
+                                  "results": cl.result_count})
+        return response
 
 
 class TextFilter(admin.ListFilter):

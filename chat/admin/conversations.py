@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from .. import review, selectors
 from ..errors import ChatError
 from ..models import AuditEvent, Conversation, Message, ReviewQueue
-from .common import RatingColumns, ReviewerOnly, TextFilter, YesNoFilter
+from .common import AuditedSearch, RatingColumns, ReviewerOnly, TextFilter, YesNoFilter
 from .export import ExportActions
 from .forms import GoldAnswerForm, ReviewForm
 
@@ -75,7 +75,7 @@ class ReviewActions:
 
 
 @admin.register(Conversation)
-class ConversationAdmin(RatingColumns, ReviewActions, ExportActions, ReviewerOnly, admin.ModelAdmin):
+class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActions, ReviewerOnly, admin.ModelAdmin):
     list_display = ("id", "title", "owner", "origin", "model_name", "message_count", "last_activity", "thumbs_up",
                     "thumbs_down", "review_state")
     list_filter = ("review_state", NegativeFeedbackFilter, ProblemFilter, "source", "content_kept", "model_name",
@@ -136,8 +136,8 @@ class ConversationAdmin(RatingColumns, ReviewActions, ExportActions, ReviewerOnl
         """A summary instead of Django's list of every message (thousands of rows on a long chat); messages
         go with their conversation, so no per-message permission applies."""
         objs = list(objs)
-        counts = {o.pk: o.messages.count() for o in objs}
-        listed = [f"{o} (#{o.pk}, {counts[o.pk]} messages, owner {o.owner})" for o in objs]
+        counts = selectors.message_counts(conversation_ids=[o.pk for o in objs])  # not a count per row
+        listed = [f"{o} (#{o.pk}, {counts.get(o.pk, 0)} messages, owner {o.owner})" for o in objs]
         model_count = {"conversations": len(objs), "messages": sum(counts.values())}
         perms_needed = set() if self.has_delete_permission(request) else {"conversation"}
         return listed, model_count, perms_needed, []

@@ -3,6 +3,7 @@ refreshing by itself, with a Cancel that stops a reply exactly as its owner's St
 (``review.generation_cancel`` → ``services.reply_stop``), audited."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
@@ -17,7 +18,6 @@ from ..models import LiveGeneration
 from ..services import StopOutcome
 from .common import ReviewerOnly
 
-REFRESH_S = 5
 UNKNOWN = ReplyProgress(worker=None, tokens=None)
 DASH = "—"
 
@@ -73,7 +73,7 @@ class LiveGenerationAdmin(ReviewerOnly, admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(request, {"title": "Replies being generated right now", **(extra_context or {}),
-                                                 "refresh_s": REFRESH_S})
+                                                 "refresh_s": settings.CHAT_LIVE_REFRESH_S})
 
     # --- columns
 

@@ -7,7 +7,7 @@ from django.utils.html import format_html
 
 from .. import selectors
 from ..models import Feedback, GoldAnswer, Message
-from .common import AuditedOpen, RatingColumns, ReviewerOnly, TextFilter
+from .common import AuditedOpen, AuditedSearch, RatingColumns, ReviewerOnly, TextFilter
 
 
 class RatingFilter(admin.SimpleListFilter):
@@ -54,7 +54,7 @@ def _conversation_link(conversation_id: int, label) -> str:
 
 
 @admin.register(Message)
-class MessageAdmin(RatingColumns, AuditedOpen, ReviewerOnly, admin.ModelAdmin):
+class MessageAdmin(RatingColumns, AuditedOpen, AuditedSearch, ReviewerOnly, admin.ModelAdmin):
     list_display = ("id", "conversation_link", "owner", "role", "status", "finish_reason", "model_name",
                     "prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_s", "thumbs_up", "thumbs_down",
                     "is_current", "created_at")
@@ -88,7 +88,7 @@ class MessageAdmin(RatingColumns, AuditedOpen, ReviewerOnly, admin.ModelAdmin):
 
 
 @admin.register(Feedback)
-class FeedbackAdmin(AuditedOpen, ReviewerOnly, admin.ModelAdmin):
+class FeedbackAdmin(AuditedOpen, AuditedSearch, ReviewerOnly, admin.ModelAdmin):
     list_display = ("id", "rating", "comment", "message_link", "user", "created_at")
     list_filter = ("rating", "created_at")
     search_fields = ("comment",)
@@ -103,7 +103,7 @@ class FeedbackAdmin(AuditedOpen, ReviewerOnly, admin.ModelAdmin):
 
 
 @admin.register(GoldAnswer)
-class GoldAnswerAdmin(AuditedOpen, ReviewerOnly, admin.ModelAdmin):
+class GoldAnswerAdmin(AuditedOpen, AuditedSearch, ReviewerOnly, admin.ModelAdmin):
     """Listed here; written from the conversation page (through ``chat.review.gold_answer_set``)."""
 
     list_display = ("id", "message_link", "content", "author", "updated_at")

@@ -1,7 +1,9 @@
-"""The review panel in real Chromium: a reviewer works the queue and reads a transcript, under the site's CSP."""
+"""The review panel in real Chromium: a reviewer works the queue and reads a transcript, and watches the live
+generations page refresh itself, under the site's CSP."""
 import pytest
 
-from tests.browser.chromium import CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, skip_without_chromium, watch_for_script_errors
+from tests.browser.chromium import (CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, skip_without_chromium, wait_until,
+                                   watch_for_script_errors)
 
 skip_without_chromium()
 
@@ -76,3 +78,56 @@ def test_a_reviewer_works_the_queue_and_reads_a_transcript(reviewer, live_server
 
     assert Conversation.objects.get(title="Capital of Australia").review_state == "needs_attention"
     assert AuditEvent.objects.filter(action="opened_transcript", actor=reviewer).count() >= 2  # before and after
+
+
+def test_the_live_page_refreshes_by_itself_and_pauses_while_a_row_is_ticked(reviewer, live_server, settings,
+                                                                            monkeypatch):
+    """A reply queued after the page loaded appears on it with no navigation by the test (the page's script
+    reloads it every CHAT_LIVE_REFRESH_S); while a row is ticked the reloads stop, and resume once it is not."""
+    from chat.models import Conversation, Message
+
+    settings.CHAT_LIVE_REFRESH_S = 1
+    conversation = Conversation.objects.get(title="Plain questions about tea")
+
+    def queue_a_reply() -> int:
+        # The ORM refuses calls from inside Playwright's event loop; this one write is the test's, not the
+        # page's, so the guard is lifted for it alone.
+        monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        try:
+            return Message.objects.create(conversation=conversation, role="assistant", status="queued",
+                                          model_name="m1").pk
+        finally:
+            monkeypatch.delenv("DJANGO_ALLOW_ASYNC_UNSAFE")
+
+    page_url = f"{live_server.url}/admin/chat/livegeneration/"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 700})
+        page.set_default_timeout(30_000)
+        errors, loads = [], []
+        watch_for_script_errors(page, errors)
+        page.on("load", lambda _: loads.append(page.url))
+        page.goto(f"{live_server.url}/admin/login/?next=/admin/chat/livegeneration/")
+        page.fill("#id_username", "rita")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        expect(page).to_have_url(page_url)
+        expect(page.locator(".live-empty")).to_contain_text("No replies are being generated right now.")
+        expect(page.locator(".live-refresh")).to_contain_text("refreshes every 1 s")
+
+        reply = queue_a_reply()
+        rows = page.locator("#result_list tbody tr")
+        expect(rows).to_have_count(1, timeout=20_000)  # reloads come every second; this allows many
+        expect(rows.first).to_contain_text("Plain questions about tea")
+        expect(rows.first).to_contain_text("queued")
+        assert page.url == page_url and len(loads) >= 3, loads  # the login, the page, and a reload of it
+
+        page.locator(f"input.action-select[value='{reply}']").check()
+        ticked = len(loads)
+        page.wait_for_timeout(3_500)  # three refresh intervals, and more
+        assert len(loads) == ticked, "the page reloaded while a row was ticked"
+        page.locator(f"input.action-select[value='{reply}']").uncheck()
+        wait_until(lambda: len(loads) > ticked, "the page reloads again once no row is ticked", timeout=20,
+                   page=page)
+        browser.close()
+    assert errors == [], errors

@@ -11,9 +11,10 @@ from chat.models import Conversation, Message
 @pytest.fixture
 def people(django_user_model, reviewer_group):
     """owner (a normal user with a chat), staff (staff, every model permission of chat, not a reviewer),
-    reviewer (staff in the "reviewer" group the migration made), root (a superuser)."""
+    reviewer (staff in the "reviewer" group the migration made), root (a superuser). The tests sign them in
+    with ``force_login``, so none has a usable password: hashing one costs 0.4 s, four a test."""
     def user(name, **extra):
-        return django_user_model.objects.create_user(username=name, password="a-long-test-password", **extra)
+        return django_user_model.objects.create_user(username=name, password=None, **extra)
 
     owner = user("owner")
     staff = user("staff", is_staff=True)
@@ -21,7 +22,7 @@ def people(django_user_model, reviewer_group):
                                .exclude(codename="review_conversation"))
     reviewer = user("reviewer", is_staff=True)
     reviewer.groups.add(reviewer_group)
-    root = django_user_model.objects.create_superuser(username="root", password="a-long-test-password")
+    root = django_user_model.objects.create_superuser(username="root", password=None)
     return type("People", (), dict(owner=owner, staff=staff, reviewer=reviewer, root=root))
 
 
@@ -96,3 +97,38 @@ def usage_data(people, django_user_model):
     exchange(a, at(1, 0) - datetime.timedelta(seconds=2), prompt=999, completion=999, ttft=9, speed=99.0)
     exchange(b, at(5, 0), prompt=999, completion=999, ttft=9, speed=99.0)
     return type("Usage", (), dict(alice=alice, bob=bob))
+
+
+def dated_chats(owner) -> dict[str, Conversation]:
+    """Three conversations made now, 10 days ago and 400 days ago (so in an earlier year)."""
+    from django.utils import timezone
+
+    chats = {}
+    for name, days in (("recent", 0), ("ten days", 10), ("old", 400)):
+        chats[name] = make_chat(owner, title=name)
+        Conversation.objects.filter(pk=chats[name].pk).update(
+            created_at=timezone.now() - datetime.timedelta(days=days))
+        chats[name].refresh_from_db()
+    return chats
+
+
+def date_links(client, url: str, chats: dict[str, Conversation]) -> dict[str, str]:
+    """The query strings the list page itself links to: the date filter's "Past 7 days", and the date
+    hierarchy followed down from the year to the day of the "old" and "ten days" conversations."""
+    from django.utils import timezone
+
+    page = client.get(url)
+    spec = next(s for s in page.context["cl"].filter_specs if getattr(s, "field_path", "") == "created_at")
+    links = {"past 7 days": next(c["query_string"] for c in spec.choices(page.context["cl"])
+                                 if c["display"] == "Past 7 days")}
+    for name in ("old", "ten days"):
+        day = timezone.localtime(chats[name].created_at)
+        steps = [f"?created_at__year={day.year}", f"?created_at__month={day.month}&created_at__year={day.year}",
+                 f"?created_at__day={day.day}&created_at__month={day.month}&created_at__year={day.year}"]
+        shown = page
+        for step in steps:  # each level of the hierarchy links to the next
+            assert f'href="{step.replace("&", "&amp;")}"' in shown.content.decode(), (name, step)
+            shown = client.get(url + step)
+        links[f"{name}: day"] = steps[-1]
+        links[f"{name}: year"] = steps[0]
+    return links

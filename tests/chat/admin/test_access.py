@@ -23,6 +23,11 @@ def pages(conversation):
             reverse("admin:chat_conversation_gold", args=[conversation.pk, reply.pk])]
 
 
+def row_of(page: str, message_id: int) -> str:
+    """The transcript table's row of one message, as HTML."""
+    return page.split(f'<tr id="m{message_id}"')[1].split("</tr>")[0]
+
+
 def test_a_normal_user_cannot_reach_the_admin(people, client_for):
     conversation = make_chat(people.owner)
     client = client_for(people.owner)
@@ -63,6 +68,16 @@ def test_a_reviewer_opens_a_transcript_and_the_open_is_audited(people, client_fo
     assert "<script>alert" not in page and "&lt;script&gt;alert(0)&lt;/script&gt;" in page  # text, escaped
     assert "alternative" in page and "newer answer" in page and "worker died" in page
     assert page.index("answer 0") < page.index("answer 1") < page.index("newer answer")  # order written
+    # Each reply's metrics, in its own row: make_chat's first reply, and the failed alternative.
+    first = row_of(page, conversation.replies[0].pk)
+    assert "tokens 10 in / 5 out" in first and "first token 42 ms" in first and "12.5 tok/s" in first
+    assert "<small>stop</small>" in first and "{&#x27;temperature&#x27;: 0.7}" in first
+    assert "errornote" not in first
+    failed = row_of(page, Message.objects.get(content="newer answer").pk)
+    assert "failed" in failed and "<small>error</small>" in failed
+    assert '<span class="errornote">worker died</span>' in failed
+    assert "tokens — in / — out" in failed and "first token — · —" in failed  # none measured: dashes, not 0
+    assert "3 oldest messages left out to fit" in failed
     event = AuditEvent.objects.get()
     assert (event.actor, event.actor_name, event.action, event.conversation_id) == (
         people.reviewer, "reviewer", OPENED, conversation.pk)
@@ -173,16 +188,40 @@ def test_opening_a_feedback_or_gold_answer_page_is_audited_too(people, client_fo
         (OPENED, conversation.pk, reply.pk, {"page": "goldanswer"})]
 
 
-def test_the_migration_makes_a_reviewer_group_with_exactly_the_review_permission(people):
+@pytest.mark.django_db(transaction=True)
+def test_migration_0004_makes_the_reviewer_group_with_exactly_the_review_permission():
+    """The migration itself, run by Django's executor from 0003 to 0004 on this database: no fixture makes the
+    group (tests/conftest.py's ``reviewer_group`` does, for the other tests), and the permission row is removed
+    first, so the migration must make both (post_migrate, which would make the permission, runs only later)."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, target = ("chat", "0003_review_feedback_audit"), ("chat", "0004_reviewer_group")
+    leaves = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    try:
+        executor = MigrationExecutor(connection)
+        executor.migrate([before])
+        old = executor.loader.project_state([before]).apps
+        old.get_model("auth", "Group").objects.filter(name="reviewer").delete()
+        old.get_model("auth", "Permission").objects.filter(codename="review_conversation").delete()
+
+        executor = MigrationExecutor(connection)  # a fresh loader: it reads what is applied now
+        executor.migrate([target])
+        apps = executor.loader.project_state([target]).apps
+        group = apps.get_model("auth", "Group").objects.get(name="reviewer")
+        assert [f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.all()] == [
+            "chat.review_conversation"]
+    finally:
+        MigrationExecutor(connection).migrate(leaves)  # every app at its latest again, for the tests after
+
+
+def test_a_staff_member_in_the_reviewer_group_may_review(people):
     from django.contrib.auth.models import Group
 
-    group = Group.objects.get(name="reviewer")
-    assert [f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.all()] == [
-        "chat.review_conversation"]
     from chat.review import can_review
 
     assert not can_review(people.staff)
-    people.staff.groups.add(group)
+    people.staff.groups.add(Group.objects.get(name="reviewer"))
     staff = type(people.staff).objects.get(pk=people.staff.pk)  # a fresh object: Django caches permissions
     assert can_review(staff) and not can_review(people.owner)
 
@@ -202,3 +241,72 @@ def test_with_review_off_nobody_opens_a_transcript_and_the_chat_page_says_so(peo
             assert response.status_code == 403, (user, url)
             assert b"secret" not in response.content
     assert not AuditEvent.objects.exists()
+
+
+def test_the_audit_log_filters_by_conversation_message_actor_action_and_date(people, client_for):
+    import datetime
+
+    from django.utils import timezone
+
+    from chat.review import audit_record
+
+    def row(actor, action, conversation=None, message=None, days_ago=0):
+        event = audit_record(actor=actor, action=action, conversation_id=conversation, message_id=message)
+        AuditEvent.objects.filter(pk=event.pk).update(created_at=timezone.now() - datetime.timedelta(days=days_ago))
+        return event.pk
+
+    ids = {"open 7": row(people.reviewer, OPENED, 7), "open 7/70": row(people.reviewer, OPENED, 7, 70),
+           "open 8/80": row(people.reviewer, OPENED, 8, 80, days_ago=30),
+           "review 7": row(people.root, AuditEvent.Action.REVIEW_CHANGED, 7),
+           "export 8": row(people.root, AuditEvent.Action.EXPORTED, 8, days_ago=30)}
+    root = client_for(people.root)
+    url = reverse("admin:chat_auditevent_changelist")
+    page = root.get(url).content.decode()
+    assert 'name="conversation_id"' in page and 'name="message_id"' in page  # the boxes are on the page
+
+    def listed(query):
+        response = root.get(f"{url}?{query}")
+        assert response.status_code == 200, query
+        return {name for name, pk in ids.items() if pk in {e.pk for e in response.context["cl"].result_list}}
+
+    assert listed("conversation_id=7") == {"open 7", "open 7/70", "review 7"}
+    assert listed("conversation_id=8&action__exact=exported") == {"export 8"}
+    assert listed("message_id=80") == {"open 8/80"}
+    assert listed("message_id=70&conversation_id=8") == set()
+    assert listed("actor=root") == {"review 7", "export 8"}
+    assert listed("action__exact=opened_transcript") == {"open 7", "open 7/70", "open 8/80"}
+    since = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0) - datetime.timedelta(days=7)
+    from urllib.parse import urlencode
+
+    assert listed(urlencode({"created_at__gte": str(since)})) == {"open 7", "open 7/70", "review 7"}
+    assert listed("conversation_id=seven") == listed("message_id=%C2%B2") == set()  # not an id: nothing
+    for who in (people.reviewer, people.staff):  # the filters open no door
+        assert client_for(who).get(f"{url}?conversation_id=7").status_code == 403
+
+
+def test_a_search_of_peoples_text_is_audited_and_showing_a_list_is_not(people, client_for):
+    from chat.models import Feedback, GoldAnswer
+
+    conversation = make_chat(people.owner, content="a secret {n}")
+    make_chat(people.owner, title="other")
+    Feedback.objects.create(message=conversation.replies[0], user=people.owner, rating=-1, comment="secret too")
+    GoldAnswer.objects.create(message=conversation.replies[0], content="better", author=people.reviewer)
+    client = client_for(people.reviewer)
+    for name in ("conversation", "message", "feedback", "goldanswer"):
+        assert client.get(reverse(f"admin:chat_{name}_changelist")).status_code == 200
+    assert not AuditEvent.objects.exists()  # lists shown, nothing searched: no row
+
+    expected = []
+    for name, query, results in (("conversation", "secret", 1), ("message", "  secret ", 2),
+                                 ("feedback", "secret", 1), ("goldanswer", "nothing like it", 0)):
+        response = client.get(reverse(f"admin:chat_{name}_changelist"), {"q": query})
+        assert response.status_code == 200 and response.context["cl"].result_count == results
+        expected.append(("reviewer", "searched", None, None, {"page": name, "query": query.strip(),
+                                                              "results": results}))
+    assert list(AuditEvent.objects.order_by("id").values_list(
+        "actor_name", "action", "conversation_id", "message_id", "details")) == expected
+
+    before = AuditEvent.objects.count()
+    assert client_for(people.staff).get(reverse("admin:chat_message_changelist"), {"q": "secret"}).status_code == 403
+    assert client.get(reverse("admin:chat_message_changelist"), {"q": "secret", "no_such": "1"}).status_code == 302
+    assert AuditEvent.objects.count() == before  # refused, or no list shown: nothing was read, nothing recorded

@@ -13,7 +13,7 @@ from django.urls import reverse
 from chat import dataset
 from chat.models import AuditEvent, Conversation, Feedback, GoldAnswer, Message
 
-from .conftest import make_chat
+from .conftest import date_links, dated_chats, make_chat
 
 pytestmark = pytest.mark.django_db
 
@@ -203,7 +203,22 @@ def test_the_list_export_applies_the_lists_filters_and_search(people, client_for
     assert f'action="{link}"' in page.content.decode().replace("&amp;", "&")  # the page posts to this export
     exported = {line["conversation"] for line in lines(client.post(link))}
     assert exported == {chats[name].pk for name in expected}
-    assert set(AuditEvent.objects.values_list("conversation_id", flat=True)) == exported
+    assert set(AuditEvent.objects.filter(action=EXPORTED).values_list("conversation_id", flat=True)) == exported
+
+
+def test_the_list_export_applies_the_date_filter_and_the_date_hierarchy(people, client_for):
+    chats = dated_chats(people.owner)
+    client = client_for(people.reviewer)
+    url = reverse("admin:chat_conversation_changelist")
+    export_url = reverse("admin:chat_conversation_export", args=["sft"])
+    for name, query in date_links(client, url, chats).items():
+        page = client.get(url + query)
+        shown = {r.pk for r in page.context["cl"].result_list}
+        assert shown and len(shown) < 3, name  # the filter does narrow the list
+        assert f'action="{export_url}{query}"' in page.content.decode().replace("&amp;", "&")
+        AuditEvent.objects.all().delete()
+        assert {line["conversation"] for line in lines(client.post(export_url + query))} == shown, name
+        assert set(AuditEvent.objects.filter(action=EXPORTED).values_list("conversation_id", flat=True)) == shown
 
 
 def test_the_review_queue_exports_only_its_unreviewed_conversations(people, client_for):
@@ -278,3 +293,61 @@ def test_under_asgi_the_file_is_streamed_a_chunk_at_a_time(people, dataset_chats
 
     parts = async_to_sync(run)()
     assert [json.loads(part)["conversation"] for part in parts] == [dataset_chats.full.pk, dataset_chats.short.pk]
+
+
+def streamed(client, kind) -> tuple[int, int, int]:
+    """Export the whole list and read the file a chunk at a time, keeping none: (the most memory Python held
+    meanwhile, above what it held before; bytes of JSONL read; queries made).
+
+    What counts is memory the export holds, not garbage waiting for the collector, so before each chunk the
+    cyclic garbage of the last one is collected (the objects alive before are frozen out of the collector's
+    scan, which keeps that cheap) and CPython's type-attribute cache is emptied (it keeps a few thousand
+    attribute-name strings — Django's ``"as_" + vendor`` — alive, however long the export)."""
+    import gc
+    import sys
+    import tracemalloc
+
+    def settle():
+        gc.collect()
+        sys._clear_type_cache()
+
+    queries = []
+    settle()
+    gc.freeze()
+    tracemalloc.start()
+    try:
+        with connection.execute_wrapper(lambda execute, *args: queries.append(1) or execute(*args)):
+            held = tracemalloc.get_traced_memory()[0]
+            response = export(client, kind)
+            assert response.status_code == 200 and response.streaming
+            size = 0
+            for part in response.streaming_content:
+                size += len(part)
+                del part
+                settle()
+            peak = tracemalloc.get_traced_memory()[1] - held
+    finally:
+        tracemalloc.stop()
+        gc.unfreeze()
+    return peak, size, len(queries)
+
+
+@pytest.mark.parametrize("kind", ["sft", "pairs"])
+def test_an_export_reads_in_bounded_memory_and_a_fixed_number_of_queries_per_chunk(
+        people, client_for, django_user_model, monkeypatch, kind):
+    """Ten times the conversations, ten times the file, not ten times the memory: only a chunk (10 here) of
+    conversations and of audit rows is held at once, and each chunk costs the same queries."""
+    from chat import review
+
+    monkeypatch.setattr(dataset, "CHUNK", 10)
+    monkeypatch.setattr(review, "EXPORT_AUDIT_BATCH", 10)
+    client = client_for(people.reviewer)
+    add_chats(people, 20, django_user_model)
+    streamed(client, kind)  # warm Django's per-process caches (content types, url resolvers)
+    small, small_size, small_queries = streamed(client, kind)
+    add_chats(people, 180, django_user_model)
+    large, large_size, large_queries = streamed(client, kind)
+    assert large_size > 9 * small_size > 0
+    assert large < 1.5 * small, f"peak {small} bytes for 20 conversations, {large} for 200"
+    # 18 more chunks, each: the stream's 4 or 5 queries, and the audit's 2 (a page of ids, one INSERT)
+    assert large_queries - small_queries == 18 * ((4 if kind == "sft" else 5) + 2)
