@@ -311,7 +311,7 @@ class BatchEngine:
     def _sample(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
         temps = torch.tensor([r.generation.params.temperature for r in requests], device=logits.device)
         top_ps = torch.tensor([r.generation.params.top_p for r in requests], device=logits.device)
-        return sample_next(logits, temps, top_ps)
+        return sample_next(logits, temps, top_ps, [r.random_generator(logits.device) for r in requests])
 
     # -- batch bookkeeping ----------------------------------------------------------------------------
     def _pad_id(self) -> int:
