@@ -49,6 +49,8 @@ def test_batched_requests_that_join_midway_match_generate(engine, tiny_llama, to
         assert "".join(pieces) == done.text == expected
     assert engine.steps < len(ids) * n  # shared steps: fewer forward passes than one request after another
     assert engine.active == 0
+    by_size = engine.stats()["decode_steps_at_batch_size"]
+    assert sum(by_size) == engine.steps and by_size[len(ids)] > 0  # all five shared some steps
 
 
 def test_cancel_ends_within_a_step_keeps_text_and_frees_the_row(engine, tokenizer):
