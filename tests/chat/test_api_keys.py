@@ -161,6 +161,16 @@ def test_the_keys_page_shows_a_new_key_once_and_revokes(client, make_user):
     assert "API keys" in client.get("/").content.decode()  # linked from the chat page
 
 
+def test_a_key_made_on_the_page_with_keep_text_unticked_keeps_no_text(client, make_user):
+    user = make_user()
+    client.force_login(user)
+    page = client.post("/settings/api-keys/", {"name": "private"})  # an unticked box is not sent at all
+    key = ApiKey.objects.get(owner=user)
+    assert page.status_code == 200 and not key.store_conversations
+    row = client.get("/settings/api-keys/").content.decode().split("private", 1)[1].split("</tr>", 1)[0]
+    assert "<td>no</td>" in row  # the list's "text kept" column
+
+
 def test_a_person_has_a_bounded_number_of_keys_in_use(make_user, monkeypatch):
     monkeypatch.setattr(api_keys, "API_KEYS_PER_PERSON", 2)
     user = make_user()
