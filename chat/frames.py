@@ -30,6 +30,8 @@ class Params(TypedDict):
     temperature: NotRequired[float]
     top_p: NotRequired[float]
     max_new_tokens: NotRequired[int]
+    stop: NotRequired[list[str]]
+    seed: NotRequired[int]
 
 
 class Usage(TypedDict):

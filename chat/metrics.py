@@ -164,6 +164,14 @@ class Collector:
             for worker, stats in sorted(f["workers"].items()):
                 family.add_metric([worker], float(stats.get(key, 0)))
             yield family
+        by_size = CounterMetricFamily("chat_worker_decode_steps_by_batch_size",
+                                      "Decode steps the worker's engine ran, by the rows in its batch",
+                                      labels=["worker", "batch_size"])
+        for worker, stats in sorted(f["workers"].items()):
+            for size, steps in enumerate(stats.get("decode_steps_at_batch_size") or ()):
+                if size and steps:
+                    by_size.add_metric([worker, str(size)], float(steps))
+        yield by_size
         rate = GaugeMetricFamily("chat_worker_prefix_cache_hit_ratio",
                                  "Share of prompt tokens the prefix cache supplied, since the worker started",
                                  labels=["worker"])

@@ -27,7 +27,7 @@ def generation_params_clean(params) -> dict:
         return {}
     if not isinstance(params, dict):
         raise ChatError("invalid_params", "params must be an object.")
-    unknown = set(params) - {"temperature", "top_p", "max_new_tokens", "stop"}
+    unknown = set(params) - {"temperature", "top_p", "max_new_tokens", "stop", "seed"}
     if unknown:
         raise ChatError("invalid_params", f"Unknown parameter: {sorted(unknown)[0][:40]}.")
     out: dict = {}
@@ -49,7 +49,16 @@ def generation_params_clean(params) -> dict:
         out["max_new_tokens"] = n
     if params.get("stop") is not None:
         out["stop"] = stop_strings_clean(params["stop"])
+    if params.get("seed") is not None:
+        seed = _number("seed", params["seed"], integer=True)
+        if not SEED_MIN <= seed <= SEED_MAX:
+            raise ChatError("invalid_params", "seed must be a 64-bit integer.")
+        out["seed"] = seed
     return out
+
+
+# A seed is what torch.Generator.manual_seed takes (and OpenAI's API: a 64-bit integer).
+SEED_MIN, SEED_MAX = -2**63, 2**63 - 1
 
 
 MAX_STOP_STRINGS = 4

@@ -86,7 +86,7 @@ def message_hit(user_id: int, allowance: Allowance) -> None:
         raise ChatError("unavailable", UNAVAILABLE) from None
     n = allowance.messages_per_minute
     raise ChatError("rate_limited", f"You have sent {n} message{'s' if n != 1 else ''} in the last minute, the "
-                                    f"most this site allows; try again in {wait} s.")
+                                    f"most this site allows; try again in {wait} s.", retry_after=wait)
 
 
 def _today() -> datetime.date:
@@ -130,10 +130,11 @@ def require_tokens_left(user_id: int, allowance: Allowance) -> None:
         raise ChatError("unavailable", UNAVAILABLE) from None
     if used >= allowance.tokens_per_day:
         reset = resets_at()
+        left = (reset - timezone.now()).total_seconds()
         raise ChatError("quota_exhausted",
                         f"You have used today's {allowance.tokens_per_day:,} token"
                         f"{'s' if allowance.tokens_per_day != 1 else ''}. Your allowance starts again "
-                        f"at {reset:%H:%M} {reset.tzname()} (in {_in_words((reset - timezone.now()).total_seconds())}).")
+                        f"at {reset:%H:%M} {reset.tzname()} (in {_in_words(left)}).", retry_after=left)
 
 
 def tokens_count(user_id: int, tokens: int) -> None:

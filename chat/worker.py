@@ -20,12 +20,12 @@ from django.db import DatabaseError
 from inference.engine import BatchEngine, GenerationRequest
 from inference.loading import LoadedModel, configure_threads, load_model
 from inference.output import coalesce
-from inference.prompt import PromptTooLong, build_prompt
+from inference.prompt import TOO_LONG, PromptTooLong, build_prompt
 from inference.sampling import resolve_params
 
 from . import conversations, events, liveness, quotas, services, selectors
 from .logs import log_context
-from .models import Message
+from .models import Conversation, Message
 from .redis import client as redis_client, wait_until_loaded
 from .sweep import sweep
 from .worker_link import WorkerLink
@@ -240,11 +240,20 @@ class ReplyJob:
                                 default_max_new_tokens=settings.CHAT_DEFAULT_MAX_NEW_TOKENS,
                                 max_new_tokens_cap=settings.CHAT_MAX_NEW_TOKENS)
         history = selectors.history_for_prompt(message=self.message)
+        window = self.rt.engine.context_window
         prompt = build_prompt(self.rt.loaded.tokenizer, history, max_new_tokens=params.max_new_tokens,
-                              window=self.rt.engine.context_window)
+                              window=window)
+        if prompt.dropped_messages and self.message.conversation.source == Conversation.Source.API:
+            # A program sends the whole context it wants read, and OpenAI refuses one that does not fit:
+            # leaving its oldest turns out, as the chat does, would silently answer another request.
+            raise PromptTooLong(f"{TOO_LONG}: the request's messages and the {params.max_new_tokens} tokens "
+                                f"reserved for the reply need more than the {window} tokens the model reads; "
+                                "send fewer or shorter messages, or a smaller max_tokens.")
         if prompt.dropped_messages:
             services.message_checkpoint(message_id=self.id, content="", dropped_messages=prompt.dropped_messages)
         used = {"temperature": params.temperature, "top_p": params.top_p, "max_new_tokens": params.max_new_tokens}
+        if params.seed is not None:
+            used["seed"] = params.seed
         stop = tuple(self.message.params.get("stop") or ())  # the request's own (API), after the format's
         if stop:
             used["stop"] = list(stop)

@@ -75,6 +75,9 @@ class BatchEngine:
         self._stopping = threading.Event()
         self.steps = 0  # decode steps run
         self.step_rows = 0  # rows over all decode steps: step_rows / steps is the mean batch size
+        # decode steps run at each batch size (index: rows): how full the batch was, step by step, which a gauge
+        # read once a heartbeat cannot tell
+        self.steps_at = [0] * (max_batch_size + 1)
         self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 and full_attention(model.config) \
             else None
 
@@ -129,11 +132,12 @@ class BatchEngine:
         """Unfinished requests in the running batch."""
         return sum(1 for req in self._rows if not req.status.finished)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, int | list[int]]:
         """Counters for monitoring, read from another thread (plain ints: a figure a step old is fine)."""
         cache = self.prefix_cache.stats if self.prefix_cache is not None else None
         return {"batch_size": self.active, "max_batch_size": self.max_batch_size, "decode_steps": self.steps,
-                "decode_rows": self.step_rows, "prefix_lookups": cache.lookups if cache else 0,
+                "decode_rows": self.step_rows, "decode_steps_at_batch_size": list(self.steps_at),
+                "prefix_lookups": cache.lookups if cache else 0,
                 "prefix_hits": cache.hits if cache else 0,
                 "prefix_tokens_looked_up": cache.tokens_looked_up if cache else 0,
                 "prefix_tokens_reused": cache.tokens_reused if cache else 0}
@@ -303,6 +307,7 @@ class BatchEngine:
                          use_cache=True, logits_to_keep=1)
         self.steps += 1
         self.step_rows += len(self._rows)
+        self.steps_at[len(self._rows)] += 1
         self._mask = mask
         self._positions = self._positions + 1
         self._next = self._sample(out.logits[:, -1, :], self._rows)
@@ -311,7 +316,7 @@ class BatchEngine:
     def _sample(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
         temps = torch.tensor([r.generation.params.temperature for r in requests], device=logits.device)
         top_ps = torch.tensor([r.generation.params.top_p for r in requests], device=logits.device)
-        return sample_next(logits, temps, top_ps)
+        return sample_next(logits, temps, top_ps, [r.random_generator(logits.device) for r in requests])
 
     # -- batch bookkeeping ----------------------------------------------------------------------------
     def _pad_id(self) -> int:

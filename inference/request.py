@@ -10,6 +10,8 @@ import enum
 import time
 from dataclasses import dataclass, field
 
+import torch
+
 from .detok import Detokenizer
 from .output import Finished, Piece, RequestHandle
 from .sampling import SamplingParams
@@ -66,11 +68,23 @@ class Request:
     completion_tokens: int = 0  # tokens of the reply; an end-of-turn token is not one
     sampled: list[int] = field(default_factory=list)  # every token sampled, the end-of-turn one included
     status: RequestStatus = RequestStatus.WAITING
+    generator: torch.Generator | None = None  # a seeded request's own (``random_generator``)
 
     @property
     def request_id(self) -> str:
         """The id the caller cancels by."""
         return self.generation.request_id
+
+    def random_generator(self, device: torch.device) -> torch.Generator | None:
+        """The request's own random generator, seeded once from ``params.seed`` on first use (so a request
+        draws the same numbers wherever and beside whatever it runs); None for an unseeded request."""
+        seed = self.generation.params.seed
+        if seed is None:
+            return None
+        if self.generator is None:
+            self.generator = torch.Generator(device=device)
+            self.generator.manual_seed(seed)
+        return self.generator
 
     def accept(self, token: int, *, eos_ids, context_window: int) -> str | None:
         """Record one sampled token and push the text it releases to the handle; return why the request ends

@@ -8,11 +8,14 @@ import torch
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How one request picks its tokens. ``temperature`` 0 means greedy decoding."""
+    """How one request picks its tokens. ``temperature`` 0 means greedy decoding. ``seed``: sample from a
+    random generator of the request's own, seeded with it once, so the same request samples the same tokens
+    whatever else shares its batch; None: the process's shared generator."""
 
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 256
+    seed: int | None = None
 
     def __post_init__(self):
         if not 0.0 <= self.temperature <= 2.0:
@@ -23,8 +26,10 @@ class SamplingParams:
             raise ValueError("max_new_tokens must be at least 1")
 
 
-def sample_next(logits: torch.Tensor, temperatures: torch.Tensor, top_ps: torch.Tensor) -> torch.Tensor:
-    """Pick one token per row. ``logits`` is [B, V]; ``temperatures`` and ``top_ps`` are [B] float tensors."""
+def sample_next(logits: torch.Tensor, temperatures: torch.Tensor, top_ps: torch.Tensor,
+                generators: list[torch.Generator | None] | None = None) -> torch.Tensor:
+    """Pick one token per row. ``logits`` is [B, V]; ``temperatures`` and ``top_ps`` are [B] float tensors;
+    ``generators``: per row, its own random generator (a seeded request) or None (the shared one)."""
     greedy = logits.argmax(dim=-1)
     sampled_rows = temperatures > 0
     if not bool(sampled_rows.any()):
@@ -35,9 +40,18 @@ def sample_next(logits: torch.Tensor, temperatures: torch.Tensor, top_ps: torch.
     # Keep the smallest prefix whose mass reaches top_p (the first token always survives).
     cumulative = sorted_probs.cumsum(dim=-1)
     outside = (cumulative - sorted_probs) >= top_ps.unsqueeze(-1)
-    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-    picked = torch.multinomial(sorted_probs, num_samples=1)
-    sampled = order.gather(-1, picked).squeeze(-1)
+    # Drawn in vocabulary order, not sorted order: two near-equal probabilities trade places in the sort when
+    # a row's logits move in the last bit (batched beside other rows, or alone), and a draw over the sorted
+    # list would then land on the other token. Over the vocabulary only the nucleus's edge is that fragile.
+    probs = probs.masked_fill(torch.zeros_like(outside).scatter(-1, order, outside), 0.0)
+    own = [i for i, g in enumerate(generators or ()) if g is not None and bool(sampled_rows[i])]
+    shared = [i for i in range(len(probs)) if i not in own]
+    sampled = torch.empty_like(greedy)
+    if shared:
+        index = torch.tensor(shared, device=probs.device)
+        sampled[index] = torch.multinomial(probs[index], num_samples=1).squeeze(-1)
+    for i in own:  # one draw per seeded row, from its own generator: what it draws depends on nothing else
+        sampled[i] = torch.multinomial(probs[i:i + 1], num_samples=1, generator=generators[i]).squeeze(-1)[0]
     return torch.where(sampled_rows, sampled, greedy)
 
 
@@ -57,5 +71,7 @@ def resolve_params(requested: dict, generation_config, *, default_max_new_tokens
     if top_p is None:
         top_p = float(getattr(gc, "top_p", None) or 1.0) if sampling else 1.0
     max_new = requested.get("max_new_tokens") or getattr(gc, "max_new_tokens", None) or default_max_new_tokens
+    seed = requested.get("seed")
     return SamplingParams(temperature=float(temperature), top_p=float(top_p),
-                          max_new_tokens=int(min(max_new, max_new_tokens_cap)))
+                          max_new_tokens=int(min(max_new, max_new_tokens_cap)),
+                          seed=None if seed is None else int(seed))

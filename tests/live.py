@@ -34,6 +34,11 @@ def _wait_for_log(path: Path, needle: str, proc, timeout: float = 120.0) -> None
     raise TimeoutError(f"worker not ready:\n{path.read_text(errors='replace')[-4000:]}")
 
 
+# The live stack's batch cap and worker threads: room for eight API streams beside a browser chat in one batch
+# (tests/api/test_api_limits_live.py), the issue's proof of shared forward passes.
+LIVE_BATCH = 9
+
+
 class Stack:
     def __init__(self, port: int, env: dict, logs: Path):
         self.port, self.env, self.logs = port, env, logs
@@ -45,7 +50,8 @@ class Stack:
     def start_worker(self, name="inference"):
         """Start a worker process and wait until its model is loaded; the newest is ``self.worker``."""
         log = self.logs / f"{name}.log"
-        proc = stack.start_worker(self.env, concurrency=8, name=name, stdout=open(log, "w"),
+        threads = int(self.env.get("CHAT_MAX_BATCH", LIVE_BATCH))  # one thread per batch row: every row usable
+        proc = stack.start_worker(self.env, concurrency=threads, name=name, stdout=open(log, "w"),
                                   stderr=subprocess.STDOUT)
         _wait_for_log(log, "ready.", proc)
         _wait_for_log(log, "model ", proc)
@@ -64,7 +70,7 @@ def live_stack(django_db_setup, django_db_blocker):
 
     logs = Path(tempfile.mkdtemp(prefix="chat-e2e-"))
     env = dict(os.environ)
-    env.update({"DATABASE_URL": _database_url(connection.settings_dict), "CHAT_MAX_BATCH": "8",
+    env.update({"DATABASE_URL": _database_url(connection.settings_dict), "CHAT_MAX_BATCH": str(LIVE_BATCH),
                 "CHAT_STREAM_FLUSH_MS": "40", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
     redis.Redis.from_url(env["REDIS_URL"]).delete("inference")  # tasks left by unit tests, never consumed
     s = Stack(stack.free_port(), env, logs)

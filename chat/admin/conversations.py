@@ -85,8 +85,8 @@ class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActio
     list_select_related = ("owner",)
     list_per_page = 50
     raw_id_fields = ("owner", "reviewed_by")
-    fields = ("owner", "title", "origin", "model_name", "system_prompt", "params", "created_at", "updated_at",
-              "review_state", "review_note", "reviewed_by", "reviewed_at")
+    fields = ("owner", "title", "origin", "end_user", "model_name", "system_prompt", "params", "created_at",
+              "updated_at", "review_state", "review_note", "reviewed_by", "reviewed_at")
     readonly_fields = fields
     actions = ["approve", "flag", "export_sft", "export_pairs"]  # and the site-wide delete (superusers only)
     change_form_template = "admin/chat/conversation/change_form.html"
@@ -120,6 +120,16 @@ class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActio
     @admin.display(description="source", ordering="source")
     def origin(self, obj):
         return origin_label(obj)
+
+    @admin.display(description="end user (the API request's user)")
+    def end_user(self, obj):
+        return obj.api_user or "—"
+
+    def get_fields(self, request, obj=None):
+        # Only an API request can name the calling program's own user.
+        fields = super().get_fields(request, obj)
+        return fields if obj is not None and obj.source == Conversation.Source.API else \
+            tuple(f for f in fields if f != "end_user")
 
     # --- the transcript page
 

@@ -1,10 +1,9 @@
 """OpenAI's error shape, ``{"error": {"message", "type", "param", "code"}}``, and the HTTP status of each refusal."""
 from __future__ import annotations
 
-import re
+import math
 
 from django.http import JsonResponse
-from django.utils import timezone
 
 from ..errors import ChatError
 
@@ -26,16 +25,11 @@ RETRY_AFTER_S = 2
 
 
 def _retry_after(exc: ChatError) -> int:
-    """Seconds until the refused request could succeed: the cap frees as replies end, the messages-a-minute
-    window says its own wait, today's tokens come back at midnight."""
-    if exc.code == "rate_limited":
-        found = re.search(r"in (\d+) s", exc.detail)
-        return int(found.group(1)) if found else 60
-    if exc.code == "quota_exhausted":
-        from ..quotas import resets_at
-
-        return max(1, int((resets_at() - timezone.now()).total_seconds()))
-    return RETRY_AFTER_S
+    """Whole seconds until the refused request could succeed: what the refusal knows (the messages-a-minute
+    window's own wait, today's tokens until midnight), else the cap's short wait (replies end in seconds)."""
+    if exc.retry_after is None:
+        return RETRY_AFTER_S
+    return max(1, math.ceil(exc.retry_after))
 
 
 class ApiError(Exception):

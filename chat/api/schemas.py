@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from ..errors import ChatError
-from ..params import stop_strings_clean
+from ..params import SEED_MAX, SEED_MIN, stop_strings_clean
 from .errors import ApiError, invalid
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -24,7 +24,6 @@ class CompletionRequest:
     stream: bool = False
     include_usage: bool = False
     end_user: str = ""
-    seed: int | None = None  # accepted, not honoured (docs/api.md)
 
 
 def _number(body: dict, name: str, low: float, high: float, *, low_open: bool = False, integer: bool = False):
@@ -96,16 +95,18 @@ def parse_completion_request(body, served_model: str) -> CompletionRequest:
         raise invalid("n", "Only n=1 is supported: one choice per request.")
     turns = _turns(body)
     cap = settings.CHAT_MAX_NEW_TOKENS
+    # Both checked, whichever is given: a bad max_tokens is refused even beside a good max_completion_tokens.
+    max_tokens = _number(body, "max_tokens", 1, cap, integer=True)
+    max_completion_tokens = _number(body, "max_completion_tokens", 1, cap, integer=True)
     params = {"temperature": _number(body, "temperature", 0, 2),
               "top_p": _number(body, "top_p", 0, 1, low_open=True),
-              "max_new_tokens": _number(body, "max_completion_tokens", 1, cap, integer=True)
-              or _number(body, "max_tokens", 1, cap, integer=True)}
+              "max_new_tokens": max_completion_tokens or max_tokens,
+              "seed": _number(body, "seed", SEED_MIN, SEED_MAX, integer=True)}
     if body.get("stop") is not None:
         try:
             params["stop"] = stop_strings_clean(body["stop"])
         except ChatError as exc:
             raise invalid("stop", exc.detail) from None
-    seed = _number(body, "seed", -2**63, 2**63 - 1, integer=True)
     stream = body.get("stream") or False
     if not isinstance(stream, bool):
         raise invalid("stream", "'stream' must be a boolean.", "invalid_type")
@@ -116,8 +117,7 @@ def parse_completion_request(body, served_model: str) -> CompletionRequest:
     if not isinstance(user, str) or len(user) > 256:
         raise invalid("user", "'user' must be a string of at most 256 characters.", "invalid_type")
     return CompletionRequest(model=model, turns=turns, params={k: v for k, v in params.items() if v is not None},
-                             stream=stream, include_usage=bool(options.get("include_usage")), end_user=user,
-                             seed=seed)
+                             stream=stream, include_usage=bool(options.get("include_usage")), end_user=user)
 
 
 # --- responses --------------------------------------------------------------------------------------------

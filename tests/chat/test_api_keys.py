@@ -6,6 +6,7 @@ import json
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
+from django.utils import timezone
 
 from chat import api_keys, services
 from chat.api.auth import authenticate
@@ -160,6 +161,16 @@ def test_the_keys_page_shows_a_new_key_once_and_revokes(client, make_user):
     assert "API keys" in client.get("/").content.decode()  # linked from the chat page
 
 
+def test_a_key_made_on_the_page_with_keep_text_unticked_keeps_no_text(client, make_user):
+    user = make_user()
+    client.force_login(user)
+    page = client.post("/settings/api-keys/", {"name": "private"})  # an unticked box is not sent at all
+    key = ApiKey.objects.get(owner=user)
+    assert page.status_code == 200 and not key.store_conversations
+    row = client.get("/settings/api-keys/").content.decode().split("private", 1)[1].split("</tr>", 1)[0]
+    assert "<td>no</td>" in row  # the list's "text kept" column
+
+
 def test_a_person_has_a_bounded_number_of_keys_in_use(make_user, monkeypatch):
     monkeypatch.setattr(api_keys, "API_KEYS_PER_PERSON", 2)
     user = make_user()
@@ -203,13 +214,38 @@ def test_staff_see_keys_without_their_hash_and_revoke_them(client, make_user):
     assert "Revoked the key" in entry.get_change_message()
 
 
-@pytest.mark.parametrize("code, detail, status, retry_after", [
-    ("too_many_active", "You already have 3 replies being written.", 429, "2"),
-    ("rate_limited", "You have sent 5 messages in the last minute; try again in 17 s.", 429, "17"),
-    ("no_worker", "No model worker is running right now.", 503, None),
-    ("not_approved", "Your account is waiting for approval.", 403, None),
+@pytest.mark.parametrize("code, detail, wait, status, retry_after", [
+    ("too_many_active", "You already have 3 replies being written.", None, 429, "2"),
+    # The number comes from the refusal itself, not from its sentence (which says something else here).
+    ("rate_limited", "You have sent 5 messages in the last minute; try again in 17 s.", 16.2, 429, "17"),
+    ("quota_exhausted", "You have used today's 100 tokens.", 3600.5, 429, "3601"),
+    ("quota_exhausted", "You have used today's 100 tokens.", 0.01, 429, "1"),  # never 0: "now" would loop
+    ("no_worker", "No model worker is running right now.", None, 503, None),
+    ("not_approved", "Your account is waiting for approval.", None, 403, None),
 ])
-def test_refusals_of_the_services_keep_their_sentence_and_get_their_status(code, detail, status, retry_after):
-    response = ApiError.from_chat(ChatError(code, detail)).response()
+def test_refusals_of_the_services_keep_their_sentence_and_get_their_status(code, detail, wait, status, retry_after):
+    response = ApiError.from_chat(ChatError(code, detail, retry_after=wait)).response()
     assert response.status_code == status and response.get("Retry-After") == retry_after
     assert json.loads(response.content)["error"]["message"] == detail
+
+
+def test_the_quota_refusals_carry_their_wait_as_a_number(make_user, settings):
+    """What the API's Retry-After is made of: the messages-a-minute window's wait and the time to midnight,
+    both as numbers on the ChatError, the sentences the browser shows unchanged."""
+    from chat import quotas
+
+    settings.CHAT_MESSAGES_PER_MINUTE = 1
+    user = make_user()
+    allowance = quotas.allowance_for(user.pk)
+    quotas.message_hit(user.pk, allowance)
+    with pytest.raises(ChatError) as limited:
+        quotas.message_hit(user.pk, allowance)
+    assert limited.value.code == "rate_limited" and 1 <= limited.value.retry_after <= 60
+    assert f"try again in {limited.value.retry_after} s." in limited.value.detail
+    settings.CHAT_TOKENS_PER_DAY = 10
+    quotas.tokens_count(user.pk, 10)
+    with pytest.raises(ChatError) as exhausted:
+        quotas.require_tokens_left(user.pk, quotas.allowance_for(user.pk))
+    left = (quotas.resets_at() - timezone.now()).total_seconds()
+    assert exhausted.value.code == "quota_exhausted" and abs(left - exhausted.value.retry_after) < 5
+    assert "Your allowance starts again at" in exhausted.value.detail

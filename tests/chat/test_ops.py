@@ -72,7 +72,7 @@ def test_worker_figures_come_from_its_heartbeat_and_leave_with_it(client, db):
     name = "metrics-test-worker"
     liveness.heartbeat(name, [], stats={"batch_size": 3, "in_flight": 5, "decode_steps": 10, "decode_rows": 25,
                                         "prefix_lookups": 4, "prefix_hits": 3, "prefix_tokens_looked_up": 100,
-                                        "prefix_tokens_reused": 75})
+                                        "prefix_tokens_reused": 75, "decode_steps_at_batch_size": [0, 4, 0, 6]})
     try:
         got = families(client.get("/metrics").content.decode())
         mine = {f: [s.value for s in got[f].samples if s.labels.get("worker") == name]
@@ -80,6 +80,9 @@ def test_worker_figures_come_from_its_heartbeat_and_leave_with_it(client, db):
                           "chat_worker_prefix_cache_hit_ratio")}
         assert mine == {"chat_worker_batch_size": [3.0], "chat_worker_replies_in_flight": [5.0],
                         "chat_worker_prefix_cache_hit_ratio": [0.75]}
+        by_size = {s.labels["batch_size"]: s.value for s in got["chat_worker_decode_steps_by_batch_size"].samples
+                   if s.labels.get("worker") == name and s.name.endswith("_total")}
+        assert by_size == {"1": 4.0, "3": 6.0}  # sizes no step ran at are left out
     finally:
         liveness.worker_gone(name)
     got = families(client.get("/metrics").content.decode())

@@ -35,9 +35,10 @@ def test_bad_content_is_refused_and_nothing_is_stored(make_user, content, code):
 
 
 @pytest.mark.parametrize("params", [{"temperature": 3}, {"temperature": "hot"}, {"top_p": 0}, {"top_p": True},
-                                    {"max_new_tokens": 10**9}, {"max_new_tokens": 1.5}, {"seed": 1}, [1],
+                                    {"max_new_tokens": 10**9}, {"max_new_tokens": 1.5}, {"logit_bias": 1}, [1],
                                     {"max_new_tokens": float("inf")}, {"temperature": float("nan")},
-                                    {"temperature": 10**400}, {"top_p": -10**400}, {"max_new_tokens": 10**400}])
+                                    {"temperature": 10**400}, {"top_p": -10**400}, {"max_new_tokens": 10**400},
+                                    {"seed": 1.5}, {"seed": 2**63}, {"seed": "7"}])
 def test_bad_params_are_refused(make_user, params):
     with pytest.raises(ChatError) as err:
         services.message_send(user=make_user(), conversation_id=None, content="hi", params=params)

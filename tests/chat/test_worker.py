@@ -114,6 +114,31 @@ def test_a_prompt_too_long_for_the_model_fails_with_its_reason_in_done(make_user
     assert done["error"] == stored.error  # the person reads the server's sentence, not a guess
 
 
+def test_an_api_request_whose_history_does_not_fit_is_refused_not_shortened(make_user, rt):
+    """The chat leaves the oldest turns out to fit the window; an API request is answered whole or refused
+    (OpenAI's context_length_exceeded), or the program would get an answer to messages it did not send."""
+    from chat import api_keys
+    from inference.prompt import TOO_LONG
+
+    user = make_user()
+    key = api_keys.api_key_create(owner=user, name="script").key
+    turns = [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "ok"},
+             {"role": "user", "content": "word " * 300}]  # each fits the tiny model's 512 tokens, not both
+    reply = services.api_completion_create(key=key, turns=turns, params={"max_new_tokens": 12})
+    message = services.message_start(message_id=reply.id)
+    [done] = dones(run_job(user, message, rt))
+    stored = Message.objects.get(pk=message.id)
+    assert (stored.status, stored.completion_tokens, stored.dropped_messages) == ("failed", None, 0)
+    assert done["error"] == stored.error and stored.error.startswith(TOO_LONG)
+    chat = queued_reply(user, content="word " * 300)  # the same history in the chat: shortened, answered
+    services.message_finish(message_id=chat.id, content="ok", status="complete", finish_reason="stop")
+    again = services.message_send(user=user, conversation_id=chat.conversation_id, content="word " * 300,
+                                  params={"max_new_tokens": 12}).assistant_message
+    run_job(user, services.message_start(message_id=again.id), rt)
+    answered = Message.objects.get(pk=again.id)
+    assert answered.status == "complete" and answered.dropped_messages == 2
+
+
 def test_a_failing_model_fails_the_reply_with_a_sentence(make_user, rt, monkeypatch):
     user = make_user()
     message = queued_reply(user)

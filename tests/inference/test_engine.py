@@ -49,6 +49,8 @@ def test_batched_requests_that_join_midway_match_generate(engine, tiny_llama, to
         assert "".join(pieces) == done.text == expected
     assert engine.steps < len(ids) * n  # shared steps: fewer forward passes than one request after another
     assert engine.active == 0
+    by_size = engine.stats()["decode_steps_at_batch_size"]
+    assert sum(by_size) == engine.steps and by_size[len(ids)] > 0  # all five shared some steps
 
 
 def test_cancel_ends_within_a_step_keeps_text_and_frees_the_row(engine, tokenizer):
@@ -155,6 +157,53 @@ def test_sampled_requests_differ_but_stay_within_bounds(engine, tokenizer):
                                                                          max_new_tokens=10))))[1]
     greedy = run(engine.submit(GenerationRequest(prompt, SamplingParams(max_new_tokens=10))))[1]
     assert narrow.text == greedy.text
+
+
+def test_a_seeded_request_samples_the_same_tokens_alone_or_batched_and_another_seed_differs(engine, tokenizer):
+    prompt = tokenizer.encode("Say something")
+    seeded = SamplingParams(temperature=1.0, max_new_tokens=12, seed=1234)
+    alone = run(engine.submit(GenerationRequest(prompt, seeded)))[1].text
+    # The same request again, joining a running batch of unseeded sampled and greedy rows midway.
+    others = [engine.submit(GenerationRequest(tokenizer.encode(p), SamplingParams(
+        temperature=t, max_new_tokens=30))) for p, t in zip(PROMPTS, (1.0, 0.0, 1.5))]
+    others[0].get(timeout=30)
+    batched = engine.submit(GenerationRequest(prompt, seeded))
+    again = run(batched)[1].text
+    for handle in others:
+        run(handle)
+    other_seed = run(engine.submit(GenerationRequest(prompt, SamplingParams(temperature=1.0, max_new_tokens=12,
+                                                                             seed=4321))))[1].text
+    unseeded = {run(engine.submit(GenerationRequest(prompt, SamplingParams(temperature=1.0, max_new_tokens=12))))[1]
+                .text for _ in range(2)}
+    assert again == alone and other_seed != alone
+    assert len(unseeded) == 2 and alone not in unseeded  # without a seed: the shared generator, as before
+
+
+def test_sample_next_draws_a_seeded_row_from_its_own_generator_only():
+    from inference.sampling import sample_next
+
+    torch.manual_seed(0)
+    logits = torch.randn(4, 5000)
+    temps, tops = torch.tensor([1.0, 1.0, 0.8, 0.0]), torch.tensor([1.0, 0.9, 0.95, 1.0])
+
+    def own(seed):
+        return torch.Generator().manual_seed(seed)
+    batch = [sample_next(logits, temps, tops, [None, None, own(7), None])[2] for _ in range(3)]
+    solo = sample_next(logits[2:3], temps[2:3], tops[2:3], [own(7)])[0]
+    assert len(set(int(t) for t in batch)) == 1 and int(batch[0]) == int(solo)  # beside any rows, any draws
+    draws = {int(sample_next(logits[2:3], temps[2:3], tops[2:3], [own(seed)])[0]) for seed in range(8)}
+    assert len(draws) > 1  # the seed matters
+    greedy_row = sample_next(logits, temps, tops, [own(1), own(2), own(3), own(4)])[3]
+    assert int(greedy_row) == int(logits[3].argmax())  # temperature 0 stays greedy, seed or not
+    # Two near-equal tokens trading places in the last bits (a row batched or alone): the same seed draws the
+    # same token, because the draw is over the vocabulary, not over the probabilities sorted
+    row = torch.full((1, 100), -30.0)
+    flipped = row.clone()
+    row[0, 10], row[0, 20] = 1.0, 1.0 + 1e-6
+    flipped[0, 10], flipped[0, 20] = 1.0 + 1e-6, 1.0
+    one, full = torch.tensor([1.0]), torch.tensor([1.0])
+    assert [int(sample_next(row, one, full, [own(s)])[0]) for s in range(12)] == \
+        [int(sample_next(flipped, one, full, [own(s)])[0]) for s in range(12)]
 
 
 @pytest.mark.parametrize("kwargs", [{"temperature": -0.1}, {"temperature": 2.5}, {"top_p": 0}, {"top_p": 1.2},
