@@ -95,6 +95,7 @@ def main(argv=None) -> int:
             results["api"] = [measure_level(lambda k: _api_level(
                 port, keys[:c], level_prompts(f"api.{c}.{k}", c, False), tokens, settings.CHAT_MODEL), c)
                 for c in levels]
+        results["workers"] = _worker_shares()
     finally:
         stack.stop(daphne, *workers)
         stack.stop(redis_proc)
@@ -106,6 +107,19 @@ def main(argv=None) -> int:
         for r in rows:
             print(json.dumps({"path": name, **r}))
     return 0
+
+
+def _worker_shares() -> list[dict]:
+    """How the run's work fell to each worker (from their heartbeats, warm-up included): decode steps, rows
+    decoded (tokens) and the mean batch. With several workers, an even split is what the queue should give."""
+    from chat import metrics
+
+    shares = []
+    for name, stats in sorted(metrics.read_all({})["workers"].items()):
+        steps, rows = stats.get("decode_steps", 0), stats.get("decode_rows", 0)
+        shares.append({"worker": name, "decode_steps": steps, "decode_rows": rows,
+                       "mean_batch": round(rows / steps, 2) if steps else 0.0})
+    return shares
 
 
 async def _one(url, origin, cookie, content, tokens):
