@@ -53,12 +53,12 @@ Object.entries(threadHandlers).forEach(([type, handler]) => on(type, handler));
 on("message", (f) => {
   const m = f.message;
   const mine = f.client_id && f.client_id === state.pending?.id;
-  // A message of a conversation the list does not have: its conversation frame was lost (the socket's watchdog
-  // resends only the message). Reload the list; if it is this tab's new chat (its own send, or any new one while
-  // its first send waits), open it whole from the server: the frames before this one may be lost too.
+  // A message of a conversation the list does not have (its conversation frame was lost, or the list is a search
+  // or has not loaded that far): reload the list. If it is this tab's own new chat, open it whole from the
+  // server: the frames before this one may be lost too. Anyone else's stays where it is.
   if (!sidebar.has(m.conversation)) {
     sidebar.reload();
-    if (state.conversation === null && (mine || state.pending)) {
+    if (state.conversation === null && mine) {
       state.pending = null;
       openConversation(m.conversation); // the whole thread from the server, then the live reply
       return;
@@ -107,15 +107,26 @@ on("error", (f) => {
   showError(f.detail);
 });
 
-whenOpen((reconnect) => {
+whenOpen(async (reconnect) => {
   // After a drop the page may have missed frames: reload the list and what is shown, then resume the live reply.
   // On the first connect the page is loading them already: it subscribes once the thread is in (a second
   // subscribe would answer with a snapshot that swallows the deltas sent since the first), or here if the
   // thread came before the socket opened.
-  if (reconnect) sidebar.reload();
-  if (state.conversation === null) return;
-  if (reconnect) openConversation(state.conversation);
-  else if (loaded === state.conversation) send({ type: "subscribe", conversation: state.conversation });
+  if (!reconnect) {
+    if (state.conversation !== null && loaded === state.conversation) {
+      send({ type: "subscribe", conversation: state.conversation });
+    }
+    return;
+  }
+  // A send the server never answered before the drop: its text goes back in the box rather than vanish.
+  const lost = state.pending;
+  if (lost) giveBack(lost);
+  sidebar.reload();
+  if (state.conversation !== null) await openConversation(state.conversation);
+  if (lost) {
+    showError("The connection dropped before the server answered your last message. If it is not in the list, "
+              + "send it again.");
+  }
 });
 sidebar.whenChosen(openConversation);
 
@@ -128,8 +139,9 @@ function submit() {
     showError(`The message is too long: at most ${state.config.max_message_chars} characters.`);
     return;
   }
-  state.pending = { id: newClientId(), content, edit: null };
-  if (send({ type: "send", conversation: state.conversation, content, client_id: state.pending.id })) {
+  const pending = { id: newClientId(), content, edit: null };
+  if (send({ type: "send", conversation: state.conversation, content, client_id: pending.id })) {
+    state.pending = pending;
     input.value = "";
     showError("");
   }

@@ -169,12 +169,12 @@ export function feedbackArrived(f) {
 export function startEdit(id, draft) {
   const el = state.elements.get(id);
   const m = state.messages.get(id);
-  if (!el || !m || state.active !== null || el.querySelector(".edit-form")) return;
+  if (!el || !m || state.active !== null || el.querySelector(".edit-form")) return false;
   const form = document.createElement("form");
   form.className = "edit-form";
   const box = document.createElement("textarea");
   box.value = draft ?? m.content;
-  box.rows = Math.min(10, m.content.split("\n").length + 1);
+  box.rows = Math.min(10, box.value.split("\n").length + 1);
   box.setAttribute("aria-label", "Edit your message");
   const save = document.createElement("button");
   save.type = "submit";
@@ -185,8 +185,11 @@ export function startEdit(id, draft) {
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     if (!box.value.trim()) return;
-    state.pending = { id: newClientId(), content: box.value, edit: id };
-    if (send({ type: "edit", message: id, content: box.value, client_id: state.pending.id })) close();
+    const pending = { id: newClientId(), content: box.value, edit: id };
+    if (send({ type: "edit", message: id, content: box.value, client_id: pending.id })) {
+      state.pending = pending;
+      close();
+    }
   });
   box.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
@@ -195,13 +198,14 @@ export function startEdit(id, draft) {
   el.classList.add("editing");
   el.appendChild(form);
   box.focus();
+  return true;
 }
 
 // A refused send or edit: what was typed goes back where it was typed (unless something new was typed there).
 export function giveBack(pending) {
   state.pending = null;
-  if (pending.edit !== null) startEdit(pending.edit, pending.content);
-  else if (!$("input").value) $("input").value = pending.content;
+  if (pending.edit !== null && startEdit(pending.edit, pending.content)) return;
+  if (!$("input").value) $("input").value = pending.content; // the message box, if the editor cannot open now
 }
 
 export function editLast() {
