@@ -1,85 +1,21 @@
 """The chat page's features in real Chromium against the real stack (the bundled model writes every reply):
 branches (edit and resend, switch, regenerate an older reply), feedback, settings, the sidebar (groups, paging,
-search, rename, delete), export, reconnect, keyboard and phone width. Rows are read back from the database."""
+search, rename, delete), export, keyboard and phone width. Rows are read back from the database. Reconnecting
+and lost frames: test_reconnect.py."""
 import json
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 
-from tests.browser.chromium import (CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, skip_without_chromium, wait_until,
-                                    watch_for_script_errors)
+from tests.browser.chromium import SCREENSHOTS, skip_without_chromium, wait_until
 
 skip_without_chromium()
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
+from tests.browser.people import DONE, bodies, db, open_browser, say  # noqa: E402
+
 pytestmark = pytest.mark.e2e
-DONE = 240_000
-
-
-def db(fn):
-    """Run an ORM read outside Playwright's event loop (Django refuses sync ORM calls inside a running loop)."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(fn).result()
-
-
-@pytest.fixture
-def person(live_stack, transactional_db, make_user, session_cookie):
-    """A signed-in person, made before the browser starts, whose chats start with short replies (their own
-    defaults: 2 shared CPU cores write 24 tokens much sooner than 256)."""
-    from chat.models import ChatDefaults
-
-    user = make_user("ines")
-    ChatDefaults.objects.create(user=user, params={"max_new_tokens": 24})
-    return user, session_cookie(user)
-
-
-@pytest.fixture
-def patient_person(live_stack, transactional_db, make_user, session_cookie):
-    """A signed-in person whose replies are long enough to act while one streams (80 tokens: tens of seconds on
-    2 shared cores), yet end within the test's wait."""
-    from chat.models import ChatDefaults
-
-    user = make_user("jon")
-    ChatDefaults.objects.create(user=user, params={"max_new_tokens": 80})
-    return user, session_cookie(user)
-
-
-def open_browser(p, base, cookie, viewport=(1200, 760)):
-    browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, accept_downloads=True)
-    name, value = cookie.split("=", 1)
-    context.add_cookies([{"name": name, "value": value, "url": base}])
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.errors = []
-    watch_for_script_errors(page, page.errors)
-    return browser, page
-
-
-@pytest.fixture
-def page(person, live_stack):
-    with sync_playwright() as p:
-        browser, page = open_browser(p, live_stack.origin, person[1])
-        page.base = live_stack.origin
-        page.goto(page.base + "/")
-        expect(page.locator("#connection")).to_have_text("connected")
-        yield page
-        browser.close()
-        assert page.errors == [], f"script errors on the page: {page.errors}"
-
-
-def say(page, text):
-    """Send a message and wait until its reply has finished."""
-    before = page.locator(".msg.assistant.complete, .msg.assistant.stopped").count()
-    page.fill("#input", text)
-    page.press("#input", "Enter")
-    expect(page.locator(".msg.assistant.complete, .msg.assistant.stopped")).to_have_count(before + 1, timeout=DONE)
-
-
-def bodies(page):
-    return [t.strip() for t in page.locator(".msg .body").all_inner_texts()]
 
 
 def test_edit_switch_branches_continue_and_regenerate_an_older_reply(page, person):
@@ -236,10 +172,12 @@ def test_the_model_titles_a_new_conversation_after_its_first_reply(page, person)
     new chat meanwhile stays there (the title's frame is not the frame of its own send)."""
     from chat.models import Conversation
 
-    say(page, "How do plants make food from sunlight?")
     first_words = "How do plants make food from sunlight?"
-    old = db(lambda: Conversation.objects.get(owner=person[0]))
+    page.fill("#input", first_words)
+    page.press("#input", "Enter")
+    expect(page.locator(".msg.assistant")).to_have_count(1)  # the reply is queued, its title far off
     page.click("#new-chat")
+    old = db(lambda: Conversation.objects.get(owner=person[0]))
     wait_until(lambda: db(lambda: Conversation.objects.get(owner=person[0]).title) != first_words,
                "the model's title is stored", page=page)
     title = db(lambda: Conversation.objects.get(owner=person[0]).title)
@@ -250,108 +188,6 @@ def test_the_model_titles_a_new_conversation_after_its_first_reply(page, person)
     assert len(conversations) == 2 and conversations[0].title == title
     expect(page.locator("#conversations a.current")).to_have_text("And how do animals?")
     expect(page.locator(".msg.user")).to_have_count(1)
-
-
-def test_a_dropped_socket_reconnects_and_the_reply_finishes_once(patient_person, live_stack):
-    from chat.models import Message
-
-    sockets, refused = [], []
-
-    def through(ws):
-        if sockets and len(refused) < 3:  # the server stays away for three more tries
-            refused.append(ws)
-            ws.close()
-            return
-        ws.connect_to_server()
-        sockets.append(ws)
-
-    with sync_playwright() as p:
-        browser, page = open_browser(p, live_stack.origin, patient_person[1])
-        page.route_web_socket("**/ws/chat/", through)
-        page.goto(live_stack.origin + "/")
-        expect(page.locator("#connection")).to_have_text("connected")
-        page.fill("#input", "Write a long story about a lighthouse keeper and a storm.")
-        page.press("#input", "Enter")
-        reply = page.locator(".msg.assistant")
-        expect(reply).to_have_class("msg assistant streaming")
-        wait_until(lambda: len(reply.locator(".body").inner_text()) > 20, "some text arrived", page=page)
-        sockets[-1].close()  # the network drops mid-reply
-        seen = []
-
-        def status():  # the waits the page announces, each shown for a second or more
-            text = page.locator("#connection").inner_text()
-            if text.startswith("reconnecting") and (not seen or seen[-1] != text):
-                seen.append(text)
-            return len(sockets) == 2 and text == "connected"
-        wait_until(status, "the page reconnected", timeout=30, page=page)
-        # A socket dropped at once is a failed try: each waits twice as long as the one before, and says so.
-        assert seen == ["reconnecting… (in 1 s)", "reconnecting… (in 2 s)", "reconnecting… (in 4 s)"], seen
-        assert len(refused) == 3
-        expect(page.locator(".msg.assistant")).to_have_class("msg assistant complete", timeout=DONE)
-        expect(page.locator(".msg.assistant")).to_have_count(1)
-        # The page compares the text that streamed in with the stored text at the end: nothing lost or doubled.
-        assert page.locator("#messages").get_attribute("data-stream-mismatches") is None
-        stored = db(lambda: Message.objects.get(conversation__owner=patient_person[0], role="assistant"))
-        assert stored.status == "complete" and stored.content
-        browser.close()
-        assert page.errors == []
-
-
-def test_a_new_chat_whose_first_frames_were_lost_still_appears(person, live_stack):
-    """The network loses a new conversation's conversation and message frames; its deltas still come. The page
-    reloads the list, finds the new conversation and opens it: question, reply and title all appear. Then a new
-    chat loses only its conversation frame and its question's message frame: the reply's message frame (a
-    conversation the list lacks) makes the page open the whole conversation, question included."""
-    dropped = []
-    lose = {"conversation", "user", "assistant"}  # the conversation frame, and message frames by their role
-
-    def lossy(ws):
-        server = ws.connect_to_server()
-
-        def to_page(message):
-            frame = json.loads(message)
-            kind = frame["message"]["role"] if frame["type"] == "message" else frame["type"]
-            if kind in lose and "seq" not in frame:
-                dropped.append(frame["type"])
-                return
-            ws.send(message)
-        server.on_message(to_page)
-
-    with sync_playwright() as p:
-        browser, page = open_browser(p, live_stack.origin, person[1])
-        page.route_web_socket("**/ws/chat/", lossy)
-        page.goto(live_stack.origin + "/")
-        expect(page.locator("#connection")).to_have_text("connected")
-        page.fill("#input", "Name three rivers.")
-        page.press("#input", "Enter")
-        expect(page.locator(".msg.user .body")).to_have_text("Name three rivers.")
-        expect(page.locator(".msg.assistant")).to_have_class("msg assistant complete", timeout=DONE)
-        expect(page.locator("#conversations li")).to_have_count(1)
-        assert dropped[:3] == ["conversation", "message", "message"]
-
-        lose.discard("assistant")  # the next chat loses its conversation frame and its question's message frame
-        dropped.clear()
-        page.click("#new-chat")
-        page.fill("#input", "Name three lakes.")
-        page.press("#input", "Enter")
-        expect(page.locator(".msg.user .body")).to_have_text("Name three lakes.")
-        expect(page.locator(".msg.assistant")).to_have_class("msg assistant complete", timeout=DONE)
-        expect(page.locator("#conversations li")).to_have_count(2)
-        expect(page.locator(".msg")).to_have_count(2)
-        assert dropped[:2] == ["conversation", "message"]
-        browser.close()
-        assert page.errors == []
-
-
-@pytest.fixture
-def patient_page(patient_person, live_stack):
-    with sync_playwright() as p:
-        browser, page = open_browser(p, live_stack.origin, patient_person[1])
-        page.goto(live_stack.origin + "/")
-        expect(page.locator("#connection")).to_have_text("connected")
-        yield page
-        browser.close()
-        assert page.errors == [], f"script errors on the page: {page.errors}"
 
 
 def test_escape_stops_and_up_edits_the_last_message(patient_page):
