@@ -148,11 +148,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         try:
             await handler(self, content)
         except ChatError as exc:
-            await self.error(exc.code, exc.detail, _echo(content))
+            await self.error(exc.code, exc.detail, _client_id(content, strict=False))
         except Exception:
             log.exception("frame %s failed", content.get("type"))
             await self.error("internal", "Something went wrong on our side; the message was not processed.",
-                             _echo(content))
+                             _client_id(content, strict=False))
 
     async def on_send(self, frame):
         conversation = frame.get("conversation")
@@ -247,18 +247,15 @@ def _id(value, name: str) -> int:
     return value
 
 
-def _client_id(frame: dict) -> str | None:
-    """The optional id a client tags its frames with, echoed on the resulting ``message`` frames."""
+def _client_id(frame: dict, *, strict: bool = True) -> str | None:
+    """The optional id a client tags its frames with, echoed on the resulting ``message`` frames (and, not
+    ``strict``, on the frame's refusal, where a malformed one is left out rather than refused again)."""
     value = frame.get("client_id")
-    if value is not None and (not isinstance(value, str) or len(value) > MAX_CLIENT_ID_CHARS):
+    if value is None or (isinstance(value, str) and len(value) <= MAX_CLIENT_ID_CHARS):
+        return value
+    if strict:
         raise ChatError("bad_frame", f"client_id must be a string of at most {MAX_CLIENT_ID_CHARS} characters.")
-    return value
-
-
-def _echo(frame: dict) -> str | None:
-    """The frame's ``client_id`` to echo on its refusal, if it is a valid one."""
-    value = frame.get("client_id")
-    return value if isinstance(value, str) and len(value) <= MAX_CLIENT_ID_CHARS else None
+    return None
 
 
 def _active_for(user, conversation_id: int) -> Message | None:
