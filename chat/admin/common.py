@@ -1,8 +1,10 @@
 """What the review panel's screens share: who may see what, and list filters that scale."""
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import admin
-from django.contrib.admin.views.main import SEARCH_VAR
+from django.contrib.admin.views.main import ALL_VAR, ORDER_VAR, PAGE_VAR, SEARCH_VAR
 
 from ..models import AuditEvent
 from ..review import audit_record, can_review
@@ -64,20 +66,46 @@ class AuditedOpen:
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
 
+# Parameters that show another page or order of the same matching rows (or all of them on one page): turning
+# a page of a search, or sorting it, reads nothing the search's row does not already cover.
+SAME_SEARCH_PARAMS = (PAGE_VAR, ORDER_VAR, ALL_VAR)
+LAST_SEARCH = "chat_audited_search"  # session key: the search this reviewer's latest ``searched`` row records
+
+
 class AuditedSearch:
     """A search of a list of people's words (messages, titles, comments) reads everyone's text at once, so it
     is recorded like an open: a ``searched`` row with the list, the words and how many rows matched. Showing a
-    list is not (README "Review panel": what is audited)."""
+    list is not (README "Review panel": what is audited).
+
+    Turning a page of that search, sorting it or showing all of it writes no second row: the reviewer's session
+    remembers the search last recorded (its list, words and filters: everything but ``p``, ``o`` and ``all``),
+    and a request that differs from it only there is the same search. Any other search, or the list shown with
+    no search, replaces or forgets it, so coming back to a search records it again. The session rather than the
+    Referer, which the client writes (a crafted one would hide a search), and rather than "page 1 only", which
+    a link straight to ``p=2`` would never record."""
 
     def changelist_view(self, request, extra_context=None):
         response = super().changelist_view(request, extra_context)
         cl = (getattr(response, "context_data", None) or {}).get("cl")
         # Only a list that was shown: a refusal raises before this, an invalid filter redirects without a list.
-        if request.method == "GET" and cl is not None and request.GET.get(SEARCH_VAR, "").strip():
+        if request.method != "GET" or cl is None:
+            return response
+        if not request.GET.get(SEARCH_VAR, "").strip():
+            request.session.pop(LAST_SEARCH, None)
+            return response
+        search = self.search_key(request, query=cl.query.strip())
+        if request.session.get(LAST_SEARCH) != search:
             audit_record(actor=request.user, action=AuditEvent.Action.SEARCHED,
                          details={"page": self.opts.model_name, "query": cl.query.strip(),
                                   "results": cl.result_count})
+            request.session[LAST_SEARCH] = search
         return response
+
+    def search_key(self, request, *, query: str) -> str:
+        """What makes a search this one: the list, the words and every filter, in a fixed order."""
+        params = sorted((name, value) for name, values in request.GET.lists()
+                        if name not in (*SAME_SEARCH_PARAMS, SEARCH_VAR) for value in values)
+        return urlencode([("list", self.opts.model_name), (SEARCH_VAR, query), *params])
 
 
 class TextFilter(admin.ListFilter):

@@ -310,3 +310,35 @@ def test_a_search_of_peoples_text_is_audited_and_showing_a_list_is_not(people, c
     assert client_for(people.staff).get(reverse("admin:chat_message_changelist"), {"q": "secret"}).status_code == 403
     assert client.get(reverse("admin:chat_message_changelist"), {"q": "secret", "no_such": "1"}).status_code == 302
     assert AuditEvent.objects.count() == before  # refused, or no list shown: nothing was read, nothing recorded
+
+
+def test_turning_a_page_or_sorting_a_search_writes_no_second_row(people, client_for, monkeypatch):
+    """One ``searched`` row per search, not per page of it: only ``p``, ``o`` and ``all`` changing is the same
+    search (the session remembers the one last recorded); other words, another filter, another list, the list
+    with no search between, or another reviewer's session, are searches of their own."""
+    from django.contrib import admin
+
+    make_chat(people.owner, turns=3, content="a secret {n}")
+    monkeypatch.setattr(admin.site._registry[Message], "list_per_page", 1)  # three matches: three pages
+    client, url = client_for(people.reviewer), reverse("admin:chat_message_changelist")
+
+    def searched(**params) -> list:
+        response = client.get(url, params)
+        assert response.status_code == 200 and response.context["cl"].result_count >= 1, params
+        return [e.details["query"] for e in AuditEvent.objects.order_by("id")]
+
+    assert searched(q="secret") == ["secret"]
+    assert searched(q="secret", p=2) == ["secret"]
+    assert searched(q=" secret ", p=3, o="-1") == ["secret"]  # the same words, stripped as the search strips them
+    assert searched(q="secret", o="2.-1") == ["secret"]
+    assert searched(q="secret", all="") == ["secret"]
+    assert searched(q="secret", role__exact="user", p=2) == ["secret", "secret"]  # a filter: another search
+    assert searched(q="secret", role__exact="user", o="1") == ["secret", "secret"]
+    assert searched(q="secret") == ["secret"] * 3  # back to the first search: recorded again
+    assert searched(q="a secret", p=2) == ["secret"] * 3 + ["a secret"]  # other words, whatever the page
+    client.get(url)  # the list, no search: the next search is a new one even with the same words
+    assert searched(q="a secret", p=2) == ["secret"] * 3 + ["a secret"] * 2
+    assert client.get(reverse("admin:chat_conversation_changelist"), {"q": "a secret"}).status_code == 200
+    assert AuditEvent.objects.latest("id").details["page"] == "conversation"  # another list: its own search
+    assert client_for(people.reviewer).get(url, {"q": "secret", "p": 2}).status_code == 200  # another session
+    assert AuditEvent.objects.count() == 7
