@@ -15,7 +15,7 @@ from uuid import UUID
 from django.db.models import QuerySet, Sum
 
 from .models import AuditEvent, Conversation, Feedback, Message
-from .selectors import prompt_turns
+from .selectors import id_chunks, prompt_turns
 
 SFT = "sft"
 PAIRS = "pairs"
@@ -26,21 +26,6 @@ Status = Message.Status
 ROW_FIELDS = ("id", "conversation_id", "parent_id", "role", "content", "status", "supplied", "gold_answer__content")
 
 
-def conversation_id_chunks(*, conversations: QuerySet, size: int | None = None) -> Iterator[list[int]]:
-    """The ids of ``conversations`` in ascending order, ``size`` at a time: one query per chunk (keyset
-    pagination on the primary key, so a late chunk costs what the first does)."""
-    size = size or CHUNK
-    ids = conversations.order_by("pk").values_list("pk", flat=True)
-    last = None
-    while True:
-        chunk = list((ids if last is None else ids.filter(pk__gt=last))[:size])
-        if chunk:
-            yield chunk
-        if len(chunk) < size:
-            return
-        last = chunk[-1]
-
-
 def export_lines(*, kind: str, conversations: QuerySet, export_id: UUID, upto: int) -> Iterator[str]:
     """The JSONL text of an export, one string per chunk of conversations.
 
@@ -48,7 +33,7 @@ def export_lines(*, kind: str, conversations: QuerySet, export_id: UUID, upto: i
     then), and each chunk keeps only the conversations audited under ``export_id``: one whose filter state
     changed meanwhile may be audited and left out, but no transcript leaves without its audit row."""
     build = sft_records if kind == SFT else pair_records
-    for ids in conversation_id_chunks(conversations=conversations.filter(pk__lte=upto)):
+    for ids in id_chunks(conversations.filter(pk__lte=upto), size=CHUNK):
         audited = _audited(export_id=export_id, conversation_ids=ids)
         records = build(conversation_ids=[pk for pk in ids if pk in audited]) if audited else []
         text = "".join(map(jsonl_line, records))

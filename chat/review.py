@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from .dataset import KINDS, conversation_id_chunks
+from .dataset import KINDS
 from .errors import ChatError
 from .models import AuditEvent, Conversation, GoldAnswer, Message
 from .selectors import id_chunks, message_counts
@@ -137,7 +137,7 @@ def export_record(*, actor, kind: str, conversations: QuerySet) -> ExportRecord:
         raise ChatError("invalid_kind", "An export is either sft or pairs.")
     export_id, count, upto = uuid.uuid4(), 0, 0
     details = {"kind": kind, "export": str(export_id)}
-    for ids in conversation_id_chunks(conversations=conversations, size=EXPORT_AUDIT_BATCH):
+    for ids in id_chunks(conversations, size=EXPORT_AUDIT_BATCH):
         AuditEvent.objects.bulk_create([
             AuditEvent(actor=actor, actor_name=actor.get_username(), action=Action.EXPORTED, conversation_id=pk,
                        details=details) for pk in ids])

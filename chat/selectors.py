@@ -203,11 +203,24 @@ PROBLEM_STATUSES = (Message.Status.FAILED, Message.Status.STOPPED)
 QUEUE_ORDER = ("-has_negative", "-has_problem", "-updated_at")
 
 
-def id_chunks(ids: Iterable[int]) -> Iterator[list[int]]:
-    """``ids``, distinct and ascending, ``ID_CHUNK`` at a time."""
+def id_chunks(ids: Iterable[int] | QuerySet, *, size: int | None = None) -> Iterator[list[int]]:
+    """``ids``, distinct and ascending, ``size`` (``ID_CHUNK``) at a time. A queryset is walked by primary key,
+    one query per chunk (keyset pagination: a late chunk costs what the first does, and the table's ids are
+    never all in memory at once); any other iterable, a caller's list, is sorted in memory."""
+    size = size or ID_CHUNK
+    if isinstance(ids, QuerySet):
+        pks = ids.order_by("pk").values_list("pk", flat=True)
+        last = None
+        while True:
+            chunk = list((pks if last is None else pks.filter(pk__gt=last))[:size])
+            if chunk:
+                yield chunk
+            if len(chunk) < size:
+                return
+            last = chunk[-1]
     ids = sorted({int(pk) for pk in ids})
-    for start in range(0, len(ids), ID_CHUNK):
-        yield ids[start:start + ID_CHUNK]
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
 
 
 def message_counts(*, conversation_ids: Iterable[int]) -> dict[int, int]:

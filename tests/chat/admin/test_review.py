@@ -180,3 +180,22 @@ def test_a_bulk_action_over_select_all_binds_its_ids_a_chunk_at_a_time(people, c
     else:
         assert not Message.objects.filter(status="queued").exists()
         assert list(audited) == ["cancelled_generation"] * 8
+
+
+def test_id_chunks_walks_a_list_in_memory_and_a_queryset_one_query_per_chunk(people):
+    """The review writes and the export both take ids through ``selectors.id_chunks``: a caller's list, deduplicated
+    and sorted; a queryset by keyset pages of its primary key, never the whole table at once."""
+    from django.test.utils import CaptureQueriesContext
+
+    from chat.selectors import id_chunks
+
+    assert list(id_chunks(["7", 3, 7, 1, 9, 4], size=2)) == [[1, 3], [4, 7], [9]]
+    assert list(id_chunks([], size=2)) == []
+    pks = [make_chat(people.owner, turns=1).pk for _ in range(5)]
+    conversations = Conversation.objects.filter(pk__in=pks).order_by("-pk")  # its own order is not the walk's
+    with CaptureQueriesContext(connection) as captured:
+        assert list(id_chunks(conversations, size=2)) == [pks[0:2], pks[2:4], pks[4:5]]
+    assert len(captured) == 3 and all(" LIMIT 2" in q["sql"] for q in captured), captured.captured_queries
+    with CaptureQueriesContext(connection) as captured:
+        assert list(id_chunks(conversations.exclude(pk=pks[4]), size=2)) == [pks[0:2], pks[2:4]]
+    assert len(captured) == 3  # a full last chunk: one more query finds nothing after it
