@@ -40,3 +40,14 @@ def wait_until(check, what: str, timeout: float = 60.0, page=None):
             return result
         page.wait_for_timeout(100) if page is not None else time.sleep(0.1)
     raise AssertionError(f"timed out waiting until {what}")
+
+
+def admin_log_in(page, base_url: str, path: str, username: str, password: str) -> None:
+    """Sign in through the admin's login form asking for ``path`` next, and wait until the page is there."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base_url}/admin/login/?next={path}")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    expect(page).to_have_url(f"{base_url}{path}")

@@ -2,8 +2,8 @@
 generations page refresh itself, under the site's CSP."""
 import pytest
 
-from tests.browser.chromium import (CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, skip_without_chromium, wait_until,
-                                   watch_for_script_errors)
+from tests.browser.chromium import (CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, admin_log_in, skip_without_chromium,
+                                   wait_until, watch_for_script_errors)
 
 skip_without_chromium()
 
@@ -44,11 +44,7 @@ def test_a_reviewer_works_the_queue_and_reads_a_transcript(reviewer, live_server
         errors, dialogs = [], []
         watch_for_script_errors(page, errors)
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.goto(f"{live_server.url}/admin/login/?next=/admin/chat/reviewqueue/")
-        page.fill("#id_username", "rita")
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
-        expect(page).to_have_url(f"{live_server.url}/admin/chat/reviewqueue/")
+        admin_log_in(page, live_server.url, "/admin/chat/reviewqueue/", "rita", PASSWORD)
         rows = page.locator("#result_list tbody tr")
         expect(rows).to_have_count(3)
         # Negative feedback first, then the failure, then the rest.
@@ -107,11 +103,7 @@ def test_the_live_page_refreshes_by_itself_and_pauses_while_a_row_is_ticked(revi
         errors, loads = [], []
         watch_for_script_errors(page, errors)
         page.on("load", lambda _: loads.append(page.url))
-        page.goto(f"{live_server.url}/admin/login/?next=/admin/chat/livegeneration/")
-        page.fill("#id_username", "rita")
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
-        expect(page).to_have_url(page_url)
+        admin_log_in(page, live_server.url, "/admin/chat/livegeneration/", "rita", PASSWORD)
         expect(page.locator(".live-empty")).to_contain_text("No replies are being generated right now.")
         expect(page.locator(".live-refresh")).to_contain_text("refreshes every 1 s")
 

@@ -1,17 +1,13 @@
 """The review panel's usage page in real Chromium: a reviewer logs in, the chart draws under the site's CSP."""
 import datetime
-import os
-from pathlib import Path
 
 import pytest
 
-from tests.browser.chromium import skip_without_chromium
+from tests.browser.chromium import CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, admin_log_in, skip_without_chromium
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(__file__).resolve().parents[2] / "var" / "screenshots")
 PASSWORD = "a-long-test-password"
 
-skip_without_chromium(CHROMIUM)
+skip_without_chromium()
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
@@ -49,9 +45,7 @@ def reviewer(transactional_db, django_user_model, reviewer_group):
 @pytest.mark.parametrize("scheme,shot", [("light", "usage.png"), ("dark", "usage-dark.png")])
 def test_a_reviewer_sees_the_usage_chart_drawn(reviewer, live_server, scheme, shot):
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run", "--disable-sync"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000}, color_scheme=scheme)
         page.set_default_timeout(30_000)
         errors = []
@@ -59,11 +53,7 @@ def test_a_reviewer_sees_the_usage_chart_drawn(reviewer, live_server, scheme, sh
         # Every console error counts (a CSP refusal is one), but the browser's own favicon probe: the site has none.
         page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
                 and not msg.location.get("url", "").endswith("/favicon.ico") else None)
-        page.goto(f"{live_server.url}/admin/login/?next=/admin/chat/usagereport/")
-        page.fill("#id_username", "rita")
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
-        expect(page).to_have_url(f"{live_server.url}/admin/chat/usagereport/")
+        admin_log_in(page, live_server.url, "/admin/chat/usagereport/", "rita", PASSWORD)
         expect(page.locator("#content h1")).to_have_text("Usage")
         expect(page.locator("#usage-days tbody tr")).to_have_count(30)
         canvas = page.locator("#usage-chart")

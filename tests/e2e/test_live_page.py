@@ -2,7 +2,6 @@
 it on the page (over HTTP, through Daphne) with that worker's name and its tokens so far, presses Cancel, and
 the person's socket gets ``done`` with status ``stopped`` and the text so far — the path of the person's Stop."""
 import asyncio
-import os
 import re
 import shutil
 import socket
@@ -11,20 +10,18 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from http.cookies import SimpleCookie
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
 
 from chat.models import AuditEvent, Message
 
+from tests.browser.chromium import CHROMIUM, LAUNCH_ARGS, SCREENSHOTS
 from tests.live import recv_until, send
 
 pytestmark = pytest.mark.e2e
 
 PAGE = "/admin/chat/livegeneration/"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(__file__).resolve().parents[2] / "var" / "screenshots")
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -80,9 +77,7 @@ def screenshot(origin: str, session_cookie: str) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run", "--disable-sync"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 520})
             errors = []
