@@ -10,6 +10,7 @@ skip_without_chromium()
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 PASSWORD = "a-long-test-password"
+PAUSE_REFRESH_S = 3  # the live page's interval while the test ticks a row: far longer than ticking takes
 
 
 @pytest.fixture
@@ -114,12 +115,24 @@ def test_the_live_page_refreshes_by_itself_and_pauses_while_a_row_is_ticked(revi
         expect(rows.first).to_contain_text("queued")
         assert page.url == page_url and len(loads) >= 3, loads  # the login, the page, and a reload of it
 
-        page.locator(f"input.action-select[value='{reply}']").check()
+        # The pause: a longer interval, and the tick made right after a load, so it lands seconds before that
+        # page's first reload would fire rather than racing it (a tick on a page already unloading is lost).
+        settings.CHAT_LIVE_REFRESH_S = PAUSE_REFRESH_S
+        slower = f"refreshes every {PAUSE_REFRESH_S} s"
+        expect(page.locator(".live-refresh")).to_contain_text(slower, timeout=20_000)  # the next 1 s reload's page
+        with page.expect_event("load"):  # a load of a page on the longer interval: its next reload is far off
+            pass
+        page.evaluate("window.tickedHere = true")  # a reload makes a new document, without this mark
+        box = page.locator(f"input.action-select[value='{reply}']")
+        box.check()
         ticked = len(loads)
-        page.wait_for_timeout(3_500)  # three refresh intervals, and more
-        assert len(loads) == ticked, "the page reloaded while a row was ticked"
-        page.locator(f"input.action-select[value='{reply}']").uncheck()
+        page.wait_for_timeout((PAUSE_REFRESH_S + 2) * 1000)  # past the interval's next turn, with room to load
+        assert page.evaluate("window.tickedHere === true"), "the page reloaded while a row was ticked"
+        expect(box).to_be_checked()
+        assert len(loads) == ticked, f"the page reloaded while a row was ticked: {loads[ticked:]}"
+        box.uncheck()
         wait_until(lambda: len(loads) > ticked, "the page reloads again once no row is ticked", timeout=20,
                    page=page)
+        assert page.evaluate("window.tickedHere === undefined")  # the mark goes with a reload: it would tell one
         browser.close()
     assert errors == [], errors
