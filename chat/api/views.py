@@ -13,8 +13,6 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from inference.prompt import TOO_LONG
-
 from .. import services, streamlog
 from ..errors import ChatError
 from ..models import Message
@@ -145,7 +143,7 @@ class CompletionRun:
         return frame
 
     def failure(self, done: dict) -> ApiError:
-        if done["error"].startswith(TOO_LONG):
+        if done["error_code"] == Message.CONTEXT_LENGTH_EXCEEDED:
             return ApiError(400, done["error"], param="messages", code="context_length_exceeded")
         return ApiError(500, done["error"] or "The reply failed.", type="server_error", code="generation_failed")
 
