@@ -31,6 +31,11 @@ def conversation_settings_set(*, user, conversation_id: int | None, system_promp
     conversation, the person's defaults that new conversations start from. Returns what was stored."""
     text = _system_prompt(system_prompt)
     clean = generation_params_clean(params)
+    if "seed" in clean:
+        # Settings apply to every later reply of the conversation, Regenerate's included: a seed kept there
+        # would make each Regenerate write the same reply again.
+        raise ChatError("invalid_params", "A seed belongs to one request, not to a conversation's settings: "
+                                          "kept there, every Regenerate would give the same reply again.")
     with transaction.atomic():
         if conversation_id is None:
             ChatDefaults.objects.update_or_create(user=user, defaults={"system_prompt": text, "params": clean})

@@ -60,10 +60,12 @@ def delta_frame(message_id: int, seq: int, text: str) -> DeltaFrame:
 
 
 def done_frame(message) -> DoneFrame:
-    """The end of a reply: the stored text, counts, timings, and the stored error (a sentence) if it failed."""
+    """The end of a reply: the stored text, counts, timings, and the stored error (a sentence, and its code
+    where one applies) if it failed."""
     return {
         "type": "done", "message": message.id, "status": message.status,
         "finish_reason": message.finish_reason, "content": message.content, "error": message.error,
+        "error_code": message.error_code,
         "usage": {"prompt_tokens": message.prompt_tokens or 0, "completion_tokens": message.completion_tokens or 0},
         "timing": {"ttft_ms": message.ttft_ms, "tokens_per_s": message.tokens_per_s},
     }

@@ -76,13 +76,15 @@ class DeltaFrame(TypedDict):
 
 
 class DoneFrame(TypedDict):
-    """A reply ended and is stored; ``error`` says why when it failed (empty otherwise)."""
+    """A reply ended and is stored; ``error`` says why when it failed (empty otherwise), ``error_code`` the
+    stable code of that reason where one applies."""
     type: Literal["done"]
     message: int
     status: Literal["complete", "stopped", "failed"]
     finish_reason: FinishReason
     content: str
     error: str
+    error_code: Literal["context_length_exceeded", ""]
     usage: Usage
     timing: Timing
 

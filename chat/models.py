@@ -80,6 +80,9 @@ class Message(models.Model):
         CANCELLED = "cancelled"
         ERROR = "error"
 
+    # The stable code of a failed reply whose prompt does not fit the model's window (OpenAI's code for it).
+    CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+
     # How a reply that ended for this reason is stored.
     STATUS_FOR_REASON = {FinishReason.STOP: Status.COMPLETE, FinishReason.LENGTH: Status.COMPLETE,
                          FinishReason.CANCELLED: Status.STOPPED, FinishReason.ERROR: Status.FAILED}
@@ -98,6 +101,8 @@ class Message(models.Model):
     model_name = models.CharField(max_length=200, blank=True)
     params = models.JSONField(default=dict, blank=True, help_text="generation params used")
     error = models.TextField(blank=True)
+    error_code = models.CharField(max_length=40, blank=True, help_text="why it failed, as a stable code (the "
+                                  "API's error code): context_length_exceeded, or empty")
     stop_requested = models.BooleanField(default=False, help_text="Stop was pressed; the worker checks this "
                                          "at its checkpoints in case the broadcast stop was lost")
     dropped_messages = models.PositiveIntegerField(default=0, help_text="oldest messages left out of the "

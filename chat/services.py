@@ -284,14 +284,14 @@ def message_checkpoint(*, message_id: int, content: str, dropped_messages: int |
 def message_finish(*, message_id: int, content: str | None, status: str, finish_reason: str,
                    prompt_tokens: int | None = None, completion_tokens: int | None = None,
                    ttft_ms: int | None = None, tokens_per_s: float | None = None, error: str = "",
-                   params: dict | None = None,
+                   error_code: str = "", params: dict | None = None,
                    only_from: tuple[str, ...] = Message.ACTIVE_STATUSES) -> Message | None:
     """End a reply once: store its final state and, on commit, send ``done`` to its owner's sockets.
     ``content=None`` keeps the stored text (the last checkpoint). Returns the message, or None when it had
     already ended (then nothing is sent)."""
     fields = dict(status=status, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
                   completion_tokens=completion_tokens, ttft_ms=ttft_ms, tokens_per_s=tokens_per_s,
-                  error=error, finished_at=timezone.now())
+                  error=error, error_code=error_code, finished_at=timezone.now())
     if content is not None:
         fields["content"] = content
     if params is not None:

@@ -6,6 +6,7 @@ all tasks feed one ``BatchEngine`` whose own thread runs them in shared forward 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -187,8 +188,9 @@ def make_title(job: "ReplyJob") -> None:
         log.warning("no title for conversation %s; it keeps its first words", conversation.pk, exc_info=True)
 
 
-def _failed(error: str) -> dict:
-    return {"status": Message.Status.FAILED, "finish_reason": Message.FinishReason.ERROR, "error": error}
+def _failed(error: str, code: str = "") -> dict:
+    return {"status": Message.Status.FAILED, "finish_reason": Message.FinishReason.ERROR, "error": error,
+            "error_code": code}
 
 
 class ReplyJob:
@@ -223,7 +225,9 @@ class ReplyJob:
             self.rt.hold(self.id)
             try:
                 request, used = self.prepare()
-            except (PromptTooLong, ValueError) as exc:
+            except PromptTooLong as exc:
+                ending = _failed(str(exc), Message.CONTEXT_LENGTH_EXCEEDED)
+            except ValueError as exc:
                 ending = _failed(str(exc))
             except Exception as exc:
                 log.exception("could not prepare message %s", self.id)
@@ -241,16 +245,27 @@ class ReplyJob:
                                 max_new_tokens_cap=settings.CHAT_MAX_NEW_TOKENS)
         history = selectors.history_for_prompt(message=self.message)
         window = self.rt.engine.context_window
-        prompt = build_prompt(self.rt.loaded.tokenizer, history, max_new_tokens=params.max_new_tokens,
-                              window=window)
-        if prompt.dropped_messages and self.message.conversation.source == Conversation.Source.API:
+        api = self.message.conversation.source == Conversation.Source.API
+        # An API request without max_tokens reserves no default it never asked for: like OpenAI, it is refused
+        # only when its messages leave no room for a reply, and otherwise runs until the window is full
+        # (finish_reason length) or the default length, whichever comes first.
+        to_the_window = api and not self.message.params.get("max_new_tokens")
+        prompt = build_prompt(self.rt.loaded.tokenizer, history, window=window,
+                              max_new_tokens=1 if to_the_window else params.max_new_tokens)
+        if prompt.dropped_messages and api:
             # A program sends the whole context it wants read, and OpenAI refuses one that does not fit:
             # leaving its oldest turns out, as the chat does, would silently answer another request.
+            if to_the_window:
+                raise PromptTooLong(f"{TOO_LONG}: the request's messages need all of the {window} tokens the "
+                                    "model reads, leaving no room for a reply; send fewer or shorter messages.")
             raise PromptTooLong(f"{TOO_LONG}: the request's messages and the {params.max_new_tokens} tokens "
                                 f"reserved for the reply need more than the {window} tokens the model reads; "
                                 "send fewer or shorter messages, or a smaller max_tokens.")
         if prompt.dropped_messages:
             services.message_checkpoint(message_id=self.id, content="", dropped_messages=prompt.dropped_messages)
+        if to_the_window:  # stored as what bounded the reply
+            params = dataclasses.replace(params, max_new_tokens=min(params.max_new_tokens,
+                                                                    window - len(prompt.input_ids)))
         used = {"temperature": params.temperature, "top_p": params.top_p, "max_new_tokens": params.max_new_tokens}
         if params.seed is not None:
             used["seed"] = params.seed

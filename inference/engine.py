@@ -314,9 +314,9 @@ class BatchEngine:
         return list(self._rows), self._next
 
     def _sample(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
-        temps = torch.tensor([r.generation.params.temperature for r in requests], device=logits.device)
-        top_ps = torch.tensor([r.generation.params.top_p for r in requests], device=logits.device)
-        return sample_next(logits, temps, top_ps, [r.random_generator(logits.device) for r in requests])
+        params = [r.generation.params for r in requests]
+        return sample_next(logits, [p.temperature for p in params], [p.top_p for p in params],
+                           [r.random_generator() for r in requests])
 
     # -- batch bookkeeping ----------------------------------------------------------------------------
     def _pad_id(self) -> int:

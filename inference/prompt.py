@@ -37,7 +37,8 @@ PLAIN_STOP_STRINGS = ("\nUser:", "\nSystem:")
 _MARK_START, _MARK_END = "\U000F0000", "\U000F0001"
 
 
-# How a PromptTooLong's sentence starts: the API answers such a failed reply with context_length_exceeded.
+# How a PromptTooLong's sentence starts (the worker stores such a failure with the code context_length_exceeded,
+# which the API answers with; nothing reads this prefix back).
 TOO_LONG = "The message is too long for this model"
 
 

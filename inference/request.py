@@ -75,14 +75,16 @@ class Request:
         """The id the caller cancels by."""
         return self.generation.request_id
 
-    def random_generator(self, device: torch.device) -> torch.Generator | None:
+    def random_generator(self) -> torch.Generator | None:
         """The request's own random generator, seeded once from ``params.seed`` on first use (so a request
-        draws the same numbers wherever and beside whatever it runs); None for an unseeded request."""
+        draws the same numbers wherever and beside whatever it runs); None for an unseeded request. A CPU
+        generator whatever the model's device: it draws one number per step on the host, which the device
+        never waits for (``sample_next``), and a seed gives the same numbers on a GPU as on a CPU."""
         seed = self.generation.params.seed
         if seed is None:
             return None
         if self.generator is None:
-            self.generator = torch.Generator(device=device)
+            self.generator = torch.Generator()
             self.generator.manual_seed(seed)
         return self.generator
 

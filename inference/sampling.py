@@ -1,6 +1,7 @@
 """Per-request sampling for a batch of next-token logits, vectorised so that one call serves every row."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -10,7 +11,8 @@ import torch
 class SamplingParams:
     """How one request picks its tokens. ``temperature`` 0 means greedy decoding. ``seed``: sample from a
     random generator of the request's own, seeded with it once, so the same request samples the same tokens
-    whatever else shares its batch; None: the process's shared generator."""
+    whatever else shares its batch (and on whichever device: the generator is a CPU one, see ``sample_next``);
+    None: the process's shared generator."""
 
     temperature: float = 0.0
     top_p: float = 1.0
@@ -26,33 +28,47 @@ class SamplingParams:
             raise ValueError("max_new_tokens must be at least 1")
 
 
-def sample_next(logits: torch.Tensor, temperatures: torch.Tensor, top_ps: torch.Tensor,
-                generators: list[torch.Generator | None] | None = None) -> torch.Tensor:
-    """Pick one token per row. ``logits`` is [B, V]; ``temperatures`` and ``top_ps`` are [B] float tensors;
-    ``generators``: per row, its own random generator (a seeded request) or None (the shared one)."""
+def sample_next(logits: torch.Tensor, temperatures: Sequence[float], top_ps: Sequence[float],
+                generators: Sequence[torch.Generator | None] | None = None) -> torch.Tensor:
+    """Pick one token per row. ``logits`` is [B, V]; ``temperatures`` and ``top_ps``: per row, as plain numbers
+    (what the requests asked for); ``generators``: per row, its own CPU random generator (a seeded request) or
+    None (the process's shared one).
+
+    A seeded request costs the batch nothing of its own on the device: which rows sample, and with which
+    random number, is decided on the host from the requests' own values (reading the device would wait for it
+    once per row), each row gets one uniform number (a seeded row's from its own generator, the others' from
+    the shared one), and every sampled row is then picked in the same few kernels by inverse CDF: the first
+    token, in vocabulary order, whose cumulative probability passes the row's number."""
     greedy = logits.argmax(dim=-1)
-    sampled_rows = temperatures > 0
-    if not bool(sampled_rows.any()):
+    sampled = [t > 0 for t in temperatures]
+    if not any(sampled):
         return greedy
-    scaled = logits.float() / temperatures.clamp(min=1e-5).unsqueeze(-1)
-    probs = torch.softmax(scaled, dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    # Keep the smallest prefix whose mass reaches top_p (the first token always survives).
-    cumulative = sorted_probs.cumsum(dim=-1)
-    outside = (cumulative - sorted_probs) >= top_ps.unsqueeze(-1)
+    uniforms = torch.rand(len(sampled))  # the shared generator: one number per row, one call per step
+    for i, g in enumerate(generators or ()):
+        if g is not None and sampled[i]:  # its own stream: what it draws depends on nothing else in the batch
+            uniforms[i] = torch.rand(1, generator=g)[0]
+    # One host-to-device copy per step for everything the rows asked for (a greedy row divides by 1: its pick
+    # is the argmax whatever it samples).
+    host = torch.tensor([[t if s else 1.0 for t, s in zip(temperatures, sampled)], list(top_ps), [float(x) for x in sampled]])
+    values = torch.cat([host, uniforms.unsqueeze(0)]).to(device=logits.device, dtype=torch.float32)
+    temps, tops, rows, u = values
+    probs = torch.softmax(logits.float() / temps.unsqueeze(-1), dim=-1)
+    if any(p < 1.0 for p, s in zip(top_ps, sampled) if s):
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (the first token always survives).
+        cumulative = sorted_probs.cumsum(dim=-1)
+        outside = (cumulative - sorted_probs) >= tops.unsqueeze(-1)
+        probs = probs.masked_fill(torch.zeros_like(outside).scatter(-1, order, outside), 0.0)
     # Drawn in vocabulary order, not sorted order: two near-equal probabilities trade places in the sort when
     # a row's logits move in the last bit (batched beside other rows, or alone), and a draw over the sorted
     # list would then land on the other token. Over the vocabulary only the nucleus's edge is that fragile.
-    probs = probs.masked_fill(torch.zeros_like(outside).scatter(-1, order, outside), 0.0)
-    own = [i for i, g in enumerate(generators or ()) if g is not None and bool(sampled_rows[i])]
-    shared = [i for i in range(len(probs)) if i not in own]
-    sampled = torch.empty_like(greedy)
-    if shared:
-        index = torch.tensor(shared, device=probs.device)
-        sampled[index] = torch.multinomial(probs[index], num_samples=1).squeeze(-1)
-    for i in own:  # one draw per seeded row, from its own generator: what it draws depends on nothing else
-        sampled[i] = torch.multinomial(probs[i:i + 1], num_samples=1, generator=generators[i]).squeeze(-1)[0]
-    return torch.where(sampled_rows, sampled, greedy)
+    cdf = probs.cumsum(dim=-1)
+    target = (u * cdf[:, -1]).unsqueeze(-1)
+    picked = torch.searchsorted(cdf, target, right=True).clamp_(max=probs.shape[-1] - 1)
+    # A pick the float sums pushed off the end, or onto a token outside the nucleus, takes the row's best token.
+    inside = probs.gather(-1, picked).squeeze(-1) > 0
+    picked = torch.where(inside, picked.squeeze(-1), greedy)
+    return torch.where(rows > 0, picked, greedy)
 
 
 def resolve_params(requested: dict, generation_config, *, default_max_new_tokens: int = 256,

@@ -5,6 +5,9 @@ unseen; ``chat.delivery.ReplyDelivery`` then does for it what it does for a sock
 order, gaps filled from the reply's stream log, a quiet reply checked against the log and the database, and
 ``done`` last. The owner's group carries every reply of that person, and a follower keeps only its own: the
 per-person cap on active replies (``CHAT_MAX_ACTIVE_PER_USER``) bounds what each follower skips.
+
+A client that goes away before its reply's end leaves the follower to finish in the background when the key
+keeps no text (``forget_once_ended``): it follows the stopped reply to its ``done``, then deletes its log.
 """
 from __future__ import annotations
 
@@ -12,12 +15,16 @@ import asyncio
 import logging
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 
-from .. import events
+from .. import events, streamlog
 from ..delivery import ReplyDelivery
 
 log = logging.getLogger(__name__)
 FRAME_TYPES = ("chat.delta", "chat.done")
+# Followers finishing in the background, past the request that started them: a reference is kept, or the loop
+# could drop a task that nothing awaits.
+_background: set[asyncio.Task] = set()
 
 
 class ReplyFollower:
@@ -63,6 +70,48 @@ class ReplyFollower:
             frame = await self.frames.get()
             if frame["type"] in ("delta", "done"):
                 return frame
+
+    async def forget_log(self) -> None:
+        """Delete the reply's stream log (its key keeps no text, and the reply has ended)."""
+        try:
+            await streamlog.clear(self.message_id)
+        except Exception:  # it expires after CHAT_STREAM_TTL_S anyway
+            log.warning("could not clear the stream log of %s", self.message_id, exc_info=True)
+
+    def forget_once_ended(self, timeout: float | None = None) -> asyncio.Task:
+        """In the background, for a client that went away before its reply's end: follow the reply to its
+        ``done``, leave, then delete its stream log. Bounded by ``timeout`` (by default two leases and a sweep:
+        a reply whose worker died is ended by the sweep once its lease expires; past that, the log's own expiry
+        is the last resort). Every way it can end is logged with the reply's id; none leaves a task exception
+        nobody retrieves."""
+        if timeout is None:
+            timeout = 2 * settings.CHAT_LEASE_TTL_S + settings.CHAT_SWEEP_INTERVAL_S
+        task = asyncio.ensure_future(self._forget_once_ended(timeout))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        return task
+
+    async def _forget_once_ended(self, timeout: float) -> None:
+        ended = False
+        try:
+            await asyncio.wait_for(self._until_done(), timeout)
+            ended = True
+        except asyncio.TimeoutError:
+            log.warning("reply %s of a client that went away did not end in time; its log expires",
+                        self.message_id)
+        except Exception:
+            log.warning("following reply %s of a client that went away failed; its log expires",
+                        self.message_id, exc_info=True)
+        try:
+            await self.__aexit__(None, None, None)
+        except Exception:
+            log.warning("could not leave the group of reply %s", self.message_id, exc_info=True)
+        if ended:
+            await self.forget_log()
+
+    async def _until_done(self) -> None:
+        while (await self.next())["type"] != "done":
+            pass
 
     async def _pump(self) -> None:
         while True:

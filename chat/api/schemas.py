@@ -26,7 +26,10 @@ class CompletionRequest:
     end_user: str = ""
 
 
-def _number(body: dict, name: str, low: float, high: float, *, low_open: bool = False, integer: bool = False):
+def _number(body: dict, name: str, low: float, high: float, *, low_open: bool = False, integer: bool = False,
+            out_of_range: str = ""):
+    """``body[name]`` checked: None when absent; ``out_of_range``: the sentence when it is outside the bounds
+    (else one that names them)."""
     value = body.get(name)
     if value is None:
         return None
@@ -37,7 +40,7 @@ def _number(body: dict, name: str, low: float, high: float, *, low_open: bool = 
     if not ok or (integer and int(value) != value):
         raise invalid(name, f"'{name}' must be {'an integer' if integer else 'a number'}.", "invalid_type")
     if value < low or value > high or (low_open and value == low):
-        raise invalid(name, f"'{name}' must be {'greater than' if low_open else 'at least'} {low:g} and at most "
+        raise invalid(name, out_of_range or f"'{name}' must be {'greater than' if low_open else 'at least'} {low:g} and at most "
                             f"{high:g}; got {value!r}.")
     return int(value) if integer else float(value)
 
@@ -101,7 +104,9 @@ def parse_completion_request(body, served_model: str) -> CompletionRequest:
     params = {"temperature": _number(body, "temperature", 0, 2),
               "top_p": _number(body, "top_p", 0, 1, low_open=True),
               "max_new_tokens": max_completion_tokens or max_tokens,
-              "seed": _number(body, "seed", SEED_MIN, SEED_MAX, integer=True)}
+              # chat/params.py's sentence: bounds written with :g would read "at most 9.22337e+18"
+              "seed": _number(body, "seed", SEED_MIN, SEED_MAX, integer=True,
+                              out_of_range="'seed' must be a 64-bit integer.")}
     if body.get("stop") is not None:
         try:
             params["stop"] = stop_strings_clean(body["stop"])

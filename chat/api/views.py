@@ -13,9 +13,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from inference.prompt import TOO_LONG
-
-from .. import services, streamlog
+from .. import services
 from ..errors import ChatError
 from ..models import Message
 from ..sweep import ensure_sweeper
@@ -145,7 +143,7 @@ class CompletionRun:
         return frame
 
     def failure(self, done: dict) -> ApiError:
-        if done["error"].startswith(TOO_LONG):
+        if done["error_code"] == Message.CONTEXT_LENGTH_EXCEEDED:
             return ApiError(400, done["error"], param="messages", code="context_length_exceeded")
         return ApiError(500, done["error"] or "The reply failed.", type="server_error", code="generation_failed")
 
@@ -204,38 +202,8 @@ class CompletionRun:
             if not self.key.store_conversations:
                 # The client is gone but the worker is still ending the reply (within a step): follow it to its
                 # end in the background, then delete its log, or its text would outlive the reply in Redis.
-                _in_background(self._forget_once_ended())
+                self.follower.forget_once_ended()
                 return
-        await self._leave()
-
-    async def _leave(self) -> None:
         await self.follower.__aexit__(None, None, None)
         if self.reply is not None and self.ended and not self.key.store_conversations:
-            try:
-                await streamlog.clear(self.reply.id)
-            except Exception:  # it expires after CHAT_STREAM_TTL_S anyway
-                log.warning("could not clear the stream log of %s", self.reply.id, exc_info=True)
-
-    async def _forget_once_ended(self) -> None:
-        # Bounded: a reply whose worker died is ended by the sweep once its lease expires; past that, the
-        # log's own expiry (CHAT_STREAM_TTL_S) is the last resort.
-        try:
-            await asyncio.wait_for(self._until_done(), 2 * settings.CHAT_LEASE_TTL_S + settings.CHAT_SWEEP_INTERVAL_S)
-        except asyncio.TimeoutError:
-            log.warning("reply %s of a client that went away did not end in time; its log expires", self.reply.id)
-        finally:
-            await self._leave()
-
-    async def _until_done(self) -> None:
-        while not self.ended:
-            await self.next()
-
-
-_background: set[asyncio.Task] = set()
-
-
-def _in_background(coroutine) -> None:
-    """Run a coroutine past the request that started it (a reference is kept, or the loop could drop it)."""
-    task = asyncio.ensure_future(coroutine)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+            await self.follower.forget_log()

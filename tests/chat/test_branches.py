@@ -132,6 +132,23 @@ def test_settings_apply_to_the_next_reply_and_defaults_to_new_conversations(two_
     assert err.value.code == "invalid_params"
 
 
+@pytest.mark.parametrize("conversation", [True, False])
+def test_a_seed_is_refused_in_settings_so_regenerate_never_repeats_itself(two_turns, conversation):
+    """A seed in the settings would reach every later reply, Regenerate's too: the same reply again. It stays a
+    per-request parameter (a send, edit or regenerate frame's params; the API's seed)."""
+    user, first, second = two_turns
+    target = first.conversation.pk if conversation else None
+    with pytest.raises(ChatError) as err:
+        conversations.conversation_settings_set(user=user, conversation_id=target, system_prompt="",
+                                                params={"temperature": 1.0, "seed": 7})
+    assert err.value.code == "invalid_params" and "Regenerate" in err.value.detail
+    assert Conversation.objects.get(pk=first.conversation.pk).params == {}
+    assert not ChatDefaults.objects.filter(user=user).exists()
+    regenerated = services.message_regenerate(user=user, message_id=second.assistant_message.pk,
+                                              params={"temperature": 1.0, "seed": 7})
+    assert regenerated.params == {"temperature": 1.0, "seed": 7}  # one request's seed, still honoured
+
+
 def test_rename_delete_and_the_model_title_never_overwrites_a_rename(two_turns, make_user):
     user, first, second = two_turns
     conv = first.conversation

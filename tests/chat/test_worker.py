@@ -109,9 +109,10 @@ def test_a_prompt_too_long_for_the_model_fails_with_its_reason_in_done(make_user
     frames = run_job(user, message, rt)
     stored = Message.objects.get(pk=message.id)
     assert (stored.status, stored.finish_reason) == ("failed", "error")
-    assert "too long for this model" in stored.error
+    assert "too long for this model" in stored.error and stored.error_code == "context_length_exceeded"
     [done] = dones(frames)
     assert done["error"] == stored.error  # the person reads the server's sentence, not a guess
+    assert done["error_code"] == "context_length_exceeded"  # and a program its code
 
 
 def test_an_api_request_whose_history_does_not_fit_is_refused_not_shortened(make_user, rt):
@@ -130,6 +131,8 @@ def test_an_api_request_whose_history_does_not_fit_is_refused_not_shortened(make
     stored = Message.objects.get(pk=message.id)
     assert (stored.status, stored.completion_tokens, stored.dropped_messages) == ("failed", None, 0)
     assert done["error"] == stored.error and stored.error.startswith(TOO_LONG)
+    assert done["error_code"] == stored.error_code == "context_length_exceeded"
+    assert "max_tokens" in stored.error  # the caller sent one: the sentence says it counts
     chat = queued_reply(user, content="word " * 300)  # the same history in the chat: shortened, answered
     services.message_finish(message_id=chat.id, content="ok", status="complete", finish_reason="stop")
     again = services.message_send(user=user, conversation_id=chat.conversation_id, content="word " * 300,
@@ -137,6 +140,43 @@ def test_an_api_request_whose_history_does_not_fit_is_refused_not_shortened(make
     run_job(user, services.message_start(message_id=again.id), rt)
     answered = Message.objects.get(pk=again.id)
     assert answered.status == "complete" and answered.dropped_messages == 2
+
+
+def test_an_api_request_without_max_tokens_reserves_no_default_and_runs_to_the_window(make_user, rt, settings):
+    """OpenAI's behaviour: with no max_tokens, a prompt that fits is answered until the window is full, though
+    prompt + the default length would not fit; refused only when the messages leave no room at all."""
+    from chat import api_keys
+
+    settings.CHAT_DEFAULT_MAX_NEW_TOKENS = 256
+    rt.engine.eos_ids = set()  # the tiny model's reply runs until something stops it
+    user = make_user()
+    key = api_keys.api_key_create(owner=user, name="script").key
+    window = rt.engine.context_window  # 512
+    turns = [{"role": "user", "content": "word " * 400}]  # fits; with 256 reserved, it would not
+    reply = services.api_completion_create(key=key, turns=turns, params={})
+    [done] = dones(run_job(user, services.message_start(message_id=reply.id), rt))
+    stored = Message.objects.get(pk=reply.id)
+    assert stored.prompt_tokens + 256 > window
+    assert (stored.status, stored.finish_reason, done["error_code"]) == ("complete", "length", "")
+    assert stored.prompt_tokens + stored.completion_tokens == window
+    assert stored.params["max_new_tokens"] == stored.completion_tokens  # what bounded it, as stored
+
+    # The same messages with a max_tokens the window cannot hold: refused, the caller's number named.
+    asked = services.api_completion_create(key=key, turns=turns, params={"max_new_tokens": 256})
+    run_job(user, services.message_start(message_id=asked.id), rt)
+    refused = Message.objects.get(pk=asked.id)
+    assert (refused.status, refused.error_code) == ("failed", "context_length_exceeded")
+    assert "256 reserved" in refused.error
+
+    # Messages that leave no room for even one token, without max_tokens: refused, no max_tokens blamed.
+    full = [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "word " * 300}]
+    none_left = services.api_completion_create(key=key, turns=full, params={})
+    [done] = dones(run_job(user, services.message_start(message_id=none_left.id), rt))
+    stored = Message.objects.get(pk=none_left.id)
+    assert (stored.status, stored.completion_tokens, done["error_code"]) == \
+        ("failed", None, "context_length_exceeded")
+    assert "leaving no room for a reply" in stored.error and "max_tokens" not in stored.error
 
 
 def test_a_failing_model_fails_the_reply_with_a_sentence(make_user, rt, monkeypatch):

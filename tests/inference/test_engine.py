@@ -179,33 +179,6 @@ def test_a_seeded_request_samples_the_same_tokens_alone_or_batched_and_another_s
     assert len(unseeded) == 2 and alone not in unseeded  # without a seed: the shared generator, as before
 
 
-def test_sample_next_draws_a_seeded_row_from_its_own_generator_only():
-    from inference.sampling import sample_next
-
-    torch.manual_seed(0)
-    logits = torch.randn(4, 5000)
-    temps, tops = torch.tensor([1.0, 1.0, 0.8, 0.0]), torch.tensor([1.0, 0.9, 0.95, 1.0])
-
-    def own(seed):
-        return torch.Generator().manual_seed(seed)
-    batch = [sample_next(logits, temps, tops, [None, None, own(7), None])[2] for _ in range(3)]
-    solo = sample_next(logits[2:3], temps[2:3], tops[2:3], [own(7)])[0]
-    assert len(set(int(t) for t in batch)) == 1 and int(batch[0]) == int(solo)  # beside any rows, any draws
-    draws = {int(sample_next(logits[2:3], temps[2:3], tops[2:3], [own(seed)])[0]) for seed in range(8)}
-    assert len(draws) > 1  # the seed matters
-    greedy_row = sample_next(logits, temps, tops, [own(1), own(2), own(3), own(4)])[3]
-    assert int(greedy_row) == int(logits[3].argmax())  # temperature 0 stays greedy, seed or not
-    # Two near-equal tokens trading places in the last bits (a row batched or alone): the same seed draws the
-    # same token, because the draw is over the vocabulary, not over the probabilities sorted
-    row = torch.full((1, 100), -30.0)
-    flipped = row.clone()
-    row[0, 10], row[0, 20] = 1.0, 1.0 + 1e-6
-    flipped[0, 10], flipped[0, 20] = 1.0 + 1e-6, 1.0
-    one, full = torch.tensor([1.0]), torch.tensor([1.0])
-    assert [int(sample_next(row, one, full, [own(s)])[0]) for s in range(12)] == \
-        [int(sample_next(flipped, one, full, [own(s)])[0]) for s in range(12)]
-
-
 @pytest.mark.parametrize("kwargs", [{"temperature": -0.1}, {"temperature": 2.5}, {"top_p": 0}, {"top_p": 1.2},
                                     {"max_new_tokens": 0}])
 def test_sampling_params_out_of_bounds_are_refused(kwargs):
