@@ -1,8 +1,13 @@
-"""Deleting a person: their sessions go by the session index (``chat/session_index.py``), never by reading
-other people's, at a cost that does not grow with the site; a session the index lacks signs no one in."""
+"""Deleting a person, by themselves or by staff in the admin: their sessions go by the session index
+(``chat/session_index.py``), never by reading other people's, at a cost that does not grow with the site; a
+session the index lacks signs no one in; the admin's Delete and its delete_selected action do what self-service
+deletion does (sessions, login records, Redis counters, open sockets closed)."""
+import asyncio
 import time
 
 import pytest
+from axes.models import AccessAttempt
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
@@ -11,9 +16,11 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from chat import accounts, session_index
+from chat import accounts, quotas, session_index
 from chat.redis import client as redis_client
 from chat.redis import sessions_key
+from tests.chat.accounts.test_data_rights import _counters_of
+from tests.support import communicator
 
 PASSWORD = "a-long-test-password"
 
@@ -91,3 +98,54 @@ def test_a_session_the_index_lacks_signs_no_one_in_once_the_person_is_gone(djang
     assert session.exists(session.session_key) and session[SESSION_KEY] == str(alice.pk)  # left behind
     response = browser.get("/")
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def admin_delete(staff: Client, how: str, user_id: int):
+    """Staff delete a person in the admin: the change page's Delete, or the list's delete_selected action,
+    each confirmed as the admin's confirmation page does."""
+    if how == "change page":
+        return staff.post(f"/admin/auth/user/{user_id}/delete/", {"post": "yes"})
+    return staff.post("/admin/auth/user/", {"action": "delete_selected", "_selected_action": [user_id],
+                                            "post": "yes"})
+
+
+@pytest.mark.parametrize("how", ["change page", "delete_selected"])
+@pytest.mark.django_db(transaction=True)
+def test_staff_deleting_a_person_in_the_admin_deletes_what_self_service_deletion_does(django_user_model,
+                                                                                      settings, how):
+    settings.CHAT_SOCKET_REFRESH_S = 3600  # not the timer: the deletion tells the socket
+    settings.AXES_FAILURE_LIMIT = 10
+    root = django_user_model.objects.create_superuser(username="root", password=PASSWORD)
+    staff = Client()
+    staff.force_login(root)
+    alice = django_user_model.objects.create_user(username="alice", password=PASSWORD)
+    bob = django_user_model.objects.create_user(username="bob", password=PASSWORD)
+    Client().post("/accounts/login/", {"username": "alice", "password": "wrong"})  # a login record
+    assert AccessAttempt.objects.filter(username="alice").exists()
+    sessions = {user.pk: browsers(user) for user in (alice, bob)}
+    for user in (alice, bob):
+        quotas.message_hit(user.pk, quotas.allowance_for(user.pk))
+        quotas.tokens_count(user.pk, 42)
+    bob_counters = _counters_of(bob.pk)
+
+    async def go():
+        alices = communicator(f"sessionid={sessions[alice.pk][0]}")
+        bobs = communicator(f"sessionid={sessions[bob.pk][0]}")
+        assert (await alices.connect())[0] and (await bobs.connect())[0]  # each counted in Redis
+        assert len(_counters_of(alice.pk)) == 4  # tokens, the minute's window, sockets, session index
+        response = await database_sync_to_async(admin_delete)(staff, how, alice.pk)
+        closed = await alices.receive_output(timeout=5)
+        await bobs.send_to(text_data='{"type": "noop"}')
+        still = await bobs.receive_json_from(timeout=5)
+        await bobs.disconnect()
+        return response, closed, still
+    response, closed, still = asyncio.run(go())
+    assert response.status_code == 302, response.content[:500]
+    assert not django_user_model.objects.filter(pk=alice.pk).exists()
+    assert closed == {"type": "websocket.close", "code": 4401}  # her open socket closed at once
+    assert still["code"] == "unknown_type"  # bob's goes on
+    assert not Session.objects.filter(session_key__in=sessions[alice.pk]).exists()
+    assert not AccessAttempt.objects.filter(username="alice").exists()
+    assert _counters_of(alice.pk) == []
+    assert Session.objects.filter(session_key__in=sessions[bob.pk]).count() == 2
+    assert _counters_of(bob.pk) == bob_counters
