@@ -7,8 +7,6 @@ Kept free of Django imports so it can start processes before settings are read.
 """
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import signal
 import socket
@@ -19,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from chat.logs import json_line
 from chatsite.embedded import forget_redis_url, record_redis_url
 from chatsite.secret import local_secret_key, private_dir
 
@@ -87,12 +86,10 @@ _json_lines = False  # LOG_FORMAT=json: main() sets it, so the launcher's own li
 
 def say(text: str, *, error: bool = False) -> None:
     """A line in the launcher's log (unbuffered, so it interleaves with the children's output); with
-    LOG_FORMAT=json one JSON object in the children's shape (chat.logs.JsonFormatter), so every line of the
+    LOG_FORMAT=json one JSON object in the children's shape (``chat.logs.json_line``), so every line of the
     stream parses."""
     if _json_lines:
-        text = json.dumps({"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
-                           "level": "ERROR" if error else "INFO", "logger": "chatsite.stack",
-                           "message": text.strip(), "process": os.getpid()}, ensure_ascii=False)
+        text = json_line("ERROR" if error else "INFO", "chatsite.stack", text.strip())
     print(text, file=sys.stderr if error else sys.stdout, flush=True)
 
 
