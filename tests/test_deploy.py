@@ -79,6 +79,17 @@ def test_without_debug_a_missing_secret_key_is_an_error_that_says_what_to_do(tmp
     assert out.returncode == 0
 
 
+def test_the_removed_chat_trusted_proxy_count_is_an_error_naming_what_replaces_it(key_file):
+    """A deployment upgraded with CHAT_TRUSTED_PROXY_COUNT still set must not start counting every failure
+    against its proxy's address: it refuses to start, and says what to set instead."""
+    for proxies in ("1", "0", ""):  # any value, empty too: the variable is there
+        out = sourced_run([sys.executable, "manage.py", "check"],
+                          extra=f"SECRET_KEY_FILE={key_file}; CHAT_TRUSTED_PROXY_COUNT={proxies}")
+        assert out.returncode != 0 and "ImproperlyConfigured: CHAT_TRUSTED_PROXY_COUNT is no longer read" in out.stderr
+        assert "TRUSTED_PROXY=true" in out.stderr and "real_ip_header X-Forwarded-For" in out.stderr
+    assert sourced_run([sys.executable, "manage.py", "check"], extra=f"SECRET_KEY_FILE={key_file}").returncode == 0
+
+
 def test_commands_find_the_embedded_redis_that_make_run_recorded(tmp_path, key_file):
     """The launcher records its embedded Redis's URL in CHAT_REDIS_DIR; settings read it when REDIS_URL is
     unset, and an explicit REDIS_URL still wins."""
