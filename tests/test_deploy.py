@@ -120,6 +120,33 @@ def test_torch_threads_divide_the_cores_among_the_workers_of_a_host(key_file):
     assert got["CHAT_TORCH_THREADS"] == 3
 
 
+def test_a_chat_worker_gpus_entry_that_is_no_gpu_stops_the_launcher_before_it_starts_anything(tmp_path):
+    for good in ("0,1", "GPU-5f3c1a2b-0e4d-11ee-9d3a-0242ac120002", "MIG-5f3c1a2b-0e4d-11ee-9d3a-0242ac120002",
+                 "MIG-GPU-5f3c1a2b/1/0"):
+        assert stack.LauncherSettings.from_env({"CHAT_WORKER_GPUS": good}).worker_gpus == tuple(good.split(","))
+    for bad in ("cuda:1", "0,gpu1", "1.5"):
+        with pytest.raises(stack.LauncherSettingsError, match=r"^CHAT_WORKER_GPUS=.* not a GPU\. Give each"):
+            stack.LauncherSettings.from_env({"CHAT_WORKER_GPUS": bad})
+    with pytest.raises(stack.LauncherSettingsError, match="CHAT_DEVICE=cuda:1 cannot work beside CHAT_WORKER_GPUS"):
+        stack.LauncherSettings.from_env({"CHAT_WORKER_GPUS": "0,1", "CHAT_DEVICE": "cuda:1"})
+    assert stack.LauncherSettings.from_env({"CHAT_WORKER_GPUS": "0", "CHAT_DEVICE": "cuda:0"}).worker_gpus == ("0",)
+    # The launcher itself: a sentence and exit status 2, no embedded Redis started (its directory stays empty).
+    for args in ([], ["worker"]):
+        out = subprocess.run([sys.executable, "-m", "chatsite.stack", *args], cwd=stack.ROOT, capture_output=True,
+                             text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "CHAT_WORKER_GPUS": "cuda:1",
+                                                         "CHAT_REDIS_DIR": str(tmp_path / "redis")})
+        assert out.returncode == 2 and "CHAT_WORKER_GPUS='cuda:1': 'cuda:1' is not a GPU" in out.stderr, out
+        assert not (tmp_path / "redis").exists()
+
+
+def test_every_deployed_daphne_gets_the_launchers_command_line():
+    """chat.access's "one access log, never two" holds for Daphne as the launcher starts it (daphne_args: -v 0
+    with JSON logs): the systemd unit and the Procfile start it that way too."""
+    unit = (stack.ROOT / "deploy" / "systemd" / "chat-web@.service").read_text()
+    assert re.search(r"^ExecStart=\S+/python -m chatsite\.stack web$", unit, re.M)
+    assert re.search(r"^web: python -m chatsite\.stack web$", (stack.ROOT / "deploy" / "Procfile").read_text(), re.M)
+
+
 def test_chat_worker_gpus_give_each_launched_worker_its_own_gpu():
     env = {"PATH": "/usr/bin", "WORKERS": "3", "CHAT_WORKER_GPUS": " 0, 1 "}
     conf = stack.LauncherSettings.from_env(env)
