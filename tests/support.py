@@ -24,7 +24,13 @@ def json_records(text: str) -> list[dict]:
     """The records of a LOG_FORMAT=json stream, one JSON object per line: split on "\\n" alone (the one character
     the writers end a record with; ``str.splitlines`` would also cut at U+2028 and the like), complete lines
     only, so a last line still being written is left for the next read."""
-    return [json.loads(line) for line in text.split("\n")[:-1]]
+    records = []
+    for number, line in enumerate(text.split("\n")[:-1], 1):
+        try:
+            records.append(json.loads(line))
+        except ValueError as exc:  # say which line: a plain-text line in a JSON log is the bug to find
+            raise AssertionError(f"line {number} is not one JSON object: {line[:1000]!r}") from exc
+    return records
 
 
 def communicator(cookie: str | None = None, origin=ORIGIN) -> CheckedCommunicator:
