@@ -4,22 +4,20 @@ account with everything in it. Keyword-only and atomic, like ``chat/services.py`
 """
 from __future__ import annotations
 
-import logging
 import secrets
 from datetime import timedelta
 from importlib import import_module
 
 from django.conf import settings
-from django.contrib.auth import SESSION_KEY, get_user_model
+from django.contrib.auth import get_user_model
+from django.core.cache import caches
 from django.db import transaction
 from django.utils import timezone
 
-from . import events, quotas, selectors
+from . import events, limits, quotas, selectors, session_index
 from .errors import ChatError
 from .models import Account, AuditEvent, Invite
-from .redis import client, sockets_key
 
-log = logging.getLogger(__name__)
 
 INVITE_ONLY = ("Sign-up on this site is by invitation only: ask the site's staff for an invite link, then open "
                "it to create your account.")
@@ -64,13 +62,16 @@ def invite_create(*, created_by, email: str = "", note: str = "", days: int | No
 
 def account_delete(*, user_id: int) -> dict[str, int]:
     """Delete a person and everything that is theirs: conversations, messages, feedback, gold answers on their
-    replies, API keys, their Account, allowance and defaults, their login records, every session signed in as
-    them. Rows that must outlive them (audit rows they wrote, the invite they used) keep only ids. After the
-    commit their open sockets are told and close, and their counters in Redis go. Returns rows deleted per
-    model."""
+    replies, API keys, their Account, allowance and defaults, their login records, their sessions (every
+    browser they signed in from, by the session index). Rows that must outlive them (audit rows they wrote, the
+    invite they used) keep only ids. After the commit their open sockets are told and close, and their counters
+    and index in Redis go. Self-service and staff in the admin both come here. Returns rows deleted per model."""
     from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 
     allowance = quotas.allowance_for(user_id)  # read before its override row goes: its rate window's key
+    # Read before the transaction takes its locks (on SQLite the one write lock of the site): one Redis read.
+    # A session the index lacks is void anyway once the user row is gone (chat/session_index.py).
+    session_keys = session_index.session_keys(user_id)
     with transaction.atomic():
         user = get_user_model().objects.select_for_update().get(pk=user_id)
         username = user.get_username()
@@ -79,45 +80,37 @@ def account_delete(*, user_id: int) -> dict[str, int]:
         counts: dict[str, int] = {}
         for model in (AccessAttempt, AccessFailureLog, AccessLog):
             counts[model._meta.label] = model.objects.filter(username=username).delete()[0]
-        counts["sessions"] = _sessions_delete(user_id)
+        counts["sessions"] = _sessions_delete(session_keys)
         # Cascades: conversations (owner) → messages → feedback and gold answers; API keys; the Account,
         # QuotaOverride and ChatDefaults rows; admin log rows.
         _, by_model = user.delete()
         counts.update(by_model)
         # Every socket of the person re-reads its session, finds no user and closes (the one logout uses).
         transaction.on_commit(lambda: events.notify_event(user_id, events.session_ended_event("")))
-        transaction.on_commit(lambda: _counters_forget(user_id, allowance))
+        transaction.on_commit(lambda: _redis_forget(user_id, allowance))
     return counts
 
 
-def _sessions_delete(user_id: int) -> int:
-    """Delete every unexpired session signed in as the person (their other browsers), not only this one.
-
-    Sessions are not indexed by user, so this reads each unexpired session once, in chunks: a rare action, and
-    a cheap read per session (a signature check). Session engines that store nothing the server can list
-    (signed cookies, plain cache) are skipped: once the user is gone such a session finds no one.
-    """
-    engine = import_module(settings.SESSION_ENGINE)
-    store = engine.SessionStore
-    if not hasattr(store, "get_model_class"):
-        return 0
-    mine = []
-    rows = (store.get_model_class().objects.filter(expire_date__gt=timezone.now())
-            .values_list("session_key", "session_data"))
-    for key, data in rows.iterator(chunk_size=2000):
-        if str(store().decode(data).get(SESSION_KEY)) == str(user_id):
-            mine.append(key)
-    for key in mine:
-        store(session_key=key).delete()  # through the store: cached_db forgets its cached copy too
-    return len(mine)
+SESSION_CHUNK = 500  # keys bound per statement: far below what SQLite allows in one
 
 
-def _counters_forget(user_id: int, allowance: quotas.Allowance) -> None:
-    """A deleted person's counters in Redis: tokens per day, messages per minute, open sockets."""
-    from redis.exceptions import RedisError
+def _sessions_delete(keys: list[str]) -> int:
+    """Delete these sessions (the person's, from the index) by key, never reading another: database rows in a
+    statement per chunk of keys, and a cached engine's copies. Returns the rows deleted."""
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    deleted = 0
+    for start in range(0, len(keys), SESSION_CHUNK):
+        chunk = keys[start:start + SESSION_CHUNK]
+        if hasattr(store, "get_model_class"):  # db, cached_db
+            deleted += store.get_model_class().objects.filter(session_key__in=chunk).delete()[0]
+        if hasattr(store, "cache_key_prefix"):  # cache, cached_db: their cached copy would still sign in
+            caches[settings.SESSION_CACHE_ALIAS].delete_many([store.cache_key_prefix + key for key in chunk])
+    return deleted
 
+
+def _redis_forget(user_id: int, allowance: quotas.Allowance) -> None:
+    """A deleted person's keys in Redis: tokens per day, messages per minute, open sockets, session index. Each
+    owner logs its own Redis failure; the keys expire by themselves."""
     quotas.counters_forget(user_id, allowance)
-    try:
-        client().delete(sockets_key(user_id))
-    except RedisError:  # it expires by itself within 3 socket refreshes
-        log.warning("could not forget the sockets of deleted user %s", user_id, exc_info=True)
+    limits.sockets_forget(user_id)
+    session_index.sessions_forget(user_id)

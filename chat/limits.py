@@ -4,15 +4,18 @@ Daphne process). The per-person cap on active replies is checked inside the send
 (``admission.require_capacity``); messages per minute and tokens per day are ``quotas.py``."""
 from __future__ import annotations
 
+import logging
 import time
 
 from django.conf import settings
 from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
+from redis.exceptions import RedisError
 
 from .redis import client, sockets_key
 
+log = logging.getLogger(__name__)
 _frames = MovingWindowRateLimiter(MemoryStorage())
 
 
@@ -54,3 +57,12 @@ def socket_refresh(user_id: int, channel_name: str) -> None:
 
 def socket_closed(user_id: int, channel_name: str) -> None:
     client().zrem(sockets_key(user_id), channel_name)
+
+
+def sockets_forget(user_id: int) -> None:
+    """Forget a deleted person's socket count. A Redis failure is logged: the key expires by itself within
+    three socket refreshes."""
+    try:
+        client().delete(sockets_key(user_id))
+    except RedisError:
+        log.warning("could not forget the sockets of deleted user %s", user_id, exc_info=True)

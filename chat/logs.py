@@ -5,6 +5,9 @@ The ids travel in context variables, set once where the work starts (``log_conte
 the consumer's socket), so no log call has to pass them; a call may still pass ``extra={"reply_id": …}``.
 Context variables follow threads (Celery's threads pool: one task per thread) and asyncio tasks (one consumer
 per socket; ``database_sync_to_async`` copies the context), so ids never leak between replies.
+
+Imports no Django: the launcher (``chatsite/stack.py``) writes its own lines with ``json_line`` before any
+settings exist.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import time
 from contextlib import contextmanager
 
 _ids: contextvars.ContextVar[dict] = contextvars.ContextVar("chat_log_ids", default={})
@@ -37,42 +41,62 @@ def bind_log_context(**ids: int | None) -> None:
     _ids.set({**_ids.get(), **{k: v for k, v in ids.items() if v is not None}})
 
 
+def json_line(level: str, logger: str, message: str, *, created: float | None = None, process: int | None = None,
+              **fields) -> str:
+    """One log record as the one line every process writes under LOG_FORMAT=json (this formatter, Celery's
+    shutdown lines, the launcher's own): time (UTC, ISO 8601), level, logger, message, process, then ``fields``.
+
+    ASCII only (``ensure_ascii``): JSON may leave U+2028, U+2029 and U+0085 raw, and readers that split on
+    Unicode line ends (Python's ``str.splitlines``, some shippers) would cut the record there, so a client could
+    break its own access record with a path like ``/%E2%80%A8``. Escaped, no character of a record ends a line
+    for any reader, and no stream encoding can refuse one (a lone surrogate included).
+    """
+    when = time.time() if created is None else created
+    out = {"time": datetime.datetime.fromtimestamp(when, datetime.timezone.utc).isoformat(timespec="milliseconds"),
+           "level": level, "logger": logger, "message": message,
+           "process": os.getpid() if process is None else process, **fields}
+    # default=str: a message argument that is not JSON (a Path, a UUID) must never lose the line.
+    return json.dumps(out, ensure_ascii=True, default=str)
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, ids, exception."""
+    """One JSON object per line (``json_line``), with the ids of the log context and the exception."""
 
     def format(self, record: logging.LogRecord) -> str:
-        out = {"time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-               .isoformat(timespec="milliseconds"),
-               "level": record.levelname, "logger": record.name, "message": record.getMessage(),
-               "process": record.process}
-        out.update(_ids.get())
+        fields = dict(_ids.get())
         for field in FIELDS + ACCESS_FIELDS:  # an explicit extra= wins over the context
             if getattr(record, field, None) is not None:
-                out[field] = getattr(record, field)
+                fields[field] = getattr(record, field)
         if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+            fields["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
-            out["stack"] = self.formatStack(record.stack_info)
-        # default=str: a message argument that is not JSON (a Path, a UUID) must never lose the line.
-        return json.dumps(out, ensure_ascii=False, default=str)
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+            fields["stack"] = self.formatStack(record.stack_info)
+        return json_line(record.levelname, record.name, record.getMessage(), created=record.created,
+                         process=record.process, **fields)
 
 
 def celery_say_as_json() -> None:
-    """Under LOG_FORMAT=json, make Celery's worker say its shutdown lines ("worker: Warm shutdown") as JSON too:
-    it writes them straight to the file descriptor with ``celery.apps.worker.safe_say``, past logging, since
-    they are said in signal handlers. The stand-in writes the same way, without logging's locks."""
-    import celery.apps.worker
+    """Under LOG_FORMAT=json, make Celery's worker say its shutdown lines ("worker: Warm shutdown") as JSON too.
+
+    Celery says them in signal handlers, past logging (whose locks a handler must not take), with the module
+    global ``celery.apps.worker.safe_say``, which writes to the file descriptor with ``celery._original_os_write``:
+    ``os.write`` as it was before eventlet or gevent could patch it. The stand-in replaces that global and writes
+    one JSON line the same way, never through logging; like Celery's, a failed write never escapes into the
+    signal handler. Were ``safe_say`` renamed or moved, assigning it would change nothing, silently: so its absence
+    raises here, which Celery reports as an ERROR record at every worker start (it logs a ``worker_init``
+    receiver's exception and goes on), and ``tests/chat/test_logs.py`` fails on the pinned Celery.
+    """
+    import celery.apps.worker as celery_worker
+
+    if not callable(getattr(celery_worker, "safe_say", None)):
+        raise RuntimeError("celery.apps.worker.safe_say is gone (a Celery upgrade?): the worker's shutdown lines "
+                           "stay plain text under LOG_FORMAT=json; update chat.logs.celery_say_as_json.")
+    write = getattr(celery_worker, "_original_os_write", os.write)
 
     def say(msg, f=sys.__stderr__):
-        line = json.dumps({"time": _now(), "level": "WARNING", "logger": "celery.apps.worker",
-                           "message": str(msg).strip(), "process": os.getpid()}, ensure_ascii=False)
         try:
-            os.write(f.fileno(), (line + "\n").encode())
-        except (OSError, ValueError, AttributeError):  # best effort, as Celery's own: never abort the caller
+            write(f.fileno(), (json_line("WARNING", "celery.apps.worker", str(msg).strip()) + "\n").encode())
+        except Exception:  # best effort, as Celery's own: never abort the signal handler that says it
             pass
 
-    celery.apps.worker.safe_say = say
+    celery_worker.safe_say = say

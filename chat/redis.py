@@ -12,6 +12,7 @@ Keys (``chat:`` prefix; the channel layer and Celery keep their own):
 | ``chat:progress:<message>`` | string | reply tokens generated so far, written with the lease by the heartbeat (not per token) |
 | ``chat:stream:<message>`` | list | a reply's delta texts, index = seq (the stream log) |
 | ``chat:sockets:<user>`` | sorted set | a user's open sockets, score = last refresh |
+| ``chat:sessions:<user>`` | sorted set | a person's session keys, score = login time (``chat/session_index.py``) |
 | ``chat:tokens:<user>:<day>`` | string | tokens a person's replies used that day (``chat/quotas.py``) |
 | ``chat:limits/...`` | (``limits``) | the moving window of a person's messages per minute |
 | ``chat:wstats:<worker>`` | string | the worker's engine figures (JSON), written by its heartbeat, expiring with it |
@@ -51,6 +52,10 @@ def stream_key(message_id: int) -> str:
 
 def sockets_key(user_id: int) -> str:
     return f"chat:sockets:{int(user_id)}"
+
+
+def sessions_key(user_id: int) -> str:
+    return f"chat:sessions:{int(user_id)}"
 
 
 def tokens_key(user_id: int, day) -> str:

@@ -1,20 +1,27 @@
 """When a person's sessions change, their open sockets hear of it at once (not only at their next timer):
-a logout closes the sockets of that session, a password change makes every socket re-check its own."""
+a logout closes the sockets of that session, a password change makes every socket re-check its own. A login
+and a logout also keep the person's session index (``chat/session_index.py``) that account deletion uses."""
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.signals import user_logged_out
+from django.contrib.auth.signals import user_logged_in, user_logged_out
 from django.db import transaction
 from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
-from . import events
+from . import events, session_index
+
+
+@receiver(user_logged_in)
+def _logged_in(sender, request, user, **kwargs):
+    session_index.session_indexed(user.pk, getattr(getattr(request, "session", None), "session_key", None))
 
 
 @receiver(user_logged_out)
 def _logged_out(sender, request, user, **kwargs):
     key = getattr(getattr(request, "session", None), "session_key", None)
     if user is not None and key:
+        session_index.session_unindexed(user.pk, key)
         events.notify_event(user.pk, events.session_ended_event(key))
 
 

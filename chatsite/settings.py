@@ -42,6 +42,17 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # X-Forwarded-Proto. Only then are those headers believed: here for the scheme, and by Daphne (the launcher
 # passes --proxy-headers) for the client address that the logs, throttling and METRICS_ALLOWED_IPS see.
 TRUSTED_PROXY = env.bool("TRUSTED_PROXY", default=False)
+if "CHAT_TRUSTED_PROXY_COUNT" in os.environ:
+    # Removed: a deployment still setting it expects the client address from the header, and without
+    # TRUSTED_PROXY would count every login failure against the proxy, locking everyone out. Say so at start.
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "CHAT_TRUSTED_PROXY_COUNT is no longer read: remove it. The client address is the one Daphne gives: set "
+        "TRUSTED_PROXY=true when a proxy you run (nginx, deploy/nginx/chat.conf) is the only way in and sets "
+        "X-Forwarded-For; behind more proxies, let that nginx find the client with its realip module "
+        "(set_real_ip_from <the proxy in front>; real_ip_header X-Forwarded-For;), as the README's login "
+        "throttling section shows.")
 if TRUSTED_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # /metrics and /readyz's details: only from these addresses or networks (the client's, see TRUSTED_PROXY), or

@@ -7,8 +7,6 @@ Kept free of Django imports so it can start processes before settings are read.
 """
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import signal
 import socket
@@ -19,52 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from chat.logs import json_line
 from chatsite.embedded import forget_redis_url, record_redis_url
+from chatsite.launcher_settings import ROOT, LauncherSettings, LauncherSettingsError
 from chatsite.secret import local_secret_key, private_dir
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 # Largest websocket message Daphne accepts: the app's own frame limit (64 Ki characters) in UTF-8, at most
 # 4 bytes each. Anything larger is refused by Daphne before it is buffered.
 WS_MAX_MESSAGE_BYTES = 256 * 1024
-
-
-@dataclass(frozen=True)
-class LauncherSettings:
-    """The variables the launcher reads itself, read here and nowhere else in this module.
-
-    The launcher starts processes before Django reads its settings and imports no Django, so it cannot use
-    ``chatsite.settings``. They are documented with the others in the README settings table; the children get
-    the same environment (``TRUSTED_PROXY`` and ``WORKERS`` mean the same to Django's settings).
-    """
-    port: int
-    bind_address: str  # the address Daphne listens on
-    trusted_proxy: bool  # Daphne takes the client address and scheme from X-Forwarded-For / -Proto
-    workers: int  # worker processes `make run` starts
-    worker_gpus: tuple[str, ...]  # CUDA_VISIBLE_DEVICES of worker i: entry i (wrapping round); empty: inherited
-    redis_url: str  # empty: start the embedded redis-server
-    redis_dir: Path  # the embedded redis-server's append-only file lives here
-    worker_concurrency: int
-    log_level: str
-    json_logs: bool
-    ws_ping_interval_s: str
-    ws_ping_timeout_s: str
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "LauncherSettings":
-        """Read them from ``env`` (the environment the children will get), with their defaults."""
-        return cls(port=int(env.get("PORT") or 8000),
-                   bind_address=env.get("BIND_ADDRESS") or "127.0.0.1",
-                   trusted_proxy=(env.get("TRUSTED_PROXY") or "").strip().lower() in ("1", "true", "yes", "on"),
-                   workers=max(1, int(env.get("WORKERS") or 1)),
-                   worker_gpus=tuple(g.strip() for g in (env.get("CHAT_WORKER_GPUS") or "").split(",") if g.strip()),
-                   redis_url=env.get("REDIS_URL") or "",
-                   redis_dir=Path(env.get("CHAT_REDIS_DIR") or ROOT / "var" / "redis"),
-                   worker_concurrency=int(env.get("WORKER_CONCURRENCY") or 32),
-                   log_level=env.get("LOG_LEVEL") or "INFO",
-                   json_logs=(env.get("LOG_FORMAT") or "text") == "json",
-                   ws_ping_interval_s=env.get("WS_PING_INTERVAL_S") or "20",
-                   ws_ping_timeout_s=env.get("WS_PING_TIMEOUT_S") or "30")
 
 
 # Restart back-off: 1 s after the first exit, doubling up to 30 s while a child keeps failing; back to 1 s once
@@ -87,12 +48,10 @@ _json_lines = False  # LOG_FORMAT=json: main() sets it, so the launcher's own li
 
 def say(text: str, *, error: bool = False) -> None:
     """A line in the launcher's log (unbuffered, so it interleaves with the children's output); with
-    LOG_FORMAT=json one JSON object in the children's shape (chat.logs.JsonFormatter), so every line of the
+    LOG_FORMAT=json one JSON object in the children's shape (``chat.logs.json_line``), so every line of the
     stream parses."""
     if _json_lines:
-        text = json.dumps({"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
-                           "level": "ERROR" if error else "INFO", "logger": "chatsite.stack",
-                           "message": text.strip(), "process": os.getpid()}, ensure_ascii=False)
+        text = json_line("ERROR" if error else "INFO", "chatsite.stack", text.strip())
     print(text, file=sys.stderr if error else sys.stdout, flush=True)
 
 
@@ -316,12 +275,24 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _settings_or_exit(env: Mapping[str, str]) -> LauncherSettings:
+    """The launcher's settings, or its sentence about a value that cannot work and exit status 2, before anything
+    has started."""
+    try:
+        return LauncherSettings.from_env(env)
+    except LauncherSettingsError as exc:
+        global _json_lines
+        _json_lines = (env.get("LOG_FORMAT") or "text") == "json"
+        say(str(exc), error=True)
+        raise SystemExit(2) from None
+
+
 def serve(role: str) -> None:
     """``python -m chatsite.stack web|worker``: become one Daphne or one worker (``os.execv``), with the same
     command line the launcher uses, for a service manager (systemd, honcho) that supervises it directly."""
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
-    conf = LauncherSettings.from_env(env)
+    conf = _settings_or_exit(env)
     args = daphne_args(conf.port, conf) if role == "web" else worker_args(conf)
     os.chdir(ROOT)
     os.execve(args[0], args, env)
@@ -338,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the children too, like Ctrl-C
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
-    conf = LauncherSettings.from_env(env)
+    conf = _settings_or_exit(env)
     global _json_lines
     _json_lines = conf.json_logs
     if not env.get("SECRET_KEY"):  # one machine: a key generated once, kept in var/ (settings never invent one)

@@ -1,5 +1,5 @@
 """Helpers shared by the consumer tests: a communicator that checks every frame it receives against the
-protocol's schema (chat/frames.py), and small async utilities."""
+protocol's schema (chat/frames.py), and small async utilities; and the reader of JSON log streams."""
 import asyncio
 import json
 
@@ -18,6 +18,19 @@ class CheckedCommunicator(WebsocketCommunicator):
         if out.get("type") == "websocket.send" and out.get("text") is not None:
             check_frame(json.loads(out["text"]))
         return out
+
+
+def json_records(text: str) -> list[dict]:
+    """The records of a LOG_FORMAT=json stream, one JSON object per line: split on "\\n" alone (the one character
+    the writers end a record with; ``str.splitlines`` would also cut at U+2028 and the like), complete lines
+    only, so a last line still being written is left for the next read."""
+    records = []
+    for number, line in enumerate(text.split("\n")[:-1], 1):
+        try:
+            records.append(json.loads(line))
+        except ValueError as exc:  # say which line: a plain-text line in a JSON log is the bug to find
+            raise AssertionError(f"line {number} is not one JSON object: {line[:1000]!r}") from exc
+    return records
 
 
 def communicator(cookie: str | None = None, origin=ORIGIN) -> CheckedCommunicator:

@@ -79,6 +79,17 @@ def test_without_debug_a_missing_secret_key_is_an_error_that_says_what_to_do(tmp
     assert out.returncode == 0
 
 
+def test_the_removed_chat_trusted_proxy_count_is_an_error_naming_what_replaces_it(key_file):
+    """A deployment upgraded with CHAT_TRUSTED_PROXY_COUNT still set must not start counting every failure
+    against its proxy's address: it refuses to start, and says what to set instead."""
+    for proxies in ("1", "0", ""):  # any value, empty too: the variable is there
+        out = sourced_run([sys.executable, "manage.py", "check"],
+                          extra=f"SECRET_KEY_FILE={key_file}; CHAT_TRUSTED_PROXY_COUNT={proxies}")
+        assert out.returncode != 0 and "ImproperlyConfigured: CHAT_TRUSTED_PROXY_COUNT is no longer read" in out.stderr
+        assert "TRUSTED_PROXY=true" in out.stderr and "real_ip_header X-Forwarded-For" in out.stderr
+    assert sourced_run([sys.executable, "manage.py", "check"], extra=f"SECRET_KEY_FILE={key_file}").returncode == 0
+
+
 def test_commands_find_the_embedded_redis_that_make_run_recorded(tmp_path, key_file):
     """The launcher records its embedded Redis's URL in CHAT_REDIS_DIR; settings read it when REDIS_URL is
     unset, and an explicit REDIS_URL still wins."""
@@ -107,6 +118,33 @@ def test_torch_threads_divide_the_cores_among_the_workers_of_a_host(key_file):
         assert got["CHAT_TORCH_THREADS"] == max(1, cores // workers)
     got = json.loads(sourced_run(show, extra=f"SECRET_KEY_FILE={key_file}; WORKERS=2; CHAT_TORCH_THREADS=3").stdout)
     assert got["CHAT_TORCH_THREADS"] == 3
+
+
+def test_a_chat_worker_gpus_entry_that_is_no_gpu_stops_the_launcher_before_it_starts_anything(tmp_path):
+    for good in ("0,1", "GPU-5f3c1a2b-0e4d-11ee-9d3a-0242ac120002", "MIG-5f3c1a2b-0e4d-11ee-9d3a-0242ac120002",
+                 "MIG-GPU-5f3c1a2b/1/0"):
+        assert stack.LauncherSettings.from_env({"CHAT_WORKER_GPUS": good}).worker_gpus == tuple(good.split(","))
+    for bad in ("cuda:1", "0,gpu1", "1.5"):
+        with pytest.raises(stack.LauncherSettingsError, match=r"^CHAT_WORKER_GPUS=.* not a GPU\. Give each"):
+            stack.LauncherSettings.from_env({"CHAT_WORKER_GPUS": bad})
+    with pytest.raises(stack.LauncherSettingsError, match="CHAT_DEVICE=cuda:1 cannot work beside CHAT_WORKER_GPUS"):
+        stack.LauncherSettings.from_env({"CHAT_WORKER_GPUS": "0,1", "CHAT_DEVICE": "cuda:1"})
+    assert stack.LauncherSettings.from_env({"CHAT_WORKER_GPUS": "0", "CHAT_DEVICE": "cuda:0"}).worker_gpus == ("0",)
+    # The launcher itself: a sentence and exit status 2, no embedded Redis started (its directory stays empty).
+    for args in ([], ["worker"]):
+        out = subprocess.run([sys.executable, "-m", "chatsite.stack", *args], cwd=stack.ROOT, capture_output=True,
+                             text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "CHAT_WORKER_GPUS": "cuda:1",
+                                                         "CHAT_REDIS_DIR": str(tmp_path / "redis")})
+        assert out.returncode == 2 and "CHAT_WORKER_GPUS='cuda:1': 'cuda:1' is not a GPU" in out.stderr, out
+        assert not (tmp_path / "redis").exists()
+
+
+def test_every_deployed_daphne_gets_the_launchers_command_line():
+    """chat.access's "one access log, never two" holds for Daphne as the launcher starts it (daphne_args: -v 0
+    with JSON logs): the systemd unit and the Procfile start it that way too."""
+    unit = (stack.ROOT / "deploy" / "systemd" / "chat-web@.service").read_text()
+    assert re.search(r"^ExecStart=\S+/python -m chatsite\.stack web$", unit, re.M)
+    assert re.search(r"^web: python -m chatsite\.stack web$", (stack.ROOT / "deploy" / "Procfile").read_text(), re.M)
 
 
 def test_chat_worker_gpus_give_each_launched_worker_its_own_gpu():

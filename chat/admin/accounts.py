@@ -1,6 +1,6 @@
 """People and invites: the user list with an "awaiting approval" filter and an Approve action, and invite links
 (``CHAT_SIGNUP``). Locked-out logins are django-axes' own screens (Access attempts: delete a row to unlock).
-Writes go through ``chat.accounts``."""
+Writes go through ``chat.accounts``, deleting a person included."""
 from __future__ import annotations
 
 from django import forms
@@ -47,6 +47,16 @@ class PeopleAdmin(UserAdmin):
     def may_chat(self, obj):
         account = getattr(obj, "account", None)  # no row: made by staff, approved
         return obj.is_staff or obj.is_superuser or account is None or account.approved_at is not None
+
+    # Staff deleting a person (the change page's Delete, the delete_selected action) goes through the same
+    # service as the person deleting themselves: their sessions, login records and Redis counters go too, and
+    # their open sockets close. The admin has logged the deletion (LogEntry) before it calls these.
+    def delete_model(self, request, obj):
+        accounts.account_delete(user_id=obj.pk)
+
+    def delete_queryset(self, request, queryset):
+        for user_id in list(queryset.values_list("pk", flat=True)):
+            accounts.account_delete(user_id=user_id)
 
     @admin.action(description="Approve the selected people (they may chat)", permissions=["change"])
     def approve(self, request, queryset):

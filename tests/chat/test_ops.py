@@ -1,5 +1,4 @@
 """Operator endpoints: who may read /metrics and /readyz's details, and the JSON log lines."""
-import json
 import subprocess
 import sys
 
@@ -8,6 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chat import liveness, metrics
 from chatsite import stack
+from tests.support import json_records
 
 OUTSIDER = "203.0.113.7"
 
@@ -99,8 +99,7 @@ def test_json_logs_are_one_object_per_line_with_the_reply_and_user(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=stack.ROOT, capture_output=True, text=True, timeout=60,
                          env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "chatsite.settings",
                               "LOG_FORMAT": "json", "DEBUG": "true", "SECRET_KEY": "k" * 60})
-    lines = out.stderr.splitlines()
-    records = [json.loads(line) for line in lines]  # every line is one JSON object (axes says hello too)
+    records = json_records(out.stderr)  # every line is one JSON object (axes says hello too)
     records = [r for r in records if r["logger"] == "chat.worker"]
     assert [r["message"] for r in records] == ["outside", "reply 41 ended", "multi\nline", "explicit"]
     assert "reply_id" not in records[0] and "user_id" not in records[0]
@@ -158,7 +157,7 @@ def test_json_access_records_name_the_request_the_client_and_a_known_person(clie
         client.post("/accounts/logout/")
     finally:
         logger.removeHandler(handler)
-    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    records = json_records(out.getvalue())
     assert [(r["method"], r["path"], r["status"]) for r in records] == [
         ("GET", "/healthz", 200), ("GET", "/", 200), ("POST", "/accounts/logout/", 302)]
     assert records[0]["client"] == "192.0.2.4" and "user_id" not in records[0]

@@ -8,7 +8,6 @@ nginx's X-Forwarded-For. Daphne logs as in production (LOG_FORMAT=json): every l
 """
 import asyncio
 import http.client
-import json
 import os
 import re
 import shutil
@@ -27,6 +26,7 @@ from asgiref.sync import sync_to_async
 from chat.models import Message
 from chatsite import stack
 from tests.live import recv, send
+from tests.support import json_records
 from tests.tools import missing_tool
 
 pytestmark = pytest.mark.e2e
@@ -117,8 +117,8 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def require_nginx(nginx: str | None = NGINX) -> None:
-    """Skip without nginx (fail under CI: tests/tools.py)."""
-    if nginx is None:
+    """Skip without nginx, a program at ``nginx`` (fail under CI: tests/tools.py)."""
+    if not (nginx and shutil.which(nginx)):
         missing_tool("nginx is not installed (make test installs Debian's nginx when run as root)")
 
 
@@ -178,8 +178,9 @@ def sign_in(client: Https, username: str) -> None:
 
 
 def daphne_records(proxied) -> list[dict]:
-    """Daphne's output: with the production LOG_FORMAT=json every line is one JSON object, access log included."""
-    return [json.loads(line) for line in proxied["daphne_log"].read_text(errors="replace").splitlines()]
+    """Daphne's output: with the production LOG_FORMAT=json every line is one JSON object, access log included;
+    read while Daphne writes, so a last line not yet ended is left for the next read."""
+    return json_records(proxied["daphne_log"].read_text(errors="replace"))
 
 
 def wait_for_records(proxied, found, timeout: float = 15.0) -> list[dict]:

@@ -2,7 +2,7 @@
 both heartbeat and both answer; with LOG_FORMAT=json every line of the whole output is one JSON object; commands
 run beside the launcher find its embedded Redis through the URL it records."""
 import asyncio
-import json
+import http.client
 import os
 import signal
 import socket
@@ -15,6 +15,7 @@ import redis
 import websockets
 
 from chatsite import stack
+from tests import support
 from tests.launcher.conftest import READY
 from tests.e2e.test_chat_stack import ask
 from tests.launcher.test_supervision import wait_for_heartbeat
@@ -25,8 +26,7 @@ pytestmark = pytest.mark.e2e
 def json_records(log: str) -> list[dict]:
     """Every line of the launcher's output (LOG_FORMAT=json: its own lines, Daphne's and the workers', access
     log included), each of which must be one JSON object; a last line still being written is left for later."""
-    lines = log.splitlines(keepends=True)
-    return [json.loads(line) for line in lines if line.endswith("\n")]
+    return support.json_records(log)
 
 
 def environ_of(pid: int) -> dict:
@@ -102,13 +102,22 @@ def test_two_workers_divide_the_cores_both_heartbeat_and_both_answer(launcher_en
     assert {r["process"] for r in ended} == set(pids)  # both workers served replies
     assert all(isinstance(r["user_id"], int) for r in ended)  # JSON logs carry the reply and the person
 
+    # A path holding U+2028 (Daphne percent-decodes it): its access record must stay one line for any reader.
+    probe = http.client.HTTPConnection("127.0.0.1", launcher.port, timeout=10)
+    probe.request("GET", "/%E2%80%A8probe")
+    assert probe.getresponse().status == 404
+    probe.close()
+
     launcher.proc.send_signal(signal.SIGTERM)
     assert launcher.proc.wait(60) == 0
     # Stopped: the whole output, start to end, is JSON lines (none kept aside as plain text), Daphne's access
-    # log among them: each socket's records with the client's address and the person.
+    # log among them: each socket's records with the client's address and the person. Every line is ASCII, so
+    # no reader's idea of a line end (str.splitlines: U+2028, U+0085…) cuts a record.
     log = launcher.log()
     records = json_records(log)
-    assert len(records) == len(log.splitlines())
+    assert log.endswith("\n") and len(records) == log.count("\n") == len(log.splitlines())
+    assert log.isascii()
+    assert [r["status"] for r in records if r.get("path") == "/\u2028probe"] == [404]
     accepted = [r for r in records if r["logger"] == "chat.access" and r["message"] == "websocket /ws/chat/ accepted"]
     assert len(accepted) == 8 and all(r["client"] == "127.0.0.1" and isinstance(r["user_id"], int)
                                       for r in accepted), accepted

@@ -143,10 +143,11 @@ def _sessions_of(user_id) -> list[str]:
 
 
 def _counters_of(user_id) -> list[str]:
-    """The person's keys in Redis: tokens per day, the minute's window, open sockets."""
+    """The person's keys in Redis: tokens per day, the minute's window, open sockets, the session index."""
     r = redis_client()
     return sorted([*r.scan_iter(match=f"chat:tokens:{user_id}:*"), *r.scan_iter(match=f"chat:sockets:{user_id}"),
-                   *r.scan_iter(match=f"chat:limits*/messages/{user_id}/*")])
+                   *r.scan_iter(match=f"chat:limits*/messages/{user_id}/*"),
+                   *r.scan_iter(match=f"chat:sessions:{user_id}")])
 
 
 def _a_row_in_every_related_model(person, root, other, group):
@@ -207,9 +208,9 @@ def test_deleting_an_account_removes_every_row_of_that_person_and_only_theirs(
         limits.socket_open(user.pk, f"socket-of-{user.pk}")
     bob_before, alice_before = _rows(bob.pk), _rows(alice.pk)
     assert set(alice_before) == _related_models(), "a model related to the user has no row of alice's here"
-    assert len(_sessions_of(alice.pk)) == 2 and len(_counters_of(alice.pk)) == 4
+    assert len(_sessions_of(alice.pk)) == 2 and len(_counters_of(alice.pk)) == 5
     bob_sessions, bob_counters = _sessions_of(bob.pk), _counters_of(bob.pk)
-    assert len(bob_sessions) == 1 and len(bob_counters) == 4
+    assert len(bob_sessions) == 1 and len(bob_counters) == 5
 
     refused = client.post("/accounts/delete/", {"password": "not-it"})
     assert refused.status_code == 400 and b"not your password" in refused.content

@@ -1,0 +1,75 @@
+"""The variables the launcher (``chatsite/stack.py``) reads itself, and their checks: like it, free of Django,
+since it reads them before any settings exist."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+ROOT = Path(__file__).resolve().parent.parent
+# What CUDA_VISIBLE_DEVICES takes for one device: its index, or its UUID as `nvidia-smi -L` lists it (a GPU's,
+# GPU-…, or a MIG instance's, MIG-…; a unique prefix is enough).
+GPU_ENTRY = re.compile(r"\d+|GPU-[0-9A-Fa-f-]+|MIG-[0-9A-Za-z/-]+")
+
+
+class LauncherSettingsError(ValueError):
+    """A launcher variable whose value cannot work; the message says which and what to write."""
+
+
+def worker_gpus(env: Mapping[str, str]) -> tuple[str, ...]:
+    """CHAT_WORKER_GPUS as one CUDA_VISIBLE_DEVICES value per worker, checked: an entry CUDA does not know
+    (``cuda:1``) would leave its worker seeing no GPU, and with ``CHAT_DEVICE=auto`` running on the CPU unsaid."""
+    gpus = tuple(g.strip() for g in (env.get("CHAT_WORKER_GPUS") or "").split(",") if g.strip())
+    bad = [g for g in gpus if not GPU_ENTRY.fullmatch(g)]
+    if bad:
+        raise LauncherSettingsError(
+            f"CHAT_WORKER_GPUS={env['CHAT_WORKER_GPUS']!r}: {', '.join(map(repr, bad))} "
+            f"{'is not a GPU' if len(bad) == 1 else 'are not GPUs'}. Give each "
+            "worker's GPU as an index (0,1) or a UUID as `nvidia-smi -L` lists it (GPU-…, MIG-…), separated by "
+            "commas; each worker then sees its GPU as cuda:0.")
+    device = (env.get("CHAT_DEVICE") or "").strip()
+    if gpus and re.fullmatch(r"cuda:\d+", device) and device != "cuda:0":
+        raise LauncherSettingsError(
+            f"CHAT_DEVICE={device} cannot work beside CHAT_WORKER_GPUS: each worker sees only its own GPU, as "
+            "cuda:0. Set CHAT_DEVICE to auto, cuda or cuda:0.")
+    return gpus
+
+
+@dataclass(frozen=True)
+class LauncherSettings:
+    """The variables the launcher reads itself, read here and nowhere else in the launcher.
+
+    The launcher starts processes before Django reads its settings and imports no Django, so it cannot use
+    ``chatsite.settings``. They are documented with the others in the README settings table; the children get
+    the same environment (``TRUSTED_PROXY`` and ``WORKERS`` mean the same to Django's settings).
+    """
+    port: int
+    bind_address: str  # the address Daphne listens on
+    trusted_proxy: bool  # Daphne takes the client address and scheme from X-Forwarded-For / -Proto
+    workers: int  # worker processes `make run` starts
+    worker_gpus: tuple[str, ...]  # CUDA_VISIBLE_DEVICES of worker i: entry i (wrapping round); empty: inherited
+    redis_url: str  # empty: start the embedded redis-server
+    redis_dir: Path  # the embedded redis-server's append-only file lives here
+    worker_concurrency: int
+    log_level: str
+    json_logs: bool
+    ws_ping_interval_s: str
+    ws_ping_timeout_s: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "LauncherSettings":
+        """Read them from ``env`` (the environment the children will get), with their defaults; a value that
+        cannot work raises ``LauncherSettingsError``, a sentence naming the variable."""
+        return cls(port=int(env.get("PORT") or 8000),
+                   bind_address=env.get("BIND_ADDRESS") or "127.0.0.1",
+                   trusted_proxy=(env.get("TRUSTED_PROXY") or "").strip().lower() in ("1", "true", "yes", "on"),
+                   workers=max(1, int(env.get("WORKERS") or 1)),
+                   worker_gpus=worker_gpus(env),
+                   redis_url=env.get("REDIS_URL") or "",
+                   redis_dir=Path(env.get("CHAT_REDIS_DIR") or ROOT / "var" / "redis"),
+                   worker_concurrency=int(env.get("WORKER_CONCURRENCY") or 32),
+                   log_level=env.get("LOG_LEVEL") or "INFO",
+                   json_logs=(env.get("LOG_FORMAT") or "text") == "json",
+                   ws_ping_interval_s=env.get("WS_PING_INTERVAL_S") or "20",
+                   ws_ping_timeout_s=env.get("WS_PING_TIMEOUT_S") or "30")
