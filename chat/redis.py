@@ -16,6 +16,8 @@ Keys (``chat:`` prefix; the channel layer and Celery keep their own):
 | ``chat:tokens:<user>:<day>`` | string | tokens a person's replies used that day (``chat/quotas.py``) |
 | ``chat:limits/...`` | (``limits``) | the moving window of a person's messages per minute |
 | ``chat:wstats:<worker>`` | string | the worker's engine figures (JSON), written by its heartbeat, expiring with it |
+| ``chat:load`` | hash | replies each worker has taken and not yet ended, field = worker (``chat/balance.py``) |
+| ``chat:handed:<message>`` | string | the worker a queued reply was handed to (``chat/balance.py``), for the sweep |
 | ``chat:metrics:counters`` | hash | Prometheus counters of every process (``chat/metrics.py``) |
 | ``chat:metrics:hist:<name>`` | hash | a histogram's bucket counts and sum |
 """
@@ -32,6 +34,7 @@ import redis.asyncio as aioredis
 log = logging.getLogger(__name__)
 
 WORKERS_KEY = "chat:workers"
+LOAD_KEY = "chat:load"
 
 
 def lease_key(message_id: int) -> str:
@@ -44,6 +47,10 @@ def progress_key(message_id: int) -> str:
 
 def worker_stats_key(worker: str) -> str:
     return f"chat:wstats:{worker}"
+
+
+def handed_key(message_id: int) -> str:
+    return f"chat:handed:{int(message_id)}"
 
 
 def stream_key(message_id: int) -> str:

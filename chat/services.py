@@ -50,15 +50,20 @@ class SendResult:
 
 
 def _dispatch(message: Message) -> None:
-    """Queue generation; when the broker is unreachable, fail the reply visibly instead of leaving it queued.
-    Sent by name, so web processes never import the worker's model code."""
+    reply_dispatch(message_id=message.id)
+
+
+def reply_dispatch(*, message_id: int) -> None:
+    """Queue generation (also again, for a reply handed to a worker that died: ``sweep``); when the broker is
+    unreachable, fail the reply visibly instead of leaving it queued. Sent by name, so web processes never
+    import the worker's model code."""
     from celery import current_app
 
     try:
-        current_app.send_task(GENERATE_REPLY_TASK, args=[message.id])
+        current_app.send_task(GENERATE_REPLY_TASK, args=[message_id])
     except Exception as exc:
-        log.warning("could not queue message %s: %s", message.id, exc)
-        message_finish(message_id=message.id, content="", status=Message.Status.FAILED,
+        log.warning("could not queue message %s: %s", message_id, exc)
+        message_finish(message_id=message_id, content="", status=Message.Status.FAILED,
                        finish_reason=Message.FinishReason.ERROR,
                        error="The generation queue is unreachable; try again in a moment.")
 

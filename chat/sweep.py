@@ -1,4 +1,5 @@
-"""The sweep: ends replies whose worker died, and queued ones nobody took in time.
+"""The sweep: ends replies whose worker died, and queued ones nobody took in time; queues again a reply handed
+to a worker that died before taking it.
 
 Lost tasks are not retried (a retry could race a reply already shown), so the person sees the failure and can
 regenerate. Sweeps run in every Daphne process and every worker; ``message_finish``'s conditional update makes
@@ -14,7 +15,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from . import liveness, selectors, services, streamlog
+from . import balance, liveness, selectors, services, streamlog
 from .models import Message
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,11 @@ def sweep() -> list[Message]:
             finish_reason=Message.FinishReason.ERROR, error=WORKER_DIED)
         if final:
             ended.append(final)
+    # Handed to a worker that died before taking it: queued again for any worker (chat/balance.py).
+    handed_before = now - timedelta(seconds=settings.CHAT_HEARTBEAT_S)
+    for message_id in balance.stranded(selectors.message_ids_queued_since(before=handed_before, limit=BATCH)):
+        log.warning("reply %s was handed to a worker that died; queued again", message_id)
+        services.reply_dispatch(message_id=message_id)
     queued_before = now - timedelta(seconds=settings.CHAT_QUEUE_TIMEOUT_S)
     for message_id in selectors.message_ids_queued_since(before=queued_before, limit=BATCH):
         final = services.message_finish(

@@ -14,7 +14,7 @@ import threading
 import time
 
 from celery import shared_task
-from celery.signals import worker_init, worker_shutdown
+from celery.signals import celeryd_after_setup, worker_init, worker_shutdown
 from django.conf import settings
 from django.db import DatabaseError
 
@@ -24,7 +24,7 @@ from inference.output import coalesce
 from inference.prompt import TOO_LONG, PromptTooLong, build_prompt
 from inference.sampling import resolve_params
 
-from . import conversations, events, liveness, quotas, services, selectors
+from . import balance, conversations, events, liveness, quotas, services, selectors
 from .logs import log_context
 from .models import Conversation, Message
 from .redis import client as redis_client, wait_until_loaded
@@ -53,11 +53,13 @@ class Runtime:
                                   prefix_cache_bytes=settings.CHAT_PREFIX_CACHE_MB * 2**20,
                                   eos_ids=set() if settings.CHAT_BENCH_IGNORE_EOS else None).start()
         self.engine.warmup()
-        self.name = f"{socket.gethostname()}-{os.getpid()}"
+        self.name = worker_name()
         self.holding: set[int] = set()  # replies this process is generating: their leases are renewed
         self.tokens: dict[int, int] = {}  # their tokens so far, published with each heartbeat
         self._beat_now = threading.Event()
         wait_until_loaded(redis_client())
+        if background:
+            balance.start(self.name)
         self.link = WorkerLink(on_cancel=lambda message_id: self.engine.cancel(str(message_id)),
                                on_reconnect=self._beat_now.set)
         if background:
@@ -150,16 +152,49 @@ def _say_goodbye(**kwargs):
 
 
 @shared_task(name=services.GENERATE_REPLY_TASK, ignore_result=True)
-def generate_reply(message_id: int) -> None:
-    """Generate, stream and store one assistant reply."""
-    message = services.message_start(message_id=message_id)
-    if message is None:
-        return  # stopped while queued, or already taken
-    job = ReplyJob(message, runtime())
-    job.run()
-    # After the reply's done (sent on commit by message_finish) and its lease: a title never delays the reply.
-    if settings.CHAT_AUTO_TITLE and job.wants_title():
-        make_title(job)
+def generate_reply(message_id: int, handed: bool = False) -> None:
+    """Generate, stream and store one assistant reply; or, on a worker busier than another, hand it to that one
+    (``chat/balance.py``; ``handed``: this is such a task, already counted here)."""
+    rt = runtime()
+    if not handed:
+        target = balance.take(rt.name)
+        if target is not None and _hand_on(message_id, target, rt.name):
+            return
+    try:
+        message = services.message_start(message_id=message_id)
+        if message is None:
+            return  # stopped while queued, or already taken
+        job = ReplyJob(message, rt)
+        job.run()
+        # After the reply's done (sent on commit by message_finish) and its lease: a title never delays the reply.
+        if settings.CHAT_AUTO_TITLE and job.wants_title():
+            make_title(job)
+    finally:
+        balance.give_back(rt.name)
+
+
+def _hand_on(message_id: int, target: str, me: str) -> bool:
+    """Put the task on ``target``'s own queue (its place is counted there already). False, with the count back
+    here, when that cannot be done: this worker writes the reply after all."""
+    try:
+        balance.handed(message_id, target, ttl=settings.CHAT_QUEUE_TIMEOUT_S)
+        generate_reply.apply_async(args=[message_id], kwargs={"handed": True}, queue=balance.own_queue(target))
+        return True
+    except Exception:
+        log.warning("could not hand message %s to %s; generating it here", message_id, target, exc_info=True)
+        balance.moved_back(target, me)
+        return False
+
+
+def worker_name() -> str:
+    """This worker process's name: its heartbeat, its leases, its count and its own queue go by it."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@celeryd_after_setup.connect
+def _read_own_queue(sender, instance, **kwargs):
+    # Besides the shared queue, the queue of tasks another worker handed to this one (chat/balance.py).
+    instance.app.amqp.queues.select_add(balance.own_queue(worker_name()))
 
 
 TITLE_PROMPT = ("Write a short title, at most six words, for a chat that begins with the message below. Answer "

@@ -50,7 +50,7 @@ def cookies_for(env: dict, usernames: list[str]) -> list[str]:
 def test_two_workers_divide_the_cores_both_heartbeat_and_both_answer(launcher_env, start_launcher, tmp_path):
     cores = len(os.sched_getaffinity(0))
     # Pinned to GPUs 0 and 1: on a CPU host the names only travel (CHAT_DEVICE=auto finds no CUDA either way).
-    env = {**launcher_env, "WORKERS": "2", "WORKER_CONCURRENCY": "2", "LOG_FORMAT": "json",
+    env = {**launcher_env, "WORKERS": "2", "WORKER_CONCURRENCY": "8", "LOG_FORMAT": "json",
            "CHAT_WORKER_GPUS": "0,1"}
     env.pop("CHAT_TORCH_THREADS", None)
     env.pop("CUDA_VISIBLE_DEVICES", None)
@@ -75,7 +75,9 @@ def test_two_workers_divide_the_cores_both_heartbeat_and_both_answer(launcher_en
                          cwd=stack.ROOT, env=beside, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "2", out.stdout + out.stderr
 
-    # Eight people chat at once: each worker takes at most two at a time, so both must answer some.
+    # Eight people chat at once. Either worker could take all eight (eight Celery threads each); the queue alone
+    # once gave six to one and two to the other. Each passes a reply on while it holds more than the other
+    # (chat/balance.py), so they share them.
     cookies = cookies_for(env, [f"w{i}" for i in range(8)])
 
     async def one(cookie):
@@ -99,7 +101,9 @@ def test_two_workers_divide_the_cores_both_heartbeat_and_both_answer(launcher_en
         time.sleep(0.2)
     assert len({d["message"] for d in dones}) == 8
     assert {r["reply_id"] for r in ended} == {d["message"] for d in dones}
-    assert {r["process"] for r in ended} == set(pids)  # both workers served replies
+    shares = sorted(sum(r["process"] == pid for r in ended) for pid in pids)
+    print(f"replies per worker: {shares}")
+    assert shares[0] >= 3, shares  # both workers served replies, about half each
     assert all(isinstance(r["user_id"], int) for r in ended)  # JSON logs carry the reply and the person
 
     # A path holding U+2028 (Daphne percent-decodes it): its access record must stay one line for any reader.

@@ -61,3 +61,54 @@ def test_killing_one_of_two_workers_fails_only_its_replies(fault_chat, fault_sta
         assert done["content"].startswith(checkpoints[done["message"]])
     stack.stop(second)
     fault_stack.start_worker()
+
+
+def test_a_reply_handed_to_a_worker_that_dies_before_taking_it_is_written_by_the_other(fault_chat, fault_stack):
+    """A busy worker hands a new reply to the other worker's own queue (chat/balance.py); that worker dies
+    before reading it. The sweep sees the reply still queued, its worker gone, and queues it again: the busy
+    worker writes it after all."""
+    from chat.redis import LOAD_KEY, handed_key
+
+    first = fault_stack.worker
+    second = fault_stack.start_worker("handed")
+    busy = f"{socket.gethostname()}-{first.pid}"
+    doomed = f"{socket.gethostname()}-{second.pid}"
+    client = fault_chat("hanna")[1]
+    # The second stays alive but reads no queue (Celery's remote control, as an operator would): what is handed
+    # to it waits in its own queue. (A SIGSTOP would not do: a worker stopped inside its blocking read of the
+    # shared queue still receives the next task there, and takes it with it.)
+    from celery import Celery
+
+    from chat.balance import SHARED_QUEUE, own_queue
+
+    control = Celery(broker=fault_stack.env["REDIS_URL"]).control
+    node = [f"handed-0@{socket.gethostname()}"]
+    for queue in (SHARED_QUEUE, own_queue(doomed)):
+        assert control.cancel_consumer(queue, destination=node, reply=True, timeout=10), queue
+    fault_stack.redis.hset(LOAD_KEY, busy, 3)  # as if the first were writing three replies
+
+    async def go():
+        async with client.connect() as ws:
+            await send(ws, {"type": "send", "conversation": None, "params": {"max_new_tokens": 8},
+                            "content": "Say hello."})
+            frames = []
+            while not any(f["type"] == "message" and f["message"]["role"] == "assistant" for f in frames):
+                frames += await recv_until(ws, "message")
+            reply = frames[-1]["message"]["id"]
+            deadline = time.monotonic() + 30
+            while fault_stack.redis.get(handed_key(reply)) is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            handed_to = fault_stack.redis.get(handed_key(reply))
+            second.send_signal(signal.SIGKILL)
+            frames += await recv_until(ws, "done", timeout=60, message=reply)
+            return handed_to, frames[-1]
+    try:
+        handed_to, done = asyncio.run(go())
+        assert handed_to == doomed.encode()
+        assert done["status"] == "complete" and done["content"]
+        assert "was handed to a worker that died; queued again" in (
+            fault_stack.log_tail("inference", 20000) + (fault_stack.logs / "daphne.log").read_text())
+    finally:
+        second.wait(30)
+        fault_stack.redis.hset(LOAD_KEY, busy, 0)
+        fault_stack.worker = first
