@@ -56,7 +56,9 @@ def say(text: str, *, error: bool = False) -> None:
 
 
 def _die_with_parent() -> None:
-    """Linux: a child gets SIGTERM when the launcher dies, even by SIGKILL, so nothing is left orphaned."""
+    """Linux: a child gets SIGTERM when the launcher dies, even by SIGKILL, so nothing is left orphaned. The
+    signal follows the *thread* that started the child: start children from a thread that outlives them (the
+    launcher's main thread; in tests, not an executor thread that ends before the child should)."""
     try:
         import ctypes
 

@@ -55,7 +55,9 @@ def test_a_reply_survives_a_redis_restart_and_the_client_resumes(fault_chat, fau
             while True:  # the socket's channel-layer link breaks: Daphne closes it, the browser reconnects
                 await recv(ws, 30)
         await asyncio.sleep(1)
-        await asyncio.to_thread(start_redis_again, fault_stack)
+        # From this thread, not a worker thread: a child of the stack is told to die with the thread that
+        # started it (PR_SET_PDEATHSIG), and asyncio.run's executor threads end when the run does.
+        start_redis_again(fault_stack)
         for _ in range(50):  # reconnect with backoff, as the page does
             try:
                 ws = await client.connect()
