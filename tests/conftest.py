@@ -86,6 +86,21 @@ def django_db_modify_db_settings():
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's, then, before it drops the test database, the connection of asgiref's one thread for
+    sync code called from async tests: a plain ``sync_to_async`` query there is never followed by
+    ``close_old_connections``, so its session stayed open and PostgreSQL refused the drop ("being accessed by
+    other users", a warning at the end of every CI run, and a test database left behind)."""
+    yield
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    asyncio.run(sync_to_async(connections.close_all)())
+
+
 
 def pytest_collection_modifyitems(config, items):
     """Tests on the live stack run last: once its worker runs, it would take the tasks that unit tests queue

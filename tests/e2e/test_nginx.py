@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import websockets
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from chat.models import Message
 from chatsite import stack
@@ -223,7 +223,7 @@ def test_https_through_nginx_sign_in_chat_over_wss_streamed_secure_cookies_clien
                 assert frame["type"] != "error", frame
                 if frame["type"] == "delta" and status_at_first_delta is None:
                     # Not buffered by the proxy: the first delta is here while the reply is still being written.
-                    status_at_first_delta = await sync_to_async(
+                    status_at_first_delta = await database_sync_to_async(
                         lambda: Message.objects.get(pk=frame["message"]).status)()
                 if frame["type"] == "done":
                     return frames, status_at_first_delta
