@@ -7,9 +7,9 @@ own multiprocess mode was the alternative: it needs one directory shared by ever
 other machines do not have, and Prometheus would have to scrape each process and add them up itself.
 
 Counters live as long as Redis (Prometheus reads a restart as a counter reset). Gauges are read when scraped:
-the Celery queue's length, replies active in the database, and each live worker's last heartbeat figures
-(``chat:wstats:<worker>``, which expire with its heartbeat). Recording never raises: a figure lost while Redis
-is away must not fail a request or a reply.
+the Celery queues' lengths (the shared one and each live worker's own), replies active in the database, and each
+live worker's last heartbeat figures (``chat:wstats:<worker>``, which expire with its heartbeat). Recording never
+raises: a figure lost while Redis is away must not fail a request or a reply.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 
+from .balance import own_queue
 from .redis import client, live_workers, worker_stats_key
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,14 @@ log = logging.getLogger(__name__)
 COUNTERS_KEY = "chat:metrics:counters"  # hash: "<name>|<label value>|…" → count
 HIST_KEY = "chat:metrics:hist:{}"  # hash per histogram: bucket index → count, plus "sum"
 QUEUE = "inference"  # the Celery queue (settings.CELERY_TASK_ROUTES)
-# Celery's Redis transport keeps one list per priority step: "inference", "inference\x06\x163", …
-QUEUE_KEYS = [QUEUE] + [f"{QUEUE}\x06\x16{p}" for p in range(1, 10)]
+
+
+def queue_keys(queue: str) -> list[str]:
+    """Celery's Redis transport keeps one list per priority step: "inference", "inference\x06\x163", …"""
+    return [queue] + [f"{queue}\x06\x16{p}" for p in range(1, 10)]
+
+
+QUEUE_KEYS = queue_keys(QUEUE)
 
 # name → (help, label names) for counters; name → (help, bucket upper bounds) for histograms.
 COUNTERS = {
@@ -103,14 +110,16 @@ def read_all(active_replies: Mapping[str, int]) -> dict:
     pipe.hgetall(COUNTERS_KEY)
     for name in HISTOGRAMS:
         pipe.hgetall(HIST_KEY.format(name))
-    for key in QUEUE_KEYS:
+    # Waiting replies: the shared queue's and those handed to a live worker's own queue (chat/balance.py).
+    waiting = [*QUEUE_KEYS, *(k for w in workers for k in queue_keys(own_queue(w)))]
+    for key in waiting:
         pipe.llen(key)
     for worker in workers:
         pipe.get(worker_stats_key(worker))
     out = pipe.execute()
     counters, out = out[0], out[1:]
     hists, out = dict(zip(HISTOGRAMS, out[:len(HISTOGRAMS)])), out[len(HISTOGRAMS):]
-    queue, out = sum(out[:len(QUEUE_KEYS)]), out[len(QUEUE_KEYS):]
+    queue, out = sum(out[:len(waiting)]), out[len(waiting):]
     stats = {w: json.loads(raw) for w, raw in zip(workers, out) if raw}
     return {"counters": counters, "histograms": hists, "queue": queue, "workers": stats,
             "active_replies": dict(active_replies)}
@@ -140,8 +149,8 @@ class Collector:
                 cumulative += int(raw.get(str(i), 0))
                 buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
             yield HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=float(raw.get("sum", 0)))
-        yield GaugeMetricFamily("chat_queue_depth", "Replies waiting in the Celery queue for a worker",
-                                value=f["queue"])
+        yield GaugeMetricFamily("chat_queue_depth", "Replies waiting for a worker in the Celery queues (the shared "
+                                "one and each live worker's own)", value=f["queue"])
         active = GaugeMetricFamily("chat_replies_active", "Replies queued or streaming now", labels=["status"])
         for status, n in sorted(f["active_replies"].items()):
             active.add_metric([status], n)

@@ -130,6 +130,33 @@ def test_queued_and_streaming_replies_show_in_the_queue_depth_and_the_active_gau
     assert gauges()[1] == {"queued": 1, "streaming": 1}
 
 
+def test_a_task_handed_to_a_live_workers_own_queue_is_in_the_queue_depth(client, db):
+    """Balancing (chat/balance.py) hands a task to a live worker's own queue: it is waiting as much as one in the
+    shared queue. A gone worker's queue is not counted (the next worker to start deletes it)."""
+    import os
+
+    from celery import current_app
+
+    from chat.balance import own_queue
+    from chat.redis import client as redis_client
+    from chat.services import GENERATE_REPLY_TASK
+
+    def depth():
+        return families(client.get("/metrics").content.decode())["chat_queue_depth"].samples[0].value
+
+    alive, gone = own_queue(f"unit-tests-{os.getpid()}"), own_queue("a-worker-that-stopped")  # tests/chat/conftest.py
+    redis_client().delete(alive, gone)
+    before = depth()
+    try:
+        for queue in (alive, alive, gone):
+            current_app.send_task(GENERATE_REPLY_TASK, args=[0], kwargs={"handed": True}, queue=queue)
+        assert redis_client().llen(alive) == 2 and redis_client().llen(gone) == 1  # the real keys, as kombu wrote
+        assert depth() == before + 2
+    finally:
+        redis_client().delete(alive, gone)
+    assert depth() == before
+
+
 def test_json_access_records_name_the_request_the_client_and_a_known_person(client, db, make_user, settings,
                                                                              django_assert_num_queries):
     """LOG_FORMAT=json: the middleware writes the access log Daphne no longer does (chatsite/stack.py, -v 0),
