@@ -177,13 +177,15 @@ if CHAT_SIGNUP not in ("open", "approval", "invite"):
 
     raise ImproperlyConfigured(f"CHAT_SIGNUP is {CHAT_SIGNUP!r}: use open, approval or invite.")
 CHAT_INVITE_DAYS = env.int("CHAT_INVITE_DAYS", default=7)
-# Login throttling (django-axes): failures are counted per username and per client address, and either
-# reaching the limit locks for the cool-off (each refused try restarts it). A success does not reset the count:
-# axes would reset the address's failures with it, so someone with an account of their own could wipe the
-# count of the account they are guessing from the same address.
+# Login throttling (django-axes): failures are counted per client address, whatever usernames they tried (one
+# person's guesses at one account, or at many), and reaching the limit locks that address for the cool-off (each
+# refused try restarts it). Not per username: then anyone, from anywhere, could keep any person (an admin too)
+# locked out with five wrong passwords every quarter of an hour. A success does not reset the count: axes would
+# reset the address's failures with it, so someone with an account of their own could wipe the count of the
+# account they are guessing from the same address.
 AXES_FAILURE_LIMIT = env.int("CHAT_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(seconds=env.int("CHAT_LOGIN_COOLOFF_S", default=900))
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_RESET_ON_SUCCESS = False
 AXES_LOCKOUT_CALLABLE = "chat.account_views.locked_out"
 # The address Daphne gives the request: the socket's, or with TRUSTED_PROXY the one the proxy set in

@@ -1,4 +1,5 @@
-"""Login throttling (django-axes): per username and per client address, on the chat login and the admin login;
+"""Login throttling (django-axes): per client address — never per username alone, which would let anyone lock
+anyone out — on the chat login and the admin login;
 never the address a client writes in X-Forwarded-For (behind the real nginx, Daphne's --proxy-headers gives the
 client's address: tests/e2e/test_nginx.py); unlock by staff in the admin or with the management command."""
 import pytest
@@ -43,8 +44,10 @@ def test_the_nth_wrong_password_locks_and_the_right_one_is_refused_until_unlocke
     assert b"Try again in 15 minutes" in locked.content  # the cool-off, said as a time to retry
     right = log_in(client, "alice", PASSWORD)
     assert is_locked(right) and "_auth_user_id" not in client.session
-    # From another address too: the username itself is locked.
-    assert is_locked(log_in(Client(REMOTE_ADDR="10.9.9.9"), "alice", PASSWORD))
+    # The guesser's address is locked, not alice: she signs in from her own, and her address is not locked by
+    # someone else's guesses at her name.
+    assert signed_in(log_in(Client(REMOTE_ADDR="10.9.9.9"), "alice", PASSWORD))
+    assert is_locked(log_in(client, "alice", PASSWORD))
 
     call_command("axes_reset_username", "alice")
     assert signed_in(log_in(client, "alice", PASSWORD))
