@@ -341,6 +341,10 @@ def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_u
         raise ChatError("empty", "The last message must be a user's, with some text.")
     if any(len(t["content"]) > settings.CHAT_MAX_MESSAGE_CHARS for t in chat_turns + [{"content": system}]):
         raise ChatError("too_long", f"A message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
+    total = len(system) + sum(len(t["content"]) for t in chat_turns)
+    if total > settings.CHAT_API_MAX_REQUEST_CHARS:
+        raise ChatError("too_long", f"The messages are too long together: at most "
+                                    f"{settings.CHAT_API_MAX_REQUEST_CHARS} characters in one request, not {total}.")
     admission.require_approved(user)
     clean_params = generation_params_clean(params)
     allowance = admission.admit(user.pk)

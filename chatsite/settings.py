@@ -264,6 +264,10 @@ CHAT_PREFIX_CACHE_MB = env.int("CHAT_PREFIX_CACHE_MB", default=256)
 CHAT_MAX_NEW_TOKENS = env.int("CHAT_MAX_NEW_TOKENS", default=1024)
 CHAT_DEFAULT_MAX_NEW_TOKENS = env.int("CHAT_DEFAULT_MAX_NEW_TOKENS", default=256)
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=16000)
+# All the messages of one API request together: each request stores them as a new conversation, so without a
+# bound 200 messages of 16,000 characters (a body under 2.5 MB) were stored, twenty times a minute, even when
+# they could never fit the model's window.
+CHAT_API_MAX_REQUEST_CHARS = env.int("CHAT_API_MAX_REQUEST_CHARS", default=4 * CHAT_MAX_MESSAGE_CHARS)
 CHAT_STREAM_FLUSH_MS = env.int("CHAT_STREAM_FLUSH_MS", default=40)
 CHAT_STREAM_TTL_S = env.int("CHAT_STREAM_TTL_S", default=3600)
 # Limits (chat/limits.py)

@@ -143,6 +143,22 @@ def test_api_requests_count_against_the_same_active_reply_cap(make_user, setting
     assert err.value.code == "too_many_active" and Conversation.objects.filter(source="api").count() == 1
 
 
+def test_messages_over_the_request_bound_together_are_refused_before_anything_is_stored(make_user, settings):
+    """Each message is within CHAT_MAX_MESSAGE_CHARS, their sum is not: refused as too long (the API's 400
+    context_length_exceeded), no conversation and no message stored; at the bound, accepted."""
+    settings.CHAT_MAX_MESSAGE_CHARS, settings.CHAT_API_MAX_REQUEST_CHARS = 100, 250
+    key = api_keys.api_key_create(owner=make_user(), name="script").key
+    turns = [{"role": "system", "content": "s" * 50}, {"role": "user", "content": "u" * 100},
+             {"role": "assistant", "content": "a" * 100}, {"role": "user", "content": "v"}]
+    with pytest.raises(ChatError) as err:
+        services.api_completion_create(key=key, turns=turns, params={})
+    assert err.value.code == "too_long" and err.value.detail == (
+        "The messages are too long together: at most 250 characters in one request, not 251.")
+    assert not Conversation.objects.exists() and not Message.objects.exists()
+    turns[0]["content"] = "s" * 49
+    assert services.api_completion_create(key=key, turns=turns, params={}).status == "queued"
+
+
 def test_the_keys_page_shows_a_new_key_once_and_revokes(client, make_user):
     user = make_user()
     client.force_login(user)
