@@ -127,7 +127,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         if self.user is None or self.closing:  # refused or closing sockets serve nothing
             return
-        if not limits.frame_allowed(self.channel_name):
+        if not limits.frame_allowed(self.user.pk):
             return await self.error("too_many_frames", "Too many frames at once; slow down and try again.")
         if text_data is None:
             return await self.error("bad_frame", "Frames must be JSON text, not binary.")

@@ -1,5 +1,5 @@
-"""Limits, in one place: frames per socket (the `limits` library's moving window, in process memory: checked
-before any database or Redis work) and open sockets per user (a Redis sorted set, so the cap holds across every
+"""Limits, in one place: frames per person in this process (the `limits` library's moving window, in process
+memory: checked before any database or Redis work) and open sockets per user (a Redis sorted set, so the cap holds across every
 Daphne process). The per-person cap on active replies is checked inside the send transaction
 (``admission.require_capacity``); messages per minute and tokens per day are ``quotas.py``."""
 from __future__ import annotations
@@ -19,9 +19,12 @@ log = logging.getLogger(__name__)
 _frames = MovingWindowRateLimiter(MemoryStorage())
 
 
-def frame_allowed(channel_name: str) -> bool:
-    """One more frame on this socket, within CHAT_FRAME_RATE (e.g. "20/second")?"""
-    return _frames.hit(parse(settings.CHAT_FRAME_RATE), "frames", channel_name)
+def frame_allowed(user_id: int) -> bool:
+    """One more frame from this person on this process, within CHAT_FRAME_RATE (e.g. "20/second")? Counted per
+    person, not per socket: every frame that needs the database runs on the process's one database thread,
+    and a person with ten sockets counted apart could send ten times the rate and queue everyone else's sends
+    behind theirs. The count is this process's (in memory): the thread it protects is this process's too."""
+    return _frames.hit(parse(settings.CHAT_FRAME_RATE), "frames", str(user_id))
 
 
 def _stale_after() -> float:

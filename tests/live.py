@@ -70,7 +70,10 @@ def live_stack(django_db_setup, django_db_blocker):
 
     logs = Path(tempfile.mkdtemp(prefix="chat-e2e-"))
     env = dict(os.environ)
+    # The frame rate is a person's, over all their sockets (chat/limits.py): the flood tests here send fifty
+    # frames at once to prove other limits, and the rate's own tests are the consumer's.
     env.update({"DATABASE_URL": _database_url(connection.settings_dict), "CHAT_MAX_BATCH": str(LIVE_BATCH),
+                "CHAT_FRAME_RATE": "1000/second",
                 "CHAT_STREAM_FLUSH_MS": "40", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
     redis.Redis.from_url(env["REDIS_URL"]).delete("inference")  # tasks left by unit tests, never consumed
     s = Stack(stack.free_port(), env, logs)

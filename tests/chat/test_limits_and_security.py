@@ -33,6 +33,29 @@ def test_a_frame_flood_is_refused_and_the_socket_recovers(make_user, session_coo
     assert after == "unknown_type"  # a second later the socket is served again
 
 
+def test_the_frame_rate_is_a_persons_over_all_their_sockets_and_not_anothers(make_user, session_cookie, settings):
+    """Two sockets of one person share CHAT_FRAME_RATE (ten sockets would otherwise send ten times it to the
+    process's one database thread); another person's socket, at the same moment, has all of its own."""
+    settings.CHAT_FRAME_RATE = "5/second"
+    alice, bob = session_cookie(make_user("alice")), session_cookie(make_user("bob"))
+
+    async def go():
+        socks = [sock(alice), sock(alice), sock(bob)]
+        for comm in socks:
+            assert (await comm.connect())[0]
+        for comm in socks:
+            for _ in range(4):
+                await comm.send_to(text_data='{"type": "noop"}')
+        codes = [[(await comm.receive_json_from(timeout=10))["code"] for _ in range(4)] for comm in socks]
+        for comm in socks:
+            await comm.disconnect()
+        return codes
+    first, second, other = asyncio.run(go())
+    # The two sockets' frames are served interleaved: which socket's frames came first is not fixed.
+    assert sorted(first + second) == ["too_many_frames"] * 3 + ["unknown_type"] * 5
+    assert other == ["unknown_type"] * 4
+
+
 def test_each_user_has_a_cap_on_open_sockets(make_user, session_cookie, settings):
     settings.CHAT_MAX_SOCKETS_PER_USER = 2
     alice, bob = make_user("alice"), make_user("bob")
