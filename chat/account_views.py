@@ -14,11 +14,13 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import accounts, selectors
 from .account_forms import AccountDeleteForm, SignupForm
+from .client_address import client_address
 from .errors import ChatError
 from .personal_data import personal_data_chunks, personal_data_stream
 
 # A link that names no invite is not found; one that did but can no longer be used is gone.
-REFUSAL_STATUS = {"invite_unknown": 404, "invite_used": 410, "invite_expired": 410}
+REFUSAL_STATUS = {"invite_unknown": 404, "invite_used": 410, "invite_expired": 410, "signup_rate_limited": 429,
+                  "unavailable": 503}
 
 
 def signup(request, token: str | None = None):
@@ -37,7 +39,8 @@ def signup(request, token: str | None = None):
     if request.method == "POST" and form.is_valid():
         try:
             user = accounts.account_signup(username=form.cleaned_data["username"], email=form.cleaned_data["email"],
-                                           password=form.cleaned_data["password1"], invite_token=token)
+                                           password=form.cleaned_data["password1"], invite_token=token,
+                                           client_address=client_address(request))
         except ChatError as exc:
             return _refused(request, exc, form)
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
@@ -47,8 +50,11 @@ def signup(request, token: str | None = None):
 
 
 def _refused(request, exc: ChatError, form=None):
-    return render(request, "registration/signup.html", {"refusal": exc, "form": form},
-                  status=REFUSAL_STATUS.get(exc.code, 403))
+    response = render(request, "registration/signup.html", {"refusal": exc, "form": form},
+                      status=REFUSAL_STATUS.get(exc.code, 403))
+    if exc.retry_after:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @login_required

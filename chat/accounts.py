@@ -24,13 +24,17 @@ INVITE_ONLY = ("Sign-up on this site is by invitation only: ask the site's staff
 
 
 @transaction.atomic
-def account_signup(*, username: str, email: str, password: str, invite_token: str | None = None):
+def account_signup(*, username: str, email: str, password: str, invite_token: str | None = None,
+                   client_address: str | None = None):
     """Create a person's user and Account. With a valid invite (required when ``CHAT_SIGNUP`` is ``invite``) the
-    invite is used up and the account approved at once; under ``approval`` without one it awaits staff."""
+    invite is used up and the account approved at once; under ``approval`` without one it awaits staff. Without
+    an invite, ``client_address`` may make CHAT_SIGNUPS_PER_HOUR accounts an hour (``signup_rate_limited``)."""
     mode = settings.CHAT_SIGNUP
     if mode == "invite" and not invite_token:
         raise ChatError("invite_required", INVITE_ONLY)
     invite = selectors.invite_for_signup(token=invite_token) if invite_token else None
+    if invite is None:
+        quotas.signup_hit(client_address)
     if invite is not None and invite.email and invite.email.casefold() != email.casefold():
         raise ChatError("invite_email", "This invite link is for another email address: sign up with the address "
                                         "the invite was sent to.")

@@ -11,6 +11,9 @@ workers share them:
   the site's time zone, expiring two days later. A reply is admitted while the day's count is under the
   allowance, so the last one may go over it: a person is never cut off mid-sentence.
 
+The same moving window bounds the accounts one client address makes in an hour (``signup_hit``): each new
+account brings its own allowance.
+
 A refusal is a ``ChatError`` with a stable code and a sentence that says when to try again.
 """
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.utils import timezone
-from limits import RateLimitItemPerMinute
+from limits import RateLimitItemPerHour, RateLimitItemPerMinute
 from limits.errors import StorageError
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -87,6 +90,26 @@ def message_hit(user_id: int, allowance: Allowance) -> None:
     n = allowance.messages_per_minute
     raise ChatError("rate_limited", f"You have sent {n} message{'s' if n != 1 else ''} in the last minute, the "
                                     f"most this site allows; try again in {wait} s.", retry_after=wait)
+
+
+def signup_hit(address: str | None) -> None:
+    """Count one new account made from this client address, or refuse it (``signup_rate_limited``) when it made
+    CHAT_SIGNUPS_PER_HOUR in the last hour. No address (a test client without one), or 0: not limited."""
+    n = settings.CHAT_SIGNUPS_PER_HOUR
+    if n <= 0 or not address:
+        return
+    item = RateLimitItemPerHour(n)
+    limiter = _messages_limiter()
+    try:
+        if limiter.hit(item, "signups", address):
+            return
+        wait = limiter.get_window_stats(item, "signups", address).reset_time - timezone.now().timestamp()
+    except StorageError:
+        raise ChatError("unavailable", UNAVAILABLE) from None
+    raise ChatError("signup_rate_limited", f"{n} account{'s have' if n != 1 else ' has'} been made from your "
+                                           f"address in the last hour, the most this site allows; try again in "
+                                           f"{_in_words(wait)}, or ask the site's staff for an invite link.",
+                    retry_after=max(1, math.ceil(wait)))
 
 
 def _today() -> datetime.date:

@@ -177,6 +177,9 @@ if CHAT_SIGNUP not in ("open", "approval", "invite"):
 
     raise ImproperlyConfigured(f"CHAT_SIGNUP is {CHAT_SIGNUP!r}: use open, approval or invite.")
 CHAT_INVITE_DAYS = env.int("CHAT_INVITE_DAYS", default=7)
+# Accounts one client address may make in an hour without an invite (0: no limit): every account brings its
+# own allowance, so a script making accounts would multiply every per-person limit (chat/quotas.py).
+CHAT_SIGNUPS_PER_HOUR = env.int("CHAT_SIGNUPS_PER_HOUR", default=5)
 # Login throttling (django-axes): failures are counted per client address, whatever usernames they tried (one
 # person's guesses at one account, or at many), and reaching the limit locks that address for the cool-off (each
 # refused try restarts it). Not per username: then anyone, from anywhere, could keep any person (an admin too)

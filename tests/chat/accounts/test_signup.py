@@ -171,3 +171,22 @@ def test_existing_people_are_approved_by_the_migration(django_user_model):
     assert not Account.objects.filter(user=before).exists()
     migration.approve_existing(apps, None)
     assert Account.objects.get(user=before).approved_at == before.date_joined
+
+
+@pytest.mark.django_db
+def test_one_address_makes_so_many_accounts_an_hour_others_and_invites_are_not_held_up(django_user_model, settings):
+    """Every account brings its own allowance: CHAT_SIGNUPS_PER_HOUR bounds those one address makes without an
+    invite. The refusal is a 429 with a sentence and Retry-After, the form keeps what was typed, nothing is made."""
+    settings.CHAT_SIGNUP, settings.CHAT_SIGNUPS_PER_HOUR = "open", 2
+    assert [sign_up(Client(REMOTE_ADDR="198.51.100.4"), name).status_code for name in ("s1", "s2")] == [302, 302]
+    assert django_user_model.objects.filter(username__in=["s1", "s2"]).count() == 2
+    refused = sign_up(Client(REMOTE_ADDR="198.51.100.4"), "s3")
+    assert refused.status_code == 429 and b'data-code="signup_rate_limited"' in refused.content
+    assert b"2 accounts have been made from your address in the last hour" in refused.content
+    assert 3000 < int(refused["Retry-After"]) <= 3600 and b'value="s3"' in refused.content
+    assert not django_user_model.objects.filter(username="s3").exists()
+    assert sign_up(Client(REMOTE_ADDR="198.51.100.5"), "neighbour").status_code == 302
+    staff = django_user_model.objects.create_superuser(username="root", password=PASSWORD)
+    invite = accounts.invite_create(created_by=staff)
+    assert sign_up(Client(REMOTE_ADDR="198.51.100.4"), "invited",
+                   url=f"/accounts/signup/{invite.token}/").status_code == 302
