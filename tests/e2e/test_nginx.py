@@ -39,6 +39,7 @@ NEIGHBOUR = "127.0.0.3"  # another client, for what one client's lock must not t
 SPOOFED = "203.0.113.9"  # what the client claims in its own X-Forwarded-For; nginx must overwrite it
 PASSWORD = "a-long-test-password"
 LOGIN_LIMIT = 2  # wrong passwords before a lock (CHAT_LOGIN_FAILURE_LIMIT): each costs a password hash
+REQUESTS_IN_FLIGHT = 2  # per client address (the site's limit_conn, 32 in the shipped file)
 
 
 def sourced(path: Path) -> dict:
@@ -58,7 +59,8 @@ def adapt(site: str, *, daphne_port: int, http_port: int, https_port: int, cert:
              ("server_name chat.example.com;", "server_name 127.0.0.1;"),
              ("/etc/letsencrypt/live/chat.example.com/fullchain.pem", str(cert)),
              ("/etc/letsencrypt/live/chat.example.com/privkey.pem", str(key)),
-             ("/srv/chat-server/var/staticfiles/", f"{static}/")]
+             ("/srv/chat-server/var/staticfiles/", f"{static}/"),
+             ("limit_conn chat_per_address 32;", f"limit_conn chat_per_address {REQUESTS_IN_FLIGHT};")]
     for old, new in swaps:
         assert old in site, f"deploy/nginx/chat.conf no longer has {old!r}"
         site = site.replace(old, new)
@@ -283,6 +285,46 @@ def test_static_files_come_from_nginx_and_plain_http_is_redirected(proxied):
     # Over the client body limit: nginx refuses before Daphne reads it.
     response, _ = client.request("POST", "/accounts/login/", {"username": "x" * (2 * 2**20)})
     assert response.status == 413
+
+
+def test_one_address_holds_so_many_requests_at_once_and_its_neighbour_is_served(proxied, transactional_db,
+                                                                                 make_user):
+    """Two API streams held open from the test's address fill its requests in flight: a third request from it
+    is refused by nginx with a sentence and a code, the neighbour's is served, and once the streams are closed
+    (which stops their replies) the address is served again."""
+    import json
+
+    from django.conf import settings
+
+    from chat import api_keys
+
+    key = api_keys.api_key_create(owner=make_user("holder"), name="held").plaintext
+    body = json.dumps({"model": settings.CHAT_MODEL, "stream": True,
+                       "max_tokens": 400, "messages": [{"role": "user", "content": "Write a long story."}]})
+    held = []
+    try:
+        for _ in range(REQUESTS_IN_FLIGHT):
+            conn = http.client.HTTPSConnection("127.0.0.1", proxied["https_port"], context=proxied["context"],
+                                               timeout=30, source_address=(CLIENT, 0))
+            conn.request("POST", "/v1/chat/completions", body=body, headers={
+                "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+            response = conn.getresponse()  # the headers: the stream is open, its body left unread
+            assert response.status == 200, response.read()
+            held.append(conn)
+        response, content = Https(proxied["https_port"], proxied["context"]).request("GET", "/healthz")
+        assert response.status == 429 and response.headers["Retry-After"] == "5"
+        refusal = json.loads(content)["error"]
+        assert refusal["code"] == "too_many_requests" and refusal["message"].startswith("Too many requests at once")
+        response, _ = Https(proxied["https_port"], proxied["context"], source=NEIGHBOUR).request("GET", "/healthz")
+        assert response.status == 200
+    finally:
+        for conn in held:
+            conn.close()
+    deadline = time.monotonic() + 10
+    while (status := Https(proxied["https_port"], proxied["context"]).request("GET", "/healthz")[0].status) != 200 \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status == 200
 
 
 def test_check_deploy_is_clean_with_the_production_environment(proxied):
