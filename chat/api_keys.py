@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from .errors import ChatError
-from .models import ApiKey
-from .services import clean_text
+from .models import ApiKey, Message
+from .services import clean_text, reply_stop
 
 API_KEY_START = "sk-"
 API_KEY_PREFIX_CHARS = 12
@@ -49,13 +49,17 @@ def api_key_create(*, owner, name: str, store_conversations: bool = True) -> New
 
 def api_key_revoke(*, key_id: int, owner=None) -> ApiKey:
     """Revoke a key (its owner's, or any key when ``owner`` is None: staff). Revoking twice keeps the first
-    time."""
+    time. A key is checked once per request, so the replies it started and that are still queued or streaming
+    are stopped too: a leaked key, revoked, must not go on generating (and charging its owner)."""
     keys = ApiKey.objects.all() if owner is None else ApiKey.objects.filter(owner=owner)
     try:
         key = keys.get(pk=int(key_id))
     except (ApiKey.DoesNotExist, TypeError, ValueError, OverflowError):
         raise ChatError("not_found", "No such key, or it is not yours.") from None
     ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    for reply in Message.objects.filter(conversation__api_key=key, role=Message.Role.ASSISTANT,
+                                        status__in=(Message.Status.QUEUED, Message.Status.STREAMING)):
+        reply_stop(message=reply)
     key.refresh_from_db()
     return key
 

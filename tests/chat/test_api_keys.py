@@ -65,6 +65,29 @@ def test_wrong_secret_revoked_key_and_inactive_owner_are_401(make_user):
         authenticate(f"Bearer {new.plaintext}")
 
 
+def test_revoking_a_key_stops_its_replies_still_queued_or_streaming_and_no_others(
+        make_user, monkeypatch, settings, django_capture_on_commit_callbacks):
+    from chat import events
+
+    settings.CHAT_MAX_ACTIVE_PER_USER = 4
+    cancelled = []
+    monkeypatch.setattr(events, "broadcast_cancel_sync", cancelled.append)
+    user = make_user()
+    leaked, kept = (api_keys.api_key_create(owner=user, name=n).key for n in ("leaked", "kept"))
+    queued = services.api_completion_create(key=leaked, turns=TURNS, params={})
+    streaming = services.api_completion_create(key=leaked, turns=TURNS, params={})
+    services.message_start(message_id=streaming.pk)
+    other = services.api_completion_create(key=kept, turns=TURNS, params={})
+    chat = services.message_send(user=user, conversation_id=None, content="from the browser").assistant_message
+    with django_capture_on_commit_callbacks(execute=True):
+        api_keys.api_key_revoke(owner=user, key_id=leaked.pk)
+    states = {m.pk: (m.status, m.stop_requested) for m in Message.objects.filter(
+        pk__in=[queued.pk, streaming.pk, other.pk, chat.pk])}
+    assert states == {queued.pk: ("stopped", False), streaming.pk: ("streaming", True),  # the worker ends it
+                      other.pk: ("queued", False), chat.pk: ("queued", False)}
+    assert cancelled == [streaming.pk]  # every worker is told to stop the streaming one
+
+
 def test_nobody_revokes_another_persons_key_and_names_are_checked(make_user):
     alice, bob = make_user("alice"), make_user("bob")
     key = api_keys.api_key_create(owner=alice, name="a").key
