@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import accounts, selectors
 from .account_forms import AccountDeleteForm, SignupForm
-from .client_address import client_address
+from .client_address import throttle_address
 from .errors import ChatError
 from .personal_data import personal_data_chunks, personal_data_stream
 
@@ -40,7 +40,7 @@ def signup(request, token: str | None = None):
         try:
             user = accounts.account_signup(username=form.cleaned_data["username"], email=form.cleaned_data["email"],
                                            password=form.cleaned_data["password1"], invite_token=token,
-                                           client_address=client_address(request))
+                                           client_address=throttle_address(request))
         except ChatError as exc:
             return _refused(request, exc, form)
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")

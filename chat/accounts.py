@@ -23,7 +23,6 @@ INVITE_ONLY = ("Sign-up on this site is by invitation only: ask the site's staff
                "it to create your account.")
 
 
-@transaction.atomic
 def account_signup(*, username: str, email: str, password: str, invite_token: str | None = None,
                    client_address: str | None = None):
     """Create a person's user and Account. With a valid invite (required when ``CHAT_SIGNUP`` is ``invite``) the
@@ -33,11 +32,16 @@ def account_signup(*, username: str, email: str, password: str, invite_token: st
     if mode == "invite" and not invite_token:
         raise ChatError("invite_required", INVITE_ONLY)
     invite = selectors.invite_for_signup(token=invite_token) if invite_token else None
-    if invite is None:
-        quotas.signup_hit(client_address)
     if invite is not None and invite.email and invite.email.casefold() != email.casefold():
         raise ChatError("invite_email", "This invite link is for another email address: sign up with the address "
                                         "the invite was sent to.")
+    if invite is None:
+        quotas.signup_hit(client_address)  # Redis, before the write transaction opens
+    with transaction.atomic():
+        return _account_create(username=username, email=email, password=password, invite=invite, mode=mode)
+
+
+def _account_create(*, username: str, email: str, password: str, invite, mode: str):
     user = get_user_model().objects.create_user(username=username, email=email, password=password)
     now = timezone.now()
     approved = invite is not None or mode != "approval"

@@ -9,7 +9,29 @@ Behind a chain of proxies, the one next to Daphne works out the client (nginx's 
 """
 from __future__ import annotations
 
+import ipaddress
+
+# One IPv6 host is usually given a whole /64 (2^64 addresses): counted per address, one machine would have
+# endless tries. Its counts are kept per /64, as an IPv4 address's are per address.
+IPV6_PREFIX = 64
+
 
 def client_address(request) -> str | None:
-    """The address failures are counted against."""
+    """The client's address, exactly (the access log)."""
     return request.META.get("REMOTE_ADDR")
+
+
+def throttle_address(request) -> str | None:
+    """The address login failures and sign-ups are counted against: an IPv4 address (also written as IPv6,
+    ``::ffff:a.b.c.d``) as it is, an IPv6 address as the first address of its /64 (a valid address, which
+    axes' ``GenericIPAddressField`` stores)."""
+    address = client_address(request)
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # no address (a test client without one) or not one
+        return address
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/{IPV6_PREFIX}", strict=False).network_address)
+    return str(ip)

@@ -16,7 +16,8 @@ from redis.exceptions import RedisError
 from .redis import client, sockets_key
 
 log = logging.getLogger(__name__)
-_frames = MovingWindowRateLimiter(MemoryStorage())
+_frame_counts = MemoryStorage()  # tests reset it: user ids repeat from test to test
+_frames = MovingWindowRateLimiter(_frame_counts)
 
 
 def frame_allowed(user_id: int) -> bool:

@@ -349,6 +349,10 @@ def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_u
     clean_params = generation_params_clean(params)
     allowance = admission.admit(user.pk)
     with transaction.atomic():
+        # The key was checked when the request came; locked and checked again here, a revoke running now waits
+        # for this reply to be stored and then stops it with the key's others (api_keys.api_key_revoke).
+        if not ApiKey.objects.select_for_update().filter(pk=key.pk, revoked_at__isnull=True).exists():
+            raise ChatError("key_revoked", "This API key has been revoked.")
         admission.require_capacity(user.pk, allowance)
         kept = key.store_conversations
         conversation = Conversation.objects.create(

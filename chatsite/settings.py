@@ -193,7 +193,7 @@ AXES_RESET_ON_SUCCESS = False
 AXES_LOCKOUT_CALLABLE = "chat.account_views.locked_out"
 # The address Daphne gives the request: the socket's, or with TRUSTED_PROXY the one the proxy set in
 # X-Forwarded-For; never what a client wrote in that header itself (chat/client_address.py).
-AXES_CLIENT_IP_CALLABLE = "chat.client_address.client_address"
+AXES_CLIENT_IP_CALLABLE = "chat.client_address.throttle_address"  # IPv6 counted per /64
 # Mail (password reset): printed on the console unless EMAIL_URL names an SMTP server,
 # e.g. smtp+tls://user:password@mail.example.com:587
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))

@@ -13,6 +13,7 @@ _FROM_CHAT = {
     "rate_limited": (429, "rate_limit_error", "rate_limit_exceeded", None),
     "quota_exhausted": (429, "insufficient_quota", "insufficient_quota", None),
     "not_approved": (403, "permission_denied", "not_approved", None),
+    "key_revoked": (401, "invalid_request_error", "invalid_api_key", None),
     "no_worker": (503, "server_error", "no_worker", None),
     "unavailable": (503, "server_error", "unavailable", None),
     "too_long": (400, "invalid_request_error", "context_length_exceeded", "messages"),

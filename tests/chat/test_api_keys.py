@@ -88,6 +88,17 @@ def test_revoking_a_key_stops_its_replies_still_queued_or_streaming_and_no_other
     assert cancelled == [streaming.pk]  # every worker is told to stop the streaming one
 
 
+def test_a_request_checked_before_its_key_was_revoked_stores_nothing_after(make_user):
+    """The key is checked again, locked, in the transaction that stores the reply: a request that passed the
+    check just before a revoke cannot store a reply the revoke's stop has already passed by."""
+    user = make_user()
+    key = api_keys.api_key_create(owner=user, name="leaked").key  # as authenticate() gave it to the view
+    api_keys.api_key_revoke(owner=user, key_id=key.pk)
+    with pytest.raises(ChatError) as err:
+        services.api_completion_create(key=key, turns=TURNS, params={})
+    assert err.value.code == "key_revoked" and not Conversation.objects.exists()
+
+
 def test_nobody_revokes_another_persons_key_and_names_are_checked(make_user):
     alice, bob = make_user("alice"), make_user("bob")
     key = api_keys.api_key_create(owner=alice, name="a").key

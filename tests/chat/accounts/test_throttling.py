@@ -73,6 +73,27 @@ def test_staff_unlock_a_person_in_the_admin(alice, django_user_model):
     assert signed_in(log_in(client, "alice", PASSWORD))
 
 
+def test_an_ipv6_client_is_counted_per_64_and_its_neighbours_are_not():
+    """One machine is usually given a whole IPv6 /64: counted per address it would have endless tries."""
+    attacker = Client(REMOTE_ADDR="2001:db8:1:2::a")
+    for name in ("carol", "dave", "erin"):
+        log_in(attacker, name, "guess")
+    assert is_locked(log_in(Client(REMOTE_ADDR="2001:db8:1:2:ffff::b"), "alice", PASSWORD))  # the same /64
+    assert not is_locked(log_in(Client(REMOTE_ADDR="2001:db8:1:3::a"), "alice", "guess"))  # the next /64
+
+
+def test_the_throttled_address_of_each_kind_of_client():
+    from types import SimpleNamespace
+
+    from chat.client_address import throttle_address
+
+    def of(address):
+        return throttle_address(SimpleNamespace(META={"REMOTE_ADDR": address} if address else {}))
+    assert of("198.51.100.7") == "198.51.100.7" and of("::ffff:198.51.100.7") == "198.51.100.7"
+    assert of("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::" and of("2001:DB8:1:2::9") == "2001:db8:1:2::"
+    assert of(None) is None and of("not-an-address") == "not-an-address"
+
+
 def test_one_address_guessing_many_usernames_is_locked_and_other_addresses_are_not(alice, django_user_model):
     django_user_model.objects.create_user(username="bob", password=PASSWORD)
     attacker = Client(REMOTE_ADDR="203.0.113.5")
