@@ -70,9 +70,11 @@ class Runtime:
                  self.threads, time.monotonic() - started)
 
     def close(self) -> None:
-        """Stop the engine and the link (tests; a worker keeps its runtime for life)."""
+        """Stop the engine and the link, and stop counting as alive (tests; a worker keeps its runtime for life):
+        a closed runtime left in the live set looked like a peer to the next test's balancing."""
         self.engine.shutdown()
         self.link.close()
+        liveness.worker_gone(self.name)
 
     def _heartbeats(self) -> None:
         """Heartbeat and leases every CHAT_HEARTBEAT_S, at once when Redis is back after an outage. Its own

@@ -91,14 +91,19 @@ def django_db_setup(django_db_setup):
     """pytest-django's, then, before it drops the test database, the connection of asgiref's one thread for
     sync code called from async tests: a plain ``sync_to_async`` query there is never followed by
     ``close_old_connections``, so its session stayed open and PostgreSQL refused the drop ("being accessed by
-    other users", a warning at the end of every CI run, and a test database left behind)."""
+    other users", a warning at the end of every CI run, and a test database left behind). Then a garbage
+    collection: a connection opened in a thread that has ended (an event loop's executor thread running a reply
+    job) closes only when its wrapper is collected, and the wrapper is in a reference cycle (its features and
+    operations point back at it), so only the cycle collector closes it."""
     yield
     import asyncio
+    import gc
 
     from asgiref.sync import sync_to_async
     from django.db import connections
 
     asyncio.run(sync_to_async(connections.close_all)())
+    gc.collect()
 
 
 
