@@ -100,6 +100,7 @@ def django_db_setup(django_db_setup):
     yield
     import asyncio
     import gc
+    import warnings
 
     from asgiref.sync import sync_to_async
     from django.db import connections
@@ -107,7 +108,10 @@ def django_db_setup(django_db_setup):
 
     asyncio.run(sync_to_async(connections.close_all)())
     gc.collect()
-    for wrapper in [o for o in gc.get_objects() if isinstance(o, BaseDatabaseWrapper)]:
+    with warnings.catch_warnings():  # isinstance on every live object wakes torch's deprecated aliases
+        warnings.simplefilter("ignore")
+        wrappers = [o for o in gc.get_objects() if isinstance(o, BaseDatabaseWrapper)]
+    for wrapper in wrappers:
         if wrapper.connection is not None and wrapper is not connections["default"]:
             try:
                 wrapper.connection.close()  # the driver's own close: Django's refuses other threads' wrappers
