@@ -18,22 +18,19 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 
-from .balance import own_queue
+from .balance import SHARED_QUEUE, own_queue
 from .redis import client, live_workers, worker_stats_key
 
 log = logging.getLogger(__name__)
 
 COUNTERS_KEY = "chat:metrics:counters"  # hash: "<name>|<label value>|…" → count
 HIST_KEY = "chat:metrics:hist:{}"  # hash per histogram: bucket index → count, plus "sum"
-QUEUE = "inference"  # the Celery queue (settings.CELERY_TASK_ROUTES)
-
-
 def queue_keys(queue: str) -> list[str]:
     """Celery's Redis transport keeps one list per priority step: "inference", "inference\x06\x163", …"""
     return [queue] + [f"{queue}\x06\x16{p}" for p in range(1, 10)]
 
 
-QUEUE_KEYS = queue_keys(QUEUE)
+QUEUE_KEYS = queue_keys(SHARED_QUEUE)  # the Celery queue every worker reads (settings.CELERY_TASK_ROUTES)
 
 # name → (help, label names) for counters; name → (help, bucket upper bounds) for histograms.
 COUNTERS = {

@@ -65,7 +65,8 @@ def allowance_for(user_id: int) -> Allowance:
 _limiter: MovingWindowRateLimiter | None = None
 
 
-def _messages_limiter() -> MovingWindowRateLimiter:
+def _windows() -> MovingWindowRateLimiter:
+    """The moving windows in Redis (``chat:limits/...``), shared by every process."""
     global _limiter
     if _limiter is None:
         storage = RedisStorage(settings.REDIS_URL, key_prefix="chat:limits", wrap_exceptions=True,
@@ -74,19 +75,26 @@ def _messages_limiter() -> MovingWindowRateLimiter:
     return _limiter
 
 
+def _window_hit(item, namespace: str, key: str) -> int | None:
+    """One more in ``key``'s moving window: None when it fits, else the whole seconds until it would. Redis
+    away: ``unavailable``."""
+    limiter = _windows()
+    try:
+        if limiter.hit(item, namespace, key):
+            return None
+        reset = limiter.get_window_stats(item, namespace, key).reset_time
+    except StorageError:
+        raise ChatError("unavailable", UNAVAILABLE) from None
+    return max(1, math.ceil(reset - timezone.now().timestamp()))
+
+
 def message_hit(user_id: int, allowance: Allowance) -> None:
     """Count one new reply against the person's messages per minute, or refuse it (``rate_limited``)."""
     if allowance.messages_per_minute <= 0:
         return
-    item = RateLimitItemPerMinute(allowance.messages_per_minute)
-    limiter = _messages_limiter()
-    try:
-        if limiter.hit(item, "messages", str(user_id)):
-            return
-        wait = max(1, math.ceil(limiter.get_window_stats(item, "messages", str(user_id)).reset_time
-                                - timezone.now().timestamp()))
-    except StorageError:
-        raise ChatError("unavailable", UNAVAILABLE) from None
+    wait = _window_hit(RateLimitItemPerMinute(allowance.messages_per_minute), "messages", str(user_id))
+    if wait is None:
+        return
     n = allowance.messages_per_minute
     raise ChatError("rate_limited", f"You have sent {n} message{'s' if n != 1 else ''} in the last minute, the "
                                     f"most this site allows; try again in {wait} s.", retry_after=wait)
@@ -98,18 +106,13 @@ def signup_hit(address: str | None) -> None:
     n = settings.CHAT_SIGNUPS_PER_HOUR
     if n <= 0 or not address:
         return
-    item = RateLimitItemPerHour(n)
-    limiter = _messages_limiter()
-    try:
-        if limiter.hit(item, "signups", address):
-            return
-        wait = limiter.get_window_stats(item, "signups", address).reset_time - timezone.now().timestamp()
-    except StorageError:
-        raise ChatError("unavailable", UNAVAILABLE) from None
+    wait = _window_hit(RateLimitItemPerHour(n), "signups", address)
+    if wait is None:
+        return
     raise ChatError("signup_rate_limited", f"{n} account{'s have' if n != 1 else ' has'} been made from your "
                                            f"address in the last hour, the most this site allows; try again in "
                                            f"{_in_words(wait)}, or ask the site's staff for an invite link.",
-                    retry_after=max(1, math.ceil(wait)))
+                    retry_after=wait)
 
 
 def _today() -> datetime.date:
@@ -183,8 +186,7 @@ def counters_forget(user_id: int, allowance: Allowance) -> None:
     try:
         client().delete(*(tokens_key(user_id, day) for day in days))
         if allowance.messages_per_minute > 0:
-            _messages_limiter().clear(RateLimitItemPerMinute(allowance.messages_per_minute), "messages",
-                                      str(user_id))
+            _windows().clear(RateLimitItemPerMinute(allowance.messages_per_minute), "messages", str(user_id))
     except (RedisError, StorageError):
         log.warning("could not forget the counters of deleted user %s", user_id, exc_info=True)
 

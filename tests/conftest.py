@@ -88,26 +88,19 @@ def django_db_modify_db_settings():
 
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup):
-    """pytest-django's, then, before it drops the test database, the connection of asgiref's one thread for
-    sync code called from async tests: a plain ``sync_to_async`` query there is never followed by
-    ``close_old_connections``, so its session stayed open and PostgreSQL refused the drop ("being accessed by
-    other users", a warning at the end of every CI run, and a test database left behind). Then a garbage
-    collection: a connection opened in a thread that has ended (an event loop's executor thread running a reply
-    job) closes only when its wrapper is collected, and the wrapper is in a reference cycle (its features and
-    operations point back at it), so only the cycle collector closes it. Last, any connection of this process
-    still open, whichever thread holds it (at the end of the run nothing uses them): one more was left in a
-    full CI run, from a thread not yet found."""
+    """pytest-django's, then, before it drops the test database, every connection of this process still open,
+    whichever thread opened it (at the end of the run nothing uses them). Left open, PostgreSQL refused the drop
+    ("being accessed by other users", a warning at the end of every CI run, and a test database left behind):
+    asgiref's one thread for sync code keeps the connection of a plain ``sync_to_async`` query (never followed
+    by ``close_old_connections``), and a connection of a thread that has ended (an event loop's executor
+    running a reply job) waits for the cycle collector, its wrapper being in a reference cycle."""
     yield
-    import asyncio
     import gc
     import warnings
 
-    from asgiref.sync import sync_to_async
     from django.db import connections
     from django.db.backends.base.base import BaseDatabaseWrapper
 
-    asyncio.run(sync_to_async(connections.close_all)())
-    gc.collect()
     with warnings.catch_warnings():  # isinstance on every live object wakes torch's deprecated aliases
         warnings.simplefilter("ignore")
         wrappers = [o for o in gc.get_objects() if isinstance(o, BaseDatabaseWrapper)]
