@@ -101,16 +101,21 @@ def django_db_setup(django_db_setup):
     from django.db import connections
     from django.db.backends.base.base import BaseDatabaseWrapper
 
+    def is_wrapper(o) -> bool:
+        try:
+            return isinstance(o, BaseDatabaseWrapper)
+        except ReferenceError:  # a weak proxy whose object is gone: isinstance asks it for its class
+            return False
+
     with warnings.catch_warnings():  # isinstance on every live object wakes torch's deprecated aliases
         warnings.simplefilter("ignore")
-        wrappers = [o for o in gc.get_objects() if isinstance(o, BaseDatabaseWrapper)]
+        wrappers = [o for o in gc.get_objects() if is_wrapper(o)]
     for wrapper in wrappers:
         if wrapper.connection is not None and wrapper is not connections["default"]:
             try:
                 wrapper.connection.close()  # the driver's own close: Django's refuses other threads' wrappers
             except Exception:
                 pass
-
 
 
 def pytest_collection_modifyitems(config, items):
