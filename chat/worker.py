@@ -206,7 +206,8 @@ TITLE_MAX_TOKENS = 16
 
 def make_title(job: "ReplyJob") -> None:
     """Ask the model for a short title of a new conversation and store it, unless the person renamed it
-    meanwhile. Any failure keeps the title it has (the first words of the first message)."""
+    meanwhile. Any failure keeps the title it has (the first words of the first message). Its tokens are the
+    owner's, like the reply's: otherwise every new conversation would bring a generation that no quota counts."""
     conversation = job.message.conversation
     try:
         first = selectors.history_for_prompt(message=job.message)[-1]["content"]
@@ -218,7 +219,10 @@ def make_title(job: "ReplyJob") -> None:
         handle = job.rt.engine.submit(GenerationRequest(
             input_ids=prompt.input_ids, params=params, stop_strings=tuple(prompt.stop_strings) + ("\n",),
             request_id=f"title-{job.id}"))
-        text = "".join(chunk.text for chunk in coalesce(handle, 0) if chunk.text)
+        chunks = list(coalesce(handle, 0))
+        finished = chunks[-1].finished
+        quotas.tokens_count(job.owner, finished.prompt_tokens + finished.completion_tokens)
+        text = "".join(chunk.text for chunk in chunks if chunk.text)
         conversations.conversation_title_generated(conversation_id=conversation.pk, title=text,
                                                    replacing=conversation.title)
     except Exception:

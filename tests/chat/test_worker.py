@@ -369,6 +369,9 @@ def test_after_the_first_reply_the_model_titles_the_conversation_after_done(make
     message = services.message_send(user=user, conversation_id=None, content="Tell me about lighthouses",
                                     params={"max_new_tokens": 12}).assistant_message
     monkeypatch.setattr(worker, "runtime", lambda: rt)
+    submitted = []
+    real_submit = rt.engine.submit
+    monkeypatch.setattr(rt.engine, "submit", lambda request: submitted.append(request) or real_submit(request))
 
     async def go():
         async with Listener(user.id) as listener:
@@ -377,6 +380,13 @@ def test_after_the_first_reply_the_model_titles_the_conversation_after_done(make
     frames = asyncio.run(go())
     types = [f["type"] for f in frames]
     title = Conversation.objects.get(pk=message.conversation_id).title
+    # The title's generation is charged to the owner too: its prompt and between 1 and TITLE_MAX_TOKENS tokens.
+    from chat import quotas
+    stored = Message.objects.get(pk=message.id)
+    title_request = submitted[-1]
+    assert title_request.request_id == f"title-{message.id}"
+    extra = quotas.tokens_used_today(user.pk) - (stored.prompt_tokens + stored.completion_tokens)
+    assert len(title_request.input_ids) < extra <= len(title_request.input_ids) + worker.TITLE_MAX_TOKENS
     # The seeded tiny model's words are usable once cleaned (nonsense, but words): stored and announced, after done.
     assert title != "Tell me about lighthouses"
     assert types.index("done") < types.index("conversation")
