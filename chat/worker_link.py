@@ -43,6 +43,10 @@ class WorkerLink:
         self._listener.cancel()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            # Closing lets channels_redis close this loop's Redis connections now; a loop left open did it when
+            # collected, inside whatever loop then ran, and failed there (a warning at the end of the tests).
+            self.loop.close()
 
     def _submit(self, coro) -> Future:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
