@@ -96,20 +96,14 @@ def django_db_setup(django_db_setup):
     running a reply job) waits for the cycle collector, its wrapper being in a reference cycle."""
     yield
     import gc
-    import warnings
 
     from django.db import connections
     from django.db.backends.base.base import BaseDatabaseWrapper
 
-    def is_wrapper(o) -> bool:
-        try:
-            return isinstance(o, BaseDatabaseWrapper)
-        except ReferenceError:  # a weak proxy whose object is gone: isinstance asks it for its class
-            return False
-
-    with warnings.catch_warnings():  # isinstance on every live object wakes torch's deprecated aliases
-        warnings.simplefilter("ignore")
-        wrappers = [o for o in gc.get_objects() if is_wrapper(o)]
+    # type(), not isinstance(): isinstance asks an object for its __class__, which proxies answer by running
+    # code — a dead weak proxy raised ReferenceError, a lazy CSP nonce CSPNonceError — and torch's deprecated
+    # aliases warn.
+    wrappers = [o for o in gc.get_objects() if issubclass(type(o), BaseDatabaseWrapper)]
     for wrapper in wrappers:
         if wrapper.connection is not None and wrapper is not connections["default"]:
             try:
