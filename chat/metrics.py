@@ -25,12 +25,12 @@ log = logging.getLogger(__name__)
 
 COUNTERS_KEY = "chat:metrics:counters"  # hash: "<name>|<label value>|…" → count
 HIST_KEY = "chat:metrics:hist:{}"  # hash per histogram: bucket index → count, plus "sum"
+
+
 def queue_keys(queue: str) -> list[str]:
     """Celery's Redis transport keeps one list per priority step: "inference", "inference\x06\x163", …"""
     return [queue] + [f"{queue}\x06\x16{p}" for p in range(1, 10)]
 
-
-QUEUE_KEYS = queue_keys(SHARED_QUEUE)  # the Celery queue every worker reads (settings.CELERY_TASK_ROUTES)
 
 # name → (help, label names) for counters; name → (help, bucket upper bounds) for histograms.
 COUNTERS = {
@@ -108,7 +108,7 @@ def read_all(active_replies: Mapping[str, int]) -> dict:
     for name in HISTOGRAMS:
         pipe.hgetall(HIST_KEY.format(name))
     # Waiting replies: the shared queue's and those handed to a live worker's own queue (chat/balance.py).
-    waiting = [*QUEUE_KEYS, *(k for w in workers for k in queue_keys(own_queue(w)))]
+    waiting = [k for queue in (SHARED_QUEUE, *map(own_queue, workers)) for k in queue_keys(queue)]
     for key in waiting:
         pipe.llen(key)
     for worker in workers:

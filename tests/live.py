@@ -68,6 +68,8 @@ def live_stack(django_db_setup, django_db_blocker):
     import redis
     from django.db import connection
 
+    from chat.balance import SHARED_QUEUE
+
     logs = Path(tempfile.mkdtemp(prefix="chat-e2e-"))
     env = dict(os.environ)
     # The frame rate is a person's, over all their sockets (chat/limits.py): the flood tests here send fifty
@@ -75,7 +77,7 @@ def live_stack(django_db_setup, django_db_blocker):
     env.update({"DATABASE_URL": _database_url(connection.settings_dict), "CHAT_MAX_BATCH": str(LIVE_BATCH),
                 "CHAT_FRAME_RATE": "1000/second",
                 "CHAT_STREAM_FLUSH_MS": "40", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
-    redis.Redis.from_url(env["REDIS_URL"]).delete("inference")  # tasks left by unit tests, never consumed
+    redis.Redis.from_url(env["REDIS_URL"]).delete(SHARED_QUEUE)  # tasks left by unit tests, never consumed
     s = Stack(stack.free_port(), env, logs)
     s.start_worker()
     s.daphne = stack.start_daphne(s.port, env, stdout=open(logs / "daphne.log", "w"), stderr=subprocess.STDOUT)
@@ -133,6 +135,15 @@ async def recv_extra(ws, timeout: float) -> dict | None:
             return None
         if frame["type"] != "conversation":
             return frame
+
+
+async def recv_snapshot(ws, reply: int) -> dict:
+    """The ``message`` frame a subscribe answers with, passing over deltas of ``reply`` that come first: a socket
+    is in the person's group from its opening, so a reply still being written may beat the snapshot (the page
+    drops such deltas: the snapshot holds their text)."""
+    while (frame := await recv(ws))["type"] != "message":
+        assert frame["type"] == "delta" and frame["message"] == reply, frame
+    return frame
 
 
 async def recv_until(ws, kind: str, timeout: float = 120.0, message: int | None = None) -> list[dict]:

@@ -6,7 +6,7 @@ import websockets
 
 from chat.models import Message
 
-from tests.live import recv, recv_until, send
+from tests.live import recv, recv_snapshot, recv_until, send
 
 pytestmark = pytest.mark.e2e
 
@@ -157,10 +157,7 @@ def test_a_reloaded_tab_resumes_mid_reply_and_a_dropped_one_loses_nothing(chat):
         await a.close()  # the tab goes away mid-reply
         async with client.connect() as b:
             await send(b, {"type": "subscribe", "conversation": conversation})
-            # The socket is in the person's group from its opening: a delta may beat the snapshot (the page
-            # drops it: the snapshot holds its text).
-            while (snapshot := await recv(b))["type"] != "message":
-                assert snapshot["type"] == "delta" and snapshot["message"] == reply, snapshot
+            snapshot = await recv_snapshot(b, reply)
             ack = await recv(b)
             rest = await recv_until(b, "done", message=reply)
         return reply, snapshot, ack, rest

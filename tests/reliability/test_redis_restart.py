@@ -9,7 +9,7 @@ import websockets
 
 from chat.models import Message
 from chatsite import stack
-from tests.live import recv, recv_until, send
+from tests.live import recv, recv_snapshot, recv_until, send
 
 pytestmark = pytest.mark.e2e
 # The worker rides out the outage for this long (the lease then lasts this + 2 heartbeats, by construction).
@@ -65,10 +65,7 @@ def test_a_reply_survives_a_redis_restart_and_the_client_resumes(fault_chat, fau
             except (OSError, websockets.InvalidStatus, websockets.ConnectionClosed):
                 await asyncio.sleep(0.2)
         await send(ws, {"type": "subscribe", "conversation": conversation})
-        # A new socket joins the person's group as it opens, so deltas of the reply still being written may come
-        # before the subscribe's snapshot (the page drops them: the snapshot holds their text).
-        while (snapshot := await recv(ws))["type"] != "message":
-            assert snapshot["type"] == "delta" and snapshot["message"] == reply, snapshot
+        snapshot = await recv_snapshot(ws, reply)
         rest = await recv_until(ws, "done", message=reply)
         await ws.close()
         return reply, ready, snapshot, rest
