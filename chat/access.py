@@ -16,7 +16,7 @@ import time
 
 from django.conf import settings
 
-from .client_address import client_address
+from chat.client_address import client_address
 
 log = logging.getLogger("chat.access")
 

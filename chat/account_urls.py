@@ -1,7 +1,7 @@
 """/accounts/: sign-up and the Account page here; log in, log out, password change and reset are Django's."""
 from django.urls import include, path
 
-from . import account_views
+from chat import account_views
 
 urlpatterns = [
     path("signup/", account_views.signup, name="signup"),

@@ -12,11 +12,11 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from . import accounts, selectors
-from .account_forms import AccountDeleteForm, SignupForm
-from .client_address import throttle_address
-from .errors import ChatError
-from .personal_data import personal_data_chunks, personal_data_stream
+from chat import accounts, selectors
+from chat.account_forms import AccountDeleteForm, SignupForm
+from chat.client_address import throttle_address
+from chat.errors import ChatError
+from chat.personal_data import personal_data_chunks, personal_data_stream
 
 # A link that names no invite is not found; one that did but can no longer be used is gone.
 REFUSAL_STATUS = {"invite_unknown": 404, "invite_used": 410, "invite_expired": 410, "signup_rate_limited": 429,

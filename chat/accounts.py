@@ -14,9 +14,9 @@ from django.core.cache import caches
 from django.db import transaction
 from django.utils import timezone
 
-from . import events, limits, quotas, selectors, session_index
-from .errors import ChatError
-from .models import Account, AuditEvent, Invite
+from chat import events, limits, quotas, selectors, session_index
+from chat.errors import ChatError
+from chat.models import Account, AuditEvent, Invite
 
 
 INVITE_ONLY = ("Sign-up on this site is by invitation only: ask the site's staff for an invite link, then open "

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 
-from . import liveness, quotas, selectors
-from .errors import ChatError
+from chat import liveness, quotas, selectors
+from chat.errors import ChatError
 
 
 def require_worker() -> None:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from .errors import ChatError
-from .models import ApiKey, Message
-from .services import clean_text, reply_stop
+from chat.errors import ChatError
+from chat.models import ApiKey, Message
+from chat.services import clean_text, reply_stop
 
 API_KEY_START = "sk-"
 API_KEY_PREFIX_CHARS = 12

@@ -6,4 +6,4 @@ class ChatConfig(AppConfig):
     name = "chat"
 
     def ready(self):
-        from . import checks, signals  # noqa: F401  (registers the system checks, connects the session receivers)
+        from chat import checks, signals  # noqa: F401  (registers the system checks, connects the session receivers)

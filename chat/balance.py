@@ -18,7 +18,7 @@ import logging
 
 from redis.exceptions import RedisError
 
-from .redis import LOAD_KEY, client, handed_key, live_workers
+from chat.redis import LOAD_KEY, client, handed_key, live_workers
 
 log = logging.getLogger(__name__)
 

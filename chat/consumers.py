@@ -18,12 +18,12 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from . import conversations, events, limits, metrics, selectors, services
-from .delivery import ReplyDelivery
-from .errors import ChatError
-from .logs import bind_log_context
-from .models import Message
-from .sweep import ensure_sweeper
+from chat import conversations, events, limits, metrics, selectors, services
+from chat.delivery import ReplyDelivery
+from chat.errors import ChatError
+from chat.logs import bind_log_context
+from chat.models import Message
+from chat.sweep import ensure_sweeper
 
 log = logging.getLogger(__name__)
 

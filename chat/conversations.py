@@ -8,11 +8,11 @@ import logging
 
 from django.db import transaction
 
-from . import events, selectors
-from .errors import ChatError
-from .models import ChatDefaults, Conversation, Message
-from .params import generation_params_clean
-from .services import TITLE_CHARS, clean_text, message_finish, title_from
+from chat import events, selectors
+from chat.errors import ChatError
+from chat.models import ChatDefaults, Conversation, Message
+from chat.params import generation_params_clean
+from chat.services import TITLE_CHARS, clean_text, message_finish, title_from
 
 log = logging.getLogger(__name__)
 

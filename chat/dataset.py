@@ -14,8 +14,8 @@ from uuid import UUID
 
 from django.db.models import QuerySet, Sum
 
-from .models import AuditEvent, Conversation, Feedback, Message
-from .selectors import id_chunks, prompt_turns
+from chat.models import AuditEvent, Conversation, Feedback, Message
+from chat.selectors import id_chunks, prompt_turns
 
 SFT = "sft"
 PAIRS = "pairs"

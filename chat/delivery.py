@@ -17,8 +17,8 @@ from collections import deque
 
 from channels.db import database_sync_to_async
 
-from . import events, selectors, streamlog
-from .models import Message
+from chat import events, selectors, streamlog
+from chat.models import Message
 
 log = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 2.0

@@ -11,8 +11,7 @@ from typing import Callable
 
 from channels.layers import get_channel_layer
 
-from .frames import (ConversationFrame, DeletedFrame, DeltaFrame, DoneFrame, ErrorFrame, FeedbackFrame, MessageFrame,
-                     MessageInfo, SettingsFrame, ThreadFrame)
+from chat.frames import ConversationFrame, DeletedFrame, DeltaFrame, DoneFrame, ErrorFrame, FeedbackFrame, MessageFrame, MessageInfo, SettingsFrame, ThreadFrame
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .models import Conversation, Message
+from chat.models import Conversation, Message
 
 FORMAT_VERSION = 1
 

@@ -5,8 +5,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from . import api_keys as key_writes, selectors
-from .errors import ChatError
+from chat import api_keys as key_writes, selectors
+from chat.errors import ChatError
 
 
 @never_cache  # the response to a create holds the new key in plain text: no cache may keep it

@@ -13,7 +13,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from redis.exceptions import RedisError
 
-from .redis import client, sockets_key
+from chat.redis import client, sockets_key
 
 log = logging.getLogger(__name__)
 _frame_counts = MemoryStorage()  # tests reset it: user ids repeat from test to test

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from . import metrics
-from .redis import WORKERS_KEY, client, lease_key, live_workers, progress_key
+from chat import metrics
+from chat.redis import WORKERS_KEY, client, lease_key, live_workers, progress_key
 
 
 def heartbeat(worker: str, message_ids: Iterable[int], tokens: Mapping[int, int] | None = None,

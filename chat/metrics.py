@@ -18,8 +18,8 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 
-from .balance import SHARED_QUEUE, own_queue
-from .redis import client, live_workers, worker_stats_key
+from chat.balance import SHARED_QUEUE, own_queue
+from chat.redis import client, live_workers, worker_stats_key
 
 log = logging.getLogger(__name__)
 

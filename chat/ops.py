@@ -16,7 +16,7 @@ from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 
-from . import access, metrics, selectors
+from chat import access, metrics, selectors
 
 
 @lru_cache(maxsize=8)
@@ -54,8 +54,8 @@ def readyz(request):
 
     from redis.exceptions import BusyLoadingError
 
-    from . import liveness
-    from .redis import client
+    from chat import liveness
+    from chat.redis import client
 
     checks = {}
     try:

@@ -6,7 +6,7 @@ import math
 
 from django.conf import settings
 
-from .errors import ChatError
+from chat.errors import ChatError
 
 
 def _number(name: str, value, *, integer: bool = False) -> float:

@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
-from .models import Account, Conversation, Feedback, Message
+from chat.models import Account, Conversation, Feedback, Message
 
 FORMAT = "chat-personal-data/1"
 PAGE = 500  # rows per query

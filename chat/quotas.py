@@ -31,8 +31,8 @@ from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 from redis.exceptions import RedisError
 
-from .errors import ChatError
-from .redis import client, tokens_key
+from chat.errors import ChatError
+from chat.redis import client, tokens_key
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = "The server cannot reach its counters right now; try again in a moment."
@@ -49,7 +49,7 @@ class Allowance:
 
 def allowance_for(user_id: int) -> Allowance:
     """The site's allowance, with this person's overrides where staff set any."""
-    from .models import QuotaOverride
+    from chat.models import QuotaOverride
 
     row = QuotaOverride.objects.filter(user_id=user_id).first()
 

@@ -17,11 +17,11 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from .dataset import KINDS
-from .errors import ChatError
-from .models import AuditEvent, Conversation, GoldAnswer, Message
-from .selectors import id_chunks, message_counts
-from .services import StopOutcome, clean_text, reply_stop
+from chat.dataset import KINDS
+from chat.errors import ChatError
+from chat.models import AuditEvent, Conversation, GoldAnswer, Message
+from chat.selectors import id_chunks, message_counts
+from chat.services import StopOutcome, clean_text, reply_stop
 
 Action = AuditEvent.Action
 REVIEW_PERMISSION = "chat.review_conversation"

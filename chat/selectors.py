@@ -9,9 +9,9 @@ from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, Q,
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .errors import ChatError
-from .liveness import ReplyProgress, replies_progress
-from .models import Account, ChatDefaults, Conversation, Feedback, Invite, Message
+from chat.errors import ChatError
+from chat.liveness import ReplyProgress, replies_progress
+from chat.models import Account, ChatDefaults, Conversation, Feedback, Invite, Message
 
 NOT_FOUND = "No such conversation, or it is not yours."
 # Ids bound per statement where a caller's list of ids can be any length (the review panel's "select all"):
@@ -354,6 +354,6 @@ def conversation_for_export(*, user, conversation_id) -> tuple[Conversation, lis
 
 def api_keys_for_user(*, user) -> list:
     """A person's API keys, newest first (the hash stays out of the page's reach)."""
-    from .models import ApiKey
+    from chat.models import ApiKey
 
     return list(ApiKey.objects.filter(owner=user).defer("secret_hash").order_by("-created_at", "-id"))

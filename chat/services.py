@@ -17,10 +17,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import admission, events, metrics, quotas, selectors
-from .errors import ChatError
-from .models import ApiKey, Conversation, Feedback, Message
-from .params import generation_params_clean
+from chat import admission, events, metrics, quotas, selectors
+from chat.errors import ChatError
+from chat.models import ApiKey, Conversation, Feedback, Message
+from chat.params import generation_params_clean
 
 log = logging.getLogger(__name__)
 

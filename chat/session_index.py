@@ -21,7 +21,7 @@ import time
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from .redis import client, sessions_key
+from chat.redis import client, sessions_key
 
 log = logging.getLogger(__name__)
 

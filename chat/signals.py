@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
-from . import events, session_index
+from chat import events, session_index
 
 
 @receiver(user_logged_in)

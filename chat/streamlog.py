@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from .redis import async_client, client, stream_key
+from chat.redis import async_client, client, stream_key
 
 
 async def read_range(message_id: int, first: int, last: int) -> list[str]:

@@ -15,8 +15,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from . import balance, liveness, selectors, services, streamlog
-from .models import Message
+from chat import balance, liveness, selectors, services, streamlog
+from chat.models import Message
 
 log = logging.getLogger(__name__)
 BATCH = 500

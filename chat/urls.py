@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import keys_views, ops, views
+from chat import keys_views, ops, views
 
 app_name = "chat"
 urlpatterns = [

@@ -21,7 +21,7 @@ from django.db.models import Case, Count, F, Q, QuerySet, Sum, Value, When, Wind
 from django.db.models.functions import RowNumber, TruncDate
 from django.utils import timezone
 
-from .models import Message
+from chat.models import Message
 
 MAX_DAYS = 366
 TOP_PEOPLE = 50

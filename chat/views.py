@@ -8,8 +8,8 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from . import exports, params, quotas, selectors
-from .errors import ChatError
+from chat import exports, params, quotas, selectors
+from chat.errors import ChatError
 
 
 @login_required

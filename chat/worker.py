@@ -24,12 +24,12 @@ from inference.output import coalesce
 from inference.prompt import TOO_LONG, PromptTooLong, build_prompt
 from inference.sampling import resolve_params
 
-from . import balance, conversations, events, liveness, quotas, services, selectors
-from .logs import log_context
-from .models import Conversation, Message
-from .redis import client as redis_client, wait_until_loaded
-from .sweep import sweep
-from .worker_link import WorkerLink
+from chat import balance, conversations, events, liveness, quotas, services, selectors
+from chat.logs import log_context
+from chat.models import Conversation, Message
+from chat.redis import client as redis_client, wait_until_loaded
+from chat.sweep import sweep
+from chat.worker_link import WorkerLink
 
 log = logging.getLogger(__name__)
 

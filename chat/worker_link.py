@@ -17,7 +17,7 @@ from channels.layers import channel_layers
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from . import events, streamlog
+from chat import events, streamlog
 
 log = logging.getLogger(__name__)
 # The least time one attempt gets, even at the end of the grace: a healthy publish takes milliseconds.

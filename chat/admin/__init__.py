@@ -15,4 +15,4 @@ leaves an ``AuditEvent``. Writes go through ``chat.review``; list pages read thr
 - ``audit``: the audit trail, superusers only;
 - ``api_keys``: people's API keys, viewed and revoked (never edited).
 """
-from . import accounts, api_keys, audit, conversations, live, messages, quotas, usage  # noqa: F401  (each registers its screens)
+from chat.admin import accounts, api_keys, audit, conversations, live, messages, quotas, usage  # noqa: F401  (each registers its screens)

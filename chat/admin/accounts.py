@@ -11,8 +11,8 @@ from django.contrib.auth.admin import UserAdmin
 from django.urls import reverse
 from django.utils import timezone
 
-from .. import accounts
-from ..models import Invite
+from chat import accounts
+from chat.models import Invite
 
 User = get_user_model()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 
-from .. import api_keys
-from ..models import ApiKey
+from chat import api_keys
+from chat.models import ApiKey
 
 
 class ActiveFilter(admin.SimpleListFilter):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from ..models import AuditEvent
-from .common import ReadOnly, TextFilter
+from chat.models import AuditEvent
+from chat.admin.common import ReadOnly, TextFilter
 
 
 class ActorFilter(TextFilter):

@@ -6,8 +6,8 @@ from urllib.parse import urlencode
 from django.contrib import admin
 from django.contrib.admin.views.main import ALL_VAR, ORDER_VAR, PAGE_VAR, SEARCH_VAR
 
-from ..models import AuditEvent
-from ..review import audit_record, can_review
+from chat.models import AuditEvent
+from chat.review import audit_record, can_review
 
 
 class ReadOnly:

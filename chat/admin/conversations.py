@@ -13,12 +13,12 @@ from django.utils.html import format_html
 from django.utils.text import smart_split, unescape_string_literal
 from django.views.decorators.http import require_POST
 
-from .. import review, selectors
-from ..errors import ChatError
-from ..models import AuditEvent, Conversation, Message, ReviewQueue
-from .common import AuditedSearch, RatingColumns, ReviewerOnly, TextFilter, YesNoFilter
-from .export import ExportActions
-from .forms import GoldAnswerForm, ReviewForm
+from chat import review, selectors
+from chat.errors import ChatError
+from chat.models import AuditEvent, Conversation, Message, ReviewQueue
+from chat.admin.common import AuditedSearch, RatingColumns, ReviewerOnly, TextFilter, YesNoFilter
+from chat.admin.export import ExportActions
+from chat.admin.forms import GoldAnswerForm, ReviewForm
 
 ReviewState = Conversation.ReviewState
 

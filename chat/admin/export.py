@@ -17,8 +17,8 @@ from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect, S
 from django.urls import path, reverse
 from django.utils import timezone
 
-from .. import dataset, review
-from ..errors import ChatError
+from chat import dataset, review
+from chat.errors import ChatError
 
 KINDS = {dataset.SFT: "SFT JSONL", dataset.PAIRS: "preference pairs JSONL"}
 

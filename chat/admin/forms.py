@@ -1,8 +1,8 @@
 """The review panel's two small forms: a conversation's review, and a gold answer for a reply."""
 from django import forms
 
-from ..models import Conversation
-from ..review import NOTE_CHARS
+from chat.models import Conversation
+from chat.review import NOTE_CHARS
 
 
 class ReviewForm(forms.Form):

@@ -11,12 +11,12 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from .. import review, selectors
-from ..errors import ChatError
-from ..liveness import ReplyProgress
-from ..models import LiveGeneration
-from ..services import StopOutcome
-from .common import ReviewerOnly
+from chat import review, selectors
+from chat.errors import ChatError
+from chat.liveness import ReplyProgress
+from chat.models import LiveGeneration
+from chat.services import StopOutcome
+from chat.admin.common import ReviewerOnly
 
 UNKNOWN = ReplyProgress(worker=None, tokens=None)
 DASH = "—"

@@ -5,9 +5,9 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from .. import selectors
-from ..models import Feedback, GoldAnswer, Message
-from .common import AuditedOpen, AuditedSearch, RatingColumns, ReviewerOnly, TextFilter
+from chat import selectors
+from chat.models import Feedback, GoldAnswer, Message
+from chat.admin.common import AuditedOpen, AuditedSearch, RatingColumns, ReviewerOnly, TextFilter
 
 
 class RatingFilter(admin.SimpleListFilter):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from .. import quotas
-from ..models import QuotaOverride
+from chat import quotas
+from chat.models import QuotaOverride
 
 
 @admin.register(QuotaOverride)

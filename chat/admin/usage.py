@@ -15,9 +15,9 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
-from .. import usage
-from ..models import UsageReport
-from .common import ReviewerOnly
+from chat import usage
+from chat.models import UsageReport
+from chat.admin.common import ReviewerOnly
 
 _DATE = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
 _BAD_DATE = "Enter a date as YYYY-MM-DD."

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hmac
 
-from .. import api_keys
-from ..models import ApiKey
-from .errors import ApiError
+from chat import api_keys
+from chat.models import ApiKey
+from chat.api.errors import ApiError
 
 _INVALID = ("Incorrect API key provided. Create a key on the API keys page of your account and send it as "
             "'Authorization: Bearer <key>'.")

@@ -5,7 +5,7 @@ import math
 
 from django.http import JsonResponse
 
-from ..errors import ChatError
+from chat.errors import ChatError
 
 # ChatError codes of the services → (status, OpenAI type, OpenAI code, param)
 _FROM_CHAT = {

@@ -17,8 +17,8 @@ import logging
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from .. import events, streamlog
-from ..delivery import ReplyDelivery
+from chat import events, streamlog
+from chat.delivery import ReplyDelivery
 
 log = logging.getLogger(__name__)
 FRAME_TYPES = ("chat.delta", "chat.done")

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from ..errors import ChatError
-from ..params import SEED_MAX, SEED_MIN, stop_strings_clean
-from .errors import ApiError, invalid
+from chat.errors import ChatError
+from chat.params import SEED_MAX, SEED_MIN, stop_strings_clean
+from chat.api.errors import ApiError, invalid
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 MAX_MESSAGES = 200

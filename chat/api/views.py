@@ -13,15 +13,14 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from .. import services
-from ..errors import ChatError
-from ..models import Message
-from ..sweep import ensure_sweeper
-from .auth import authenticate
-from .errors import ApiError
-from .follow import ReplyFollower
-from .schemas import (FINISH_REASONS, CompletionRequest, chunk_object, completion_object, model_object,
-                      parse_completion_request, usage_object)
+from chat import services
+from chat.errors import ChatError
+from chat.models import Message
+from chat.sweep import ensure_sweeper
+from chat.api.auth import authenticate
+from chat.api.errors import ApiError
+from chat.api.follow import ReplyFollower
+from chat.api.schemas import FINISH_REASONS, CompletionRequest, chunk_object, completion_object, model_object, parse_completion_request, usage_object
 
 log = logging.getLogger(__name__)
 # /v1/models reports the model as created when this process started (it has no better date to give).

@@ -4,7 +4,7 @@ from django.urls import reverse
 
 from chat.models import AuditEvent, Conversation, Message
 
-from .conftest import make_chat
+from tests.chat.admin.conftest import make_chat
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from django.urls import reverse
 from chat import api_keys
 from chat.models import Conversation
 
-from .conftest import make_chat
+from tests.chat.admin.conftest import make_chat
 
 pytestmark = pytest.mark.django_db
 LIST = reverse("admin:chat_conversation_changelist")

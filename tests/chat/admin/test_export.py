@@ -13,7 +13,7 @@ from django.urls import reverse
 from chat import dataset
 from chat.models import AuditEvent, Conversation, Feedback, GoldAnswer, Message
 
-from .conftest import date_links, dated_chats, make_chat
+from tests.chat.admin.conftest import date_links, dated_chats, make_chat
 
 pytestmark = pytest.mark.django_db
 

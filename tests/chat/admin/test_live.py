@@ -19,7 +19,7 @@ from chat.errors import ChatError
 from chat.models import AuditEvent, Message
 from chat.services import StopOutcome
 
-from .conftest import make_chat
+from tests.chat.admin.conftest import make_chat
 
 pytestmark = pytest.mark.django_db
 

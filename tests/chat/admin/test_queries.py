@@ -8,7 +8,7 @@ from django.urls import reverse
 from chat.models import Feedback, GoldAnswer, Message
 from chatsite import bench_admin
 
-from .conftest import date_links, dated_chats, make_chat
+from tests.chat.admin.conftest import date_links, dated_chats, make_chat
 
 pytestmark = pytest.mark.django_db
 

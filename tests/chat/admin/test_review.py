@@ -10,7 +10,7 @@ from chat import review
 from chat.errors import ChatError
 from chat.models import AuditEvent, Conversation, Feedback, GoldAnswer, Message
 
-from .conftest import make_chat
+from tests.chat.admin.conftest import make_chat
 
 pytestmark = pytest.mark.django_db
 

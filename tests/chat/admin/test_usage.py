@@ -11,7 +11,7 @@ from django.utils import timezone
 from chat import usage
 from chat.models import Conversation, Message
 
-from .conftest import exchange
+from tests.chat.admin.conftest import exchange
 
 pytestmark = pytest.mark.django_db
 
