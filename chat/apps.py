@@ -6,4 +6,6 @@ class ChatConfig(AppConfig):
     name = "chat"
 
     def ready(self):
-        from chat import checks, signals  # noqa: F401  (registers the system checks, connects the session receivers)
+        # Importing them registers the system checks and connects the session receivers.
+        from chat.accounts import signals  # noqa: F401
+        from chat.ops import checks  # noqa: F401

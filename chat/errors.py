@@ -1,4 +1,81 @@
-"""Refusals a person can meet: a stable code and a sentence."""
+"""Refusals a person can meet: a stable code and a sentence.
+
+``ErrorCode`` is every code the app sends anywhere — the chat socket's ``error`` frames, a failed reply's
+``error_code``, the page's JSON endpoints, the OpenAI API's ``error.code`` — in one place, so adding one is one
+line here and one row in docs/protocol.md or docs/api.md (``tests/test_vocabulary.py`` fails until both exist, and
+fails on a code written as a bare string anywhere else in ``chat/``). The values are wire values: never change one.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    # --- a frame or request that cannot be read (docs/protocol.md) --------------------------------------------
+    BAD_JSON = "bad_json"
+    BAD_FRAME = "bad_frame"
+    TOO_LARGE = "too_large"
+    UNKNOWN_TYPE = "unknown_type"
+    BAD_ID = "bad_id"
+    BAD_CURSOR = "bad_cursor"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    INTERNAL = "internal"
+    # --- what a person wrote or asked for ----------------------------------------------------------------------
+    EMPTY = "empty"
+    INVALID_CONTENT = "invalid_content"
+    TOO_LONG = "too_long"
+    INVALID_PARAMS = "invalid_params"
+    INVALID_RATING = "invalid_rating"
+    INVALID_NAME = "invalid_name"
+    # --- the state of a conversation ---------------------------------------------------------------------------
+    BUSY = "busy"
+    NOT_REGENERABLE = "not_regenerable"
+    NOT_STOPPABLE = "not_stoppable"
+    NOT_EDITABLE = "not_editable"
+    NOT_SWITCHABLE = "not_switchable"
+    NOT_RATEABLE = "not_rateable"
+    # --- fair use and capacity (docs/fair-use.md) ---------------------------------------------------------------
+    TOO_MANY_ACTIVE = "too_many_active"
+    RATE_LIMITED = "rate_limited"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    TOO_MANY_FRAMES = "too_many_frames"
+    TOO_MANY_SOCKETS = "too_many_sockets"
+    NO_WORKER = "no_worker"
+    UNAVAILABLE = "unavailable"
+    # --- accounts (docs/accounts.md) -----------------------------------------------------------------------------
+    NOT_APPROVED = "not_approved"
+    SIGNUP_RATE_LIMITED = "signup_rate_limited"
+    LOGIN_LOCKED = "login_locked"
+    INVITE_REQUIRED = "invite_required"
+    INVITE_UNKNOWN = "invite_unknown"
+    INVITE_USED = "invite_used"
+    INVITE_EXPIRED = "invite_expired"
+    INVITE_EMAIL = "invite_email"
+    # --- the review panel (docs/review-panel.md) ---------------------------------------------------------------
+    INVALID_STATE = "invalid_state"
+    INVALID_KIND = "invalid_kind"
+    NOT_AN_ANSWER = "not_an_answer"
+    RANGE_REVERSED = "range_reversed"
+    RANGE_TOO_LONG = "range_too_long"
+    # --- API keys and the OpenAI-compatible API (docs/api.md) ---------------------------------------------------
+    TOO_MANY_KEYS = "too_many_keys"
+    KEY_REVOKED = "key_revoked"
+    INVALID_API_KEY = "invalid_api_key"
+    INVALID_JSON = "invalid_json"
+    INVALID_VALUE = "invalid_value"
+    INVALID_TYPE = "invalid_type"
+    MISSING_REQUIRED_PARAMETER = "missing_required_parameter"
+    MODEL_NOT_FOUND = "model_not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    REQUEST_TOO_LARGE = "request_too_large"
+    RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
+    INSUFFICIENT_QUOTA = "insufficient_quota"
+    TOO_MANY_REQUESTS = "too_many_requests"
+    # --- why a reply failed (``Message.error_code``, the ``done`` frame's ``error_code``) ----------------------
+    CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+    GENERATION_FAILED = "generation_failed"
 
 
 class ChatError(Exception):
@@ -6,8 +83,8 @@ class ChatError(Exception):
     the same request could succeed, where the refusal knows (a rate or quota); the API's ``Retry-After`` is it,
     so no caller has to read the number back out of the sentence."""
 
-    def __init__(self, code: str, detail: str, *, retry_after: float | None = None):
+    def __init__(self, code: ErrorCode, detail: str, *, retry_after: float | None = None):
         super().__init__(detail)
-        self.code = code
+        self.code = ErrorCode(code)
         self.detail = detail
         self.retry_after = retry_after

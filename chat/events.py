@@ -11,11 +11,23 @@ from typing import Callable
 
 from channels.layers import get_channel_layer
 
-from chat.frames import ConversationFrame, DeletedFrame, DeltaFrame, DoneFrame, ErrorFrame, FeedbackFrame, MessageFrame, MessageInfo, SettingsFrame, ThreadFrame
+from chat import names
+from chat.errors import ErrorCode
+from chat.frames import (
+    ConversationFrame,
+    DeletedFrame,
+    DeltaFrame,
+    DoneFrame,
+    ErrorFrame,
+    FeedbackFrame,
+    MessageFrame,
+    MessageInfo,
+    SettingsFrame,
+    ThreadFrame,
+)
 
 log = logging.getLogger(__name__)
 
-WORKERS_GROUP = "inference.workers"
 EVENT_PREFIX = "chat."
 
 
@@ -89,7 +101,7 @@ def deleted_frame(conversation_id: int) -> DeletedFrame:
     return {"type": "deleted", "conversation": conversation_id}
 
 
-def error_frame(code: str, detail: str, client_id: str | None = None) -> ErrorFrame:
+def error_frame(code: ErrorCode, detail: str, client_id: str | None = None) -> ErrorFrame:
     """With ``client_id``, the refusal of the frame that carried it (the page gives back what was typed)."""
     frame: ErrorFrame = {"type": "error", "code": code, "detail": detail}
     if client_id:
@@ -103,7 +115,7 @@ def session_ended_event(session_key: str) -> dict:
 
 
 def cancel_event(message_id: int) -> dict:
-    return {"type": "inference.cancel", "message": int(message_id)}
+    return {"type": names.REPLY_CANCEL_EVENT, "message": int(message_id)}
 
 
 def as_event(frame: dict) -> dict:
@@ -129,7 +141,7 @@ async def send_event_to_user(user_id: int, event: dict, layer=None) -> None:
 
 async def broadcast_cancel(message_id: int, layer=None) -> None:
     """Tell every worker to stop generating ``message_id`` (whichever holds it acts)."""
-    await (layer or get_channel_layer()).group_send(WORKERS_GROUP, cancel_event(message_id))
+    await (layer or get_channel_layer()).group_send(names.WORKERS_GROUP, cancel_event(message_id))
 
 
 # Sync code (services on commit) publishes through this. In Daphne and views it is ``async_to_sync``, which

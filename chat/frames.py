@@ -1,12 +1,18 @@
-"""The schema of every frame the server sends on ``/ws/chat/``: one TypedDict per frame type.
+"""The schema of every frame on ``/ws/chat/``, both ways: one TypedDict per frame type.
 
-docs/protocol.md describes these; the consumer tests check every frame they receive with ``check_frame``
-(as Zulip checks each event against its schema), so the document, the builders and the page cannot drift.
+Server → browser: docs/protocol.md describes these; the consumer tests check every frame they receive with
+``check_frame`` (as Zulip checks each event against its schema), so the document, the builders and the page
+cannot drift. Browser → server: ``parse_client_frame`` checks a frame against its ``CLIENT_FRAMES`` schema
+before any handler runs, refusing a mistyped field with the code its annotation names; what a field's value
+must be beyond its type (a title's length, a parameter's bounds) the services check.
 """
 
 import types
 import typing
-from typing import Literal, NotRequired, TypedDict, Union
+from enum import Enum
+from typing import Annotated, Literal, NotRequired, TypedDict, Union
+
+from chat.errors import ChatError, ErrorCode
 
 Status = Literal["queued", "streaming", "complete", "stopped", "failed"]
 FinishReason = Literal["stop", "length", "cancelled", "error", ""]
@@ -84,7 +90,7 @@ class DoneFrame(TypedDict):
     finish_reason: FinishReason
     content: str
     error: str
-    error_code: Literal["context_length_exceeded", ""]
+    error_code: Literal[ErrorCode.CONTEXT_LENGTH_EXCEEDED, ""]
     usage: Usage
     timing: Timing
 
@@ -92,7 +98,7 @@ class DoneFrame(TypedDict):
 class ErrorFrame(TypedDict):
     """A refused frame: a stable code and a sentence for a person."""
     type: Literal["error"]
-    code: str
+    code: ErrorCode
     detail: str
     client_id: NotRequired[str]
 
@@ -142,6 +148,10 @@ def check_frame(frame) -> None:
 
 def _check(value, expected, path: str) -> None:
     origin = typing.get_origin(expected)
+    if isinstance(expected, type) and issubclass(expected, Enum):
+        if value not in {member.value for member in expected}:
+            raise ValueError(f"{path}: {value!r} is not a {expected.__name__}")
+        return
     if origin in (typing.NotRequired, typing.Required):
         return _check(value, typing.get_args(expected)[0], path)
     if origin is Literal:
@@ -183,3 +193,150 @@ def _check(value, expected, path: str) -> None:
         ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
     if not ok:
         raise ValueError(f"{path}: expected {expected.__name__}, got {value!r}")
+
+
+# --- browser → server -----------------------------------------------------------------------------------------
+# A field's annotation carries the code a mistyped (or missing, where required) value is refused with.
+MAX_CLIENT_ID_CHARS = 100
+Id = Annotated[int, ErrorCode.BAD_ID]  # a positive 64-bit integer (an id the app issued)
+ClientId = Annotated[str, ErrorCode.BAD_FRAME]  # at most MAX_CLIENT_ID_CHARS; echoed on the frames it causes
+Text = Annotated[str, ErrorCode.INVALID_CONTENT]
+Options = Annotated[dict, ErrorCode.INVALID_PARAMS]  # generation parameters, checked by conversations/params.py
+Rating = Annotated[int, ErrorCode.INVALID_RATING]
+
+
+class SendIn(TypedDict):
+    """A new message; no ``conversation`` (or null) starts a conversation."""
+    type: Literal["send"]
+    conversation: NotRequired[Id | None]
+    content: Text
+    params: NotRequired[Options | None]
+    client_id: NotRequired[ClientId | None]
+
+
+class StopIn(TypedDict):
+    type: Literal["stop"]
+    message: Id
+
+
+class RegenerateIn(TypedDict):
+    type: Literal["regenerate"]
+    message: Id
+    params: NotRequired[Options | None]
+    client_id: NotRequired[ClientId | None]
+
+
+class EditIn(TypedDict):
+    type: Literal["edit"]
+    message: Id
+    content: Text
+    params: NotRequired[Options | None]
+    client_id: NotRequired[ClientId | None]
+
+
+class SwitchIn(TypedDict):
+    type: Literal["switch"]
+    message: Id
+
+
+class FeedbackIn(TypedDict):
+    """A rating of a reply (1, -1, or 0 to take it back), with an optional comment."""
+    type: Literal["feedback"]
+    message: Id
+    rating: Rating
+    comment: NotRequired[Text | None]
+
+
+class SettingsIn(TypedDict):
+    """A conversation's settings; no ``conversation`` (or null): the person's defaults. A field left out
+    stays as it is."""
+    type: Literal["settings"]
+    conversation: NotRequired[Id | None]
+    system_prompt: NotRequired[Text | None]
+    params: NotRequired[Options | None]
+
+
+class RenameIn(TypedDict):
+    type: Literal["rename"]
+    conversation: Id
+    title: Text
+
+
+class DeleteIn(TypedDict):
+    type: Literal["delete"]
+    conversation: Id
+
+
+class SubscribeIn(TypedDict):
+    """Ask for a conversation's reply in progress, if any (answered by ``message`` with ``seq``, then
+    ``subscribed``)."""
+    type: Literal["subscribe"]
+    conversation: Id
+
+
+CLIENT_FRAMES: dict[str, type] = {
+    "send": SendIn, "stop": StopIn, "regenerate": RegenerateIn, "edit": EditIn, "switch": SwitchIn,
+    "feedback": FeedbackIn, "settings": SettingsIn, "rename": RenameIn, "delete": DeleteIn,
+    "subscribe": SubscribeIn,
+}
+
+
+def parse_client_frame(frame: dict) -> dict:
+    """The frame with only its schema's fields, each of its declared type, or a ``ChatError`` with the code of the first field that does not fit. ``frame`` is a
+    JSON object with a string ``type`` of ``CLIENT_FRAMES`` (the consumer checks that first). Unknown fields
+    are dropped, not refused: an older page may still send them."""
+    schema = CLIENT_FRAMES[frame["type"]]
+    hints = typing.get_type_hints(schema, include_extras=True)
+    parsed = {"type": frame["type"]}
+    for name, hint in hints.items():
+        if name == "type":
+            continue
+        if name not in frame:
+            if name in schema.__required_keys__:
+                _refuse(name, hint)
+            continue
+        value = frame[name]
+        if not _fits(value, hint):
+            _refuse(name, hint)
+        parsed[name] = value
+    return parsed
+
+
+def _bare(hint):
+    """``hint`` without NotRequired; a union's non-null option."""
+    if typing.get_origin(hint) in (typing.NotRequired, typing.Required):
+        hint = typing.get_args(hint)[0]
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        hint = next(option for option in typing.get_args(hint) if option is not type(None))
+    return hint
+
+
+def _fits(value, hint) -> bool:
+    if typing.get_origin(hint) in (typing.NotRequired, typing.Required):
+        hint = typing.get_args(hint)[0]
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return any(_fits(value, option) for option in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    base = typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return False
+        return 0 < value < 2**63 if hint is Id else True
+    if hint is ClientId:
+        return isinstance(value, str) and len(value) <= MAX_CLIENT_ID_CHARS
+    return isinstance(value, base)
+
+
+_SENTENCES = {
+    ErrorCode.BAD_ID: "{name} must be a positive whole number.",
+    ErrorCode.BAD_FRAME: "{name} must be a string of at most " + str(MAX_CLIENT_ID_CHARS) + " characters.",
+    ErrorCode.INVALID_CONTENT: "{name} must be text.",
+    ErrorCode.INVALID_PARAMS: "{name} must be an object.",
+    ErrorCode.INVALID_RATING: "A rating is 1 (good) or -1 (bad), or 0 to take it back.",
+}
+
+
+def _refuse(name: str, hint) -> None:
+    code = typing.get_args(_bare(hint))[1]
+    raise ChatError(code, _SENTENCES[code].format(name=name))

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 _ids: contextvars.ContextVar[dict] = contextvars.ContextVar("chat_log_ids", default={})
 FIELDS = ("reply_id", "user_id", "conversation_id")
-# What an access record adds (chat/access.py), passed with extra=.
+# What an access record adds (chat/ops/access.py), passed with extra=.
 ACCESS_FIELDS = ("method", "path", "status", "duration_ms", "client")
 
 

@@ -18,8 +18,8 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 
-from chat.balance import SHARED_QUEUE, own_queue
-from chat.redis import client, live_workers, worker_stats_key
+from chat.names import SHARED_QUEUE, worker_queue, worker_stats_key
+from chat.store import client, live_workers
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def count_socket(outcome: str) -> None:
 
 def observe_reply(*, status: str, ttft_ms: int | None, tokens_per_s: float | None, prompt_tokens: int | None,
                   completion_tokens: int | None) -> None:
-    """A reply ended (once: chat.services.message_finish calls this on commit)."""
+    """A reply ended (once: chat.services.reply_finish calls this on commit)."""
     def work(p):
         p.hincrby(COUNTERS_KEY, _field("chat_replies", (status,)), 1)
         for kind, n in (("prompt", prompt_tokens), ("completion", completion_tokens)):
@@ -107,8 +107,8 @@ def read_all(active_replies: Mapping[str, int]) -> dict:
     pipe.hgetall(COUNTERS_KEY)
     for name in HISTOGRAMS:
         pipe.hgetall(HIST_KEY.format(name))
-    # Waiting replies: the shared queue's and those handed to a live worker's own queue (chat/balance.py).
-    waiting = [k for queue in (SHARED_QUEUE, *map(own_queue, workers)) for k in queue_keys(queue)]
+    # Waiting replies: the shared queue's and those handed to a live worker's own queue (chat/replies/balance.py).
+    waiting = [k for queue in (SHARED_QUEUE, *map(worker_queue, workers)) for k in queue_keys(queue)]
     for key in waiting:
         pipe.llen(key)
     for worker in workers:
@@ -129,7 +129,11 @@ class Collector:
         self.figures = figures
 
     def collect(self):
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
 
         f = self.figures
         for name, (help_text, labels) in COUNTERS.items():
@@ -189,7 +193,11 @@ class Collector:
 
 def exposition(figures: dict) -> tuple[bytes, str]:
     """The Prometheus text format of ``figures`` and its content type."""
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        CollectorRegistry,
+        generate_latest,
+    )
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector(figures))

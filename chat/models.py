@@ -14,7 +14,7 @@ class Conversation(models.Model):
     The review state lives on the conversation rather than in a one-to-one ``Review`` row: every conversation
     has exactly one state, so the admin filters and the review queue orders on plain columns with no outer
     join, and "unreviewed" cannot mean either "no row" or "a row saying unreviewed". Review writes go through
-    ``chat.review`` with ``update()``, which leaves ``updated_at`` (the owner's last activity) alone.
+    ``chat.review.services`` with ``update()``, which leaves ``updated_at`` (the owner's last activity) alone.
     """
 
     class Source(models.TextChoices):
@@ -79,9 +79,6 @@ class Message(models.Model):
         LENGTH = "length"
         CANCELLED = "cancelled"
         ERROR = "error"
-
-    # The stable code of a failed reply whose prompt does not fit the model's window (OpenAI's code for it).
-    CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 
     # How a reply that ended for this reason is stored.
     STATUS_FOR_REASON = {FinishReason.STOP: Status.COMPLETE, FinishReason.LENGTH: Status.COMPLETE,
@@ -295,7 +292,7 @@ class Invite(models.Model):
 
 
 class QuotaOverride(models.Model):
-    """One person's own allowance where it differs from the site's (``chat/quotas.py``); an empty field keeps
+    """One person's own allowance where it differs from the site's (``chat/limits/quotas.py``); an empty field keeps
     the site's setting. Most people have no row."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota_override")

@@ -1,18 +1,12 @@
-from django.urls import path
+"""Every page of the ``chat`` namespace, gathered from the packages that own them (names like ``chat:index``).
 
-from chat import keys_views, ops, views
+The OpenAI-compatible API (``/v1/``) and the account pages (``/accounts/``) are included by ``chatsite/urls.py``."""
+
+from django.urls import include, path
 
 app_name = "chat"
 urlpatterns = [
-    path("", views.chat_page, name="index"),
-    path("settings/api-keys/", keys_views.api_keys, name="api-keys"),
-    path("settings/api-keys/<int:key_id>/revoke", keys_views.api_key_revoke, name="api-key-revoke"),
-    path("healthz", ops.healthz, name="healthz"),
-    path("readyz", ops.readyz, name="readyz"),
-    path("metrics", ops.metrics_view, name="metrics"),
-    path("api/quota/", views.quota, name="quota"),
-    path("api/conversations/", views.conversation_list, name="conversation-list"),
-    path("api/conversations/<int:conversation_id>/", views.conversation_detail, name="conversation-detail"),
-    path("api/conversations/<int:conversation_id>/export.<fmt>", views.conversation_export,
-         name="conversation-export"),
+    path("", include("chat.conversations.urls")),
+    path("settings/api-keys/", include("chat.api.key_urls")),
+    path("", include("chat.ops.urls")),
 ]

@@ -10,13 +10,13 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from chat.access import WebsocketAccessLog  # noqa: E402
-from chat.routing import websocket_urlpatterns  # noqa: E402
+from chat.ops.access import WebsocketAccessLog  # noqa: E402
+from chat.realtime.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        # Outermost, so a socket refused for its Origin is logged too (LOG_FORMAT=json; chat/access.py).
+        # Outermost, so a socket refused for its Origin is logged too (LOG_FORMAT=json; chat/ops/access.py).
         "websocket": WebsocketAccessLog(
             AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
     }

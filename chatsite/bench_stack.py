@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from chat import api_keys
+    from chat.api import services
     from chat.models import ApiKey, Conversation
 
     tokens, out = args.tokens, args.out
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
             client = Client()
             client.force_login(user)
             cookies.append(f"sessionid={client.cookies['sessionid'].value}")
-        keys = [api_keys.api_key_create(owner=user, name="bench").plaintext for user in users]
+        keys = [services.api_key_create(owner=user, name="bench").plaintext for user in users]
         url, origin = f"ws://127.0.0.1:{port}/ws/chat/", f"http://127.0.0.1:{port}"
         for worker in workers:  # a worker's model is loaded once it heartbeats
             stack.wait_for_worker(env["REDIS_URL"], worker, name=f"{socket.gethostname()}-{worker.pid}")

@@ -8,8 +8,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
 app = Celery("chatsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-# The task lives in chat.worker (the Django side uses the engine; inference never imports Django).
-app.autodiscover_tasks(["chat"], related_name="worker")
+# The task lives in chat/worker/tasks.py (the Django side uses the engine; inference never imports Django).
+app.autodiscover_tasks(["chat.worker"])
 
 
 @worker_init.connect

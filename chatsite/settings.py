@@ -6,9 +6,14 @@ from pathlib import Path
 
 import environ
 
+from chat import names
 from chatsite.embedded import recorded_redis_url
-
-from chatsite.secret import local_secret_key, private_database_file, private_dir, read_secret_key
+from chatsite.secret import (
+    local_secret_key,
+    private_database_file,
+    private_dir,
+    read_secret_key,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Secret key, SQLite file, Redis file: var/ is for this account only (0700, narrowed if it was wider).
@@ -87,7 +92,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First, so it counts every answer, redirects and lockouts included (chat/metrics.py, /metrics).
-    "chat.ops.RequestMetricsMiddleware",
+    "chat.ops.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -170,7 +175,7 @@ LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 # Who may sign up: "open" (anyone), "approval" (anyone, but staff approve them before they can chat), "invite"
-# (only through an invite link staff create in the admin). chat/accounts.py.
+# (only through an invite link staff create in the admin). chat/accounts/services.py.
 CHAT_SIGNUP = env.str("CHAT_SIGNUP", default="open")
 if CHAT_SIGNUP not in ("open", "approval", "invite"):
     from django.core.exceptions import ImproperlyConfigured
@@ -178,7 +183,7 @@ if CHAT_SIGNUP not in ("open", "approval", "invite"):
     raise ImproperlyConfigured(f"CHAT_SIGNUP is {CHAT_SIGNUP!r}: use open, approval or invite.")
 CHAT_INVITE_DAYS = env.int("CHAT_INVITE_DAYS", default=7)
 # Accounts one client address may make in an hour without an invite (0: no limit): every account brings its
-# own allowance, so a script making accounts would multiply every per-person limit (chat/quotas.py).
+# own allowance, so a script making accounts would multiply every per-person limit (chat/limits/quotas.py).
 CHAT_SIGNUPS_PER_HOUR = env.int("CHAT_SIGNUPS_PER_HOUR", default=5)
 # Login throttling (django-axes): failures are counted per client address, whatever usernames they tried (one
 # person's guesses at one account, or at many), and reaching the limit locks that address for the cool-off (each
@@ -190,10 +195,10 @@ AXES_FAILURE_LIMIT = env.int("CHAT_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(seconds=env.int("CHAT_LOGIN_COOLOFF_S", default=900))
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_RESET_ON_SUCCESS = False
-AXES_LOCKOUT_CALLABLE = "chat.account_views.locked_out"
+AXES_LOCKOUT_CALLABLE = "chat.accounts.views.locked_out"
 # The address Daphne gives the request: the socket's, or with TRUSTED_PROXY the one the proxy set in
-# X-Forwarded-For; never what a client wrote in that header itself (chat/client_address.py).
-AXES_CLIENT_IP_CALLABLE = "chat.client_address.throttle_address"  # IPv6 counted per /64
+# X-Forwarded-For; never what a client wrote in that header itself (chat/accounts/client_address.py).
+AXES_CLIENT_IP_CALLABLE = "chat.accounts.client_address.throttle_address"  # IPv6 counted per /64
 # Mail (password reset): printed on the console unless EMAIL_URL names an SMTP server,
 # e.g. smtp+tls://user:password@mail.example.com:587
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
@@ -234,14 +239,14 @@ CHANNEL_LAYERS = {
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ROUTES = {"inference.tasks.generate_reply": {"queue": "inference"}}  # chat.services.GENERATE_REPLY_TASK
+CELERY_TASK_ROUTES = {names.GENERATE_REPLY_TASK: {"queue": names.SHARED_QUEUE}}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # JSON logs: the worker keeps Django's LOGGING (chat.logs.JsonFormatter) instead of Celery's own text format.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Lost tasks are not retried (a worker acknowledges a task when it accepts it; one that dies mid-reply leaves
 # the reply to the sweep, which marks it failed). A task that Redis delivers twice — a worker lost before
-# acknowledging, the visibility timeout passing — meets message_start's conditional claim and does nothing.
+# acknowledging, the visibility timeout passing — meets reply_claim's conditional claim and does nothing.
 CELERY_TASK_ACKS_LATE = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_S", default=3600),
                                    **env.json("CELERY_TRANSPORT_OPTIONS", default={})}
@@ -273,12 +278,12 @@ CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=16000)
 CHAT_API_MAX_REQUEST_CHARS = env.int("CHAT_API_MAX_REQUEST_CHARS", default=4 * CHAT_MAX_MESSAGE_CHARS)
 CHAT_STREAM_FLUSH_MS = env.int("CHAT_STREAM_FLUSH_MS", default=40)
 CHAT_STREAM_TTL_S = env.int("CHAT_STREAM_TTL_S", default=3600)
-# Limits (chat/limits.py)
+# Limits (chat/limits/sockets.py)
 CHAT_FRAME_RATE = env.str("CHAT_FRAME_RATE", default="20/second")
 CHAT_MAX_SOCKETS_PER_USER = env.int("CHAT_MAX_SOCKETS_PER_USER", default=10)
 # Replies one person may have queued or streaming at once, over all their conversations and tabs.
 CHAT_MAX_ACTIVE_PER_USER = env.int("CHAT_MAX_ACTIVE_PER_USER", default=3)
-# Fair use per person (chat/quotas.py; staff override them per person in the admin); 0 = no limit.
+# Fair use per person (chat/limits/quotas.py; staff override them per person in the admin); 0 = no limit.
 CHAT_MESSAGES_PER_MINUTE = env.int("CHAT_MESSAGES_PER_MINUTE", default=20)
 CHAT_TOKENS_PER_DAY = env.int("CHAT_TOKENS_PER_DAY", default=200_000)
 # After a new conversation's first reply the worker asks the model for a short title (up to 16 tokens).

@@ -123,7 +123,7 @@ def daphne_args(port: int, conf: LauncherSettings) -> list[str]:
     come from the proxy's X-Forwarded-For / X-Forwarded-Proto. Daphne believes whoever sends them, so Daphne
     must then be reachable only by the proxy (BIND_ADDRESS on loopback or a private network).
     With LOG_FORMAT=json, ``-v 0``: Daphne's access log is plain text that it writes to stdout itself, past
-    Python's logging; the app writes each request and socket as a JSON record instead (``chat.access``).
+    Python's logging; the app writes each request and socket as a JSON record instead (``chat.ops.access``).
     Verbosity 0 changes nothing else that matters: Twisted's log is silenced at 1 already, and Django's LOGGING
     sets the log level once the app is loaded.
     """
@@ -184,7 +184,7 @@ def compact_redis(redis_url: str, timeout: float = REDIS_LOAD_TIMEOUT_S) -> None
     """
     import redis
 
-    from chat.redis import wait_until_loaded
+    from chat.store import wait_until_loaded
 
     client = _redis_client(redis_url)
     wait_until_loaded(client, timeout, say=_loading_notice(timeout))
@@ -203,7 +203,7 @@ def wait_for_worker(redis_url: str, proc: subprocess.Popen, timeout: float = 300
     """
     import redis
 
-    from chat.redis import live_workers, wait_until_loaded
+    from chat.store import live_workers, wait_until_loaded
 
     client = _redis_client(redis_url)
     deadline = time.monotonic() + timeout

@@ -4,7 +4,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("accounts/", include("chat.account_urls")),
+    path("accounts/", include("chat.accounts.urls")),
     path("v1/", include("chat.api.urls")),
     path("", include("chat.urls")),
 ]

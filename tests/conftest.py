@@ -143,9 +143,9 @@ def fresh_fair_use_counters():
     would refuse another's sends, and a log left by one reply would be read as the deltas of another."""
     import redis
 
-    from chat import limits
+    from chat.limits import sockets
 
-    limits._frame_counts.reset()  # the frame rate is counted per user id in this process's memory
+    sockets._frame_counts.reset()  # the frame rate is counted per user id in this process's memory
     r = redis.Redis.from_url(os.environ["REDIS_URL"])
     for pattern in ("chat:tokens:*", "chat:limits*", "chat:stream:*", "chat:progress:*"):
         keys = list(r.scan_iter(match=pattern, count=1000))

@@ -2,17 +2,26 @@
 
 Transcripts are read-only for everyone, superusers included; opening one needs the
 ``chat.review_conversation`` permission (the "reviewer" group), and every open, review change and deletion
-leaves an ``AuditEvent``. Writes go through ``chat.review``; list pages read through ``chat.selectors``.
+leaves an ``AuditEvent``. Writes go through ``chat.review.services``; list pages read through ``chat.selectors``.
 
 - ``common``: the permission mixins and list filters the screens share;
 - ``conversations``: conversations (list, transcript page, review form, gold answers) and the review queue;
 - ``messages``: messages, feedback and gold answers as lists;
 - ``export``: the dataset export (SFT transcripts, preference pairs) of the conversation lists;
-- ``usage``: messages, tokens, speed and failures per day and per person, with a chart (reads: ``chat.usage``);
+- ``usage``: messages, tokens, speed and failures per day and per person, with a chart (reads: ``chat.review.usage``);
 - ``live``: replies queued or streaming right now, with a Cancel that works as the owner's Stop;
 - ``quotas``: per-person allowances (messages per minute, tokens per day, replies at once), edited by staff;
 - ``accounts``: people (approval to chat) and invite links;
 - ``audit``: the audit trail, superusers only;
 - ``api_keys``: people's API keys, viewed and revoked (never edited).
 """
-from chat.admin import accounts, api_keys, audit, conversations, live, messages, quotas, usage  # noqa: F401  (each registers its screens)
+from chat.admin import (  # noqa: F401  (each registers its screens)
+    accounts,
+    api_keys,
+    audit,
+    conversations,
+    live,
+    messages,
+    quotas,
+    usage,
+)

@@ -1,6 +1,6 @@
 """People and invites: the user list with an "awaiting approval" filter and an Approve action, and invite links
 (``CHAT_SIGNUP``). Locked-out logins are django-axes' own screens (Access attempts: delete a row to unlock).
-Writes go through ``chat.accounts``, deleting a person included."""
+Writes go through ``chat.accounts.services``, deleting a person included."""
 from __future__ import annotations
 
 from django import forms
@@ -11,7 +11,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.urls import reverse
 from django.utils import timezone
 
-from chat import accounts
+from chat.accounts import services
 from chat.models import Invite
 
 User = get_user_model()
@@ -52,15 +52,15 @@ class PeopleAdmin(UserAdmin):
     # service as the person deleting themselves: their sessions, login records and Redis counters go too, and
     # their open sockets close. The admin has logged the deletion (LogEntry) before it calls these.
     def delete_model(self, request, obj):
-        accounts.account_delete(user_id=obj.pk)
+        services.account_delete(user_id=obj.pk)
 
     def delete_queryset(self, request, queryset):
         for user_id in list(queryset.values_list("pk", flat=True)):
-            accounts.account_delete(user_id=user_id)
+            services.account_delete(user_id=user_id)
 
     @admin.action(description="Approve the selected people (they may chat)", permissions=["change"])
     def approve(self, request, queryset):
-        count = accounts.account_approve(user_ids=queryset.values_list("pk", flat=True), approved_by=request.user)
+        count = services.account_approve(user_ids=queryset.values_list("pk", flat=True), approved_by=request.user)
         self.message_user(request, f"Approved {count} {'person' if count == 1 else 'people'}; "
                                    "they can chat from their next message on.", messages.SUCCESS)
 
@@ -117,7 +117,7 @@ class InviteAdmin(admin.ModelAdmin):
         return "expired" if obj.expires_at <= timezone.now() else "unused"
 
     def save_model(self, request, obj, form, change):
-        created = accounts.invite_create(created_by=request.user, email=form.cleaned_data.get("email", ""),
+        created = services.invite_create(created_by=request.user, email=form.cleaned_data.get("email", ""),
                                          note=form.cleaned_data.get("note", ""),
                                          days=form.cleaned_data["valid_days"])
         vars(obj).update(vars(created))  # the admin's own messages and redirect use this object

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 
-from chat import api_keys
+from chat.api import services
 from chat.models import ApiKey
 
 
@@ -54,7 +54,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke the selected keys", permissions=["revoke"])
     def revoke(self, request, queryset):
         for key_id in queryset.values_list("pk", flat=True):
-            key = api_keys.api_key_revoke(key_id=key_id)
+            key = services.api_key_revoke(key_id=key_id)
             # Django's admin history records form edits, not actions: say who revoked whose key.
             self.log_change(request, key, f"Revoked the key (owner {key.owner_id}).")
         self.message_user(request, f"{queryset.count()} key(s) revoked.", messages.SUCCESS)

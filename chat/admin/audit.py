@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from chat.models import AuditEvent
 from chat.admin.common import ReadOnly, TextFilter
+from chat.models import AuditEvent
 
 
 class ActorFilter(TextFilter):

@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ALL_VAR, ORDER_VAR, PAGE_VAR, SEARCH_VAR
 
 from chat.models import AuditEvent
-from chat.review import audit_record, can_review
+from chat.review.services import audit_record, can_review
 
 
 class ReadOnly:

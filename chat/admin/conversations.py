@@ -13,12 +13,18 @@ from django.utils.html import format_html
 from django.utils.text import smart_split, unescape_string_literal
 from django.views.decorators.http import require_POST
 
-from chat import review, selectors
-from chat.errors import ChatError
-from chat.models import AuditEvent, Conversation, Message, ReviewQueue
-from chat.admin.common import AuditedSearch, RatingColumns, ReviewerOnly, TextFilter, YesNoFilter
+from chat.admin.common import (
+    AuditedSearch,
+    RatingColumns,
+    ReviewerOnly,
+    TextFilter,
+    YesNoFilter,
+)
 from chat.admin.export import ExportActions
 from chat.admin.forms import GoldAnswerForm, ReviewForm
+from chat.errors import ChatError
+from chat.models import AuditEvent, Conversation, Message, ReviewQueue
+from chat.review import selectors, services
 
 ReviewState = Conversation.ReviewState
 
@@ -59,7 +65,7 @@ class ReviewActions:
     def _review(self, request, queryset, state: str, verb: str):
         ids = list(queryset.values_list("pk", flat=True))
         try:
-            done = review.review_set(reviewer=request.user, conversation_ids=ids, state=state)
+            done = services.review_set(reviewer=request.user, conversation_ids=ids, state=state)
         except ChatError as err:
             self.message_user(request, err.detail, messages.ERROR)
             return
@@ -136,10 +142,10 @@ class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActio
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         """Reached only once Django has checked the view permission: the page is shown, so it is audited."""
         transcript = selectors.transcript_page(conversation=obj, page=request.GET.get("page") or 1)
-        review.audit_record(actor=request.user, action=AuditEvent.Action.OPENED_TRANSCRIPT,
+        services.audit_record(actor=request.user, action=AuditEvent.Action.OPENED_TRANSCRIPT,
                             conversation_id=obj.pk, details={"page": transcript.number})
         context.update(transcript=transcript, review_form=ReviewForm(initial={
-            "state": obj.review_state, "note": obj.review_note}), can_review=review.can_review(request.user))
+            "state": obj.review_state, "note": obj.review_note}), can_review=services.can_review(request.user))
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
     def get_deleted_objects(self, objs, request):
@@ -153,10 +159,10 @@ class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActio
         return listed, model_count, perms_needed, []
 
     def delete_model(self, request, obj):
-        review.conversations_delete(actor=request.user, conversation_ids=[obj.pk])
+        services.conversations_delete(actor=request.user, conversation_ids=[obj.pk])
 
     def delete_queryset(self, request, queryset):
-        review.conversations_delete(actor=request.user, conversation_ids=list(queryset.values_list("pk", flat=True)))
+        services.conversations_delete(actor=request.user, conversation_ids=list(queryset.values_list("pk", flat=True)))
 
     # --- the review form and the gold-answer page
 
@@ -170,7 +176,7 @@ class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActio
         return own + super().get_urls()
 
     def _reviewable(self, request, object_id) -> Conversation:
-        if not review.can_review(request.user):
+        if not services.can_review(request.user):
             raise PermissionDenied
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
@@ -185,7 +191,7 @@ class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActio
         obj = self._reviewable(request, object_id)
         form = ReviewForm(request.POST)
         if form.is_valid():
-            review.review_set(reviewer=request.user, conversation_ids=[obj.pk], state=form.cleaned_data["state"],
+            services.review_set(reviewer=request.user, conversation_ids=[obj.pk], state=form.cleaned_data["state"],
                               note=form.cleaned_data["note"])
             self.message_user(request, "Review saved.", messages.SUCCESS)
         else:
@@ -202,14 +208,14 @@ class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActio
         if request.method == "POST":
             form = GoldAnswerForm(request.POST)
             if form.is_valid():
-                review.gold_answer_set(reviewer=request.user, message_id=reply.pk,
+                services.gold_answer_set(reviewer=request.user, message_id=reply.pk,
                                        content=form.cleaned_data["content"])
                 self.message_user(request, "Gold answer saved.", messages.SUCCESS)
                 return HttpResponseRedirect(_conversation_url(obj.pk) + f"#m{reply.pk}")
         else:
             gold = getattr(reply, "gold_answer", None)
             form = GoldAnswerForm(initial={"content": gold.content if gold else ""})
-            review.audit_record(actor=request.user, action=AuditEvent.Action.OPENED_TRANSCRIPT,
+            services.audit_record(actor=request.user, action=AuditEvent.Action.OPENED_TRANSCRIPT,
                                 conversation_id=obj.pk, message_id=reply.pk, details={"page": "gold_answer"})
         context = {**self.admin_site.each_context(request), "opts": self.opts, "original": obj, "reply": reply,
                    "form": form, "title": f"Gold answer for reply #{reply.pk}"}
@@ -235,7 +241,7 @@ class ReviewQueueAdmin(RatingColumns, ReviewActions, ExportActions, ReviewerOnly
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         # One page per transcript (and one place that audits opening it): the conversation's own.
-        if not review.can_review(request.user):
+        if not services.can_review(request.user):
             raise PermissionDenied
         return HttpResponseRedirect(_conversation_url(unquote(object_id)))
 

@@ -2,7 +2,7 @@
 whole filtered list (links above the list), as SFT transcripts or preference pairs in JSONL.
 
 Reviewers only. The audit rows go in first (``chat.review.export_record``), then the file streams a chunk of
-conversations at a time (``chat.dataset``); the format is in docs/dataset-export.md.
+conversations at a time (``chat.review.dataset``); the format is in docs/dataset-export.md.
 """
 from __future__ import annotations
 
@@ -13,12 +13,17 @@ from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
-from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect, StreamingHttpResponse
+from django.http import (
+    Http404,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.urls import path, reverse
 from django.utils import timezone
 
-from chat import dataset, review
 from chat.errors import ChatError
+from chat.review import dataset, services
 
 KINDS = {dataset.SFT: "SFT JSONL", dataset.PAIRS: "preference pairs JSONL"}
 
@@ -45,7 +50,7 @@ class ExportActions:
     def export_view(self, request, kind: str):
         """POST (CSRF-checked: an export writes audit rows in the reviewer's name): the list as it is filtered
         and searched by the query string, exported whole."""
-        if not review.can_review(request.user):
+        if not services.can_review(request.user):
             raise PermissionDenied
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
@@ -65,7 +70,7 @@ class ExportActions:
 
     def _export(self, request, conversations, kind: str) -> StreamingHttpResponse | None:
         try:
-            export = review.export_record(actor=request.user, kind=kind, conversations=conversations)
+            export = services.export_record(actor=request.user, kind=kind, conversations=conversations)
         except ChatError as err:
             self.message_user(request, f"{err.code}: {err.detail}", messages.ERROR)
             return None

@@ -2,7 +2,7 @@
 from django import forms
 
 from chat.models import Conversation
-from chat.review import NOTE_CHARS
+from chat.review.services import NOTE_CHARS
 
 
 class ReviewForm(forms.Form):

@@ -1,6 +1,6 @@
 """Live generations: replies queued or streaming right now — whose, where, how long, which worker, how far —
 refreshing by itself, with a Cancel that stops a reply exactly as its owner's Stop would
-(``review.generation_cancel`` → ``services.reply_stop``), audited."""
+(``review.reply_cancel`` → ``services.reply_stop``), audited."""
 from __future__ import annotations
 
 from django.conf import settings
@@ -11,12 +11,12 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from chat import review, selectors
-from chat.errors import ChatError
-from chat.liveness import ReplyProgress
-from chat.models import LiveGeneration
-from chat.services import StopOutcome
 from chat.admin.common import ReviewerOnly
+from chat.errors import ChatError
+from chat.models import LiveGeneration
+from chat.replies.liveness import ReplyProgress
+from chat.replies.services import StopOutcome
+from chat.review import selectors, services
 
 UNKNOWN = ReplyProgress(worker=None, tokens=None)
 DASH = "—"
@@ -51,7 +51,7 @@ class LiveGenerationAdmin(ReviewerOnly, admin.ModelAdmin):
     change_list_template = "admin/chat/livegeneration/change_list.html"
 
     def get_queryset(self, request):
-        return selectors.generations_live()
+        return selectors.replies_live()
 
     def get_urls(self):
         # Only the list and the cancel: no change page (a reply's text is read, audited, on its conversation's
@@ -66,7 +66,7 @@ class LiveGenerationAdmin(ReviewerOnly, admin.ModelAdmin):
         """The page's rows with what Redis knows of each (worker, tokens so far), read for all of them at once."""
         cl = super().get_changelist_instance(request)
         cl.result_list = list(cl.result_list)
-        progress = selectors.generations_progress(message_ids=[m.pk for m in cl.result_list])
+        progress = selectors.replies_live_progress(message_ids=[m.pk for m in cl.result_list])
         for reply in cl.result_list:
             reply.progress = progress.get(reply.pk, UNKNOWN)
         return cl
@@ -121,7 +121,7 @@ class LiveGenerationAdmin(ReviewerOnly, admin.ModelAdmin):
 
     def _cancel(self, request, message_ids: list[int]) -> None:
         try:
-            outcomes = review.generation_cancel(actor=request.user, message_ids=message_ids)
+            outcomes = services.reply_cancel(actor=request.user, message_ids=message_ids)
         except ChatError as err:
             self.message_user(request, err.detail, messages.ERROR)
             return
@@ -139,7 +139,7 @@ class LiveGenerationAdmin(ReviewerOnly, admin.ModelAdmin):
 
     def cancel_view(self, request, message_id: int):
         """POST: cancel one reply (the row's button)."""
-        if not review.can_review(request.user):
+        if not services.can_review(request.user):
             raise PermissionDenied
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])

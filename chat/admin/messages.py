@@ -5,9 +5,15 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from chat import selectors
+from chat.admin.common import (
+    AuditedOpen,
+    AuditedSearch,
+    RatingColumns,
+    ReviewerOnly,
+    TextFilter,
+)
 from chat.models import Feedback, GoldAnswer, Message
-from chat.admin.common import AuditedOpen, AuditedSearch, RatingColumns, ReviewerOnly, TextFilter
+from chat.review import selectors
 
 
 class RatingFilter(admin.SimpleListFilter):

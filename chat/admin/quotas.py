@@ -1,10 +1,10 @@
 """Per-person allowances: staff with the model's permissions give one person their own messages per minute,
-tokens per day or replies at once (``chat/quotas.py``); the list shows what each has used today."""
+tokens per day or replies at once (``chat/limits/quotas.py``); the list shows what each has used today."""
 from __future__ import annotations
 
 from django.contrib import admin
 
-from chat import quotas
+from chat.limits import quotas
 from chat.models import QuotaOverride
 
 

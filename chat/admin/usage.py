@@ -15,9 +15,10 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
-from chat import usage
-from chat.models import UsageReport
 from chat.admin.common import ReviewerOnly
+from chat.errors import ErrorCode
+from chat.models import UsageReport
+from chat.review import usage
 
 _DATE = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
 _BAD_DATE = "Enter a date as YYYY-MM-DD."
@@ -40,10 +41,10 @@ class UsageRangeForm(forms.Form):
         if start is None or end is None:
             return data
         if start > end:
-            raise ValidationError("The start date is after the end date.", code="range_reversed")
+            raise ValidationError("The start date is after the end date.", code=ErrorCode.RANGE_REVERSED)
         if (end - start).days + 1 > usage.MAX_DAYS:
             raise ValidationError(f"The range is {(end - start).days + 1} days; at most {usage.MAX_DAYS} fit on "
-                                  "one page.", code="range_too_long")
+                                  "one page.", code=ErrorCode.RANGE_TOO_LONG)
         return data
 
     @property

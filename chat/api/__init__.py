@@ -2,7 +2,7 @@
 
 A request becomes a stored conversation with a queued reply through ``chat.services`` (same limits, same
 workers, same review), and the view follows that reply's deltas exactly as a websocket does
-(``follow.ReplyFollower`` reuses ``chat.delivery``).
+(``follow.ReplyFollower`` reuses ``chat.realtime.delivery``).
 
 - ``errors``: OpenAI's error shape and the status each refusal gets;
 - ``auth``: ``Authorization: Bearer`` keys, looked up by prefix and compared in constant time;

@@ -5,21 +5,21 @@ import math
 
 from django.http import JsonResponse
 
-from chat.errors import ChatError
+from chat.errors import ChatError, ErrorCode
 
 # ChatError codes of the services → (status, OpenAI type, OpenAI code, param)
 _FROM_CHAT = {
-    "too_many_active": (429, "rate_limit_error", "rate_limit_exceeded", None),
-    "rate_limited": (429, "rate_limit_error", "rate_limit_exceeded", None),
-    "quota_exhausted": (429, "insufficient_quota", "insufficient_quota", None),
-    "not_approved": (403, "permission_denied", "not_approved", None),
-    "key_revoked": (401, "invalid_request_error", "invalid_api_key", None),
-    "no_worker": (503, "server_error", "no_worker", None),
-    "unavailable": (503, "server_error", "unavailable", None),
-    "too_long": (400, "invalid_request_error", "context_length_exceeded", "messages"),
-    "empty": (400, "invalid_request_error", "invalid_value", "messages"),
-    "invalid_content": (400, "invalid_request_error", "invalid_type", "messages"),
-    "invalid_params": (400, "invalid_request_error", "invalid_value", None),
+    ErrorCode.TOO_MANY_ACTIVE: (429, "rate_limit_error", ErrorCode.RATE_LIMIT_EXCEEDED, None),
+    ErrorCode.RATE_LIMITED: (429, "rate_limit_error", ErrorCode.RATE_LIMIT_EXCEEDED, None),
+    ErrorCode.QUOTA_EXHAUSTED: (429, ErrorCode.INSUFFICIENT_QUOTA, ErrorCode.INSUFFICIENT_QUOTA, None),
+    ErrorCode.NOT_APPROVED: (403, "permission_denied", ErrorCode.NOT_APPROVED, None),
+    ErrorCode.KEY_REVOKED: (401, "invalid_request_error", ErrorCode.INVALID_API_KEY, None),
+    ErrorCode.NO_WORKER: (503, "server_error", ErrorCode.NO_WORKER, None),
+    ErrorCode.UNAVAILABLE: (503, "server_error", ErrorCode.UNAVAILABLE, None),
+    ErrorCode.TOO_LONG: (400, "invalid_request_error", ErrorCode.CONTEXT_LENGTH_EXCEEDED, "messages"),
+    ErrorCode.EMPTY: (400, "invalid_request_error", ErrorCode.INVALID_VALUE, "messages"),
+    ErrorCode.INVALID_CONTENT: (400, "invalid_request_error", ErrorCode.INVALID_TYPE, "messages"),
+    ErrorCode.INVALID_PARAMS: (400, "invalid_request_error", ErrorCode.INVALID_VALUE, None),
 }
 # How long a person over the active-reply cap waits before trying again (a short reply takes seconds).
 RETRY_AFTER_S = 2
@@ -37,7 +37,7 @@ class ApiError(Exception):
     """A refusal in OpenAI's terms."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, retry_after: int | None = None):
+                 code: ErrorCode | None = None, retry_after: int | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.retry_after = retry_after
@@ -58,6 +58,6 @@ class ApiError(Exception):
         return response
 
 
-def invalid(param: str, message: str, code: str = "invalid_value") -> ApiError:
+def invalid(param: str, message: str, code: ErrorCode = ErrorCode.INVALID_VALUE) -> ApiError:
     """400 naming the parameter."""
     return ApiError(400, message, param=param, code=code)

@@ -17,8 +17,9 @@ import logging
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat import events, streamlog
-from chat.delivery import ReplyDelivery
+from chat import events
+from chat.realtime.delivery import ReplyDelivery
+from chat.replies import streamlog
 
 log = logging.getLogger(__name__)
 FRAME_TYPES = ("chat.delta", "chat.done")

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from chat.errors import ChatError
-from chat.params import SEED_MAX, SEED_MIN, stop_strings_clean
 from chat.api.errors import ApiError, invalid
+from chat.conversations.params import SEED_MAX, SEED_MIN, stop_strings_clean
+from chat.errors import ChatError, ErrorCode
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 MAX_MESSAGES = 200
@@ -20,7 +20,7 @@ OBJECT_OWNER = "chatsite"
 class CompletionRequest:
     model: str
     turns: list[dict]
-    params: dict = field(default_factory=dict)  # chat.params names: temperature, top_p, max_new_tokens, stop
+    params: dict = field(default_factory=dict)  # chat.conversations.params names: temperature, top_p, max_new_tokens, stop
     stream: bool = False
     include_usage: bool = False
     end_user: str = ""
@@ -38,7 +38,7 @@ def _number(body: dict, name: str, low: float, high: float, *, low_open: bool = 
     except OverflowError:
         ok = False
     if not ok or (integer and int(value) != value):
-        raise invalid(name, f"'{name}' must be {'an integer' if integer else 'a number'}.", "invalid_type")
+        raise invalid(name, f"'{name}' must be {'an integer' if integer else 'a number'}.", ErrorCode.INVALID_TYPE)
     if value < low or value > high or (low_open and value == low):
         raise invalid(name, out_of_range or f"'{name}' must be {'greater than' if low_open else 'at least'} {low:g} and at most "
                             f"{high:g}; got {value!r}.")
@@ -60,19 +60,19 @@ def _content(message: dict, i: int) -> str:
                                                              "({'type': 'text', 'text': ...}) are supported.")
             texts.append(part["text"])
         return "".join(texts)
-    raise invalid(f"messages[{i}].content", "'content' must be a string or a list of text parts.", "invalid_type")
+    raise invalid(f"messages[{i}].content", "'content' must be a string or a list of text parts.", ErrorCode.INVALID_TYPE)
 
 
 def _turns(body: dict) -> list[dict]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise invalid("messages", "'messages' must be a non-empty array.", "invalid_type")
+        raise invalid("messages", "'messages' must be a non-empty array.", ErrorCode.INVALID_TYPE)
     if len(messages) > MAX_MESSAGES:
         raise invalid("messages", f"At most {MAX_MESSAGES} messages in one request.")
     turns = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise invalid(f"messages[{i}]", "Each message must be an object.", "invalid_type")
+            raise invalid(f"messages[{i}]", "Each message must be an object.", ErrorCode.INVALID_TYPE)
         role = ROLES.get(message.get("role"))
         if role is None:
             raise invalid(f"messages[{i}].role", "'role' must be one of system, developer, user or assistant "
@@ -86,13 +86,13 @@ def _turns(body: dict) -> list[dict]:
 def parse_completion_request(body, served_model: str) -> CompletionRequest:
     """Check a request body; ``ApiError`` (400 naming the parameter, 404 for another model) otherwise."""
     if not isinstance(body, dict):
-        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+        raise ApiError(400, "The request body must be a JSON object.", code=ErrorCode.INVALID_JSON)
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise invalid("model", "'model' is required: a model id from GET /v1/models.", "missing_required_parameter")
+        raise invalid("model", "'model' is required: a model id from GET /v1/models.", ErrorCode.MISSING_REQUIRED_PARAMETER)
     if model != served_model:
         raise ApiError(404, f"The model '{model[:100]}' does not exist; this server serves '{served_model}'.",
-                       param="model", code="model_not_found")
+                       param="model", code=ErrorCode.MODEL_NOT_FOUND)
     n = body.get("n")
     if n is not None and n != 1:
         raise invalid("n", "Only n=1 is supported: one choice per request.")
@@ -104,7 +104,7 @@ def parse_completion_request(body, served_model: str) -> CompletionRequest:
     params = {"temperature": _number(body, "temperature", 0, 2),
               "top_p": _number(body, "top_p", 0, 1, low_open=True),
               "max_new_tokens": max_completion_tokens or max_tokens,
-              # chat/params.py's sentence: bounds written with :g would read "at most 9.22337e+18"
+              # chat/conversations/params.py's sentence: bounds written with :g would read "at most 9.22337e+18"
               "seed": _number(body, "seed", SEED_MIN, SEED_MAX, integer=True,
                               out_of_range="'seed' must be a 64-bit integer.")}
     if body.get("stop") is not None:
@@ -114,13 +114,13 @@ def parse_completion_request(body, served_model: str) -> CompletionRequest:
             raise invalid("stop", exc.detail) from None
     stream = body.get("stream") or False
     if not isinstance(stream, bool):
-        raise invalid("stream", "'stream' must be a boolean.", "invalid_type")
+        raise invalid("stream", "'stream' must be a boolean.", ErrorCode.INVALID_TYPE)
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
-        raise invalid("stream_options", "'stream_options' must be an object.", "invalid_type")
+        raise invalid("stream_options", "'stream_options' must be an object.", ErrorCode.INVALID_TYPE)
     user = body.get("user") or ""
     if not isinstance(user, str) or len(user) > 256:
-        raise invalid("user", "'user' must be a string of at most 256 characters.", "invalid_type")
+        raise invalid("user", "'user' must be a string of at most 256 characters.", ErrorCode.INVALID_TYPE)
     return CompletionRequest(model=model, turns=turns, params={k: v for k, v in params.items() if v is not None},
                              stream=stream, include_usage=bool(options.get("include_usage")), end_user=user)
 

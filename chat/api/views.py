@@ -13,14 +13,23 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from chat import services
-from chat.errors import ChatError
-from chat.models import Message
-from chat.sweep import ensure_sweeper
+from chat.api import services as api_services
 from chat.api.auth import authenticate
 from chat.api.errors import ApiError
 from chat.api.follow import ReplyFollower
-from chat.api.schemas import FINISH_REASONS, CompletionRequest, chunk_object, completion_object, model_object, parse_completion_request, usage_object
+from chat.api.schemas import (
+    FINISH_REASONS,
+    CompletionRequest,
+    chunk_object,
+    completion_object,
+    model_object,
+    parse_completion_request,
+    usage_object,
+)
+from chat.conversations import services as conversation_services
+from chat.errors import ChatError, ErrorCode
+from chat.models import Message
+from chat.replies.sweep import ensure_sweeper
 
 log = logging.getLogger(__name__)
 # /v1/models reports the model as created when this process started (it has no better date to give).
@@ -29,7 +38,7 @@ STARTED = int(time.time())
 
 def _method_not_allowed(request, allowed: str) -> JsonResponse:
     response = ApiError(405, f"{request.method} is not allowed here; use {allowed}.",
-                        code="method_not_allowed").response()
+                        code=ErrorCode.METHOD_NOT_ALLOWED).response()
     response["Allow"] = allowed
     return response
 
@@ -58,7 +67,7 @@ async def model_get(request, model_id: str):
         await _key(request)
         if model_id != settings.CHAT_MODEL:
             raise ApiError(404, f"The model '{model_id[:100]}' does not exist.", param="model",
-                           code="model_not_found")
+                           code=ErrorCode.MODEL_NOT_FOUND)
     except ApiError as exc:
         return exc.response()
     return JsonResponse(model_object(settings.CHAT_MODEL, STARTED))
@@ -75,9 +84,9 @@ async def chat_completions(request):
         try:
             body = json.loads(request.body)
         except RequestDataTooBig:
-            raise ApiError(413, "The request body is too large.", code="request_too_large") from None
+            raise ApiError(413, "The request body is too large.", code=ErrorCode.REQUEST_TOO_LARGE) from None
         except (ValueError, RecursionError):
-            raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
+            raise ApiError(400, "The request body is not valid JSON.", code=ErrorCode.INVALID_JSON) from None
         parsed = parse_completion_request(body, settings.CHAT_MODEL)
     except ApiError as exc:
         return exc.response()
@@ -108,7 +117,7 @@ class CompletionRun:
     async def start(self):
         await self.follower.__aenter__()  # before the reply exists: no delta can pass unseen
         try:
-            self.reply = await database_sync_to_async(services.api_completion_create)(
+            self.reply = await database_sync_to_async(api_services.api_completion_create)(
                 key=self.key, turns=self.parsed.turns, params=self.parsed.params, end_user=self.parsed.end_user)
         except ChatError as exc:
             await self.close()
@@ -142,9 +151,9 @@ class CompletionRun:
         return frame
 
     def failure(self, done: dict) -> ApiError:
-        if done["error_code"] == Message.CONTEXT_LENGTH_EXCEEDED:
-            return ApiError(400, done["error"], param="messages", code="context_length_exceeded")
-        return ApiError(500, done["error"] or "The reply failed.", type="server_error", code="generation_failed")
+        if done["error_code"] == ErrorCode.CONTEXT_LENGTH_EXCEEDED:
+            return ApiError(400, done["error"], param="messages", code=ErrorCode.CONTEXT_LENGTH_EXCEEDED)
+        return ApiError(500, done["error"] or "The reply failed.", type="server_error", code=ErrorCode.GENERATION_FAILED)
 
     def usage(self, done: dict) -> dict:
         return usage_object(done["usage"]["prompt_tokens"], done["usage"]["completion_tokens"])
@@ -192,7 +201,7 @@ class CompletionRun:
         self.closed = True
         if self.reply is not None and not self.ended:
             # Its own task on the default executor, so a second cancellation cannot cut the stop short.
-            stop = asyncio.ensure_future(database_sync_to_async(services.message_stop, thread_sensitive=False)(
+            stop = asyncio.ensure_future(database_sync_to_async(conversation_services.message_stop, thread_sensitive=False)(
                 user=self.key.owner, message_id=self.reply.id))
             try:
                 await asyncio.shield(stop)

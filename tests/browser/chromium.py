@@ -4,7 +4,7 @@ import shutil
 import time
 from pathlib import Path
 
-from tests.tools import missing_tool
+from tests.helpers.tools import missing_tool
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # docs/screenshots holds the README's copy; tests write to var/ unless asked to refresh it.
@@ -14,7 +14,7 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 
 
 def skip_without_chromium(chromium: str | None = None) -> None:
-    """Skip the calling test module when Debian's Chromium is not installed (fail it under CI: tests/tools.py)."""
+    """Skip the calling test module when Debian's Chromium is not installed (fail it under CI: tests/helpers/tools.py)."""
     chromium = chromium or CHROMIUM
     if not shutil.which(chromium):
         missing_tool(f"browser tests need Chromium at {chromium} (make test installs Debian's chromium when run "

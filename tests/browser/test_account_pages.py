@@ -2,7 +2,13 @@
 awaits approval, see why the chat is closed, download the data, delete the account."""
 import json
 
-from tests.browser.chromium import CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, skip_without_chromium, watch_for_script_errors
+from tests.browser.chromium import (
+    CHROMIUM,
+    LAUNCH_ARGS,
+    SCREENSHOTS,
+    skip_without_chromium,
+    watch_for_script_errors,
+)
 
 skip_without_chromium()
 

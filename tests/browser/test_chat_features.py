@@ -268,7 +268,7 @@ def test_phone_width_sidebar_is_a_drawer(person, live_stack):
 def test_deleting_a_conversation_with_a_reply_streaming_stops_it_first(patient_page, patient_person):
     """The reply may run to 600 tokens (a minute or more here); deleting its conversation stops it on the worker
     at once, so what the worker charges for it is the few tokens written before the delete."""
-    from chat import quotas
+    from chat.limits import quotas
     from chat.models import ChatDefaults, Conversation, Message
 
     page = patient_page

@@ -1,8 +1,14 @@
 """The chat page in real Chromium against the real stack: sign up, chat, stop, reload mid-reply."""
 import pytest
 
-from tests.browser.chromium import (CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, skip_without_chromium, wait_until,
-                                    watch_for_script_errors)
+from tests.browser.chromium import (
+    CHROMIUM,
+    LAUNCH_ARGS,
+    SCREENSHOTS,
+    skip_without_chromium,
+    wait_until,
+    watch_for_script_errors,
+)
 
 skip_without_chromium()
 

@@ -2,8 +2,8 @@
 
 The bundled model does not reliably write Markdown, so these tests play the worker's part for one reply
 (``ReplyPublisher``): a lease, each delta logged in the reply's stream log and published to the owner's
-sockets through the real channel layer, and the end through ``services.message_finish`` — the same calls
-``chat.worker_link`` and the worker make. Daphne, the consumer, its delivery and the page are the real ones.
+sockets through the real channel layer, and the end through ``services.reply_finish`` — the same calls
+``chat.worker.link`` and the worker make. Daphne, the consumer, its delivery and the page are the real ones.
 """
 import asyncio
 import json
@@ -12,8 +12,14 @@ import threading
 
 import pytest
 
-from tests.browser.chromium import (CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, skip_without_chromium, wait_until,
-                                    watch_for_script_errors)
+from tests.browser.chromium import (
+    CHROMIUM,
+    LAUNCH_ARGS,
+    SCREENSHOTS,
+    skip_without_chromium,
+    wait_until,
+    watch_for_script_errors,
+)
 
 skip_without_chromium()
 
@@ -97,7 +103,7 @@ def long_reply(count: int = 2000) -> list[str]:
 class ReplyPublisher(threading.Thread):
     """Plays the worker's part for one reply, in a thread of its own (Playwright's loop runs in the test's
     thread, and the ORM refuses calls there): a lease so the sweep leaves the reply alone, every delta logged
-    then published through the channel layer, then the end through ``services.message_finish``."""
+    then published through the channel layer, then the end through ``services.reply_finish``."""
 
     def __init__(self, user_id: int, message_id: int, pieces: list[str], burst: int = 20, pause_s: float = 0.01):
         super().__init__(daemon=True)
@@ -108,13 +114,13 @@ class ReplyPublisher(threading.Thread):
     def run(self):
         from django.db import connection
 
-        from chat import liveness, services
         from chat.models import Message
+        from chat.replies import liveness, services
 
         try:
             liveness.heartbeat("browser-test", [self.message_id])
             asyncio.run(self._stream())
-            services.message_finish(message_id=self.message_id, content="".join(self.pieces),
+            services.reply_finish(message_id=self.message_id, content="".join(self.pieces),
                                     status=Message.Status.COMPLETE, finish_reason=Message.FinishReason.STOP,
                                     completion_tokens=len(self.pieces))
             liveness.release(self.message_id)
@@ -127,7 +133,8 @@ class ReplyPublisher(threading.Thread):
         from channels import DEFAULT_CHANNEL_LAYER
         from channels.layers import channel_layers
 
-        from chat import events, liveness, streamlog
+        from chat import events
+        from chat.replies import liveness, streamlog
 
         layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
         try:

@@ -2,8 +2,15 @@
 generations page refresh itself, under the site's CSP."""
 import pytest
 
-from tests.browser.chromium import (CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, admin_log_in, skip_without_chromium,
-                                   wait_until, watch_for_script_errors)
+from tests.browser.chromium import (
+    CHROMIUM,
+    LAUNCH_ARGS,
+    SCREENSHOTS,
+    admin_log_in,
+    skip_without_chromium,
+    wait_until,
+    watch_for_script_errors,
+)
 
 skip_without_chromium()
 

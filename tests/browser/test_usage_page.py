@@ -3,7 +3,13 @@ import datetime
 
 import pytest
 
-from tests.browser.chromium import CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, admin_log_in, skip_without_chromium
+from tests.browser.chromium import (
+    CHROMIUM,
+    LAUNCH_ARGS,
+    SCREENSHOTS,
+    admin_log_in,
+    skip_without_chromium,
+)
 
 PASSWORD = "a-long-test-password"
 

@@ -7,7 +7,7 @@ import pytest
 def a_worker_is_alive(request, settings):
     """Services refuse new replies when no worker heartbeats. These tests are about the web side, so a worker
     heartbeat is registered for them, through the worker's own code path, and removed afterwards."""
-    from chat import liveness
+    from chat.replies import liveness
 
     settings.CHAT_SWEEP_IN_WEB = False  # communicator tests run one event loop per test
     name = f"unit-tests-{os.getpid()}"

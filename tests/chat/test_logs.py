@@ -10,7 +10,7 @@ import pytest
 
 from chat import logs
 from chatsite import stack
-from tests.support import json_records
+from tests.helpers.support import json_records
 
 BREAKS = "\u2028\u2029\u0085"  # JSON may leave these raw; str.splitlines (and some shippers) end a line there
 

@@ -5,8 +5,7 @@ import pytest
 import websockets
 
 from chat.models import Message
-
-from tests.live import recv, recv_snapshot, recv_until, send
+from tests.helpers.live import recv, recv_snapshot, recv_until, send
 
 pytestmark = pytest.mark.e2e
 

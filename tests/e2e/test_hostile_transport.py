@@ -9,7 +9,7 @@ import websockets
 
 from chat.models import Message
 from chatsite.stack import WS_MAX_MESSAGE_BYTES
-from tests.live import recv, recv_until, send
+from tests.helpers.live import recv, recv_until, send
 
 pytestmark = pytest.mark.e2e
 

@@ -15,9 +15,8 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from chat.models import AuditEvent, Message
-
 from tests.browser.chromium import CHROMIUM, LAUNCH_ARGS, SCREENSHOTS
-from tests.live import recv_until, send
+from tests.helpers.live import recv_until, send
 
 pytestmark = pytest.mark.e2e
 

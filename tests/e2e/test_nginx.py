@@ -25,9 +25,9 @@ from channels.db import database_sync_to_async
 
 from chat.models import Message
 from chatsite import stack
-from tests.live import recv, send
-from tests.support import json_records
-from tests.tools import missing_tool
+from tests.helpers.live import recv, send
+from tests.helpers.support import json_records
+from tests.helpers.tools import missing_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -119,7 +119,7 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def require_nginx(nginx: str | None = NGINX) -> None:
-    """Skip without nginx, a program at ``nginx`` (fail under CI: tests/tools.py)."""
+    """Skip without nginx, a program at ``nginx`` (fail under CI: tests/helpers/tools.py)."""
     if not (nginx and shutil.which(nginx)):
         missing_tool("nginx is not installed (make test installs Debian's nginx when run as root)")
 
@@ -296,9 +296,9 @@ def test_one_address_holds_so_many_requests_at_once_and_its_neighbour_is_served(
 
     from django.conf import settings
 
-    from chat import api_keys
+    from chat.api import services
 
-    key = api_keys.api_key_create(owner=make_user("holder"), name="held").plaintext
+    key = services.api_key_create(owner=make_user("holder"), name="held").plaintext
     body = json.dumps({"model": settings.CHAT_MODEL, "stream": True,
                        "max_tokens": 400, "messages": [{"role": "user", "content": "Write a long story."}]})
     held = []

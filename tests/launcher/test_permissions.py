@@ -7,7 +7,12 @@ import sys
 import pytest
 
 from chatsite import stack
-from chatsite.secret import local_secret_key, private_database_file, private_dir, private_file
+from chatsite.secret import (
+    local_secret_key,
+    private_database_file,
+    private_dir,
+    private_file,
+)
 
 
 def mode(path) -> int:

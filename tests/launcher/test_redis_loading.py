@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from chat.redis import wait_until_loaded
+from chat.store import wait_until_loaded
 from chatsite import stack
 from tests.launcher.conftest import READY
 

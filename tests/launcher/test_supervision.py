@@ -13,10 +13,11 @@ import pytest
 import redis
 import websockets
 
-from chat.redis import WORKERS_KEY, live_workers
+from chat.names import WORKERS_KEY
+from chat.store import live_workers
 from chatsite import stack
 from tests.launcher.conftest import READY
-from tests.live import recv_until, send
+from tests.helpers.live import recv_until, send
 
 pytestmark = pytest.mark.e2e
 

@@ -16,8 +16,8 @@ import websockets
 
 from chatsite import stack
 from tests import support
-from tests.launcher.conftest import READY
 from tests.e2e.test_chat_stack import ask
+from tests.launcher.conftest import READY
 from tests.launcher.test_supervision import wait_for_heartbeat
 
 pytestmark = pytest.mark.e2e
@@ -77,7 +77,7 @@ def test_two_workers_divide_the_cores_both_heartbeat_and_both_answer(launcher_en
 
     # Eight people chat at once. Either worker could take all eight (eight Celery threads each); the queue alone
     # once gave six to one and two to the other. Each passes a reply on while it holds more than the other
-    # (chat/balance.py), so they share them.
+    # (chat/replies/balance.py), so they share them.
     cookies = cookies_for(env, [f"w{i}" for i in range(8)])
 
     async def one(cookie):

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from chatsite import stack
-from tests.live import Stack, clients_for
+from tests.helpers.live import Stack, clients_for
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def fault_stack(request, django_db_setup, django_db_blocker):
     """Per test module; a module may add settings for its processes with a module-level ``FAULT_ENV``."""
     from django.db import connection
 
-    from tests.live import _database_url
+    from tests.helpers.live import _database_url
 
     logs = Path(tempfile.mkdtemp(prefix="chat-faults-"))
     redis_proc, redis_url = stack.start_redis(logs / "redis", persist=False, stdout=subprocess.DEVNULL)

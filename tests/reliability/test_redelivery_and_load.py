@@ -10,7 +10,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from chat.models import Message
-from tests.live import recv, recv_extra, recv_until, send
+from tests.helpers.live import recv, recv_extra, recv_until, send
 
 pytestmark = pytest.mark.e2e
 REPORT = Path(__file__).resolve().parents[2] / "var" / "reliability.json"

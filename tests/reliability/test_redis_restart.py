@@ -9,7 +9,7 @@ import websockets
 
 from chat.models import Message
 from chatsite import stack
-from tests.live import recv, recv_snapshot, recv_until, send
+from tests.helpers.live import recv, recv_snapshot, recv_until, send
 
 pytestmark = pytest.mark.e2e
 # The worker rides out the outage for this long (the lease then lasts this + 2 heartbeats, by construction).

@@ -7,7 +7,7 @@ import websockets
 
 from chat.models import Message
 from chatsite import stack
-from tests.live import recv_extra, recv_until, send
+from tests.helpers.live import recv_extra, recv_until, send
 
 pytestmark = pytest.mark.e2e
 

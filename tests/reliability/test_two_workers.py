@@ -7,10 +7,10 @@ import time
 import pytest
 from channels.db import database_sync_to_async
 
-from chat.redis import lease_key
 from chat.models import Message
+from chat.names import lease_key
 from chatsite import stack
-from tests.live import recv_until, send
+from tests.helpers.live import recv_until, send
 
 pytestmark = pytest.mark.e2e
 
@@ -64,10 +64,10 @@ def test_killing_one_of_two_workers_fails_only_its_replies(fault_chat, fault_sta
 
 
 def test_a_reply_handed_to_a_worker_that_dies_before_taking_it_is_written_by_the_other(fault_chat, fault_stack):
-    """A busy worker hands a new reply to the other worker's own queue (chat/balance.py); that worker dies
+    """A busy worker hands a new reply to the other worker's own queue (chat/replies/balance.py); that worker dies
     before reading it. The sweep sees the reply still queued, its worker gone, and queues it again: the busy
     worker writes it after all."""
-    from chat.redis import LOAD_KEY, handed_key
+    from chat.names import LOAD_KEY, handed_key
 
     first = fault_stack.worker
     second = fault_stack.start_worker("handed")
@@ -79,7 +79,8 @@ def test_a_reply_handed_to_a_worker_that_dies_before_taking_it_is_written_by_the
     # shared queue still receives the next task there, and takes it with it.)
     from celery import Celery
 
-    from chat.balance import SHARED_QUEUE, own_queue
+    from chat.names import SHARED_QUEUE
+    from chat.names import worker_queue as own_queue
 
     control = Celery(broker=fault_stack.env["REDIS_URL"]).control
     node = [f"handed-0@{socket.gethostname()}"]

@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from chat.models import Message
-from tests.live import recv, recv_until, send
+from tests.helpers.live import recv, recv_until, send
 
 pytestmark = pytest.mark.e2e
 

@@ -5,7 +5,7 @@ import psutil
 import pytest
 
 from chat.models import Message
-from tests.live import recv, send
+from tests.helpers.live import recv, send
 
 pytestmark = pytest.mark.e2e
 SOCKETS, ROUNDS, PER_ROUND = 16, 5, 25  # 2,000 replies

@@ -3,7 +3,7 @@ key alone on the last line, so ``| tail -n 1`` captures it."""
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from chat import api_keys
+from chat.api import services
 from chat.errors import ChatError
 
 
@@ -21,7 +21,7 @@ class Command(BaseCommand):
         except get_user_model().DoesNotExist:
             raise CommandError(f"No user named {username!r}.") from None
         try:
-            new = api_keys.api_key_create(owner=user, name=name, store_conversations=not no_store)
+            new = services.api_key_create(owner=user, name=name, store_conversations=not no_store)
         except ChatError as exc:
             raise CommandError(exc.detail) from None
         self.stdout.write(f"API key {new.key.name!r} for {username} (shown once):")

@@ -13,11 +13,20 @@ from django.contrib.auth import get_user_model
 from django.test import AsyncClient, Client
 from django.utils import timezone
 
-from chat import accounts, limits, personal_data, quotas
-from chat.redis import client as redis_client
-from chat.redis import tokens_key
-from chat.models import Account, AuditEvent, Conversation, Feedback, GoldAnswer, Invite, Message
-from tests.support import communicator
+from chat.accounts import personal_data, services
+from chat.limits import quotas, sockets
+from chat.models import (
+    Account,
+    AuditEvent,
+    Conversation,
+    Feedback,
+    GoldAnswer,
+    Invite,
+    Message,
+)
+from chat.names import tokens_key
+from chat.store import client as redis_client
+from tests.helpers.support import communicator
 
 PASSWORD = "a-long-test-password"
 
@@ -158,7 +167,7 @@ def _a_row_in_every_related_model(person, root, other, group):
     from django.contrib.auth.models import Permission
     from django.contrib.contenttypes.models import ContentType
 
-    from chat.api_keys import api_key_create
+    from chat.api.services import api_key_create
     from chat.models import ChatDefaults, QuotaOverride
 
     key = api_key_create(owner=person, name="laptop").key
@@ -169,7 +178,7 @@ def _a_row_in_every_related_model(person, root, other, group):
     person.user_permissions.add(Permission.objects.get(codename="view_conversation"))
     LogEntry.objects.create(user=person, content_type=ContentType.objects.get_for_model(Invite), object_id="1",
                             object_repr="an invite", action_flag=ADDITION)
-    accounts.invite_create(created_by=person, note="for a friend")
+    services.invite_create(created_by=person, note="for a friend")
     Account.objects.filter(user=other).update(approved_by=person)
     Conversation.objects.filter(owner=other).update(reviewed_by=person)
 
@@ -195,7 +204,7 @@ def test_deleting_an_account_removes_every_row_of_that_person_and_only_theirs(
     AuditEvent.objects.create(actor=root, actor_name="root", action="opened_transcript",
                               conversation_id=alice_conversations[0])
     AuditEvent.objects.create(actor=alice, actor_name="alice", action="exported")  # alice was once staff
-    invite = accounts.invite_create(created_by=root, email="a@example.com", note="Alice Smith")
+    invite = services.invite_create(created_by=root, email="a@example.com", note="Alice Smith")
     Invite.objects.filter(pk=invite.pk).update(used_by=alice, used_at=alice.date_joined)
     Client().post("/accounts/login/", {"username": "alice", "password": "wrong"})  # a login record
     assert AccessAttempt.objects.filter(username="alice").exists()
@@ -205,7 +214,7 @@ def test_deleting_an_account_removes_every_row_of_that_person_and_only_theirs(
         quotas.message_hit(user.pk, allowance)
         quotas.tokens_count(user.pk, 42)
         redis_client().set(tokens_key(user.pk, timezone.localdate() - datetime.timedelta(days=1)), 7, ex=3600)
-        limits.socket_open(user.pk, f"socket-of-{user.pk}")
+        sockets.socket_open(user.pk, f"socket-of-{user.pk}")
     bob_before, alice_before = _rows(bob.pk), _rows(alice.pk)
     assert set(alice_before) == _related_models(), "a model related to the user has no row of alice's here"
     assert len(_sessions_of(alice.pk)) == 2 and len(_counters_of(alice.pk)) == 5
@@ -249,7 +258,7 @@ def test_a_deleted_accounts_open_sockets_are_closed(django_user_model, settings)
         alices, bobs = communicator(cookies[0]), communicator(cookies[1])
         assert (await alices.connect())[0] and (await bobs.connect())[0]
         from channels.db import database_sync_to_async
-        await database_sync_to_async(accounts.account_delete)(user_id=alice.pk)
+        await database_sync_to_async(services.account_delete)(user_id=alice.pk)
         closed = await alices.receive_output(timeout=5)
         await bobs.send_to(text_data='{"type": "noop"}')
         still = await bobs.receive_json_from(timeout=5)

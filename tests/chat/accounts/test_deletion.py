@@ -1,5 +1,5 @@
 """Deleting a person, by themselves or by staff in the admin: their sessions go by the session index
-(``chat/session_index.py``), never by reading other people's, at a cost that does not grow with the site; a
+(``chat/accounts/session_index.py``), never by reading other people's, at a cost that does not grow with the site; a
 session the index lacks signs no one in; the admin's Delete and its delete_selected action do what self-service
 deletion does (sessions, login records, Redis counters, open sockets closed)."""
 import asyncio
@@ -16,11 +16,12 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from chat import accounts, quotas, session_index
-from chat.redis import client as redis_client
-from chat.redis import sessions_key
+from chat.accounts import services, session_index
+from chat.limits import quotas
+from chat.names import sessions_key
+from chat.store import client as redis_client
 from tests.chat.accounts.test_data_rights import _counters_of
-from tests.support import communicator
+from tests.helpers.support import communicator
 
 PASSWORD = "a-long-test-password"
 
@@ -48,11 +49,11 @@ def test_deleting_a_person_deletes_their_sessions_by_key_at_a_cost_that_other_se
     assert set(session_index.session_keys(alice.pk)) >= set(alices)
 
     with CaptureQueriesContext(connection) as few, django_capture_on_commit_callbacks(execute=True):
-        accounts.account_delete(user_id=carol.pk)  # two other sessions on the site: alice's
+        services.account_delete(user_id=carol.pk)  # two other sessions on the site: alice's
     others = [django_user_model.objects.create_user(username=f"other{n}", password=PASSWORD) for n in range(5)]
     other_sessions = [key for person in others for key in browsers(person, 10)]  # 50 sessions of 5 people
     with CaptureQueriesContext(connection) as many, django_capture_on_commit_callbacks(execute=True):
-        counts = accounts.account_delete(user_id=alice.pk)
+        counts = services.account_delete(user_id=alice.pk)
 
     assert counts["sessions"] == 2
     assert not Session.objects.filter(session_key__in=carols + alices).exists()  # both browsers, each of them
@@ -93,7 +94,7 @@ def test_a_session_the_index_lacks_signs_no_one_in_once_the_person_is_gone(djang
     browser.force_login(alice)
     assert browser.get("/").status_code == 200
     redis_client().delete(sessions_key(alice.pk))  # as before the index existed
-    accounts.account_delete(user_id=alice.pk)
+    services.account_delete(user_id=alice.pk)
     session = SessionStore(session_key=browser.session.session_key)
     assert session.exists(session.session_key) and session[SESSION_KEY] == str(alice.pk)  # left behind
     response = browser.get("/")

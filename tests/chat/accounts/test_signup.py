@@ -7,9 +7,9 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from chat import accounts
+from chat.accounts import services
 from chat.models import Account, Invite
-from tests.support import connect, frames_until, run
+from tests.helpers.support import connect, frames_until, run
 
 PASSWORD = "Correct-Horse-7"
 
@@ -139,7 +139,7 @@ def test_invite_only_sign_up_through_a_link_staff_made_in_the_admin(client, djan
 def test_expired_unknown_and_other_address_invites_are_refused_with_sentences(client, django_user_model, settings):
     settings.CHAT_SIGNUP = "invite"
     root = django_user_model.objects.create_superuser(username="root", password="a-long-test-password")
-    expired = accounts.invite_create(created_by=root, days=1)
+    expired = services.invite_create(created_by=root, days=1)
     Invite.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - datetime.timedelta(minutes=1))
     page = client.get(f"/accounts/signup/{expired.token}/")
     assert page.status_code == 410 and b'data-code="invite_expired"' in page.content and b"expired on" in page.content
@@ -149,7 +149,7 @@ def test_expired_unknown_and_other_address_invites_are_refused_with_sentences(cl
     assert unknown.status_code == 404 and b'data-code="invite_unknown"' in unknown.content
     assert b"not valid" in unknown.content
 
-    addressed = accounts.invite_create(created_by=root, email="zoe@example.com")
+    addressed = services.invite_create(created_by=root, email="zoe@example.com")
     form = client.get(f"/accounts/signup/{addressed.token}/")
     assert b'value="zoe@example.com"' in form.content
     wrong = sign_up(client, "zed", url=f"/accounts/signup/{addressed.token}/", email="zed@example.com")
@@ -187,6 +187,6 @@ def test_one_address_makes_so_many_accounts_an_hour_others_and_invites_are_not_h
     assert not django_user_model.objects.filter(username="s3").exists()
     assert sign_up(Client(REMOTE_ADDR="198.51.100.5"), "neighbour").status_code == 302
     staff = django_user_model.objects.create_superuser(username="root", password=PASSWORD)
-    invite = accounts.invite_create(created_by=staff)
+    invite = services.invite_create(created_by=staff)
     assert sign_up(Client(REMOTE_ADDR="198.51.100.4"), "invited",
                    url=f"/accounts/signup/{invite.token}/").status_code == 302

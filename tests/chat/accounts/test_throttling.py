@@ -85,7 +85,7 @@ def test_an_ipv6_client_is_counted_per_64_and_its_neighbours_are_not():
 def test_the_throttled_address_of_each_kind_of_client():
     from types import SimpleNamespace
 
-    from chat.client_address import throttle_address
+    from chat.accounts.client_address import throttle_address
 
     def of(address):
         return throttle_address(SimpleNamespace(META={"REMOTE_ADDR": address} if address else {}))
@@ -136,7 +136,7 @@ def test_the_client_address_is_the_one_daphne_gives_never_the_header(settings):
     the address through the real nginx: tests/e2e/test_nginx.py.)"""
     from django.test import RequestFactory
 
-    from chat.client_address import client_address
+    from chat.accounts.client_address import client_address
 
     settings.TRUSTED_PROXY = True
     request = RequestFactory().get("/", REMOTE_ADDR="192.0.2.1", HTTP_X_FORWARDED_FOR="1.2.3.4")

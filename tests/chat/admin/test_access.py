@@ -3,7 +3,6 @@ import pytest
 from django.urls import reverse
 
 from chat.models import AuditEvent, Conversation, Message
-
 from tests.chat.admin.conftest import make_chat
 
 pytestmark = pytest.mark.django_db
@@ -89,7 +88,7 @@ def test_a_reviewer_opens_a_transcript_and_the_open_is_audited(people, client_fo
 
 
 def test_a_long_transcript_is_shown_a_page_at_a_time(people, client_for, monkeypatch):
-    from chat import selectors
+    from chat.review import selectors
 
     monkeypatch.setattr(selectors, "TRANSCRIPT_PAGE", 4)
     conversation = make_chat(people.owner, turns=5)  # 10 messages
@@ -218,7 +217,7 @@ def test_migration_0004_makes_the_reviewer_group_with_exactly_the_review_permiss
 def test_a_staff_member_in_the_reviewer_group_may_review(people):
     from django.contrib.auth.models import Group
 
-    from chat.review import can_review
+    from chat.review.services import can_review
 
     assert not can_review(people.staff)
     people.staff.groups.add(Group.objects.get(name="reviewer"))
@@ -248,7 +247,7 @@ def test_the_audit_log_filters_by_conversation_message_actor_action_and_date(peo
 
     from django.utils import timezone
 
-    from chat.review import audit_record
+    from chat.review.services import audit_record
 
     def row(actor, action, conversation=None, message=None, days_ago=0):
         event = audit_record(actor=actor, action=action, conversation_id=conversation, message_id=message)

@@ -5,9 +5,8 @@ import re
 import pytest
 from django.urls import reverse
 
-from chat import api_keys
+from chat.api import services
 from chat.models import Conversation
-
 from tests.chat.admin.conftest import make_chat
 
 pytestmark = pytest.mark.django_db
@@ -18,8 +17,8 @@ LIST = reverse("admin:chat_conversation_changelist")
 def three(people):
     """A browser chat, an API conversation whose key keeps text, and one whose key keeps none."""
     chat = make_chat(people.owner, title="from the browser")
-    keeper = api_keys.api_key_create(owner=people.owner, name="nightly script").key
-    private = api_keys.api_key_create(owner=people.owner, name="cron job", store_conversations=False).key
+    keeper = services.api_key_create(owner=people.owner, name="nightly script").key
+    private = services.api_key_create(owner=people.owner, name="cron job", store_conversations=False).key
     kept = Conversation.objects.create(owner=people.owner, title="kept call", source="api", api_key=keeper,
                                        api_key_name=keeper.name, api_user="end-user-42")
     hidden = Conversation.objects.create(owner=people.owner, title="", source="api", api_key=private,

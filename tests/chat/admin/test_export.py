@@ -10,9 +10,8 @@ from django.test import AsyncClient
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from chat import dataset
 from chat.models import AuditEvent, Conversation, Feedback, GoldAnswer, Message
-
+from chat.review import dataset, services
 from tests.chat.admin.conftest import date_links, dated_chats, make_chat
 
 pytestmark = pytest.mark.django_db
@@ -231,10 +230,9 @@ def test_the_review_queue_exports_only_its_unreviewed_conversations(people, clie
 
 def test_no_line_leaves_without_its_audit_row(people, dataset_chats):
     """The stream re-reads the list after the audit: a conversation that joined it meanwhile is left out."""
-    from chat import review
 
     conversations = Conversation.objects.filter(title__in=["full", "short"])
-    record = review.export_record(actor=people.reviewer, kind="sft", conversations=conversations)
+    record = services.export_record(actor=people.reviewer, kind="sft", conversations=conversations)
     AuditEvent.objects.filter(conversation_id=dataset_chats.full.pk).delete()  # as if "full" joined late
     body = "".join(dataset.export_lines(kind="sft", conversations=conversations, export_id=record.id,
                                         upto=record.upto))
@@ -337,10 +335,9 @@ def test_an_export_reads_in_bounded_memory_and_a_fixed_number_of_queries_per_chu
         people, client_for, django_user_model, monkeypatch, kind):
     """Ten times the conversations, ten times the file, not ten times the memory: only a chunk (10 here) of
     conversations and of audit rows is held at once, and each chunk costs the same queries."""
-    from chat import review
 
     monkeypatch.setattr(dataset, "CHUNK", 10)
-    monkeypatch.setattr(review, "EXPORT_AUDIT_BATCH", 10)
+    monkeypatch.setattr(services, "EXPORT_AUDIT_BATCH", 10)
     client = client_for(people.reviewer)
     add_chats(people, 20, django_user_model)
     streamed(client, kind)  # warm Django's per-process caches (content types, url resolvers)

@@ -14,11 +14,13 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from chat import events, liveness, review
+from chat import events, names
+from chat.conversations import services as conversation_services
 from chat.errors import ChatError
 from chat.models import AuditEvent, Message
-from chat.services import StopOutcome
-
+from chat.replies import liveness
+from chat.replies.services import StopOutcome
+from chat.review import services as review_services
 from tests.chat.admin.conftest import make_chat
 
 pytestmark = pytest.mark.django_db
@@ -47,7 +49,7 @@ def held():
 
 
 def live_reply(owner, status, *, title="chat", minutes_ago=0):
-    """A conversation whose newest reply is queued or streaming (as message_send / message_start leave it)."""
+    """A conversation whose newest reply is queued or streaming (as message_send / reply_claim leave it)."""
     reply = make_chat(owner, turns=1, title=title).replies[-1]
     now = timezone.now()
     Message.objects.filter(pk=reply.pk).update(
@@ -165,7 +167,7 @@ def test_the_cancel_is_broadcast_to_the_workers_as_a_stop_is(people, client_for)
     async def go():
         layer = get_channel_layer()
         channel = await layer.new_channel()
-        await layer.group_add(events.WORKERS_GROUP, channel)
+        await layer.group_add(names.WORKERS_GROUP, channel)
         try:
             response = await asyncio.to_thread(client.post, cancel_url(streaming.pk))
             while True:  # other tests may stop other replies meanwhile
@@ -173,7 +175,7 @@ def test_the_cancel_is_broadcast_to_the_workers_as_a_stop_is(people, client_for)
                 if event.get("message") == streaming.pk:
                     return response, event
         finally:
-            await layer.group_discard(events.WORKERS_GROUP, channel)
+            await layer.group_discard(names.WORKERS_GROUP, channel)
     response, event = asyncio.run(go())
     assert response.status_code == 302 and event == events.cancel_event(streaming.pk)
 
@@ -214,7 +216,7 @@ def test_staff_without_the_review_permission_get_403_and_cancel_nothing(people, 
     assert Message.objects.get(pk=queued.pk).status == "queued" and not AuditEvent.objects.exists()
     assert "livegeneration" not in client.get(reverse("admin:index")).content.decode()
     with pytest.raises(ChatError) as err:
-        review.generation_cancel(actor=people.staff, message_ids=[queued.pk])
+        review_services.reply_cancel(actor=people.staff, message_ids=[queued.pk])
     assert err.value.code == "forbidden"
 
 
@@ -236,11 +238,10 @@ def test_the_cancel_url_takes_only_a_post_and_there_is_no_change_page(people, cl
 
 
 def test_the_owners_stop_and_a_reviewers_cancel_are_the_same_stop(people):
-    from chat import services
 
     first, second = (live_reply(people.owner, Message.Status.STREAMING) for _ in range(2))
-    services.message_stop(user=people.owner, message_id=first.pk)
-    assert review.generation_cancel(actor=people.reviewer, message_ids=[second.pk]) == \
+    conversation_services.message_stop(user=people.owner, message_id=first.pk)
+    assert review_services.reply_cancel(actor=people.reviewer, message_ids=[second.pk]) == \
         {second.pk: StopOutcome.STOPPING}
     assert [(m.status, m.stop_requested) for m in Message.objects.filter(pk__in=[first.pk, second.pk])] == \
         [("streaming", True)] * 2

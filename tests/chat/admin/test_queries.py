@@ -7,7 +7,6 @@ from django.urls import reverse
 
 from chat.models import Feedback, GoldAnswer, Message
 from chatsite import bench_admin
-
 from tests.chat.admin.conftest import date_links, dated_chats, make_chat
 
 pytestmark = pytest.mark.django_db

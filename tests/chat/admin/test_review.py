@@ -6,10 +6,9 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from chat import review
 from chat.errors import ChatError
 from chat.models import AuditEvent, Conversation, Feedback, GoldAnswer, Message
-
+from chat.review import selectors, services
 from tests.chat.admin.conftest import make_chat
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +19,7 @@ CHANGED = AuditEvent.Action.REVIEW_CHANGED
 def test_review_set_stores_state_note_reviewer_and_an_audit_row(people):
     conversation = make_chat(people.owner)
     last_activity = Conversation.objects.get().updated_at
-    assert review.review_set(reviewer=people.reviewer, conversation_ids=[conversation.pk],
+    assert services.review_set(reviewer=people.reviewer, conversation_ids=[conversation.pk],
                              state="needs_attention", note="  rude reply \x00") == 1
     row = Conversation.objects.get()
     assert (row.review_state, row.review_note, row.reviewed_by) == ("needs_attention", "rude reply", people.reviewer)
@@ -35,7 +34,7 @@ def test_review_set_stores_state_note_reviewer_and_an_audit_row(people):
 def test_review_set_refuses_non_reviewers_and_unknown_states(people, who, state, code):
     conversation = make_chat(people.owner)
     with pytest.raises(ChatError) as err:
-        review.review_set(reviewer=getattr(people, who), conversation_ids=[conversation.pk], state=state)
+        services.review_set(reviewer=getattr(people, who), conversation_ids=[conversation.pk], state=state)
     assert err.value.code == code
     assert Conversation.objects.get().review_state == "unreviewed" and not AuditEvent.objects.exists()
 
@@ -102,10 +101,10 @@ def test_gold_answers_belong_to_assistant_replies_and_reviewers(people, client_f
     conversation = make_chat(people.owner)
     question = conversation.replies[0].parent
     with pytest.raises(ChatError) as err:
-        review.gold_answer_set(reviewer=people.reviewer, message_id=question.pk, content="x")
+        services.gold_answer_set(reviewer=people.reviewer, message_id=question.pk, content="x")
     assert err.value.code == "not_an_answer"
     with pytest.raises(ChatError) as err:
-        review.gold_answer_set(reviewer=people.staff, message_id=conversation.replies[0].pk, content="x")
+        services.gold_answer_set(reviewer=people.staff, message_id=conversation.replies[0].pk, content="x")
     assert err.value.code == "forbidden"
     assert client_for(people.reviewer).get(
         reverse("admin:chat_conversation_gold", args=[conversation.pk, question.pk])).status_code == 404
@@ -127,7 +126,7 @@ def test_the_queue_lists_unreviewed_chats_negative_feedback_first_then_failures(
     for chat in (disliked, approved_disliked):
         Feedback.objects.create(message=chat.replies[-1], user=people.owner, rating=-1)
     Feedback.objects.create(message=liked.replies[-1], user=people.owner, rating=1)
-    review.review_set(reviewer=people.reviewer, conversation_ids=[approved_disliked.pk], state="approved")
+    services.review_set(reviewer=people.reviewer, conversation_ids=[approved_disliked.pk], state="approved")
     # Activity order, newest first: plain_new, liked, then the ones below in creation order reversed.
     for n, chat in enumerate([plain_old, failed, stopped, disliked, plain_new, liked]):
         Conversation.objects.filter(pk=chat.pk).update(updated_at=chat.created_at.replace(year=2020, day=1 + n))
@@ -150,7 +149,6 @@ IN_LISTS = {"conversations": re.compile(r'(?:"chat_conversation"\."id"|"conversa
 def test_a_bulk_action_over_select_all_binds_its_ids_a_chunk_at_a_time(people, client_for, monkeypatch, action):
     """More ids than one chunk (3 here; 500 in production, far under SQLite's 32,766 bound parameters): every
     row is acted on and audited, and no statement binds more than a chunk of the ids."""
-    from chat import selectors
 
     monkeypatch.setattr(selectors, "ID_CHUNK", 3)
     chats = [make_chat(people.owner, title=f"c{n}") for n in range(8)]
@@ -187,7 +185,7 @@ def test_id_chunks_walks_a_list_in_memory_and_a_queryset_one_query_per_chunk(peo
     and sorted; a queryset by keyset pages of its primary key, never the whole table at once."""
     from django.test.utils import CaptureQueriesContext
 
-    from chat.selectors import id_chunks
+    from chat.review.selectors import id_chunks
 
     assert list(id_chunks(["7", 3, 7, 1, 9, 4], size=2)) == [[1, 3], [4, 7], [9]]
     assert list(id_chunks([], size=2)) == []

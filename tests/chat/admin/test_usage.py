@@ -8,9 +8,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from chat import usage
 from chat.models import Conversation, Message
-
+from chat.review import usage
 from tests.chat.admin.conftest import exchange
 
 pytestmark = pytest.mark.django_db

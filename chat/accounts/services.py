@@ -1,0 +1,125 @@
+"""Account writes: sign-up under the site's policy (``CHAT_SIGNUP``), approval by staff, invites, and deleting an
+account with everything in it. Keyword-only and atomic, like ``chat/services.py``; reads are in
+``chat/selectors.py`` (``account_may_chat``, ``invite_for_signup``) and ``chat/accounts/personal_data.py``.
+"""
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from importlib import import_module
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import caches
+from django.db import transaction
+from django.utils import timezone
+
+from chat import events
+from chat.accounts import selectors, session_index
+from chat.errors import ChatError, ErrorCode
+from chat.limits import quotas, sockets
+from chat.models import Account, AuditEvent, Invite
+
+INVITE_ONLY = ("Sign-up on this site is by invitation only: ask the site's staff for an invite link, then open "
+               "it to create your account.")
+
+
+def account_signup(*, username: str, email: str, password: str, invite_token: str | None = None,
+                   client_address: str | None = None):
+    """Create a person's user and Account. With a valid invite (required when ``CHAT_SIGNUP`` is ``invite``) the
+    invite is used up and the account approved at once; under ``approval`` without one it awaits staff. Without
+    an invite, ``client_address`` may make CHAT_SIGNUPS_PER_HOUR accounts an hour (``signup_rate_limited``)."""
+    mode = settings.CHAT_SIGNUP
+    if mode == "invite" and not invite_token:
+        raise ChatError(ErrorCode.INVITE_REQUIRED, INVITE_ONLY)
+    invite = selectors.invite_for_signup(token=invite_token) if invite_token else None
+    if invite is not None and invite.email and invite.email.casefold() != email.casefold():
+        raise ChatError(ErrorCode.INVITE_EMAIL, "This invite link is for another email address: sign up with the address "
+                                        "the invite was sent to.")
+    if invite is None:
+        quotas.signup_hit(client_address)  # Redis, before the write transaction opens
+    with transaction.atomic():
+        return _account_create(username=username, email=email, password=password, invite=invite, mode=mode)
+
+
+def _account_create(*, username: str, email: str, password: str, invite, mode: str):
+    user = get_user_model().objects.create_user(username=username, email=email, password=password)
+    now = timezone.now()
+    approved = invite is not None or mode != "approval"
+    Account.objects.create(user=user, approved_at=now if approved else None,
+                           approved_by=invite.created_by if invite is not None else None)
+    if invite is not None:
+        # Conditional, so two people racing with one link cannot both sign up: the loser's user is rolled back.
+        if not Invite.objects.filter(pk=invite.pk, used_at__isnull=True, expires_at__gt=now).update(
+                used_by=user, used_at=now):
+            raise ChatError(ErrorCode.INVITE_USED, "This invite link has just been used by someone else; ask for a new one.")
+    return user
+
+
+def account_approve(*, user_ids, approved_by) -> int:
+    """Let people who await approval chat; returns how many were waiting. Approved accounts stay as they are."""
+    return Account.objects.filter(user_id__in=list(user_ids), approved_at__isnull=True).update(
+        approved_at=timezone.now(), approved_by=approved_by)
+
+
+def invite_create(*, created_by, email: str = "", note: str = "", days: int | None = None) -> Invite:
+    """A new single-use sign-up link, valid for ``days`` (``CHAT_INVITE_DAYS`` by default)."""
+    valid = timedelta(days=settings.CHAT_INVITE_DAYS if days is None else days)
+    return Invite.objects.create(token=secrets.token_urlsafe(32), email=email.strip(), note=note.strip(),
+                                 created_by=created_by, expires_at=timezone.now() + valid)
+
+
+def account_delete(*, user_id: int) -> dict[str, int]:
+    """Delete a person and everything that is theirs: conversations, messages, feedback, gold answers on their
+    replies, API keys, their Account, allowance and defaults, their login records, their sessions (every
+    browser they signed in from, by the session index). Rows that must outlive them (audit rows they wrote, the
+    invite they used) keep only ids. After the commit their open sockets are told and close, and their counters
+    and index in Redis go. Self-service and staff in the admin both come here. Returns rows deleted per model."""
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+
+    allowance = quotas.allowance_for(user_id)  # read before its override row goes: its rate window's key
+    # Read before the transaction takes its locks (on SQLite the one write lock of the site): one Redis read.
+    # A session the index lacks is void anyway once the user row is gone (chat/accounts/session_index.py).
+    session_keys = session_index.session_keys(user_id)
+    with transaction.atomic():
+        user = get_user_model().objects.select_for_update().get(pk=user_id)
+        username = user.get_username()
+        AuditEvent.objects.filter(actor_id=user_id).update(actor_name=f"deleted user {user_id}")
+        Invite.objects.filter(used_by_id=user_id).update(email="", note="")
+        counts: dict[str, int] = {}
+        for model in (AccessAttempt, AccessFailureLog, AccessLog):
+            counts[model._meta.label] = model.objects.filter(username=username).delete()[0]
+        counts["sessions"] = _sessions_delete(session_keys)
+        # Cascades: conversations (owner) → messages → feedback and gold answers; API keys; the Account,
+        # QuotaOverride and ChatDefaults rows; admin log rows.
+        _, by_model = user.delete()
+        counts.update(by_model)
+        # Every socket of the person re-reads its session, finds no user and closes (the one logout uses).
+        transaction.on_commit(lambda: events.notify_event(user_id, events.session_ended_event("")))
+        transaction.on_commit(lambda: _redis_forget(user_id, allowance))
+    return counts
+
+
+SESSION_CHUNK = 500  # keys bound per statement: far below what SQLite allows in one
+
+
+def _sessions_delete(keys: list[str]) -> int:
+    """Delete these sessions (the person's, from the index) by key, never reading another: database rows in a
+    statement per chunk of keys, and a cached engine's copies. Returns the rows deleted."""
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    deleted = 0
+    for start in range(0, len(keys), SESSION_CHUNK):
+        chunk = keys[start:start + SESSION_CHUNK]
+        if hasattr(store, "get_model_class"):  # db, cached_db
+            deleted += store.get_model_class().objects.filter(session_key__in=chunk).delete()[0]
+        if hasattr(store, "cache_key_prefix"):  # cache, cached_db: their cached copy would still sign in
+            caches[settings.SESSION_CACHE_ALIAS].delete_many([store.cache_key_prefix + key for key in chunk])
+    return deleted
+
+
+def _redis_forget(user_id: int, allowance: quotas.Allowance) -> None:
+    """A deleted person's keys in Redis: tokens per day, messages per minute, open sockets, session index. Each
+    owner logs its own Redis failure; the keys expire by themselves."""
+    quotas.counters_forget(user_id, allowance)
+    sockets.sockets_forget(user_id)
+    session_index.sessions_forget(user_id)

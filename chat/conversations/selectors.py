@@ -1,0 +1,119 @@
+"""Reads. Every lookup on behalf of a user is scoped to that user: another's rows are simply not found."""
+from __future__ import annotations
+
+from django.db.models import (
+    Exists,
+    OuterRef,
+    Q,
+)
+
+from chat.errors import ChatError, ErrorCode
+from chat.models import ChatDefaults, Conversation, Feedback, Message
+from chat.tree import siblings_in, thread_rows
+
+NOT_FOUND = "No such conversation, or it is not yours."
+
+
+def conversation_list_for_user(*, user):
+    """The user's conversations, newest activity first."""
+    return Conversation.objects.filter(owner=user).order_by("-updated_at", "-id")
+
+
+def conversation_get_for_user(*, user, conversation_id) -> Conversation:
+    """One of the user's conversations, or ``ChatError('not_found')``."""
+    try:
+        return Conversation.objects.get(pk=int(conversation_id), owner=user)
+    except (Conversation.DoesNotExist, TypeError, ValueError, OverflowError):
+        raise ChatError(ErrorCode.NOT_FOUND, NOT_FOUND) from None
+
+
+def message_get_for_user(*, user, message_id) -> Message:
+    """One message in one of the user's conversations, or ``ChatError('not_found')``."""
+    try:
+        return Message.objects.select_related("conversation").get(pk=int(message_id), conversation__owner=user)
+    except (Message.DoesNotExist, TypeError, ValueError, OverflowError):
+        raise ChatError(ErrorCode.NOT_FOUND, "No such message, or it is not yours.") from None
+
+
+def messages_current(*, conversation) -> list[Message]:
+    """The branch the user sees, oldest first."""
+    return list(conversation.messages.filter(is_current=True).order_by("id"))
+
+
+def thread_for_user(*, user, conversation: Conversation) -> list[dict]:
+    """The shown branch as the page needs it: each message with its alternatives (ids, oldest first), its
+    stored error, and for replies this person's rating and the params used. Three queries whatever the length."""
+    rows = thread_rows(conversation_id=conversation.pk)
+    messages = messages_current(conversation=conversation)
+    ratings = {f.message_id: {"rating": f.rating, "comment": f.comment}
+               for f in Feedback.objects.filter(message__in=[m.pk for m in messages], user=user)}
+    return [{"id": m.id, "conversation": m.conversation_id, "role": m.role, "content": m.content,
+             "status": m.status, "siblings": siblings_in(rows, m.id), "error": m.error,
+             "feedback": ratings.get(m.id), "params": m.params, "completion_tokens": m.completion_tokens}
+            for m in messages]
+
+
+def chat_defaults_for(*, user) -> dict:
+    """The person's own settings for new conversations: ``{"system_prompt", "params"}`` (empty when unset)."""
+    row = ChatDefaults.objects.filter(user=user).values("system_prompt", "params").first()
+    return row or {"system_prompt": "", "params": {}}
+
+
+def message_active_in_conversation(*, conversation_id: int) -> Message | None:
+    """The assistant reply being generated in a conversation, if any."""
+    return (Message.objects.filter(conversation_id=conversation_id, status__in=Message.ACTIVE_STATUSES)
+            .order_by("-id").first())
+
+
+def message_last_current(*, conversation) -> Message | None:
+    """The newest message on the shown branch (a new message follows it)."""
+    return conversation.messages.filter(is_current=True).order_by("-id").first()
+
+
+SIDEBAR_PAGE = 30
+
+
+SNIPPET_CHARS = 120
+
+
+def conversation_page_for_user(*, user, query: str = "", after: tuple | None = None,
+                               limit: int = SIDEBAR_PAGE) -> tuple[list[dict], tuple | None]:
+    """One page of the person's conversations, newest activity first, after the cursor ``(updated_at, id)``
+    of the previous page's last row (keyset paging: a page costs the same however far down it is, and rows
+    that move to the top meanwhile are not shown twice). With ``query``: only those whose title or any
+    message contains it (case-insensitive), each with a snippet of the first matching message. Returns the
+    rows and the next cursor (None at the end). Two queries."""
+    rows = conversation_list_for_user(user=user)
+    words = query.strip()
+    if words:
+        rows = rows.filter(Q(title__icontains=words) | Exists(
+            Message.objects.filter(conversation=OuterRef("pk"), content__icontains=words)))
+    if after is not None:
+        stamp, last_id = after
+        rows = rows.filter(Q(updated_at__lt=stamp) | Q(updated_at=stamp, id__lt=last_id))
+    page = list(rows.values("id", "title", "updated_at")[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    if words and page:
+        found: dict[int, str] = {}
+        for m in (Message.objects.filter(conversation_id__in=[r["id"] for r in page], content__icontains=words)
+                  .order_by("conversation_id", "id").values("conversation_id", "content")):
+            found.setdefault(m["conversation_id"], _snippet(m["content"], words))
+        for r in page:
+            r["snippet"] = found.get(r["id"], "")
+    next_cursor = (page[-1]["updated_at"], page[-1]["id"]) if more else None
+    return page, next_cursor
+
+
+def _snippet(text: str, words: str) -> str:
+    """The words around the first match, on one line."""
+    at = text.lower().find(words.lower())
+    start = max(0, at - SNIPPET_CHARS // 3)
+    piece = " ".join(text[start:start + SNIPPET_CHARS].split())
+    return ("…" if start else "") + piece + ("…" if start + SNIPPET_CHARS < len(text) else "")
+
+
+def conversation_for_export(*, user, conversation_id) -> tuple[Conversation, list[Message]]:
+    """A conversation of the person's and its shown branch, oldest first (what the page shows is exported)."""
+    conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+    return conversation, messages_current(conversation=conversation)

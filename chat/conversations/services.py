@@ -1,0 +1,321 @@
+"""Writes. Keyword-only and atomic; channel frames and tasks fire on commit, in order, so a client always
+sees the stored message before any delta of its reply. No network call inside a write transaction: the
+worker check runs before it (a SQLite writer holds the whole database's lock).
+
+``reply_finish`` is the one place a reply ends — the worker's end, Stop, the sweep and a failed dispatch all
+go through it — and it alone sends ``done``. ``reply_stop`` is the one way a reply is stopped, by its owner or
+by a reviewer."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from chat import events, tree
+from chat.conversations import selectors
+from chat.conversations.params import generation_params_clean
+from chat.errors import ChatError, ErrorCode
+from chat.models import ChatDefaults, Conversation, Feedback, Message
+from chat.replies import admission
+from chat.replies import services as reply_services
+from chat.replies.services import reply_finish
+from chat.text import TITLE_CHARS, clean_text, title_from
+
+log = logging.getLogger(__name__)
+
+
+FEEDBACK_COMMENT_CHARS = 2000
+
+
+BUSY = "A reply is still being written in this conversation; wait or press Stop."
+
+
+@dataclass
+class SendResult:
+    conversation: Conversation
+    created: bool
+    user_message: Message
+    assistant_message: Message
+
+
+def _message_text(content) -> str:
+    text = clean_text(content)
+    if not text.strip():
+        raise ChatError(ErrorCode.EMPTY, "Type a message first.")
+    if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise ChatError(ErrorCode.TOO_LONG, f"The message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
+    return text
+
+
+def message_send(*, user, conversation_id: int | None, content, params=None,
+                 client_id: str | None = None) -> SendResult:
+    """Store the user's message and a queued reply; on commit, tell the user's sockets and queue the task."""
+    admission.require_approved(user)
+    text = _message_text(content)
+    clean_params = generation_params_clean(params)
+    allowance = admission.admit(user.pk)
+    with transaction.atomic():
+        admission.require_capacity(user.pk, allowance)
+        created = conversation_id is None
+        if created:
+            # A new conversation starts from the person's own defaults (the settings panel, with no chat open).
+            defaults = selectors.chat_defaults_for(user=user)
+            conversation = Conversation.objects.create(owner=user, title=title_from(text),
+                                                       model_name=settings.CHAT_MODEL,
+                                                       system_prompt=defaults["system_prompt"],
+                                                       params=defaults["params"])
+        else:
+            conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+            # Lock the row: two sends racing into one conversation must not both start a reply.
+            conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+            if selectors.message_active_in_conversation(conversation_id=conversation.pk):
+                raise ChatError(ErrorCode.BUSY, BUSY)
+        parent = None if created else selectors.message_last_current(conversation=conversation)
+        user_message = Message.objects.create(conversation=conversation, parent=parent, role=Message.Role.USER,
+                                              content=text, status=Message.Status.COMPLETE)
+        reply = reply_services.reply_create(conversation=conversation, parent=user_message,
+                              params={**conversation.params, **clean_params})
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+
+        def after_commit():
+            if created:
+                events.notify(user.id, events.conversation_frame(conversation, client_id))
+            events.notify(user.id, events.message_frame(user_message, client_id))
+            events.notify(user.id, events.message_frame(reply, client_id))
+            reply_services.reply_dispatch(message_id=reply.id)
+
+        transaction.on_commit(after_commit)
+    return SendResult(conversation, created, user_message, reply)
+
+
+def _leave_branch(*, conversation_id: int, message_id: int) -> None:
+    """Take a message and the shown messages below it off the shown branch (they stay, as an alternative)."""
+    rows = tree.thread_rows(conversation_id=conversation_id)
+    Message.objects.filter(pk__in=tree.current_below(rows, message_id)).update(is_current=False)
+
+
+def _lock_idle_conversation(conversation_id: int) -> Conversation:
+    """Lock the conversation's row; refuse when a reply is being written in it (one reply at a time)."""
+    conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+    if selectors.message_active_in_conversation(conversation_id=conversation.pk):
+        raise ChatError(ErrorCode.BUSY, BUSY)
+    return conversation
+
+
+def _branch_off(old: Message, off_branch: ChatError) -> Conversation:
+    """Inside the write transaction of an edit or a regenerate: lock the idle conversation, refuse (``off_branch``)
+    when ``old`` is not on the shown branch any more, and take it and what follows it off that branch."""
+    conversation = _lock_idle_conversation(old.conversation_id)
+    old.refresh_from_db(fields=["is_current"])
+    if not old.is_current:
+        raise off_branch
+    _leave_branch(conversation_id=conversation.pk, message_id=old.pk)
+    return conversation
+
+
+def _siblings(message: Message) -> list[int]:
+    return tree.siblings_in(tree.thread_rows(conversation_id=message.conversation_id), message.pk)
+
+
+def message_regenerate(*, user, message_id, params=None, client_id: str | None = None) -> Message:
+    """Write a new reply in place of any reply on the shown branch. The old reply and what followed it stay as
+    an alternative (``is_current`` False); the new reply answers the same message."""
+    admission.require_approved(user)
+    old = selectors.message_get_for_user(user=user, message_id=message_id)
+    clean_params = generation_params_clean(params)
+    if old.role != Message.Role.ASSISTANT:
+        raise ChatError(ErrorCode.NOT_REGENERABLE, "Only an assistant reply can be regenerated.")
+    allowance = admission.admit(user.pk)
+    with transaction.atomic():
+        admission.require_capacity(user.pk, allowance)
+        conversation = _branch_off(old, ChatError(ErrorCode.NOT_REGENERABLE, "Only a reply on the branch you see can be "
+                                                                     "regenerated; switch to it first."))
+        # The conversation's settings as they are now (the settings panel applies to the next reply), then the
+        # params of this one request.
+        reply = reply_services.reply_create(conversation=conversation, parent=old.parent,
+                              params={**conversation.params, **clean_params})
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+        siblings = _siblings(reply)
+
+        def after_commit():
+            events.notify(user.id, events.message_frame(reply, client_id, replaces=old.pk, siblings=siblings))
+            reply_services.reply_dispatch(message_id=reply.id)
+
+        transaction.on_commit(after_commit)
+    return reply
+
+
+def message_edit(*, user, message_id, content, params=None, client_id: str | None = None) -> SendResult:
+    """Send an edited version of one of the person's earlier messages: a new user message beside the old one
+    (same parent) and a new reply to it. The old message and what followed it stay as an alternative."""
+    old = selectors.message_get_for_user(user=user, message_id=message_id)
+    if old.role != Message.Role.USER:
+        raise ChatError(ErrorCode.NOT_EDITABLE, "Only your own messages can be edited.")
+    admission.require_approved(user)
+    text = _message_text(content)
+    clean_params = generation_params_clean(params)
+    allowance = admission.admit(user.pk)
+    with transaction.atomic():
+        admission.require_capacity(user.pk, allowance)
+        conversation = _branch_off(old, ChatError(ErrorCode.NOT_EDITABLE, "Only a message on the branch you see can be "
+                                                                  "edited; switch to it first."))
+        user_message = Message.objects.create(conversation=conversation, parent=old.parent, role=Message.Role.USER,
+                                              content=text, status=Message.Status.COMPLETE)
+        reply = reply_services.reply_create(conversation=conversation, parent=user_message,
+                              params={**conversation.params, **clean_params})
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+        siblings = _siblings(user_message)
+
+        def after_commit():
+            events.notify(user.id, events.message_frame(user_message, client_id, replaces=old.pk,
+                                                        siblings=siblings))
+            events.notify(user.id, events.message_frame(reply, client_id))
+            reply_services.reply_dispatch(message_id=reply.id)
+
+        transaction.on_commit(after_commit)
+    return SendResult(conversation, False, user_message, reply)
+
+
+def message_switch(*, user, message_id) -> Message:
+    """Show another alternative of a message: it and the newest messages below it become the shown branch, so
+    the next message continues from there. Every tab of the person is told to reload the thread."""
+    target = selectors.message_get_for_user(user=user, message_id=message_id)
+    with transaction.atomic():
+        conversation = _lock_idle_conversation(target.conversation_id)
+        rows = tree.thread_rows(conversation_id=conversation.pk)
+        parent = rows[target.pk]["parent_id"]
+        if parent is not None and not rows[parent]["is_current"]:
+            raise ChatError(ErrorCode.NOT_SWITCHABLE, "That message is not on the branch you see; switch above it first.")
+        shown = [i for i in tree.siblings_in(rows, target.pk) if rows[i]["is_current"]]
+        if shown != [target.pk]:
+            for i in shown:
+                Message.objects.filter(pk__in=tree.current_below(rows, i)).update(is_current=False)
+            Message.objects.filter(pk__in=tree.newest_path_from(rows, target.pk)).update(is_current=True)
+        transaction.on_commit(lambda: events.notify(user.id, events.thread_frame(conversation.pk)))
+    return target
+
+
+@transaction.atomic
+def message_stop(*, user, message_id) -> Message:
+    """The owner's Stop of one of their replies (``reply_stop``); returns the reply as it now stands."""
+    message = selectors.message_get_for_user(user=user, message_id=message_id)
+    if message.role != Message.Role.ASSISTANT:
+        raise ChatError(ErrorCode.NOT_STOPPABLE, "Only an assistant reply can be stopped.")
+    reply_services.reply_stop(message=message)
+    message.refresh_from_db()
+    return message
+
+
+def feedback_set(*, user, message_id, rating, comment="") -> Feedback | None:
+    """Rate a finished reply in one of the user's own conversations: +1 or -1 with an optional comment,
+    replacing the user's earlier rating of it; 0 takes the rating back (returns None)."""
+    # bool is an int in Python; a stray true must not read as a thumb up.
+    if isinstance(rating, bool) or rating not in (1, -1, 0):
+        raise ChatError(ErrorCode.INVALID_RATING, "A rating is 1 (good) or -1 (bad), or 0 to take it back.")
+    text = clean_text(comment).strip()
+    if len(text) > FEEDBACK_COMMENT_CHARS:
+        raise ChatError(ErrorCode.TOO_LONG, f"The comment is too long: at most {FEEDBACK_COMMENT_CHARS} characters.")
+    message = selectors.message_get_for_user(user=user, message_id=message_id)
+    if message.role != Message.Role.ASSISTANT:
+        raise ChatError(ErrorCode.NOT_RATEABLE, "Only an assistant reply can be rated.")
+    if message.supplied:
+        raise ChatError(ErrorCode.NOT_RATEABLE, "This turn was written by the program that called the API, not by the "
+                                        "model; only the model's replies can be rated.")
+    if message.is_active:
+        raise ChatError(ErrorCode.NOT_RATEABLE, "This reply is still being written; rate it once it has finished.")
+    with transaction.atomic():
+        if rating == 0:
+            Feedback.objects.filter(message=message, user=user).delete()
+            transaction.on_commit(lambda: events.notify(user.id, events.feedback_frame(message.pk, 0, "")))
+            return None
+        feedback, _ = Feedback.objects.update_or_create(message=message, user=user,
+                                                        defaults={"rating": int(rating), "comment": text})
+        transaction.on_commit(lambda: events.notify(user.id, events.feedback_frame(message.pk, int(rating), text)))
+    return feedback
+
+
+log = logging.getLogger(__name__)
+
+SYSTEM_PROMPT_CHARS = 8000
+
+
+def _system_prompt(value) -> str:
+    text = clean_text("" if value is None else value).strip()
+    if len(text) > SYSTEM_PROMPT_CHARS:
+        raise ChatError(ErrorCode.TOO_LONG, f"The system prompt is too long: at most {SYSTEM_PROMPT_CHARS} characters.")
+    return text
+
+
+def conversation_settings_set(*, user, conversation_id: int | None, system_prompt, params) -> dict:
+    """Set a conversation's system prompt and generation params (they apply to its next reply), or, with no
+    conversation, the person's defaults that new conversations start from. Returns what was stored."""
+    text = _system_prompt(system_prompt)
+    clean = generation_params_clean(params)
+    if "seed" in clean:
+        # Settings apply to every later reply of the conversation, Regenerate's included: a seed kept there
+        # would make each Regenerate write the same reply again.
+        raise ChatError(ErrorCode.INVALID_PARAMS, "A seed belongs to one request, not to a conversation's settings: "
+                                          "kept there, every Regenerate would give the same reply again.")
+    with transaction.atomic():
+        if conversation_id is None:
+            ChatDefaults.objects.update_or_create(user=user, defaults={"system_prompt": text, "params": clean})
+        else:
+            conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+            # update(): settings are not activity, so the conversation keeps its place in the sidebar.
+            Conversation.objects.filter(pk=conversation.pk).update(system_prompt=text, params=clean)
+        transaction.on_commit(lambda: events.notify(user.id, events.settings_frame(conversation_id, text, clean)))
+    return {"system_prompt": text, "params": clean}
+
+
+def conversation_rename(*, user, conversation_id: int, title) -> Conversation:
+    """Give a conversation the person's own title (the model's automatic title never overwrites it)."""
+    text = " ".join(clean_text(title).split())
+    if not text:
+        raise ChatError(ErrorCode.EMPTY, "Type a title first.")
+    if len(text) > TITLE_CHARS:
+        raise ChatError(ErrorCode.TOO_LONG, f"The title is too long: at most {TITLE_CHARS} characters.")
+    with transaction.atomic():
+        conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+        Conversation.objects.filter(pk=conversation.pk).update(title=text)
+        conversation.title = text
+        transaction.on_commit(lambda: events.notify(user.id, events.conversation_frame(conversation)))
+    return conversation
+
+
+def conversation_delete(*, user, conversation_id: int) -> None:
+    """Delete a conversation and everything in it. A reply still being written is stopped first: a queued one
+    ends now, a streaming one is told to stop (its worker finds the rows gone and ends quietly)."""
+    with transaction.atomic():
+        conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+        active = list(Message.objects.filter(conversation=conversation, status__in=Message.ACTIVE_STATUSES)
+                      .values_list("pk", flat=True))
+        for message_id in active:
+            reply_finish(message_id=message_id, content=None, status=Message.Status.STOPPED,
+                           finish_reason=Message.FinishReason.CANCELLED)
+        conversation.delete()
+
+        def after_commit():
+            for message_id in active:
+                events.broadcast_cancel_sync(message_id)
+            events.notify(user.id, events.deleted_frame(conversation_id))
+
+        transaction.on_commit(after_commit)
+
+
+def conversation_title_generated(*, conversation_id: int, title: str, replacing: str) -> bool:
+    """Worker: store the model's short title unless the conversation was renamed (or deleted) meanwhile. An
+    unusable title keeps the first words. True when stored; the owner's tabs get a ``conversation`` frame."""
+    text = " ".join(clean_text(title).split()).strip(" \"'`*#.")
+    if not text:
+        return False
+    if len(text) > TITLE_CHARS:
+        text = title_from(text)
+    with transaction.atomic():
+        if not Conversation.objects.filter(pk=conversation_id, title=replacing).update(title=text):
+            return False
+        conversation = Conversation.objects.get(pk=conversation_id)
+        transaction.on_commit(lambda: events.notify(conversation.owner_id, events.conversation_frame(conversation)))
+    return True

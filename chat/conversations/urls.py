@@ -1,0 +1,15 @@
+"""The chat page and its JSON endpoints (the sidebar's list, one conversation, the export, today's allowance).
+
+Not under ``/api/``: that prefix would read as the OpenAI-compatible API, which lives under ``/v1/``."""
+
+from django.urls import path
+
+from chat.conversations import views
+
+urlpatterns = [
+    path("", views.chat_page, name="index"),
+    path("quota/", views.quota, name="quota"),
+    path("conversations/", views.conversation_list, name="conversation-list"),
+    path("conversations/<int:conversation_id>/", views.conversation_detail, name="conversation-detail"),
+    path("conversations/<int:conversation_id>/export.<fmt>", views.conversation_export, name="conversation-export"),
+]

@@ -1,0 +1,103 @@
+"""Pages and small JSON endpoints; every read is scoped to the signed-in user."""
+import json
+from datetime import datetime
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from chat.accounts import selectors as account_selectors
+from chat.conversations import exports, params
+from chat.conversations import selectors as conversation_selectors
+from chat.errors import ChatError, ErrorCode
+from chat.limits import quotas
+
+
+@login_required
+def chat_page(request):
+    """The chat page; conversations and messages load through the JSON endpoints. The settings panel's bounds
+    and the person's defaults come with the page as JSON in a data attribute (escaped by the template): the
+    page has no inline script of any kind."""
+    config = {"bounds": params.bounds(), "defaults": conversation_selectors.chat_defaults_for(user=request.user),
+              "model": settings.CHAT_MODEL, "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS}
+    return render(request, "chat/index.html", {"review_enabled": settings.CHAT_REVIEW_ENABLED,
+                                               "chat_model": settings.CHAT_MODEL, "chat_config": json.dumps(config),
+                                               "quota": quotas.summary(request.user.pk),
+                                               "may_chat": account_selectors.account_may_chat(user=request.user),
+                                               ErrorCode.NOT_APPROVED: account_selectors.NOT_APPROVED})
+
+
+def _json_error(exc: ChatError, status: int = 404):
+    return JsonResponse({"error": {"code": exc.code, "detail": exc.detail}}, status=status)
+
+
+def _cursor_text(cursor) -> str | None:
+    return None if cursor is None else f"{cursor[0].isoformat()}_{cursor[1]}"
+
+
+def _cursor_parse(text: str) -> tuple | None:
+    stamp, _, last_id = text.rpartition("_")
+    try:
+        return datetime.fromisoformat(stamp), int(last_id)
+    except ValueError:
+        raise ChatError(ErrorCode.BAD_CURSOR, "That page of the list does not exist; reload the list.") from None
+
+
+@login_required
+@require_GET
+def conversation_list(request):
+    """A page of the person's conversations, newest first; ``q`` searches titles and messages, ``after`` is
+    the ``next`` cursor of the previous page."""
+    try:
+        after = _cursor_parse(request.GET["after"]) if request.GET.get("after") else None
+    except ChatError as exc:
+        return _json_error(exc, 400)
+    rows, cursor = conversation_selectors.conversation_page_for_user(user=request.user, query=request.GET.get("q", "")[:200],
+                                                        after=after)
+    return JsonResponse({"conversations": rows, "next": _cursor_text(cursor)})
+
+
+@login_required
+@require_GET
+def conversation_detail(request, conversation_id: int):
+    try:
+        conversation = conversation_selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)
+    except ChatError as exc:
+        return _json_error(exc)
+    # The stored error too, so a failed reply still says why after a reload.
+    messages = conversation_selectors.thread_for_user(user=request.user, conversation=conversation)
+    return JsonResponse({"conversation": {"id": conversation.id, "title": conversation.title,
+                                          "system_prompt": conversation.system_prompt,
+                                          "params": conversation.params},
+                         "messages": messages})
+
+
+@login_required
+@require_GET
+def quota(request):
+    """The person's allowance and today's use (the chat page refreshes its line after each reply)."""
+    return JsonResponse(quotas.summary(request.user.pk))
+
+
+@login_required
+@require_GET
+def conversation_export(request, conversation_id: int, fmt: str):
+    """Download one of the person's conversations as Markdown (``md``) or JSON (``json``)."""
+    try:
+        conversation, messages = conversation_selectors.conversation_for_export(user=request.user,
+                                                                   conversation_id=conversation_id)
+    except ChatError as exc:
+        return _json_error(exc)
+    if fmt not in ("md", "json"):
+        return _json_error(ChatError(ErrorCode.NOT_FOUND, "Exports are .md or .json."))
+    if fmt == "json":
+        body, kind = exports.as_json(conversation, messages), "application/json"
+    else:
+        body, kind = exports.as_markdown(conversation, messages), "text/markdown"
+    response = HttpResponse(body, content_type=f"{kind}; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="conversation-{conversation.pk}.{fmt}"'
+    return response
+
+

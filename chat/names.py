@@ -1,0 +1,85 @@
+"""Every name another process sees, in one place: Redis keys, the Celery task and its queues, the channel-layer
+names the worker side shares with Daphne.
+
+Django-free and import-free, so the launcher (``chatsite/stack.py``) and settings can read the same names before
+Django is set up. Changing a value here is a wire change: a running Daphne, a worker of the previous release or a
+task already queued still uses the old one. Several values say "inference" for that reason only — they predate
+the module layout and are kept so a rolling upgrade keeps its queued tasks and its workers' cancels.
+
+Redis keys (``chat:`` prefix; the channel layer and Celery keep their own):
+
+| key | type | what |
+|---|---|---|
+| ``chat:workers`` | sorted set | live workers, score = when their heartbeat expires |
+| ``chat:lease:<message>`` | string | the worker holding a streaming reply; expires with its heartbeat |
+| ``chat:progress:<message>`` | string | reply tokens generated so far, written with the lease by the heartbeat (not per token) |
+| ``chat:stream:<message>`` | list | a reply's delta texts, index = seq (the stream log) |
+| ``chat:sockets:<user>`` | sorted set | a user's open sockets, score = last refresh |
+| ``chat:sessions:<user>`` | sorted set | a person's session keys, score = login time (``chat/accounts/session_index.py``) |
+| ``chat:tokens:<user>:<day>`` | string | tokens a person's replies used that day (``chat/limits/quotas.py``) |
+| ``chat:limits/...`` | (``limits``) | the moving window of a person's messages per minute |
+| ``chat:wstats:<worker>`` | string | the worker's engine figures (JSON), written by its heartbeat, expiring with it |
+| ``chat:load`` | hash | replies each worker has taken and not yet ended, field = worker (``chat/replies/balance.py``) |
+| ``chat:handed:<message>`` | string | the worker a queued reply was handed to (``chat/replies/balance.py``), for the sweep |
+| ``chat:metrics:counters`` | hash | Prometheus counters of every process (``chat/metrics.py``) |
+| ``chat:metrics:hist:<name>`` | hash | a histogram's bucket counts and sum |
+"""
+
+from __future__ import annotations
+
+# --- Celery ---------------------------------------------------------------------------------------------------
+# The task that writes a reply (``chat/worker/tasks.py``, ``generate_reply``). Web processes send it by this name
+# and never import the worker's model code; tasks queued by an older release carry it, so it never changes.
+GENERATE_REPLY_TASK = "inference.tasks.generate_reply"
+# The queue every worker reads; each worker also reads its own (``worker_queue``), where a busier worker hands
+# it a task (``chat/replies/balance.py``).
+SHARED_QUEUE = "inference"
+
+
+def worker_queue(worker: str) -> str:
+    """The queue only ``worker`` reads (added to its ``-Q`` at start, ``chat/worker/tasks.py``)."""
+    return f"{SHARED_QUEUE}.{worker}"
+
+
+# --- Channel layer: the worker side ---------------------------------------------------------------------------
+# The group every worker's link joins, the prefix of a link's own channel, and the event that asks the worker
+# holding a reply to stop it (``chat/events.py`` sends it, ``chat/worker/link.py`` receives it).
+WORKERS_GROUP = "inference.workers"
+WORKER_CHANNEL_PREFIX = "inference.worker."
+REPLY_CANCEL_EVENT = "inference.cancel"
+
+# --- Redis keys -----------------------------------------------------------------------------------------------
+WORKERS_KEY = "chat:workers"
+LOAD_KEY = "chat:load"
+
+
+def lease_key(message_id: int) -> str:
+    return f"chat:lease:{int(message_id)}"
+
+
+def progress_key(message_id: int) -> str:
+    return f"chat:progress:{int(message_id)}"
+
+
+def worker_stats_key(worker: str) -> str:
+    return f"chat:wstats:{worker}"
+
+
+def handed_key(message_id: int) -> str:
+    return f"chat:handed:{int(message_id)}"
+
+
+def stream_key(message_id: int) -> str:
+    return f"chat:stream:{int(message_id)}"
+
+
+def sockets_key(user_id: int) -> str:
+    return f"chat:sockets:{int(user_id)}"
+
+
+def sessions_key(user_id: int) -> str:
+    return f"chat:sessions:{int(user_id)}"
+
+
+def tokens_key(user_id: int, day) -> str:
+    return f"chat:tokens:{int(user_id)}:{day.isoformat()}"

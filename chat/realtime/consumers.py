@@ -1,0 +1,250 @@
+"""The chat websocket: parse a frame, call a service, reply. Protocol: docs/protocol.md.
+
+Order of work per frame matters: the frame limit is checked first, in memory, so a flood costs no database or
+Redis work (Channels runs every ``database_sync_to_async`` call of a process in one thread: a flood that
+reached it would stall everyone's send and stop). The session is re-read on a timer and when the user's
+sessions change (logout, password change), not per frame.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from importlib import import_module
+
+from asgiref.sync import sync_to_async
+from channels.auth import get_user
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from chat import events, frames, metrics
+from chat.conversations import selectors, services
+from chat.errors import ChatError, ErrorCode
+from chat.limits import sockets
+from chat.logs import bind_log_context
+from chat.models import Message
+from chat.realtime.delivery import ReplyDelivery
+from chat.replies.sweep import ensure_sweeper
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_CHARS = 64 * 1024
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_TOO_MANY = 4429
+
+
+def _redis_call(fn):
+    """Run a blocking Redis call off the event loop, but not in the database thread (it must not queue
+    behind database work, nor hold it up)."""
+    return sync_to_async(fn, thread_sensitive=False)
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    """One browser tab. Joins its user's group; every event of that user's conversations reaches it."""
+
+    user = None
+    closing = False  # the server closed this socket: frames still in flight are ignored
+    group = None
+    delivery = None
+    ticker = None
+
+    async def __call__(self, scope, receive, send):
+        # Whatever ends this socket — a close, a crash in a handler, Daphne cancelling it — its group place,
+        # watchdog and socket count go with it.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._cleanup()
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.accept()
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await _redis_call(metrics.count_socket)("refused")
+            return
+        ensure_sweeper()
+        if not await _redis_call(sockets.socket_open)(user.pk, self.channel_name):
+            await self.accept()
+            await self.send_json(events.error_frame(ErrorCode.TOO_MANY_SOCKETS,
+                                              "Too many open chat tabs for this account; close one and reload."))
+            await self.close(code=CLOSE_TOO_MANY)
+            await _redis_call(metrics.count_socket)("refused")
+            return
+        self.user = user
+        bind_log_context(user_id=user.pk)  # this socket's task: every record it logs names the person
+        self.group = events.user_group(user.pk)
+        self.delivery = ReplyDelivery(self.send_json)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.ticker = asyncio.ensure_future(self._tick())
+        await self.accept()
+        await _redis_call(metrics.count_socket)("accepted")
+
+    async def disconnect(self, code):
+        await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        """Idempotent: leave the group, stop the timers, stop counting this socket."""
+        if self.ticker is not None:
+            self.ticker.cancel()
+            self.ticker = None
+        if self.delivery is not None:
+            self.delivery.close()
+            self.delivery = None
+        if self.group is not None:
+            group, self.group = self.group, None
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+                await _redis_call(sockets.socket_closed)(self.user.pk, self.channel_name)
+            except Exception:  # Redis away: the entries expire by themselves
+                log.warning("socket cleanup failed", exc_info=True)
+
+    async def _tick(self) -> None:
+        """Every CHAT_SOCKET_REFRESH_S: still counted as open, still signed in."""
+        while True:
+            await asyncio.sleep(settings.CHAT_SOCKET_REFRESH_S)
+            try:
+                await _redis_call(sockets.socket_refresh)(self.user.pk, self.channel_name)
+                await self._check_session()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis or the database away: next round
+                log.warning("socket refresh failed", exc_info=True)
+
+    async def _check_session(self) -> None:
+        """Close this socket if its session ended (logout elsewhere, password change, user deactivated)."""
+        key = getattr(self.scope.get("session"), "session_key", None)
+        store = import_module(settings.SESSION_ENGINE).SessionStore(key)
+        user = await get_user({"session": store}) if key else None
+        if user is None or not user.is_authenticated or user.pk != self.user.pk:
+            await self._close_signed_out()
+
+    async def _close_signed_out(self) -> None:
+        self.closing = True
+        await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    # -- frames from the browser -----------------------------------------------------------------------
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        if self.user is None or self.closing:  # refused or closing sockets serve nothing
+            return
+        if not sockets.frame_allowed(self.user.pk):
+            return await self.error(ErrorCode.TOO_MANY_FRAMES, "Too many frames at once; slow down and try again.")
+        if text_data is None:
+            return await self.error(ErrorCode.BAD_FRAME, "Frames must be JSON text, not binary.")
+        if len(text_data) > MAX_FRAME_CHARS:
+            return await self.error(ErrorCode.TOO_LARGE, f"The frame is too large: at most {MAX_FRAME_CHARS} characters.")
+        try:
+            frame = json.loads(text_data)
+        except (ValueError, RecursionError):  # RecursionError: deeply nested arrays under the size limit
+            return await self.error(ErrorCode.BAD_JSON, "The frame is not valid JSON.")
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            return await self.error(ErrorCode.BAD_FRAME, 'A frame must be a JSON object with a "type".')
+        await self.receive_json(frame)
+
+    async def receive_json(self, content, **kwargs):
+        handler = self.HANDLERS.get(content["type"])
+        if handler is None:
+            return await self.error(ErrorCode.UNKNOWN_TYPE, f"Unknown frame type: {content['type'][:40]!r}.")
+        try:
+            await handler(self, frames.parse_client_frame(content))
+        except ChatError as exc:
+            await self.error(exc.code, exc.detail, _client_id(content))
+        except Exception:
+            log.exception("frame %s failed", content.get("type"))
+            await self.error(ErrorCode.INTERNAL, "Something went wrong on our side; the message was not processed.",
+                             _client_id(content))
+
+    # Each takes its frame as parse_client_frame left it: the fields of its schema (chat/frames.py), each of
+    # its declared type.
+    async def on_send(self, frame: frames.SendIn):
+        result = await database_sync_to_async(services.message_send)(
+            user=self.user, conversation_id=frame.get("conversation"), content=frame["content"],
+            params=frame.get("params"), client_id=frame.get("client_id"))
+        self.delivery.expect(result.assistant_message.id)
+
+    async def on_stop(self, frame: frames.StopIn):
+        await database_sync_to_async(services.message_stop)(user=self.user, message_id=frame["message"])
+
+    async def on_regenerate(self, frame: frames.RegenerateIn):
+        reply = await database_sync_to_async(services.message_regenerate)(
+            user=self.user, message_id=frame["message"], params=frame.get("params"), client_id=frame.get("client_id"))
+        self.delivery.expect(reply.id)
+
+    async def on_edit(self, frame: frames.EditIn):
+        result = await database_sync_to_async(services.message_edit)(
+            user=self.user, message_id=frame["message"], content=frame["content"], params=frame.get("params"),
+            client_id=frame.get("client_id"))
+        self.delivery.expect(result.assistant_message.id)
+
+    async def on_switch(self, frame: frames.SwitchIn):
+        await database_sync_to_async(services.message_switch)(user=self.user, message_id=frame["message"])
+
+    async def on_feedback(self, frame: frames.FeedbackIn):
+        await database_sync_to_async(services.feedback_set)(
+            user=self.user, message_id=frame["message"], rating=frame["rating"], comment=frame.get("comment") or "")
+
+    async def on_settings(self, frame: frames.SettingsIn):
+        await database_sync_to_async(services.conversation_settings_set)(
+            user=self.user, conversation_id=frame.get("conversation"), system_prompt=frame.get("system_prompt"),
+            params=frame.get("params"))
+
+    async def on_rename(self, frame: frames.RenameIn):
+        await database_sync_to_async(services.conversation_rename)(
+            user=self.user, conversation_id=frame["conversation"], title=frame["title"])
+
+    async def on_delete(self, frame: frames.DeleteIn):
+        await database_sync_to_async(services.conversation_delete)(user=self.user,
+                                                                   conversation_id=frame["conversation"])
+
+    async def on_subscribe(self, frame: frames.SubscribeIn):
+        conversation_id = frame["conversation"]
+        active = await database_sync_to_async(_active_for)(self.user, conversation_id)
+        if active is not None and not await self.delivery.resume(active):
+            active = None  # it ended while we looked: its done frame was already sent
+        await self.send_json({"type": "subscribed", "conversation": conversation_id,
+                              "active": active.pk if active else None})
+
+    HANDLERS = {"send": on_send, "stop": on_stop, "regenerate": on_regenerate, "subscribe": on_subscribe,
+                "edit": on_edit, "switch": on_switch, "feedback": on_feedback, "settings": on_settings,
+                "rename": on_rename, "delete": on_delete}
+
+    async def error(self, code: ErrorCode, detail: str, client_id: str | None = None):
+        await self.send_json(events.error_frame(code, detail, client_id))
+
+    # -- events from the channel layer (chat.events) ------------------------------------------------------
+    async def chat_conversation(self, event):
+        await self.send_json(events.as_frame(event))
+
+    # These frames carry no reply text: forwarded as they come.
+    chat_thread = chat_feedback = chat_settings = chat_deleted = chat_conversation
+
+    async def chat_message(self, event):
+        frame = events.as_frame(event)
+        if frame["message"]["role"] == Message.Role.ASSISTANT:
+            self.delivery.announced(frame["message"]["id"])
+        await self.send_json(frame)
+
+    async def chat_delta(self, event):
+        await self.delivery.delta(event["message"], event["seq"], event["text"])
+
+    async def chat_done(self, event):
+        await self.delivery.done(events.as_frame(event))
+
+    async def chat_session_ended(self, event):
+        if event.get("session") == getattr(self.scope.get("session"), "session_key", None):
+            await self._close_signed_out()
+        else:  # another session of the user ended, or the password changed: is this one still good?
+            await self._check_session()
+
+
+def _client_id(frame: dict) -> str | None:
+    """The refused frame's own tag, echoed on its refusal so the page puts the text back where it was typed; a
+    malformed one is left out rather than refused again."""
+    value = frame.get("client_id")
+    return value if isinstance(value, str) and len(value) <= frames.MAX_CLIENT_ID_CHARS else None
+
+
+def _active_for(user, conversation_id: int) -> Message | None:
+    conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+    return selectors.message_active_in_conversation(conversation_id=conversation.pk)

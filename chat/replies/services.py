@@ -1,0 +1,130 @@
+"""Writes. Keyword-only and atomic; channel frames and tasks fire on commit, in order, so a client always
+sees the stored message before any delta of its reply. No network call inside a write transaction: the
+worker check runs before it (a SQLite writer holds the whole database's lock).
+
+``reply_finish`` is the one place a reply ends — the worker's end, Stop, the sweep and a failed dispatch all
+go through it — and it alone sends ``done``. ``reply_stop`` is the one way a reply is stopped, by its owner or
+by a reviewer."""
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from chat import events, metrics, names
+from chat.errors import ErrorCode
+from chat.limits import quotas
+from chat.models import Conversation, Message
+
+log = logging.getLogger(__name__)
+
+
+def reply_dispatch(*, message_id: int) -> None:
+    """Queue generation (also again, for a reply handed to a worker that died: ``sweep``); when the broker is
+    unreachable, fail the reply visibly instead of leaving it queued. Sent by name, so web processes never
+    import the worker's model code."""
+    from celery import current_app
+
+    try:
+        current_app.send_task(names.GENERATE_REPLY_TASK, args=[message_id])
+    except Exception as exc:
+        log.warning("could not queue message %s: %s", message_id, exc)
+        reply_finish(message_id=message_id, content="", status=Message.Status.FAILED,
+                       finish_reason=Message.FinishReason.ERROR,
+                       error="The generation queue is unreachable; try again in a moment.")
+
+
+def reply_create(*, conversation: Conversation, parent: Message, params: dict) -> Message:
+    """A queued reply to ``parent``; the caller dispatches it on commit (``reply_dispatch``)."""
+    return Message.objects.create(
+        conversation=conversation, parent=parent, role=Message.Role.ASSISTANT, status=Message.Status.QUEUED,
+        model_name=conversation.model_name or settings.CHAT_MODEL, params=params,
+    )
+
+
+class StopOutcome(StrEnum):
+    """What a stop did: ended a queued reply now, asked the worker to end a streaming one, or found it ended."""
+
+    STOPPED = "stopped"
+    STOPPING = "stopping"
+    ALREADY_FINISHED = "already_finished"
+
+
+def reply_stop(*, message: Message) -> StopOutcome:
+    """The one way a reply is stopped, whoever asks (its owner: ``message_stop``; a reviewer:
+    ``review.reply_cancel``); callers check who may. Queued: it ends now, empty. Streaming: the stop is
+    stored and every worker is told; the one holding it ends it within a step (or at its next checkpoint, if
+    the broadcast was lost) and stores the text so far. Already finished: nothing happens (a stop may race the
+    end)."""
+    with transaction.atomic():
+        if reply_finish(message_id=message.pk, content="", status=Message.Status.STOPPED,
+                          finish_reason=Message.FinishReason.CANCELLED, only_from=(Message.Status.QUEUED,)):
+            return StopOutcome.STOPPED
+        if Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(stop_requested=True):
+            transaction.on_commit(lambda: events.broadcast_cancel_sync(message.pk))
+            return StopOutcome.STOPPING
+    return StopOutcome.ALREADY_FINISHED
+
+
+def reply_claim(*, message_id: int) -> Message | None:
+    """Worker: claim a queued reply (queued → streaming). None when it was stopped, claimed or deleted."""
+    claimed = Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(
+        status=Message.Status.STREAMING, started_at=timezone.now())
+    if not claimed:
+        return None
+    return Message.objects.select_related("conversation").get(pk=message_id)
+
+
+def reply_checkpoint(*, message_id: int, content: str, dropped_messages: int | None = None) -> bool:
+    """Worker: save the partial text of a streaming reply, so a crash loses at most one interval. False when
+    the reply should end now: Stop was pressed (its broadcast may have been lost) or it ended elsewhere."""
+    fields = {"content": content}
+    if dropped_messages is not None:
+        fields["dropped_messages"] = dropped_messages
+    return bool(Message.objects.filter(pk=message_id, status=Message.Status.STREAMING, stop_requested=False)
+                .update(**fields))
+
+
+def reply_finish(*, message_id: int, content: str | None, status: str, finish_reason: str,
+                   prompt_tokens: int | None = None, completion_tokens: int | None = None,
+                   ttft_ms: int | None = None, tokens_per_s: float | None = None, error: str = "",
+                   error_code: ErrorCode | str = "", params: dict | None = None,
+                   only_from: tuple[str, ...] = Message.ACTIVE_STATUSES) -> Message | None:
+    """End a reply once: store its final state and, on commit, send ``done`` to its owner's sockets.
+    ``content=None`` keeps the stored text (the last checkpoint). Returns the message, or None when it had
+    already ended (then nothing is sent)."""
+    fields = dict(status=status, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
+                  completion_tokens=completion_tokens, ttft_ms=ttft_ms, tokens_per_s=tokens_per_s,
+                  error=error, error_code=error_code, finished_at=timezone.now())
+    if content is not None:
+        fields["content"] = content
+    if params is not None:
+        fields["params"] = params
+    with transaction.atomic():
+        if not Message.objects.filter(pk=message_id, status__in=only_from).update(**fields):
+            return None
+        final = Message.objects.select_related("conversation").get(pk=message_id)
+        if not final.conversation.content_kept:
+            _forget_text(final)
+
+        def after_commit():
+            # Charged here, where every reply ends once: the worker's own count of what the reply cost.
+            quotas.tokens_count(final.conversation.owner_id, (prompt_tokens or 0) + (completion_tokens or 0))
+            events.notify(final.conversation.owner_id, events.done_frame(final))
+            # Counted once, when the end is stored (an end that lost the race above is not a reply).
+            metrics.observe_reply(status=status, ttft_ms=ttft_ms, tokens_per_s=tokens_per_s,
+                                  prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+        transaction.on_commit(after_commit)
+    return final
+
+
+def _forget_text(final: Message) -> None:
+    """A conversation whose API key keeps no text: once its reply has ended, every text of it goes (the worker
+    needed the prompt until now); counts, timings and the finish reason stay."""
+    Message.objects.filter(conversation_id=final.conversation_id).update(content="")
+    Conversation.objects.filter(pk=final.conversation_id).update(system_prompt="")
+    final.content = ""

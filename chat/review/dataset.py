@@ -1,0 +1,177 @@
+"""Reads for the dataset export: conversations as JSONL lines, SFT transcripts or preference pairs.
+
+Only reads live here; the export's audit rows are written first by ``chat.review.export_record``. The lines
+are built a chunk of conversations at a time, each chunk a fixed number of queries, so an export of the
+whole table holds one chunk in memory, never the table. The format is documented in docs/dataset-export.md.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from itertools import groupby
+from uuid import UUID
+
+from django.db.models import QuerySet, Sum
+
+from chat.models import AuditEvent, Conversation, Feedback, Message
+from chat.replies.selectors import prompt_turns
+from chat.review.selectors import id_chunks
+
+SFT = "sft"
+PAIRS = "pairs"
+KINDS = (SFT, PAIRS)
+CHUNK = 200  # conversations per chunk: their rows are in memory at once, and each chunk costs a few queries
+
+Status = Message.Status
+ROW_FIELDS = ("id", "conversation_id", "parent_id", "role", "content", "status", "supplied", "gold_answer__content")
+
+
+def export_lines(*, kind: str, conversations: QuerySet, export_id: UUID, upto: int) -> Iterator[str]:
+    """The JSONL text of an export, one string per chunk of conversations.
+
+    ``conversations`` is walked again as it was when the audit rows were written (up to ``upto``, the last id
+    then), and each chunk keeps only the conversations audited under ``export_id``: one whose filter state
+    changed meanwhile may be audited and left out, but no transcript leaves without its audit row."""
+    build = sft_records if kind == SFT else pair_records
+    for ids in id_chunks(conversations.filter(pk__lte=upto), size=CHUNK):
+        audited = _audited(export_id=export_id, conversation_ids=ids)
+        records = build(conversation_ids=[pk for pk in ids if pk in audited]) if audited else []
+        text = "".join(map(jsonl_line, records))
+        if text:
+            yield text
+
+
+# Characters JSON may leave raw but that str.splitlines() and some readers take for a line end.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def jsonl_line(record: dict) -> str:
+    """One record as one line of UTF-8 JSON: every line break inside the text escaped, whoever splits it."""
+    return json.dumps(record, ensure_ascii=False).translate(_LINE_BREAKS) + "\n"
+
+
+def _audited(*, export_id: UUID, conversation_ids: list[int]) -> set[int]:
+    return set(AuditEvent.objects.filter(action=AuditEvent.Action.EXPORTED, conversation_id__in=conversation_ids,
+                                         details__export=str(export_id)).values_list("conversation_id", flat=True))
+
+
+def _conversations(conversation_ids: list[int]) -> list[dict]:
+    return list(Conversation.objects.filter(pk__in=conversation_ids).order_by("pk")
+                .values("id", "model_name", "system_prompt"))
+
+
+def _by_conversation(messages: QuerySet) -> dict[int, list[dict]]:
+    rows = messages.order_by("conversation_id", "id").values(*ROW_FIELDS)
+    return {pk: list(group) for pk, group in groupby(rows, key=lambda row: row["conversation_id"])}
+
+
+def _finished_text(row: dict) -> str | None:
+    """A reply's own text when it is a usable answer: complete, or stopped by its reader after some text."""
+    if row["status"] in (Status.COMPLETE, Status.STOPPED) and row["content"]:
+        return row["content"]
+    return None
+
+
+# --- SFT transcripts
+
+
+def sft_records(*, conversation_ids: list[int]) -> list[dict]:
+    """One transcript per conversation that has an assistant turn to learn from: two queries."""
+    messages = _by_conversation(Message.objects.filter(conversation_id__in=conversation_ids, is_current=True))
+    records = []
+    for conversation in _conversations(conversation_ids):
+        record = sft_record(conversation=conversation, messages=messages.get(conversation["id"], []))
+        if record is not None:
+            records.append(record)
+    return records
+
+
+def sft_record(*, conversation: dict, messages: list[dict]) -> dict | None:
+    """The shown branch as OpenAI-style messages, or None when no assistant turn is left.
+
+    A reply with a gold answer counts as its gold text. The transcript ends before the first reply with no
+    text to learn from (failed, still queued or streaming, or empty), and so before the user turn it answers:
+    skipping that reply would leave two user turns in a row, which most chat templates refuse. A conversation
+    with an assistant turn an API caller supplied is no transcript of this model: none is made."""
+    if any(row["supplied"] for row in messages):
+        return None
+    turns, gold = [], 0
+    for row in messages:
+        if row["role"] == Message.Role.USER:
+            turns.append({"role": "user", "content": row["content"]})
+            continue
+        text = row["gold_answer__content"] or _finished_text(row)
+        if text is None:
+            break
+        gold += bool(row["gold_answer__content"])
+        turns.append({"role": "assistant", "content": text})
+    while turns and turns[-1]["role"] == "user":
+        turns.pop()
+    if not turns:
+        return None
+    system = conversation["system_prompt"]
+    return {"conversation": conversation["id"], "model": conversation["model_name"],
+            "messages": ([{"role": "system", "content": system}] if system else []) + turns,
+            "gold_answers": gold}
+
+
+# --- Preference pairs
+
+
+def pair_records(*, conversation_ids: list[int]) -> list[dict]:
+    """Every preference pair of these conversations, all branches: three queries."""
+    messages = _by_conversation(Message.objects.filter(conversation_id__in=conversation_ids))
+    scores = dict(Feedback.objects.filter(message__conversation_id__in=conversation_ids).order_by()
+                  .values("message_id").annotate(score=Sum("rating")).values_list("message_id", "score"))
+    records = []
+    for conversation in _conversations(conversation_ids):
+        records += conversation_pairs(conversation=conversation, messages=messages.get(conversation["id"], []),
+                                      scores=scores)
+    return records
+
+
+def _rating(score: int | None) -> int:
+    """+1 👍, -1 👎, 0 unrated (or rated both ways by different people, which says nothing)."""
+    return (score > 0) - (score < 0) if score else 0
+
+
+def conversation_pairs(*, conversation: dict, messages: list[dict], scores: dict[int, int]) -> list[dict]:
+    """The pairs of one conversation: gold answers over the replies they correct, then, among replies to the
+    same user turn, a 👍 one over an unrated or 👎 sibling and an unrated one over a 👎 sibling. Only finished
+    text is compared; a pair whose texts repeat one already made (same prompt, chosen, rejected) is left out."""
+    rows = {row["id"]: row for row in messages}
+    # Turns an API caller supplied are neither chosen nor rejected: they are not this model's answers.
+    replies = [row for row in messages if row["role"] == Message.Role.ASSISTANT and _finished_text(row)
+               and not row["supplied"]]
+    candidates = []  # (source, parent id, chosen row or None for gold, chosen text, rejected row)
+    for row in replies:
+        if row["gold_answer__content"]:
+            candidates.append(("gold", row["parent_id"], None, row["gold_answer__content"], row))
+    siblings = defaultdict(list)
+    for row in replies:
+        siblings[row["parent_id"]].append(row)
+    for parent_id, group in siblings.items():
+        for chosen in group:
+            for rejected in group:
+                up, down = _rating(scores.get(chosen["id"])), _rating(scores.get(rejected["id"]))
+                if up > down:  # 👍 over unrated or 👎, unrated over 👎
+                    source = "rating" if up and down else "alternatives"
+                    candidates.append((source, parent_id, chosen, chosen["content"], rejected))
+    pairs, seen, prompts = [], set(), {}
+    for source, parent_id, chosen, chosen_text, rejected in candidates:
+        key = (parent_id, chosen_text, rejected["content"])
+        if chosen_text == rejected["content"] or key in seen:
+            continue
+        seen.add(key)
+        if parent_id not in prompts:
+            prompts[parent_id] = prompt_turns(rows=rows, parent_id=parent_id,
+                                              system_prompt=conversation["system_prompt"])
+        pairs.append({
+            "prompt": prompts[parent_id],
+            "chosen": [{"role": "assistant", "content": chosen_text}],
+            "rejected": [{"role": "assistant", "content": rejected["content"]}],
+            "source": source, "conversation": conversation["id"], "message": rejected["id"],
+            "chosen_message": chosen["id"] if chosen else None,
+        })
+    return pairs

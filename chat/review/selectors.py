@@ -1,0 +1,134 @@
+"""Reads. Every lookup on behalf of a user is scoped to that user: another's rows are simply not found."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from django.conf import settings
+from django.core.paginator import Page, Paginator
+from django.db.models import (
+    Count,
+    Exists,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    QuerySet,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import Coalesce
+
+from chat.models import Conversation, Feedback, Message
+from chat.replies.liveness import ReplyProgress, replies_progress
+
+# Ids bound per statement where a caller's list of ids can be any length (the review panel's "select all"):
+# SQLite binds at most 32,766 parameters in one statement, and PostgreSQL plans huge IN lists badly.
+ID_CHUNK = 500
+
+
+TRANSCRIPT_PAGE = 200  # messages on one page of a transcript in the admin
+
+
+PROBLEM_STATUSES = (Message.Status.FAILED, Message.Status.STOPPED)
+
+
+QUEUE_ORDER = ("-has_negative", "-has_problem", "-updated_at")
+
+
+def id_chunks(ids: Iterable[int] | QuerySet, *, size: int | None = None) -> Iterator[list[int]]:
+    """``ids``, distinct and ascending, ``size`` (``ID_CHUNK``) at a time. A queryset is walked by primary key,
+    one query per chunk (keyset pagination: a late chunk costs what the first does, and the table's ids are
+    never all in memory at once); any other iterable, a caller's list, is sorted in memory."""
+    size = size or ID_CHUNK
+    if isinstance(ids, QuerySet):
+        pks = ids.order_by("pk").values_list("pk", flat=True)
+        last = None
+        while True:
+            chunk = list((pks if last is None else pks.filter(pk__gt=last))[:size])
+            if chunk:
+                yield chunk
+            if len(chunk) < size:
+                return
+            last = chunk[-1]
+    ids = sorted({int(pk) for pk in ids})
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
+def message_counts(*, conversation_ids: Iterable[int]) -> dict[int, int]:
+    """How many messages each of these conversations holds: one grouped query per ``ID_CHUNK`` of them."""
+    counts = {}
+    for ids in id_chunks(conversation_ids):
+        counts.update(Message.objects.filter(conversation_id__in=ids).order_by()
+                      .values_list("conversation_id").annotate(n=Count("pk")))
+    return counts
+
+
+def _count(queryset: QuerySet, key: str):
+    """The number of ``queryset`` rows whose ``key`` is the outer row, as an annotation (0, not NULL)."""
+    counted = queryset.filter(**{key: OuterRef("pk")}).order_by().values(key).annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+
+def conversations_for_review() -> QuerySet:
+    """Every conversation with its owner, message count, 👍/👎 counts and whether it has negative feedback or
+    a failed or stopped reply."""
+    return Conversation.objects.select_related("owner", "reviewed_by").annotate(
+        message_count=_count(Message.objects.all(), "conversation"),
+        thumbs_up=_count(Feedback.objects.filter(rating=1), "message__conversation"),
+        thumbs_down=_count(Feedback.objects.filter(rating=-1), "message__conversation"),
+        has_negative=Exists(Feedback.objects.filter(message__conversation=OuterRef("pk"), rating=-1)),
+        has_problem=Exists(Message.objects.filter(conversation=OuterRef("pk"), status__in=PROBLEM_STATUSES)),
+    )
+
+
+def review_queue() -> QuerySet:
+    """Unreviewed conversations: negative feedback first, then failed or stopped replies, then the rest;
+    newest activity first within each."""
+    return (conversations_for_review().filter(review_state=Conversation.ReviewState.UNREVIEWED)
+            .order_by(*QUEUE_ORDER, "-pk"))
+
+
+def model_names() -> list[str]:
+    """Every model a reply may name: the conversations' models and the site's current one."""
+    names = set(Conversation.objects.order_by().values_list("model_name", flat=True).distinct())
+    return sorted((names | {settings.CHAT_MODEL}) - {""})
+
+
+def messages_for_review() -> QuerySet:
+    """Every message with its conversation, owner and 👍/👎 counts."""
+    return Message.objects.select_related("conversation__owner").annotate(
+        thumbs_up=_count(Feedback.objects.filter(rating=1), "message"),
+        thumbs_down=_count(Feedback.objects.filter(rating=-1), "message"),
+    )
+
+
+def replies_live() -> QuerySet:
+    """Replies queued or streaming right now, longest waiting first, with their conversation and its owner."""
+    return (Message.objects.filter(role=Message.Role.ASSISTANT, status__in=Message.ACTIVE_STATUSES)
+            .select_related("conversation__owner").order_by("created_at", "id"))
+
+
+def replies_all() -> QuerySet:
+    """Every assistant reply, whatever its state (the live page looks up rows that ended since it was drawn)."""
+    return Message.objects.filter(role=Message.Role.ASSISTANT)
+
+
+def replies_live_progress(*, message_ids: list[int]) -> dict[int, ReplyProgress]:
+    """The worker holding each of these replies and its tokens so far, from Redis in one round trip for the
+    whole page. Redis unreachable: nothing is known (the page says "—" rather than failing)."""
+    from redis.exceptions import RedisError
+
+    try:
+        return replies_progress(list(message_ids))
+    except RedisError:
+        return {}
+
+
+def transcript_page(*, conversation: Conversation, page=1, per_page: int | None = None) -> Page:
+    """One page of a whole transcript in the order it was written: every branch, alternatives included, each
+    message with its feedback (and who gave it) and its gold answer. A fixed number of queries per page."""
+    messages = (Message.objects.filter(conversation=conversation).select_related("gold_answer__author")
+                .prefetch_related(Prefetch("feedback", queryset=Feedback.objects.select_related("user")
+                                           .order_by("id")))
+                .order_by("id"))
+    return Paginator(messages, per_page or TRANSCRIPT_PAGE).get_page(page)

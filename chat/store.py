@@ -1,0 +1,75 @@
+"""The Redis clients every Django process shares, and the two reads of Redis's own state everyone needs.
+
+Django-free at import (the launcher reads ``wait_until_loaded`` before settings exist); the clients read
+``REDIS_URL`` from Django's settings when first asked for. Key names live in ``chat/names.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+
+import redis
+import redis.asyncio as aioredis
+
+from chat.names import WORKERS_KEY
+
+log = logging.getLogger(__name__)
+
+
+def live_workers(client: redis.Redis) -> list[str]:
+    """Names of workers whose heartbeat has not expired."""
+    return client.zrangebyscore(WORKERS_KEY, time.time(), "+inf")
+
+
+def wait_until_loaded(client: redis.Redis, timeout: float = 120.0, say=log.warning) -> None:
+    """Block while Redis is still loading its append-only file (it answers LOADING until done), bounded.
+
+    A large file takes seconds to load; every process that talks to Redis at start-up waits it out instead of
+    dying with ``BusyLoadingError``.
+    """
+    deadline = time.monotonic() + timeout
+    told = False
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.exceptions.BusyLoadingError:
+            if time.monotonic() > deadline:
+                raise
+            if not told:
+                say("Redis is loading its data from disk; waiting")
+                told = True
+            time.sleep(0.2)
+
+
+def _url() -> str:
+    from django.conf import settings
+
+    return settings.REDIS_URL
+
+
+_client: redis.Redis | None = None
+
+
+def client() -> redis.Redis:
+    """The process-wide synchronous client (a thread-safe pool)."""
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(_url(), socket_timeout=5, socket_connect_timeout=2, decode_responses=True)
+    return _client
+
+
+_async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis]" = weakref.WeakKeyDictionary()
+
+
+def async_client() -> aioredis.Redis:
+    """An asyncio client for the running loop (asyncio clients are bound to the loop that made them)."""
+    loop = asyncio.get_running_loop()
+    found = _async_clients.get(loop)
+    if found is None:
+        found = aioredis.Redis.from_url(_url(), socket_timeout=10, decode_responses=True)
+        _async_clients[loop] = found
+    return found

@@ -1,0 +1,227 @@
+"""One reply on a worker (``ReplyJob``: prepare the prompt, stream the engine's text, finish once) and the title
+the model makes for a new conversation after its first reply."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from django.conf import settings
+from django.db import DatabaseError
+
+from chat.conversations import services as conversation_services
+from chat.errors import ErrorCode
+from chat.limits import quotas
+from chat.logs import log_context
+from chat.models import Conversation, Message
+from chat.replies import selectors
+from chat.replies import services as reply_services
+from chat.text import title_from
+from chat.worker.runtime import Runtime
+from inference.engine import GenerationRequest
+from inference.output import coalesce
+from inference.prompt import TOO_LONG, PromptTooLong, build_prompt
+from inference.sampling import resolve_params
+
+log = logging.getLogger(__name__)
+
+
+CHECKPOINT_S = 3.0
+
+
+# The final write is retried this long (a database blip, SQLite busy) while the lease is still renewed; after
+# that the lease goes and the sweep ends the reply with its streamed text.
+FINISH_RETRY_DELAYS_S = (0.25, 0.5, 1, 2, 4)
+
+
+TITLE_PROMPT = ("Write a short title, at most six words, for a chat that begins with the message below. Answer "
+                "with the title only: no quotes, no full stop.\n\n{text}")
+
+
+TITLE_MAX_TOKENS = 16
+
+
+def make_title(job: "ReplyJob") -> None:
+    """Ask the model for a short title of a new conversation and store it, unless the person renamed it
+    meanwhile. Any failure keeps the title it has (the first words of the first message). Its tokens are the
+    owner's, like the reply's: otherwise every new conversation would bring a generation that no quota counts."""
+    conversation = job.message.conversation
+    try:
+        first = selectors.history_for_prompt(message=job.message)[-1]["content"]
+        params = resolve_params({"temperature": 0.0, "max_new_tokens": TITLE_MAX_TOKENS},
+                                job.rt.loaded.model.generation_config,
+                                default_max_new_tokens=TITLE_MAX_TOKENS, max_new_tokens_cap=TITLE_MAX_TOKENS)
+        prompt = build_prompt(job.rt.loaded.tokenizer, [{"role": "user", "content": TITLE_PROMPT.format(
+            text=first[:2000])}], max_new_tokens=TITLE_MAX_TOKENS, window=job.rt.engine.context_window)
+        handle = job.rt.engine.submit(GenerationRequest(
+            input_ids=prompt.input_ids, params=params, stop_strings=tuple(prompt.stop_strings) + ("\n",),
+            request_id=f"title-{job.id}"))
+        chunks = list(coalesce(handle, 0))
+        finished = chunks[-1].finished
+        quotas.tokens_count(job.owner, finished.prompt_tokens + finished.completion_tokens)
+        text = "".join(chunk.text for chunk in chunks if chunk.text)
+        conversation_services.conversation_title_generated(conversation_id=conversation.pk, title=text,
+                                                   replacing=conversation.title)
+    except Exception:
+        log.warning("no title for conversation %s; it keeps its first words", conversation.pk, exc_info=True)
+
+
+def _failed(error: str, code: ErrorCode | str = "") -> dict:
+    return {"status": Message.Status.FAILED, "finish_reason": Message.FinishReason.ERROR, "error": error,
+            "error_code": code}
+
+
+class ReplyJob:
+    """One reply on this worker: prepare the prompt, stream the engine's text, finish once."""
+
+    def __init__(self, message: Message, rt: Runtime):
+        self.message, self.rt = message, rt
+        self.id = message.id
+        self.owner = message.conversation.owner_id
+        self.pieces: list[str] = []  # exactly what the stream log holds
+        self.first_at: float | None = None
+        self.ending: dict = {}
+
+    def wants_title(self) -> bool:
+        """A new chat conversation's first reply, finished well, under the title made from the first words. Not
+        an API request's: a program needs no title, and it would cost a generation per request."""
+        conversation = self.message.conversation
+        return (conversation.source == conversation.Source.CHAT
+                and self.ending.get("status") == Message.Status.COMPLETE and self.message.parent is not None
+                and self.message.parent.parent_id is None
+                and conversation.title == title_from(self.message.parent.content)
+                and not Message.objects.filter(conversation_id=conversation.pk, role=Message.Role.ASSISTANT)
+                .exclude(pk=self.id).exists())
+
+    def run(self) -> None:
+        with log_context(reply_id=self.id, user_id=self.owner, conversation_id=self.message.conversation_id):
+            self._run()
+
+    def _run(self) -> None:
+        ending = _failed("The reply was interrupted.")
+        try:
+            self.rt.hold(self.id)
+            try:
+                request, used = self.prepare()
+            except PromptTooLong as exc:
+                ending = _failed(str(exc), ErrorCode.CONTEXT_LENGTH_EXCEEDED)
+            except ValueError as exc:
+                ending = _failed(str(exc))
+            except Exception as exc:
+                log.exception("could not prepare message %s", self.id)
+                ending = _failed(f"The model could not start this reply ({type(exc).__name__}).")
+            else:
+                ending = self.stream(request, used)
+        finally:
+            self.ending = ending
+            self.finish(ending)
+
+    def prepare(self) -> tuple[GenerationRequest, dict]:
+        """The prompt and sampling parameters for this reply."""
+        params = resolve_params(self.message.params, self.rt.loaded.model.generation_config,
+                                default_max_new_tokens=settings.CHAT_DEFAULT_MAX_NEW_TOKENS,
+                                max_new_tokens_cap=settings.CHAT_MAX_NEW_TOKENS)
+        history = selectors.history_for_prompt(message=self.message)
+        window = self.rt.engine.context_window
+        api = self.message.conversation.source == Conversation.Source.API
+        # An API request without max_tokens reserves no default it never asked for: like OpenAI, it is refused
+        # only when its messages leave no room for a reply, and otherwise runs until the window is full
+        # (finish_reason length) or the default length, whichever comes first.
+        to_the_window = api and not self.message.params.get("max_new_tokens")
+        prompt = build_prompt(self.rt.loaded.tokenizer, history, window=window,
+                              max_new_tokens=1 if to_the_window else params.max_new_tokens)
+        if prompt.dropped_messages and api:
+            # A program sends the whole context it wants read, and OpenAI refuses one that does not fit:
+            # leaving its oldest turns out, as the chat does, would silently answer another request.
+            if to_the_window:
+                raise PromptTooLong(f"{TOO_LONG}: the request's messages need all of the {window} tokens the "
+                                    "model reads, leaving no room for a reply; send fewer or shorter messages.")
+            raise PromptTooLong(f"{TOO_LONG}: the request's messages and the {params.max_new_tokens} tokens "
+                                f"reserved for the reply need more than the {window} tokens the model reads; "
+                                "send fewer or shorter messages, or a smaller max_tokens.")
+        if prompt.dropped_messages:
+            reply_services.reply_checkpoint(message_id=self.id, content="", dropped_messages=prompt.dropped_messages)
+        if to_the_window:  # stored as what bounded the reply
+            params = dataclasses.replace(params, max_new_tokens=min(params.max_new_tokens,
+                                                                    window - len(prompt.input_ids)))
+        used = {"temperature": params.temperature, "top_p": params.top_p, "max_new_tokens": params.max_new_tokens}
+        if params.seed is not None:
+            used["seed"] = params.seed
+        stop = tuple(self.message.params.get("stop") or ())  # the request's own (API), after the format's
+        if stop:
+            used["stop"] = list(stop)
+        request = GenerationRequest(input_ids=prompt.input_ids, params=params,
+                                    stop_strings=prompt.stop_strings + stop, request_id=str(self.id))
+        return request, used
+
+    def stream(self, request: GenerationRequest, used: dict) -> dict:
+        """Run the request, publishing coalesced deltas and checkpointing; returns how the reply ended."""
+        self.rt.link.clear_stream(self.id)
+        handle = self.rt.engine.submit(request)
+        checkpoint_at = time.monotonic()
+        done = None
+        try:
+            for chunk in coalesce(handle, settings.CHAT_STREAM_FLUSH_MS / 1000):
+                self.rt.tokens[self.id] = chunk.tokens  # read by the heartbeat thread: no Redis write here
+                if chunk.text:
+                    self.publish(chunk.text)
+                    if time.monotonic() - checkpoint_at > CHECKPOINT_S:
+                        checkpoint_at = time.monotonic()
+                        if not self.checkpoint():
+                            handle.cancel()  # Stop was stored while its broadcast was lost, or it ended elsewhere
+                if chunk.finished:
+                    done = chunk.finished
+        except Exception as exc:
+            handle.cancel()
+            log.exception("streaming message %s failed", self.id)
+            return _failed(f"The reply was interrupted ({type(exc).__name__}).")
+        ttft_ms = int((self.first_at - self.message.created_at.timestamp()) * 1000) if self.first_at else None
+        return {"status": Message.STATUS_FOR_REASON[done.reason], "finish_reason": done.reason, "error": done.error,
+                "prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
+                "ttft_ms": max(ttft_ms, 0) if ttft_ms is not None else None,
+                "tokens_per_s": done.tokens_per_s, "params": used}
+
+    def checkpoint(self) -> bool:
+        """Save the text so far; False when the reply should end now. A database blip skips one checkpoint
+        instead of failing the reply (the final write is retried anyway)."""
+        try:
+            return reply_services.reply_checkpoint(message_id=self.id, content="".join(self.pieces))
+        except DatabaseError:
+            log.warning("checkpoint of message %s failed; going on", self.id, exc_info=True)
+            return True
+
+    def publish(self, text: str) -> None:
+        """Log and send one delta. A delta that could not be published is not part of the reply, so the
+        stored text never holds more than the stream log."""
+        self.first_at = self.first_at or time.time()
+        self.pieces.append(text)
+        try:
+            self.rt.link.delta(self.owner, self.id, len(self.pieces) - 1, self.pieces)
+        except Exception:
+            self.pieces.pop()
+            raise
+
+    def finish(self, ending: dict) -> None:
+        """Store the end once (retried through a database blip), then let the lease go — always."""
+        try:
+            for delay in FINISH_RETRY_DELAYS_S + (None,):
+                try:
+                    if reply_services.reply_finish(message_id=self.id, content="".join(self.pieces), **ending) is None:
+                        # Ended first elsewhere (its conversation deleted mid-reply, the sweep), with no counts:
+                        # what this worker generated is still charged, or deleting a chat just before its reply
+                        # ends would make the reply free.
+                        quotas.tokens_count(self.owner, (ending.get("prompt_tokens") or 0)
+                                            + (ending.get("completion_tokens") or 0))
+                    log.info("reply %s ended %s (%s tokens)", self.id, ending["status"],
+                             ending.get("completion_tokens"))
+                    return
+                except Exception:
+                    if delay is None:
+                        log.exception("could not store the end of message %s; the sweep will end it", self.id)
+                        return
+                    log.warning("storing the end of message %s failed; retrying in %s s", self.id, delay,
+                                exc_info=True)
+                    time.sleep(delay)
+        finally:
+            self.rt.release(self.id)

@@ -1,0 +1,131 @@
+"""What one worker process holds: the model, its engine, its link to Redis and the leases it renews.
+
+This package is where the Django world (``chat``) uses the model world (``inference``); ``inference`` never
+calls back. A worker process runs Celery's threads pool: every task is a thread of one process that holds one
+``Runtime``, and all tasks feed its one ``BatchEngine``, whose own thread runs them in shared forward passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from django.conf import settings
+
+from chat import events
+from chat.replies import balance, liveness
+from chat.replies.sweep import sweep
+from chat.store import client as redis_client
+from chat.store import wait_until_loaded
+from chat.worker.link import WorkerLink
+from inference.engine import BatchEngine
+from inference.loading import LoadedModel, configure_threads, load_model
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """What one worker process holds: the model, its engine, its link to Redis and the leases it renews."""
+
+    def __init__(self, loaded: LoadedModel | None = None, *, background: bool = True):
+        """Load the configured model (or use ``loaded``: tests), start its engine, link and, with
+        ``background``, the heartbeat and sweep threads."""
+        self.threads = configure_threads(settings.CHAT_TORCH_THREADS or None)
+        started = time.monotonic()
+        self.loaded = loaded or load_model(settings.CHAT_MODEL, device=settings.CHAT_DEVICE,
+                                           dtype=settings.CHAT_DTYPE, cache_dir=settings.CHAT_MODEL_CACHE)
+        self.engine = BatchEngine(self.loaded.model, self.loaded.tokenizer, max_batch_size=settings.CHAT_MAX_BATCH,
+                                  prefix_cache_bytes=settings.CHAT_PREFIX_CACHE_MB * 2**20,
+                                  eos_ids=set() if settings.CHAT_BENCH_IGNORE_EOS else None).start()
+        self.engine.warmup()
+        self.name = worker_name()
+        self.holding: set[int] = set()  # replies this process is generating: their leases are renewed
+        self.tokens: dict[int, int] = {}  # their tokens so far, published with each heartbeat
+        self._beat_now = threading.Event()
+        wait_until_loaded(redis_client())
+        if background:
+            balance.start(self.name)
+        self.link = WorkerLink(on_cancel=lambda message_id: self.engine.cancel(str(message_id)),
+                               on_reconnect=self._beat_now.set)
+        if background:
+            events.route_sync_sends(self.link.call_patiently)  # reply_finish's done goes through this loop
+            threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
+            threading.Thread(target=self._sweeps, name="sweep", daemon=True).start()
+        log.info("model %s ready on %s (%d torch threads) in %.1f s", self.loaded.name, self.loaded.device,
+                 self.threads, time.monotonic() - started)
+
+    def close(self) -> None:
+        """Stop the engine and the link, and stop counting as alive (tests; a worker keeps its runtime for life):
+        a closed runtime left in the live set looked like a peer to the next test's balancing."""
+        self.engine.shutdown()
+        self.link.close()
+        liveness.worker_gone(self.name)
+
+    def _heartbeats(self) -> None:
+        """Heartbeat and leases every CHAT_HEARTBEAT_S, at once when Redis is back after an outage. Its own
+        thread: nothing slow (a sweep, the database) may delay it past the lease's expiry."""
+        while True:
+            try:
+                self.beat()
+                wait = settings.CHAT_HEARTBEAT_S
+            except Exception:  # Redis away: try again soon, it comes back
+                log.warning("heartbeat failed", exc_info=True)
+                wait = min(0.5, settings.CHAT_HEARTBEAT_S)
+            self._beat_now.wait(wait)
+            self._beat_now.clear()
+
+    def beat(self) -> None:
+        """One heartbeat: this worker, its leases and each reply's tokens so far."""
+        liveness.heartbeat(self.name, list(self.holding), dict(self.tokens),
+                           {**self.engine.stats(), "in_flight": len(self.holding)})
+
+    def _sweeps(self) -> None:
+        while True:
+            time.sleep(settings.CHAT_SWEEP_INTERVAL_S)
+            try:
+                sweep()
+            except Exception:  # Redis or the database away: try again next round
+                log.warning("sweep failed", exc_info=True)
+
+    def hold(self, message_id: int) -> None:
+        """Take the reply's lease now; never raises (Redis away: the heartbeat thread takes it within a beat)."""
+        self.holding.add(message_id)
+        self.tokens[message_id] = 0
+        try:
+            liveness.heartbeat(self.name, [message_id], {message_id: 0})
+        except Exception:
+            log.warning("could not take the lease of %s now; the heartbeat will", message_id, exc_info=True)
+
+    def release(self, message_id: int) -> None:
+        self.holding.discard(message_id)
+        self.tokens.pop(message_id, None)
+        try:
+            liveness.release(message_id)
+        except Exception:
+            log.warning("could not release the lease of %s", message_id, exc_info=True)
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def loaded() -> Runtime | None:
+    """The process's runtime if it was created, without creating it (shutdown must not load a model)."""
+    return _runtime
+
+
+def current() -> Runtime:
+    """The process's runtime, created once (at worker start; lazily behind a lock otherwise)."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = Runtime()
+        return _runtime
+
+
+def worker_name() -> str:
+    """This worker process's name: its heartbeat, its leases, its count and its own queue go by it."""
+    return f"{socket.gethostname()}-{os.getpid()}"

@@ -1,0 +1,108 @@
+"""Every worker gets an even share of the replies (chat/replies/balance.py): over the real Redis, with the real task
+handing a reply to the real broker queue of a less busy worker, and the sweep queueing again a reply handed to
+a worker that died."""
+import json
+import os
+
+import pytest
+
+from chat import names
+from chat.conversations import services
+from chat.models import Message
+from chat.names import LOAD_KEY, handed_key
+from chat.replies import balance, liveness, sweep
+from chat.store import client
+from chat.worker import runtime, tasks
+from tests.chat.worker.test_worker import rt  # noqa: F401  (the fixture: a runtime over a tiny model)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+NAMES = ("w-a", "w-b", "w-dead")
+
+
+@pytest.fixture
+def fresh_loads():
+    """No counts, and only the workers each test makes live (not the stand-in of tests/chat/conftest.py)."""
+    r = client()
+    r.delete(LOAD_KEY, *(names.worker_queue(w) for w in NAMES))
+    liveness.worker_gone(f"unit-tests-{os.getpid()}")
+    yield
+    r.delete(LOAD_KEY, *(names.worker_queue(w) for w in NAMES))
+    r.zrem("chat:workers", *NAMES)
+
+
+def test_a_worker_holding_more_than_a_peer_hands_it_the_next_and_one_alone_never_does(fresh_loads):
+    liveness.heartbeat("w-a", [])
+    assert balance.take("w-a") is None and balance.take("w-a") is None  # alone: it takes everything
+    liveness.heartbeat("w-b", [])
+    assert balance.take("w-a") == "w-b"  # two against none: the next one is counted on w-b, and handed to it
+    assert balance.loads() == {"w-a": 2, "w-b": 1}
+    assert balance.take("w-b") is None  # 1 before, against 2: w-b takes its own
+    assert balance.take("w-b") is None  # 2 and 2 before: taken (3 against 2)
+    assert balance.take("w-b") == "w-a"
+    assert balance.loads() == {"w-a": 3, "w-b": 3}
+    balance.moved_back("w-a", "w-b")  # a hand-over that failed: the place goes back
+    assert balance.loads() == {"w-a": 2, "w-b": 4}
+    balance.give_back("w-b")
+    assert balance.loads()["w-b"] == 3
+
+
+def test_a_dead_workers_count_does_not_count_and_goes_with_its_queue_when_a_worker_starts(fresh_loads):
+    r = client()
+    r.hset(LOAD_KEY, "w-dead", 0)  # it died holding nothing: it would look like the least busy
+    r.lpush(names.worker_queue("w-dead"), "a task nobody will read")
+    liveness.heartbeat("w-a", [])
+    assert balance.take("w-a") is None and balance.take("w-a") is None
+    balance.start("w-b")
+    assert sorted(r.hkeys(LOAD_KEY)) == ["w-a", "w-b"]
+    assert not r.exists(names.worker_queue("w-dead"))
+    assert balance.loads() == {"w-a": 2}  # w-b holds nothing but is not live until its first beat
+
+
+def test_the_task_hands_a_reply_to_a_less_busy_worker_which_writes_it(make_user, rt, monkeypatch,
+                                                                       fresh_loads):  # noqa: F811
+    monkeypatch.setattr(runtime, "current", lambda: rt)
+    liveness.heartbeat(rt.name, [])
+    liveness.heartbeat("w-b", [])
+    user = make_user()
+    sent = services.message_send(user=user, conversation_id=None, content="Hello", params={"max_new_tokens": 4})
+    reply = sent.assistant_message
+    assert balance.take(rt.name) is None  # this worker already writes one reply; w-b none
+
+    tasks.generate_reply.run(reply.id)
+    queued = client().lrange(names.worker_queue("w-b"), 0, -1)  # on w-b's own queue, which only w-b reads
+    assert len(queued) == 1
+    task = json.loads(queued[0])["headers"]
+    assert (task["task"], task["argsrepr"], task["kwargsrepr"]) == (
+        names.GENERATE_REPLY_TASK, f"[{reply.id}]", "{'handed': True}")
+    assert Message.objects.get(pk=reply.id).status == Message.Status.QUEUED  # not started here
+    assert balance.loads() == {rt.name: 1, "w-b": 1}  # its place is counted on w-b
+    assert client().get(handed_key(reply.id)) == "w-b"
+
+    # Played by this runtime: the handed task runs without counting again, and gives its place back at the end.
+    client().hset(LOAD_KEY, rt.name, 2)  # (w-b's place, here)
+    tasks.generate_reply.run(reply.id, handed=True)
+    assert Message.objects.get(pk=reply.id).status == Message.Status.COMPLETE
+    assert balance.loads()[rt.name] == 1
+    client().zrem("chat:workers", rt.name)
+
+
+def test_a_reply_handed_to_a_worker_that_died_is_queued_again(make_user, fresh_loads, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    # The sweep waits until Redis has been up a lease's length (after a restart, heartbeats are not back yet);
+    # the test's Redis may have started seconds ago.
+    monkeypatch.setattr(liveness, "leases_trustworthy", lambda: True)
+
+    liveness.heartbeat("w-a", [])
+    user = make_user()
+    reply = services.message_send(user=user, conversation_id=None, content="Hi").assistant_message
+    Message.objects.filter(pk=reply.pk).update(created_at=timezone.now() - timedelta(seconds=30))
+    balance.handed(reply.id, "w-dead", ttl=600)  # w-dead never beat again
+    before = client().llen(names.SHARED_QUEUE)
+    assert sweep.sweep() == []  # nothing ended …
+    assert client().llen(names.SHARED_QUEUE) == before + 1  # … but the reply is on the shared queue again
+    assert json.loads(client().lindex(names.SHARED_QUEUE, 0))["headers"]["argsrepr"] == f"[{reply.id}]"
+    assert sweep.sweep() == [] and client().llen(names.SHARED_QUEUE) == before + 1  # once, not every sweep
+    assert Message.objects.get(pk=reply.pk).status == Message.Status.QUEUED

@@ -1,0 +1,440 @@
+"""The worker's reply job (chat/worker.py) with a real engine over a tiny random Llama, the real Redis stream
+log and channel layer, and the real database: its endings, each stored once and told once, and its faults."""
+import asyncio
+
+import pytest
+from channels.layers import get_channel_layer
+from django.db import OperationalError
+
+from chat import events
+from chat.text import TITLE_CHARS
+from chat.api import services as api_services
+from chat.conversations import services as conversation_services
+from chat.limits import quotas
+from chat.models import Message
+from chat.names import lease_key
+from chat.replies import liveness, streamlog, sweep
+from chat.replies import services as reply_services
+from chat.store import client
+from chat.worker import job as worker_job
+from chat.worker import runtime as worker_runtime
+from chat.worker import tasks
+from inference.loading import LoadedModel
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def rt(tiny_llama, tokenizer, settings):
+    settings.CHAT_PREFIX_CACHE_MB = 0
+    runtime = worker_runtime.Runtime(LoadedModel("tiny-llama", tiny_llama, tokenizer, "cpu", None), background=False)
+    yield runtime
+    runtime.close()
+
+
+class Listener:
+    """Every frame the user's sockets would receive, from the real channel layer."""
+
+    def __init__(self, user_id):
+        self.user_id = user_id
+
+    async def __aenter__(self):
+        self.layer = get_channel_layer()
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(events.user_group(self.user_id), self.channel)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.layer.group_discard(events.user_group(self.user_id), self.channel)
+
+    async def frames(self, quiet: float = 0.5) -> list[dict]:
+        out = []
+        while True:
+            try:
+                out.append(events.as_frame(await asyncio.wait_for(self.layer.receive(self.channel), quiet)))
+            except asyncio.TimeoutError:
+                return out
+
+
+def queued_reply(user, content="Hello there", params=None):
+    sent = conversation_services.message_send(user=user, conversation_id=None, content=content,
+                                 params=params or {"max_new_tokens": 12})
+    return reply_services.reply_claim(message_id=sent.assistant_message.id)
+
+
+def run_job(user, message, rt):
+    """Run one reply job as the task does, collecting what the user's sockets are sent."""
+    async def go():
+        async with Listener(user.id) as listener:
+            await asyncio.to_thread(worker_job.ReplyJob(message, rt).run)
+            return await listener.frames()
+    return asyncio.run(go())
+
+
+def dones(frames):
+    return [f for f in frames if f["type"] == "done"]
+
+
+def test_a_reply_is_streamed_logged_and_stored_once(make_user, rt):
+    user = make_user()
+    message = queued_reply(user)
+    frames = run_job(user, message, rt)
+    stored = Message.objects.get(pk=message.id)
+    assert (stored.status, stored.finish_reason) in {("complete", "length"), ("complete", "stop")}
+    deltas = [f["text"] for f in frames if f["type"] == "delta"]
+    assert "".join(deltas) == stored.content == "".join(client().lrange(f"chat:stream:{message.id}", 0, -1))
+    [done] = dones(frames)
+    assert (done["content"], done["error"], done["usage"]["completion_tokens"]) == \
+        (stored.content, "", stored.completion_tokens)
+    assert client().get(lease_key(message.id)) is None and message.id not in rt.holding
+
+
+def test_the_heartbeat_publishes_each_replys_tokens_so_far_and_the_end_removes_them(make_user, rt, monkeypatch):
+    """What the review panel's live page reads: the worker's name and tokens so far, one beat old at most."""
+
+    user = make_user()
+    message = queued_reply(user, params={"max_new_tokens": 30})
+    rt.engine.eos_ids = set()
+    seen = []
+    publish = worker_job.ReplyJob.publish
+
+    def publish_and_beat(job, text):
+        publish(job, text)
+        rt.beat()  # as the heartbeat thread would, between two deltas
+        seen.append(liveness.replies_progress([message.id])[message.id])
+
+    monkeypatch.setattr(worker_job.ReplyJob, "publish", publish_and_beat)
+    run_job(user, message, rt)
+    assert {p.worker for p in seen} == {rt.name}
+    counts = [p.tokens for p in seen]
+    assert counts[0] >= 1 and counts == sorted(counts) and counts[-1] > counts[0]
+    assert counts[-1] <= Message.objects.get(pk=message.id).completion_tokens == 30
+    assert liveness.replies_progress([message.id])[message.id] == liveness.ReplyProgress(None, None)
+
+
+def test_a_prompt_too_long_for_the_model_fails_with_its_reason_in_done(make_user, rt):
+    user = make_user()
+    message = queued_reply(user, content="word " * 3000)  # the tiny model reads 512 tokens
+    frames = run_job(user, message, rt)
+    stored = Message.objects.get(pk=message.id)
+    assert (stored.status, stored.finish_reason) == ("failed", "error")
+    assert "too long for this model" in stored.error and stored.error_code == "context_length_exceeded"
+    [done] = dones(frames)
+    assert done["error"] == stored.error  # the person reads the server's sentence, not a guess
+    assert done["error_code"] == "context_length_exceeded"  # and a program its code
+
+
+def test_an_api_request_whose_history_does_not_fit_is_refused_not_shortened(make_user, rt):
+    """The chat leaves the oldest turns out to fit the window; an API request is answered whole or refused
+    (OpenAI's context_length_exceeded), or the program would get an answer to messages it did not send."""
+    from inference.prompt import TOO_LONG
+
+    user = make_user()
+    key = api_services.api_key_create(owner=user, name="script").key
+    turns = [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "ok"},
+             {"role": "user", "content": "word " * 300}]  # each fits the tiny model's 512 tokens, not both
+    reply = api_services.api_completion_create(key=key, turns=turns, params={"max_new_tokens": 12})
+    message = reply_services.reply_claim(message_id=reply.id)
+    [done] = dones(run_job(user, message, rt))
+    stored = Message.objects.get(pk=message.id)
+    assert (stored.status, stored.completion_tokens, stored.dropped_messages) == ("failed", None, 0)
+    assert done["error"] == stored.error and stored.error.startswith(TOO_LONG)
+    assert done["error_code"] == stored.error_code == "context_length_exceeded"
+    assert "max_tokens" in stored.error  # the caller sent one: the sentence says it counts
+    chat = queued_reply(user, content="word " * 300)  # the same history in the chat: shortened, answered
+    reply_services.reply_finish(message_id=chat.id, content="ok", status="complete", finish_reason="stop")
+    again = conversation_services.message_send(user=user, conversation_id=chat.conversation_id, content="word " * 300,
+                                  params={"max_new_tokens": 12}).assistant_message
+    run_job(user, reply_services.reply_claim(message_id=again.id), rt)
+    answered = Message.objects.get(pk=again.id)
+    assert answered.status == "complete" and answered.dropped_messages == 2
+
+
+def test_an_api_request_without_max_tokens_reserves_no_default_and_runs_to_the_window(make_user, rt, settings):
+    """OpenAI's behaviour: with no max_tokens, a prompt that fits is answered until the window is full, though
+    prompt + the default length would not fit; refused only when the messages leave no room at all."""
+
+    settings.CHAT_DEFAULT_MAX_NEW_TOKENS = 256
+    rt.engine.eos_ids = set()  # the tiny model's reply runs until something stops it
+    user = make_user()
+    key = api_services.api_key_create(owner=user, name="script").key
+    window = rt.engine.context_window  # 512
+    turns = [{"role": "user", "content": "word " * 400}]  # fits; with 256 reserved, it would not
+    reply = api_services.api_completion_create(key=key, turns=turns, params={})
+    [done] = dones(run_job(user, reply_services.reply_claim(message_id=reply.id), rt))
+    stored = Message.objects.get(pk=reply.id)
+    assert stored.prompt_tokens + 256 > window
+    assert (stored.status, stored.finish_reason, done["error_code"]) == ("complete", "length", "")
+    assert stored.prompt_tokens + stored.completion_tokens == window
+    assert stored.params["max_new_tokens"] == stored.completion_tokens  # what bounded it, as stored
+
+    # The same messages with a max_tokens the window cannot hold: refused, the caller's number named.
+    asked = api_services.api_completion_create(key=key, turns=turns, params={"max_new_tokens": 256})
+    run_job(user, reply_services.reply_claim(message_id=asked.id), rt)
+    refused = Message.objects.get(pk=asked.id)
+    assert (refused.status, refused.error_code) == ("failed", "context_length_exceeded")
+    assert "256 reserved" in refused.error
+
+    # Messages that leave no room for even one token, without max_tokens: refused, no max_tokens blamed.
+    full = [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "word " * 300}]
+    none_left = api_services.api_completion_create(key=key, turns=full, params={})
+    [done] = dones(run_job(user, reply_services.reply_claim(message_id=none_left.id), rt))
+    stored = Message.objects.get(pk=none_left.id)
+    assert (stored.status, stored.completion_tokens, done["error_code"]) == \
+        ("failed", None, "context_length_exceeded")
+    assert "leaving no room for a reply" in stored.error and "max_tokens" not in stored.error
+
+
+def test_a_failing_model_fails_the_reply_with_a_sentence(make_user, rt, monkeypatch):
+    user = make_user()
+    message = queued_reply(user)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(rt.engine.model, "forward", broken)
+    frames = run_job(user, message, rt)
+    stored = Message.objects.get(pk=message.id)
+    assert (stored.status, stored.finish_reason) == ("failed", "error") and "illegal memory access" in stored.error
+    assert dones(frames)[0]["error"] == stored.error
+
+
+def test_a_delta_that_cannot_be_published_is_not_stored(make_user, rt, monkeypatch, settings):
+    """Publishing fails past the grace period at the third delta: the reply fails, and the stored text is
+    exactly what the stream log (and so every socket) has."""
+    settings.CHAT_REDIS_GRACE_S = 0
+    user = make_user()
+    message = queued_reply(user, params={"max_new_tokens": 40})
+    append = streamlog.append
+
+    async def flaky(message_id, seq, pieces):
+        if seq == 2:
+            raise OSError("connection reset by peer")
+        await append(message_id, seq, pieces)
+
+    monkeypatch.setattr(streamlog, "append", flaky)
+    rt.engine.eos_ids = set()
+    monkeypatch.setattr(worker_job.settings, "CHAT_STREAM_FLUSH_MS", 0)
+    run_job(user, message, rt)
+    stored = Message.objects.get(pk=message.id)
+    logged = "".join(client().lrange(f"chat:stream:{message.id}", 0, -1))
+    assert stored.status == "failed" and "interrupted" in stored.error
+    assert stored.content == logged and len(client().lrange(f"chat:stream:{message.id}", 0, -1)) == 2
+
+
+def test_the_final_write_failing_once_still_ends_the_reply_exactly_once(make_user, rt, monkeypatch):
+    user = make_user()
+    message = queued_reply(user)
+    finish = reply_services.reply_finish
+    calls = []
+
+    def blip(**kwargs):
+        calls.append(kwargs["status"])
+        if len(calls) == 1:
+            raise OperationalError("database is locked")
+        return finish(**kwargs)
+
+    monkeypatch.setattr(reply_services, "reply_finish", blip)
+    frames = run_job(user, message, rt)
+    stored = Message.objects.get(pk=message.id)
+    assert len(calls) == 2 and stored.status == "complete"
+    assert len(dones(frames)) == 1
+    assert client().get(lease_key(message.id)) is None and message.id not in rt.holding
+
+
+def test_when_the_final_write_never_succeeds_the_lease_goes_and_the_sweep_ends_it(make_user, rt, monkeypatch,
+                                                                                   settings):
+    user = make_user()
+    message = queued_reply(user)
+    monkeypatch.setattr(worker_job, "FINISH_RETRY_DELAYS_S", (0.01,))
+    finish = reply_services.reply_finish
+
+    def down(**kwargs):
+        raise OperationalError("the database is away")
+
+    monkeypatch.setattr(reply_services, "reply_finish", down)
+    run_job(user, message, rt)
+    assert Message.objects.get(pk=message.id).status == "streaming"
+    assert client().get(lease_key(message.id)) is None  # not renewed forever: the sweep may act
+    monkeypatch.setattr(reply_services, "reply_finish", finish)
+    settings.CHAT_LEASE_TTL_S = 0
+    ended = sweep.sweep()
+    stored = Message.objects.get(pk=message.id)
+    assert [m.id for m in ended] == [message.id]
+    assert stored.status == "failed" and stored.content == streamlog.read_text_sync(message.id)
+
+
+def test_a_stop_whose_broadcast_was_lost_ends_the_reply_at_the_next_checkpoint(make_user, rt, monkeypatch):
+    user = make_user()
+    message = queued_reply(user, params={"max_new_tokens": 300})
+    rt.engine.eos_ids = set()
+    monkeypatch.setattr(events, "broadcast_cancel_sync", lambda message_id: None)  # the broadcast is lost
+    monkeypatch.setattr(worker_job, "CHECKPOINT_S", 0)
+    conversation_services.message_stop(user=user, message_id=message.id)
+    frames = run_job(user, message, rt)
+    stored = Message.objects.get(pk=message.id)
+    assert (stored.status, stored.finish_reason) == ("stopped", "cancelled")
+    assert stored.completion_tokens < 300
+    assert dones(frames)[0]["status"] == "stopped"
+
+
+def test_the_sweep_fails_a_reply_nobody_took_in_time(make_user, settings):
+    user = make_user()
+    sent = conversation_services.message_send(user=user, conversation_id=None, content="anyone?")
+    settings.CHAT_QUEUE_TIMEOUT_S = 0
+
+    async def go():
+        async with Listener(user.id) as listener:
+            ended = await asyncio.to_thread(sweep.sweep)
+            return ended, await listener.frames()
+    ended, frames = asyncio.run(go())
+    stored = Message.objects.get(pk=sent.assistant_message.id)
+    assert [m.id for m in ended] == [stored.id]
+    assert (stored.status, stored.error) == ("failed", sweep.QUEUE_TIMED_OUT)
+    assert dones(frames)[0]["error"] == sweep.QUEUE_TIMED_OUT
+    assert sweep.sweep() == []  # ended once
+
+
+def test_a_reply_that_cannot_be_queued_fails_visibly(make_user, monkeypatch):
+    """The broker is unreachable when the task is sent: the reply fails with a sentence, never stays queued."""
+    from celery import current_app
+    from kombu.exceptions import OperationalError as BrokerError
+
+    def unreachable(*args, **kwargs):
+        raise BrokerError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(current_app, "send_task", unreachable)
+    user = make_user()
+
+    async def go():
+        async with Listener(user.id) as listener:
+            sent = await asyncio.to_thread(conversation_services.message_send, user=user, conversation_id=None, content="hi")
+            return sent, await listener.frames()
+    sent, frames = asyncio.run(go())
+    stored = Message.objects.get(pk=sent.assistant_message.id)
+    assert (stored.status, stored.error) == ("failed", "The generation queue is unreachable; try again in a moment.")
+    assert [f["type"] for f in frames] == ["conversation", "message", "message", "done"]
+
+
+def test_a_lease_that_cannot_be_taken_at_the_start_still_ends_the_reply_and_lets_it_go(make_user, rt,
+                                                                                        monkeypatch):
+
+    user = make_user()
+    message = queued_reply(user)
+    heartbeat = liveness.heartbeat
+    calls = []
+
+    def blip(name, ids, tokens=None):
+        calls.append(ids)
+        if len(calls) == 1:
+            raise ConnectionError("Redis restarting")
+        return heartbeat(name, ids, tokens)
+
+    monkeypatch.setattr(liveness, "heartbeat", blip)
+    run_job(user, message, rt)
+    assert Message.objects.get(pk=message.id).status == "complete"
+    assert message.id not in rt.holding and client().get(lease_key(message.id)) is None
+
+
+def test_a_checkpoint_hitting_a_database_blip_does_not_fail_the_reply(make_user, rt, monkeypatch):
+    user = make_user()
+    message = queued_reply(user, params={"max_new_tokens": 30})
+    rt.engine.eos_ids = set()
+    monkeypatch.setattr(worker_job, "CHECKPOINT_S", 0)
+    checkpoint = reply_services.reply_checkpoint
+    calls = []
+
+    def blip(**kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("database is locked")
+        return checkpoint(**kwargs)
+
+    monkeypatch.setattr(reply_services, "reply_checkpoint", blip)
+    run_job(user, message, rt)
+    stored = Message.objects.get(pk=message.id)
+    assert len(calls) > 1 and (stored.status, stored.completion_tokens) == ("complete", 30)
+
+
+def test_a_worker_refuses_any_pool_but_threads():
+    """Forked children would inherit the engine's and the link's threads dead."""
+    class Prefork:
+        pool_cls = "celery.concurrency.prefork:TaskPool"
+
+    with pytest.raises(RuntimeError, match="--pool threads"):
+        tasks._load_at_start(sender=Prefork())
+
+
+def test_after_the_first_reply_the_model_titles_the_conversation_after_done(make_user, rt, monkeypatch):
+    """The task sends done first, then asks the model for a title and tells the tabs with a conversation frame
+    (a title that is unusable once cleaned keeps the first words: the next test)."""
+    from chat.models import Conversation
+
+    user = make_user()
+    message = conversation_services.message_send(user=user, conversation_id=None, content="Tell me about lighthouses",
+                                    params={"max_new_tokens": 12}).assistant_message
+    monkeypatch.setattr(worker_runtime, "current", lambda: rt)
+    submitted = []
+    real_submit = rt.engine.submit
+    monkeypatch.setattr(rt.engine, "submit", lambda request: submitted.append(request) or real_submit(request))
+
+    async def go():
+        async with Listener(user.id) as listener:
+            await asyncio.to_thread(tasks.generate_reply.run, message.id)
+            return await listener.frames()
+    frames = asyncio.run(go())
+    types = [f["type"] for f in frames]
+    title = Conversation.objects.get(pk=message.conversation_id).title
+    # The title's generation is charged to the owner too: its prompt and between 1 and TITLE_MAX_TOKENS tokens.
+    stored = Message.objects.get(pk=message.id)
+    title_request = submitted[-1]
+    assert title_request.request_id == f"title-{message.id}"
+    extra = quotas.tokens_used_today(user.pk) - (stored.prompt_tokens + stored.completion_tokens)
+    assert len(title_request.input_ids) < extra <= len(title_request.input_ids) + worker_job.TITLE_MAX_TOKENS
+    # The seeded tiny model's words are usable once cleaned (nonsense, but words): stored and announced, after done.
+    assert title != "Tell me about lighthouses"
+    assert types.index("done") < types.index("conversation")
+    assert frames[types.index("conversation")]["conversation"]["title"] == title
+    assert 0 < len(title) <= TITLE_CHARS
+    second = conversation_services.message_send(user=user, conversation_id=message.conversation_id, content="More",
+                                   params={"max_new_tokens": 4})
+    job = worker_job.ReplyJob(reply_services.reply_claim(message_id=second.assistant_message.id), rt)
+    job.run()
+    assert not job.wants_title()  # only after the first reply
+
+
+def test_a_failed_title_keeps_the_first_words(make_user, rt, monkeypatch):
+    user = make_user()
+    message = queued_reply(user, content="Tell me about lighthouses")
+    job = worker_job.ReplyJob(message, rt)
+    job.run()
+    assert job.wants_title()
+    monkeypatch.setattr(rt.engine, "submit", lambda request: (_ for _ in ()).throw(RuntimeError("engine down")))
+    worker_job.make_title(job)
+    from chat.models import Conversation
+    assert Conversation.objects.get(pk=message.conversation_id).title == "Tell me about lighthouses"
+
+
+def test_a_reply_is_charged_once_and_still_charged_when_its_chat_was_deleted_mid_reply(make_user, rt,
+                                                                                       monkeypatch):
+    """Deleting a conversation ends its reply first with no counts; the worker's own end then finds no row and
+    charges what it generated itself, so a deletion just before the end does not make the reply free."""
+
+    user = make_user()
+    kept = queued_reply(user)
+    run_job(user, kept, rt)
+    stored = Message.objects.get(pk=kept.id)
+    charged = stored.prompt_tokens + stored.completion_tokens
+    assert quotas.tokens_used_today(user.pk) == charged  # once, by reply_finish
+
+    doomed = queued_reply(user, content="Another chat")
+    real_finish = reply_services.reply_finish
+
+    def delete_first(**kwargs):
+        conversation_services.conversation_delete(user=user, conversation_id=doomed.conversation_id)
+        return real_finish(**kwargs)
+    monkeypatch.setattr(reply_services, "reply_finish", delete_first)
+    run_job(user, doomed, rt)
+    assert not Message.objects.filter(pk=doomed.id).exists()
+    assert quotas.tokens_used_today(user.pk) > charged
