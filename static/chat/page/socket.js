@@ -2,15 +2,27 @@
 // reconnect the page reloads what it shows (it may have missed frames) and resubscribes to the live reply.
 import { $, state, showError } from "./state.js";
 
-const handlers = {};
+const handlers = new Map(); // frame type -> its one handler
 const STABLE_MS = 5000; // a socket that stayed open this long resets the back-off
 let retry = 0;
 let openedAt = 0;
 let connectedBefore = false;
-let onOpen = () => {};
+let onOpen = null;
 
-export function on(type, handler) { handlers[type] = handler; }
-export function whenOpen(callback) { onOpen = callback; }
+// One handler per frame type, and a second registration throws rather than replace the first. Not a list: the
+// handlers of one type are not independent. main.js's message and delta handlers wrap thread.js's: a new chat
+// is adopted before its first message is drawn, and a delta of a reply whose earlier frames were lost reloads
+// the list instead of being drawn. Run side by side from a list, both would draw each message, and what runs
+// first would hang on the order of registration. So a frame type has one owner, which calls whatever else it
+// needs; a second on() is a wiring mistake, and it fails loudly when the page loads.
+export function on(type, handler) {
+  if (handlers.has(type)) throw new Error(`socket.js: the "${type}" frame already has a handler`);
+  handlers.set(type, handler);
+}
+export function whenOpen(callback) { // likewise one callback: the page's reload after a reconnect
+  if (onOpen) throw new Error("socket.js: whenOpen() already has a callback");
+  onOpen = callback;
+}
 export const isOpen = () => state.socket?.readyState === WebSocket.OPEN;
 
 export function send(frame) {
@@ -39,11 +51,11 @@ export function connect() {
     showError("");
     const reconnect = connectedBefore;
     connectedBefore = true;
-    onOpen(reconnect);
+    onOpen?.(reconnect);
   });
   socket.addEventListener("message", (e) => {
     const frame = JSON.parse(e.data);
-    handlers[frame.type]?.(frame);
+    handlers.get(frame.type)?.(frame);
   });
   socket.addEventListener("close", (e) => {
     if (state.socket !== socket) return;
