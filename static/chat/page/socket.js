@@ -1,6 +1,6 @@
 // The one websocket (protocol: docs/protocol.md). Reconnects by itself with back-off and says so; after a
 // reconnect the page reloads what it shows (it may have missed frames) and resubscribes to the live reply.
-import { $, state, showError } from "./state.js";
+import { $, state, showError, urls } from "./state.js";
 
 const handlers = new Map(); // frame type -> its one handler
 const STABLE_MS = 5000; // a socket that stayed open this long resets the back-off
@@ -42,8 +42,9 @@ function setStatus(text, online) {
 }
 
 export function connect() {
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}/ws/chat/`);
+  const url = new URL(urls.socket, location.href); // the page's path, on this host, over ws: or wss: like the page
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  const socket = new WebSocket(url);
   state.socket = socket;
   socket.addEventListener("open", () => {
     openedAt = Date.now();
@@ -59,7 +60,7 @@ export function connect() {
   });
   socket.addEventListener("close", (e) => {
     if (state.socket !== socket) return;
-    if (e.code === 4401) { location.href = "/accounts/login/?next=/"; return; }
+    if (e.code === 4401) { location.href = urls.login; return; }
     // Only a socket that stayed up starts the back-off again: a server that accepts and drops at once (a Daphne
     // restarting, a proxy with no upstream) is tried less and less often, not every half second.
     if (openedAt && Date.now() - openedAt >= STABLE_MS) retry = 0;

@@ -1,7 +1,7 @@
 // The conversation on screen: messages, the reply streaming in, and what a person can do to a message (copy,
 // edit and resend, regenerate, flip between alternatives ‹ 2/3 ›, rate). Replies are sanitised Markdown
 // (markdown.js); what a person typed is shown exactly as typed (textContent).
-import { $, state, showError, button, newClientId } from "./state.js";
+import { $, state, showError, button, newClientId, urls, conversationUrl } from "./state.js";
 import { send } from "./socket.js";
 import { refreshQuota } from "./quota.js";
 import * as markdown from "./markdown.js";
@@ -246,7 +246,7 @@ export function clearThread(title) {
 }
 
 export async function loadThread(id) {
-  const res = await fetch(`/api/conversations/${id}/`);
+  const res = await fetch(conversationUrl(urls.conversation, id));
   if (!res.ok) return null;
   const data = await res.json();
   if (state.conversation !== id) return null; // another conversation was opened meanwhile
