@@ -1,11 +1,11 @@
 // The sidebar's allowance line: re-read after each reply ends, since the worker charges the day's tokens then.
-import { $ } from "./state.js";
+import { $, urls } from "./state.js";
 
 export async function refreshQuota() {
   const line = $("quota");
   if (!line) return;
   try {
-    const response = await fetch(line.dataset.url, { credentials: "same-origin" });
+    const response = await fetch(urls.quota, { credentials: "same-origin" });
     if (!response.ok) return;
     const q = await response.json();
     const parts = [q.tokens_left_today === null ? "No daily token limit"

@@ -1,16 +1,28 @@
 // The one websocket (protocol: docs/protocol.md). Reconnects by itself with back-off and says so; after a
 // reconnect the page reloads what it shows (it may have missed frames) and resubscribes to the live reply.
-import { $, state, showError } from "./state.js";
+import { $, state, showError, urls } from "./state.js";
 
-const handlers = {};
+const handlers = new Map(); // frame type -> its one handler
 const STABLE_MS = 5000; // a socket that stayed open this long resets the back-off
 let retry = 0;
 let openedAt = 0;
 let connectedBefore = false;
-let onOpen = () => {};
+let onOpen = null;
 
-export function on(type, handler) { handlers[type] = handler; }
-export function whenOpen(callback) { onOpen = callback; }
+// One handler per frame type, and a second registration throws rather than replace the first. Not a list: the
+// handlers of one type are not independent. main.js's message and delta handlers wrap thread.js's: a new chat
+// is adopted before its first message is drawn, and a delta of a reply whose earlier frames were lost reloads
+// the list instead of being drawn. Run side by side from a list, both would draw each message, and what runs
+// first would hang on the order of registration. So a frame type has one owner, which calls whatever else it
+// needs; a second on() is a wiring mistake, and it fails loudly when the page loads.
+export function on(type, handler) {
+  if (handlers.has(type)) throw new Error(`socket.js: the "${type}" frame already has a handler`);
+  handlers.set(type, handler);
+}
+export function whenOpen(callback) { // likewise one callback: the page's reload after a reconnect
+  if (onOpen) throw new Error("socket.js: whenOpen() already has a callback");
+  onOpen = callback;
+}
 export const isOpen = () => state.socket?.readyState === WebSocket.OPEN;
 
 export function send(frame) {
@@ -30,8 +42,9 @@ function setStatus(text, online) {
 }
 
 export function connect() {
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}/ws/chat/`);
+  const url = new URL(urls.socket, location.href); // the page's path, on this host, over ws: or wss: like the page
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  const socket = new WebSocket(url);
   state.socket = socket;
   socket.addEventListener("open", () => {
     openedAt = Date.now();
@@ -39,15 +52,15 @@ export function connect() {
     showError("");
     const reconnect = connectedBefore;
     connectedBefore = true;
-    onOpen(reconnect);
+    onOpen?.(reconnect);
   });
   socket.addEventListener("message", (e) => {
     const frame = JSON.parse(e.data);
-    handlers[frame.type]?.(frame);
+    handlers.get(frame.type)?.(frame);
   });
   socket.addEventListener("close", (e) => {
     if (state.socket !== socket) return;
-    if (e.code === 4401) { location.href = "/accounts/login/?next=/"; return; }
+    if (e.code === 4401) { location.href = urls.login; return; }
     // Only a socket that stayed up starts the back-off again: a server that accepts and drops at once (a Daphne
     // restarting, a proxy with no upstream) is tried less and less often, not every half second.
     if (openedAt && Date.now() - openedAt >= STABLE_MS) retry = 0;

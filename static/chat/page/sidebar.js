@@ -1,7 +1,7 @@
 // The conversation list: newest first in day groups (Today, Yesterday, Previous 7 days, then by month), search
 // across titles and message text as you type (matches highlighted), more pages as it scrolls (the JSON
 // endpoint's cursor), and the current conversation's rename, delete and export.
-import { $, state, showError } from "./state.js";
+import { $, state, showError, urls, conversationUrl } from "./state.js";
 import { send } from "./socket.js";
 
 let items = [];        // {id, title, updated_at, snippet?} in the order shown
@@ -27,7 +27,7 @@ async function loadMore(reset) {
   const asked = query;
   loading = (async () => {
     try {
-      const res = await fetch(`/api/conversations/?${params}`);
+      const res = await fetch(`${urls.conversations}?${params}`);
       if (!res.ok || asked !== query) return;
       const data = await res.json();
       items = reset ? data.conversations : items.concat(data.conversations.filter((c) => !has(c.id)));
@@ -143,8 +143,8 @@ export function showActions() {
   const id = state.conversation;
   $("conversation-actions").hidden = id === null;
   if (id === null) return;
-  $("export-md").href = `/api/conversations/${id}/export.md`;
-  $("export-json").href = `/api/conversations/${id}/export.json`;
+  $("export-md").href = conversationUrl(urls.exportMd, id);
+  $("export-json").href = conversationUrl(urls.exportJson, id);
 }
 
 $("rename").addEventListener("click", () => {

@@ -1,15 +1,13 @@
 // The usage page's chart: per day, replies as stacked bars (answered, stopped, failed: the bar's height is
 // every reply) and completion tokens as a line on a second axis. The figures come from the page's
 // json_script block (the CSP forbids inline script); colours come from CSS variables, so the chart follows
-// the admin's light/dark theme, and is redrawn when the theme changes.
-"use strict";
+// the admin's light/dark theme, and is redrawn when the theme changes. An ES module: Chart is the vendored
+// Chart.js's global (a deferred classic script before this one; deferred scripts and modules run in order).
+const canvas = document.getElementById("usage-chart");
+const source = document.getElementById("usage-data");
+if (canvas && source && typeof Chart !== "undefined") draw(canvas, JSON.parse(source.textContent));
 
-(function () {
-    const canvas = document.getElementById("usage-chart");
-    const source = document.getElementById("usage-data");
-    if (!canvas || !source || typeof Chart === "undefined") return;
-    const data = JSON.parse(source.textContent);
-
+function draw(canvas, data) {
     function colours() {
         const style = getComputedStyle(document.documentElement);
         const v = (name) => style.getPropertyValue(name).trim();
@@ -65,4 +63,4 @@
     paint();
     new MutationObserver(paint).observe(document.documentElement, {attributes: true, attributeFilter: ["data-theme"]});
     window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", paint);
-})();
+}

@@ -49,7 +49,10 @@ function adopt(id) {
 }
 
 // --- frames -------------------------------------------------------------------------------------------------
-Object.entries(threadHandlers).forEach(([type, handler]) => on(type, handler));
+// socket.js takes one handler per frame type (a second throws). The message and delta handlers below call
+// thread.js's own after what the page must do first, so those two of threadHandlers are not registered alone.
+const WRAPPED = new Set(["message", "delta"]);
+Object.entries(threadHandlers).forEach(([type, handler]) => { if (!WRAPPED.has(type)) on(type, handler); });
 on("message", (f) => {
   const m = f.message;
   const mine = f.client_id && f.client_id === state.pending?.id;

@@ -1,9 +1,10 @@
 // The conversation on screen: messages, the reply streaming in, and what a person can do to a message (copy,
 // edit and resend, regenerate, flip between alternatives ‹ 2/3 ›, rate). Replies are sanitised Markdown
 // (markdown.js); what a person typed is shown exactly as typed (textContent).
-import { $, state, showError, button, newClientId } from "./state.js";
+import { $, state, showError, button, newClientId, urls, conversationUrl } from "./state.js";
 import { send } from "./socket.js";
 import { refreshQuota } from "./quota.js";
+import * as markdown from "./markdown.js";
 
 const ACTIVE = ["queued", "streaming"];
 let follow = true; // keep the newest text in view, until the person scrolls up
@@ -54,7 +55,7 @@ export function renderMessage(m) {
   if (streaming) el.setAttribute("aria-live", "polite"); else el.removeAttribute("aria-live");
   el.setAttribute("aria-busy", String(streaming));
   const body = el.querySelector(".body");
-  if (known.role === "assistant") ChatMarkdown.render(body, known.content);
+  if (known.role === "assistant") markdown.render(body, known.content);
   else body.textContent = known.content;
   renderMeta(el, known);
   if (streaming) setActive(m.id);
@@ -68,7 +69,7 @@ function renderMeta(el, m) {
   const finished = !ACTIVE.includes(m.status);
   if (m.siblings && m.siblings.length > 1) meta.appendChild(switcher(m));
   if (m.role === "user") {
-    const copy = button("Copy", "copy-message", () => ChatMarkdown.copyText(m.content, copy), "Copy this message");
+    const copy = button("Copy", "copy-message", () => markdown.copyText(m.content, copy), "Copy this message");
     meta.appendChild(copy);
     if (finished) meta.appendChild(button("Edit", "edit needs-idle", () => startEdit(m.id), "Edit and resend this message"));
     return;
@@ -86,7 +87,7 @@ function renderMeta(el, m) {
   }
   if (!finished) return;
   if (m.content) {
-    const copy = button("Copy", "copy-message", () => ChatMarkdown.copyText(ChatMarkdown.source(el.querySelector(".body")), copy),
+    const copy = button("Copy", "copy-message", () => markdown.copyText(markdown.source(el.querySelector(".body")), copy),
                         "Copy this reply as Markdown");
     meta.appendChild(copy);
   }
@@ -245,7 +246,7 @@ export function clearThread(title) {
 }
 
 export async function loadThread(id) {
-  const res = await fetch(`/api/conversations/${id}/`);
+  const res = await fetch(conversationUrl(urls.conversation, id));
   if (!res.ok) return null;
   const data = await res.json();
   if (state.conversation !== id) return null; // another conversation was opened meanwhile
@@ -271,14 +272,14 @@ export const threadHandlers = {
       state.messages.get(f.message).status = "streaming";
       el.querySelector(".meta").replaceChildren();
     }
-    ChatMarkdown.append(el.querySelector(".body"), f.text); // rendered, and scrolled to, at the next frame
+    markdown.append(el.querySelector(".body"), f.text); // rendered, and scrolled to, at the next frame
   },
   done(f) {
     const el = state.elements.get(f.message);
     if (!el) return;
     // What streamed in should be exactly what was stored: a lost or doubled delta would differ. Counted where
     // the browser tests read it; the stored text is shown either way.
-    const streamed = ChatMarkdown.source(el.querySelector(".body"));
+    const streamed = markdown.source(el.querySelector(".body"));
     if (state.messages.get(f.message)?.status === "streaming" && streamed !== f.content) {
       $("messages").dataset.streamMismatches = Number($("messages").dataset.streamMismatches || 0) + 1;
     }
@@ -294,17 +295,17 @@ export const threadHandlers = {
 };
 
 // After each render: follow the reply, and leave the render counts where the browser tests read them
-// (the page's CSP forbids the eval that reading window.chatStats from a test would need).
-ChatMarkdown.afterRender = () => {
+// (a module's variables are out of a test's reach, and the page's CSP forbids the eval of wait_for_function).
+markdown.whenRendered(() => {
   scrollDown();
-  const s = ChatMarkdown.stats, data = $("messages").dataset;
+  const s = markdown.stats, data = $("messages").dataset;
   data.deltas = s.appends;
   data.frameRenders = s.frameRenders;
   data.fullRenders = s.fullRenders;
   data.renderMs = s.renderMs.toFixed(1);
   data.maxFrameMs = s.maxFrameMs.toFixed(1);
   data.maxLiveChars = s.maxLiveChars;
-};
+});
 
 export function stopActive() {
   if (state.active !== null) send({ type: "stop", message: state.active });
