@@ -1,4 +1,4 @@
-"""How fast the review panel's pages are on a big site (``make bench-admin``; README "Review panel").
+"""How fast the review panel's pages are on a big site (``make bench-admin``; docs/review-panel.md).
 
 Fills a database of its own with 100,000 messages in 5,000 conversations of 500 people (feedback on one reply
 in ten, a gold answer on one in fifty, failed and stopped replies, alternatives), then asks every review page

@@ -41,7 +41,7 @@ class LauncherSettings:
     """The variables the launcher reads itself, read here and nowhere else in the launcher.
 
     The launcher starts processes before Django reads its settings and imports no Django, so it cannot use
-    ``chatsite.settings``. They are documented with the others in the README settings table; the children get
+    ``chatsite.settings``. They are documented with the others in the settings table, docs/settings.md; the children get
     the same environment (``TRUSTED_PROXY`` and ``WORKERS`` mean the same to Django's settings).
     """
     port: int

@@ -1,4 +1,4 @@
-"""Settings, read from the environment in one place (django-environ). Every variable is in the README table."""
+"""Settings, read from the environment in one place (django-environ). Every variable is in docs/settings.md."""
 import math
 import os
 from datetime import timedelta
@@ -42,7 +42,7 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
-# --- HTTPS behind a proxy (deploy/production.env.example sets these; README "Deployment") --------------
+# --- HTTPS behind a proxy (deploy/production.env.example sets these; docs/deployment.md) -----------------------
 # TRUSTED_PROXY: a proxy we run (nginx) is the only way in, and it overwrites X-Forwarded-For and
 # X-Forwarded-Proto. Only then are those headers believed: here for the scheme, and by Daphne (the launcher
 # passes --proxy-headers) for the client address that the logs, throttling and METRICS_ALLOWED_IPS see.
@@ -56,7 +56,7 @@ if "CHAT_TRUSTED_PROXY_COUNT" in os.environ:
         "CHAT_TRUSTED_PROXY_COUNT is no longer read: remove it. The client address is the one Daphne gives: set "
         "TRUSTED_PROXY=true when a proxy you run (nginx, deploy/nginx/chat.conf) is the only way in and sets "
         "X-Forwarded-For; behind more proxies, let that nginx find the client with its realip module "
-        "(set_real_ip_from <the proxy in front>; real_ip_header X-Forwarded-For;), as the README's login "
+        "(set_real_ip_from <the proxy in front>; real_ip_header X-Forwarded-For;), as docs/accounts.md's login "
         "throttling section shows.")
 if TRUSTED_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

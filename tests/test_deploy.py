@@ -11,7 +11,7 @@ from chatsite import stack
 from chatsite.embedded import forget_redis_url, record_redis_url
 
 EXAMPLE = stack.ROOT / "deploy" / "production.env.example"
-README = (stack.ROOT / "README.md").read_text()
+SETTINGS_TABLE = (stack.ROOT / "docs" / "settings.md").read_text()
 SHOW = ("import django; django.setup(); from django.conf import settings as s; import json; print(json.dumps("
         "{k: getattr(s, k, None) for k in ('DEBUG', 'SESSION_COOKIE_SECURE', 'CSRF_COOKIE_SECURE', "
         "'SECURE_SSL_REDIRECT', 'SECURE_HSTS_SECONDS', 'SECURE_PROXY_SSL_HEADER', 'CSRF_TRUSTED_ORIGINS', "
@@ -33,7 +33,7 @@ def key_file(tmp_path):
     return path
 
 
-def test_the_example_is_variables_only_and_every_variable_is_in_the_readme_table():
+def test_the_example_is_variables_only_and_every_variable_is_in_the_settings_table():
     names = []
     for line in EXAMPLE.read_text().splitlines():
         if not line.strip() or line.startswith("#"):
@@ -42,8 +42,8 @@ def test_the_example_is_variables_only_and_every_variable_is_in_the_readme_table
         assert re.fullmatch(r"[A-Z][A-Z0-9_]*=[^\s'\"$`\\;&|<>()]*", line), line
         names.append(line.split("=", 1)[0])
     assert len(names) == len(set(names)) and "HTTPS" in names and "TRUSTED_PROXY" in names
-    missing = [n for n in names if not re.search(rf"^\| [^|]*`{n}`", README, re.M)]
-    assert missing == [], f"not in the README settings table: {missing}"
+    missing = [n for n in names if not re.search(rf"^\| [^|]*`{n}`", SETTINGS_TABLE, re.M)]
+    assert missing == [], f"not in the settings table (docs/settings.md): {missing}"
 
 
 def test_check_deploy_reports_no_issue_with_the_production_environment(key_file):

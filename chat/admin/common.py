@@ -75,7 +75,7 @@ LAST_SEARCH = "chat_audited_search"  # session key: the search this reviewer's l
 class AuditedSearch:
     """A search of a list of people's words (messages, titles, comments) reads everyone's text at once, so it
     is recorded like an open: a ``searched`` row with the list, the words and how many rows matched. Showing a
-    list is not (README "Review panel": what is audited).
+    list is not (docs/review-panel.md: what is audited).
 
     Turning a page of that search, sorting it or showing all of it writes no second row: the reviewer's session
     remembers the search last recorded (its list, words and filters: everything but ``p``, ``o`` and ``all``),

@@ -68,7 +68,7 @@ class MessageAdmin(RatingColumns, AuditedOpen, AuditedSearch, ReviewerOnly, admi
                    MessageOwnerFilter, "created_at")
     search_fields = ("content",)
     # No date hierarchy here: its DISTINCT over every message's day costs more than the rest of the page on a
-    # big site (README "Review panel"); the created_at filter above narrows by date instead.
+    # big site (docs/review-panel.md); the created_at filter above narrows by date instead.
     list_select_related = ("conversation__owner",)
     list_per_page = 100
     show_full_result_count = False  # a second count of every message on each filtered page

@@ -7,7 +7,7 @@ from pathlib import Path
 from tests.helpers.tools import missing_tool
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-# docs/screenshots holds the README's copy; tests write to var/ unless asked to refresh it.
+# docs/screenshots holds the copy the README and docs/ show; tests write to var/ unless asked to refresh it.
 SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(__file__).resolve().parents[2] / "var" / "screenshots")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--no-first-run", "--disable-sync"]

@@ -1,4 +1,4 @@
-"""Faults on the worker side, each with its defined outcome (README, "Reliability")."""
+"""Faults on the worker side, each with its defined outcome (docs/reliability.md)."""
 import asyncio
 import json
 import signal

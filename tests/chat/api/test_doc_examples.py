@@ -1,4 +1,4 @@
-"""The README's curl and openai examples, run exactly as written (only the port differs) on the live stack."""
+"""The curl and openai examples of docs/api.md, run exactly as written (only the port differs) on the live stack."""
 import json
 import os
 import re
@@ -11,11 +11,11 @@ import pytest
 from chat.models import Conversation
 
 pytestmark = pytest.mark.e2e
-README = Path(__file__).resolve().parents[2] / "README.md"
+API_DOC = Path(__file__).resolve().parents[3] / "docs" / "api.md"
 
 
 def _block(language: str, needle: str) -> str:
-    blocks = re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
+    blocks = re.findall(rf"```{language}\n(.*?)```", API_DOC.read_text(), flags=re.S)
     return next(b for b in blocks if needle in b)
 
 
