@@ -1,11 +1,13 @@
 # make run   — set up (virtualenv, packages, database, model cache) and start the whole stack
 # make test  — set up, then run the whole test suite
+# make test-fast — the suite without the live stack and the browser (minutes): the loop while you work
+# make lint  — ruff (lint and format) and the import contracts (.importlinter)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: run test setup bench bench-admin migrate model chromium nginx clean
+.PHONY: run test test-fast lint setup bench bench-admin migrate model chromium nginx clean
 
 $(VENV)/.installed: requirements.txt requirements-model.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -49,6 +51,14 @@ run: migrate model
 
 test: $(VENV)/.installed-test model chromium nginx
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed-test model
+	$(PY) -m pytest -m "not e2e and not browser" $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 bench: migrate model
 	$(PY) -m inference.bench --stack

@@ -48,6 +48,10 @@ WORKERS_GROUP = "inference.workers"
 WORKER_CHANNEL_PREFIX = "inference.worker."
 REPLY_CANCEL_EVENT = "inference.cancel"
 
+# --- The browser ------------------------------------------------------------------------------------------------
+# The chat page's websocket (no URL name: Channels' routing is not Django's). The page gets it from its config.
+SOCKET_PATH = "ws/chat/"
+
 # --- Redis keys -----------------------------------------------------------------------------------------------
 WORKERS_KEY = "chat:workers"
 LOAD_KEY = "chat:load"

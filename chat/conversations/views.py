@@ -8,6 +8,7 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from chat import names
 from chat.accounts import selectors as account_selectors
 from chat.conversations import exports, params
 from chat.conversations import selectors as conversation_selectors
@@ -26,7 +27,8 @@ def chat_page(request):
                                                "chat_model": settings.CHAT_MODEL, "chat_config": json.dumps(config),
                                                "quota": quotas.summary(request.user.pk),
                                                "may_chat": account_selectors.account_may_chat(user=request.user),
-                                               ErrorCode.NOT_APPROVED: account_selectors.NOT_APPROVED})
+                                               "pending_notice": account_selectors.NOT_APPROVED,
+                                               "socket_url": "/" + names.SOCKET_PATH})
 
 
 def _json_error(exc: ChatError, status: int = 404):

@@ -5,6 +5,16 @@ from playwright.sync_api import expect, sync_playwright
 
 from tests.browser.people import open_browser
 
+HERE = __file__.rsplit("/", 1)[0] + "/"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test here drives Chromium, on the live stack or on Django's test server: marked ``browser``, so
+    the fast loop (``make test-fast``) can leave them all out with one expression."""
+    for item in items:
+        if str(item.path).startswith(HERE):
+            item.add_marker(pytest.mark.browser)
+
 
 @pytest.fixture
 def person(live_stack, transactional_db, make_user, session_cookie):

@@ -273,9 +273,9 @@ def test_failed_logins_through_nginx_count_against_the_clients_address_and_lock_
 
 def test_static_files_come_from_nginx_and_plain_http_is_redirected(proxied):
     client = Https(proxied["https_port"], proxied["context"])
-    response, body = client.request("GET", "/static/chat/main.js")
-    assert response.status == 200 and body == (stack.ROOT / "static" / "chat" / "main.js").read_bytes()
-    assert "/static/chat/main.js" not in proxied["daphne_log"].read_text(errors="replace")  # nginx served it
+    response, body = client.request("GET", "/static/chat/page/main.js")
+    assert response.status == 200 and body == (stack.ROOT / "static" / "chat" / "page" / "main.js").read_bytes()
+    assert "/static/chat/page/main.js" not in proxied["daphne_log"].read_text(errors="replace")  # nginx served it
 
     conn = http.client.HTTPConnection("127.0.0.1", proxied["http_port"], timeout=10)
     conn.request("GET", "/accounts/login/")

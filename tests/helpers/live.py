@@ -35,7 +35,7 @@ def _wait_for_log(path: Path, needle: str, proc, timeout: float = 120.0) -> None
 
 
 # The live stack's batch cap and worker threads: room for eight API streams beside a browser chat in one batch
-# (tests/api/test_api_limits_live.py), the proof of shared forward passes.
+# (tests/chat/api/test_api_limits_live.py), the proof of shared forward passes.
 LIVE_BATCH = 9
 
 

@@ -93,7 +93,7 @@ def test_the_page_lists_only_replies_being_generated_with_their_worker_and_token
     conversation_url = reverse("admin:chat_conversation_change", args=[streaming.conversation_id])
     assert f'<a href="{conversation_url}">busy chat</a>' in html
     assert f'formaction="{cancel_url(queued.pk)}"' in html and '<form id="live-cancel" method="post"' in html
-    assert "chat/live_refresh.js" in html and EMPTY not in html
+    assert "chat/admin/live_refresh.js" in html and EMPTY not in html
     assert "done" not in {r.conversation.title for r in rows}
 
 

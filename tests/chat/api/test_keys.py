@@ -1,5 +1,5 @@
 """API keys (services, authentication, the settings page, the command, the admin) and API conversations whose
-key keeps no text. The API's requests themselves are tested through the openai client in tests/api/."""
+key keeps no text. The API's requests themselves are tested through the openai client in tests/chat/api/."""
 import io
 import json
 

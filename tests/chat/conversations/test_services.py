@@ -145,7 +145,7 @@ def test_pages_and_json_are_scoped_to_the_signed_in_user(client, make_user):
     assert client.get("/").status_code == 302  # login required
     client.force_login(alice)
     page = client.get("/")
-    assert page.status_code == 200 and b"chat/main.js" in page.content
+    assert page.status_code == 200 and b"chat/page/main.js" in page.content
     assert client.get("/conversations/").json()["conversations"][0]["id"] == sent.conversation.id
     detail = client.get(f"/conversations/{sent.conversation.id}/").json()
     assert [m["role"] for m in detail["messages"]] == ["user", "assistant"]
