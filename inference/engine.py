@@ -30,7 +30,7 @@ from .batching import Plan, RunningBatch, full_attention, plan_groups, prefill_i
 from .detok import Detokenizer
 from .output import RequestHandle
 from .prefix_cache import PrefixCache
-from .request import GenerationRequest, Request  # GenerationRequest: part of this module's API
+from .request import FinishReason, GenerationRequest, Request  # GenerationRequest: part of this module's API
 from .sampling import SamplingParams, sample_next
 
 log = logging.getLogger(__name__)
@@ -164,10 +164,10 @@ class BatchEngine:
             except Exception as exc:  # a failed step fails its requests, never the engine
                 log.exception("generation step failed")
                 for req in self._batch.rows + newcomers:  # those already finished stay as they ended
-                    self._finish(req, "error", error=f"{type(exc).__name__}: {exc}")
+                    self._finish(req, FinishReason.ERROR, error=f"{type(exc).__name__}: {exc}")
                 self._batch.reset()
         for req in self._batch.rows:
-            self._finish(req, "cancelled")
+            self._finish(req, FinishReason.CANCELLED)
         self._batch.reset()
 
     def _schedule(self) -> list[Request]:
@@ -186,7 +186,7 @@ class BatchEngine:
                 self._finish(req, reason)
         self._drop_finished()
 
-    def _finish(self, req: Request, reason: str, error: str = "") -> None:
+    def _finish(self, req: Request, reason: FinishReason, error: str = "") -> None:
         """End a request (once) and forget a cancel of it, so the cancelled ids do not grow."""
         if req.status.finished:
             return
@@ -217,7 +217,7 @@ class BatchEngine:
             for rid in [k for k, t in self._cancelled.items() if now - t > 300]:
                 del self._cancelled[rid]
         for req in gone:
-            self._finish(req, "cancelled")
+            self._finish(req, FinishReason.CANCELLED)
         self._drop_finished()
 
     def _was_cancelled(self, req: Request) -> bool:
@@ -231,9 +231,9 @@ class BatchEngine:
         live = []
         for req in newcomers:
             if self._was_cancelled(req):
-                self._finish(req, "cancelled")
+                self._finish(req, FinishReason.CANCELLED)
             elif self.context_window - len(req.generation.input_ids) < 1:
-                self._finish(req, "error", error="The prompt fills the model's whole context window.")
+                self._finish(req, FinishReason.ERROR, error="The prompt fills the model's whole context window.")
             else:
                 live.append(req)
         if not live:
