@@ -1,5 +1,5 @@
 """The left-padded batch the engine keeps, as tensors: how newcomers are grouped and laid out for prefill (from
-their cached prefixes), merged into the running batch, and how rows leave it.
+their cached prefixes), and the running batch they join (``RunningBatch``).
 
 Layout: every row's newest token sits in the same column, so one decode step is one forward pass over
 ``[B, 1]`` tokens with a ``[B, T]`` attention mask (1 for real tokens, 0 for padding) and explicit position ids
@@ -13,9 +13,74 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .request import Request, RequestStatus
+
 if TYPE_CHECKING:
     from .prefix_cache import PrefixEntry
-    from .request import Request
+
+
+class RunningBatch:
+    """The rows being decoded, as five fields that describe the same rows in the same order: each row's request,
+    the KV cache, the attention mask over it, the sampled token each row feeds next and that token's position.
+
+    Only the methods here change them, and each changes all five together: ``merge`` admits prefilled rows,
+    ``advance`` records a decode step, ``keep`` drops rows, ``reset`` empties the batch. A row's next position is
+    the number of real tokens in its cache (``positions == mask.sum(-1)``). The engine's thread alone touches it;
+    other threads only read ``rows``, which is replaced or extended, never left half-built.
+    """
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        """Empty the batch, releasing the KV cache."""
+        self.rows: list[Request] = []  # the request of each row, in row order
+        self.cache = None
+        self.mask: torch.Tensor | None = None  # [B, T] 1 for real tokens, 0 for left padding
+        self.next: torch.Tensor | None = None  # [B] sampled but not yet fed tokens
+        self.positions: torch.Tensor | None = None  # [B] position id of each row's next token
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def merge(self, requests: list[Request], cache, mask: torch.Tensor, next_tokens: torch.Tensor,
+              positions: torch.Tensor) -> None:
+        """Append prefilled rows (their own cache, mask, next tokens and positions), left-padding whichever side
+        is shorter; their requests are running from now on."""
+        for req in requests:
+            req.status = RequestStatus.RUNNING
+        if not self.rows:  # the newcomers' tensors become the batch's: no copy
+            self.rows, self.cache, self.mask = list(requests), cache, mask
+            self.next, self.positions = next_tokens, positions
+            return
+        self.mask = merge(self.cache, self.mask, cache, mask)
+        self.next = torch.cat([self.next, next_tokens])
+        self.positions = torch.cat([self.positions, positions])
+        self.rows.extend(requests)
+
+    def decode_inputs(self) -> dict:
+        """The model's arguments for one decode step: every row feeds its next token (the cache grows in place)."""
+        mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=-1)
+        return {"input_ids": self.next.unsqueeze(-1), "attention_mask": mask,
+                "position_ids": self.positions.unsqueeze(-1), "past_key_values": self.cache}
+
+    def advance(self, inputs: dict, next_tokens: torch.Tensor) -> None:
+        """Record the decode step run on ``inputs`` (``decode_inputs``): each row's fed token is now in the cache,
+        and ``next_tokens`` were sampled from its logits."""
+        self.mask = inputs["attention_mask"]
+        self.positions = self.positions + 1
+        self.next = next_tokens
+
+    def keep(self, indexes: list[int]) -> None:
+        """Keep only the rows at ``indexes`` (ascending), freeing the others' cache; none left empties the batch."""
+        if not indexes:
+            self.reset()
+            return
+        index = torch.tensor(indexes, device=self.mask.device)
+        self.rows = [self.rows[i] for i in indexes]
+        self.next = self.next.index_select(0, index)
+        self.positions = self.positions.index_select(0, index)
+        self.mask = keep_rows(self.cache, self.mask, index)
 
 
 @dataclass(eq=False)

@@ -10,7 +10,8 @@ accept arrivals and departures between steps. With a prefix cache (``prefix_cach
 starts from the longest already computed start of its prompt, and requests arriving together compute their
 common start once.
 
-The engine schedules; each request's own state — its tokens, its text, whether and why it ends, its final
+The engine schedules; the running rows and their tensors are one ``RunningBatch`` (``batching.py``), changed
+only through its methods; each request's own state — its tokens, its text, whether and why it ends, its final
 event — is a ``Request`` (``request.py``), shared with ``SerialEngine``.
 """
 from __future__ import annotations
@@ -25,11 +26,11 @@ from functools import partial
 
 import torch
 
-from .batching import Plan, full_attention, keep_rows, merge, plan_groups, prefill_inputs, row_states
+from .batching import Plan, RunningBatch, full_attention, plan_groups, prefill_inputs, row_states
 from .detok import Detokenizer
 from .output import RequestHandle
 from .prefix_cache import PrefixCache
-from .request import GenerationRequest, Request, RequestStatus  # GenerationRequest: part of this module's API
+from .request import FinishReason, GenerationRequest, Request  # GenerationRequest: part of this module's API
 from .sampling import SamplingParams, sample_next
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,7 @@ class BatchEngine:
         self._lock = threading.Lock()
         self._admission = threading.Lock()
         self._ids = itertools.count()
-        self._rows: list[Request] = []  # the running batch: the request of each row, in row order
-        self._cache = None
-        self._mask: torch.Tensor | None = None  # [B, T] 1 for real tokens, 0 for left padding
-        self._next: torch.Tensor | None = None  # [B] sampled but not yet fed tokens
-        self._positions: torch.Tensor | None = None  # [B] position id of each row's next token
+        self._batch = RunningBatch()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self.steps = 0  # decode steps run
@@ -130,7 +127,7 @@ class BatchEngine:
     @property
     def active(self) -> int:
         """Unfinished requests in the running batch."""
-        return sum(1 for req in self._rows if not req.status.finished)
+        return sum(1 for req in self._batch.rows if not req.status.finished)
 
     def stats(self) -> dict[str, int | list[int]]:
         """Counters for monitoring, read from another thread (plain ints: a figure a step old is fine)."""
@@ -159,23 +156,23 @@ class BatchEngine:
                     # decode step, so they start in it instead of one step later; bounded, so running replies
                     # are not held up for long.
                     if admitted < MAX_ADMIT_ROUNDS and not self._incoming.empty() and \
-                            len(self._rows) < self.max_batch_size:
+                            len(self._batch) < self.max_batch_size:
                         continue
                 admitted = 0
-                if self._rows:
+                if self._batch:
                     self._update(*self._decode_step())
             except Exception as exc:  # a failed step fails its requests, never the engine
                 log.exception("generation step failed")
-                for req in self._rows + newcomers:  # those already finished stay as they ended
-                    self._finish(req, "error", error=f"{type(exc).__name__}: {exc}")
-                self._reset_batch()
-        for req in self._rows:
-            self._finish(req, "cancelled")
-        self._reset_batch()
+                for req in self._batch.rows + newcomers:  # those already finished stay as they ended
+                    self._finish(req, FinishReason.ERROR, error=f"{type(exc).__name__}: {exc}")
+                self._batch.reset()
+        for req in self._batch.rows:
+            self._finish(req, FinishReason.CANCELLED)
+        self._batch.reset()
 
     def _schedule(self) -> list[Request]:
         """Apply cancels and take the newcomers there is room for (waiting briefly when the batch is idle)."""
-        newcomers = self._take_newcomers(block=not self._rows)
+        newcomers = self._take_newcomers(block=not self._batch)
         self._apply_cancels()
         return newcomers
 
@@ -189,7 +186,7 @@ class BatchEngine:
                 self._finish(req, reason)
         self._drop_finished()
 
-    def _finish(self, req: Request, reason: str, error: str = "") -> None:
+    def _finish(self, req: Request, reason: FinishReason, error: str = "") -> None:
         """End a request (once) and forget a cancel of it, so the cancelled ids do not grow."""
         if req.status.finished:
             return
@@ -200,7 +197,7 @@ class BatchEngine:
     # -- schedule ---------------------------------------------------------------------------------------
     def _take_newcomers(self, block: bool) -> list[Request]:
         newcomers: list[Request] = []
-        room = self.max_batch_size - len(self._rows)
+        room = self.max_batch_size - len(self._batch)
         try:
             if block and room > 0:  # wait outside the lock, so submitting never waits for this timeout
                 newcomers.append(self._incoming.get(timeout=0.1))
@@ -216,11 +213,11 @@ class BatchEngine:
             if not self._cancelled:
                 return
             now = time.monotonic()
-            gone = [r for r in self._rows if r.request_id in self._cancelled]
+            gone = [r for r in self._batch.rows if r.request_id in self._cancelled]
             for rid in [k for k, t in self._cancelled.items() if now - t > 300]:
                 del self._cancelled[rid]
         for req in gone:
-            self._finish(req, "cancelled")
+            self._finish(req, FinishReason.CANCELLED)
         self._drop_finished()
 
     def _was_cancelled(self, req: Request) -> bool:
@@ -234,9 +231,9 @@ class BatchEngine:
         live = []
         for req in newcomers:
             if self._was_cancelled(req):
-                self._finish(req, "cancelled")
+                self._finish(req, FinishReason.CANCELLED)
             elif self.context_window - len(req.generation.input_ids) < 1:
-                self._finish(req, "error", error="The prompt fills the model's whole context window.")
+                self._finish(req, FinishReason.ERROR, error="The prompt fills the model's whole context window.")
             else:
                 live.append(req)
         if not live:
@@ -281,7 +278,7 @@ class BatchEngine:
             for i, plan in enumerate(plans):
                 if plan.todo > 1:  # mostly computed here: worth keeping for whoever sends it (or more) next
                     self.prefix_cache.insert(plan.prompt, partial(row_states, cache, i, len(plan.prompt)))
-        self._merge(requests, cache, mask, next_tokens, mask.sum(-1))
+        self._batch.merge(requests, cache, mask, next_tokens, mask.sum(-1))
         return requests, next_tokens
 
     def _join_warm(self, plans: list[Plan]) -> None:
@@ -291,7 +288,7 @@ class BatchEngine:
         wave of arrivals."""
         _, mask, positions, cache = prefill_inputs(plans, self.model.config, self._pad_id(), self.device)
         next_tokens = torch.tensor([p.prompt[-1] for p in plans], dtype=torch.long, device=self.device)
-        self._merge([p.request for p in plans], cache, mask[:, :-1], next_tokens, positions[:, -1])
+        self._batch.merge([p.request for p in plans], cache, mask[:, :-1], next_tokens, positions[:, -1])
 
     def _forward(self, plans: list[Plan]):
         ids, mask, positions, cache = prefill_inputs(plans, self.model.config, self._pad_id(), self.device)
@@ -301,17 +298,14 @@ class BatchEngine:
 
     def _decode_step(self) -> tuple[list[Request], torch.Tensor]:
         """One forward pass over every row's pending token; returns the rows' requests and their sampled tokens."""
-        mask = torch.cat([self._mask, torch.ones_like(self._mask[:, :1])], dim=-1)
-        out = self.model(input_ids=self._next.unsqueeze(-1), attention_mask=mask,
-                         position_ids=self._positions.unsqueeze(-1), past_key_values=self._cache,
-                         use_cache=True, logits_to_keep=1)
+        batch = self._batch
+        inputs = batch.decode_inputs()
+        out = self.model(**inputs, use_cache=True, logits_to_keep=1)
         self.steps += 1
-        self.step_rows += len(self._rows)
-        self.steps_at[len(self._rows)] += 1
-        self._mask = mask
-        self._positions = self._positions + 1
-        self._next = self._sample(out.logits[:, -1, :], self._rows)
-        return list(self._rows), self._next
+        self.step_rows += len(batch)
+        self.steps_at[len(batch)] += 1
+        batch.advance(inputs, self._sample(out.logits[:, -1, :], batch.rows))
+        return list(batch.rows), batch.next
 
     def _sample(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
         params = [r.generation.params for r in requests]
@@ -323,43 +317,22 @@ class BatchEngine:
         pad = getattr(self.tokenizer, "pad_token_id", None)
         return pad if isinstance(pad, int) else next(iter(self.eos_ids), 0)
 
-    def _merge(self, requests, cache, mask, next_tokens, positions) -> None:
-        """Append prefilled rows to the running batch, left-padding whichever side is shorter."""
-        for req in requests:
-            req.status = RequestStatus.RUNNING
-        if not self._rows:
-            self._rows, self._cache, self._mask = list(requests), cache, mask
-            self._next, self._positions = next_tokens, positions
-            return
-        self._mask = merge(self._cache, self._mask, cache, mask)
-        self._next = torch.cat([self._next, next_tokens])
-        self._positions = torch.cat([self._positions, positions])
-        self._rows.extend(requests)
-
     def _drop_finished(self) -> None:
-        keep = [i for i, r in enumerate(self._rows) if not r.status.finished]
-        if len(keep) == len(self._rows):
+        rows = self._batch.rows
+        keep = [i for i, r in enumerate(rows) if not r.status.finished]
+        if len(keep) == len(rows):
             return
         if self.prefix_cache is not None:
             kept = set(keep)
-            self._remember_finished([i for i in range(len(self._rows)) if i not in kept])
-        if not keep:
-            self._reset_batch()
-            return
-        index = torch.tensor(keep, device=self.device)
-        self._rows = [self._rows[i] for i in keep]
-        self._next = self._next.index_select(0, index)
-        self._positions = self._positions.index_select(0, index)
-        self._mask = keep_rows(self._cache, self._mask, index)
+            self._remember_finished([i for i in range(len(rows)) if i not in kept])
+        self._batch.keep(keep)
 
     def _remember_finished(self, indexes: list[int]) -> None:
         """Keep a finished reply's prompt + reply states: the conversation's next turn starts with exactly those
         tokens (the chat template re-renders the reply), so its prefill is only the new message."""
+        batch = self._batch
         for i in indexes:
-            req = self._rows[i]
+            req = batch.rows[i]
             tokens = list(req.generation.input_ids) + req.sampled[:-1]  # the last sampled token was never fed
-            if int(self._mask[i].sum()) == len(tokens):
-                self.prefix_cache.insert(tokens, partial(row_states, self._cache, i, len(tokens)))
-
-    def _reset_batch(self) -> None:
-        self._rows, self._cache, self._mask, self._next, self._positions = [], None, None, None, None
+            if int(batch.mask[i].sum()) == len(tokens):
+                self.prefix_cache.insert(tokens, partial(row_states, batch.cache, i, len(tokens)))

@@ -19,7 +19,7 @@ class Piece:
 class Finished:
     """The end of a request. ``reason``: stop, length, cancelled or error."""
 
-    reason: str
+    reason: str  # a request.FinishReason, named here only as the str it is: request.py imports this module
     text: str
     prompt_tokens: int
     completion_tokens: int

@@ -3,6 +3,8 @@
 Modelled on vLLM's ``Request``/``RequestStatus`` and transformers' ``RequestState``: the engine decides *when*
 a request runs; the request itself records each sampled token, releases its text, and decides whether and why
 it ends. ``BatchEngine`` and ``SerialEngine`` share it, so both end requests and time them the same way.
+Its vocabularies — ``RequestStatus`` and the public ``FinishReason`` — are defined here, with no Django, so the
+chat app can store and compare the same values.
 """
 from __future__ import annotations
 
@@ -27,15 +29,25 @@ class GenerationRequest:
     request_id: str = ""
 
 
+class FinishReason(enum.StrEnum):
+    """Why a request ended, as ``Finished.reason`` carries it; the values are the wire's (a ``str`` compares,
+    hashes and serialises as its value)."""
+
+    STOP = "stop"  # end-of-turn token or stop string
+    LENGTH = "length"  # max_new_tokens or the context window
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
 class RequestStatus(enum.Enum):
     """Where a request stands; the ``FINISHED_*`` members carry the public finish reason."""
 
     WAITING = "waiting"  # submitted, not yet in the running batch
     RUNNING = "running"
-    FINISHED_STOPPED = "stop"  # end-of-turn token or stop string
-    FINISHED_LENGTH = "length"  # max_new_tokens or the context window
-    FINISHED_CANCELLED = "cancelled"
-    FINISHED_ERROR = "error"
+    FINISHED_STOPPED = FinishReason.STOP
+    FINISHED_LENGTH = FinishReason.LENGTH
+    FINISHED_CANCELLED = FinishReason.CANCELLED
+    FINISHED_ERROR = FinishReason.ERROR
 
     @property
     def finished(self) -> bool:
@@ -43,12 +55,12 @@ class RequestStatus(enum.Enum):
         return self.name.startswith("FINISHED_")
 
     @property
-    def reason(self) -> str | None:
+    def reason(self) -> FinishReason | None:
         """The public finish reason (``Finished.reason``): stop, length, cancelled or error; None while unfinished."""
         return self.value if self.finished else None
 
     @classmethod
-    def for_reason(cls, reason: str) -> RequestStatus:
+    def for_reason(cls, reason: FinishReason | str) -> RequestStatus:
         """The finished status of a public finish reason."""
         status = cls(reason)
         if not status.finished:
@@ -88,7 +100,7 @@ class Request:
             self.generator.manual_seed(seed)
         return self.generator
 
-    def accept(self, token: int, *, eos_ids, context_window: int) -> str | None:
+    def accept(self, token: int, *, eos_ids, context_window: int) -> FinishReason | None:
         """Record one sampled token and push the text it releases to the handle; return why the request ends
         with it (``stop``: an end-of-turn token or a stop string; ``length``: ``max_new_tokens`` or the context
         window is used up), or None when it goes on. Ending it is the caller's job (``finish``)."""
@@ -96,19 +108,19 @@ class Request:
             self.first_token_at = time.monotonic()
         self.sampled.append(token)
         if token in eos_ids:
-            return "stop"
+            return FinishReason.STOP
         self.completion_tokens += 1
         text = self.detok.push(token)
         if text:
             self.handle.put(Piece(text, self.completion_tokens))
         if self.detok.stopped:
-            return "stop"
+            return FinishReason.STOP
         used = len(self.generation.input_ids) + self.completion_tokens
         if self.completion_tokens >= self.generation.params.max_new_tokens or used >= context_window:
-            return "length"
+            return FinishReason.LENGTH
         return None
 
-    def finish(self, reason: str, error: str = "") -> None:
+    def finish(self, reason: FinishReason, error: str = "") -> None:
         """End the request (once; later calls do nothing): release the text held back, then send ``Finished``
         with its timings — time to first token, and decode speed over the tokens after the first."""
         if self.status.finished:
@@ -120,7 +132,7 @@ class Request:
         first = self.first_token_at
         decode_s = time.monotonic() - first if first else 0.0
         self.handle.put(Finished(
-            reason=reason, text=self.detok.text, prompt_tokens=len(self.generation.input_ids),
+            reason=self.status.reason, text=self.detok.text, prompt_tokens=len(self.generation.input_ids),
             completion_tokens=self.completion_tokens,
             ttft_s=(first - self.submitted) if first else None,
             tokens_per_s=(self.completion_tokens - 1) / decode_s if decode_s > 0 and self.completion_tokens > 1

@@ -16,7 +16,7 @@ from transformers.generation.streamers import BaseStreamer
 from .detok import Detokenizer
 from .engine import GenerationRequest, eos_token_ids
 from .output import RequestHandle
-from .request import Request, RequestStatus
+from .request import FinishReason, Request, RequestStatus
 
 
 class _GenerateHooks(BaseStreamer, StoppingCriteria):
@@ -24,7 +24,7 @@ class _GenerateHooks(BaseStreamer, StoppingCriteria):
 
     def __init__(self, engine: SerialEngine, request: Request):
         self.engine, self.request, self.prompt_seen = engine, request, False
-        self.reason: str | None = None  # why the request ends, once a token has decided it
+        self.reason: FinishReason | None = None  # why the request ends, once a token has decided it
 
     def put(self, value):
         if not self.prompt_seen:  # generate hands the prompt over first
@@ -96,7 +96,8 @@ class SerialEngine:
             cancelled = self.is_cancelled(req.request_id)
             self._cancelled.discard(req.request_id)
             if cancelled:
-                reason = "cancelled"
+                reason = FinishReason.CANCELLED
             else:  # generate may also stop on its own, at an end-of-turn token of the model's generation config
-                reason = hooks.reason or ("length" if req.completion_tokens >= params.max_new_tokens else "stop")
+                reason = hooks.reason or (FinishReason.LENGTH if req.completion_tokens >= params.max_new_tokens
+                                          else FinishReason.STOP)
             req.finish(reason)

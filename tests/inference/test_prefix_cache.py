@@ -137,9 +137,9 @@ def test_cancelled_and_cached_requests_leave_the_engine_clean(cached_engine, tok
     again = reply(cached_engine, ids, 3)
     assert again.completion_tokens == 3
     deadline = time.monotonic() + 10  # the engine drops the finished row just after handing out its end
-    while (cached_engine.active or cached_engine._cache is not None) and time.monotonic() < deadline:
+    while (cached_engine.active or cached_engine._batch.cache is not None) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert cached_engine.active == 0 and cached_engine._cache is None
+    assert cached_engine.active == 0 and cached_engine._batch.cache is None
     assert cached_engine.prefix_cache.bytes <= cached_engine.prefix_cache.budget_bytes
 
 
