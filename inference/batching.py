@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .request import Request, RequestStatus
+from inference.request import Request, RequestStatus
 
 if TYPE_CHECKING:
-    from .prefix_cache import PrefixEntry
+    from inference.prefix_cache import PrefixEntry
 
 
 class RunningBatch:

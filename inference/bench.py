@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from .engine import BatchEngine, GenerationRequest
-from .loading import BUNDLED, configure_threads, default_model, load_model, pick_device, pick_dtype
-from .output import Finished
-from .prompt import build_prompt, context_window
-from .sampling import SamplingParams
-from .serial import SerialEngine
+from inference.engine import BatchEngine, GenerationRequest
+from inference.loading import BUNDLED, configure_threads, default_model, load_model, pick_device, pick_dtype
+from inference.output import Finished
+from inference.prompt import build_prompt, context_window
+from inference.sampling import SamplingParams
+from inference.serial import SerialEngine
 
 PROMPT = "Write a detailed essay about the history of the Roman Empire, from its founding to its fall."
 PREFIX_CACHE_BYTES = 256 * 2**20
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
     if args.prompt:
         from transformers import AutoTokenizer
 
-        from .loading import resolve_model_path
+        from inference.loading import resolve_model_path
 
         name = BUNDLED if args.model.startswith("random:") else args.model
         ms = bench_prompt(AutoTokenizer.from_pretrained(resolve_model_path(name)))
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
     if args.model.startswith("random:"):
         from transformers import AutoTokenizer
 
-        from .loading import resolve_model_path
+        from inference.loading import resolve_model_path
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(BUNDLED))
         device = pick_device(args.device)

@@ -26,12 +26,12 @@ from functools import partial
 
 import torch
 
-from .batching import Plan, RunningBatch, full_attention, plan_groups, prefill_inputs, row_states
-from .detok import Detokenizer
-from .output import RequestHandle
-from .prefix_cache import PrefixCache
-from .request import FinishReason, GenerationRequest, Request  # GenerationRequest: part of this module's API
-from .sampling import SamplingParams, sample_next
+from inference.batching import Plan, RunningBatch, full_attention, plan_groups, prefill_inputs, row_states
+from inference.detok import Detokenizer
+from inference.output import RequestHandle
+from inference.prefix_cache import PrefixCache
+from inference.request import FinishReason, GenerationRequest, Request  # GenerationRequest: part of this module's API
+from inference.sampling import SamplingParams, sample_next
 
 log = logging.getLogger(__name__)
 MAX_ADMIT_ROUNDS = 3
@@ -59,7 +59,7 @@ class BatchEngine:
         self.max_batch_size = max_batch_size
         self.device = next(model.parameters()).device
         self.eos_ids = set(eos_ids) if eos_ids is not None else eos_token_ids(model, tokenizer)
-        from .prompt import context_window as _window
+        from inference.prompt import context_window as _window
 
         self.context_window = context_window or _window(model.config)
         self._incoming: queue.Queue[Request] = queue.Queue()

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .detok import Detokenizer
-from .output import Finished, Piece, RequestHandle
-from .sampling import SamplingParams
+from inference.detok import Detokenizer
+from inference.output import Finished, Piece, RequestHandle
+from inference.sampling import SamplingParams
 
 
 @dataclass

@@ -13,10 +13,10 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from .detok import Detokenizer
-from .engine import GenerationRequest, eos_token_ids
-from .output import RequestHandle
-from .request import FinishReason, Request, RequestStatus
+from inference.detok import Detokenizer
+from inference.engine import GenerationRequest, eos_token_ids
+from inference.output import RequestHandle
+from inference.request import FinishReason, Request, RequestStatus
 
 
 class _GenerateHooks(BaseStreamer, StoppingCriteria):
@@ -51,7 +51,7 @@ class SerialEngine:
                  **_ignored):
         self.model, self.tokenizer = model, tokenizer
         self.eos_ids = set(eos_ids) if eos_ids is not None else eos_token_ids(model, tokenizer)
-        from .prompt import context_window as _window
+        from inference.prompt import context_window as _window
 
         self.context_window = context_window or _window(model.config)
         self.device = next(model.parameters()).device

@@ -5,9 +5,9 @@ import subprocess
 import pytest
 
 from chatsite import stack
-from tests.helpers import tools
 from tests.browser.chromium import skip_without_chromium
 from tests.e2e.test_nginx import require_nginx
+from tests.helpers import tools
 
 MISSING = "/nonexistent/program"
 

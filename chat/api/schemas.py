@@ -10,6 +10,7 @@ from django.conf import settings
 from chat.api.errors import ApiError, invalid
 from chat.conversations.params import SEED_MAX, SEED_MIN, stop_strings_clean
 from chat.errors import ChatError, ErrorCode
+from chat.models import Message
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 MAX_MESSAGES = 200
@@ -128,7 +129,8 @@ def parse_completion_request(body, served_model: str) -> CompletionRequest:
 # --- responses --------------------------------------------------------------------------------------------
 # A stopped reply (the person pressed Stop in the chat, staff cancelled it) ends as "stop": OpenAI has no
 # "cancelled", and its text so far is a valid, shorter answer.
-FINISH_REASONS = {"stop": "stop", "length": "length", "cancelled": "stop"}
+FINISH_REASONS = {Message.FinishReason.STOP: "stop", Message.FinishReason.LENGTH: "length",
+                  Message.FinishReason.CANCELLED: "stop"}
 
 
 def model_object(model_id: str, created: int) -> dict:

@@ -88,7 +88,7 @@ def reply_checkpoint(*, message_id: int, content: str, dropped_messages: int | N
                 .update(**fields))
 
 
-def reply_finish(*, message_id: int, content: str | None, status: str, finish_reason: str,
+def reply_finish(*, message_id: int, content: str | None, status: Message.Status, finish_reason: Message.FinishReason,
                    prompt_tokens: int | None = None, completion_tokens: int | None = None,
                    ttft_ms: int | None = None, tokens_per_s: float | None = None, error: str = "",
                    error_code: ErrorCode | str = "", params: dict | None = None,

@@ -206,7 +206,8 @@ def counting(monkeypatch):
 
 def _long_history(turns, chars):
     rng = random.Random(turns)
-    text = lambda: " ".join(rng.choice(["word", "token", "Rome", "1453", "café", "—"]) for _ in range(chars // 3))[:chars]
+    def text():
+        return " ".join(rng.choice(["word", "token", "Rome", "1453", "café", "—"]) for _ in range(chars // 3))[:chars]
     return [{"role": "system", "content": "Be brief."}] + [
         {"role": "user" if (turns - 1 - i) % 2 == 0 else "assistant", "content": text()} for i in range(turns)]
 

@@ -16,8 +16,8 @@ import websockets
 from chat.names import WORKERS_KEY
 from chat.store import live_workers
 from chatsite import stack
-from tests.launcher.conftest import READY
 from tests.helpers.live import recv_until, send
+from tests.launcher.conftest import READY
 
 pytestmark = pytest.mark.e2e
 

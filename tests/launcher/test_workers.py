@@ -15,8 +15,8 @@ import redis
 import websockets
 
 from chatsite import stack
-from tests.helpers import support
 from tests.e2e.test_chat_stack import ask
+from tests.helpers import support
 from tests.launcher.conftest import READY
 from tests.launcher.test_supervision import wait_for_heartbeat
 

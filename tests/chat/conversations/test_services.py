@@ -1,13 +1,13 @@
 """Services, selectors and pages: rows stored right, refusals in words, nobody reads another's chats."""
 import pytest
 
-from chat.text import TITLE_CHARS
 from chat.conversations import selectors as conversation_selectors
 from chat.conversations import services as conversation_services
 from chat.errors import ChatError
 from chat.models import Conversation, Message
 from chat.replies import selectors as reply_selectors
 from chat.replies import services as reply_services
+from chat.text import TITLE_CHARS
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,6 @@ from channels.layers import get_channel_layer
 from django.db import OperationalError
 
 from chat import events
-from chat.text import TITLE_CHARS
 from chat.api import services as api_services
 from chat.conversations import services as conversation_services
 from chat.limits import quotas
@@ -16,6 +15,7 @@ from chat.names import lease_key
 from chat.replies import liveness, streamlog, sweep
 from chat.replies import services as reply_services
 from chat.store import client
+from chat.text import TITLE_CHARS
 from chat.worker import job as worker_job
 from chat.worker import runtime as worker_runtime
 from chat.worker import tasks
