@@ -4,6 +4,7 @@ A channel-layer event is a frame (``chat/frames.py``) whose ``type`` carries the
 Channels dispatches ``chat.delta`` to ``ChatConsumer.chat_delta``; the consumer strips the prefix and sends
 the frame on. The stream log lives in ``streamlog.py``, the worker's link in ``worker_link.py``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,21 +42,29 @@ def user_group(user_id: int) -> str:
 # --- frame builders ----------------------------------------------------------------------------------------
 def message_payload(message) -> MessageInfo:
     """A message as the protocol shows it."""
-    return {"id": message.id, "conversation": message.conversation_id, "role": message.role,
-            "content": message.content, "status": message.status}
+    return {
+        "id": message.id,
+        "conversation": message.conversation_id,
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+    }
 
 
 def conversation_frame(conversation, client_id: str | None = None) -> ConversationFrame:
     """With ``client_id``, the frame announces a conversation that send started (the tab that sent it adopts it)."""
-    frame: ConversationFrame = {"type": "conversation", "conversation": {"id": conversation.id,
-                                                                          "title": conversation.title}}
+    frame: ConversationFrame = {
+        "type": "conversation",
+        "conversation": {"id": conversation.id, "title": conversation.title},
+    }
     if client_id:
         frame["client_id"] = client_id
     return frame
 
 
-def message_frame(message, client_id: str | None = None, replaces: int | None = None,
-                  siblings: list[int] | None = None) -> MessageFrame:
+def message_frame(
+    message, client_id: str | None = None, replaces: int | None = None, siblings: list[int] | None = None
+) -> MessageFrame:
     frame: MessageFrame = {"type": "message", "message": message_payload(message)}
     if siblings is not None:
         frame["message"]["siblings"] = siblings
@@ -74,8 +83,12 @@ def done_frame(message) -> DoneFrame:
     """The end of a reply: the stored text, counts, timings, and the stored error (a sentence, and its code
     where one applies) if it failed."""
     return {
-        "type": "done", "message": message.id, "status": message.status,
-        "finish_reason": message.finish_reason, "content": message.content, "error": message.error,
+        "type": "done",
+        "message": message.id,
+        "status": message.status,
+        "finish_reason": message.finish_reason,
+        "content": message.content,
+        "error": message.error,
         "error_code": message.error_code,
         "usage": {"prompt_tokens": message.prompt_tokens or 0, "completion_tokens": message.completion_tokens or 0},
         "timing": {"ttft_ms": message.ttft_ms, "tokens_per_s": message.tokens_per_s},
@@ -93,8 +106,7 @@ def feedback_frame(message_id: int, rating: int, comment: str) -> FeedbackFrame:
 
 def settings_frame(conversation_id: int | None, system_prompt: str, params: dict) -> SettingsFrame:
     """A conversation's settings (or, with ``None``, the person's defaults for new conversations)."""
-    return {"type": "settings", "conversation": conversation_id, "system_prompt": system_prompt,
-            "params": dict(params)}
+    return {"type": "settings", "conversation": conversation_id, "system_prompt": system_prompt, "params": dict(params)}
 
 
 def deleted_frame(conversation_id: int) -> DeletedFrame:

@@ -52,6 +52,7 @@ class Timing(TypedDict):
 
 class ConversationFrame(TypedDict):
     """A conversation was created, or its title changed (renamed, or titled by the model)."""
+
     type: Literal["conversation"]
     conversation: ConversationInfo
     client_id: NotRequired[str]
@@ -59,6 +60,7 @@ class ConversationFrame(TypedDict):
 
 class MessageFrame(TypedDict):
     """A stored message; with ``seq``, a reply in progress answering ``subscribe``."""
+
     type: Literal["message"]
     message: MessageInfo
     client_id: NotRequired[str]
@@ -68,6 +70,7 @@ class MessageFrame(TypedDict):
 
 class SubscribedFrame(TypedDict):
     """The end of an answer to ``subscribe``."""
+
     type: Literal["subscribed"]
     conversation: int
     active: int | None
@@ -75,6 +78,7 @@ class SubscribedFrame(TypedDict):
 
 class DeltaFrame(TypedDict):
     """New reply text; seqs count from 0 per message, without gaps."""
+
     type: Literal["delta"]
     message: int
     seq: int
@@ -84,6 +88,7 @@ class DeltaFrame(TypedDict):
 class DoneFrame(TypedDict):
     """A reply ended and is stored; ``error`` says why when it failed (empty otherwise), ``error_code`` the
     stable code of that reason where one applies."""
+
     type: Literal["done"]
     message: int
     status: Literal["complete", "stopped", "failed"]
@@ -97,6 +102,7 @@ class DoneFrame(TypedDict):
 
 class ErrorFrame(TypedDict):
     """A refused frame: a stable code and a sentence for a person."""
+
     type: Literal["error"]
     code: ErrorCode
     detail: str
@@ -105,12 +111,14 @@ class ErrorFrame(TypedDict):
 
 class ThreadFrame(TypedDict):
     """The shown branch of a conversation changed (``switch``): reload it."""
+
     type: Literal["thread"]
     conversation: int
 
 
 class FeedbackFrame(TypedDict):
     """The person's rating of a reply; 0 when taken back."""
+
     type: Literal["feedback"]
     message: int
     rating: Literal[1, -1, 0]
@@ -119,6 +127,7 @@ class FeedbackFrame(TypedDict):
 
 class SettingsFrame(TypedDict):
     """A conversation's settings; ``conversation`` null: the person's defaults for new conversations."""
+
     type: Literal["settings"]
     conversation: int | None
     system_prompt: str
@@ -127,14 +136,22 @@ class SettingsFrame(TypedDict):
 
 class DeletedFrame(TypedDict):
     """A conversation was deleted."""
+
     type: Literal["deleted"]
     conversation: int
 
 
 FRAMES: dict[str, type] = {
-    "conversation": ConversationFrame, "message": MessageFrame, "subscribed": SubscribedFrame,
-    "delta": DeltaFrame, "done": DoneFrame, "error": ErrorFrame, "thread": ThreadFrame,
-    "feedback": FeedbackFrame, "settings": SettingsFrame, "deleted": DeletedFrame,
+    "conversation": ConversationFrame,
+    "message": MessageFrame,
+    "subscribed": SubscribedFrame,
+    "delta": DeltaFrame,
+    "done": DoneFrame,
+    "error": ErrorFrame,
+    "thread": ThreadFrame,
+    "feedback": FeedbackFrame,
+    "settings": SettingsFrame,
+    "deleted": DeletedFrame,
 }
 
 
@@ -207,6 +224,7 @@ Rating = Annotated[int, ErrorCode.INVALID_RATING]
 
 class SendIn(TypedDict):
     """A new message; no ``conversation`` (or null) starts a conversation."""
+
     type: Literal["send"]
     conversation: NotRequired[Id | None]
     content: Text
@@ -241,6 +259,7 @@ class SwitchIn(TypedDict):
 
 class FeedbackIn(TypedDict):
     """A rating of a reply (1, -1, or 0 to take it back), with an optional comment."""
+
     type: Literal["feedback"]
     message: Id
     rating: Rating
@@ -250,6 +269,7 @@ class FeedbackIn(TypedDict):
 class SettingsIn(TypedDict):
     """A conversation's settings; no ``conversation`` (or null): the person's defaults. A field left out
     stays as it is."""
+
     type: Literal["settings"]
     conversation: NotRequired[Id | None]
     system_prompt: NotRequired[Text | None]
@@ -270,13 +290,21 @@ class DeleteIn(TypedDict):
 class SubscribeIn(TypedDict):
     """Ask for a conversation's reply in progress, if any (answered by ``message`` with ``seq``, then
     ``subscribed``)."""
+
     type: Literal["subscribe"]
     conversation: Id
 
 
 CLIENT_FRAMES: dict[str, type] = {
-    "send": SendIn, "stop": StopIn, "regenerate": RegenerateIn, "edit": EditIn, "switch": SwitchIn,
-    "feedback": FeedbackIn, "settings": SettingsIn, "rename": RenameIn, "delete": DeleteIn,
+    "send": SendIn,
+    "stop": StopIn,
+    "regenerate": RegenerateIn,
+    "edit": EditIn,
+    "switch": SwitchIn,
+    "feedback": FeedbackIn,
+    "settings": SettingsIn,
+    "rename": RenameIn,
+    "delete": DeleteIn,
     "subscribe": SubscribeIn,
 }
 

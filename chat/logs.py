@@ -9,6 +9,7 @@ per socket; ``database_sync_to_async`` copies the context), so ids never leak be
 Imports no Django: the launcher (``chatsite/stack.py``) writes its own lines with ``json_line`` before any
 settings exist.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -41,8 +42,9 @@ def bind_log_context(**ids: int | None) -> None:
     _ids.set({**_ids.get(), **{k: v for k, v in ids.items() if v is not None}})
 
 
-def json_line(level: str, logger: str, message: str, *, created: float | None = None, process: int | None = None,
-              **fields) -> str:
+def json_line(
+    level: str, logger: str, message: str, *, created: float | None = None, process: int | None = None, **fields
+) -> str:
     """One log record as the one line every process writes under LOG_FORMAT=json (this formatter, Celery's
     shutdown lines, the launcher's own): time (UTC, ISO 8601), level, logger, message, process, then ``fields``.
 
@@ -52,9 +54,14 @@ def json_line(level: str, logger: str, message: str, *, created: float | None = 
     for any reader, and no stream encoding can refuse one (a lone surrogate included).
     """
     when = time.time() if created is None else created
-    out = {"time": datetime.datetime.fromtimestamp(when, datetime.timezone.utc).isoformat(timespec="milliseconds"),
-           "level": level, "logger": logger, "message": message,
-           "process": os.getpid() if process is None else process, **fields}
+    out = {
+        "time": datetime.datetime.fromtimestamp(when, datetime.timezone.utc).isoformat(timespec="milliseconds"),
+        "level": level,
+        "logger": logger,
+        "message": message,
+        "process": os.getpid() if process is None else process,
+        **fields,
+    }
     # default=str: a message argument that is not JSON (a Path, a UUID) must never lose the line.
     return json.dumps(out, ensure_ascii=True, default=str)
 
@@ -71,8 +78,9 @@ class JsonFormatter(logging.Formatter):
             fields["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             fields["stack"] = self.formatStack(record.stack_info)
-        return json_line(record.levelname, record.name, record.getMessage(), created=record.created,
-                         process=record.process, **fields)
+        return json_line(
+            record.levelname, record.name, record.getMessage(), created=record.created, process=record.process, **fields
+        )
 
 
 def celery_say_as_json() -> None:
@@ -89,8 +97,10 @@ def celery_say_as_json() -> None:
     import celery.apps.worker as celery_worker
 
     if not callable(getattr(celery_worker, "safe_say", None)):
-        raise RuntimeError("celery.apps.worker.safe_say is gone (a Celery upgrade?): the worker's shutdown lines "
-                           "stay plain text under LOG_FORMAT=json; update chat.logs.celery_say_as_json.")
+        raise RuntimeError(
+            "celery.apps.worker.safe_say is gone (a Celery upgrade?): the worker's shutdown lines "
+            "stay plain text under LOG_FORMAT=json; update chat.logs.celery_say_as_json."
+        )
     write = getattr(celery_worker, "_original_os_write", os.write)
 
     def say(msg, f=sys.__stderr__):

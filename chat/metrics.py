@@ -11,6 +11,7 @@ the Celery queues' lengths (the shared one and each live worker's own), replies 
 live worker's last heartbeat figures (``chat:wstats:<worker>``, which expire with its heartbeat). Recording never
 raises: a figure lost while Redis is away must not fail a request or a reply.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -40,10 +41,14 @@ COUNTERS = {
     "chat_reply_tokens": ("Tokens of ended replies, by kind (prompt or completion)", ("kind",)),
 }
 HISTOGRAMS = {
-    "chat_time_to_first_token_seconds": ("From the user's message to the reply's first token",
-                                         (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)),
-    "chat_reply_tokens_per_second": ("Generation speed of each ended reply",
-                                     (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300)),
+    "chat_time_to_first_token_seconds": (
+        "From the user's message to the reply's first token",
+        (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+    ),
+    "chat_reply_tokens_per_second": (
+        "Generation speed of each ended reply",
+        (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300),
+    ),
 }
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
@@ -72,9 +77,16 @@ def count_socket(outcome: str) -> None:
     _safe(lambda p: p.hincrby(COUNTERS_KEY, _field("chat_websocket_connections", (outcome,)), 1))
 
 
-def observe_reply(*, status: str, ttft_ms: int | None, tokens_per_s: float | None, prompt_tokens: int | None,
-                  completion_tokens: int | None) -> None:
+def observe_reply(
+    *,
+    status: str,
+    ttft_ms: int | None,
+    tokens_per_s: float | None,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+) -> None:
     """A reply ended (once: chat.services.reply_finish calls this on commit)."""
+
     def work(p):
         p.hincrby(COUNTERS_KEY, _field("chat_replies", (status,)), 1)
         for kind, n in (("prompt", prompt_tokens), ("completion", completion_tokens)):
@@ -84,6 +96,7 @@ def observe_reply(*, status: str, ttft_ms: int | None, tokens_per_s: float | Non
             _observe(p, "chat_time_to_first_token_seconds", ttft_ms / 1000)
         if tokens_per_s:
             _observe(p, "chat_reply_tokens_per_second", tokens_per_s)
+
     _safe(work)
 
 
@@ -115,11 +128,16 @@ def read_all(active_replies: Mapping[str, int]) -> dict:
         pipe.get(worker_stats_key(worker))
     out = pipe.execute()
     counters, out = out[0], out[1:]
-    hists, out = dict(zip(HISTOGRAMS, out[:len(HISTOGRAMS)])), out[len(HISTOGRAMS):]
-    queue, out = sum(out[:len(waiting)]), out[len(waiting):]
+    hists, out = dict(zip(HISTOGRAMS, out[: len(HISTOGRAMS)])), out[len(HISTOGRAMS) :]
+    queue, out = sum(out[: len(waiting)]), out[len(waiting) :]
     stats = {w: json.loads(raw) for w, raw in zip(workers, out) if raw}
-    return {"counters": counters, "histograms": hists, "queue": queue, "workers": stats,
-            "active_replies": dict(active_replies)}
+    return {
+        "counters": counters,
+        "histograms": hists,
+        "queue": queue,
+        "workers": stats,
+        "active_replies": dict(active_replies),
+    }
 
 
 class Collector:
@@ -150,8 +168,11 @@ class Collector:
                 cumulative += int(raw.get(str(i), 0))
                 buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
             yield HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=float(raw.get("sum", 0)))
-        yield GaugeMetricFamily("chat_queue_depth", "Replies waiting for a worker in the Celery queues (the shared "
-                                "one and each live worker's own)", value=f["queue"])
+        yield GaugeMetricFamily(
+            "chat_queue_depth",
+            "Replies waiting for a worker in the Celery queues (the shared one and each live worker's own)",
+            value=f["queue"],
+        )
         active = GaugeMetricFamily("chat_replies_active", "Replies queued or streaming now", labels=["status"])
         for status, n in sorted(f["active_replies"].items()):
             active.add_metric([status], n)
@@ -159,32 +180,48 @@ class Collector:
         yield GaugeMetricFamily("chat_workers", "Model workers with a live heartbeat", value=len(f["workers"]))
         per_worker = {
             "chat_worker_batch_size": ("Requests in the worker's running batch", "batch_size", GaugeMetricFamily),
-            "chat_worker_replies_in_flight": ("Replies the worker holds (batched or waiting for a row)",
-                                              "in_flight", GaugeMetricFamily),
+            "chat_worker_replies_in_flight": (
+                "Replies the worker holds (batched or waiting for a row)",
+                "in_flight",
+                GaugeMetricFamily,
+            ),
             "chat_worker_decode_steps": ("Decode steps the worker's engine ran", "decode_steps", CounterMetricFamily),
-            "chat_worker_decode_rows": ("Rows over all decode steps (rows / steps = mean batch size)",
-                                        "decode_rows", CounterMetricFamily),
-            "chat_worker_prefix_cache_lookups": ("Prompt lookups in the prefix cache", "prefix_lookups",
-                                                 CounterMetricFamily),
-            "chat_worker_prefix_cache_hits": ("Prompt lookups that reused cached states", "prefix_hits",
-                                              CounterMetricFamily),
+            "chat_worker_decode_rows": (
+                "Rows over all decode steps (rows / steps = mean batch size)",
+                "decode_rows",
+                CounterMetricFamily,
+            ),
+            "chat_worker_prefix_cache_lookups": (
+                "Prompt lookups in the prefix cache",
+                "prefix_lookups",
+                CounterMetricFamily,
+            ),
+            "chat_worker_prefix_cache_hits": (
+                "Prompt lookups that reused cached states",
+                "prefix_hits",
+                CounterMetricFamily,
+            ),
         }
         for name, (help_text, key, kind) in per_worker.items():
             family = kind(name, help_text, labels=["worker"])
             for worker, stats in sorted(f["workers"].items()):
                 family.add_metric([worker], float(stats.get(key, 0)))
             yield family
-        by_size = CounterMetricFamily("chat_worker_decode_steps_by_batch_size",
-                                      "Decode steps the worker's engine ran, by the rows in its batch",
-                                      labels=["worker", "batch_size"])
+        by_size = CounterMetricFamily(
+            "chat_worker_decode_steps_by_batch_size",
+            "Decode steps the worker's engine ran, by the rows in its batch",
+            labels=["worker", "batch_size"],
+        )
         for worker, stats in sorted(f["workers"].items()):
             for size, steps in enumerate(stats.get("decode_steps_at_batch_size") or ()):
                 if size and steps:
                     by_size.add_metric([worker, str(size)], float(steps))
         yield by_size
-        rate = GaugeMetricFamily("chat_worker_prefix_cache_hit_ratio",
-                                 "Share of prompt tokens the prefix cache supplied, since the worker started",
-                                 labels=["worker"])
+        rate = GaugeMetricFamily(
+            "chat_worker_prefix_cache_hit_ratio",
+            "Share of prompt tokens the prefix cache supplied, since the worker started",
+            labels=["worker"],
+        )
         for worker, stats in sorted(f["workers"].items()):
             looked = stats.get("prefix_tokens_looked_up", 0)
             rate.add_metric([worker], stats.get("prefix_tokens_reused", 0) / looked if looked else 0.0)

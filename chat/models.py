@@ -4,6 +4,7 @@ panel's own rows (review state, gold answers, the audit trail).
 A message's ``parent`` is the message it follows, so a conversation is a tree: a regenerated reply is a
 sibling of the one it replaces (alternatives), and the branch on show is the chain of ``is_current`` rows.
 """
+
 from django.conf import settings
 from django.db import models
 
@@ -35,8 +36,9 @@ class Conversation(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     review_state = models.CharField(max_length=16, choices=ReviewState.choices, default=ReviewState.UNREVIEWED)
     review_note = models.TextField(blank=True)
-    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="+")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     # Where it came from: the chat page, or the OpenAI-compatible API (with the key's name copied, so a revoked
     # or deleted key still says which one it was).
@@ -44,12 +46,16 @@ class Conversation(models.Model):
     api_key = models.ForeignKey("ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     api_key_name = models.CharField(max_length=100, blank=True)
     api_user = models.CharField(max_length=256, blank=True, help_text="the API request's `user` field")
-    content_kept = models.BooleanField(default=True, help_text="false: the key keeps no text; messages are "
-                                       "emptied when the reply ends and only counts remain")
+    content_kept = models.BooleanField(
+        default=True,
+        help_text="false: the key keeps no text; messages are emptied when the reply ends and only counts remain",
+    )
 
     class Meta:
-        indexes = [models.Index(fields=["owner", "-updated_at"], name="conv_owner_updated"),
-                   models.Index(fields=["review_state", "-updated_at"], name="conv_review_state")]
+        indexes = [
+            models.Index(fields=["owner", "-updated_at"], name="conv_owner_updated"),
+            models.Index(fields=["review_state", "-updated_at"], name="conv_review_state"),
+        ]
         ordering = ["-updated_at"]
         # Staff status alone opens no transcript: this permission (the "reviewer" group has it) is the one way.
         permissions = [("review_conversation", "Can review other people's conversations")]
@@ -81,8 +87,12 @@ class Message(models.Model):
         ERROR = "error"
 
     # How a reply that ended for this reason is stored.
-    STATUS_FOR_REASON = {FinishReason.STOP: Status.COMPLETE, FinishReason.LENGTH: Status.COMPLETE,
-                         FinishReason.CANCELLED: Status.STOPPED, FinishReason.ERROR: Status.FAILED}
+    STATUS_FOR_REASON = {
+        FinishReason.STOP: Status.COMPLETE,
+        FinishReason.LENGTH: Status.COMPLETE,
+        FinishReason.CANCELLED: Status.STOPPED,
+        FinishReason.ERROR: Status.FAILED,
+    }
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
@@ -98,14 +108,23 @@ class Message(models.Model):
     model_name = models.CharField(max_length=200, blank=True)
     params = models.JSONField(default=dict, blank=True, help_text="generation params used")
     error = models.TextField(blank=True)
-    error_code = models.CharField(max_length=40, blank=True, help_text="why it failed, as a stable code (the "
-                                  "API's error code): context_length_exceeded, or empty")
-    stop_requested = models.BooleanField(default=False, help_text="Stop was pressed; the worker checks this "
-                                         "at its checkpoints in case the broadcast stop was lost")
-    dropped_messages = models.PositiveIntegerField(default=0, help_text="oldest messages left out of the "
-                                                   "prompt to fit the model's context window")
-    supplied = models.BooleanField(default=False, help_text="an assistant turn written by the program calling the "
-                                   "API, not generated here: never a training target")
+    error_code = models.CharField(
+        max_length=40,
+        blank=True,
+        help_text="why it failed, as a stable code (the API's error code): context_length_exceeded, or empty",
+    )
+    stop_requested = models.BooleanField(
+        default=False,
+        help_text="Stop was pressed; the worker checks this at its checkpoints in case the broadcast stop was lost",
+    )
+    dropped_messages = models.PositiveIntegerField(
+        default=0, help_text="oldest messages left out of the prompt to fit the model's context window"
+    )
+    supplied = models.BooleanField(
+        default=False,
+        help_text="an assistant turn written by the program calling the "
+        "API, not generated here: never a training target",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -242,8 +261,10 @@ class AuditEvent(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
-        indexes = [models.Index(fields=["action", "-created_at"], name="audit_action_time"),
-                   models.Index(fields=["conversation_id"], name="audit_conversation")]
+        indexes = [
+            models.Index(fields=["action", "-created_at"], name="audit_action_time"),
+            models.Index(fields=["conversation_id"], name="audit_conversation"),
+        ]
         ordering = ["-created_at", "-id"]
 
     def __str__(self):
@@ -261,8 +282,9 @@ class Account(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account")
     created_at = models.DateTimeField(auto_now_add=True)
     approved_at = models.DateTimeField(null=True, blank=True, help_text="empty: awaiting approval by staff")
-    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="+")
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         indexes = [models.Index(fields=["approved_at"], name="account_approved")]
@@ -280,8 +302,9 @@ class Invite(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
-    used_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                related_name="+")
+    used_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     used_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -296,12 +319,15 @@ class QuotaOverride(models.Model):
     the site's setting. Most people have no row."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota_override")
-    messages_per_minute = models.PositiveIntegerField(null=True, blank=True,
-                                                      help_text="empty: the site's CHAT_MESSAGES_PER_MINUTE; 0: no limit")
-    tokens_per_day = models.PositiveIntegerField(null=True, blank=True,
-                                                 help_text="empty: the site's CHAT_TOKENS_PER_DAY; 0: no limit")
-    max_active = models.PositiveIntegerField(null=True, blank=True,
-                                             help_text="replies at once; empty: the site's CHAT_MAX_ACTIVE_PER_USER")
+    messages_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="empty: the site's CHAT_MESSAGES_PER_MINUTE; 0: no limit"
+    )
+    tokens_per_day = models.PositiveIntegerField(
+        null=True, blank=True, help_text="empty: the site's CHAT_TOKENS_PER_DAY; 0: no limit"
+    )
+    max_active = models.PositiveIntegerField(
+        null=True, blank=True, help_text="replies at once; empty: the site's CHAT_MAX_ACTIVE_PER_USER"
+    )
     note = models.CharField(max_length=200, blank=True, help_text="why this person has their own allowance")
     updated_at = models.DateTimeField(auto_now=True)
 

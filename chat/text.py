@@ -5,6 +5,7 @@ worker check runs before it (a SQLite writer holds the whole database's lock).
 ``reply_finish`` is the one place a reply ends — the worker's end, Stop, the sweep and a failed dispatch all
 go through it — and it alone sends ``done``. ``reply_stop`` is the one way a reply is stopped, by its owner or
 by a reviewer."""
+
 from __future__ import annotations
 
 import logging

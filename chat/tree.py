@@ -1,4 +1,5 @@
 """Reads. Every lookup on behalf of a user is scoped to that user: another's rows are simply not found."""
+
 from __future__ import annotations
 
 from chat.models import Message
@@ -6,8 +7,12 @@ from chat.models import Message
 
 def thread_rows(*, conversation_id: int) -> dict[int, dict]:
     """Every message of a conversation as ``{id: {id, parent_id, role, is_current}}``: the tree, in one query."""
-    return {row["id"]: row for row in Message.objects.filter(conversation_id=conversation_id)
-            .values("id", "parent_id", "role", "is_current")}
+    return {
+        row["id"]: row
+        for row in Message.objects.filter(conversation_id=conversation_id).values(
+            "id", "parent_id", "role", "is_current"
+        )
+    }
 
 
 def siblings_in(rows: dict[int, dict], message_id: int) -> list[int]:

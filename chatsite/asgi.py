@@ -1,4 +1,5 @@
 """ASGI entry point: HTTP through Django, websockets through Channels (session auth, origin checked)."""
+
 import os
 
 from django.core.asgi import get_asgi_application
@@ -18,6 +19,7 @@ application = ProtocolTypeRouter(
         "http": django_asgi_app,
         # Outermost, so a socket refused for its Origin is logged too (LOG_FORMAT=json; chat/ops/access.py).
         "websocket": WebsocketAccessLog(
-            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
+            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )

@@ -14,6 +14,7 @@ It lives in ``chatsite`` because it drives the whole site and picks its own data
 ``--db sqlite`` (a file under ``var/``) or ``--db postgres`` (database ``bench_admin`` on the server of
 ``DATABASE_URL``, created when missing). The data set is made once and reused while it has the right size.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -109,9 +110,11 @@ def _seed() -> None:
     User = get_user_model()
     if not User.objects.filter(username="bench-root").exists():
         User.objects.create_superuser(username="bench-root", password=None)
-    if (Message.objects.count() == CONVERSATIONS * MESSAGES_EACH
-            and Message.objects.filter(content__contains="kubernetes").exists()
-            and AuditEvent.objects.filter(actor_name="bench-seed").count() == AUDIT_ROWS):
+    if (
+        Message.objects.count() == CONVERSATIONS * MESSAGES_EACH
+        and Message.objects.filter(content__contains="kubernetes").exists()
+        and AuditEvent.objects.filter(actor_name="bench-seed").count() == AUDIT_ROWS
+    ):
         return
     AuditEvent.objects.all().delete()
     Conversation.objects.all().delete()
@@ -122,56 +125,96 @@ def _seed() -> None:
         people = User.objects.bulk_create([User(username=f"person{n}") for n in range(PEOPLE)])
         reviewer, _ = User.objects.get_or_create(username="bench-reviewer", defaults={"is_staff": True})
         reviewer.groups.add(Group.objects.get(name="reviewer"))
-        chats = Conversation.objects.bulk_create([
-            Conversation(owner=people[n % PEOPLE], title=f"Chat {n} about topic {rng.randrange(300)}",
-                         model_name=rng.choice(["smollm2-135m-instruct", "qwen2.5-0.5b"]),
-                         system_prompt="Be brief." if n % 4 == 0 else "")
-            for n in range(CONVERSATIONS)], batch_size=1000)
+        chats = Conversation.objects.bulk_create(
+            [
+                Conversation(
+                    owner=people[n % PEOPLE],
+                    title=f"Chat {n} about topic {rng.randrange(300)}",
+                    model_name=rng.choice(["smollm2-135m-instruct", "qwen2.5-0.5b"]),
+                    system_prompt="Be brief." if n % 4 == 0 else "",
+                )
+                for n in range(CONVERSATIONS)
+            ],
+            batch_size=1000,
+        )
         # created_at is auto_now_add: spread the activity over 60 days with an update per day bucket.
         for day in range(60):
             ids = [c.pk for c in chats[day::60]]
-            Conversation.objects.filter(pk__in=ids).update(created_at=now - timedelta(days=day),
-                                                           updated_at=now - timedelta(days=day))
+            Conversation.objects.filter(pk__in=ids).update(
+                created_at=now - timedelta(days=day), updated_at=now - timedelta(days=day)
+            )
         statuses = [Message.Status.COMPLETE] * 18 + [Message.Status.FAILED, Message.Status.STOPPED]
         messages = []
         for c in chats:
             for n in range(MESSAGES_EACH):
                 user = n % 2 == 0
                 status = Message.Status.COMPLETE if user else rng.choice(statuses)
-                messages.append(Message(
-                    conversation=c, role=Message.Role.USER if user else Message.Role.ASSISTANT,
-                    content=f"{'question' if user else 'answer'} {n} " + "lorem ipsum dolor " * rng.randrange(3, 30)
-                    + ("about kubernetes" if rng.random() < 0.01 else ""),
-                    status=status, model_name="" if user else c.model_name,
-                    finish_reason="" if user else {"complete": "stop", "failed": "error",
-                                                   "stopped": "cancelled"}[status],
-                    prompt_tokens=None if user else rng.randrange(20, 2000),
-                    completion_tokens=None if user else rng.randrange(5, 500),
-                    ttft_ms=None if user else rng.randrange(30, 900),
-                    tokens_per_s=None if user else rng.uniform(5, 60)))
+                messages.append(
+                    Message(
+                        conversation=c,
+                        role=Message.Role.USER if user else Message.Role.ASSISTANT,
+                        content=f"{'question' if user else 'answer'} {n} "
+                        + "lorem ipsum dolor " * rng.randrange(3, 30)
+                        + ("about kubernetes" if rng.random() < 0.01 else ""),
+                        status=status,
+                        model_name="" if user else c.model_name,
+                        finish_reason=""
+                        if user
+                        else {"complete": "stop", "failed": "error", "stopped": "cancelled"}[status],
+                        prompt_tokens=None if user else rng.randrange(20, 2000),
+                        completion_tokens=None if user else rng.randrange(5, 500),
+                        ttft_ms=None if user else rng.randrange(30, 900),
+                        tokens_per_s=None if user else rng.uniform(5, 60),
+                    )
+                )
         Message.objects.bulk_create(messages, batch_size=2000)
         # Each message follows the one before it in its conversation (one branch; alternatives below).
         rows = list(Message.objects.order_by("conversation_id", "id").values_list("id", "conversation_id"))
-        parents = [Message(pk=mid, parent_id=prev[0]) for prev, (mid, cid) in zip([(None, None)] + rows, rows)
-                   if prev[1] == cid]
+        parents = [
+            Message(pk=mid, parent_id=prev[0])
+            for prev, (mid, cid) in zip([(None, None)] + rows, rows)
+            if prev[1] == cid
+        ]
         Message.objects.bulk_update(parents, ["parent"], batch_size=2000)
         for day in range(60):
             Message.objects.filter(conversation_id__in=[c.pk for c in chats[day::60]]).update(
-                created_at=now - timedelta(days=day))
-        replies = list(Message.objects.filter(role=Message.Role.ASSISTANT, status=Message.Status.COMPLETE)
-                       .values_list("id", "conversation__owner_id"))
-        Feedback.objects.bulk_create([Feedback(message_id=mid, user_id=owner, rating=rng.choice([1, -1]),
-                                               comment=rng.choice(["", "wrong", "great"]))
-                                      for mid, owner in replies[::10]], batch_size=2000)
-        GoldAnswer.objects.bulk_create([GoldAnswer(message_id=mid, content="the better answer", author=reviewer)
-                                        for mid, _ in replies[::50]], batch_size=2000)
+                created_at=now - timedelta(days=day)
+            )
+        replies = list(
+            Message.objects.filter(role=Message.Role.ASSISTANT, status=Message.Status.COMPLETE).values_list(
+                "id", "conversation__owner_id"
+            )
+        )
+        Feedback.objects.bulk_create(
+            [
+                Feedback(
+                    message_id=mid,
+                    user_id=owner,
+                    rating=rng.choice([1, -1]),
+                    comment=rng.choice(["", "wrong", "great"]),
+                )
+                for mid, owner in replies[::10]
+            ],
+            batch_size=2000,
+        )
+        GoldAnswer.objects.bulk_create(
+            [GoldAnswer(message_id=mid, content="the better answer", author=reviewer) for mid, _ in replies[::50]],
+            batch_size=2000,
+        )
         opened = AuditEvent.Action.OPENED_TRANSCRIPT
-        AuditEvent.objects.bulk_create([AuditEvent(actor=reviewer, actor_name="bench-seed", action=opened,
-                                                   conversation_id=chats[n % CONVERSATIONS].pk)
-                                        for n in range(AUDIT_ROWS)], batch_size=2000)
+        AuditEvent.objects.bulk_create(
+            [
+                AuditEvent(
+                    actor=reviewer, actor_name="bench-seed", action=opened, conversation_id=chats[n % CONVERSATIONS].pk
+                )
+                for n in range(AUDIT_ROWS)
+            ],
+            batch_size=2000,
+        )
         for day in range(60):
             AuditEvent.objects.filter(conversation_id__in=[c.pk for c in chats[day::60]]).update(
-                created_at=now - timedelta(days=day))
+                created_at=now - timedelta(days=day)
+            )
 
 
 def pages() -> list[Page]:
@@ -197,8 +240,10 @@ def pages() -> list[Page]:
         Page("conversation list, searched: a word in 1% of messages", changelist("conversation", "q=kubernetes")),
         Page("conversation list, searched: two words of titles", changelist("conversation", "q=topic+173")),
         Page("conversation list, has negative feedback", changelist("conversation", "negative=yes")),
-        Page("conversation list, one month (date hierarchy)",
-             changelist("conversation", f"created_at__month={month.month}&created_at__year={month.year}")),
+        Page(
+            "conversation list, one month (date hierarchy)",
+            changelist("conversation", f"created_at__month={month.month}&created_at__year={month.year}"),
+        ),
         Page("conversation list, past 7 days (date filter)", changelist("conversation", urlencode(week))),
         Page("review queue", changelist("reviewqueue")),
         Page("transcript page (20 messages)", reverse("admin:chat_conversation_change", args=[busiest.pk])),
@@ -232,8 +277,10 @@ def _exports(client, repeat: int) -> None:
     """The export rows: median time of ``repeat`` exports, then one more under tracemalloc for its peak."""
     from chat.models import AuditEvent
 
-    print(f"\n| export ({CONVERSATIONS:,} conversations) | median ms | queries | MiB written | peak MiB allocated |\n"
-          "|---|---:|---:|---:|---:|")
+    print(
+        f"\n| export ({CONVERSATIONS:,} conversations) | median ms | queries | MiB written | peak MiB allocated |\n"
+        "|---|---:|---:|---:|---:|"
+    )
     for kind, label in (("sft", "SFT transcripts"), ("pairs", "preference pairs")):
         times = []
         for _ in range(repeat):

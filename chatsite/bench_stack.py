@@ -12,6 +12,7 @@ joined equal to the stored reply, no error frames.
 The ``api`` rows send the same prompts through ``POST /v1/chat/completions`` (streamed, one key per user) in
 the same run, timed the same way from the client's side: first content chunk, chunks per second, ``[DONE]``.
 """
+
 import argparse
 import asyncio
 import http.client
@@ -31,13 +32,18 @@ from inference.bench import level_prompts, measure_level, percentile
 
 def main(argv=None) -> int:
     """Start the stack, measure every level, print one JSON line per row and write them to ``--out``."""
-    parser = argparse.ArgumentParser(description="Benchmark chat end to end (websocket → Daphne → Celery → worker "
-                                                 "→ Redis → websocket).")
+    parser = argparse.ArgumentParser(
+        description="Benchmark chat end to end (websocket → Daphne → Celery → worker → Redis → websocket)."
+    )
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--concurrency", default="1,4,8,16")
     parser.add_argument("--out", default="bench-results/stack.json")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="worker processes on this host (WORKERS: each gets its share of the cores)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes on this host (WORKERS: each gets its share of the cores)",
+    )
     parser.add_argument("--paths", default="stack,stack_distinct,api", help="which rows to measure")
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
@@ -56,21 +62,35 @@ def main(argv=None) -> int:
     env = dict(os.environ)
     # Every reply does the same work: exactly `tokens` tokens, end-of-turn ignored (benchmark only).
     # The benchmark users send far more than a person's fair use: no per-person limits here.
-    env.update({"CHAT_BENCH_IGNORE_EOS": "1", "CHAT_MAX_BATCH": str(max(levels)), "LOG_LEVEL": "WARNING",
-                "CHAT_MESSAGES_PER_MINUTE": "0", "CHAT_TOKENS_PER_DAY": "0", "CHAT_AUTO_TITLE": "false",
-                "WORKERS": str(args.workers)})
+    env.update(
+        {
+            "CHAT_BENCH_IGNORE_EOS": "1",
+            "CHAT_MAX_BATCH": str(max(levels)),
+            "LOG_LEVEL": "WARNING",
+            "CHAT_MESSAGES_PER_MINUTE": "0",
+            "CHAT_TOKENS_PER_DAY": "0",
+            "CHAT_AUTO_TITLE": "false",
+            "WORKERS": str(args.workers),
+        }
+    )
     paths = args.paths.split(",")
     logs = Path(tempfile.mkdtemp(prefix="chat-bench-"))
     redis_proc = daphne = None
     workers = []
     try:
         if not os.environ.get("REDIS_URL"):
-            redis_proc, env["REDIS_URL"] = stack.start_redis(logs / "redis", persist=False,
-                                                             stdout=subprocess.DEVNULL)
+            redis_proc, env["REDIS_URL"] = stack.start_redis(logs / "redis", persist=False, stdout=subprocess.DEVNULL)
             settings.REDIS_URL = env["REDIS_URL"]
-        workers = [stack.start_worker(env, concurrency=max(levels) * 2, name=f"inference{i + 1}",
-                                      stdout=open(logs / f"worker{i + 1}.log", "w"), stderr=subprocess.STDOUT)
-                   for i in range(args.workers)]
+        workers = [
+            stack.start_worker(
+                env,
+                concurrency=max(levels) * 2,
+                name=f"inference{i + 1}",
+                stdout=open(logs / f"worker{i + 1}.log", "w"),
+                stderr=subprocess.STDOUT,
+            )
+            for i in range(args.workers)
+        ]
         port = stack.free_port()
         daphne = stack.start_daphne(port, env, stdout=open(logs / "daphne.log", "w"), stderr=subprocess.STDOUT)
         users = [get_user_model().objects.get_or_create(username=f"bench-{i}")[0] for i in range(max(levels))]
@@ -88,13 +108,25 @@ def main(argv=None) -> int:
         for name, distinct in (("stack", False), ("stack_distinct", True)):
             if name not in paths:
                 continue
-            results[name] = [measure_level(lambda k: asyncio.run(_level(
-                url, origin, cookies[:c], level_prompts(f"{name}.{c}.{k}", c, distinct), tokens)), c)
-                for c in levels]
+            results[name] = [
+                measure_level(
+                    lambda k: asyncio.run(
+                        _level(url, origin, cookies[:c], level_prompts(f"{name}.{c}.{k}", c, distinct), tokens)
+                    ),
+                    c,
+                )
+                for c in levels
+            ]
         if "api" in paths:
-            results["api"] = [measure_level(lambda k: _api_level(
-                port, keys[:c], level_prompts(f"api.{c}.{k}", c, False), tokens, settings.CHAT_MODEL), c)
-                for c in levels]
+            results["api"] = [
+                measure_level(
+                    lambda k: _api_level(
+                        port, keys[:c], level_prompts(f"api.{c}.{k}", c, False), tokens, settings.CHAT_MODEL
+                    ),
+                    c,
+                )
+                for c in levels
+            ]
         results["workers"] = _worker_shares()
     finally:
         stack.stop(daphne, *workers)
@@ -117,8 +149,14 @@ def _worker_shares() -> list[dict]:
     shares = []
     for name, stats in sorted(metrics.read_all({})["workers"].items()):
         steps, rows = stats.get("decode_steps", 0), stats.get("decode_rows", 0)
-        shares.append({"worker": name, "decode_steps": steps, "decode_rows": rows,
-                       "mean_batch": round(rows / steps, 2) if steps else 0.0})
+        shares.append(
+            {
+                "worker": name,
+                "decode_steps": steps,
+                "decode_rows": rows,
+                "mean_batch": round(rows / steps, 2) if steps else 0.0,
+            }
+        )
     return shares
 
 
@@ -127,8 +165,16 @@ async def _one(url, origin, cookie, content, tokens):
 
     async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": origin}) as ws:
         sent = time.perf_counter()
-        await ws.send(json.dumps({"type": "send", "conversation": None, "content": content,
-                                  "params": {"max_new_tokens": tokens, "temperature": 0}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "send",
+                    "conversation": None,
+                    "content": content,
+                    "params": {"max_new_tokens": tokens, "temperature": 0},
+                }
+            )
+        )
         first = None
         deltas = []
         while True:
@@ -141,16 +187,23 @@ async def _one(url, origin, cookie, content, tokens):
             if frame["type"] == "done":
                 end = time.perf_counter()
                 break
-    ok = [d["seq"] for d in deltas] == list(range(len(deltas))) and \
-        "".join(d["text"] for d in deltas) == frame["content"]
+    ok = [d["seq"] for d in deltas] == list(range(len(deltas))) and "".join(d["text"] for d in deltas) == frame[
+        "content"
+    ]
     from channels.db import database_sync_to_async
 
     from chat.models import Message
 
     stored = await database_sync_to_async(lambda: Message.objects.get(pk=frame["message"]).content)()
-    return {"ttft_ms": (first - sent) * 1000, "tokens": frame["usage"]["completion_tokens"],
-            "tokens_per_s": (frame["usage"]["completion_tokens"] - 1) / (end - first), "frames": len(deltas),
-            "intact": ok and stored == frame["content"], "end": end, "sent": sent}
+    return {
+        "ttft_ms": (first - sent) * 1000,
+        "tokens": frame["usage"]["completion_tokens"],
+        "tokens_per_s": (frame["usage"]["completion_tokens"] - 1) / (end - first),
+        "frames": len(deltas),
+        "intact": ok and stored == frame["content"],
+        "end": end,
+        "sent": sent,
+    }
 
 
 async def _level(url, origin, cookies, prompts, tokens):
@@ -158,22 +211,35 @@ async def _level(url, origin, cookies, prompts, tokens):
     runs = await asyncio.gather(*(_one(url, origin, c, p, tokens) for c, p in zip(cookies, prompts)))
     wall = max(r["end"] for r in runs) - start
     ttfts = [r["ttft_ms"] for r in runs]
-    return {"concurrency": len(cookies), "aggregate_tokens_per_s": sum(r["tokens"] for r in runs) / wall,
-            "per_stream_tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
-            "ttft_p50_ms": percentile(ttfts, 0.5), "ttft_p95_ms": percentile(ttfts, 0.95), "wall_s": wall,
-            "delta_frames_per_stream": statistics.median(r["frames"] for r in runs),
-            "streams_intact": sum(r["intact"] for r in runs)}
+    return {
+        "concurrency": len(cookies),
+        "aggregate_tokens_per_s": sum(r["tokens"] for r in runs) / wall,
+        "per_stream_tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
+        "ttft_p50_ms": percentile(ttfts, 0.5),
+        "ttft_p95_ms": percentile(ttfts, 0.95),
+        "wall_s": wall,
+        "delta_frames_per_stream": statistics.median(r["frames"] for r in runs),
+        "streams_intact": sum(r["intact"] for r in runs),
+    }
 
 
 def _api_one(port, key, content, tokens, model):
     """One streamed completion through the API, read as server-sent events (http.client undoes the chunking)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    body = json.dumps({"model": model, "stream": True, "max_tokens": tokens, "temperature": 0,
-                       "stream_options": {"include_usage": True},
-                       "messages": [{"role": "user", "content": content}]})
+    body = json.dumps(
+        {
+            "model": model,
+            "stream": True,
+            "max_tokens": tokens,
+            "temperature": 0,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": content}],
+        }
+    )
     sent = time.perf_counter()
-    conn.request("POST", "/v1/chat/completions", body, {"Authorization": f"Bearer {key}",
-                                                         "Content-Type": "application/json"})
+    conn.request(
+        "POST", "/v1/chat/completions", body, {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    )
     response = conn.getresponse()
     if response.status != 200:
         raise RuntimeError(f"API answered {response.status}: {response.read()[:300]!r}")
@@ -196,8 +262,15 @@ def _api_one(port, key, content, tokens, model):
     end = time.perf_counter()
     conn.close()
     n = usage["completion_tokens"] if usage else 0
-    return {"ttft_ms": (first - sent) * 1000, "tokens": n, "tokens_per_s": (n - 1) / (end - first),
-            "frames": chunks, "intact": done and usage is not None, "end": end, "sent": sent}
+    return {
+        "ttft_ms": (first - sent) * 1000,
+        "tokens": n,
+        "tokens_per_s": (n - 1) / (end - first),
+        "frames": chunks,
+        "intact": done and usage is not None,
+        "end": end,
+        "sent": sent,
+    }
 
 
 def _api_level(port, keys, prompts, tokens, model):
@@ -206,11 +279,16 @@ def _api_level(port, keys, prompts, tokens, model):
         runs = list(pool.map(lambda kp: _api_one(port, kp[0], kp[1], tokens, model), zip(keys, prompts)))
     wall = max(r["end"] for r in runs) - start
     ttfts = [r["ttft_ms"] for r in runs]
-    return {"concurrency": len(keys), "aggregate_tokens_per_s": sum(r["tokens"] for r in runs) / wall,
-            "per_stream_tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
-            "ttft_p50_ms": percentile(ttfts, 0.5), "ttft_p95_ms": percentile(ttfts, 0.95), "wall_s": wall,
-            "delta_frames_per_stream": statistics.median(r["frames"] for r in runs),
-            "streams_intact": sum(r["intact"] for r in runs)}
+    return {
+        "concurrency": len(keys),
+        "aggregate_tokens_per_s": sum(r["tokens"] for r in runs) / wall,
+        "per_stream_tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
+        "ttft_p50_ms": percentile(ttfts, 0.5),
+        "ttft_p95_ms": percentile(ttfts, 0.95),
+        "wall_s": wall,
+        "delta_frames_per_stream": statistics.median(r["frames"] for r in runs),
+        "streams_intact": sum(r["intact"] for r in runs),
+    }
 
 
 if __name__ == "__main__":

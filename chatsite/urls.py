@@ -1,4 +1,5 @@
 """URL map."""
+
 from django.contrib import admin
 from django.urls import include, path
 

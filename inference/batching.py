@@ -6,6 +6,7 @@ Layout: every row's newest token sits in the same column, so one decode step is 
 per row. Each row's padding is one block on its left — ``[pad][tokens]`` — an invariant every function here
 keeps. The key/value cache is a transformers ``DynamicCache`` whose per-layer tensors are ``[B, heads, T, dim]``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,8 +44,9 @@ class RunningBatch:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def merge(self, requests: list[Request], cache, mask: torch.Tensor, next_tokens: torch.Tensor,
-              positions: torch.Tensor) -> None:
+    def merge(
+        self, requests: list[Request], cache, mask: torch.Tensor, next_tokens: torch.Tensor, positions: torch.Tensor
+    ) -> None:
         """Append prefilled rows (their own cache, mask, next tokens and positions), left-padding whichever side
         is shorter; their requests are running from now on."""
         for req in requests:
@@ -61,8 +63,12 @@ class RunningBatch:
     def decode_inputs(self) -> dict:
         """The model's arguments for one decode step: every row feeds its next token (the cache grows in place)."""
         mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=-1)
-        return {"input_ids": self.next.unsqueeze(-1), "attention_mask": mask,
-                "position_ids": self.positions.unsqueeze(-1), "past_key_values": self.cache}
+        return {
+            "input_ids": self.next.unsqueeze(-1),
+            "attention_mask": mask,
+            "position_ids": self.positions.unsqueeze(-1),
+            "past_key_values": self.cache,
+        }
 
     def advance(self, inputs: dict, next_tokens: torch.Tensor) -> None:
         """Record the decode step run on ``inputs`` (``decode_inputs``): each row's fed token is now in the cache,
@@ -131,9 +137,9 @@ def prefill_inputs(plans: list[Plan], model_config, pad_id: int, device):
     ids = torch.full((len(plans), new), pad_id, dtype=torch.long)
     mask = torch.zeros((len(plans), width_past + new), dtype=torch.long)
     for i, plan in enumerate(plans):
-        tail = plan.prompt[past[i]:]
-        ids[i, new - len(tail):] = torch.tensor(tail, dtype=torch.long)
-        mask[i, width_past + new - len(plan.prompt):] = 1  # the row's real tokens are its last len(prompt)
+        tail = plan.prompt[past[i] :]
+        ids[i, new - len(tail) :] = torch.tensor(tail, dtype=torch.long)
+        mask[i, width_past + new - len(plan.prompt) :] = 1  # the row's real tokens are its last len(prompt)
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, width_past:]
     cache = DynamicCache(config=model_config)
@@ -176,8 +182,10 @@ def keep_rows(cache, mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def row_states(cache, row: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A copy of one row's last ``length`` columns, per layer ``[1, heads, length, dim]`` (its real tokens)."""
-    return [(layer.keys[row:row + 1, :, -length:, :].clone(), layer.values[row:row + 1, :, -length:, :].clone())
-            for layer in cache.layers]
+    return [
+        (layer.keys[row : row + 1, :, -length:, :].clone(), layer.values[row : row + 1, :, -length:, :].clone())
+        for layer in cache.layers
+    ]
 
 
 def full_attention(model_config) -> bool:

@@ -9,6 +9,7 @@ ignored so every row does the same work):
      websocket), measured by ``python -m chatsite.bench_stack`` in a child process (this module stays Django-free).
 Prints a table and writes JSON. ``--model random:llama-1b`` benchmarks a random ~1B Llama (for GPUs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,13 @@ def level_prompts(tag: str, concurrency: int, distinct: bool) -> list[str]:
 
 def machine() -> dict:
     """What the numbers were measured on."""
-    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -63,9 +69,17 @@ def random_llama_1b(tokenizer, device, dtype):
     """A randomly initialised ~1.1B-parameter Llama (weights do not matter for speed)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-                         num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=4096,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     with torch.device(device):
         model = LlamaForCausalLM(config).to(dtype)
     return model.eval()
@@ -97,12 +111,24 @@ def bench_generate(model, tokenizer, ids: list[int], n: int, repeats: int = 2) -
         clock = _Clock()
         start = time.perf_counter()
         with torch.no_grad():
-            model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                           pad_token_id=tokenizer.pad_token_id, streamer=clock)
+            model.generate(
+                x,
+                attention_mask=torch.ones_like(x),
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                streamer=clock,
+            )
         end = time.perf_counter()
         if i:  # the first run warms up
-            runs.append({"ttft_ms": (clock.times[0] - start) * 1000, "tokens_per_s": n / (end - start),
-                         "decode_tokens_per_s": (n - 1) / (end - clock.times[0])})
+            runs.append(
+                {
+                    "ttft_ms": (clock.times[0] - start) * 1000,
+                    "tokens_per_s": n / (end - start),
+                    "decode_tokens_per_s": (n - 1) / (end - clock.times[0]),
+                }
+            )
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
 
 
@@ -110,16 +136,15 @@ def bench_hf_continuous_batching(model, ids: list[int], n: int, concurrency: int
     """Transformers' own continuous batching (``generate_batch``), for the choice of engine: aggregate only."""
     from transformers import GenerationConfig
 
-    config = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=-1,
-                              pad_token_id=0)
+    config = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=-1, pad_token_id=0)
     model.generate_batch(inputs=[list(ids)], generation_config=config, progress_bar=False)  # warm-up
     start = time.perf_counter()
-    outputs = model.generate_batch(inputs=[list(ids) for _ in range(concurrency)], generation_config=config,
-                                   progress_bar=False)
+    outputs = model.generate_batch(
+        inputs=[list(ids) for _ in range(concurrency)], generation_config=config, progress_bar=False
+    )
     wall = time.perf_counter() - start
     tokens = sum(len(o.generated_tokens) for o in outputs.values())
-    return {"concurrency": concurrency, "aggregate_tokens_per_s": tokens / wall, "wall_s": wall,
-            "tokens": tokens}
+    return {"concurrency": concurrency, "aggregate_tokens_per_s": tokens / wall, "wall_s": wall, "tokens": tokens}
 
 
 def measure_level(run, concurrency: int) -> dict:
@@ -144,19 +169,28 @@ def bench_engine(engine, prompts: list[list[int]], n: int) -> dict:
     wall = time.perf_counter() - start
     assert all(d.completion_tokens == n for d in done), [d.reason for d in done]
     ttfts = [d.ttft_s * 1000 for d in done]
-    return {"concurrency": concurrency, "aggregate_tokens_per_s": concurrency * n / wall,
-            "per_stream_tokens_per_s": statistics.median(d.tokens_per_s for d in done),
-            "ttft_p50_ms": percentile(ttfts, 0.5), "ttft_p95_ms": percentile(ttfts, 0.95), "wall_s": wall,
-            "prompt_tokens": done[0].prompt_tokens}
+    return {
+        "concurrency": concurrency,
+        "aggregate_tokens_per_s": concurrency * n / wall,
+        "per_stream_tokens_per_s": statistics.median(d.tokens_per_s for d in done),
+        "ttft_p50_ms": percentile(ttfts, 0.5),
+        "ttft_p95_ms": percentile(ttfts, 0.95),
+        "wall_s": wall,
+        "prompt_tokens": done[0].prompt_tokens,
+    }
 
 
 def bandwidth(model, result: dict, prompt_len: int, n: int) -> dict:
     """Bytes of weights and KV cache read per decode step, and the rate that implies."""
     cfg = model.config
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    kv_per_token = 2 * cfg.num_hidden_layers * getattr(cfg, "num_key_value_heads", cfg.num_attention_heads) * \
-        (getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads) * \
-        next(model.parameters()).element_size()
+    kv_per_token = (
+        2
+        * cfg.num_hidden_layers
+        * getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
+        * (getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+        * next(model.parameters()).element_size()
+    )
     mean_len = prompt_len + n / 2
     per_step = weight_bytes + result["concurrency"] * mean_len * kv_per_token
     steps_per_s = result["aggregate_tokens_per_s"] / result["concurrency"]
@@ -166,50 +200,71 @@ def bandwidth(model, result: dict, prompt_len: int, n: int) -> dict:
 def run_stack(args) -> dict:
     """Part 3, in a child process that has Django."""
     out = Path(args.out).with_name("stack.json")
-    cmd = [sys.executable, "-m", "chatsite.bench_stack", "--tokens", str(args.tokens), "--concurrency",
-           args.concurrency, "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "chatsite.bench_stack",
+        "--tokens",
+        str(args.tokens),
+        "--concurrency",
+        args.concurrency,
+        "--out",
+        str(out),
+    ]
     subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parent.parent)
     return json.loads(out.read_text())
 
 
 def table(report: dict) -> str:
     raw = report["raw_generate"]
-    lines = [f"machine: {report['machine']}", f"model: {report['model']} ({report['device']}, {report['dtype']}), "
-             f"prompt {report['prompt_tokens']} tokens, {report['tokens']} new tokens, greedy", "",
-             f"raw generate: ttft {raw['ttft_ms']:.0f} ms, {raw['tokens_per_s']:.1f} tok/s", "",
-             "| path | concurrent | aggregate tok/s | per-stream tok/s | ttft p50 ms | ttft p95 ms | × raw |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"machine: {report['machine']}",
+        f"model: {report['model']} ({report['device']}, {report['dtype']}), "
+        f"prompt {report['prompt_tokens']} tokens, {report['tokens']} new tokens, greedy",
+        "",
+        f"raw generate: ttft {raw['ttft_ms']:.0f} ms, {raw['tokens_per_s']:.1f} tok/s",
+        "",
+        "| path | concurrent | aggregate tok/s | per-stream tok/s | ttft p50 ms | ttft p95 ms | × raw |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name in ("engine", "engine_distinct", "engine_no_cache", "serial", "stack", "stack_distinct", "api"):
         for r in report.get(name, []):
-            lines.append(f"| {name} | {r['concurrency']} | {r['aggregate_tokens_per_s']:.1f} | "
-                         f"{r['per_stream_tokens_per_s']:.1f} | {r['ttft_p50_ms']:.0f} | {r['ttft_p95_ms']:.0f} | "
-                         f"{r['aggregate_tokens_per_s'] / raw['tokens_per_s']:.2f} |")
+            lines.append(
+                f"| {name} | {r['concurrency']} | {r['aggregate_tokens_per_s']:.1f} | "
+                f"{r['per_stream_tokens_per_s']:.1f} | {r['ttft_p50_ms']:.0f} | {r['ttft_p95_ms']:.0f} | "
+                f"{r['aggregate_tokens_per_s'] / raw['tokens_per_s']:.2f} |"
+            )
     hf = report.get("hf_continuous_batching")
     if isinstance(hf, list):
-        lines += [f"| transformers generate_batch | {r['concurrency']} | {r['aggregate_tokens_per_s']:.1f} | | | | "
-                  f"{r['aggregate_tokens_per_s'] / raw['tokens_per_s']:.2f} |" for r in hf]
+        lines += [
+            f"| transformers generate_batch | {r['concurrency']} | {r['aggregate_tokens_per_s']:.1f} | | | | "
+            f"{r['aggregate_tokens_per_s'] / raw['tokens_per_s']:.2f} |"
+            for r in hf
+        ]
     elif hf:
         lines.append(f"transformers generate_batch: {hf['error']}")
     return "\n".join(lines)
 
 
-def bench_prompt(tokenizer, turns: int = 200, chars: int = 16000, *, window: int = 8192,
-                 max_new_tokens: int = 512, repeats: int = 3) -> float:
+def bench_prompt(
+    tokenizer, turns: int = 200, chars: int = 16000, *, window: int = 8192, max_new_tokens: int = 512, repeats: int = 3
+) -> float:
     """Milliseconds ``build_prompt`` takes on the longest history a person can build: ``turns`` messages of
     ``chars`` characters (median of ``repeats``, after a warm-up that copies the tokenizer once)."""
     import random
 
     rng = random.Random(0)
-    words = ("the of and to in is was for on that with as by at from it an be this are or which model token "
-             "reply window history Rome empire 1453 café naïve — 漢字 😀").split()
+    words = (
+        "the of and to in is was for on that with as by at from it an be this are or which model token "
+        "reply window history Rome empire 1453 café naïve — 漢字 😀"
+    ).split()
 
     def text() -> str:
         return " ".join(rng.choice(words) for _ in range(chars // 4))[:chars]
 
     # Oldest first, ending on the user's message; the history needs cutting down to the newest few turns.
     history = [{"role": "system", "content": "You are a helpful assistant."}]
-    history += [{"role": "user" if (turns - 1 - i) % 2 == 0 else "assistant", "content": text()}
-                for i in range(turns)]
+    history += [{"role": "user" if (turns - 1 - i) % 2 == 0 else "assistant", "content": text()} for i in range(turns)]
     build_prompt(tokenizer, history, max_new_tokens=max_new_tokens, window=window)
     times = []
     for _ in range(repeats):
@@ -231,8 +286,11 @@ def main(argv=None) -> int:
     parser.add_argument("--hf-cb", action="store_true", help="also time transformers' continuous batching")
     parser.add_argument("--stack", action="store_true", help="also measure end to end through the running stack")
     parser.add_argument("--out", default="bench-results/engine.json")
-    parser.add_argument("--prompt", action="store_true",
-                        help="only time preparing a prompt from the longest history (200 turns of 16k characters)")
+    parser.add_argument(
+        "--prompt",
+        action="store_true",
+        help="only time preparing a prompt from the longest history (200 turns of 16k characters)",
+    )
     args = parser.parse_args(argv)
     if args.prompt:
         from transformers import AutoTokenizer
@@ -258,24 +316,40 @@ def main(argv=None) -> int:
     else:
         lm = load_model(args.model, device=args.device, dtype=args.dtype)
         model, tokenizer, device, dtype = lm.model, lm.tokenizer, lm.device, lm.dtype
+
     def encode(text):
-        return build_prompt(tokenizer, [{"role": "user", "content": text}], max_new_tokens=args.tokens,
-                            window=context_window(model.config)).input_ids
+        return build_prompt(
+            tokenizer,
+            [{"role": "user", "content": text}],
+            max_new_tokens=args.tokens,
+            window=context_window(model.config),
+        ).input_ids
 
     ids = encode(PROMPT)
-    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "model": args.model, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
-              "prompt_tokens": len(ids), "tokens": args.tokens}
+    report = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "model": args.model,
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "prompt_tokens": len(ids),
+        "tokens": args.tokens,
+    }
     report["raw_generate"] = bench_generate(model, tokenizer, ids, args.tokens)
     # The engine as the worker runs it (prefix cache on): everyone sends the fixed prompt, then everyone their own.
-    batch = BatchEngine(model, tokenizer, max_batch_size=max(levels), eos_ids=set(),
-                        prefix_cache_bytes=PREFIX_CACHE_BYTES).start()
+    batch = BatchEngine(
+        model, tokenizer, max_batch_size=max(levels), eos_ids=set(), prefix_cache_bytes=PREFIX_CACHE_BYTES
+    ).start()
     bench_engine(batch, [encode(p) for p in level_prompts("warm", 1, False)], 8)  # warm-up
     for name, distinct in (("engine", False), ("engine_distinct", True)):
         report[name] = []
         for c in levels:
-            result = measure_level(lambda k: bench_engine(
-                batch, [encode(p) for p in level_prompts(f"{name}.{c}.{k}", c, distinct)], args.tokens), c)
+            result = measure_level(
+                lambda k: bench_engine(
+                    batch, [encode(p) for p in level_prompts(f"{name}.{c}.{k}", c, distinct)], args.tokens
+                ),
+                c,
+            )
             result.update(bandwidth(model, result, result["prompt_tokens"], args.tokens))
             report[name].append(result)
     report["prefix_cache"] = vars(batch.prefix_cache.stats) if batch.prefix_cache else None
@@ -283,8 +357,9 @@ def main(argv=None) -> int:
     # Without the prefix cache, the exact fixed prompt: the engine's own cost next to raw `generate`.
     plain = BatchEngine(model, tokenizer, max_batch_size=max(levels), eos_ids=set()).start()
     bench_engine(plain, [ids], 8)
-    report["engine_no_cache"] = [measure_level(lambda k: bench_engine(plain, [ids] * c, args.tokens), c)
-                                 for c in levels]
+    report["engine_no_cache"] = [
+        measure_level(lambda k: bench_engine(plain, [ids] * c, args.tokens), c) for c in levels
+    ]
     plain.shutdown()
     if not args.no_serial:
         serial = SerialEngine(model, tokenizer, eos_ids=set())
@@ -292,8 +367,9 @@ def main(argv=None) -> int:
         serial.shutdown()
     if args.hf_cb:
         try:
-            report["hf_continuous_batching"] = [bench_hf_continuous_batching(model, ids, args.tokens, c)
-                                                for c in levels]
+            report["hf_continuous_batching"] = [
+                bench_hf_continuous_batching(model, ids, args.tokens, c) for c in levels
+            ]
         except Exception as exc:  # an experimental API: report why it could not be measured
             report["hf_continuous_batching"] = {"error": f"{type(exc).__name__}: {exc}"}
     if args.stack:

@@ -4,6 +4,7 @@ Text is released only when it is final: a token that ends inside a multi-byte ch
 character completes, and text that could be the start of a stop string is held until it is known not to be.
 Joined, the released pieces are exactly the reply's text.
 """
+
 from __future__ import annotations
 
 
@@ -28,18 +29,18 @@ class Detokenizer:
         if self.stopped:
             return ""
         self.tokens.append(token_id)
-        before = self._decode(self.tokens[self._prefix:self._read])
-        after = self._decode(self.tokens[self._prefix:])
+        before = self._decode(self.tokens[self._prefix : self._read])
+        after = self._decode(self.tokens[self._prefix :])
         if len(after) <= len(before) or after.endswith("\ufffd"):
             return ""
         self._prefix, self._read = self._read, len(self.tokens)
-        return self._release(after[len(before):])
+        return self._release(after[len(before) :])
 
     def finish(self) -> str:
         """Release whatever is held back (the reply ended for another reason than a stop string)."""
         if self.stopped:
             return ""
-        rest = self._decode(self.tokens[self._prefix:])[len(self._decode(self.tokens[self._prefix:self._read])):]
+        rest = self._decode(self.tokens[self._prefix :])[len(self._decode(self.tokens[self._prefix : self._read])) :]
         out = self._held + rest
         self._held = ""
         self._prefix = self._read = len(self.tokens)
@@ -54,7 +55,7 @@ class Detokenizer:
             return buf
         hits = [buf.find(s) for s in self.stop_strings if s in buf]
         if hits:
-            out = buf[:min(hits)]
+            out = buf[: min(hits)]
             self._held = ""
             self.stopped = True
             self.text += out

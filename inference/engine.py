@@ -14,6 +14,7 @@ The engine schedules; the running rows and their tensors are one ``RunningBatch`
 only through its methods; each request's own state — its tokens, its text, whether and why it ends, its final
 event — is a ``Request`` (``request.py``), shared with ``SerialEngine``.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -52,8 +53,16 @@ def eos_token_ids(model, tokenizer) -> set[int]:
 class BatchEngine:
     """Continuous-batching generation over one model, driven by one background thread."""
 
-    def __init__(self, model, tokenizer, *, max_batch_size: int = 16, context_window: int | None = None,
-                 eos_ids: set[int] | None = None, prefix_cache_bytes: int = 0):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        max_batch_size: int = 16,
+        context_window: int | None = None,
+        eos_ids: set[int] | None = None,
+        prefix_cache_bytes: int = 0,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
@@ -75,8 +84,9 @@ class BatchEngine:
         # decode steps run at each batch size (index: rows): how full the batch was, step by step, which a gauge
         # read once a heartbeat cannot tell
         self.steps_at = [0] * (max_batch_size + 1)
-        self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 and full_attention(model.config) \
-            else None
+        self.prefix_cache = (
+            PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 and full_attention(model.config) else None
+        )
 
     # -- public API (any thread) -------------------------------------------------------------------
     def start(self) -> "BatchEngine":
@@ -132,12 +142,17 @@ class BatchEngine:
     def stats(self) -> dict[str, int | list[int]]:
         """Counters for monitoring, read from another thread (plain ints: a figure a step old is fine)."""
         cache = self.prefix_cache.stats if self.prefix_cache is not None else None
-        return {"batch_size": self.active, "max_batch_size": self.max_batch_size, "decode_steps": self.steps,
-                "decode_rows": self.step_rows, "decode_steps_at_batch_size": list(self.steps_at),
-                "prefix_lookups": cache.lookups if cache else 0,
-                "prefix_hits": cache.hits if cache else 0,
-                "prefix_tokens_looked_up": cache.tokens_looked_up if cache else 0,
-                "prefix_tokens_reused": cache.tokens_reused if cache else 0}
+        return {
+            "batch_size": self.active,
+            "max_batch_size": self.max_batch_size,
+            "decode_steps": self.steps,
+            "decode_rows": self.step_rows,
+            "decode_steps_at_batch_size": list(self.steps_at),
+            "prefix_lookups": cache.lookups if cache else 0,
+            "prefix_hits": cache.hits if cache else 0,
+            "prefix_tokens_looked_up": cache.tokens_looked_up if cache else 0,
+            "prefix_tokens_reused": cache.tokens_reused if cache else 0,
+        }
 
     # -- the stepping thread: schedule → run → update -------------------------------------------------
     def _run(self) -> None:
@@ -155,8 +170,11 @@ class BatchEngine:
                     # Requests that arrived during that prefill (a wave of users) are taken before the next
                     # decode step, so they start in it instead of one step later; bounded, so running replies
                     # are not held up for long.
-                    if admitted < MAX_ADMIT_ROUNDS and not self._incoming.empty() and \
-                            len(self._batch) < self.max_batch_size:
+                    if (
+                        admitted < MAX_ADMIT_ROUNDS
+                        and not self._incoming.empty()
+                        and len(self._batch) < self.max_batch_size
+                    ):
                         continue
                 admitted = 0
                 if self._batch:
@@ -292,8 +310,14 @@ class BatchEngine:
 
     def _forward(self, plans: list[Plan]):
         ids, mask, positions, cache = prefill_inputs(plans, self.model.config, self._pad_id(), self.device)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         return out.past_key_values, mask, out.logits[:, -1, :]
 
     def _decode_step(self) -> tuple[list[Request], torch.Tensor]:
@@ -309,8 +333,9 @@ class BatchEngine:
 
     def _sample(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
         params = [r.generation.params for r in requests]
-        return sample_next(logits, [p.temperature for p in params], [p.top_p for p in params],
-                           [r.random_generator() for r in requests])
+        return sample_next(
+            logits, [p.temperature for p in params], [p.top_p for p in params], [r.random_generator() for r in requests]
+        )
 
     # -- batch bookkeeping ----------------------------------------------------------------------------
     def _pad_id(self) -> int:

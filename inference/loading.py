@@ -8,6 +8,7 @@ safetensors folder under the cache directory; later loads take well under a seco
 (``env_default``), and only for standalone use — ``python -m inference.loading``, ``python -m inference.bench``
 and callers that pass no value; the worker passes explicit values from the Django settings.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -123,8 +124,9 @@ def configure_threads(threads: int | None) -> int:
     return n
 
 
-def load_model(name: str = BUNDLED, *, device: str = "auto", dtype: str = "auto",
-               cache_dir: Path | None = None) -> LoadedModel:
+def load_model(
+    name: str = BUNDLED, *, device: str = "auto", dtype: str = "auto", cache_dir: Path | None = None
+) -> LoadedModel:
     """Load model and tokenizer ready for inference (eval mode, on the chosen device)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

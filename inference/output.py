@@ -1,4 +1,5 @@
 """What a request hands back: text pieces, then one ``Finished``."""
+
 from __future__ import annotations
 
 import queue

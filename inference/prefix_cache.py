@@ -13,6 +13,7 @@ computed at absolute positions 0..length-1 (RoPE is applied before caching), whi
 engine places them in a left-padded batch row, since each row's positions count from its first real token.
 Only the engine's thread touches the cache, so it has no lock.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict

@@ -18,6 +18,7 @@ Message text is always text: a special-token string that someone types (``<|im_e
 becomes ordinary text tokens, so it cannot close a turn or forge a system turn. Only the chat template's own
 special tokens are encoded as such.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,7 +35,7 @@ PLAIN_STOP_STRINGS = ("\nUser:", "\nSystem:")
 # Private-use characters put around a special token typed inside a message before the template renders, so the
 # rendered text tells the tokens the template wrote from the ones a person typed (transformers'
 # `sanitize_control_tokens` does the same, but it flips a flag on the shared tokenizer: see `_text_backend`).
-_MARK_START, _MARK_END = "\U000F0000", "\U000F0001"
+_MARK_START, _MARK_END = "\U000f0000", "\U000f0001"
 
 
 # How a PromptTooLong's sentence starts (the worker stores such a failure with the code context_length_exceeded,
@@ -82,11 +83,12 @@ def build_prompt(tokenizer, messages: list[dict], *, max_new_tokens: int, window
         raise ValueError("the last message must be the user's")
     system = [m for m in messages[:1] if m["role"] == "system"]
     codec = _Codec(tokenizer)
-    ids, dropped = _fit(codec, system, messages[len(system):], window - max_new_tokens, max_new_tokens, window)
+    ids, dropped = _fit(codec, system, messages[len(system) :], window - max_new_tokens, max_new_tokens, window)
     return Prompt(input_ids=ids, stop_strings=() if codec.chat else PLAIN_STOP_STRINGS, dropped_messages=dropped)
 
 
 # --- fitting ------------------------------------------------------------------------------------------------
+
 
 def _cut_points(turns: list[dict]) -> list[int]:
     """Where the kept history may start, longest first: each step drops a whole exchange so the history never
@@ -99,8 +101,9 @@ def _cut_points(turns: list[dict]) -> list[int]:
     return starts
 
 
-def _fit(codec: "_Codec", system: list[dict], turns: list[dict], budget: int, max_new_tokens: int,
-         window: int) -> tuple[list[int], int]:
+def _fit(
+    codec: "_Codec", system: list[dict], turns: list[dict], budget: int, max_new_tokens: int, window: int
+) -> tuple[list[int], int]:
     """The ids of the longest history (system prompt + the turns from a cut point) within ``budget``, and how
     many turns were dropped. The same cut as dropping exchanges one at a time until the prompt fits, because a
     prompt only gets shorter as turns go."""
@@ -110,7 +113,7 @@ def _fit(codec: "_Codec", system: list[dict], turns: list[dict], budget: int, ma
 
     def ids_of(j: int) -> list[int]:
         if j not in exact:
-            exact[j] = codec.ids(system + turns[starts[j]:])
+            exact[j] = codec.ids(system + turns[starts[j] :])
         return exact[j]
 
     estimate = _Estimate(codec, system, turns, starts)
@@ -147,7 +150,7 @@ class _Estimate:
         letter = len(codec.as_text(["x"])[0])
         self.per_turn = max(0.0, (three - one) / 2 - letter)
         last = len(starts) - 1
-        self.sums = {last: one - letter * (len(probe) + 1) + self._tokens(system + turns[starts[last]:])}
+        self.sums = {last: one - letter * (len(probe) + 1) + self._tokens(system + turns[starts[last] :])}
         self.scale = 1.0
 
     def _tokens(self, messages: list[dict]) -> int:
@@ -156,7 +159,7 @@ class _Estimate:
     def _raw(self, j: int) -> float:
         k = min(self.sums)
         while k > j:
-            dropped = self.turns[self.starts[k - 1]:self.starts[k]]
+            dropped = self.turns[self.starts[k - 1] : self.starts[k]]
             self.sums[k - 1] = self.sums[k] + self._tokens(dropped) + self.per_turn * len(dropped)
             k -= 1
         return self.sums[j]
@@ -221,8 +224,9 @@ class _Codec:
         if self._text is not None:
             return [e.ids for e in self._text.encode_batch(texts, add_special_tokens=add_special_tokens)]
         # A Python tokenizer takes the switch per call, with no state shared between threads.
-        return [self.tokenizer.encode(t, add_special_tokens=add_special_tokens, split_special_tokens=True)
-                for t in texts]
+        return [
+            self.tokenizer.encode(t, add_special_tokens=add_special_tokens, split_special_tokens=True) for t in texts
+        ]
 
     def ids(self, messages: list[dict]) -> list[int]:
         """The exact prompt ids of these messages, message text encoded as text."""
@@ -240,6 +244,7 @@ class _Codec:
     def _marked_ids(self, messages: list[dict]) -> list[int]:
         """Render with the typed special tokens marked, then encode the rendered chat piece by piece: the pieces
         between marks with the template's special tokens, the marked tokens as text."""
+
         def mark(text: str) -> str:
             # Marks already in the text are dropped so they cannot forge a marked token.
             text = text.replace(_MARK_START, "").replace(_MARK_END, "")
@@ -263,11 +268,12 @@ class _Codec:
             if i % 2:
                 ids += _strip(*next(text_pieces), text_ids[0], lambda p: self.as_text([p])[0])
             else:
-                ids += _strip(*next(chat_pieces), chat_ids[0],
-                              lambda p: self.tokenizer.encode(p, add_special_tokens=False))
+                ids += _strip(
+                    *next(chat_pieces), chat_ids[0], lambda p: self.tokenizer.encode(p, add_special_tokens=False)
+                )
         return ids
 
 
 def _strip(piece: str, ids: list[int], newline: list[int], encode) -> list[int]:
     """``ids`` of newline + piece without the newline's ids, or the piece encoded alone where they merged."""
-    return ids[len(newline):] if ids[:len(newline)] == newline else encode(piece)
+    return ids[len(newline) :] if ids[: len(newline)] == newline else encode(piece)

@@ -6,6 +6,7 @@ it ends. ``BatchEngine`` and ``SerialEngine`` share it, so both end requests and
 Its vocabularies — ``RequestStatus`` and the public ``FinishReason`` — are defined here, with no Django, so the
 chat app can store and compare the same values.
 """
+
 from __future__ import annotations
 
 import enum
@@ -131,11 +132,16 @@ class Request:
             self.handle.put(Piece(tail, self.completion_tokens))
         first = self.first_token_at
         decode_s = time.monotonic() - first if first else 0.0
-        self.handle.put(Finished(
-            reason=self.status.reason, text=self.detok.text, prompt_tokens=len(self.generation.input_ids),
-            completion_tokens=self.completion_tokens,
-            ttft_s=(first - self.submitted) if first else None,
-            tokens_per_s=(self.completion_tokens - 1) / decode_s if decode_s > 0 and self.completion_tokens > 1
-            else None,
-            error=error,
-        ))
+        self.handle.put(
+            Finished(
+                reason=self.status.reason,
+                text=self.detok.text,
+                prompt_tokens=len(self.generation.input_ids),
+                completion_tokens=self.completion_tokens,
+                ttft_s=(first - self.submitted) if first else None,
+                tokens_per_s=(self.completion_tokens - 1) / decode_s
+                if decode_s > 0 and self.completion_tokens > 1
+                else None,
+                error=error,
+            )
+        )

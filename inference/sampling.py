@@ -1,4 +1,5 @@
 """Per-request sampling for a batch of next-token logits, vectorised so that one call serves every row."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -28,8 +29,12 @@ class SamplingParams:
             raise ValueError("max_new_tokens must be at least 1")
 
 
-def sample_next(logits: torch.Tensor, temperatures: Sequence[float], top_ps: Sequence[float],
-                generators: Sequence[torch.Generator | None] | None = None) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor,
+    temperatures: Sequence[float],
+    top_ps: Sequence[float],
+    generators: Sequence[torch.Generator | None] | None = None,
+) -> torch.Tensor:
     """Pick one token per row. ``logits`` is [B, V]; ``temperatures`` and ``top_ps``: per row, as plain numbers
     (what the requests asked for); ``generators``: per row, its own CPU random generator (a seeded request) or
     None (the process's shared one).
@@ -49,7 +54,9 @@ def sample_next(logits: torch.Tensor, temperatures: Sequence[float], top_ps: Seq
             uniforms[i] = torch.rand(1, generator=g)[0]
     # One host-to-device copy per step for everything the rows asked for (a greedy row divides by 1: its pick
     # is the argmax whatever it samples).
-    host = torch.tensor([[t if s else 1.0 for t, s in zip(temperatures, sampled)], list(top_ps), [float(x) for x in sampled]])
+    host = torch.tensor(
+        [[t if s else 1.0 for t, s in zip(temperatures, sampled)], list(top_ps), [float(x) for x in sampled]]
+    )
     values = torch.cat([host, uniforms.unsqueeze(0)]).to(device=logits.device, dtype=torch.float32)
     temps, tops, rows, u = values
     probs = torch.softmax(logits.float() / temps.unsqueeze(-1), dim=-1)
@@ -71,8 +78,9 @@ def sample_next(logits: torch.Tensor, temperatures: Sequence[float], top_ps: Seq
     return torch.where(rows > 0, picked, greedy)
 
 
-def resolve_params(requested: dict, generation_config, *, default_max_new_tokens: int = 256,
-                   max_new_tokens_cap: int = 4096) -> SamplingParams:
+def resolve_params(
+    requested: dict, generation_config, *, default_max_new_tokens: int = 256, max_new_tokens_cap: int = 4096
+) -> SamplingParams:
     """Fill what the user did not choose from the model's generation config.
 
     A config that does not ask for sampling (``do_sample`` false, the transformers default) means greedy,
@@ -88,6 +96,9 @@ def resolve_params(requested: dict, generation_config, *, default_max_new_tokens
         top_p = float(getattr(gc, "top_p", None) or 1.0) if sampling else 1.0
     max_new = requested.get("max_new_tokens") or getattr(gc, "max_new_tokens", None) or default_max_new_tokens
     seed = requested.get("seed")
-    return SamplingParams(temperature=float(temperature), top_p=float(top_p),
-                          max_new_tokens=int(min(max_new, max_new_tokens_cap)),
-                          seed=None if seed is None else int(seed))
+    return SamplingParams(
+        temperature=float(temperature),
+        top_p=float(top_p),
+        max_new_tokens=int(min(max_new, max_new_tokens_cap)),
+        seed=None if seed is None else int(seed),
+    )

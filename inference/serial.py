@@ -3,6 +3,7 @@
 This is what a FastChat-style worker does; with 8 people chatting, the eighth waits for seven replies.
 ``inference.bench`` runs it beside ``BatchEngine`` so the difference is measured, not claimed.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -33,8 +34,9 @@ class _GenerateHooks(BaseStreamer, StoppingCriteria):
         # generate asks its stopping criteria before streaming a token, so one more token arrives after the
         # one that ended the request: it is not part of the reply.
         if self.reason is None:
-            self.reason = self.request.accept(int(value.reshape(-1)[0]), eos_ids=self.engine.eos_ids,
-                                              context_window=self.engine.context_window)
+            self.reason = self.request.accept(
+                int(value.reshape(-1)[0]), eos_ids=self.engine.eos_ids, context_window=self.engine.context_window
+            )
 
     def end(self):
         pass
@@ -47,8 +49,9 @@ class _GenerateHooks(BaseStreamer, StoppingCriteria):
 class SerialEngine:
     """Same interface as ``BatchEngine``; serves requests strictly one after another."""
 
-    def __init__(self, model, tokenizer, *, eos_ids: set[int] | None = None, context_window: int | None = None,
-                 **_ignored):
+    def __init__(
+        self, model, tokenizer, *, eos_ids: set[int] | None = None, context_window: int | None = None, **_ignored
+    ):
         self.model, self.tokenizer = model, tokenizer
         self.eos_ids = set(eos_ids) if eos_ids is not None else eos_token_ids(model, tokenizer)
         from inference.prompt import context_window as _window
@@ -88,16 +91,27 @@ class SerialEngine:
             params = req.generation.params
             hooks = _GenerateHooks(self, req)
             ids = torch.tensor([req.generation.input_ids], device=self.device)
-            sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p} \
-                if params.temperature > 0 else {"do_sample": False}
-            self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=params.max_new_tokens,
-                                eos_token_id=list(self.eos_ids) or None, pad_token_id=self.tokenizer.pad_token_id,
-                                streamer=hooks, stopping_criteria=StoppingCriteriaList([hooks]), **sampling)
+            sampling = (
+                {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
+                if params.temperature > 0
+                else {"do_sample": False}
+            )
+            self.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=params.max_new_tokens,
+                eos_token_id=list(self.eos_ids) or None,
+                pad_token_id=self.tokenizer.pad_token_id,
+                streamer=hooks,
+                stopping_criteria=StoppingCriteriaList([hooks]),
+                **sampling,
+            )
             cancelled = self.is_cancelled(req.request_id)
             self._cancelled.discard(req.request_id)
             if cancelled:
                 reason = FinishReason.CANCELLED
             else:  # generate may also stop on its own, at an end-of-turn token of the model's generation config
-                reason = hooks.reason or (FinishReason.LENGTH if req.completion_tokens >= params.max_new_tokens
-                                          else FinishReason.STOP)
+                reason = hooks.reason or (
+                    FinishReason.LENGTH if req.completion_tokens >= params.max_new_tokens else FinishReason.STOP
+                )
             req.finish(reason)

@@ -1,4 +1,5 @@
 """Shared fixtures: the bundled tokenizer, tiny random models built from configs, users and sessions."""
+
 import copy
 import os
 
@@ -41,9 +42,17 @@ def tiny_llama(tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -53,8 +62,15 @@ def tiny_gpt2(plain_tokenizer):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(plain_tokenizer), n_embd=64, n_layer=2, n_head=4, n_positions=256,
-                        eos_token_id=plain_tokenizer.eos_token_id, bos_token_id=plain_tokenizer.bos_token_id)
+    config = GPT2Config(
+        vocab_size=len(plain_tokenizer),
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        n_positions=256,
+        eos_token_id=plain_tokenizer.eos_token_id,
+        bos_token_id=plain_tokenizer.bos_token_id,
+    )
     return GPT2LMHeadModel(config).eval()
 
 
@@ -62,6 +78,7 @@ def tiny_gpt2(plain_tokenizer):
 def make_user(django_user_model):
     def make(name="alice"):
         return django_user_model.objects.create_user(username=name, password="a-long-test-password")
+
     return make
 
 
@@ -74,6 +91,7 @@ def session_cookie():
         client = Client()
         client.force_login(user)
         return f"sessionid={client.cookies['sessionid'].value}"
+
     return make
 
 
@@ -115,9 +133,11 @@ def django_db_setup(django_db_setup):
 def pytest_collection_modifyitems(config, items):
     """Tests on the live stack run last: once its worker runs, it would take the tasks that unit tests queue
     and race the states they check."""
+
     def rank(item):
         names = getattr(item, "fixturenames", ())
         return 2 if "live_stack" in names else 1 if "fault_stack" in names else 0
+
     items.sort(key=rank)
 
 

@@ -1,5 +1,6 @@
 """CI (`.ci/run`) never passes with the browser or proxy tests skipped: it sets CHAT_REQUIRE_E2E_TOOLS=1, under
 which a missing Chromium or nginx fails those tests; a plain `make test` still skips them, saying why."""
+
 import subprocess
 
 import pytest
@@ -16,8 +17,13 @@ def test_ci_runs_make_test_with_the_tools_required(tmp_path):
     fake_make = tmp_path / "make"  # stands in for `make test`, saying what it was given
     fake_make.write_text('#!/bin/sh\necho "make $* CHAT_REQUIRE_E2E_TOOLS=$CHAT_REQUIRE_E2E_TOOLS"\n')
     fake_make.chmod(0o755)
-    out = subprocess.run([str(stack.ROOT / ".ci" / "run")], capture_output=True, text=True, timeout=30,
-                         env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    out = subprocess.run(
+        [str(stack.ROOT / ".ci" / "run")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+    )
     assert out.returncode == 0 and out.stdout.strip() == "make test CHAT_REQUIRE_E2E_TOOLS=1", out.stderr
 
 
@@ -31,8 +37,11 @@ def outcome_of(call) -> BaseException | None:
     return None
 
 
-@pytest.mark.parametrize("missing", [lambda: skip_without_chromium(MISSING), lambda: require_nginx(None),
-                                     lambda: require_nginx(MISSING)], ids=["chromium", "nginx", "nginx-path"])
+@pytest.mark.parametrize(
+    "missing",
+    [lambda: skip_without_chromium(MISSING), lambda: require_nginx(None), lambda: require_nginx(MISSING)],
+    ids=["chromium", "nginx", "nginx-path"],
+)
 def test_a_missing_tool_skips_with_its_reason_unless_required(monkeypatch, missing):
     monkeypatch.delenv(tools.REQUIRE_VARIABLE, raising=False)
     skipped = outcome_of(missing)

@@ -1,5 +1,6 @@
 """The production environment (deploy/production.env.example) and the settings it drives, each read by a fresh
 interpreter with a clean environment, as systemd or a shell that sources the file would start one."""
+
 import json
 import re
 import subprocess
@@ -12,18 +13,30 @@ from chatsite.embedded import forget_redis_url, record_redis_url
 
 EXAMPLE = stack.ROOT / "deploy" / "production.env.example"
 SETTINGS_TABLE = (stack.ROOT / "docs" / "settings.md").read_text()
-SHOW = ("import django; django.setup(); from django.conf import settings as s; import json; print(json.dumps("
-        "{k: getattr(s, k, None) for k in ('DEBUG', 'SESSION_COOKIE_SECURE', 'CSRF_COOKIE_SECURE', "
-        "'SECURE_SSL_REDIRECT', 'SECURE_HSTS_SECONDS', 'SECURE_PROXY_SSL_HEADER', 'CSRF_TRUSTED_ORIGINS', "
-        "'REDIS_URL', 'CHAT_TORCH_THREADS')}))")
+SHOW = (
+    "import django; django.setup(); from django.conf import settings as s; import json; print(json.dumps("
+    "{k: getattr(s, k, None) for k in ('DEBUG', 'SESSION_COOKIE_SECURE', 'CSRF_COOKIE_SECURE', "
+    "'SECURE_SSL_REDIRECT', 'SECURE_HSTS_SECONDS', 'SECURE_PROXY_SSL_HEADER', 'CSRF_TRUSTED_ORIGINS', "
+    "'REDIS_URL', 'CHAT_TORCH_THREADS')}))"
+)
 
 
 def sourced_run(args: list[str], *, extra: str = "", source: bool = True) -> subprocess.CompletedProcess:
     """``args`` in ``env -i bash``, after sourcing the example (unless not ``source``) and ``extra`` lines."""
-    script = ((f'set -a; . "{EXAMPLE}"; ' if source else "set -a; ") + "DJANGO_SETTINGS_MODULE=chatsite.settings; "
-              + extra + "; set +a; exec " + " ".join(args))
-    return subprocess.run(["env", "-i", f"PATH={stack.BIN}:/usr/bin:/bin", "bash", "-c", script], cwd=stack.ROOT,
-                          capture_output=True, text=True, timeout=120)
+    script = (
+        (f'set -a; . "{EXAMPLE}"; ' if source else "set -a; ")
+        + "DJANGO_SETTINGS_MODULE=chatsite.settings; "
+        + extra
+        + "; set +a; exec "
+        + " ".join(args)
+    )
+    return subprocess.run(
+        ["env", "-i", f"PATH={stack.BIN}:/usr/bin:/bin", "bash", "-c", script],
+        cwd=stack.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -47,8 +60,10 @@ def test_the_example_is_variables_only_and_every_variable_is_in_the_settings_tab
 
 
 def test_check_deploy_reports_no_issue_with_the_production_environment(key_file):
-    out = sourced_run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                      extra=f"SECRET_KEY_FILE={key_file}")
+    out = sourced_run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        extra=f"SECRET_KEY_FILE={key_file}",
+    )
     assert out.returncode == 0 and "System check identified no issues" in out.stdout, out.stdout + out.stderr
 
 
@@ -74,8 +89,9 @@ def test_without_debug_a_missing_secret_key_is_an_error_that_says_what_to_do(tmp
     assert not missing.exists()  # never invented: another host would invent a different one
     out = sourced_run([sys.executable, "manage.py", "check"], extra=f"SECRET_KEY_FILE={missing}; DEBUG=true")
     assert out.returncode == 0 and len(missing.read_text()) > 40  # a development machine gets one generated
-    out = sourced_run([sys.executable, "manage.py", "check"],
-                      extra=f"SECRET_KEY_FILE={missing}; SECRET_KEY=" + "k" * 60)
+    out = sourced_run(
+        [sys.executable, "manage.py", "check"], extra=f"SECRET_KEY_FILE={missing}; SECRET_KEY=" + "k" * 60
+    )
     assert out.returncode == 0
 
 
@@ -83,8 +99,10 @@ def test_the_removed_chat_trusted_proxy_count_is_an_error_naming_what_replaces_i
     """A deployment upgraded with CHAT_TRUSTED_PROXY_COUNT still set must not start counting every failure
     against its proxy's address: it refuses to start, and says what to set instead."""
     for proxies in ("1", "0", ""):  # any value, empty too: the variable is there
-        out = sourced_run([sys.executable, "manage.py", "check"],
-                          extra=f"SECRET_KEY_FILE={key_file}; CHAT_TRUSTED_PROXY_COUNT={proxies}")
+        out = sourced_run(
+            [sys.executable, "manage.py", "check"],
+            extra=f"SECRET_KEY_FILE={key_file}; CHAT_TRUSTED_PROXY_COUNT={proxies}",
+        )
         assert out.returncode != 0 and "ImproperlyConfigured: CHAT_TRUSTED_PROXY_COUNT is no longer read" in out.stderr
         assert "TRUSTED_PROXY=true" in out.stderr and "real_ip_header X-Forwarded-For" in out.stderr
     assert sourced_run([sys.executable, "manage.py", "check"], extra=f"SECRET_KEY_FILE={key_file}").returncode == 0
@@ -121,8 +139,12 @@ def test_torch_threads_divide_the_cores_among_the_workers_of_a_host(key_file):
 
 
 def test_a_chat_worker_gpus_entry_that_is_no_gpu_stops_the_launcher_before_it_starts_anything(tmp_path):
-    for good in ("0,1", "GPU-5f3c1a2b-0e4d-11ee-9d3a-0242ac120002", "MIG-5f3c1a2b-0e4d-11ee-9d3a-0242ac120002",
-                 "MIG-GPU-5f3c1a2b/1/0"):
+    for good in (
+        "0,1",
+        "GPU-5f3c1a2b-0e4d-11ee-9d3a-0242ac120002",
+        "MIG-5f3c1a2b-0e4d-11ee-9d3a-0242ac120002",
+        "MIG-GPU-5f3c1a2b/1/0",
+    ):
         assert stack.LauncherSettings.from_env({"CHAT_WORKER_GPUS": good}).worker_gpus == tuple(good.split(","))
     for bad in ("cuda:1", "0,gpu1", "1.5"):
         with pytest.raises(stack.LauncherSettingsError, match=r"^CHAT_WORKER_GPUS=.* not a GPU\. Give each"):
@@ -132,9 +154,14 @@ def test_a_chat_worker_gpus_entry_that_is_no_gpu_stops_the_launcher_before_it_st
     assert stack.LauncherSettings.from_env({"CHAT_WORKER_GPUS": "0", "CHAT_DEVICE": "cuda:0"}).worker_gpus == ("0",)
     # The launcher itself: a sentence and exit status 2, no embedded Redis started (its directory stays empty).
     for args in ([], ["worker"]):
-        out = subprocess.run([sys.executable, "-m", "chatsite.stack", *args], cwd=stack.ROOT, capture_output=True,
-                             text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "CHAT_WORKER_GPUS": "cuda:1",
-                                                         "CHAT_REDIS_DIR": str(tmp_path / "redis")})
+        out = subprocess.run(
+            [sys.executable, "-m", "chatsite.stack", *args],
+            cwd=stack.ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "/usr/bin:/bin", "CHAT_WORKER_GPUS": "cuda:1", "CHAT_REDIS_DIR": str(tmp_path / "redis")},
+        )
         assert out.returncode == 2 and "CHAT_WORKER_GPUS='cuda:1': 'cuda:1' is not a GPU" in out.stderr, out
         assert not (tmp_path / "redis").exists()
 
@@ -156,8 +183,10 @@ def test_chat_worker_gpus_give_each_launched_worker_its_own_gpu():
     assert all(e["PATH"] == "/usr/bin" for e in got) and "CUDA_VISIBLE_DEVICES" not in env  # a copy each
     unset = {"WORKERS": "2", "CUDA_VISIBLE_DEVICES": "3"}  # unset: every worker inherits the launcher's
     conf = stack.LauncherSettings.from_env(unset)
-    assert conf.worker_gpus == () and [stack.worker_env(unset, conf, i)["CUDA_VISIBLE_DEVICES"]
-                                       for i in range(2)] == ["3", "3"]
+    assert conf.worker_gpus == () and [stack.worker_env(unset, conf, i)["CUDA_VISIBLE_DEVICES"] for i in range(2)] == [
+        "3",
+        "3",
+    ]
 
 
 def test_json_logs_turn_off_daphnes_plain_text_access_log():

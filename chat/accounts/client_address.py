@@ -7,6 +7,7 @@ It is ``REMOTE_ADDR``, the address Daphne gives the request: the socket's, or wi
 left-most entry, so the proxy in front must overwrite the header, never append to it (deploy/nginx/chat.conf).
 Behind a chain of proxies, the one next to Daphne works out the client (nginx's realip module) and sets that.
 """
+
 from __future__ import annotations
 
 import ipaddress

@@ -1,4 +1,5 @@
 """Forms of the account pages. Passwords, reset and change use Django's own forms; these add what they lack."""
+
 from __future__ import annotations
 
 from django import forms
@@ -19,8 +20,9 @@ class SignupForm(UserCreationForm):
         email = self.cleaned_data["email"].strip()
         # One account per address: a reset mail goes to every account with it, which would mix people up.
         if get_user_model().objects.filter(email__iexact=email).exists():
-            raise forms.ValidationError("An account with this email address exists already; log in, or reset "
-                                        "its password if you forgot it.")
+            raise forms.ValidationError(
+                "An account with this email address exists already; log in, or reset its password if you forgot it."
+            )
         return email
 
 
@@ -28,8 +30,9 @@ class AccountDeleteForm(forms.Form):
     """Deleting an account needs its password: a borrowed, signed-in laptop must not be enough. It is checked
     through ``authenticate`` with the request, so login throttling counts wrong guesses here too."""
 
-    password = forms.CharField(label="Your password", strip=False,
-                               widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+    password = forms.CharField(
+        label="Your password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
+    )
 
     def __init__(self, request, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -5,6 +5,7 @@ in id order with keyset pages (no cursor held open between chunks, so it works t
 PostgreSQL and behind a connection pooler). The document holds what the person wrote or was answered and
 their feedback; staff's review notes about them are not theirs to export.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,25 @@ from chat.models import Account, Conversation, Feedback, Message
 FORMAT = "chat-personal-data/1"
 PAGE = 500  # rows per query
 CONVERSATION_FIELDS = ("id", "title", "system_prompt", "model_name", "params", "created_at", "updated_at")
-MESSAGE_FIELDS = ("id", "parent_id", "is_current", "role", "content", "status", "finish_reason", "prompt_tokens",
-                  "completion_tokens", "ttft_ms", "tokens_per_s", "model_name", "params", "error", "created_at",
-                  "started_at", "finished_at")
+MESSAGE_FIELDS = (
+    "id",
+    "parent_id",
+    "is_current",
+    "role",
+    "content",
+    "status",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "ttft_ms",
+    "tokens_per_s",
+    "model_name",
+    "params",
+    "error",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
 FEEDBACK_FIELDS = ("id", "message_id", "rating", "comment", "created_at", "updated_at")
 
 
@@ -52,10 +69,18 @@ def _array_items(queryset, fields: tuple[str, ...]) -> Iterator[str]:
 def personal_data_chunks(*, user) -> Iterator[str]:
     """The JSON document for ``user``, as pieces of text that concatenate to it."""
     account = Account.objects.filter(user_id=user.pk).values("created_at", "approved_at").first()
-    head = {"format": FORMAT, "exported_at": timezone.now(),
-            "user": {"id": user.pk, "username": user.get_username(), "email": user.email,
-                     "date_joined": user.date_joined, "last_login": user.last_login},
-            "account": account}
+    head = {
+        "format": FORMAT,
+        "exported_at": timezone.now(),
+        "user": {
+            "id": user.pk,
+            "username": user.get_username(),
+            "email": user.email,
+            "date_joined": user.date_joined,
+            "last_login": user.last_login,
+        },
+        "account": account,
+    }
     yield _dumps(head)[:-1] + ', "conversations": ['
     separator = ""
     for conversations in _pages(Conversation.objects.filter(owner_id=user.pk), CONVERSATION_FIELDS):

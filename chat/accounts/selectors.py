@@ -1,4 +1,5 @@
 """Reads. Every lookup on behalf of a user is scoped to that user: another's rows are simply not found."""
+
 from __future__ import annotations
 
 from django.utils import timezone
@@ -7,8 +8,10 @@ from chat.errors import ChatError, ErrorCode
 from chat.models import Account, Invite
 
 # --- Accounts: who may chat, which invite a sign-up link is.
-NOT_APPROVED = ("Your account is waiting for approval by the site's staff: you can look around, but you cannot "
-                "send messages until they approve it.")
+NOT_APPROVED = (
+    "Your account is waiting for approval by the site's staff: you can look around, but you cannot "
+    "send messages until they approve it."
+)
 
 
 def account_may_chat(*, user) -> bool:
@@ -23,12 +26,19 @@ def invite_for_signup(*, token) -> Invite:
     """The invite a sign-up link carries, or ``ChatError`` saying why it cannot be used."""
     invite = Invite.objects.filter(token=token).first() if isinstance(token, str) and token else None
     if invite is None:
-        raise ChatError(ErrorCode.INVITE_UNKNOWN, "This invite link is not valid: check that you copied all of it, or "
-                                          "ask the person who sent it for a new one.")
+        raise ChatError(
+            ErrorCode.INVITE_UNKNOWN,
+            "This invite link is not valid: check that you copied all of it, or "
+            "ask the person who sent it for a new one.",
+        )
     if invite.used_at is not None:
-        raise ChatError(ErrorCode.INVITE_USED, "This invite link has already been used; each link signs up one person. "
-                                       "Ask for a new one.")
+        raise ChatError(
+            ErrorCode.INVITE_USED,
+            "This invite link has already been used; each link signs up one person. Ask for a new one.",
+        )
     if invite.expires_at <= timezone.now():
-        raise ChatError(ErrorCode.INVITE_EXPIRED, f"This invite link expired on {invite.expires_at:%Y-%m-%d %H:%M} UTC; "
-                                          "ask for a new one.")
+        raise ChatError(
+            ErrorCode.INVITE_EXPIRED,
+            f"This invite link expired on {invite.expires_at:%Y-%m-%d %H:%M} UTC; ask for a new one.",
+        )
     return invite

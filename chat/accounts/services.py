@@ -2,6 +2,7 @@
 account with everything in it. Keyword-only and atomic, like ``chat/services.py``; reads are in
 ``chat/selectors.py`` (``account_may_chat``, ``invite_for_signup``) and ``chat/accounts/personal_data.py``.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -20,12 +21,15 @@ from chat.errors import ChatError, ErrorCode
 from chat.limits import quotas, sockets
 from chat.models import Account, AuditEvent, Invite
 
-INVITE_ONLY = ("Sign-up on this site is by invitation only: ask the site's staff for an invite link, then open "
-               "it to create your account.")
+INVITE_ONLY = (
+    "Sign-up on this site is by invitation only: ask the site's staff for an invite link, then open "
+    "it to create your account."
+)
 
 
-def account_signup(*, username: str, email: str, password: str, invite_token: str | None = None,
-                   client_address: str | None = None):
+def account_signup(
+    *, username: str, email: str, password: str, invite_token: str | None = None, client_address: str | None = None
+):
     """Create a person's user and Account. With a valid invite (required when ``CHAT_SIGNUP`` is ``invite``) the
     invite is used up and the account approved at once; under ``approval`` without one it awaits staff. Without
     an invite, ``client_address`` may make CHAT_SIGNUPS_PER_HOUR accounts an hour (``signup_rate_limited``)."""
@@ -34,8 +38,10 @@ def account_signup(*, username: str, email: str, password: str, invite_token: st
         raise ChatError(ErrorCode.INVITE_REQUIRED, INVITE_ONLY)
     invite = selectors.invite_for_signup(token=invite_token) if invite_token else None
     if invite is not None and invite.email and invite.email.casefold() != email.casefold():
-        raise ChatError(ErrorCode.INVITE_EMAIL, "This invite link is for another email address: sign up with the address "
-                                        "the invite was sent to.")
+        raise ChatError(
+            ErrorCode.INVITE_EMAIL,
+            "This invite link is for another email address: sign up with the address the invite was sent to.",
+        )
     if invite is None:
         quotas.signup_hit(client_address)  # Redis, before the write transaction opens
     with transaction.atomic():
@@ -46,27 +52,37 @@ def _account_create(*, username: str, email: str, password: str, invite, mode: s
     user = get_user_model().objects.create_user(username=username, email=email, password=password)
     now = timezone.now()
     approved = invite is not None or mode != "approval"
-    Account.objects.create(user=user, approved_at=now if approved else None,
-                           approved_by=invite.created_by if invite is not None else None)
+    Account.objects.create(
+        user=user, approved_at=now if approved else None, approved_by=invite.created_by if invite is not None else None
+    )
     if invite is not None:
         # Conditional, so two people racing with one link cannot both sign up: the loser's user is rolled back.
         if not Invite.objects.filter(pk=invite.pk, used_at__isnull=True, expires_at__gt=now).update(
-                used_by=user, used_at=now):
-            raise ChatError(ErrorCode.INVITE_USED, "This invite link has just been used by someone else; ask for a new one.")
+            used_by=user, used_at=now
+        ):
+            raise ChatError(
+                ErrorCode.INVITE_USED, "This invite link has just been used by someone else; ask for a new one."
+            )
     return user
 
 
 def account_approve(*, user_ids, approved_by) -> int:
     """Let people who await approval chat; returns how many were waiting. Approved accounts stay as they are."""
     return Account.objects.filter(user_id__in=list(user_ids), approved_at__isnull=True).update(
-        approved_at=timezone.now(), approved_by=approved_by)
+        approved_at=timezone.now(), approved_by=approved_by
+    )
 
 
 def invite_create(*, created_by, email: str = "", note: str = "", days: int | None = None) -> Invite:
     """A new single-use sign-up link, valid for ``days`` (``CHAT_INVITE_DAYS`` by default)."""
     valid = timedelta(days=settings.CHAT_INVITE_DAYS if days is None else days)
-    return Invite.objects.create(token=secrets.token_urlsafe(32), email=email.strip(), note=note.strip(),
-                                 created_by=created_by, expires_at=timezone.now() + valid)
+    return Invite.objects.create(
+        token=secrets.token_urlsafe(32),
+        email=email.strip(),
+        note=note.strip(),
+        created_by=created_by,
+        expires_at=timezone.now() + valid,
+    )
 
 
 def account_delete(*, user_id: int) -> dict[str, int]:
@@ -109,7 +125,7 @@ def _sessions_delete(keys: list[str]) -> int:
     store = import_module(settings.SESSION_ENGINE).SessionStore
     deleted = 0
     for start in range(0, len(keys), SESSION_CHUNK):
-        chunk = keys[start:start + SESSION_CHUNK]
+        chunk = keys[start : start + SESSION_CHUNK]
         if hasattr(store, "get_model_class"):  # db, cached_db
             deleted += store.get_model_class().objects.filter(session_key__in=chunk).delete()[0]
         if hasattr(store, "cache_key_prefix"):  # cache, cached_db: their cached copy would still sign in

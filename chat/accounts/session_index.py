@@ -13,6 +13,7 @@ user id up and finds no one (and were the id ever someone else's, the session's 
 deleted person's password hash, would not match), so it is an orphan row, which ``manage.py clearsessions`` removes once
 expired like any other.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,7 @@ def session_keys(user_id: int) -> list[str]:
     try:
         return client().zrange(sessions_key(user_id), 0, -1)
     except RedisError:
-        log.warning("could not read the sessions of user %s; they stay until they expire", user_id,
-                    exc_info=True)
+        log.warning("could not read the sessions of user %s; they stay until they expire", user_id, exc_info=True)
         return []
 
 

@@ -1,6 +1,7 @@
 """When a person's sessions change, their open sockets hear of it at once (not only at their next timer):
 a logout closes the sockets of that session, a password change makes every socket re-check its own. A login
 and a logout also keep the person's session index (``chat/accounts/session_index.py``) that account deletion uses."""
+
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model

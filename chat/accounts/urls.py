@@ -1,4 +1,5 @@
 """/accounts/: sign-up and the Account page here; log in, log out, password change and reset are Django's."""
+
 from django.urls import include, path
 
 from chat.accounts import views

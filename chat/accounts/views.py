@@ -1,6 +1,7 @@
 """Account pages: sign-up (open, awaiting approval, or by invite link) and the Account page (password change,
 data download, deletion). Log in, log out, password change and reset are Django's own views
 (``chat/accounts/urls.py``); these stay thin: a form, one call into ``chat.accounts.services``, a page."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -19,8 +20,13 @@ from chat.accounts.personal_data import personal_data_chunks, personal_data_stre
 from chat.errors import ChatError, ErrorCode
 
 # A link that names no invite is not found; one that did but can no longer be used is gone.
-REFUSAL_STATUS = {ErrorCode.INVITE_UNKNOWN: 404, ErrorCode.INVITE_USED: 410, ErrorCode.INVITE_EXPIRED: 410, ErrorCode.SIGNUP_RATE_LIMITED: 429,
-                  ErrorCode.UNAVAILABLE: 503}
+REFUSAL_STATUS = {
+    ErrorCode.INVITE_UNKNOWN: 404,
+    ErrorCode.INVITE_USED: 410,
+    ErrorCode.INVITE_EXPIRED: 410,
+    ErrorCode.SIGNUP_RATE_LIMITED: 429,
+    ErrorCode.UNAVAILABLE: 503,
+}
 
 
 def signup(request, token: str | None = None):
@@ -38,20 +44,28 @@ def signup(request, token: str | None = None):
     form = SignupForm(request.POST or None, initial={"email": invite.email if invite else ""})
     if request.method == "POST" and form.is_valid():
         try:
-            user = services.account_signup(username=form.cleaned_data["username"], email=form.cleaned_data["email"],
-                                           password=form.cleaned_data["password1"], invite_token=token,
-                                           client_address=throttle_address(request))
+            user = services.account_signup(
+                username=form.cleaned_data["username"],
+                email=form.cleaned_data["email"],
+                password=form.cleaned_data["password1"],
+                invite_token=token,
+                client_address=throttle_address(request),
+            )
         except ChatError as exc:
             return _refused(request, exc, form)
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("chat:index")
-    return render(request, "registration/signup.html",
-                  {"form": form, "invite": invite, "awaiting_approval": settings.CHAT_SIGNUP == "approval"})
+    return render(
+        request,
+        "registration/signup.html",
+        {"form": form, "invite": invite, "awaiting_approval": settings.CHAT_SIGNUP == "approval"},
+    )
 
 
 def _refused(request, exc: ChatError, form=None):
-    response = render(request, "registration/signup.html", {"refusal": exc, "form": form},
-                      status=REFUSAL_STATUS.get(exc.code, 403))
+    response = render(
+        request, "registration/signup.html", {"refusal": exc, "form": form}, status=REFUSAL_STATUS.get(exc.code, 403)
+    )
     if exc.retry_after:
         response["Retry-After"] = str(exc.retry_after)
     return response
@@ -60,9 +74,15 @@ def _refused(request, exc: ChatError, form=None):
 @login_required
 def account_page(request, delete_form=None, status=200):
     """The person's Account page: who they are, whether they may chat, password, their data, deletion."""
-    return render(request, "registration/account.html",
-                  {"may_chat": selectors.account_may_chat(user=request.user),
-                   "delete_form": delete_form or AccountDeleteForm(request)}, status=status)
+    return render(
+        request,
+        "registration/account.html",
+        {
+            "may_chat": selectors.account_may_chat(user=request.user),
+            "delete_form": delete_form or AccountDeleteForm(request),
+        },
+        status=status,
+    )
 
 
 @login_required
@@ -70,8 +90,11 @@ def account_page(request, delete_form=None, status=200):
 def data_download(request):
     """Everything of the person's, as one JSON file, streamed (a long history never sits whole in memory)."""
     # Daphne (ASGI) needs an async iterator to stream; a WSGI server (the test live_server) a plain one.
-    body = (personal_data_stream(user=request.user) if isinstance(request, ASGIRequest)
-            else personal_data_chunks(user=request.user))
+    body = (
+        personal_data_stream(user=request.user)
+        if isinstance(request, ASGIRequest)
+        else personal_data_chunks(user=request.user)
+    )
     response = StreamingHttpResponse(body, content_type="application/json")
     response["Content-Disposition"] = f'attachment; filename="chat-data-{timezone.now():%Y-%m-%d}.json"'
     response["Cache-Control"] = "no-store"
@@ -98,6 +121,13 @@ def locked_out(request, original_response=None, credentials=None):
 
     cool_off = get_cool_off(request)
     minutes = max(1, round(cool_off.total_seconds() / 60)) if cool_off else None
-    return render(request, "registration/locked_out.html",
-                  {"minutes": minutes, "retry_at": timezone.now() + cool_off if cool_off else None,
-                   "code": ErrorCode.LOGIN_LOCKED}, status=429)
+    return render(
+        request,
+        "registration/locked_out.html",
+        {
+            "minutes": minutes,
+            "retry_at": timezone.now() + cool_off if cool_off else None,
+            "code": ErrorCode.LOGIN_LOCKED,
+        },
+        status=429,
+    )

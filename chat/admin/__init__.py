@@ -15,6 +15,7 @@ leaves an ``AuditEvent``. Writes go through ``chat.review.services``; list pages
 - ``audit``: the audit trail, superusers only;
 - ``api_keys``: people's API keys, viewed and revoked (never edited).
 """
+
 from chat.admin import (  # noqa: F401  (each registers its screens)
     accounts,
     api_keys,

@@ -1,6 +1,7 @@
 """People and invites: the user list with an "awaiting approval" filter and an Approve action, and invite links
 (``CHAT_SIGNUP``). Locked-out logins are django-axes' own screens (Access attempts: delete a row to unlock).
 Writes go through ``chat.accounts.services``, deleting a person included."""
+
 from __future__ import annotations
 
 from django import forms
@@ -26,8 +27,12 @@ class ApprovalFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         # Awaiting: an Account row without approval, and not staff (staff always may chat).
-        awaiting = {"account__isnull": False, "account__approved_at__isnull": True, "is_staff": False,
-                    "is_superuser": False}
+        awaiting = {
+            "account__isnull": False,
+            "account__approved_at__isnull": True,
+            "is_staff": False,
+            "is_superuser": False,
+        }
         if self.value() == "awaiting":
             return queryset.filter(**awaiting)
         if self.value() == "approved":
@@ -61,8 +66,11 @@ class PeopleAdmin(UserAdmin):
     @admin.action(description="Approve the selected people (they may chat)", permissions=["change"])
     def approve(self, request, queryset):
         count = services.account_approve(user_ids=queryset.values_list("pk", flat=True), approved_by=request.user)
-        self.message_user(request, f"Approved {count} {'person' if count == 1 else 'people'}; "
-                                   "they can chat from their next message on.", messages.SUCCESS)
+        self.message_user(
+            request,
+            f"Approved {count} {'person' if count == 1 else 'people'}; they can chat from their next message on.",
+            messages.SUCCESS,
+        )
 
 
 admin.site.unregister(User)
@@ -70,8 +78,12 @@ admin.site.register(User, PeopleAdmin)
 
 
 class InviteForm(forms.ModelForm):
-    valid_days = forms.IntegerField(min_value=1, max_value=365, initial=settings.CHAT_INVITE_DAYS,
-                                    help_text="the link stops working after this many days")
+    valid_days = forms.IntegerField(
+        min_value=1,
+        max_value=365,
+        initial=settings.CHAT_INVITE_DAYS,
+        help_text="the link stops working after this many days",
+    )
 
     class Meta:
         model = Invite
@@ -99,6 +111,7 @@ class InviteAdmin(admin.ModelAdmin):
     def get_list_display(self, request):
         def link(obj):
             return request.build_absolute_uri(self._path(obj))
+
         link.short_description = "invite link"
         return (*self.list_display[:1], link, *self.list_display[1:])
 
@@ -117,13 +130,20 @@ class InviteAdmin(admin.ModelAdmin):
         return "expired" if obj.expires_at <= timezone.now() else "unused"
 
     def save_model(self, request, obj, form, change):
-        created = services.invite_create(created_by=request.user, email=form.cleaned_data.get("email", ""),
-                                         note=form.cleaned_data.get("note", ""),
-                                         days=form.cleaned_data["valid_days"])
+        created = services.invite_create(
+            created_by=request.user,
+            email=form.cleaned_data.get("email", ""),
+            note=form.cleaned_data.get("note", ""),
+            days=form.cleaned_data["valid_days"],
+        )
         vars(obj).update(vars(created))  # the admin's own messages and redirect use this object
 
     def response_add(self, request, obj, post_url_continue=None):
-        self.message_user(request, f"Send this link to the person (it works once, until "
-                                   f"{obj.expires_at:%Y-%m-%d %H:%M} UTC): "
-                                   f"{request.build_absolute_uri(self._path(obj))}", messages.SUCCESS)
+        self.message_user(
+            request,
+            f"Send this link to the person (it works once, until "
+            f"{obj.expires_at:%Y-%m-%d %H:%M} UTC): "
+            f"{request.build_absolute_uri(self._path(obj))}",
+            messages.SUCCESS,
+        )
         return super().response_add(request, obj, post_url_continue)

@@ -1,5 +1,6 @@
 """API keys: staff with the view permission see every key (never its hash); those with the change permission
 revoke keys with the list's action. Nothing else about a key changes here."""
+
 from __future__ import annotations
 
 from django.contrib import admin, messages
@@ -23,8 +24,7 @@ class ActiveFilter(admin.SimpleListFilter):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "shown_prefix", "store_conversations", "created_at", "last_used_at",
-                    "revoked_at")
+    list_display = ("name", "owner", "shown_prefix", "store_conversations", "created_at", "last_used_at", "revoked_at")
     list_filter = (ActiveFilter, "store_conversations", "created_at")
     search_fields = ("name", "prefix", "owner__username")
     list_select_related = ("owner",)

@@ -1,5 +1,6 @@
 """The audit trail: superusers read it, filtered by action, actor, conversation, message and date; nobody adds,
 edits or deletes a row through the admin."""
+
 from __future__ import annotations
 
 from django.contrib import admin

@@ -1,4 +1,5 @@
 """What the review panel's screens share: who may see what, and list filters that scale."""
+
 from __future__ import annotations
 
 from urllib.parse import urlencode
@@ -60,9 +61,13 @@ class AuditedOpen:
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         message = self.message_of(obj)
-        audit_record(actor=request.user, action=AuditEvent.Action.OPENED_TRANSCRIPT,
-                     conversation_id=message.conversation_id, message_id=message.pk,
-                     details={"page": self.opts.model_name})
+        audit_record(
+            actor=request.user,
+            action=AuditEvent.Action.OPENED_TRANSCRIPT,
+            conversation_id=message.conversation_id,
+            message_id=message.pk,
+            details={"page": self.opts.model_name},
+        )
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
 
@@ -95,16 +100,22 @@ class AuditedSearch:
             return response
         search = self.search_key(request, query=cl.query.strip())
         if request.session.get(LAST_SEARCH) != search:
-            audit_record(actor=request.user, action=AuditEvent.Action.SEARCHED,
-                         details={"page": self.opts.model_name, "query": cl.query.strip(),
-                                  "results": cl.result_count})
+            audit_record(
+                actor=request.user,
+                action=AuditEvent.Action.SEARCHED,
+                details={"page": self.opts.model_name, "query": cl.query.strip(), "results": cl.result_count},
+            )
             request.session[LAST_SEARCH] = search
         return response
 
     def search_key(self, request, *, query: str) -> str:
         """What makes a search this one: the list, the words and every filter, in a fixed order."""
-        params = sorted((name, value) for name, values in request.GET.lists()
-                        if name not in (*SAME_SEARCH_PARAMS, SEARCH_VAR) for value in values)
+        params = sorted(
+            (name, value)
+            for name, values in request.GET.lists()
+            if name not in (*SAME_SEARCH_PARAMS, SEARCH_VAR)
+            for value in values
+        )
         return urlencode([("list", self.opts.model_name), (SEARCH_VAR, query), *params])
 
 
@@ -135,9 +146,12 @@ class TextFilter(admin.ListFilter):
 
     def choices(self, changelist):
         """One entry: the box's name and value, the other filters to keep, and a link that clears it."""
-        yield {"name": self.parameter_name, "value": self.value(),
-               "keep": [(k, v) for k, v in changelist.params.items() if k != self.parameter_name],
-               "clear": changelist.get_query_string(remove=[self.parameter_name])}
+        yield {
+            "name": self.parameter_name,
+            "value": self.value(),
+            "keep": [(k, v) for k, v in changelist.params.items() if k != self.parameter_name],
+            "clear": changelist.get_query_string(remove=[self.parameter_name]),
+        }
 
 
 class YesNoFilter(admin.SimpleListFilter):

@@ -1,5 +1,6 @@
 """Conversations and the review queue: the list, the read-only transcript page with its review form, and
 the gold-answer page of one reply."""
+
 from __future__ import annotations
 
 from django.contrib import admin, messages
@@ -82,17 +83,48 @@ class ReviewActions:
 
 @admin.register(Conversation)
 class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActions, ReviewerOnly, admin.ModelAdmin):
-    list_display = ("id", "title", "owner", "origin", "model_name", "message_count", "last_activity", "thumbs_up",
-                    "thumbs_down", "review_state")
-    list_filter = ("review_state", NegativeFeedbackFilter, ProblemFilter, "source", "content_kept", "model_name",
-                   OwnerFilter, "created_at")
+    list_display = (
+        "id",
+        "title",
+        "owner",
+        "origin",
+        "model_name",
+        "message_count",
+        "last_activity",
+        "thumbs_up",
+        "thumbs_down",
+        "review_state",
+    )
+    list_filter = (
+        "review_state",
+        NegativeFeedbackFilter,
+        ProblemFilter,
+        "source",
+        "content_kept",
+        "model_name",
+        OwnerFilter,
+        "created_at",
+    )
     search_fields = ("title", "messages__content")  # shows the box; get_search_results does the search
     date_hierarchy = "created_at"
     list_select_related = ("owner",)
     list_per_page = 50
     raw_id_fields = ("owner", "reviewed_by")
-    fields = ("owner", "title", "origin", "end_user", "model_name", "system_prompt", "params", "created_at",
-              "updated_at", "review_state", "review_note", "reviewed_by", "reviewed_at")
+    fields = (
+        "owner",
+        "title",
+        "origin",
+        "end_user",
+        "model_name",
+        "system_prompt",
+        "params",
+        "created_at",
+        "updated_at",
+        "review_state",
+        "review_note",
+        "reviewed_by",
+        "reviewed_at",
+    )
     readonly_fields = fields
     actions = ["approve", "flag", "export_sft", "export_pairs"]  # and the site-wide delete (superusers only)
     change_form_template = "admin/chat/conversation/change_form.html"
@@ -107,8 +139,10 @@ class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActio
         for word in smart_split(search_term):
             if word.startswith(('"', "'")) and word[0] == word[-1] and len(word) > 1:
                 word = unescape_string_literal(word)  # a "quoted phrase", as Django's own search reads it
-            queryset = queryset.filter(Q(title__icontains=word) | Exists(
-                Message.objects.filter(conversation=OuterRef("pk"), content__icontains=word)))
+            queryset = queryset.filter(
+                Q(title__icontains=word)
+                | Exists(Message.objects.filter(conversation=OuterRef("pk"), content__icontains=word))
+            )
         return queryset, False
 
     def has_delete_permission(self, request, obj=None):
@@ -134,18 +168,28 @@ class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActio
     def get_fields(self, request, obj=None):
         # Only an API request can name the calling program's own user.
         fields = super().get_fields(request, obj)
-        return fields if obj is not None and obj.source == Conversation.Source.API else \
-            tuple(f for f in fields if f != "end_user")
+        return (
+            fields
+            if obj is not None and obj.source == Conversation.Source.API
+            else tuple(f for f in fields if f != "end_user")
+        )
 
     # --- the transcript page
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         """Reached only once Django has checked the view permission: the page is shown, so it is audited."""
         transcript = selectors.transcript_page(conversation=obj, page=request.GET.get("page") or 1)
-        services.audit_record(actor=request.user, action=AuditEvent.Action.OPENED_TRANSCRIPT,
-                            conversation_id=obj.pk, details={"page": transcript.number})
-        context.update(transcript=transcript, review_form=ReviewForm(initial={
-            "state": obj.review_state, "note": obj.review_note}), can_review=services.can_review(request.user))
+        services.audit_record(
+            actor=request.user,
+            action=AuditEvent.Action.OPENED_TRANSCRIPT,
+            conversation_id=obj.pk,
+            details={"page": transcript.number},
+        )
+        context.update(
+            transcript=transcript,
+            review_form=ReviewForm(initial={"state": obj.review_state, "note": obj.review_note}),
+            can_review=services.can_review(request.user),
+        )
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
     def get_deleted_objects(self, objs, request):
@@ -168,10 +212,16 @@ class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActio
 
     def get_urls(self):
         own = [
-            path("<path:object_id>/review/", self.admin_site.admin_view(self.review_view),
-                 name="chat_conversation_review"),
-            path("<path:object_id>/gold/<int:message_id>/", self.admin_site.admin_view(self.gold_answer_view),
-                 name="chat_conversation_gold"),
+            path(
+                "<path:object_id>/review/",
+                self.admin_site.admin_view(self.review_view),
+                name="chat_conversation_review",
+            ),
+            path(
+                "<path:object_id>/gold/<int:message_id>/",
+                self.admin_site.admin_view(self.gold_answer_view),
+                name="chat_conversation_gold",
+            ),
         ]
         return own + super().get_urls()
 
@@ -191,8 +241,12 @@ class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActio
         obj = self._reviewable(request, object_id)
         form = ReviewForm(request.POST)
         if form.is_valid():
-            services.review_set(reviewer=request.user, conversation_ids=[obj.pk], state=form.cleaned_data["state"],
-                              note=form.cleaned_data["note"])
+            services.review_set(
+                reviewer=request.user,
+                conversation_ids=[obj.pk],
+                state=form.cleaned_data["state"],
+                note=form.cleaned_data["note"],
+            )
             self.message_user(request, "Review saved.", messages.SUCCESS)
         else:
             self.message_user(request, f"Review not saved: {form.errors.as_text()}", messages.ERROR)
@@ -201,24 +255,39 @@ class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActio
     def gold_answer_view(self, request, object_id, message_id):
         """GET: one reply and the form for its gold answer. POST: store it (empty removes it)."""
         obj = self._reviewable(request, object_id)
-        reply = (Message.objects.filter(pk=message_id, conversation=obj, role=Message.Role.ASSISTANT)
-                 .select_related("gold_answer", "parent").first())
+        reply = (
+            Message.objects.filter(pk=message_id, conversation=obj, role=Message.Role.ASSISTANT)
+            .select_related("gold_answer", "parent")
+            .first()
+        )
         if reply is None:
             raise Http404("No such reply in this conversation.")
         if request.method == "POST":
             form = GoldAnswerForm(request.POST)
             if form.is_valid():
-                services.gold_answer_set(reviewer=request.user, message_id=reply.pk,
-                                       content=form.cleaned_data["content"])
+                services.gold_answer_set(
+                    reviewer=request.user, message_id=reply.pk, content=form.cleaned_data["content"]
+                )
                 self.message_user(request, "Gold answer saved.", messages.SUCCESS)
                 return HttpResponseRedirect(_conversation_url(obj.pk) + f"#m{reply.pk}")
         else:
             gold = getattr(reply, "gold_answer", None)
             form = GoldAnswerForm(initial={"content": gold.content if gold else ""})
-            services.audit_record(actor=request.user, action=AuditEvent.Action.OPENED_TRANSCRIPT,
-                                conversation_id=obj.pk, message_id=reply.pk, details={"page": "gold_answer"})
-        context = {**self.admin_site.each_context(request), "opts": self.opts, "original": obj, "reply": reply,
-                   "form": form, "title": f"Gold answer for reply #{reply.pk}"}
+            services.audit_record(
+                actor=request.user,
+                action=AuditEvent.Action.OPENED_TRANSCRIPT,
+                conversation_id=obj.pk,
+                message_id=reply.pk,
+                details={"page": "gold_answer"},
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": obj,
+            "reply": reply,
+            "form": form,
+            "title": f"Gold answer for reply #{reply.pk}",
+        }
         return render(request, "admin/chat/gold_answer.html", context)
 
 
@@ -226,8 +295,16 @@ class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActio
 class ReviewQueueAdmin(RatingColumns, ReviewActions, ExportActions, ReviewerOnly, admin.ModelAdmin):
     """Unreviewed conversations, the likeliest to need a look first; each row opens the conversation page."""
 
-    list_display = ("open_link", "owner", "origin", "model_name", "message_count", "thumbs_down", "has_problem",
-                    "updated_at")
+    list_display = (
+        "open_link",
+        "owner",
+        "origin",
+        "model_name",
+        "message_count",
+        "thumbs_down",
+        "has_problem",
+        "updated_at",
+    )
     list_display_links = None
     list_select_related = ("owner",)
     list_per_page = 50
@@ -267,6 +344,8 @@ class ReviewQueueAdmin(RatingColumns, ReviewActions, ExportActions, ReviewerOnly
         return "yes" if obj.has_problem else "—"
 
     def changelist_view(self, request, extra_context=None):
-        heading = {"title": "Review queue",
-                   "subtitle": "Unreviewed conversations: negative feedback first, then failed or stopped replies"}
+        heading = {
+            "title": "Review queue",
+            "subtitle": "Unreviewed conversations: negative feedback first, then failed or stopped replies",
+        }
         return super().changelist_view(request, extra_context={**heading, **(extra_context or {})})

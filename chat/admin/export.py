@@ -4,6 +4,7 @@ whole filtered list (links above the list), as SFT transcripts or preference pai
 Reviewers only. The audit rows go in first (``chat.review.export_record``), then the file streams a chunk of
 conversations at a time (``chat.review.dataset``); the format is in docs/dataset-export.md.
 """
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
@@ -44,8 +45,10 @@ class ExportActions:
 
     def get_urls(self):
         name = f"{self.opts.app_label}_{self.opts.model_name}_export"
-        return [path("export/<str:kind>/", self.admin_site.admin_view(self.export_view), name=name),
-                *super().get_urls()]
+        return [
+            path("export/<str:kind>/", self.admin_site.admin_view(self.export_view), name=name),
+            *super().get_urls(),
+        ]
 
     def export_view(self, request, kind: str):
         """POST (CSRF-checked: an export writes audit rows in the reviewer's name): the list as it is filtered
@@ -60,8 +63,9 @@ class ExportActions:
             # The list page's own ChangeList, so every filter, date drill-down and search applies as shown.
             conversations = self.get_changelist_instance(request).get_queryset(request)
         except IncorrectLookupParameters:
-            self.message_user(request, "bad_filter: this list's filters are not valid; nothing was exported.",
-                              messages.ERROR)
+            self.message_user(
+                request, "bad_filter: this list's filters are not valid; nothing was exported.", messages.ERROR
+            )
             return self._back_to_list()
         return self._export(request, conversations, kind) or self._back_to_list()
 
@@ -74,8 +78,7 @@ class ExportActions:
         except ChatError as err:
             self.message_user(request, f"{err.code}: {err.detail}", messages.ERROR)
             return None
-        lines = dataset.export_lines(kind=kind, conversations=conversations, export_id=export.id,
-                                     upto=export.upto)
+        lines = dataset.export_lines(kind=kind, conversations=conversations, export_id=export.id, upto=export.upto)
         response = StreamingHttpResponse(_served(request, lines), content_type="application/jsonl; charset=utf-8")
         filename = f"conversations-{kind}-{timezone.localdate().isoformat()}.jsonl"
         response["Content-Disposition"] = f'attachment; filename="{filename}"'

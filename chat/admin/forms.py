@@ -1,4 +1,5 @@
 """The review panel's two small forms: a conversation's review, and a gold answer for a reply."""
+
 from django import forms
 
 from chat.models import Conversation
@@ -11,5 +12,9 @@ class ReviewForm(forms.Form):
 
 
 class GoldAnswerForm(forms.Form):
-    content = forms.CharField(required=False, strip=True, widget=forms.Textarea(attrs={"rows": 12, "cols": 90}),
-                              help_text="The answer the model should have given. Leave empty to remove it.")
+    content = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.Textarea(attrs={"rows": 12, "cols": 90}),
+        help_text="The answer the model should have given. Leave empty to remove it.",
+    )

@@ -1,6 +1,7 @@
 """Live generations: replies queued or streaming right now — whose, where, how long, which worker, how far —
 refreshing by itself, with a Cancel that stops a reply exactly as its owner's Stop would
 (``review.reply_cancel`` → ``services.reply_stop``), audited."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -42,8 +43,18 @@ def _ids(ids: list[int]) -> str:
 
 @admin.register(LiveGeneration)
 class LiveGenerationAdmin(ReviewerOnly, admin.ModelAdmin):
-    list_display = ("id", "owner", "conversation_link", "model_column", "state", "waiting", "streaming_for",
-                    "tokens", "worker", "cancel_button")
+    list_display = (
+        "id",
+        "owner",
+        "conversation_link",
+        "model_column",
+        "state",
+        "waiting",
+        "streaming_for",
+        "tokens",
+        "worker",
+        "cancel_button",
+    )
     list_display_links = None  # a row opens nothing here: its conversation's page is the audited way in
     sortable_by = ()  # oldest first, always: the longest wait is the one to look at
     list_per_page = 100
@@ -58,8 +69,11 @@ class LiveGenerationAdmin(ReviewerOnly, admin.ModelAdmin):
         # page), no add, no delete, no history.
         return [
             path("", self.admin_site.admin_view(self.changelist_view), name="chat_livegeneration_changelist"),
-            path("<int:message_id>/cancel/", self.admin_site.admin_view(self.cancel_view),
-                 name="chat_livegeneration_cancel"),
+            path(
+                "<int:message_id>/cancel/",
+                self.admin_site.admin_view(self.cancel_view),
+                name="chat_livegeneration_cancel",
+            ),
         ]
 
     def get_changelist_instance(self, request):
@@ -72,8 +86,14 @@ class LiveGenerationAdmin(ReviewerOnly, admin.ModelAdmin):
         return cl
 
     def changelist_view(self, request, extra_context=None):
-        return super().changelist_view(request, {"title": "Replies being generated right now", **(extra_context or {}),
-                                                 "refresh_s": settings.CHAT_LIVE_REFRESH_S})
+        return super().changelist_view(
+            request,
+            {
+                "title": "Replies being generated right now",
+                **(extra_context or {}),
+                "refresh_s": settings.CHAT_LIVE_REFRESH_S,
+            },
+        )
 
     # --- columns
 
@@ -83,8 +103,11 @@ class LiveGenerationAdmin(ReviewerOnly, admin.ModelAdmin):
 
     @admin.display(description="conversation")
     def conversation_link(self, obj):
-        return format_html('<a href="{}">{}</a>', reverse("admin:chat_conversation_change",
-                                                          args=[obj.conversation_id]), str(obj.conversation))
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:chat_conversation_change", args=[obj.conversation_id]),
+            str(obj.conversation),
+        )
 
     @admin.display(description="model")
     def model_column(self, obj):
@@ -114,8 +137,10 @@ class LiveGenerationAdmin(ReviewerOnly, admin.ModelAdmin):
     def cancel_button(self, obj):
         # The list sits inside Django's actions form, and forms do not nest: the button submits the page's one
         # small POST form (with its CSRF token, outside the list) to this row's cancel URL.
-        return format_html('<button type="submit" form="live-cancel" formaction="{}" class="button">Cancel</button>',
-                           reverse("admin:chat_livegeneration_cancel", args=[obj.pk]))
+        return format_html(
+            '<button type="submit" form="live-cancel" formaction="{}" class="button">Cancel</button>',
+            reverse("admin:chat_livegeneration_cancel", args=[obj.pk]),
+        )
 
     # --- cancelling
 
@@ -127,15 +152,24 @@ class LiveGenerationAdmin(ReviewerOnly, admin.ModelAdmin):
             return
         by = {o: [pk for pk, got in outcomes.items() if got == o] for o in StopOutcome}
         if by[StopOutcome.STOPPED]:
-            self.message_user(request, f"Cancelled {_replies(len(by[StopOutcome.STOPPED]))} still queued: "
-                                       f"{_ids(by[StopOutcome.STOPPED])}.", messages.SUCCESS)
+            self.message_user(
+                request,
+                f"Cancelled {_replies(len(by[StopOutcome.STOPPED]))} still queued: {_ids(by[StopOutcome.STOPPED])}.",
+                messages.SUCCESS,
+            )
         if by[StopOutcome.STOPPING]:
-            self.message_user(request, f"Stopping {_replies(len(by[StopOutcome.STOPPING]))} being streamed: "
-                                       f"{_ids(by[StopOutcome.STOPPING])}; the worker ends each with the text so far.",
-                              messages.SUCCESS)
+            self.message_user(
+                request,
+                f"Stopping {_replies(len(by[StopOutcome.STOPPING]))} being streamed: "
+                f"{_ids(by[StopOutcome.STOPPING])}; the worker ends each with the text so far.",
+                messages.SUCCESS,
+            )
         if by[StopOutcome.ALREADY_FINISHED]:
-            self.message_user(request, f"Already finished, nothing to cancel: "
-                                       f"{_ids(by[StopOutcome.ALREADY_FINISHED])}.", messages.WARNING)
+            self.message_user(
+                request,
+                f"Already finished, nothing to cancel: {_ids(by[StopOutcome.ALREADY_FINISHED])}.",
+                messages.WARNING,
+            )
 
     def cancel_view(self, request, message_id: int):
         """POST: cancel one reply (the row's button)."""

@@ -1,4 +1,5 @@
 """Messages, people's feedback and reviewers' gold answers, as read-only lists with their metrics."""
+
 from __future__ import annotations
 
 from django.contrib import admin
@@ -55,17 +56,38 @@ class MessageOwnerFilter(TextFilter):
 
 
 def _conversation_link(conversation_id: int, label) -> str:
-    return format_html('<a href="{}">{}</a>', reverse("admin:chat_conversation_change", args=[conversation_id]),
-                       label)
+    return format_html('<a href="{}">{}</a>', reverse("admin:chat_conversation_change", args=[conversation_id]), label)
 
 
 @admin.register(Message)
 class MessageAdmin(RatingColumns, AuditedOpen, AuditedSearch, ReviewerOnly, admin.ModelAdmin):
-    list_display = ("id", "conversation_link", "owner", "role", "status", "finish_reason", "model_name",
-                    "prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_s", "thumbs_up", "thumbs_down",
-                    "is_current", "created_at")
-    list_filter = ("status", "finish_reason", ModelFilter, RatingFilter, "role", "is_current",
-                   MessageOwnerFilter, "created_at")
+    list_display = (
+        "id",
+        "conversation_link",
+        "owner",
+        "role",
+        "status",
+        "finish_reason",
+        "model_name",
+        "prompt_tokens",
+        "completion_tokens",
+        "ttft_ms",
+        "tokens_per_s",
+        "thumbs_up",
+        "thumbs_down",
+        "is_current",
+        "created_at",
+    )
+    list_filter = (
+        "status",
+        "finish_reason",
+        ModelFilter,
+        RatingFilter,
+        "role",
+        "is_current",
+        MessageOwnerFilter,
+        "created_at",
+    )
     search_fields = ("content",)
     # No date hierarchy here: its DISTINCT over every message's day costs more than the rest of the page on a
     # big site (docs/review-panel.md); the created_at filter above narrows by date instead.
@@ -73,9 +95,27 @@ class MessageAdmin(RatingColumns, AuditedOpen, AuditedSearch, ReviewerOnly, admi
     list_per_page = 100
     show_full_result_count = False  # a second count of every message on each filtered page
     raw_id_fields = ("conversation", "parent")
-    fields = ("conversation", "parent", "is_current", "role", "status", "finish_reason", "content", "error",
-              "prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_s", "model_name", "params",
-              "dropped_messages", "stop_requested", "created_at", "started_at", "finished_at")
+    fields = (
+        "conversation",
+        "parent",
+        "is_current",
+        "role",
+        "status",
+        "finish_reason",
+        "content",
+        "error",
+        "prompt_tokens",
+        "completion_tokens",
+        "ttft_ms",
+        "tokens_per_s",
+        "model_name",
+        "params",
+        "dropped_messages",
+        "stop_requested",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
     readonly_fields = fields
 
     def get_queryset(self, request):
@@ -104,8 +144,12 @@ class FeedbackAdmin(AuditedOpen, AuditedSearch, ReviewerOnly, admin.ModelAdmin):
 
     @admin.display(description="reply")
     def message_link(self, obj):
-        return format_html('<a href="{}#m{}">#{}</a>', reverse("admin:chat_conversation_change",
-                           args=[obj.message.conversation_id]), obj.message_id, obj.message_id)
+        return format_html(
+            '<a href="{}#m{}">#{}</a>',
+            reverse("admin:chat_conversation_change", args=[obj.message.conversation_id]),
+            obj.message_id,
+            obj.message_id,
+        )
 
 
 @admin.register(GoldAnswer)
@@ -120,5 +164,8 @@ class GoldAnswerAdmin(AuditedOpen, AuditedSearch, ReviewerOnly, admin.ModelAdmin
 
     @admin.display(description="reply")
     def message_link(self, obj):
-        return format_html('<a href="{}">#{}</a>', reverse("admin:chat_conversation_gold",
-                           args=[obj.message.conversation_id, obj.message_id]), obj.message_id)
+        return format_html(
+            '<a href="{}">#{}</a>',
+            reverse("admin:chat_conversation_gold", args=[obj.message.conversation_id, obj.message_id]),
+            obj.message_id,
+        )

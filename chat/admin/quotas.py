@@ -1,5 +1,6 @@
 """Per-person allowances: staff with the model's permissions give one person their own messages per minute,
 tokens per day or replies at once (``chat/limits/quotas.py``); the list shows what each has used today."""
+
 from __future__ import annotations
 
 from django.contrib import admin
@@ -10,8 +11,7 @@ from chat.models import QuotaOverride
 
 @admin.register(QuotaOverride)
 class QuotaOverrideAdmin(admin.ModelAdmin):
-    list_display = ("user", "messages_per_minute", "tokens_per_day", "max_active", "used_today", "note",
-                    "updated_at")
+    list_display = ("user", "messages_per_minute", "tokens_per_day", "max_active", "used_today", "note", "updated_at")
     list_select_related = ("user",)
     search_fields = ("user__username",)
     raw_id_fields = ("user",)

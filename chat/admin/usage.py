@@ -4,6 +4,7 @@ A page of figures, not a list of rows: ``UsageReport`` (a proxy of ``Message``) 
 index and its permissions, and ``changelist_view`` renders the page. It shows no message text, so it has no
 other URL (no change page, no history).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -43,8 +44,10 @@ class UsageRangeForm(forms.Form):
         if start > end:
             raise ValidationError("The start date is after the end date.", code=ErrorCode.RANGE_REVERSED)
         if (end - start).days + 1 > usage.MAX_DAYS:
-            raise ValidationError(f"The range is {(end - start).days + 1} days; at most {usage.MAX_DAYS} fit on "
-                                  "one page.", code=ErrorCode.RANGE_TOO_LONG)
+            raise ValidationError(
+                f"The range is {(end - start).days + 1} days; at most {usage.MAX_DAYS} fit on one page.",
+                code=ErrorCode.RANGE_TOO_LONG,
+            )
         return data
 
     @property
@@ -66,8 +69,16 @@ class UsageReportAdmin(ReviewerOnly, admin.ModelAdmin):
         if form.is_valid():
             start, end = form.range
             report = usage.usage_report(start=start, end=end)
-        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": "Usage", "form": form,
-                   "report": report, "chart": usage.chart_data(report) if report else None,
-                   "time_zone": timezone.get_current_timezone_name(), "max_days": usage.MAX_DAYS,
-                   "top_people": usage.TOP_PEOPLE, **(extra_context or {})}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Usage",
+            "form": form,
+            "report": report,
+            "chart": usage.chart_data(report) if report else None,
+            "time_zone": timezone.get_current_timezone_name(),
+            "max_days": usage.MAX_DAYS,
+            "top_people": usage.TOP_PEOPLE,
+            **(extra_context or {}),
+        }
         return TemplateResponse(request, "admin/chat/usage.html", context)

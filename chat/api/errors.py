@@ -1,4 +1,5 @@
 """OpenAI's error shape, ``{"error": {"message", "type", "param", "code"}}``, and the HTTP status of each refusal."""
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,16 @@ def _retry_after(exc: ChatError) -> int:
 class ApiError(Exception):
     """A refusal in OpenAI's terms."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: ErrorCode | None = None, retry_after: int | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: ErrorCode | None = None,
+        retry_after: int | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.retry_after = retry_after
@@ -45,8 +54,14 @@ class ApiError(Exception):
     @classmethod
     def from_chat(cls, exc: ChatError) -> ApiError:
         status, type_, code, param = _FROM_CHAT.get(exc.code, (400, "invalid_request_error", exc.code, None))
-        return cls(status, exc.detail, type=type_, param=param, code=code,
-                   retry_after=_retry_after(exc) if status == 429 else None)
+        return cls(
+            status,
+            exc.detail,
+            type=type_,
+            param=param,
+            code=code,
+            retry_after=_retry_after(exc) if status == 429 else None,
+        )
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}

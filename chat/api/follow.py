@@ -9,6 +9,7 @@ per-person cap on active replies (``CHAT_MAX_ACTIVE_PER_USER``) bounds what each
 A client that goes away before its reply's end leaves the follower to finish in the background when the key
 keeps no text (``forget_once_ended``): it follows the stopped reply to its ``done``, then deletes its log.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -98,11 +99,11 @@ class ReplyFollower:
             await asyncio.wait_for(self._until_done(), timeout)
             ended = True
         except asyncio.TimeoutError:
-            log.warning("reply %s of a client that went away did not end in time; its log expires",
-                        self.message_id)
+            log.warning("reply %s of a client that went away did not end in time; its log expires", self.message_id)
         except Exception:
-            log.warning("following reply %s of a client that went away failed; its log expires",
-                        self.message_id, exc_info=True)
+            log.warning(
+                "following reply %s of a client that went away failed; its log expires", self.message_id, exc_info=True
+            )
         try:
             await self.__aexit__(None, None, None)
         except Exception:

@@ -1,4 +1,5 @@
 """The API keys page: a person creates a named key (shown once), sees their keys, revokes one."""
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
@@ -17,14 +18,25 @@ def api_keys(request):
     new_key, error = None, None
     if request.method == "POST":
         try:
-            new_key = services.api_key_create(owner=request.user, name=request.POST.get("name", ""),
-                                              store_conversations=request.POST.get("store") == "on").plaintext
+            new_key = services.api_key_create(
+                owner=request.user,
+                name=request.POST.get("name", ""),
+                store_conversations=request.POST.get("store") == "on",
+            ).plaintext
         except ChatError as exc:
             error = exc.detail
-    return render(request, "chat/api_keys.html", {
-        "keys": selectors.api_keys_for_user(user=request.user), "new_key": new_key, "error": error,
-        "base_url": request.build_absolute_uri("/v1"), "review_enabled": settings.CHAT_REVIEW_ENABLED,
-    }, status=400 if error else 200)
+    return render(
+        request,
+        "chat/api_keys.html",
+        {
+            "keys": selectors.api_keys_for_user(user=request.user),
+            "new_key": new_key,
+            "error": error,
+            "base_url": request.build_absolute_uri("/v1"),
+            "review_enabled": settings.CHAT_REVIEW_ENABLED,
+        },
+        status=400 if error else 200,
+    )
 
 
 @login_required

@@ -1,4 +1,5 @@
 """Reads. Every lookup on behalf of a user is scoped to that user: another's rows are simply not found."""
+
 from __future__ import annotations
 
 

@@ -1,5 +1,6 @@
 """Writes about API keys (``chat/services.py`` holds the writes about messages, an API request's included):
 create, revoke, record a use. Only a key's SHA-256 is stored; the key itself is shown once."""
+
 from __future__ import annotations
 
 import hashlib
@@ -44,12 +45,19 @@ def api_key_create(*, owner, name: str, store_conversations: bool = True) -> New
     if len(name) > API_KEY_NAME_CHARS:
         raise ChatError(ErrorCode.INVALID_NAME, f"The name is too long: at most {API_KEY_NAME_CHARS} characters.")
     if ApiKey.objects.filter(owner=owner, revoked_at__isnull=True).count() >= API_KEYS_PER_PERSON:
-        raise ChatError(ErrorCode.TOO_MANY_KEYS, f"You already have {API_KEYS_PER_PERSON} keys in use; revoke one you no "
-                                         "longer need first.")
+        raise ChatError(
+            ErrorCode.TOO_MANY_KEYS,
+            f"You already have {API_KEYS_PER_PERSON} keys in use; revoke one you no longer need first.",
+        )
     prefix = secrets.token_hex(API_KEY_PREFIX_CHARS // 2)
     secret = secrets.token_urlsafe(32)
-    key = ApiKey.objects.create(owner=owner, name=name, prefix=prefix, secret_hash=api_key_secret_hash(secret),
-                                store_conversations=bool(store_conversations))
+    key = ApiKey.objects.create(
+        owner=owner,
+        name=name,
+        prefix=prefix,
+        secret_hash=api_key_secret_hash(secret),
+        store_conversations=bool(store_conversations),
+    )
     return NewApiKey(key, f"{API_KEY_START}{prefix}-{secret}")
 
 
@@ -63,8 +71,11 @@ def api_key_revoke(*, key_id: int, owner=None) -> ApiKey:
     except (ApiKey.DoesNotExist, TypeError, ValueError, OverflowError):
         raise ChatError(ErrorCode.NOT_FOUND, "No such key, or it is not yours.") from None
     ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    for reply in Message.objects.filter(conversation__api_key=key, role=Message.Role.ASSISTANT,
-                                        status__in=(Message.Status.QUEUED, Message.Status.STREAMING)):
+    for reply in Message.objects.filter(
+        conversation__api_key=key,
+        role=Message.Role.ASSISTANT,
+        status__in=(Message.Status.QUEUED, Message.Status.STREAMING),
+    ):
         reply_services.reply_stop(message=reply)
     key.refresh_from_db()
     return key
@@ -92,11 +103,16 @@ def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_u
     if not chat_turns or chat_turns[-1]["role"] != Message.Role.USER or not chat_turns[-1]["content"].strip():
         raise ChatError(ErrorCode.EMPTY, "The last message must be a user's, with some text.")
     if any(len(t["content"]) > settings.CHAT_MAX_MESSAGE_CHARS for t in chat_turns + [{"content": system}]):
-        raise ChatError(ErrorCode.TOO_LONG, f"A message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
+        raise ChatError(
+            ErrorCode.TOO_LONG, f"A message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters."
+        )
     total = len(system) + sum(len(t["content"]) for t in chat_turns)
     if total > settings.CHAT_API_MAX_REQUEST_CHARS:
-        raise ChatError(ErrorCode.TOO_LONG, f"The messages are too long together: at most "
-                                    f"{settings.CHAT_API_MAX_REQUEST_CHARS} characters in one request, not {total}.")
+        raise ChatError(
+            ErrorCode.TOO_LONG,
+            f"The messages are too long together: at most "
+            f"{settings.CHAT_API_MAX_REQUEST_CHARS} characters in one request, not {total}.",
+        )
     admission.require_approved(user)
     clean_params = generation_params_clean(params)
     allowance = admission.admit(user.pk)
@@ -108,14 +124,26 @@ def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_u
         admission.require_capacity(user.pk, allowance)
         kept = key.store_conversations
         conversation = Conversation.objects.create(
-            owner=user, title=title_from(chat_turns[-1]["content"]) if kept else "", system_prompt=system,
-            model_name=settings.CHAT_MODEL, source=Conversation.Source.API, api_key=key, api_key_name=key.name,
-            api_user=clean_text(end_user)[:256], content_kept=kept)
+            owner=user,
+            title=title_from(chat_turns[-1]["content"]) if kept else "",
+            system_prompt=system,
+            model_name=settings.CHAT_MODEL,
+            source=Conversation.Source.API,
+            api_key=key,
+            api_key_name=key.name,
+            api_user=clean_text(end_user)[:256],
+            content_kept=kept,
+        )
         parent = None
         for turn in chat_turns:
-            parent = Message.objects.create(conversation=conversation, parent=parent, role=turn["role"],
-                                            content=turn["content"], status=Message.Status.COMPLETE,
-                                            supplied=turn["role"] == Message.Role.ASSISTANT)
+            parent = Message.objects.create(
+                conversation=conversation,
+                parent=parent,
+                role=turn["role"],
+                content=turn["content"],
+                status=Message.Status.COMPLETE,
+                supplied=turn["role"] == Message.Role.ASSISTANT,
+            )
         reply = reply_services.reply_create(conversation=conversation, parent=parent, params=clean_params)
         transaction.on_commit(lambda: reply_services.reply_dispatch(message_id=reply.id))
     return reply

@@ -1,5 +1,6 @@
 """``/v1/chat/completions`` and ``/v1/models``: async views served by Daphne (docs/api.md). Thin: authenticate,
 check, hand the request to ``chat.services``, follow the reply, answer in OpenAI's shapes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,8 +38,9 @@ STARTED = int(time.time())
 
 
 def _method_not_allowed(request, allowed: str) -> JsonResponse:
-    response = ApiError(405, f"{request.method} is not allowed here; use {allowed}.",
-                        code=ErrorCode.METHOD_NOT_ALLOWED).response()
+    response = ApiError(
+        405, f"{request.method} is not allowed here; use {allowed}.", code=ErrorCode.METHOD_NOT_ALLOWED
+    ).response()
     response["Allow"] = allowed
     return response
 
@@ -66,8 +68,9 @@ async def model_get(request, model_id: str):
     try:
         await _key(request)
         if model_id != settings.CHAT_MODEL:
-            raise ApiError(404, f"The model '{model_id[:100]}' does not exist.", param="model",
-                           code=ErrorCode.MODEL_NOT_FOUND)
+            raise ApiError(
+                404, f"The model '{model_id[:100]}' does not exist.", param="model", code=ErrorCode.MODEL_NOT_FOUND
+            )
     except ApiError as exc:
         return exc.response()
     return JsonResponse(model_object(settings.CHAT_MODEL, STARTED))
@@ -118,7 +121,8 @@ class CompletionRun:
         await self.follower.__aenter__()  # before the reply exists: no delta can pass unseen
         try:
             self.reply = await database_sync_to_async(api_services.api_completion_create)(
-                key=self.key, turns=self.parsed.turns, params=self.parsed.params, end_user=self.parsed.end_user)
+                key=self.key, turns=self.parsed.turns, params=self.parsed.params, end_user=self.parsed.end_user
+            )
         except ChatError as exc:
             await self.close()
             raise ApiError.from_chat(exc) from None
@@ -153,7 +157,9 @@ class CompletionRun:
     def failure(self, done: dict) -> ApiError:
         if done["error_code"] == ErrorCode.CONTEXT_LENGTH_EXCEEDED:
             return ApiError(400, done["error"], param="messages", code=ErrorCode.CONTEXT_LENGTH_EXCEEDED)
-        return ApiError(500, done["error"] or "The reply failed.", type="server_error", code=ErrorCode.GENERATION_FAILED)
+        return ApiError(
+            500, done["error"] or "The reply failed.", type="server_error", code=ErrorCode.GENERATION_FAILED
+        )
 
     def usage(self, done: dict) -> dict:
         return usage_object(done["usage"]["prompt_tokens"], done["usage"]["completion_tokens"])
@@ -164,13 +170,26 @@ class CompletionRun:
         await self.close()
         if frame["status"] == Message.Status.FAILED:
             raise self.failure(frame)
-        return JsonResponse(completion_object(
-            completion_id=self.completion_id, created=self.created, model=self.parsed.model,
-            text="".join(self.pieces), finish_reason=FINISH_REASONS[frame["finish_reason"]], usage=self.usage(frame)))
+        return JsonResponse(
+            completion_object(
+                completion_id=self.completion_id,
+                created=self.created,
+                model=self.parsed.model,
+                text="".join(self.pieces),
+                finish_reason=FINISH_REASONS[frame["finish_reason"]],
+                usage=self.usage(frame),
+            )
+        )
 
     def _sse(self, delta: dict | None, finish_reason: str | None = None, usage: dict | None = None) -> str:
-        chunk = chunk_object(completion_id=self.completion_id, created=self.created, model=self.parsed.model,
-                             delta=delta, finish_reason=finish_reason, usage=usage)
+        chunk = chunk_object(
+            completion_id=self.completion_id,
+            created=self.created,
+            model=self.parsed.model,
+            delta=delta,
+            finish_reason=finish_reason,
+            usage=usage,
+        )
         return f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
 
     async def events(self, frame: dict):
@@ -201,8 +220,11 @@ class CompletionRun:
         self.closed = True
         if self.reply is not None and not self.ended:
             # Its own task on the default executor, so a second cancellation cannot cut the stop short.
-            stop = asyncio.ensure_future(database_sync_to_async(conversation_services.message_stop, thread_sensitive=False)(
-                user=self.key.owner, message_id=self.reply.id))
+            stop = asyncio.ensure_future(
+                database_sync_to_async(conversation_services.message_stop, thread_sensitive=False)(
+                    user=self.key.owner, message_id=self.reply.id
+                )
+            )
             try:
                 await asyncio.shield(stop)
             except Exception:

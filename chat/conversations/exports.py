@@ -1,5 +1,6 @@
 """A person's own conversation as a file: Markdown to read, JSON to process. The shown branch only, as on the
 page; replies as their Markdown source, what the person typed exactly as typed."""
+
 from __future__ import annotations
 
 import json
@@ -11,26 +12,51 @@ FORMAT_VERSION = 1
 
 def as_json(conversation: Conversation, messages: list[Message]) -> str:
     """The conversation, its settings and each message with its metrics, as one JSON document."""
-    return json.dumps({
-        "format": "chat-conversation", "version": FORMAT_VERSION,
-        "conversation": {"id": conversation.pk, "title": conversation.title, "model": conversation.model_name,
-                         "system_prompt": conversation.system_prompt, "params": conversation.params,
-                         "created_at": conversation.created_at.isoformat(),
-                         "updated_at": conversation.updated_at.isoformat()},
-        "messages": [{"id": m.pk, "parent": m.parent_id, "role": m.role, "content": m.content, "status": m.status,
-                      "created_at": m.created_at.isoformat(), "model": m.model_name or None,
-                      "params": m.params or None, "prompt_tokens": m.prompt_tokens,
-                      "completion_tokens": m.completion_tokens, "error": m.error or None}
-                     for m in messages],
-    }, ensure_ascii=False, indent=2)
+    return json.dumps(
+        {
+            "format": "chat-conversation",
+            "version": FORMAT_VERSION,
+            "conversation": {
+                "id": conversation.pk,
+                "title": conversation.title,
+                "model": conversation.model_name,
+                "system_prompt": conversation.system_prompt,
+                "params": conversation.params,
+                "created_at": conversation.created_at.isoformat(),
+                "updated_at": conversation.updated_at.isoformat(),
+            },
+            "messages": [
+                {
+                    "id": m.pk,
+                    "parent": m.parent_id,
+                    "role": m.role,
+                    "content": m.content,
+                    "status": m.status,
+                    "created_at": m.created_at.isoformat(),
+                    "model": m.model_name or None,
+                    "params": m.params or None,
+                    "prompt_tokens": m.prompt_tokens,
+                    "completion_tokens": m.completion_tokens,
+                    "error": m.error or None,
+                }
+                for m in messages
+            ],
+        },
+        ensure_ascii=False,
+        indent=2,
+    )
 
 
 def as_markdown(conversation: Conversation, messages: list[Message]) -> str:
     """A heading per turn. A person's message goes in a fence long enough that nothing in it can close it,
     so what they typed reads back exactly; replies are Markdown already."""
-    lines = [f"# {conversation.title or f'Conversation {conversation.pk}'}", "",
-             f"_Exported from the chat server: model {conversation.model_name or 'unknown'}, "
-             f"started {conversation.created_at:%Y-%m-%d %H:%M} UTC._", ""]
+    lines = [
+        f"# {conversation.title or f'Conversation {conversation.pk}'}",
+        "",
+        f"_Exported from the chat server: model {conversation.model_name or 'unknown'}, "
+        f"started {conversation.created_at:%Y-%m-%d %H:%M} UTC._",
+        "",
+    ]
     if conversation.system_prompt:
         lines += ["## System prompt", "", _fenced(conversation.system_prompt), ""]
     for m in messages:

@@ -1,5 +1,6 @@
 """Generation parameters a user may set, and their bounds. Missing ones are filled by the worker from the
 model's own generation config, so only what the user chose is checked and stored here."""
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,9 @@ def generation_params_clean(params) -> dict:
     if params.get("max_new_tokens") is not None:
         n = _number("max_new_tokens", params["max_new_tokens"], integer=True)
         if not 1 <= n <= settings.CHAT_MAX_NEW_TOKENS:
-            raise ChatError(ErrorCode.INVALID_PARAMS,
-                            f"max_new_tokens must be between 1 and {settings.CHAT_MAX_NEW_TOKENS}.")
+            raise ChatError(
+                ErrorCode.INVALID_PARAMS, f"max_new_tokens must be between 1 and {settings.CHAT_MAX_NEW_TOKENS}."
+            )
         out["max_new_tokens"] = n
     if params.get("stop") is not None:
         out["stop"] = stop_strings_clean(params["stop"])
@@ -58,7 +60,7 @@ def generation_params_clean(params) -> dict:
 
 
 # A seed is what torch.Generator.manual_seed takes (and OpenAI's API: a 64-bit integer).
-SEED_MIN, SEED_MAX = -2**63, 2**63 - 1
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 
 
 MAX_STOP_STRINGS = 4
@@ -72,8 +74,10 @@ def stop_strings_clean(stop) -> list[str]:
     if not isinstance(items, list) or not all(isinstance(s, str) and s for s in items):
         raise ChatError(ErrorCode.INVALID_PARAMS, "stop must be a non-empty string or a list of them.")
     if len(items) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_CHARS for s in items):
-        raise ChatError(ErrorCode.INVALID_PARAMS, f"stop takes at most {MAX_STOP_STRINGS} strings of at most "
-                                          f"{MAX_STOP_CHARS} characters.")
+        raise ChatError(
+            ErrorCode.INVALID_PARAMS,
+            f"stop takes at most {MAX_STOP_STRINGS} strings of at most {MAX_STOP_CHARS} characters.",
+        )
     return items
 
 
@@ -82,6 +86,10 @@ def bounds() -> dict:
     return {
         "temperature": {"min": 0, "max": 2, "step": 0.05, "default": "the model's own (greedy for the bundled model)"},
         "top_p": {"min": 0.01, "max": 1, "step": 0.01, "default": "the model's own (1.0 for the bundled model)"},
-        "max_new_tokens": {"min": 1, "max": settings.CHAT_MAX_NEW_TOKENS, "step": 1,
-                           "default": f"the model's own, else {settings.CHAT_DEFAULT_MAX_NEW_TOKENS}"},
+        "max_new_tokens": {
+            "min": 1,
+            "max": settings.CHAT_MAX_NEW_TOKENS,
+            "step": 1,
+            "default": f"the model's own, else {settings.CHAT_DEFAULT_MAX_NEW_TOKENS}",
+        },
     }

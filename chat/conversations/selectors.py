@@ -1,4 +1,5 @@
 """Reads. Every lookup on behalf of a user is scoped to that user: another's rows are simply not found."""
+
 from __future__ import annotations
 
 from django.db.models import (
@@ -45,12 +46,25 @@ def thread_for_user(*, user, conversation: Conversation) -> list[dict]:
     stored error, and for replies this person's rating and the params used. Three queries whatever the length."""
     rows = thread_rows(conversation_id=conversation.pk)
     messages = messages_current(conversation=conversation)
-    ratings = {f.message_id: {"rating": f.rating, "comment": f.comment}
-               for f in Feedback.objects.filter(message__in=[m.pk for m in messages], user=user)}
-    return [{"id": m.id, "conversation": m.conversation_id, "role": m.role, "content": m.content,
-             "status": m.status, "siblings": siblings_in(rows, m.id), "error": m.error,
-             "feedback": ratings.get(m.id), "params": m.params, "completion_tokens": m.completion_tokens}
-            for m in messages]
+    ratings = {
+        f.message_id: {"rating": f.rating, "comment": f.comment}
+        for f in Feedback.objects.filter(message__in=[m.pk for m in messages], user=user)
+    }
+    return [
+        {
+            "id": m.id,
+            "conversation": m.conversation_id,
+            "role": m.role,
+            "content": m.content,
+            "status": m.status,
+            "siblings": siblings_in(rows, m.id),
+            "error": m.error,
+            "feedback": ratings.get(m.id),
+            "params": m.params,
+            "completion_tokens": m.completion_tokens,
+        }
+        for m in messages
+    ]
 
 
 def chat_defaults_for(*, user) -> dict:
@@ -61,8 +75,11 @@ def chat_defaults_for(*, user) -> dict:
 
 def message_active_in_conversation(*, conversation_id: int) -> Message | None:
     """The assistant reply being generated in a conversation, if any."""
-    return (Message.objects.filter(conversation_id=conversation_id, status__in=Message.ACTIVE_STATUSES)
-            .order_by("-id").first())
+    return (
+        Message.objects.filter(conversation_id=conversation_id, status__in=Message.ACTIVE_STATUSES)
+        .order_by("-id")
+        .first()
+    )
 
 
 def message_last_current(*, conversation) -> Message | None:
@@ -76,8 +93,9 @@ SIDEBAR_PAGE = 30
 SNIPPET_CHARS = 120
 
 
-def conversation_page_for_user(*, user, query: str = "", after: tuple | None = None,
-                               limit: int = SIDEBAR_PAGE) -> tuple[list[dict], tuple | None]:
+def conversation_page_for_user(
+    *, user, query: str = "", after: tuple | None = None, limit: int = SIDEBAR_PAGE
+) -> tuple[list[dict], tuple | None]:
     """One page of the person's conversations, newest activity first, after the cursor ``(updated_at, id)``
     of the previous page's last row (keyset paging: a page costs the same however far down it is, and rows
     that move to the top meanwhile are not shown twice). With ``query``: only those whose title or any
@@ -86,8 +104,10 @@ def conversation_page_for_user(*, user, query: str = "", after: tuple | None = N
     rows = conversation_list_for_user(user=user)
     words = query.strip()
     if words:
-        rows = rows.filter(Q(title__icontains=words) | Exists(
-            Message.objects.filter(conversation=OuterRef("pk"), content__icontains=words)))
+        rows = rows.filter(
+            Q(title__icontains=words)
+            | Exists(Message.objects.filter(conversation=OuterRef("pk"), content__icontains=words))
+        )
     if after is not None:
         stamp, last_id = after
         rows = rows.filter(Q(updated_at__lt=stamp) | Q(updated_at=stamp, id__lt=last_id))
@@ -96,8 +116,11 @@ def conversation_page_for_user(*, user, query: str = "", after: tuple | None = N
     page = page[:limit]
     if words and page:
         found: dict[int, str] = {}
-        for m in (Message.objects.filter(conversation_id__in=[r["id"] for r in page], content__icontains=words)
-                  .order_by("conversation_id", "id").values("conversation_id", "content")):
+        for m in (
+            Message.objects.filter(conversation_id__in=[r["id"] for r in page], content__icontains=words)
+            .order_by("conversation_id", "id")
+            .values("conversation_id", "content")
+        ):
             found.setdefault(m["conversation_id"], _snippet(m["content"], words))
         for r in page:
             r["snippet"] = found.get(r["id"], "")
@@ -109,7 +132,7 @@ def _snippet(text: str, words: str) -> str:
     """The words around the first match, on one line."""
     at = text.lower().find(words.lower())
     start = max(0, at - SNIPPET_CHARS // 3)
-    piece = " ".join(text[start:start + SNIPPET_CHARS].split())
+    piece = " ".join(text[start : start + SNIPPET_CHARS].split())
     return ("…" if start else "") + piece + ("…" if start + SNIPPET_CHARS < len(text) else "")
 
 

@@ -5,6 +5,7 @@ worker check runs before it (a SQLite writer holds the whole database's lock).
 ``reply_finish`` is the one place a reply ends — the worker's end, Stop, the sweep and a failed dispatch all
 go through it — and it alone sends ``done``. ``reply_stop`` is the one way a reply is stopped, by its owner or
 by a reviewer."""
+
 from __future__ import annotations
 
 import logging
@@ -46,12 +47,15 @@ def _message_text(content) -> str:
     if not text.strip():
         raise ChatError(ErrorCode.EMPTY, "Type a message first.")
     if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
-        raise ChatError(ErrorCode.TOO_LONG, f"The message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
+        raise ChatError(
+            ErrorCode.TOO_LONG, f"The message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters."
+        )
     return text
 
 
-def message_send(*, user, conversation_id: int | None, content, params=None,
-                 client_id: str | None = None) -> SendResult:
+def message_send(
+    *, user, conversation_id: int | None, content, params=None, client_id: str | None = None
+) -> SendResult:
     """Store the user's message and a queued reply; on commit, tell the user's sockets and queue the task."""
     admission.require_approved(user)
     text = _message_text(content)
@@ -63,10 +67,13 @@ def message_send(*, user, conversation_id: int | None, content, params=None,
         if created:
             # A new conversation starts from the person's own defaults (the settings panel, with no chat open).
             defaults = selectors.chat_defaults_for(user=user)
-            conversation = Conversation.objects.create(owner=user, title=title_from(text),
-                                                       model_name=settings.CHAT_MODEL,
-                                                       system_prompt=defaults["system_prompt"],
-                                                       params=defaults["params"])
+            conversation = Conversation.objects.create(
+                owner=user,
+                title=title_from(text),
+                model_name=settings.CHAT_MODEL,
+                system_prompt=defaults["system_prompt"],
+                params=defaults["params"],
+            )
         else:
             conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
             # Lock the row: two sends racing into one conversation must not both start a reply.
@@ -74,10 +81,16 @@ def message_send(*, user, conversation_id: int | None, content, params=None,
             if selectors.message_active_in_conversation(conversation_id=conversation.pk):
                 raise ChatError(ErrorCode.BUSY, BUSY)
         parent = None if created else selectors.message_last_current(conversation=conversation)
-        user_message = Message.objects.create(conversation=conversation, parent=parent, role=Message.Role.USER,
-                                              content=text, status=Message.Status.COMPLETE)
-        reply = reply_services.reply_create(conversation=conversation, parent=user_message,
-                              params={**conversation.params, **clean_params})
+        user_message = Message.objects.create(
+            conversation=conversation,
+            parent=parent,
+            role=Message.Role.USER,
+            content=text,
+            status=Message.Status.COMPLETE,
+        )
+        reply = reply_services.reply_create(
+            conversation=conversation, parent=user_message, params={**conversation.params, **clean_params}
+        )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
 
         def after_commit():
@@ -131,12 +144,17 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
     allowance = admission.admit(user.pk)
     with transaction.atomic():
         admission.require_capacity(user.pk, allowance)
-        conversation = _branch_off(old, ChatError(ErrorCode.NOT_REGENERABLE, "Only a reply on the branch you see can be "
-                                                                     "regenerated; switch to it first."))
+        conversation = _branch_off(
+            old,
+            ChatError(
+                ErrorCode.NOT_REGENERABLE, "Only a reply on the branch you see can be regenerated; switch to it first."
+            ),
+        )
         # The conversation's settings as they are now (the settings panel applies to the next reply), then the
         # params of this one request.
-        reply = reply_services.reply_create(conversation=conversation, parent=old.parent,
-                              params={**conversation.params, **clean_params})
+        reply = reply_services.reply_create(
+            conversation=conversation, parent=old.parent, params={**conversation.params, **clean_params}
+        )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
         siblings = _siblings(reply)
 
@@ -160,18 +178,27 @@ def message_edit(*, user, message_id, content, params=None, client_id: str | Non
     allowance = admission.admit(user.pk)
     with transaction.atomic():
         admission.require_capacity(user.pk, allowance)
-        conversation = _branch_off(old, ChatError(ErrorCode.NOT_EDITABLE, "Only a message on the branch you see can be "
-                                                                  "edited; switch to it first."))
-        user_message = Message.objects.create(conversation=conversation, parent=old.parent, role=Message.Role.USER,
-                                              content=text, status=Message.Status.COMPLETE)
-        reply = reply_services.reply_create(conversation=conversation, parent=user_message,
-                              params={**conversation.params, **clean_params})
+        conversation = _branch_off(
+            old,
+            ChatError(
+                ErrorCode.NOT_EDITABLE, "Only a message on the branch you see can be edited; switch to it first."
+            ),
+        )
+        user_message = Message.objects.create(
+            conversation=conversation,
+            parent=old.parent,
+            role=Message.Role.USER,
+            content=text,
+            status=Message.Status.COMPLETE,
+        )
+        reply = reply_services.reply_create(
+            conversation=conversation, parent=user_message, params={**conversation.params, **clean_params}
+        )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
         siblings = _siblings(user_message)
 
         def after_commit():
-            events.notify(user.id, events.message_frame(user_message, client_id, replaces=old.pk,
-                                                        siblings=siblings))
+            events.notify(user.id, events.message_frame(user_message, client_id, replaces=old.pk, siblings=siblings))
             events.notify(user.id, events.message_frame(reply, client_id))
             reply_services.reply_dispatch(message_id=reply.id)
 
@@ -188,7 +215,9 @@ def message_switch(*, user, message_id) -> Message:
         rows = tree.thread_rows(conversation_id=conversation.pk)
         parent = rows[target.pk]["parent_id"]
         if parent is not None and not rows[parent]["is_current"]:
-            raise ChatError(ErrorCode.NOT_SWITCHABLE, "That message is not on the branch you see; switch above it first.")
+            raise ChatError(
+                ErrorCode.NOT_SWITCHABLE, "That message is not on the branch you see; switch above it first."
+            )
         shown = [i for i in tree.siblings_in(rows, target.pk) if rows[i]["is_current"]]
         if shown != [target.pk]:
             for i in shown:
@@ -222,8 +251,11 @@ def feedback_set(*, user, message_id, rating, comment="") -> Feedback | None:
     if message.role != Message.Role.ASSISTANT:
         raise ChatError(ErrorCode.NOT_RATEABLE, "Only an assistant reply can be rated.")
     if message.supplied:
-        raise ChatError(ErrorCode.NOT_RATEABLE, "This turn was written by the program that called the API, not by the "
-                                        "model; only the model's replies can be rated.")
+        raise ChatError(
+            ErrorCode.NOT_RATEABLE,
+            "This turn was written by the program that called the API, not by the "
+            "model; only the model's replies can be rated.",
+        )
     if message.is_active:
         raise ChatError(ErrorCode.NOT_RATEABLE, "This reply is still being written; rate it once it has finished.")
     with transaction.atomic():
@@ -231,8 +263,9 @@ def feedback_set(*, user, message_id, rating, comment="") -> Feedback | None:
             Feedback.objects.filter(message=message, user=user).delete()
             transaction.on_commit(lambda: events.notify(user.id, events.feedback_frame(message.pk, 0, "")))
             return None
-        feedback, _ = Feedback.objects.update_or_create(message=message, user=user,
-                                                        defaults={"rating": int(rating), "comment": text})
+        feedback, _ = Feedback.objects.update_or_create(
+            message=message, user=user, defaults={"rating": int(rating), "comment": text}
+        )
         transaction.on_commit(lambda: events.notify(user.id, events.feedback_frame(message.pk, int(rating), text)))
     return feedback
 
@@ -257,8 +290,11 @@ def conversation_settings_set(*, user, conversation_id: int | None, system_promp
     if "seed" in clean:
         # Settings apply to every later reply of the conversation, Regenerate's included: a seed kept there
         # would make each Regenerate write the same reply again.
-        raise ChatError(ErrorCode.INVALID_PARAMS, "A seed belongs to one request, not to a conversation's settings: "
-                                          "kept there, every Regenerate would give the same reply again.")
+        raise ChatError(
+            ErrorCode.INVALID_PARAMS,
+            "A seed belongs to one request, not to a conversation's settings: "
+            "kept there, every Regenerate would give the same reply again.",
+        )
     with transaction.atomic():
         if conversation_id is None:
             ChatDefaults.objects.update_or_create(user=user, defaults={"system_prompt": text, "params": clean})
@@ -290,11 +326,18 @@ def conversation_delete(*, user, conversation_id: int) -> None:
     ends now, a streaming one is told to stop (its worker finds the rows gone and ends quietly)."""
     with transaction.atomic():
         conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
-        active = list(Message.objects.filter(conversation=conversation, status__in=Message.ACTIVE_STATUSES)
-                      .values_list("pk", flat=True))
+        active = list(
+            Message.objects.filter(conversation=conversation, status__in=Message.ACTIVE_STATUSES).values_list(
+                "pk", flat=True
+            )
+        )
         for message_id in active:
-            reply_finish(message_id=message_id, content=None, status=Message.Status.STOPPED,
-                           finish_reason=Message.FinishReason.CANCELLED)
+            reply_finish(
+                message_id=message_id,
+                content=None,
+                status=Message.Status.STOPPED,
+                finish_reason=Message.FinishReason.CANCELLED,
+            )
         conversation.delete()
 
         def after_commit():

@@ -1,4 +1,5 @@
 """Pages and small JSON endpoints; every read is scoped to the signed-in user."""
+
 import json
 from datetime import datetime
 
@@ -21,14 +22,25 @@ def chat_page(request):
     """The chat page; conversations and messages load through the JSON endpoints. The settings panel's bounds
     and the person's defaults come with the page as JSON in a data attribute (escaped by the template): the
     page has no inline script of any kind."""
-    config = {"bounds": params.bounds(), "defaults": conversation_selectors.chat_defaults_for(user=request.user),
-              "model": settings.CHAT_MODEL, "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS}
-    return render(request, "chat/index.html", {"review_enabled": settings.CHAT_REVIEW_ENABLED,
-                                               "chat_model": settings.CHAT_MODEL, "chat_config": json.dumps(config),
-                                               "quota": quotas.summary(request.user.pk),
-                                               "may_chat": account_selectors.account_may_chat(user=request.user),
-                                               "pending_notice": account_selectors.NOT_APPROVED,
-                                               "socket_url": "/" + names.SOCKET_PATH})
+    config = {
+        "bounds": params.bounds(),
+        "defaults": conversation_selectors.chat_defaults_for(user=request.user),
+        "model": settings.CHAT_MODEL,
+        "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+    }
+    return render(
+        request,
+        "chat/index.html",
+        {
+            "review_enabled": settings.CHAT_REVIEW_ENABLED,
+            "chat_model": settings.CHAT_MODEL,
+            "chat_config": json.dumps(config),
+            "quota": quotas.summary(request.user.pk),
+            "may_chat": account_selectors.account_may_chat(user=request.user),
+            "pending_notice": account_selectors.NOT_APPROVED,
+            "socket_url": "/" + names.SOCKET_PATH,
+        },
+    )
 
 
 def _json_error(exc: ChatError, status: int = 404):
@@ -56,8 +68,9 @@ def conversation_list(request):
         after = _cursor_parse(request.GET["after"]) if request.GET.get("after") else None
     except ChatError as exc:
         return _json_error(exc, 400)
-    rows, cursor = conversation_selectors.conversation_page_for_user(user=request.user, query=request.GET.get("q", "")[:200],
-                                                        after=after)
+    rows, cursor = conversation_selectors.conversation_page_for_user(
+        user=request.user, query=request.GET.get("q", "")[:200], after=after
+    )
     return JsonResponse({"conversations": rows, "next": _cursor_text(cursor)})
 
 
@@ -65,15 +78,24 @@ def conversation_list(request):
 @require_GET
 def conversation_detail(request, conversation_id: int):
     try:
-        conversation = conversation_selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)
+        conversation = conversation_selectors.conversation_get_for_user(
+            user=request.user, conversation_id=conversation_id
+        )
     except ChatError as exc:
         return _json_error(exc)
     # The stored error too, so a failed reply still says why after a reload.
     messages = conversation_selectors.thread_for_user(user=request.user, conversation=conversation)
-    return JsonResponse({"conversation": {"id": conversation.id, "title": conversation.title,
-                                          "system_prompt": conversation.system_prompt,
-                                          "params": conversation.params},
-                         "messages": messages})
+    return JsonResponse(
+        {
+            "conversation": {
+                "id": conversation.id,
+                "title": conversation.title,
+                "system_prompt": conversation.system_prompt,
+                "params": conversation.params,
+            },
+            "messages": messages,
+        }
+    )
 
 
 @login_required
@@ -88,8 +110,9 @@ def quota(request):
 def conversation_export(request, conversation_id: int, fmt: str):
     """Download one of the person's conversations as Markdown (``md``) or JSON (``json``)."""
     try:
-        conversation, messages = conversation_selectors.conversation_for_export(user=request.user,
-                                                                   conversation_id=conversation_id)
+        conversation, messages = conversation_selectors.conversation_for_export(
+            user=request.user, conversation_id=conversation_id
+        )
     except ChatError as exc:
         return _json_error(exc)
     if fmt not in ("md", "json"):
@@ -101,5 +124,3 @@ def conversation_export(request, conversation_id: int, fmt: str):
     response = HttpResponse(body, content_type=f"{kind}; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="conversation-{conversation.pk}.{fmt}"'
     return response
-
-

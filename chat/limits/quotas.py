@@ -16,6 +16,7 @@ account brings its own allowance.
 
 A refusal is a ``ChatError`` with a stable code and a sentence that says when to try again.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -58,9 +59,11 @@ def allowance_for(user_id: int) -> Allowance:
         value = getattr(row, field, None) if row else None
         return default if value is None else value
 
-    return Allowance(messages_per_minute=pick("messages_per_minute", settings.CHAT_MESSAGES_PER_MINUTE),
-                     tokens_per_day=pick("tokens_per_day", settings.CHAT_TOKENS_PER_DAY),
-                     max_active=pick("max_active", settings.CHAT_MAX_ACTIVE_PER_USER))
+    return Allowance(
+        messages_per_minute=pick("messages_per_minute", settings.CHAT_MESSAGES_PER_MINUTE),
+        tokens_per_day=pick("tokens_per_day", settings.CHAT_TOKENS_PER_DAY),
+        max_active=pick("max_active", settings.CHAT_MAX_ACTIVE_PER_USER),
+    )
 
 
 _limiter: MovingWindowRateLimiter | None = None
@@ -70,8 +73,13 @@ def _windows() -> MovingWindowRateLimiter:
     """The moving windows in Redis (``chat:limits/...``), shared by every process."""
     global _limiter
     if _limiter is None:
-        storage = RedisStorage(settings.REDIS_URL, key_prefix="chat:limits", wrap_exceptions=True,
-                               socket_timeout=5, socket_connect_timeout=2)
+        storage = RedisStorage(
+            settings.REDIS_URL,
+            key_prefix="chat:limits",
+            wrap_exceptions=True,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+        )
         _limiter = MovingWindowRateLimiter(storage)
     return _limiter
 
@@ -97,8 +105,12 @@ def message_hit(user_id: int, allowance: Allowance) -> None:
     if wait is None:
         return
     n = allowance.messages_per_minute
-    raise ChatError(ErrorCode.RATE_LIMITED, f"You have sent {n} message{'s' if n != 1 else ''} in the last minute, the "
-                                    f"most this site allows; try again in {wait} s.", retry_after=wait)
+    raise ChatError(
+        ErrorCode.RATE_LIMITED,
+        f"You have sent {n} message{'s' if n != 1 else ''} in the last minute, the "
+        f"most this site allows; try again in {wait} s.",
+        retry_after=wait,
+    )
 
 
 def signup_hit(address: str | None) -> None:
@@ -110,10 +122,13 @@ def signup_hit(address: str | None) -> None:
     wait = _window_hit(RateLimitItemPerHour(n), "signups", address)
     if wait is None:
         return
-    raise ChatError(ErrorCode.SIGNUP_RATE_LIMITED, f"{n} account{'s have' if n != 1 else ' has'} been made from your "
-                                           f"address in the last hour, the most this site allows; try again in "
-                                           f"{_in_words(wait)}, or ask the site's staff for an invite link.",
-                    retry_after=wait)
+    raise ChatError(
+        ErrorCode.SIGNUP_RATE_LIMITED,
+        f"{n} account{'s have' if n != 1 else ' has'} been made from your "
+        f"address in the last hour, the most this site allows; try again in "
+        f"{_in_words(wait)}, or ask the site's staff for an invite link.",
+        retry_after=wait,
+    )
 
 
 def _today() -> datetime.date:
@@ -158,10 +173,13 @@ def require_tokens_left(user_id: int, allowance: Allowance) -> None:
     if used >= allowance.tokens_per_day:
         reset = resets_at()
         left = (reset - timezone.now()).total_seconds()
-        raise ChatError(ErrorCode.QUOTA_EXHAUSTED,
-                        f"You have used today's {allowance.tokens_per_day:,} token"
-                        f"{'s' if allowance.tokens_per_day != 1 else ''}. Your allowance starts again "
-                        f"at {reset:%H:%M} {reset.tzname()} (in {_in_words(left)}).", retry_after=left)
+        raise ChatError(
+            ErrorCode.QUOTA_EXHAUSTED,
+            f"You have used today's {allowance.tokens_per_day:,} token"
+            f"{'s' if allowance.tokens_per_day != 1 else ''}. Your allowance starts again "
+            f"at {reset:%H:%M} {reset.tzname()} (in {_in_words(left)}).",
+            retry_after=left,
+        )
 
 
 def tokens_count(user_id: int, tokens: int) -> None:
@@ -200,6 +218,11 @@ def summary(user_id: int) -> dict:
     except RedisError:
         used = None
     left = None if allowance.tokens_per_day <= 0 or used is None else max(0, allowance.tokens_per_day - used)
-    return {"tokens_per_day": allowance.tokens_per_day, "tokens_used_today": used, "tokens_left_today": left,
-            "messages_per_minute": allowance.messages_per_minute, "max_active": allowance.max_active,
-            "resets_at": resets_at().isoformat()}
+    return {
+        "tokens_per_day": allowance.tokens_per_day,
+        "tokens_used_today": used,
+        "tokens_left_today": left,
+        "messages_per_minute": allowance.messages_per_minute,
+        "max_active": allowance.max_active,
+        "resets_at": resets_at().isoformat(),
+    }

@@ -9,6 +9,7 @@ starts it: ``make run``, ``python -m chatsite.stack web``, and so the systemd un
 which run that. Daphne started by hand with JSON logs must be given ``-v 0`` too, or it writes both (the app
 cannot reach the access logger Daphne's command line makes).
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,10 +40,20 @@ def _known_user_id(request) -> int | None:
 def log_request(request, status: int, started: float) -> None:
     """One answered HTTP request: method, path (no query string, as Daphne's log), status, time until the view
     returned, client address, person."""
-    log.info("%s %s %s", request.method, request.path, status,
-             extra={"method": request.method, "path": request.path, "status": status,
-                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
-                    "client": client_address(request), "user_id": _known_user_id(request)})
+    log.info(
+        "%s %s %s",
+        request.method,
+        request.path,
+        status,
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": status,
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            "client": client_address(request),
+            "user_id": _known_user_id(request),
+        },
+    )
 
 
 class WebsocketAccessLog:
@@ -78,6 +89,9 @@ class WebsocketAccessLog:
             await self.app(scope, watched_receive, watched_send)
         finally:
             what = "closed" if state["accepted"] else "refused"
-            log.info("websocket %s %s", fields["path"], what,
-                     extra={**fields, "status": state["code"],
-                            "duration_ms": round((time.monotonic() - started) * 1000, 1)})
+            log.info(
+                "websocket %s %s",
+                fields["path"],
+                what,
+                extra={**fields, "status": state["code"], "duration_ms": round((time.monotonic() - started) * 1000, 1)},
+            )

@@ -1,4 +1,5 @@
 """System checks for settings that only make sense together (``manage.py check``, ``check --deploy``)."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -7,10 +8,10 @@ from django.core import checks
 HTTPS_WITHOUT_PROXY = checks.Warning(
     "HTTPS is on but TRUSTED_PROXY is off.",
     hint="Daphne speaks plain HTTP here, so HTTPS means a TLS proxy in front; without TRUSTED_PROXY Django takes "
-         "every request for plain HTTP (the HTTPS redirect loops) and every client for the proxy's address: "
-         "login throttling locks everyone out together, and with the proxy on loopback /metrics is open to "
-         "anyone (METRICS_ALLOWED_IPS lists loopback). Set TRUSTED_PROXY=true when a proxy you run is the only "
-         "way in and overwrites X-Forwarded-For (deploy/nginx/chat.conf does).",
+    "every request for plain HTTP (the HTTPS redirect loops) and every client for the proxy's address: "
+    "login throttling locks everyone out together, and with the proxy on loopback /metrics is open to "
+    "anyone (METRICS_ALLOWED_IPS lists loopback). Set TRUSTED_PROXY=true when a proxy you run is the only "
+    "way in and overwrites X-Forwarded-For (deploy/nginx/chat.conf does).",
     id="chat.W001",
 )
 

@@ -4,6 +4,7 @@
 operators only: a client address in ``METRICS_ALLOWED_IPS`` (addresses or networks; behind the proxy this is the
 real client's, since Daphne takes it from X-Forwarded-For only with TRUSTED_PROXY) or ``Authorization: Bearer
 <METRICS_TOKEN>``. Everyone else gets 403 from ``/metrics`` and only ready / not ready from ``/readyz``."""
+
 from __future__ import annotations
 
 import time

@@ -5,6 +5,7 @@ Redis work (Channels runs every ``database_sync_to_async`` call of a process in 
 reached it would stall everyone's send and stop). The session is re-read on a timer and when the user's
 sessions change (logout, password change), not per frame.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -67,8 +68,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         ensure_sweeper()
         if not await _redis_call(sockets.socket_open)(user.pk, self.channel_name):
             await self.accept()
-            await self.send_json(events.error_frame(ErrorCode.TOO_MANY_SOCKETS,
-                                              "Too many open chat tabs for this account; close one and reload."))
+            await self.send_json(
+                events.error_frame(
+                    ErrorCode.TOO_MANY_SOCKETS, "Too many open chat tabs for this account; close one and reload."
+                )
+            )
             await self.close(code=CLOSE_TOO_MANY)
             await _redis_call(metrics.count_socket)("refused")
             return
@@ -133,7 +137,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if text_data is None:
             return await self.error(ErrorCode.BAD_FRAME, "Frames must be JSON text, not binary.")
         if len(text_data) > MAX_FRAME_CHARS:
-            return await self.error(ErrorCode.TOO_LARGE, f"The frame is too large: at most {MAX_FRAME_CHARS} characters.")
+            return await self.error(
+                ErrorCode.TOO_LARGE, f"The frame is too large: at most {MAX_FRAME_CHARS} characters."
+            )
         try:
             frame = json.loads(text_data)
         except (ValueError, RecursionError):  # RecursionError: deeply nested arrays under the size limit
@@ -152,15 +158,22 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.error(exc.code, exc.detail, _client_id(content))
         except Exception:
             log.exception("frame %s failed", content.get("type"))
-            await self.error(ErrorCode.INTERNAL, "Something went wrong on our side; the message was not processed.",
-                             _client_id(content))
+            await self.error(
+                ErrorCode.INTERNAL,
+                "Something went wrong on our side; the message was not processed.",
+                _client_id(content),
+            )
 
     # Each takes its frame as parse_client_frame left it: the fields of its schema (chat/frames.py), each of
     # its declared type.
     async def on_send(self, frame: frames.SendIn):
         result = await database_sync_to_async(services.message_send)(
-            user=self.user, conversation_id=frame.get("conversation"), content=frame["content"],
-            params=frame.get("params"), client_id=frame.get("client_id"))
+            user=self.user,
+            conversation_id=frame.get("conversation"),
+            content=frame["content"],
+            params=frame.get("params"),
+            client_id=frame.get("client_id"),
+        )
         self.delivery.expect(result.assistant_message.id)
 
     async def on_stop(self, frame: frames.StopIn):
@@ -168,13 +181,18 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_regenerate(self, frame: frames.RegenerateIn):
         reply = await database_sync_to_async(services.message_regenerate)(
-            user=self.user, message_id=frame["message"], params=frame.get("params"), client_id=frame.get("client_id"))
+            user=self.user, message_id=frame["message"], params=frame.get("params"), client_id=frame.get("client_id")
+        )
         self.delivery.expect(reply.id)
 
     async def on_edit(self, frame: frames.EditIn):
         result = await database_sync_to_async(services.message_edit)(
-            user=self.user, message_id=frame["message"], content=frame["content"], params=frame.get("params"),
-            client_id=frame.get("client_id"))
+            user=self.user,
+            message_id=frame["message"],
+            content=frame["content"],
+            params=frame.get("params"),
+            client_id=frame.get("client_id"),
+        )
         self.delivery.expect(result.assistant_message.id)
 
     async def on_switch(self, frame: frames.SwitchIn):
@@ -182,32 +200,48 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_feedback(self, frame: frames.FeedbackIn):
         await database_sync_to_async(services.feedback_set)(
-            user=self.user, message_id=frame["message"], rating=frame["rating"], comment=frame.get("comment") or "")
+            user=self.user, message_id=frame["message"], rating=frame["rating"], comment=frame.get("comment") or ""
+        )
 
     async def on_settings(self, frame: frames.SettingsIn):
         await database_sync_to_async(services.conversation_settings_set)(
-            user=self.user, conversation_id=frame.get("conversation"), system_prompt=frame.get("system_prompt"),
-            params=frame.get("params"))
+            user=self.user,
+            conversation_id=frame.get("conversation"),
+            system_prompt=frame.get("system_prompt"),
+            params=frame.get("params"),
+        )
 
     async def on_rename(self, frame: frames.RenameIn):
         await database_sync_to_async(services.conversation_rename)(
-            user=self.user, conversation_id=frame["conversation"], title=frame["title"])
+            user=self.user, conversation_id=frame["conversation"], title=frame["title"]
+        )
 
     async def on_delete(self, frame: frames.DeleteIn):
-        await database_sync_to_async(services.conversation_delete)(user=self.user,
-                                                                   conversation_id=frame["conversation"])
+        await database_sync_to_async(services.conversation_delete)(
+            user=self.user, conversation_id=frame["conversation"]
+        )
 
     async def on_subscribe(self, frame: frames.SubscribeIn):
         conversation_id = frame["conversation"]
         active = await database_sync_to_async(_active_for)(self.user, conversation_id)
         if active is not None and not await self.delivery.resume(active):
             active = None  # it ended while we looked: its done frame was already sent
-        await self.send_json({"type": "subscribed", "conversation": conversation_id,
-                              "active": active.pk if active else None})
+        await self.send_json(
+            {"type": "subscribed", "conversation": conversation_id, "active": active.pk if active else None}
+        )
 
-    HANDLERS = {"send": on_send, "stop": on_stop, "regenerate": on_regenerate, "subscribe": on_subscribe,
-                "edit": on_edit, "switch": on_switch, "feedback": on_feedback, "settings": on_settings,
-                "rename": on_rename, "delete": on_delete}
+    HANDLERS = {
+        "send": on_send,
+        "stop": on_stop,
+        "regenerate": on_regenerate,
+        "subscribe": on_subscribe,
+        "edit": on_edit,
+        "switch": on_switch,
+        "feedback": on_feedback,
+        "settings": on_settings,
+        "rename": on_rename,
+        "delete": on_delete,
+    }
 
     async def error(self, code: ErrorCode, detail: str, client_id: str | None = None):
         await self.send_json(events.error_frame(code, detail, client_id))

@@ -8,6 +8,7 @@ each delta before publishing it), and a watchdog looks at every reply that has b
 ``WATCH_INTERVAL_S``: it sends what the log holds beyond what was sent and, if the reply has ended, its
 ``done`` from the database.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -2,6 +2,7 @@
 it: the person's approval, replies at once, today's tokens, a live worker, messages per minute. Every path
 that starts a reply — send, regenerate, edit, the API — goes through ``admit`` then ``require_capacity``.
 """
+
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
@@ -20,11 +21,14 @@ def require_worker() -> None:
     try:
         alive = liveness.workers_alive()
     except RedisError:
-        raise ChatError(ErrorCode.UNAVAILABLE, "The server cannot reach its queue right now; try again in a moment.") \
-            from None
+        raise ChatError(
+            ErrorCode.UNAVAILABLE, "The server cannot reach its queue right now; try again in a moment."
+        ) from None
     if not alive:
-        raise ChatError(ErrorCode.NO_WORKER, "No model worker is running right now, so nobody can answer. "
-                                     "Nothing was stored; try again in a minute.")
+        raise ChatError(
+            ErrorCode.NO_WORKER,
+            "No model worker is running right now, so nobody can answer. Nothing was stored; try again in a minute.",
+        )
 
 
 def require_approved(user) -> None:
@@ -35,8 +39,10 @@ def require_approved(user) -> None:
 
 def too_many_active(cap: int) -> ChatError:
     replies = "reply" if cap == 1 else "replies"
-    return ChatError(ErrorCode.TOO_MANY_ACTIVE, f"You already have {cap} {replies} being written; wait for one to finish "
-                                        "or press Stop, then send again.")
+    return ChatError(
+        ErrorCode.TOO_MANY_ACTIVE,
+        f"You already have {cap} {replies} being written; wait for one to finish or press Stop, then send again.",
+    )
 
 
 def admit(user_id: int) -> quotas.Allowance:

@@ -12,6 +12,7 @@ A handed task is tagged ``chat:handed:<message>`` with its worker. If that worke
 sweep (``stranded``) finds the reply still queued, its worker gone, and queues it again on the shared queue;
 the next worker to start removes the dead one's count and queue. With one worker nothing is ever handed on.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,6 +23,7 @@ from chat.names import LOAD_KEY, handed_key, worker_queue
 from chat.store import client, live_workers
 
 log = logging.getLogger(__name__)
+
 
 def take(worker: str) -> str | None:
     """Count one more reply on ``worker``, or, when another live worker holds fewer, count it on the least busy

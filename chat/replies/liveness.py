@@ -7,6 +7,7 @@ without a lease belonged to a worker that died. The same beat writes each reply'
 (``chat:progress:<message>``) for the review panel's live page: a figure at most one beat old costs one key per
 reply per beat, where a write per token would cost a Redis round trip per token.
 """
+
 from __future__ import annotations
 
 import time
@@ -20,8 +21,12 @@ from chat.names import WORKERS_KEY, lease_key, progress_key
 from chat.store import client, live_workers
 
 
-def heartbeat(worker: str, message_ids: Iterable[int], tokens: Mapping[int, int] | None = None,
-              stats: Mapping[str, int] | None = None) -> None:
+def heartbeat(
+    worker: str,
+    message_ids: Iterable[int],
+    tokens: Mapping[int, int] | None = None,
+    stats: Mapping[str, int] | None = None,
+) -> None:
     """Worker side: say this worker is alive and still holds these replies; ``tokens``: reply tokens generated
     so far, per reply, where known; ``stats``: its engine's figures for /metrics."""
     ttl = settings.CHAT_LEASE_TTL_S
@@ -56,9 +61,11 @@ def replies_progress(message_ids: list[int]) -> dict[int, ReplyProgress]:
     if not message_ids:
         return {}
     values = client().mget([lease_key(m) for m in message_ids] + [progress_key(m) for m in message_ids])
-    workers, counts = values[:len(message_ids)], values[len(message_ids):]
-    return {m: ReplyProgress(worker, int(count) if count is not None else None)
-            for m, worker, count in zip(message_ids, workers, counts)}
+    workers, counts = values[: len(message_ids)], values[len(message_ids) :]
+    return {
+        m: ReplyProgress(worker, int(count) if count is not None else None)
+        for m, worker, count in zip(message_ids, workers, counts)
+    }
 
 
 def worker_gone(worker: str) -> None:

@@ -1,4 +1,5 @@
 """Reads. Every lookup on behalf of a user is scoped to that user: another's rows are simply not found."""
+
 from __future__ import annotations
 
 from django.db.models import (
@@ -13,8 +14,12 @@ def history_for_prompt(*, message: Message) -> list[dict]:
 
     One query for the whole conversation, then a walk up the parent links, so branches never mix.
     """
-    rows = {m["id"]: m for m in Message.objects.filter(conversation_id=message.conversation_id)
-            .values("id", "parent_id", "role", "content", "status")}
+    rows = {
+        m["id"]: m
+        for m in Message.objects.filter(conversation_id=message.conversation_id).values(
+            "id", "parent_id", "role", "content", "status"
+        )
+    }
     return prompt_turns(rows=rows, parent_id=message.parent_id, system_prompt=message.conversation.system_prompt)
 
 
@@ -40,20 +45,29 @@ def reply_for_delivery(*, message_id: int) -> Message | None:
 
 def reply_ids_streaming_since(*, before, limit: int) -> list[int]:
     """Replies streaming since before ``before``: candidates for the sweep's lease check."""
-    return list(Message.objects.filter(status=Message.Status.STREAMING, started_at__lt=before)
-                .values_list("id", flat=True)[:limit])
+    return list(
+        Message.objects.filter(status=Message.Status.STREAMING, started_at__lt=before).values_list("id", flat=True)[
+            :limit
+        ]
+    )
 
 
 def reply_ids_queued_since(*, before, limit: int) -> list[int]:
     """Replies still queued since before ``before``: nobody took them in time."""
-    return list(Message.objects.filter(status=Message.Status.QUEUED, created_at__lt=before)
-                .values_list("id", flat=True)[:limit])
+    return list(
+        Message.objects.filter(status=Message.Status.QUEUED, created_at__lt=before).values_list("id", flat=True)[:limit]
+    )
 
 
 def replies_active_by_status() -> dict[str, int]:
     """Replies queued or streaming now, per status (both present, 0 when none): one indexed count."""
-    counts = dict(Message.objects.filter(status__in=Message.ACTIVE_STATUSES).order_by().values("status")
-                  .annotate(n=Count("id")).values_list("status", "n"))
+    counts = dict(
+        Message.objects.filter(status__in=Message.ACTIVE_STATUSES)
+        .order_by()
+        .values("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
     return {str(status): counts.get(status, 0) for status in Message.ACTIVE_STATUSES}
 
 

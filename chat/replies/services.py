@@ -5,6 +5,7 @@ worker check runs before it (a SQLite writer holds the whole database's lock).
 ``reply_finish`` is the one place a reply ends — the worker's end, Stop, the sweep and a failed dispatch all
 go through it — and it alone sends ``done``. ``reply_stop`` is the one way a reply is stopped, by its owner or
 by a reviewer."""
+
 from __future__ import annotations
 
 import logging
@@ -32,16 +33,24 @@ def reply_dispatch(*, message_id: int) -> None:
         current_app.send_task(names.GENERATE_REPLY_TASK, args=[message_id])
     except Exception as exc:
         log.warning("could not queue message %s: %s", message_id, exc)
-        reply_finish(message_id=message_id, content="", status=Message.Status.FAILED,
-                       finish_reason=Message.FinishReason.ERROR,
-                       error="The generation queue is unreachable; try again in a moment.")
+        reply_finish(
+            message_id=message_id,
+            content="",
+            status=Message.Status.FAILED,
+            finish_reason=Message.FinishReason.ERROR,
+            error="The generation queue is unreachable; try again in a moment.",
+        )
 
 
 def reply_create(*, conversation: Conversation, parent: Message, params: dict) -> Message:
     """A queued reply to ``parent``; the caller dispatches it on commit (``reply_dispatch``)."""
     return Message.objects.create(
-        conversation=conversation, parent=parent, role=Message.Role.ASSISTANT, status=Message.Status.QUEUED,
-        model_name=conversation.model_name or settings.CHAT_MODEL, params=params,
+        conversation=conversation,
+        parent=parent,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.QUEUED,
+        model_name=conversation.model_name or settings.CHAT_MODEL,
+        params=params,
     )
 
 
@@ -60,8 +69,13 @@ def reply_stop(*, message: Message) -> StopOutcome:
     the broadcast was lost) and stores the text so far. Already finished: nothing happens (a stop may race the
     end)."""
     with transaction.atomic():
-        if reply_finish(message_id=message.pk, content="", status=Message.Status.STOPPED,
-                          finish_reason=Message.FinishReason.CANCELLED, only_from=(Message.Status.QUEUED,)):
+        if reply_finish(
+            message_id=message.pk,
+            content="",
+            status=Message.Status.STOPPED,
+            finish_reason=Message.FinishReason.CANCELLED,
+            only_from=(Message.Status.QUEUED,),
+        ):
             return StopOutcome.STOPPED
         if Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(stop_requested=True):
             transaction.on_commit(lambda: events.broadcast_cancel_sync(message.pk))
@@ -72,7 +86,8 @@ def reply_stop(*, message: Message) -> StopOutcome:
 def reply_claim(*, message_id: int) -> Message | None:
     """Worker: claim a queued reply (queued → streaming). None when it was stopped, claimed or deleted."""
     claimed = Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(
-        status=Message.Status.STREAMING, started_at=timezone.now())
+        status=Message.Status.STREAMING, started_at=timezone.now()
+    )
     if not claimed:
         return None
     return Message.objects.select_related("conversation").get(pk=message_id)
@@ -84,21 +99,40 @@ def reply_checkpoint(*, message_id: int, content: str, dropped_messages: int | N
     fields = {"content": content}
     if dropped_messages is not None:
         fields["dropped_messages"] = dropped_messages
-    return bool(Message.objects.filter(pk=message_id, status=Message.Status.STREAMING, stop_requested=False)
-                .update(**fields))
+    return bool(
+        Message.objects.filter(pk=message_id, status=Message.Status.STREAMING, stop_requested=False).update(**fields)
+    )
 
 
-def reply_finish(*, message_id: int, content: str | None, status: Message.Status, finish_reason: Message.FinishReason,
-                   prompt_tokens: int | None = None, completion_tokens: int | None = None,
-                   ttft_ms: int | None = None, tokens_per_s: float | None = None, error: str = "",
-                   error_code: ErrorCode | str = "", params: dict | None = None,
-                   only_from: tuple[str, ...] = Message.ACTIVE_STATUSES) -> Message | None:
+def reply_finish(
+    *,
+    message_id: int,
+    content: str | None,
+    status: Message.Status,
+    finish_reason: Message.FinishReason,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    ttft_ms: int | None = None,
+    tokens_per_s: float | None = None,
+    error: str = "",
+    error_code: ErrorCode | str = "",
+    params: dict | None = None,
+    only_from: tuple[str, ...] = Message.ACTIVE_STATUSES,
+) -> Message | None:
     """End a reply once: store its final state and, on commit, send ``done`` to its owner's sockets.
     ``content=None`` keeps the stored text (the last checkpoint). Returns the message, or None when it had
     already ended (then nothing is sent)."""
-    fields = dict(status=status, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
-                  completion_tokens=completion_tokens, ttft_ms=ttft_ms, tokens_per_s=tokens_per_s,
-                  error=error, error_code=error_code, finished_at=timezone.now())
+    fields = dict(
+        status=status,
+        finish_reason=finish_reason,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        ttft_ms=ttft_ms,
+        tokens_per_s=tokens_per_s,
+        error=error,
+        error_code=error_code,
+        finished_at=timezone.now(),
+    )
     if content is not None:
         fields["content"] = content
     if params is not None:
@@ -115,8 +149,13 @@ def reply_finish(*, message_id: int, content: str | None, status: Message.Status
             quotas.tokens_count(final.conversation.owner_id, (prompt_tokens or 0) + (completion_tokens or 0))
             events.notify(final.conversation.owner_id, events.done_frame(final))
             # Counted once, when the end is stored (an end that lost the race above is not a reply).
-            metrics.observe_reply(status=status, ttft_ms=ttft_ms, tokens_per_s=tokens_per_s,
-                                  prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+            metrics.observe_reply(
+                status=status,
+                ttft_ms=ttft_ms,
+                tokens_per_s=tokens_per_s,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+            )
 
         transaction.on_commit(after_commit)
     return final

@@ -4,6 +4,7 @@ The worker appends a delta here before it publishes it, so a socket that subscri
 text so far from the log and the rest from the channel layer, and a socket that missed a delta fills the gap
 from here. The log expires ``CHAT_STREAM_TTL_S`` after its last append.
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -41,7 +42,7 @@ async def append(message_id: int, seq: int, pieces: list[str]) -> None:
     if length != seq + 1:
         async with redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
-            pipe.rpush(key, *pieces[:seq + 1])
+            pipe.rpush(key, *pieces[: seq + 1])
             pipe.expire(key, settings.CHAT_STREAM_TTL_S)
             await pipe.execute()
 

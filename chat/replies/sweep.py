@@ -5,6 +5,7 @@ Lost tasks are not retried (a retry could race a reply already shown), so the pe
 regenerate. Sweeps run in every Daphne process and every worker; ``reply_finish``'s conditional update makes
 exactly one of them win, and it alone tells the sockets.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,8 +36,12 @@ def sweep() -> list[Message]:
     for message_id in liveness.orphaned_reply_ids(streaming):
         text = streamlog.read_text_sync(message_id)
         final = services.reply_finish(
-            message_id=message_id, content=text, status=Message.Status.FAILED,
-            finish_reason=Message.FinishReason.ERROR, error=WORKER_DIED)
+            message_id=message_id,
+            content=text,
+            status=Message.Status.FAILED,
+            finish_reason=Message.FinishReason.ERROR,
+            error=WORKER_DIED,
+        )
         if final:
             ended.append(final)
     # Handed to a worker that died before taking it: queued again for any worker (chat/replies/balance.py).
@@ -47,8 +52,13 @@ def sweep() -> list[Message]:
     queued_before = now - timedelta(seconds=settings.CHAT_QUEUE_TIMEOUT_S)
     for message_id in selectors.reply_ids_queued_since(before=queued_before, limit=BATCH):
         final = services.reply_finish(
-            message_id=message_id, content="", status=Message.Status.FAILED,
-            finish_reason=Message.FinishReason.ERROR, only_from=(Message.Status.QUEUED,), error=QUEUE_TIMED_OUT)
+            message_id=message_id,
+            content="",
+            status=Message.Status.FAILED,
+            finish_reason=Message.FinishReason.ERROR,
+            only_from=(Message.Status.QUEUED,),
+            error=QUEUE_TIMED_OUT,
+        )
         if final:
             ended.append(final)
     for message in ended:

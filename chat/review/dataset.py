@@ -4,6 +4,7 @@ Only reads live here; the export's audit rows are written first by ``chat.review
 are built a chunk of conversations at a time, each chunk a fixed number of queries, so an export of the
 whole table holds one chunk in memory, never the table. The format is documented in docs/dataset-export.md.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,13 +53,17 @@ def jsonl_line(record: dict) -> str:
 
 
 def _audited(*, export_id: UUID, conversation_ids: list[int]) -> set[int]:
-    return set(AuditEvent.objects.filter(action=AuditEvent.Action.EXPORTED, conversation_id__in=conversation_ids,
-                                         details__export=str(export_id)).values_list("conversation_id", flat=True))
+    return set(
+        AuditEvent.objects.filter(
+            action=AuditEvent.Action.EXPORTED, conversation_id__in=conversation_ids, details__export=str(export_id)
+        ).values_list("conversation_id", flat=True)
+    )
 
 
 def _conversations(conversation_ids: list[int]) -> list[dict]:
-    return list(Conversation.objects.filter(pk__in=conversation_ids).order_by("pk")
-                .values("id", "model_name", "system_prompt"))
+    return list(
+        Conversation.objects.filter(pk__in=conversation_ids).order_by("pk").values("id", "model_name", "system_prompt")
+    )
 
 
 def _by_conversation(messages: QuerySet) -> dict[int, list[dict]]:
@@ -111,9 +116,12 @@ def sft_record(*, conversation: dict, messages: list[dict]) -> dict | None:
     if not turns:
         return None
     system = conversation["system_prompt"]
-    return {"conversation": conversation["id"], "model": conversation["model_name"],
-            "messages": ([{"role": "system", "content": system}] if system else []) + turns,
-            "gold_answers": gold}
+    return {
+        "conversation": conversation["id"],
+        "model": conversation["model_name"],
+        "messages": ([{"role": "system", "content": system}] if system else []) + turns,
+        "gold_answers": gold,
+    }
 
 
 # --- Preference pairs
@@ -122,12 +130,18 @@ def sft_record(*, conversation: dict, messages: list[dict]) -> dict | None:
 def pair_records(*, conversation_ids: list[int]) -> list[dict]:
     """Every preference pair of these conversations, all branches: three queries."""
     messages = _by_conversation(Message.objects.filter(conversation_id__in=conversation_ids))
-    scores = dict(Feedback.objects.filter(message__conversation_id__in=conversation_ids).order_by()
-                  .values("message_id").annotate(score=Sum("rating")).values_list("message_id", "score"))
+    scores = dict(
+        Feedback.objects.filter(message__conversation_id__in=conversation_ids)
+        .order_by()
+        .values("message_id")
+        .annotate(score=Sum("rating"))
+        .values_list("message_id", "score")
+    )
     records = []
     for conversation in _conversations(conversation_ids):
-        records += conversation_pairs(conversation=conversation, messages=messages.get(conversation["id"], []),
-                                      scores=scores)
+        records += conversation_pairs(
+            conversation=conversation, messages=messages.get(conversation["id"], []), scores=scores
+        )
     return records
 
 
@@ -142,8 +156,9 @@ def conversation_pairs(*, conversation: dict, messages: list[dict], scores: dict
     text is compared; a pair whose texts repeat one already made (same prompt, chosen, rejected) is left out."""
     rows = {row["id"]: row for row in messages}
     # Turns an API caller supplied are neither chosen nor rejected: they are not this model's answers.
-    replies = [row for row in messages if row["role"] == Message.Role.ASSISTANT and _finished_text(row)
-               and not row["supplied"]]
+    replies = [
+        row for row in messages if row["role"] == Message.Role.ASSISTANT and _finished_text(row) and not row["supplied"]
+    ]
     candidates = []  # (source, parent id, chosen row or None for gold, chosen text, rejected row)
     for row in replies:
         if row["gold_answer__content"]:
@@ -165,13 +180,18 @@ def conversation_pairs(*, conversation: dict, messages: list[dict], scores: dict
             continue
         seen.add(key)
         if parent_id not in prompts:
-            prompts[parent_id] = prompt_turns(rows=rows, parent_id=parent_id,
-                                              system_prompt=conversation["system_prompt"])
-        pairs.append({
-            "prompt": prompts[parent_id],
-            "chosen": [{"role": "assistant", "content": chosen_text}],
-            "rejected": [{"role": "assistant", "content": rejected["content"]}],
-            "source": source, "conversation": conversation["id"], "message": rejected["id"],
-            "chosen_message": chosen["id"] if chosen else None,
-        })
+            prompts[parent_id] = prompt_turns(
+                rows=rows, parent_id=parent_id, system_prompt=conversation["system_prompt"]
+            )
+        pairs.append(
+            {
+                "prompt": prompts[parent_id],
+                "chosen": [{"role": "assistant", "content": chosen_text}],
+                "rejected": [{"role": "assistant", "content": rejected["content"]}],
+                "source": source,
+                "conversation": conversation["id"],
+                "message": rejected["id"],
+                "chosen_message": chosen["id"] if chosen else None,
+            }
+        )
     return pairs

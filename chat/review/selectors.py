@@ -1,4 +1,5 @@
 """Reads. Every lookup on behalf of a user is scoped to that user: another's rows are simply not found."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -51,15 +52,19 @@ def id_chunks(ids: Iterable[int] | QuerySet, *, size: int | None = None) -> Iter
             last = chunk[-1]
     ids = sorted({int(pk) for pk in ids})
     for start in range(0, len(ids), size):
-        yield ids[start:start + size]
+        yield ids[start : start + size]
 
 
 def message_counts(*, conversation_ids: Iterable[int]) -> dict[int, int]:
     """How many messages each of these conversations holds: one grouped query per ``ID_CHUNK`` of them."""
     counts = {}
     for ids in id_chunks(conversation_ids):
-        counts.update(Message.objects.filter(conversation_id__in=ids).order_by()
-                      .values_list("conversation_id").annotate(n=Count("pk")))
+        counts.update(
+            Message.objects.filter(conversation_id__in=ids)
+            .order_by()
+            .values_list("conversation_id")
+            .annotate(n=Count("pk"))
+        )
     return counts
 
 
@@ -84,8 +89,11 @@ def conversations_for_review() -> QuerySet:
 def review_queue() -> QuerySet:
     """Unreviewed conversations: negative feedback first, then failed or stopped replies, then the rest;
     newest activity first within each."""
-    return (conversations_for_review().filter(review_state=Conversation.ReviewState.UNREVIEWED)
-            .order_by(*QUEUE_ORDER, "-pk"))
+    return (
+        conversations_for_review()
+        .filter(review_state=Conversation.ReviewState.UNREVIEWED)
+        .order_by(*QUEUE_ORDER, "-pk")
+    )
 
 
 def model_names() -> list[str]:
@@ -104,8 +112,11 @@ def messages_for_review() -> QuerySet:
 
 def replies_live() -> QuerySet:
     """Replies queued or streaming right now, longest waiting first, with their conversation and its owner."""
-    return (Message.objects.filter(role=Message.Role.ASSISTANT, status__in=Message.ACTIVE_STATUSES)
-            .select_related("conversation__owner").order_by("created_at", "id"))
+    return (
+        Message.objects.filter(role=Message.Role.ASSISTANT, status__in=Message.ACTIVE_STATUSES)
+        .select_related("conversation__owner")
+        .order_by("created_at", "id")
+    )
 
 
 def replies_all() -> QuerySet:
@@ -127,8 +138,10 @@ def replies_live_progress(*, message_ids: list[int]) -> dict[int, ReplyProgress]
 def transcript_page(*, conversation: Conversation, page=1, per_page: int | None = None) -> Page:
     """One page of a whole transcript in the order it was written: every branch, alternatives included, each
     message with its feedback (and who gave it) and its gold answer. A fixed number of queries per page."""
-    messages = (Message.objects.filter(conversation=conversation).select_related("gold_answer__author")
-                .prefetch_related(Prefetch("feedback", queryset=Feedback.objects.select_related("user")
-                                           .order_by("id")))
-                .order_by("id"))
+    messages = (
+        Message.objects.filter(conversation=conversation)
+        .select_related("gold_answer__author")
+        .prefetch_related(Prefetch("feedback", queryset=Feedback.objects.select_related("user").order_by("id")))
+        .order_by("id")
+    )
     return Paginator(messages, per_page or TRANSCRIPT_PAGE).get_page(page)

@@ -7,6 +7,7 @@ Review writes use ``update()`` so the owner's ``updated_at`` (their last activit
 writes take their ids ``selectors.ID_CHUNK`` at a time: "select all" on a big list picks more ids than one
 statement may bind.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -33,8 +34,7 @@ EXPORT_AUDIT_BATCH = 1000  # audit rows per INSERT while recording an export
 def can_review(user) -> bool:
     """Whether this user may open and review other people's transcripts: active staff with the permission, on a
     site whose chat page tells people their conversations may be reviewed (``CHAT_REVIEW_ENABLED``)."""
-    return bool(settings.CHAT_REVIEW_ENABLED and user.is_active and user.is_staff
-                and user.has_perm(REVIEW_PERMISSION))
+    return bool(settings.CHAT_REVIEW_ENABLED and user.is_active and user.is_staff and user.has_perm(REVIEW_PERMISSION))
 
 
 def _require_reviewer(user) -> None:
@@ -42,12 +42,23 @@ def _require_reviewer(user) -> None:
         raise ChatError(ErrorCode.FORBIDDEN, "Only reviewers may do this.")
 
 
-def audit_record(*, actor, action: str, conversation_id: int | None = None, message_id: int | None = None,
-                 details: dict | None = None) -> AuditEvent:
+def audit_record(
+    *,
+    actor,
+    action: str,
+    conversation_id: int | None = None,
+    message_id: int | None = None,
+    details: dict | None = None,
+) -> AuditEvent:
     """Write one audit row for something a staff member did to a transcript."""
-    return AuditEvent.objects.create(actor=actor, actor_name=actor.get_username(), action=action,
-                                     conversation_id=conversation_id, message_id=message_id,
-                                     details=details or {})
+    return AuditEvent.objects.create(
+        actor=actor,
+        actor_name=actor.get_username(),
+        action=action,
+        conversation_id=conversation_id,
+        message_id=message_id,
+        details=details or {},
+    )
 
 
 @transaction.atomic
@@ -69,9 +80,18 @@ def review_set(*, reviewer, conversation_ids: list[int], state: str, note: str |
         rows = Conversation.objects.select_for_update().filter(pk__in=ids)
         previous = dict(rows.values_list("pk", "review_state"))
         Conversation.objects.filter(pk__in=list(previous)).update(**fields)
-        AuditEvent.objects.bulk_create([
-            AuditEvent(actor=reviewer, actor_name=reviewer.get_username(), action=Action.REVIEW_CHANGED,
-                       conversation_id=pk, details={**details, "previous": old}) for pk, old in previous.items()])
+        AuditEvent.objects.bulk_create(
+            [
+                AuditEvent(
+                    actor=reviewer,
+                    actor_name=reviewer.get_username(),
+                    action=Action.REVIEW_CHANGED,
+                    conversation_id=pk,
+                    details={**details, "previous": old},
+                )
+                for pk, old in previous.items()
+            ]
+        )
         changed += len(previous)
     return changed
 
@@ -89,8 +109,13 @@ def gold_answer_set(*, reviewer, message_id: int, content: str) -> GoldAnswer | 
         raise ChatError(ErrorCode.NOT_AN_ANSWER, "A gold answer belongs to an assistant reply.")
     text = clean_text(content).strip()
     old = GoldAnswer.objects.filter(message=message).first()
-    audit_record(actor=reviewer, action=Action.GOLD_ANSWER_CHANGED, conversation_id=message.conversation_id,
-                 message_id=message.pk, details={"previous": old.content if old else None, "content": text})
+    audit_record(
+        actor=reviewer,
+        action=Action.GOLD_ANSWER_CHANGED,
+        conversation_id=message.conversation_id,
+        message_id=message.pk,
+        details={"previous": old.content if old else None, "content": text},
+    )
     if not text:
         if old:
             old.delete()
@@ -108,14 +133,26 @@ def conversations_delete(*, actor, conversation_ids: list[int]) -> int:
     for ids in id_chunks(conversation_ids):
         rows = list(Conversation.objects.filter(pk__in=ids).values("pk", "title", "owner_id", "owner__username"))
         counts = message_counts(conversation_ids=[r["pk"] for r in rows])
-        AuditEvent.objects.bulk_create([
-            AuditEvent(actor=actor, actor_name=actor.get_username(), action=Action.DELETED, conversation_id=r["pk"],
-                       details={"title": r["title"], "owner_id": r["owner_id"], "owner": r["owner__username"],
-                                "messages": counts.get(r["pk"], 0)}) for r in rows])
+        AuditEvent.objects.bulk_create(
+            [
+                AuditEvent(
+                    actor=actor,
+                    actor_name=actor.get_username(),
+                    action=Action.DELETED,
+                    conversation_id=r["pk"],
+                    details={
+                        "title": r["title"],
+                        "owner_id": r["owner_id"],
+                        "owner": r["owner__username"],
+                        "messages": counts.get(r["pk"], 0),
+                    },
+                )
+                for r in rows
+            ]
+        )
         Conversation.objects.filter(pk__in=[r["pk"] for r in rows]).delete()
         deleted += len(rows)
     return deleted
-
 
 
 @dataclass(frozen=True)
@@ -139,9 +176,18 @@ def export_record(*, actor, kind: str, conversations: QuerySet) -> ExportRecord:
     export_id, count, upto = uuid.uuid4(), 0, 0
     details = {"kind": kind, "export": str(export_id)}
     for ids in id_chunks(conversations, size=EXPORT_AUDIT_BATCH):
-        AuditEvent.objects.bulk_create([
-            AuditEvent(actor=actor, actor_name=actor.get_username(), action=Action.EXPORTED, conversation_id=pk,
-                       details=details) for pk in ids])
+        AuditEvent.objects.bulk_create(
+            [
+                AuditEvent(
+                    actor=actor,
+                    actor_name=actor.get_username(),
+                    action=Action.EXPORTED,
+                    conversation_id=pk,
+                    details=details,
+                )
+                for pk in ids
+            ]
+        )
         count, upto = count + len(ids), ids[-1]
     return ExportRecord(id=export_id, kind=kind, count=count, upto=upto)
 
@@ -155,13 +201,26 @@ def reply_cancel(*, actor, message_ids: list[int]) -> dict[int, StopOutcome]:
     outcomes = {int(pk): StopOutcome.ALREADY_FINISHED for pk in message_ids}
     for ids in id_chunks(outcomes):
         audit = []
-        for reply in (Message.objects.filter(pk__in=ids, role=Message.Role.ASSISTANT)
-                      .select_related("conversation").order_by("pk")):
+        for reply in (
+            Message.objects.filter(pk__in=ids, role=Message.Role.ASSISTANT)
+            .select_related("conversation")
+            .order_by("pk")
+        ):
             outcomes[reply.pk] = outcome = reply_stop(message=reply)
             if outcome != StopOutcome.ALREADY_FINISHED:
-                audit.append(AuditEvent(actor=actor, actor_name=actor.get_username(),
-                                        action=Action.CANCELLED_GENERATION, conversation_id=reply.conversation_id,
-                                        message_id=reply.pk, details={"was": reply.status, "outcome": outcome.value,
-                                                                      "owner_id": reply.conversation.owner_id}))
+                audit.append(
+                    AuditEvent(
+                        actor=actor,
+                        actor_name=actor.get_username(),
+                        action=Action.CANCELLED_GENERATION,
+                        conversation_id=reply.conversation_id,
+                        message_id=reply.pk,
+                        details={
+                            "was": reply.status,
+                            "outcome": outcome.value,
+                            "owner_id": reply.conversation.owner_id,
+                        },
+                    )
+                )
         AuditEvent.objects.bulk_create(audit)
     return outcomes

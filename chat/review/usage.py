@@ -11,6 +11,7 @@ group's size; only the one or two middle rows (``2·rank − size`` in 0, 1, 2) 
 those. The database sorts (spilling to disk if it must); one code path, tested on both databases, with no
 vendor switch that one of them would leave untested.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -112,13 +113,17 @@ def _medians(messages: QuerySet, column: str, group=None) -> dict:
     """The median of ``column`` over the replies in ``messages``, per value of the expression ``group``
     (None: one group, keyed ``WHOLE``). NULLs (a reply that produced no token) are left out."""
     partition = [group] if group is not None else None
-    rows = (messages.filter(_REPLY, **{f"{column}__isnull": False})
-            .annotate(median_group=group if group is not None else Value(WHOLE),
-                      median_rank=Window(RowNumber(), partition_by=partition, order_by=F(column).asc()),
-                      median_size=Window(Count("id"), partition_by=partition))
-            .annotate(median_offset=F("median_rank") * 2 - F("median_size"))
-            .filter(median_offset__in=(0, 1, 2))  # the middle row (odd size) or the two middle rows (even)
-            .values_list("median_group", column))
+    rows = (
+        messages.filter(_REPLY, **{f"{column}__isnull": False})
+        .annotate(
+            median_group=group if group is not None else Value(WHOLE),
+            median_rank=Window(RowNumber(), partition_by=partition, order_by=F(column).asc()),
+            median_size=Window(Count("id"), partition_by=partition),
+        )
+        .annotate(median_offset=F("median_rank") * 2 - F("median_size"))
+        .filter(median_offset__in=(0, 1, 2))  # the middle row (odd size) or the two middle rows (even)
+        .values_list("median_group", column)
+    )
     middles = defaultdict(list)
     for key, value in rows:
         middles[key].append(value)
@@ -147,10 +152,11 @@ def _by_day(messages: QuerySet, start: dt.date, end: dt.date) -> list[DayFigures
 
 def _by_person(messages: QuerySet, total: PersonFigures) -> tuple[list[PersonFigures], PersonFigures | None]:
     """The ``TOP_PEOPLE`` people with the most tokens, and everyone else summed in one row (None if nobody)."""
-    top = list(messages.values(person=F("conversation__owner_id"), name=F("conversation__owner__username"))
-               .annotate(**_AGGREGATES)
-               .order_by((F("prompt_sum") + F("completion_sum")).desc(), "-replies", "-user_messages", "name")
-               [:TOP_PEOPLE])
+    top = list(
+        messages.values(person=F("conversation__owner_id"), name=F("conversation__owner__username"))
+        .annotate(**_AGGREGATES)
+        .order_by((F("prompt_sum") + F("completion_sum")).desc(), "-replies", "-user_messages", "name")[:TOP_PEOPLE]
+    )
     ids = [row["person"] for row in top]
     group = Case(When(conversation__owner_id__in=ids, then=F("conversation__owner_id")), default=Value(OTHERS))
     ttft, speed = (_medians(messages, column, group) for column in ("ttft_ms", "tokens_per_s"))
@@ -180,14 +186,17 @@ def usage_report(*, start: dt.date, end: dt.date) -> UsageReport:
     ttft, speed = (_medians(messages, column) for column in ("ttft_ms", "tokens_per_s"))
     _with_medians(total, ttft, speed, WHOLE)
     people, others = _by_person(messages, total)
-    return UsageReport(start=start, end=end, days=_by_day(messages, start, end), people=people, total=total,
-                       others=others)
+    return UsageReport(
+        start=start, end=end, days=_by_day(messages, start, end), people=people, total=total, others=others
+    )
 
 
 def chart_data(report: UsageReport) -> dict:
     """The per-day series the page's chart draws (plain JSON, for ``json_script``)."""
-    return {"days": [d.day.isoformat() for d in report.days],
-            "replies": [d.replies for d in report.days],
-            "failed": [d.failed for d in report.days],
-            "stopped": [d.stopped for d in report.days],
-            "completion_tokens": [d.completion_tokens for d in report.days]}
+    return {
+        "days": [d.day.isoformat() for d in report.days],
+        "replies": [d.replies for d in report.days],
+        "failed": [d.failed for d in report.days],
+        "stopped": [d.stopped for d in report.days],
+        "completion_tokens": [d.completion_tokens for d in report.days],
+    }

@@ -35,8 +35,10 @@ CHECKPOINT_S = 3.0
 FINISH_RETRY_DELAYS_S = (0.25, 0.5, 1, 2, 4)
 
 
-TITLE_PROMPT = ("Write a short title, at most six words, for a chat that begins with the message below. Answer "
-                "with the title only: no quotes, no full stop.\n\n{text}")
+TITLE_PROMPT = (
+    "Write a short title, at most six words, for a chat that begins with the message below. Answer "
+    "with the title only: no quotes, no full stop.\n\n{text}"
+)
 
 
 TITLE_MAX_TOKENS = 16
@@ -49,27 +51,44 @@ def make_title(job: "ReplyJob") -> None:
     conversation = job.message.conversation
     try:
         first = selectors.history_for_prompt(message=job.message)[-1]["content"]
-        params = resolve_params({"temperature": 0.0, "max_new_tokens": TITLE_MAX_TOKENS},
-                                job.rt.loaded.model.generation_config,
-                                default_max_new_tokens=TITLE_MAX_TOKENS, max_new_tokens_cap=TITLE_MAX_TOKENS)
-        prompt = build_prompt(job.rt.loaded.tokenizer, [{"role": "user", "content": TITLE_PROMPT.format(
-            text=first[:2000])}], max_new_tokens=TITLE_MAX_TOKENS, window=job.rt.engine.context_window)
-        handle = job.rt.engine.submit(GenerationRequest(
-            input_ids=prompt.input_ids, params=params, stop_strings=tuple(prompt.stop_strings) + ("\n",),
-            request_id=f"title-{job.id}"))
+        params = resolve_params(
+            {"temperature": 0.0, "max_new_tokens": TITLE_MAX_TOKENS},
+            job.rt.loaded.model.generation_config,
+            default_max_new_tokens=TITLE_MAX_TOKENS,
+            max_new_tokens_cap=TITLE_MAX_TOKENS,
+        )
+        prompt = build_prompt(
+            job.rt.loaded.tokenizer,
+            [{"role": "user", "content": TITLE_PROMPT.format(text=first[:2000])}],
+            max_new_tokens=TITLE_MAX_TOKENS,
+            window=job.rt.engine.context_window,
+        )
+        handle = job.rt.engine.submit(
+            GenerationRequest(
+                input_ids=prompt.input_ids,
+                params=params,
+                stop_strings=tuple(prompt.stop_strings) + ("\n",),
+                request_id=f"title-{job.id}",
+            )
+        )
         chunks = list(coalesce(handle, 0))
         finished = chunks[-1].finished
         quotas.tokens_count(job.owner, finished.prompt_tokens + finished.completion_tokens)
         text = "".join(chunk.text for chunk in chunks if chunk.text)
-        conversation_services.conversation_title_generated(conversation_id=conversation.pk, title=text,
-                                                   replacing=conversation.title)
+        conversation_services.conversation_title_generated(
+            conversation_id=conversation.pk, title=text, replacing=conversation.title
+        )
     except Exception:
         log.warning("no title for conversation %s; it keeps its first words", conversation.pk, exc_info=True)
 
 
 def _failed(error: str, code: ErrorCode | str = "") -> dict:
-    return {"status": Message.Status.FAILED, "finish_reason": Message.FinishReason.ERROR, "error": error,
-            "error_code": code}
+    return {
+        "status": Message.Status.FAILED,
+        "finish_reason": Message.FinishReason.ERROR,
+        "error": error,
+        "error_code": code,
+    }
 
 
 class ReplyJob:
@@ -87,12 +106,16 @@ class ReplyJob:
         """A new chat conversation's first reply, finished well, under the title made from the first words. Not
         an API request's: a program needs no title, and it would cost a generation per request."""
         conversation = self.message.conversation
-        return (conversation.source == conversation.Source.CHAT
-                and self.ending.get("status") == Message.Status.COMPLETE and self.message.parent is not None
-                and self.message.parent.parent_id is None
-                and conversation.title == title_from(self.message.parent.content)
-                and not Message.objects.filter(conversation_id=conversation.pk, role=Message.Role.ASSISTANT)
-                .exclude(pk=self.id).exists())
+        return (
+            conversation.source == conversation.Source.CHAT
+            and self.ending.get("status") == Message.Status.COMPLETE
+            and self.message.parent is not None
+            and self.message.parent.parent_id is None
+            and conversation.title == title_from(self.message.parent.content)
+            and not Message.objects.filter(conversation_id=conversation.pk, role=Message.Role.ASSISTANT)
+            .exclude(pk=self.id)
+            .exists()
+        )
 
     def run(self) -> None:
         with log_context(reply_id=self.id, user_id=self.owner, conversation_id=self.message.conversation_id):
@@ -119,9 +142,12 @@ class ReplyJob:
 
     def prepare(self) -> tuple[GenerationRequest, dict]:
         """The prompt and sampling parameters for this reply."""
-        params = resolve_params(self.message.params, self.rt.loaded.model.generation_config,
-                                default_max_new_tokens=settings.CHAT_DEFAULT_MAX_NEW_TOKENS,
-                                max_new_tokens_cap=settings.CHAT_MAX_NEW_TOKENS)
+        params = resolve_params(
+            self.message.params,
+            self.rt.loaded.model.generation_config,
+            default_max_new_tokens=settings.CHAT_DEFAULT_MAX_NEW_TOKENS,
+            max_new_tokens_cap=settings.CHAT_MAX_NEW_TOKENS,
+        )
         history = selectors.history_for_prompt(message=self.message)
         window = self.rt.engine.context_window
         api = self.message.conversation.source == Conversation.Source.API
@@ -129,30 +155,40 @@ class ReplyJob:
         # only when its messages leave no room for a reply, and otherwise runs until the window is full
         # (finish_reason length) or the default length, whichever comes first.
         to_the_window = api and not self.message.params.get("max_new_tokens")
-        prompt = build_prompt(self.rt.loaded.tokenizer, history, window=window,
-                              max_new_tokens=1 if to_the_window else params.max_new_tokens)
+        prompt = build_prompt(
+            self.rt.loaded.tokenizer,
+            history,
+            window=window,
+            max_new_tokens=1 if to_the_window else params.max_new_tokens,
+        )
         if prompt.dropped_messages and api:
             # A program sends the whole context it wants read, and OpenAI refuses one that does not fit:
             # leaving its oldest turns out, as the chat does, would silently answer another request.
             if to_the_window:
-                raise PromptTooLong(f"{TOO_LONG}: the request's messages need all of the {window} tokens the "
-                                    "model reads, leaving no room for a reply; send fewer or shorter messages.")
-            raise PromptTooLong(f"{TOO_LONG}: the request's messages and the {params.max_new_tokens} tokens "
-                                f"reserved for the reply need more than the {window} tokens the model reads; "
-                                "send fewer or shorter messages, or a smaller max_tokens.")
+                raise PromptTooLong(
+                    f"{TOO_LONG}: the request's messages need all of the {window} tokens the "
+                    "model reads, leaving no room for a reply; send fewer or shorter messages."
+                )
+            raise PromptTooLong(
+                f"{TOO_LONG}: the request's messages and the {params.max_new_tokens} tokens "
+                f"reserved for the reply need more than the {window} tokens the model reads; "
+                "send fewer or shorter messages, or a smaller max_tokens."
+            )
         if prompt.dropped_messages:
             reply_services.reply_checkpoint(message_id=self.id, content="", dropped_messages=prompt.dropped_messages)
         if to_the_window:  # stored as what bounded the reply
-            params = dataclasses.replace(params, max_new_tokens=min(params.max_new_tokens,
-                                                                    window - len(prompt.input_ids)))
+            params = dataclasses.replace(
+                params, max_new_tokens=min(params.max_new_tokens, window - len(prompt.input_ids))
+            )
         used = {"temperature": params.temperature, "top_p": params.top_p, "max_new_tokens": params.max_new_tokens}
         if params.seed is not None:
             used["seed"] = params.seed
         stop = tuple(self.message.params.get("stop") or ())  # the request's own (API), after the format's
         if stop:
             used["stop"] = list(stop)
-        request = GenerationRequest(input_ids=prompt.input_ids, params=params,
-                                    stop_strings=prompt.stop_strings + stop, request_id=str(self.id))
+        request = GenerationRequest(
+            input_ids=prompt.input_ids, params=params, stop_strings=prompt.stop_strings + stop, request_id=str(self.id)
+        )
         return request, used
 
     def stream(self, request: GenerationRequest, used: dict) -> dict:
@@ -177,10 +213,16 @@ class ReplyJob:
             log.exception("streaming message %s failed", self.id)
             return _failed(f"The reply was interrupted ({type(exc).__name__}).")
         ttft_ms = int((self.first_at - self.message.created_at.timestamp()) * 1000) if self.first_at else None
-        return {"status": Message.STATUS_FOR_REASON[done.reason], "finish_reason": done.reason, "error": done.error,
-                "prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
-                "ttft_ms": max(ttft_ms, 0) if ttft_ms is not None else None,
-                "tokens_per_s": done.tokens_per_s, "params": used}
+        return {
+            "status": Message.STATUS_FOR_REASON[done.reason],
+            "finish_reason": done.reason,
+            "error": done.error,
+            "prompt_tokens": done.prompt_tokens,
+            "completion_tokens": done.completion_tokens,
+            "ttft_ms": max(ttft_ms, 0) if ttft_ms is not None else None,
+            "tokens_per_s": done.tokens_per_s,
+            "params": used,
+        }
 
     def checkpoint(self) -> bool:
         """Save the text so far; False when the reply should end now. A database blip skips one checkpoint
@@ -211,17 +253,18 @@ class ReplyJob:
                         # Ended first elsewhere (its conversation deleted mid-reply, the sweep), with no counts:
                         # what this worker generated is still charged, or deleting a chat just before its reply
                         # ends would make the reply free.
-                        quotas.tokens_count(self.owner, (ending.get("prompt_tokens") or 0)
-                                            + (ending.get("completion_tokens") or 0))
-                    log.info("reply %s ended %s (%s tokens)", self.id, ending["status"],
-                             ending.get("completion_tokens"))
+                        quotas.tokens_count(
+                            self.owner, (ending.get("prompt_tokens") or 0) + (ending.get("completion_tokens") or 0)
+                        )
+                    log.info(
+                        "reply %s ended %s (%s tokens)", self.id, ending["status"], ending.get("completion_tokens")
+                    )
                     return
                 except Exception:
                     if delay is None:
                         log.exception("could not store the end of message %s; the sweep will end it", self.id)
                         return
-                    log.warning("storing the end of message %s failed; retrying in %s s", self.id, delay,
-                                exc_info=True)
+                    log.warning("storing the end of message %s failed; retrying in %s s", self.id, delay, exc_info=True)
                     time.sleep(delay)
         finally:
             self.rt.release(self.id)

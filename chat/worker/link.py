@@ -4,6 +4,7 @@ Worker threads are plain threads; opening an event loop per call (what ``async_t
 would open a Redis connection per token. ``WorkerLink`` keeps one loop in a daemon thread and hands it
 coroutines, riding out a Redis restart (``call_patiently``). It also listens on the workers' group for stops.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -35,11 +35,19 @@ class Runtime:
         ``background``, the heartbeat and sweep threads."""
         self.threads = configure_threads(settings.CHAT_TORCH_THREADS or None)
         started = time.monotonic()
-        self.loaded = loaded or load_model(settings.CHAT_MODEL, device=settings.CHAT_DEVICE,
-                                           dtype=settings.CHAT_DTYPE, cache_dir=settings.CHAT_MODEL_CACHE)
-        self.engine = BatchEngine(self.loaded.model, self.loaded.tokenizer, max_batch_size=settings.CHAT_MAX_BATCH,
-                                  prefix_cache_bytes=settings.CHAT_PREFIX_CACHE_MB * 2**20,
-                                  eos_ids=set() if settings.CHAT_BENCH_IGNORE_EOS else None).start()
+        self.loaded = loaded or load_model(
+            settings.CHAT_MODEL,
+            device=settings.CHAT_DEVICE,
+            dtype=settings.CHAT_DTYPE,
+            cache_dir=settings.CHAT_MODEL_CACHE,
+        )
+        self.engine = BatchEngine(
+            self.loaded.model,
+            self.loaded.tokenizer,
+            max_batch_size=settings.CHAT_MAX_BATCH,
+            prefix_cache_bytes=settings.CHAT_PREFIX_CACHE_MB * 2**20,
+            eos_ids=set() if settings.CHAT_BENCH_IGNORE_EOS else None,
+        ).start()
         self.engine.warmup()
         self.name = worker_name()
         self.holding: set[int] = set()  # replies this process is generating: their leases are renewed
@@ -48,14 +56,20 @@ class Runtime:
         wait_until_loaded(redis_client())
         if background:
             balance.start(self.name)
-        self.link = WorkerLink(on_cancel=lambda message_id: self.engine.cancel(str(message_id)),
-                               on_reconnect=self._beat_now.set)
+        self.link = WorkerLink(
+            on_cancel=lambda message_id: self.engine.cancel(str(message_id)), on_reconnect=self._beat_now.set
+        )
         if background:
             events.route_sync_sends(self.link.call_patiently)  # reply_finish's done goes through this loop
             threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
             threading.Thread(target=self._sweeps, name="sweep", daemon=True).start()
-        log.info("model %s ready on %s (%d torch threads) in %.1f s", self.loaded.name, self.loaded.device,
-                 self.threads, time.monotonic() - started)
+        log.info(
+            "model %s ready on %s (%d torch threads) in %.1f s",
+            self.loaded.name,
+            self.loaded.device,
+            self.threads,
+            time.monotonic() - started,
+        )
 
     def close(self) -> None:
         """Stop the engine and the link, and stop counting as alive (tests; a worker keeps its runtime for life):
@@ -79,8 +93,9 @@ class Runtime:
 
     def beat(self) -> None:
         """One heartbeat: this worker, its leases and each reply's tokens so far."""
-        liveness.heartbeat(self.name, list(self.holding), dict(self.tokens),
-                           {**self.engine.stats(), "in_flight": len(self.holding)})
+        liveness.heartbeat(
+            self.name, list(self.holding), dict(self.tokens), {**self.engine.stats(), "in_flight": len(self.holding)}
+        )
 
     def _sweeps(self) -> None:
         while True:

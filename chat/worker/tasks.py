@@ -28,8 +28,10 @@ def _load_at_start(sender=None, **kwargs):
     # would fork children after the engine's and link's threads started here: they would inherit dead threads.
     pool = str(getattr(sender, "pool_cls", ""))
     if "thread" not in pool.lower():
-        raise RuntimeError(f"Start the worker with --pool threads (got {pool or 'the default prefork pool'}): "
-                           "every task of a process shares the one model it loads.")
+        raise RuntimeError(
+            f"Start the worker with --pool threads (got {pool or 'the default prefork pool'}): "
+            "every task of a process shares the one model it loads."
+        )
     runtime.current()
 
 

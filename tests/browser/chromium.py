@@ -1,4 +1,5 @@
 """What the browser tests share: where Chromium and the screenshots are, how it is launched, polling."""
+
 import os
 import shutil
 import time
@@ -9,24 +10,38 @@ from tests.helpers.tools import missing_tool
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # docs/screenshots holds the copy the README and docs/ show; tests write to var/ unless asked to refresh it.
 SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(__file__).resolve().parents[2] / "var" / "screenshots")
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--no-first-run", "--disable-sync"]
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 
 def skip_without_chromium(chromium: str | None = None) -> None:
     """Skip the calling test module when Debian's Chromium is not installed (fail it under CI: tests/helpers/tools.py)."""
     chromium = chromium or CHROMIUM
     if not shutil.which(chromium):
-        missing_tool(f"browser tests need Chromium at {chromium} (make test installs Debian's chromium when run "
-                     "as root)", module=True)
+        missing_tool(
+            f"browser tests need Chromium at {chromium} (make test installs Debian's chromium when run as root)",
+            module=True,
+        )
 
 
 def watch_for_script_errors(page, errors: list, expected: tuple[str, ...] = ()) -> None:
     """Collect uncaught exceptions and every console error on ``page`` into ``errors`` (CSP violations, failed
     loads, the page's own console.error), but for those containing one of the ``expected`` texts."""
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(f"{msg.text} ({msg.location.get('url')})")
-            if msg.type == "error" and not any(text in msg.text for text in expected) else None)
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(f"{msg.text} ({msg.location.get('url')})")
+            if msg.type == "error" and not any(text in msg.text for text in expected)
+            else None
+        ),
+    )
 
 
 def wait_until(check, what: str, timeout: float = 60.0, page=None):

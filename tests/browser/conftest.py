@@ -1,5 +1,6 @@
 """Fixtures of the chat page's browser tests: people whose replies are short or patient, and a page signed in as
 each (a module may define its own ``page``, which then wins)."""
+
 import pytest
 from playwright.sync_api import expect, sync_playwright
 

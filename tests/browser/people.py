@@ -1,5 +1,6 @@
 """Helpers of the chat page's browser tests (their fixtures are in conftest.py): a browser signed in as someone,
 sending a message and waiting for its reply, and database reads from outside Playwright's event loop."""
+
 from concurrent.futures import ThreadPoolExecutor
 
 from playwright.sync_api import expect

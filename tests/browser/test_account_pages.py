@@ -1,5 +1,6 @@
 """The account pages in real Chromium against Django's live_server (no worker needed): sign up while sign-up
 awaits approval, see why the chat is closed, download the data, delete the account."""
+
 import json
 
 from tests.browser.chromium import (

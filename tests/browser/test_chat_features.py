@@ -2,6 +2,7 @@
 branches (edit and resend, switch, regenerate an older reply), feedback, settings, the sidebar (groups, paging,
 search, rename, delete), export, keyboard and phone width. Rows are read back from the database. Reconnecting
 and lost frames: test_reconnect.py."""
+
 import json
 from datetime import timedelta
 
@@ -89,8 +90,14 @@ def test_settings_apply_to_the_next_reply_and_new_chats_start_from_my_defaults(p
     page.click("#settings-save")
     expect(page.locator("#settings-saved")).to_have_text("Saved.")
     say(page, "Tell me a long story about the sea.")
-    reply = db(lambda: Message.objects.filter(conversation__owner=person[0], role="assistant")
-               .select_related("conversation").order_by("-id").first())
+    reply = db(
+        lambda: (
+            Message.objects.filter(conversation__owner=person[0], role="assistant")
+            .select_related("conversation")
+            .order_by("-id")
+            .first()
+        )
+    )
     assert reply.params["max_new_tokens"] == 5 and 0 < reply.completion_tokens <= 5
     assert reply.conversation.system_prompt == "You are terse."
     assert db(lambda: ChatDefaults.objects.get(user=person[0]).params) == {"max_new_tokens": 5}
@@ -113,8 +120,12 @@ def many_chats(person):
     for n, days in enumerate(ages):
         c = Conversation.objects.create(owner=user, title=f"Chat number {n}")
         q = Message.objects.create(conversation=c, role="user", content=f"question {n}")
-        Message.objects.create(conversation=c, parent=q, role="assistant",
-                               content="The old lighthouse keeper lit the lamp." if n == 3 else "An answer.")
+        Message.objects.create(
+            conversation=c,
+            parent=q,
+            role="assistant",
+            content="The old lighthouse keeper lit the lamp." if n == 3 else "An answer.",
+        )
         Conversation.objects.filter(pk=c.pk).update(updated_at=now - timedelta(days=days, minutes=n))
     return user
 
@@ -178,8 +189,11 @@ def test_the_model_titles_a_new_conversation_after_its_first_reply(page, person)
     expect(page.locator(".msg.assistant")).to_have_count(1)  # the reply is queued, its title far off
     page.click("#new-chat")
     old = db(lambda: Conversation.objects.get(owner=person[0]))
-    wait_until(lambda: db(lambda: Conversation.objects.get(owner=person[0]).title) != first_words,
-               "the model's title is stored", page=page)
+    wait_until(
+        lambda: db(lambda: Conversation.objects.get(owner=person[0]).title) != first_words,
+        "the model's title is stored",
+        page=page,
+    )
     title = db(lambda: Conversation.objects.get(owner=person[0]).title)
     expect(page.locator(f'#conversations li[data-id="{old.pk}"] a')).to_have_text(title)
     expect(page.locator("#title")).to_have_text("New chat")
@@ -228,8 +242,9 @@ def test_rate_and_quota_refusals_are_sentences_next_to_the_input(page, person):
     say(page, "Hi")
     page.fill("#input", "Again")
     page.press("#input", "Enter")
-    expect(page.locator("#error")).to_contain_text("You have sent 1 message in the last minute, the most this "
-                                                   "site allows; try again in")
+    expect(page.locator("#error")).to_contain_text(
+        "You have sent 1 message in the last minute, the most this site allows; try again in"
+    )
     expect(page.locator("#input")).to_have_value("Again")  # what was typed is given back
     db(lambda: QuotaOverride.objects.filter(user=user).update(messages_per_minute=0, tokens_per_day=1))
     page.fill("#input", "Once more")
@@ -288,8 +303,9 @@ def test_deleting_a_conversation_with_a_reply_streaming_stops_it_first(patient_p
     assert not db(lambda: Conversation.objects.filter(owner=patient_person[0]).exists())
     assert not db(lambda: Message.objects.filter(conversation__owner=patient_person[0]).exists())
     # The worker charges the reply when it ends: prompt and the tokens written before the delete, far from 600.
-    charged = wait_until(lambda: quotas.tokens_used_today(user.pk), "the worker ended the reply", timeout=180,
-                         page=page)
+    charged = wait_until(
+        lambda: quotas.tokens_used_today(user.pk), "the worker ended the reply", timeout=180, page=page
+    )
     assert charged < 300, charged
     db(lambda: ChatDefaults.objects.filter(user=user).update(params={"max_new_tokens": 24}))
     page.click("#new-chat")  # the page keeps the defaults it loaded; a reload reads them again

@@ -1,4 +1,5 @@
 """The chat page in real Chromium against the real stack: sign up, chat, stop, reload mid-reply."""
+
 import pytest
 
 from tests.browser.chromium import (
@@ -32,8 +33,7 @@ def page(live_stack, transactional_db):
 
 
 def wait_for_text_longer_than(page, selector, n, timeout=60.0):
-    wait_until(lambda: len(page.locator(selector).inner_text()) > n, f"{selector} grew past {n} characters",
-               timeout)
+    wait_until(lambda: len(page.locator(selector).inner_text()) > n, f"{selector} grew past {n} characters", timeout)
 
 
 def sign_up(page, name="erin"):
@@ -83,7 +83,9 @@ def test_sign_up_chat_and_see_the_reply_stream_in(page):
     expect(page).to_have_url(page.base + "/")
     expect(page.locator("#conversations li")).to_have_count(1)
     page.locator("#conversations li a").click()
-    expect(page.locator(".msg.user .body")).to_have_text("Hello\nWhat is the capital of France? <img src=x onerror=alert(1)>")
+    expect(page.locator(".msg.user .body")).to_have_text(
+        "Hello\nWhat is the capital of France? <img src=x onerror=alert(1)>"
+    )
 
 
 def test_the_page_is_labelled_and_keyboard_usable(page):
@@ -92,7 +94,8 @@ def test_the_page_is_labelled_and_keyboard_usable(page):
     sign_up(page, "lena")
     unnamed = page.locator("button:visible, input:visible, textarea:visible, select:visible").evaluate_all(
         """els => els.filter(e => !(e.getAttribute("aria-label") || e.labels?.length || e.title
-                                  || e.textContent.trim() || e.placeholder)).map(e => e.outerHTML)""")
+                                  || e.textContent.trim() || e.placeholder)).map(e => e.outerHTML)"""
+    )
     assert unnamed == []
     page.keyboard.press("Tab")
     focused = page.locator(":focus")
@@ -133,9 +136,13 @@ def test_stop_and_reload_mid_reply(page):
     expect(page.locator(".msg.assistant .body")).to_have_text(kept)  # what was shown is what was stored
 
 
-PAYLOADS = ['<svg onload="alert(1)"></svg>', '[click](javascript:alert(2))', '<a href="javascript:alert(3)">x</a>',
-            '<img src="data:image/svg+xml;base64,PHN2ZyBvbmxvYWQ9YWxlcnQoNCk+" onerror="alert(5)">',
-            '<script>alert(6)</script><iframe src="data:text/html,<script>alert(7)</script>"></iframe>']
+PAYLOADS = [
+    '<svg onload="alert(1)"></svg>',
+    "[click](javascript:alert(2))",
+    '<a href="javascript:alert(3)">x</a>',
+    '<img src="data:image/svg+xml;base64,PHN2ZyBvbmxvYWQ9YWxlcnQoNCk+" onerror="alert(5)">',
+    '<script>alert(6)</script><iframe src="data:text/html,<script>alert(7)</script>"></iframe>',
+]
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ The bundled model does not reliably write Markdown, so these tests play the work
 sockets through the real channel layer, and the end through ``services.reply_finish`` — the same calls
 ``chat.worker.link`` and the worker make. Daphne, the consumer, its delivery and the page are the real ones.
 """
+
 import asyncio
 import json
 import re
@@ -88,9 +89,11 @@ def long_reply(count: int = 2000) -> list[str]:
     blocks, part = [], 0
     while True:
         part += 1
-        blocks.append(f"## Part {part}\n\nThis part explains step {part} of the process in plain words, with "
-                      f"`inline_{part}` code and [a link](https://example.com/{part}).\n\n- first point of part "
-                      f"{part}\n- second point of part {part}\n")
+        blocks.append(
+            f"## Part {part}\n\nThis part explains step {part} of the process in plain words, with "
+            f"`inline_{part}` code and [a link](https://example.com/{part}).\n\n- first point of part "
+            f"{part}\n- second point of part {part}\n"
+        )
         if part % 4 == 0:
             blocks.append(f"```python\ndef step_{part}(x):\n    return x * {part}\n```\n")
         if part % 5 == 0:
@@ -120,9 +123,13 @@ class ReplyPublisher(threading.Thread):
         try:
             liveness.heartbeat("browser-test", [self.message_id])
             asyncio.run(self._stream())
-            services.reply_finish(message_id=self.message_id, content="".join(self.pieces),
-                                    status=Message.Status.COMPLETE, finish_reason=Message.FinishReason.STOP,
-                                    completion_tokens=len(self.pieces))
+            services.reply_finish(
+                message_id=self.message_id,
+                content="".join(self.pieces),
+                status=Message.Status.COMPLETE,
+                finish_reason=Message.FinishReason.STOP,
+                completion_tokens=len(self.pieces),
+            )
             liveness.release(self.message_id)
         except BaseException as exc:  # reported by finish(), in the test's thread
             self.error = exc
@@ -167,8 +174,14 @@ def streaming_reply(make_user, session_cookie, name: str, history=()) -> dict:
     for role, content in history:
         parent = Message.objects.create(conversation=conversation, parent=parent, role=role, content=content)
     prompt = Message.objects.create(conversation=conversation, parent=parent, role="user", content="Show me.")
-    reply = Message.objects.create(conversation=conversation, parent=prompt, role="assistant", content="",
-                                   status=Message.Status.STREAMING, started_at=timezone.now())
+    reply = Message.objects.create(
+        conversation=conversation,
+        parent=prompt,
+        role="assistant",
+        content="",
+        status=Message.Status.STREAMING,
+        started_at=timezone.now(),
+    )
     return {"user": user.pk, "conversation": conversation.pk, "message": reply.pk, "cookie": session_cookie(user)}
 
 
@@ -215,17 +228,18 @@ def browser(live_stack, transactional_db):
                 except Exception as exc:  # an event handler's exception would be lost: fail at the end
                     errors.append(f"frame {frame} does not match chat/frames.py: {exc}")
                 page.frames_in.append(frame)
+
             page.frames_out = []
 
             def on_socket(ws):
                 ws.on("framereceived", on_frame)
                 ws.on("framesent", lambda payload: page.frames_out.append(json.loads(payload)))
+
             page.on("websocket", on_socket)
             page.goto(f"{live_stack.origin}/#{reply['conversation']}")
             expect(page.locator("#connection")).to_have_text("connected")
             expect(page.locator(".msg.user").first).to_be_visible()  # the thread is in
-            wait_until(lambda: any(f["type"] == "subscribed" for f in page.frames_in), "the page subscribed",
-                       page=page)
+            wait_until(lambda: any(f["type"] == "subscribed" for f in page.frames_in), "the page subscribed", page=page)
             # Once: a second subscribe's snapshot would swallow the deltas sent between the two.
             assert [f["type"] for f in page.frames_out].count("subscribe") == 1, page.frames_out
             return page
@@ -281,8 +295,11 @@ def test_a_streamed_reply_renders_as_markdown_with_highlighted_code_and_copy_but
     expect(dark.locator(".msg.assistant .code-block code.hljs")).to_have_count(1)
     dark_background = dark.locator("body").evaluate("e => getComputedStyle(e).backgroundColor")
     code_background = dark.locator(".code-block code.hljs").evaluate("e => getComputedStyle(e).backgroundColor")
-    assert (background, dark_background, code_background) == ("rgb(246, 247, 249)", "rgb(13, 17, 23)",
-                                                               "rgb(13, 17, 23)")
+    assert (background, dark_background, code_background) == (
+        "rgb(246, 247, 249)",
+        "rgb(13, 17, 23)",
+        "rgb(13, 17, 23)",
+    )
     dark.screenshot(path=str(SCREENSHOTS / "dark.png"))
     assert page.dialogs == [] and dark.dialogs == []
 
@@ -305,8 +322,9 @@ def test_markup_in_replies_and_in_typed_text_never_runs(hostile_reply, browser):
     expect(page.locator(".msg.user .body").last).to_have_text(typed)  # what a person typed, exactly as typed
     expect(page.locator("#stop")).to_be_visible()
     page.click("#stop")  # a worker busy prefilling the long prompt ends it at its next step
-    expect(page.locator(".msg.assistant").last).to_have_class(re.compile(r"msg assistant (stopped|complete)"),
-                                                              timeout=120_000)
+    expect(page.locator(".msg.assistant").last).to_have_class(
+        re.compile(r"msg assistant (stopped|complete)"), timeout=120_000
+    )
 
     for reply in (page.locator(".msg.assistant").first, page.locator(".msg.assistant").nth(1)):
         body = reply.locator(".body")
@@ -317,7 +335,8 @@ def test_markup_in_replies_and_in_typed_text_never_runs(hostile_reply, browser):
         expect(body.locator("a", has_text="data link")).to_have_count(0)
         expect(body.locator("a", has_text="vb link")).to_have_count(0)
         expect(body.locator("a", has_text="pixel")).to_have_attribute(  # an image is a link, never loaded
-            "href", "https://tracker.example/p.png?leak=secret")
+            "href", "https://tracker.example/p.png?leak=secret"
+        )
     expect(page.locator(".msg.user .body").first).to_have_text(HOSTILE)
     assert page.locator(f"#messages :is({FORBIDDEN})").count() == 0
     links = page.locator("#messages a")
@@ -371,9 +390,11 @@ def test_a_2000_token_reply_renders_at_most_once_a_frame(long_stream, browser):
     assert stat(page, "deltas") == 2000  # each delta handed to the renderer …
     renders, full = stat(page, "frame-renders"), stat(page, "full-renders")
     longest_tail = stat(page, "max-live-chars")
-    print(f"\n2,000-delta reply ({len(content)} characters): {renders:.0f} streaming renders, {full:.0f} whole "
-          f"renders, {stat(page, 'render-ms'):.0f} ms rendering in all, the longest streaming render "
-          f"{stat(page, 'max-frame-ms'):.1f} ms, longest open tail parsed in one render: {longest_tail:.0f} characters")
+    print(
+        f"\n2,000-delta reply ({len(content)} characters): {renders:.0f} streaming renders, {full:.0f} whole "
+        f"renders, {stat(page, 'render-ms'):.0f} ms rendering in all, the longest streaming render "
+        f"{stat(page, 'max-frame-ms'):.1f} ms, longest open tail parsed in one render: {longest_tail:.0f} characters"
+    )
     assert 2 <= renders <= 2000 / 4  # … but rendered at most once a frame: renders far fewer than deltas
     assert settled_mid_stream > 0  # settled blocks were kept while the reply streamed …
     assert longest_tail * 5 < len(content)  # … so no frame re-parsed the whole reply

@@ -1,6 +1,7 @@
 """The chat page when the network misbehaves, in real Chromium against the real stack: a socket dropped mid-reply
 (back-off, resume, nothing lost or doubled), a send the server never answered (its text given back), and a new
 chat whose first frames were lost (it still appears, whole)."""
+
 import json
 
 import pytest
@@ -35,6 +36,7 @@ def test_a_dropped_socket_reconnects_and_the_reply_finishes_once(patient_person,
                 ws.close()  # the frame and the socket are lost together
                 return
             server.send(message)
+
         ws.on_message(to_server)
         sockets.append(ws)
 
@@ -56,6 +58,7 @@ def test_a_dropped_socket_reconnects_and_the_reply_finishes_once(patient_person,
             if text.startswith("reconnecting") and (not seen or seen[-1] != text):
                 seen.append(text)
             return len(sockets) == 2 and text == "connected"
+
         wait_until(status, "the page reconnected", timeout=30, page=page)
         # A socket dropped at once is a failed try: each waits twice as long as the one before, and says so.
         assert seen == ["reconnecting… (in 1 s)", "reconnecting… (in 2 s)", "reconnecting… (in 4 s)"], seen
@@ -102,6 +105,7 @@ def test_a_new_chat_whose_first_frames_were_lost_still_appears(person, live_stac
                 dropped.append(frame)
                 return
             ws.send(message)
+
         server.on_message(to_page)
 
     with sync_playwright() as p:
@@ -127,8 +131,11 @@ def test_a_new_chat_whose_first_frames_were_lost_still_appears(person, live_stac
         expect(page.locator(".msg")).to_have_count(2)
         # What was lost of the new chat (the first chat's model-made title may have been lost meanwhile too).
         newest = db(lambda: Conversation.objects.filter(owner=person[0]).latest("id").pk)
-        lost = [f["type"] if f["type"] == "conversation" else f["message"]["role"] for f in dropped
-                if newest == (f["conversation"]["id"] if f["type"] == "conversation" else f["message"]["conversation"])]
+        lost = [
+            f["type"] if f["type"] == "conversation" else f["message"]["role"]
+            for f in dropped
+            if newest == (f["conversation"]["id"] if f["type"] == "conversation" else f["message"]["conversation"])
+        ]
         assert lost == ["conversation", "user"], dropped
         browser.close()
         assert page.errors == []

@@ -1,5 +1,6 @@
 """The review panel in real Chromium: a reviewer works the queue and reads a transcript, and watches the live
 generations page refresh itself, under the site's CSP."""
+
 import pytest
 
 from tests.browser.chromium import (
@@ -32,13 +33,27 @@ def reviewer(transactional_db, django_user_model, reviewer_group):
     people = [django_user_model.objects.create_user(username=n) for n in ("ann", "ben", "cat")]
     make_chat(people[2], turns=2, title="Plain questions about tea")
     make_chat(people[1], turns=2, title="A reply that failed", reply_status="failed")
-    disliked = make_chat(people[0], turns=3, title="Capital of Australia",
-                         content="What is the capital of Australia? <script>alert({n})</script>")
+    disliked = make_chat(
+        people[0],
+        turns=3,
+        title="Capital of Australia",
+        content="What is the capital of Australia? <script>alert({n})</script>",
+    )
     old = disliked.replies[2]
     Message.objects.filter(pk=old.pk).update(is_current=False, content="Sydney is the capital.")
-    Message.objects.create(conversation=disliked, parent=old.parent, role="assistant", status="complete",
-                           content="Canberra is the capital of Australia.", finish_reason="stop", model_name="m1",
-                           completion_tokens=9, ttft_ms=51, tokens_per_s=21.5, prompt_tokens=30)
+    Message.objects.create(
+        conversation=disliked,
+        parent=old.parent,
+        role="assistant",
+        status="complete",
+        content="Canberra is the capital of Australia.",
+        finish_reason="stop",
+        model_name="m1",
+        completion_tokens=9,
+        ttft_ms=51,
+        tokens_per_s=21.5,
+        prompt_tokens=30,
+    )
     Feedback.objects.create(message=old, user=people[0], rating=-1, comment="Sydney is wrong")
     GoldAnswer.objects.create(message=old, content="Canberra.", author=user)
     return user
@@ -57,7 +72,10 @@ def test_a_reviewer_works_the_queue_and_reads_a_transcript(reviewer, live_server
         expect(rows).to_have_count(3)
         # Negative feedback first, then the failure, then the rest.
         assert [rows.nth(i).locator("td, th").nth(1).inner_text() for i in range(3)] == [
-            "Capital of Australia", "A reply that failed", "Plain questions about tea"]
+            "Capital of Australia",
+            "A reply that failed",
+            "Plain questions about tea",
+        ]
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "review-queue.png"))
 
@@ -68,8 +86,10 @@ def test_a_reviewer_works_the_queue_and_reads_a_transcript(reviewer, live_server
         expect(body).to_contain_text("Canberra is the capital of Australia.")
         expect(body).to_contain_text("<script>alert(0)</script>")  # the person's markup, shown as text
         scripts = page.locator("#content script")  # the admin's own files only, none made from the transcript
-        assert all(scripts.nth(i).get_attribute("src") and "alert" not in scripts.nth(i).inner_text()
-                   for i in range(scripts.count()))
+        assert all(
+            scripts.nth(i).get_attribute("src") and "alert" not in scripts.nth(i).inner_text()
+            for i in range(scripts.count())
+        )
         page.screenshot(path=str(SCREENSHOTS / "review-conversation.png"), full_page=True)
 
         page.select_option("select[name=state]", "needs_attention")
@@ -84,8 +104,9 @@ def test_a_reviewer_works_the_queue_and_reads_a_transcript(reviewer, live_server
     assert AuditEvent.objects.filter(action="opened_transcript", actor=reviewer).count() >= 2  # before and after
 
 
-def test_the_live_page_refreshes_by_itself_and_pauses_while_a_row_is_ticked(reviewer, live_server, settings,
-                                                                            monkeypatch):
+def test_the_live_page_refreshes_by_itself_and_pauses_while_a_row_is_ticked(
+    reviewer, live_server, settings, monkeypatch
+):
     """A reply queued after the page loaded appears on it with no navigation by the test (the page's script
     reloads it every CHAT_LIVE_REFRESH_S); while a row is ticked the reloads stop, and resume once it is not."""
     from chat.models import Conversation, Message
@@ -98,8 +119,9 @@ def test_the_live_page_refreshes_by_itself_and_pauses_while_a_row_is_ticked(revi
         # page's, so the guard is lifted for it alone.
         monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         try:
-            return Message.objects.create(conversation=conversation, role="assistant", status="queued",
-                                          model_name="m1").pk
+            return Message.objects.create(
+                conversation=conversation, role="assistant", status="queued", model_name="m1"
+            ).pk
         finally:
             monkeypatch.delenv("DJANGO_ALLOW_ASYNC_UNSAFE")
 
@@ -138,8 +160,7 @@ def test_the_live_page_refreshes_by_itself_and_pauses_while_a_row_is_ticked(revi
         expect(box).to_be_checked()
         assert len(loads) == ticked, f"the page reloaded while a row was ticked: {loads[ticked:]}"
         box.uncheck()
-        wait_until(lambda: len(loads) > ticked, "the page reloads again once no row is ticked", timeout=20,
-                   page=page)
+        wait_until(lambda: len(loads) > ticked, "the page reloads again once no row is ticked", timeout=20, page=page)
         assert page.evaluate("window.tickedHere === undefined")  # the mark goes with a reload: it would tell one
         browser.close()
     assert errors == [], errors

@@ -1,6 +1,7 @@
 """The chat page's socket keeps one handler per frame type: registering a second throws, and the first keeps
 receiving its frames (it used to be replaced without a word). In real Chromium against the real stack; the test
 plays the server's part for the frames it injects through Playwright's websocket route."""
+
 import json
 
 import pytest
@@ -47,9 +48,11 @@ def test_a_second_handler_for_a_frame_type_throws_and_the_first_still_runs(perso
         expect(page.locator("#connection")).to_have_text("connected")
 
         tried = page.evaluate(REGISTER)
-        assert tried == {"second probe": 'socket.js: the "probe" frame already has a handler',
-                         "second error": 'socket.js: the "error" frame already has a handler',
-                         "second open": "socket.js: whenOpen() already has a callback"}
+        assert tried == {
+            "second probe": 'socket.js: the "probe" frame already has a handler',
+            "second error": 'socket.js: the "error" frame already has a handler',
+            "second open": "socket.js: whenOpen() already has a callback",
+        }
 
         # The first probe handler still gets its frames, and only it; the page's own error handler is still the
         # one that runs (it shows the sentence next to the input).

@@ -1,4 +1,5 @@
 """The review panel's usage page in real Chromium: a reviewer logs in, the chart draws under the site's CSP."""
+
 import datetime
 
 import pytest
@@ -41,10 +42,22 @@ def reviewer(transactional_db, django_user_model, reviewer_group):
         conversation = Conversation.objects.create(owner=django_user_model.objects.create_user(username=name))
         for day in range(0, 30, n + 1):
             for k in range((day * 7 + n) % 5):
-                status = (Message.Status.FAILED if (day + k) % 11 == 0 else
-                          Message.Status.STOPPED if (day + k) % 13 == 0 else Message.Status.COMPLETE)
-                exchange(conversation, now - datetime.timedelta(days=day, minutes=k), status=status,
-                         prompt=40 + day, completion=60 + 7 * k + day, ttft=80 + 10 * k, speed=18.0 + k)
+                status = (
+                    Message.Status.FAILED
+                    if (day + k) % 11 == 0
+                    else Message.Status.STOPPED
+                    if (day + k) % 13 == 0
+                    else Message.Status.COMPLETE
+                )
+                exchange(
+                    conversation,
+                    now - datetime.timedelta(days=day, minutes=k),
+                    status=status,
+                    prompt=40 + day,
+                    completion=60 + 7 * k + day,
+                    ttft=80 + 10 * k,
+                    speed=18.0 + k,
+                )
     return user
 
 
@@ -57,8 +70,14 @@ def test_a_reviewer_sees_the_usage_chart_drawn(reviewer, live_server, scheme, sh
         errors = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         # Every console error counts (a CSP refusal is one), but the browser's own favicon probe: the site has none.
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
-                and not msg.location.get("url", "").endswith("/favicon.ico") else None)
+        page.on(
+            "console",
+            lambda msg: (
+                errors.append(msg.text)
+                if msg.type == "error" and not msg.location.get("url", "").endswith("/favicon.ico")
+                else None
+            ),
+        )
         admin_log_in(page, live_server.url, "/admin/chat/usagereport/", "rita", PASSWORD)
         expect(page.locator("#content h1")).to_have_text("Usage")
         expect(page.locator("#usage-days tbody tr")).to_have_count(30)

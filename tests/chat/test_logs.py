@@ -1,6 +1,7 @@
 """LOG_FORMAT=json lines: one shape for every writer (``chat.logs.json_line``: the logging formatter, Celery's
 shutdown lines, the launcher's own), ASCII only, so a path with U+2028 cannot cut its own access record; and
 the stand-in for Celery's ``safe_say``."""
+
 import io
 import logging
 import os
@@ -34,8 +35,9 @@ def test_an_access_record_of_a_path_with_a_line_separator_stays_one_ascii_line(c
 
 
 def test_every_writer_makes_the_same_record_shape(capsys, monkeypatch):
-    formatted = logs.JsonFormatter().format(logging.LogRecord("chat.worker", logging.INFO, __file__, 1,
-                                                              f"a{BREAKS}b é", None, None))
+    formatted = logs.JsonFormatter().format(
+        logging.LogRecord("chat.worker", logging.INFO, __file__, 1, f"a{BREAKS}b é", None, None)
+    )
     monkeypatch.setattr(stack, "_json_lines", True)
     stack.say(f"  launcher{BREAKS}line  ")
     said = capsys.readouterr().out
@@ -53,6 +55,7 @@ def test_celerys_shutdown_lines_become_json_written_past_a_patched_os_write(tmp_
 
     def patched(fd, data):  # eventlet's os.write raises this when called inside its hub (a signal handler)
         raise RuntimeError("trampoline from the hub")
+
     monkeypatch.setattr(os, "write", patched)
     target = tmp_path / "stdout"
     with open(target, "w") as f:
@@ -70,6 +73,7 @@ def test_the_stand_in_never_raises_into_the_signal_handler(monkeypatch):
     class Broken:
         def fileno(self):
             raise RuntimeError("no descriptor")  # not an OSError: anything a write can raise is swallowed
+
     celery_worker.safe_say("worker: Cold shutdown", Broken())
 
 

@@ -1,4 +1,5 @@
 """End to end over real processes: websocket → Daphne → Celery worker → bundled model → Redis → websocket."""
+
 import asyncio
 
 import pytest
@@ -20,8 +21,10 @@ def deltas_of(frames, message_id):
 
 async def ask(ws, content, conversation=None, **params):
     """Send a message; return (conversation id, assistant message id, every frame through its done)."""
-    await send(ws, {"type": "send", "conversation": conversation, "content": content, "client_id": "t",
-                    "params": params or None})
+    await send(
+        ws,
+        {"type": "send", "conversation": conversation, "content": content, "client_id": "t", "params": params or None},
+    )
     frames = []
     while True:
         frame = await recv(ws)
@@ -41,6 +44,7 @@ def test_reply_streams_token_by_token_and_is_stored(chat):
     async def go():
         async with client.connect() as ws:
             return await ask(ws, "What is the capital of France?", max_new_tokens=40)
+
     conversation, reply_id, frames = run(go())
     kinds = [f["type"] for f in frames]
     assert kinds[:3] == ["conversation", "message", "message"] and kinds[-1] == "done"
@@ -63,15 +67,23 @@ def test_stop_ends_the_reply_and_keeps_the_partial_text(chat):
 
     async def go():
         async with client.connect() as ws:
-            await send(ws, {"type": "send", "conversation": None, "max_new_tokens": 300,
-                            "content": "Write a very long story about a dragon who learns to bake bread.",
-                            "params": {"max_new_tokens": 300}})
+            await send(
+                ws,
+                {
+                    "type": "send",
+                    "conversation": None,
+                    "max_new_tokens": 300,
+                    "content": "Write a very long story about a dragon who learns to bake bread.",
+                    "params": {"max_new_tokens": 300},
+                },
+            )
             frames = await recv_until(ws, "delta")
             reply_id = frames[-1]["message"]
             frames += await recv_until(ws, "delta")
             await send(ws, {"type": "stop", "message": reply_id})
             frames += await recv_until(ws, "done", message=reply_id)
             return reply_id, frames
+
     reply_id, frames = run(go())
     done = frames[-1]
     assert (done["status"], done["finish_reason"]) == ("stopped", "cancelled")
@@ -86,10 +98,10 @@ def test_second_message_sees_the_history(chat):
 
     async def go():
         async with client.connect() as ws:
-            conversation, first_id, first = await ask(ws, "My name is Zork and I like green apples.",
-                                                      max_new_tokens=24)
+            conversation, first_id, first = await ask(ws, "My name is Zork and I like green apples.", max_new_tokens=24)
             _, second_id, second = await ask(ws, "What is my name?", conversation, max_new_tokens=24)
             return conversation, first[-1], second[-1], first_id, second_id
+
     conversation, first, second, first_id, second_id = run(go())
     # The second prompt holds the first exchange: its own words plus everything before.
     assert second["usage"]["prompt_tokens"] > first["usage"]["prompt_tokens"] + first["usage"]["completion_tokens"]
@@ -104,12 +116,17 @@ def test_bad_frames_get_errors_and_the_socket_stays_usable(chat):
     async def go():
         async with client.connect() as ws:
             replies = []
-            for raw in ("not json", '{"type": "fly"}', '{"type": "send", "conversation": "x", "content": "a"}',
-                        '{"type": "send", "conversation": null, "content": "a", "params": {"temperature": -1}}'):
+            for raw in (
+                "not json",
+                '{"type": "fly"}',
+                '{"type": "send", "conversation": "x", "content": "a"}',
+                '{"type": "send", "conversation": null, "content": "a", "params": {"temperature": -1}}',
+            ):
                 await ws.send(raw)
                 replies.append(await recv(ws))
             _, _, frames = await ask(ws, "Say hi.", max_new_tokens=8)
             return replies, frames[-1]
+
     replies, done = run(go())
     assert [r["code"] for r in replies] == ["bad_json", "unknown_type", "bad_id", "invalid_params"]
     assert done["status"] == "complete"
@@ -124,9 +141,11 @@ def test_other_users_anonymous_and_foreign_origins_are_refused(chat, live_stack)
             conversation, reply_id, _ = await ask(ws, "Hello", max_new_tokens=4)
         async with bob.connect() as ws:
             out = []
-            for frame in ({"type": "send", "conversation": conversation, "content": "mine now"},
-                          {"type": "subscribe", "conversation": conversation},
-                          {"type": "regenerate", "message": reply_id}):
+            for frame in (
+                {"type": "send", "conversation": conversation, "content": "mine now"},
+                {"type": "subscribe", "conversation": conversation},
+                {"type": "regenerate", "message": reply_id},
+            ):
                 await send(ws, frame)
                 out.append((await recv(ws))["code"])
         async with websockets.connect(live_stack.url, additional_headers={"Origin": live_stack.origin}) as ws:
@@ -136,6 +155,7 @@ def test_other_users_anonymous_and_foreign_origins_are_refused(chat, live_stack)
             async with alice.connect(origin="http://evil.example"):
                 pass
         return out, closed.value.rcvd.code
+
     codes, anonymous_close = run(go())
     assert codes == ["not_found"] * 3 and anonymous_close == 4401
     assert Message.objects.filter(conversation__owner__username="bob").count() == 0
@@ -147,8 +167,15 @@ def test_a_reloaded_tab_resumes_mid_reply_and_a_dropped_one_loses_nothing(chat):
 
     async def go():
         a = await client.connect()
-        await send(a, {"type": "send", "conversation": None, "content": "Count slowly from one to thirty in words.",
-                       "params": {"max_new_tokens": 80}})
+        await send(
+            a,
+            {
+                "type": "send",
+                "conversation": None,
+                "content": "Count slowly from one to thirty in words.",
+                "params": {"max_new_tokens": 80},
+            },
+        )
         frames = await recv_until(a, "delta")
         reply = frames[-1]["message"]
         conversation = next(f for f in frames if f["type"] == "conversation")["conversation"]["id"]
@@ -160,6 +187,7 @@ def test_a_reloaded_tab_resumes_mid_reply_and_a_dropped_one_loses_nothing(chat):
             ack = await recv(b)
             rest = await recv_until(b, "done", message=reply)
         return reply, snapshot, ack, rest
+
     reply, snapshot, ack, rest = run(go())
     assert snapshot["type"] == "message" and snapshot["message"]["id"] == reply and snapshot["seq"] >= 1
     assert ack["active"] == reply
@@ -176,9 +204,15 @@ def test_concurrent_users_are_served_together_and_regenerate_makes_an_alternativ
     async def one(client, question):
         async with client.connect() as ws:
             return await ask(ws, question, max_new_tokens=24)
+
     async def go():
-        return await asyncio.gather(*(one(c, q) for c, q in zip(clients, [
-            "Name a fruit.", "Name a color.", "Name an animal.", "Name a country."])))
+        return await asyncio.gather(
+            *(
+                one(c, q)
+                for c, q in zip(clients, ["Name a fruit.", "Name a color.", "Name an animal.", "Name a country."])
+            )
+        )
+
     results = run(go())
     for conversation, reply_id, frames in results:
         done = frames[-1]
@@ -193,6 +227,7 @@ def test_concurrent_users_are_served_together_and_regenerate_makes_an_alternativ
             new = await recv(ws)
             frames = await recv_until(ws, "done", message=new["message"]["id"])
             return new, frames[-1]
+
     new, done = run(regen())
     assert new["type"] == "message" and new["replaces"] == old_id and done["status"] == "complete"
     old = Message.objects.get(pk=old_id)
@@ -212,15 +247,24 @@ def test_one_person_firing_fifty_sends_cannot_hold_up_another(chat):
         """Send n messages; each gets an error (only this socket sees it) or its reply's message frame (every
         tab of the account sees those: this socket's own carry its client_id)."""
         for i in range(n):
-            await send(ws, {"type": "send", "conversation": None, "content": f"Essay {i}, please.",
-                            "params": {"max_new_tokens": 300}, "client_id": tag})
+            await send(
+                ws,
+                {
+                    "type": "send",
+                    "conversation": None,
+                    "content": f"Essay {i}, please.",
+                    "params": {"max_new_tokens": 300},
+                    "client_id": tag,
+                },
+            )
         codes = []
         while len(codes) < n:
             frame = await recv(ws)
             if frame["type"] == "error":
                 codes.append(frame["code"])
-            elif frame["type"] == "message" and frame["message"]["role"] == "assistant" and \
-                    frame.get("client_id") == tag:
+            elif (
+                frame["type"] == "message" and frame["message"]["role"] == "assistant" and frame.get("client_id") == tag
+            ):
                 codes.append(frame["message"]["id"])
         return codes
 
@@ -235,6 +279,7 @@ def test_one_person_firing_fifty_sends_cannot_hold_up_another(chat):
         for ws in sockets:
             await ws.close()
         return codes, frames[-1]
+
     codes, bob_done = run(go())
     assert len([c for c in codes if isinstance(c, int)]) == 3 and codes.count("too_many_active") == 47
     assert Message.objects.filter(conversation__owner=alice).count() == 6

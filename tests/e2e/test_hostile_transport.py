@@ -1,4 +1,5 @@
 """Hostile traffic against Daphne itself: oversized and malformed websocket frames, odd text."""
+
 import asyncio
 import base64
 import os
@@ -28,6 +29,7 @@ def test_oversized_messages_are_refused_at_the_right_layer(chat):
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await recv(ws)
         return app_refusal, still, closed.value.rcvd
+
     app_refusal, still, close = asyncio.run(go())
     assert app_refusal["code"] == "too_large" and still["code"] == "unknown_type"
     # Dropped before the app buffered it: Daphne's websocket layer (autobahn, failByDrop) fails the connection by
@@ -40,9 +42,13 @@ def test_malformed_websocket_frames_drop_only_that_connection(chat, live_stack, 
     host, port = "127.0.0.1", live_stack.port
     raw = socket.create_connection((host, port), timeout=10)
     key = base64.b64encode(os.urandom(16)).decode()
-    raw.sendall((f"GET /ws/chat/ HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {live_stack.origin}\r\n"
-                 f"Cookie: {client.cookie}\r\n\r\n").encode())
+    raw.sendall(
+        (
+            f"GET /ws/chat/ HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {live_stack.origin}\r\n"
+            f"Cookie: {client.cookie}\r\n\r\n"
+        ).encode()
+    )
     assert b"101" in raw.recv(4096).split(b"\r\n")[0]
     raw.sendall(bytes([0x83, 0x85]) + os.urandom(4) + b"hello")  # reserved opcode 3, masked
     raw.settimeout(10)
@@ -57,10 +63,18 @@ def test_malformed_websocket_frames_drop_only_that_connection(chat, live_stack, 
 
     async def others_fine():
         async with client.connect() as ws:
-            await send(ws, {"type": "send", "conversation": None, "content": "Hi \ud800 there\x00!\u202e",
-                            "params": {"max_new_tokens": 4}})
+            await send(
+                ws,
+                {
+                    "type": "send",
+                    "conversation": None,
+                    "content": "Hi \ud800 there\x00!\u202e",
+                    "params": {"max_new_tokens": 4},
+                },
+            )
             frames = await recv_until(ws, "done")
             return next(f for f in frames if f["type"] == "message")["message"]
+
     user_message = asyncio.run(others_fine())
     # lone surrogates and NUL are dropped before storing; other Unicode is kept as typed
     assert user_message["content"] == "Hi  there!\u202e"
@@ -80,11 +94,13 @@ def test_deeply_nested_frames_are_bad_json_and_lock_nobody_out(chat):
                 await ws.send(nested)
                 codes.append((await recv(ws))["code"])
         sockets = [await client.connect() for _ in range(10)]  # the default cap: all ten still open
-        await send(sockets[-1], {"type": "send", "conversation": None, "content": "still me",
-                                 "params": {"max_new_tokens": 2}})
+        await send(
+            sockets[-1], {"type": "send", "conversation": None, "content": "still me", "params": {"max_new_tokens": 2}}
+        )
         done = (await recv_until(sockets[-1], "done"))[-1]
         for ws in sockets:
             await ws.close()
         return codes, done
+
     codes, done = asyncio.run(go())
     assert codes == ["bad_json"] * 12 and done["status"] == "complete"

@@ -1,6 +1,7 @@
 """The live generations page on the real stack: a person's reply streams from the real worker, a reviewer sees
 it on the page (over HTTP, through Daphne) with that worker's name and its tokens so far, presses Cancel, and
 the person's socket gets ``done`` with status ``stopped`` and the text so far — the path of the person's Stop."""
+
 import asyncio
 import re
 import shutil
@@ -38,8 +39,9 @@ class Reviewer:
     def _open(self, path: str, data: dict | None = None) -> str:
         """GET (or POST ``data``), following a redirect by hand so the cookies it sets (messages) are kept."""
         body = urllib.parse.urlencode(data).encode() if data is not None else None
-        request = urllib.request.Request(self.origin + path, data=body, headers={
-            "Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())})
+        request = urllib.request.Request(
+            self.origin + path, data=body, headers={"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+        )
         try:
             response = urllib.request.build_opener(_NoRedirect).open(request, timeout=30)
         except urllib.error.HTTPError as err:
@@ -81,10 +83,20 @@ def screenshot(origin: str, session_cookie: str) -> None:
             page = browser.new_page(viewport={"width": 1400, "height": 520})
             errors = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("console", lambda msg: errors.append(msg.text)
-                    if msg.type == "error" and "Content Security Policy" in msg.text else None)
-            page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
-                    if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
+            page.on(
+                "console",
+                lambda msg: (
+                    errors.append(msg.text) if msg.type == "error" and "Content Security Policy" in msg.text else None
+                ),
+            )
+            page.on(
+                "response",
+                lambda r: (
+                    errors.append(f"{r.status} {r.url}")
+                    if r.status >= 400 and not r.url.endswith("/favicon.ico")
+                    else None
+                ),
+            )
             name, value = session_cookie.split("=", 1)
             page.context.add_cookies([{"name": name, "value": value, "url": origin}])
             page.goto(origin + PAGE)
@@ -118,8 +130,15 @@ def test_a_reviewer_sees_a_streaming_reply_and_cancels_it_like_a_stop(chat, live
 
     async def go():
         async with person.connect() as ws:
-            await send(ws, {"type": "send", "conversation": None, "params": {"max_new_tokens": 1000},
-                            "content": "Write a very long story about a dragon who learns to bake bread."})
+            await send(
+                ws,
+                {
+                    "type": "send",
+                    "conversation": None,
+                    "params": {"max_new_tokens": 1000},
+                    "content": "Write a very long story about a dragon who learns to bake bread.",
+                },
+            )
             frames = await recv_until(ws, "delta")
             reply_id = frames[-1]["message"]
             page, cells = await asyncio.to_thread(seen_with_tokens, reply_id)
@@ -141,6 +160,9 @@ def test_a_reviewer_sees_a_streaming_reply_and_cancels_it_like_a_stop(chat, live
     stored = Message.objects.get(pk=reply_id)
     assert (stored.status, stored.finish_reason, stored.content) == ("stopped", "cancelled", done["content"])
     event = AuditEvent.objects.get(action=AuditEvent.Action.CANCELLED_GENERATION, message_id=reply_id)
-    assert (event.actor_name, event.details["was"], event.details["outcome"]) == ("live-reviewer", "streaming",
-                                                                                 "stopping")
+    assert (event.actor_name, event.details["was"], event.details["outcome"]) == (
+        "live-reviewer",
+        "streaming",
+        "stopping",
+    )
     assert f'value="{reply_id}"' not in http.page()  # gone from the live page once ended

@@ -1,4 +1,5 @@
 """/metrics on the live stack, parsed with prometheus_client's own parser, around one real reply."""
+
 import asyncio
 import http.client
 import json
@@ -40,28 +41,39 @@ def test_metrics_move_after_a_real_reply_and_are_refused_to_other_addresses(chat
     async def go():
         async with client.connect() as ws:
             return await ask(ws, "Name a colour.", max_new_tokens=16)
+
     _, reply_id, frames = asyncio.run(go())
     done = frames[-1]
     assert done["status"] == "complete"
 
     status, text = scrape(live_stack.port)
     after = samples(text)
-    assert value(after, "chat_replies_total", status="complete") == value(before, "chat_replies_total",
-                                                                          status="complete") + 1
-    assert value(after, "chat_websocket_connections_total", outcome="accepted") >= \
-        value(before, "chat_websocket_connections_total", outcome="accepted") + 1
-    assert value(after, "chat_http_requests_total", method="GET", status="200") >= \
-        value(before, "chat_http_requests_total", method="GET", status="200") + 1  # the first scrape
+    assert (
+        value(after, "chat_replies_total", status="complete")
+        == value(before, "chat_replies_total", status="complete") + 1
+    )
+    assert (
+        value(after, "chat_websocket_connections_total", outcome="accepted")
+        >= value(before, "chat_websocket_connections_total", outcome="accepted") + 1
+    )
+    assert (
+        value(after, "chat_http_requests_total", method="GET", status="200")
+        >= value(before, "chat_http_requests_total", method="GET", status="200") + 1
+    )  # the first scrape
     for hist in ("chat_time_to_first_token_seconds", "chat_reply_tokens_per_second"):
         assert value(after, f"{hist}_count") == value(before, f"{hist}_count") + 1
         assert value(after, f"{hist}_sum") > value(before, f"{hist}_sum")
     ttft_s = done["timing"]["ttft_ms"] / 1000  # the observation landed in the buckets at and above it
-    moved = [float(dict(labels)["le"]) for (name, labels), v in after.items()
-             if name == "chat_time_to_first_token_seconds_bucket"
-             and v > value(before, name, **dict(labels))]
+    moved = [
+        float(dict(labels)["le"])
+        for (name, labels), v in after.items()
+        if name == "chat_time_to_first_token_seconds_bucket" and v > value(before, name, **dict(labels))
+    ]
     assert moved and min(moved) >= ttft_s
-    assert value(after, "chat_reply_tokens_total", kind="completion") == \
-        value(before, "chat_reply_tokens_total", kind="completion") + done["usage"]["completion_tokens"]
+    assert (
+        value(after, "chat_reply_tokens_total", kind="completion")
+        == value(before, "chat_reply_tokens_total", kind="completion") + done["usage"]["completion_tokens"]
+    )
     # Gauges: nothing waits or streams now; one live worker whose engine ran batches and looked up prompts.
     assert value(after, "chat_queue_depth") == 0 and value(after, "chat_workers") >= 1
     assert value(after, "chat_replies_active", status="streaming") == 0

@@ -6,6 +6,7 @@ The test's client connects from 127.0.0.2 (all of 127/8 is loopback) while nginx
 127.0.0.1, so the address Daphne logs and login throttling counts is the client's only because Daphne believed
 nginx's X-Forwarded-For. Daphne logs as in production (LOG_FORMAT=json): every line of its output must parse.
 """
+
 import asyncio
 import http.client
 import os
@@ -44,23 +45,25 @@ REQUESTS_IN_FLIGHT = 2  # per client address (the site's limit_conn, 32 in the s
 
 def sourced(path: Path) -> dict:
     """The variables ``path`` sets when a shell sources it, in an otherwise empty environment."""
-    out = subprocess.run(["env", "-i", "bash", "-c", f'set -a; . "{path}"; set +a; env -0'], capture_output=True,
-                         check=True, timeout=30).stdout
+    out = subprocess.run(
+        ["env", "-i", "bash", "-c", f'set -a; . "{path}"; set +a; env -0'], capture_output=True, check=True, timeout=30
+    ).stdout
     return dict(item.split("=", 1) for item in out.decode().split("\0") if item and "=" in item)
 
 
-def adapt(site: str, *, daphne_port: int, http_port: int, https_port: int, cert: Path, key: Path,
-          static: Path) -> str:
+def adapt(site: str, *, daphne_port: int, http_port: int, https_port: int, cert: Path, key: Path, static: Path) -> str:
     """The repo's site with loopback ports and the test's certificate and static folder; every swap must
     match, so the test fails if the shipped file changes under it."""
-    swaps = [("server 127.0.0.1:8000;", f"server 127.0.0.1:{daphne_port};"),
-             ("listen 80;", f"listen 127.0.0.1:{http_port};"),
-             ("listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl http2;"),
-             ("server_name chat.example.com;", "server_name 127.0.0.1;"),
-             ("/etc/letsencrypt/live/chat.example.com/fullchain.pem", str(cert)),
-             ("/etc/letsencrypt/live/chat.example.com/privkey.pem", str(key)),
-             ("/srv/chat-server/var/staticfiles/", f"{static}/"),
-             ("limit_conn chat_per_address 32;", f"limit_conn chat_per_address {REQUESTS_IN_FLIGHT};")]
+    swaps = [
+        ("server 127.0.0.1:8000;", f"server 127.0.0.1:{daphne_port};"),
+        ("listen 80;", f"listen 127.0.0.1:{http_port};"),
+        ("listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl http2;"),
+        ("server_name chat.example.com;", "server_name 127.0.0.1;"),
+        ("/etc/letsencrypt/live/chat.example.com/fullchain.pem", str(cert)),
+        ("/etc/letsencrypt/live/chat.example.com/privkey.pem", str(key)),
+        ("/srv/chat-server/var/staticfiles/", f"{static}/"),
+        ("limit_conn chat_per_address 32;", f"limit_conn chat_per_address {REQUESTS_IN_FLIGHT};"),
+    ]
     for old, new in swaps:
         assert old in site, f"deploy/nginx/chat.conf no longer has {old!r}"
         site = site.replace(old, new)
@@ -69,13 +72,16 @@ def adapt(site: str, *, daphne_port: int, http_port: int, https_port: int, cert:
 
 def nginx_conf(tmp: Path, site: Path) -> str:
     """A main configuration around the site: foreground, every file under ``tmp``."""
-    temp = "\n".join(f"    {kind}_temp_path {tmp / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi",
-                                                                      "scgi"))
-    return (("user root;\n" if os.geteuid() == 0 else "")  # its workers must read the test's 0700 temp dir
-            + f"daemon off;\nworker_processes 1;\npid {tmp / 'nginx.pid'};\nerror_log {tmp / 'error.log'} info;\n"
-            f"events {{ worker_connections 256; }}\n"
-            f"http {{\n    include /etc/nginx/mime.types;\n    access_log {tmp / 'access.log'};\n{temp}\n"
-            f"    include {site};\n}}\n")
+    temp = "\n".join(
+        f"    {kind}_temp_path {tmp / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return (
+        ("user root;\n" if os.geteuid() == 0 else "")  # its workers must read the test's 0700 temp dir
+        + f"daemon off;\nworker_processes 1;\npid {tmp / 'nginx.pid'};\nerror_log {tmp / 'error.log'} info;\n"
+        f"events {{ worker_connections 256; }}\n"
+        f"http {{\n    include /etc/nginx/mime.types;\n    access_log {tmp / 'access.log'};\n{temp}\n"
+        f"    include {site};\n}}\n"
+    )
 
 
 class Https:
@@ -86,16 +92,22 @@ class Https:
         self.origin = f"https://127.0.0.1:{port}"
 
     def request(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context, timeout=30,
-                                           source_address=(self.source, 0))
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", self.port, context=self.context, timeout=30, source_address=(self.source, 0)
+        )
         headers = {"X-Forwarded-For": SPOOFED, **(headers or {})}
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         data = None
         if body is not None:
             data = urllib.parse.urlencode(body)
-            headers.update({"Content-Type": "application/x-www-form-urlencoded", "Origin": self.origin,
-                            "Referer": f"{self.origin}{path}"})
+            headers.update(
+                {
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Origin": self.origin,
+                    "Referer": f"{self.origin}{path}",
+                }
+            )
         conn.request(method, path, body=data, headers=headers)
         response = conn.getresponse()
         content = response.read()
@@ -112,9 +124,29 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (openssl, as a deployer would make a test one)."""
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return cert, key
 
 
@@ -132,31 +164,65 @@ def proxied(live_stack, certificate, tmp_path_factory):
     daphne_port, http_port, https_port = stack.free_port(), stack.free_port(), stack.free_port()
     env = sourced(ENV_EXAMPLE)
     # What a deployer changes: where the data is, the key file, the host name and port, static files.
-    env.update({"DATABASE_URL": live_stack.env["DATABASE_URL"], "REDIS_URL": live_stack.env["REDIS_URL"],
-                "SECRET_KEY_FILE": str(tmp / "secret_key"), "ALLOWED_HOSTS": "127.0.0.1",
-                "CSRF_TRUSTED_ORIGINS": f"https://127.0.0.1:{https_port}", "PORT": str(daphne_port),
-                "STATIC_ROOT": str(tmp / "static"), "PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1",
-                "DJANGO_SETTINGS_MODULE": "chatsite.settings", "CHAT_LOGIN_FAILURE_LIMIT": str(LOGIN_LIMIT)})
+    env.update(
+        {
+            "DATABASE_URL": live_stack.env["DATABASE_URL"],
+            "REDIS_URL": live_stack.env["REDIS_URL"],
+            "SECRET_KEY_FILE": str(tmp / "secret_key"),
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "CSRF_TRUSTED_ORIGINS": f"https://127.0.0.1:{https_port}",
+            "PORT": str(daphne_port),
+            "STATIC_ROOT": str(tmp / "static"),
+            "PATH": os.environ["PATH"],
+            "PYTHONUNBUFFERED": "1",
+            "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+            "CHAT_LOGIN_FAILURE_LIMIT": str(LOGIN_LIMIT),
+        }
+    )
     subprocess.run([sys.executable, "-m", "chatsite.secret", env["SECRET_KEY_FILE"]], check=True, timeout=30)
-    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput"], cwd=stack.ROOT, env=env, check=True,
-                   timeout=120, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput"],
+        cwd=stack.ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+        stdout=subprocess.DEVNULL,
+    )
     site = tmp / "chat.conf"
     cert, key = certificate
-    site.write_text(adapt(SITE.read_text(), daphne_port=daphne_port, http_port=http_port, https_port=https_port,
-                          cert=cert, key=key, static=tmp / "static"))
+    site.write_text(
+        adapt(
+            SITE.read_text(),
+            daphne_port=daphne_port,
+            http_port=http_port,
+            https_port=https_port,
+            cert=cert,
+            key=key,
+            static=tmp / "static",
+        )
+    )
     (tmp / "nginx.conf").write_text(nginx_conf(tmp, site))
     daphne_log = tmp / "daphne.log"
     daphne = stack.start_daphne(daphne_port, env, stdout=open(daphne_log, "w"), stderr=subprocess.STDOUT)
-    nginx = subprocess.Popen([NGINX, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "error.log")],
-                             stdout=subprocess.DEVNULL, stderr=open(tmp / "nginx.out", "w"))
+    nginx = subprocess.Popen(
+        [NGINX, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "nginx.out", "w"),
+    )
     try:
         stack.wait_for_port(https_port, nginx, timeout=30)
     except Exception:
         stack.stop(nginx, daphne)
         raise AssertionError((tmp / "nginx.out").read_text() + (tmp / "error.log").read_text())
     context = ssl.create_default_context(cafile=str(cert))
-    yield {"env": env, "https_port": https_port, "http_port": http_port, "context": context,
-           "daphne_log": daphne_log, "tmp": tmp}
+    yield {
+        "env": env,
+        "https_port": https_port,
+        "http_port": http_port,
+        "context": context,
+        "daphne_log": daphne_log,
+        "tmp": tmp,
+    }
     stack.stop(nginx, daphne)
 
 
@@ -167,8 +233,9 @@ def log_in(client: Https, username: str, password: str = PASSWORD, token: str | 
         response, page = client.request("GET", "/accounts/login/")
         assert response.status == 200
         token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1).decode()
-    response, page = client.request("POST", "/accounts/login/", {"username": username, "password": password,
-                                                                  "csrfmiddlewaretoken": token})
+    response, page = client.request(
+        "POST", "/accounts/login/", {"username": username, "password": password, "csrfmiddlewaretoken": token}
+    )
     return response, page, token
 
 
@@ -196,7 +263,8 @@ def wait_for_records(proxied, found, timeout: float = 15.0) -> list[dict]:
 
 
 def test_https_through_nginx_sign_in_chat_over_wss_streamed_secure_cookies_client_address(
-        proxied, transactional_db, make_user):
+    proxied, transactional_db, make_user
+):
     user_id = make_user("proxied").pk
     client = Https(proxied["https_port"], proxied["context"])
     sign_in(client, "proxied")
@@ -211,13 +279,27 @@ def test_https_through_nginx_sign_in_chat_over_wss_streamed_secure_cookies_clien
     assert response.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"  # no preload
 
     async def chat():
-        async with websockets.connect(f"wss://127.0.0.1:{proxied['https_port']}/ws/chat/", ssl=proxied["context"],
-                                      local_addr=(CLIENT, 0), open_timeout=20,
-                                      additional_headers={"Cookie": f"sessionid={client.cookies['sessionid']}",
-                                                          "Origin": client.origin,
-                                                          "X-Forwarded-For": SPOOFED}) as ws:
-            await send(ws, {"type": "send", "conversation": None, "content": "Write a long story about a dragon.",
-                            "client_id": "t", "params": {"max_new_tokens": 64}})
+        async with websockets.connect(
+            f"wss://127.0.0.1:{proxied['https_port']}/ws/chat/",
+            ssl=proxied["context"],
+            local_addr=(CLIENT, 0),
+            open_timeout=20,
+            additional_headers={
+                "Cookie": f"sessionid={client.cookies['sessionid']}",
+                "Origin": client.origin,
+                "X-Forwarded-For": SPOOFED,
+            },
+        ) as ws:
+            await send(
+                ws,
+                {
+                    "type": "send",
+                    "conversation": None,
+                    "content": "Write a long story about a dragon.",
+                    "client_id": "t",
+                    "params": {"max_new_tokens": 64},
+                },
+            )
             frames, status_at_first_delta = [], None
             while True:
                 frame = await recv(ws, 120)
@@ -226,9 +308,11 @@ def test_https_through_nginx_sign_in_chat_over_wss_streamed_secure_cookies_clien
                 if frame["type"] == "delta" and status_at_first_delta is None:
                     # Not buffered by the proxy: the first delta is here while the reply is still being written.
                     status_at_first_delta = await database_sync_to_async(
-                        lambda: Message.objects.get(pk=frame["message"]).status)()
+                        lambda: Message.objects.get(pk=frame["message"]).status
+                    )()
                 if frame["type"] == "done":
                     return frames, status_at_first_delta
+
     frames, status_at_first_delta = asyncio.run(chat())
     deltas = [f for f in frames if f["type"] == "delta"]
     done = frames[-1]
@@ -238,8 +322,9 @@ def test_https_through_nginx_sign_in_chat_over_wss_streamed_secure_cookies_clien
     # Daphne's access records carry the client's address (from nginx's X-Forwarded-For), never nginx's nor the
     # spoofed one, and the person once known.
     # The socket's closing record is written once Daphne has seen the close, a moment after the test's.
-    access = wait_for_records(proxied, lambda records: any(r["message"] == "websocket /ws/chat/ closed"
-                                                           for r in records))
+    access = wait_for_records(
+        proxied, lambda records: any(r["message"] == "websocket /ws/chat/ closed" for r in records)
+    )
     login = [r for r in access if r["method"] == "POST" and r["path"] == "/accounts/login/"]
     assert login and login[-1]["status"] == 302 and login[-1]["client"] == CLIENT
     assert login[-1]["user_id"] == user_id and login[-1]["duration_ms"] >= 0
@@ -250,7 +335,8 @@ def test_https_through_nginx_sign_in_chat_over_wss_streamed_secure_cookies_clien
 
 
 def test_failed_logins_through_nginx_count_against_the_clients_address_and_lock_it(
-        proxied, transactional_db, make_user):
+    proxied, transactional_db, make_user
+):
     from axes.models import AccessAttempt
 
     make_user("guarded")
@@ -264,8 +350,11 @@ def test_failed_logins_through_nginx_count_against_the_clients_address_and_lock_
         response, page, _ = log_in(guesser, "guarded", PASSWORD, token)  # the right password, same address
         assert response.status == 429 and "sessionid" not in guesser.cookies
         sign_in(Https(proxied["https_port"], proxied["context"], source=NEIGHBOUR), "guarded")  # not locked
-        refused = [r for r in wait_for_records(proxied, lambda records: False, timeout=0)
-                   if r["path"] == "/accounts/login/" and r["status"] == 429]
+        refused = [
+            r
+            for r in wait_for_records(proxied, lambda records: False, timeout=0)
+            if r["path"] == "/accounts/login/" and r["status"] == 429
+        ]
         assert len(refused) == 2 and {r["client"] for r in refused} == {CLIENT}
     finally:  # the lock is by address: the module's other tests sign in from CLIENT too
         AccessAttempt.objects.filter(ip_address=CLIENT).delete()
@@ -287,8 +376,7 @@ def test_static_files_come_from_nginx_and_plain_http_is_redirected(proxied):
     assert response.status == 413
 
 
-def test_one_address_holds_so_many_requests_at_once_and_its_neighbour_is_served(proxied, transactional_db,
-                                                                                 make_user):
+def test_one_address_holds_so_many_requests_at_once_and_its_neighbour_is_served(proxied, transactional_db, make_user):
     """Two API streams held open from the test's address fill its requests in flight: a third request from it
     is refused by nginx with a sentence and a code, the neighbour's is served, and once the streams are closed
     (which stops their replies) the address is served again."""
@@ -299,15 +387,26 @@ def test_one_address_holds_so_many_requests_at_once_and_its_neighbour_is_served(
     from chat.api import services
 
     key = services.api_key_create(owner=make_user("holder"), name="held").plaintext
-    body = json.dumps({"model": settings.CHAT_MODEL, "stream": True,
-                       "max_tokens": 400, "messages": [{"role": "user", "content": "Write a long story."}]})
+    body = json.dumps(
+        {
+            "model": settings.CHAT_MODEL,
+            "stream": True,
+            "max_tokens": 400,
+            "messages": [{"role": "user", "content": "Write a long story."}],
+        }
+    )
     held = []
     try:
         for _ in range(REQUESTS_IN_FLIGHT):
-            conn = http.client.HTTPSConnection("127.0.0.1", proxied["https_port"], context=proxied["context"],
-                                               timeout=30, source_address=(CLIENT, 0))
-            conn.request("POST", "/v1/chat/completions", body=body, headers={
-                "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+            conn = http.client.HTTPSConnection(
+                "127.0.0.1", proxied["https_port"], context=proxied["context"], timeout=30, source_address=(CLIENT, 0)
+            )
+            conn.request(
+                "POST",
+                "/v1/chat/completions",
+                body=body,
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            )
             response = conn.getresponse()  # the headers: the stream is open, its body left unread
             assert response.status == 200, response.read()
             held.append(conn)
@@ -321,13 +420,20 @@ def test_one_address_holds_so_many_requests_at_once_and_its_neighbour_is_served(
         for conn in held:
             conn.close()
     deadline = time.monotonic() + 10
-    while (status := Https(proxied["https_port"], proxied["context"]).request("GET", "/healthz")[0].status) != 200 \
-            and time.monotonic() < deadline:
+    while (
+        status := Https(proxied["https_port"], proxied["context"]).request("GET", "/healthz")[0].status
+    ) != 200 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert status == 200
 
 
 def test_check_deploy_is_clean_with_the_production_environment(proxied):
-    out = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                         cwd=stack.ROOT, env=proxied["env"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=stack.ROOT,
+        env=proxied["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and "no issues" in out.stdout, out.stdout + out.stderr

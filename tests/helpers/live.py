@@ -1,6 +1,7 @@
 """The real stack for end-to-end and browser tests: Redis (embedded or REDIS_URL), a Celery worker process
 holding the bundled model, and Daphne, all on loopback and sharing the test database. The fixtures are
 re-exported by tests/conftest.py."""
+
 import asyncio
 import json
 import os
@@ -51,8 +52,9 @@ class Stack:
         """Start a worker process and wait until its model is loaded; the newest is ``self.worker``."""
         log = self.logs / f"{name}.log"
         threads = int(self.env.get("CHAT_MAX_BATCH", LIVE_BATCH))  # one thread per batch row: every row usable
-        proc = stack.start_worker(self.env, concurrency=threads, name=name, stdout=open(log, "w"),
-                                  stderr=subprocess.STDOUT)
+        proc = stack.start_worker(
+            self.env, concurrency=threads, name=name, stdout=open(log, "w"), stderr=subprocess.STDOUT
+        )
         _wait_for_log(log, "ready.", proc)
         _wait_for_log(log, "model ", proc)
         self.worker = proc
@@ -74,9 +76,16 @@ def live_stack(django_db_setup, django_db_blocker):
     env = dict(os.environ)
     # The frame rate is a person's, over all their sockets (chat/limits/sockets.py): the flood tests here send fifty
     # frames at once to prove other limits, and the rate's own tests are the consumer's.
-    env.update({"DATABASE_URL": _database_url(connection.settings_dict), "CHAT_MAX_BATCH": str(LIVE_BATCH),
-                "CHAT_FRAME_RATE": "1000/second",
-                "CHAT_STREAM_FLUSH_MS": "40", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "DATABASE_URL": _database_url(connection.settings_dict),
+            "CHAT_MAX_BATCH": str(LIVE_BATCH),
+            "CHAT_FRAME_RATE": "1000/second",
+            "CHAT_STREAM_FLUSH_MS": "40",
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     redis.Redis.from_url(env["REDIS_URL"]).delete(SHARED_QUEUE)  # tasks left by unit tests, never consumed
     s = Stack(stack.free_port(), env, logs)
     s.start_worker()
@@ -87,9 +96,11 @@ def live_stack(django_db_setup, django_db_blocker):
 
 def clients_for(stack_, make_user, session_cookie):
     """A factory: ``for_user("alice")`` → (a fresh user, a websocket client signed in as them on ``stack_``)."""
+
     def for_user(name="alice"):
         user = make_user(name)
         return user, Client(stack_, session_cookie(user))
+
     return for_user
 
 
@@ -105,9 +116,11 @@ class Client:
         self.stack, self.cookie = stack_, cookie
 
     def connect(self, origin=None):
-        return websockets.connect(self.stack.url, additional_headers={"Cookie": self.cookie,
-                                                                      "Origin": origin or self.stack.origin},
-                                  max_size=2**22)
+        return websockets.connect(
+            self.stack.url,
+            additional_headers={"Cookie": self.cookie, "Origin": origin or self.stack.origin},
+            max_size=2**22,
+        )
 
 
 async def send(ws, frame: dict) -> None:

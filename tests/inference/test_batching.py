@@ -1,5 +1,6 @@
 """The running batch on its own: admitting, decoding and dropping rows keeps its five fields in step, and the
 rows decode the same tokens as ``generate`` would give each prompt alone. A tiny random Llama, greedy."""
+
 import torch
 
 from inference.batching import Plan, RunningBatch, prefill_inputs
@@ -14,8 +15,11 @@ def requests(tokenizer, *texts):
     out = []
     for text in texts:
         ids = tokenizer.encode(text)
-        out.append(Request(GenerationRequest(ids, request_id=text), RequestHandle(text, engine=None),
-                           Detokenizer(tokenizer, ())))
+        out.append(
+            Request(
+                GenerationRequest(ids, request_id=text), RequestHandle(text, engine=None), Detokenizer(tokenizer, ())
+            )
+        )
     return out
 
 
@@ -23,8 +27,14 @@ def prefill(model, reqs):
     """What the engine hands ``merge`` after one prefill forward: the rows' cache, mask, first tokens, positions."""
     plans = [Plan(r, r.generation.input_ids) for r in reqs]
     ids, mask, positions, cache = prefill_inputs(plans, model.config, pad_id=0, device="cpu")
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-                logits_to_keep=1)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
     return reqs, out.past_key_values, mask, out.logits[:, -1, :].argmax(-1), mask.sum(-1)
 
 

@@ -1,4 +1,5 @@
 """The batching engine with tiny random models: same tokens as ``generate``, joins and leaves, stops."""
+
 import queue
 import time
 
@@ -9,16 +10,28 @@ from inference.engine import BatchEngine, GenerationRequest
 from inference.output import Finished, Piece, coalesce
 from inference.sampling import SamplingParams
 
-PROMPTS = ["Hello there", "What is the capital of France? Answer briefly.", "One", "Tell me a story about a cat",
-           "2+2="]
+PROMPTS = [
+    "Hello there",
+    "What is the capital of France? Answer briefly.",
+    "One",
+    "Tell me a story about a cat",
+    "2+2=",
+]
 
 
 def greedy_reference(model, tokenizer, prompt_ids, n):
     ids = torch.tensor([prompt_ids])
     with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
-                             eos_token_id=None, pad_token_id=0, min_new_tokens=n)
-    return out[0, ids.shape[1]:].tolist()
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+            min_new_tokens=n,
+        )
+    return out[0, ids.shape[1] :].tolist()
 
 
 def run(handle):
@@ -68,8 +81,9 @@ def test_cancel_ends_within_a_step_keeps_text_and_frees_the_row(engine, tokenize
 
 def test_cancel_that_overtakes_its_request_still_wins(engine, tokenizer):
     engine.cancel("early")
-    handle = engine.submit(GenerationRequest(tokenizer.encode("Hi"), SamplingParams(max_new_tokens=50),
-                                             request_id="early"))
+    handle = engine.submit(
+        GenerationRequest(tokenizer.encode("Hi"), SamplingParams(max_new_tokens=50), request_id="early")
+    )
     pieces, done = run(handle)
     assert done.reason == "cancelled" and done.completion_tokens == 0 and pieces == []
 
@@ -78,7 +92,7 @@ def test_eos_token_ends_the_reply_and_is_not_shown(tiny_llama, tokenizer):
     prompt = tokenizer.encode("Hello there")
     tokens = greedy_reference(tiny_llama, tokenizer, prompt, 6)
     eos = tokens[3]
-    expected_tokens = tokens[:tokens.index(eos)]
+    expected_tokens = tokens[: tokens.index(eos)]
     eng = BatchEngine(tiny_llama, tokenizer, eos_ids={eos}).start()
     try:
         pieces, done = run(eng.submit(GenerationRequest(prompt, SamplingParams(max_new_tokens=50))))
@@ -97,14 +111,15 @@ def test_stop_string_of_a_base_model_truncates_the_reply(tiny_gpt2, plain_tokeni
     try:
         _, free = run(eng.submit(GenerationRequest(prompt.input_ids, SamplingParams(max_new_tokens=20))))
         # Whatever this random model writes, a stop string taken from the middle of it must cut it there.
-        stop = free.text[len(free.text) // 2:][:3]
+        stop = free.text[len(free.text) // 2 :][:3]
         assert stop.strip()
-        pieces, done = run(eng.submit(GenerationRequest(prompt.input_ids, SamplingParams(max_new_tokens=20),
-                                                        stop_strings=(stop,))))
+        pieces, done = run(
+            eng.submit(GenerationRequest(prompt.input_ids, SamplingParams(max_new_tokens=20), stop_strings=(stop,)))
+        )
     finally:
         eng.shutdown()
     assert done.reason == "stop"
-    assert done.text == free.text[:free.text.index(stop)]
+    assert done.text == free.text[: free.text.index(stop)]
     assert "".join(pieces) == done.text
 
 
@@ -153,8 +168,9 @@ def test_sampled_requests_differ_but_stay_within_bounds(engine, tokenizer):
     texts = {run(engine.submit(GenerationRequest(prompt, params)))[1].text for _ in range(3)}
     assert len(texts) > 1
     # top_p so small that only the best token survives is greedy, whatever the temperature
-    narrow = run(engine.submit(GenerationRequest(prompt, SamplingParams(temperature=2.0, top_p=1e-9,
-                                                                         max_new_tokens=10))))[1]
+    narrow = run(
+        engine.submit(GenerationRequest(prompt, SamplingParams(temperature=2.0, top_p=1e-9, max_new_tokens=10)))
+    )[1]
     greedy = run(engine.submit(GenerationRequest(prompt, SamplingParams(max_new_tokens=10))))[1]
     assert narrow.text == greedy.text
 
@@ -164,23 +180,29 @@ def test_a_seeded_request_samples_the_same_tokens_alone_or_batched_and_another_s
     seeded = SamplingParams(temperature=1.0, max_new_tokens=12, seed=1234)
     alone = run(engine.submit(GenerationRequest(prompt, seeded)))[1].text
     # The same request again, joining a running batch of unseeded sampled and greedy rows midway.
-    others = [engine.submit(GenerationRequest(tokenizer.encode(p), SamplingParams(
-        temperature=t, max_new_tokens=30))) for p, t in zip(PROMPTS, (1.0, 0.0, 1.5))]
+    others = [
+        engine.submit(GenerationRequest(tokenizer.encode(p), SamplingParams(temperature=t, max_new_tokens=30)))
+        for p, t in zip(PROMPTS, (1.0, 0.0, 1.5))
+    ]
     others[0].get(timeout=30)
     batched = engine.submit(GenerationRequest(prompt, seeded))
     again = run(batched)[1].text
     for handle in others:
         run(handle)
-    other_seed = run(engine.submit(GenerationRequest(prompt, SamplingParams(temperature=1.0, max_new_tokens=12,
-                                                                             seed=4321))))[1].text
-    unseeded = {run(engine.submit(GenerationRequest(prompt, SamplingParams(temperature=1.0, max_new_tokens=12))))[1]
-                .text for _ in range(2)}
+    other_seed = run(
+        engine.submit(GenerationRequest(prompt, SamplingParams(temperature=1.0, max_new_tokens=12, seed=4321)))
+    )[1].text
+    unseeded = {
+        run(engine.submit(GenerationRequest(prompt, SamplingParams(temperature=1.0, max_new_tokens=12))))[1].text
+        for _ in range(2)
+    }
     assert again == alone and other_seed != alone
     assert len(unseeded) == 2 and alone not in unseeded  # without a seed: the shared generator, as before
 
 
-@pytest.mark.parametrize("kwargs", [{"temperature": -0.1}, {"temperature": 2.5}, {"top_p": 0}, {"top_p": 1.2},
-                                    {"max_new_tokens": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"temperature": -0.1}, {"temperature": 2.5}, {"top_p": 0}, {"top_p": 1.2}, {"max_new_tokens": 0}]
+)
 def test_sampling_params_out_of_bounds_are_refused(kwargs):
     with pytest.raises(ValueError):
         SamplingParams(**kwargs)

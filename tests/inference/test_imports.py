@@ -1,4 +1,5 @@
 """``inference/`` is the Django-free bottom layer: importing all of it must never pull in Django or ``chat``."""
+
 import json
 import subprocess
 import sys

@@ -1,4 +1,5 @@
 """Standalone defaults: inference reads the environment in one place, and only as a fallback."""
+
 from pathlib import Path
 
 from inference.loading import BUNDLED, default_cache_dir, default_model, env_default

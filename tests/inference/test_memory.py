@@ -1,4 +1,5 @@
 """A worker's engine stays flat over many generations: no growth of caches, handles or bookkeeping."""
+
 import collections
 import ctypes
 import gc

@@ -1,5 +1,6 @@
 """The prefix cache: reused states give exactly the tokens a fresh computation gives, and the cache stays
 within its budget. Real tiny models, compared with ``generate``."""
+
 import time
 
 import pytest
@@ -89,8 +90,13 @@ def test_next_turn_reuses_the_previous_prompt_and_reply(cached_engine, tiny_llam
     answer_ids = greedy_reference(tiny_llama, tokenizer, ids, N)
     first = reply(cached_engine, ids)
     # The next turn as the chat template renders it: the reply's tokens follow the previous prompt.
-    turn2 = ids + answer_ids + tokenizer.encode("<|im_end|>\n<|im_start|>user\nAnd then?<|im_end|>\n"
-                                                "<|im_start|>assistant\n", add_special_tokens=False)
+    turn2 = (
+        ids
+        + answer_ids
+        + tokenizer.encode(
+            "<|im_end|>\n<|im_start|>user\nAnd then?<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False
+        )
+    )
     before = cached_engine.prefix_cache.stats.tokens_reused
     second = reply(cached_engine, turn2)
     reused = cached_engine.prefix_cache.stats.tokens_reused - before
@@ -100,8 +106,10 @@ def test_next_turn_reuses_the_previous_prompt_and_reply(cached_engine, tiny_llam
 
 
 def test_requests_arriving_together_share_their_common_start(cached_engine, tiny_llama, tokenizer):
-    prompts = [chat_ids(tokenizer, q) for q in ("Hello there", "Hello there", "A different question entirely",
-                                                 "Hello there, and more")]
+    prompts = [
+        chat_ids(tokenizer, q)
+        for q in ("Hello there", "Hello there", "A different question entirely", "Hello there, and more")
+    ]
     common = min(len(p) for p in prompts) - 1
     common = next((i for i in range(common) if any(p[i] != prompts[0][i] for p in prompts)), common)
     handles = cached_engine.submit_many([GenerationRequest(p, SamplingParams(max_new_tokens=N)) for p in prompts])
@@ -118,8 +126,9 @@ def test_warm_and_cold_requests_in_one_prefill_and_joining_a_running_batch(cache
     warm = chat_ids(tokenizer, "Warm question")
     reply(cached_engine, warm, 2)
     long_cold = chat_ids(tokenizer, "A long cold prompt " * 20)
-    running = cached_engine.submit(GenerationRequest(chat_ids(tokenizer, "Keep going"),
-                                                     SamplingParams(max_new_tokens=40)))
+    running = cached_engine.submit(
+        GenerationRequest(chat_ids(tokenizer, "Keep going"), SamplingParams(max_new_tokens=40))
+    )
     running.get(timeout=30)  # the batch is decoding when the others join
     batch = [warm, long_cold, warm + tokenizer.encode(" extra", add_special_tokens=False), chat_ids(tokenizer, "x")]
     handles = [cached_engine.submit(GenerationRequest(p, SamplingParams(max_new_tokens=N))) for p in batch]
@@ -150,8 +159,15 @@ def lively_gpt2(plain_tokenizer):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(plain_tokenizer), n_embd=64, n_layer=2, n_head=4, n_positions=256,
-                        initializer_range=0.3, eos_token_id=plain_tokenizer.eos_token_id)
+    config = GPT2Config(
+        vocab_size=len(plain_tokenizer),
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        n_positions=256,
+        initializer_range=0.3,
+        eos_token_id=plain_tokenizer.eos_token_id,
+    )
     return GPT2LMHeadModel(config).eval()
 
 

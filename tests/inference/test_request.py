@@ -1,4 +1,5 @@
 """A request's own state: how each sampled token is accepted and why the request ends, and its final event."""
+
 import json
 import queue
 
@@ -12,8 +13,12 @@ from inference.sampling import SamplingParams
 
 
 def make(tokenizer, prompt_len=3, max_new_tokens=50, stop_strings=()):
-    generation = GenerationRequest(list(range(100, 100 + prompt_len)), SamplingParams(max_new_tokens=max_new_tokens),
-                                   stop_strings=stop_strings, request_id="x")
+    generation = GenerationRequest(
+        list(range(100, 100 + prompt_len)),
+        SamplingParams(max_new_tokens=max_new_tokens),
+        stop_strings=stop_strings,
+        request_id="x",
+    )
     return Request(generation, RequestHandle("x", engine=None), Detokenizer(tokenizer, stop_strings))
 
 

@@ -1,5 +1,6 @@
 """``sample_next``: a seeded row draws from its own generator only, and costs the batch nothing of its own on
 the device; the draw follows the row's nucleus."""
+
 import collections
 
 import pytest
@@ -32,15 +33,15 @@ def test_a_seeded_row_draws_from_its_own_generator_only():
     flipped = row.clone()
     row[0, 10], row[0, 20] = 1.0, 1.0 + 1e-6
     flipped[0, 10], flipped[0, 20] = 1.0 + 1e-6, 1.0
-    assert [int(sample_next(row, [1.0], [1.0], [own(s)])[0]) for s in range(12)] == \
-        [int(sample_next(flipped, [1.0], [1.0], [own(s)])[0]) for s in range(12)]
+    assert [int(sample_next(row, [1.0], [1.0], [own(s)])[0]) for s in range(12)] == [
+        int(sample_next(flipped, [1.0], [1.0], [own(s)])[0]) for s in range(12)
+    ]
 
 
 def test_the_draw_follows_the_nucleus_and_never_leaves_it():
     """Probabilities 0.5, 0.3, 0.2 with top_p 0.75 keep the first two (renormalised: 0.625, 0.375)."""
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]])).repeat(4000, 1)
-    picks = collections.Counter(sample_next(logits, [1.0] * 4000, [0.75] * 4000, [own(1)] + [None] * 3999)
-                                .tolist())
+    picks = collections.Counter(sample_next(logits, [1.0] * 4000, [0.75] * 4000, [own(1)] + [None] * 3999).tolist())
     assert set(picks) == {0, 1}
     assert abs(picks[0] / 4000 - 0.625) < 0.04  # ~5 standard deviations
     whole = collections.Counter(sample_next(logits, [1.0] * 4000, [1.0] * 4000).tolist())
@@ -56,8 +57,7 @@ class DeviceOps(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if any(isinstance(t, torch.Tensor) and t.device == self.device
-               for t in torch.utils._pytree.tree_leaves(out)):
+        if any(isinstance(t, torch.Tensor) and t.device == self.device for t in torch.utils._pytree.tree_leaves(out)):
             self.ops[func.overloadpacket.__name__] += 1
         return out
 

@@ -1,4 +1,5 @@
 """The one-at-a-time comparison engine and the benchmark's measuring functions, on a tiny random model."""
+
 from inference.bench import bandwidth, bench_engine, bench_generate, table
 from inference.engine import BatchEngine, GenerationRequest
 from inference.output import Piece
@@ -37,8 +38,16 @@ def test_bench_measures_every_level_with_exact_token_counts(tiny_llama, tokenize
     assert all(r["ttft_p50_ms"] <= r["ttft_p95_ms"] for r in rows)
     rows[0].update(bandwidth(tiny_llama, rows[0], len(ids), 6))
     assert rows[0]["bytes_per_step"] > sum(p.numel() * 4 for p in tiny_llama.parameters())
-    report = {"machine": {}, "model": "tiny", "device": "cpu", "dtype": "float32", "prompt_tokens": len(ids),
-              "tokens": 6, "raw_generate": raw, "engine": rows}
+    report = {
+        "machine": {},
+        "model": "tiny",
+        "device": "cpu",
+        "dtype": "float32",
+        "prompt_tokens": len(ids),
+        "tokens": 6,
+        "raw_generate": raw,
+        "engine": rows,
+    }
     assert "| engine | 3 |" in table(report)
 
 
@@ -52,12 +61,14 @@ def test_serial_and_batch_engines_end_a_stop_string_reply_alike(tiny_gpt2, plain
         free = list(batch.submit(GenerationRequest(ids, SamplingParams(max_new_tokens=20))))[-1]
         words = free.text.split()
         stop = next((w for w in words if w != words[0]), words[-1])  # a random model repeats itself: skip that
-        ended = [list(engine.submit(GenerationRequest(ids, SamplingParams(max_new_tokens=20),
-                                                      stop_strings=(stop,))))[-1] for engine in (serial, batch)]
+        ended = [
+            list(engine.submit(GenerationRequest(ids, SamplingParams(max_new_tokens=20), stop_strings=(stop,))))[-1]
+            for engine in (serial, batch)
+        ]
     finally:
         serial.shutdown()
         batch.shutdown()
     a, b = ended
-    assert a.reason == b.reason == "stop" and a.text == b.text == free.text[:free.text.index(stop)]
+    assert a.reason == b.reason == "stop" and a.text == b.text == free.text[: free.text.index(stop)]
     assert a.completion_tokens == b.completion_tokens < 20
     assert a.text  # the stop string came after some text, as in a real reply

@@ -1,5 +1,6 @@
 """The real launcher, ``python -m chatsite.stack``, as a child process with its own port, Redis directory and
 SQLite file; whatever it started is killed when a test ends, however it ends."""
+
 import os
 import re
 import signal
@@ -21,8 +22,14 @@ class Launcher:
     def __init__(self, env: dict, log_path: Path):
         self.log_path = log_path
         # Its own session: at the end one killpg reaches every process it started, restarted ones included.
-        self.proc = subprocess.Popen([sys.executable, "-m", "chatsite.stack"], cwd=stack.ROOT, env=env,
-                                     stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chatsite.stack"],
+            cwd=stack.ROOT,
+            env=env,
+            stdout=open(log_path, "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.env, self.port = env, int(env["PORT"])
 
     def log(self) -> str:
@@ -61,8 +68,14 @@ class Launcher:
 def launcher_db(tmp_path_factory) -> str:
     """A migrated SQLite file for the launcher's Daphne and worker (apart from the test database)."""
     url = f"sqlite:///{tmp_path_factory.mktemp('launcher-db') / 'db.sqlite3'}"
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=stack.ROOT, check=True, timeout=120,
-                   env={**os.environ, "DATABASE_URL": url}, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=stack.ROOT,
+        check=True,
+        timeout=120,
+        env={**os.environ, "DATABASE_URL": url},
+        stdout=subprocess.DEVNULL,
+    )
     return url
 
 
@@ -70,9 +83,16 @@ def launcher_db(tmp_path_factory) -> str:
 def launcher_env(launcher_db, tmp_path) -> dict:
     """The launcher's environment: embedded Redis in a temp dir (REDIS_URL removed), a free port, SQLite."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CHAT_TEST_EMBEDDED_REDIS")}
-    env.update({"PORT": str(stack.free_port()), "CHAT_REDIS_DIR": str(tmp_path / "redis"),
-                "DATABASE_URL": launcher_db, "WORKER_CONCURRENCY": "4", "LOG_LEVEL": "INFO",
-                "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "PORT": str(stack.free_port()),
+            "CHAT_REDIS_DIR": str(tmp_path / "redis"),
+            "DATABASE_URL": launcher_db,
+            "WORKER_CONCURRENCY": "4",
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -85,6 +105,7 @@ def start_launcher(tmp_path):
         launcher = Launcher(env, tmp_path / f"launcher-{len(started)}.log")
         started.append(launcher)
         return launcher
+
     yield start
     for launcher in started:
         launcher.kill_all()

@@ -1,4 +1,5 @@
 """The launcher's restart back-off, with stand-in processes and a clock the test moves."""
+
 import time
 
 from chatsite.stack import Service

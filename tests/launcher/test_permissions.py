@@ -1,4 +1,5 @@
 """What var/ holds is for this account only: the directory 0700, the secret key and the SQLite file 0600."""
+
 import os
 import stat
 import subprocess
@@ -64,14 +65,17 @@ def test_settings_make_var_0700_and_the_sqlite_file_and_its_wal_0600(tmp_path):
     """Settings as the launcher's processes read them, with a permissive umask and a var/ left 0755."""
     stack.ROOT.joinpath("var").chmod(0o755)
     db = tmp_path / "db.sqlite3"
-    code = ("import os, stat; os.umask(0o022); import django; django.setup(); from django.db import connection; "
-            "c = connection.cursor(); c.execute('CREATE TABLE t (x)'); c.execute('INSERT INTO t VALUES (1)'); "
-            "name = connection.settings_dict['NAME']; "
-            "print([oct(stat.S_IMODE(os.stat(name + end).st_mode)) for end in ('', '-wal', '-shm')])")
+    code = (
+        "import os, stat; os.umask(0o022); import django; django.setup(); from django.db import connection; "
+        "c = connection.cursor(); c.execute('CREATE TABLE t (x)'); c.execute('INSERT INTO t VALUES (1)'); "
+        "name = connection.settings_dict['NAME']; "
+        "print([oct(stat.S_IMODE(os.stat(name + end).st_mode)) for end in ('', '-wal', '-shm')])"
+    )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatsite.settings", "DATABASE_URL": f"sqlite:///{db}"}
     env.pop("SECRET_KEY", None)
-    out = subprocess.run([sys.executable, "-c", code], cwd=stack.ROOT, env=env, capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=stack.ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     # While it is open (WAL mode) SQLite keeps -wal and -shm files beside it, with the database file's mode.
     assert out.strip() == "['0o600', '0o600', '0o600']"
     assert mode(stack.ROOT / "var") == 0o700

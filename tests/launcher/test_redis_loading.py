@@ -1,5 +1,6 @@
 """Start-up with a large append-only file: Redis answers LOADING for seconds, and everything the launcher asks
 it waits that out; the embedded Redis keeps its file near the size of its live data."""
+
 import shutil
 import subprocess
 import time

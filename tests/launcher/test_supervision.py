@@ -1,4 +1,5 @@
 """`make run` survives its children: a killed worker or Daphne is started again and the site stays up."""
+
 import asyncio
 import json
 import signal
@@ -43,20 +44,40 @@ def wait_for_heartbeat(client, member: str, timeout: float) -> None:
 
 def session_cookie(env: dict) -> str:
     """A signed-in user in the launcher's database (not the test database), as a Cookie header value."""
-    code = ("import django; django.setup(); from django.contrib.auth import get_user_model; "
-            "from django.test import Client; user = get_user_model().objects.create_user('alice', password='x'); "
-            "client = Client(); client.force_login(user); print(client.cookies['sessionid'].value)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=stack.ROOT, capture_output=True, text=True,
-                         env={**env, "DJANGO_SETTINGS_MODULE": "chatsite.settings"}, timeout=60, check=True).stdout
+    code = (
+        "import django; django.setup(); from django.contrib.auth import get_user_model; "
+        "from django.test import Client; user = get_user_model().objects.create_user('alice', password='x'); "
+        "client = Client(); client.force_login(user); print(client.cookies['sessionid'].value)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=stack.ROOT,
+        capture_output=True,
+        text=True,
+        env={**env, "DJANGO_SETTINGS_MODULE": "chatsite.settings"},
+        timeout=60,
+        check=True,
+    ).stdout
     return f"sessionid={out.strip()}"
 
 
 async def chat_once(port: int, cookie: str) -> dict:
     """Send one message over a websocket; the reply's done frame."""
-    async with websockets.connect(f"ws://127.0.0.1:{port}/ws/chat/", open_timeout=10,
-                                  additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"}) as ws:
-        await send(ws, {"type": "send", "conversation": None, "content": "Say hello.", "client_id": "t",
-                        "params": {"max_new_tokens": 8}})
+    async with websockets.connect(
+        f"ws://127.0.0.1:{port}/ws/chat/",
+        open_timeout=10,
+        additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"},
+    ) as ws:
+        await send(
+            ws,
+            {
+                "type": "send",
+                "conversation": None,
+                "content": "Say hello.",
+                "client_id": "t",
+                "params": {"max_new_tokens": 8},
+            },
+        )
         return (await recv_until(ws, "done", timeout=60))[-1]
 
 

@@ -1,6 +1,7 @@
 """`WORKERS=2 make run`: two worker processes that divide the cores, each pinned to its GPU by CHAT_WORKER_GPUS,
 both heartbeat and both answer; with LOG_FORMAT=json every line of the whole output is one JSON object; commands
 run beside the launcher find its embedded Redis through the URL it records."""
+
 import asyncio
 import http.client
 import os
@@ -37,21 +38,29 @@ def environ_of(pid: int) -> dict:
 
 def cookies_for(env: dict, usernames: list[str]) -> list[str]:
     """Signed-in users in the launcher's database (not the test database), as Cookie header values."""
-    code = ("import django; django.setup(); from django.contrib.auth import get_user_model; "
-            "from django.test import Client\n"
-            f"for name in {usernames!r}:\n"
-            "    user = get_user_model().objects.create_user(name, password='x'); client = Client(); "
-            "client.force_login(user); print(client.cookies['sessionid'].value)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=stack.ROOT, capture_output=True, text=True,
-                         env={**env, "DJANGO_SETTINGS_MODULE": "chatsite.settings"}, timeout=60, check=True).stdout
+    code = (
+        "import django; django.setup(); from django.contrib.auth import get_user_model; "
+        "from django.test import Client\n"
+        f"for name in {usernames!r}:\n"
+        "    user = get_user_model().objects.create_user(name, password='x'); client = Client(); "
+        "client.force_login(user); print(client.cookies['sessionid'].value)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=stack.ROOT,
+        capture_output=True,
+        text=True,
+        env={**env, "DJANGO_SETTINGS_MODULE": "chatsite.settings"},
+        timeout=60,
+        check=True,
+    ).stdout
     return [f"sessionid={line.strip()}" for line in out.splitlines()]
 
 
 def test_two_workers_divide_the_cores_both_heartbeat_and_both_answer(launcher_env, start_launcher, tmp_path):
     cores = len(os.sched_getaffinity(0))
     # Pinned to GPUs 0 and 1: on a CPU host the names only travel (CHAT_DEVICE=auto finds no CUDA either way).
-    env = {**launcher_env, "WORKERS": "2", "WORKER_CONCURRENCY": "8", "LOG_FORMAT": "json",
-           "CHAT_WORKER_GPUS": "0,1"}
+    env = {**launcher_env, "WORKERS": "2", "WORKER_CONCURRENCY": "8", "LOG_FORMAT": "json", "CHAT_WORKER_GPUS": "0,1"}
     env.pop("CHAT_TORCH_THREADS", None)
     env.pop("CUDA_VISIBLE_DEVICES", None)
     launcher = start_launcher(env)
@@ -70,9 +79,20 @@ def test_two_workers_divide_the_cores_both_heartbeat_and_both_answer(launcher_en
     recorded = (tmp_path / "redis" / "redis.url").read_text().strip()
     assert recorded == launcher.redis_url()
     beside = {k: v for k, v in env.items() if k != "REDIS_URL"}
-    out = subprocess.run([sys.executable, "manage.py", "shell", "-c",
-                          "from chat.liveness import workers_alive; print(len(workers_alive()))"],
-                         cwd=stack.ROOT, env=beside, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "-c",
+            "from chat.liveness import workers_alive; print(len(workers_alive()))",
+        ],
+        cwd=stack.ROOT,
+        env=beside,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.stdout.strip().splitlines()[-1] == "2", out.stdout + out.stderr
 
     # Eight people chat at once. Either worker could take all eight (eight Celery threads each); the queue alone
@@ -81,21 +101,25 @@ def test_two_workers_divide_the_cores_both_heartbeat_and_both_answer(launcher_en
     cookies = cookies_for(env, [f"w{i}" for i in range(8)])
 
     async def one(cookie):
-        async with websockets.connect(f"ws://127.0.0.1:{launcher.port}/ws/chat/", open_timeout=10,
-                                      additional_headers={"Cookie": cookie,
-                                                          "Origin": f"http://127.0.0.1:{launcher.port}"}) as ws:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{launcher.port}/ws/chat/",
+            open_timeout=10,
+            additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{launcher.port}"},
+        ) as ws:
             return (await ask(ws, "Say hello.", max_new_tokens=8))[2][-1]  # this socket's own reply's done
 
     async def eight():
         return await asyncio.gather(*(one(c) for c in cookies))
+
     dones = asyncio.run(eight())
     assert all(d["status"] == "complete" for d in dones)
     # A worker logs a reply's end just after storing it, and the stored end is what sends done: the last line may
     # still be on its way when the last done arrives, so the log is read again until it holds all eight (bounded).
     deadline = time.monotonic() + 30
     while True:
-        ended = [r for r in json_records(launcher.log())
-                 if r["message"].startswith("reply ") and "ended" in r["message"]]
+        ended = [
+            r for r in json_records(launcher.log()) if r["message"].startswith("reply ") and "ended" in r["message"]
+        ]
         if len({r["reply_id"] for r in ended}) >= 8 or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -123,6 +147,7 @@ def test_two_workers_divide_the_cores_both_heartbeat_and_both_answer(launcher_en
     assert log.isascii()
     assert [r["status"] for r in records if r.get("path") == "/\u2028probe"] == [404]
     accepted = [r for r in records if r["logger"] == "chat.access" and r["message"] == "websocket /ws/chat/ accepted"]
-    assert len(accepted) == 8 and all(r["client"] == "127.0.0.1" and isinstance(r["user_id"], int)
-                                      for r in accepted), accepted
+    assert len(accepted) == 8 and all(r["client"] == "127.0.0.1" and isinstance(r["user_id"], int) for r in accepted), (
+        accepted
+    )
     assert not (tmp_path / "redis" / "redis.url").exists()  # a stopped launcher leaves no stale address

@@ -1,4 +1,5 @@
 """A stack of its own for fault injection: its own redis-server (so it can be restarted), short leases."""
+
 import os
 import subprocess
 import tempfile
@@ -21,10 +22,19 @@ def fault_stack(request, django_db_setup, django_db_blocker):
     logs = Path(tempfile.mkdtemp(prefix="chat-faults-"))
     redis_proc, redis_url = stack.start_redis(logs / "redis", persist=False, stdout=subprocess.DEVNULL)
     env = dict(os.environ)
-    env.update({"DATABASE_URL": _database_url(connection.settings_dict), "REDIS_URL": redis_url,
-                "CHAT_LEASE_TTL_S": "3", "CHAT_HEARTBEAT_S": "1", "CHAT_SWEEP_INTERVAL_S": "1",
-                "CHAT_MAX_BATCH": "8", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
-                **getattr(request.module, "FAULT_ENV", {})})
+    env.update(
+        {
+            "DATABASE_URL": _database_url(connection.settings_dict),
+            "REDIS_URL": redis_url,
+            "CHAT_LEASE_TTL_S": "3",
+            "CHAT_HEARTBEAT_S": "1",
+            "CHAT_SWEEP_INTERVAL_S": "1",
+            "CHAT_MAX_BATCH": "8",
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+            **getattr(request.module, "FAULT_ENV", {}),
+        }
+    )
     s = Stack(stack.free_port(), env, logs)
     s.redis_proc, s.redis = redis_proc, redis.Redis.from_url(redis_url)
     s.start_worker()

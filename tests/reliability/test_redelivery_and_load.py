@@ -1,4 +1,5 @@
 """Redelivery never makes two replies; a bounded load run ends every message in a final state."""
+
 import asyncio
 import json
 import statistics
@@ -26,19 +27,28 @@ def test_a_task_delivered_twice_generates_one_reply(fault_chat, fault_stack):
 
     async def go():
         async with client.connect() as ws:
-            await send(ws, {"type": "send", "conversation": None, "content": "Name three rivers.",
-                            "params": {"max_new_tokens": 30}})
+            await send(
+                ws,
+                {
+                    "type": "send",
+                    "conversation": None,
+                    "content": "Name three rivers.",
+                    "params": {"max_new_tokens": 30},
+                },
+            )
             frames = []
             while not (frames and frames[-1]["type"] == "message" and frames[-1]["message"]["role"] == "assistant"):
                 frames.append(await recv(ws))
             reply = frames[-1]["message"]["id"]
             for _ in range(2):  # the same task again, twice, as a redelivery would
-                await asyncio.to_thread(broker.send_task, "inference.tasks.generate_reply", args=[reply],
-                                        queue="inference")
+                await asyncio.to_thread(
+                    broker.send_task, "inference.tasks.generate_reply", args=[reply], queue="inference"
+                )
             frames += await recv_until(ws, "done", message=reply)
             await asyncio.sleep(2)  # room for a duplicate to show itself
             extra = await recv_extra(ws, 1)
             return reply, frames, extra
+
     reply, frames, extra = asyncio.run(go())
     deltas = [f for f in frames if f["type"] == "delta" and f["message"] == reply]
     assert [d["seq"] for d in deltas] == list(range(len(deltas)))
@@ -60,8 +70,15 @@ def test_bounded_load_run_every_message_final_and_intact(fault_chat, fault_stack
             conversation = None
             for n in range(per_socket):
                 sent = time.perf_counter()
-                await send(ws, {"type": "send", "conversation": conversation, "content": f"Say a word ({i}.{n}).",
-                                "params": {"max_new_tokens": 8}})
+                await send(
+                    ws,
+                    {
+                        "type": "send",
+                        "conversation": conversation,
+                        "content": f"Say a word ({i}.{n}).",
+                        "params": {"max_new_tokens": 8},
+                    },
+                )
                 frames, first = [], None
                 while True:
                     frame = await recv(ws, 300)
@@ -73,8 +90,9 @@ def test_bounded_load_run_every_message_final_and_intact(fault_chat, fault_stack
                     if frame["type"] in ("done", "error"):
                         break
                 deltas = "".join(f["text"] for f in frames if f["type"] == "delta")
-                results.append({"frame": frame, "streamed": deltas,
-                                "ttft_ms": (first - sent) * 1000 if first else None})
+                results.append(
+                    {"frame": frame, "streamed": deltas, "ttft_ms": (first - sent) * 1000 if first else None}
+                )
         return results
 
     connections = []
@@ -85,10 +103,12 @@ def test_bounded_load_run_every_message_final_and_intact(fault_chat, fault_stack
 
         if connection.vendor != "postgresql":
             return
+
         def count():
             with connection.cursor() as cursor:
                 cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
                 return cursor.fetchone()[0]
+
         while True:
             connections.append(await database_sync_to_async(count)())
             await asyncio.sleep(1)
@@ -99,6 +119,7 @@ def test_bounded_load_run_every_message_final_and_intact(fault_chat, fault_stack
             return await asyncio.gather(*(one(c, i) for i, c in enumerate(clients)))
         finally:
             sampler.cancel()
+
     started = time.perf_counter()
     runs = [r for rs in asyncio.run(go()) for r in rs]
     wall = time.perf_counter() - started
@@ -113,9 +134,17 @@ def test_bounded_load_run_every_message_final_and_intact(fault_chat, fault_stack
     ttfts = sorted(r["ttft_ms"] for r in dones if r["ttft_ms"] is not None)
     # Bounded: Daphne's sync thread pool, the worker's Celery threads and keepalive, this test; not per socket
     assert not connections or max(connections) < sockets
-    report = {"db_connections_max": max(connections) if connections else None, "sockets": sockets, "messages": len(runs), "errors": len(errors), "wall_s": round(wall, 1),
-              "ttft_p50_ms": round(statistics.median(ttfts)), "ttft_p95_ms": round(ttfts[int(0.95 * (len(ttfts) - 1))]),
-              "worker_rss_mb_before": round(rss_before / 2**20), "worker_rss_mb_after": round(worker.memory_info().rss / 2**20)}
+    report = {
+        "db_connections_max": max(connections) if connections else None,
+        "sockets": sockets,
+        "messages": len(runs),
+        "errors": len(errors),
+        "wall_s": round(wall, 1),
+        "ttft_p50_ms": round(statistics.median(ttfts)),
+        "ttft_p95_ms": round(ttfts[int(0.95 * (len(ttfts) - 1))]),
+        "worker_rss_mb_before": round(rss_before / 2**20),
+        "worker_rss_mb_after": round(worker.memory_info().rss / 2**20),
+    }
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text(json.dumps(report, indent=2))
     print("\nload run:", report)
@@ -129,8 +158,12 @@ def test_a_short_visibility_timeout_never_makes_two_replies(fault_chat, fault_st
     from chatsite import stack as stack_module
 
     stack_module.stop(fault_stack.worker)
-    env = dict(fault_stack.env, WORKER_CONCURRENCY="1", CELERY_VISIBILITY_TIMEOUT_S="1",
-               CELERY_TRANSPORT_OPTIONS=json.dumps({"unacked_restore_interval": 1, "unacked_restore_throttle": 1}))
+    env = dict(
+        fault_stack.env,
+        WORKER_CONCURRENCY="1",
+        CELERY_VISIBILITY_TIMEOUT_S="1",
+        CELERY_TRANSPORT_OPTIONS=json.dumps({"unacked_restore_interval": 1, "unacked_restore_throttle": 1}),
+    )
     normal_env, fault_stack.env = fault_stack.env, env
     try:
         fault_stack.start_worker("redelivery")
@@ -138,8 +171,15 @@ def test_a_short_visibility_timeout_never_makes_two_replies(fault_chat, fault_st
 
         async def one(client, i):
             async with client.connect() as ws:
-                await send(ws, {"type": "send", "conversation": None, "content": f"Tell me about rivers ({i}).",
-                                "params": {"max_new_tokens": 40}})
+                await send(
+                    ws,
+                    {
+                        "type": "send",
+                        "conversation": None,
+                        "content": f"Tell me about rivers ({i}).",
+                        "params": {"max_new_tokens": 40},
+                    },
+                )
                 frames = [await recv(ws)]
                 while not (frames[-1]["type"] == "message" and frames[-1]["message"]["role"] == "assistant"):
                     frames.append(await recv(ws))
@@ -149,6 +189,7 @@ def test_a_short_visibility_timeout_never_makes_two_replies(fault_chat, fault_st
 
         async def go():
             return await asyncio.gather(*(one(c, i) for i, c in enumerate(clients)))
+
         results = asyncio.run(go())
     finally:
         stack_module.stop(fault_stack.worker)

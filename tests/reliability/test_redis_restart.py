@@ -1,4 +1,5 @@
 """Redis restarts under a live reply."""
+
 import asyncio
 import json
 import subprocess
@@ -44,8 +45,15 @@ def test_a_reply_survives_a_redis_restart_and_the_client_resumes(fault_chat, fau
 
     async def go():
         ws = await client.connect()
-        await send(ws, {"type": "send", "conversation": None, "params": {"max_new_tokens": TOKENS},
-                        "content": "Write a long story about a lighthouse keeper."})
+        await send(
+            ws,
+            {
+                "type": "send",
+                "conversation": None,
+                "params": {"max_new_tokens": TOKENS},
+                "content": "Write a long story about a lighthouse keeper.",
+            },
+        )
         frames = await recv_until(ws, "delta")
         reply = frames[-1]["message"]
         conversation = next(f for f in frames if f["type"] == "conversation")["conversation"]["id"]
@@ -69,6 +77,7 @@ def test_a_reply_survives_a_redis_restart_and_the_client_resumes(fault_chat, fau
         rest = await recv_until(ws, "done", message=reply)
         await ws.close()
         return reply, ready, snapshot, rest
+
     reply, ready, snapshot, rest = asyncio.run(go())
     assert ready[0] == 503 and json.loads(ready[1])["redis"].startswith("unreachable")
     done = rest[-1]

@@ -1,4 +1,5 @@
 """A client that stops reading is dropped by keepalive, not buffered for forever."""
+
 import base64
 import json
 import os
@@ -29,21 +30,36 @@ def test_a_client_that_stops_reading_is_dropped_and_its_reply_still_stored(fault
     keepalive (2 s + 3 s here) drops it, so Daphne's memory for it is bounded; the reply is stored."""
     port = stack.free_port()
     env = dict(fault_stack.env, WS_PING_INTERVAL_S="2", WS_PING_TIMEOUT_S="3")
-    daphne = stack.start_daphne(port, env, stdout=open(fault_stack.logs / "daphne-ping.log", "w"),
-                                stderr=subprocess.STDOUT)
+    daphne = stack.start_daphne(
+        port, env, stdout=open(fault_stack.logs / "daphne-ping.log", "w"), stderr=subprocess.STDOUT
+    )
     _, client = fault_chat()
     try:
         raw = socket.socket()
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
         raw.connect(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
-        raw.sendall((f"GET /ws/chat/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                     f"Origin: http://127.0.0.1:{port}\r\nCookie: {client.cookie}\r\n\r\n").encode())
+        raw.sendall(
+            (
+                f"GET /ws/chat/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Origin: http://127.0.0.1:{port}\r\nCookie: {client.cookie}\r\n\r\n"
+            ).encode()
+        )
         raw.settimeout(10)
         assert b" 101 " in raw.recv(1024)
-        raw.sendall(masked_text_frame(json.dumps({"type": "send", "conversation": None, "params": {
-            "max_new_tokens": 300}, "content": "Write a long story about a slow reader."})))
+        raw.sendall(
+            masked_text_frame(
+                json.dumps(
+                    {
+                        "type": "send",
+                        "conversation": None,
+                        "params": {"max_new_tokens": 300},
+                        "content": "Write a long story about a slow reader.",
+                    }
+                )
+            )
+        )
         rss_at_start = psutil.Process(daphne.pid).memory_info().rss
         time.sleep(12)  # never reading: pings go unanswered
         raw.settimeout(5)

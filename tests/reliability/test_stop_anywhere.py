@@ -1,4 +1,5 @@
 """Stop reaches the engine whichever Daphne process receives it."""
+
 import asyncio
 import subprocess
 
@@ -16,22 +17,34 @@ def test_stop_sent_through_another_daphne_process_stops_the_reply(fault_chat, fa
     """Fault: the tab that sends Stop is served by a second Daphne process. Outcome: the worker ends the
     reply within a step; it is stored `stopped` with the text so far, and both tabs get `done`."""
     port = stack.free_port()
-    other = stack.start_daphne(port, fault_stack.env, stdout=open(fault_stack.logs / "daphne2.log", "w"),
-                               stderr=subprocess.STDOUT)
+    other = stack.start_daphne(
+        port, fault_stack.env, stdout=open(fault_stack.logs / "daphne2.log", "w"), stderr=subprocess.STDOUT
+    )
     _, client = fault_chat()
     try:
+
         async def go():
             async with client.connect() as a:
-                await send(a, {"type": "send", "conversation": None, "params": {"max_new_tokens": 400},
-                               "content": "Write a very long story about a mountain village."})
+                await send(
+                    a,
+                    {
+                        "type": "send",
+                        "conversation": None,
+                        "params": {"max_new_tokens": 400},
+                        "content": "Write a very long story about a mountain village.",
+                    },
+                )
                 frames = await recv_until(a, "delta")
                 reply = frames[-1]["message"]
-                async with websockets.connect(f"ws://127.0.0.1:{port}/ws/chat/", additional_headers={
-                        "Cookie": client.cookie, "Origin": f"http://127.0.0.1:{port}"}) as b:
+                async with websockets.connect(
+                    f"ws://127.0.0.1:{port}/ws/chat/",
+                    additional_headers={"Cookie": client.cookie, "Origin": f"http://127.0.0.1:{port}"},
+                ) as b:
                     await send(b, {"type": "stop", "message": reply})
                     done_b = (await recv_until(b, "done", message=reply))[-1]
                 frames += await recv_until(a, "done", message=reply)
                 return reply, frames, done_b
+
         reply, frames, done_b = asyncio.run(go())
     finally:
         stack.stop(other)
@@ -49,25 +62,37 @@ def test_stop_reaches_the_worker_holding_the_reply_with_two_workers_and_two_daph
     stack.stop(fault_stack.worker)
     holder = fault_stack.start_worker("holder")  # alone, so it takes the reply
     port = stack.free_port()
-    other_daphne = stack.start_daphne(port, fault_stack.env, stdout=open(fault_stack.logs / "daphne3.log", "w"),
-                                      stderr=subprocess.STDOUT)
+    other_daphne = stack.start_daphne(
+        port, fault_stack.env, stdout=open(fault_stack.logs / "daphne3.log", "w"), stderr=subprocess.STDOUT
+    )
     _, client = fault_chat()
     bystander = None
     try:
+
         async def go():
             nonlocal bystander
             async with client.connect() as a:
-                await send(a, {"type": "send", "conversation": None, "params": {"max_new_tokens": 400},
-                               "content": "Write a very long story about two lighthouses."})
+                await send(
+                    a,
+                    {
+                        "type": "send",
+                        "conversation": None,
+                        "params": {"max_new_tokens": 400},
+                        "content": "Write a very long story about two lighthouses.",
+                    },
+                )
                 frames = await recv_until(a, "delta")
                 reply = frames[-1]["message"]
                 bystander = await asyncio.to_thread(fault_stack.start_worker, "bystander")
-                async with websockets.connect(f"ws://127.0.0.1:{port}/ws/chat/", additional_headers={
-                        "Cookie": client.cookie, "Origin": f"http://127.0.0.1:{port}"}) as b:
+                async with websockets.connect(
+                    f"ws://127.0.0.1:{port}/ws/chat/",
+                    additional_headers={"Cookie": client.cookie, "Origin": f"http://127.0.0.1:{port}"},
+                ) as b:
                     await send(b, {"type": "stop", "message": reply})
                     await recv_until(b, "done", message=reply)
                 frames += await recv_until(a, "done", message=reply)
                 return reply, frames
+
         reply, frames = asyncio.run(go())
     finally:
         stack.stop(other_daphne, bystander, holder)
@@ -94,6 +119,7 @@ def test_a_stop_racing_the_end_of_a_reply_leaves_one_consistent_ending(fault_cha
             await send(ws, {"type": "stop", "message": reply})  # after the end: nothing happens
             extra = await recv_extra(ws, 3)
             return reply, frames, extra
+
     reply, frames, extra = asyncio.run(go())
     done = frames[-1]
     assert extra is None and [f["type"] for f in frames].count("done") == 1

@@ -1,4 +1,5 @@
 """Two workers, one killed: only its replies fail; the other worker's replies complete. Checkpoints."""
+
 import asyncio
 import signal
 import socket
@@ -23,8 +24,15 @@ def test_killing_one_of_two_workers_fails_only_its_replies(fault_chat, fault_sta
 
     async def one(client, i, started):
         async with client.connect() as ws:
-            await send(ws, {"type": "send", "conversation": None, "params": {"max_new_tokens": 200},
-                            "content": f"Write a long story number {i} about a river."})
+            await send(
+                ws,
+                {
+                    "type": "send",
+                    "conversation": None,
+                    "params": {"max_new_tokens": 200},
+                    "content": f"Write a long story number {i} about a river.",
+                },
+            )
             frames = await recv_until(ws, "delta")
             started.append(frames[-1]["message"])
             frames += await recv_until(ws, "done", timeout=120, message=frames[-1]["message"])
@@ -40,12 +48,16 @@ def test_killing_one_of_two_workers_fails_only_its_replies(fault_chat, fault_sta
         deadline = time.monotonic() + 60
         while len(checkpoints) < 4 and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
-            checkpoints = await database_sync_to_async(lambda: {
-                m.id: m.content for m in Message.objects.filter(pk__in=started, status="streaming") if m.content})()
+            checkpoints = await database_sync_to_async(
+                lambda: {
+                    m.id: m.content for m in Message.objects.filter(pk__in=started, status="streaming") if m.content
+                }
+            )()
         leases = fault_stack.redis.mget([lease_key(m) for m in started])
         holders.update({m: (v.decode() if v else None) for m, v in zip(started, leases)})
         first.send_signal(signal.SIGKILL)
         return checkpoints, await asyncio.gather(*tasks)
+
     checkpoints, dones = asyncio.run(go())
     killed = f"{socket.gethostname()}-{first.pid}"
     survivor = f"{socket.gethostname()}-{second.pid}"
@@ -90,8 +102,9 @@ def test_a_reply_handed_to_a_worker_that_dies_before_taking_it_is_written_by_the
 
     async def go():
         async with client.connect() as ws:
-            await send(ws, {"type": "send", "conversation": None, "params": {"max_new_tokens": 8},
-                            "content": "Say hello."})
+            await send(
+                ws, {"type": "send", "conversation": None, "params": {"max_new_tokens": 8}, "content": "Say hello."}
+            )
             frames = []
             while not any(f["type"] == "message" and f["message"]["role"] == "assistant" for f in frames):
                 frames += await recv_until(ws, "message")
@@ -103,12 +116,14 @@ def test_a_reply_handed_to_a_worker_that_dies_before_taking_it_is_written_by_the
             second.send_signal(signal.SIGKILL)
             frames += await recv_until(ws, "done", timeout=60, message=reply)
             return handed_to, frames[-1]
+
     try:
         handed_to, done = asyncio.run(go())
         assert handed_to == doomed.encode()
         assert done["status"] == "complete" and done["content"]
         assert "was handed to a worker that died; queued again" in (
-            fault_stack.log_tail("inference", 20000) + (fault_stack.logs / "daphne.log").read_text())
+            fault_stack.log_tail("inference", 20000) + (fault_stack.logs / "daphne.log").read_text()
+        )
     finally:
         second.wait(30)
         fault_stack.redis.hset(LOAD_KEY, busy, 0)

@@ -1,4 +1,5 @@
 """Faults on the worker side, each with its defined outcome (docs/reliability.md)."""
+
 import asyncio
 import json
 import signal
@@ -39,8 +40,15 @@ def test_killed_worker_fails_the_reply_keeps_its_text_and_a_new_worker_can_regen
 
     async def go():
         async with client.connect() as ws:
-            await send(ws, {"type": "send", "conversation": None, "params": {"max_new_tokens": 400},
-                            "content": "Write a very long story about a clockmaker and a talking cat."})
+            await send(
+                ws,
+                {
+                    "type": "send",
+                    "conversation": None,
+                    "params": {"max_new_tokens": 400},
+                    "content": "Write a very long story about a clockmaker and a talking cat.",
+                },
+            )
             frames = await recv_until(ws, "delta")
             frames += await recv_until(ws, "delta")
             reply = frames[-1]["message"]
@@ -48,6 +56,7 @@ def test_killed_worker_fails_the_reply_keeps_its_text_and_a_new_worker_can_regen
             killed_at = time.monotonic()
             frames += await recv_until(ws, "done", timeout=60, message=reply)
             return reply, frames, time.monotonic() - killed_at
+
     reply, frames, waited = asyncio.run(go())
     done = frames[-1]
     streamed = "".join(f["text"] for f in frames if f["type"] == "delta")
@@ -65,6 +74,7 @@ def test_killed_worker_fails_the_reply_keeps_its_text_and_a_new_worker_can_regen
         async with client.connect() as ws:
             await send(ws, {"type": "regenerate", "message": reply})
             return await recv(ws)
+
     error = asyncio.run(refused())
     assert error["type"] == "error" and error["code"] == "no_worker"
 
@@ -76,5 +86,6 @@ def test_killed_worker_fails_the_reply_keeps_its_text_and_a_new_worker_can_regen
             await send(ws, {"type": "regenerate", "message": reply, "params": {"max_new_tokens": 12}})
             new = await recv(ws)
             return new, (await recv_until(ws, "done", message=new["message"]["id"]))[-1]
+
     new, done = asyncio.run(again())
     assert new["replaces"] == reply and done["status"] == "complete" and done["content"]

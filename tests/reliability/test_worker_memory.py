@@ -1,4 +1,5 @@
 """A worker's memory stays flat over thousands of generations."""
+
 import asyncio
 
 import psutil
@@ -27,8 +28,15 @@ def test_worker_memory_is_flat_over_two_thousand_generations(fault_chat, fault_s
     async def one(client, n):
         async with client.connect() as ws:
             for k in range(n):
-                await send(ws, {"type": "send", "conversation": None, "content": f"One word, please ({k}).",
-                                "params": {"max_new_tokens": 4}})
+                await send(
+                    ws,
+                    {
+                        "type": "send",
+                        "conversation": None,
+                        "content": f"One word, please ({k}).",
+                        "params": {"max_new_tokens": 4},
+                    },
+                )
                 while (frame := await recv(ws, 120))["type"] not in ("done", "error"):
                     pass
                 assert frame["type"] == "done" and frame["status"] == "complete", frame
@@ -39,6 +47,7 @@ def test_worker_memory_is_flat_over_two_thousand_generations(fault_chat, fault_s
             await asyncio.gather(*(one(c, PER_ROUND) for c in clients))
             samples.append(worker.memory_info().rss)
         return samples
+
     samples = asyncio.run(rounds())
     growth = max(samples[1:]) - samples[0]
     print("\nworker RSS MiB per 400 replies:", [round(s / 2**20) for s in samples])

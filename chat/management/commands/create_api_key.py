@@ -1,5 +1,6 @@
 """``manage.py create_api_key <username> [--name NAME] [--no-store]``: a new key for an operator's scripts; the
 key alone on the last line, so ``| tail -n 1`` captures it."""
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 

@@ -1,6 +1,7 @@
 """A person's data rights: download everything of theirs as one JSON file (streamed), and delete the account
 with everything in it — every row related to them, their sessions and counters, only theirs — and their open
 sockets close."""
+
 import asyncio
 import datetime
 import json
@@ -34,24 +35,34 @@ PASSWORD = "a-long-test-password"
 def make_history(owner, conversations=2, turns=2, tag=""):
     """Conversations of question/answer pairs, each reply rated by its owner."""
     for c in range(conversations):
-        conversation = Conversation.objects.create(owner=owner, title=f"{tag} chat {c}", system_prompt="be kind",
-                                                   params={"temperature": 0.5})
+        conversation = Conversation.objects.create(
+            owner=owner, title=f"{tag} chat {c}", system_prompt="be kind", params={"temperature": 0.5}
+        )
         parent = None
         for t in range(turns):
-            question = Message.objects.create(conversation=conversation, parent=parent, role="user",
-                                              content=f"{tag} question {c}.{t} <b>é</b>")
-            parent = Message.objects.create(conversation=conversation, parent=question, role="assistant",
-                                            content=f"{tag} answer {c}.{t}", prompt_tokens=3, completion_tokens=4)
+            question = Message.objects.create(
+                conversation=conversation, parent=parent, role="user", content=f"{tag} question {c}.{t} <b>é</b>"
+            )
+            parent = Message.objects.create(
+                conversation=conversation,
+                parent=question,
+                role="assistant",
+                content=f"{tag} answer {c}.{t}",
+                prompt_tokens=3,
+                completion_tokens=4,
+            )
             Feedback.objects.create(message=parent, user=owner, rating=1 if t % 2 else -1, comment=f"{tag} ok")
 
 
 def download(user) -> tuple[object, list[bytes]]:
     """The download through the ASGI path Daphne takes (an async iterator of chunks)."""
+
     async def go():
         client = AsyncClient()
         await client.aforce_login(user)
         response = await client.get("/accounts/data.json")
         return response, [chunk async for chunk in response.streaming_content]
+
     return async_to_sync(go)()
 
 
@@ -63,7 +74,7 @@ def test_the_download_parses_and_holds_exactly_that_persons_rows(django_user_mod
     make_history(bob, conversations=2, turns=1, tag="bob")
     response, chunks = download(alice)
     assert response.status_code == 200 and response["Content-Type"] == "application/json"
-    assert response["Content-Disposition"].startswith("attachment; filename=\"chat-data-")
+    assert response["Content-Disposition"].startswith('attachment; filename="chat-data-')
     assert len(chunks) > 3  # streamed in pieces, not one buffer
     data = json.loads(b"".join(chunks))
     assert data["format"] == personal_data.FORMAT and data["user"]["username"] == "alice"
@@ -72,13 +83,15 @@ def test_the_download_parses_and_holds_exactly_that_persons_rows(django_user_mod
     assert [c["id"] for c in data["conversations"]] == [c.id for c in mine]
     for conversation, stored in zip(data["conversations"], mine):
         assert conversation["title"] == stored.title and conversation["params"] == {"temperature": 0.5}
-        assert [m["id"] for m in conversation["messages"]] == list(stored.messages.order_by("id")
-                                                                   .values_list("id", flat=True))
+        assert [m["id"] for m in conversation["messages"]] == list(
+            stored.messages.order_by("id").values_list("id", flat=True)
+        )
     messages = [m for c in data["conversations"] for m in c["messages"]]
     assert len(messages) == 12 and all("alice" in m["content"] for m in messages)
     assert messages[0]["content"] == "alice question 0.0 <b>é</b>" and messages[1]["completion_tokens"] == 4
-    assert sorted(f["id"] for f in data["feedback"]) == sorted(Feedback.objects.filter(user=alice)
-                                                               .values_list("id", flat=True))
+    assert sorted(f["id"] for f in data["feedback"]) == sorted(
+        Feedback.objects.filter(user=alice).values_list("id", flat=True)
+    )
     assert "bob" not in json.dumps(data)
 
 
@@ -111,8 +124,9 @@ def _pointing_at(targets: dict, models: list) -> dict:
     for model in models:
         for field in model._meta.concrete_fields:
             if field.is_relation and field.related_model in targets:
-                pks = model.objects.filter(**{f"{field.attname}__in": targets[field.related_model]}) \
-                    .values_list("pk", flat=True)
+                pks = model.objects.filter(**{f"{field.attname}__in": targets[field.related_model]}).values_list(
+                    "pk", flat=True
+                )
                 out.setdefault(model, set()).update(pks)
     return {model: pks for model, pks in out.items() if pks}
 
@@ -154,9 +168,14 @@ def _sessions_of(user_id) -> list[str]:
 def _counters_of(user_id) -> list[str]:
     """The person's keys in Redis: tokens per day, the minute's window, open sockets, the session index."""
     r = redis_client()
-    return sorted([*r.scan_iter(match=f"chat:tokens:{user_id}:*"), *r.scan_iter(match=f"chat:sockets:{user_id}"),
-                   *r.scan_iter(match=f"chat:limits*/messages/{user_id}/*"),
-                   *r.scan_iter(match=f"chat:sessions:{user_id}")])
+    return sorted(
+        [
+            *r.scan_iter(match=f"chat:tokens:{user_id}:*"),
+            *r.scan_iter(match=f"chat:sockets:{user_id}"),
+            *r.scan_iter(match=f"chat:limits*/messages/{user_id}/*"),
+            *r.scan_iter(match=f"chat:sessions:{user_id}"),
+        ]
+    )
 
 
 def _a_row_in_every_related_model(person, root, other, group):
@@ -176,8 +195,13 @@ def _a_row_in_every_related_model(person, root, other, group):
     ChatDefaults.objects.create(user=person, system_prompt="be brief")
     person.groups.add(group)
     person.user_permissions.add(Permission.objects.get(codename="view_conversation"))
-    LogEntry.objects.create(user=person, content_type=ContentType.objects.get_for_model(Invite), object_id="1",
-                            object_repr="an invite", action_flag=ADDITION)
+    LogEntry.objects.create(
+        user=person,
+        content_type=ContentType.objects.get_for_model(Invite),
+        object_id="1",
+        object_repr="an invite",
+        action_flag=ADDITION,
+    )
     services.invite_create(created_by=person, note="for a friend")
     Account.objects.filter(user=other).update(approved_by=person)
     Conversation.objects.filter(owner=other).update(reviewed_by=person)
@@ -185,24 +209,31 @@ def _a_row_in_every_related_model(person, root, other, group):
 
 @pytest.mark.django_db
 def test_deleting_an_account_removes_every_row_of_that_person_and_only_theirs(
-        django_user_model, settings, reviewer_group, django_capture_on_commit_callbacks):
+    django_user_model, settings, reviewer_group, django_capture_on_commit_callbacks
+):
     settings.AXES_FAILURE_LIMIT = 10
     root = django_user_model.objects.create_superuser(username="root", password=PASSWORD)
     client = Client()
-    client.post("/accounts/signup/", {"username": "alice", "email": "a@example.com", "password1": "Correct-Horse-7",
-                                      "password2": "Correct-Horse-7"})
+    client.post(
+        "/accounts/signup/",
+        {"username": "alice", "email": "a@example.com", "password1": "Correct-Horse-7", "password2": "Correct-Horse-7"},
+    )
     alice = django_user_model.objects.get(username="alice")
     bob = django_user_model.objects.create_user(username="bob", password=PASSWORD)
     Account.objects.create(user=bob)
     make_history(alice, tag="alice")
     make_history(bob, tag="bob")
     for owner in (alice, bob):
-        GoldAnswer.objects.create(message=Message.objects.filter(conversation__owner=owner, role="assistant")[0],
-                                  content="better", author=root)
+        GoldAnswer.objects.create(
+            message=Message.objects.filter(conversation__owner=owner, role="assistant")[0],
+            content="better",
+            author=root,
+        )
     _a_row_in_every_related_model(alice, root, bob, reviewer_group)
     alice_conversations = list(Conversation.objects.filter(owner=alice).values_list("id", flat=True))
-    AuditEvent.objects.create(actor=root, actor_name="root", action="opened_transcript",
-                              conversation_id=alice_conversations[0])
+    AuditEvent.objects.create(
+        actor=root, actor_name="root", action="opened_transcript", conversation_id=alice_conversations[0]
+    )
     AuditEvent.objects.create(actor=alice, actor_name="alice", action="exported")  # alice was once staff
     invite = services.invite_create(created_by=root, email="a@example.com", note="Alice Smith")
     Invite.objects.filter(pk=invite.pk).update(used_by=alice, used_at=alice.date_joined)
@@ -258,12 +289,14 @@ def test_a_deleted_accounts_open_sockets_are_closed(django_user_model, settings)
         alices, bobs = communicator(cookies[0]), communicator(cookies[1])
         assert (await alices.connect())[0] and (await bobs.connect())[0]
         from channels.db import database_sync_to_async
+
         await database_sync_to_async(services.account_delete)(user_id=alice.pk)
         closed = await alices.receive_output(timeout=5)
         await bobs.send_to(text_data='{"type": "noop"}')
         still = await bobs.receive_json_from(timeout=5)
         await bobs.disconnect()
         return closed, still
+
     closed, still = asyncio.run(go())
     assert closed == {"type": "websocket.close", "code": 4401}
     assert still["code"] == "unknown_type"
@@ -276,6 +309,10 @@ def test_the_account_page_is_linked_from_the_chat_page_and_holds_the_three_thing
     client.force_login(alice)
     assert b'href="/accounts/"' in client.get("/").content
     page = client.get("/accounts/").content
-    for part in (b'href="/accounts/password_change/"', b'href="/accounts/data.json"',
-                 b'action="/accounts/delete/"', b'name="password"'):
+    for part in (
+        b'href="/accounts/password_change/"',
+        b'href="/accounts/data.json"',
+        b'action="/accounts/delete/"',
+        b'name="password"',
+    ):
         assert part in page

@@ -2,6 +2,7 @@
 (``chat/accounts/session_index.py``), never by reading other people's, at a cost that does not grow with the site; a
 session the index lacks signs no one in; the admin's Delete and its delete_selected action do what self-service
 deletion does (sessions, login records, Redis counters, open sockets closed)."""
+
 import asyncio
 import time
 
@@ -42,7 +43,8 @@ def session_statements(queries) -> list[str]:
 
 @pytest.mark.django_db
 def test_deleting_a_person_deletes_their_sessions_by_key_at_a_cost_that_other_sessions_do_not_change(
-        django_user_model, django_capture_on_commit_callbacks):
+    django_user_model, django_capture_on_commit_callbacks
+):
     carol = django_user_model.objects.create_user(username="carol", password=PASSWORD)
     alice = django_user_model.objects.create_user(username="alice", password=PASSWORD)
     carols, alices = browsers(carol), browsers(alice)
@@ -106,14 +108,12 @@ def admin_delete(staff: Client, how: str, user_id: int):
     each confirmed as the admin's confirmation page does."""
     if how == "change page":
         return staff.post(f"/admin/auth/user/{user_id}/delete/", {"post": "yes"})
-    return staff.post("/admin/auth/user/", {"action": "delete_selected", "_selected_action": [user_id],
-                                            "post": "yes"})
+    return staff.post("/admin/auth/user/", {"action": "delete_selected", "_selected_action": [user_id], "post": "yes"})
 
 
 @pytest.mark.parametrize("how", ["change page", "delete_selected"])
 @pytest.mark.django_db(transaction=True)
-def test_staff_deleting_a_person_in_the_admin_deletes_what_self_service_deletion_does(django_user_model,
-                                                                                      settings, how):
+def test_staff_deleting_a_person_in_the_admin_deletes_what_self_service_deletion_does(django_user_model, settings, how):
     settings.CHAT_SOCKET_REFRESH_S = 3600  # not the timer: the deletion tells the socket
     settings.AXES_FAILURE_LIMIT = 10
     root = django_user_model.objects.create_superuser(username="root", password=PASSWORD)
@@ -140,6 +140,7 @@ def test_staff_deleting_a_person_in_the_admin_deletes_what_self_service_deletion
         still = await bobs.receive_json_from(timeout=5)
         await bobs.disconnect()
         return response, closed, still
+
     response, closed, still = asyncio.run(go())
     assert response.status_code == 302, response.content[:500]
     assert not django_user_model.objects.filter(pk=alice.pk).exists()

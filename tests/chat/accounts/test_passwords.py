@@ -1,5 +1,6 @@
 """Password reset by email (Django's views, our pages) and password change from the Account page; mail goes to
 the console by default and to SMTP when EMAIL_URL says so."""
+
 import os
 import re
 import subprocess
@@ -46,26 +47,42 @@ def test_password_change_from_the_account_page(django_user_model):
     client = Client()
     client.force_login(alice)
     assert b'href="/accounts/password_change/"' in client.get("/accounts/").content
-    wrong = client.post("/accounts/password_change/", {"old_password": "nope", "new_password1": NEW,
-                                                       "new_password2": NEW})
+    wrong = client.post(
+        "/accounts/password_change/", {"old_password": "nope", "new_password1": NEW, "new_password2": NEW}
+    )
     assert wrong.status_code == 200 and not django_user_model.objects.get(pk=alice.pk).check_password(NEW)
-    done = client.post("/accounts/password_change/", {"old_password": OLD, "new_password1": NEW,
-                                                      "new_password2": NEW}, follow=True)
+    done = client.post(
+        "/accounts/password_change/", {"old_password": OLD, "new_password1": NEW, "new_password2": NEW}, follow=True
+    )
     assert b"Your password is changed" in done.content
     assert django_user_model.objects.get(pk=alice.pk).check_password(NEW)
     assert client.get("/").status_code == 200  # this session stays signed in
 
 
-@pytest.mark.parametrize("env, backend, host", [
-    ({}, "django.core.mail.backends.console.EmailBackend", "None"),
-    ({"EMAIL_URL": "smtp+tls://mailer:secret@mail.example.com:587"}, "django.core.mail.backends.smtp.EmailBackend",
-     "mail.example.com"),
-])
+@pytest.mark.parametrize(
+    "env, backend, host",
+    [
+        ({}, "django.core.mail.backends.console.EmailBackend", "None"),
+        (
+            {"EMAIL_URL": "smtp+tls://mailer:secret@mail.example.com:587"},
+            "django.core.mail.backends.smtp.EmailBackend",
+            "mail.example.com",
+        ),
+    ],
+)
 def test_mail_goes_to_the_console_unless_email_url_names_a_server(env, backend, host):
     root = Path(__file__).resolve().parents[3]
     clean = {k: v for k, v in os.environ.items() if not k.startswith("EMAIL_")}
-    code = ("import django; django.setup(); from django.conf import settings as s; "
-            "print(s.EMAIL_BACKEND, s.EMAIL_HOST, s.EMAIL_USE_TLS)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
-                         env={**clean, **env, "DJANGO_SETTINGS_MODULE": "chatsite.settings"}).stdout.split()
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.EMAIL_BACKEND, s.EMAIL_HOST, s.EMAIL_USE_TLS)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**clean, **env, "DJANGO_SETTINGS_MODULE": "chatsite.settings"},
+    ).stdout.split()
     assert out[-3:] == [backend, host, str(bool(env))]

@@ -1,5 +1,6 @@
 """Sign-up under each CHAT_SIGNUP policy: open, approval (log in, refused with not_approved, approved by staff in
 the admin, then accepted), invite (a valid link works once; used, expired and unknown links are refused)."""
+
 import datetime
 import re
 
@@ -15,8 +16,9 @@ PASSWORD = "Correct-Horse-7"
 
 
 def sign_up(client, name, url="/accounts/signup/", email=None):
-    return client.post(url, {"username": name, "email": email or f"{name}@example.com", "password1": PASSWORD,
-                             "password2": PASSWORD})
+    return client.post(
+        url, {"username": name, "email": email or f"{name}@example.com", "password1": PASSWORD, "password2": PASSWORD}
+    )
 
 
 @pytest.mark.django_db
@@ -75,8 +77,9 @@ def test_approval_pending_person_logs_in_is_refused_then_approved_by_staff_and_c
     staff.force_login(root)
     listing = staff.get("/admin/auth/user/?approval=awaiting")
     assert [u.username for u in listing.context["cl"].result_list] == ["pat"]
-    done = staff.post("/admin/auth/user/?approval=awaiting",
-                      {"action": "approve", "_selected_action": [pat.pk]}, follow=True)
+    done = staff.post(
+        "/admin/auth/user/?approval=awaiting", {"action": "approve", "_selected_action": [pat.pk]}, follow=True
+    )
     assert b"Approved 1 person" in done.content
     pat.account.refresh_from_db()
     assert pat.account.approved_at is not None and pat.account.approved_by == root
@@ -130,7 +133,9 @@ def test_invite_only_sign_up_through_a_link_staff_made_in_the_admin(client, djan
 
     other = Client()
     used = other.get(link)
-    assert used.status_code == 410 and b'data-code="invite_used"' in used.content and b"already been used" in used.content
+    assert (
+        used.status_code == 410 and b'data-code="invite_used"' in used.content and b"already been used" in used.content
+    )
     assert sign_up(other, "ivy2", url=link).status_code == 410
     assert not django_user_model.objects.filter(username="ivy2").exists()
 
@@ -155,7 +160,9 @@ def test_expired_unknown_and_other_address_invites_are_refused_with_sentences(cl
     wrong = sign_up(client, "zed", url=f"/accounts/signup/{addressed.token}/", email="zed@example.com")
     assert wrong.status_code == 403 and b'data-code="invite_email"' in wrong.content
     assert not django_user_model.objects.filter(username__in=["late", "zed"]).exists()
-    assert sign_up(client, "zoe", url=f"/accounts/signup/{addressed.token}/", email="ZOE@example.com").status_code == 302
+    assert (
+        sign_up(client, "zoe", url=f"/accounts/signup/{addressed.token}/", email="ZOE@example.com").status_code == 302
+    )
     assert Invite.objects.get(pk=addressed.pk).used_by.username == "zoe"
 
 
@@ -188,5 +195,7 @@ def test_one_address_makes_so_many_accounts_an_hour_others_and_invites_are_not_h
     assert sign_up(Client(REMOTE_ADDR="198.51.100.5"), "neighbour").status_code == 302
     staff = django_user_model.objects.create_superuser(username="root", password=PASSWORD)
     invite = services.invite_create(created_by=staff)
-    assert sign_up(Client(REMOTE_ADDR="198.51.100.4"), "invited",
-                   url=f"/accounts/signup/{invite.token}/").status_code == 302
+    assert (
+        sign_up(Client(REMOTE_ADDR="198.51.100.4"), "invited", url=f"/accounts/signup/{invite.token}/").status_code
+        == 302
+    )

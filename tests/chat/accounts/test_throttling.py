@@ -2,6 +2,7 @@
 anyone out — on the chat login and the admin login;
 never the address a client writes in X-Forwarded-For (behind the real nginx, Daphne's --proxy-headers gives the
 client's address: tests/e2e/test_nginx.py); unlock by staff in the admin or with the management command."""
+
 import pytest
 from django.core.management import call_command
 from django.test import Client
@@ -67,8 +68,7 @@ def test_staff_unlock_a_person_in_the_admin(alice, django_user_model):
     assert attempts
     listing = staff.get("/admin/axes/accessattempt/")
     assert listing.status_code == 200 and b"alice" in listing.content
-    staff.post("/admin/axes/accessattempt/", {"action": "delete_selected", "_selected_action": attempts,
-                                               "post": "yes"})
+    staff.post("/admin/axes/accessattempt/", {"action": "delete_selected", "_selected_action": attempts, "post": "yes"})
     assert not AccessAttempt.objects.filter(username="alice").exists()
     assert signed_in(log_in(client, "alice", PASSWORD))
 
@@ -89,6 +89,7 @@ def test_the_throttled_address_of_each_kind_of_client():
 
     def of(address):
         return throttle_address(SimpleNamespace(META={"REMOTE_ADDR": address} if address else {}))
+
     assert of("198.51.100.7") == "198.51.100.7" and of("::ffff:198.51.100.7") == "198.51.100.7"
     assert of("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::" and of("2001:DB8:1:2::9") == "2001:db8:1:2::"
     assert of(None) is None and of("not-an-address") == "not-an-address"
@@ -104,8 +105,7 @@ def test_one_address_guessing_many_usernames_is_locked_and_other_addresses_are_n
     assert signed_in(log_in(Client(REMOTE_ADDR="203.0.113.7"), "alice", PASSWORD))
 
 
-def test_a_forged_forwarded_header_never_moves_the_failures_to_another_address(alice, django_user_model,
-                                                                               settings):
+def test_a_forged_forwarded_header_never_moves_the_failures_to_another_address(alice, django_user_model, settings):
     """Even with TRUSTED_PROXY on: there Daphne (--proxy-headers) sets the address from the proxy's header, and
     Django still reads only the address it was given."""
     settings.TRUSTED_PROXY = True

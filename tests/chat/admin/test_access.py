@@ -1,4 +1,5 @@
 """Who may open whose transcript in the admin, that nobody can rewrite one, and that every open is audited."""
+
 import pytest
 from django.urls import reverse
 
@@ -12,14 +13,16 @@ OPENED = AuditEvent.Action.OPENED_TRANSCRIPT
 
 def pages(conversation):
     reply = conversation.replies[0]
-    return [reverse("admin:chat_conversation_changelist"),
-            reverse("admin:chat_conversation_change", args=[conversation.pk]),
-            reverse("admin:chat_message_changelist"),
-            reverse("admin:chat_message_change", args=[reply.pk]),
-            reverse("admin:chat_reviewqueue_changelist"),
-            reverse("admin:chat_feedback_changelist"),
-            reverse("admin:chat_goldanswer_changelist"),
-            reverse("admin:chat_conversation_gold", args=[conversation.pk, reply.pk])]
+    return [
+        reverse("admin:chat_conversation_changelist"),
+        reverse("admin:chat_conversation_change", args=[conversation.pk]),
+        reverse("admin:chat_message_changelist"),
+        reverse("admin:chat_message_change", args=[reply.pk]),
+        reverse("admin:chat_reviewqueue_changelist"),
+        reverse("admin:chat_feedback_changelist"),
+        reverse("admin:chat_goldanswer_changelist"),
+        reverse("admin:chat_conversation_gold", args=[conversation.pk, reply.pk]),
+    ]
 
 
 def row_of(page: str, message_id: int) -> str:
@@ -47,8 +50,12 @@ def test_staff_without_the_review_permission_opens_no_transcript(people, client_
         response = client.get(url)
         assert response.status_code == 403, url
         assert b"secret" not in response.content
-    assert client.post(reverse("admin:chat_conversation_review", args=[conversation.pk]),
-                       {"state": "approved"}).status_code == 403
+    assert (
+        client.post(
+            reverse("admin:chat_conversation_review", args=[conversation.pk]), {"state": "approved"}
+        ).status_code
+        == 403
+    )
     assert not AuditEvent.objects.exists()
     assert Conversation.objects.get().review_state == "unreviewed"
 
@@ -57,8 +64,16 @@ def test_a_reviewer_opens_a_transcript_and_the_open_is_audited(people, client_fo
     conversation = make_chat(people.owner, turns=2, content="<script>alert({n})</script>")
     old = conversation.replies[1]
     Message.objects.filter(pk=old.pk).update(is_current=False)
-    Message.objects.create(conversation=conversation, parent=old.parent, role="assistant", content="newer answer",
-                           status="failed", finish_reason="error", error="worker died", dropped_messages=3)
+    Message.objects.create(
+        conversation=conversation,
+        parent=old.parent,
+        role="assistant",
+        content="newer answer",
+        status="failed",
+        finish_reason="error",
+        error="worker died",
+        dropped_messages=3,
+    )
     client = client_for(people.reviewer)
     assert b"/admin/chat/conversation/" in client.get(reverse("admin:index")).content
     response = client.get(reverse("admin:chat_conversation_change", args=[conversation.pk]))
@@ -79,7 +94,11 @@ def test_a_reviewer_opens_a_transcript_and_the_open_is_audited(people, client_fo
     assert "3 oldest messages left out to fit" in failed
     event = AuditEvent.objects.get()
     assert (event.actor, event.actor_name, event.action, event.conversation_id) == (
-        people.reviewer, "reviewer", OPENED, conversation.pk)
+        people.reviewer,
+        "reviewer",
+        OPENED,
+        conversation.pk,
+    )
 
     reply = conversation.replies[0]
     assert client.get(reverse("admin:chat_message_change", args=[reply.pk])).status_code == 200
@@ -105,11 +124,22 @@ def test_nobody_rewrites_a_transcript_through_the_admin(people, client_for, who)
     conversation = make_chat(people.owner)
     reply = conversation.replies[0]
     client = client_for(getattr(people, who))
-    stolen = {"owner": people.root.pk, "system_prompt": "obey me", "title": "mine", "content": "rewritten",
-              "status": "failed", "role": "user", "conversation": conversation.pk, "_save": "Save"}
-    for url in (reverse("admin:chat_conversation_change", args=[conversation.pk]),
-                reverse("admin:chat_message_change", args=[reply.pk]),
-                reverse("admin:chat_conversation_add"), reverse("admin:chat_message_add")):
+    stolen = {
+        "owner": people.root.pk,
+        "system_prompt": "obey me",
+        "title": "mine",
+        "content": "rewritten",
+        "status": "failed",
+        "role": "user",
+        "conversation": conversation.pk,
+        "_save": "Save",
+    }
+    for url in (
+        reverse("admin:chat_conversation_change", args=[conversation.pk]),
+        reverse("admin:chat_message_change", args=[reply.pk]),
+        reverse("admin:chat_conversation_add"),
+        reverse("admin:chat_message_add"),
+    ):
         assert client.post(url, stolen).status_code == 403, url
     conversation.refresh_from_db()
     reply.refresh_from_db()
@@ -125,8 +155,12 @@ def test_only_a_superuser_deletes_and_the_deletion_is_audited(people, client_for
     conversation = make_chat(people.owner, turns=3, title="to go")
     delete_url = reverse("admin:chat_conversation_delete", args=[conversation.pk])
     assert client_for(people.reviewer).post(delete_url, {"post": "yes"}).status_code == 403
-    assert client_for(people.reviewer).post(reverse("admin:chat_message_delete", args=[conversation.replies[0].pk]),
-                                            {"post": "yes"}).status_code == 403
+    assert (
+        client_for(people.reviewer)
+        .post(reverse("admin:chat_message_delete", args=[conversation.replies[0].pk]), {"post": "yes"})
+        .status_code
+        == 403
+    )
     assert Conversation.objects.filter(pk=conversation.pk).exists()
 
     root = client_for(people.root)
@@ -141,12 +175,15 @@ def test_only_a_superuser_deletes_and_the_deletion_is_audited(people, client_for
 
 def test_bulk_delete_goes_through_the_audited_service(people, client_for):
     chats = [make_chat(people.owner, title=f"c{n}") for n in range(3)]
-    response = client_for(people.root).post(reverse("admin:chat_conversation_changelist"), {
-        "action": "delete_selected", "_selected_action": [c.pk for c in chats[:2]], "post": "yes"})
+    response = client_for(people.root).post(
+        reverse("admin:chat_conversation_changelist"),
+        {"action": "delete_selected", "_selected_action": [c.pk for c in chats[:2]], "post": "yes"},
+    )
     assert response.status_code == 302
     assert list(Conversation.objects.values_list("title", flat=True)) == ["c2"]
-    assert sorted(AuditEvent.objects.filter(action="deleted").values_list("conversation_id", flat=True)) == \
-        sorted(c.pk for c in chats[:2])
+    assert sorted(AuditEvent.objects.filter(action="deleted").values_list("conversation_id", flat=True)) == sorted(
+        c.pk for c in chats[:2]
+    )
 
 
 def test_the_audit_log_is_for_superusers_and_cannot_be_changed(people, client_for):
@@ -164,8 +201,9 @@ def test_the_audit_log_is_for_superusers_and_cannot_be_changed(people, client_fo
     assert root.get(change).status_code == 200
     assert root.post(change, {"action": "deleted", "actor_name": "x"}).status_code == 403
     assert root.post(reverse("admin:chat_auditevent_delete", args=[event.pk]), {"post": "yes"}).status_code == 403
-    assert root.post(changelist, {"action": "delete_selected", "_selected_action": [event.pk],
-                                  "post": "yes"}).status_code in (200, 302)
+    assert root.post(
+        changelist, {"action": "delete_selected", "_selected_action": [event.pk], "post": "yes"}
+    ).status_code in (200, 302)
     event.refresh_from_db()
     assert event.action == OPENED and AuditEvent.objects.filter(action=OPENED).count() == 1
 
@@ -177,14 +215,18 @@ def test_opening_a_feedback_or_gold_answer_page_is_audited_too(people, client_fo
     reply = conversation.replies[0]
     feedback = Feedback.objects.create(message=reply, user=people.owner, rating=-1, comment="private words")
     gold = GoldAnswer.objects.create(message=reply, content="better", author=people.reviewer)
-    for url in (reverse("admin:chat_feedback_change", args=[feedback.pk]),
-                reverse("admin:chat_goldanswer_change", args=[gold.pk])):
+    for url in (
+        reverse("admin:chat_feedback_change", args=[feedback.pk]),
+        reverse("admin:chat_goldanswer_change", args=[gold.pk]),
+    ):
         assert client_for(people.staff).get(url).status_code == 403
         assert client_for(people.reviewer).get(url).status_code == 200
-    assert list(AuditEvent.objects.order_by("id").values_list("action", "conversation_id", "message_id",
-                                                               "details")) == [
+    assert list(
+        AuditEvent.objects.order_by("id").values_list("action", "conversation_id", "message_id", "details")
+    ) == [
         (OPENED, conversation.pk, reply.pk, {"page": "feedback"}),
-        (OPENED, conversation.pk, reply.pk, {"page": "goldanswer"})]
+        (OPENED, conversation.pk, reply.pk, {"page": "goldanswer"}),
+    ]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -209,7 +251,8 @@ def test_migration_0004_makes_the_reviewer_group_with_exactly_the_review_permiss
         apps = executor.loader.project_state([target]).apps
         group = apps.get_model("auth", "Group").objects.get(name="reviewer")
         assert [f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.all()] == [
-            "chat.review_conversation"]
+            "chat.review_conversation"
+        ]
     finally:
         MigrationExecutor(connection).migrate(leaves)  # every app at its latest again, for the tests after
 
@@ -254,10 +297,13 @@ def test_the_audit_log_filters_by_conversation_message_actor_action_and_date(peo
         AuditEvent.objects.filter(pk=event.pk).update(created_at=timezone.now() - datetime.timedelta(days=days_ago))
         return event.pk
 
-    ids = {"open 7": row(people.reviewer, OPENED, 7), "open 7/70": row(people.reviewer, OPENED, 7, 70),
-           "open 8/80": row(people.reviewer, OPENED, 8, 80, days_ago=30),
-           "review 7": row(people.root, AuditEvent.Action.REVIEW_CHANGED, 7),
-           "export 8": row(people.root, AuditEvent.Action.EXPORTED, 8, days_ago=30)}
+    ids = {
+        "open 7": row(people.reviewer, OPENED, 7),
+        "open 7/70": row(people.reviewer, OPENED, 7, 70),
+        "open 8/80": row(people.reviewer, OPENED, 8, 80, days_ago=30),
+        "review 7": row(people.root, AuditEvent.Action.REVIEW_CHANGED, 7),
+        "export 8": row(people.root, AuditEvent.Action.EXPORTED, 8, days_ago=30),
+    }
     root = client_for(people.root)
     url = reverse("admin:chat_auditevent_changelist")
     page = root.get(url).content.decode()
@@ -296,14 +342,25 @@ def test_a_search_of_peoples_text_is_audited_and_showing_a_list_is_not(people, c
     assert not AuditEvent.objects.exists()  # lists shown, nothing searched: no row
 
     expected = []
-    for name, query, results in (("conversation", "secret", 1), ("message", "  secret ", 2),
-                                 ("feedback", "secret", 1), ("goldanswer", "nothing like it", 0)):
+    for name, query, results in (
+        ("conversation", "secret", 1),
+        ("message", "  secret ", 2),
+        ("feedback", "secret", 1),
+        ("goldanswer", "nothing like it", 0),
+    ):
         response = client.get(reverse(f"admin:chat_{name}_changelist"), {"q": query})
         assert response.status_code == 200 and response.context["cl"].result_count == results
-        expected.append(("reviewer", "searched", None, None, {"page": name, "query": query.strip(),
-                                                              "results": results}))
-    assert list(AuditEvent.objects.order_by("id").values_list(
-        "actor_name", "action", "conversation_id", "message_id", "details")) == expected
+        expected.append(
+            ("reviewer", "searched", None, None, {"page": name, "query": query.strip(), "results": results})
+        )
+    assert (
+        list(
+            AuditEvent.objects.order_by("id").values_list(
+                "actor_name", "action", "conversation_id", "message_id", "details"
+            )
+        )
+        == expected
+    )
 
     before = AuditEvent.objects.count()
     assert client_for(people.staff).get(reverse("admin:chat_message_changelist"), {"q": "secret"}).status_code == 403

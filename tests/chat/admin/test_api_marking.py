@@ -1,5 +1,6 @@
 """API traffic in the review panel: the conversation list's source column says API, the key's name and whether
 the text was kept; the list filters on both; the transcript page names the API request's own end user."""
+
 import re
 
 import pytest
@@ -19,10 +20,17 @@ def three(people):
     chat = make_chat(people.owner, title="from the browser")
     keeper = services.api_key_create(owner=people.owner, name="nightly script").key
     private = services.api_key_create(owner=people.owner, name="cron job", store_conversations=False).key
-    kept = Conversation.objects.create(owner=people.owner, title="kept call", source="api", api_key=keeper,
-                                       api_key_name=keeper.name, api_user="end-user-42")
-    hidden = Conversation.objects.create(owner=people.owner, title="", source="api", api_key=private,
-                                         api_key_name=private.name, content_kept=False)
+    kept = Conversation.objects.create(
+        owner=people.owner,
+        title="kept call",
+        source="api",
+        api_key=keeper,
+        api_key_name=keeper.name,
+        api_user="end-user-42",
+    )
+    hidden = Conversation.objects.create(
+        owner=people.owner, title="", source="api", api_key=private, api_key_name=private.name, content_kept=False
+    )
     return chat, kept, hidden
 
 
@@ -41,7 +49,10 @@ def test_the_list_shows_where_each_conversation_came_from_and_filters_on_it(peop
     chat, kept, hidden = three
     client = client_for(people.reviewer)
     assert _rows(client.get(LIST).content.decode()) == {
-        chat.pk: "chat", kept.pk: "API · nightly script", hidden.pk: "API · cron job · text not kept"}
+        chat.pk: "chat",
+        kept.pk: "API · nightly script",
+        hidden.pk: "API · cron job · text not kept",
+    }
     assert set(_rows(client.get(LIST, {"source__exact": "api"}).content.decode())) == {kept.pk, hidden.pk}
     assert set(_rows(client.get(LIST, {"source__exact": "chat"}).content.decode())) == {chat.pk}
     assert set(_rows(client.get(LIST, {"content_kept__exact": "0"}).content.decode())) == {hidden.pk}

@@ -1,5 +1,6 @@
 """The dataset export: the exact SFT transcripts and preference pairs of a conversation with every kind of
 reply, its audit rows, who may run it, the filtered-list export, and its cost in queries."""
+
 import json
 import uuid
 
@@ -22,14 +23,22 @@ CHANGELISTS = ["admin:chat_conversation_changelist", "admin:chat_reviewqueue_cha
 
 def sibling(reply, content, status="complete", current=False):
     """A regenerated alternative of ``reply``: another answer to the same user turn."""
-    return Message.objects.create(conversation=reply.conversation, parent=reply.parent, role="assistant",
-                                  content=content, status=status, is_current=current, model_name="m1")
+    return Message.objects.create(
+        conversation=reply.conversation,
+        parent=reply.parent,
+        role="assistant",
+        content=content,
+        status=status,
+        is_current=current,
+        model_name="m1",
+    )
 
 
 def turn(parent, question, answer, status="complete"):
     user = Message.objects.create(conversation=parent.conversation, parent=parent, role="user", content=question)
-    return Message.objects.create(conversation=parent.conversation, parent=user, role="assistant", content=answer,
-                                  status=status, model_name="m1")
+    return Message.objects.create(
+        conversation=parent.conversation, parent=user, role="assistant", content=answer, status=status, model_name="m1"
+    )
 
 
 STOPPED_TEXT = "answer 0 \u2713\u2028cut\x85\n"  # line breaks inside text must not split the JSONL line
@@ -57,8 +66,9 @@ def dataset_chats(people):
 
     short = make_chat(people.owner, turns=2, title="short", reply_status="streaming", model="m2")
     Conversation.objects.filter(pk=short.pk).update(system_prompt="")
-    Message.objects.filter(pk=short.replies[0].pk).update(status="stopped", finish_reason="cancelled",
-                                                          content=STOPPED_TEXT)
+    Message.objects.filter(pk=short.replies[0].pk).update(
+        status="stopped", finish_reason="cancelled", content=STOPPED_TEXT
+    )
     failed = make_chat(people.owner, turns=1, title="failed", reply_status="failed")
     ids = dict(a0=a0.pk, a1=a1.pk, a2=a2.pk, a1x=a1x.pk, a1y=a1y.pk, a1n=a1n.pk)
     return type("Chats", (), dict(full=full, short=short, failed=failed, ids=ids))
@@ -77,8 +87,7 @@ def export(client, kind, query="", changelist="admin:chat_conversation_changelis
 
 
 def run_action(client, kind, chats, changelist="admin:chat_conversation_changelist"):
-    return client.post(reverse(changelist), {"action": f"export_{kind}",
-                                             "_selected_action": [c.pk for c in chats]})
+    return client.post(reverse(changelist), {"action": f"export_{kind}", "_selected_action": [c.pk for c in chats]})
 
 
 SYSTEM = {"role": "system", "content": "be kind"}
@@ -93,17 +102,31 @@ def bot(text):
 
 
 def test_sft_lines_are_the_shown_branch_with_gold_answers_up_to_the_first_reply_without_text(
-        people, client_for, dataset_chats):
+    people, client_for, dataset_chats
+):
     chats = dataset_chats
     response = run_action(client_for(people.reviewer), "sft", [chats.full, chats.short, chats.failed])
     assert response["Content-Disposition"].startswith('attachment; filename="conversations-sft-')
     assert response["Content-Disposition"].endswith('.jsonl"')
     assert lines(response) == [  # in id order; "failed" has no assistant turn left, so no line
-        {"conversation": chats.full.pk, "model": "m1", "gold_answers": 1,
-         "messages": [SYSTEM, user("question <b>0</b>"), bot("gold 0"), user("question <b>1</b>"),
-                      bot("answer 1 again")]},
-        {"conversation": chats.short.pk, "model": "m2", "gold_answers": 0,
-         "messages": [user("question <b>0</b>"), bot(STOPPED_TEXT)]},
+        {
+            "conversation": chats.full.pk,
+            "model": "m1",
+            "gold_answers": 1,
+            "messages": [
+                SYSTEM,
+                user("question <b>0</b>"),
+                bot("gold 0"),
+                user("question <b>1</b>"),
+                bot("answer 1 again"),
+            ],
+        },
+        {
+            "conversation": chats.short.pk,
+            "model": "m2",
+            "gold_answers": 0,
+            "messages": [user("question <b>0</b>"), bot(STOPPED_TEXT)],
+        },
     ]
 
 
@@ -117,8 +140,15 @@ def test_preference_pairs_are_exactly_gold_rating_and_alternatives(people, clien
     q2 = q1 + [bot("answer 1"), user("question <b>2</b>")]  # a2's own branch, through a1, not the shown a1n
 
     def pair(source, prompt, chosen, rejected, message, chosen_message=None):
-        return {"prompt": prompt, "chosen": [bot(chosen)], "rejected": [bot(rejected)], "source": source,
-                "conversation": chats.full.pk, "message": message, "chosen_message": chosen_message}
+        return {
+            "prompt": prompt,
+            "chosen": [bot(chosen)],
+            "rejected": [bot(rejected)],
+            "source": source,
+            "conversation": chats.full.pk,
+            "message": message,
+            "chosen_message": chosen_message,
+        }
 
     expected = [
         pair("gold", q0, "gold 0", "answer 0", ids["a0"]),
@@ -130,20 +160,23 @@ def test_preference_pairs_are_exactly_gold_rating_and_alternatives(people, clien
     key = lambda p: json.dumps(p, sort_keys=True)  # noqa: E731
     assert sorted(pairs, key=key) == sorted(expected, key=key)
     # a1y repeats a1x's text: its pairs would repeat theirs, so there are none; nor any of the failed a1f
-    assert len({(json.dumps(p["prompt"]), p["chosen"][0]["content"], p["rejected"][0]["content"])
-                for p in pairs}) == len(pairs)
+    assert len(
+        {(json.dumps(p["prompt"]), p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs}
+    ) == len(pairs)
 
 
 @pytest.mark.parametrize("kind", ["sft", "pairs"])
 @pytest.mark.parametrize("changelist", CHANGELISTS)
 def test_every_export_leaves_one_audit_row_per_conversation_with_one_export_id(
-        people, client_for, dataset_chats, kind, changelist):
+    people, client_for, dataset_chats, kind, changelist
+):
     chats = [dataset_chats.full, dataset_chats.short, dataset_chats.failed]
     client = client_for(people.reviewer)
     assert run_action(client, kind, chats[:2], changelist).status_code == 200
     rows = list(AuditEvent.objects.filter(action=EXPORTED).order_by("conversation_id"))
     assert [(r.actor, r.actor_name, r.conversation_id, r.message_id) for r in rows] == [
-        (people.reviewer, "reviewer", c.pk, None) for c in chats[:2]]
+        (people.reviewer, "reviewer", c.pk, None) for c in chats[:2]
+    ]
     export_id = rows[0].details["export"]
     uuid.UUID(export_id)
     assert all(r.details == {"kind": kind, "export": export_id} for r in rows)
@@ -186,15 +219,22 @@ def test_an_unknown_kind_or_filter_exports_nothing(people, client_for, dataset_c
     assert not AuditEvent.objects.exists()
 
 
-@pytest.mark.parametrize("query,expected", [
-    ("review_state__exact=approved", {"approved"}), ("q=needle", {"needle"}),
-    ("q=needle&review_state__exact=approved", set()), ("model_name=m2", {"needle"}),
-    ("", {"approved", "needle", "plain"}),
-])
+@pytest.mark.parametrize(
+    "query,expected",
+    [
+        ("review_state__exact=approved", {"approved"}),
+        ("q=needle", {"needle"}),
+        ("q=needle&review_state__exact=approved", set()),
+        ("model_name=m2", {"needle"}),
+        ("", {"approved", "needle", "plain"}),
+    ],
+)
 def test_the_list_export_applies_the_lists_filters_and_search(people, client_for, query, expected):
-    chats = {"plain": make_chat(people.owner, title="plain"),
-             "approved": make_chat(people.owner, title="approved"),
-             "needle": make_chat(people.owner, title="needle", content="a needle {n}", model="m2")}
+    chats = {
+        "plain": make_chat(people.owner, title="plain"),
+        "approved": make_chat(people.owner, title="approved"),
+        "needle": make_chat(people.owner, title="needle", content="a needle {n}", model="m2"),
+    }
     Conversation.objects.filter(pk=chats["approved"].pk).update(review_state="approved")
     client = client_for(people.reviewer)
     page = client.get(reverse("admin:chat_conversation_changelist") + ("?" + query if query else ""))
@@ -234,8 +274,7 @@ def test_no_line_leaves_without_its_audit_row(people, dataset_chats):
     conversations = Conversation.objects.filter(title__in=["full", "short"])
     record = services.export_record(actor=people.reviewer, kind="sft", conversations=conversations)
     AuditEvent.objects.filter(conversation_id=dataset_chats.full.pk).delete()  # as if "full" joined late
-    body = "".join(dataset.export_lines(kind="sft", conversations=conversations, export_id=record.id,
-                                        upto=record.upto))
+    body = "".join(dataset.export_lines(kind="sft", conversations=conversations, export_id=record.id, upto=record.upto))
     assert [json.loads(line)["conversation"] for line in body.splitlines()] == [dataset_chats.short.pk]
 
 
@@ -257,8 +296,7 @@ def export_cost(client, kind) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("kind", ["sft", "pairs"])
-def test_an_export_costs_a_fixed_number_of_queries_per_chunk(people, client_for, django_user_model, monkeypatch,
-                                                              kind):
+def test_an_export_costs_a_fixed_number_of_queries_per_chunk(people, client_for, django_user_model, monkeypatch, kind):
     client = client_for(people.reviewer)
     add_chats(people, 5, django_user_model)
     export_cost(client, kind)  # warm Django's per-process caches (content types) before counting
@@ -332,7 +370,8 @@ def streamed(client, kind) -> tuple[int, int, int]:
 
 @pytest.mark.parametrize("kind", ["sft", "pairs"])
 def test_an_export_reads_in_bounded_memory_and_a_fixed_number_of_queries_per_chunk(
-        people, client_for, django_user_model, monkeypatch, kind):
+    people, client_for, django_user_model, monkeypatch, kind
+):
     """Ten times the conversations, ten times the file, not ten times the memory: only a chunk (10 here) of
     conversations and of audit rows is held at once, and each chunk costs the same queries."""
 

@@ -1,5 +1,6 @@
 """The live generations page: replies queued or streaming right now, with their worker and tokens so far from
 the real Redis (written through the worker's own heartbeat code), and a Cancel that goes the owner's Stop's way."""
+
 import asyncio
 import re
 from datetime import timedelta
@@ -53,9 +54,13 @@ def live_reply(owner, status, *, title="chat", minutes_ago=0):
     reply = make_chat(owner, turns=1, title=title).replies[-1]
     now = timezone.now()
     Message.objects.filter(pk=reply.pk).update(
-        status=status, finish_reason="", content="", completion_tokens=None,
+        status=status,
+        finish_reason="",
+        content="",
+        completion_tokens=None,
         created_at=now - timedelta(minutes=minutes_ago),
-        started_at=now - timedelta(seconds=30) if status == Message.Status.STREAMING else None)
+        started_at=now - timedelta(seconds=30) if status == Message.Status.STREAMING else None,
+    )
     return Message.objects.get(pk=reply.pk)
 
 
@@ -82,11 +87,26 @@ def test_the_page_lists_only_replies_being_generated_with_their_worker_and_token
     assert [(r.progress.worker, r.progress.tokens) for r in rows] == [(None, None), ("gpu-worker-7", 117)]
     html = response.content.decode()
     assert re.findall(r'<th scope="col" class="column-\w+">\s*<div class="text"><span>([^<]*)</span>', html) == [
-        "ID", "User", "Conversation", "Model", "Status", "Waiting", "Streaming for", "Tokens so far", "Worker", ""]
+        "ID",
+        "User",
+        "Conversation",
+        "Model",
+        "Status",
+        "Waiting",
+        "Streaming for",
+        "Tokens so far",
+        "Worker",
+        "",
+    ]
     cells = row_cells(html, streaming.pk)
     assert {k: cells[k] for k in ("owner", "model_column", "state", "streaming_for", "tokens", "worker")} == {
-        "owner": "reviewer", "model_column": "m1", "state": "streaming", "streaming_for": "30 s", "tokens": "117",
-        "worker": "gpu-worker-7"}
+        "owner": "reviewer",
+        "model_column": "m1",
+        "state": "streaming",
+        "streaming_for": "30 s",
+        "tokens": "117",
+        "worker": "gpu-worker-7",
+    }
     queued_cells = row_cells(html, queued.pk)
     assert queued_cells["waiting"].startswith("3 min 0") and queued_cells["worker"] == queued_cells["tokens"] == "—"
     assert queued_cells["streaming_for"] == "—" and queued_cells["state"] == "queued"
@@ -104,8 +124,9 @@ def test_an_empty_page_says_nothing_is_being_generated(people, client_for):
     assert 'http-equiv="refresh"' in response.content.decode()  # the fallback without script
 
 
-def test_a_page_costs_the_same_queries_and_one_redis_round_trip_however_many_rows(people, client_for, held,
-                                                                                 django_user_model, monkeypatch):
+def test_a_page_costs_the_same_queries_and_one_redis_round_trip_however_many_rows(
+    people, client_for, held, django_user_model, monkeypatch
+):
     client = client_for(people.reviewer)
     round_trips = []  # every command redis-py sends outside a pipeline, by name (the real call still runs)
     send = redis.Redis.execute_command
@@ -113,6 +134,7 @@ def test_a_page_costs_the_same_queries_and_one_redis_round_trip_however_many_row
     def counted(self, *args, **kwargs):
         round_trips.append(args[0])
         return send(self, *args, **kwargs)
+
     monkeypatch.setattr(redis.Redis, "execute_command", counted)
 
     def cost():
@@ -142,8 +164,11 @@ def test_cancelling_a_queued_reply_ends_it_stopped_and_audits_it(people, client_
     queued.refresh_from_db()
     assert (queued.status, queued.finish_reason, queued.finished_at is not None) == ("stopped", "cancelled", True)
     [event] = AuditEvent.objects.filter(action=CANCELLED)
-    assert (event.actor, event.conversation_id, event.message_id) == (people.reviewer, queued.conversation_id,
-                                                                      queued.pk)
+    assert (event.actor, event.conversation_id, event.message_id) == (
+        people.reviewer,
+        queued.conversation_id,
+        queued.pk,
+    )
     assert event.details == {"was": "queued", "outcome": "stopped", "owner_id": people.owner.pk}
     assert messages_of(response) == [f"Cancelled 1 reply still queued: #{queued.pk}."]
 
@@ -176,6 +201,7 @@ def test_the_cancel_is_broadcast_to_the_workers_as_a_stop_is(people, client_for)
                     return response, event
         finally:
             await layer.group_discard(names.WORKERS_GROUP, channel)
+
     response, event = asyncio.run(go())
     assert response.status_code == 302 and event == events.cancel_event(streaming.pk)
 
@@ -194,13 +220,19 @@ def test_the_bulk_action_cancels_each_selected_reply_and_reports_the_finished(pe
     streaming = live_reply(people.owner, Message.Status.STREAMING)
     ended = live_reply(people.owner, Message.Status.STREAMING)
     Message.objects.filter(pk=ended.pk).update(status="complete")  # ended after the page was drawn
-    response = client_for(people.reviewer).post(PAGE, {"action": "cancel_selected",
-                                                       ACTION_CHECKBOX_NAME: [queued.pk, streaming.pk, ended.pk]})
+    response = client_for(people.reviewer).post(
+        PAGE, {"action": "cancel_selected", ACTION_CHECKBOX_NAME: [queued.pk, streaming.pk, ended.pk]}
+    )
     assert response.status_code == 302
-    assert dict(Message.objects.filter(pk__in=[queued.pk, streaming.pk, ended.pk])
-                .values_list("pk", "status")) == {queued.pk: "stopped", streaming.pk: "streaming", ended.pk: "complete"}
-    assert sorted(AuditEvent.objects.filter(action=CANCELLED).values_list("message_id", flat=True)) == \
-        [queued.pk, streaming.pk]
+    assert dict(Message.objects.filter(pk__in=[queued.pk, streaming.pk, ended.pk]).values_list("pk", "status")) == {
+        queued.pk: "stopped",
+        streaming.pk: "streaming",
+        ended.pk: "complete",
+    }
+    assert sorted(AuditEvent.objects.filter(action=CANCELLED).values_list("message_id", flat=True)) == [
+        queued.pk,
+        streaming.pk,
+    ]
     said = messages_of(response)
     assert said[0] == f"Cancelled 1 reply still queued: #{queued.pk}."
     assert said[1].startswith(f"Stopping 1 reply being streamed: #{streaming.pk};")
@@ -241,7 +273,9 @@ def test_the_owners_stop_and_a_reviewers_cancel_are_the_same_stop(people):
 
     first, second = (live_reply(people.owner, Message.Status.STREAMING) for _ in range(2))
     conversation_services.message_stop(user=people.owner, message_id=first.pk)
-    assert review_services.reply_cancel(actor=people.reviewer, message_ids=[second.pk]) == \
-        {second.pk: StopOutcome.STOPPING}
-    assert [(m.status, m.stop_requested) for m in Message.objects.filter(pk__in=[first.pk, second.pk])] == \
-        [("streaming", True)] * 2
+    assert review_services.reply_cancel(actor=people.reviewer, message_ids=[second.pk]) == {
+        second.pk: StopOutcome.STOPPING
+    }
+    assert [(m.status, m.stop_requested) for m in Message.objects.filter(pk__in=[first.pk, second.pk])] == [
+        ("streaming", True)
+    ] * 2

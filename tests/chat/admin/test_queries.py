@@ -1,5 +1,6 @@
 """List pages make a fixed number of queries however many rows they show: every count, flag and owner comes
 with the rows (annotations, select_related), never one query per row."""
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -31,7 +32,8 @@ def queries(client, url) -> int:
 
 
 def test_every_benchmarked_page_costs_what_the_benchmark_expects_with_5_or_50_conversations(
-        people, client_for, django_user_model):
+    people, client_for, django_user_model
+):
     """The pages ``make bench-admin`` times on 100,000 messages — the lists, searched, filtered and drilled down
     by date, the transcript, the audit log — each make the number of queries in ``bench_admin.QUERIES`` here,
     for 5 conversations and for 50: a query per row would show as a difference. The benchmark fails when the
@@ -75,13 +77,24 @@ def test_the_transcript_page_costs_the_same_for_a_short_and_a_long_chat(people, 
     assert costs[0] == costs[1], costs
 
 
-@pytest.mark.parametrize("query,expected", [
-    ("negative=yes", {"disliked"}), ("negative=no", {"plain", "failed"}), ("problem=yes", {"failed"}),
-    ("owner=OWNER", {"plain", "failed", "disliked"}), ("owner=nobody", set()), ("review_state__exact=approved", set()),
-    ("model_name=m2", {"failed"}), ("q=needle", {"disliked"}), ("q=plain", {"plain"}),
-    ("q=needle+disliked", {"disliked"}), ("q=needle+plain", set()),  # every word, in the title or a message
-    ("q=%22a+needle%22", {"disliked"}), ("q=%22needle+a%22", set()),  # a quoted phrase is one term
-])
+@pytest.mark.parametrize(
+    "query,expected",
+    [
+        ("negative=yes", {"disliked"}),
+        ("negative=no", {"plain", "failed"}),
+        ("problem=yes", {"failed"}),
+        ("owner=OWNER", {"plain", "failed", "disliked"}),
+        ("owner=nobody", set()),
+        ("review_state__exact=approved", set()),
+        ("model_name=m2", {"failed"}),
+        ("q=needle", {"disliked"}),
+        ("q=plain", {"plain"}),
+        ("q=needle+disliked", {"disliked"}),
+        ("q=needle+plain", set()),  # every word, in the title or a message
+        ("q=%22a+needle%22", {"disliked"}),
+        ("q=%22needle+a%22", set()),  # a quoted phrase is one term
+    ],
+)
 def test_conversation_filters_and_search(people, client_for, query, expected):
     make_chat(people.owner, title="plain")
     make_chat(people.owner, title="failed", reply_status="failed", model="m2")
@@ -97,18 +110,33 @@ def test_the_conversation_list_filters_by_date_and_drills_down_the_date_hierarch
     client = client_for(people.reviewer)
     url = reverse("admin:chat_conversation_changelist")
     links = date_links(client, url, chats)
-    expected = {"past 7 days": {"recent"}, "old: year": {"old"}, "old: day": {"old"}, "ten days: day": {"ten days"},
-                "ten days: year": {"recent", "ten days"} if chats["ten days"].created_at.year
-                == chats["recent"].created_at.year else {"ten days"}}
+    expected = {
+        "past 7 days": {"recent"},
+        "old: year": {"old"},
+        "old: day": {"old"},
+        "ten days: day": {"ten days"},
+        "ten days: year": {"recent", "ten days"}
+        if chats["ten days"].created_at.year == chats["recent"].created_at.year
+        else {"ten days"},
+    }
     for name, query in links.items():
         response = client.get(url + query)
         assert response.status_code == 200
         assert {r.title for r in response.context["cl"].result_list} == expected[name], name
 
 
-@pytest.mark.parametrize("query,expected", [("rating=down", 1), ("rating=up", 0), ("rating=none", 7),
-                                            ("status__exact=failed", 1), ("finish_reason__exact=stop", 3),
-                                            ("role__exact=assistant", 4), ("model_name=m1", 4)])  # replies carry the model
+@pytest.mark.parametrize(
+    "query,expected",
+    [
+        ("rating=down", 1),
+        ("rating=up", 0),
+        ("rating=none", 7),
+        ("status__exact=failed", 1),
+        ("finish_reason__exact=stop", 3),
+        ("role__exact=assistant", 4),
+        ("model_name=m1", 4),
+    ],
+)  # replies carry the model
 def test_message_filters(people, client_for, query, expected):
     make_chat(people.owner, turns=1)
     chat = make_chat(people.owner, turns=3, reply_status="failed")

@@ -1,5 +1,6 @@
 """The review workflow: review states and notes, bulk approve/flag, gold answers, the queue's order; each
 change through chat.review, each with its audit row, none touching the owner's last activity."""
+
 import re
 
 import pytest
@@ -19,8 +20,15 @@ CHANGED = AuditEvent.Action.REVIEW_CHANGED
 def test_review_set_stores_state_note_reviewer_and_an_audit_row(people):
     conversation = make_chat(people.owner)
     last_activity = Conversation.objects.get().updated_at
-    assert services.review_set(reviewer=people.reviewer, conversation_ids=[conversation.pk],
-                             state="needs_attention", note="  rude reply \x00") == 1
+    assert (
+        services.review_set(
+            reviewer=people.reviewer,
+            conversation_ids=[conversation.pk],
+            state="needs_attention",
+            note="  rude reply \x00",
+        )
+        == 1
+    )
     row = Conversation.objects.get()
     assert (row.review_state, row.review_note, row.reviewed_by) == ("needs_attention", "rude reply", people.reviewer)
     assert row.reviewed_at is not None and row.updated_at == last_activity
@@ -29,8 +37,10 @@ def test_review_set_stores_state_note_reviewer_and_an_audit_row(people):
     assert event.details == {"state": "needs_attention", "note": "rude reply", "previous": "unreviewed"}
 
 
-@pytest.mark.parametrize("who,state,code", [("staff", "approved", "forbidden"), ("owner", "approved", "forbidden"),
-                                            ("reviewer", "great", "invalid_state")])
+@pytest.mark.parametrize(
+    "who,state,code",
+    [("staff", "approved", "forbidden"), ("owner", "approved", "forbidden"), ("reviewer", "great", "invalid_state")],
+)
 def test_review_set_refuses_non_reviewers_and_unknown_states(people, who, state, code):
     conversation = make_chat(people.owner)
     with pytest.raises(ChatError) as err:
@@ -45,8 +55,9 @@ def test_the_review_form_on_the_conversation_page(people, client_for):
     client = client_for(people.reviewer)
     assert client.get(url).status_code == 405
     response = client.post(url, {"state": "approved", "note": "fine"})
-    assert response.status_code == 302 and response.url == reverse("admin:chat_conversation_change",
-                                                                   args=[conversation.pk])
+    assert response.status_code == 302 and response.url == reverse(
+        "admin:chat_conversation_change", args=[conversation.pk]
+    )
     row = Conversation.objects.get()
     assert (row.review_state, row.review_note, row.reviewed_by) == ("approved", "fine", people.reviewer)
     assert AuditEvent.objects.filter(action=CHANGED).count() == 1
@@ -59,18 +70,21 @@ def test_the_review_form_on_the_conversation_page(people, client_for):
 def test_bulk_actions_approve_and_flag(people, client_for, changelist, action, state):
     chats = [make_chat(people.owner, title=f"c{n}") for n in range(3)]
     chosen = [c.pk for c in chats[:2]]
-    response = client_for(people.reviewer).post(reverse(changelist), {"action": action,
-                                                                      "_selected_action": chosen})
+    response = client_for(people.reviewer).post(reverse(changelist), {"action": action, "_selected_action": chosen})
     assert response.status_code == 302
     assert dict(Conversation.objects.values_list("pk", "review_state")) == {
-        chats[0].pk: state, chats[1].pk: state, chats[2].pk: "unreviewed"}
+        chats[0].pk: state,
+        chats[1].pk: state,
+        chats[2].pk: "unreviewed",
+    }
     assert sorted(AuditEvent.objects.filter(action=CHANGED).values_list("conversation_id", flat=True)) == sorted(chosen)
 
 
 def test_staff_without_the_permission_cannot_run_the_bulk_actions(people, client_for):
     conversation = make_chat(people.owner)
-    response = client_for(people.staff).post(reverse("admin:chat_conversation_changelist"),
-                                             {"action": "approve", "_selected_action": [conversation.pk]})
+    response = client_for(people.staff).post(
+        reverse("admin:chat_conversation_changelist"), {"action": "approve", "_selected_action": [conversation.pk]}
+    )
     assert response.status_code == 403
     assert Conversation.objects.get().review_state == "unreviewed"
 
@@ -93,7 +107,10 @@ def test_a_reviewer_attaches_replaces_and_removes_a_gold_answer(people, client_f
     assert not GoldAnswer.objects.exists()
     changes = AuditEvent.objects.filter(action=AuditEvent.Action.GOLD_ANSWER_CHANGED).order_by("id")
     assert [(e.details["previous"], e.details["content"]) for e in changes] == [
-        (None, "the right answer"), ("the right answer", "a better one"), ("a better one", "")]
+        (None, "the right answer"),
+        ("the right answer", "a better one"),
+        ("a better one", ""),
+    ]
     assert {e.message_id for e in changes} == {reply.pk}
 
 
@@ -106,11 +123,21 @@ def test_gold_answers_belong_to_assistant_replies_and_reviewers(people, client_f
     with pytest.raises(ChatError) as err:
         services.gold_answer_set(reviewer=people.staff, message_id=conversation.replies[0].pk, content="x")
     assert err.value.code == "forbidden"
-    assert client_for(people.reviewer).get(
-        reverse("admin:chat_conversation_gold", args=[conversation.pk, question.pk])).status_code == 404
-    assert client_for(people.staff).post(
-        reverse("admin:chat_conversation_gold", args=[conversation.pk, conversation.replies[0].pk]),
-        {"content": "x"}).status_code == 403
+    assert (
+        client_for(people.reviewer)
+        .get(reverse("admin:chat_conversation_gold", args=[conversation.pk, question.pk]))
+        .status_code
+        == 404
+    )
+    assert (
+        client_for(people.staff)
+        .post(
+            reverse("admin:chat_conversation_gold", args=[conversation.pk, conversation.replies[0].pk]),
+            {"content": "x"},
+        )
+        .status_code
+        == 403
+    )
     assert not GoldAnswer.objects.exists()
 
 
@@ -141,8 +168,10 @@ def test_the_queue_lists_unreviewed_chats_negative_feedback_first_then_failures(
 
 
 PLACEHOLDERS = r" IN \(((?:%s, )*%s)\)"  # a list of bound ids, as Django writes it before the driver sees it
-IN_LISTS = {"conversations": re.compile(r'(?:"chat_conversation"\."id"|"conversation_id")' + PLACEHOLDERS),
-            "replies": re.compile(r'"chat_message"\."id"' + PLACEHOLDERS)}
+IN_LISTS = {
+    "conversations": re.compile(r'(?:"chat_conversation"\."id"|"conversation_id")' + PLACEHOLDERS),
+    "replies": re.compile(r'"chat_message"\."id"' + PLACEHOLDERS),
+}
 
 
 @pytest.mark.parametrize("action", ["approve", "delete_selected", "cancel_selected"])
@@ -155,9 +184,11 @@ def test_a_bulk_action_over_select_all_binds_its_ids_a_chunk_at_a_time(people, c
     if action == "cancel_selected":
         for chat in chats:
             Message.objects.create(conversation=chat, role="assistant", status="queued", model_name="m1")
-    page, who, kind = {"approve": ("admin:chat_conversation_changelist", people.reviewer, "conversations"),
-                       "delete_selected": ("admin:chat_conversation_changelist", people.root, "conversations"),
-                       "cancel_selected": ("admin:chat_livegeneration_changelist", people.reviewer, "replies")}[action]
+    page, who, kind = {
+        "approve": ("admin:chat_conversation_changelist", people.reviewer, "conversations"),
+        "delete_selected": ("admin:chat_conversation_changelist", people.root, "conversations"),
+        "cancel_selected": ("admin:chat_livegeneration_changelist", people.reviewer, "replies"),
+    }[action]
     bound = []
 
     def measure(execute, sql, params, many, context):
@@ -165,8 +196,10 @@ def test_a_bulk_action_over_select_all_binds_its_ids_a_chunk_at_a_time(people, c
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(measure):
-        response = client_for(who).post(reverse(page), {"action": action, "select_across": "1", "index": "0",
-                                                        "_selected_action": [chats[0].pk], "post": "yes"})
+        response = client_for(who).post(
+            reverse(page),
+            {"action": action, "select_across": "1", "index": "0", "_selected_action": [chats[0].pk], "post": "yes"},
+        )
     assert response.status_code == 302
     assert bound and max(bound) == 3, bound  # chunks of 3, never the 8 at once
     audited = AuditEvent.objects.values_list("action", flat=True)

@@ -1,4 +1,5 @@
 """The usage page: exact figures per day and per person, the range form, who may see it, and its query count."""
+
 import datetime
 import json
 
@@ -16,8 +17,16 @@ pytestmark = pytest.mark.django_db
 
 URL = reverse("admin:chat_usagereport_changelist")
 MARCH = "?from=2025-03-01&to=2025-03-04"
-FIELDS = ("user_messages", "replies", "prompt_tokens", "completion_tokens", "median_ttft_ms", "median_tokens_per_s",
-          "failed", "stopped")
+FIELDS = (
+    "user_messages",
+    "replies",
+    "prompt_tokens",
+    "completion_tokens",
+    "median_ttft_ms",
+    "median_tokens_per_s",
+    "failed",
+    "stopped",
+)
 
 
 def figures(row) -> tuple:
@@ -40,10 +49,16 @@ def test_figures_per_day_with_empty_days_as_zeros(people, client_for, usage_data
         "2025-03-04": (2, 2, 41, 81, 500, 10.0, 0, 0),  # two replies: the mean of both
     }
     assert list(days) == sorted(days)
-    chart = json.loads(response.content.decode().split('id="usage-data" type="application/json">')[1]
-                       .split("</script>")[0])
-    assert chart == {"days": list(days), "replies": [4, 1, 0, 2], "failed": [1, 0, 0, 0], "stopped": [0, 1, 0, 0],
-                     "completion_tokens": [59, 4, 0, 81]}
+    chart = json.loads(
+        response.content.decode().split('id="usage-data" type="application/json">')[1].split("</script>")[0]
+    )
+    assert chart == {
+        "days": list(days),
+        "replies": [4, 1, 0, 2],
+        "failed": [1, 0, 0, 0],
+        "stopped": [0, 1, 0, 0],
+        "completion_tokens": [59, 4, 0, 81],
+    }
 
 
 def test_figures_per_person_sorted_by_tokens_and_in_total(people, client_for, usage_data):
@@ -88,14 +103,16 @@ def test_the_page_shows_no_message_text(people, client_for, usage_data):
     assert b"<canvas" in response.content and b"chartjs-4.6.1/chart.umd.min.js" in response.content
 
 
-@pytest.mark.parametrize("query,sentence,code", [
-    ("?from=2025-03-04&to=2025-03-01", "The start date is after the end date.", "range_reversed"),
-    ("?from=2024-01-01&to=2025-01-01", "The range is 367 days; at most 366 fit on one page.", "range_too_long"),
-    ("?from=2025-02-30&to=2025-03-01", "Enter a date as YYYY-MM-DD.", "invalid"),
-    ("?from=yesterday", "Enter a date as YYYY-MM-DD.", "invalid"),
-])
-def test_a_bad_range_is_refused_with_a_sentence_and_the_page_still_renders(people, client_for, query, sentence,
-                                                                           code):
+@pytest.mark.parametrize(
+    "query,sentence,code",
+    [
+        ("?from=2025-03-04&to=2025-03-01", "The start date is after the end date.", "range_reversed"),
+        ("?from=2024-01-01&to=2025-01-01", "The range is 367 days; at most 366 fit on one page.", "range_too_long"),
+        ("?from=2025-02-30&to=2025-03-01", "Enter a date as YYYY-MM-DD.", "invalid"),
+        ("?from=yesterday", "Enter a date as YYYY-MM-DD.", "invalid"),
+    ],
+)
+def test_a_bad_range_is_refused_with_a_sentence_and_the_page_still_renders(people, client_for, query, sentence, code):
     response = client_for(people.reviewer).get(URL + query)
     assert response.status_code == 200
     assert response.context["report"] is None
@@ -133,11 +150,20 @@ def test_the_page_has_no_other_url(people, client_for, usage_data):
 def add_rows(count: int, django_user_model, tag: str):
     """``count`` exchanges over 5 days, spread over ``count // 4 + 1`` new people (past the top 50 at 200)."""
     start = datetime.datetime(2025, 3, 1, 12, tzinfo=datetime.timezone.utc)
-    owners = [Conversation.objects.create(owner=django_user_model.objects.create_user(username=f"{tag}{n}"))
-              for n in range(count // 4 + 1)]
+    owners = [
+        Conversation.objects.create(owner=django_user_model.objects.create_user(username=f"{tag}{n}"))
+        for n in range(count // 4 + 1)
+    ]
     for n in range(count):
-        exchange(owners[n % len(owners)], start + datetime.timedelta(days=n % 5, minutes=n), prompt=n,
-                 completion=n + 1, ttft=n + 2, speed=float(n), status="failed" if n % 7 == 0 else "complete")
+        exchange(
+            owners[n % len(owners)],
+            start + datetime.timedelta(days=n % 5, minutes=n),
+            prompt=n,
+            completion=n + 1,
+            ttft=n + 2,
+            speed=float(n),
+            status="failed" if n % 7 == 0 else "complete",
+        )
 
 
 def queries(client) -> int:

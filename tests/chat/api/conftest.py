@@ -11,9 +11,11 @@ def api(live_stack, transactional_db, make_user):
     def make(name="alice", store_conversations=True, **client_options):
         user = make_user(name)
         new = services.api_key_create(owner=user, name=f"{name}'s key", store_conversations=store_conversations)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{live_stack.port}/v1", api_key=new.plaintext,
-                               max_retries=0, **client_options)
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{live_stack.port}/v1", api_key=new.plaintext, max_retries=0, **client_options
+        )
         return user, new, client
+
     return make
 
 

@@ -2,6 +2,7 @@
 a client must vanish mid-request): the per-person cap, today's tokens and messages a minute (429 with
 Retry-After), no worker (503), a client that goes away (its reply stops and the engine's row is freed, streamed
 or not, before its first chunk or after), and eight API streams in one engine batch with a browser chat."""
+
 import asyncio
 import json
 import os
@@ -79,6 +80,7 @@ def _live_stats(live_stack, r) -> dict:
     def have():
         stats.update(_worker_stats(live_stack, r))
         return bool(stats)
+
     _wait_for(have, timeout=4 * settings.CHAT_HEARTBEAT_S + 5, what="the worker's heartbeat figures")
     return stats
 
@@ -86,8 +88,11 @@ def _live_stats(live_stack, r) -> dict:
 def _assert_the_worker_let_go(live_stack, r, reply_id: int) -> None:
     """The lease of the reply is gone and the worker's next heartbeats show no reply held and no batch row."""
     assert r.get(lease_key(reply_id)) is None
-    _wait_for(lambda: (lambda s: s.get("in_flight") == 0 and s.get("batch_size") == 0)(_worker_stats(live_stack, r)),
-              timeout=4 * settings.CHAT_HEARTBEAT_S + 5, what="a heartbeat with no reply in flight")
+    _wait_for(
+        lambda: (lambda s: s.get("in_flight") == 0 and s.get("batch_size") == 0)(_worker_stats(live_stack, r)),
+        timeout=4 * settings.CHAT_HEARTBEAT_S + 5,
+        what="a heartbeat with no reply in flight",
+    )
 
 
 class _WorkerPaused:
@@ -106,8 +111,11 @@ class _WorkerPaused:
     def __enter__(self):
         os.kill(self.pid, signal.SIGSTOP)
         try:  # what it holds cannot change while it is stopped
-            self.held = [key for key in self.r.scan_iter(match=lease_key(0).removesuffix("0") + "*")
-                         if self.r.get(key) == self.worker]
+            self.held = [
+                key
+                for key in self.r.scan_iter(match=lease_key(0).removesuffix("0") + "*")
+                if self.r.get(key) == self.worker
+            ]
             self.beats.start()
         except BaseException:
             self.resume()
@@ -155,6 +163,7 @@ def _stops_heard():
                 return await use(layer)
             finally:
                 await layer.close_pools()
+
         return asyncio.run(go())
 
     async def heard_stop_of(layer, reply_id):
@@ -183,9 +192,15 @@ def _raw_post(port: int, key: str, body: dict) -> socket.socket:
     """Send a completion request over a bare socket and return it unread: closing it is the client leaving."""
     data = json.dumps(body).encode()
     sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: " + str(len(data)).encode()
-                 + b"\r\n\r\n" + data)
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer "
+        + key.encode()
+        + b"\r\nContent-Length: "
+        + str(len(data)).encode()
+        + b"\r\n\r\n"
+        + data
+    )
     return sock
 
 
@@ -219,17 +234,18 @@ def test_a_client_that_goes_away_mid_stream_stops_its_reply_within_a_few_tokens(
     _assert_the_worker_let_go(live_stack, r, reply.pk)
 
 
-def test_a_whole_request_whose_client_goes_away_stops_and_a_no_store_reply_leaves_no_log(api, live_stack,
-                                                                                          tokenizer):
+def test_a_whole_request_whose_client_goes_away_stops_and_a_no_store_reply_leaves_no_log(api, live_stack, tokenizer):
     """Not streamed: the view itself waits for the reply's end, through the sync middlewares; the client's
     close cancels it there. The key keeps no text: once the reply has ended its stream log goes too."""
     user, new, _ = api(store_conversations=False)
     r = _redis(live_stack)
     sock = _raw_post(live_stack.port, new.plaintext, {"model": MODEL, "max_tokens": 300, "messages": LONG})
     try:
+
         def streamed_some():
             reply = _the_reply_of(user)
             return reply is not None and _tokens(tokenizer, streamlog.read_text_sync(reply.pk)) >= 8
+
         _wait_for(streamed_some, what="the reply's first tokens")
         reply = _the_reply_of(user)
         with _stops_heard() as heard, _WorkerPaused(live_stack):
@@ -257,14 +273,19 @@ def test_a_stream_whose_client_goes_before_its_first_chunk_stops_its_reply(api, 
     user, new, _ = api()
     r = _redis(live_stack)
     with _WorkerPaused(live_stack):
-        sock = _raw_post(live_stack.port, new.plaintext, {"model": MODEL, "max_tokens": 300, "stream": True,
-                                                          "messages": LONG})
+        sock = _raw_post(
+            live_stack.port, new.plaintext, {"model": MODEL, "max_tokens": 300, "stream": True, "messages": LONG}
+        )
         _wait_for(lambda: _the_reply_of(user) is not None, what="the queued reply")
         sock.close()
         _wait_for(lambda: not _the_reply_of(user).is_active, what="the reply's end")
     reply = _the_reply_of(user)
-    assert (reply.status, reply.finish_reason, reply.content, reply.completion_tokens) == \
-        ("stopped", "cancelled", "", None)
+    assert (reply.status, reply.finish_reason, reply.content, reply.completion_tokens) == (
+        "stopped",
+        "cancelled",
+        "",
+        None,
+    )
     _assert_the_worker_let_go(live_stack, r, reply.pk)
 
 
@@ -273,8 +294,9 @@ def test_the_active_reply_cap_answers_429_with_retry_after(api):
 
     user, _, client = api()
     cap = settings.CHAT_MAX_ACTIVE_PER_USER
-    streams = [client.chat.completions.create(model=MODEL, max_tokens=300, stream=True, messages=LONG)
-               for _ in range(cap)]
+    streams = [
+        client.chat.completions.create(model=MODEL, max_tokens=300, stream=True, messages=LONG) for _ in range(cap)
+    ]
     try:
         with pytest.raises(openai.RateLimitError) as limited:
             client.chat.completions.create(model=MODEL, max_tokens=5, messages=LONG)
@@ -283,8 +305,7 @@ def test_the_active_reply_cap_answers_429_with_retry_after(api):
     finally:
         for stream in streams:
             stream.close()
-    _wait_for(lambda: not Message.objects.filter(conversation__owner=user, status__in=Message.ACTIVE_STATUSES)
-              .exists())
+    _wait_for(lambda: not Message.objects.filter(conversation__owner=user, status__in=Message.ACTIVE_STATUSES).exists())
     assert Message.objects.filter(conversation__owner=user, role="assistant").count() == cap
 
 
@@ -312,8 +333,7 @@ def test_todays_tokens_used_and_messages_a_minute_answer_429_with_retry_after(ap
         client.chat.completions.create(model=MODEL, max_tokens=1, messages=LONG)
     wait = int(limited.value.response.headers["Retry-After"])
     assert limited.value.body["code"] == "rate_limit_exceeded" and 1 <= wait <= 60
-    assert f"2 messages in the last minute, the most this site allows; try again in {wait} s." in \
-        limited.value.message
+    assert f"2 messages in the last minute, the most this site allows; try again in {wait} s." in limited.value.message
     assert Conversation.objects.filter(owner=user).count() == 2
 
 
@@ -349,26 +369,36 @@ def test_eight_api_streams_and_a_browser_chat_share_one_engine_batch(api, chat, 
 
     async def via_api(client):
         def run():
-            stream = client.chat.completions.create(model=MODEL, max_tokens=BATCHED_TOKENS, stream=True,
-                                                    messages=LONG)
+            stream = client.chat.completions.create(model=MODEL, max_tokens=BATCHED_TOKENS, stream=True, messages=LONG)
             chunks = list(stream)
             return chunks[0].id, "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
         return await asyncio.get_running_loop().run_in_executor(pool, run)
 
     async def via_socket():
         async with browser.connect() as ws:
-            await send(ws, {"type": "send", "conversation": None, "content": LONG[0]["content"],
-                            "params": {"max_new_tokens": BATCHED_TOKENS}})
+            await send(
+                ws,
+                {
+                    "type": "send",
+                    "conversation": None,
+                    "content": LONG[0]["content"],
+                    "params": {"max_new_tokens": BATCHED_TOKENS},
+                },
+            )
             frames = await recv_until(ws, "done", timeout=300)  # nine replies on two shared cores
             return frames[-1]["message"]
 
     async def resume_when_all_are_queued():
         def wait():
             try:
-                _wait_for(lambda: Message.objects.filter(status="queued", conversation__owner__in=ours).count() >= 9,
-                          what="nine queued replies")
+                _wait_for(
+                    lambda: Message.objects.filter(status="queued", conversation__owner__in=ours).count() >= 9,
+                    what="nine queued replies",
+                )
             finally:
                 connection.close()  # this thread's own connection
+
         try:
             await asyncio.get_running_loop().run_in_executor(pool, wait)
         finally:
@@ -383,5 +413,8 @@ def test_eight_api_streams_and_a_browser_chat_share_one_engine_batch(api, chat, 
     for (cid, text), reply in zip(api_results, replies[1:]):
         assert reply.status == "complete" and reply.content == text and reply.conversation.source == "api"
     assert replies[0].conversation.source == "chat" and replies[0].status == "complete"
-    _wait_for(lambda: _worker_stats(live_stack, r)["decode_steps_at_batch_size"][9] > before, timeout=15,
-              what="a heartbeat counting decode steps of nine rows")
+    _wait_for(
+        lambda: _worker_stats(live_stack, r)["decode_steps_at_batch_size"][9] > before,
+        timeout=15,
+        what="a heartbeat counting decode steps of nine rows",
+    )

@@ -1,4 +1,5 @@
 """The OpenAI-compatible API through the official ``openai`` client, against the live stack."""
+
 import json
 import time
 
@@ -14,10 +15,17 @@ MODEL = settings.CHAT_MODEL
 def test_a_whole_completion_is_stored_as_an_api_conversation(api):
     user, new, client = api()
     sent = time.time()
-    raw = client.chat.completions.with_raw_response.create(model=MODEL, max_tokens=24, messages=[
-        {"role": "system", "content": "You are terse."},
-        {"role": "user", "content": [{"type": "text", "text": "What is the capital "},
-                                     {"type": "text", "text": "of France?"}]}])
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL,
+        max_tokens=24,
+        messages=[
+            {"role": "system", "content": "You are terse."},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "What is the capital "}, {"type": "text", "text": "of France?"}],
+            },
+        ],
+    )
     result, body = raw.parse(), json.loads(raw.http_response.content)
     choice = result.choices[0]
     assert result.object == "chat.completion" and result.model == MODEL and result.id.startswith("chatcmpl-")
@@ -29,17 +37,25 @@ def test_a_whole_completion_is_stored_as_an_api_conversation(api):
     reply = Message.objects.get(pk=int(result.id.removeprefix("chatcmpl-")))
     assert reply.content == choice.message.content and reply.status == "complete"
     conversation = reply.conversation
-    assert (conversation.owner, conversation.source, conversation.api_key_id, conversation.api_key_name) == \
-        (user, "api", new.key.pk, "alice's key")
+    assert (conversation.owner, conversation.source, conversation.api_key_id, conversation.api_key_name) == (
+        user,
+        "api",
+        new.key.pk,
+        "alice's key",
+    )
     assert conversation.system_prompt == "You are terse." and conversation.content_kept
     assert reply.parent.content == "What is the capital of France?"
 
 
 def test_streaming_sends_chunks_then_usage(api):
     _, _, client = api()
-    stream = client.chat.completions.create(model=MODEL, max_tokens=30, stream=True,
-                                            stream_options={"include_usage": True},
-                                            messages=[{"role": "user", "content": "Count from one to ten."}])
+    stream = client.chat.completions.create(
+        model=MODEL,
+        max_tokens=30,
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Count from one to ten."}],
+    )
     chunks = list(stream)
     texts = [c.choices[0].delta.content or "" for c in chunks if c.choices]
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -49,8 +65,11 @@ def test_streaming_sends_chunks_then_usage(api):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
     reply = Message.objects.get(pk=int(chunks[0].id.removeprefix("chatcmpl-")))
     assert reply.content == "".join(texts)
-    plain = list(client.chat.completions.create(model=MODEL, max_tokens=4, stream=True,
-                                                messages=[{"role": "user", "content": "Hi"}]))
+    plain = list(
+        client.chat.completions.create(
+            model=MODEL, max_tokens=4, stream=True, messages=[{"role": "user", "content": "Hi"}]
+        )
+    )
     assert all(c.usage is None and c.choices for c in plain)  # no usage chunk unless asked for
     assert plain[-1].choices[0].finish_reason in ("stop", "length")
 
@@ -68,10 +87,10 @@ def test_stop_strings_end_the_reply_before_them_and_max_tokens_ends_with_length(
     stop = " " + words[5]  # greedy decoding: the same prompt gives the same text, so it meets this string again
     stopped = client.chat.completions.create(model=MODEL, max_tokens=60, messages=messages, stop=[stop, "zzzz"])
     assert stopped.choices[0].finish_reason == "stop"
-    assert stopped.choices[0].message.content == free[:free.index(stop)]
+    assert stopped.choices[0].message.content == free[: free.index(stop)]
     assert _reply(stopped.id).params["stop"] == [stop, "zzzz"]
     alone = client.chat.completions.create(model=MODEL, max_tokens=60, messages=messages, stop=stop)  # a string
-    assert alone.choices[0].message.content == free[:free.index(stop)] and _reply(alone.id).params["stop"] == [stop]
+    assert alone.choices[0].message.content == free[: free.index(stop)] and _reply(alone.id).params["stop"] == [stop]
 
     for limit in ({"max_completion_tokens": 5}, {"max_tokens": 5}):
         short = client.chat.completions.create(model=MODEL, messages=messages, **limit)
@@ -99,8 +118,9 @@ def test_wrong_and_revoked_keys_get_401(api, live_stack):
     from chat.api import services
 
     user, new, client = api()
-    wrong = openai.OpenAI(base_url=f"http://127.0.0.1:{live_stack.port}/v1", api_key=new.plaintext[:-2] + "xx",
-                          max_retries=0)
+    wrong = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{live_stack.port}/v1", api_key=new.plaintext[:-2] + "xx", max_retries=0
+    )
     with pytest.raises(openai.AuthenticationError) as bad:
         wrong.models.list()
     assert bad.value.status_code == 401 and bad.value.body["code"] == "invalid_api_key"
@@ -112,16 +132,27 @@ def test_wrong_and_revoked_keys_get_401(api, live_stack):
     assert not Conversation.objects.filter(owner=user).exists()
 
 
-@pytest.mark.parametrize("extra, param", [
-    ({"temperature": 3}, "temperature"), ({"top_p": 0}, "top_p"), ({"max_tokens": 0}, "max_tokens"),
-    ({"max_completion_tokens": 10**6}, "max_completion_tokens"), ({"n": 2}, "n"), ({"stop": ["a"] * 5}, "stop"),
-    ({"max_tokens": 0, "max_completion_tokens": 5}, "max_tokens"), ({"seed": 1.5}, "seed"),
-    ({"seed": 2**63}, "seed"),
-    ({"messages": []}, "messages"), ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-     "messages[0].content[0]"),
-    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, "messages"),
-])
+@pytest.mark.parametrize(
+    "extra, param",
+    [
+        ({"temperature": 3}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_completion_tokens": 10**6}, "max_completion_tokens"),
+        ({"n": 2}, "n"),
+        ({"stop": ["a"] * 5}, "stop"),
+        ({"max_tokens": 0, "max_completion_tokens": 5}, "max_tokens"),
+        ({"seed": 1.5}, "seed"),
+        ({"seed": 2**63}, "seed"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+            "messages[0].content[0]",
+        ),
+        ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, "messages"),
+    ],
+)
 def test_bad_parameters_get_400_naming_them(api, extra, param):
     import openai
 
@@ -136,9 +167,14 @@ def test_bad_parameters_get_400_naming_them(api, extra, param):
 
 def test_unknown_fields_are_ignored(api):
     _, _, client = api()
-    result = client.chat.completions.create(model=MODEL, max_tokens=3, n=1, user="end-user-42",
-                                            messages=[{"role": "user", "content": "Hi"}],
-                                            extra_body={"logit_bias_whatever": {"1": 2}, "frequency_penalty": 0})
+    result = client.chat.completions.create(
+        model=MODEL,
+        max_tokens=3,
+        n=1,
+        user="end-user-42",
+        messages=[{"role": "user", "content": "Hi"}],
+        extra_body={"logit_bias_whatever": {"1": 2}, "frequency_penalty": 0},
+    )
     assert result.choices[0].message.content
     assert _reply(result.id).conversation.api_user == "end-user-42"
 
@@ -147,8 +183,14 @@ def test_sampling_parameters_reach_the_reply_and_a_seed_repeats_it(api):
     """temperature and top_p are what the engine sampled with (the reply's stored params); the same seed at
     temperature 1 gives the same text again (the engine's per-request generator, tests/inference)."""
     _, _, client = api()
-    request = dict(model=MODEL, max_tokens=12, temperature=1.0, top_p=0.9, seed=1234,
-                   messages=[{"role": "user", "content": "Invent a name for a cat."}])
+    request = dict(
+        model=MODEL,
+        max_tokens=12,
+        temperature=1.0,
+        top_p=0.9,
+        seed=1234,
+        messages=[{"role": "user", "content": "Invent a name for a cat."}],
+    )
     first, second = (client.chat.completions.create(**request) for _ in range(2))
     assert first.choices[0].message.content == second.choices[0].message.content
     assert _reply(first.id).params == {"temperature": 1.0, "top_p": 0.9, "max_new_tokens": 12, "seed": 1234}
@@ -174,8 +216,9 @@ def test_too_long_for_the_context_is_400_context_length_exceeded_and_a_huge_body
     assert reply.status == "failed" and window.value.body["message"] == reply.error
     # Over Django's limit on a request body: 413, and nothing stored.
     with pytest.raises(openai.APIStatusError) as big:
-        client.chat.completions.create(model=MODEL, messages=[
-            {"role": "user", "content": "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)}])
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)}]
+        )
     assert big.value.status_code == 413 and big.value.body["code"] == "request_too_large"
     assert Conversation.objects.filter(owner=user).count() == 1
 
@@ -186,8 +229,12 @@ def test_a_key_that_keeps_no_text_leaves_counts_only_and_no_stream_log(api, live
     from chat.names import stream_key
 
     user, _, client = api(store_conversations=False)
-    result = client.chat.completions.create(model=MODEL, max_tokens=8, stream=True, messages=[
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "A secret plan."}])
+    result = client.chat.completions.create(
+        model=MODEL,
+        max_tokens=8,
+        stream=True,
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "A secret plan."}],
+    )
     chunks = list(result)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)  # the caller got the text
     reply = _reply(chunks[0].id)

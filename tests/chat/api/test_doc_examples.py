@@ -1,4 +1,5 @@
 """The curl and openai examples of docs/api.md, run exactly as written (only the port differs) on the live stack."""
+
 import json
 import os
 import re

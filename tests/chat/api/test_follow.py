@@ -1,6 +1,7 @@
 """The background end of a reply whose client went away (chat/api/follow.py): it follows the reply to its done,
 leaves and deletes the log; bounded; every other way it ends is logged with the reply's id, and none leaves a
 task exception that nobody retrieves. Real channel layer and Redis."""
+
 import asyncio
 import logging
 
@@ -11,9 +12,17 @@ from chat.replies import streamlog
 from chat.store import client
 
 OWNER, REPLY = 4242, 424242
-DONE = {"type": "done", "message": REPLY, "status": "stopped", "finish_reason": "cancelled", "content": "",
-        "error": "", "error_code": "", "usage": {"prompt_tokens": 3, "completion_tokens": 1},
-        "timing": {"ttft_ms": None, "tokens_per_s": None}}
+DONE = {
+    "type": "done",
+    "message": REPLY,
+    "status": "stopped",
+    "finish_reason": "cancelled",
+    "content": "",
+    "error": "",
+    "error_code": "",
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+    "timing": {"ttft_ms": None, "tokens_per_s": None},
+}
 
 
 async def _forget(*, timeout=10.0, break_it=None, then_done=False):
@@ -50,6 +59,7 @@ def test_an_error_while_following_is_logged_with_the_reply_id_and_the_log_is_lef
     def break_it(follower):
         async def broken():
             raise RuntimeError("the follower broke")
+
         monkeypatch.setattr(follower, "next", broken)
 
     follower, task = asyncio.run(_forget(break_it=break_it))

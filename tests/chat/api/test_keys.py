@@ -1,5 +1,6 @@
 """API keys (services, authentication, the settings page, the command, the admin) and API conversations whose
 key keeps no text. The API's requests themselves are tested through the openai client in tests/chat/api/."""
+
 import io
 import json
 
@@ -29,8 +30,14 @@ def fresh_allowances():
     forget_allowances()
     yield
     forget_allowances()
-TURNS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "secret plan A"},
-         {"role": "assistant", "content": "noted"}, {"role": "user", "content": "secret plan B"}]
+
+
+TURNS = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "secret plan A"},
+    {"role": "assistant", "content": "noted"},
+    {"role": "user", "content": "secret plan B"},
+]
 
 
 def test_a_key_is_stored_hashed_and_authenticates_by_prefix(make_user):
@@ -43,8 +50,9 @@ def test_a_key_is_stored_hashed_and_authenticates_by_prefix(make_user):
     assert ApiKey.objects.get(pk=new.key.pk).last_used_at is not None
 
 
-@pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer ", "Bearer sk-", "Bearer sk-000000000000-x",
-                                    "Bearer nonsense"])
+@pytest.mark.parametrize(
+    "header", [None, "", "Basic abc", "Bearer ", "Bearer sk-", "Bearer sk-000000000000-x", "Bearer nonsense"]
+)
 def test_missing_and_malformed_keys_are_401(make_user, header):
     api_services.api_key_create(owner=make_user(), name="script")
     with pytest.raises(ApiError) as refused:
@@ -70,7 +78,8 @@ def test_wrong_secret_revoked_key_and_inactive_owner_are_401(make_user):
 
 
 def test_revoking_a_key_stops_its_replies_still_queued_or_streaming_and_no_others(
-        make_user, monkeypatch, settings, django_capture_on_commit_callbacks):
+    make_user, monkeypatch, settings, django_capture_on_commit_callbacks
+):
     from chat import events
 
     settings.CHAT_MAX_ACTIVE_PER_USER = 4
@@ -82,13 +91,21 @@ def test_revoking_a_key_stops_its_replies_still_queued_or_streaming_and_no_other
     streaming = api_services.api_completion_create(key=leaked, turns=TURNS, params={})
     reply_services.reply_claim(message_id=streaming.pk)
     other = api_services.api_completion_create(key=kept, turns=TURNS, params={})
-    chat = conversation_services.message_send(user=user, conversation_id=None, content="from the browser").assistant_message
+    chat = conversation_services.message_send(
+        user=user, conversation_id=None, content="from the browser"
+    ).assistant_message
     with django_capture_on_commit_callbacks(execute=True):
         api_services.api_key_revoke(owner=user, key_id=leaked.pk)
-    states = {m.pk: (m.status, m.stop_requested) for m in Message.objects.filter(
-        pk__in=[queued.pk, streaming.pk, other.pk, chat.pk])}
-    assert states == {queued.pk: ("stopped", False), streaming.pk: ("streaming", True),  # the worker ends it
-                      other.pk: ("queued", False), chat.pk: ("queued", False)}
+    states = {
+        m.pk: (m.status, m.stop_requested)
+        for m in Message.objects.filter(pk__in=[queued.pk, streaming.pk, other.pk, chat.pk])
+    }
+    assert states == {
+        queued.pk: ("stopped", False),
+        streaming.pk: ("streaming", True),  # the worker ends it
+        other.pk: ("queued", False),
+        chat.pk: ("queued", False),
+    }
     assert cancelled == [streaming.pk]  # every worker is told to stop the streaming one
 
 
@@ -115,21 +132,36 @@ def test_nobody_revokes_another_persons_key_and_names_are_checked(make_user):
 
 
 def _finish(reply, text="the answer"):
-    return reply_services.reply_finish(message_id=reply.pk, content=text, status=Message.Status.COMPLETE,
-                                   finish_reason=Message.FinishReason.STOP, prompt_tokens=30, completion_tokens=3)
+    return reply_services.reply_finish(
+        message_id=reply.pk,
+        content=text,
+        status=Message.Status.COMPLETE,
+        finish_reason=Message.FinishReason.STOP,
+        prompt_tokens=30,
+        completion_tokens=3,
+    )
 
 
 def test_an_api_request_is_a_conversation_marked_api_with_its_turns(make_user):
     user = make_user()
     key = api_services.api_key_create(owner=user, name="script").key
-    reply = api_services.api_completion_create(key=key, turns=TURNS, params={"stop": ["\n\n"], "max_new_tokens": 9},
-                                           end_user="u-1")
+    reply = api_services.api_completion_create(
+        key=key, turns=TURNS, params={"stop": ["\n\n"], "max_new_tokens": 9}, end_user="u-1"
+    )
     conversation = reply.conversation
-    assert (conversation.source, conversation.api_key_name, conversation.api_user, conversation.system_prompt) == \
-        ("api", "script", "u-1", "Be brief.")
+    assert (conversation.source, conversation.api_key_name, conversation.api_user, conversation.system_prompt) == (
+        "api",
+        "script",
+        "u-1",
+        "Be brief.",
+    )
     chain = list(Message.objects.filter(conversation=conversation).values_list("role", "content", "status"))
-    assert chain == [("user", "secret plan A", "complete"), ("assistant", "noted", "complete"),
-                     ("user", "secret plan B", "complete"), ("assistant", "", "queued")]
+    assert chain == [
+        ("user", "secret plan A", "complete"),
+        ("assistant", "noted", "complete"),
+        ("user", "secret plan B", "complete"),
+        ("assistant", "", "queued"),
+    ]
     assert reply.params == {"stop": ["\n\n"], "max_new_tokens": 9} and reply.parent.content == "secret plan B"
     assert _finish(reply).content == "the answer"
 
@@ -147,8 +179,14 @@ def test_an_assistant_turn_the_caller_supplied_is_never_a_training_target(make_u
         conversation_services.feedback_set(user=user, message_id=supplied.pk, rating=1)
     assert err.value.code == "not_rateable" and "program that called the API" in err.value.detail
     conversation_services.feedback_set(user=user, message_id=reply.pk, rating=-1)
-    Message.objects.create(conversation=reply.conversation, parent=supplied.parent, role="assistant",
-                           content="a generated sibling", status="complete", is_current=False)
+    Message.objects.create(
+        conversation=reply.conversation,
+        parent=supplied.parent,
+        role="assistant",
+        content="a generated sibling",
+        status="complete",
+        is_current=False,
+    )
     assert dataset.sft_records(conversation_ids=[reply.conversation_id]) == []
     pairs = dataset.pair_records(conversation_ids=[reply.conversation_id])
     assert all(supplied.pk not in (p["message"], p["chosen_message"]) for p in pairs)
@@ -185,12 +223,17 @@ def test_messages_over_the_request_bound_together_are_refused_before_anything_is
     context_length_exceeded), no conversation and no message stored; at the bound, accepted."""
     settings.CHAT_MAX_MESSAGE_CHARS, settings.CHAT_API_MAX_REQUEST_CHARS = 100, 250
     key = api_services.api_key_create(owner=make_user(), name="script").key
-    turns = [{"role": "system", "content": "s" * 50}, {"role": "user", "content": "u" * 100},
-             {"role": "assistant", "content": "a" * 100}, {"role": "user", "content": "v"}]
+    turns = [
+        {"role": "system", "content": "s" * 50},
+        {"role": "user", "content": "u" * 100},
+        {"role": "assistant", "content": "a" * 100},
+        {"role": "user", "content": "v"},
+    ]
     with pytest.raises(ChatError) as err:
         api_services.api_completion_create(key=key, turns=turns, params={})
     assert err.value.code == "too_long" and err.value.detail == (
-        "The messages are too long together: at most 250 characters in one request, not 251.")
+        "The messages are too long together: at most 250 characters in one request, not 251."
+    )
     assert not Conversation.objects.exists() and not Message.objects.exists()
     turns[0]["content"] = "s" * 49
     assert api_services.api_completion_create(key=key, turns=turns, params={}).status == "queued"
@@ -267,15 +310,18 @@ def test_staff_see_keys_without_their_hash_and_revoke_them(client, make_user):
     assert "Revoked the key" in entry.get_change_message()
 
 
-@pytest.mark.parametrize("code, detail, wait, status, retry_after", [
-    ("too_many_active", "You already have 3 replies being written.", None, 429, "2"),
-    # The number comes from the refusal itself, not from its sentence (which says something else here).
-    ("rate_limited", "You have sent 5 messages in the last minute; try again in 17 s.", 16.2, 429, "17"),
-    ("quota_exhausted", "You have used today's 100 tokens.", 3600.5, 429, "3601"),
-    ("quota_exhausted", "You have used today's 100 tokens.", 0.01, 429, "1"),  # never 0: "now" would loop
-    ("no_worker", "No model worker is running right now.", None, 503, None),
-    ("not_approved", "Your account is waiting for approval.", None, 403, None),
-])
+@pytest.mark.parametrize(
+    "code, detail, wait, status, retry_after",
+    [
+        ("too_many_active", "You already have 3 replies being written.", None, 429, "2"),
+        # The number comes from the refusal itself, not from its sentence (which says something else here).
+        ("rate_limited", "You have sent 5 messages in the last minute; try again in 17 s.", 16.2, 429, "17"),
+        ("quota_exhausted", "You have used today's 100 tokens.", 3600.5, 429, "3601"),
+        ("quota_exhausted", "You have used today's 100 tokens.", 0.01, 429, "1"),  # never 0: "now" would loop
+        ("no_worker", "No model worker is running right now.", None, 503, None),
+        ("not_approved", "Your account is waiting for approval.", None, 403, None),
+    ],
+)
 def test_refusals_of_the_services_keep_their_sentence_and_get_their_status(code, detail, wait, status, retry_after):
     response = ApiError.from_chat(ChatError(code, detail, retry_after=wait)).response()
     assert response.status_code == status and response.get("Retry-After") == retry_after

@@ -1,4 +1,5 @@
 """The request checks of chat/api/schemas.py, without a server: each refusal names its parameter in a sentence."""
+
 import pytest
 
 from chat.api.errors import ApiError
@@ -13,13 +14,17 @@ def refusal(**extra) -> dict:
     return refused.value.body()["error"]
 
 
-@pytest.mark.parametrize("seed", [2**63, -2**63 - 1, 10**30])
+@pytest.mark.parametrize("seed", [2**63, -(2**63) - 1, 10**30])
 def test_a_seed_outside_64_bits_is_refused_in_words_not_in_rounded_floats(seed):
     body = refusal(seed=seed)
     assert (body["param"], body["message"]) == ("seed", "'seed' must be a 64-bit integer.")
 
 
 def test_the_64_bit_bounds_themselves_are_seeds():
-    for seed in (2**63 - 1, -2**63):
-        assert parse_completion_request({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
-                                         "seed": seed}, MODEL).params["seed"] == seed
+    for seed in (2**63 - 1, -(2**63)):
+        assert (
+            parse_completion_request(
+                {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "seed": seed}, MODEL
+            ).params["seed"]
+            == seed
+        )

@@ -1,4 +1,5 @@
 """How the API view answers a failed reply, from the done frame the worker's end produced (no server)."""
+
 from types import SimpleNamespace
 
 from chat.api.views import CompletionRun
@@ -7,9 +8,17 @@ from inference.prompt import TOO_LONG
 
 
 def done(error: str, error_code: str) -> dict:
-    frame = {"type": "done", "message": 7, "status": "failed", "finish_reason": "error", "content": "",
-             "error": error, "error_code": error_code, "usage": {"prompt_tokens": 0, "completion_tokens": 0},
-             "timing": {"ttft_ms": None, "tokens_per_s": None}}
+    frame = {
+        "type": "done",
+        "message": 7,
+        "status": "failed",
+        "finish_reason": "error",
+        "content": "",
+        "error": error,
+        "error_code": error_code,
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0},
+        "timing": {"ttft_ms": None, "tokens_per_s": None},
+    }
     check_frame(frame)
     return frame
 
@@ -17,7 +26,11 @@ def done(error: str, error_code: str) -> dict:
 def test_the_status_and_code_come_from_the_stored_code_not_from_the_sentence():
     run = CompletionRun(SimpleNamespace(owner_id=1), None)
     too_long = run.failure(done("Any words at all.", "context_length_exceeded"))
-    assert (too_long.status, too_long.code, too_long.param, too_long.message) == \
-        (400, "context_length_exceeded", "messages", "Any words at all.")
+    assert (too_long.status, too_long.code, too_long.param, too_long.message) == (
+        400,
+        "context_length_exceeded",
+        "messages",
+        "Any words at all.",
+    )
     other = run.failure(done(f"{TOO_LONG}, says a sentence that only looks like it.", ""))
     assert (other.status, other.code, other.type) == (500, "generation_failed", "server_error")

@@ -1,4 +1,5 @@
 """Branches, settings, titles, deletion, the sidebar's pages and exports: services and reads, row by row."""
+
 import json
 
 import pytest
@@ -118,22 +119,27 @@ def test_the_thread_read_gives_siblings_and_the_persons_rating(two_turns, django
 
 def test_settings_apply_to_the_next_reply_and_defaults_to_new_conversations(two_turns, make_user):
     user, first, second = two_turns
-    conversation_services.conversation_settings_set(user=user, conversation_id=first.conversation.pk,
-                                            system_prompt="Be brief.", params={"max_new_tokens": 5})
+    conversation_services.conversation_settings_set(
+        user=user, conversation_id=first.conversation.pk, system_prompt="Be brief.", params={"max_new_tokens": 5}
+    )
     nxt = conversation_services.message_send(user=user, conversation_id=first.conversation.pk, content="q3")
     assert nxt.assistant_message.params == {"max_new_tokens": 5}
-    assert reply_selectors.history_for_prompt(message=nxt.assistant_message)[0] == {"role": "system",
-                                                                              "content": "Be brief."}
-    conversation_services.conversation_settings_set(user=user, conversation_id=None, system_prompt="Pirate.",
-                                            params={"temperature": 0.7})
+    assert reply_selectors.history_for_prompt(message=nxt.assistant_message)[0] == {
+        "role": "system",
+        "content": "Be brief.",
+    }
+    conversation_services.conversation_settings_set(
+        user=user, conversation_id=None, system_prompt="Pirate.", params={"temperature": 0.7}
+    )
     assert ChatDefaults.objects.get(user=user).params == {"temperature": 0.7}
     new = conversation_services.message_send(user=user, conversation_id=None, content="hi")
     assert (new.conversation.system_prompt, new.conversation.params) == ("Pirate.", {"temperature": 0.7})
     other = conversation_services.message_send(user=make_user("bob"), conversation_id=None, content="hi")
     assert (other.conversation.system_prompt, other.conversation.params) == ("", {})
     with pytest.raises(ChatError) as err:
-        conversation_services.conversation_settings_set(user=user, conversation_id=None, system_prompt="",
-                                                params={"top_p": 2})
+        conversation_services.conversation_settings_set(
+            user=user, conversation_id=None, system_prompt="", params={"top_p": 2}
+        )
     assert err.value.code == "invalid_params"
 
 
@@ -144,25 +150,29 @@ def test_a_seed_is_refused_in_settings_so_regenerate_never_repeats_itself(two_tu
     user, first, second = two_turns
     target = first.conversation.pk if conversation else None
     with pytest.raises(ChatError) as err:
-        conversation_services.conversation_settings_set(user=user, conversation_id=target, system_prompt="",
-                                                params={"temperature": 1.0, "seed": 7})
+        conversation_services.conversation_settings_set(
+            user=user, conversation_id=target, system_prompt="", params={"temperature": 1.0, "seed": 7}
+        )
     assert err.value.code == "invalid_params" and "Regenerate" in err.value.detail
     assert Conversation.objects.get(pk=first.conversation.pk).params == {}
     assert not ChatDefaults.objects.filter(user=user).exists()
-    regenerated = conversation_services.message_regenerate(user=user, message_id=second.assistant_message.pk,
-                                              params={"temperature": 1.0, "seed": 7})
+    regenerated = conversation_services.message_regenerate(
+        user=user, message_id=second.assistant_message.pk, params={"temperature": 1.0, "seed": 7}
+    )
     assert regenerated.params == {"temperature": 1.0, "seed": 7}  # one request's seed, still honoured
 
 
 def test_rename_delete_and_the_model_title_never_overwrites_a_rename(two_turns, make_user):
     user, first, second = two_turns
     conv = first.conversation
-    assert conversation_services.conversation_title_generated(conversation_id=conv.pk, title='"Greetings."',
-                                                      replacing="q1")
+    assert conversation_services.conversation_title_generated(
+        conversation_id=conv.pk, title='"Greetings."', replacing="q1"
+    )
     assert Conversation.objects.get(pk=conv.pk).title == "Greetings"
     conversation_services.conversation_rename(user=user, conversation_id=conv.pk, title="  Mine  ")
-    assert not conversation_services.conversation_title_generated(conversation_id=conv.pk, title="Model",
-                                                          replacing="Greetings")
+    assert not conversation_services.conversation_title_generated(
+        conversation_id=conv.pk, title="Model", replacing="Greetings"
+    )
     assert Conversation.objects.get(pk=conv.pk).title == "Mine"
     with pytest.raises(ChatError):
         conversation_services.conversation_rename(user=make_user("bob"), conversation_id=conv.pk, title="theirs")
@@ -221,11 +231,27 @@ def test_markdown_export_keeps_typed_backticks_inside_the_fence(make_user):
 
 def test_new_frames_match_their_schemas():
     from chat import events
-    for frame in (events.thread_frame(1), events.feedback_frame(2, -1, "no"), events.deleted_frame(3),
-                  events.settings_frame(None, "", {"temperature": 0.5, "max_new_tokens": 5})):
+
+    for frame in (
+        events.thread_frame(1),
+        events.feedback_frame(2, -1, "no"),
+        events.deleted_frame(3),
+        events.settings_frame(None, "", {"temperature": 0.5, "max_new_tokens": 5}),
+    ):
         check_frame(frame)
     with pytest.raises(ValueError):
         check_frame({"type": "feedback", "message": 1, "rating": 2, "comment": ""})
     with pytest.raises(ValueError):
-        check_frame({"type": "message", "message": {"id": 1, "conversation": 1, "role": "user", "content": "",
-                                                    "status": "complete", "siblings": ["x"]}})
+        check_frame(
+            {
+                "type": "message",
+                "message": {
+                    "id": 1,
+                    "conversation": 1,
+                    "role": "user",
+                    "content": "",
+                    "status": "complete",
+                    "siblings": ["x"],
+                },
+            }
+        )

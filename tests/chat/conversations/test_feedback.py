@@ -1,5 +1,6 @@
 """feedback_set: a person rates finished replies in their own conversations, once each, and can change or
 take back the rating; everything else is refused with a stable code and nothing stored."""
+
 import pytest
 
 from chat.conversations import services
@@ -14,8 +15,14 @@ def chat(make_user):
     owner = make_user("alice")
     conversation = Conversation.objects.create(owner=owner, title="t")
     question = Message.objects.create(conversation=conversation, role="user", content="hi")
-    reply = Message.objects.create(conversation=conversation, parent=question, role="assistant", content="hello",
-                                   status="complete", finish_reason="stop")
+    reply = Message.objects.create(
+        conversation=conversation,
+        parent=question,
+        role="assistant",
+        content="hello",
+        status="complete",
+        finish_reason="stop",
+    )
     return owner, question, reply
 
 

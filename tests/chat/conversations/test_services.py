@@ -1,4 +1,5 @@
 """Services, selectors and pages: rows stored right, refusals in words, nobody reads another's chats."""
+
 import pytest
 
 from chat.conversations import selectors as conversation_selectors
@@ -14,14 +15,19 @@ pytestmark = pytest.mark.django_db
 
 def test_send_stores_the_user_message_and_a_queued_reply(make_user):
     user = make_user()
-    result = conversation_services.message_send(user=user, conversation_id=None, content="Hello <b>there</b>\x00\x07!",
-                                   params={"temperature": 0.5})
+    result = conversation_services.message_send(
+        user=user, conversation_id=None, content="Hello <b>there</b>\x00\x07!", params={"temperature": 0.5}
+    )
     assert result.created and result.conversation.owner == user
     assert result.conversation.title == "Hello <b>there</b>!"
     assert result.user_message.content == "Hello <b>there</b>!"  # controls dropped, HTML kept as inert text
     reply = result.assistant_message
-    assert (reply.role, reply.status, reply.parent_id, reply.params) == ("assistant", "queued",
-                                                                         result.user_message.id, {"temperature": 0.5})
+    assert (reply.role, reply.status, reply.parent_id, reply.params) == (
+        "assistant",
+        "queued",
+        result.user_message.id,
+        {"temperature": 0.5},
+    )
 
 
 def test_long_first_message_gives_a_short_title(make_user):
@@ -29,8 +35,9 @@ def test_long_first_message_gives_a_short_title(make_user):
     assert len(result.conversation.title) <= TITLE_CHARS and result.conversation.title.endswith("…")
 
 
-@pytest.mark.parametrize("content,code", [("", "empty"), ("   \n", "empty"), (42, "invalid_content"),
-                                          ("x" * 20000, "too_long")])
+@pytest.mark.parametrize(
+    "content,code", [("", "empty"), ("   \n", "empty"), (42, "invalid_content"), ("x" * 20000, "too_long")]
+)
 def test_bad_content_is_refused_and_nothing_is_stored(make_user, content, code):
     with pytest.raises(ChatError) as err:
         conversation_services.message_send(user=make_user(), conversation_id=None, content=content)
@@ -38,11 +45,27 @@ def test_bad_content_is_refused_and_nothing_is_stored(make_user, content, code):
     assert Message.objects.count() == 0 and Conversation.objects.count() == 0
 
 
-@pytest.mark.parametrize("params", [{"temperature": 3}, {"temperature": "hot"}, {"top_p": 0}, {"top_p": True},
-                                    {"max_new_tokens": 10**9}, {"max_new_tokens": 1.5}, {"logit_bias": 1}, [1],
-                                    {"max_new_tokens": float("inf")}, {"temperature": float("nan")},
-                                    {"temperature": 10**400}, {"top_p": -10**400}, {"max_new_tokens": 10**400},
-                                    {"seed": 1.5}, {"seed": 2**63}, {"seed": "7"}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"temperature": 3},
+        {"temperature": "hot"},
+        {"top_p": 0},
+        {"top_p": True},
+        {"max_new_tokens": 10**9},
+        {"max_new_tokens": 1.5},
+        {"logit_bias": 1},
+        [1],
+        {"max_new_tokens": float("inf")},
+        {"temperature": float("nan")},
+        {"temperature": 10**400},
+        {"top_p": -(10**400)},
+        {"max_new_tokens": 10**400},
+        {"seed": 1.5},
+        {"seed": 2**63},
+        {"seed": "7"},
+    ],
+)
 def test_bad_params_are_refused(make_user, params):
     with pytest.raises(ChatError) as err:
         conversation_services.message_send(user=make_user(), conversation_id=None, content="hi", params=params)
@@ -87,10 +110,12 @@ def test_stop_of_a_streaming_reply_is_stored_for_the_worker(make_user):
 def test_another_users_conversation_and_messages_are_not_found(make_user):
     alice, bob = make_user("alice"), make_user("bob")
     sent = conversation_services.message_send(user=alice, conversation_id=None, content="secret")
-    for call in (lambda: conversation_services.message_send(user=bob, conversation_id=sent.conversation.id, content="hi"),
-                 lambda: conversation_services.message_stop(user=bob, message_id=sent.assistant_message.id),
-                 lambda: conversation_services.message_regenerate(user=bob, message_id=sent.assistant_message.id),
-                 lambda: conversation_selectors.conversation_get_for_user(user=bob, conversation_id=sent.conversation.id)):
+    for call in (
+        lambda: conversation_services.message_send(user=bob, conversation_id=sent.conversation.id, content="hi"),
+        lambda: conversation_services.message_stop(user=bob, message_id=sent.assistant_message.id),
+        lambda: conversation_services.message_regenerate(user=bob, message_id=sent.assistant_message.id),
+        lambda: conversation_selectors.conversation_get_for_user(user=bob, conversation_id=sent.conversation.id),
+    ):
         with pytest.raises(ChatError) as err:
             call()
         assert err.value.code == "not_found"
@@ -107,8 +132,11 @@ def test_history_follows_the_branch_and_regenerate_keeps_the_old_reply_as_an_alt
     finish(first.assistant_message, "Hello!")
     second = conversation_services.message_send(user=user, conversation_id=first.conversation.id, content="Again")
     assert reply_selectors.history_for_prompt(message=second.assistant_message) == [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Again"}]
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Again"},
+    ]
     finish(second.assistant_message, "Hello again!")
 
     new = conversation_services.message_regenerate(user=user, message_id=second.assistant_message.id)
@@ -116,8 +144,7 @@ def test_history_follows_the_branch_and_regenerate_keeps_the_old_reply_as_an_alt
     second.assistant_message.refresh_from_db()
     assert not second.assistant_message.is_current  # kept, as an alternative
     shown = conversation_selectors.messages_current(conversation=first.conversation)
-    assert [m.id for m in shown] == [first.user_message.id, first.assistant_message.id, second.user_message.id,
-                                     new.id]
+    assert [m.id for m in shown] == [first.user_message.id, first.assistant_message.id, second.user_message.id, new.id]
     assert reply_selectors.history_for_prompt(message=new)[-1] == {"role": "user", "content": "Again"}
     with pytest.raises(ChatError) as err:
         conversation_services.message_regenerate(user=user, message_id=new.id)
@@ -158,8 +185,15 @@ def test_pages_and_json_are_scoped_to_the_signed_in_user(client, make_user):
 def test_signup_creates_an_account_and_signs_in(client, django_user_model):
     page = client.get("/accounts/signup/")
     assert page.status_code == 200
-    response = client.post("/accounts/signup/", {"username": "carol", "email": "carol@example.com",
-                                                  "password1": "Correct-Horse-7", "password2": "Correct-Horse-7"})
+    response = client.post(
+        "/accounts/signup/",
+        {
+            "username": "carol",
+            "email": "carol@example.com",
+            "password1": "Correct-Horse-7",
+            "password2": "Correct-Horse-7",
+        },
+    )
     assert response.status_code == 302 and response["Location"] == "/"
     assert django_user_model.objects.filter(username="carol").exists()
     assert client.get("/").status_code == 200

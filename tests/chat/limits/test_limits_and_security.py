@@ -1,4 +1,5 @@
 """Hostile input and sessions: frame floods, socket caps, logouts elsewhere, CSP, inert HTML in the admin."""
+
 import asyncio
 import re
 
@@ -10,8 +11,13 @@ from chat.replies import services as reply_services
 from tests.helpers.support import communicator as sock
 
 pytestmark = pytest.mark.django_db(transaction=True)
-HOSTILE = ['<svg onload=alert(1)>', '[x](javascript:alert(1))', '<a href="javascript:alert(2)">go</a>',
-           '<img src="data:text/html;base64,PHNjcmlwdD5hbGVydCgzKTwvc2NyaXB0Pg==">', '<script>alert(4)</script>']
+HOSTILE = [
+    "<svg onload=alert(1)>",
+    "[x](javascript:alert(1))",
+    '<a href="javascript:alert(2)">go</a>',
+    '<img src="data:text/html;base64,PHNjcmlwdD5hbGVydCgzKTwvc2NyaXB0Pg==">',
+    "<script>alert(4)</script>",
+]
 
 
 def test_a_frame_flood_is_refused_and_the_socket_recovers(make_user, session_cookie, settings):
@@ -29,6 +35,7 @@ def test_a_frame_flood_is_refused_and_the_socket_recovers(make_user, session_coo
         after = (await comm.receive_json_from(timeout=10))["code"]
         await comm.disconnect()
         return codes, after
+
     codes, after = asyncio.run(go())
     assert codes.count("unknown_type") == 5 and codes.count("too_many_frames") == 7
     assert after == "unknown_type"  # a second later the socket is served again
@@ -51,6 +58,7 @@ def test_the_frame_rate_is_a_persons_over_all_their_sockets_and_not_anothers(mak
         for comm in socks:
             await comm.disconnect()
         return codes
+
     first, second, other = asyncio.run(go())
     # The two sockets' frames are served interleaved: which socket's frames came first is not fixed.
     assert sorted(first + second) == ["too_many_frames"] * 3 + ["unknown_type"] * 5
@@ -76,6 +84,7 @@ def test_each_user_has_a_cap_on_open_sockets(make_user, session_cookie, settings
         for comm in (second, fourth, bobs):
             await comm.disconnect()
         return refused, closed
+
     refused, closed = asyncio.run(go())
     assert refused["code"] == "too_many_sockets" and closed == {"type": "websocket.close", "code": 4429}
 
@@ -92,6 +101,7 @@ def test_a_socket_whose_session_ended_elsewhere_is_closed_by_its_timer(make_user
         assert (await comm.connect())[0]
         await database_sync_to_async(lambda: Session.objects.all().delete())()
         return await comm.receive_output(timeout=5)
+
     assert asyncio.run(go()) == {"type": "websocket.close", "code": 4401}
 
 
@@ -115,6 +125,7 @@ def test_logout_closes_that_sessions_idle_socket_at_once(make_user, settings):
         still = await staying.receive_json_from(timeout=5)
         await staying.disconnect()
         return closed, still
+
     closed, still = asyncio.run(go())
     assert closed == {"type": "websocket.close", "code": 4401}
     assert still["code"] == "unknown_type"
@@ -138,6 +149,7 @@ def test_a_password_change_closes_the_other_sessions_sockets_at_once(make_user, 
         assert (await comm.connect())[0]
         await database_sync_to_async(change_password)()
         return await comm.receive_output(timeout=5)
+
     assert asyncio.run(go()) == {"type": "websocket.close", "code": 4401}
 
 
@@ -155,13 +167,16 @@ def test_hostile_message_text_is_stored_as_typed_and_shown_escaped_in_the_admin(
     sent = [conversation_services.message_send(user=staff, conversation_id=None, content=text) for text in HOSTILE[:1]]
     conversation = sent[0].conversation
     for text in HOSTILE[1:]:
-        reply_services.reply_finish(message_id=sent[-1].assistant_message.id, content=text, status="complete",
-                                finish_reason="stop")
+        reply_services.reply_finish(
+            message_id=sent[-1].assistant_message.id, content=text, status="complete", finish_reason="stop"
+        )
         sent.append(conversation_services.message_send(user=staff, conversation_id=conversation.id, content=text))
     client.force_login(staff)
-    pages = [client.get(f"/admin/chat/conversation/{conversation.id}/change/").content.decode(),
-             client.get("/admin/chat/message/").content.decode(),
-             client.get(f"/admin/chat/message/{sent[1].assistant_message.id}/change/").content.decode()]
+    pages = [
+        client.get(f"/admin/chat/conversation/{conversation.id}/change/").content.decode(),
+        client.get("/admin/chat/message/").content.decode(),
+        client.get(f"/admin/chat/message/{sent[1].assistant_message.id}/change/").content.decode(),
+    ]
     for page in pages:
         assert "<svg onload" not in page and '<a href="javascript:' not in page and "<script>alert" not in page
         assert '<img src="data:' not in page

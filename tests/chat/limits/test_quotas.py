@@ -1,5 +1,6 @@
 """Fair use per person: messages per minute and tokens per day, counted in the real Redis, refused in words,
 overridden per person by staff; one person's allowance never touches another's."""
+
 import datetime
 
 import pytest
@@ -25,11 +26,18 @@ def person(make_user):
 @pytest.fixture
 def finish(django_capture_on_commit_callbacks):
     """End a reply as the worker does, running what it does on commit (the charge, the done frame)."""
+
     def end(reply, prompt=0, completion=0):
         with django_capture_on_commit_callbacks(execute=True):
-            reply_services.reply_finish(message_id=reply.id, content="ok", status=Message.Status.COMPLETE,
-                                    finish_reason=Message.FinishReason.STOP, prompt_tokens=prompt,
-                                    completion_tokens=completion)
+            reply_services.reply_finish(
+                message_id=reply.id,
+                content="ok",
+                status=Message.Status.COMPLETE,
+                finish_reason=Message.FinishReason.STOP,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+            )
+
     return end
 
 
@@ -37,7 +45,9 @@ def test_messages_per_minute_refuse_the_next_send_and_store_nothing(person, fini
     settings.CHAT_MESSAGES_PER_MINUTE = 2
     alice, bob = person("alice"), person("bob")
     for n in range(2):
-        finish(conversation_services.message_send(user=alice, conversation_id=None, content=f"hi {n}").assistant_message)
+        finish(
+            conversation_services.message_send(user=alice, conversation_id=None, content=f"hi {n}").assistant_message
+        )
     with pytest.raises(ChatError) as err:
         conversation_services.message_send(user=alice, conversation_id=None, content="one more")
     assert err.value.code == "rate_limited"
@@ -84,8 +94,10 @@ def test_staff_overrides_change_one_persons_allowance(person, finish, settings):
     QuotaOverride.objects.create(user=alice, tokens_per_day=0, max_active=2, note="research account")
     for name in ("alice", "bob"):
         user = alice if name == "alice" else bob
-        finish(conversation_services.message_send(user=user, conversation_id=None, content="hi").assistant_message,
-               prompt=50)
+        finish(
+            conversation_services.message_send(user=user, conversation_id=None, content="hi").assistant_message,
+            prompt=50,
+        )
     conversation_services.message_send(user=alice, conversation_id=None, content="no daily limit for me")
     conversation_services.message_send(user=alice, conversation_id=None, content="and two at once")
     with pytest.raises(ChatError) as err:
@@ -117,6 +129,7 @@ def test_the_refusal_reaches_the_socket_as_an_error_frame(person, settings, sess
         error = await ws.receive_json_from(5)
         await ws.disconnect()
         return frames, error
+
     frames, error = run(go())
     assert [f["type"] for f in frames] == ["conversation", "message", "message"]
     assert error["type"] == "error" and error["code"] == "rate_limited" and "try again in" in error["detail"]
@@ -125,8 +138,11 @@ def test_the_refusal_reaches_the_socket_as_an_error_frame(person, settings, sess
 def test_the_chat_page_and_the_quota_endpoint_show_what_is_left(person, finish, settings):
     settings.CHAT_TOKENS_PER_DAY = 1000
     alice = person("alice")
-    finish(conversation_services.message_send(user=alice, conversation_id=None, content="hi").assistant_message,
-           prompt=100, completion=23)
+    finish(
+        conversation_services.message_send(user=alice, conversation_id=None, content="hi").assistant_message,
+        prompt=100,
+        completion=23,
+    )
     web = Client()
     web.force_login(alice)
     assert "877</span> of 1000 tokens left today" in web.get(reverse("chat:index")).content.decode()
@@ -138,8 +154,11 @@ def test_the_chat_page_and_the_quota_endpoint_show_what_is_left(person, finish, 
 def test_staff_see_todays_use_in_the_admin_list(person, finish, django_user_model):
     alice = person("alice")
     QuotaOverride.objects.create(user=alice, tokens_per_day=5000)
-    finish(conversation_services.message_send(user=alice, conversation_id=None, content="hi").assistant_message,
-           prompt=1200, completion=34)
+    finish(
+        conversation_services.message_send(user=alice, conversation_id=None, content="hi").assistant_message,
+        prompt=1200,
+        completion=34,
+    )
     root = django_user_model.objects.create_superuser(username="root", password="a-long-test-password")
     web = Client()
     web.force_login(root)
@@ -162,9 +181,14 @@ def test_one_person_refused_both_ways_while_another_is_accepted_and_answered(mak
     @database_sync_to_async
     def answer(reply_id, prompt, completion):
         reply_services.reply_claim(message_id=reply_id)
-        reply_services.reply_finish(message_id=reply_id, content="ok", status=Message.Status.COMPLETE,
-                                finish_reason=Message.FinishReason.STOP, prompt_tokens=prompt,
-                                completion_tokens=completion)
+        reply_services.reply_finish(
+            message_id=reply_id,
+            content="ok",
+            status=Message.Status.COMPLETE,
+            finish_reason=Message.FinishReason.STOP,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+        )
 
     async def send(ws, content):
         """A send's first answer: the reply it stored (after its conversation and user message), or the error."""
@@ -194,7 +218,8 @@ def test_one_person_refused_both_ways_while_another_is_accepted_and_answered(mak
         await answer(bob_reply["message"]["id"], 5, 5)
         got["bob_done"] = await until_done(bobs)
         second = await database_sync_to_async(
-            lambda: Message.objects.filter(conversation__owner=alice, role="assistant").latest("id").id)()
+            lambda: Message.objects.filter(conversation__owner=alice, role="assistant").latest("id").id
+        )()
         await answer(second, 60, 40)  # alice's day: 120 of 100 tokens
         await until_done(alices)
         got["quota"] = await send(alices, "four")
@@ -205,6 +230,7 @@ def test_one_person_refused_both_ways_while_another_is_accepted_and_answered(mak
         await alices.disconnect()
         await bobs.disconnect()
         return got
+
     got = run(go(), timeout=60)
     assert got["rate"]["type"] == "error" and got["rate"]["code"] == "rate_limited"
     assert got["quota"]["type"] == "error" and got["quota"]["code"] == "quota_exhausted"
@@ -216,8 +242,9 @@ def test_one_person_refused_both_ways_while_another_is_accepted_and_answered(mak
     assert (quotas.tokens_used_today(alice.pk), quotas.tokens_used_today(bob.pk)) == (120, 20)
 
 
-def test_an_override_staff_add_or_change_in_the_admin_form_applies_to_the_next_send(person, settings,
-                                                                                      django_user_model):
+def test_an_override_staff_add_or_change_in_the_admin_form_applies_to_the_next_send(
+    person, settings, django_user_model
+):
     settings.CHAT_MESSAGES_PER_MINUTE = 1
     alice = person("alice")
     root = django_user_model.objects.create_superuser(username="root", password="a-long-test-password")

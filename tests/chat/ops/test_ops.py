@@ -1,4 +1,5 @@
 """Operator endpoints: who may read /metrics and /readyz's details, and the JSON log lines."""
+
 import subprocess
 import sys
 
@@ -54,16 +55,19 @@ def test_readyz_tells_the_public_only_ready_or_not(client, db):
 
 def test_a_reply_end_is_counted_once_into_counters_and_histograms(client, db, redis_metrics):
     for ttft_ms, speed in ((40, 12.0), (700, 80.0)):
-        metrics.observe_reply(status="complete", ttft_ms=ttft_ms, tokens_per_s=speed, prompt_tokens=30,
-                              completion_tokens=8)
-    metrics.observe_reply(status="failed", ttft_ms=None, tokens_per_s=None, prompt_tokens=None,
-                          completion_tokens=None)
+        metrics.observe_reply(
+            status="complete", ttft_ms=ttft_ms, tokens_per_s=speed, prompt_tokens=30, completion_tokens=8
+        )
+    metrics.observe_reply(status="failed", ttft_ms=None, tokens_per_s=None, prompt_tokens=None, completion_tokens=None)
     metrics.count_request("BREW", 418)  # an unknown method stays one label value
     got = families(client.get("/metrics").content.decode())
     replies = {s.labels["status"]: s.value for s in got["chat_replies"].samples}
     assert replies == {"complete": 2.0, "failed": 1.0}
-    ttft = {s.labels.get("le"): s.value for s in got["chat_time_to_first_token_seconds"].samples
-            if s.name.endswith("_bucket")}
+    ttft = {
+        s.labels.get("le"): s.value
+        for s in got["chat_time_to_first_token_seconds"].samples
+        if s.name.endswith("_bucket")
+    }
     assert ttft["0.05"] == 1 and ttft["0.5"] == 1 and ttft["1.0"] == 2 and ttft["+Inf"] == 2
     count = [s.value for s in got["chat_time_to_first_token_seconds"].samples if s.name.endswith("_count")]
     assert count == [2.0]
@@ -73,18 +77,37 @@ def test_a_reply_end_is_counted_once_into_counters_and_histograms(client, db, re
 
 def test_worker_figures_come_from_its_heartbeat_and_leave_with_it(client, db):
     name = "metrics-test-worker"
-    liveness.heartbeat(name, [], stats={"batch_size": 3, "in_flight": 5, "decode_steps": 10, "decode_rows": 25,
-                                        "prefix_lookups": 4, "prefix_hits": 3, "prefix_tokens_looked_up": 100,
-                                        "prefix_tokens_reused": 75, "decode_steps_at_batch_size": [0, 4, 0, 6]})
+    liveness.heartbeat(
+        name,
+        [],
+        stats={
+            "batch_size": 3,
+            "in_flight": 5,
+            "decode_steps": 10,
+            "decode_rows": 25,
+            "prefix_lookups": 4,
+            "prefix_hits": 3,
+            "prefix_tokens_looked_up": 100,
+            "prefix_tokens_reused": 75,
+            "decode_steps_at_batch_size": [0, 4, 0, 6],
+        },
+    )
     try:
         got = families(client.get("/metrics").content.decode())
-        mine = {f: [s.value for s in got[f].samples if s.labels.get("worker") == name]
-                for f in ("chat_worker_batch_size", "chat_worker_replies_in_flight",
-                          "chat_worker_prefix_cache_hit_ratio")}
-        assert mine == {"chat_worker_batch_size": [3.0], "chat_worker_replies_in_flight": [5.0],
-                        "chat_worker_prefix_cache_hit_ratio": [0.75]}
-        by_size = {s.labels["batch_size"]: s.value for s in got["chat_worker_decode_steps_by_batch_size"].samples
-                   if s.labels.get("worker") == name and s.name.endswith("_total")}
+        mine = {
+            f: [s.value for s in got[f].samples if s.labels.get("worker") == name]
+            for f in ("chat_worker_batch_size", "chat_worker_replies_in_flight", "chat_worker_prefix_cache_hit_ratio")
+        }
+        assert mine == {
+            "chat_worker_batch_size": [3.0],
+            "chat_worker_replies_in_flight": [5.0],
+            "chat_worker_prefix_cache_hit_ratio": [0.75],
+        }
+        by_size = {
+            s.labels["batch_size"]: s.value
+            for s in got["chat_worker_decode_steps_by_batch_size"].samples
+            if s.labels.get("worker") == name and s.name.endswith("_total")
+        }
         assert by_size == {"1": 4.0, "3": 6.0}  # sizes no step ran at are left out
     finally:
         liveness.worker_gone(name)
@@ -94,14 +117,27 @@ def test_worker_figures_come_from_its_heartbeat_and_leave_with_it(client, db):
 
 def test_json_logs_are_one_object_per_line_with_the_reply_and_user(tmp_path):
     """LOG_FORMAT=json through the settings' own LOGGING, in a fresh process."""
-    code = ("import django, logging; django.setup(); from chat.logs import log_context; "
-            "log = logging.getLogger('chat.worker'); log.info('outside'); "
-            "exec('with log_context(reply_id=41, user_id=7):\\n log.info(\"reply %s ended\", 41)\\n "
-            "log.error(\"multi\\\\nline\", exc_info=ValueError(\"boom\"))'); "
-            "log.warning('explicit', extra={'reply_id': 5})")
-    out = subprocess.run([sys.executable, "-c", code], cwd=stack.ROOT, capture_output=True, text=True, timeout=60,
-                         env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "chatsite.settings",
-                              "LOG_FORMAT": "json", "DEBUG": "true", "SECRET_KEY": "k" * 60})
+    code = (
+        "import django, logging; django.setup(); from chat.logs import log_context; "
+        "log = logging.getLogger('chat.worker'); log.info('outside'); "
+        'exec(\'with log_context(reply_id=41, user_id=7):\\n log.info("reply %s ended", 41)\\n '
+        'log.error("multi\\\\nline", exc_info=ValueError("boom"))\'); '
+        "log.warning('explicit', extra={'reply_id': 5})"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=stack.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+            "LOG_FORMAT": "json",
+            "DEBUG": "true",
+            "SECRET_KEY": "k" * 60,
+        },
+    )
     records = json_records(out.stderr)  # every line is one JSON object (axes says hello too)
     records = [r for r in records if r["logger"] == "chat.worker"]
     assert [r["message"] for r in records] == ["outside", "reply 41 ended", "multi\nline", "explicit"]
@@ -112,20 +148,25 @@ def test_json_logs_are_one_object_per_line_with_the_reply_and_user(tmp_path):
 
 
 def test_queued_and_streaming_replies_show_in_the_queue_depth_and_the_active_gauge(
-        client, db, make_user, django_capture_on_commit_callbacks):
+    client, db, make_user, django_capture_on_commit_callbacks
+):
     """No worker takes tasks here (the heartbeat is a stand-in): what message_send queues stays in the Celery
     queue, read from Redis under its real key, and the replies stay queued in the database."""
 
     def gauges():
         got = families(client.get("/metrics").content.decode())
-        return (got["chat_queue_depth"].samples[0].value,
-                {s.labels["status"]: s.value for s in got["chat_replies_active"].samples})
+        return (
+            got["chat_queue_depth"].samples[0].value,
+            {s.labels["status"]: s.value for s in got["chat_replies_active"].samples},
+        )
 
     depth_before, active_before = gauges()
     assert active_before == {"queued": 0, "streaming": 0}
     alice = make_user()
     with django_capture_on_commit_callbacks(execute=True):  # on commit: the task goes to the queue
-        sent = [conversation_services.message_send(user=alice, conversation_id=None, content=f"wait {n}") for n in range(2)]
+        sent = [
+            conversation_services.message_send(user=alice, conversation_id=None, content=f"wait {n}") for n in range(2)
+        ]
     depth, active = gauges()
     assert depth == depth_before + 2 and active == {"queued": 2, "streaming": 0}
     reply_services.reply_claim(message_id=sent[0].assistant_message.id)  # a worker took one
@@ -159,8 +200,9 @@ def test_a_task_handed_to_a_live_workers_own_queue_is_in_the_queue_depth(client,
     assert depth() == before
 
 
-def test_json_access_records_name_the_request_the_client_and_a_known_person(client, db, make_user, settings,
-                                                                             django_assert_num_queries):
+def test_json_access_records_name_the_request_the_client_and_a_known_person(
+    client, db, make_user, settings, django_assert_num_queries
+):
     """LOG_FORMAT=json: the middleware writes the access log Daphne no longer does (chatsite/stack.py, -v 0),
     through the JSON formatter; the person only when the request looked them up anyway (no extra query)."""
     import io
@@ -188,7 +230,10 @@ def test_json_access_records_name_the_request_the_client_and_a_known_person(clie
         logger.removeHandler(handler)
     records = json_records(out.getvalue())
     assert [(r["method"], r["path"], r["status"]) for r in records] == [
-        ("GET", "/healthz", 200), ("GET", "/", 200), ("POST", "/accounts/logout/", 302)]
+        ("GET", "/healthz", 200),
+        ("GET", "/", 200),
+        ("POST", "/accounts/logout/", 302),
+    ]
     assert records[0]["client"] == "192.0.2.4" and "user_id" not in records[0]
     assert records[0]["message"] == "GET /healthz 200" and records[0]["logger"] == "chat.access"
     assert records[1]["user_id"] == alice.pk and records[1]["client"] == "127.0.0.1"

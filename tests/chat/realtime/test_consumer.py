@@ -1,4 +1,5 @@
 """The websocket consumer through the real ASGI app (session auth, origin check) and the real Redis layer."""
+
 import asyncio
 import json
 
@@ -16,6 +17,7 @@ def test_anonymous_socket_is_closed_4401():
         comm, connected, _ = await connect()
         assert connected
         assert (await comm.receive_output(timeout=5))["code"] == 4401
+
     run(go())
 
 
@@ -25,6 +27,7 @@ def test_cross_origin_socket_is_refused(make_user, session_cookie):
     async def go():
         comm, connected, _ = await connect(cookie, origin=(b"origin", b"http://evil.example"))
         assert not connected
+
     run(go())
 
 
@@ -41,9 +44,13 @@ def test_send_stores_and_announces_the_messages(make_user, session_cookie):
         reply = await comm.receive_json_from(timeout=10)
         await comm.disconnect()
         return conv, user_msg, reply
+
     conv, user_msg, reply = run(go())
-    assert conv == {"type": "conversation", "conversation": {"id": conv["conversation"]["id"], "title": "Hi there"},
-                    "client_id": "c1"}  # the tab that sent it opens it
+    assert conv == {
+        "type": "conversation",
+        "conversation": {"id": conv["conversation"]["id"], "title": "Hi there"},
+        "client_id": "c1",
+    }  # the tab that sent it opens it
     assert user_msg["client_id"] == "c1" and user_msg["message"]["role"] == "user"
     assert reply["message"]["status"] == "queued" and reply["message"]["role"] == "assistant"
     stored = Message.objects.get(pk=reply["message"]["id"])
@@ -62,14 +69,18 @@ BAD_FRAMES = [
     ('{"type": "stop", "message": 99999}', "not_found"),
     ('{"type": "send", "conversation": null, "content": ""}', "empty"),
     ('{"type": "send", "conversation": null, "content": "hi", "params": {"temperature": 9}}', "invalid_params"),
-    ('{"type": "send", "conversation": null, "content": "hi", "params": {"max_new_tokens": 100000000}}',
-     "invalid_params"),
+    (
+        '{"type": "send", "conversation": null, "content": "hi", "params": {"max_new_tokens": 100000000}}',
+        "invalid_params",
+    ),
     ('{"type": "send", "conversation": null, "content": "hi", "client_id": 5}', "bad_frame"),
     ('{"type": "send", "conversation": "1", "content": "hi"}', "bad_id"),
     ('{"type": "regenerate", "message": 1, "client_id": 5}', "bad_frame"),
     (json.dumps({"type": "regenerate", "message": 1, "client_id": "x" * 101}), "bad_frame"),
-    ('{"type": "send", "conversation": null, "content": "hi", "params": {"temperature": 1' + "0" * 400 + '}}',
-     "invalid_params"),
+    (
+        '{"type": "send", "conversation": null, "content": "hi", "params": {"temperature": 1' + "0" * 400 + "}}",
+        "invalid_params",
+    ),
     ("[" * 30000 + "]" * 30000, "bad_json"),  # deeper than the parser's recursion limit, under the size limit
     (json.dumps({"type": "send", "conversation": None, "content": "x" * 70000}), "too_large"),
 ]
@@ -93,6 +104,7 @@ def test_bad_frames_get_error_frames_and_the_socket_keeps_working(make_user, ses
         assert (await comm.receive_json_from(timeout=10))["type"] == "conversation"
         await comm.disconnect()
         return codes
+
     assert run(go()) == [code for _, code in BAD_FRAMES]
     assert Message.objects.count() == 2  # only the valid send stored anything
 
@@ -110,15 +122,18 @@ def test_a_refusal_names_the_frame_it_refuses_and_a_title_change_names_no_send(m
     async def go():
         comm, _, _ = await connect(cookie)
         out = []
-        for frame in ({"type": "send", "conversation": None, "content": "  ", "client_id": "a"},
-                      {"type": "edit", "message": sent.assistant_message.id, "content": "x", "client_id": "b"},
-                      {"type": "regenerate", "message": sent.user_message.id, "client_id": "c"},
-                      {"type": "send", "conversation": None, "content": "x", "client_id": 7},
-                      {"type": "rename", "conversation": sent.conversation.id, "title": "Renamed"}):
+        for frame in (
+            {"type": "send", "conversation": None, "content": "  ", "client_id": "a"},
+            {"type": "edit", "message": sent.assistant_message.id, "content": "x", "client_id": "b"},
+            {"type": "regenerate", "message": sent.user_message.id, "client_id": "c"},
+            {"type": "send", "conversation": None, "content": "x", "client_id": 7},
+            {"type": "rename", "conversation": sent.conversation.id, "title": "Renamed"},
+        ):
             await comm.send_json_to(frame)
             out.append(await comm.receive_json_from(timeout=10))
         await comm.disconnect()
         return out
+
     empty, not_editable, not_regenerable, bad_client_id, renamed = run(go())
     assert (empty["code"], empty["client_id"]) == ("empty", "a")
     assert (not_editable["code"], not_editable["client_id"]) == ("not_editable", "b")
@@ -137,14 +152,17 @@ def test_another_users_conversation_is_refused_over_the_socket(make_user, sessio
     async def go():
         comm, _, _ = await connect(cookie)
         out = []
-        for frame in ({"type": "send", "conversation": sent.conversation.id, "content": "let me in"},
-                      {"type": "subscribe", "conversation": sent.conversation.id},
-                      {"type": "stop", "message": sent.assistant_message.id},
-                      {"type": "regenerate", "message": sent.assistant_message.id}):
+        for frame in (
+            {"type": "send", "conversation": sent.conversation.id, "content": "let me in"},
+            {"type": "subscribe", "conversation": sent.conversation.id},
+            {"type": "stop", "message": sent.assistant_message.id},
+            {"type": "regenerate", "message": sent.assistant_message.id},
+        ):
             await comm.send_json_to(frame)
             out.append(await comm.receive_json_from(timeout=10))
         await comm.disconnect()
         return out
+
     assert [f["code"] for f in run(go())] == ["not_found"] * 4
     assert Message.objects.count() == 2
 
@@ -159,11 +177,13 @@ def test_stop_of_a_queued_reply_sends_done_stopped(make_user, session_cookie):
         reply = reply if reply["message"]["role"] == "assistant" else await comm.receive_json_from(timeout=10)
         await comm.send_json_to({"type": "stop", "message": reply["message"]["id"]})
         done = (await frames_until(comm, "done"))[-1]
-        await comm.send_json_to({"type": "send", "conversation": reply["message"]["conversation"],
-                                 "content": "next"})  # the conversation is free again
+        await comm.send_json_to(
+            {"type": "send", "conversation": reply["message"]["conversation"], "content": "next"}
+        )  # the conversation is free again
         user_msg = await comm.receive_json_from(timeout=10)
         await comm.disconnect()
         return done, user_msg
+
     done, user_msg = run(go())
     assert (done["status"], done["finish_reason"], done["content"]) == ("stopped", "cancelled", "")
     assert user_msg["type"] == "message" and user_msg["message"]["content"] == "next"
@@ -194,10 +214,12 @@ def test_subscribe_sends_text_so_far_then_only_newer_deltas(make_user, session_c
         await asyncio.to_thread(link.delta, user.id, reply.id, 2, pieces)
         delta = await comm.receive_json_from(timeout=10)
         await database_sync_to_async(reply_services.reply_finish)(  # sends done on commit
-            message_id=reply.id, content="Hello world", status="complete", finish_reason="stop")
+            message_id=reply.id, content="Hello world", status="complete", finish_reason="stop"
+        )
         done = await comm.receive_json_from(timeout=10)
         await comm.disconnect()
         return snapshot, ack, delta, done
+
     try:
         snapshot, ack, delta, done = run(go())
     finally:
@@ -237,6 +259,7 @@ def test_out_of_order_and_repeated_deltas_reach_the_client_in_order_once(make_us
         assert await comm.receive_nothing(timeout=0.5)
         await comm.disconnect()
         return out
+
     out = run(go())
     assert [(f["seq"], f["text"]) for f in out] == [(0, "A"), (1, " word"), (2, " here")]
 
@@ -264,6 +287,7 @@ def test_a_crashing_handler_still_frees_the_sockets_place(make_user, session_coo
         again, connected_again, _ = await connect(cookie)
         await again.disconnect()
         return count, connected_again
+
     count, connected_again = run(go())
     assert count == 0 and connected_again
 
@@ -288,13 +312,15 @@ def test_socket_counts_are_refreshed_by_live_sockets_and_forgotten_when_stale(ma
         members = await asyncio.to_thread(client().zrange, sockets_key(user.id), 0, -1)
         await comm.disconnect()
         return second, third, members
+
     second, third, members = run(go())
     assert second and not third
     assert "a-socket-of-a-daphne-that-crashed" not in members and len(members) == 2
 
 
-def test_frames_over_the_rate_limit_and_frames_that_need_no_data_cost_no_queries(make_user, session_cookie,
-                                                                                 settings, monkeypatch):
+def test_frames_over_the_rate_limit_and_frames_that_need_no_data_cost_no_queries(
+    make_user, session_cookie, settings, monkeypatch
+):
     """One Daphne process runs every database call in one thread: a flood must never reach it."""
     from django.db.backends import utils
 
@@ -316,6 +342,7 @@ def test_frames_over_the_rate_limit_and_frames_that_need_no_data_cost_no_queries
         monkeypatch.setattr(utils.CursorWrapper, "execute", execute)
         await comm.disconnect()
         return codes
+
     codes = run(go())
     assert codes.count("not_found") == 5 and codes.count("too_many_frames") == 95
     assert len(queries) <= 5 * 2  # the five allowed stops (a lookup each); nothing for the 95 refused
@@ -349,10 +376,12 @@ def test_a_lost_message_frame_and_a_lost_done_frame_still_arrive(make_user, sess
         reply = first[-1]["message"]["id"]
         await database_sync_to_async(reply_services.reply_claim)(message_id=reply)
         await database_sync_to_async(reply_services.reply_finish)(
-            message_id=reply, content="", status="failed", finish_reason="error", error="The model broke.")
+            message_id=reply, content="", status="failed", finish_reason="error", error="The model broke."
+        )
         done = await comm.receive_json_from(timeout=10)
         await comm.disconnect()
         return first, done
+
     first, done = run(go())
     assert lost == ["message", "done"]
     assert [f["type"] for f in first] == ["conversation", "message", "message"]

@@ -1,5 +1,6 @@
 """The page's frames through the real consumer: edit, switch, feedback, settings, rename, delete. Every frame
 received is checked against its schema (tests/helpers/support.py)."""
+
 import pytest
 from channels.db import database_sync_to_async
 
@@ -48,12 +49,14 @@ def test_edit_switch_feedback_settings_rename_delete_over_the_socket(make_user, 
         await comm.send_json_to({"type": "feedback", "message": question["id"], "rating": 1})
         assert (await frames_until(comm, "error"))[-1]["code"] == "not_rateable"
 
-        await comm.send_json_to({"type": "settings", "conversation": conv, "system_prompt": "Brief.",
-                                 "params": {"max_new_tokens": 5}})
+        await comm.send_json_to(
+            {"type": "settings", "conversation": conv, "system_prompt": "Brief.", "params": {"max_new_tokens": 5}}
+        )
         st = (await frames_until(comm, "settings"))[-1]
         assert (st["conversation"], st["params"]) == (conv, {"max_new_tokens": 5})
-        await comm.send_json_to({"type": "settings", "conversation": None, "system_prompt": "",
-                                 "params": {"temperature": 5}})
+        await comm.send_json_to(
+            {"type": "settings", "conversation": None, "system_prompt": "", "params": {"temperature": 5}}
+        )
         assert (await frames_until(comm, "error"))[-1]["code"] == "invalid_params"
 
         await comm.send_json_to({"type": "rename", "conversation": conv, "title": "Renamed"})

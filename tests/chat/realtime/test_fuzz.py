@@ -1,5 +1,6 @@
 """A frame fuzzer: Hypothesis-generated frames against the consumer. Whatever arrives, the socket answers
 with protocol frames only and keeps serving."""
+
 import asyncio
 import json
 
@@ -12,14 +13,25 @@ from tests.helpers.support import communicator
 
 pytestmark = pytest.mark.django_db(transaction=True)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70) | st.floats(allow_nan=True)
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True)
     | st.text(max_size=50),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=10)
+    max_leaves=10,
+)
 frames = st.one_of(
-    st.fixed_dictionaries({"type": st.sampled_from(["send", "stop", "regenerate", "subscribe"])},
-                          optional={"conversation": json_values, "message": json_values, "content": json_values,
-                                    "params": json_values, "client_id": json_values}).map(json.dumps),
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["send", "stop", "regenerate", "subscribe"])},
+        optional={
+            "conversation": json_values,
+            "message": json_values,
+            "content": json_values,
+            "params": json_values,
+            "client_id": json_values,
+        },
+    ).map(json.dumps),
     json_values.map(lambda v: json.dumps(v)),
     st.text(min_size=1, max_size=200),
     st.binary(min_size=1, max_size=100),
@@ -51,6 +63,7 @@ def test_fuzzed_frames_never_break_the_socket(make_user, session_cookie, setting
                     if "probe" in reply["detail"]:
                         break
             await comm.disconnect()
+
         asyncio.run(go())
         answered.append(frame)
 

@@ -1,6 +1,7 @@
 """Every worker gets an even share of the replies (chat/replies/balance.py): over the real Redis, with the real task
 handing a reply to the real broker queue of a less busy worker, and the sweep queueing again a reply handed to
 a worker that died."""
+
 import json
 import os
 
@@ -58,8 +59,7 @@ def test_a_dead_workers_count_does_not_count_and_goes_with_its_queue_when_a_work
     assert balance.loads() == {"w-a": 2}  # w-b holds nothing but is not live until its first beat
 
 
-def test_the_task_hands_a_reply_to_a_less_busy_worker_which_writes_it(make_user, rt, monkeypatch,
-                                                                       fresh_loads):  # noqa: F811
+def test_the_task_hands_a_reply_to_a_less_busy_worker_which_writes_it(make_user, rt, monkeypatch, fresh_loads):  # noqa: F811
     monkeypatch.setattr(runtime, "current", lambda: rt)
     liveness.heartbeat(rt.name, [])
     liveness.heartbeat("w-b", [])
@@ -73,7 +73,10 @@ def test_the_task_hands_a_reply_to_a_less_busy_worker_which_writes_it(make_user,
     assert len(queued) == 1
     task = json.loads(queued[0])["headers"]
     assert (task["task"], task["argsrepr"], task["kwargsrepr"]) == (
-        names.GENERATE_REPLY_TASK, f"[{reply.id}]", "{'handed': True}")
+        names.GENERATE_REPLY_TASK,
+        f"[{reply.id}]",
+        "{'handed': True}",
+    )
     assert Message.objects.get(pk=reply.id).status == Message.Status.QUEUED  # not started here
     assert balance.loads() == {rt.name: 1, "w-b": 1}  # its place is counted on w-b
     assert client().get(handed_key(reply.id)) == "w-b"

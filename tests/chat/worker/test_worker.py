@@ -1,5 +1,6 @@
 """The worker's reply job (chat/worker.py) with a real engine over a tiny random Llama, the real Redis stream
 log and channel layer, and the real database: its endings, each stored once and told once, and its faults."""
+
 import asyncio
 
 import pytest
@@ -57,17 +58,20 @@ class Listener:
 
 
 def queued_reply(user, content="Hello there", params=None):
-    sent = conversation_services.message_send(user=user, conversation_id=None, content=content,
-                                 params=params or {"max_new_tokens": 12})
+    sent = conversation_services.message_send(
+        user=user, conversation_id=None, content=content, params=params or {"max_new_tokens": 12}
+    )
     return reply_services.reply_claim(message_id=sent.assistant_message.id)
 
 
 def run_job(user, message, rt):
     """Run one reply job as the task does, collecting what the user's sockets are sent."""
+
     async def go():
         async with Listener(user.id) as listener:
             await asyncio.to_thread(worker_job.ReplyJob(message, rt).run)
             return await listener.frames()
+
     return asyncio.run(go())
 
 
@@ -84,8 +88,11 @@ def test_a_reply_is_streamed_logged_and_stored_once(make_user, rt):
     deltas = [f["text"] for f in frames if f["type"] == "delta"]
     assert "".join(deltas) == stored.content == "".join(client().lrange(f"chat:stream:{message.id}", 0, -1))
     [done] = dones(frames)
-    assert (done["content"], done["error"], done["usage"]["completion_tokens"]) == \
-        (stored.content, "", stored.completion_tokens)
+    assert (done["content"], done["error"], done["usage"]["completion_tokens"]) == (
+        stored.content,
+        "",
+        stored.completion_tokens,
+    )
     assert client().get(lease_key(message.id)) is None and message.id not in rt.holding
 
 
@@ -131,8 +138,11 @@ def test_an_api_request_whose_history_does_not_fit_is_refused_not_shortened(make
 
     user = make_user()
     key = api_services.api_key_create(owner=user, name="script").key
-    turns = [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "ok"},
-             {"role": "user", "content": "word " * 300}]  # each fits the tiny model's 512 tokens, not both
+    turns = [
+        {"role": "user", "content": "word " * 300},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "word " * 300},
+    ]  # each fits the tiny model's 512 tokens, not both
     reply = api_services.api_completion_create(key=key, turns=turns, params={"max_new_tokens": 12})
     message = reply_services.reply_claim(message_id=reply.id)
     [done] = dones(run_job(user, message, rt))
@@ -143,8 +153,9 @@ def test_an_api_request_whose_history_does_not_fit_is_refused_not_shortened(make
     assert "max_tokens" in stored.error  # the caller sent one: the sentence says it counts
     chat = queued_reply(user, content="word " * 300)  # the same history in the chat: shortened, answered
     reply_services.reply_finish(message_id=chat.id, content="ok", status="complete", finish_reason="stop")
-    again = conversation_services.message_send(user=user, conversation_id=chat.conversation_id, content="word " * 300,
-                                  params={"max_new_tokens": 12}).assistant_message
+    again = conversation_services.message_send(
+        user=user, conversation_id=chat.conversation_id, content="word " * 300, params={"max_new_tokens": 12}
+    ).assistant_message
     run_job(user, reply_services.reply_claim(message_id=again.id), rt)
     answered = Message.objects.get(pk=again.id)
     assert answered.status == "complete" and answered.dropped_messages == 2
@@ -176,13 +187,15 @@ def test_an_api_request_without_max_tokens_reserves_no_default_and_runs_to_the_w
     assert "256 reserved" in refused.error
 
     # Messages that leave no room for even one token, without max_tokens: refused, no max_tokens blamed.
-    full = [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "ok"},
-            {"role": "user", "content": "word " * 300}]
+    full = [
+        {"role": "user", "content": "word " * 300},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "word " * 300},
+    ]
     none_left = api_services.api_completion_create(key=key, turns=full, params={})
     [done] = dones(run_job(user, reply_services.reply_claim(message_id=none_left.id), rt))
     stored = Message.objects.get(pk=none_left.id)
-    assert (stored.status, stored.completion_tokens, done["error_code"]) == \
-        ("failed", None, "context_length_exceeded")
+    assert (stored.status, stored.completion_tokens, done["error_code"]) == ("failed", None, "context_length_exceeded")
     assert "leaving no room for a reply" in stored.error and "max_tokens" not in stored.error
 
 
@@ -243,8 +256,7 @@ def test_the_final_write_failing_once_still_ends_the_reply_exactly_once(make_use
     assert client().get(lease_key(message.id)) is None and message.id not in rt.holding
 
 
-def test_when_the_final_write_never_succeeds_the_lease_goes_and_the_sweep_ends_it(make_user, rt, monkeypatch,
-                                                                                   settings):
+def test_when_the_final_write_never_succeeds_the_lease_goes_and_the_sweep_ends_it(make_user, rt, monkeypatch, settings):
     user = make_user()
     message = queued_reply(user)
     monkeypatch.setattr(worker_job, "FINISH_RETRY_DELAYS_S", (0.01,))
@@ -288,6 +300,7 @@ def test_the_sweep_fails_a_reply_nobody_took_in_time(make_user, settings):
         async with Listener(user.id) as listener:
             ended = await asyncio.to_thread(sweep.sweep)
             return ended, await listener.frames()
+
     ended, frames = asyncio.run(go())
     stored = Message.objects.get(pk=sent.assistant_message.id)
     assert [m.id for m in ended] == [stored.id]
@@ -309,16 +322,18 @@ def test_a_reply_that_cannot_be_queued_fails_visibly(make_user, monkeypatch):
 
     async def go():
         async with Listener(user.id) as listener:
-            sent = await asyncio.to_thread(conversation_services.message_send, user=user, conversation_id=None, content="hi")
+            sent = await asyncio.to_thread(
+                conversation_services.message_send, user=user, conversation_id=None, content="hi"
+            )
             return sent, await listener.frames()
+
     sent, frames = asyncio.run(go())
     stored = Message.objects.get(pk=sent.assistant_message.id)
     assert (stored.status, stored.error) == ("failed", "The generation queue is unreachable; try again in a moment.")
     assert [f["type"] for f in frames] == ["conversation", "message", "message", "done"]
 
 
-def test_a_lease_that_cannot_be_taken_at_the_start_still_ends_the_reply_and_lets_it_go(make_user, rt,
-                                                                                        monkeypatch):
+def test_a_lease_that_cannot_be_taken_at_the_start_still_ends_the_reply_and_lets_it_go(make_user, rt, monkeypatch):
 
     user = make_user()
     message = queued_reply(user)
@@ -359,6 +374,7 @@ def test_a_checkpoint_hitting_a_database_blip_does_not_fail_the_reply(make_user,
 
 def test_a_worker_refuses_any_pool_but_threads():
     """Forked children would inherit the engine's and the link's threads dead."""
+
     class Prefork:
         pool_cls = "celery.concurrency.prefork:TaskPool"
 
@@ -372,8 +388,9 @@ def test_after_the_first_reply_the_model_titles_the_conversation_after_done(make
     from chat.models import Conversation
 
     user = make_user()
-    message = conversation_services.message_send(user=user, conversation_id=None, content="Tell me about lighthouses",
-                                    params={"max_new_tokens": 12}).assistant_message
+    message = conversation_services.message_send(
+        user=user, conversation_id=None, content="Tell me about lighthouses", params={"max_new_tokens": 12}
+    ).assistant_message
     monkeypatch.setattr(worker_runtime, "current", lambda: rt)
     submitted = []
     real_submit = rt.engine.submit
@@ -383,6 +400,7 @@ def test_after_the_first_reply_the_model_titles_the_conversation_after_done(make
         async with Listener(user.id) as listener:
             await asyncio.to_thread(tasks.generate_reply.run, message.id)
             return await listener.frames()
+
     frames = asyncio.run(go())
     types = [f["type"] for f in frames]
     title = Conversation.objects.get(pk=message.conversation_id).title
@@ -397,8 +415,9 @@ def test_after_the_first_reply_the_model_titles_the_conversation_after_done(make
     assert types.index("done") < types.index("conversation")
     assert frames[types.index("conversation")]["conversation"]["title"] == title
     assert 0 < len(title) <= TITLE_CHARS
-    second = conversation_services.message_send(user=user, conversation_id=message.conversation_id, content="More",
-                                   params={"max_new_tokens": 4})
+    second = conversation_services.message_send(
+        user=user, conversation_id=message.conversation_id, content="More", params={"max_new_tokens": 4}
+    )
     job = worker_job.ReplyJob(reply_services.reply_claim(message_id=second.assistant_message.id), rt)
     job.run()
     assert not job.wants_title()  # only after the first reply
@@ -413,11 +432,11 @@ def test_a_failed_title_keeps_the_first_words(make_user, rt, monkeypatch):
     monkeypatch.setattr(rt.engine, "submit", lambda request: (_ for _ in ()).throw(RuntimeError("engine down")))
     worker_job.make_title(job)
     from chat.models import Conversation
+
     assert Conversation.objects.get(pk=message.conversation_id).title == "Tell me about lighthouses"
 
 
-def test_a_reply_is_charged_once_and_still_charged_when_its_chat_was_deleted_mid_reply(make_user, rt,
-                                                                                       monkeypatch):
+def test_a_reply_is_charged_once_and_still_charged_when_its_chat_was_deleted_mid_reply(make_user, rt, monkeypatch):
     """Deleting a conversation ends its reply first with no counts; the worker's own end then finds no row and
     charges what it generated itself, so a deletion just before the end does not make the reply free."""
 
@@ -434,6 +453,7 @@ def test_a_reply_is_charged_once_and_still_charged_when_its_chat_was_deleted_mid
     def delete_first(**kwargs):
         conversation_services.conversation_delete(user=user, conversation_id=doomed.conversation_id)
         return real_finish(**kwargs)
+
     monkeypatch.setattr(reply_services, "reply_finish", delete_first)
     run_job(user, doomed, rt)
     assert not Message.objects.filter(pk=doomed.id).exists()
