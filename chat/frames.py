@@ -310,7 +310,8 @@ CLIENT_FRAMES: dict[str, type] = {
 
 
 def parse_client_frame(frame: dict) -> dict:
-    """The frame with only its schema's fields, each of its declared type, or a ``ChatError`` with the code of the first field that does not fit. ``frame`` is a
+    """The frame with only its schema's fields, each of its declared type, or a ``ChatError`` with the code of
+    the first field that does not fit. ``frame`` is a
     JSON object with a string ``type`` of ``CLIENT_FRAMES`` (the consumer checks that first). Unknown fields
     are dropped, not refused: an older page may still send them."""
     schema = CLIENT_FRAMES[frame["type"]]

@@ -12,15 +12,15 @@ Redis keys (``chat:`` prefix; the channel layer and Celery keep their own):
 |---|---|---|
 | ``chat:workers`` | sorted set | live workers, score = when their heartbeat expires |
 | ``chat:lease:<message>`` | string | the worker holding a streaming reply; expires with its heartbeat |
-| ``chat:progress:<message>`` | string | reply tokens generated so far, written with the lease by the heartbeat (not per token) |
+| ``chat:progress:<message>`` | string | reply tokens so far, written with the lease by the heartbeat (not per token) |
 | ``chat:stream:<message>`` | list | a reply's delta texts, index = seq (the stream log) |
 | ``chat:sockets:<user>`` | sorted set | a user's open sockets, score = last refresh |
-| ``chat:sessions:<user>`` | sorted set | a person's session keys, score = login time (``chat/accounts/session_index.py``) |
+| ``chat:sessions:<user>`` | sorted set | a person's session keys, score = login time (``accounts/session_index.py``) |
 | ``chat:tokens:<user>:<day>`` | string | tokens a person's replies used that day (``chat/limits/quotas.py``) |
 | ``chat:limits/...`` | (``limits``) | the moving window of a person's messages per minute |
 | ``chat:wstats:<worker>`` | string | the worker's engine figures (JSON), written by its heartbeat, expiring with it |
 | ``chat:load`` | hash | replies each worker has taken and not yet ended, field = worker (``chat/replies/balance.py``) |
-| ``chat:handed:<message>`` | string | the worker a queued reply was handed to (``chat/replies/balance.py``), for the sweep |
+| ``chat:handed:<message>`` | string | the worker a queued reply was handed to (``replies/balance.py``), for the sweep |
 | ``chat:metrics:counters`` | hash | Prometheus counters of every process (``chat/metrics.py``) |
 | ``chat:metrics:hist:<name>`` | hash | a histogram's bucket counts and sum |
 """

@@ -21,7 +21,8 @@ LAUNCH_ARGS = [
 
 
 def skip_without_chromium(chromium: str | None = None) -> None:
-    """Skip the calling test module when Debian's Chromium is not installed (fail it under CI: tests/helpers/tools.py)."""
+    """Skip the calling test module when Debian's Chromium is not installed (under CI, fail it:
+    tests/helpers/tools.py)."""
     chromium = chromium or CHROMIUM
     if not shutil.which(chromium):
         missing_tool(

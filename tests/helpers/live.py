@@ -21,7 +21,8 @@ def _database_url(settings_dict) -> str:
         return f"sqlite:///{settings_dict['NAME']}"
     user, password = settings_dict.get("USER") or "", settings_dict.get("PASSWORD") or ""
     auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-    return f"postgres://{auth}{settings_dict['HOST'] or '127.0.0.1'}:{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
+    host, port = settings_dict["HOST"] or "127.0.0.1", settings_dict["PORT"] or 5432
+    return f"postgres://{auth}{host}:{port}/{settings_dict['NAME']}"
 
 
 def _wait_for_log(path: Path, needle: str, proc, timeout: float = 120.0) -> None:

@@ -174,8 +174,8 @@ def test_queued_and_streaming_replies_show_in_the_queue_depth_and_the_active_gau
 
 
 def test_a_task_handed_to_a_live_workers_own_queue_is_in_the_queue_depth(client, db):
-    """Balancing (chat/replies/balance.py) hands a task to a live worker's own queue: it is waiting as much as one in the
-    shared queue. A gone worker's queue is not counted (the next worker to start deletes it)."""
+    """Balancing (chat/replies/balance.py) hands a task to a live worker's own queue: it is waiting as much as one in
+    the shared queue. A gone worker's queue is not counted (the next worker to start deletes it)."""
     import os
 
     from celery import current_app
