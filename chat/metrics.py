@@ -85,7 +85,7 @@ def observe_reply(
     prompt_tokens: int | None,
     completion_tokens: int | None,
 ) -> None:
-    """A reply ended (once: chat.services.reply_finish calls this on commit)."""
+    """A reply ended (once: chat.replies.services.reply_finish calls this on commit)."""
 
     def work(p):
         p.hincrby(COUNTERS_KEY, _field("chat_replies", (status,)), 1)

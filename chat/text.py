@@ -1,10 +1,6 @@
-"""Writes. Keyword-only and atomic; channel frames and tasks fire on commit, in order, so a client always
-sees the stored message before any delta of its reply. No network call inside a write transaction: the
-worker check runs before it (a SQLite writer holds the whole database's lock).
-
-``reply_finish`` is the one place a reply ends — the worker's end, Stop, the sweep and a failed dispatch all
-go through it — and it alone sends ``done``. ``reply_stop`` is the one way a reply is stopped, by its owner or
-by a reviewer."""
+"""Text as it is stored: unsafe characters dropped (``clean_text``), and the first words of a message as a
+title (``title_from``).
+"""
 
 from __future__ import annotations
 

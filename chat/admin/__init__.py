@@ -2,7 +2,7 @@
 
 Transcripts are read-only for everyone, superusers included; opening one needs the
 ``chat.review_conversation`` permission (the "reviewer" group), and every open, review change and deletion
-leaves an ``AuditEvent``. Writes go through ``chat.review.services``; list pages read through ``chat.selectors``.
+leaves an ``AuditEvent``. Writes go through ``chat.review.services``; list pages read through ``chat.review.selectors``.
 
 - ``common``: the permission mixins and list filters the screens share;
 - ``conversations``: conversations (list, transcript page, review form, gold answers) and the review queue;

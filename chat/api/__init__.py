@@ -1,6 +1,6 @@
 """The OpenAI-compatible API under ``/v1/`` (docs/api.md): async Django views served by Daphne.
 
-A request becomes a stored conversation with a queued reply through ``chat.services`` (same limits, same
+A request becomes a stored conversation with a queued reply through ``chat.api.services`` (same limits, same
 workers, same review), and the view follows that reply's deltas exactly as a websocket does
 (``follow.ReplyFollower`` reuses ``chat.realtime.delivery``).
 

@@ -1,4 +1,4 @@
-"""Reads. Every lookup on behalf of a user is scoped to that user: another's rows are simply not found."""
+"""Reads about API keys: a person's own, newest first."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Writes about API keys (``chat/services.py`` holds the writes about messages, an API request's included):
-create, revoke, record a use. Only a key's SHA-256 is stored; the key itself is shown once."""
+"""The API's writes: a completion request stored as a conversation with a queued reply (the same limits and
+the same reply life as the chat page), and API keys (create, revoke, record a use). Only a key's SHA-256 is
+stored; the key itself is shown once.
+"""
 
 from __future__ import annotations
 

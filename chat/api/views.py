@@ -1,5 +1,5 @@
 """``/v1/chat/completions`` and ``/v1/models``: async views served by Daphne (docs/api.md). Thin: authenticate,
-check, hand the request to ``chat.services``, follow the reply, answer in OpenAI's shapes."""
+check, hand the request to ``chat.api.services``, follow the reply, answer in OpenAI's shapes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Reads. Every lookup on behalf of a user is scoped to that user: another's rows are simply not found."""
+"""Reads of a person's chats: their conversations, one conversation's shown branch, the sidebar's pages and
+search, the export, their defaults. Every lookup on behalf of a person is scoped to them: another's rows are
+simply not found.
+"""
 
 from __future__ import annotations
 

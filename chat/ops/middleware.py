@@ -1,9 +1,6 @@
-"""Endpoints for operators: ``/healthz``, ``/readyz``, ``/metrics``, and the middleware counting requests.
-
-``/metrics`` and ``/readyz``'s details say how busy the deployment is and what is broken, so they are for
-operators only: a client address in ``METRICS_ALLOWED_IPS`` (addresses or networks; behind the proxy this is the
-real client's, since Daphne takes it from X-Forwarded-For only with TRUSTED_PROXY) or ``Authorization: Bearer
-<METRICS_TOKEN>``. Everyone else gets 403 from ``/metrics`` and only ready / not ready from ``/readyz``."""
+"""The middleware that counts every HTTP answer by status for ``/metrics`` (first in ``MIDDLEWARE``, so
+redirects and lockouts count too).
+"""
 
 from __future__ import annotations
 

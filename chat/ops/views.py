@@ -1,4 +1,4 @@
-"""Endpoints for operators: ``/healthz``, ``/readyz``, ``/metrics``, and the middleware counting requests.
+"""Endpoints for operators: ``/healthz``, ``/readyz`` and ``/metrics`` (the request counter is ``middleware.py``).
 
 ``/metrics`` and ``/readyz``'s details say how busy the deployment is and what is broken, so they are for
 operators only: a client address in ``METRICS_ALLOWED_IPS`` (addresses or networks; behind the proxy this is the

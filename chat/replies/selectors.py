@@ -1,4 +1,6 @@
-"""Reads. Every lookup on behalf of a user is scoped to that user: another's rows are simply not found."""
+"""Reads about replies: the history a reply's prompt is built from, a reply for delivery, the replies the sweep
+looks at, and how many are active (per person, per status).
+"""
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
-"""Writes. Keyword-only and atomic; channel frames and tasks fire on commit, in order, so a client always
-sees the stored message before any delta of its reply. No network call inside a write transaction: the
-worker check runs before it (a SQLite writer holds the whole database's lock).
+"""A reply's life once queued: dispatch (the Celery task, by name), claim, checkpoints, stop, and its one end.
 
-``reply_finish`` is the one place a reply ends — the worker's end, Stop, the sweep and a failed dispatch all
-go through it — and it alone sends ``done``. ``reply_stop`` is the one way a reply is stopped, by its owner or
-by a reviewer."""
+``reply_finish`` is the one place a reply ends — the worker's end, Stop, the sweep and a failed dispatch all go
+through it — and it alone sends ``done``. ``reply_stop`` is the one way a reply is stopped, by its owner or by a
+reviewer. Keyword-only; frames and tasks fire on commit.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Reads. Every lookup on behalf of a user is scoped to that user: another's rows are simply not found."""
+"""The review panel's reads. Every per-row figure is a correlated subquery, so a list page is one query
+whatever its length; lists of ids of any length are bound a chunk at a time (``id_chunks``).
+"""
 
 from __future__ import annotations
 

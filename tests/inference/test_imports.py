@@ -16,8 +16,6 @@ import importlib, json, pkgutil, sys
 import inference
 
 names = sorted(m.name for m in pkgutil.walk_packages(inference.__path__, "inference."))
-# The Celery task adapter is being moved out to chat/worker.py; while it is still here it is chat's code.
-names = [n for n in names if n != "inference.tasks"]
 for name in names:
     importlib.import_module(name)
 bad = sorted(m for m in sys.modules if m.startswith(("django", "chat")))  # chatsite too

@@ -1,4 +1,4 @@
-"""The worker's reply job (chat/worker.py) with a real engine over a tiny random Llama, the real Redis stream
+"""The worker's reply job (chat/worker/) with a real engine over a tiny random Llama, the real Redis stream
 log and channel layer, and the real database: its endings, each stored once and told once, and its faults."""
 
 import asyncio
