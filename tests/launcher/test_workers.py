@@ -85,7 +85,7 @@ def test_two_workers_divide_the_cores_both_heartbeat_and_both_answer(launcher_en
             "manage.py",
             "shell",
             "-c",
-            "from chat.liveness import workers_alive; print(len(workers_alive()))",
+            "from chat.replies.liveness import workers_alive; print(len(workers_alive()))",
         ],
         cwd=stack.ROOT,
         env=beside,

@@ -61,7 +61,7 @@ def _redis(live_stack):
 
 
 def _worker_name(live_stack) -> str:
-    return f"{socket.gethostname()}-{live_stack.worker.pid}"  # the name chat.worker.Runtime gives itself
+    return f"{socket.gethostname()}-{live_stack.worker.pid}"  # the name chat.worker.runtime.Runtime gives itself
 
 
 def _worker_stats(live_stack, r) -> dict:
