@@ -2,7 +2,7 @@
 
 A channel-layer event is a frame (``chat/frames.py``) whose ``type`` carries the ``chat.`` prefix, so
 Channels dispatches ``chat.delta`` to ``ChatConsumer.chat_delta``; the consumer strips the prefix and sends
-the frame on. The stream log lives in ``streamlog.py``, the worker's link in ``worker_link.py``.
+the frame on. The stream log lives in ``chat/replies/streamlog.py``, the worker's link in ``chat/worker/link.py``.
 """
 
 from __future__ import annotations

@@ -351,8 +351,8 @@ def _fits(value, hint) -> bool:
     if base is int:
         if isinstance(value, bool) or not isinstance(value, int):
             return False
-        return 0 < value < 2**63 if hint is Id else True
-    if hint is ClientId:
+        return 0 < value < 2**63 if hint == Id else True
+    if hint == ClientId:
         return isinstance(value, str) and len(value) <= MAX_CLIENT_ID_CHARS
     return isinstance(value, base)
 

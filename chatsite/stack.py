@@ -245,7 +245,7 @@ def compact_redis(redis_url: str, timeout: float = REDIS_LOAD_TIMEOUT_S) -> None
 
 def wait_for_worker(redis_url: str, proc: subprocess.Popen, timeout: float = 300.0, *, name: str | None = None) -> bool:
     """Block until a worker heartbeats (its model is loaded), so the printed address answers at once; with
-    ``name`` (``chat.worker.Runtime.name``: host-pid), that worker.
+    ``name`` (``chat.worker.runtime.Runtime.name``: host-pid), that worker.
 
     False when ``proc`` exits first or ``timeout`` passes. A Redis still loading its file is waited out.
     """

@@ -1,7 +1,7 @@
 """Dataset export from the conversation list and the review queue: the selected rows (two actions) or the
 whole filtered list (links above the list), as SFT transcripts or preference pairs in JSONL.
 
-Reviewers only. The audit rows go in first (``chat.review.export_record``), then the file streams a chunk of
+Reviewers only. The audit rows go in first (``chat.review.services.export_record``), then the file streams a chunk of
 conversations at a time (``chat.review.dataset``); the format is in docs/dataset-export.md.
 """
 

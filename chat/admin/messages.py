@@ -154,7 +154,7 @@ class FeedbackAdmin(AuditedOpen, AuditedSearch, ReviewerOnly, admin.ModelAdmin):
 
 @admin.register(GoldAnswer)
 class GoldAnswerAdmin(AuditedOpen, AuditedSearch, ReviewerOnly, admin.ModelAdmin):
-    """Listed here; written from the conversation page (through ``chat.review.gold_answer_set``)."""
+    """Listed here; written from the conversation page (through ``chat.review.services.gold_answer_set``)."""
 
     list_display = ("id", "message_link", "content", "author", "updated_at")
     search_fields = ("content",)

@@ -1,7 +1,7 @@
 """One reply's frames for an HTTP request, followed the way a websocket follows it.
 
 The follower joins the owner's channel group *before* the reply is stored and queued, so no delta can pass
-unseen; ``chat.delivery.ReplyDelivery`` then does for it what it does for a socket: deltas once and in seq
+unseen; ``chat.realtime.delivery.ReplyDelivery`` then does for it what it does for a socket: deltas once and in seq
 order, gaps filled from the reply's stream log, a quiet reply checked against the log and the database, and
 ``done`` last. The owner's group carries every reply of that person, and a follower keeps only its own: the
 per-person cap on active replies (``CHAT_MAX_ACTIVE_PER_USER``) bounds what each follower skips.

@@ -1,7 +1,7 @@
 """Limits, in one place: frames per person in this process (the `limits` library's moving window, in process
 memory: checked before any database or Redis work) and open sockets per user (a Redis sorted set, so the cap
 holds across every Daphne process). The per-person cap on active replies is checked inside the send transaction
-(``admission.require_capacity``); messages per minute and tokens per day are ``quotas.py``."""
+(``chat/replies/admission.py``, ``require_capacity``); messages per minute and tokens per day are ``quotas.py``."""
 
 from __future__ import annotations
 

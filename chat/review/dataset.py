@@ -1,6 +1,6 @@
 """Reads for the dataset export: conversations as JSONL lines, SFT transcripts or preference pairs.
 
-Only reads live here; the export's audit rows are written first by ``chat.review.export_record``. The lines
+Only reads live here; the export's audit rows are written first by ``chat.review.services.export_record``. The lines
 are built a chunk of conversations at a time, each chunk a fixed number of queries, so an export of the
 whole table holds one chunk in memory, never the table. The format is documented in docs/dataset-export.md.
 """

@@ -7,7 +7,7 @@ import { send } from "./socket.js";
 const FIELDS = ["temperature", "top_p", "max_new_tokens"];
 const dialog = $("settings");
 
-for (const name of FIELDS) { // bounds and defaults, from chat/params.py through the page's config
+for (const name of FIELDS) { // bounds and defaults, from chat/conversations/params.py through the page's config
   const b = state.config.bounds[name], input = $(`set-${name}`);
   input.min = b.min;
   input.max = b.max;

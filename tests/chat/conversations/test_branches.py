@@ -222,6 +222,24 @@ def test_json_list_and_export_endpoints(two_turns, make_user):
     assert other.get(f"/conversations/{first.conversation.pk}/export.json").status_code == 404
 
 
+def test_the_old_api_paths_still_answer_for_one_release(two_turns, make_user):
+    """A page of the previous release (a rolling upgrade) and saved export links use /api/...: the same views,
+    scoped the same way."""
+    user, first, _ = two_turns
+    client = Client()
+    client.force_login(user)
+    pk = first.conversation.pk
+    assert client.get("/api/conversations/").json() == client.get("/conversations/").json()
+    assert client.get(f"/api/conversations/{pk}/").json() == client.get(f"/conversations/{pk}/").json()
+    assert (
+        client.get(f"/api/conversations/{pk}/export.md").content == client.get(f"/conversations/{pk}/export.md").content
+    )
+    assert client.get("/api/quota/").json() == client.get("/quota/").json()
+    other = Client()
+    other.force_login(make_user("bob"))
+    assert other.get(f"/api/conversations/{pk}/").status_code == 404
+
+
 def test_markdown_export_keeps_typed_backticks_inside_the_fence(make_user):
     user = make_user()
     r = conversation_services.message_send(user=user, conversation_id=None, content="look:\n```\ncode\n```")
