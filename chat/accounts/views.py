@@ -1,12 +1,14 @@
 """Account pages: sign-up (open, awaiting approval, or by invite link) and the Account page (password change,
 data download, deletion). Log in, log out, password change and reset are Django's own views
-(``chat/accounts/urls.py``); these stay thin: a form, one call into ``chat.accounts.services``, a page."""
+(``chat/accounts/urls.py``), the password change with its old password throttled as logins are; these stay thin:
+a form, one call into ``chat.accounts.services``, a page."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import PasswordChangeView
 from django.core.handlers.asgi import ASGIRequest
 from django.http import StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -15,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from chat.accounts import selectors, services
 from chat.accounts.client_address import throttle_address
-from chat.accounts.forms import AccountDeleteForm, SignupForm
+from chat.accounts.forms import AccountDeleteForm, SignupForm, ThrottledPasswordChangeForm
 from chat.accounts.personal_data import personal_data_chunks, personal_data_stream
 from chat.errors import ChatError, ErrorCode
 
@@ -112,6 +114,16 @@ def account_delete(request):
     logout(request)  # this session's sockets close now; account_delete tells the person's other sessions
     services.account_delete(user_id=user_id)
     return render(request, "registration/account_deleted.html")
+
+
+class PasswordChange(PasswordChangeView):
+    """Django's password change page, its old password checked as a login is: wrong ones count against the
+    client address with wrong logins, and a locked address gets the lockout page (``password_is_theirs``)."""
+
+    form_class = ThrottledPasswordChangeForm
+
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "request": self.request}
 
 
 def locked_out(request, original_response=None, credentials=None):

@@ -21,7 +21,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from chat.accounts import selectors, services
+from chat.accounts.forms import AdminThrottledPasswordChangeForm
 from chat.accounts.selectors import Privileges
+from chat.accounts.views import PasswordChange
 from chat.models import Invite
 
 User = get_user_model()
@@ -256,3 +258,14 @@ class InviteAdmin(admin.ModelAdmin):
             messages.SUCCESS,
         )
         return super().response_add(request, obj, post_url_continue)
+
+
+def password_change(request):
+    """The admin's own "Change password" page (chatsite/urls.py puts it before the admin's), its old password
+    checked as a login is, like the Account page's: Django's admin checks it directly, unthrottled."""
+    request.current_app = admin.site.name
+    return PasswordChange.as_view(
+        form_class=AdminThrottledPasswordChangeForm,
+        success_url=reverse("admin:password_change_done"),
+        extra_context=admin.site.each_context(request),
+    )(request)
