@@ -226,3 +226,15 @@ def test_rows_about_a_deleted_person_keep_their_id_not_their_name(reviewer_group
     services.account_delete(user_id=bob.pk)
     event = AuditEvent.objects.get(action=GRANTED)
     assert event.details == {"user_id": bob.pk, "user": f"deleted user {bob.pk}", "what": "group", "name": "reviewer"}
+
+
+def test_deleting_a_group_is_a_removal_for_each_member(reviewer_group, signed_in, django_user_model):
+    root = django_user_model.objects.create_superuser(username="root", password=None)
+    bob = django_user_model.objects.create_user(username="bob", password=None, is_staff=True)
+    bob.groups.add(reviewer_group)
+    url = reverse("admin:auth_group_delete", args=[reviewer_group.pk])
+    assert signed_in(root).post(url, {"post": "yes"}).status_code == 302
+    assert not bob.has_perm("chat.review_conversation")
+    assert list(AuditEvent.objects.values_list("actor_name", "action", "details")) == [
+        ("root", REMOVED, {"user_id": bob.pk, "user": "bob", "what": "group", "name": "reviewer"})
+    ]
