@@ -47,6 +47,7 @@ class ErrorCode(StrEnum):
     # --- accounts (docs/accounts.md) -----------------------------------------------------------------------------
     NOT_APPROVED = "not_approved"
     SIGNUP_RATE_LIMITED = "signup_rate_limited"
+    RESET_RATE_LIMITED = "reset_rate_limited"
     LOGIN_LOCKED = "login_locked"
     INVITE_REQUIRED = "invite_required"
     INVITE_UNKNOWN = "invite_unknown"

@@ -251,6 +251,11 @@ class AuditEvent(models.Model):
         DELETED = "deleted"
         CANCELLED_GENERATION = "cancelled_generation", "cancelled generation"
         SEARCHED = "searched"
+        # Who may do what (admin: people and groups): a staff or superuser flag, a group membership or a
+        # permission given or taken away; ``details`` says whom (``user``/``user_id`` or ``group``/``group_id``),
+        # ``what`` and its ``name``.
+        PRIVILEGE_GRANTED = "privilege_granted", "privilege granted"
+        PRIVILEGE_REMOVED = "privilege_removed", "privilege removed"
 
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     actor_name = models.CharField(max_length=150)
@@ -288,6 +293,8 @@ class Account(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["approved_at"], name="account_approved")]
+        # Approving sign-ups, apart from changing users: "may change users" let staff tick their own superuser box.
+        permissions = [("approve_account", "Can approve people who signed up (CHAT_SIGNUP=approval)")]
 
     def __str__(self):
         return f"account of user {self.user_id}"

@@ -17,12 +17,16 @@ Redis keys (``chat:`` prefix; the channel layer and Celery keep their own):
 | ``chat:sockets:<user>`` | sorted set | a user's open sockets, score = last refresh |
 | ``chat:sessions:<user>`` | sorted set | a person's session keys, score = login time (``accounts/session_index.py``) |
 | ``chat:tokens:<user>:<day>`` | string | tokens a person's replies used that day (``chat/limits/quotas.py``) |
-| ``chat:limits/...`` | (``limits``) | the moving window of a person's messages per minute |
+| ``chat:limits/...`` | (``limits``) | the moving windows of ``chat/limits/quotas.py``, listed below the table |
 | ``chat:wstats:<worker>`` | string | the worker's engine figures (JSON), written by its heartbeat, expiring with it |
 | ``chat:load`` | hash | replies each worker has taken and not yet ended, field = worker (``chat/replies/balance.py``) |
 | ``chat:handed:<message>`` | string | the worker a queued reply was handed to (``replies/balance.py``), for the sweep |
 | ``chat:metrics:counters`` | hash | Prometheus counters of every process (``chat/metrics.py``) |
 | ``chat:metrics:hist:<name>`` | hash | a histogram's bucket counts and sum |
+
+The ``chat:limits/...`` windows: a person's messages a minute; a client address's accounts made, sign-up forms
+and password reset requests an hour; an email address's reset requests an hour (keyed by its SHA-256, never the
+address itself).
 """
 
 from __future__ import annotations

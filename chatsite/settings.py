@@ -192,6 +192,14 @@ CHAT_INVITE_DAYS = env.int("CHAT_INVITE_DAYS", default=7)
 # Accounts one client address may make in an hour without an invite (0: no limit): every account brings its
 # own allowance, so a script making accounts would multiply every per-person limit (chat/limits/quotas.py).
 CHAT_SIGNUPS_PER_HOUR = env.int("CHAT_SIGNUPS_PER_HOUR", default=5)
+# Sign-up forms one client address may send in an hour, whatever each led to (0: no limit): the form says when an
+# email address has an account already, so counting only the accounts made left that answer unlimited.
+CHAT_SIGNUP_ATTEMPTS_PER_HOUR = env.int("CHAT_SIGNUP_ATTEMPTS_PER_HOUR", default=20)
+# Password reset requests in an hour (0: no limit), one client address's and one email address's, each counted
+# whether or not an account has the address (counting only real ones would tell which exist): a reset page
+# that mails on every request mails anyone as often as someone asks.
+CHAT_RESETS_PER_HOUR = env.int("CHAT_RESETS_PER_HOUR", default=10)
+CHAT_RESETS_PER_EMAIL_PER_HOUR = env.int("CHAT_RESETS_PER_EMAIL_PER_HOUR", default=3)
 # Login throttling (django-axes): failures are counted per client address, whatever usernames they tried (one
 # person's guesses at one account, or at many), and reaching the limit locks that address for the cool-off (each
 # refused try restarts it). Not per username: then anyone, from anywhere, could keep any person (an admin too)

@@ -155,6 +155,20 @@ def reviewer_group():
     return Group.objects.get(name=migration.GROUP)
 
 
+@pytest.fixture
+def approver_group():
+    """The "approver" group migration 0014 makes (``chat.approve_account`` and the view of users), made again
+    its way where a transactional test's flush removed it."""
+    import importlib
+
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    migration = importlib.import_module("chat.migrations.0014_approve_account_and_privilege_audit")
+    migration.create_group(apps, None)
+    return Group.objects.get(name=migration.GROUP)
+
+
 @pytest.fixture(autouse=True)
 def fresh_fair_use_counters():
     """Each test starts with no messages counted this minute, no tokens today for anyone and no reply's stream

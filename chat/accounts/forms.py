@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.auth import authenticate, get_user_model
-from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.forms import PasswordChangeForm, UserCreationForm
+from django.views.decorators.debug import sensitive_variables
+
+
+def password_is_theirs(request, password: str) -> bool:
+    """Whether ``password`` is the signed-in person's, checked as a login is: through ``authenticate`` with the
+    request, so django-axes counts a wrong one against the client address with wrong logins, and refuses even
+    the right one while that address is locked (its middleware then answers with the lockout page). Every check
+    of a signed-in person's password comes here: checked directly, a signed-in browser would be an unthrottled
+    password oracle."""
+    user = request.user
+    return authenticate(request, username=user.get_username(), password=password) == user
 
 
 class SignupForm(UserCreationForm):
@@ -26,6 +37,27 @@ class SignupForm(UserCreationForm):
         return email
 
 
+class ThrottledPasswordChangeForm(PasswordChangeForm):
+    """Django's password change form, its old password checked as a login is (``password_is_theirs``)."""
+
+    def __init__(self, user, *args, request=None, **kwargs):
+        super().__init__(user, *args, **kwargs)
+        self.request = request
+
+    @sensitive_variables("old_password")
+    def clean_old_password(self):
+        old_password = self.cleaned_data["old_password"]
+        if not password_is_theirs(self.request, old_password):
+            raise forms.ValidationError(self.error_messages["password_incorrect"], code="password_incorrect")
+        return old_password
+
+
+class AdminThrottledPasswordChangeForm(ThrottledPasswordChangeForm):
+    """The same for the admin's own password change page (Django's admin form only adds this)."""
+
+    required_css_class = "required"
+
+
 class AccountDeleteForm(forms.Form):
     """Deleting an account needs its password: a borrowed, signed-in laptop must not be enough. It is checked
     through ``authenticate`` with the request, so login throttling counts wrong guesses here too."""
@@ -38,9 +70,9 @@ class AccountDeleteForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.request = request
 
+    @sensitive_variables("password")
     def clean_password(self):
         password = self.cleaned_data["password"]
-        user = self.request.user
-        if authenticate(self.request, username=user.get_username(), password=password) != user:
+        if not password_is_theirs(self.request, password):
             raise forms.ValidationError("That is not your password; the account was not deleted.")
         return password

@@ -1,7 +1,12 @@
-"""Reads about accounts: whether a person may chat (approval), which invite a sign-up link is."""
+"""Reads about accounts: whether a person may chat (approval), which invite a sign-up link is, and what a user or
+group may do (the privileges whose changes are audited)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
 from django.utils import timezone
 
 from chat.errors import ChatError, ErrorCode
@@ -42,3 +47,46 @@ def invite_for_signup(*, token) -> Invite:
             f"This invite link expired on {invite.expires_at:%Y-%m-%d %H:%M} UTC; ask for a new one.",
         )
     return invite
+
+
+# --- Privileges: what the admin's people and groups pages can give or take away (each change is audited).
+APPROVE_PERMISSION = "chat.approve_account"
+
+
+@dataclass(frozen=True)
+class Privileges:
+    """What a user row itself grants: its two flags, its groups (by name) and its own permissions
+    (``app_label.codename``); for a group only ``permissions`` is used."""
+
+    staff: bool = False
+    superuser: bool = False
+    groups: frozenset[str] = frozenset()
+    permissions: frozenset[str] = frozenset()
+
+
+def _labels(permissions) -> frozenset[str]:
+    return frozenset(
+        f"{app}.{codename}" for app, codename in permissions.values_list("content_type__app_label", "codename")
+    )
+
+
+def privileges_of_user(*, user_id: int | None) -> Privileges:
+    """As stored now (before a form's changes are saved, or after); a user not yet stored has none."""
+    row = get_user_model().objects.filter(pk=user_id).values("is_staff", "is_superuser").first() if user_id else None
+    if row is None:
+        return Privileges()
+    return Privileges(
+        staff=row["is_staff"],
+        superuser=row["is_superuser"],
+        groups=frozenset(Group.objects.filter(user__pk=user_id).values_list("name", flat=True)),
+        permissions=_labels(Permission.objects.filter(user__pk=user_id)),
+    )
+
+
+def privileges_of_group(*, group_id: int | None) -> Privileges:
+    return Privileges(permissions=_labels(Permission.objects.filter(group__pk=group_id)) if group_id else frozenset())
+
+
+def may_approve(*, user) -> bool:
+    """Whether this staff member may approve people who signed up (the admin's Approve action)."""
+    return bool(user.is_active and user.is_staff and user.has_perm(APPROVE_PERMISSION))

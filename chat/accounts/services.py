@@ -1,6 +1,7 @@
-"""Account writes: sign-up under the site's policy (``CHAT_SIGNUP``), approval by staff, invites, and deleting an
-account with everything in it. Keyword-only and atomic, like every ``services.py``; reads are in
-``chat/accounts/selectors.py`` (``account_may_chat``, ``invite_for_signup``) and ``chat/accounts/personal_data.py``.
+"""Account writes: sign-up under the site's policy (``CHAT_SIGNUP``), approval by staff, invites, the audit rows of
+privileges given or taken away in the admin, and deleting an account with everything in it. Keyword-only and
+atomic, like every ``services.py``; reads are in ``chat/accounts/selectors.py`` (``account_may_chat``,
+``invite_for_signup``, ``privileges_of_user``) and ``chat/accounts/personal_data.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from django.utils import timezone
 
 from chat import events
 from chat.accounts import selectors, session_index
+from chat.accounts.selectors import Privileges
 from chat.errors import ChatError, ErrorCode
 from chat.limits import quotas, sockets
 from chat.models import Account, AuditEvent, Invite
@@ -73,6 +75,39 @@ def account_approve(*, user_ids, approved_by) -> int:
     )
 
 
+@transaction.atomic
+def privileges_audit(*, actor, before: Privileges, after: Privileges, user=None, group=None) -> int:
+    """One audit row per privilege a user (or a group, for its permissions) gained or lost between ``before``
+    and ``after``, in ``actor``'s name: who, whom, what. The admin calls it in the transaction of its save, so a
+    change and its rows commit together. Returns the rows written."""
+    whom = {"user_id": user.pk, "user": user.get_username()} if user is not None else {}
+    if group is not None:
+        whom = {"group_id": group.pk, "group": group.name}
+    changes = []
+    for what, was, now in (("staff", before.staff, after.staff), ("superuser", before.superuser, after.superuser)):
+        if was != now:
+            changes.append((now, {"what": what}))
+    for what, was, now in (
+        ("group", before.groups, after.groups),
+        ("permission", before.permissions, after.permissions),
+    ):
+        changes += [(True, {"what": what, "name": name}) for name in sorted(now - was)]
+        changes += [(False, {"what": what, "name": name}) for name in sorted(was - now)]
+    changes.sort(key=lambda change: not change[0])  # grants first, then removals, each in a fixed order
+    AuditEvent.objects.bulk_create(
+        [
+            AuditEvent(
+                actor=actor,
+                actor_name=actor.get_username(),
+                action=AuditEvent.Action.PRIVILEGE_GRANTED if granted else AuditEvent.Action.PRIVILEGE_REMOVED,
+                details={**whom, **what},
+            )
+            for granted, what in changes
+        ]
+    )
+    return len(changes)
+
+
 def invite_create(*, created_by, email: str = "", note: str = "", days: int | None = None) -> Invite:
     """A new single-use sign-up link, valid for ``days`` (``CHAT_INVITE_DAYS`` by default)."""
     valid = timedelta(days=settings.CHAT_INVITE_DAYS if days is None else days)
@@ -101,6 +136,7 @@ def account_delete(*, user_id: int) -> dict[str, int]:
         user = get_user_model().objects.select_for_update().get(pk=user_id)
         username = user.get_username()
         AuditEvent.objects.filter(actor_id=user_id).update(actor_name=f"deleted user {user_id}")
+        _audit_subject_forget(user_id)
         Invite.objects.filter(used_by_id=user_id).update(email="", note="")
         counts: dict[str, int] = {}
         for model in (AccessAttempt, AccessFailureLog, AccessLog):
@@ -114,6 +150,16 @@ def account_delete(*, user_id: int) -> dict[str, int]:
         transaction.on_commit(lambda: events.notify_event(user_id, events.session_ended_event("")))
         transaction.on_commit(lambda: _redis_forget(user_id, allowance))
     return counts
+
+
+def _audit_subject_forget(user_id: int) -> None:
+    """Rows about privileges the person was given keep their id, not their name (as rows they wrote do)."""
+    rows = AuditEvent.objects.filter(
+        action__in=[AuditEvent.Action.PRIVILEGE_GRANTED, AuditEvent.Action.PRIVILEGE_REMOVED], details__user_id=user_id
+    )
+    for event in rows:
+        event.details["user"] = f"deleted user {user_id}"
+        event.save(update_fields=["details"])
 
 
 SESSION_CHUNK = 500  # keys bound per statement: far below what SQLite allows in one

@@ -1,4 +1,5 @@
-"""/accounts/: sign-up and the Account page here; log in, log out, password change and reset are Django's."""
+"""/accounts/: sign-up, the Account page, the bounded password reset and the throttled password change here; log
+in, log out and the reset link's pages are Django's."""
 
 from django.urls import include, path
 
@@ -10,5 +11,8 @@ urlpatterns = [
     path("", views.account_page, name="account"),
     path("data.json", views.data_download, name="account-data"),
     path("delete/", views.account_delete, name="account-delete"),
+    # Before Django's own: the reset mail bounded, the old password throttled.
+    path("password_reset/", views.PasswordReset.as_view(), name="password_reset"),
+    path("password_change/", views.PasswordChange.as_view(), name="password_change"),
     path("", include("django.contrib.auth.urls")),
 ]

@@ -1,12 +1,14 @@
 """Account pages: sign-up (open, awaiting approval, or by invite link) and the Account page (password change,
 data download, deletion). Log in, log out, password change and reset are Django's own views
-(``chat/accounts/urls.py``); these stay thin: a form, one call into ``chat.accounts.services``, a page."""
+(``chat/accounts/urls.py``), the password change with its old password throttled as logins are; these stay thin:
+a form, one call into ``chat.accounts.services``, a page."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import PasswordChangeView, PasswordResetView
 from django.core.handlers.asgi import ASGIRequest
 from django.http import StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -15,9 +17,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from chat.accounts import selectors, services
 from chat.accounts.client_address import throttle_address
-from chat.accounts.forms import AccountDeleteForm, SignupForm
+from chat.accounts.forms import AccountDeleteForm, SignupForm, ThrottledPasswordChangeForm
 from chat.accounts.personal_data import personal_data_chunks, personal_data_stream
 from chat.errors import ChatError, ErrorCode
+from chat.limits import quotas
 
 # A link that names no invite is not found; one that did but can no longer be used is gone.
 REFUSAL_STATUS = {
@@ -25,6 +28,7 @@ REFUSAL_STATUS = {
     ErrorCode.INVITE_USED: 410,
     ErrorCode.INVITE_EXPIRED: 410,
     ErrorCode.SIGNUP_RATE_LIMITED: 429,
+    ErrorCode.RESET_RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
 }
 
@@ -42,6 +46,13 @@ def signup(request, token: str | None = None):
     except ChatError as exc:
         return _refused(request, exc)
     form = SignupForm(request.POST or None, initial={"email": invite.email if invite else ""})
+    if request.method == "POST":
+        try:
+            quotas.signup_attempt_hit(throttle_address(request))  # every form sent, whatever it leads to
+        except ChatError as exc:
+            # Refused before the form is checked, so it says nothing of the email address; what was typed stays.
+            typed = {name: request.POST.get(name, "") for name in ("username", "email")}
+            return _refused(request, exc, SignupForm(initial=typed))
     if request.method == "POST" and form.is_valid():
         try:
             user = services.account_signup(
@@ -112,6 +123,34 @@ def account_delete(request):
     logout(request)  # this session's sockets close now; account_delete tells the person's other sessions
     services.account_delete(user_id=user_id)
     return render(request, "registration/account_deleted.html")
+
+
+class PasswordReset(PasswordResetView):
+    """Django's password reset page, its mail bounded per client address and per email address
+    (``quotas.reset_hit``, counted whether or not an account has the address): a 429 page saying when to try
+    again instead of another mail."""
+
+    def form_valid(self, form):
+        try:
+            quotas.reset_hit(throttle_address(self.request), form.cleaned_data["email"])
+        except ChatError as exc:
+            response = self.render_to_response(
+                self.get_context_data(form=form, refusal=exc), status=REFUSAL_STATUS.get(exc.code, 403)
+            )
+            if exc.retry_after:
+                response["Retry-After"] = str(exc.retry_after)
+            return response
+        return super().form_valid(form)
+
+
+class PasswordChange(PasswordChangeView):
+    """Django's password change page, its old password checked as a login is: wrong ones count against the
+    client address with wrong logins, and a locked address gets the lockout page (``password_is_theirs``)."""
+
+    form_class = ThrottledPasswordChangeForm
+
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "request": self.request}
 
 
 def locked_out(request, original_response=None, credentials=None):

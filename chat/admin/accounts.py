@@ -1,6 +1,13 @@
-"""People and invites: the user list with an "awaiting approval" filter and an Approve action, and invite links
-(``CHAT_SIGNUP``). Locked-out logins are django-axes' own screens (Access attempts: delete a row to unlock).
-Writes go through ``chat.accounts.services``, deleting a person included."""
+"""People, groups and invites: the user list with an "awaiting approval" filter and an Approve action (permission
+``chat.approve_account``, the "approver" group), groups, and invite links (``CHAT_SIGNUP``). Locked-out logins are
+django-axes' own screens (Access attempts: delete a row to unlock). Writes go through ``chat.accounts.services``,
+deleting a person included.
+
+Privileges are a superuser's to give: only superusers change the staff and superuser flags, group memberships,
+a user's own permissions and groups' permissions, and only they change or delete a staff account (its password
+or email would be the same promotion by another door). Others with "change user" edit people's names and
+emails, and see the privileges read-only. Every privilege given or taken away here is an audit row
+(``privilege_granted`` / ``privilege_removed``), written in the transaction of the save."""
 
 from __future__ import annotations
 
@@ -8,14 +15,28 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
-from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 from django.urls import reverse
 from django.utils import timezone
 
-from chat.accounts import services
+from chat.accounts import selectors, services
+from chat.accounts.forms import AdminThrottledPasswordChangeForm
+from chat.accounts.selectors import Privileges
+from chat.accounts.views import PasswordChange
 from chat.models import Invite
 
 User = get_user_model()
+PRIVILEGE_FIELDS = ("is_staff", "is_superuser", "groups", "user_permissions")
+BEFORE = "_chat_privileges_before"  # set on the object being saved: its privileges as stored before the save
+
+
+def _superuser(request) -> bool:
+    return bool(request.user.is_active and request.user.is_superuser)
+
+
+def _privileged(user) -> bool:
+    return bool(user.is_staff or user.is_superuser)
 
 
 class ApprovalFilter(admin.SimpleListFilter):
@@ -53,6 +74,44 @@ class PeopleAdmin(UserAdmin):
         account = getattr(obj, "account", None)  # no row: made by staff, approved
         return obj.is_staff or obj.is_superuser or account is None or account.approved_at is not None
 
+    # --- privileges: a superuser's to give, and audited
+
+    def get_readonly_fields(self, request, obj=None):
+        # Read-only fields are left out of the form Django builds, so a POST carrying them anyway changes nothing.
+        fields = super().get_readonly_fields(request, obj)
+        return fields if _superuser(request) else (*fields, *PRIVILEGE_FIELDS)
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and _privileged(obj) and not _superuser(request):
+            return False  # their password, email or name: a way into a staff account
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and _privileged(obj) and not _superuser(request):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_deleted_objects(self, objs, request):
+        # "Delete selected" asks this, not has_delete_permission(obj), about each row.
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        if not _superuser(request) and any(_privileged(o) for o in objs):
+            perms_needed = {*perms_needed, "staff account"}
+        return deleted, counts, perms_needed, protected
+
+    def save_model(self, request, obj, form, change):
+        setattr(obj, BEFORE, selectors.privileges_of_user(user_id=obj.pk if change else None))
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)  # groups and permissions are saved here
+        user = form.instance
+        services.privileges_audit(
+            actor=request.user,
+            user=user,
+            before=getattr(user, BEFORE, Privileges()),
+            after=selectors.privileges_of_user(user_id=user.pk),
+        )
+
     # Staff deleting a person (the change page's Delete, the delete_selected action) goes through the same
     # service as the person deleting themselves: their sessions, login records and Redis counters go too, and
     # their open sockets close. The admin has logged the deletion (LogEntry) before it calls these.
@@ -63,7 +122,10 @@ class PeopleAdmin(UserAdmin):
         for user_id in list(queryset.values_list("pk", flat=True)):
             services.account_delete(user_id=user_id)
 
-    @admin.action(description="Approve the selected people (they may chat)", permissions=["change"])
+    def has_approve_permission(self, request):
+        return selectors.may_approve(user=request.user)
+
+    @admin.action(description="Approve the selected people (they may chat)", permissions=["approve"])
     def approve(self, request, queryset):
         count = services.account_approve(user_ids=queryset.values_list("pk", flat=True), approved_by=request.user)
         self.message_user(
@@ -75,6 +137,55 @@ class PeopleAdmin(UserAdmin):
 
 admin.site.unregister(User)
 admin.site.register(User, PeopleAdmin)
+
+
+class GroupsAdmin(GroupAdmin):
+    """Django's groups page, for superusers to change: a group's permissions are every member's, so staff who
+    could edit the reviewer group's, or their own group's, would promote themselves. Others may only look."""
+
+    def has_add_permission(self, request):
+        return _superuser(request)
+
+    def has_change_permission(self, request, obj=None):
+        return _superuser(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return _superuser(request)
+
+    def save_model(self, request, obj, form, change):
+        setattr(obj, BEFORE, selectors.privileges_of_group(group_id=obj.pk if change else None))
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        group = form.instance
+        services.privileges_audit(
+            actor=request.user,
+            group=group,
+            before=getattr(group, BEFORE, Privileges()),
+            after=selectors.privileges_of_group(group_id=group.pk),
+        )
+
+    def delete_model(self, request, obj):
+        self._members_removed(request, obj)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for group in queryset:
+            self._members_removed(request, group)
+        super().delete_queryset(request, queryset)
+
+    @staticmethod
+    def _members_removed(request, group) -> None:
+        """A deleted group takes its members' membership with it: one removal each."""
+        for member in group.user_set.all():
+            services.privileges_audit(
+                actor=request.user, user=member, before=Privileges(groups=frozenset({group.name})), after=Privileges()
+            )
+
+
+admin.site.unregister(Group)
+admin.site.register(Group, GroupsAdmin)
 
 
 class InviteForm(forms.ModelForm):
@@ -147,3 +258,14 @@ class InviteAdmin(admin.ModelAdmin):
             messages.SUCCESS,
         )
         return super().response_add(request, obj, post_url_continue)
+
+
+def password_change(request):
+    """The admin's own "Change password" page (chatsite/urls.py puts it before the admin's), its old password
+    checked as a login is, like the Account page's: Django's admin checks it directly, unthrottled."""
+    request.current_app = admin.site.name
+    return PasswordChange.as_view(
+        form_class=AdminThrottledPasswordChangeForm,
+        success_url=reverse("admin:password_change_done"),
+        extra_context=admin.site.each_context(request),
+    )(request)

@@ -75,12 +75,20 @@ class AuditedOpen:
 # a page of a search, or sorting it, reads nothing the search's row does not already cover.
 SAME_SEARCH_PARAMS = (PAGE_VAR, ORDER_VAR, ALL_VAR)
 LAST_SEARCH = "chat_audited_search"  # session key: the search this reviewer's latest ``searched`` row records
+SEARCHED_LIST = "_chat_searched_list"  # request attribute: the list (ChangeList) this request built, if any
 
 
 class AuditedSearch:
     """A search of a list of people's words (messages, titles, comments) reads everyone's text at once, so it
     is recorded like an open: a ``searched`` row with the list, the words and how many rows matched. Showing a
     list is not (docs/review-panel.md: what is audited).
+
+    Whatever the request's method: the list is built, and its search run, for a GET, a HEAD (Django runs the
+    GET view and drops the body; the Content-Length still tells a match from none), a POST that shows the list
+    or runs an action over it ("select all" acts on every match and says how many). So the row is written
+    whenever this request built a searched list, not when the method is GET; a request refused, or whose
+    filters were invalid, built none. Only the list page itself records: the export builds the same list and
+    records the export, conversation by conversation.
 
     Turning a page of that search, sorting it or showing all of it writes no second row: the reviewer's session
     remembers the search last recorded (its list, words and filters: everything but ``p``, ``o`` and ``all``),
@@ -89,24 +97,31 @@ class AuditedSearch:
     Referer, which the client writes (a crafted one would hide a search), and rather than "page 1 only", which
     a link straight to ``p=2`` would never record."""
 
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        setattr(request, SEARCHED_LIST, changelist)
+        return changelist
+
     def changelist_view(self, request, extra_context=None):
         response = super().changelist_view(request, extra_context)
-        cl = (getattr(response, "context_data", None) or {}).get("cl")
-        # Only a list that was shown: a refusal raises before this, an invalid filter redirects without a list.
-        if request.method != "GET" or cl is None:
-            return response
-        if not request.GET.get(SEARCH_VAR, "").strip():
+        changelist = getattr(request, SEARCHED_LIST, None)  # None: refused, or invalid filters (a redirect)
+        if changelist is not None:
+            self._search_record(request, changelist)
+        return response
+
+    def _search_record(self, request, changelist) -> None:
+        query = changelist.query.strip()
+        if not query:
             request.session.pop(LAST_SEARCH, None)
-            return response
-        search = self.search_key(request, query=cl.query.strip())
+            return
+        search = self.search_key(request, query=query)
         if request.session.get(LAST_SEARCH) != search:
             audit_record(
                 actor=request.user,
                 action=AuditEvent.Action.SEARCHED,
-                details={"page": self.opts.model_name, "query": cl.query.strip(), "results": cl.result_count},
+                details={"page": self.opts.model_name, "query": query, "results": changelist.result_count},
             )
             request.session[LAST_SEARCH] = search
-        return response
 
     def search_key(self, request, *, query: str) -> str:
         """What makes a search this one: the list, the words and every filter, in a fixed order."""

@@ -12,7 +12,8 @@ workers share them:
   allowance, so the last one may go over it: a person is never cut off mid-sentence.
 
 The same moving window bounds the accounts one client address makes in an hour (``signup_hit``): each new
-account brings its own allowance.
+account brings its own allowance; the sign-up forms it sends, whatever they led to (``signup_attempt_hit``);
+and the password reset mail asked for, per client address and per email address (``reset_hit``).
 
 A refusal is a ``ChatError`` with a stable code and a sentence that says when to try again.
 """
@@ -20,6 +21,7 @@ A refusal is a ``ChatError`` with a stable code and a sentence that says when to
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -129,6 +131,52 @@ def signup_hit(address: str | None) -> None:
         f"{_in_words(wait)}, or ask the site's staff for an invite link.",
         retry_after=wait,
     )
+
+
+def signup_attempt_hit(address: str | None) -> None:
+    """Count one sign-up form sent from this client address, whatever it leads to (an account, a form sent back
+    with its mistakes, an email address that has an account already), or refuse it (``signup_rate_limited``)
+    when CHAT_SIGNUP_ATTEMPTS_PER_HOUR were sent in the last hour. No address, or 0: not limited."""
+    n = settings.CHAT_SIGNUP_ATTEMPTS_PER_HOUR
+    if n <= 0 or not address:
+        return
+    wait = _window_hit(RateLimitItemPerHour(n), "signup-attempts", address)
+    if wait is None:
+        return
+    raise ChatError(
+        ErrorCode.SIGNUP_RATE_LIMITED,
+        f"{n} sign-up form{'s have' if n != 1 else ' has'} been sent from your address in the last hour, the most "
+        f"this site allows; try again in {_in_words(wait)}.",
+        retry_after=wait,
+    )
+
+
+def reset_hit(address: str | None, email: str) -> None:
+    """Count one password reset request from this client address and for this email address, or refuse it
+    (``reset_rate_limited``): CHAT_RESETS_PER_HOUR from one client address, CHAT_RESETS_PER_EMAIL_PER_HOUR for one
+    email address (from anywhere). Counted whether or not an account has the address, so a refusal tells nothing
+    about who has one. The email address is kept in Redis as a hash only."""
+    per_address, per_email = settings.CHAT_RESETS_PER_HOUR, settings.CHAT_RESETS_PER_EMAIL_PER_HOUR
+    if per_address > 0 and address:
+        wait = _window_hit(RateLimitItemPerHour(per_address), "resets", address)
+        if wait is not None:
+            raise ChatError(
+                ErrorCode.RESET_RATE_LIMITED,
+                f"{per_address} password reset{'s have' if per_address != 1 else ' has'} been asked for from your "
+                f"address in the last hour, the most this site allows; try again in {_in_words(wait)}.",
+                retry_after=wait,
+            )
+    if per_email > 0:
+        digest = hashlib.sha256(email.strip().casefold().encode()).hexdigest()
+        wait = _window_hit(RateLimitItemPerHour(per_email), "resets-email", digest)
+        if wait is not None:
+            raise ChatError(
+                ErrorCode.RESET_RATE_LIMITED,
+                f"A reset link for this email address has been asked for {per_email} time"
+                f"{'s' if per_email != 1 else ''} in the last hour, the most this site sends: check the mail "
+                f"already sent (and its spam folder), or try again in {_in_words(wait)}.",
+                retry_after=wait,
+            )
 
 
 def _today() -> datetime.date:
