@@ -61,13 +61,19 @@ def message_send(
     admission.require_approved(user)
     text = _message_text(content)
     clean_params = generation_params_clean(params)
-    allowance = admission.admit(user.pk)
-    with transaction.atomic():
-        admission.require_capacity(user.pk, allowance)
-        created = conversation_id is None
+    created = conversation_id is None
+    if created:
+        # A new conversation starts from the person's own defaults (the settings panel, with no chat open).
+        defaults = selectors.chat_defaults_for(user=user)
+        size = admission.reply_size(
+            params={**defaults["params"], **clean_params}, system_prompt=defaults["system_prompt"], texts=[text]
+        )
+    else:
+        existing = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+        size = admission.reply_size(params={**existing.params, **clean_params}, conversation=existing, texts=[text])
+    with admission.admitted(user.pk, size) as admitted, transaction.atomic():
+        admission.require_capacity(user.pk, admitted.allowance)
         if created:
-            # A new conversation starts from the person's own defaults (the settings panel, with no chat open).
-            defaults = selectors.chat_defaults_for(user=user)
             conversation = Conversation.objects.create(
                 owner=user,
                 title=title_from(text),
@@ -90,7 +96,10 @@ def message_send(
             status=Message.Status.COMPLETE,
         )
         reply = reply_services.reply_create(
-            conversation=conversation, parent=user_message, params={**conversation.params, **clean_params}
+            conversation=conversation,
+            parent=user_message,
+            params={**conversation.params, **clean_params},
+            reservation=admitted.reservation,
         )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
 
@@ -142,9 +151,9 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
     clean_params = generation_params_clean(params)
     if old.role != Message.Role.ASSISTANT:
         raise ChatError(ErrorCode.NOT_REGENERABLE, "Only an assistant reply can be regenerated.")
-    allowance = admission.admit(user.pk)
-    with transaction.atomic():
-        admission.require_capacity(user.pk, allowance)
+    size = admission.reply_size(params={**old.conversation.params, **clean_params}, conversation=old.conversation)
+    with admission.admitted(user.pk, size) as admitted, transaction.atomic():
+        admission.require_capacity(user.pk, admitted.allowance)
         conversation = _branch_off(
             old,
             ChatError(
@@ -154,7 +163,10 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
         # The conversation's settings as they are now (the settings panel applies to the next reply), then the
         # params of this one request.
         reply = reply_services.reply_create(
-            conversation=conversation, parent=old.parent, params={**conversation.params, **clean_params}
+            conversation=conversation,
+            parent=old.parent,
+            params={**conversation.params, **clean_params},
+            reservation=admitted.reservation,
         )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
         siblings = _siblings(reply)
@@ -176,9 +188,11 @@ def message_edit(*, user, message_id, content, params=None, client_id: str | Non
     admission.require_approved(user)
     text = _message_text(content)
     clean_params = generation_params_clean(params)
-    allowance = admission.admit(user.pk)
-    with transaction.atomic():
-        admission.require_capacity(user.pk, allowance)
+    size = admission.reply_size(
+        params={**old.conversation.params, **clean_params}, conversation=old.conversation, texts=[text]
+    )
+    with admission.admitted(user.pk, size) as admitted, transaction.atomic():
+        admission.require_capacity(user.pk, admitted.allowance)
         conversation = _branch_off(
             old,
             ChatError(
@@ -193,7 +207,10 @@ def message_edit(*, user, message_id, content, params=None, client_id: str | Non
             status=Message.Status.COMPLETE,
         )
         reply = reply_services.reply_create(
-            conversation=conversation, parent=user_message, params={**conversation.params, **clean_params}
+            conversation=conversation,
+            parent=user_message,
+            params={**conversation.params, **clean_params},
+            reservation=admitted.reservation,
         )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
         siblings = _siblings(user_message)
