@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat import events, tree
+from chat.accounts import erasure
 from chat.conversations import selectors
 from chat.conversations.params import generation_params_clean
 from chat.errors import ChatError, ErrorCode
@@ -340,16 +341,16 @@ def conversation_rename(*, user, conversation_id: int, title) -> Conversation:
 
 
 def conversation_delete(*, user, conversation_id: int) -> None:
-    """Delete a conversation and everything in it. A reply still being written is stopped first: a queued one
-    ends now, a streaming one is told to stop (its worker finds the rows gone and ends quietly)."""
+    """Delete a conversation and everything in it, and its words wherever else they are kept (stream logs and
+    keys in Redis, admin-log and audit texts: ``chat/accounts/erasure.py``). A reply still being written is
+    stopped first: a queued one ends now, a streaming one is told to stop (its worker finds the rows gone, ends
+    quietly and clears its stream log)."""
     with transaction.atomic():
         conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
-        active = list(
-            Message.objects.filter(conversation=conversation, status__in=Message.ACTIVE_STATUSES).values_list(
-                "pk", flat=True
-            )
-        )
-        for message_id in active:
+        erasure.conversations_erase([conversation.pk])  # first: it tells the replies still being written to stop
+        for message_id in Message.objects.filter(
+            conversation=conversation, status__in=Message.ACTIVE_STATUSES
+        ).values_list("pk", flat=True):
             reply_finish(
                 message_id=message_id,
                 content=None,
@@ -357,13 +358,7 @@ def conversation_delete(*, user, conversation_id: int) -> None:
                 finish_reason=Message.FinishReason.CANCELLED,
             )
         conversation.delete()
-
-        def after_commit():
-            for message_id in active:
-                events.broadcast_cancel_sync(message_id)
-            events.notify(user.id, events.deleted_frame(conversation_id))
-
-        transaction.on_commit(after_commit)
+        transaction.on_commit(lambda: events.notify(user.id, events.deleted_frame(conversation_id)))
 
 
 def conversation_title_generated(*, conversation_id: int, title: str, replacing: str) -> bool:

@@ -270,10 +270,13 @@ class ReplyJob:
                     if reply_services.reply_finish(message_id=self.id, content="".join(self.pieces), **ending) is None:
                         # Ended first elsewhere (its conversation deleted mid-reply, the sweep), with no counts:
                         # what this worker generated is still charged, or deleting a chat just before its reply
-                        # ends would make the reply free.
+                        # ends would make the reply free (a deleted person is charged nothing: quotas).
                         quotas.tokens_count(
                             self.owner, (ending.get("prompt_tokens") or 0) + (ending.get("completion_tokens") or 0)
                         )
+                        if not Message.objects.filter(pk=self.id).exists():
+                            # Deleted: the deltas logged after the deletion cleared the log made it again.
+                            self.rt.link.clear_stream(self.id)
                     log.info(
                         "reply %s ended %s (%s tokens)", self.id, ending["status"], ending.get("completion_tokens")
                     )

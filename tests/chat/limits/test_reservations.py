@@ -96,6 +96,9 @@ def test_every_end_of_a_reply_lets_its_reservation_go(make_user, finish, django_
         conversation_services.conversation_delete(user=alice, conversation_id=streaming.conversation_id)
     ends["its chat deleted"] = held()
     with django_capture_on_commit_callbacks(execute=True):
+        review_services.conversations_delete(actor=root, conversation_ids=[send(alice).conversation.pk])
+    ends["deleted by staff"] = held()
+    with django_capture_on_commit_callbacks(execute=True):
         review_services.reply_cancel(actor=root, message_ids=[send(alice).assistant_message.id])
     ends["cancelled by a reviewer"] = held()
     late = send(alice).assistant_message
