@@ -193,7 +193,8 @@ def require_tokens_left(user_id: int, allowance: Allowance) -> None:
 
 
 # A reservation not settled by then (its process died between admission and storing the reply) stops counting:
-# the longest a reply waits in the queue, and an hour to write it. A reply that outlives it is still charged.
+# an hour, far more than a reply waits in the queue (CHAT_QUEUE_TIMEOUT_S, ten minutes) and takes to write. A
+# reply that outlives it is still charged at its end; only its hold lapsed.
 RESERVATION_S = 3600
 DAY_KEY_S = 2 * 24 * 3600  # a day's count lives two days past its day; a deleted person's mark as long
 
