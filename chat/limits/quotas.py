@@ -193,9 +193,15 @@ def require_tokens_left(user_id: int, allowance: Allowance) -> None:
 
 
 # A reservation not settled by then (its process died between admission and storing the reply) stops counting:
-# an hour, far more than a reply waits in the queue (CHAT_QUEUE_TIMEOUT_S, ten minutes) and takes to write. A
-# reply that outlives it is still charged at its end; only its hold lapsed.
-RESERVATION_S = 3600
+# the longest a reply may wait in the queue (CHAT_QUEUE_TIMEOUT_S) and an hour to write it, far more than one
+# takes. A reply that outlives it is still charged at its end; only its hold lapsed.
+RESERVATION_WRITE_S = 3600
+
+
+def _reservation_s() -> int:
+    return int(settings.CHAT_QUEUE_TIMEOUT_S) + RESERVATION_WRITE_S
+
+
 DAY_KEY_S = 2 * 24 * 3600  # a day's count lives two days past its day; a deleted person's mark as long
 
 # Hold ``amount`` of the allowance under ``field`` when today's count plus what is held is under it (expired
@@ -238,18 +244,10 @@ def _keys(user_id: int) -> list[str]:
 
 
 def _reserve(user_id: int, allowance: Allowance, tokens: int, field: str) -> int:
-    now = int(time.time())
+    now, life = int(time.time()), _reservation_s()
     return int(
         client().eval(
-            _RESERVE,
-            3,
-            *_keys(user_id),
-            allowance.tokens_per_day,
-            max(0, int(tokens)),
-            field,
-            now,
-            now + RESERVATION_S,
-            RESERVATION_S,
+            _RESERVE, 3, *_keys(user_id), allowance.tokens_per_day, max(0, int(tokens)), field, now, now + life, life
         )
     )
 
