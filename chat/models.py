@@ -125,6 +125,11 @@ class Message(models.Model):
         help_text="an assistant turn written by the program calling the "
         "API, not generated here: never a training target",
     )
+    reservation = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="the name of the tokens reserved in Redis for this reply until it ends (chat/limits/quotas.py)",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

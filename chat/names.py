@@ -17,6 +17,8 @@ Redis keys (``chat:`` prefix; the channel layer and Celery keep their own):
 | ``chat:sockets:<user>`` | sorted set | a user's open sockets, score = last refresh |
 | ``chat:sessions:<user>`` | sorted set | a person's session keys, score = login time (``accounts/session_index.py``) |
 | ``chat:tokens:<user>:<day>`` | string | tokens a person's replies used that day (``chat/limits/quotas.py``) |
+| ``chat:reserved:<user>`` | hash | tokens held for a person's replies and titles not yet ended (``<n>:<expiry>``) |
+| ``chat:gone:<user>`` | string | a deleted person, for two days: nothing is charged to them (``limits/quotas.py``) |
 | ``chat:limits/...`` | (``limits``) | the moving windows of ``chat/limits/quotas.py``, listed below the table |
 | ``chat:wstats:<worker>`` | string | the worker's engine figures (JSON), written by its heartbeat, expiring with it |
 | ``chat:load`` | hash | replies each worker has taken and not yet ended, field = worker (``chat/replies/balance.py``) |
@@ -91,3 +93,17 @@ def sessions_key(user_id: int) -> str:
 
 def tokens_key(user_id: int, day) -> str:
     return f"chat:tokens:{int(user_id)}:{day.isoformat()}"
+
+
+def reserved_key(user_id: int) -> str:
+    return f"chat:reserved:{int(user_id)}"
+
+
+def gone_key(user_id: int) -> str:
+    return f"chat:gone:{int(user_id)}"
+
+
+def reply_keys(message_id: int) -> tuple[str, ...]:
+    """Every key Redis keeps about one reply: its stream log (its text), progress (its tokens so far), lease and
+    the worker it was handed to. A deletion deletes them all (``chat/accounts/erasure.py``)."""
+    return (stream_key(message_id), progress_key(message_id), lease_key(message_id), handed_key(message_id))

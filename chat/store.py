@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import weakref
 
@@ -43,6 +44,39 @@ def wait_until_loaded(client: redis.Redis, timeout: float = 120.0, say=log.warni
                 say("Redis is loading its data from disk; waiting")
                 told = True
             time.sleep(0.2)
+
+
+# How long a deletion's rewrite waits for one already running to end before it starts its own.
+AOF_REWRITE_WAIT_S = 300.0
+
+
+def aof_rewrite(wait_s: float = AOF_REWRITE_WAIT_S) -> None:
+    """Have Redis rewrite its append-only file from the data it holds now, so commands that wrote deleted data
+    leave the file (the embedded Redis, after an account deletion). A rewrite already running started from
+    data before the deletion: then a thread waits for it to end (up to ``wait_s``) and starts another. Never
+    raises; failures are logged (the next automatic rewrite, or the next start, does the same)."""
+    try:
+        client().bgrewriteaof()
+        return
+    except redis.exceptions.ResponseError:  # one is running: start another once it ends
+        pass
+    except redis.exceptions.RedisError:
+        log.warning("could not ask Redis to rewrite its append-only file", exc_info=True)
+        return
+    threading.Thread(target=_aof_rewrite_after, args=(wait_s,), name="aof-rewrite", daemon=True).start()
+
+
+def _aof_rewrite_after(wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            client().bgrewriteaof()
+            return
+        except redis.exceptions.ResponseError:
+            time.sleep(0.5)
+        except redis.exceptions.RedisError:
+            break
+    log.warning("Redis did not rewrite its append-only file after a deletion; its next rewrite will")
 
 
 def _url() -> str:

@@ -235,11 +235,12 @@ WHITENOISE_USE_FINDERS = True
 # --- Redis: Celery broker and channel layer ------------------------------------------------------------
 # Without REDIS_URL: the embedded Redis that a running `make run` recorded in its directory (so `manage.py
 # shell` and other commands beside it reach the same server), else a Redis on the default port.
-REDIS_URL = (
-    env.str("REDIS_URL", default="")
-    or recorded_redis_url(Path(env.str("CHAT_REDIS_DIR", default=str(VAR_DIR / "redis"))))
-    or "redis://127.0.0.1:6379/0"
-)
+_recorded_redis = recorded_redis_url(Path(env.str("CHAT_REDIS_DIR", default=str(VAR_DIR / "redis"))))
+REDIS_URL = env.str("REDIS_URL", default="") or _recorded_redis or "redis://127.0.0.1:6379/0"
+# Whether that is the embedded Redis a running `make run` started (the launcher gives its children the URL it
+# recorded): its append-only file is the project's to keep clean of deleted people's words (docs/security.md);
+# a Redis of the operator's own is theirs.
+CHAT_REDIS_EMBEDDED = _recorded_redis is not None and REDIS_URL == _recorded_redis
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",

@@ -171,17 +171,25 @@ def approver_group():
 
 @pytest.fixture(autouse=True)
 def fresh_fair_use_counters():
-    """Each test starts with no messages counted this minute, no tokens today for anyone and no reply's stream
-    log: ids repeat from test to test (a rolled-back SQLite transaction gives its ids out again, a test database
-    made again starts its sequences again), and on a shared Redis from run to run, so counts left by one test
-    would refuse another's sends, and a log left by one reply would be read as the deltas of another."""
+    """Each test starts with no messages counted this minute, no tokens today or reserved for anyone, no one
+    marked deleted and no reply's stream log: ids repeat from test to test (a rolled-back SQLite transaction
+    gives its ids out again, a test database made again starts its sequences again), and on a shared Redis from
+    run to run, so counts left by one test would refuse another's sends, and a log left by one reply would be
+    read as the deltas of another."""
     import redis
 
     from chat.limits import sockets
 
     sockets._frame_counts.reset()  # the frame rate is counted per user id in this process's memory
     r = redis.Redis.from_url(os.environ["REDIS_URL"])
-    for pattern in ("chat:tokens:*", "chat:limits*", "chat:stream:*", "chat:progress:*"):
+    for pattern in (
+        "chat:tokens:*",
+        "chat:reserved:*",
+        "chat:gone:*",
+        "chat:limits*",
+        "chat:stream:*",
+        "chat:progress:*",
+    ):
         keys = list(r.scan_iter(match=pattern, count=1000))
         if keys:
             r.delete(*keys)

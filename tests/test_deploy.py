@@ -17,7 +17,7 @@ SHOW = (
     "import django; django.setup(); from django.conf import settings as s; import json; print(json.dumps("
     "{k: getattr(s, k, None) for k in ('DEBUG', 'SESSION_COOKIE_SECURE', 'CSRF_COOKIE_SECURE', "
     "'SECURE_SSL_REDIRECT', 'SECURE_HSTS_SECONDS', 'SECURE_PROXY_SSL_HEADER', 'CSRF_TRUSTED_ORIGINS', "
-    "'REDIS_URL', 'CHAT_TORCH_THREADS')}))"
+    "'REDIS_URL', 'CHAT_REDIS_EMBEDDED', 'CHAT_TORCH_THREADS')}))"
 )
 
 
@@ -124,6 +124,24 @@ def test_commands_find_the_embedded_redis_that_make_run_recorded(tmp_path, key_f
     assert (redis_dir / "redis.url").exists()
     forget_redis_url(redis_dir, "redis://127.0.0.1:41234/0")
     assert not (redis_dir / "redis.url").exists()
+
+
+def test_only_the_redis_make_run_started_counts_as_embedded(tmp_path, key_file):
+    """Settings mark the Redis as the embedded one (whose append-only file an account deletion rewrites,
+    docs/security.md) only when it is the one the launcher recorded: for its children (REDIS_URL is the recorded
+    URL) and for a command beside it (no REDIS_URL); never for a Redis of the operator's own."""
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    show = [sys.executable, "-c", f'"{SHOW}"']
+    base = f"SECRET_KEY_FILE={key_file}; CHAT_REDIS_DIR={redis_dir}"
+
+    def embedded(extra: str = "") -> bool:
+        return json.loads(sourced_run(show, extra=base + extra, source=False).stdout)["CHAT_REDIS_EMBEDDED"]
+
+    assert not embedded() and not embedded("; REDIS_URL=redis://10.0.0.9:6379/1")
+    record_redis_url(redis_dir, "redis://127.0.0.1:41234/0")
+    assert embedded() and embedded("; REDIS_URL=redis://127.0.0.1:41234/0")
+    assert not embedded("; REDIS_URL=redis://10.0.0.9:6379/1")
 
 
 def test_torch_threads_divide_the_cores_among_the_workers_of_a_host(key_file):

@@ -16,8 +16,8 @@ from django.core.cache import caches
 from django.db import transaction
 from django.utils import timezone
 
-from chat import events
-from chat.accounts import selectors, session_index
+from chat import events, store
+from chat.accounts import erasure, selectors, session_index
 from chat.accounts.selectors import Privileges
 from chat.errors import ChatError, ErrorCode
 from chat.limits import quotas, sockets
@@ -123,9 +123,11 @@ def invite_create(*, created_by, email: str = "", note: str = "", days: int | No
 def account_delete(*, user_id: int) -> dict[str, int]:
     """Delete a person and everything that is theirs: conversations, messages, feedback, gold answers on their
     replies, API keys, their Account, allowance and defaults, their login records, their sessions (every
-    browser they signed in from, by the session index). Rows that must outlive them (audit rows they wrote, the
-    invite they used) keep only ids. After the commit their open sockets are told and close, and their counters
-    and index in Redis go. Self-service and staff in the admin both come here. Returns rows deleted per model."""
+    browser they signed in from, by the session index). Rows that must outlive them (audit rows they wrote or
+    that are about them, the admin's log, the invite they used) keep only ids. After the commit their open
+    sockets are told and close, their replies still being written stop, and their replies' keys, counters and
+    index in Redis go; nothing is charged to them any more. Self-service and staff in the admin both come here.
+    Returns rows deleted per model."""
     from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 
     allowance = quotas.allowance_for(user_id)  # read before its override row goes: its rate window's key
@@ -137,7 +139,9 @@ def account_delete(*, user_id: int) -> dict[str, int]:
         username = user.get_username()
         AuditEvent.objects.filter(actor_id=user_id).update(actor_name=f"deleted user {user_id}")
         _audit_subject_forget(user_id)
-        Invite.objects.filter(used_by_id=user_id).update(email="", note="")
+        invites = list(Invite.objects.filter(used_by_id=user_id).values_list("pk", flat=True))
+        Invite.objects.filter(pk__in=invites).update(email="", note="")
+        _words_erase(user, invites)
         counts: dict[str, int] = {}
         for model in (AccessAttempt, AccessFailureLog, AccessLog):
             counts[model._meta.label] = model.objects.filter(username=username).delete()[0]
@@ -162,6 +166,22 @@ def _audit_subject_forget(user_id: int) -> None:
         event.save(update_fields=["details"])
 
 
+def _words_erase(user, invites: list[int]) -> None:
+    """Inside the deletion, before the rows go: the person's words kept outside their rows. Their conversations'
+    (stream logs and keys in Redis once committed, admin-log and audit texts: ``erasure.conversations_erase``),
+    and the admin's log rows and audit rows that name them: their user, allowance, defaults, Account, API keys
+    (named by them) and the invites they used (logged with their address) keep ids only."""
+    from chat.models import Account, ApiKey, ChatDefaults, Conversation, QuotaOverride
+
+    erasure.conversations_erase(list(Conversation.objects.filter(owner_id=user.pk).values_list("pk", flat=True)))
+    erasure.admin_log_scrub(get_user_model(), [user.pk])
+    erasure.admin_log_scrub(Invite, invites)
+    for model in (Account, ApiKey, ChatDefaults, QuotaOverride):
+        field = "owner_id" if model is ApiKey else "user_id"
+        erasure.admin_log_scrub(model, model.objects.filter(**{field: user.pk}).values_list("pk", flat=True))
+    erasure.audit_scrub_person(user_id=user.pk, username=user.get_username())
+
+
 SESSION_CHUNK = 500  # keys bound per statement: far below what SQLite allows in one
 
 
@@ -180,8 +200,13 @@ def _sessions_delete(keys: list[str]) -> int:
 
 
 def _redis_forget(user_id: int, allowance: quotas.Allowance) -> None:
-    """A deleted person's keys in Redis: tokens per day, messages per minute, open sockets, session index. Each
-    owner logs its own Redis failure; the keys expire by themselves."""
+    """A deleted person's keys in Redis: tokens per day and reserved, messages per minute, open sockets, session
+    index (their replies' keys go with their conversations: ``erasure``). Each owner logs its own Redis failure;
+    the keys expire by themselves. Then the embedded Redis of ``make run`` rewrites its append-only file, which
+    still holds every command that wrote their words (``store.aof_rewrite``); a Redis of the operator's own is
+    theirs to manage (docs/security.md)."""
     quotas.counters_forget(user_id, allowance)
     sockets.sockets_forget(user_id)
     session_index.sessions_forget(user_id)
+    if settings.CHAT_REDIS_EMBEDDED:
+        store.aof_rewrite()

@@ -17,6 +17,7 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
+from django.db.models import Count
 from django.urls import reverse
 from django.utils import timezone
 
@@ -24,7 +25,7 @@ from chat.accounts import selectors, services
 from chat.accounts.forms import AdminThrottledPasswordChangeForm
 from chat.accounts.selectors import Privileges
 from chat.accounts.views import PasswordChange
-from chat.models import Invite
+from chat.models import Conversation, Invite
 
 User = get_user_model()
 PRIVILEGE_FIELDS = ("is_staff", "is_superuser", "groups", "user_permissions")
@@ -91,13 +92,6 @@ class PeopleAdmin(UserAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
-    def get_deleted_objects(self, objs, request):
-        # "Delete selected" asks this, not has_delete_permission(obj), about each row.
-        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
-        if not _superuser(request) and any(_privileged(o) for o in objs):
-            perms_needed = {*perms_needed, "staff account"}
-        return deleted, counts, perms_needed, protected
-
     def save_model(self, request, obj, form, change):
         setattr(obj, BEFORE, selectors.privileges_of_user(user_id=obj.pk if change else None))
         super().save_model(request, obj, form, change)
@@ -114,7 +108,29 @@ class PeopleAdmin(UserAdmin):
 
     # Staff deleting a person (the change page's Delete, the delete_selected action) goes through the same
     # service as the person deleting themselves: their sessions, login records and Redis counters go too, and
-    # their open sockets close. The admin has logged the deletion (LogEntry) before it calls these.
+    # their open sockets close. The admin has logged the deletion (LogEntry) before it calls these; the service
+    # leaves that row their id only.
+    def get_deleted_objects(self, objs, request):
+        """A summary instead of Django's list of every row that goes: Django would also ask for the permission to
+        delete each related model, which the read-only lists (messages, feedback, API keys) refuse everyone, so
+        no one with a chat could be deleted here. A person's transcripts go with them, so deleting someone who
+        has any takes what deleting a transcript takes: a superuser (chat/admin/conversations.py)."""
+        objs = list(objs)
+        chats = dict(
+            Conversation.objects.filter(owner__in=objs)
+            .order_by()
+            .values("owner_id")
+            .annotate(n=Count("id"))
+            .values_list("owner_id", "n")
+        )
+        listed = [f"{o.get_username()} (#{o.pk}, {chats.get(o.pk, 0)} conversations)" for o in objs]
+        perms_needed = set() if self.has_delete_permission(request) else {"user"}
+        if chats and not _superuser(request):
+            perms_needed.add("conversation")
+        if not _superuser(request) and any(_privileged(o) for o in objs):
+            perms_needed.add("staff account")  # "Delete selected" asks this, not has_delete_permission(obj)
+        return listed, {"people": len(objs), "conversations": sum(chats.values())}, perms_needed, []
+
     def delete_model(self, request, obj):
         services.account_delete(user_id=obj.pk)
 

@@ -117,13 +117,13 @@ def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_u
         )
     admission.require_approved(user)
     clean_params = generation_params_clean(params)
-    allowance = admission.admit(user.pk)
-    with transaction.atomic():
+    size = admission.reply_size(params=clean_params, system_prompt=system, texts=[t["content"] for t in chat_turns])
+    with admission.admitted(user.pk, size) as admitted, transaction.atomic():
         # The key was checked when the request came; locked and checked again here, a revoke running now waits
         # for this reply to be stored and then stops it with the key's others (api_keys.api_key_revoke).
         if not ApiKey.objects.select_for_update().filter(pk=key.pk, revoked_at__isnull=True).exists():
             raise ChatError(ErrorCode.KEY_REVOKED, "This API key has been revoked.")
-        admission.require_capacity(user.pk, allowance)
+        admission.require_capacity(user.pk, admitted.allowance)
         kept = key.store_conversations
         conversation = Conversation.objects.create(
             owner=user,
@@ -146,6 +146,8 @@ def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_u
                 status=Message.Status.COMPLETE,
                 supplied=turn["role"] == Message.Role.ASSISTANT,
             )
-        reply = reply_services.reply_create(conversation=conversation, parent=parent, params=clean_params)
+        reply = reply_services.reply_create(
+            conversation=conversation, parent=parent, params=clean_params, reservation=admitted.reservation
+        )
         transaction.on_commit(lambda: reply_services.reply_dispatch(message_id=reply.id))
     return reply

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat import events, tree
+from chat.accounts import erasure
 from chat.conversations import selectors
 from chat.conversations.params import generation_params_clean
 from chat.errors import ChatError, ErrorCode
@@ -61,13 +62,19 @@ def message_send(
     admission.require_approved(user)
     text = _message_text(content)
     clean_params = generation_params_clean(params)
-    allowance = admission.admit(user.pk)
-    with transaction.atomic():
-        admission.require_capacity(user.pk, allowance)
-        created = conversation_id is None
+    created = conversation_id is None
+    if created:
+        # A new conversation starts from the person's own defaults (the settings panel, with no chat open).
+        defaults = selectors.chat_defaults_for(user=user)
+        size = admission.reply_size(
+            params={**defaults["params"], **clean_params}, system_prompt=defaults["system_prompt"], texts=[text]
+        )
+    else:
+        existing = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+        size = admission.reply_size(params={**existing.params, **clean_params}, conversation=existing, texts=[text])
+    with admission.admitted(user.pk, size) as admitted, transaction.atomic():
+        admission.require_capacity(user.pk, admitted.allowance)
         if created:
-            # A new conversation starts from the person's own defaults (the settings panel, with no chat open).
-            defaults = selectors.chat_defaults_for(user=user)
             conversation = Conversation.objects.create(
                 owner=user,
                 title=title_from(text),
@@ -90,7 +97,10 @@ def message_send(
             status=Message.Status.COMPLETE,
         )
         reply = reply_services.reply_create(
-            conversation=conversation, parent=user_message, params={**conversation.params, **clean_params}
+            conversation=conversation,
+            parent=user_message,
+            params={**conversation.params, **clean_params},
+            reservation=admitted.reservation,
         )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
 
@@ -142,9 +152,9 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
     clean_params = generation_params_clean(params)
     if old.role != Message.Role.ASSISTANT:
         raise ChatError(ErrorCode.NOT_REGENERABLE, "Only an assistant reply can be regenerated.")
-    allowance = admission.admit(user.pk)
-    with transaction.atomic():
-        admission.require_capacity(user.pk, allowance)
+    size = admission.reply_size(params={**old.conversation.params, **clean_params}, conversation=old.conversation)
+    with admission.admitted(user.pk, size) as admitted, transaction.atomic():
+        admission.require_capacity(user.pk, admitted.allowance)
         conversation = _branch_off(
             old,
             ChatError(
@@ -154,7 +164,10 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
         # The conversation's settings as they are now (the settings panel applies to the next reply), then the
         # params of this one request.
         reply = reply_services.reply_create(
-            conversation=conversation, parent=old.parent, params={**conversation.params, **clean_params}
+            conversation=conversation,
+            parent=old.parent,
+            params={**conversation.params, **clean_params},
+            reservation=admitted.reservation,
         )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
         siblings = _siblings(reply)
@@ -176,9 +189,11 @@ def message_edit(*, user, message_id, content, params=None, client_id: str | Non
     admission.require_approved(user)
     text = _message_text(content)
     clean_params = generation_params_clean(params)
-    allowance = admission.admit(user.pk)
-    with transaction.atomic():
-        admission.require_capacity(user.pk, allowance)
+    size = admission.reply_size(
+        params={**old.conversation.params, **clean_params}, conversation=old.conversation, texts=[text]
+    )
+    with admission.admitted(user.pk, size) as admitted, transaction.atomic():
+        admission.require_capacity(user.pk, admitted.allowance)
         conversation = _branch_off(
             old,
             ChatError(
@@ -193,7 +208,10 @@ def message_edit(*, user, message_id, content, params=None, client_id: str | Non
             status=Message.Status.COMPLETE,
         )
         reply = reply_services.reply_create(
-            conversation=conversation, parent=user_message, params={**conversation.params, **clean_params}
+            conversation=conversation,
+            parent=user_message,
+            params={**conversation.params, **clean_params},
+            reservation=admitted.reservation,
         )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
         siblings = _siblings(user_message)
@@ -323,16 +341,16 @@ def conversation_rename(*, user, conversation_id: int, title) -> Conversation:
 
 
 def conversation_delete(*, user, conversation_id: int) -> None:
-    """Delete a conversation and everything in it. A reply still being written is stopped first: a queued one
-    ends now, a streaming one is told to stop (its worker finds the rows gone and ends quietly)."""
+    """Delete a conversation and everything in it, and its words wherever else they are kept (stream logs and
+    keys in Redis, admin-log and audit texts: ``chat/accounts/erasure.py``). A reply still being written is
+    stopped first: a queued one ends now, a streaming one is told to stop (its worker finds the rows gone, ends
+    quietly and clears its stream log)."""
     with transaction.atomic():
         conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
-        active = list(
-            Message.objects.filter(conversation=conversation, status__in=Message.ACTIVE_STATUSES).values_list(
-                "pk", flat=True
-            )
-        )
-        for message_id in active:
+        erasure.conversations_erase([conversation.pk])  # first: it tells the replies still being written to stop
+        for message_id in Message.objects.filter(
+            conversation=conversation, status__in=Message.ACTIVE_STATUSES
+        ).values_list("pk", flat=True):
             reply_finish(
                 message_id=message_id,
                 content=None,
@@ -340,13 +358,7 @@ def conversation_delete(*, user, conversation_id: int) -> None:
                 finish_reason=Message.FinishReason.CANCELLED,
             )
         conversation.delete()
-
-        def after_commit():
-            for message_id in active:
-                events.broadcast_cancel_sync(message_id)
-            events.notify(user.id, events.deleted_frame(conversation_id))
-
-        transaction.on_commit(after_commit)
+        transaction.on_commit(lambda: events.notify(user.id, events.deleted_frame(conversation_id)))
 
 
 def conversation_title_generated(*, conversation_id: int, title: str, replacing: str) -> bool:

@@ -8,8 +8,11 @@ workers share them:
   reply (a send, a regenerate, an edit), before the write transaction;
 - tokens per day: ``chat:tokens:<user>:<day>``, the prompt and completion tokens of every finished reply,
   added by ``services.reply_finish`` (the one end of a reply, so the worker's count is what is charged), in
-  the site's time zone, expiring two days later. A reply is admitted while the day's count is under the
-  allowance, so the last one may go over it: a person is never cut off mid-sentence.
+  the site's time zone, expiring two days later. Each reply *reserves* a bound of what it can cost when it is
+  admitted (``tokens_reserve``, beside the count in ``chat:reserved:<user>``), and its end settles it
+  (``tokens_settle``: the real count charged, the reservation let go): a reply is admitted while the day's
+  count plus what is reserved is under the allowance, so replies admitted together pass it by at most one
+  reply's bound, and a person is never cut off mid-sentence. The model's title is reserved the same way.
 
 The same moving window bounds the accounts one client address makes in an hour (``signup_hit``): each new
 account brings its own allowance; the sign-up forms it sends, whatever they led to (``signup_attempt_hit``);
@@ -24,6 +27,8 @@ import datetime
 import hashlib
 import logging
 import math
+import time
+import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -35,7 +40,7 @@ from limits.strategies import MovingWindowRateLimiter
 from redis.exceptions import RedisError
 
 from chat.errors import ChatError, ErrorCode
-from chat.names import tokens_key
+from chat.names import gone_key, reserved_key, tokens_key
 from chat.store import client
 
 log = logging.getLogger(__name__)
@@ -210,8 +215,21 @@ def _in_words(seconds: float) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
+def _exhausted(allowance: Allowance) -> ChatError:
+    reset = resets_at()
+    left = (reset - timezone.now()).total_seconds()
+    return ChatError(
+        ErrorCode.QUOTA_EXHAUSTED,
+        f"You have used today's {allowance.tokens_per_day:,} token"
+        f"{'s' if allowance.tokens_per_day != 1 else ''}. Your allowance starts again "
+        f"at {reset:%H:%M} {reset.tzname()} (in {_in_words(left)}).",
+        retry_after=left,
+    )
+
+
 def require_tokens_left(user_id: int, allowance: Allowance) -> None:
-    """Refuse a new reply once the person's tokens today reached the allowance (``quota_exhausted``)."""
+    """Refuse a new reply once the person's tokens today reached the allowance (``quota_exhausted``): a read,
+    before anything is held (``tokens_reserve`` checks again, counting what other replies hold)."""
     if allowance.tokens_per_day <= 0:
         return
     try:
@@ -219,39 +237,145 @@ def require_tokens_left(user_id: int, allowance: Allowance) -> None:
     except RedisError:
         raise ChatError(ErrorCode.UNAVAILABLE, UNAVAILABLE) from None
     if used >= allowance.tokens_per_day:
-        reset = resets_at()
-        left = (reset - timezone.now()).total_seconds()
-        raise ChatError(
-            ErrorCode.QUOTA_EXHAUSTED,
-            f"You have used today's {allowance.tokens_per_day:,} token"
-            f"{'s' if allowance.tokens_per_day != 1 else ''}. Your allowance starts again "
-            f"at {reset:%H:%M} {reset.tzname()} (in {_in_words(left)}).",
-            retry_after=left,
+        raise _exhausted(allowance)
+
+
+# A reservation not settled by then (its process died between admission and storing the reply) stops counting:
+# the longest a reply may wait in the queue (CHAT_QUEUE_TIMEOUT_S) and an hour to write it, far more than one
+# takes. A reply that outlives it is still charged at its end; only its hold lapsed.
+RESERVATION_WRITE_S = 3600
+
+
+def _reservation_s() -> int:
+    return int(settings.CHAT_QUEUE_TIMEOUT_S) + RESERVATION_WRITE_S
+
+
+DAY_KEY_S = 2 * 24 * 3600  # a day's count lives two days past its day; a deleted person's mark as long
+
+# Hold ``amount`` of the allowance under ``field`` when today's count plus what is held is under it (expired
+# holds are dropped on the way). KEYS: today's count, the holds (hash), the deleted mark. ARGV: allowance, amount,
+# field, now, expiry, the hash's life. Returns 1 (held), 0 (the allowance is reached), -1 (a deleted person).
+_RESERVE = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+local now = tonumber(ARGV[4])
+local total = tonumber(redis.call('GET', KEYS[1]) or '0')
+local held = redis.call('HGETALL', KEYS[2])
+for i = 1, #held, 2 do
+  local sep = string.find(held[i + 1], ':', 1, true)
+  if tonumber(string.sub(held[i + 1], sep + 1)) <= now then
+    redis.call('HDEL', KEYS[2], held[i])
+  else
+    total = total + tonumber(string.sub(held[i + 1], 1, sep - 1))
+  end
+end
+if total >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[2] .. ':' .. ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return 1
+"""
+# Let the hold ``field`` go (when named) and charge ``tokens`` to today's count, unless the person was deleted.
+# KEYS as above; ARGV: field (or ''), tokens, the count's life.
+_SETTLE = """
+if ARGV[1] ~= '' then redis.call('HDEL', KEYS[2], ARGV[1]) end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local tokens = tonumber(ARGV[2])
+if tokens > 0 then
+  redis.call('INCRBY', KEYS[1], tokens)
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return tokens
+"""
+
+
+def _keys(user_id: int) -> list[str]:
+    return [tokens_key(user_id, _today()), reserved_key(user_id), gone_key(user_id)]
+
+
+def _reserve(user_id: int, allowance: Allowance, tokens: int, field: str) -> int:
+    now, life = int(time.time()), _reservation_s()
+    return int(
+        client().eval(
+            _RESERVE, 3, *_keys(user_id), allowance.tokens_per_day, max(0, int(tokens)), field, now, now + life, life
         )
+    )
 
 
-def tokens_count(user_id: int, tokens: int) -> None:
-    """Charge a finished reply's tokens to its owner's day. A Redis failure is logged, never raised: the reply
-    has been written and stored; losing its count is the lesser harm."""
-    if tokens <= 0:
-        return
-    key = tokens_key(user_id, _today())
+def tokens_reserve(user_id: int, allowance: Allowance, tokens: int) -> str:
+    """Hold ``tokens`` (a bound of what a reply about to be admitted can cost) of the person's day, or refuse it
+    (``quota_exhausted``) when today's tokens and those already held reach the allowance. Returns the
+    reservation's name, which the reply keeps (``Message.reservation``) until ``tokens_settle``; "" when the day
+    is not limited (nothing is held)."""
+    if allowance.tokens_per_day <= 0:
+        return ""
+    field = uuid.uuid4().hex
     try:
-        pipe = client().pipeline(transaction=True)
-        pipe.incrby(key, tokens)
-        pipe.expire(key, 2 * 24 * 3600)
-        pipe.execute()
+        held = _reserve(user_id, allowance, tokens, field)
+    except RedisError:
+        raise ChatError(ErrorCode.UNAVAILABLE, UNAVAILABLE) from None
+    if held != 1:
+        raise _exhausted(allowance)
+    return field
+
+
+def title_reserve(user_id: int, allowance: Allowance, tokens: int, field: str) -> bool:
+    """The worker, before it asks the model for a title: hold its bound as a reply's is held. False when the
+    person is at their allowance, was deleted, or Redis cannot say: then no title is made (and nothing charged)."""
+    if allowance.tokens_per_day <= 0:  # nothing to hold; still nothing for a deleted person
+        return not _gone(user_id)
+    try:
+        return _reserve(user_id, allowance, tokens, field) == 1
+    except RedisError:
+        log.warning("could not reserve a title's tokens for user %s", user_id, exc_info=True)
+        return False
+
+
+def _gone(user_id: int) -> bool:
+    try:
+        return bool(client().exists(gone_key(user_id)))
+    except RedisError:
+        return True
+
+
+def tokens_settle(user_id: int, reservation: str, tokens: int) -> None:
+    """A reply's (or a title's) end: charge what it really used to the person's day and let its reservation go,
+    in one step. A deleted person is charged nothing. A Redis failure is logged, never raised: the reply has
+    been written and stored; losing its count is the lesser harm (the reservation lapses by itself)."""
+    try:
+        client().eval(_SETTLE, 3, *_keys(user_id), reservation or "", max(0, int(tokens)), DAY_KEY_S)
     except RedisError:
         log.warning("could not count %s tokens for user %s", tokens, user_id, exc_info=True)
 
 
+def tokens_count(user_id: int, tokens: int) -> None:
+    """Charge tokens no reservation holds (a reply whose end was stored elsewhere first: its reservation went
+    then) to the person's day; nothing for a deleted person. Logged, never raised, like ``tokens_settle``."""
+    if tokens > 0:
+        tokens_settle(user_id, "", tokens)
+
+
+def tokens_held(user_id: int) -> int:
+    """Tokens reserved for the person's replies not yet ended (expired reservations left out)."""
+    now = time.time()
+    total = 0
+    for value in client().hvals(reserved_key(user_id)):
+        amount, _, expires = value.partition(":")
+        if float(expires) > now:
+            total += int(amount)
+    return total
+
+
 def counters_forget(user_id: int, allowance: Allowance) -> None:
-    """Forget a deleted person's counters: every day's tokens still kept and their minute's window (for
-    ``allowance``; a window under an allowance changed within the last minute expires by itself a minute on).
-    A Redis failure is logged: the keys expire by themselves (tokens two days after their day)."""
+    """Forget a deleted person's counters: every day's tokens still kept, their reservations and their minute's
+    window (for ``allowance``; a window under an allowance changed within the last minute expires by itself a
+    minute on), and mark them gone for as long as a day's count lives, so a reply or title of theirs ending
+    later charges nothing and recreates no counter. A Redis failure is logged: the keys expire by themselves
+    (tokens two days after their day)."""
     days = [_today() - datetime.timedelta(days=n) for n in range(3)]  # a key lives two days past its day
     try:
-        client().delete(*(tokens_key(user_id, day) for day in days))
+        pipe = client().pipeline(transaction=True)
+        pipe.set(gone_key(user_id), 1, ex=DAY_KEY_S)
+        pipe.delete(reserved_key(user_id), *(tokens_key(user_id, day) for day in days))
+        pipe.execute()
         if allowance.messages_per_minute > 0:
             _windows().clear(RateLimitItemPerMinute(allowance.messages_per_minute), "messages", str(user_id))
     except (RedisError, StorageError):

@@ -10,6 +10,7 @@ reply per beat, where a write per token would cost a Redis round trip per token.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from chat import metrics
-from chat.names import WORKERS_KEY, lease_key, progress_key
+from chat.names import WORKERS_KEY, lease_key, progress_key, worker_stats_key
 from chat.store import client, live_workers
 
 
@@ -76,6 +77,20 @@ def worker_gone(worker: str) -> None:
 def workers_alive() -> list[str]:
     """Names of workers whose heartbeat has not expired."""
     return live_workers(client())
+
+
+def context_window(workers: list[str]) -> int | None:
+    """The largest context window (tokens) these workers' models read, from their heartbeat figures (all load
+    ``CHAT_MODEL``); None when none has said. No reply of theirs costs more: prompt and reply together fit it."""
+    if not workers:
+        return None
+    windows = []
+    for raw in client().mget([worker_stats_key(w) for w in workers]):
+        try:
+            windows.append(int(json.loads(raw)["context_window"]))
+        except (TypeError, ValueError, KeyError):  # no figures, or a worker of a release without this one
+            continue
+    return max(windows, default=None)
 
 
 def orphaned_reply_ids(candidates: list[int]) -> list[int]:

@@ -4,9 +4,8 @@ looks at, and how many are active (per person, per status).
 
 from __future__ import annotations
 
-from django.db.models import (
-    Count,
-)
+from django.db.models import Count, Func, IntegerField, Sum
+from django.db.models.functions import Coalesce
 
 from chat.models import Message
 
@@ -38,6 +37,26 @@ def prompt_turns(*, rows: dict[int, dict], parent_id: int | None, system_prompt:
         node = rows.get(node["parent_id"])
     chain.reverse()
     return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + chain
+
+
+class Utf8Bytes(Func):
+    """A text's length in UTF-8 bytes: PostgreSQL's (and MySQL's) ``OCTET_LENGTH``; SQLite counts the text cast
+    to a blob."""
+
+    function = "OCTET_LENGTH"
+    output_field = IntegerField()
+
+    def as_sqlite(self, compiler, connection, **extra):
+        return super().as_sql(compiler, connection, template="LENGTH(CAST(%(expressions)s AS BLOB))", **extra)
+
+
+def conversation_text_size(*, conversation_id: int) -> tuple[int, int]:
+    """The UTF-8 bytes of every message of a conversation, every branch, and how many messages: more than any
+    prompt made from it can hold (admission's bound of a reply's cost). One aggregate query."""
+    row = Message.objects.filter(conversation_id=conversation_id).aggregate(
+        size=Coalesce(Sum(Utf8Bytes("content")), 0), messages=Count("id")
+    )
+    return int(row["size"]), int(row["messages"])
 
 
 def reply_for_delivery(*, message_id: int) -> Message | None:

@@ -41,8 +41,9 @@ def reply_dispatch(*, message_id: int) -> None:
         )
 
 
-def reply_create(*, conversation: Conversation, parent: Message, params: dict) -> Message:
-    """A queued reply to ``parent``; the caller dispatches it on commit (``reply_dispatch``)."""
+def reply_create(*, conversation: Conversation, parent: Message, params: dict, reservation: str = "") -> Message:
+    """A queued reply to ``parent``, keeping the name of the tokens admission reserved for it (settled at its
+    end); the caller dispatches it on commit (``reply_dispatch``)."""
     return Message.objects.create(
         conversation=conversation,
         parent=parent,
@@ -50,6 +51,7 @@ def reply_create(*, conversation: Conversation, parent: Message, params: dict) -
         status=Message.Status.QUEUED,
         model_name=conversation.model_name or settings.CHAT_MODEL,
         params=params,
+        reservation=reservation,
     )
 
 
@@ -144,8 +146,11 @@ def reply_finish(
             _forget_text(final)
 
         def after_commit():
-            # Charged here, where every reply ends once: the worker's own count of what the reply cost.
-            quotas.tokens_count(final.conversation.owner_id, (prompt_tokens or 0) + (completion_tokens or 0))
+            # Charged here, where every reply ends once: the worker's own count of what the reply cost, and
+            # the bound admission reserved for it let go in the same step.
+            quotas.tokens_settle(
+                final.conversation.owner_id, final.reservation, (prompt_tokens or 0) + (completion_tokens or 0)
+            )
             events.notify(final.conversation.owner_id, events.done_frame(final))
             # Counted once, when the end is stored (an end that lost the race above is not a reply).
             metrics.observe_reply(

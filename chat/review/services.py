@@ -18,9 +18,10 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from chat.accounts import erasure
 from chat.errors import ChatError, ErrorCode
 from chat.models import AuditEvent, Conversation, GoldAnswer, Message
-from chat.replies.services import StopOutcome, reply_stop
+from chat.replies.services import StopOutcome, reply_finish, reply_stop
 from chat.review.dataset import KINDS
 from chat.review.selectors import id_chunks, message_counts
 from chat.text import clean_text
@@ -126,13 +127,18 @@ def gold_answer_set(*, reviewer, message_id: int, content: str) -> GoldAnswer | 
 
 @transaction.atomic
 def conversations_delete(*, actor, conversation_ids: list[int]) -> int:
-    """Delete whole transcripts (superusers only), leaving an audit row per conversation that says what went."""
+    """Delete whole transcripts (superusers only), leaving an audit row per conversation that says what went in
+    ids and counts (never its title or its owner's name), and their words wherever else they are kept (stream
+    logs and keys in Redis, the admin's log and earlier audit texts: ``chat/accounts/erasure.py``). A reply still
+    being written is stopped as its owner's deletion stops it."""
     if not (actor.is_active and actor.is_superuser):
         raise ChatError(ErrorCode.FORBIDDEN, "Only a superuser may delete transcripts.")
     deleted = 0
     for ids in id_chunks(conversation_ids):
-        rows = list(Conversation.objects.filter(pk__in=ids).values("pk", "title", "owner_id", "owner__username"))
-        counts = message_counts(conversation_ids=[r["pk"] for r in rows])
+        rows = list(Conversation.objects.filter(pk__in=ids).values("pk", "owner_id"))
+        found = [r["pk"] for r in rows]
+        counts = message_counts(conversation_ids=found)
+        erasure.conversations_erase(found)  # before the audit rows below: it scrubs earlier ones
         AuditEvent.objects.bulk_create(
             [
                 AuditEvent(
@@ -140,17 +146,21 @@ def conversations_delete(*, actor, conversation_ids: list[int]) -> int:
                     actor_name=actor.get_username(),
                     action=Action.DELETED,
                     conversation_id=r["pk"],
-                    details={
-                        "title": r["title"],
-                        "owner_id": r["owner_id"],
-                        "owner": r["owner__username"],
-                        "messages": counts.get(r["pk"], 0),
-                    },
+                    details={"owner_id": r["owner_id"], "messages": counts.get(r["pk"], 0)},
                 )
                 for r in rows
             ]
         )
-        Conversation.objects.filter(pk__in=[r["pk"] for r in rows]).delete()
+        for message_id in Message.objects.filter(
+            conversation_id__in=found, status__in=Message.ACTIVE_STATUSES
+        ).values_list("pk", flat=True):
+            reply_finish(
+                message_id=message_id,
+                content=None,
+                status=Message.Status.STOPPED,
+                finish_reason=Message.FinishReason.CANCELLED,
+            )
+        Conversation.objects.filter(pk__in=found).delete()
         deleted += len(rows)
     return deleted
 

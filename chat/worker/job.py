@@ -47,10 +47,16 @@ TITLE_MAX_TOKENS = 16
 def make_title(job: "ReplyJob") -> None:
     """Ask the model for a short title of a new conversation and store it, unless the person renamed it
     meanwhile. Any failure keeps the title it has (the first words of the first message). Its tokens are the
-    owner's, like the reply's: otherwise every new conversation would bring a generation that no quota counts."""
+    owner's, like the reply's, reserved the same way first (``quotas.title_reserve``: its prompt, counted, and
+    TITLE_MAX_TOKENS): a person at their allowance, or deleted meanwhile, gets no title and is charged nothing.
+    Otherwise every new conversation would bring a generation that no quota counts."""
     conversation = job.message.conversation
+    outcome = "kept its first words"
     try:
-        first = selectors.history_for_prompt(message=job.message)[-1]["content"]
+        history = selectors.history_for_prompt(message=job.message)
+        if not history:
+            outcome = "none: the conversation is gone"
+            return
         params = resolve_params(
             {"temperature": 0.0, "max_new_tokens": TITLE_MAX_TOKENS},
             job.rt.loaded.model.generation_config,
@@ -59,27 +65,39 @@ def make_title(job: "ReplyJob") -> None:
         )
         prompt = build_prompt(
             job.rt.loaded.tokenizer,
-            [{"role": "user", "content": TITLE_PROMPT.format(text=first[:2000])}],
+            [{"role": "user", "content": TITLE_PROMPT.format(text=history[-1]["content"][:2000])}],
             max_new_tokens=TITLE_MAX_TOKENS,
             window=job.rt.engine.context_window,
         )
-        handle = job.rt.engine.submit(
-            GenerationRequest(
-                input_ids=prompt.input_ids,
-                params=params,
-                stop_strings=tuple(prompt.stop_strings) + ("\n",),
-                request_id=f"title-{job.id}",
+        reservation = f"title-{job.id}"
+        bound = len(prompt.input_ids) + TITLE_MAX_TOKENS
+        if not quotas.title_reserve(job.owner, quotas.allowance_for(job.owner), bound, reservation):
+            outcome = "none: its owner is at their allowance or gone"
+            return
+        used = 0
+        try:
+            handle = job.rt.engine.submit(
+                GenerationRequest(
+                    input_ids=prompt.input_ids,
+                    params=params,
+                    stop_strings=tuple(prompt.stop_strings) + ("\n",),
+                    request_id=reservation,
+                )
             )
-        )
-        chunks = list(coalesce(handle, 0))
-        finished = chunks[-1].finished
-        quotas.tokens_count(job.owner, finished.prompt_tokens + finished.completion_tokens)
+            chunks = list(coalesce(handle, 0))
+            finished = chunks[-1].finished
+            used = finished.prompt_tokens + finished.completion_tokens
+        finally:
+            quotas.tokens_settle(job.owner, reservation, used)
         text = "".join(chunk.text for chunk in chunks if chunk.text)
-        conversation_services.conversation_title_generated(
+        if conversation_services.conversation_title_generated(
             conversation_id=conversation.pk, title=text, replacing=conversation.title
-        )
+        ):
+            outcome = "stored"
     except Exception:
         log.warning("no title for conversation %s; it keeps its first words", conversation.pk, exc_info=True)
+    finally:
+        log.info("title for conversation %s: %s", conversation.pk, outcome)
 
 
 def _failed(error: str, code: ErrorCode | str = "") -> dict:
@@ -252,10 +270,13 @@ class ReplyJob:
                     if reply_services.reply_finish(message_id=self.id, content="".join(self.pieces), **ending) is None:
                         # Ended first elsewhere (its conversation deleted mid-reply, the sweep), with no counts:
                         # what this worker generated is still charged, or deleting a chat just before its reply
-                        # ends would make the reply free.
+                        # ends would make the reply free (a deleted person is charged nothing: quotas).
                         quotas.tokens_count(
                             self.owner, (ending.get("prompt_tokens") or 0) + (ending.get("completion_tokens") or 0)
                         )
+                        if not Message.objects.filter(pk=self.id).exists():
+                            # Deleted: the deltas logged after the deletion cleared the log made it again.
+                            self.rt.link.clear_stream(self.id)
                     log.info(
                         "reply %s ended %s (%s tokens)", self.id, ending["status"], ending.get("completion_tokens")
                     )

@@ -94,7 +94,11 @@ class Runtime:
     def beat(self) -> None:
         """One heartbeat: this worker, its leases and each reply's tokens so far."""
         liveness.heartbeat(
-            self.name, list(self.holding), dict(self.tokens), {**self.engine.stats(), "in_flight": len(self.holding)}
+            self.name,
+            list(self.holding),
+            dict(self.tokens),
+            # The window too: admission bounds what a reply can cost with it (chat/replies/admission.py).
+            {**self.engine.stats(), "in_flight": len(self.holding), "context_window": self.engine.context_window},
         )
 
     def _sweeps(self) -> None:

@@ -25,7 +25,7 @@ def forget_allowances():
     from chat.store import client
 
     r = client()
-    for pattern in ("chat:limits*", "chat:tokens*"):
+    for pattern in ("chat:limits*", "chat:tokens*", "chat:reserved*", "chat:gone*"):
         keys = list(r.scan_iter(pattern))
         if keys:
             r.delete(*keys)

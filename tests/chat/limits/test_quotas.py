@@ -174,7 +174,10 @@ def test_one_person_refused_both_ways_while_another_is_accepted_and_answered(mak
     from channels.db import database_sync_to_async
 
     settings.CHAT_MESSAGES_PER_MINUTE = 2
-    settings.CHAT_TOKENS_PER_DAY = 100
+    settings.CHAT_TOKENS_PER_DAY = 300
+    # Each reply holds a bound of its cost until it ends (its text's bytes, the template's tokens and at most
+    # this many new tokens: ~100): alice's second reply, queued, leaves room for her third, refused by the minute.
+    settings.CHAT_MAX_NEW_TOKENS = 16
     alice, bob = make_user("alice"), make_user("bob")
     cookies = session_cookie(alice), session_cookie(bob)
 
@@ -220,7 +223,7 @@ def test_one_person_refused_both_ways_while_another_is_accepted_and_answered(mak
         second = await database_sync_to_async(
             lambda: Message.objects.filter(conversation__owner=alice, role="assistant").latest("id").id
         )()
-        await answer(second, 60, 40)  # alice's day: 120 of 100 tokens
+        await answer(second, 160, 140)  # alice's day: 320 of 300 tokens
         await until_done(alices)
         got["quota"] = await send(alices, "four")
         bob_again = await send(bobs, "and again")
@@ -239,7 +242,7 @@ def test_one_person_refused_both_ways_while_another_is_accepted_and_answered(mak
         assert done["status"] == "complete" and done["content"] == "ok"
     assert Message.objects.filter(conversation__owner=alice).count() == 4  # the refused sends stored nothing
     assert Message.objects.filter(conversation__owner=bob, role="assistant", status="complete").count() == 2
-    assert (quotas.tokens_used_today(alice.pk), quotas.tokens_used_today(bob.pk)) == (120, 20)
+    assert (quotas.tokens_used_today(alice.pk), quotas.tokens_used_today(bob.pk)) == (320, 20)
 
 
 def test_an_override_staff_add_or_change_in_the_admin_form_applies_to_the_next_send(
