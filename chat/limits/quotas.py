@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 
 from chat.errors import ChatError, ErrorCode
 from chat.names import tokens_key
-from chat.store import client
+from chat.store import client, connection_options
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = "The server cannot reach its counters right now; try again in a moment."
@@ -79,6 +79,7 @@ def _windows() -> MovingWindowRateLimiter:
             wrap_exceptions=True,
             socket_timeout=5,
             socket_connect_timeout=2,
+            **connection_options(for_asyncio=False),
         )
         _limiter = MovingWindowRateLimiter(storage)
     return _limiter
