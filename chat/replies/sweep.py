@@ -9,6 +9,7 @@ exactly one of them win, and it alone tells the sockets.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import weakref
 from datetime import timedelta
@@ -71,20 +72,31 @@ _sweepers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" 
 
 def ensure_sweeper() -> None:
     """Start this web process's periodic sweep (once per event loop), so replies of a dead worker end even
-    when no worker is left to sweep."""
+    when no worker is left to sweep.
+
+    It runs in a context of its own, not its caller's: a task copies the context it is created in, and the
+    first caller may be an HTTP request (the API), whose context holds Django's per-request thread-sensitive
+    executor (asgiref's ``ThreadSensitiveContext``). That executor is shut down when the request ends, and every
+    later round failed with "CurrentThreadExecutor already quit or is broken" — the one case the web sweep is
+    for (no worker left) was never swept. A copied context would also stamp the caller's person on every line
+    the sweep logs (``chat.logs``)."""
     if not settings.CHAT_SWEEP_IN_WEB:
         return
     loop = asyncio.get_running_loop()
     if loop not in _sweepers:
-        _sweepers[loop] = loop.create_task(_sweep_forever())
+        _sweepers[loop] = loop.create_task(_sweep_forever(), context=contextvars.Context())
 
 
 async def _sweep_forever() -> None:
     from channels.db import database_sync_to_async
 
+    # Not thread-sensitive: that would put each round in the one thread every socket of this process does its
+    # database work in (Channels), queueing their sends and stops behind the sweep's Redis and database work.
+    # database_sync_to_async still closes the thread's worn-out database connections around each round.
+    sweep_once = database_sync_to_async(sweep, thread_sensitive=False)
     while True:
         await asyncio.sleep(settings.CHAT_SWEEP_INTERVAL_S)
         try:
-            await database_sync_to_async(sweep)()
+            await sweep_once()
         except Exception:  # Redis or the database away: try again next round
             log.warning("sweep failed", exc_info=True)

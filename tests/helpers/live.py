@@ -93,6 +93,17 @@ def live_stack(django_db_setup, django_db_blocker):
     s.daphne = stack.start_daphne(s.port, env, stdout=open(logs / "daphne.log", "w"), stderr=subprocess.STDOUT)
     yield s
     stack.stop(s.daphne, s.worker)
+    sweep_never_failed(logs / "daphne.log")
+
+
+def sweep_never_failed(log: Path) -> None:
+    """At the end of a session on the live stack: Daphne's own sweep (chat/replies/sweep.py) never failed. Nothing
+    here takes Redis or the database away, so a failure is a bug; it once failed every round once an API request
+    had been served, and so never ended a dead worker's reply."""
+    text = log.read_text(errors="replace")
+    at = text.find("sweep failed")
+    if at >= 0:
+        pytest.fail(f"Daphne's sweep failed during the run ({log}):\n{text[at : at + 3000]}", pytrace=False)
 
 
 def clients_for(stack_, make_user, session_cookie):

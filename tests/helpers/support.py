@@ -9,6 +9,7 @@ from channels.testing import WebsocketCommunicator
 from chat.frames import check_frame
 
 ORIGIN = (b"origin", b"http://localhost")
+HOST = (b"host", b"localhost")  # a browser's handshake always names the host: the origin check needs it
 
 
 class CheckedCommunicator(WebsocketCommunicator):
@@ -34,15 +35,15 @@ def json_records(text: str) -> list[dict]:
     return records
 
 
-def communicator(cookie: str | None = None, origin=ORIGIN) -> CheckedCommunicator:
+def communicator(cookie: str | None = None, origin=ORIGIN, host=HOST) -> CheckedCommunicator:
     from chatsite.asgi import application
 
-    headers = [origin] + ([(b"cookie", cookie.encode())] if cookie else [])
+    headers = [h for h in (origin, host) if h is not None] + ([(b"cookie", cookie.encode())] if cookie else [])
     return CheckedCommunicator(application, "/ws/chat/", headers=headers)
 
 
-async def connect(cookie=None, origin=ORIGIN):
-    comm = communicator(cookie, origin)
+async def connect(cookie=None, origin=ORIGIN, host=HOST):
+    comm = communicator(cookie, origin, host)
     connected, code = await comm.connect()
     return comm, connected, code
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from chatsite import stack
+from chatsite.embedded import recorded_redis_url
 
 READY = "Chat server ready"
 
@@ -54,7 +55,9 @@ class Launcher:
         return int(re.findall(rf'(?:^|"message": "){name} running \(pid (\d+)\)', self.log(), re.M)[-1])
 
     def redis_url(self) -> str:
-        return re.search(r'embedded Redis on ([^\s"]+)', self.log()).group(1)
+        """The embedded Redis's URL, password included, as the launcher recorded it for commands beside it (the
+        log shows it without the password)."""
+        return recorded_redis_url(Path(self.env["CHAT_REDIS_DIR"]))
 
     def kill_all(self) -> None:
         try:

@@ -3,12 +3,16 @@
 import asyncio
 import json
 import subprocess
+import time
 import urllib.request
+from urllib.parse import urlsplit
 
 import pytest
+import redis
 import websockets
 
-from chat.models import Message
+from chat.models import Conversation, Message
+from chat.realtime.consumers import CLOSE_UNAVAILABLE, UNAVAILABLE
 from chatsite import stack
 from tests.helpers.live import recv, recv_snapshot, recv_until, send
 
@@ -25,7 +29,7 @@ def stop_redis(s):
 
 
 def start_redis_again(s):
-    port = int(s.env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+    port = urlsplit(s.env["REDIS_URL"]).port
     s.redis_proc, _ = stack.start_redis(s.logs / "redis", persist=False, port=port, stdout=subprocess.DEVNULL)
 
 
@@ -91,3 +95,65 @@ def test_a_reply_survives_a_redis_restart_and_the_client_resumes(fault_chat, fau
     assert (stored.status, stored.content) == ("complete", done["content"])
     # The worker beat again as soon as Redis answered its publishing (not only at its next heartbeat).
     assert get(f"{fault_stack.origin}/readyz")[0] == 200
+
+
+async def handshake(client):
+    """A socket, or the HTTP status its handshake was refused with."""
+    try:
+        return await client.connect()
+    except websockets.InvalidStatus as refused:
+        return refused.response.status_code
+
+
+async def told_and_closed(ws) -> tuple[dict, int]:
+    """The last frame a socket is sent, and the code it is then closed with."""
+    frame = await recv(ws, 30)
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            frame = await recv(ws, 30)
+    return frame, closed.value.rcvd.code
+
+
+def test_handshakes_while_redis_is_away_and_right_after_it_is_back_are_answered_never_500(fault_chat, fault_stack):
+    """Fault: Redis stops under an open socket, then starts again. Outcome: the open socket and a handshake made
+    while Redis is away are told `unavailable` and closed with 4503 (never an HTTP 500 or a bare 1011); the
+    handshakes made as soon as Redis answers again are accepted and work: a connection Daphne's pools kept
+    from before the restart is retried, not failed (it used to answer HTTP 500 and close new sockets with
+    1011 for minutes)."""
+    user, client = fault_chat()
+    conversation = Conversation.objects.create(owner=user, title="Before").pk
+    unavailable = {"type": "error", "code": "unavailable", "detail": UNAVAILABLE}
+
+    async def go():
+        live = await client.connect()
+        await send(live, {"type": "rename", "conversation": conversation, "title": "Before the restart"})
+        assert (await recv(live))["conversation"]["title"] == "Before the restart"  # its pools are in use
+        await asyncio.to_thread(stop_redis, fault_stack)
+        live_end = await told_and_closed(live)
+        away = await handshake(client)
+        away_end = await told_and_closed(away) if not isinstance(away, int) else away
+        start_redis_again(fault_stack)  # from this thread: see the test above
+        deadline = time.monotonic() + 30
+        while True:  # Redis answers again: from now on every handshake must be served
+            try:
+                redis.Redis.from_url(fault_stack.env["REDIS_URL"], socket_timeout=2).ping()
+                break
+            except redis.exceptions.ConnectionError:
+                assert time.monotonic() < deadline, "Redis did not come back"
+                await asyncio.sleep(0.05)
+        after = []
+        for n in range(6):
+            ws = await handshake(client)
+            if isinstance(ws, int):
+                after.append(ws)
+                continue
+            await send(ws, {"type": "rename", "conversation": conversation, "title": f"After the restart {n}"})
+            after.append((await recv(ws))["conversation"]["title"])  # through its group, just joined
+            await ws.close()
+        return live_end, away_end, after
+
+    live_end, away_end, after = asyncio.run(go())
+    assert live_end == (unavailable, CLOSE_UNAVAILABLE)
+    assert away_end == (unavailable, CLOSE_UNAVAILABLE)
+    assert after == [f"After the restart {n}" for n in range(6)]
+    assert "Exception inside application" not in (fault_stack.logs / "daphne.log").read_text(errors="replace")
