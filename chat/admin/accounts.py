@@ -17,6 +17,7 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.urls import reverse
 from django.utils import timezone
@@ -29,6 +30,9 @@ from chat.models import Conversation, Invite
 
 User = get_user_model()
 PRIVILEGE_FIELDS = ("is_staff", "is_superuser", "groups", "user_permissions")
+# Another person's sign-in: whoever could set their password or their email (then ask for reset mail) could sign in
+# as them and read their chats, which only the reviewer permission may, audited. A superuser's to change.
+CREDENTIAL_FIELDS = ("username", "email")
 BEFORE = "_chat_privileges_before"  # set on the object being saved: its privileges as stored before the save
 
 
@@ -80,7 +84,16 @@ class PeopleAdmin(UserAdmin):
     def get_readonly_fields(self, request, obj=None):
         # Read-only fields are left out of the form Django builds, so a POST carrying them anyway changes nothing.
         fields = super().get_readonly_fields(request, obj)
-        return fields if _superuser(request) else (*fields, *PRIVILEGE_FIELDS)
+        if _superuser(request):
+            return fields
+        others = obj is not None and obj.pk != request.user.pk
+        return (*fields, *PRIVILEGE_FIELDS, *(CREDENTIAL_FIELDS if others else ()))
+
+    def user_change_password(self, request, id, form_url=""):
+        """Setting another person's password is a superuser's (their own, anyone may: the throttled form)."""
+        if not _superuser(request) and str(id) != str(request.user.pk):
+            raise PermissionDenied
+        return super().user_change_password(request, id, form_url)
 
     def has_change_permission(self, request, obj=None):
         if obj is not None and _privileged(obj) and not _superuser(request):

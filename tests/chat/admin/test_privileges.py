@@ -125,6 +125,24 @@ def test_staff_who_may_change_users_cannot_take_over_a_staff_account(clerk, sign
     assert not root.check_password(new) and root.email == "root@example.com"
 
 
+def test_staff_who_may_change_users_cannot_take_over_an_ordinary_persons_account(clerk, signed_in, django_user_model):
+    """Another person's password, email (then reset mail) or username is a superuser's to change: signed in as
+    them, staff would read their chats without the reviewer permission or an audit row."""
+    bob = django_user_model.objects.create_user(username="bob", password="Bobs-Own-Password-1", email="bob@example.com")
+    client = signed_in(clerk)
+    new = "Another-Long-Password-9"
+    password_url = reverse("admin:auth_user_password_change", args=[bob.pk])
+    assert client.get(password_url).status_code == 403
+    assert client.post(password_url, {"password1": new, "password2": new}).status_code == 403
+    page = client.get(change_url(bob))
+    assert not {"username", "email"} & set(page.context["adminform"].form.fields)
+    posted = {**form_data(page), "email": "clerk@example.com", "username": "bobby", "first_name": "Bob"}
+    assert client.post(change_url(bob), posted).status_code == 302
+    bob.refresh_from_db()
+    assert bob.check_password("Bobs-Own-Password-1") and (bob.email, bob.username) == ("bob@example.com", "bob")
+    assert bob.first_name == "Bob"  # what is not a way in still changes
+
+
 def test_approving_sign_ups_is_its_own_permission(approver_group, clerk, signed_in, django_user_model, settings):
     settings.CHAT_SIGNUP = "approval"
     pat = django_user_model.objects.create_user(username="pat", password=None)
