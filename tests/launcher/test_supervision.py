@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 
 import psutil
 import pytest
@@ -43,10 +44,12 @@ def wait_for_heartbeat(client, member: str, timeout: float) -> None:
 
 
 def session_cookie(env: dict) -> str:
-    """A signed-in user in the launcher's database (not the test database), as a Cookie header value."""
+    """A new signed-in user in the launcher's database (not the test database), as a Cookie header value. The
+    database is the session's (``launcher_db``), shared by every launcher test: each user gets a name of its own."""
+    name = f"alice-{uuid.uuid4().hex[:8]}"
     code = (
         "import django; django.setup(); from django.contrib.auth import get_user_model; "
-        "from django.test import Client; user = get_user_model().objects.create_user('alice', password='x'); "
+        f"from django.test import Client; user = get_user_model().objects.create_user({name!r}, password='x'); "
         "client = Client(); client.force_login(user); print(client.cookies['sessionid'].value)"
     )
     out = subprocess.run(
@@ -56,9 +59,9 @@ def session_cookie(env: dict) -> str:
         text=True,
         env={**env, "DJANGO_SETTINGS_MODULE": "chatsite.settings"},
         timeout=60,
-        check=True,
-    ).stdout
-    return f"sessionid={out.strip()}"
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return f"sessionid={out.stdout.strip()}"
 
 
 async def chat_once(port: int, cookie: str) -> dict:
