@@ -23,24 +23,6 @@ def person(make_user):
     return make_user
 
 
-@pytest.fixture
-def finish(django_capture_on_commit_callbacks):
-    """End a reply as the worker does, running what it does on commit (the charge, the done frame)."""
-
-    def end(reply, prompt=0, completion=0):
-        with django_capture_on_commit_callbacks(execute=True):
-            reply_services.reply_finish(
-                message_id=reply.id,
-                content="ok",
-                status=Message.Status.COMPLETE,
-                finish_reason=Message.FinishReason.STOP,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-            )
-
-    return end
-
-
 def test_messages_per_minute_refuse_the_next_send_and_store_nothing(person, finish, settings):
     settings.CHAT_MESSAGES_PER_MINUTE = 2
     alice, bob = person("alice"), person("bob")

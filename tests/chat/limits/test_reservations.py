@@ -20,24 +20,6 @@ from chat.review import services as review_services
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def finish(django_capture_on_commit_callbacks):
-    """End a reply as the worker does, running what it does on commit (the settlement, the done frame)."""
-
-    def end(reply, prompt=0, completion=0):
-        with django_capture_on_commit_callbacks(execute=True):
-            reply_services.reply_finish(
-                message_id=reply.id,
-                content="ok",
-                status=Message.Status.COMPLETE,
-                finish_reason=Message.FinishReason.STOP,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-            )
-
-    return end
-
-
 def send(user, content="hi", **params):
     return conversation_services.message_send(user=user, conversation_id=None, content=content, params=params)
 
