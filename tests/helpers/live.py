@@ -96,6 +96,27 @@ def live_stack(django_db_setup, django_db_blocker):
     sweep_never_failed(logs / "daphne.log")
 
 
+@pytest.fixture(autouse=True)
+def replies_end_before_the_next_live_test(request):
+    """A test on the live stack ends once none of its replies is still queued or streaming (stopped if need be):
+    user ids come back after each test's flush, so a reply left running would stream into the next test's
+    person's group. Set up after ``transactional_db``, so this runs before the flush."""
+    if "live_stack" not in request.fixturenames:
+        yield
+        return
+    request.getfixturevalue("transactional_db")
+    yield
+    from chat.models import Message
+    from chat.replies import services as reply_services
+
+    active = Message.objects.filter(status__in=Message.ACTIVE_STATUSES)
+    for reply in active:
+        reply_services.reply_stop(message=reply)
+    deadline = time.monotonic() + 60
+    while active.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def sweep_never_failed(log: Path) -> None:
     """At the end of a session on the live stack: Daphne's own sweep (chat/replies/sweep.py) never failed. Nothing
     here takes Redis or the database away, so a failure is a bug; it once failed every round once an API request
