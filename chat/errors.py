@@ -60,6 +60,10 @@ class ErrorCode(StrEnum):
     NOT_AN_ANSWER = "not_an_answer"
     RANGE_REVERSED = "range_reversed"
     RANGE_TOO_LONG = "range_too_long"
+    # --- several models: Compare (docs/protocol.md) -------------------------------------------------------------
+    COMPARE_SAME_MODEL = "compare_same_model"
+    NOT_COMPARED = "not_compared"
+    ALREADY_PICKED = "already_picked"
     # --- API keys and the OpenAI-compatible API (docs/api.md) ---------------------------------------------------
     TOO_MANY_KEYS = "too_many_keys"
     KEY_REVOKED = "key_revoked"

@@ -15,6 +15,8 @@ from channels.layers import get_channel_layer
 from chat import names
 from chat.errors import ErrorCode
 from chat.frames import (
+    ComparedFrame,
+    ComparisonInfo,
     ConversationFrame,
     DeletedFrame,
     DeltaFrame,
@@ -42,13 +44,31 @@ def user_group(user_id: int) -> str:
 # --- frame builders ----------------------------------------------------------------------------------------
 def message_payload(message) -> MessageInfo:
     """A message as the protocol shows it."""
-    return {
+    payload: MessageInfo = {
         "id": message.id,
         "conversation": message.conversation_id,
         "role": message.role,
         "content": message.content,
         "status": message.status,
     }
+    if message.role == "assistant":
+        payload["model"] = message.model_name
+    return payload
+
+
+def comparison_payload(comparison) -> ComparisonInfo:
+    return {
+        "id": comparison.pk,
+        "prompt": comparison.prompt_id,
+        "first": comparison.first_id,
+        "second": comparison.second_id,
+        "blind": comparison.blind,
+        "chosen": comparison.chosen_id,
+    }
+
+
+def compared_frame(comparison) -> ComparedFrame:
+    return {"type": "compared", "comparison": comparison_payload(comparison)}
 
 
 def conversation_frame(conversation, client_id: str | None = None) -> ConversationFrame:
@@ -104,9 +124,15 @@ def feedback_frame(message_id: int, rating: int, comment: str) -> FeedbackFrame:
     return {"type": "feedback", "message": message_id, "rating": rating, "comment": comment}
 
 
-def settings_frame(conversation_id: int | None, system_prompt: str, params: dict) -> SettingsFrame:
+def settings_frame(conversation_id: int | None, system_prompt: str, params: dict, model: str) -> SettingsFrame:
     """A conversation's settings (or, with ``None``, the person's defaults for new conversations)."""
-    return {"type": "settings", "conversation": conversation_id, "system_prompt": system_prompt, "params": dict(params)}
+    return {
+        "type": "settings",
+        "conversation": conversation_id,
+        "system_prompt": system_prompt,
+        "params": dict(params),
+        "model": model,
+    }
 
 
 def deleted_frame(conversation_id: int) -> DeletedFrame:

@@ -23,12 +23,25 @@ class ConversationInfo(TypedDict):
     title: str
 
 
+class ComparisonInfo(TypedDict):
+    """Compare: the message both replies answer, the two replies, whether the names stay hidden until the pick,
+    and the pick (null until made)."""
+
+    id: int
+    prompt: int
+    first: int
+    second: int
+    blind: bool
+    chosen: int | None
+
+
 class MessageInfo(TypedDict):
     id: int
     conversation: int
     role: Literal["user", "assistant"]
     content: str
     status: Status
+    model: NotRequired[str]  # a reply's model (the served model's name)
     siblings: NotRequired[list[int]]  # the alternatives of an edited message or regenerated reply, oldest first
 
 
@@ -132,6 +145,14 @@ class SettingsFrame(TypedDict):
     conversation: int | None
     system_prompt: str
     params: Params
+    model: str
+
+
+class ComparedFrame(TypedDict):
+    """A Compare's two replies were stored (``chosen`` null), or the person picked one."""
+
+    type: Literal["compared"]
+    comparison: ComparisonInfo
 
 
 class DeletedFrame(TypedDict):
@@ -152,6 +173,7 @@ FRAMES: dict[str, type] = {
     "feedback": FeedbackFrame,
     "settings": SettingsFrame,
     "deleted": DeletedFrame,
+    "compared": ComparedFrame,
 }
 
 
@@ -222,14 +244,29 @@ Options = Annotated[dict, ErrorCode.INVALID_PARAMS]  # generation parameters, ch
 Rating = Annotated[int, ErrorCode.INVALID_RATING]
 
 
+ModelName = Annotated[str, ErrorCode.MODEL_NOT_FOUND]
+
+
 class SendIn(TypedDict):
-    """A new message; no ``conversation`` (or null) starts a conversation."""
+    """A new message; no ``conversation`` (or null) starts a conversation, with ``model`` (else the person's
+    default). ``compare``: a second model answers the same message at once (``blind``: names hidden until the
+    pick)."""
 
     type: Literal["send"]
     conversation: NotRequired[Id | None]
     content: Text
     params: NotRequired[Options | None]
     client_id: NotRequired[ClientId | None]
+    model: NotRequired[ModelName | None]
+    compare: NotRequired[ModelName | None]
+    blind: NotRequired[bool | None]
+
+
+class PickIn(TypedDict):
+    """The better of a Compare's two replies."""
+
+    type: Literal["pick"]
+    message: Id
 
 
 class StopIn(TypedDict):
@@ -274,6 +311,7 @@ class SettingsIn(TypedDict):
     conversation: NotRequired[Id | None]
     system_prompt: NotRequired[Text | None]
     params: NotRequired[Options | None]
+    model: NotRequired[ModelName | None]
 
 
 class RenameIn(TypedDict):
@@ -306,6 +344,7 @@ CLIENT_FRAMES: dict[str, type] = {
     "rename": RenameIn,
     "delete": DeleteIn,
     "subscribe": SubscribeIn,
+    "pick": PickIn,
 }
 
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import bisect
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
-from chat.names import SHARED_QUEUE, worker_queue, worker_stats_key
+from chat.names import SHARED_QUEUE, model_queue, worker_queue, worker_stats_key
 from chat.store import client, live_workers
 
 log = logging.getLogger(__name__)
@@ -111,17 +111,19 @@ def publish_worker_stats(pipe, worker: str, stats: Mapping[str, int], ttl: int) 
     pipe.set(worker_stats_key(worker), json.dumps(dict(stats)), ex=ttl)
 
 
-def read_all(active_replies: Mapping[str, int]) -> dict:
+def read_all(active_replies: Mapping[str, int], models: Sequence[str] = ()) -> dict:
     """Everything Redis holds for a scrape, in two round trips; ``active_replies``: status → count, from the
-    database (the caller reads it)."""
+    database (the caller reads it); ``models``: the served models, each reported on its own."""
     r = client()
     workers = live_workers(r)
     pipe = r.pipeline(transaction=False)
     pipe.hgetall(COUNTERS_KEY)
     for name in HISTOGRAMS:
         pipe.hgetall(HIST_KEY.format(name))
-    # Waiting replies: the shared queue's and those handed to a live worker's own queue (chat/replies/balance.py).
-    waiting = [k for queue in (SHARED_QUEUE, *map(worker_queue, workers)) for k in queue_keys(queue)]
+    # Waiting replies: each model's queue, the shared queue (an earlier release's tasks) and those handed to a
+    # live worker's own queue (chat/replies/balance.py).
+    queues = [*map(model_queue, models), SHARED_QUEUE, *map(worker_queue, workers)]
+    waiting = [k for queue in queues for k in queue_keys(queue)]
     for key in waiting:
         pipe.llen(key)
     for worker in workers:
@@ -129,13 +131,25 @@ def read_all(active_replies: Mapping[str, int]) -> dict:
     out = pipe.execute()
     counters, out = out[0], out[1:]
     hists, out = dict(zip(HISTOGRAMS, out[: len(HISTOGRAMS)])), out[len(HISTOGRAMS) :]
-    queue, out = sum(out[: len(waiting)]), out[len(waiting) :]
+    depths, out = out[: len(waiting)], out[len(waiting) :]
     stats = {w: json.loads(raw) for w, raw in zip(workers, out) if raw}
+    step = len(queue_keys(SHARED_QUEUE))
+    depth = {queue: sum(depths[i * step : (i + 1) * step]) for i, queue in enumerate(queues)}
+    by_model = {}
+    for model in models:
+        mine = {w: s for w, s in stats.items() if s.get("model") == model}
+        by_model[model] = {
+            "workers": len(mine),
+            "queue": depth[model_queue(model)] + sum(depth[worker_queue(w)] for w in mine),
+            "batch_size": sum(int(s.get("batch_size", 0)) for s in mine.values()),
+            "max_batch": sum(int(s.get("max_batch", 0)) for s in mine.values()),
+        }
     return {
         "counters": counters,
         "histograms": hists,
-        "queue": queue,
+        "queue": sum(depths),
         "workers": stats,
+        "models": by_model,
         "active_replies": dict(active_replies),
     }
 
@@ -178,6 +192,17 @@ class Collector:
             active.add_metric([status], n)
         yield active
         yield GaugeMetricFamily("chat_workers", "Model workers with a live heartbeat", value=len(f["workers"]))
+        per_model = {
+            "chat_model_workers": ("Workers of the model with a live heartbeat", "workers"),
+            "chat_model_queue_depth": ("Replies of the model waiting for one of its workers", "queue"),
+            "chat_model_batch_size": ("Rows in the running batches of the model's workers, together", "batch_size"),
+            "chat_model_batch_capacity": ("Rows the model's workers can batch, together (CHAT_MAX_BATCH)", "max_batch"),
+        }
+        for name, (help_text, key) in per_model.items():
+            family = GaugeMetricFamily(name, help_text, labels=["model"])
+            for model, figures in f.get("models", {}).items():
+                family.add_metric([model], float(figures[key]))
+            yield family
         per_worker = {
             "chat_worker_batch_size": ("Requests in the worker's running batch", "batch_size", GaugeMetricFamily),
             "chat_worker_replies_in_flight": (
@@ -203,9 +228,9 @@ class Collector:
             ),
         }
         for name, (help_text, key, kind) in per_worker.items():
-            family = kind(name, help_text, labels=["worker"])
+            family = kind(name, help_text, labels=["worker", "model"])
             for worker, stats in sorted(f["workers"].items()):
-                family.add_metric([worker], float(stats.get(key, 0)))
+                family.add_metric([worker, str(stats.get("model", ""))], float(stats.get(key, 0)))
             yield family
         by_size = CounterMetricFamily(
             "chat_worker_decode_steps_by_batch_size",

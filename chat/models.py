@@ -106,6 +106,7 @@ class Message(models.Model):
     ttft_ms = models.PositiveIntegerField(null=True, blank=True, help_text="time to first token")
     tokens_per_s = models.FloatField(null=True, blank=True)
     model_name = models.CharField(max_length=200, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="the worker process that wrote this reply")
     params = models.JSONField(default=dict, blank=True, help_text="generation params used")
     error = models.TextField(blank=True)
     error_code = models.CharField(
@@ -226,6 +227,28 @@ class Feedback(models.Model):
 
     def __str__(self):
         return f"{self.get_rating_display()} on #{self.message_id}"
+
+
+class Comparison(models.Model):
+    """One message answered by two models at once (Compare): both replies are alternatives of the same message,
+    and the person's pick of the better one is a preference (the dataset export's pairs include it). Blind: the
+    page is not told which model wrote which reply until the pick."""
+
+    prompt = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="comparison")
+    first = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    second = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    blind = models.BooleanField(default=False)
+    chosen = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    picked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"comparison on #{self.prompt_id}"
+
+    def rejected_id(self) -> int | None:
+        if self.chosen_id is None:
+            return None
+        return self.second_id if self.chosen_id == self.first_id else self.first_id
 
 
 class GoldAnswer(models.Model):
@@ -356,6 +379,7 @@ class ChatDefaults(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_defaults")
     system_prompt = models.TextField(blank=True)
     params = models.JSONField(default=dict, blank=True, help_text="temperature, top_p, max_new_tokens")
+    model_name = models.CharField(max_length=200, blank=True, help_text="new conversations' model; empty: the site's")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -11,6 +11,7 @@ Redis keys (``chat:`` prefix; the channel layer and Celery keep their own):
 | key | type | what |
 |---|---|---|
 | ``chat:workers`` | sorted set | live workers, score = when their heartbeat expires |
+| ``chat:workers:model:<model>`` | sorted set | the live workers of one served model (``chat/served.py``) |
 | ``chat:lease:<message>`` | string | the worker holding a streaming reply; expires with its heartbeat |
 | ``chat:progress:<message>`` | string | reply tokens so far, written with the lease by the heartbeat (not per token) |
 | ``chat:stream:<message>`` | list | a reply's delta texts, index = seq (the stream log) |
@@ -47,6 +48,13 @@ def worker_queue(worker: str) -> str:
     return f"{SHARED_QUEUE}.{worker}"
 
 
+def model_queue(model: str) -> str:
+    """The queue every worker of ``model`` reads: a reply is sent to its model's queue. (The shared queue
+    above is read by the default model's workers too: tasks an earlier release queued, before models had
+    queues of their own, still find a worker.)"""
+    return f"{SHARED_QUEUE}.model.{model}"
+
+
 # --- Channel layer: the worker side ---------------------------------------------------------------------------
 # The group every worker's link joins, the prefix of a link's own channel, and the event that asks the worker
 # holding a reply to stop it (``chat/events.py`` sends it, ``chat/worker/link.py`` receives it).
@@ -60,6 +68,13 @@ SOCKET_PATH = "ws/chat/"
 
 # --- Redis keys -----------------------------------------------------------------------------------------------
 WORKERS_KEY = "chat:workers"
+
+
+def model_workers_key(model: str) -> str:
+    """The live workers of one model (a sorted set like ``WORKERS_KEY``, which holds every model's)."""
+    return f"chat:workers:model:{model}"
+
+
 LOAD_KEY = "chat:load"
 
 

@@ -18,7 +18,7 @@ import redis.asyncio.retry
 import redis.retry
 from redis.backoff import ExponentialBackoff
 
-from chat.names import WORKERS_KEY
+from chat.names import WORKERS_KEY, model_workers_key
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,9 @@ def connection_options(*, for_asyncio: bool) -> dict:
     }
 
 
-def live_workers(client: redis.Redis) -> list[str]:
-    """Names of workers whose heartbeat has not expired."""
-    return client.zrangebyscore(WORKERS_KEY, time.time(), "+inf")
+def live_workers(client: redis.Redis, model: str | None = None) -> list[str]:
+    """Names of workers whose heartbeat has not expired: every model's, or ``model``'s only."""
+    return client.zrangebyscore(WORKERS_KEY if model is None else model_workers_key(model), time.time(), "+inf")
 
 
 def wait_until_loaded(client: redis.Redis, timeout: float = 120.0, say=log.warning) -> None:

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from chat import served
+from chat.served import ServedModel
+
 ROOT = Path(__file__).resolve().parent.parent
 # What CUDA_VISIBLE_DEVICES takes for one device: its index, or its UUID as `nvidia-smi -L` lists it (a GPU's,
 # GPU-…, or a MIG instance's, MIG-…; a unique prefix is enough).
@@ -51,7 +54,7 @@ class LauncherSettings:
     port: int
     bind_address: str  # the address Daphne listens on
     trusted_proxy: bool  # Daphne takes the client address and scheme from X-Forwarded-For / -Proto
-    workers: int  # worker processes `make run` starts
+    workers: int  # worker processes `make run` starts per model (a model's `workers` option overrides it)
     worker_gpus: tuple[str, ...]  # CUDA_VISIBLE_DEVICES of worker i: entry i (wrapping round); empty: inherited
     redis_url: str  # empty: start the embedded redis-server
     redis_dir: Path  # the embedded redis-server's append-only file lives here
@@ -60,12 +63,32 @@ class LauncherSettings:
     json_logs: bool
     ws_ping_interval_s: str
     ws_ping_timeout_s: str
+    models: tuple[ServedModel, ...] = ()  # CHAT_MODELS (chat/served.py)
+    default_model: str = ""  # CHAT_DEFAULT_MODEL
+    worker_model: str = ""  # CHAT_WORKER_MODEL: the model `python -m chatsite.stack worker` holds
+
+    def worker_plan(self) -> list[str]:
+        """The model of each worker `make run` starts, in order: every model's workers, model by model."""
+        return [m.name for m in self.models for _ in range(m.host_workers(self.workers))]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "LauncherSettings":
         """Read them from ``env`` (the environment the children will get), with their defaults; a value that
         cannot work raises ``LauncherSettingsError``, a sentence naming the variable."""
+        try:
+            models = served.parse(
+                env.get("CHAT_MODELS"),
+                env.get("CHAT_MODEL") or "bundled:smollm2-135m-instruct",
+                env.get("CHAT_MODEL_OPTIONS"),
+            )
+            default_model = served.default_name(models, env.get("CHAT_DEFAULT_MODEL"))
+            worker_model = served.default_name(models, env.get("CHAT_WORKER_MODEL") or default_model)
+        except served.ServedModelsError as exc:
+            raise LauncherSettingsError(str(exc)) from None
         return cls(
+            models=models,
+            default_model=default_model,
+            worker_model=worker_model,
             port=int(env.get("PORT") or 8000),
             bind_address=env.get("BIND_ADDRESS") or "127.0.0.1",
             trusted_proxy=(env.get("TRUSTED_PROXY") or "").strip().lower() in ("1", "true", "yes", "on"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import environ
 
-from chat import names
+from chat import names, served
 from chat.store import connection_options
 from chatsite.embedded import recorded_redis_url
 from chatsite.secret import (
@@ -274,7 +274,25 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 
 # --- chat and model --------------------------------------------------------------------------------
-CHAT_MODEL = env.str("CHAT_MODEL", default="bundled:smollm2-135m-instruct")
+# The served models (chat/served.py): CHAT_MODELS as name=spec pairs, or CHAT_MODEL alone under its own name.
+try:
+    CHAT_SERVED_MODELS = served.parse(
+        env.str("CHAT_MODELS", default=""),
+        env.str("CHAT_MODEL", default="bundled:smollm2-135m-instruct"),
+        env.str("CHAT_MODEL_OPTIONS", default=""),
+    )
+    # New conversations' model unless a person's defaults pick another.
+    CHAT_DEFAULT_MODEL = served.default_name(CHAT_SERVED_MODELS, env.str("CHAT_DEFAULT_MODEL", default=""))
+    # The model this worker process holds (the launcher and the systemd unit set it per worker).
+    CHAT_WORKER_MODEL = served.default_name(
+        CHAT_SERVED_MODELS, env.str("CHAT_WORKER_MODEL", default="") or CHAT_DEFAULT_MODEL
+    )
+except served.ServedModelsError as exc:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(str(exc)) from None
+# The default model's name, for code and tests that speak of "the" model (its wire name in the one-model form).
+CHAT_MODEL = CHAT_DEFAULT_MODEL
 CHAT_MODEL_CACHE = Path(env.str("CHAT_MODEL_CACHE", default=str(VAR_DIR / "models")))
 CHAT_DEVICE = env.str("CHAT_DEVICE", default="auto")
 CHAT_DTYPE = env.str("CHAT_DTYPE", default="auto")
@@ -289,7 +307,10 @@ def _cores() -> int:
 # more (two workers with a thread per core each made 8 chats 30x slower here). WORKERS is how many worker
 # processes this host runs (`make run` starts that many; a systemd host sets it to its number of instances).
 WORKERS = max(1, env.int("WORKERS", default=1))
-CHAT_TORCH_THREADS = env.int("CHAT_TORCH_THREADS", default=0) or max(1, _cores() // WORKERS)
+# WORKERS is per model; a model's `workers` option overrides it (0: another host serves it). All of them share
+# this host's cores.
+_host_workers = max(1, sum(m.host_workers(WORKERS) for m in CHAT_SERVED_MODELS))
+CHAT_TORCH_THREADS = env.int("CHAT_TORCH_THREADS", default=0) or max(1, _cores() // _host_workers)
 CHAT_MAX_BATCH = env.int("CHAT_MAX_BATCH", default=16)
 # Key/value states of recent prompts and replies kept for reuse (system prompt, next turn, regenerate); 0 = off.
 CHAT_PREFIX_CACHE_MB = env.int("CHAT_PREFIX_CACHE_MB", default=256)

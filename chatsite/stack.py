@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
+from chat import names
 from chat.logs import json_line
 from chatsite.embedded import PASSWORD_FILE, forget_redis_url, record_redis_url, redis_config, redis_password
 from chatsite.launcher_settings import ROOT, LauncherSettings, LauncherSettingsError
@@ -187,8 +188,20 @@ def start_daphne(port: int, env: dict, *, wait: bool = True, **popen) -> subproc
     return proc
 
 
-def worker_args(conf: LauncherSettings, *, concurrency: int | None = None, name: str = "inference") -> list[str]:
-    """One Celery worker process's command line: the threads pool, so its tasks share the one model it loads."""
+def worker_queues(conf: LauncherSettings, model: str) -> str:
+    """The queues a worker of ``model`` reads (its own is added at start): its model's, and for the default
+    model also the shared one, where an earlier release queued every reply."""
+    queues = [names.model_queue(model)]
+    if model == conf.default_model:
+        queues.append(names.SHARED_QUEUE)
+    return ",".join(queues)
+
+
+def worker_args(
+    conf: LauncherSettings, *, concurrency: int | None = None, name: str = "inference", model: str | None = None
+) -> list[str]:
+    """One Celery worker process's command line (of ``model``, default: CHAT_WORKER_MODEL's): the threads pool,
+    so its tasks share the one model it loads."""
     return [
         str(BIN / "celery"),
         "-A",
@@ -196,7 +209,7 @@ def worker_args(conf: LauncherSettings, *, concurrency: int | None = None, name:
         *(["--quiet"] if conf.json_logs else []),  # no text banner
         "worker",
         "-Q",
-        "inference",
+        worker_queues(conf, model or conf.worker_model),
         "--pool",
         "threads",
         "--concurrency",
@@ -210,18 +223,25 @@ def worker_args(conf: LauncherSettings, *, concurrency: int | None = None, name:
     ]
 
 
-def worker_env(env: Mapping[str, str], conf: LauncherSettings, index: int) -> dict:
-    """The environment of the launcher's worker ``index`` (0-based): with CHAT_WORKER_GPUS, its
-    CUDA_VISIBLE_DEVICES is entry ``index`` of the list, wrapping round (``0,1`` with WORKERS=4 puts two workers
-    on each GPU), so each process sees its one GPU as ``cuda:0``; without it, the launcher's own environment."""
+def worker_env(env: Mapping[str, str], conf: LauncherSettings, index: int, model: str | None = None) -> dict:
+    """The environment of the launcher's worker ``index`` (0-based, over every model's workers), holding
+    ``model`` (CHAT_WORKER_MODEL): with CHAT_WORKER_GPUS, its CUDA_VISIBLE_DEVICES is entry ``index`` of the list,
+    wrapping round (``0,1`` with WORKERS=4 puts two workers on each GPU), so each process sees its one GPU as
+    ``cuda:0``; without it, the launcher's own environment."""
     out = dict(env)
+    if model is not None:
+        out["CHAT_WORKER_MODEL"] = model
     if conf.worker_gpus:
         out["CUDA_VISIBLE_DEVICES"] = conf.worker_gpus[index % len(conf.worker_gpus)]
     return out
 
 
-def start_worker(env: dict, *, concurrency: int | None = None, name: str = "inference", **popen) -> subprocess.Popen:
-    """A worker (``worker_args``) as a child."""
+def start_worker(
+    env: dict, *, concurrency: int | None = None, name: str = "inference", model: str | None = None, **popen
+) -> subprocess.Popen:
+    """A worker (``worker_args``) as a child; ``model``: the one it holds (else the environment's)."""
+    if model is not None:
+        env = {**env, "CHAT_WORKER_MODEL": model}
     args = worker_args(LauncherSettings.from_env(env), concurrency=concurrency, name=name)
     return _popen(args, cwd=ROOT, env=env, **popen)
 
@@ -390,26 +410,31 @@ def main(argv: list[str] | None = None) -> int:
             shown = without_password(env["REDIS_URL"])
             say(f"embedded Redis on {shown} (password in {conf.redis_dir / PASSWORD_FILE})")
             compact_redis(env["REDIS_URL"])
-        # Each worker's name and log line say which it is; torch threads: settings divide the cores by WORKERS.
+        # Each worker's name and log line say which it is; torch threads: settings divide the cores by every
+        # model's workers on this host.
+        plan = conf.worker_plan()
+        several = len(plan) > 1
         workers = [
             Service(
-                f"worker{i + 1}" if conf.workers > 1 else "worker",
-                lambda i=i: start_worker(
-                    worker_env(env, conf, i), name=f"inference{i + 1}" if conf.workers > 1 else "inference"
+                f"worker{i + 1} ({model})" if several else "worker",
+                lambda i=i, model=model: start_worker(
+                    worker_env(env, conf, i, model), name=f"inference{i + 1}" if several else "inference"
                 ),
             )
-            for i in range(conf.workers)
+            for i, model in enumerate(plan)
         ]
+        if len(conf.models) > 1:
+            say("models: " + ", ".join(f"{m.name} ({m.host_workers(conf.workers)} worker(s))" for m in conf.models))
         for i, worker in enumerate(workers):
             if conf.worker_gpus:
                 say(
                     f"{worker.name} sees GPU {worker_env(env, conf, i)['CUDA_VISIBLE_DEVICES']} "
                     "(CUDA_VISIBLE_DEVICES, from CHAT_WORKER_GPUS)"
                 )
-        if len(conf.worker_gpus) > conf.workers:
+        if len(conf.worker_gpus) > len(plan):
             say(
-                f"CHAT_WORKER_GPUS names {len(conf.worker_gpus)} GPUs for {conf.workers} worker(s): "
-                f"the last {len(conf.worker_gpus) - conf.workers} stay unused (set WORKERS)"
+                f"CHAT_WORKER_GPUS names {len(conf.worker_gpus)} GPUs for {len(plan)} worker(s): "
+                f"the last {len(conf.worker_gpus) - len(plan)} stay unused (set WORKERS)"
             )
         daphne = Service("daphne", lambda: start_daphne(conf.port, env, wait=False))
         services = [s for s in (embedded, *workers, daphne) if s is not None]

@@ -52,7 +52,7 @@ class LiveGenerationAdmin(ReviewerOnly, admin.ModelAdmin):
         "waiting",
         "streaming_for",
         "tokens",
-        "worker",
+        "holder",
         "cancel_button",
     )
     list_display_links = None  # a row opens nothing here: its conversation's page is the audited way in
@@ -130,8 +130,9 @@ class LiveGenerationAdmin(ReviewerOnly, admin.ModelAdmin):
         return DASH if obj.progress.tokens is None else obj.progress.tokens
 
     @admin.display(description="worker")
-    def worker(self, obj):
-        return obj.progress.worker or DASH
+    def holder(self, obj):
+        # The lease says who holds it now; the row says who claimed it (the same, until a lease lapses).
+        return obj.progress.worker or obj.worker or DASH
 
     @admin.display(description="")
     def cancel_button(self, obj):

@@ -105,21 +105,15 @@ def _turns(body: dict) -> list[dict]:
     return turns
 
 
-def parse_completion_request(body, served_model: str) -> CompletionRequest:
-    """Check a request body; ``ApiError`` (400 naming the parameter, 404 for another model) otherwise."""
+def parse_completion_request(body) -> CompletionRequest:
+    """Check a request body; ``ApiError`` (400 naming the parameter) otherwise. Whether the person may use the
+    model, and whether it has a worker, is the service's to say (``chat/replies/catalog.py``)."""
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.", code=ErrorCode.INVALID_JSON)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise invalid(
             "model", "'model' is required: a model id from GET /v1/models.", ErrorCode.MISSING_REQUIRED_PARAMETER
-        )
-    if model != served_model:
-        raise ApiError(
-            404,
-            f"The model '{model[:100]}' does not exist; this server serves '{served_model}'.",
-            param="model",
-            code=ErrorCode.MODEL_NOT_FOUND,
         )
     n = body.get("n")
     if n is not None and n != 1:
@@ -172,8 +166,13 @@ FINISH_REASONS = {
 }
 
 
-def model_object(model_id: str, created: int) -> dict:
-    return {"id": model_id, "object": "model", "created": created, "owned_by": OBJECT_OWNER}
+def model_object(model_id: str, created: int, context_window: int | None = None, **extra) -> dict:
+    """OpenAI's model object, plus the context window (tokens) where its workers have said it, and ``extra``
+    (the picker's display name and description)."""
+    out = {"id": model_id, "object": "model", "created": created, "owned_by": OBJECT_OWNER}
+    if context_window is not None:
+        out["context_window"] = context_window
+    return {**out, **extra}
 
 
 def usage_object(prompt_tokens: int, completion_tokens: int) -> dict:

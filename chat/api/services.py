@@ -17,7 +17,7 @@ from django.utils import timezone
 from chat.conversations.params import generation_params_clean
 from chat.errors import ChatError, ErrorCode
 from chat.models import ApiKey, Conversation, Message
-from chat.replies import admission
+from chat.replies import admission, catalog
 from chat.replies import services as reply_services
 from chat.text import clean_text, title_from
 
@@ -94,7 +94,9 @@ log = logging.getLogger(__name__)
 
 
 # --- the OpenAI-compatible API (chat/api/) -----------------------------------------------------------------
-def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_user: str = "") -> Message:
+def api_completion_create(
+    *, key: ApiKey, turns: list[dict], params: dict, end_user: str = "", model: str | None = None
+) -> Message:
     """One API request as a new conversation of the key's owner: its system prompt, its turns as stored
     messages, and a queued reply, dispatched to the same workers under the same per-person limits as the
     chat's (approval, replies at once, tokens today, messages a minute). ``turns`` are ``{"role", "content"}``
@@ -116,9 +118,10 @@ def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_u
             f"{settings.CHAT_API_MAX_REQUEST_CHARS} characters in one request, not {total}.",
         )
     admission.require_approved(user)
+    served = catalog.resolve(user, model).name
     clean_params = generation_params_clean(params)
     size = admission.reply_size(params=clean_params, system_prompt=system, texts=[t["content"] for t in chat_turns])
-    with admission.admitted(user.pk, size) as admitted, transaction.atomic():
+    with admission.admitted(user.pk, size, served) as admitted, transaction.atomic():
         # The key was checked when the request came; locked and checked again here, a revoke running now waits
         # for this reply to be stored and then stops it with the key's others (api_keys.api_key_revoke).
         if not ApiKey.objects.select_for_update().filter(pk=key.pk, revoked_at__isnull=True).exists():
@@ -129,7 +132,7 @@ def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_u
             owner=user,
             title=title_from(chat_turns[-1]["content"]) if kept else "",
             system_prompt=system,
-            model_name=settings.CHAT_MODEL,
+            model_name=served,
             source=Conversation.Source.API,
             api_key=key,
             api_key_name=key.name,
@@ -149,5 +152,5 @@ def api_completion_create(*, key: ApiKey, turns: list[dict], params: dict, end_u
         reply = reply_services.reply_create(
             conversation=conversation, parent=parent, params=clean_params, reservation=admitted.reservation
         )
-        transaction.on_commit(lambda: reply_services.reply_dispatch(message_id=reply.id))
+        transaction.on_commit(lambda: reply_services.reply_dispatch(message_id=reply.id, model=served))
     return reply

@@ -9,7 +9,6 @@ import logging
 import time
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -30,6 +29,7 @@ from chat.api.schemas import (
 from chat.conversations import services as conversation_services
 from chat.errors import ChatError, ErrorCode
 from chat.models import Message
+from chat.replies import catalog
 from chat.replies.sweep import ensure_sweeper
 
 log = logging.getLogger(__name__)
@@ -51,29 +51,43 @@ async def _key(request):
 
 @csrf_exempt
 async def models_list(request):
-    """The one model this deployment serves."""
+    """The models this key's owner may use that have a live worker now, with their context windows."""
     if request.method != "GET":
         return _method_not_allowed(request, "GET")
     try:
-        await _key(request)
+        key = await _key(request)
     except ApiError as exc:
         return exc.response()
-    return JsonResponse({"object": "list", "data": [model_object(settings.CHAT_MODEL, STARTED)]})
+    data = await database_sync_to_async(_models_for)(key.owner, live_only=True)
+    return JsonResponse({"object": "list", "data": data})
+
+
+def _models_for(user, live_only: bool) -> list[dict]:
+    return [
+        model_object(m["name"], STARTED, m["context_window"], display_name=m["label"], description=m["description"])
+        for m in catalog.models_for(user)
+        if m["live"] or not live_only
+    ]
 
 
 @csrf_exempt
 async def model_get(request, model_id: str):
+    """One model this person may use (whether or not a worker runs it now); 404 alike for an unknown one and
+    one they may not use."""
     if request.method != "GET":
         return _method_not_allowed(request, "GET")
     try:
-        await _key(request)
-        if model_id != settings.CHAT_MODEL:
+        key = await _key(request)
+        found = [
+            m for m in await database_sync_to_async(_models_for)(key.owner, live_only=False) if m["id"] == model_id
+        ]
+        if not found:
             raise ApiError(
                 404, f"The model '{model_id[:100]}' does not exist.", param="model", code=ErrorCode.MODEL_NOT_FOUND
             )
     except ApiError as exc:
         return exc.response()
-    return JsonResponse(model_object(settings.CHAT_MODEL, STARTED))
+    return JsonResponse(found[0])
 
 
 @csrf_exempt
@@ -90,7 +104,7 @@ async def chat_completions(request):
             raise ApiError(413, "The request body is too large.", code=ErrorCode.REQUEST_TOO_LARGE) from None
         except (ValueError, RecursionError):
             raise ApiError(400, "The request body is not valid JSON.", code=ErrorCode.INVALID_JSON) from None
-        parsed = parse_completion_request(body, settings.CHAT_MODEL)
+        parsed = parse_completion_request(body)
     except ApiError as exc:
         return exc.response()
     ensure_sweeper()
@@ -121,7 +135,11 @@ class CompletionRun:
         await self.follower.__aenter__()  # before the reply exists: no delta can pass unseen
         try:
             self.reply = await database_sync_to_async(api_services.api_completion_create)(
-                key=self.key, turns=self.parsed.turns, params=self.parsed.params, end_user=self.parsed.end_user
+                key=self.key,
+                turns=self.parsed.turns,
+                params=self.parsed.params,
+                end_user=self.parsed.end_user,
+                model=self.parsed.model,
             )
         except ChatError as exc:
             await self.close()

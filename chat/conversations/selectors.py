@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from django.db.models import (
     Exists,
+    F,
     OuterRef,
     Q,
 )
 
 from chat.errors import ChatError, ErrorCode
-from chat.models import ChatDefaults, Conversation, Feedback, Message
+from chat.events import comparison_payload
+from chat.models import ChatDefaults, Comparison, Conversation, Feedback, Message
 from chat.tree import siblings_in, thread_rows
 
 NOT_FOUND = "No such conversation, or it is not yours."
@@ -46,13 +48,34 @@ def messages_current(*, conversation) -> list[Message]:
 
 def thread_for_user(*, user, conversation: Conversation) -> list[dict]:
     """The shown branch as the page needs it: each message with its alternatives (ids, oldest first), its
-    stored error, and for replies this person's rating and the params used. Three queries whatever the length."""
+    stored error, and for replies this person's rating, the params used and the model; for a message answered by
+    Compare, the comparison (and both its replies). Three queries whatever the length, two more where a message
+    has several replies."""
     rows = thread_rows(conversation_id=conversation.pk)
     messages = messages_current(conversation=conversation)
     ratings = {
         f.message_id: {"rating": f.rating, "comment": f.comment}
         for f in Feedback.objects.filter(message__in=[m.pk for m in messages], user=user)
     }
+    # A comparison's message has two replies or more; only then is there one to read (a query fewer for most).
+    answers: dict[int, int] = {}
+    for row in rows.values():
+        if row["role"] == Message.Role.ASSISTANT:
+            answers[row["parent_id"]] = answers.get(row["parent_id"], 0) + 1
+    asked = [m.pk for m in messages if m.role == Message.Role.USER and answers.get(m.pk, 0) > 1]
+    comparisons = (
+        {c.prompt_id: comparison_payload(c) for c in Comparison.objects.filter(prompt__in=asked)} if asked else {}
+    )
+    if comparisons:  # both replies of each, side by side on the page (one is off the shown branch)
+        both = [i for c in comparisons.values() for i in (c["first"], c["second"])]
+        replies = {
+            r["id"]: r
+            for r in Message.objects.filter(pk__in=both).values(
+                "id", "content", "status", "completion_tokens", model=F("model_name")
+            )
+        }
+        for c in comparisons.values():
+            c["replies"] = [replies[c["first"]], replies[c["second"]]]
     return [
         {
             "id": m.id,
@@ -65,15 +88,18 @@ def thread_for_user(*, user, conversation: Conversation) -> list[dict]:
             "feedback": ratings.get(m.id),
             "params": m.params,
             "completion_tokens": m.completion_tokens,
+            "model": m.model_name if m.role == Message.Role.ASSISTANT else "",
+            "comparison": comparisons.get(m.id),
         }
         for m in messages
     ]
 
 
 def chat_defaults_for(*, user) -> dict:
-    """The person's own settings for new conversations: ``{"system_prompt", "params"}`` (empty when unset)."""
-    row = ChatDefaults.objects.filter(user=user).values("system_prompt", "params").first()
-    return row or {"system_prompt": "", "params": {}}
+    """The person's own settings for new conversations: ``{"system_prompt", "params", "model_name"}`` (empty when
+    unset)."""
+    row = ChatDefaults.objects.filter(user=user).values("system_prompt", "params", "model_name").first()
+    return row or {"system_prompt": "", "params": {}, "model_name": ""}
 
 
 def message_active_in_conversation(*, conversation_id: int) -> Message | None:

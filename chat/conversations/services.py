@@ -10,10 +10,12 @@ before it (a SQLite writer holds the whole database's lock). A reply's life once
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q as models_q
 from django.utils import timezone
 
 from chat import events, tree
@@ -21,8 +23,8 @@ from chat.accounts import erasure
 from chat.conversations import selectors
 from chat.conversations.params import generation_params_clean
 from chat.errors import ChatError, ErrorCode
-from chat.models import ChatDefaults, Conversation, Feedback, Message
-from chat.replies import admission
+from chat.models import ChatDefaults, Comparison, Conversation, Feedback, Message
+from chat.replies import admission, catalog
 from chat.replies import services as reply_services
 from chat.replies.services import reply_finish
 from chat.text import TITLE_CHARS, clean_text, title_from
@@ -42,6 +44,7 @@ class SendResult:
     created: bool
     user_message: Message
     assistant_message: Message
+    compared: Message | None = None  # Compare: the second model's reply, beside ``assistant_message``
 
 
 def _message_text(content) -> str:
@@ -55,10 +58,31 @@ def _message_text(content) -> str:
     return text
 
 
+def _compare_model(user, first: str, compare) -> str | None:
+    """Compare's second model, checked: one the person may use, not the first again."""
+    if not compare:
+        return None
+    second = catalog.resolve(user, compare).name
+    if second == first:
+        raise ChatError(ErrorCode.COMPARE_SAME_MODEL, "Pick two different models to compare.")
+    return second
+
+
 def message_send(
-    *, user, conversation_id: int | None, content, params=None, client_id: str | None = None
+    *,
+    user,
+    conversation_id: int | None,
+    content,
+    params=None,
+    client_id: str | None = None,
+    model: str | None = None,
+    compare: str | None = None,
+    blind: bool = False,
 ) -> SendResult:
-    """Store the user's message and a queued reply; on commit, tell the user's sockets and queue the task."""
+    """Store the user's message and a queued reply; on commit, tell the user's sockets and queue the task.
+    ``model``: a new conversation's model (else the person's default; an existing conversation keeps its own).
+    ``compare``: a second model that answers the same message at once, its reply an alternative beside the
+    first (``Comparison``; ``blind`` hides which model wrote which until the person picks)."""
     admission.require_approved(user)
     text = _message_text(content)
     clean_params = generation_params_clean(params)
@@ -66,53 +90,110 @@ def message_send(
     if created:
         # A new conversation starts from the person's own defaults (the settings panel, with no chat open).
         defaults = selectors.chat_defaults_for(user=user)
+        first = catalog.resolve(user, model).name
         size = admission.reply_size(
             params={**defaults["params"], **clean_params}, system_prompt=defaults["system_prompt"], texts=[text]
         )
     else:
         existing = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+        first = catalog.resolve(user, existing.model_name).name
         size = admission.reply_size(params={**existing.params, **clean_params}, conversation=existing, texts=[text])
-    with admission.admitted(user.pk, size) as admitted, transaction.atomic():
-        admission.require_capacity(user.pk, admitted.allowance)
-        if created:
-            conversation = Conversation.objects.create(
-                owner=user,
-                title=title_from(text),
-                model_name=settings.CHAT_MODEL,
-                system_prompt=defaults["system_prompt"],
-                params=defaults["params"],
-            )
-        else:
-            conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
-            # Lock the row: two sends racing into one conversation must not both start a reply.
-            conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
-            if selectors.message_active_in_conversation(conversation_id=conversation.pk):
-                raise ChatError(ErrorCode.BUSY, BUSY)
-        parent = None if created else selectors.message_last_current(conversation=conversation)
-        user_message = Message.objects.create(
-            conversation=conversation,
-            parent=parent,
-            role=Message.Role.USER,
-            content=text,
-            status=Message.Status.COMPLETE,
-        )
-        reply = reply_services.reply_create(
-            conversation=conversation,
-            parent=user_message,
-            params={**conversation.params, **clean_params},
-            reservation=admitted.reservation,
-        )
-        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
-
-        def after_commit():
+    second = _compare_model(user, first, compare)
+    with ExitStack() as admissions:
+        admitted = admissions.enter_context(admission.admitted(user.pk, size, first))
+        admitted_second = admissions.enter_context(admission.admitted(user.pk, size, second)) if second else None
+        with transaction.atomic():
+            admission.require_capacity(user.pk, admitted.allowance, adding=2 if second else 1)
             if created:
-                events.notify(user.id, events.conversation_frame(conversation, client_id))
-            events.notify(user.id, events.message_frame(user_message, client_id))
-            events.notify(user.id, events.message_frame(reply, client_id))
-            reply_services.reply_dispatch(message_id=reply.id)
+                conversation = Conversation.objects.create(
+                    owner=user,
+                    title=title_from(text),
+                    model_name=first,
+                    system_prompt=defaults["system_prompt"],
+                    params=defaults["params"],
+                )
+            else:
+                conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+                # Lock the row: two sends racing into one conversation must not both start a reply.
+                conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+                if selectors.message_active_in_conversation(conversation_id=conversation.pk):
+                    raise ChatError(ErrorCode.BUSY, BUSY)
+            parent = None if created else selectors.message_last_current(conversation=conversation)
+            user_message = Message.objects.create(
+                conversation=conversation,
+                parent=parent,
+                role=Message.Role.USER,
+                content=text,
+                status=Message.Status.COMPLETE,
+            )
+            reply = reply_services.reply_create(
+                conversation=conversation,
+                parent=user_message,
+                params={**conversation.params, **clean_params},
+                reservation=admitted.reservation,
+                model=first,
+            )
+            other = None
+            if second:
+                other = reply_services.reply_create(
+                    conversation=conversation,
+                    parent=user_message,
+                    params={**conversation.params, **clean_params},
+                    reservation=admitted_second.reservation,
+                    model=second,
+                    is_current=False,  # the first is the shown branch until the person picks
+                )
+                comparison = Comparison.objects.create(
+                    prompt=user_message, first=reply, second=other, blind=bool(blind)
+                )
+            Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+            siblings = [reply.pk, other.pk] if other else None
 
-        transaction.on_commit(after_commit)
-    return SendResult(conversation, created, user_message, reply)
+            def after_commit():
+                if created:
+                    events.notify(user.id, events.conversation_frame(conversation, client_id))
+                events.notify(user.id, events.message_frame(user_message, client_id))
+                replies = (reply, other) if other else (reply,)
+                for r in replies:
+                    events.notify(user.id, events.message_frame(r, client_id, siblings=siblings))
+                if other:
+                    events.notify(user.id, events.compared_frame(comparison))
+                for r in replies:
+                    reply_services.reply_dispatch(message_id=r.id, model=r.model_name)
+
+            transaction.on_commit(after_commit)
+    return SendResult(conversation, created, user_message, reply, other)
+
+
+def compare_pick(*, user, message_id) -> Comparison:
+    """The person picks the better of a Compare's two replies: stored as a preference (chosen over the other),
+    and the picked reply becomes the shown branch. Once: a pick is not changed afterwards (switching between
+    the two stays possible, as between any alternatives)."""
+    message = selectors.message_get_for_user(user=user, message_id=message_id)
+    with transaction.atomic():
+        comparison = (
+            Comparison.objects.select_for_update()
+            .filter(prompt_id=message.parent_id)
+            .filter(models_q(first_id=message.pk) | models_q(second_id=message.pk))
+            .first()
+        )
+        if comparison is None:
+            raise ChatError(ErrorCode.NOT_COMPARED, "That reply is not one of a comparison's two replies.")
+        if comparison.chosen_id is not None:
+            raise ChatError(ErrorCode.ALREADY_PICKED, "You have already picked the better reply of this comparison.")
+        if (
+            Message.objects.filter(pk__in=[comparison.first_id, comparison.second_id])
+            .exclude(status=Message.Status.COMPLETE)
+            .exists()
+        ):
+            raise ChatError(ErrorCode.NOT_COMPARED, "Both replies must have finished before you pick one.")
+        comparison.chosen_id = message.pk
+        comparison.picked_at = timezone.now()
+        comparison.save(update_fields=["chosen", "picked_at"])
+        transaction.on_commit(lambda: events.notify(user.id, events.compared_frame(comparison)))
+    if not message.is_current:
+        message_switch(user=user, message_id=message.pk)
+    return comparison
 
 
 def _leave_branch(*, conversation_id: int, message_id: int) -> None:
@@ -153,7 +234,8 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
     if old.role != Message.Role.ASSISTANT:
         raise ChatError(ErrorCode.NOT_REGENERABLE, "Only an assistant reply can be regenerated.")
     size = admission.reply_size(params={**old.conversation.params, **clean_params}, conversation=old.conversation)
-    with admission.admitted(user.pk, size) as admitted, transaction.atomic():
+    model = catalog.resolve(user, old.conversation.model_name).name  # the conversation's model as it is now
+    with admission.admitted(user.pk, size, model) as admitted, transaction.atomic():
         admission.require_capacity(user.pk, admitted.allowance)
         conversation = _branch_off(
             old,
@@ -168,13 +250,14 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
             parent=old.parent,
             params={**conversation.params, **clean_params},
             reservation=admitted.reservation,
+            model=model,
         )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
         siblings = _siblings(reply)
 
         def after_commit():
             events.notify(user.id, events.message_frame(reply, client_id, replaces=old.pk, siblings=siblings))
-            reply_services.reply_dispatch(message_id=reply.id)
+            reply_services.reply_dispatch(message_id=reply.id, model=reply.model_name)
 
         transaction.on_commit(after_commit)
     return reply
@@ -192,7 +275,8 @@ def message_edit(*, user, message_id, content, params=None, client_id: str | Non
     size = admission.reply_size(
         params={**old.conversation.params, **clean_params}, conversation=old.conversation, texts=[text]
     )
-    with admission.admitted(user.pk, size) as admitted, transaction.atomic():
+    model = catalog.resolve(user, old.conversation.model_name).name
+    with admission.admitted(user.pk, size, model) as admitted, transaction.atomic():
         admission.require_capacity(user.pk, admitted.allowance)
         conversation = _branch_off(
             old,
@@ -212,6 +296,7 @@ def message_edit(*, user, message_id, content, params=None, client_id: str | Non
             parent=user_message,
             params={**conversation.params, **clean_params},
             reservation=admitted.reservation,
+            model=model,
         )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
         siblings = _siblings(user_message)
@@ -219,7 +304,7 @@ def message_edit(*, user, message_id, content, params=None, client_id: str | Non
         def after_commit():
             events.notify(user.id, events.message_frame(user_message, client_id, replaces=old.pk, siblings=siblings))
             events.notify(user.id, events.message_frame(reply, client_id))
-            reply_services.reply_dispatch(message_id=reply.id)
+            reply_services.reply_dispatch(message_id=reply.id, model=reply.model_name)
 
         transaction.on_commit(after_commit)
     return SendResult(conversation, False, user_message, reply)
@@ -301,11 +386,13 @@ def _system_prompt(value) -> str:
     return text
 
 
-def conversation_settings_set(*, user, conversation_id: int | None, system_prompt, params) -> dict:
-    """Set a conversation's system prompt and generation params (they apply to its next reply), or, with no
+def conversation_settings_set(*, user, conversation_id: int | None, system_prompt, params, model=None) -> dict:
+    """Set a conversation's system prompt, generation params and (``model``, when given) model — they apply to
+    its next reply, whose prompt then goes through the new model's template and window — or, with no
     conversation, the person's defaults that new conversations start from. Returns what was stored."""
     text = _system_prompt(system_prompt)
     clean = generation_params_clean(params)
+    chosen = catalog.resolve(user, model).name if model else None
     if "seed" in clean:
         # Settings apply to every later reply of the conversation, Regenerate's included: a seed kept there
         # would make each Regenerate write the same reply again.
@@ -315,14 +402,23 @@ def conversation_settings_set(*, user, conversation_id: int | None, system_promp
             "kept there, every Regenerate would give the same reply again.",
         )
     with transaction.atomic():
+        fields = {"system_prompt": text, "params": clean}
         if conversation_id is None:
-            ChatDefaults.objects.update_or_create(user=user, defaults={"system_prompt": text, "params": clean})
+            if chosen:
+                fields["model_name"] = chosen
+            row, _ = ChatDefaults.objects.update_or_create(user=user, defaults=fields)
+            stored = row.model_name or catalog.default_for(user).name
         else:
             conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+            if chosen:
+                fields["model_name"] = chosen
             # update(): settings are not activity, so the conversation keeps its place in the sidebar.
-            Conversation.objects.filter(pk=conversation.pk).update(system_prompt=text, params=clean)
-        transaction.on_commit(lambda: events.notify(user.id, events.settings_frame(conversation_id, text, clean)))
-    return {"system_prompt": text, "params": clean}
+            Conversation.objects.filter(pk=conversation.pk).update(**fields)
+            stored = chosen or conversation.model_name
+        transaction.on_commit(
+            lambda: events.notify(user.id, events.settings_frame(conversation_id, text, clean, stored))
+        )
+    return {"system_prompt": text, "params": clean, "model": stored}
 
 
 def conversation_rename(*, user, conversation_id: int, title) -> Conversation:

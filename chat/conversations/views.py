@@ -15,6 +15,7 @@ from chat.conversations import exports, params
 from chat.conversations import selectors as conversation_selectors
 from chat.errors import ChatError, ErrorCode
 from chat.limits import quotas
+from chat.replies import catalog
 
 
 @login_required
@@ -22,10 +23,12 @@ def chat_page(request):
     """The chat page; conversations and messages load through the JSON endpoints. The settings panel's bounds
     and the person's defaults come with the page as JSON in a data attribute (escaped by the template): the
     page has no inline script of any kind."""
+    models = catalog.models_for(request.user)
     config = {
         "bounds": params.bounds(),
         "defaults": conversation_selectors.chat_defaults_for(user=request.user),
-        "model": settings.CHAT_MODEL,
+        # The picker: the models this person may use, live or not (a model without a worker is shown, unsendable).
+        "models": models,
         "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
     }
     return render(
@@ -33,7 +36,7 @@ def chat_page(request):
         "chat/index.html",
         {
             "review_enabled": settings.CHAT_REVIEW_ENABLED,
-            "chat_model": settings.CHAT_MODEL,
+            "chat_model": next((m["name"] for m in models if m["default"]), ""),
             "chat_config": json.dumps(config),
             "quota": quotas.summary(request.user.pk),
             "may_chat": account_selectors.account_may_chat(user=request.user),
@@ -92,6 +95,7 @@ def conversation_detail(request, conversation_id: int):
                 "title": conversation.title,
                 "system_prompt": conversation.system_prompt,
                 "params": conversation.params,
+                "model": conversation.model_name,
             },
             "messages": messages,
         }

@@ -57,8 +57,9 @@ def healthz(request):
 
 
 def readyz(request):
-    """Can this deployment answer a chat now: database, Redis, and at least one live model worker. Operators
-    get each check; anyone else only whether it is ready (the status code says the same)."""
+    """Can this deployment answer a chat now: database, Redis, and a live worker of the default model (every
+    served model's live workers are reported; one without any is named in ``detail``). Operators get each
+    check; anyone else only whether it is ready (the status code says the same)."""
     from django.db import connection
     from redis.exceptions import BusyLoadingError
 
@@ -75,15 +76,19 @@ def readyz(request):
         client().ping()
         checks["redis"] = "ok"
         checks["workers"] = len(liveness.workers_alive())
+        checks["models"] = {m.name: len(liveness.workers_alive(m.name)) for m in settings.CHAT_SERVED_MODELS}
     except BusyLoadingError:
         checks["redis"] = "loading its data from disk"
         checks["workers"] = 0
     except Exception as exc:
         checks["redis"] = f"unreachable: {type(exc).__name__}"
         checks["workers"] = 0
-    ready = checks["database"] == "ok" and checks["redis"] == "ok" and checks["workers"] > 0
+    models = checks.get("models", {})
+    ready = checks["database"] == "ok" and checks["redis"] == "ok" and models.get(settings.CHAT_DEFAULT_MODEL, 0) > 0
     if checks["redis"] == "ok" and not checks["workers"]:
         checks["detail"] = "no model worker is running"
+    elif checks["redis"] == "ok" and any(n == 0 for n in models.values()):
+        checks["detail"] = "no worker is running " + ", ".join(name for name, n in models.items() if n == 0)
     body = {"ready": ready, **checks} if operator_request(request) else {"ready": ready}
     return JsonResponse(body, status=200 if ready else 503)
 
@@ -93,5 +98,6 @@ def metrics_view(request):
     """The whole deployment's figures in Prometheus text format (any Daphne process answers for all)."""
     if not operator_request(request):
         return _refused()
-    body, content_type = metrics.exposition(metrics.read_all(selectors.replies_active_by_status()))
+    served = [m.name for m in settings.CHAT_SERVED_MODELS]
+    body, content_type = metrics.exposition(metrics.read_all(selectors.replies_active_by_status(), served))
     return HttpResponse(body, content_type=content_type)

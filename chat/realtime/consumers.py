@@ -204,8 +204,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             content=frame["content"],
             params=frame.get("params"),
             client_id=frame.get("client_id"),
+            model=frame.get("model"),
+            compare=frame.get("compare"),
+            blind=bool(frame.get("blind")),
         )
         self.delivery.expect(result.assistant_message.id)
+        if result.compared is not None:
+            self.delivery.expect(result.compared.id)
+
+    async def on_pick(self, frame: frames.PickIn):
+        await database_sync_to_async(services.compare_pick)(user=self.user, message_id=frame["message"])
 
     async def on_stop(self, frame: frames.StopIn):
         await database_sync_to_async(services.message_stop)(user=self.user, message_id=frame["message"])
@@ -240,6 +248,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             conversation_id=frame.get("conversation"),
             system_prompt=frame.get("system_prompt"),
             params=frame.get("params"),
+            model=frame.get("model"),
         )
 
     async def on_rename(self, frame: frames.RenameIn):
@@ -272,6 +281,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         "settings": on_settings,
         "rename": on_rename,
         "delete": on_delete,
+        "pick": on_pick,
     }
 
     async def error(self, code: ErrorCode, detail: str, client_id: str | None = None):

@@ -1,7 +1,8 @@
 """Who may start a new reply now, checked before (and, for the cap, inside) the write transaction that stores
 it: the person's approval, replies at once, today's tokens, a live worker, messages per minute. Every path
 that starts a reply — send, regenerate, edit, the API — goes through ``admitted`` (``admit``, holding a bound of
-the reply's cost from the person's day until the reply ends) then ``require_capacity``.
+the reply's cost from the person's day until the reply ends) then ``require_capacity``. A reply is admitted for
+its model: a live worker of that model, its window.
 
 The bound (``ReplySize``) is made where no tokenizer is: the web side counts the UTF-8 bytes of every text the
 prompt may hold — a byte-level tokenizer (GPT-2's, Llama 3's, SmolLM's, Qwen's) never makes more tokens than
@@ -26,13 +27,13 @@ from chat.replies import liveness
 from chat.replies import selectors as reply_selectors
 
 
-def require_worker() -> int | None:
-    """Refuse a new reply when no worker could write it: better a clear answer now than a silent queue. Returns
-    the largest context window the live workers read (None when they have not said)."""
+def require_worker(model: str) -> int | None:
+    """Refuse a new reply when no worker of its model could write it: better a clear answer now than a silent
+    queue. Returns the largest context window that model's live workers read (None when they have not said)."""
     from redis.exceptions import RedisError
 
     try:
-        alive = liveness.workers_alive()
+        alive = liveness.workers_alive(model)
         window = liveness.context_window(alive)
     except RedisError:
         raise ChatError(
@@ -41,7 +42,8 @@ def require_worker() -> int | None:
     if not alive:
         raise ChatError(
             ErrorCode.NO_WORKER,
-            "No model worker is running right now, so nobody can answer. Nothing was stored; try again in a minute.",
+            f"No worker is running the model {model} right now, so nobody can answer. Nothing was stored; try "
+            "again in a minute, or pick another model.",
         )
     return window
 
@@ -118,7 +120,7 @@ class Admission:
             quotas.tokens_settle(self.user_id, self.reservation, 0)
 
 
-def admit(user_id: int, size: ReplySize) -> Admission:
+def admit(user_id: int, size: ReplySize, model: str) -> Admission:
     """Everything checked before a new reply's write transaction, cheapest first, none of it holding a lock:
     the cap on replies at once (a read: a person at the cap who keeps sending costs one read, not a write
     transaction, which on SQLite locks the whole database), today's tokens (a read), a live worker, then the
@@ -129,7 +131,7 @@ def admit(user_id: int, size: ReplySize) -> Admission:
     if reply_selectors.replies_active_for_user(user_id=user_id) >= allowance.max_active:
         raise too_many_active(allowance.max_active)
     quotas.require_tokens_left(user_id, allowance)
-    window = require_worker()
+    window = require_worker(model)
     admission = Admission(user_id, allowance, quotas.tokens_reserve(user_id, allowance, size.tokens(window)))
     try:
         quotas.message_hit(user_id, allowance)
@@ -140,11 +142,11 @@ def admit(user_id: int, size: ReplySize) -> Admission:
 
 
 @contextmanager
-def admitted(user_id: int, size: ReplySize) -> Iterator[Admission]:
+def admitted(user_id: int, size: ReplySize, model: str) -> Iterator[Admission]:
     """``admit``, for a ``with`` around the write transaction that stores the reply: when that raises (a refusal
     inside it, a rollback), the reservation goes; once the reply is stored, it keeps it
     (``Message.reservation``) and its end settles it."""
-    admission = admit(user_id, size)
+    admission = admit(user_id, size, model)
     try:
         yield admission
     except BaseException:
@@ -152,10 +154,11 @@ def admitted(user_id: int, size: ReplySize) -> Iterator[Admission]:
         raise
 
 
-def require_capacity(user_id: int, allowance: quotas.Allowance) -> None:
+def require_capacity(user_id: int, allowance: quotas.Allowance, adding: int = 1) -> None:
     """At most ``allowance.max_active`` replies of one person queued or streaming at once, over all their
     conversations and sockets, so one person cannot fill the queue everyone shares. The person's row is locked
     first, so concurrent sends of one person are counted one after another."""
     get_user_model().objects.select_for_update().only("pk").get(pk=user_id)
-    if reply_selectors.replies_active_for_user(user_id=user_id) >= allowance.max_active:
+    # ``adding``: the replies about to be stored (Compare stores two).
+    if reply_selectors.replies_active_for_user(user_id=user_id) + adding > allowance.max_active:
         raise too_many_active(allowance.max_active)

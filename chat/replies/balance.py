@@ -1,16 +1,16 @@
 """An even share of the replies for every worker (Redis only).
 
-Every worker takes tasks from the one shared Celery queue, and the queue gives each task to whichever worker
-asks first. A worker busy with a prefill asks late, so a burst of eight chats landed six on one worker and two
-on the other (measured: 722 against 256 decoded rows), and the busier one set everyone's pace. So each worker
-counts the replies it has taken and not yet ended (``chat:load``, a field per worker), and a worker that holds
-more than the least busy live worker hands a new task to that worker's own queue (``inference.<worker>``, which
-only that worker reads) with its place already counted there. Handing back to the shared queue would not do:
-the busy worker, asking first again, would get it back.
+Every worker of a model takes tasks from its model's one Celery queue, which gives each task to whichever worker asks
+first. A worker busy with a prefill asks late, so a burst of eight chats landed six on one worker and two on the
+other (measured: 722 against 256 decoded rows), and the busier one set everyone's pace. So each worker counts the
+replies it has taken and not yet ended (``chat:load``, a field per worker), and a worker that holds more than the
+least busy live worker of its own model hands a new task to that worker's own queue (``inference.<worker>``, which
+only that worker reads) with its place already counted there. Handing back to the shared queue would not do: the
+busy worker, asking first again, would get it back.
 
-A handed task is tagged ``chat:handed:<message>`` with its worker. If that worker dies before taking it, the
-sweep (``stranded``) finds the reply still queued, its worker gone, and queues it again on the shared queue;
-the next worker to start removes the dead one's count and queue. With one worker nothing is ever handed on.
+A handed task is tagged ``chat:handed:<message>`` with its worker. If that worker dies before taking it, the sweep
+(``stranded``) finds the reply still queued, its worker gone, and queues it again on its model's queue; the next
+worker to start removes the dead one's count and queue. With one worker nothing is ever handed on.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from chat.store import client, live_workers
 log = logging.getLogger(__name__)
 
 
-def take(worker: str) -> str | None:
-    """Count one more reply on ``worker``, or, when another live worker holds fewer, count it on the least busy
-    one instead and return that worker's name: the caller hands it the task. Redis away: None (the caller
-    generates it; generating beats balancing)."""
+def take(worker: str, model: str | None = None) -> str | None:
+    """Count one more reply on ``worker``, or, when another live worker of the same model holds fewer, count it
+    on the least busy one instead and return that worker's name: the caller hands it the task. Redis away: None
+    (the caller generates it; generating beats balancing)."""
     try:
         r = client()
         mine = r.hincrby(LOAD_KEY, worker, 1)
-        peers = [w for w in live_workers(r) if w != worker]
+        peers = [w for w in live_workers(r, model) if w != worker]
         if not peers:
             return None
         loads = {w: int(v or 0) for w, v in zip(peers, r.hmget(LOAD_KEY, peers))}
@@ -88,8 +88,9 @@ def stranded(message_ids: list[int]) -> list[int]:
     return out
 
 
-def start(worker: str) -> None:
-    """A worker starts: it holds nothing yet; the counts and queues of workers no longer alive go."""
+def start(worker: str, model: str | None = None) -> None:
+    """A worker starts: it holds nothing yet; the counts and queues of workers no longer alive go (every
+    model's: a dead worker's count is nobody's)."""
     try:
         r = client()
         alive = set(live_workers(r))
@@ -104,8 +105,8 @@ def start(worker: str) -> None:
         log.warning("could not reset the reply count of %s", worker, exc_info=True)
 
 
-def loads() -> dict[str, int]:
-    """Replies taken and not ended, per live worker."""
+def loads(model: str | None = None) -> dict[str, int]:
+    """Replies taken and not ended, per live worker (of ``model``)."""
     r = client()
-    workers = live_workers(r)
+    workers = live_workers(r, model)
     return {w: int(v or 0) for w, v in zip(workers, r.hmget(LOAD_KEY, workers))} if workers else {}

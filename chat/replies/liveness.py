@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from chat import metrics
-from chat.names import WORKERS_KEY, lease_key, progress_key, worker_stats_key
+from chat.names import WORKERS_KEY, lease_key, model_workers_key, progress_key, worker_stats_key
 from chat.store import client, live_workers
 
 
@@ -27,13 +27,18 @@ def heartbeat(
     message_ids: Iterable[int],
     tokens: Mapping[int, int] | None = None,
     stats: Mapping[str, int] | None = None,
+    *,
+    model: str | None = None,
 ) -> None:
-    """Worker side: say this worker is alive and still holds these replies; ``tokens``: reply tokens generated
-    so far, per reply, where known; ``stats``: its engine's figures for /metrics."""
+    """Worker side: say this worker (of ``model``) is alive and still holds these replies; ``tokens``: reply
+    tokens generated so far, per reply, where known; ``stats``: its engine's figures for /metrics."""
     ttl = settings.CHAT_LEASE_TTL_S
     tokens = tokens or {}
     pipe = client().pipeline(transaction=False)
-    pipe.zadd(WORKERS_KEY, {worker: time.time() + ttl})
+    expires = time.time() + ttl
+    pipe.zadd(WORKERS_KEY, {worker: expires})
+    if model is not None:
+        pipe.zadd(model_workers_key(model), {worker: expires})
     if stats is not None:
         metrics.publish_worker_stats(pipe, worker, stats, ttl)
     for message_id in message_ids:
@@ -69,19 +74,23 @@ def replies_progress(message_ids: list[int]) -> dict[int, ReplyProgress]:
     }
 
 
-def worker_gone(worker: str) -> None:
+def worker_gone(worker: str, model: str | None = None) -> None:
     """Worker side, at a clean shutdown: stop counting as alive at once."""
-    client().zrem(WORKERS_KEY, worker)
+    pipe = client().pipeline(transaction=False)
+    pipe.zrem(WORKERS_KEY, worker)
+    if model is not None:
+        pipe.zrem(model_workers_key(model), worker)
+    pipe.execute()
 
 
-def workers_alive() -> list[str]:
-    """Names of workers whose heartbeat has not expired."""
-    return live_workers(client())
+def workers_alive(model: str | None = None) -> list[str]:
+    """Names of workers whose heartbeat has not expired: every model's, or ``model``'s."""
+    return live_workers(client(), model)
 
 
 def context_window(workers: list[str]) -> int | None:
-    """The largest context window (tokens) these workers' models read, from their heartbeat figures (all load
-    ``CHAT_MODEL``); None when none has said. No reply of theirs costs more: prompt and reply together fit it."""
+    """The largest context window (tokens) these workers read, from their heartbeat figures (the workers of one
+    model); None when none has said. No reply of theirs costs more: prompt and reply together fit it."""
     if not workers:
         return None
     windows = []

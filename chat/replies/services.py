@@ -22,14 +22,20 @@ from chat.models import Conversation, Message
 log = logging.getLogger(__name__)
 
 
-def reply_dispatch(*, message_id: int) -> None:
-    """Queue generation (also again, for a reply handed to a worker that died: ``sweep``); when the broker is
-    unreachable, fail the reply visibly instead of leaving it queued. Sent by name, so web processes never
-    import the worker's model code."""
+def reply_dispatch(*, message_id: int, model: str | None = None) -> None:
+    """Queue generation on the queue of the reply's model (``model``, else read from the row) — also again, for
+    a reply handed to a worker that died (``sweep``: it stays within its model); when the broker is unreachable,
+    fail the reply visibly instead of leaving it queued. Sent by name, so web processes never import the
+    worker's model code."""
     from celery import current_app
 
     try:
-        current_app.send_task(names.GENERATE_REPLY_TASK, args=[message_id])
+        if model is None:
+            model = Message.objects.filter(pk=message_id).values_list("model_name", flat=True).first() or ""
+        model = model or settings.CHAT_DEFAULT_MODEL
+        current_app.send_task(
+            names.GENERATE_REPLY_TASK, args=[message_id], kwargs={"model": model}, queue=names.model_queue(model)
+        )
     except Exception as exc:
         log.warning("could not queue message %s: %s", message_id, exc)
         reply_finish(
@@ -41,15 +47,24 @@ def reply_dispatch(*, message_id: int) -> None:
         )
 
 
-def reply_create(*, conversation: Conversation, parent: Message, params: dict, reservation: str = "") -> Message:
-    """A queued reply to ``parent``, keeping the name of the tokens admission reserved for it (settled at its
-    end); the caller dispatches it on commit (``reply_dispatch``)."""
+def reply_create(
+    *,
+    conversation: Conversation,
+    parent: Message,
+    params: dict,
+    reservation: str = "",
+    model: str | None = None,
+    is_current: bool = True,
+) -> Message:
+    """A queued reply to ``parent`` by ``model`` (default: the conversation's), keeping the name of the tokens
+    admission reserved for it (settled at its end); the caller dispatches it on commit (``reply_dispatch``)."""
     return Message.objects.create(
         conversation=conversation,
         parent=parent,
         role=Message.Role.ASSISTANT,
         status=Message.Status.QUEUED,
-        model_name=conversation.model_name or settings.CHAT_MODEL,
+        is_current=is_current,
+        model_name=model or conversation.model_name or settings.CHAT_DEFAULT_MODEL,
         params=params,
         reservation=reservation,
     )
@@ -84,10 +99,16 @@ def reply_stop(*, message: Message) -> StopOutcome:
     return StopOutcome.ALREADY_FINISHED
 
 
-def reply_claim(*, message_id: int) -> Message | None:
-    """Worker: claim a queued reply (queued → streaming). None when it was stopped, claimed or deleted."""
+def reply_model(*, message_id: int) -> str | None:
+    """The model a reply is to be written by (None: no such reply)."""
+    return Message.objects.filter(pk=message_id).values_list("model_name", flat=True).first()
+
+
+def reply_claim(*, message_id: int, worker: str = "") -> Message | None:
+    """Worker: claim a queued reply (queued → streaming), storing which worker writes it. None when it was
+    stopped, claimed or deleted."""
     claimed = Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(
-        status=Message.Status.STREAMING, started_at=timezone.now()
+        status=Message.Status.STREAMING, started_at=timezone.now(), worker=worker
     )
     if not claimed:
         return None

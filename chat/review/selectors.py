@@ -99,9 +99,10 @@ def review_queue() -> QuerySet:
 
 
 def model_names() -> list[str]:
-    """Every model a reply may name: the conversations' models and the site's current one."""
+    """Every model a reply may name: the conversations' and replies' models, and the ones served now."""
     names = set(Conversation.objects.order_by().values_list("model_name", flat=True).distinct())
-    return sorted((names | {settings.CHAT_MODEL}) - {""})
+    names |= set(Message.objects.order_by().values_list("model_name", flat=True).distinct())
+    return sorted((names | {m.name for m in settings.CHAT_SERVED_MODELS}) - {""})
 
 
 def messages_for_review() -> QuerySet:

@@ -35,16 +35,19 @@ class Runtime:
         ``background``, the heartbeat and sweep threads."""
         self.threads = configure_threads(settings.CHAT_TORCH_THREADS or None)
         started = time.monotonic()
+        # The one served model this process holds (CHAT_WORKER_MODEL); its options override the site's.
+        self.served = next(m for m in settings.CHAT_SERVED_MODELS if m.name == settings.CHAT_WORKER_MODEL)
+        self.model = self.served.name
         self.loaded = loaded or load_model(
-            settings.CHAT_MODEL,
-            device=settings.CHAT_DEVICE,
-            dtype=settings.CHAT_DTYPE,
+            self.served.spec,
+            device=self.served.device or settings.CHAT_DEVICE,
+            dtype=self.served.dtype or settings.CHAT_DTYPE,
             cache_dir=settings.CHAT_MODEL_CACHE,
         )
         self.engine = BatchEngine(
             self.loaded.model,
             self.loaded.tokenizer,
-            max_batch_size=settings.CHAT_MAX_BATCH,
+            max_batch_size=self.served.max_batch or settings.CHAT_MAX_BATCH,
             prefix_cache_bytes=settings.CHAT_PREFIX_CACHE_MB * 2**20,
             eos_ids=set() if settings.CHAT_BENCH_IGNORE_EOS else None,
         ).start()
@@ -55,7 +58,7 @@ class Runtime:
         self._beat_now = threading.Event()
         wait_until_loaded(redis_client())
         if background:
-            balance.start(self.name)
+            balance.start(self.name, self.model)
         self.link = WorkerLink(
             on_cancel=lambda message_id: self.engine.cancel(str(message_id)), on_reconnect=self._beat_now.set
         )
@@ -64,7 +67,8 @@ class Runtime:
             threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
             threading.Thread(target=self._sweeps, name="sweep", daemon=True).start()
         log.info(
-            "model %s ready on %s (%d torch threads) in %.1f s",
+            "model %s (%s) ready on %s (%d torch threads) in %.1f s",
+            self.model,
             self.loaded.name,
             self.loaded.device,
             self.threads,
@@ -76,7 +80,7 @@ class Runtime:
         a closed runtime left in the live set looked like a peer to the next test's balancing."""
         self.engine.shutdown()
         self.link.close()
-        liveness.worker_gone(self.name)
+        liveness.worker_gone(self.name, self.model)
 
     def _heartbeats(self) -> None:
         """Heartbeat and leases every CHAT_HEARTBEAT_S, at once when Redis is back after an outage. Its own
@@ -98,7 +102,14 @@ class Runtime:
             list(self.holding),
             dict(self.tokens),
             # The window too: admission bounds what a reply can cost with it (chat/replies/admission.py).
-            {**self.engine.stats(), "in_flight": len(self.holding), "context_window": self.engine.context_window},
+            {
+                **self.engine.stats(),
+                "in_flight": len(self.holding),
+                "context_window": self.engine.context_window,
+                "model": self.model,  # /metrics and /readyz report per model
+                "max_batch": self.engine.max_batch_size,
+            },
+            model=self.model,
         )
 
     def _sweeps(self) -> None:
@@ -114,7 +125,7 @@ class Runtime:
         self.holding.add(message_id)
         self.tokens[message_id] = 0
         try:
-            liveness.heartbeat(self.name, [message_id], {message_id: 0})
+            liveness.heartbeat(self.name, [message_id], {message_id: 0}, model=self.model)
         except Exception:
             log.warning("could not take the lease of %s now; the heartbeat will", message_id, exc_info=True)
 

@@ -40,22 +40,26 @@ def _say_goodbye(**kwargs):
     held = runtime.loaded()
     if held is not None:
         try:
-            liveness.worker_gone(held.name)
+            liveness.worker_gone(held.name, held.model)
         except Exception:
             pass
 
 
 @shared_task(name=names.GENERATE_REPLY_TASK, ignore_result=True)
-def generate_reply(message_id: int, handed: bool = False) -> None:
-    """Generate, stream and store one assistant reply; or, on a worker busier than another, hand it to that one
-    (``chat/replies/balance.py``; ``handed``: this is such a task, already counted here)."""
+def generate_reply(message_id: int, handed: bool = False, model: str | None = None) -> None:
+    """Generate, stream and store one assistant reply of ``model`` (this worker's); or, on a worker busier than
+    another of the same model, hand it to that one (``chat/replies/balance.py``; ``handed``: this is such a
+    task, already counted here). A task for another model (``model`` None: queued by an earlier release on the
+    shared queue, read by the default model's workers) goes to its model's queue unclaimed."""
     rt = runtime.current()
+    if model != rt.model and _rerouted(message_id, rt.model):
+        return
     if not handed:
-        target = balance.take(rt.name)
+        target = balance.take(rt.name, rt.model)
         if target is not None and _hand_on(message_id, target, rt.name):
             return
     try:
-        message = services.reply_claim(message_id=message_id)
+        message = services.reply_claim(message_id=message_id, worker=rt.name)
         if message is None:
             return  # stopped while queued, or already taken
         job = ReplyJob(message, rt)
@@ -67,12 +71,25 @@ def generate_reply(message_id: int, handed: bool = False) -> None:
         balance.give_back(rt.name)
 
 
+def _rerouted(message_id: int, mine: str) -> bool:
+    """A reply of another model than ``mine``: queue it for that model (True); of mine after all: False."""
+    wanted = services.reply_model(message_id=message_id)
+    if wanted is None or (wanted or settings.CHAT_DEFAULT_MODEL) == mine:
+        return False
+    services.reply_dispatch(message_id=message_id, model=wanted)
+    return True
+
+
 def _hand_on(message_id: int, target: str, me: str) -> bool:
     """Put the task on ``target``'s own queue (its place is counted there already). False, with the count back
     here, when that cannot be done: this worker writes the reply after all."""
     try:
         balance.handed(message_id, target, ttl=settings.CHAT_QUEUE_TIMEOUT_S)
-        generate_reply.apply_async(args=[message_id], kwargs={"handed": True}, queue=names.worker_queue(target))
+        generate_reply.apply_async(
+            args=[message_id],
+            kwargs={"handed": True, "model": runtime.current().model},
+            queue=names.worker_queue(target),
+        )
         return True
     except Exception:
         log.warning("could not hand message %s to %s; generating it here", message_id, target, exc_info=True)
@@ -82,5 +99,7 @@ def _hand_on(message_id: int, target: str, me: str) -> bool:
 
 @celeryd_after_setup.connect
 def _read_own_queue(sender, instance, **kwargs):
-    # Besides the shared queue, the queue of tasks another worker handed to this one (chat/replies/balance.py).
+    # Its model's queue (whatever -Q said: a unit of an earlier release says only the shared one), and the queue
+    # of tasks another worker of its model handed to this one (chat/replies/balance.py).
+    instance.app.amqp.queues.select_add(names.model_queue(settings.CHAT_WORKER_MODEL))
     instance.app.amqp.queues.select_add(names.worker_queue(runtime.worker_name()))

@@ -17,6 +17,9 @@ def a_worker_is_alive(request, settings):
 
     settings.CHAT_SWEEP_IN_WEB = False  # communicator tests run one event loop per test
     name = f"unit-tests-{os.getpid()}"
-    liveness.heartbeat(name, [])
+    models = [m.name for m in settings.CHAT_SERVED_MODELS]
+    for model in models:  # one name in each model's live set (a test with two models configures them first)
+        liveness.heartbeat(name, [], model=model)
     yield
-    liveness.worker_gone(name)
+    for model in models:
+        liveness.worker_gone(name, model)

@@ -205,6 +205,16 @@ def _a_row_in_every_related_model(person, root, other, group):
     services.invite_create(created_by=person, note="for a friend")
     Account.objects.filter(user=other).update(approved_by=person)
     Conversation.objects.filter(owner=other).update(reviewed_by=person)
+    # A Compare: one of their messages answered by two models, the first picked.
+    from chat.models import Comparison
+
+    conversation = Conversation.objects.filter(owner=person).first()
+    asked = Message.objects.create(conversation=conversation, role="user", content="which is better?")
+    first, second = (
+        Message.objects.create(conversation=conversation, parent=asked, role="assistant", content=t, model_name=m)
+        for t, m in (("one", "a"), ("two", "b"))
+    )
+    Comparison.objects.create(prompt=asked, first=first, second=second, chosen=first)
 
 
 @pytest.mark.django_db

@@ -99,16 +99,16 @@ def test_the_page_lists_only_replies_being_generated_with_their_worker_and_token
         "",
     ]
     cells = row_cells(html, streaming.pk)
-    assert {k: cells[k] for k in ("owner", "model_column", "state", "streaming_for", "tokens", "worker")} == {
+    assert {k: cells[k] for k in ("owner", "model_column", "state", "streaming_for", "tokens", "holder")} == {
         "owner": "reviewer",
         "model_column": "m1",
         "state": "streaming",
         "streaming_for": "30 s",
         "tokens": "117",
-        "worker": "gpu-worker-7",
+        "holder": "gpu-worker-7",
     }
     queued_cells = row_cells(html, queued.pk)
-    assert queued_cells["waiting"].startswith("3 min 0") and queued_cells["worker"] == queued_cells["tokens"] == "—"
+    assert queued_cells["waiting"].startswith("3 min 0") and queued_cells["holder"] == queued_cells["tokens"] == "—"
     assert queued_cells["streaming_for"] == "—" and queued_cells["state"] == "queued"
     conversation_url = reverse("admin:chat_conversation_change", args=[streaming.conversation_id])
     assert f'<a href="{conversation_url}">busy chat</a>' in html

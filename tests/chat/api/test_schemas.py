@@ -10,7 +10,7 @@ MODEL = "m"
 
 def refusal(**extra) -> dict:
     with pytest.raises(ApiError) as refused:
-        parse_completion_request({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **extra}, MODEL)
+        parse_completion_request({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **extra})
     return refused.value.body()["error"]
 
 
@@ -24,7 +24,7 @@ def test_the_64_bit_bounds_themselves_are_seeds():
     for seed in (2**63 - 1, -(2**63)):
         assert (
             parse_completion_request(
-                {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "seed": seed}, MODEL
+                {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "seed": seed}
             ).params["seed"]
             == seed
         )

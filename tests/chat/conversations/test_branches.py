@@ -254,7 +254,7 @@ def test_new_frames_match_their_schemas():
         events.thread_frame(1),
         events.feedback_frame(2, -1, "no"),
         events.deleted_frame(3),
-        events.settings_frame(None, "", {"temperature": 0.5, "max_new_tokens": 5}),
+        events.settings_frame(None, "", {"temperature": 0.5, "max_new_tokens": 5}, "m"),
     ):
         check_frame(frame)
     with pytest.raises(ValueError):

@@ -146,9 +146,10 @@ def test_the_bound_counts_utf8_bytes_of_every_message_and_stops_at_the_models_wi
     assert size.tokens(100) == 100  # prompt and reply together never pass the model's window
     assert admission.reply_size(params={"max_new_tokens": 7}).max_new_tokens == 7
 
-    liveness.heartbeat("windowed-worker", [], stats={"context_window": 100})  # as a worker's heartbeat says it
+    # As a worker of the model's heartbeat says it; the stand-in worker of tests/chat/conftest.py has no window.
+    liveness.heartbeat("windowed-worker", [], stats={"context_window": 100}, model=settings.CHAT_DEFAULT_MODEL)
     try:
         long = send(alice, "x" * 5000).assistant_message
     finally:
-        liveness.worker_gone("windowed-worker")
+        liveness.worker_gone("windowed-worker", settings.CHAT_DEFAULT_MODEL)
     assert quotas.tokens_held(alice.pk) == 100 and long.reservation

@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+from django.conf import settings
 
 from chat import names
 from chat.conversations import services
@@ -25,10 +26,12 @@ def fresh_loads():
     """No counts, and only the workers each test makes live (not the stand-in of tests/chat/conftest.py)."""
     r = client()
     r.delete(LOAD_KEY, *(names.worker_queue(w) for w in NAMES))
-    liveness.worker_gone(f"unit-tests-{os.getpid()}")
+    liveness.worker_gone(f"unit-tests-{os.getpid()}", settings.CHAT_DEFAULT_MODEL)
     yield
     r.delete(LOAD_KEY, *(names.worker_queue(w) for w in NAMES))
     r.zrem("chat:workers", *NAMES)
+    for model in (settings.CHAT_DEFAULT_MODEL, "other-model"):
+        r.zrem(names.model_workers_key(model), *NAMES)
 
 
 def test_a_worker_holding_more_than_a_peer_hands_it_the_next_and_one_alone_never_does(fresh_loads):
@@ -61,21 +64,21 @@ def test_a_dead_workers_count_does_not_count_and_goes_with_its_queue_when_a_work
 
 def test_the_task_hands_a_reply_to_a_less_busy_worker_which_writes_it(make_user, rt, monkeypatch, fresh_loads):  # noqa: F811
     monkeypatch.setattr(runtime, "current", lambda: rt)
-    liveness.heartbeat(rt.name, [])
-    liveness.heartbeat("w-b", [])
+    liveness.heartbeat(rt.name, [], model=rt.model)
+    liveness.heartbeat("w-b", [], model=rt.model)
     user = make_user()
     sent = services.message_send(user=user, conversation_id=None, content="Hello", params={"max_new_tokens": 4})
     reply = sent.assistant_message
-    assert balance.take(rt.name) is None  # this worker already writes one reply; w-b none
+    assert balance.take(rt.name, rt.model) is None  # this worker already writes one reply; w-b none
 
-    tasks.generate_reply.run(reply.id)
+    tasks.generate_reply.run(reply.id, model=rt.model)
     queued = client().lrange(names.worker_queue("w-b"), 0, -1)  # on w-b's own queue, which only w-b reads
     assert len(queued) == 1
     task = json.loads(queued[0])["headers"]
     assert (task["task"], task["argsrepr"], task["kwargsrepr"]) == (
         names.GENERATE_REPLY_TASK,
         f"[{reply.id}]",
-        "{'handed': True}",
+        f"{{'handed': True, 'model': '{rt.model}'}}",
     )
     assert Message.objects.get(pk=reply.id).status == Message.Status.QUEUED  # not started here
     assert balance.loads() == {rt.name: 1, "w-b": 1}  # its place is counted on w-b
@@ -83,8 +86,10 @@ def test_the_task_hands_a_reply_to_a_less_busy_worker_which_writes_it(make_user,
 
     # Played by this runtime: the handed task runs without counting again, and gives its place back at the end.
     client().hset(LOAD_KEY, rt.name, 2)  # (w-b's place, here)
-    tasks.generate_reply.run(reply.id, handed=True)
-    assert Message.objects.get(pk=reply.id).status == Message.Status.COMPLETE
+    tasks.generate_reply.run(reply.id, handed=True, model=rt.model)
+    done = Message.objects.get(pk=reply.id)
+    assert done.status == Message.Status.COMPLETE
+    assert (done.model_name, done.worker) == (rt.model, rt.name)  # the reply says which worker of which model
     assert balance.loads()[rt.name] == 1
     client().zrem("chat:workers", rt.name)
 
@@ -98,14 +103,26 @@ def test_a_reply_handed_to_a_worker_that_died_is_queued_again(make_user, fresh_l
     # the test's Redis may have started seconds ago.
     monkeypatch.setattr(liveness, "leases_trustworthy", lambda: True)
 
-    liveness.heartbeat("w-a", [])
+    model = settings.CHAT_DEFAULT_MODEL
+    liveness.heartbeat("w-a", [], model=model)
     user = make_user()
     reply = services.message_send(user=user, conversation_id=None, content="Hi").assistant_message
     Message.objects.filter(pk=reply.pk).update(created_at=timezone.now() - timedelta(seconds=30))
     balance.handed(reply.id, "w-dead", ttl=600)  # w-dead never beat again
-    before = client().llen(names.SHARED_QUEUE)
+    queue = names.model_queue(model)
+    before = client().llen(queue)
     assert sweep.sweep() == []  # nothing ended …
-    assert client().llen(names.SHARED_QUEUE) == before + 1  # … but the reply is on the shared queue again
-    assert json.loads(client().lindex(names.SHARED_QUEUE, 0))["headers"]["argsrepr"] == f"[{reply.id}]"
-    assert sweep.sweep() == [] and client().llen(names.SHARED_QUEUE) == before + 1  # once, not every sweep
+    assert client().llen(queue) == before + 1  # … but the reply is on its model's queue again
+    assert json.loads(client().lindex(queue, 0))["headers"]["argsrepr"] == f"[{reply.id}]"
+    assert sweep.sweep() == [] and client().llen(queue) == before + 1  # once, not every sweep
     assert Message.objects.get(pk=reply.pk).status == Message.Status.QUEUED
+
+
+def test_a_worker_hands_replies_only_to_workers_of_its_own_model(fresh_loads):
+    """A less busy worker of another model is no peer: it could not write the reply."""
+    liveness.heartbeat("w-a", [], model=settings.CHAT_DEFAULT_MODEL)
+    liveness.heartbeat("w-b", [], model="other-model")
+    assert [balance.take("w-a", settings.CHAT_DEFAULT_MODEL) for _ in range(3)] == [None, None, None]
+    assert balance.loads(settings.CHAT_DEFAULT_MODEL) == {"w-a": 3}
+    liveness.heartbeat("w-dead", [], model=settings.CHAT_DEFAULT_MODEL)  # a peer of its model: now it hands on
+    assert balance.take("w-a", settings.CHAT_DEFAULT_MODEL) == "w-dead"
