@@ -99,9 +99,9 @@ def review_queue() -> QuerySet:
 
 
 def model_names() -> list[str]:
-    """Every model a reply may name: the conversations' and replies' models, and the ones served now."""
+    """Every model a reply may name: the conversations' models and the ones served now (a Compare reply's model
+    is a served one; reading the message table's distinct names would cost a scan of every message)."""
     names = set(Conversation.objects.order_by().values_list("model_name", flat=True).distinct())
-    names |= set(Message.objects.order_by().values_list("model_name", flat=True).distinct())
     return sorted((names | {m.name for m in settings.CHAT_SERVED_MODELS}) - {""})
 
 

@@ -39,6 +39,37 @@ def _wait_for_log(path: Path, needle: str, proc, timeout: float = 120.0) -> None
 # The live stack's batch cap and worker threads: room for eight API streams beside a browser chat in one batch
 # (tests/chat/api/test_api_limits_live.py), the issue's proof of shared forward passes.
 LIVE_BATCH = 9
+# The live stack serves two models: the bundled one under its usual name (the default, its worker always
+# running) and TINY, a randomly initialised 2-layer Llama saved as a local folder (quality does not matter where
+# it is used: routing, refusals, Compare). TINY's worker runs only while a test asks for it (``tiny_worker``).
+DEFAULT_MODEL = "bundled:smollm2-135m-instruct"
+TINY = "tiny"
+
+
+def build_tiny_model(folder: Path) -> Path:
+    """A tiny random Llama with the bundled tokenizer (its chat template too), saved to ``folder``: a model a
+    worker loads from a local folder, as an operator's own would be (~1 s, a few MB)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from inference.loading import BUNDLED, resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(BUNDLED))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 class Stack:
@@ -47,18 +78,21 @@ class Stack:
         self.url = f"ws://127.0.0.1:{port}/ws/chat/"
         self.origin = f"http://127.0.0.1:{port}"
         self.worker = None
+        self.tiny = None  # the second model's worker (``tiny_worker``)
         self.daphne = None
 
-    def start_worker(self, name="inference"):
-        """Start a worker process and wait until its model is loaded; the newest is ``self.worker``."""
+    def start_worker(self, name="inference", model: str | None = None):
+        """Start a worker process of ``model`` (default: the default model) and wait until its model is loaded;
+        the newest of the default model is ``self.worker``."""
         log = self.logs / f"{name}.log"
         threads = int(self.env.get("CHAT_MAX_BATCH", LIVE_BATCH))  # one thread per batch row: every row usable
         proc = stack.start_worker(
-            self.env, concurrency=threads, name=name, stdout=open(log, "w"), stderr=subprocess.STDOUT
+            self.env, concurrency=threads, name=name, model=model, stdout=open(log, "w"), stderr=subprocess.STDOUT
         )
         _wait_for_log(log, "ready.", proc)
         _wait_for_log(log, "model ", proc)
-        self.worker = proc
+        if model in (None, DEFAULT_MODEL):
+            self.worker = proc
         return proc
 
     def log_tail(self, name="inference", n=3000) -> str:
@@ -71,9 +105,10 @@ def live_stack(django_db_setup, django_db_blocker):
     import redis
     from django.db import connection
 
-    from chat.names import SHARED_QUEUE
+    from chat.names import SHARED_QUEUE, model_queue
 
     logs = Path(tempfile.mkdtemp(prefix="chat-e2e-"))
+    tiny = build_tiny_model(logs / "tiny-model")
     env = dict(os.environ)
     # The frame rate is a person's, over all their sockets (chat/limits/sockets.py): the flood tests here send fifty
     # frames at once to prove other limits, and the rate's own tests are the consumer's.
@@ -85,15 +120,43 @@ def live_stack(django_db_setup, django_db_blocker):
             "CHAT_STREAM_FLUSH_MS": "40",
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
+            "CHAT_MODELS": f"{DEFAULT_MODEL}={DEFAULT_MODEL},{TINY}={tiny}",
+            "CHAT_MODEL_OPTIONS": json.dumps(
+                {
+                    DEFAULT_MODEL: {"label": "SmolLM2 135M", "description": "The bundled model"},
+                    TINY: {"label": "Tiny", "description": "A random two-layer model for tests", "max_batch": 4},
+                }
+            ),
+            "CHAT_DEFAULT_MODEL": DEFAULT_MODEL,
         }
     )
-    redis.Redis.from_url(env["REDIS_URL"]).delete(SHARED_QUEUE)  # tasks left by unit tests, never consumed
+    # Tasks left by unit tests, never consumed.
+    redis.Redis.from_url(env["REDIS_URL"]).delete(SHARED_QUEUE, model_queue(DEFAULT_MODEL), model_queue(TINY))
     s = Stack(stack.free_port(), env, logs)
     s.start_worker()
     s.daphne = stack.start_daphne(s.port, env, stdout=open(logs / "daphne.log", "w"), stderr=subprocess.STDOUT)
     yield s
-    stack.stop(s.daphne, s.worker)
+    stack.stop(s.daphne, s.worker, s.tiny)
     sweep_never_failed(logs / "daphne.log")
+
+
+@pytest.fixture
+def tiny_worker(live_stack):
+    """A worker of the live stack's second model (TINY), started once and kept for the session; started again
+    when a test killed it."""
+    if live_stack.tiny is None or live_stack.tiny.poll() is not None:
+        live_stack.tiny = live_stack.start_worker("tiny", model=TINY)
+    return live_stack.tiny
+
+
+@pytest.fixture
+def served_like_the_live_stack(settings, live_stack):
+    """This process's settings serve the live stack's two models too (services called in-process then accept
+    and route TINY as Daphne does)."""
+    from chat import served
+
+    settings.CHAT_SERVED_MODELS = served.parse(live_stack.env["CHAT_MODELS"], "", live_stack.env["CHAT_MODEL_OPTIONS"])
+    return settings.CHAT_SERVED_MODELS
 
 
 @pytest.fixture(autouse=True)
