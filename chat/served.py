@@ -108,6 +108,8 @@ def parse(models: str | None, one_model: str, options: str | Mapping | None = No
             pairs.append((name, spec))
     else:
         pairs.append((one_model, one_model))
+    if not pairs:
+        raise ServedModelsError("CHAT_MODELS lists no model; write name=spec pairs separated by commas, or unset it.")
     seen = set()
     for name, _ in pairs:
         if not NAME_RE.match(name):
@@ -127,12 +129,13 @@ def parse(models: str | None, one_model: str, options: str | Mapping | None = No
     return tuple(out)
 
 
-def default_name(served: tuple[ServedModel, ...], asked: str | None) -> str:
-    """``CHAT_DEFAULT_MODEL``, checked against the list; unset: the first model listed."""
+def default_name(served: tuple[ServedModel, ...], asked: str | None, variable: str = "CHAT_DEFAULT_MODEL") -> str:
+    """``CHAT_DEFAULT_MODEL`` (or ``variable``: ``CHAT_WORKER_MODEL``), checked against the list; unset: the
+    first model listed."""
     if not asked:
         return served[0].name
     if asked not in {m.name for m in served}:
         raise ServedModelsError(
-            f"CHAT_DEFAULT_MODEL={asked} is not one of the served models ({', '.join(m.name for m in served)})."
+            f"{variable}={asked} is not one of the served models ({', '.join(m.name for m in served)})."
         )
     return asked

@@ -285,7 +285,7 @@ try:
     CHAT_DEFAULT_MODEL = served.default_name(CHAT_SERVED_MODELS, env.str("CHAT_DEFAULT_MODEL", default=""))
     # The model this worker process holds (the launcher and the systemd unit set it per worker).
     CHAT_WORKER_MODEL = served.default_name(
-        CHAT_SERVED_MODELS, env.str("CHAT_WORKER_MODEL", default="") or CHAT_DEFAULT_MODEL
+        CHAT_SERVED_MODELS, env.str("CHAT_WORKER_MODEL", default="") or CHAT_DEFAULT_MODEL, "CHAT_WORKER_MODEL"
     )
 except served.ServedModelsError as exc:
     from django.core.exceptions import ImproperlyConfigured
