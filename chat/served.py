@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 # A name travels in queue names, Redis keys, URLs and JSON: letters, digits and ._:/+- only (a hub id such as
 # ``HuggingFaceTB/SmolLM2-135M-Instruct`` fits, and so does an adapter's ``base+adapter``). Commas separate
-# entries and Celery's ``-Q`` splits on them, so a name never holds one.
+# entries and Celery's ``-Q`` splits on them, so a name never holds one. The one-model form (``CHAT_MODEL``
+# alone) is looser: its name is what earlier releases used, whatever the operator wrote.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+-]{0,99}$")
 OPTION_KEYS = {"label", "description", "device", "dtype", "max_batch", "workers", "groups"}
 
@@ -93,8 +94,8 @@ def parse(models: str | None, one_model: str, options: str | Mapping | None = No
     options = options or {}
     if not isinstance(options, Mapping):
         raise ServedModelsError("CHAT_MODEL_OPTIONS must be a JSON object keyed by model name.")
-    pairs = []
-    if models and models.strip():
+    pairs, one_model_form = [], not (models and models.strip())
+    if not one_model_form:
         for entry in models.split(","):
             entry = entry.strip()
             if not entry:
@@ -112,7 +113,15 @@ def parse(models: str | None, one_model: str, options: str | Mapping | None = No
         raise ServedModelsError("CHAT_MODELS lists no model; write name=spec pairs separated by commas, or unset it.")
     seen = set()
     for name, _ in pairs:
-        if not NAME_RE.match(name):
+        if one_model_form:
+            # The one-model form keeps CHAT_MODEL's value as the name every earlier release used, a local folder's
+            # path (/srv/models/qwen) too; only a comma (Celery's -Q splits on it) or a name longer than the
+            # database keeps cannot work.
+            if "," in name or len(name) > 200 or not name.isprintable():
+                raise ServedModelsError(
+                    f"CHAT_MODEL={name!r} cannot name a model: at most 200 printable characters, no comma."
+                )
+        elif not NAME_RE.match(name):
             raise ServedModelsError(
                 f"CHAT_MODELS: the name {name!r} may hold only letters, digits and . _ : / + - (at most 100)."
             )
