@@ -82,9 +82,19 @@ class LauncherSettings:
                 env.get("CHAT_MODEL_OPTIONS"),
             )
             default_model = served.default_name(models, env.get("CHAT_DEFAULT_MODEL"))
-            worker_model = served.default_name(models, env.get("CHAT_WORKER_MODEL") or default_model)
+            worker_model = served.default_name(
+                models, env.get("CHAT_WORKER_MODEL") or default_model, "CHAT_WORKER_MODEL"
+            )
         except served.ServedModelsError as exc:
             raise LauncherSettingsError(str(exc)) from None
+        gpus = worker_gpus(env)
+        for m in models:  # a model's own device, like CHAT_DEVICE: each worker sees only its GPU, as cuda:0
+            if gpus and m.device and re.fullmatch(r"cuda:\d+", m.device) and m.device != "cuda:0":
+                raise LauncherSettingsError(
+                    f"CHAT_MODEL_OPTIONS: {m.name}.device={m.device} cannot work beside CHAT_WORKER_GPUS: each "
+                    "worker sees only its own GPU, as cuda:0. Set it to cuda or cuda:0, or leave CHAT_WORKER_GPUS "
+                    "unset and give each model its GPU with its device option."
+                )
         return cls(
             models=models,
             default_model=default_model,
@@ -93,7 +103,7 @@ class LauncherSettings:
             bind_address=env.get("BIND_ADDRESS") or "127.0.0.1",
             trusted_proxy=(env.get("TRUSTED_PROXY") or "").strip().lower() in ("1", "true", "yes", "on"),
             workers=max(1, int(env.get("WORKERS") or 1)),
-            worker_gpus=worker_gpus(env),
+            worker_gpus=gpus,
             redis_url=env.get("REDIS_URL") or "",
             redis_dir=Path(env.get("CHAT_REDIS_DIR") or ROOT / "var" / "redis"),
             worker_concurrency=int(env.get("WORKER_CONCURRENCY") or 32),

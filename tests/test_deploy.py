@@ -221,3 +221,104 @@ def test_https_without_a_trusted_proxy_is_a_warning(settings):
     assert "chat.W001" not in [m.id for m in run_checks(tags=["security"])]
     settings.HTTPS, settings.TRUSTED_PROXY = False, False  # plain HTTP, no proxy: nothing to say
     assert "chat.W001" not in [m.id for m in run_checks(tags=["security"])]
+
+
+TWO_MODELS = {
+    "PATH": "/usr/bin",
+    "CHAT_MODELS": "small=bundled:smollm2-135m-instruct,big=/srv/models/big,spare=/srv/models/spare",
+    "CHAT_MODEL_OPTIONS": json.dumps({"big": {"workers": 2}, "spare": {"workers": 0}}),
+}
+
+
+def test_make_run_starts_workers_for_every_model_each_holding_its_own_and_reading_its_queue():
+    conf = stack.LauncherSettings.from_env(TWO_MODELS)
+    # WORKERS per model; a model's `workers` option overrides it (0: another host serves it).
+    assert conf.worker_plan() == ["small", "big", "big"]
+    assert stack.LauncherSettings.from_env({**TWO_MODELS, "WORKERS": "3"}).worker_plan() == [
+        "small",
+        "small",
+        "small",
+        "big",
+        "big",
+    ]
+    assert (conf.default_model, conf.worker_model) == ("small", "small")  # the first listed, unless named
+    # Each worker reads its model's queue; the default model's also the shared one (an earlier release's tasks).
+    assert stack.worker_queues(conf, "small") == "inference.model.small,inference"
+    assert stack.worker_queues(conf, "big") == "inference.model.big"
+    other = stack.LauncherSettings.from_env({**TWO_MODELS, "CHAT_DEFAULT_MODEL": "big"})
+    assert stack.worker_queues(other, "small") == "inference.model.small"
+    assert stack.worker_queues(other, "big") == "inference.model.big,inference"
+
+    def queues(args: list[str]) -> str:
+        return args[args.index("-Q") + 1]
+
+    assert queues(stack.worker_args(conf, model="big")) == "inference.model.big"
+    # `python -m chatsite.stack worker` (systemd, honcho): CHAT_WORKER_MODEL's queue, else the default model's.
+    assert queues(stack.worker_args(conf)) == "inference.model.small,inference"
+    held = stack.LauncherSettings.from_env({**TWO_MODELS, "CHAT_WORKER_MODEL": "spare"})
+    assert held.worker_model == "spare" and queues(stack.worker_args(held)) == "inference.model.spare"
+
+    # Each launched worker's environment names its model; CHAT_WORKER_GPUS spreads every model's workers.
+    env = {**TWO_MODELS, "CHAT_WORKER_GPUS": "0,1"}
+    conf = stack.LauncherSettings.from_env(env)
+    got = [stack.worker_env(env, conf, i, model) for i, model in enumerate(conf.worker_plan())]
+    assert [(e["CHAT_WORKER_MODEL"], e["CUDA_VISIBLE_DEVICES"]) for e in got] == [
+        ("small", "0"),
+        ("big", "1"),
+        ("big", "0"),
+    ]
+    assert "CHAT_WORKER_MODEL" not in env  # a copy each
+    # One worker per model, one GPU per model: each model's weights on a GPU of their own.
+    env = {**env, "CHAT_MODEL_OPTIONS": json.dumps({"spare": {"workers": 0}})}
+    conf = stack.LauncherSettings.from_env(env)
+    assert [stack.worker_env(env, conf, i, m)["CUDA_VISIBLE_DEVICES"] for i, m in enumerate(conf.worker_plan())] == [
+        "0",
+        "1",
+    ]
+
+
+BAD_MODELS = [
+    ({"CHAT_MODELS": "small"}, "CHAT_MODELS: 'small' is not name=spec"),
+    ({"CHAT_MODELS": "a=x,a=y"}, "CHAT_MODELS names a twice."),
+    ({"CHAT_MODELS": "a=x", "CHAT_MODEL_OPTIONS": "{'a': {}}"}, "CHAT_MODEL_OPTIONS is not valid JSON"),
+    ({"CHAT_MODELS": "a=x", "CHAT_MODEL_OPTIONS": '{"a": {"workers": -1}}'}, "a.workers must be a whole number"),
+    ({"CHAT_MODELS": "a=x", "CHAT_MODEL_OPTIONS": '{"b": {}}'}, "CHAT_MODEL_OPTIONS names model(s) not in"),
+    ({"CHAT_MODELS": "a=x,b=y", "CHAT_DEFAULT_MODEL": "c"}, "CHAT_DEFAULT_MODEL=c is not one of the served models"),
+    ({"CHAT_MODELS": "a=x,b=y", "CHAT_WORKER_MODEL": "c"}, "CHAT_WORKER_MODEL=c is not one of the served models"),
+    (
+        {"CHAT_MODELS": "a=x", "CHAT_MODEL_OPTIONS": '{"a": {"device": "cuda:1"}}', "CHAT_WORKER_GPUS": "0,1"},
+        "CHAT_MODEL_OPTIONS: a.device=cuda:1 cannot work beside CHAT_WORKER_GPUS",
+    ),
+]
+
+
+@pytest.mark.parametrize("bad, sentence", BAD_MODELS)
+def test_a_model_list_that_cannot_work_stops_the_launcher_with_a_sentence_before_it_starts_anything(
+    tmp_path, bad, sentence
+):
+    with pytest.raises(stack.LauncherSettingsError) as caught:
+        stack.LauncherSettings.from_env(bad)
+    assert sentence in str(caught.value)
+    redis_dir = tmp_path / "redis"
+    for args in ([], ["worker"], ["web"]):  # make run, and each process a service manager starts
+        out = subprocess.run(
+            [sys.executable, "-m", "chatsite.stack", *args],
+            cwd=stack.ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "/usr/bin:/bin", "CHAT_REDIS_DIR": str(redis_dir), **bad},
+        )
+        assert out.returncode == 2 and out.stderr.strip().splitlines() == [str(caught.value)], out
+        assert not redis_dir.exists()
+
+
+def test_settings_refuse_a_model_list_that_cannot_work_with_the_same_sentence(key_file):
+    """manage.py (migrate, check, shell) and every Django process read the list through settings: the same
+    sentence, as ImproperlyConfigured."""
+    out = sourced_run(
+        [sys.executable, "manage.py", "check"],
+        extra=f"SECRET_KEY_FILE={key_file}; CHAT_MODELS=a=x,b=y; CHAT_DEFAULT_MODEL=c",
+    )
+    assert out.returncode != 0
+    assert "ImproperlyConfigured: CHAT_DEFAULT_MODEL=c is not one of the served models (a, b)." in out.stderr
