@@ -4,6 +4,7 @@ run beside the launcher find its embedded Redis through the URL it records."""
 
 import asyncio
 import http.client
+import json
 import os
 import signal
 import socket
@@ -151,3 +152,78 @@ def test_two_workers_divide_the_cores_both_heartbeat_and_both_answer(launcher_en
         accepted
     )
     assert not (tmp_path / "redis" / "redis.url").exists()  # a stopped launcher leaves no stale address
+
+
+def test_make_run_starts_the_workers_of_every_model_and_each_answers_its_own_models_chats(
+    launcher_env, start_launcher, tmp_path
+):
+    """CHAT_MODELS with two names (the tiny random model under both: quick to load, and the routing is what is
+    proved): WORKERS=1 for the first, its `workers` option 2 for the second; CHAT_WORKER_GPUS spreads all three."""
+    from chat.names import model_workers_key
+    from tests.e2e.test_models_live import ask as ask_model
+    from tests.helpers.live import build_tiny_model
+
+    tiny = build_tiny_model(tmp_path / "tiny")
+    env = {
+        **launcher_env,
+        "CHAT_MODELS": f"first={tiny},second={tiny}",
+        "CHAT_MODEL_OPTIONS": json.dumps({"second": {"workers": 2, "label": "Second"}}),
+        "CHAT_WORKER_GPUS": "0,1",
+        "LOG_FORMAT": "json",
+        "CHAT_AUTO_TITLE": "false",
+    }
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    launcher = start_launcher(env)
+    launcher.wait_for(READY, timeout=300)
+    assert "models: first (1 worker(s)), second (2 worker(s))" in launcher.log()
+    pids = {
+        "first": [launcher.pid_of(r"worker1 \(first\)")],
+        "second": [launcher.pid_of(r"worker2 \(second\)"), launcher.pid_of(r"worker3 \(second\)")],
+    }
+    got = []
+    for model, model_pids in pids.items():
+        for pid in model_pids:
+            environ = environ_of(pid)
+            argv = open(f"/proc/{pid}/cmdline").read().split("\0")
+            got.append(
+                (model, environ["CHAT_WORKER_MODEL"], environ["CUDA_VISIBLE_DEVICES"], argv[argv.index("-Q") + 1])
+            )
+    assert got == [
+        ("first", "first", "0", "inference.model.first,inference"),  # the default model reads the shared queue too
+        ("second", "second", "1", "inference.model.second"),
+        ("second", "second", "0", "inference.model.second"),
+    ]
+    # Each heartbeats in its model's live set.
+    client = redis.Redis.from_url(launcher.redis_url(), decode_responses=True, socket_timeout=10)
+    host = socket.gethostname()
+    for model, model_pids in pids.items():
+        for pid in model_pids:
+            wait_for_heartbeat(client, f"{host}-{pid}", timeout=10)
+        assert set(client.zrange(model_workers_key(model), 0, -1)) == {f"{host}-{pid}" for pid in model_pids}
+
+    # A chat of each model is answered by a worker of that model.
+    (cookie,) = cookies_for(env, ["models-person"])
+
+    async def both():
+        async with websockets.connect(
+            f"ws://127.0.0.1:{launcher.port}/ws/chat/",
+            open_timeout=10,
+            additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{launcher.port}"},
+        ) as ws:
+            first, _ = await ask_model(ws, "Hi", params={"max_new_tokens": 4})
+            second, _ = await ask_model(ws, "Hi", model="second", params={"max_new_tokens": 4})
+            return first, second
+
+    first, second = asyncio.run(both())
+    assert (first["model"], second["model"]) == ("first", "second")
+    deadline = time.monotonic() + 30
+    while True:  # the worker's log line may trail the done frame a moment
+        ended = {
+            r["reply_id"]: r["process"]
+            for r in json_records(launcher.log())
+            if r["message"].startswith("reply ") and "ended" in r["message"]
+        }
+        if {first["id"], second["id"]} <= set(ended) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert ended[first["id"]] in pids["first"] and ended[second["id"]] in pids["second"], ended
