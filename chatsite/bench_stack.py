@@ -11,6 +11,11 @@ joined equal to the stored reply, no error frames.
 
 The ``api`` rows send the same prompts through ``POST /v1/chat/completions`` (streamed, one key per user) in
 the same run, timed the same way from the client's side: first content chunk, chunks per second, ``[DONE]``.
+
+The ``two_models`` rows restart the stack serving the same model under two names (``CHAT_MODELS``), one worker
+each, and split each level's streams between them (every other stream asks for the second); the
+``two_workers`` rows, its yardstick, serve one model with two workers. Each stream's reply must have been written
+by a worker of the model it asked for. ``memory`` gives each phase's worker processes' resident memory.
 """
 
 import argparse
@@ -24,6 +29,7 @@ import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from chatsite import stack
@@ -44,7 +50,7 @@ def main(argv=None) -> int:
         default=1,
         help="worker processes on this host (WORKERS: each gets its share of the cores)",
     )
-    parser.add_argument("--paths", default="stack,stack_distinct,api", help="which rows to measure")
+    parser.add_argument("--paths", default="stack,stack_distinct,api,two_models", help="which rows to measure")
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
     import django
@@ -75,24 +81,12 @@ def main(argv=None) -> int:
     )
     paths = args.paths.split(",")
     logs = Path(tempfile.mkdtemp(prefix="chat-bench-"))
-    redis_proc = daphne = None
-    workers = []
+    redis_proc = None
+    results = {}
     try:
         if not os.environ.get("REDIS_URL"):
             redis_proc, env["REDIS_URL"] = stack.start_redis(logs / "redis", persist=False, stdout=subprocess.DEVNULL)
             settings.REDIS_URL = env["REDIS_URL"]
-        workers = [
-            stack.start_worker(
-                env,
-                concurrency=max(levels) * 2,
-                name=f"inference{i + 1}",
-                stdout=open(logs / f"worker{i + 1}.log", "w"),
-                stderr=subprocess.STDOUT,
-            )
-            for i in range(args.workers)
-        ]
-        port = stack.free_port()
-        daphne = stack.start_daphne(port, env, stdout=open(logs / "daphne.log", "w"), stderr=subprocess.STDOUT)
         users = [get_user_model().objects.get_or_create(username=f"bench-{i}")[0] for i in range(max(levels))]
         cookies = []
         for user in users:
@@ -100,45 +94,117 @@ def main(argv=None) -> int:
             client.force_login(user)
             cookies.append(f"sessionid={client.cookies['sessionid'].value}")
         keys = [services.api_key_create(owner=user, name="bench").plaintext for user in users]
-        url, origin = f"ws://127.0.0.1:{port}/ws/chat/", f"http://127.0.0.1:{port}"
-        for worker in workers:  # a worker's model is loaded once it heartbeats
-            stack.wait_for_worker(env["REDIS_URL"], worker, name=f"{socket.gethostname()}-{worker.pid}")
-        asyncio.run(_level(url, origin, cookies[:1], level_prompts("warm", 1, False), 8))
-        results = {}
-        for name, distinct in (("stack", False), ("stack_distinct", True)):
-            if name not in paths:
-                continue
-            results[name] = [
-                measure_level(
-                    lambda k: asyncio.run(
-                        _level(url, origin, cookies[:c], level_prompts(f"{name}.{c}.{k}", c, distinct), tokens)
-                    ),
-                    c,
-                )
-                for c in levels
-            ]
-        if "api" in paths:
-            results["api"] = [
-                measure_level(
-                    lambda k: _api_level(
-                        port, keys[:c], level_prompts(f"api.{c}.{k}", c, False), tokens, settings.CHAT_MODEL
-                    ),
-                    c,
-                )
-                for c in levels
-            ]
-        results["workers"] = _worker_shares()
+        model = settings.CHAT_MODEL
+        with _stack(env, [model] * args.workers, logs, "one", max(levels)) as (port, workers):
+            url, origin = f"ws://127.0.0.1:{port}/ws/chat/", f"http://127.0.0.1:{port}"
+            asyncio.run(_level(url, origin, cookies[:1], level_prompts("warm", 1, False), 8))
+            for name, distinct in (("stack", False), ("stack_distinct", True)):
+                if name not in paths:
+                    continue
+                results[name] = [
+                    measure_level(
+                        lambda k: asyncio.run(
+                            _level(url, origin, cookies[:c], level_prompts(f"{name}.{c}.{k}", c, distinct), tokens)
+                        ),
+                        c,
+                    )
+                    for c in levels
+                ]
+            if "api" in paths:
+                results["api"] = [
+                    measure_level(
+                        lambda k: _api_level(port, keys[:c], level_prompts(f"api.{c}.{k}", c, False), tokens, model),
+                        c,
+                    )
+                    for c in levels
+                ]
+            results["workers"] = _worker_shares()
+            results["memory"] = {"stack": _memory(workers)}
+        if "two_models" in paths:
+            spec = next(m.spec for m in settings.CHAT_SERVED_MODELS if m.name == model)
+            results.update(_two_models(env, spec, levels, tokens, cookies, logs, results["memory"]))
     finally:
-        stack.stop(daphne, *workers)
         stack.stop(redis_proc)
         Conversation.objects.filter(owner__username__startswith="bench-").delete()
         ApiKey.objects.filter(owner__username__startswith="bench-").delete()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(results, indent=2))
     for name, rows in results.items():
-        for r in rows:
+        for r in rows if isinstance(rows, list) else [rows]:
             print(json.dumps({"path": name, **r}))
     return 0
+
+
+@contextmanager
+def _stack(env: dict, plan: list[str], logs: Path, phase: str, concurrency: int):
+    """Daphne and a worker per entry of ``plan`` (the model it holds), started for one phase and stopped after
+    it; yields Daphne's port and the workers, once every worker's model is loaded."""
+    workers, daphne = [], None
+    try:
+        for i, model in enumerate(plan):
+            workers.append(
+                stack.start_worker(
+                    stack.worker_env(env, stack.LauncherSettings.from_env(env), i, model),
+                    concurrency=concurrency * 2,
+                    name=f"{phase}{i + 1}",
+                    stdout=open(logs / f"{phase}-worker{i + 1}.log", "w"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        port = stack.free_port()
+        daphne = stack.start_daphne(port, env, stdout=open(logs / f"{phase}-daphne.log", "w"), stderr=subprocess.STDOUT)
+        for worker in workers:  # a worker's model is loaded once it heartbeats
+            stack.wait_for_worker(env["REDIS_URL"], worker, name=f"{socket.gethostname()}-{worker.pid}")
+        yield port, workers
+    finally:
+        stack.stop(daphne, *workers)
+
+
+def _memory(workers) -> dict:
+    """Each worker process's resident memory now and at its peak (MiB, from /proc): what holding a model costs."""
+    out = {}
+    for i, proc in enumerate(workers):
+        status = dict(
+            line.split(":", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if ":" in line
+        )
+        out[f"worker{i + 1}"] = {k: round(int(status[k].split()[0]) / 1024) for k in ("VmRSS", "VmHWM")}
+    return out
+
+
+def _two_models(env, spec, levels, tokens, cookies, logs, memory) -> dict:
+    """Two models served together (the benchmarked model under two names, a worker each) beside its yardstick,
+    one model with two workers: the same processes and threads, one queue instead of two. Levels of one stream
+    are left out: they cannot be split."""
+    two = {**env, "CHAT_MODELS": f"bench-a={spec},bench-b={spec}", "CHAT_DEFAULT_MODEL": "bench-a", "WORKERS": "1"}
+    one = {**env, "CHAT_MODELS": f"bench-a={spec}", "CHAT_DEFAULT_MODEL": "bench-a", "WORKERS": "2"}
+    levels = [c for c in levels if c >= 2]
+    results = {}
+    for name, phase_env, plan in (("two_workers", one, ["bench-a"] * 2), ("two_models", two, ["bench-a", "bench-b"])):
+        with _stack(phase_env, plan, logs, name, max(levels)) as (port, workers):
+            url, origin = f"ws://127.0.0.1:{port}/ws/chat/", f"http://127.0.0.1:{port}"
+            owners = {}
+            for m, proc in zip(plan, workers):
+                owners.setdefault(m, set()).add(f"{socket.gethostname()}-{proc.pid}")
+            models = sorted(owners)
+
+            def run(tag: str, asked: list[str]) -> dict:
+                prompts = level_prompts(tag, len(asked), False)
+                return asyncio.run(_level(url, origin, cookies[: len(asked)], prompts, tokens, asked, owners))
+
+            def even(c: int) -> list[str]:  # every other stream asks for the second model
+                return [models[i % len(models)] for i in range(c)]
+
+            run("warm", even(2))
+            results[name] = [measure_level(lambda k: run(f"{name}.{c}.{k}", even(c)), c) for c in levels]
+            if name == "two_models":
+                # Does a busy model slow the other's stream? One stream of bench-b alone, then beside c - 1 of
+                # bench-a: separate processes and queues, but the same cores.
+                results["two_models_skewed"] = [measure_level(lambda k: run(f"alone.{k}", ["bench-b"]), 1)] + [
+                    measure_level(lambda k: run(f"skewed.{c}.{k}", ["bench-b"] + ["bench-a"] * (c - 1)), c)
+                    for c in levels
+                ]
+            memory[name] = _memory(workers)
+    return results
 
 
 def _worker_shares() -> list[dict]:
@@ -160,7 +226,7 @@ def _worker_shares() -> list[dict]:
     return shares
 
 
-async def _one(url, origin, cookie, content, tokens):
+async def _one(url, origin, cookie, content, tokens, model=None):
     import websockets
 
     async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": origin}) as ws:
@@ -172,6 +238,7 @@ async def _one(url, origin, cookie, content, tokens):
                     "conversation": None,
                     "content": content,
                     "params": {"max_new_tokens": tokens, "temperature": 0},
+                    **({"model": model} if model else {}),
                 }
             )
         )
@@ -194,8 +261,11 @@ async def _one(url, origin, cookie, content, tokens):
 
     from chat.models import Message
 
-    stored = await database_sync_to_async(lambda: Message.objects.get(pk=frame["message"]).content)()
+    stored, wrote = await database_sync_to_async(
+        lambda: Message.objects.filter(pk=frame["message"]).values_list("content", "worker").get()
+    )()
     return {
+        "worker": wrote,
         "ttft_ms": (first - sent) * 1000,
         "tokens": frame["usage"]["completion_tokens"],
         "tokens_per_s": (frame["usage"]["completion_tokens"] - 1) / (end - first),
@@ -206,12 +276,29 @@ async def _one(url, origin, cookie, content, tokens):
     }
 
 
-async def _level(url, origin, cookies, prompts, tokens):
+async def _level(url, origin, cookies, prompts, tokens, asked=(), owners=None):
+    """One level: a stream per cookie; with ``asked``, stream *i* asks for model ``asked[i]``, and its reply must
+    have been written by one of ``owners[model]`` (worker names); the figures then also come per model."""
     start = time.perf_counter()
-    runs = await asyncio.gather(*(_one(url, origin, c, p, tokens) for c, p in zip(cookies, prompts)))
+    runs = await asyncio.gather(
+        *(
+            _one(url, origin, c, p, tokens, asked[i] if asked else None)
+            for i, (c, p) in enumerate(zip(cookies, prompts))
+        )
+    )
     wall = max(r["end"] for r in runs) - start
     ttfts = [r["ttft_ms"] for r in runs]
+    split = {}
+    for model in sorted(set(asked)):
+        mine = [r for r, m in zip(runs, asked) if m == model]
+        split[model] = {
+            "streams": len(mine),
+            "by_its_workers": sum(r["worker"] in owners[model] for r in mine),
+            "per_stream_tokens_per_s": statistics.median(r["tokens_per_s"] for r in mine),
+            "ttft_p50_ms": percentile([r["ttft_ms"] for r in mine], 0.5),
+        }
     return {
+        **({"models": split} if asked else {}),
         "concurrency": len(cookies),
         "aggregate_tokens_per_s": sum(r["tokens"] for r in runs) / wall,
         "per_stream_tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),

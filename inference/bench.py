@@ -227,7 +227,18 @@ def table(report: dict) -> str:
         "| path | concurrent | aggregate tok/s | per-stream tok/s | ttft p50 ms | ttft p95 ms | × raw |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in ("engine", "engine_distinct", "engine_no_cache", "serial", "stack", "stack_distinct", "api"):
+    for name in (
+        "engine",
+        "engine_distinct",
+        "engine_no_cache",
+        "serial",
+        "stack",
+        "stack_distinct",
+        "api",
+        "two_workers",
+        "two_models",
+        "two_models_skewed",
+    ):
         for r in report.get(name, []):
             lines.append(
                 f"| {name} | {r['concurrency']} | {r['aggregate_tokens_per_s']:.1f} | "
