@@ -3,11 +3,15 @@
 import asyncio
 import http.client
 import json
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from chat.replies import liveness
 from tests.e2e.test_chat_stack import ask
+from tests.e2e.test_models_live import ask as ask_model
+from tests.helpers.live import DEFAULT_MODEL, LIVE_BATCH, RESTRICTED, TINY
 
 pytestmark = pytest.mark.e2e
 
@@ -77,10 +81,14 @@ def test_metrics_move_after_a_real_reply_and_are_refused_to_other_addresses(chat
     # Gauges: nothing waits or streams now; one live worker whose engine ran batches and looked up prompts.
     assert value(after, "chat_queue_depth") == 0 and value(after, "chat_workers") >= 1
     assert value(after, "chat_replies_active", status="streaming") == 0
-    workers = {dict(labels)["worker"] for (name, labels) in after if name == "chat_worker_batch_size"}
+    workers = {
+        dict(labels)["worker"]: dict(labels)["model"] for (name, labels) in after if name == "chat_worker_batch_size"
+    }
     assert workers, text
-    assert max(value(after, "chat_worker_decode_steps_total", worker=w) for w in workers) > 0
-    assert max(value(after, "chat_worker_prefix_cache_lookups_total", worker=w) for w in workers) > 0
+    assert max(value(after, "chat_worker_decode_steps_total", worker=w, model=m) for w, m in workers.items()) > 0
+    assert (
+        max(value(after, "chat_worker_prefix_cache_lookups_total", worker=w, model=m) for w, m in workers.items()) > 0
+    )
     assert all(0 <= value(after, "chat_worker_prefix_cache_hit_ratio", worker=w) <= 1 for w in workers)
 
     # Another address (the loopback alias 127.0.0.2 is not in METRICS_ALLOWED_IPS): refused, readyz terse.
@@ -90,3 +98,60 @@ def test_metrics_move_after_a_real_reply_and_are_refused_to_other_addresses(chat
     assert status == 200 and json.loads(body) == {"ready": True}
     status, body = scrape(live_stack.port, path="/readyz")
     assert json.loads(body)["workers"] >= 1
+
+
+def test_readyz_and_metrics_report_each_model(chat, live_stack, tiny_worker):
+    """Per model: live workers, queue depth, batch fill and capacity (each worker's own CHAT_MAX_BATCH: TINY's
+    `max_batch` option is 4, the site's 9), and each worker's figures labelled with its model; /readyz gives
+    operators each model's live workers and names the one without any (RESTRICTED's worker runs only inside
+    its own test)."""
+    _, client = chat("metered-models")
+
+    async def go():
+        async with client.connect() as ws:
+            return await ask_model(ws, "Hi", model=TINY, params={"max_new_tokens": 4})
+
+    reply, frames = asyncio.run(go())
+    assert reply["model"] == TINY and frames[-1]["status"] == "complete"
+    live = {m: len(liveness.workers_alive(m)) for m in (DEFAULT_MODEL, TINY, RESTRICTED)}
+    assert live[DEFAULT_MODEL] >= 1 and live[TINY] >= 1 and live[RESTRICTED] == 0
+
+    tiny_name = f"-{tiny_worker.pid}"
+
+    def tiny_label(figures) -> str:
+        (label,) = [
+            dict(labels)["worker"]
+            for (name, labels) in figures
+            if name == "chat_worker_batch_size" and dict(labels)["worker"].endswith(tiny_name)
+        ]
+        return label
+
+    deadline = time.monotonic() + 15
+    while True:  # a worker's figures travel with its heartbeat (CHAT_HEARTBEAT_S): the reply's steps may lag
+        status, text = scrape(live_stack.port)
+        figures = samples(text)
+        steps = value(figures, "chat_worker_decode_steps_total", worker=tiny_label(figures), model=TINY)
+        busy = sum(value(figures, "chat_model_batch_size", model=m) for m in live)
+        if (steps > 0 and not busy) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert steps > 0
+    assert value(figures, "chat_worker_decode_steps_total", worker=tiny_label(figures), model=DEFAULT_MODEL) == 0
+    assert {m: value(figures, "chat_model_workers", model=m) for m in live} == live
+    assert {m: value(figures, "chat_model_batch_capacity", model=m) for m in live} == {
+        DEFAULT_MODEL: LIVE_BATCH * live[DEFAULT_MODEL],
+        TINY: 4 * live[TINY],
+        RESTRICTED: 0,
+    }
+    for m in live:  # idle now: nothing waits, nothing is batched
+        assert (
+            value(figures, "chat_model_queue_depth", model=m) == 0
+            and value(figures, "chat_model_batch_size", model=m) == 0
+        )
+        assert (("chat_model_workers", (("model", m),))) in figures  # every served model reported, a dead one as 0
+    status, body = scrape(live_stack.port, path="/readyz")
+    ready = json.loads(body)
+    assert status == 200 and ready["ready"] is True and ready["models"] == live
+    assert ready["detail"] == f"no worker is running {RESTRICTED}"
+    status, body = scrape(live_stack.port, source="127.0.0.2", path="/readyz")
+    assert status == 200 and json.loads(body) == {"ready": True}  # anyone else: ready or not, no more

@@ -44,6 +44,11 @@ LIVE_BATCH = 9
 # it is used: routing, refusals, Compare). TINY's worker runs only while a test asks for it (``tiny_worker``).
 DEFAULT_MODEL = "bundled:smollm2-135m-instruct"
 TINY = "tiny"
+# A third name for the tiny model, open only to the TESTERS group (the catalog's groups, proved over the API and
+# the socket: tests/e2e/test_models_api_live.py). Its worker runs only inside the test that starts it; its
+# `workers` option 0 keeps the torch threads the other workers get (cores // 2, as before it was listed).
+RESTRICTED = "tiny-testers"
+TESTERS = "testers"
 
 
 def build_tiny_model(folder: Path) -> Path:
@@ -120,18 +125,21 @@ def live_stack(django_db_setup, django_db_blocker):
             "CHAT_STREAM_FLUSH_MS": "40",
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
-            "CHAT_MODELS": f"{DEFAULT_MODEL}={DEFAULT_MODEL},{TINY}={tiny}",
+            "CHAT_MODELS": f"{DEFAULT_MODEL}={DEFAULT_MODEL},{TINY}={tiny},{RESTRICTED}={tiny}",
             "CHAT_MODEL_OPTIONS": json.dumps(
                 {
                     DEFAULT_MODEL: {"label": "SmolLM2 135M", "description": "The bundled model"},
                     TINY: {"label": "Tiny", "description": "A random two-layer model for tests", "max_batch": 4},
+                    RESTRICTED: {"label": "Tiny for testers", "groups": [TESTERS], "max_batch": 2, "workers": 0},
                 }
             ),
             "CHAT_DEFAULT_MODEL": DEFAULT_MODEL,
         }
     )
     # Tasks left by unit tests, never consumed.
-    redis.Redis.from_url(env["REDIS_URL"]).delete(SHARED_QUEUE, model_queue(DEFAULT_MODEL), model_queue(TINY))
+    redis.Redis.from_url(env["REDIS_URL"]).delete(
+        SHARED_QUEUE, model_queue(DEFAULT_MODEL), model_queue(TINY), model_queue(RESTRICTED)
+    )
     s = Stack(stack.free_port(), env, logs)
     s.start_worker()
     s.daphne = stack.start_daphne(s.port, env, stdout=open(logs / "daphne.log", "w"), stderr=subprocess.STDOUT)
