@@ -12,6 +12,7 @@ from chatsite import stack
 from chatsite.embedded import forget_redis_url, record_redis_url
 
 EXAMPLE = stack.ROOT / "deploy" / "production.env.example"
+WORKER_EXAMPLE = stack.ROOT / "deploy" / "worker.env.example"
 SETTINGS_TABLE = (stack.ROOT / "docs" / "settings.md").read_text()
 SHOW = (
     "import django; django.setup(); from django.conf import settings as s; import json; print(json.dumps("
@@ -46,15 +47,23 @@ def key_file(tmp_path):
     return path
 
 
-def test_the_example_is_variables_only_and_every_variable_is_in_the_settings_table():
+def example_names(path) -> list[str]:
     names = []
-    for line in EXAMPLE.read_text().splitlines():
+    for line in path.read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
-        # systemd's EnvironmentFile and a POSIX shell read these lines the same way: no quotes, expansions, spaces.
-        assert re.fullmatch(r"[A-Z][A-Z0-9_]*=[^\s'\"$`\\;&|<>()]*", line), line
+        # systemd's EnvironmentFile, a POSIX shell and honcho read these lines the same way: no quotes, expansions,
+        # spaces; or the whole value in single quotes (CHAT_MODEL_OPTIONS' JSON), which all three take as written
+        # (nothing in it that systemd or a shell would treat: no quote, $, backquote or backslash).
+        assert re.fullmatch(r"[A-Z][A-Z0-9_]*=([^\s'\"$`\\;&|<>()]*|'[^'$`\\]*')", line), line
         names.append(line.split("=", 1)[0])
-    assert len(names) == len(set(names)) and "HTTPS" in names and "TRUSTED_PROXY" in names
+    assert len(names) == len(set(names))
+    return names
+
+
+def test_the_example_is_variables_only_and_every_variable_is_in_the_settings_table():
+    names = example_names(EXAMPLE) + example_names(WORKER_EXAMPLE)
+    assert "HTTPS" in names and "TRUSTED_PROXY" in names and "CHAT_WORKER_MODEL" in names
     missing = [n for n in names if not re.search(rf"^\| [^|]*`{n}`", SETTINGS_TABLE, re.M)]
     assert missing == [], f"not in the settings table (docs/settings.md): {missing}"
 
@@ -322,3 +331,54 @@ def test_settings_refuse_a_model_list_that_cannot_work_with_the_same_sentence(ke
     )
     assert out.returncode != 0
     assert "ImproperlyConfigured: CHAT_DEFAULT_MODEL=c is not one of the served models (a, b)." in out.stderr
+
+
+MODELS_SHOWN = (
+    "import django, json, os; django.setup(); from django.conf import settings as s; from chatsite import stack; "
+    "conf = stack.LauncherSettings.from_env(os.environ); args = stack.worker_args(conf); print(json.dumps({"
+    "'models': [[m.name, m.spec, m.label, m.dtype, m.max_batch, list(m.groups)] for m in s.CHAT_SERVED_MODELS], "
+    "'default': s.CHAT_DEFAULT_MODEL, 'worker_model': s.CHAT_WORKER_MODEL, 'queues': args[args.index('-Q') + 1]}))"
+)
+
+
+def test_one_host_serves_one_model_and_another_host_a_second(key_file, tmp_path):
+    """production.env (the same on every host) lists the models; a host's worker.env names the one its workers
+    hold. The worker unit reads them in that order, then the instance's own file; `python -m chatsite.stack
+    worker` (the unit's and the Procfile's command) then reads that model's queue."""
+    unit = (stack.ROOT / "deploy" / "systemd" / "chat-worker@.service").read_text()
+    assert re.findall(r"^EnvironmentFile=(.*)$", unit, re.M) == [
+        "/etc/chat-server/production.env",
+        "-/etc/chat-server/worker.env",
+        "-/etc/chat-server/worker-%i.env",
+    ]
+    assert re.search(r"^ExecStart=\S+/python -m chatsite\.stack worker$", unit, re.M)
+    assert re.search(
+        r"^worker: python -m chatsite\.stack worker$", (stack.ROOT / "deploy" / "Procfile").read_text(), re.M
+    )
+
+    def host(worker_env: str = "") -> dict:
+        out = sourced_run(
+            [sys.executable, "-c", f'"{MODELS_SHOWN}"'], extra=f"SECRET_KEY_FILE={key_file}; {worker_env or ':'}"
+        )
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    bundled = "bundled:smollm2-135m-instruct"
+    first = host(f'. "{WORKER_EXAMPLE}"')  # the example worker.env: the bundled model
+    assert first["models"] == [
+        [bundled, bundled, "SmolLM2 135M", None, None, []],
+        ["qwen", "/srv/models/qwen2.5-1.5b-instruct", "Qwen2.5 1.5B", "bfloat16", 32, ["staff"]],
+    ]  # the JSON options arrive whole through the shell's quoting
+    assert (first["default"], first["worker_model"], first["queues"]) == (
+        bundled,
+        bundled,
+        "inference.model." + bundled + ",inference",
+    )
+    second_env = tmp_path / "worker.env"
+    second_env.write_text(WORKER_EXAMPLE.read_text().replace(f"CHAT_WORKER_MODEL={bundled}", "CHAT_WORKER_MODEL=qwen"))
+    second = host(f'. "{second_env}"')
+    assert second["models"] == first["models"] and (second["worker_model"], second["queues"]) == (
+        "qwen",
+        "inference.model.qwen",
+    )
+    assert host()["worker_model"] == bundled  # no worker.env: the default model
