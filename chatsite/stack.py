@@ -369,12 +369,25 @@ def _settings_or_exit(env: Mapping[str, str]) -> LauncherSettings:
         raise SystemExit(2) from None
 
 
+def service_env(env: Mapping[str, str], conf: LauncherSettings, role: str) -> dict:
+    """The environment of one process a service manager starts (``serve``). A worker's torch threads: there
+    ``WORKERS`` is this host's worker instances, whichever models they hold (a host's worker.env names its
+    model), so each takes cores // WORKERS; settings' own default divides by every served model's workers, as
+    ``make run`` starts them all on one host, which would leave a host serving one model of two half idle."""
+    out = dict(env)
+    if role == "worker" and not out.get("CHAT_TORCH_THREADS"):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        out["CHAT_TORCH_THREADS"] = str(max(1, cores // conf.workers))
+    return out
+
+
 def serve(role: str) -> None:
     """``python -m chatsite.stack web|worker``: become one Daphne or one worker (``os.execv``), with the same
     command line the launcher uses, for a service manager (systemd, honcho) that supervises it directly."""
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
     conf = _settings_or_exit(env)
+    env = service_env(env, conf, role)
     args = daphne_args(conf.port, conf) if role == "web" else worker_args(conf)
     os.chdir(ROOT)
     os.execve(args[0], args, env)

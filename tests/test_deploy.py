@@ -160,9 +160,17 @@ def test_torch_threads_divide_the_cores_among_the_workers_of_a_host(key_file):
     show = [sys.executable, "-c", f'"{SHOW}"']
     for workers in (1, 2, cores + 1):
         got = json.loads(sourced_run(show, extra=f"SECRET_KEY_FILE={key_file}; WORKERS={workers}").stdout)
-        assert got["CHAT_TORCH_THREADS"] == max(1, cores // workers)
+        # Settings count as make run starts workers: WORKERS of each of the example's two models.
+        assert got["CHAT_TORCH_THREADS"] == max(1, cores // (2 * workers))
+        # A worker a service manager starts alone (the unit, the Procfile): WORKERS is the host's instances.
+        env = {"WORKERS": str(workers), "PATH": "/usr/bin"}
+        served_alone = stack.service_env(env, stack.LauncherSettings.from_env(env), "worker")
+        assert served_alone["CHAT_TORCH_THREADS"] == str(max(1, cores // workers)) and "CHAT_TORCH_THREADS" not in env
     got = json.loads(sourced_run(show, extra=f"SECRET_KEY_FILE={key_file}; WORKERS=2; CHAT_TORCH_THREADS=3").stdout)
     assert got["CHAT_TORCH_THREADS"] == 3
+    env = {"WORKERS": "2", "CHAT_TORCH_THREADS": "3"}
+    assert stack.service_env(env, stack.LauncherSettings.from_env(env), "worker")["CHAT_TORCH_THREADS"] == "3"
+    assert "CHAT_TORCH_THREADS" not in stack.service_env({}, stack.LauncherSettings.from_env({}), "web")
 
 
 def test_a_chat_worker_gpus_entry_that_is_no_gpu_stops_the_launcher_before_it_starts_anything(tmp_path):
@@ -328,6 +336,7 @@ def test_settings_refuse_a_model_list_that_cannot_work_with_the_same_sentence(ke
     out = sourced_run(
         [sys.executable, "manage.py", "check"],
         extra=f"SECRET_KEY_FILE={key_file}; CHAT_MODELS=a=x,b=y; CHAT_DEFAULT_MODEL=c",
+        source=False,
     )
     assert out.returncode != 0
     assert "ImproperlyConfigured: CHAT_DEFAULT_MODEL=c is not one of the served models (a, b)." in out.stderr
