@@ -423,13 +423,14 @@ def main(argv: list[str] | None = None) -> int:
             shown = without_password(env["REDIS_URL"])
             say(f"embedded Redis on {shown} (password in {conf.redis_dir / PASSWORD_FILE})")
             compact_redis(env["REDIS_URL"])
-        # Each worker's name and log line say which it is; torch threads: settings divide the cores by every
-        # model's workers on this host.
+        # Each worker's name and log line say which it is (and, with several models, its model: one model's
+        # read as in every earlier release); torch threads: settings divide the cores by every model's workers
+        # on this host.
         plan = conf.worker_plan()
         several = len(plan) > 1
         workers = [
             Service(
-                f"worker{i + 1} ({model})" if several else "worker",
+                (f"worker{i + 1} ({model})" if len(conf.models) > 1 else f"worker{i + 1}") if several else "worker",
                 lambda i=i, model=model: start_worker(
                     worker_env(env, conf, i, model), name=f"inference{i + 1}" if several else "inference"
                 ),
