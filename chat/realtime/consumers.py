@@ -292,7 +292,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(events.as_frame(event))
 
     # These frames carry no reply text: forwarded as they come.
-    chat_thread = chat_feedback = chat_settings = chat_deleted = chat_conversation
+    chat_thread = chat_feedback = chat_settings = chat_deleted = chat_compared = chat_conversation
 
     async def chat_message(self, event):
         frame = events.as_frame(event)
