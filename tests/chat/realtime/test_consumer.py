@@ -226,7 +226,12 @@ def test_subscribe_sends_text_so_far_then_only_newer_deltas(make_user, session_c
         link.close()
     assert snapshot["message"]["content"] == "Hello" and snapshot["seq"] == 1
     assert snapshot["message"]["status"] == "streaming"
-    assert ack == {"type": "subscribed", "conversation": sent.conversation.id, "active": reply.id}
+    assert ack == {
+        "type": "subscribed",
+        "conversation": sent.conversation.id,
+        "active": reply.id,
+        "actives": [reply.id],
+    }
     assert delta == {"type": "delta", "message": reply.id, "seq": 2, "text": " world"}
     assert done["type"] == "done" and done["content"] == "Hello world"
 

@@ -1,6 +1,8 @@
 """Models over the socket, through the real ASGI app and Redis layer: the frames of a send to a picked model,
 of Compare and of a pick, each checked against its schema, and the refusals."""
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 
@@ -68,3 +70,41 @@ def test_every_frame_the_services_publish_has_a_handler_in_the_consumer():
 
     published = set(FRAMES) - {"subscribed", "error"}
     assert {t for t in published if not hasattr(ChatConsumer, f"chat_{t}")} == set()
+
+
+def test_a_reload_during_compare_resumes_both_replies(two_models, make_user, session_cookie):
+    """Both of a Compare's replies stream at once: a subscribe answers with the text so far of each, and each
+    one's later deltas follow."""
+    from chat.conversations import services as conversation_services
+    from chat.replies import services as reply_services
+    from chat.worker.link import WorkerLink
+
+    user = make_user()
+    sent = conversation_services.message_send(user=user, conversation_id=None, content="Hi", compare="other")
+    replies = [reply_services.reply_claim(message_id=m.id) for m in (sent.assistant_message, sent.compared)]
+    link = WorkerLink()
+    for n, reply in enumerate(replies):
+        link.clear_stream(reply.id)
+        link.delta(user.id, reply.id, 0, [f"reply {n}"])
+    cookie = session_cookie(user)
+
+    async def go():
+        comm, _, _ = await connect(cookie)
+        await comm.send_json_to({"type": "subscribe", "conversation": sent.conversation.id})
+        got = await frames_until(comm, "subscribed")
+        await asyncio.to_thread(link.delta, user.id, replies[1].id, 1, ["reply 1", " goes on"])
+        later = await comm.receive_json_from(timeout=10)
+        await comm.disconnect()
+        return got, later
+
+    try:
+        got, later = run(go())
+    finally:
+        link.close()
+    snapshots, ack = got[:-1], got[-1]
+    assert [(f["message"]["id"], f["message"]["content"], f["seq"]) for f in snapshots] == [
+        (replies[0].id, "reply 0", 0),
+        (replies[1].id, "reply 1", 0),
+    ]
+    assert ack["actives"] == [replies[0].id, replies[1].id] and ack["active"] == replies[1].id
+    assert (later["type"], later["message"], later["text"]) == ("delta", replies[1].id, " goes on")
