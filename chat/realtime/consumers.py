@@ -297,7 +297,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def chat_conversation(self, event):
         await self.send_json(events.as_frame(event))
 
-    # These frames carry no reply text: forwarded as they come.
+    # These frames carry no reply text: forwarded as they come. (An event with no handler here ends the socket:
+    # Channels raises "No handler for message type".)
     chat_thread = chat_feedback = chat_settings = chat_deleted = chat_compared = chat_conversation
 
     async def chat_message(self, event):
