@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from chat.conversations import services
 from chat.models import Conversation, Feedback, GoldAnswer, Message
 from chat.review import dataset
-from tests.chat.review.conftest import BIG, SMALL, answered, compared
+from tests.chat.review.conftest import BIG, SMALL, answered, compared, written
 
 pytestmark = pytest.mark.django_db
 
@@ -91,8 +91,6 @@ def test_a_pick_stands_beside_gold_answers_and_alternatives_of_the_same_message(
     alice = make_user()
     comparison = compared(alice, "Why?", ("Because.", "No idea."), pick=0)
     regenerated = services.message_regenerate(user=alice, message_id=comparison.first_id)
-    from tests.chat.review.conftest import written
-
     third = written(regenerated, "Because it is.")
     Feedback.objects.create(message=third, user=alice, rating=1)
     GoldAnswer.objects.create(message=comparison.second, content="Here is why.")
