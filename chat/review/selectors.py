@@ -12,16 +12,18 @@ from django.core.paginator import Page, Paginator
 from django.db.models import (
     Count,
     Exists,
+    F,
     IntegerField,
     OuterRef,
     Prefetch,
+    Q,
     QuerySet,
     Subquery,
     Value,
 )
 from django.db.models.functions import Coalesce
 
-from chat.models import Conversation, Feedback, Message
+from chat.models import Comparison, Conversation, Feedback, Message
 from chat.replies.liveness import ReplyProgress, replies_progress
 
 # Ids bound per statement where a caller's list of ids can be any length (the review panel's "select all"):
@@ -104,6 +106,19 @@ def model_names() -> list[str]:
     is a served one; reading the message table's distinct names would cost a scan of every message)."""
     names = set(Conversation.objects.order_by().values_list("model_name", flat=True).distinct())
     return sorted((names | {m.name for m in settings.CHAT_SERVED_MODELS}) - {""})
+
+
+def comparisons_for_review() -> QuerySet:
+    """Every Compare with its conversation, owner's name, each reply's model and the picked one's, and whether
+    it is picked: joined names, never a reply's text."""
+    return Comparison.objects.annotate(
+        conversation_id=F("prompt__conversation_id"),
+        owner_name=F("prompt__conversation__owner__username"),
+        first_model=F("first__model_name"),
+        second_model=F("second__model_name"),
+        chosen_model=F("chosen__model_name"),
+        picked=Q(chosen__isnull=False),
+    )
 
 
 def messages_for_review() -> QuerySet:
