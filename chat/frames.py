@@ -87,6 +87,7 @@ class SubscribedFrame(TypedDict):
     type: Literal["subscribed"]
     conversation: int
     active: int | None
+    actives: list[int]  # every reply resumed, oldest first: one, or Compare's two (``active`` is the newest)
 
 
 class DeltaFrame(TypedDict):

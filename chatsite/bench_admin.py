@@ -55,7 +55,7 @@ QUERIES = {
     "gold-answer list": 7,
     "audit log (superuser)": 7,
     "live generations": 7,
-    "usage (30 days)": 13,
+    "usage (30 days)": 15,
 }
 _TRANSACTION = re.compile(r"\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE SAVEPOINT)\b", re.IGNORECASE)
 

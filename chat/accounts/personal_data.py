@@ -2,8 +2,9 @@
 
 Streamed, so a history of any length costs one chunk of rows in memory: conversations and messages are read
 in id order with keyset pages (no cursor held open between chunks, so it works the same on SQLite, on
-PostgreSQL and behind a connection pooler). The document holds what the person wrote or was answered and
-their feedback; staff's review notes about them are not theirs to export.
+PostgreSQL and behind a connection pooler). The document holds what the person wrote or was answered, their
+feedback and their Compares (which two replies, which model wrote each, their pick); staff's review notes about
+them are not theirs to export.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import AsyncIterator, Iterator
 
 from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import F
 from django.utils import timezone
 
-from chat.models import Account, Conversation, Feedback, Message
+from chat.models import Account, Comparison, Conversation, Feedback, Message
 
 FORMAT = "chat-personal-data/1"
 PAGE = 500  # rows per query
@@ -40,17 +42,26 @@ MESSAGE_FIELDS = (
     "finished_at",
 )
 FEEDBACK_FIELDS = ("id", "message_id", "rating", "comment", "created_at", "updated_at")
+COMPARISON_FIELDS = ("id", "first_id", "second_id", "blind", "chosen_id", "created_at", "picked_at")
+# Named for the reader: the person's message both models answered, and the model of each reply and of the pick.
+COMPARISON_NAMED = {
+    "message_id": F("prompt_id"),
+    "first_model": F("first__model_name"),
+    "second_model": F("second__model_name"),
+    "chosen_model": F("chosen__model_name"),
+}
 
 
 def _dumps(value) -> str:
     return json.dumps(value, cls=DjangoJSONEncoder, ensure_ascii=False)
 
 
-def _pages(queryset, fields: tuple[str, ...]) -> Iterator[list[dict]]:
-    """Rows of ``queryset`` in id order (``fields`` start with ``id``), one keyset page per query."""
+def _pages(queryset, fields: tuple[str, ...], named: dict | None = None) -> Iterator[list[dict]]:
+    """Rows of ``queryset`` in id order (``fields`` start with ``id``; ``named``: more values under names of
+    their own), one keyset page per query."""
     after = 0
     while True:
-        rows = list(queryset.filter(pk__gt=after).order_by("pk").values(*fields)[:PAGE])
+        rows = list(queryset.filter(pk__gt=after).order_by("pk").values(*fields, **(named or {}))[:PAGE])
         if rows:
             yield rows
         if len(rows) < PAGE:
@@ -58,10 +69,10 @@ def _pages(queryset, fields: tuple[str, ...]) -> Iterator[list[dict]]:
         after = rows[-1]["id"]
 
 
-def _array_items(queryset, fields: tuple[str, ...]) -> Iterator[str]:
+def _array_items(queryset, fields: tuple[str, ...], named: dict | None = None) -> Iterator[str]:
     """The rows as the items of a JSON array, one piece per page."""
     separator = ""
-    for rows in _pages(queryset, fields):
+    for rows in _pages(queryset, fields, named):
         yield separator + ", ".join(_dumps(row) for row in rows)
         separator = ", "
 
@@ -91,6 +102,10 @@ def personal_data_chunks(*, user) -> Iterator[str]:
             yield "]}"
     yield '], "feedback": ['
     yield from _array_items(Feedback.objects.filter(user_id=user.pk), FEEDBACK_FIELDS)
+    yield '], "comparisons": ['
+    yield from _array_items(
+        Comparison.objects.filter(prompt__conversation__owner_id=user.pk), COMPARISON_FIELDS, COMPARISON_NAMED
+    )
     yield "]}\n"
 
 

@@ -7,6 +7,7 @@ leaves an ``AuditEvent``. Writes go through ``chat.review.services``; list pages
 - ``common``: the permission mixins and list filters the screens share;
 - ``conversations``: conversations (list, transcript page, review form, gold answers) and the review queue;
 - ``messages``: messages, feedback and gold answers as lists;
+- ``comparisons``: Compares (two models answering one message) as a list: the models, blind or not, the pick;
 - ``export``: the dataset export (SFT transcripts, preference pairs) of the conversation lists;
 - ``usage``: messages, tokens, speed and failures per day and per person, with a chart (reads: ``chat.review.usage``);
 - ``live``: replies queued or streaming right now, with a Cancel that works as the owner's Stop;
@@ -20,6 +21,7 @@ from chat.admin import (  # noqa: F401  (each registers its screens)
     accounts,
     api_keys,
     audit,
+    comparisons,
     conversations,
     live,
     messages,

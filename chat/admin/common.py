@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ALL_VAR, ORDER_VAR, PAGE_VAR, SEARCH_VAR
 
 from chat.models import AuditEvent
+from chat.review import selectors
 from chat.review.services import audit_record, can_review
 
 
@@ -167,6 +168,33 @@ class TextFilter(admin.ListFilter):
             "keep": [(k, v) for k, v in changelist.params.items() if k != self.parameter_name],
             "clear": changelist.get_query_string(remove=[self.parameter_name]),
         }
+
+
+MODEL_NAMES = "_chat_model_names"  # request attribute: the model names this request's filters list
+
+
+def model_choices(request) -> list[tuple[str, str]]:
+    """The models a list may be filtered by (``selectors.model_names``), read once per request: the conversation
+    list has two such filters, and a second read would be a second query."""
+    if not hasattr(request, MODEL_NAMES):
+        setattr(request, MODEL_NAMES, selectors.model_names())
+    return [(name, name) for name in getattr(request, MODEL_NAMES)]
+
+
+class ModelFilter(admin.SimpleListFilter):
+    """Rows whose ``lookup`` is the chosen model. The choices are the conversations' models and the ones served
+    now (``selectors.model_names``: never a scan of the message table); a model named in the query string is
+    applied whether or not it is listed (a reply of a model no longer served nor any conversation's)."""
+
+    title = "model"
+    parameter_name = "model_name"
+    lookup = "model_name"
+
+    def lookups(self, request, model_admin):
+        return model_choices(request)
+
+    def queryset(self, request, queryset):
+        return queryset.filter(**{self.lookup: self.value()}) if self.value() else queryset
 
 
 class YesNoFilter(admin.SimpleListFilter):

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 
 from chat.admin.common import (
     AuditedSearch,
+    ModelFilter,
     RatingColumns,
     ReviewerOnly,
     TextFilter,
@@ -34,6 +35,28 @@ class OwnerFilter(TextFilter):
     title = "owner (username)"
     parameter_name = "owner"
     lookup = "owner__username__iexact"
+
+
+class ConversationModelFilter(ModelFilter):
+    """The conversation's model: the one its next reply goes to (a switch applies from the next reply)."""
+
+    title = "model (the conversation's)"
+
+
+class ReplyModelFilter(ModelFilter):
+    """Conversations with a reply written by this model: one that switched models, or a Compare's second
+    model, is found by either (an EXISTS per row, as the search's)."""
+
+    title = "a reply by model"
+    parameter_name = "reply_model"
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        replies = Message.objects.filter(
+            conversation=OuterRef("pk"), role=Message.Role.ASSISTANT, model_name=self.value()
+        )
+        return queryset.filter(Exists(replies))
 
 
 class NegativeFeedbackFilter(YesNoFilter):
@@ -101,7 +124,8 @@ class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActio
         ProblemFilter,
         "source",
         "content_kept",
-        "model_name",
+        ConversationModelFilter,
+        ReplyModelFilter,
         OwnerFilter,
         "created_at",
     )

@@ -9,6 +9,7 @@ from django.utils.html import format_html
 from chat.admin.common import (
     AuditedOpen,
     AuditedSearch,
+    ModelFilter,
     RatingColumns,
     ReviewerOnly,
     TextFilter,
@@ -35,18 +36,11 @@ class RatingFilter(admin.SimpleListFilter):
         return queryset
 
 
-class ModelFilter(admin.SimpleListFilter):
-    """The models replies were written by, listed from the conversations (a reply takes its conversation's
-    model): Django's own field filter would read every message's name for its choices."""
+class ReplyModelFilter(ModelFilter):
+    """The model that wrote each reply: its own name, which for a Compare reply differs from its conversation's
+    (and the conversation's model may have changed since)."""
 
-    title = "model name"
-    parameter_name = "model_name"
-
-    def lookups(self, request, model_admin):
-        return [(name, name) for name in selectors.model_names()]
-
-    def queryset(self, request, queryset):
-        return queryset.filter(model_name=self.value()) if self.value() else queryset
+    title = "model (that wrote the reply)"
 
 
 class MessageOwnerFilter(TextFilter):
@@ -69,6 +63,7 @@ class MessageAdmin(RatingColumns, AuditedOpen, AuditedSearch, ReviewerOnly, admi
         "status",
         "finish_reason",
         "model_name",
+        "worker",
         "prompt_tokens",
         "completion_tokens",
         "ttft_ms",
@@ -81,7 +76,7 @@ class MessageAdmin(RatingColumns, AuditedOpen, AuditedSearch, ReviewerOnly, admi
     list_filter = (
         "status",
         "finish_reason",
-        ModelFilter,
+        ReplyModelFilter,
         RatingFilter,
         "role",
         "is_current",
@@ -109,6 +104,7 @@ class MessageAdmin(RatingColumns, AuditedOpen, AuditedSearch, ReviewerOnly, admi
         "ttft_ms",
         "tokens_per_s",
         "model_name",
+        "worker",
         "params",
         "dropped_messages",
         "stop_requested",

@@ -102,6 +102,13 @@ def chat_defaults_for(*, user) -> dict:
     return row or {"system_prompt": "", "params": {}, "model_name": ""}
 
 
+def messages_active_in_conversation(*, conversation_id: int) -> list[Message]:
+    """The assistant replies being generated in a conversation, oldest first (Compare writes two at once)."""
+    return list(
+        Message.objects.filter(conversation_id=conversation_id, status__in=Message.ACTIVE_STATUSES).order_by("id")[:2]
+    )
+
+
 def message_active_in_conversation(*, conversation_id: int) -> Message | None:
     """The assistant reply being generated in a conversation, if any."""
     return (

@@ -23,12 +23,12 @@ def chat_page(request):
     """The chat page; conversations and messages load through the JSON endpoints. The settings panel's bounds
     and the person's defaults come with the page as JSON in a data attribute (escaped by the template): the
     page has no inline script of any kind."""
-    models = catalog.models_for(request.user)
     config = {
         "bounds": params.bounds(),
         "defaults": conversation_selectors.chat_defaults_for(user=request.user),
-        # The picker: the models this person may use, live or not (a model without a worker is shown, unsendable).
-        "models": models,
+        # The picker: the models this person may use, live or not (one without a worker is shown as unavailable;
+        # a send to it gets the server's no_worker sentence).
+        "models": catalog.models_for(request.user),
         "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
     }
     return render(
@@ -36,7 +36,6 @@ def chat_page(request):
         "chat/index.html",
         {
             "review_enabled": settings.CHAT_REVIEW_ENABLED,
-            "chat_model": next((m["name"] for m in models if m["default"]), ""),
             "chat_config": json.dumps(config),
             "quota": quotas.summary(request.user.pk),
             "may_chat": account_selectors.account_may_chat(user=request.user),

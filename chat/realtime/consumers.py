@@ -263,11 +263,17 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_subscribe(self, frame: frames.SubscribeIn):
         conversation_id = frame["conversation"]
-        active = await database_sync_to_async(_active_for)(self.user, conversation_id)
-        if active is not None and not await self.delivery.resume(active):
-            active = None  # it ended while we looked: its done frame was already sent
+        resumed = []
+        for reply in await database_sync_to_async(_actives_for)(self.user, conversation_id):
+            if await self.delivery.resume(reply):  # False: it ended while we looked; its done was already sent
+                resumed.append(reply.pk)
         await self.send_json(
-            {"type": "subscribed", "conversation": conversation_id, "active": active.pk if active else None}
+            {
+                "type": "subscribed",
+                "conversation": conversation_id,
+                "active": resumed[-1] if resumed else None,
+                "actives": resumed,
+            }
         )
 
     HANDLERS = {
@@ -291,8 +297,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def chat_conversation(self, event):
         await self.send_json(events.as_frame(event))
 
-    # These frames carry no reply text: forwarded as they come.
-    chat_thread = chat_feedback = chat_settings = chat_deleted = chat_conversation
+    # These frames carry no reply text: forwarded as they come. (An event with no handler here ends the socket:
+    # Channels raises "No handler for message type".)
+    chat_thread = chat_feedback = chat_settings = chat_deleted = chat_compared = chat_conversation
 
     async def chat_message(self, event):
         frame = events.as_frame(event)
@@ -320,6 +327,7 @@ def _client_id(frame: dict) -> str | None:
     return value if isinstance(value, str) and len(value) <= frames.MAX_CLIENT_ID_CHARS else None
 
 
-def _active_for(user, conversation_id: int) -> Message | None:
+def _actives_for(user, conversation_id: int) -> list[Message]:
+    """The conversation's replies being written, oldest first: one, or Compare's two."""
     conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
-    return selectors.message_active_in_conversation(conversation_id=conversation.pk)
+    return selectors.messages_active_in_conversation(conversation_id=conversation.pk)

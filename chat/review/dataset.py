@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import groupby
 from uuid import UUID
 
@@ -25,7 +26,20 @@ KINDS = (SFT, PAIRS)
 CHUNK = 200  # conversations per chunk: their rows are in memory at once, and each chunk costs a few queries
 
 Status = Message.Status
-ROW_FIELDS = ("id", "conversation_id", "parent_id", "role", "content", "status", "supplied", "gold_answer__content")
+ROW_FIELDS = (
+    "id",
+    "conversation_id",
+    "parent_id",
+    "role",
+    "content",
+    "status",
+    "supplied",
+    "model_name",
+    "gold_answer__content",
+)
+# A user message answered by Compare carries its comparison (a LEFT JOIN on the one-to-one, in the same query):
+# which two replies, which one the person picked (None: not yet), and whether the names were hidden.
+COMPARISON_FIELDS = ("comparison__first", "comparison__second", "comparison__chosen", "comparison__blind")
 
 
 def export_lines(*, kind: str, conversations: QuerySet, export_id: UUID, upto: int) -> Iterator[str]:
@@ -66,9 +80,15 @@ def _conversations(conversation_ids: list[int]) -> list[dict]:
     )
 
 
-def _by_conversation(messages: QuerySet) -> dict[int, list[dict]]:
-    rows = messages.order_by("conversation_id", "id").values(*ROW_FIELDS)
+def _by_conversation(messages: QuerySet, *extra: str) -> dict[int, list[dict]]:
+    rows = messages.order_by("conversation_id", "id").values(*ROW_FIELDS, *extra)
     return {pk: list(group) for pk, group in groupby(rows, key=lambda row: row["conversation_id"])}
+
+
+def _model(row: dict, conversation: dict) -> str | None:
+    """The model that wrote a reply: its own name (a Compare reply's differs from its conversation's, and a
+    conversation's model may have changed since), else its conversation's; None when neither is known."""
+    return row["model_name"] or conversation["model_name"] or None
 
 
 def _finished_text(row: dict) -> str | None:
@@ -101,7 +121,7 @@ def sft_record(*, conversation: dict, messages: list[dict]) -> dict | None:
     with an assistant turn an API caller supplied is no transcript of this model: none is made."""
     if any(row["supplied"] for row in messages):
         return None
-    turns, gold = [], 0
+    turns, models, gold = [], [], 0
     for row in messages:
         if row["role"] == Message.Role.USER:
             turns.append({"role": "user", "content": row["content"]})
@@ -111,14 +131,18 @@ def sft_record(*, conversation: dict, messages: list[dict]) -> dict | None:
             break
         gold += bool(row["gold_answer__content"])
         turns.append({"role": "assistant", "content": text})
+        models.append(_model(row, conversation))
     while turns and turns[-1]["role"] == "user":
         turns.pop()
-    if not turns:
+    if not models:
         return None
     system = conversation["system_prompt"]
     return {
         "conversation": conversation["id"],
-        "model": conversation["model_name"],
+        # One model wrote every reply (the usual case), or None: the conversation switched models, or a Compare
+        # pick put the other model's reply on the shown branch. ``models`` says which wrote each turn.
+        "model": models[0] if len(set(models)) == 1 else None,
+        "models": models,
         "messages": ([{"role": "system", "content": system}] if system else []) + turns,
         "gold_answers": gold,
     }
@@ -128,8 +152,9 @@ def sft_record(*, conversation: dict, messages: list[dict]) -> dict | None:
 
 
 def pair_records(*, conversation_ids: list[int]) -> list[dict]:
-    """Every preference pair of these conversations, all branches: three queries."""
-    messages = _by_conversation(Message.objects.filter(conversation_id__in=conversation_ids))
+    """Every preference pair of these conversations, all branches: three queries (the comparisons come with
+    the messages)."""
+    messages = _by_conversation(Message.objects.filter(conversation_id__in=conversation_ids), *COMPARISON_FIELDS)
     scores = dict(
         Feedback.objects.filter(message__conversation_id__in=conversation_ids)
         .order_by()
@@ -150,21 +175,60 @@ def _rating(score: int | None) -> int:
     return (score > 0) - (score < 0) if score else 0
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    source: str
+    parent_id: int  # the user turn both replies answer
+    chosen: dict | None  # the chosen reply's row; None for a gold answer
+    chosen_text: str
+    rejected: dict
+    blind: bool | None = None  # a Compare pick's: whether the person saw the models' names before picking
+
+    @property
+    def key(self) -> tuple:
+        return (self.parent_id, self.chosen_text, self.rejected["content"])
+
+
+def _compare_picks(messages: list[dict], replies: dict[int, dict]) -> list[_Candidate]:
+    """The picked reply of each Compare over the other one, when both have finished text. A comparison not
+    picked yet says nothing."""
+    picks = []
+    for row in messages:
+        chosen_id = row.get("comparison__chosen")
+        if chosen_id is None:
+            continue
+        first, second = row["comparison__first"], row["comparison__second"]
+        chosen, rejected = replies.get(chosen_id), replies.get(second if chosen_id == first else first)
+        if chosen and rejected:
+            picks.append(
+                _Candidate("compare", row["id"], chosen, chosen["content"], rejected, row["comparison__blind"])
+            )
+    return picks
+
+
 def conversation_pairs(*, conversation: dict, messages: list[dict], scores: dict[int, int]) -> list[dict]:
-    """The pairs of one conversation: gold answers over the replies they correct, then, among replies to the
-    same user turn, a 👍 one over an unrated or 👎 sibling and an unrated one over a 👎 sibling. Only finished
-    text is compared; a pair whose texts repeat one already made (same prompt, chosen, rejected) is left out."""
+    """The pairs of one conversation: gold answers over the replies they correct; the reply a person picked in
+    a Compare over the other one; then, among replies to the same user turn, a 👍 one over an unrated or 👎
+    sibling and an unrated one over a 👎 sibling. Only finished text is compared; a pair whose texts repeat one
+    already made (same prompt, chosen, rejected) is left out, and so is one that reverses a Compare pick (the
+    person chose between those two texts side by side: a rating elsewhere does not overturn it)."""
     rows = {row["id"]: row for row in messages}
     # Turns an API caller supplied are neither chosen nor rejected: they are not this model's answers.
-    replies = [
-        row for row in messages if row["role"] == Message.Role.ASSISTANT and _finished_text(row) and not row["supplied"]
+    replies = {
+        row["id"]: row
+        for row in messages
+        if row["role"] == Message.Role.ASSISTANT and _finished_text(row) and not row["supplied"]
+    }
+    candidates = [
+        _Candidate("gold", row["parent_id"], None, row["gold_answer__content"], row)
+        for row in replies.values()
+        if row["gold_answer__content"]
     ]
-    candidates = []  # (source, parent id, chosen row or None for gold, chosen text, rejected row)
-    for row in replies:
-        if row["gold_answer__content"]:
-            candidates.append(("gold", row["parent_id"], None, row["gold_answer__content"], row))
+    picks = _compare_picks(messages, replies)
+    candidates += picks
+    reversed_picks = {(p.parent_id, p.rejected["content"], p.chosen_text) for p in picks}
     siblings = defaultdict(list)
-    for row in replies:
+    for row in replies.values():
         siblings[row["parent_id"]].append(row)
     for parent_id, group in siblings.items():
         for chosen in group:
@@ -172,26 +236,28 @@ def conversation_pairs(*, conversation: dict, messages: list[dict], scores: dict
                 up, down = _rating(scores.get(chosen["id"])), _rating(scores.get(rejected["id"]))
                 if up > down:  # 👍 over unrated or 👎, unrated over 👎
                     source = "rating" if up and down else "alternatives"
-                    candidates.append((source, parent_id, chosen, chosen["content"], rejected))
-    pairs, seen, prompts = [], set(), {}
-    for source, parent_id, chosen, chosen_text, rejected in candidates:
-        key = (parent_id, chosen_text, rejected["content"])
-        if chosen_text == rejected["content"] or key in seen:
+                    candidates.append(_Candidate(source, parent_id, chosen, chosen["content"], rejected))
+    pairs, seen, prompts = [], set(reversed_picks), {}
+    for c in candidates:
+        if c.chosen_text == c.rejected["content"] or c.key in seen:
             continue
-        seen.add(key)
-        if parent_id not in prompts:
-            prompts[parent_id] = prompt_turns(
-                rows=rows, parent_id=parent_id, system_prompt=conversation["system_prompt"]
+        seen.add(c.key)
+        if c.parent_id not in prompts:
+            prompts[c.parent_id] = prompt_turns(
+                rows=rows, parent_id=c.parent_id, system_prompt=conversation["system_prompt"]
             )
         pairs.append(
             {
-                "prompt": prompts[parent_id],
-                "chosen": [{"role": "assistant", "content": chosen_text}],
-                "rejected": [{"role": "assistant", "content": rejected["content"]}],
-                "source": source,
+                "prompt": prompts[c.parent_id],
+                "chosen": [{"role": "assistant", "content": c.chosen_text}],
+                "rejected": [{"role": "assistant", "content": c.rejected["content"]}],
+                "source": c.source,
                 "conversation": conversation["id"],
-                "message": rejected["id"],
-                "chosen_message": chosen["id"] if chosen else None,
+                "message": c.rejected["id"],
+                "chosen_message": c.chosen["id"] if c.chosen else None,
+                "chosen_model": _model(c.chosen, conversation) if c.chosen else None,
+                "rejected_model": _model(c.rejected, conversation),
+                "blind": c.blind,
             }
         )
     return pairs

@@ -5,22 +5,25 @@ whatever its length; lists of ids of any length are bound a chunk at a time (``i
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.paginator import Page, Paginator
 from django.db.models import (
     Count,
     Exists,
+    F,
     IntegerField,
     OuterRef,
     Prefetch,
+    Q,
     QuerySet,
     Subquery,
     Value,
 )
 from django.db.models.functions import Coalesce
 
-from chat.models import Conversation, Feedback, Message
+from chat.models import Comparison, Conversation, Feedback, Message
 from chat.replies.liveness import ReplyProgress, replies_progress
 
 # Ids bound per statement where a caller's list of ids can be any length (the review panel's "select all"):
@@ -105,6 +108,19 @@ def model_names() -> list[str]:
     return sorted((names | {m.name for m in settings.CHAT_SERVED_MODELS}) - {""})
 
 
+def comparisons_for_review() -> QuerySet:
+    """Every Compare with its conversation, owner's name, each reply's model and the picked one's, and whether
+    it is picked: joined names, never a reply's text."""
+    return Comparison.objects.annotate(
+        conversation_id=F("prompt__conversation_id"),
+        owner_name=F("prompt__conversation__owner__username"),
+        first_model=F("first__model_name"),
+        second_model=F("second__model_name"),
+        chosen_model=F("chosen__model_name"),
+        picked=Q(chosen__isnull=False),
+    )
+
+
 def messages_for_review() -> QuerySet:
     """Every message with its conversation, owner and 👍/👎 counts."""
     return Message.objects.select_related("conversation__owner").annotate(
@@ -138,13 +154,47 @@ def replies_live_progress(*, message_ids: list[int]) -> dict[int, ReplyProgress]
         return {}
 
 
+@dataclass(frozen=True)
+class CompareMark:
+    """What the transcript page says of a message in a Compare: on the user message, its two replies; on a
+    reply, the other one (``other``; None on the user message). ``picked``: the person's pick (None: not picked
+    yet); ``blind``: the names were hidden until the pick."""
+
+    first: int
+    second: int
+    picked: int | None
+    blind: bool
+    other: int | None = None
+
+
+def _compare_mark(message: Message) -> CompareMark | None:
+    """The Compare a message is in, from the rows ``transcript_page`` joined (no query of its own)."""
+    asked = message if message.role == Message.Role.USER else message.parent
+    comparison = getattr(asked, "comparison", None) if asked is not None else None
+    if comparison is None:
+        return None
+    first, second = comparison.first_id, comparison.second_id
+    other = None
+    if message.role == Message.Role.ASSISTANT:
+        if message.pk not in (first, second):
+            return None  # a regenerated sibling of the two, not one of them
+        other = second if message.pk == first else first
+    return CompareMark(first, second, comparison.chosen_id, comparison.blind, other)
+
+
 def transcript_page(*, conversation: Conversation, page=1, per_page: int | None = None) -> Page:
     """One page of a whole transcript in the order it was written: every branch, alternatives included, each
-    message with its feedback (and who gave it) and its gold answer. A fixed number of queries per page."""
+    message with its feedback (and who gave it), its gold answer, and its Compare (``compare``: a
+    ``CompareMark`` or None). A fixed number of queries per page: the comparisons come joined to the messages
+    they hang on (a reply's through its parent, whose text is left unread)."""
     messages = (
         Message.objects.filter(conversation=conversation)
-        .select_related("gold_answer__author")
+        .select_related("gold_answer__author", "comparison", "parent__comparison")
+        .defer("parent__content", "parent__params", "parent__error")
         .prefetch_related(Prefetch("feedback", queryset=Feedback.objects.select_related("user").order_by("id")))
         .order_by("id")
     )
-    return Paginator(messages, per_page or TRANSCRIPT_PAGE).get_page(page)
+    shown = Paginator(messages, per_page or TRANSCRIPT_PAGE).get_page(page)
+    for message in shown:  # the page's one list of rows (Page reads its slice once)
+        message.compare = _compare_mark(message)
+    return shown

@@ -1,9 +1,11 @@
-"""Reads for the review panel's usage page: messages, tokens, speed and failures per day and per person.
+"""Reads for the review panel's usage page: messages, tokens, speed and failures per day, per person and per
+model (and per model per day, for the chart).
 
-Everything is counted by the database. A page costs nine queries whatever the table holds: per day, the top
-people, the totals, and for each of those two medians (time to first token, tokens/s). Python never holds
-more than one row per day (at most ``MAX_DAYS``), one per listed person (``TOP_PEOPLE`` + "others") and two
-values per median.
+Everything is counted by the database. A page costs eleven queries whatever the table holds: per day and model
+(the per-day and the per-model rows are its sums), the top people, the totals, and two medians (time to first
+token, tokens/s) for each of days, people, models and the whole range. Python never holds more than one row
+per day and model (at most ``MAX_DAYS`` times the models), one per listed person (``TOP_PEOPLE`` + "others")
+and two values per median.
 
 Medians: PostgreSQL has ``percentile_cont`` but SQLite has no median at all, so both use the same plain SQL
 instead — window functions, which both have (SQLite since 3.25). Each value gets its rank in its group and the
@@ -82,6 +84,15 @@ class PersonFigures(Figures):
 
 
 @dataclass(kw_only=True)
+class ModelFigures(Figures):
+    """The replies one model wrote (a reply's own model: a Compare's two replies count one for each model).
+    Messages sent have no model (a Compare's one message is answered by two), so ``user_messages`` stays 0."""
+
+    model: str  # "" for replies stored without a name
+    per_day: dict[dt.date, Figures] = field(default_factory=dict)  # days with a reply only
+
+
+@dataclass(kw_only=True)
 class UsageReport:
     start: dt.date
     end: dt.date
@@ -89,6 +100,7 @@ class UsageReport:
     people: list[PersonFigures]  # the top people by tokens, then "others" when there are more
     total: PersonFigures
     others: PersonFigures | None = field(default=None)
+    models: list[ModelFigures] = field(default_factory=list)  # by tokens, most first
 
 
 def default_range(*, today: dt.date | None = None) -> tuple[dt.date, dt.date]:
@@ -136,18 +148,23 @@ def _with_medians(figures: Figures, ttft: dict, speed: dict, key) -> Figures:
     return figures
 
 
-def _by_day(messages: QuerySet, start: dt.date, end: dt.date) -> list[DayFigures]:
+def _per_day_and_model(messages: QuerySet) -> list[dict]:
+    """The counts per day and model name, one query for both breakdowns: a day's figures are the sum of its
+    rows, a model's those of its rows (a message sent has no model name, so it lands in the row of ""; its
+    reply in its model's)."""
+    return list(messages.annotate(day=_day()).values("day", "model_name").annotate(**_AGGREGATES))
+
+
+def _by_day(messages: QuerySet, rows: list[dict], start: dt.date, end: dt.date) -> list[DayFigures]:
     """Every day of the range, days without a message included (as zeros: the chart has no holes)."""
-    counted = {row["day"]: row for row in messages.annotate(day=_day()).values("day").annotate(**_AGGREGATES)}
     ttft, speed = (_medians(messages, column, _day()) for column in ("ttft_ms", "tokens_per_s"))
-    days = []
-    for n in range((end - start).days + 1):
-        day = start + dt.timedelta(days=n)
-        figures = DayFigures(day=day)
-        if day in counted:
-            figures.add_counts(counted[day])
-        days.append(_with_medians(figures, ttft, speed, day))
-    return days
+    days = {
+        start + dt.timedelta(days=n): DayFigures(day=start + dt.timedelta(days=n))
+        for n in range((end - start).days + 1)
+    }
+    for row in rows:
+        days[row["day"]].add_counts(row)
+    return [_with_medians(figures, ttft, speed, day) for day, figures in days.items()]
 
 
 def _by_person(messages: QuerySet, total: PersonFigures) -> tuple[list[PersonFigures], PersonFigures | None]:
@@ -174,9 +191,26 @@ def _by_person(messages: QuerySet, total: PersonFigures) -> tuple[list[PersonFig
     return people, _with_medians(others, ttft, speed, OTHERS)
 
 
+def _by_model(messages: QuerySet, rows: list[dict]) -> list[ModelFigures]:
+    """Each model's replies per day and over the range (from ``_per_day_and_model``'s rows), with its medians
+    over the range: two queries."""
+    models: dict[str, ModelFigures] = {}
+    for row in rows:
+        if not row["replies"]:
+            continue  # messages sent alone
+        counts = {**row, "user_messages": 0}  # a message sent is no model's, even beside unnamed replies
+        figures = models.setdefault(row["model_name"], ModelFigures(model=row["model_name"]))
+        figures.add_counts(counts)
+        figures.per_day.setdefault(row["day"], Figures()).add_counts(counts)
+    ttft, speed = (_medians(messages, column, F("model_name")) for column in ("ttft_ms", "tokens_per_s"))
+    ranked = sorted(models.values(), key=lambda m: (-m.tokens, -m.replies, m.model))
+    return [_with_medians(m, ttft, speed, m.model) for m in ranked]
+
+
 def usage_report(*, start: dt.date, end: dt.date) -> UsageReport:
     """Messages, tokens, median speed and failures from ``start`` to ``end`` (inclusive, site time zone):
-    per day, per person (the top ``TOP_PEOPLE`` by tokens plus "others") and in total. Nine queries."""
+    per day, per person (the top ``TOP_PEOPLE`` by tokens plus "others"), per model and in total. Eleven
+    queries."""
     if end < start or (end - start).days + 1 > MAX_DAYS:
         raise ValueError(f"a usage range is 1 to {MAX_DAYS} days, start before end")  # the form checked it
     messages = _messages_between(start, end)
@@ -186,17 +220,34 @@ def usage_report(*, start: dt.date, end: dt.date) -> UsageReport:
     ttft, speed = (_medians(messages, column) for column in ("ttft_ms", "tokens_per_s"))
     _with_medians(total, ttft, speed, WHOLE)
     people, others = _by_person(messages, total)
+    rows = _per_day_and_model(messages)
     return UsageReport(
-        start=start, end=end, days=_by_day(messages, start, end), people=people, total=total, others=others
+        start=start,
+        end=end,
+        days=_by_day(messages, rows, start, end),
+        people=people,
+        total=total,
+        others=others,
+        models=_by_model(messages, rows),
     )
 
 
 def chart_data(report: UsageReport) -> dict:
-    """The per-day series the page's chart draws (plain JSON, for ``json_script``)."""
+    """The per-day series the page's charts draw (plain JSON, for ``json_script``): replies by status and
+    completion tokens, then each model's replies and completion tokens (zeros on its days without a reply)."""
+    days = [d.day for d in report.days]
     return {
-        "days": [d.day.isoformat() for d in report.days],
+        "days": [day.isoformat() for day in days],
         "replies": [d.replies for d in report.days],
         "failed": [d.failed for d in report.days],
         "stopped": [d.stopped for d in report.days],
         "completion_tokens": [d.completion_tokens for d in report.days],
+        "models": [
+            {
+                "model": m.model,
+                "replies": [m.per_day.get(day, Figures()).replies for day in days],
+                "completion_tokens": [m.per_day.get(day, Figures()).completion_tokens for day in days],
+            }
+            for m in report.models
+        ],
     }

@@ -121,7 +121,8 @@ class ReplyJob:
         self.ending: dict = {}
 
     def wants_title(self) -> bool:
-        """A new chat conversation's first reply, finished well, under the title made from the first words. Not
+        """A new chat conversation's first reply (of a Compare, the first of the two), finished well, under the
+        title made from the first words. Not
         an API request's: a program needs no title, and it would cost a generation per request."""
         conversation = self.message.conversation
         return (
@@ -130,9 +131,10 @@ class ReplyJob:
             and self.message.parent is not None
             and self.message.parent.parent_id is None
             and conversation.title == title_from(self.message.parent.content)
-            and not Message.objects.filter(conversation_id=conversation.pk, role=Message.Role.ASSISTANT)
-            .exclude(pk=self.id)
-            .exists()
+            # The conversation's first reply only: not a regenerated one, and of a Compare's two the first.
+            and not Message.objects.filter(
+                conversation_id=conversation.pk, role=Message.Role.ASSISTANT, pk__lt=self.id
+            ).exists()
         )
 
     def run(self) -> None:

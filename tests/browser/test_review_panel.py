@@ -164,3 +164,61 @@ def test_the_live_page_refreshes_by_itself_and_pauses_while_a_row_is_ticked(
         assert page.evaluate("window.tickedHere === undefined")  # the mark goes with a reload: it would tell one
         browser.close()
     assert errors == [], errors
+
+
+def test_a_transcript_marks_a_blind_compare_each_replys_model_and_worker_and_the_pick(reviewer, live_server):
+    """One message answered by two models side by side (blind), the second picked: the rows say which two
+    replies, which model and worker wrote each, that the pick was blind, and which one was picked."""
+    from chat.models import Comparison, Conversation, Message
+
+    owner = Conversation.objects.get(title="Plain questions about tea").owner
+    conversation = Conversation.objects.create(owner=owner, title="Green or black tea?", model_name="m1")
+    asked = Message.objects.create(
+        conversation=conversation, role="user", content="Which tea has more caffeine, green or black?"
+    )
+    replies = [
+        Message.objects.create(
+            conversation=conversation,
+            parent=asked,
+            role="assistant",
+            status="complete",
+            finish_reason="stop",
+            content=text,
+            model_name=model,
+            worker=f"{model}-worker-1",
+            is_current=current,
+            prompt_tokens=20,
+            completion_tokens=len(text.split()),
+            ttft_ms=60,
+            tokens_per_s=20.0,
+        )
+        for text, model, current in (
+            ("Green tea.", "m1", False),
+            (
+                "Black tea usually has more caffeine than green tea, though it varies with the leaf and brewing.",
+                "m2",
+                True,
+            ),
+        )
+    ]
+    Comparison.objects.create(prompt=asked, first=replies[0], second=replies[1], blind=True, chosen=replies[1])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(30_000)
+        errors = []
+        watch_for_script_errors(page, errors)
+        admin_log_in(page, live_server.url, f"/admin/chat/conversation/{conversation.pk}/change/", "rita", PASSWORD)
+        asked_row, first, second = (page.locator(f"#m{m.pk}") for m in (asked, *replies))
+        expect(asked_row).to_contain_text(f"Compare: two models answered, #{replies[0].pk} and #{replies[1].pk}")
+        expect(asked_row).to_contain_text(f"the person picked #{replies[1].pk}")
+        expect(first).to_contain_text("model m1")
+        expect(first).to_contain_text("worker m1-worker-1")
+        expect(first).to_contain_text("not picked")
+        expect(second).to_contain_text("model m2")
+        expect(second.locator(".compare-picked")).to_have_text("picked")
+        expect(second.locator(".compare")).to_contain_text("blind: the names were hidden until the pick")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.locator("#transcript").screenshot(path=str(SCREENSHOTS / "review-compare.png"))
+        browser.close()
+    assert errors == [], errors

@@ -1,4 +1,5 @@
-"""The review panel's usage page in real Chromium: a reviewer logs in, the chart draws under the site's CSP."""
+"""The review panel's usage page in real Chromium: a reviewer logs in, the charts (per day, and per model per day)
+draw under the site's CSP."""
 
 import datetime
 
@@ -13,6 +14,7 @@ from tests.browser.chromium import (
 )
 
 PASSWORD = "a-long-test-password"
+MODELS = ("bundled:smollm2-135m-instruct", "tiny")
 
 skip_without_chromium()
 
@@ -57,6 +59,7 @@ def reviewer(transactional_db, django_user_model, reviewer_group):
                     completion=60 + 7 * k + day,
                     ttft=80 + 10 * k,
                     speed=18.0 + k,
+                    model=MODELS[(day + k) % 3 % 2],  # two models, one writing twice as many replies
                 )
     return user
 
@@ -86,6 +89,11 @@ def test_a_reviewer_sees_the_usage_chart_drawn(reviewer, live_server, scheme, sh
         drawn = canvas.evaluate(PAINTED)
         assert drawn["chart"] and drawn["width"] > 300 and drawn["height"] > 200, drawn
         assert drawn["painted"] > 0.02 * drawn["width"] * drawn["height"], drawn  # bars, a line, axes, legend
+        expect(page.locator("#usage-models tbody tr")).to_have_count(2)  # one row per model
+        per_model = page.locator("#usage-models-chart")
+        per_model.scroll_into_view_if_needed()
+        drawn = per_model.evaluate(PAINTED)
+        assert drawn["chart"] and drawn["painted"] > 0.02 * drawn["width"] * drawn["height"], drawn
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / shot), full_page=True)
         browser.close()

@@ -1,10 +1,13 @@
-// The chat page's entry: wires the socket (socket.js), the thread (thread.js), the sidebar (sidebar.js) and the
-// settings panel (settings.js) together, and owns the composer, the keyboard and the phone drawer.
+// The chat page's entry: wires the socket (socket.js), the thread (thread.js, compare.js), the sidebar
+// (sidebar.js), the model picker (models.js) and the settings panel (settings.js) together, and owns the composer,
+// the keyboard and the phone drawer.
 import { $, state, showError, newClientId } from "./state.js";
 import { connect, isOpen, on, send, whenOpen } from "./socket.js";
 import { clearThread, editLast, giveBack, loadThread, setActive, stopActive, threadHandlers } from "./thread.js";
 import * as sidebar from "./sidebar.js";
 import { settingsArrived } from "./settings.js";
+import * as models from "./models.js";
+import { blindSends } from "./compare.js";
 
 function markCurrent() {
   sidebar.render();
@@ -24,6 +27,7 @@ async function openConversation(id) {
     return;
   }
   showError("");
+  models.showConversation(data.conversation.model);
   loaded = id;
   // Not open yet: the socket's open handler subscribes to the shown conversation.
   if (isOpen()) send({ type: "subscribe", conversation: id });
@@ -35,6 +39,7 @@ function newChat() {
   state.settings = null;
   history.replaceState(null, "", location.pathname);
   clearThread();
+  models.showNewChat();
   markCurrent();
   closeDrawer();
   $("input").focus();
@@ -43,7 +48,10 @@ function newChat() {
 function adopt(id) {
   state.conversation = id;
   state.pending = null;
-  state.settings = structuredClone(state.config.defaults); // a new conversation starts from the person's defaults
+  // A new conversation starts from the person's defaults, with the model its first message went to.
+  const { system_prompt, params } = structuredClone(state.config.defaults);
+  state.settings = { system_prompt, params, model: models.chosen() };
+  models.showConversation(models.chosen());
   history.replaceState(null, "", `#${id}`);
   markCurrent();
 }
@@ -143,7 +151,12 @@ function submit() {
     return;
   }
   const pending = { id: newClientId(), content, edit: null };
-  if (send({ type: "send", conversation: state.conversation, content, client_id: pending.id })) {
+  const frame = { type: "send", conversation: state.conversation, content, client_id: pending.id,
+                  ...models.compareChoice() };
+  if (state.conversation === null) frame.model = models.chosen(); // an open conversation keeps its own
+  if (frame.blind) blindSends.add(pending.id);
+  if (send(frame)) {
+    models.sent();
     state.pending = pending;
     input.value = "";
     showError("");

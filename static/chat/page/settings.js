@@ -1,8 +1,10 @@
-// The settings panel: system prompt, temperature, top_p and max new tokens for the conversation on screen (they
-// apply to its next reply), or, with no conversation open, the person's own defaults that new chats start from.
+// The settings panel: model, system prompt, temperature, top_p and max new tokens for the conversation on screen
+// (they apply to its next reply), or, with no conversation open, the person's own defaults that new chats start
+// from (their default model included).
 // Bounds and the model's defaults are shown beside each field; an empty field means "the model's default".
 import { $, state } from "./state.js";
 import { send } from "./socket.js";
+import { defaultModel, fillSelect, modelSettingsArrived } from "./models.js";
 
 const FIELDS = ["temperature", "top_p", "max_new_tokens"];
 const dialog = $("settings");
@@ -29,6 +31,8 @@ export function openSettings() {
     : "This conversation: they apply from its next reply.";
   $("set-as-default-row").hidden = forNew;
   $("set-as-default").checked = false;
+  fillSelect($("set-model"), forNew ? defaultModel() : s.model);
+  $("hint-model").textContent = forNew ? "New chats start with this model." : "It writes from the next reply on.";
   $("set-system").value = s.system_prompt || "";
   for (const name of FIELDS) $(`set-${name}`).value = s.params?.[name] ?? "";
   dialog.showModal();
@@ -41,7 +45,10 @@ function read() {
     const raw = $(`set-${name}`).value.trim();
     if (raw !== "") params[name] = Number(raw);
   }
-  return { system_prompt: $("set-system").value, params };
+  const values = { system_prompt: $("set-system").value, params };
+  // The model as shown: a conversation's only once its thread has said which it is.
+  if (state.conversation === null || state.settings) values.model = $("set-model").value;
+  return values;
 }
 
 $("open-settings").addEventListener("click", openSettings);
@@ -55,9 +62,12 @@ $("settings-form").addEventListener("submit", (e) => {
 });
 
 export function settingsArrived(f) {
-  const s = { system_prompt: f.system_prompt, params: f.params };
-  if (f.conversation === null) state.config.defaults = s;
-  else if (f.conversation === state.conversation) state.settings = s;
+  modelSettingsArrived(f); // the header's picker
+  if (f.conversation === null) {
+    state.config.defaults = { system_prompt: f.system_prompt, params: f.params, model_name: f.model };
+  } else if (f.conversation === state.conversation) {
+    state.settings = { system_prompt: f.system_prompt, params: f.params, model: f.model };
+  }
   $("settings-saved").textContent = "Saved.";
   setTimeout(() => { $("settings-saved").textContent = ""; }, 3000);
 }

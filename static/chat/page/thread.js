@@ -1,10 +1,12 @@
 // The conversation on screen: messages, the reply streaming in, and what a person can do to a message (copy,
-// edit and resend, regenerate, flip between alternatives ‹ 2/3 ›, rate). Replies are sanitised Markdown
-// (markdown.js); what a person typed is shown exactly as typed (textContent).
+// edit and resend, regenerate, flip between alternatives ‹ 2/3 ›, rate), each reply's model, and Compare's pairs
+// (compare.js lays them out). Replies are sanitised Markdown (markdown.js); what a person typed is shown exactly
+// as typed (textContent).
 import { $, state, showError, button, newClientId, urls, conversationUrl } from "./state.js";
 import { send } from "./socket.js";
 import { refreshQuota } from "./quota.js";
 import * as markdown from "./markdown.js";
+import * as compare from "./compare.js";
 
 const ACTIVE = ["queued", "streaming"];
 let follow = true; // keep the newest text in view, until the person scrolls up
@@ -63,11 +65,22 @@ export function renderMessage(m) {
   return el;
 }
 
+// The reply's model, small, first in its meta line ("Reply A" / "Reply B" in a blind comparison not yet picked).
+function modelTag(m) {
+  if (m.role !== "assistant" || !m.model) return [];
+  const tag = document.createElement("span");
+  tag.className = "model-tag";
+  tag.textContent = compare.shownName(m);
+  if (!compare.unpicked(m.id)?.blind) tag.title = m.model;
+  return [tag];
+}
+
 function renderMeta(el, m) {
   const meta = el.querySelector(".meta");
-  meta.replaceChildren();
+  meta.replaceChildren(...modelTag(m));
   const finished = !ACTIVE.includes(m.status);
-  if (m.siblings && m.siblings.length > 1) meta.appendChild(switcher(m));
+  const paired = compare.unpicked(m.id) !== null; // side by side until the pick: no ‹ ›, no Regenerate yet
+  if (m.siblings && m.siblings.length > 1 && !paired) meta.prepend(switcher(m));
   if (m.role === "user") {
     const copy = button("Copy", "copy-message", () => markdown.copyText(m.content, copy), "Copy this message");
     meta.appendChild(copy);
@@ -91,10 +104,13 @@ function renderMeta(el, m) {
                         "Copy this reply as Markdown");
     meta.appendChild(copy);
   }
-  meta.appendChild(button("Regenerate", "regenerate needs-idle",
-                          () => send({ type: "regenerate", message: m.id, client_id: newClientId() }),
-                          "Write this reply again"));
+  if (!paired) {
+    meta.appendChild(button("Regenerate", "regenerate needs-idle",
+                            () => send({ type: "regenerate", message: m.id, client_id: newClientId() }),
+                            "Write this reply again"));
+  }
   meta.appendChild(thumbs(m));
+  meta.append(...compare.metaParts(m));
   meta.querySelectorAll(".needs-idle").forEach((b) => { b.disabled = state.active !== null; });
 }
 
@@ -218,23 +234,36 @@ export function editLast() {
 export function removeFrom(id) {
   const el = state.elements.get(id);
   if (!el) return;
-  let node = el;
+  let node = el.closest("#messages > *"); // a Compare pair goes whole
   while (node) {
     const next = node.nextElementSibling;
-    if (node.dataset.id) {
-      state.elements.delete(Number(node.dataset.id));
-      state.messages.delete(Number(node.dataset.id));
+    for (const gone of [node, ...node.querySelectorAll("[data-id]")]) {
+      if (!gone.dataset.id) continue;
+      state.elements.delete(Number(gone.dataset.id));
+      state.messages.delete(Number(gone.dataset.id));
     }
     node.remove();
     node = next;
   }
 }
 
+// Compare: re-draw both replies' meta lines (names, the pick buttons once both are done, whose pick it was).
+function refreshPair(c) {
+  for (const id of [c.first, c.second]) {
+    if (state.elements.has(id)) renderMeta(state.elements.get(id), state.messages.get(id));
+  }
+}
+
+// The replies still being written on screen (Compare writes two at once).
+const writing = () => [...state.messages.values()]
+  .filter((m) => m.role === "assistant" && ACTIVE.includes(m.status) && state.elements.has(m.id)).map((m) => m.id);
+
 // --- the thread ---------------------------------------------------------------------------------------------
 export function clearThread(title) {
   $("messages").replaceChildren();
   state.elements.clear();
   state.messages.clear();
+  compare.forgetAll();
   setActive(null);
   $("title").textContent = title || "New chat";
   document.title = title ? `${title} · Chat` : "Chat";
@@ -251,8 +280,21 @@ export async function loadThread(id) {
   const data = await res.json();
   if (state.conversation !== id) return null; // another conversation was opened meanwhile
   clearThread(data.conversation.title);
-  state.settings = { system_prompt: data.conversation.system_prompt, params: data.conversation.params };
-  data.messages.forEach((m) => renderMessage(m));
+  state.settings = { system_prompt: data.conversation.system_prompt, params: data.conversation.params,
+                     model: data.conversation.model };
+  data.messages.forEach((m) => {
+    renderMessage(m);
+    const c = m.comparison && compare.register(m.comparison);
+    if (!c || c.chosen !== null) return;
+    // Not picked yet: both replies side by side (the branch holds the first; the comparison has both). The
+    // first comes again next in the thread, with all its fields, and is re-drawn where it stands.
+    for (const r of m.comparison.replies) {
+      renderMessage({ conversation: m.conversation, role: "assistant", siblings: [c.first, c.second], ...r,
+                      ...data.messages.find((x) => x.id === r.id) });
+    }
+    compare.pairUp(c);
+    refreshPair(c);
+  });
   scrollDown(true);
   return data;
 }
@@ -262,17 +304,40 @@ export const threadHandlers = {
     const m = f.message;
     if (m.conversation !== state.conversation) return;
     if (f.replaces) removeFrom(f.replaces);
+    // Compare: only its replies come as two siblings replacing nothing. Known as a comparison from the first
+    // frame (so a blind one never shows a name: this tab knows its own blind sends; the compared frame that
+    // follows tells the others), and the second frame pairs the two up.
+    if (m.role === "assistant" && !f.replaces && m.siblings?.length === 2 && !compare.comparisonOf(m.id)) {
+      const [first, second] = m.siblings;
+      compare.register({ id: null, prompt: null, first, second, chosen: null,
+                         blind: compare.blindSends.has(f.client_id) });
+    }
     renderMessage(m);
+    const c = compare.unpicked(m.id);
+    if (c && m.id === c.second && compare.pairUp(c)) refreshPair(c);
+  },
+  compared(f) {
+    const c = compare.register(f.comparison);
+    if (c.chosen === null) compare.pairUp(c);
+    else compare.settle(c); // the picked one on the branch (a thread frame follows when it was not shown)
+    refreshPair(c);
   },
   delta(f) {
     const el = state.elements.get(f.message);
     if (!el) return;
     if (el.className !== "msg assistant streaming") {
       el.className = "msg assistant streaming";
-      state.messages.get(f.message).status = "streaming";
-      el.querySelector(".meta").replaceChildren();
+      const m = state.messages.get(f.message);
+      m.status = "streaming";
+      el.querySelector(".meta").replaceChildren(...modelTag(m));
     }
-    markdown.append(el.querySelector(".body"), f.text); // rendered, and scrolled to, at the next frame
+    el.dataset.deltas = Number(el.dataset.deltas || 0) + 1; // per reply, where the browser tests read it
+    const body = el.querySelector(".body");
+    // A reply's text from its start replaces what was shown: a socket that had not followed the reply (after a
+    // reload, the one of Compare's two that the subscribe did not resume) gets every delta again from seq 0,
+    // over the checkpoint the thread loaded.
+    if (f.seq === 0 && markdown.source(body)) markdown.render(body, "");
+    markdown.append(body, f.text); // rendered, and scrolled to, at the next frame
   },
   done(f) {
     const el = state.elements.get(f.message);
@@ -285,7 +350,9 @@ export const threadHandlers = {
     }
     renderMessage({ id: f.message, role: "assistant", content: f.content, status: f.status, usage: f.usage,
                     timing: f.timing, error: f.error });
-    if (state.active === f.message) setActive(null);
+    const other = compare.partner(f.message); // its pick button waits for both
+    if (other !== null) renderMeta(state.elements.get(other), state.messages.get(other));
+    if (state.active === f.message) setActive(writing()[0] ?? null);
     refreshQuota();
   },
   subscribed(f) {
@@ -308,7 +375,8 @@ markdown.whenRendered(() => {
 });
 
 export function stopActive() {
-  if (state.active !== null) send({ type: "stop", message: state.active });
+  if (state.active === null) return;
+  new Set([state.active, ...writing()]).forEach((id) => send({ type: "stop", message: id })); // Compare's both
 }
 
 export { showError };

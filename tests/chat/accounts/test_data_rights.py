@@ -27,6 +27,7 @@ from chat.models import (
 )
 from chat.names import tokens_key
 from chat.store import client as redis_client
+from tests.chat.review.conftest import BIG, SMALL, compared, two_models  # noqa: F401  (two_models: a fixture)
 from tests.helpers.support import communicator
 
 PASSWORD = "a-long-test-password"
@@ -111,6 +112,46 @@ def test_an_empty_account_downloads_a_valid_document(django_user_model):
     alice = django_user_model.objects.create_user(username="alice", password=PASSWORD)
     data = json.loads("".join(personal_data.personal_data_chunks(user=alice)))
     assert data["conversations"] == [] and data["feedback"] == [] and data["account"] is None
+    assert data["comparisons"] == []
+
+
+@pytest.mark.django_db
+def test_the_download_holds_the_persons_compares_with_each_replys_model_and_their_pick(
+    django_user_model,
+    two_models,  # noqa: F811
+):
+    alice = django_user_model.objects.create_user(username="alice", password=PASSWORD)
+    bob = django_user_model.objects.create_user(username="bob", password=PASSWORD)
+    picked = compared(alice, "which?", ("big's", "small's"), pick=1)
+    open_one = compared(alice, "and now?", ("b", "s"), conversation_id=picked.prompt.conversation_id, blind=True)
+    compared(bob, "bob's question", ("x", "y"), pick=0)
+    data = json.loads("".join(personal_data.personal_data_chunks(user=alice)))
+
+    def as_json(value):  # a time as the document writes it (DjangoJSONEncoder: milliseconds)
+        from django.core.serializers.json import DjangoJSONEncoder
+
+        return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+
+    def row(c, chosen_model):
+        return {
+            "id": c.pk,
+            "message_id": c.prompt_id,
+            "first_id": c.first_id,
+            "first_model": BIG,
+            "second_id": c.second_id,
+            "second_model": SMALL,
+            "blind": c.blind,
+            "chosen_id": c.chosen_id,
+            "chosen_model": chosen_model,
+            "created_at": as_json(c.created_at),
+            "picked_at": as_json(c.picked_at),
+        }
+
+    picked.refresh_from_db()
+    assert data["comparisons"] == [row(picked, SMALL), row(open_one, None)]
+    messages = {m["id"]: m for c in data["conversations"] for m in c["messages"]}
+    assert (messages[picked.first_id]["model_name"], messages[picked.second_id]["model_name"]) == (BIG, SMALL)
+    assert "bob's question" not in json.dumps(data)
 
 
 def test_the_download_needs_a_login(client):

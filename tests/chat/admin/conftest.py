@@ -82,6 +82,7 @@ def message_at(
     ttft=None,
     speed=None,
     parent=None,
+    model="",
 ):
     """One message created at ``when`` (``created_at`` is set on insert, so it is moved afterwards)."""
     message = Message.objects.create(
@@ -89,6 +90,7 @@ def message_at(
         parent=parent,
         role=role,
         status=status,
+        model_name=model,
         content="private words",
         prompt_tokens=prompt,
         completion_tokens=completion,
@@ -100,9 +102,17 @@ def message_at(
 
 
 def exchange(
-    conversation, when, *, status=Message.Status.COMPLETE, prompt=None, completion=None, ttft=None, speed=None
+    conversation,
+    when,
+    *,
+    status=Message.Status.COMPLETE,
+    prompt=None,
+    completion=None,
+    ttft=None,
+    speed=None,
+    model="",
 ):
-    """A question at ``when`` and its reply a second later, as the services would leave them."""
+    """A question at ``when`` and its reply (by ``model``) a second later, as the services would leave them."""
     question = message_at(conversation, when, Message.Role.USER)
     return message_at(
         conversation,
@@ -114,6 +124,7 @@ def exchange(
         completion=completion,
         ttft=ttft,
         speed=speed,
+        model=model,
     )
 
 
@@ -123,6 +134,7 @@ def usage_data(people, django_user_model):
 
     alice: 1 Mar 100 ms/10 tok/s, 300 ms/20 tok/s, one failed (no timings); 2 Mar one stopped, 200 ms/5 tok/s.
     bob: 1 Mar 23:30 50 ms/30 tok/s; 4 Mar 400 ms/8 tok/s and 600 ms/12 tok/s.
+    Replies by m1: alice's answered and stopped ones and bob's first of 4 Mar; by m2: the rest.
     """
 
     def at(day, hour, minute=0):
@@ -131,16 +143,17 @@ def usage_data(people, django_user_model):
     alice = django_user_model.objects.create_user(username="alice")
     bob = django_user_model.objects.create_user(username="bob")
     a, b = (Conversation.objects.create(owner=u, title="t") for u in (alice, bob))
-    exchange(a, at(1, 10), prompt=10, completion=20, ttft=100, speed=10.0)
-    exchange(a, at(1, 11), prompt=12, completion=30, ttft=300, speed=20.0)
-    exchange(a, at(1, 12), status=Message.Status.FAILED, prompt=5, completion=0)
-    exchange(a, at(2, 9), status=Message.Status.STOPPED, prompt=8, completion=4, ttft=200, speed=5.0)
-    exchange(b, at(1, 23, 30), prompt=7, completion=9, ttft=50, speed=30.0)
-    exchange(b, at(4, 8), prompt=20, completion=40, ttft=400, speed=8.0)
-    exchange(b, at(4, 8, 5), prompt=21, completion=41, ttft=600, speed=12.0)
+    exchange(a, at(1, 10), prompt=10, completion=20, ttft=100, speed=10.0, model="m1")
+    exchange(a, at(1, 11), prompt=12, completion=30, ttft=300, speed=20.0, model="m1")
+    exchange(a, at(1, 12), status=Message.Status.FAILED, prompt=5, completion=0, model="m2")
+    exchange(a, at(2, 9), status=Message.Status.STOPPED, prompt=8, completion=4, ttft=200, speed=5.0, model="m1")
+    exchange(b, at(1, 23, 30), prompt=7, completion=9, ttft=50, speed=30.0, model="m2")
+    exchange(b, at(4, 8), prompt=20, completion=40, ttft=400, speed=8.0, model="m1")
+    exchange(b, at(4, 8, 5), prompt=21, completion=41, ttft=600, speed=12.0, model="m2")
     # Outside 1–4 March: the last second of 28 February and the first of 5 March.
-    exchange(a, at(1, 0) - datetime.timedelta(seconds=2), prompt=999, completion=999, ttft=9, speed=99.0)
-    exchange(b, at(5, 0), prompt=999, completion=999, ttft=9, speed=99.0)
+    before, after = at(1, 0) - datetime.timedelta(seconds=2), at(5, 0)
+    exchange(a, before, prompt=999, completion=999, ttft=9, speed=99.0, model="m3")
+    exchange(b, after, prompt=999, completion=999, ttft=9, speed=99.0, model="m3")
     return type("Usage", (), dict(alice=alice, bob=bob))
 
 

@@ -112,6 +112,7 @@ def test_sft_lines_are_the_shown_branch_with_gold_answers_up_to_the_first_reply_
         {
             "conversation": chats.full.pk,
             "model": "m1",
+            "models": ["m1", "m1"],
             "gold_answers": 1,
             "messages": [
                 SYSTEM,
@@ -124,6 +125,7 @@ def test_sft_lines_are_the_shown_branch_with_gold_answers_up_to_the_first_reply_
         {
             "conversation": chats.short.pk,
             "model": "m2",
+            "models": ["m2"],
             "gold_answers": 0,
             "messages": [user("question <b>0</b>"), bot(STOPPED_TEXT)],
         },
@@ -148,6 +150,9 @@ def test_preference_pairs_are_exactly_gold_rating_and_alternatives(people, clien
             "conversation": chats.full.pk,
             "message": message,
             "chosen_message": chosen_message,
+            "chosen_model": None if chosen_message is None else "m1",
+            "rejected_model": "m1",
+            "blind": None,
         }
 
     expected = [

@@ -58,6 +58,10 @@ def test_figures_per_day_with_empty_days_as_zeros(people, client_for, usage_data
         "failed": [1, 0, 0, 0],
         "stopped": [0, 1, 0, 0],
         "completion_tokens": [59, 4, 0, 81],
+        "models": [  # by tokens: m1 144, m2 83 (m3 only outside the range)
+            {"model": "m1", "replies": [2, 1, 0, 1], "completion_tokens": [50, 4, 0, 40]},
+            {"model": "m2", "replies": [2, 0, 0, 1], "completion_tokens": [9, 0, 0, 41]},
+        ],
     }
 
 
@@ -70,6 +74,26 @@ def test_figures_per_person_sorted_by_tokens_and_in_total(people, client_for, us
     assert report.others is None
     assert figures(report.total) == (7, 7, 83, 144, 250, 11.0, 1, 1)  # six timed replies: an even median
     assert report.total.people == 2
+
+
+def test_figures_per_model_are_its_replies_and_add_up_to_the_total(people, client_for, usage_data):
+    """A reply counts for the model that wrote it; messages sent belong to no model (a Compare's one message has
+    two), so the per-model table has no such column."""
+    response, report = report_for(client_for(people.reviewer))
+    assert [(m.model, figures(m)) for m in report.models] == [
+        ("m1", (0, 4, 50, 94, 250, 9.0, 0, 1)),  # medians of 100/200/300/400 ms and 5/8/10/20 tok/s
+        ("m2", (0, 3, 33, 50, 325, 21.0, 1, 0)),  # the failed reply has no timings
+    ]
+    for name in ("replies", "prompt_tokens", "completion_tokens", "failed", "stopped"):
+        assert sum(getattr(m, name) for m in report.models) == getattr(report.total, name), name
+    assert {day.isoformat(): f.replies for day, f in report.models[1].per_day.items()} == {
+        "2025-03-01": 2,
+        "2025-03-04": 1,
+    }
+    table = response.content.decode().split('id="usage-models"')[1].split("</table>")[0]
+    assert '<th scope="row">m1</th>' in table and "Messages sent" not in table
+    assert table.count("<tr>") == 4  # the head, two models, the total
+    assert b'id="usage-models-chart"' in response.content
 
 
 def test_people_past_the_top_are_summed_in_one_row(people, client_for, usage_data, monkeypatch):
@@ -180,7 +204,7 @@ def test_the_page_costs_the_same_with_10_or_200_rows(people, client_for, django_
     add_rows(200, django_user_model, "many")
     many = queries(client)
     assert many == few, f"{few} queries with 10 rows, {many} with 210"
-    assert few <= 13  # session, user, two for permissions, then the report's nine
+    assert few <= 15  # session, user, two for permissions, then the report's eleven
     report = client.get(URL + "?from=2025-02-25&to=2025-03-10").context["report"]
     assert len(report.people) == usage.TOP_PEOPLE and report.others.people == 3 + 51 - usage.TOP_PEOPLE
     assert report.total.replies == 210 and sum(p.replies for p in report.people) + report.others.replies == 210

@@ -142,6 +142,45 @@ def test_a_refusal_names_the_frame_it_refuses_and_a_title_change_names_no_send(m
     assert renamed == {"type": "conversation", "conversation": {"id": sent.conversation.id, "title": "Renamed"}}
 
 
+def test_every_frame_the_channel_layer_carries_reaches_the_socket_which_stays_open(make_user, session_cookie):
+    """Each server frame but the two the consumer writes itself (error, subscribed) comes through the channel
+    layer, and the consumer needs a handler per type: without one Channels raises and the socket drops (the
+    compared frame of Compare once did, so the page reconnected and reloaded after every Compare)."""
+    from chat import events
+    from chat.frames import FRAMES
+
+    user = make_user()
+    cookie = session_cookie(user)
+    samples = {
+        "compared": {
+            "type": "compared",
+            "comparison": {"id": 1, "prompt": 2, "first": 3, "second": 4, "blind": True, "chosen": None},
+        },
+        "thread": {"type": "thread", "conversation": 5},
+        "feedback": {"type": "feedback", "message": 3, "rating": 1, "comment": ""},
+        "settings": {"type": "settings", "conversation": None, "system_prompt": "", "params": {}, "model": "m"},
+        "deleted": {"type": "deleted", "conversation": 5},
+        "conversation": {"type": "conversation", "conversation": {"id": 5, "title": "t"}},
+    }
+    # message, delta and done go through the reply's delivery; the consumer tests above and below cover them.
+    assert set(samples) == set(FRAMES) - {"error", "subscribed", "message", "delta", "done"}
+
+    async def go():
+        comm, _, _ = await connect(cookie)
+        got = []
+        for frame in samples.values():
+            await events.send_to_user(user.id, frame)
+            got.append(await comm.receive_json_from(timeout=10))
+        await comm.send_json_to({"type": "subscribe", "conversation": 99999})  # still open: answered
+        refused = await comm.receive_json_from(timeout=10)
+        await comm.disconnect()
+        return got, refused
+
+    got, refused = run(go())
+    assert got == list(samples.values())
+    assert refused["code"] == "not_found"
+
+
 def test_another_users_conversation_is_refused_over_the_socket(make_user, session_cookie):
     alice, bob = make_user("alice"), make_user("bob")
     from chat.conversations import services as conversation_services
@@ -226,7 +265,12 @@ def test_subscribe_sends_text_so_far_then_only_newer_deltas(make_user, session_c
         link.close()
     assert snapshot["message"]["content"] == "Hello" and snapshot["seq"] == 1
     assert snapshot["message"]["status"] == "streaming"
-    assert ack == {"type": "subscribed", "conversation": sent.conversation.id, "active": reply.id}
+    assert ack == {
+        "type": "subscribed",
+        "conversation": sent.conversation.id,
+        "active": reply.id,
+        "actives": [reply.id],
+    }
     assert delta == {"type": "delta", "message": reply.id, "seq": 2, "text": " world"}
     assert done["type"] == "done" and done["content"] == "Hello world"
 
