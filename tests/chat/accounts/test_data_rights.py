@@ -256,6 +256,16 @@ def _a_row_in_every_related_model(person, root, other, group):
         for t, m in (("one", "a"), ("two", "b"))
     )
     Comparison.objects.create(prompt=asked, first=first, second=second, chosen=first)
+    # As staff: a training run on their conversation, an experiment, a promotion.
+    from chat.models import Experiment, SiteDefault, TrainingExample, TrainingRun
+
+    run = TrainingRun.objects.create(name=f"run-{person.pk}", base_model="m", started_by=person)
+    TrainingExample.objects.create(
+        run=run, conversation=conversation, conversation_ref=conversation.pk, message_ref=first.pk, split="train"
+    )
+    experiment = Experiment.objects.create(control="m", candidate=run.served_name, share=0.5, started_by=person)
+    Conversation.objects.filter(pk=conversation.pk).update(experiment=experiment, experiment_arm="candidate")
+    SiteDefault.objects.create(model_name="m", promoted_by=person)
 
 
 @pytest.mark.django_db

@@ -1,5 +1,5 @@
-"""Conversations and messages, as rows the admin can filter on; people's feedback on replies; the review
-panel's own rows (review state, gold answers, the audit trail).
+"""Conversations and their messages as a tree, people's feedback and Compare picks on replies, reviewers'
+gold answers.
 
 A message's ``parent`` is the message it follows, so a conversation is a tree: a regenerated reply is a
 sibling of the one it replaces (alternatives), and the branch on show is the chain of ``is_current`` rows.
@@ -31,6 +31,12 @@ class Conversation(models.Model):
     title = models.CharField(max_length=200, blank=True)
     system_prompt = models.TextField(blank=True)
     model_name = models.CharField(max_length=200, blank=True)
+    # An A/B experiment's conversation (chat/models/loop.py): which arm it was sent to. The person is not told;
+    # their page shows the control's name (the review panel shows the real one).
+    experiment = models.ForeignKey(
+        "chat.Experiment", null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
+    )
+    experiment_arm = models.CharField(max_length=10, blank=True, help_text="control or candidate")
     params = models.JSONField(default=dict, blank=True, help_text="default generation params for this chat")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -151,59 +157,6 @@ class Message(models.Model):
         return self.status in self.ACTIVE_STATUSES
 
 
-class ApiKey(models.Model):
-    """A person's key to the OpenAI-compatible API. The secret is never stored: only its SHA-256, found by the
-    key's public ``prefix`` and compared in constant time (``chat.api.auth``). A key has 256 random bits, so
-    a fast hash is enough: nobody can guess their way through 2**256 candidates, however fast each is."""
-
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
-    name = models.CharField(max_length=100)
-    prefix = models.CharField(max_length=16, unique=True, help_text="the public part that finds the key")
-    secret_hash = models.CharField(max_length=64, help_text="SHA-256 of the secret part, hex")
-    store_conversations = models.BooleanField(default=True, help_text="keep the text of its conversations")
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        verbose_name = "API key"
-
-    def __str__(self):
-        return f"{self.name} ({self.prefix}…)"
-
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
-
-
-class ReviewQueue(Conversation):
-    """The review panel's queue: unreviewed conversations, the ones most likely to need a look first."""
-
-    class Meta:
-        proxy = True
-        verbose_name = "review queue entry"
-        verbose_name_plural = "review queue"
-
-
-class LiveGeneration(Message):
-    """The review panel's live page: replies queued or streaming right now."""
-
-    class Meta:
-        proxy = True
-        verbose_name = "live generation"
-        verbose_name_plural = "live generations"
-
-
-class UsageReport(Message):
-    """The review panel's usage page: messages, tokens, speed and failures per person and per day."""
-
-    class Meta:
-        proxy = True
-        verbose_name = "usage"
-        verbose_name_plural = "usage"
-
-
 class Feedback(models.Model):
     """A person's thumb up or down on a reply in their own conversation, with an optional comment."""
 
@@ -262,129 +215,3 @@ class GoldAnswer(models.Model):
 
     def __str__(self):
         return f"gold answer for #{self.message_id}"
-
-
-class AuditEvent(models.Model):
-    """Who looked at or changed whose transcript, and when.
-
-    Targets are plain ids, not foreign keys: a deleted conversation keeps the record of its deletion. The
-    actor's name is copied for the same reason.
-    """
-
-    class Action(models.TextChoices):
-        OPENED_TRANSCRIPT = "opened_transcript", "opened transcript"
-        EXPORTED = "exported"
-        REVIEW_CHANGED = "review_changed", "review changed"
-        GOLD_ANSWER_CHANGED = "gold_answer_changed", "gold answer changed"
-        DELETED = "deleted"
-        CANCELLED_GENERATION = "cancelled_generation", "cancelled generation"
-        SEARCHED = "searched"
-        # Who may do what (admin: people and groups): a staff or superuser flag, a group membership or a
-        # permission given or taken away; ``details`` says whom (``user``/``user_id`` or ``group``/``group_id``),
-        # ``what`` and its ``name``.
-        PRIVILEGE_GRANTED = "privilege_granted", "privilege granted"
-        PRIVILEGE_REMOVED = "privilege_removed", "privilege removed"
-
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    actor_name = models.CharField(max_length=150)
-    action = models.CharField(max_length=32, choices=Action.choices)
-    conversation_id = models.BigIntegerField(null=True, blank=True)
-    message_id = models.BigIntegerField(null=True, blank=True)
-    details = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-
-    class Meta:
-        indexes = [
-            models.Index(fields=["action", "-created_at"], name="audit_action_time"),
-            models.Index(fields=["conversation_id"], name="audit_conversation"),
-        ]
-        ordering = ["-created_at", "-id"]
-
-    def __str__(self):
-        return f"{self.actor_name} {self.action} {self.conversation_id or ''}".strip()
-
-
-class Account(models.Model):
-    """A person's standing on this site, beside Django's user row: whether staff approved them to chat.
-
-    Made at sign-up (approved at once unless ``CHAT_SIGNUP`` is ``approval``); accounts that existed before were
-    approved by migration. A user with no row was made by staff (``createsuperuser``, the admin) and may chat,
-    as may every staff member.
-    """
-
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account")
-    created_at = models.DateTimeField(auto_now_add=True)
-    approved_at = models.DateTimeField(null=True, blank=True, help_text="empty: awaiting approval by staff")
-    approved_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-
-    class Meta:
-        indexes = [models.Index(fields=["approved_at"], name="account_approved")]
-        # Approving sign-ups, apart from changing users: "may change users" let staff tick their own superuser box.
-        permissions = [("approve_account", "Can approve people who signed up (CHAT_SIGNUP=approval)")]
-
-    def __str__(self):
-        return f"account of user {self.user_id}"
-
-
-class Invite(models.Model):
-    """A single-use sign-up link staff create in the admin (``CHAT_SIGNUP=invite``)."""
-
-    token = models.CharField(max_length=64, unique=True, editable=False)
-    email = models.EmailField(blank=True, help_text="optional: only this address may sign up with the link")
-    note = models.CharField(max_length=200, blank=True, help_text="for staff: who it is for")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    expires_at = models.DateTimeField()
-    used_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    used_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-
-    def __str__(self):
-        return f"invite {self.pk}" + (f" for {self.email}" if self.email else "")
-
-
-class QuotaOverride(models.Model):
-    """One person's own allowance where it differs from the site's (``chat/limits/quotas.py``); an empty field keeps
-    the site's setting. Most people have no row."""
-
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota_override")
-    messages_per_minute = models.PositiveIntegerField(
-        null=True, blank=True, help_text="empty: the site's CHAT_MESSAGES_PER_MINUTE; 0: no limit"
-    )
-    tokens_per_day = models.PositiveIntegerField(
-        null=True, blank=True, help_text="empty: the site's CHAT_TOKENS_PER_DAY; 0: no limit"
-    )
-    max_active = models.PositiveIntegerField(
-        null=True, blank=True, help_text="replies at once; empty: the site's CHAT_MAX_ACTIVE_PER_USER"
-    )
-    note = models.CharField(max_length=200, blank=True, help_text="why this person has their own allowance")
-    updated_at = models.DateTimeField(auto_now=True)
-
-    def __str__(self):
-        return f"allowance of {self.user}"
-
-
-class ChatDefaults(models.Model):
-    """A person's own starting settings: a new conversation copies them (system prompt and generation params).
-
-    A row per person rather than fields on the user model: the project keeps Django's own user, and a person
-    who never changed anything has no row (the site's defaults apply)."""
-
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_defaults")
-    system_prompt = models.TextField(blank=True)
-    params = models.JSONField(default=dict, blank=True, help_text="temperature, top_p, max_new_tokens")
-    model_name = models.CharField(max_length=200, blank=True, help_text="new conversations' model; empty: the site's")
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        verbose_name = "chat defaults"
-        verbose_name_plural = "chat defaults"
-
-    def __str__(self):
-        return f"defaults of user {self.user_id}"
