@@ -45,9 +45,29 @@ class ServedModel:
     max_batch: int | None = None
     workers: int | None = None  # worker processes this host runs for it (`make run`); 0: another host serves it
     groups: tuple[str, ...] = ()  # who may use it: members of any of these groups; empty: everyone
+    # An adapter (a finished training run, never configuration): ``name`` is ``<base>+<adapter>``, and the base
+    # model's workers write its replies, the adapter applied per request (chat/replies/catalog.py).
+    base: str | None = None
+    adapter: str = ""
+    adapter_path: str = ""
 
     def host_workers(self, default: int) -> int:
         return default if self.workers is None else self.workers
+
+    @property
+    def worker_model(self) -> str:
+        """Whose workers write this model's replies: its own, or for an adapter its base model's."""
+        return self.base or self.name
+
+
+ADAPTER_SEPARATOR = "+"
+
+
+def split_adapter(name: str) -> tuple[str, str]:
+    """``<base>+<adapter>`` → (base, adapter); a name without one → (name, ""). An adapter's own name holds no
+    ``+`` (training runs are named with letters, digits, ``-`` and ``_``), so the last ``+`` separates them."""
+    base, sep, adapter = name.rpartition(ADAPTER_SEPARATOR)
+    return (base, adapter) if sep and base else (name, "")
 
 
 def _int_option(name: str, key: str, value, low: int) -> int:

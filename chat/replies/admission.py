@@ -23,7 +23,7 @@ from django.contrib.auth import get_user_model
 from chat.accounts import selectors as account_selectors
 from chat.errors import ChatError, ErrorCode
 from chat.limits import quotas
-from chat.replies import liveness
+from chat.replies import catalog, liveness
 from chat.replies import selectors as reply_selectors
 
 
@@ -131,7 +131,8 @@ def admit(user_id: int, size: ReplySize, model: str) -> Admission:
     if reply_selectors.replies_active_for_user(user_id=user_id) >= allowance.max_active:
         raise too_many_active(allowance.max_active)
     quotas.require_tokens_left(user_id, allowance)
-    window = require_worker(model)
+    window = require_worker(catalog.worker_model(model))  # an adapter's replies are its base model's workers'
+
     admission = Admission(user_id, allowance, quotas.tokens_reserve(user_id, allowance, size.tokens(window)))
     try:
         quotas.message_hit(user_id, allowance)

@@ -18,6 +18,7 @@ from chat import events, metrics, names
 from chat.errors import ErrorCode
 from chat.limits import quotas
 from chat.models import Conversation, Message
+from chat.replies import catalog
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,8 @@ def reply_dispatch(*, message_id: int, model: str | None = None) -> None:
         if model is None:
             model = Message.objects.filter(pk=message_id).values_list("model_name", flat=True).first() or ""
         model = model or settings.CHAT_DEFAULT_MODEL
-        current_app.send_task(
-            names.GENERATE_REPLY_TASK, args=[message_id], kwargs={"model": model}, queue=names.model_queue(model)
-        )
+        queue = names.model_queue(catalog.worker_model(model))  # an adapter's: its base model's queue
+        current_app.send_task(names.GENERATE_REPLY_TASK, args=[message_id], kwargs={"model": model}, queue=queue)
     except Exception as exc:
         log.warning("could not queue message %s: %s", message_id, exc)
         reply_finish(

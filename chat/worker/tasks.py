@@ -15,7 +15,7 @@ from celery.signals import celeryd_after_setup, worker_init, worker_shutdown
 from django.conf import settings
 
 from chat import names
-from chat.replies import balance, liveness, services
+from chat.replies import balance, catalog, liveness, services
 from chat.worker import runtime
 from chat.worker.job import ReplyJob, make_title
 
@@ -52,7 +52,7 @@ def generate_reply(message_id: int, handed: bool = False, model: str | None = No
     task, already counted here). A task for another model (``model`` None: queued by an earlier release on the
     shared queue, read by the default model's workers) goes to its model's queue unclaimed."""
     rt = runtime.current()
-    if model != rt.model and _rerouted(message_id, rt.model):
+    if (model is None or catalog.worker_model(model) != rt.model) and _rerouted(message_id, rt.model):
         return
     if not handed:
         target = balance.take(rt.name, rt.model)
@@ -74,7 +74,7 @@ def generate_reply(message_id: int, handed: bool = False, model: str | None = No
 def _rerouted(message_id: int, mine: str) -> bool:
     """A reply of another model than ``mine``: queue it for that model (True); of mine after all: False."""
     wanted = services.reply_model(message_id=message_id)
-    if wanted is None or (wanted or settings.CHAT_DEFAULT_MODEL) == mine:
+    if wanted is None or catalog.worker_model(wanted or settings.CHAT_DEFAULT_MODEL) == mine:
         return False
     services.reply_dispatch(message_id=message_id, model=wanted)
     return True
