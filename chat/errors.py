@@ -64,6 +64,10 @@ class ErrorCode(StrEnum):
     COMPARE_SAME_MODEL = "compare_same_model"
     NOT_COMPARED = "not_compared"
     ALREADY_PICKED = "already_picked"
+    # --- the improvement loop: A/B experiments (docs/protocol.md, pages around the chat) --------------------------
+    INVALID_SHARE = "invalid_share"
+    EXPERIMENT_RUNNING = "experiment_running"
+    EXPERIMENT_NOT_RUNNING = "experiment_not_running"
     # --- API keys and the OpenAI-compatible API (docs/api.md) ---------------------------------------------------
     TOO_MANY_KEYS = "too_many_keys"
     KEY_REVOKED = "key_revoked"

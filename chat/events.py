@@ -52,7 +52,7 @@ def message_payload(message) -> MessageInfo:
         "status": message.status,
     }
     if message.role == "assistant":
-        payload["model"] = message.model_name
+        payload["model"] = message.shown_model_name or message.model_name  # blind in an A/B experiment
     return payload
 
 

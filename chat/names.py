@@ -19,6 +19,7 @@ Redis keys (``chat:`` prefix; the channel layer and Celery keep their own):
 | ``chat:sessions:<user>`` | sorted set | a person's session keys, score = login time (``accounts/session_index.py``) |
 | ``chat:tokens:<user>:<day>`` | string | tokens a person's replies used that day (``chat/limits/quotas.py``) |
 | ``chat:reserved:<user>`` | hash | tokens held for a person's replies and titles not yet ended (``<n>:<expiry>``) |
+| ``chat:experiment:<id>:n`` | string | new conversations counted in an A/B experiment (``experiments/assignment.py``) |
 | ``chat:gone:<user>`` | string | a deleted person, for two days: nothing is charged to them (``limits/quotas.py``) |
 | ``chat:limits/...`` | (``limits``) | the moving windows of ``chat/limits/quotas.py``, listed below the table |
 | ``chat:wstats:<worker>`` | string | the worker's engine figures (JSON), written by its heartbeat, expiring with it |
@@ -108,6 +109,10 @@ def sessions_key(user_id: int) -> str:
 
 def tokens_key(user_id: int, day) -> str:
     return f"chat:tokens:{int(user_id)}:{day.isoformat()}"
+
+
+def experiment_counter_key(experiment_id: int) -> str:
+    return f"chat:experiment:{int(experiment_id)}:n"
 
 
 def reserved_key(user_id: int) -> str:

@@ -13,6 +13,7 @@ leaves an ``AuditEvent``. Writes go through ``chat.review.services``; list pages
 - ``live``: replies queued or streaming right now, with a Cancel that works as the owner's Stop;
 - ``quotas``: per-person allowances (messages per minute, tokens per day, replies at once), edited by staff;
 - ``accounts``: people (approval to chat) and invite links;
+- ``experiments``: A/B experiments between the default model and a candidate, and promotion (``chat.train_model``);
 - ``audit``: the audit trail, superusers only;
 - ``api_keys``: people's API keys, viewed and revoked (never edited).
 """
@@ -23,6 +24,7 @@ from chat.admin import (  # noqa: F401  (each registers its screens)
     audit,
     comparisons,
     conversations,
+    experiments,
     live,
     messages,
     quotas,

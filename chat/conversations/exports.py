@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from chat.experiments import assignment
 from chat.models import Conversation, Message
 
 FORMAT_VERSION = 1
@@ -19,7 +20,7 @@ def as_json(conversation: Conversation, messages: list[Message]) -> str:
             "conversation": {
                 "id": conversation.pk,
                 "title": conversation.title,
-                "model": conversation.model_name,
+                "model": assignment.shown_model(conversation),
                 "system_prompt": conversation.system_prompt,
                 "params": conversation.params,
                 "created_at": conversation.created_at.isoformat(),
@@ -33,7 +34,7 @@ def as_json(conversation: Conversation, messages: list[Message]) -> str:
                     "content": m.content,
                     "status": m.status,
                     "created_at": m.created_at.isoformat(),
-                    "model": m.model_name or None,
+                    "model": m.shown_model_name or m.model_name or None,
                     "params": m.params or None,
                     "prompt_tokens": m.prompt_tokens,
                     "completion_tokens": m.completion_tokens,
@@ -53,7 +54,7 @@ def as_markdown(conversation: Conversation, messages: list[Message]) -> str:
     lines = [
         f"# {conversation.title or f'Conversation {conversation.pk}'}",
         "",
-        f"_Exported from the chat server: model {conversation.model_name or 'unknown'}, "
+        f"_Exported from the chat server: model {assignment.shown_model(conversation) or 'unknown'}, "
         f"started {conversation.created_at:%Y-%m-%d %H:%M} UTC._",
         "",
     ]

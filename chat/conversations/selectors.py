@@ -10,7 +10,9 @@ from django.db.models import (
     F,
     OuterRef,
     Q,
+    Value,
 )
+from django.db.models.functions import Coalesce, NullIf
 
 from chat.errors import ChatError, ErrorCode
 from chat.events import comparison_payload
@@ -18,6 +20,9 @@ from chat.models import ChatDefaults, Comparison, Conversation, Feedback, Messag
 from chat.tree import siblings_in, thread_rows
 
 NOT_FOUND = "No such conversation, or it is not yours."
+# The model a person is shown for a reply: the one that wrote it, or in an A/B experiment's candidate arm the
+# control's (the review panel shows the real one).
+SHOWN_MODEL = Coalesce(NullIf("shown_model_name", Value("")), F("model_name"))
 
 
 def conversation_list_for_user(*, user):
@@ -71,7 +76,11 @@ def thread_for_user(*, user, conversation: Conversation) -> list[dict]:
         replies = {
             r["id"]: r
             for r in Message.objects.filter(pk__in=both).values(
-                "id", "content", "status", "completion_tokens", model=F("model_name")
+                "id",
+                "content",
+                "status",
+                "completion_tokens",
+                model=SHOWN_MODEL,
             )
         }
         for c in comparisons.values():
@@ -88,7 +97,7 @@ def thread_for_user(*, user, conversation: Conversation) -> list[dict]:
             "feedback": ratings.get(m.id),
             "params": m.params,
             "completion_tokens": m.completion_tokens,
-            "model": m.model_name if m.role == Message.Role.ASSISTANT else "",
+            "model": (m.shown_model_name or m.model_name) if m.role == Message.Role.ASSISTANT else "",
             "comparison": comparisons.get(m.id),
         }
         for m in messages

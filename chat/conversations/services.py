@@ -23,6 +23,7 @@ from chat.accounts import erasure
 from chat.conversations import selectors
 from chat.conversations.params import generation_params_clean
 from chat.errors import ChatError, ErrorCode
+from chat.experiments import assignment
 from chat.models import ChatDefaults, Comparison, Conversation, Feedback, Message
 from chat.replies import admission, catalog
 from chat.replies import services as reply_services
@@ -58,6 +59,19 @@ def _message_text(content) -> str:
     return text
 
 
+def _model_of(user, conversation: Conversation) -> str:
+    """The model a conversation's next reply is written by: its own, checked as the person's pick would be —
+    except the candidate an A/B experiment sent it to, which the person may not pick but keeps."""
+    if (
+        conversation.experiment_arm == Conversation.ExperimentArm.CANDIDATE
+        and conversation.experiment_id
+        and conversation.model_name == conversation.experiment.candidate
+        and catalog.get(conversation.model_name) is not None
+    ):
+        return conversation.model_name
+    return catalog.resolve(user, conversation.model_name).name
+
+
 def _compare_model(user, first: str, compare) -> str | None:
     """Compare's second model, checked: one the person may use, not the first again."""
     if not compare:
@@ -90,13 +104,15 @@ def message_send(
     if created:
         # A new conversation starts from the person's own defaults (the settings panel, with no chat open).
         defaults = selectors.chat_defaults_for(user=user)
-        first = catalog.resolve(user, model).name
+        # A running A/B experiment may send it to its candidate instead, blind (chat/experiments/assignment.py).
+        arm = assignment.arm_for_new_conversation(catalog.resolve(user, model).name)
+        first = arm.model
         size = admission.reply_size(
             params={**defaults["params"], **clean_params}, system_prompt=defaults["system_prompt"], texts=[text]
         )
     else:
         existing = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
-        first = catalog.resolve(user, existing.model_name).name
+        first = _model_of(user, existing)
         size = admission.reply_size(params={**existing.params, **clean_params}, conversation=existing, texts=[text])
     second = _compare_model(user, first, compare)
     with ExitStack() as admissions:
@@ -109,6 +125,8 @@ def message_send(
                     owner=user,
                     title=title_from(text),
                     model_name=first,
+                    experiment=arm.experiment,
+                    experiment_arm=arm.arm,
                     system_prompt=defaults["system_prompt"],
                     params=defaults["params"],
                 )
@@ -132,6 +150,7 @@ def message_send(
                 params={**conversation.params, **clean_params},
                 reservation=admitted.reservation,
                 model=first,
+                shown_model=assignment.shown_model(conversation),
             )
             other = None
             if second:
@@ -234,7 +253,7 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
     if old.role != Message.Role.ASSISTANT:
         raise ChatError(ErrorCode.NOT_REGENERABLE, "Only an assistant reply can be regenerated.")
     size = admission.reply_size(params={**old.conversation.params, **clean_params}, conversation=old.conversation)
-    model = catalog.resolve(user, old.conversation.model_name).name  # the conversation's model as it is now
+    model = _model_of(user, old.conversation)  # the conversation's model as it is now
     with admission.admitted(user.pk, size, model) as admitted, transaction.atomic():
         admission.require_capacity(user.pk, admitted.allowance)
         conversation = _branch_off(
@@ -251,6 +270,7 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
             params={**conversation.params, **clean_params},
             reservation=admitted.reservation,
             model=model,
+            shown_model=assignment.shown_model(conversation),
         )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
         siblings = _siblings(reply)
@@ -275,7 +295,7 @@ def message_edit(*, user, message_id, content, params=None, client_id: str | Non
     size = admission.reply_size(
         params={**old.conversation.params, **clean_params}, conversation=old.conversation, texts=[text]
     )
-    model = catalog.resolve(user, old.conversation.model_name).name
+    model = _model_of(user, old.conversation)
     with admission.admitted(user.pk, size, model) as admitted, transaction.atomic():
         admission.require_capacity(user.pk, admitted.allowance)
         conversation = _branch_off(
@@ -297,6 +317,7 @@ def message_edit(*, user, message_id, content, params=None, client_id: str | Non
             params={**conversation.params, **clean_params},
             reservation=admitted.reservation,
             model=model,
+            shown_model=assignment.shown_model(conversation),
         )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
         siblings = _siblings(user_message)
@@ -414,7 +435,7 @@ def conversation_settings_set(*, user, conversation_id: int | None, system_promp
                 fields["model_name"] = chosen
             # update(): settings are not activity, so the conversation keeps its place in the sidebar.
             Conversation.objects.filter(pk=conversation.pk).update(**fields)
-            stored = chosen or conversation.model_name
+            stored = chosen or assignment.shown_model(conversation)
         transaction.on_commit(
             lambda: events.notify(user.id, events.settings_frame(conversation_id, text, clean, stored))
         )

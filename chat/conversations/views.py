@@ -14,6 +14,7 @@ from chat.accounts import selectors as account_selectors
 from chat.conversations import exports, params
 from chat.conversations import selectors as conversation_selectors
 from chat.errors import ChatError, ErrorCode
+from chat.experiments import assignment
 from chat.limits import quotas
 from chat.replies import catalog
 
@@ -94,7 +95,7 @@ def conversation_detail(request, conversation_id: int):
                 "title": conversation.title,
                 "system_prompt": conversation.system_prompt,
                 "params": conversation.params,
-                "model": conversation.model_name,
+                "model": assignment.shown_model(conversation),
             },
             "messages": messages,
         }

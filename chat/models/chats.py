@@ -22,6 +22,10 @@ class Conversation(models.Model):
         CHAT = "chat"
         API = "api"
 
+    class ExperimentArm(models.TextChoices):
+        CONTROL = "control"
+        CANDIDATE = "candidate"
+
     class ReviewState(models.TextChoices):
         UNREVIEWED = "unreviewed"
         APPROVED = "approved"
@@ -36,7 +40,7 @@ class Conversation(models.Model):
     experiment = models.ForeignKey(
         "chat.Experiment", null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
     )
-    experiment_arm = models.CharField(max_length=10, blank=True, help_text="control or candidate")
+    experiment_arm = models.CharField(max_length=10, blank=True, choices=ExperimentArm.choices)
     params = models.JSONField(default=dict, blank=True, help_text="default generation params for this chat")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -113,6 +117,11 @@ class Message(models.Model):
     tokens_per_s = models.FloatField(null=True, blank=True)
     model_name = models.CharField(max_length=200, blank=True)
     worker = models.CharField(max_length=200, blank=True, help_text="the worker process that wrote this reply")
+    shown_model_name = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="the model the person is shown, when not model_name: an A/B candidate's reply shows the control's",
+    )
     params = models.JSONField(default=dict, blank=True, help_text="generation params used")
     error = models.TextField(blank=True)
     error_code = models.CharField(

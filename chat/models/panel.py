@@ -53,6 +53,12 @@ class AuditEvent(models.Model):
         # ``what`` and its ``name``.
         PRIVILEGE_GRANTED = "privilege_granted", "privilege granted"
         PRIVILEGE_REMOVED = "privilege_removed", "privilege removed"
+        # The improvement loop (chat/experiments/): an A/B experiment started, its share changed, ended; a model
+        # promoted to the site's default. ``details`` names the models and the share.
+        EXPERIMENT_STARTED = "experiment_started", "experiment started"
+        EXPERIMENT_CHANGED = "experiment_changed", "experiment changed"
+        EXPERIMENT_ENDED = "experiment_ended", "experiment ended"
+        MODEL_PROMOTED = "model_promoted", "model promoted"
 
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     actor_name = models.CharField(max_length=150)

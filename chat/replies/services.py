@@ -55,6 +55,7 @@ def reply_create(
     reservation: str = "",
     model: str | None = None,
     is_current: bool = True,
+    shown_model: str = "",
 ) -> Message:
     """A queued reply to ``parent`` by ``model`` (default: the conversation's), keeping the name of the tokens
     admission reserved for it (settled at its end); the caller dispatches it on commit (``reply_dispatch``)."""
@@ -64,7 +65,8 @@ def reply_create(
         role=Message.Role.ASSISTANT,
         status=Message.Status.QUEUED,
         is_current=is_current,
-        model_name=model or conversation.model_name or settings.CHAT_DEFAULT_MODEL,
+        model_name=(name := model or conversation.model_name or settings.CHAT_DEFAULT_MODEL),
+        shown_model_name=shown_model if shown_model and shown_model != name else "",
         params=params,
         reservation=reservation,
     )
