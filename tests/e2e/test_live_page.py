@@ -100,7 +100,7 @@ def screenshot(origin: str, session_cookie: str) -> None:
             name, value = session_cookie.split("=", 1)
             page.context.add_cookies([{"name": name, "value": value, "url": origin}])
             page.goto(origin + PAGE)
-            page.wait_for_selector("#result_list .field-worker")
+            page.wait_for_selector("#result_list .field-holder")
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / "live.png"))
             assert errors == [], errors
@@ -149,7 +149,7 @@ def test_a_reviewer_sees_a_streaming_reply_and_cancels_it_like_a_stop(chat, live
             return reply_id, cells, after, frames
 
     reply_id, cells, after, frames = asyncio.run(go())
-    assert (cells["worker"], cells["state"], cells["owner"]) == (worker_name, "streaming", "storyteller")
+    assert (cells["holder"], cells["state"], cells["owner"]) == (worker_name, "streaming", "storyteller")
     assert 0 < int(cells["tokens"]) < 1000 and cells["streaming_for"].endswith(" s")
     assert f"Stopping 1 reply being streamed: #{reply_id};" in after
     done = frames[-1]

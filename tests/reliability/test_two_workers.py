@@ -90,13 +90,14 @@ def test_a_reply_handed_to_a_worker_that_dies_before_taking_it_is_written_by_the
     # to it waits in its own queue. (A SIGSTOP would not do: a worker stopped inside its blocking read of the
     # shared queue still receives the next task there, and takes it with it.)
     from celery import Celery
+    from django.conf import settings
 
-    from chat.names import SHARED_QUEUE
+    from chat.names import SHARED_QUEUE, model_queue
     from chat.names import worker_queue as own_queue
 
     control = Celery(broker=fault_stack.env["REDIS_URL"]).control
     node = [f"handed-0@{socket.gethostname()}"]
-    for queue in (SHARED_QUEUE, own_queue(doomed)):
+    for queue in (model_queue(settings.CHAT_DEFAULT_MODEL), SHARED_QUEUE, own_queue(doomed)):
         assert control.cancel_consumer(queue, destination=node, reply=True, timeout=10), queue
     fault_stack.redis.hset(LOAD_KEY, busy, 3)  # as if the first were writing three replies
 

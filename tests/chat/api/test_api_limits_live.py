@@ -23,7 +23,7 @@ from django.utils import timezone
 from chat import events, names
 from chat.limits import quotas
 from chat.models import Conversation, Message, QuotaOverride
-from chat.names import WORKERS_KEY, lease_key, stream_key, worker_stats_key
+from chat.names import WORKERS_KEY, lease_key, model_workers_key, stream_key, worker_stats_key
 from chat.replies import streamlog
 from chat.store import live_workers
 from tests.helpers.live import LIVE_BATCH, recv_until, send
@@ -127,6 +127,7 @@ class _WorkerPaused:
         while True:
             pipe = self.r.pipeline(transaction=False)
             pipe.zadd(WORKERS_KEY, {self.worker: time.time() + ttl})
+            pipe.zadd(model_workers_key(MODEL), {self.worker: time.time() + ttl})  # admission asks its model's
             pipe.expire(worker_stats_key(self.worker), ttl)
             for key in self.held:
                 pipe.expire(key, ttl)
@@ -345,7 +346,7 @@ def test_no_worker_answers_503(api, live_stack):
     r = redis.Redis.from_url(live_stack.env["REDIS_URL"])
     os.kill(live_stack.worker.pid, signal.SIGSTOP)
     try:
-        r.delete(WORKERS_KEY)
+        r.delete(WORKERS_KEY, model_workers_key(MODEL))
         with pytest.raises(openai.InternalServerError) as unavailable:
             client.chat.completions.create(model=MODEL, max_tokens=5, messages=LONG)
     finally:
