@@ -85,6 +85,7 @@ class ErrorCode(StrEnum):
     # --- why a reply failed (``Message.error_code``, the ``done`` frame's ``error_code``) ----------------------
     CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
     GENERATION_FAILED = "generation_failed"
+    ADAPTER_UNAVAILABLE = "adapter_unavailable"
 
 
 class ChatError(Exception):

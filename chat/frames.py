@@ -109,7 +109,7 @@ class DoneFrame(TypedDict):
     finish_reason: FinishReason
     content: str
     error: str
-    error_code: Literal[ErrorCode.CONTEXT_LENGTH_EXCEEDED, ""]
+    error_code: Literal[ErrorCode.CONTEXT_LENGTH_EXCEEDED, ErrorCode.ADAPTER_UNAVAILABLE, ""]
     usage: Usage
     timing: Timing
 

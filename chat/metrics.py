@@ -226,6 +226,16 @@ class Collector:
                 "prefix_hits",
                 CounterMetricFamily,
             ),
+            "chat_worker_mixed_adapter_steps": (
+                "Decode steps whose rows took different adapters (the base model counts as one)",
+                "mixed_adapter_steps",
+                CounterMetricFamily,
+            ),
+            "chat_worker_adapter_loads": (
+                "Adapters the worker loaded (first use)",
+                "adapter_loads",
+                CounterMetricFamily,
+            ),
         }
         for name, (help_text, key, kind) in per_worker.items():
             family = kind(name, help_text, labels=["worker", "model"])
@@ -242,6 +252,21 @@ class Collector:
                 if size and steps:
                     by_size.add_metric([worker, str(size)], float(steps))
         yield by_size
+        # Adapters of the worker's model it holds now, and the rows each took over all decode steps.
+        loaded = GaugeMetricFamily(
+            "chat_worker_adapters_loaded", "Adapters loaded in the worker now", labels=["worker", "model"]
+        )
+        adapter_rows = CounterMetricFamily(
+            "chat_worker_adapter_decode_rows",
+            "Rows over all decode steps that took the adapter",
+            labels=["worker", "adapter"],
+        )
+        for worker, stats in sorted(f["workers"].items()):
+            loaded.add_metric([worker, str(stats.get("model", ""))], float(len(stats.get("adapters_loaded") or ())))
+            for adapter, rows in sorted((stats.get("decode_rows_by_adapter") or {}).items()):
+                adapter_rows.add_metric([worker, adapter], float(rows))
+        yield loaded
+        yield adapter_rows
         rate = GaugeMetricFamily(
             "chat_worker_prefix_cache_hit_ratio",
             "Share of prompt tokens the prefix cache supplied, since the worker started",

@@ -314,6 +314,11 @@ CHAT_TORCH_THREADS = env.int("CHAT_TORCH_THREADS", default=0) or max(1, _cores()
 CHAT_MAX_BATCH = env.int("CHAT_MAX_BATCH", default=16)
 # Key/value states of recent prompts and replies kept for reuse (system prompt, next turn, regenerate); 0 = off.
 CHAT_PREFIX_CACHE_MB = env.int("CHAT_PREFIX_CACHE_MB", default=256)
+# Adapters (finished training runs) a worker serves beside its base model (inference/adapters.py): loaded on first
+# use, at most this many and this much memory at once (least recently used out first), unloaded when idle.
+CHAT_MAX_ADAPTERS = env.int("CHAT_MAX_ADAPTERS", default=4)
+CHAT_ADAPTER_BUDGET_MB = env.int("CHAT_ADAPTER_BUDGET_MB", default=256)
+CHAT_ADAPTER_IDLE_S = env.int("CHAT_ADAPTER_IDLE_S", default=600)
 CHAT_MAX_NEW_TOKENS = env.int("CHAT_MAX_NEW_TOKENS", default=1024)
 CHAT_DEFAULT_MAX_NEW_TOKENS = env.int("CHAT_DEFAULT_MAX_NEW_TOKENS", default=256)
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=16000)

@@ -13,6 +13,10 @@ common start once.
 The engine schedules; the running rows and their tensors are one ``RunningBatch`` (``batching.py``), changed
 only through its methods; each request's own state — its tokens, its text, whether and why it ends, its final
 event — is a ``Request`` (``request.py``), shared with ``SerialEngine``.
+
+A request may name a LoRA adapter of the model (``adapters.py``): it is loaded on first use, between steps, and
+its rows run in the same forward passes as the base's and other adapters' rows, each forward told which rows
+take which adapter. An engine never asked for one runs the plain model, exactly as before.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from functools import partial
 
 import torch
 
+from inference.adapters import ADAPTER_UNAVAILABLE, Adapter, AdapterSet
 from inference.batching import Plan, RunningBatch, full_attention, plan_groups, prefill_inputs, row_states
+from inference.counters import StepCounts
 from inference.detok import Detokenizer
 from inference.output import RequestHandle
 from inference.prefix_cache import PrefixCache
@@ -62,6 +68,9 @@ class BatchEngine:
         context_window: int | None = None,
         eos_ids: set[int] | None = None,
         prefix_cache_bytes: int = 0,
+        max_adapters: int = 4,
+        adapter_budget_bytes: int = 0,
+        adapter_idle_s: float = 600.0,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -79,13 +88,16 @@ class BatchEngine:
         self._batch = RunningBatch()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self.steps = 0  # decode steps run
-        self.step_rows = 0  # rows over all decode steps: step_rows / steps is the mean batch size
-        # decode steps run at each batch size (index: rows): how full the batch was, step by step, which a gauge
-        # read once a heartbeat cannot tell
-        self.steps_at = [0] * (max_batch_size + 1)
+        self.counts = StepCounts(max_batch_size)
         self.prefix_cache = (
             PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 and full_attention(model.config) else None
+        )
+        self.adapters = AdapterSet(
+            model,
+            max_adapters=max_adapters,
+            budget_bytes=adapter_budget_bytes,
+            idle_s=adapter_idle_s,
+            on_unload=self.prefix_cache.discard if self.prefix_cache is not None else None,  # its states go too
         )
 
     # -- public API (any thread) -------------------------------------------------------------------
@@ -135,23 +147,29 @@ class BatchEngine:
             pass
 
     @property
+    def steps(self) -> int:
+        """Decode steps run."""
+        return self.counts.steps
+
+    @property
     def active(self) -> int:
         """Unfinished requests in the running batch."""
         return sum(1 for req in self._batch.rows if not req.status.finished)
 
-    def stats(self) -> dict[str, int | list[int]]:
+    def stats(self) -> dict:
         """Counters for monitoring, read from another thread (plain ints: a figure a step old is fine)."""
         cache = self.prefix_cache.stats if self.prefix_cache is not None else None
         return {
             "batch_size": self.active,
             "max_batch_size": self.max_batch_size,
-            "decode_steps": self.steps,
-            "decode_rows": self.step_rows,
-            "decode_steps_at_batch_size": list(self.steps_at),
+            **self.counts.figures(),
             "prefix_lookups": cache.lookups if cache else 0,
             "prefix_hits": cache.hits if cache else 0,
             "prefix_tokens_looked_up": cache.tokens_looked_up if cache else 0,
             "prefix_tokens_reused": cache.tokens_reused if cache else 0,
+            "adapters_loaded": list(self.adapters.names),
+            "adapter_loads": self.adapters.loads,
+            "adapter_unloads": self.adapters.unloads,
         }
 
     # -- the stepping thread: schedule → run → update -------------------------------------------------
@@ -187,11 +205,13 @@ class BatchEngine:
         for req in self._batch.rows:
             self._finish(req, FinishReason.CANCELLED)
         self._batch.reset()
+        self.adapters.unload_all()  # the model is left as it was given
 
     def _schedule(self) -> list[Request]:
         """Apply cancels and take the newcomers there is room for (waiting briefly when the batch is idle)."""
         newcomers = self._take_newcomers(block=not self._batch)
         self._apply_cancels()
+        self.adapters.trim(self._batch.rows + newcomers)  # those idle too long
         return newcomers
 
     def _update(self, requests: list[Request], tokens: torch.Tensor) -> None:
@@ -204,13 +224,13 @@ class BatchEngine:
                 self._finish(req, reason)
         self._drop_finished()
 
-    def _finish(self, req: Request, reason: FinishReason, error: str = "") -> None:
+    def _finish(self, req: Request, reason: FinishReason, error: str = "", code: str = "") -> None:
         """End a request (once) and forget a cancel of it, so the cancelled ids do not grow."""
         if req.status.finished:
             return
         with self._lock:
             self._cancelled.pop(req.request_id, None)
-        req.finish(reason, error)
+        req.finish(reason, error, code)
 
     # -- schedule ---------------------------------------------------------------------------------------
     def _take_newcomers(self, block: bool) -> list[Request]:
@@ -254,10 +274,18 @@ class BatchEngine:
                 self._finish(req, FinishReason.ERROR, error="The prompt fills the model's whole context window.")
             else:
                 live.append(req)
+        live, refused = self.adapters.admit(live, self._batch.rows)
+        for req, error in refused:
+            self._finish(req, FinishReason.ERROR, error=error, code=ADAPTER_UNAVAILABLE)
         if not live:
             return
         if self.prefix_cache is not None and len(live) > 1:
-            self._prefill_common_prefix([r.generation.input_ids for r in live])
+            alike: dict[Adapter | None, list[list[int]]] = {}  # a common start is common within one adapter only
+            for req in live:
+                alike.setdefault(req.generation.adapter, []).append(req.generation.input_ids)
+            for adapter, prompts in alike.items():
+                if len(prompts) > 1:
+                    self._prefill_common_prefix(prompts, adapter)
         plans = [self._plan(req) for req in live]
         warm = [p for p in plans if p.warm]
         if warm:
@@ -271,31 +299,32 @@ class BatchEngine:
         prompt = req.generation.input_ids
         if self.prefix_cache is None:
             return Plan(req, prompt)
-        entry, n = self.prefix_cache.lookup(prompt)
+        entry, n = self.prefix_cache.lookup(prompt, space=req.generation.adapter)
         return Plan(req, prompt, entry, min(n, len(prompt) - 1))
 
-    def _prefill_common_prefix(self, prompts: list[list[int]]) -> None:
+    def _prefill_common_prefix(self, prompts: list[list[int]], adapter: Adapter | None) -> None:
         """Requests arriving together that start alike (the system prompt; the same starter; one prompt sent by
         many) get their common start computed once and cached, so each row then computes only its own rest."""
         n = min(len(p) for p in prompts) - 1
         first = prompts[0]
         for other in prompts[1:]:
             n = next((i for i in range(n) if other[i] != first[i]), n)
-        entry, have = self.prefix_cache.lookup(first[:n], count=False)
+        entry, have = self.prefix_cache.lookup(first[:n], count=False, space=adapter)
         if n < self.prefix_cache.min_tokens or have >= n:
             return
         plan = Plan(None, first[:n], entry, have)
-        cache, _, _ = self._forward([plan])
-        self.prefix_cache.insert(plan.prompt, partial(row_states, cache, 0, n))
+        cache, _, _ = self._forward([plan], [adapter])
+        self.prefix_cache.insert(plan.prompt, partial(row_states, cache, 0, n), space=adapter)
 
     def _prefill_group(self, plans: list[Plan]) -> tuple[list[Request], torch.Tensor]:
-        cache, mask, logits = self._forward(plans)
         requests = [p.request for p in plans]
+        cache, mask, logits = self._forward(plans, [r.generation.adapter for r in requests])
         next_tokens = self._sample(logits, requests)
         if self.prefix_cache is not None:
             for i, plan in enumerate(plans):
                 if plan.todo > 1:  # mostly computed here: worth keeping for whoever sends it (or more) next
-                    self.prefix_cache.insert(plan.prompt, partial(row_states, cache, i, len(plan.prompt)))
+                    states = partial(row_states, cache, i, len(plan.prompt))
+                    self.prefix_cache.insert(plan.prompt, states, space=plan.request.generation.adapter)
         self._batch.merge(requests, cache, mask, next_tokens, mask.sum(-1))
         return requests, next_tokens
 
@@ -308,9 +337,10 @@ class BatchEngine:
         next_tokens = torch.tensor([p.prompt[-1] for p in plans], dtype=torch.long, device=self.device)
         self._batch.merge([p.request for p in plans], cache, mask[:, :-1], next_tokens, positions[:, -1])
 
-    def _forward(self, plans: list[Plan]):
+    def _forward(self, plans: list[Plan], adapters: list[Adapter | None]):
         ids, mask, positions, cache = prefill_inputs(plans, self.model.config, self._pad_id(), self.device)
-        out = self.model(
+        out = self.adapters.call(
+            adapters,
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
@@ -324,10 +354,9 @@ class BatchEngine:
         """One forward pass over every row's pending token; returns the rows' requests and their sampled tokens."""
         batch = self._batch
         inputs = batch.decode_inputs()
-        out = self.model(**inputs, use_cache=True, logits_to_keep=1)
-        self.steps += 1
-        self.step_rows += len(batch)
-        self.steps_at[len(batch)] += 1
+        adapters = [r.generation.adapter for r in batch.rows]
+        out = self.adapters.call(adapters, **inputs, use_cache=True, logits_to_keep=1)
+        self.counts.count(adapters, with_adapters=self.adapters.peft is not None)
         batch.advance(inputs, self._sample(out.logits[:, -1, :], batch.rows))
         return list(batch.rows), batch.next
 
@@ -360,4 +389,5 @@ class BatchEngine:
             req = batch.rows[i]
             tokens = list(req.generation.input_ids) + req.sampled[:-1]  # the last sampled token was never fed
             if int(batch.mask[i].sum()) == len(tokens):
-                self.prefix_cache.insert(tokens, partial(row_states, batch.cache, i, len(tokens)))
+                states = partial(row_states, batch.cache, i, len(tokens))
+                self.prefix_cache.insert(tokens, states, space=req.generation.adapter)

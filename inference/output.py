@@ -27,6 +27,7 @@ class Finished:
     ttft_s: float | None = None
     tokens_per_s: float | None = None
     error: str = ""
+    code: str = ""  # a stable code for an error the caller can name (adapters.ADAPTER_UNAVAILABLE), else ""
 
 
 class RequestHandle:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from inference.adapters import Adapter
 from inference.detok import Detokenizer
 from inference.output import Finished, Piece, RequestHandle
 from inference.sampling import SamplingParams
@@ -28,6 +29,7 @@ class GenerationRequest:
     params: SamplingParams = field(default_factory=SamplingParams)
     stop_strings: tuple[str, ...] = ()
     request_id: str = ""
+    adapter: Adapter | None = None  # a LoRA adapter of the engine's model to write it with (adapters.py)
 
 
 class FinishReason(enum.StrEnum):
@@ -121,7 +123,7 @@ class Request:
             return FinishReason.LENGTH
         return None
 
-    def finish(self, reason: FinishReason, error: str = "") -> None:
+    def finish(self, reason: FinishReason, error: str = "", code: str = "") -> None:
         """End the request (once; later calls do nothing): release the text held back, then send ``Finished``
         with its timings — time to first token, and decode speed over the tokens after the first."""
         if self.status.finished:
@@ -143,5 +145,6 @@ class Request:
                 if decode_s > 0 and self.completion_tokens > 1
                 else None,
                 error=error,
+                code=code,
             )
         )

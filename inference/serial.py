@@ -14,6 +14,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from inference.adapters import ADAPTER_UNAVAILABLE
 from inference.detok import Detokenizer
 from inference.engine import GenerationRequest, eos_token_ids
 from inference.output import RequestHandle
@@ -87,6 +88,9 @@ class SerialEngine:
     def _run(self):
         torch.set_grad_enabled(False)
         while (req := self._queue.get()) is not None:
+            if req.generation.adapter is not None:  # kept for comparison with the plain model only
+                req.finish(FinishReason.ERROR, "This engine serves no adapters.", ADAPTER_UNAVAILABLE)
+                continue
             req.status = RequestStatus.RUNNING
             params = req.generation.params
             hooks = _GenerateHooks(self, req)

@@ -175,6 +175,8 @@ class CompletionRun:
     def failure(self, done: dict) -> ApiError:
         if done["error_code"] == ErrorCode.CONTEXT_LENGTH_EXCEEDED:
             return ApiError(400, done["error"], param="messages", code=ErrorCode.CONTEXT_LENGTH_EXCEEDED)
+        if done["error_code"] == ErrorCode.ADAPTER_UNAVAILABLE:  # the model named cannot be served after all
+            return ApiError(503, done["error"], type="server_error", param="model", code=ErrorCode.ADAPTER_UNAVAILABLE)
         return ApiError(
             500, done["error"] or "The reply failed.", type="server_error", code=ErrorCode.GENERATION_FAILED
         )

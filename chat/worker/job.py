@@ -1,5 +1,9 @@
 """One reply on a worker (``ReplyJob``: prepare the prompt, stream the engine's text, finish once) and the title
-the model makes for a new conversation after its first reply."""
+the model makes for a new conversation after its first reply.
+
+A reply of an adapter (``<base>+<run>``, a finished training run of this worker's model) is written by this
+worker with the adapter applied to its rows (``inference/adapters.py``), in the same batches as the base's own
+replies; its title too."""
 
 from __future__ import annotations
 
@@ -15,10 +19,12 @@ from chat.errors import ErrorCode
 from chat.limits import quotas
 from chat.logs import log_context
 from chat.models import Conversation, Message
-from chat.replies import selectors
+from chat.replies import catalog, selectors
 from chat.replies import services as reply_services
+from chat.served import split_adapter
 from chat.text import title_from
 from chat.worker.runtime import Runtime
+from inference.adapters import ADAPTER_UNAVAILABLE, Adapter
 from inference.engine import GenerationRequest
 from inference.output import coalesce
 from inference.prompt import TOO_LONG, PromptTooLong, build_prompt
@@ -42,6 +48,28 @@ TITLE_PROMPT = (
 
 
 TITLE_MAX_TOKENS = 16
+
+
+class AdapterUnavailable(Exception):
+    """The reply's model is an adapter this worker cannot serve; the message is a sentence for its reader."""
+
+
+def adapter_for(model_name: str, rt: Runtime) -> Adapter | None:
+    """The adapter a reply of ``model_name`` is written with here: None for this worker's own model (or a reply of
+    an earlier release, which names none); an adapter of this worker's model by the run's name and folder.
+    Raises ``AdapterUnavailable`` for an adapter that is not (or no longer) a finished run of this model."""
+    if not model_name or model_name == rt.model:
+        return None
+    model = catalog.get(model_name)
+    if model is not None and model.adapter and model.base == rt.model:
+        return Adapter(model.name, model.adapter_path)
+    if (model is None or model.adapter) and split_adapter(model_name)[1]:
+        raise AdapterUnavailable(
+            f"The model {model_name} is not available: its training run was removed or has not finished."
+        )
+    # A configured model (routing sent it here as this worker's: chat/worker/tasks.py), or a name no longer served,
+    # which this worker's model writes as it did before adapters existed.
+    return None
 
 
 def make_title(job: "ReplyJob") -> None:
@@ -82,6 +110,7 @@ def make_title(job: "ReplyJob") -> None:
                     params=params,
                     stop_strings=tuple(prompt.stop_strings) + ("\n",),
                     request_id=reservation,
+                    adapter=job.adapter,  # the model that wrote the reply names its conversation
                 )
             )
             chunks = list(coalesce(handle, 0))
@@ -119,6 +148,7 @@ class ReplyJob:
         self.pieces: list[str] = []  # exactly what the stream log holds
         self.first_at: float | None = None
         self.ending: dict = {}
+        self.adapter: Adapter | None = None  # set by ``prepare`` for a reply of an adapter
 
     def wants_title(self) -> bool:
         """A new chat conversation's first reply (of a Compare, the first of the two), finished well, under the
@@ -149,6 +179,8 @@ class ReplyJob:
                 request, used = self.prepare()
             except PromptTooLong as exc:
                 ending = _failed(str(exc), ErrorCode.CONTEXT_LENGTH_EXCEEDED)
+            except AdapterUnavailable as exc:
+                ending = _failed(str(exc), ErrorCode.ADAPTER_UNAVAILABLE)
             except ValueError as exc:
                 ending = _failed(str(exc))
             except Exception as exc:
@@ -162,6 +194,7 @@ class ReplyJob:
 
     def prepare(self) -> tuple[GenerationRequest, dict]:
         """The prompt and sampling parameters for this reply."""
+        self.adapter = adapter_for(self.message.model_name, self.rt)
         params = resolve_params(
             self.message.params,
             self.rt.loaded.model.generation_config,
@@ -207,7 +240,11 @@ class ReplyJob:
         if stop:
             used["stop"] = list(stop)
         request = GenerationRequest(
-            input_ids=prompt.input_ids, params=params, stop_strings=prompt.stop_strings + stop, request_id=str(self.id)
+            input_ids=prompt.input_ids,
+            params=params,
+            stop_strings=prompt.stop_strings + stop,
+            request_id=str(self.id),
+            adapter=self.adapter,
         )
         return request, used
 
@@ -237,6 +274,8 @@ class ReplyJob:
             "status": Message.STATUS_FOR_REASON[done.reason],
             "finish_reason": done.reason,
             "error": done.error,
+            # The engine could not load the reply's adapter: the one engine error a person can be told the cause of.
+            "error_code": ErrorCode.ADAPTER_UNAVAILABLE if done.code == ADAPTER_UNAVAILABLE else "",
             "prompt_tokens": done.prompt_tokens,
             "completion_tokens": done.completion_tokens,
             "ttft_ms": max(ttft_ms, 0) if ttft_ms is not None else None,

@@ -34,3 +34,16 @@ def test_the_status_and_code_come_from_the_stored_code_not_from_the_sentence():
     )
     other = run.failure(done(f"{TOO_LONG}, says a sentence that only looks like it.", ""))
     assert (other.status, other.code, other.type) == (500, "generation_failed", "server_error")
+
+
+def test_an_adapter_that_could_not_be_served_is_503_adapter_unavailable_naming_the_model_param():
+    run = CompletionRun(SimpleNamespace(owner_id=1), None)
+    sentence = "The model base+run is not available: its training run was removed or has not finished."
+    failed = run.failure(done(sentence, "adapter_unavailable"))
+    assert (failed.status, failed.code, failed.param, failed.type, failed.message) == (
+        503,
+        "adapter_unavailable",
+        "model",
+        "server_error",
+        sentence,
+    )

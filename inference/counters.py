@@ -1,0 +1,41 @@
+"""What an engine counts for monitoring (``BatchEngine.stats``): its decode steps, how many rows each carried, and
+which adapters those rows took. Written by the engine's thread only, read from others: plain ints, replaced or
+bumped in place, so a reader sees a figure at most a step old."""
+
+from __future__ import annotations
+
+from inference.adapters import Adapter
+
+
+class StepCounts:
+    def __init__(self, max_batch_size: int):
+        self.steps = 0  # decode steps run
+        self.rows = 0  # rows over all decode steps: rows / steps is the mean batch size
+        # decode steps run at each batch size (index: rows): how full the batch was, step by step, which a gauge
+        # read once a heartbeat cannot tell
+        self.at = [0] * (max_batch_size + 1)
+        # decode steps whose rows took different adapters (the base model counts as one): the proof that base
+        # and adapter replies share forward passes
+        self.mixed = 0
+        self.adapter_rows: dict[str, int] = {}  # rows over all decode steps, per adapter (the base's: the rest)
+
+    def count(self, adapters: list[Adapter | None], with_adapters: bool) -> None:
+        """One decode step over rows taking ``adapters``; ``with_adapters``: any adapter is loaded (otherwise
+        every row is the base's, and looking at them would only cost time)."""
+        self.steps += 1
+        self.rows += len(adapters)
+        self.at[len(adapters)] += 1
+        if with_adapters:
+            self.mixed += len(set(adapters)) > 1
+            for adapter in adapters:
+                if adapter is not None:
+                    self.adapter_rows[adapter.name] = self.adapter_rows.get(adapter.name, 0) + 1
+
+    def figures(self) -> dict:
+        return {
+            "decode_steps": self.steps,
+            "decode_rows": self.rows,
+            "decode_steps_at_batch_size": list(self.at),
+            "mixed_adapter_steps": self.mixed,
+            "decode_rows_by_adapter": dict(self.adapter_rows),
+        }
