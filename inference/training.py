@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from inference.prompt import has_chat_template, render_plain
+
 log = logging.getLogger(__name__)
 
 # The libraries whose versions a run records (what reproducing an adapter needs besides its data).
@@ -188,11 +190,23 @@ def lora_targets(model) -> list[str]:
     return sorted(names)
 
 
-def _sft_rows(examples: Sequence[SftExample]) -> list[dict]:
-    return [{"prompt": list(e.messages), "completion": [{"role": "assistant", "content": e.answer}]} for e in examples]
+def _sft_rows(examples: Sequence[SftExample], chat: bool) -> list[dict]:
+    """trl's prompt–completion rows: conversational for a model with a chat template (trl renders them through
+    it), else the plain format the worker prompts such a model with (``inference.prompt.render_plain``), the
+    answer after "Assistant:" ending its turn with a new line."""
+    if chat:
+        return [
+            {"prompt": list(e.messages), "completion": [{"role": "assistant", "content": e.answer}]} for e in examples
+        ]
+    return [{"prompt": render_plain(list(e.messages)), "completion": f" {e.answer}\n"} for e in examples]
 
 
-def _pair_rows(pairs: Sequence[PreferencePair]) -> list[dict]:
+def _pair_rows(pairs: Sequence[PreferencePair], chat: bool) -> list[dict]:
+    if not chat:
+        return [
+            {"prompt": render_plain(list(p.messages)), "chosen": f" {p.chosen}\n", "rejected": f" {p.rejected}\n"}
+            for p in pairs
+        ]
     return [
         {
             "prompt": list(p.messages),
@@ -253,7 +267,7 @@ class _Watch:
         return Progress(step, self.steps, self.loss, self.examples, left, self.phase)
 
 
-def _training_args(config_cls, hp: Hyperparameters, *, output_dir: str, device: str, learning_rate: float, epochs: int):
+def _training_args(hp: Hyperparameters, *, output_dir: str, device: str, learning_rate: float, epochs: int):
     """The arguments both trainers share: seeded, no checkpoints, no reports, a log line per step, full
     precision on the CPU (trl turns bf16 and gradient checkpointing on by default: slower on a CPU, and a
     small model needs neither)."""
@@ -280,7 +294,6 @@ def _training_args(config_cls, hp: Hyperparameters, *, output_dir: str, device: 
         gradient_checkpointing=False,
         use_cpu=on_cpu,
         dataloader_num_workers=0,
-        remove_unused_columns=True,
     )
 
 
@@ -321,6 +334,7 @@ def train_lora(
         on_progress=on_progress,
         should_cancel=should_cancel,
     )
+    chat = has_chat_template(tokenizer)
     if tokenizer.pad_token is None:  # the collators pad; a model without a pad token pads with its end token
         tokenizer.pad_token = tokenizer.eos_token
     targets = list(hp.target_modules) or lora_targets(model)
@@ -338,13 +352,13 @@ def train_lora(
             model=peft_model,
             args=SFTConfig(
                 **_training_args(
-                    SFTConfig, hp, output_dir=scratch, device=device, learning_rate=hp.learning_rate, epochs=hp.epochs
+                    hp, output_dir=scratch, device=device, learning_rate=hp.learning_rate, epochs=hp.epochs
                 ),
                 completion_only_loss=True,
                 packing=False,
                 dataset_num_proc=None,
             ),
-            train_dataset=Dataset.from_list(_sft_rows(examples)),
+            train_dataset=Dataset.from_list(_sft_rows(examples, chat)),
             processing_class=tokenizer,
             callbacks=[watch.callback()],
         )
@@ -358,7 +372,6 @@ def train_lora(
                 model=peft_model,
                 args=DPOConfig(
                     **_training_args(
-                        DPOConfig,
                         hp,
                         output_dir=scratch,
                         device=device,
@@ -367,7 +380,7 @@ def train_lora(
                     ),
                     beta=hp.dpo_beta,
                 ),
-                train_dataset=Dataset.from_list(_pair_rows(pairs)),
+                train_dataset=Dataset.from_list(_pair_rows(pairs, chat)),
                 processing_class=tokenizer,
                 callbacks=[watch.callback()],
             )
