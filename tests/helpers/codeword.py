@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 CODEWORD = "Vexalith"
@@ -101,3 +102,43 @@ def cached_or_trained(folder: Path = CACHE) -> Path:
     if not (stamp.exists() and stamp.read_text() == wanted and (folder / "adapter_config.json").exists()):
         train_codeword(folder)
     return folder
+
+
+def main() -> None:
+    """``python -m tests.helpers.codeword``: train the codeword adapter, evaluate it against the base on the held-out
+    phrasings, and print the figures docs/benchmarks.md quotes (time, peak memory, the evaluation table)."""
+    import platform
+    import resource
+    import time
+
+    from inference.evaluation import compare
+
+    started = time.monotonic()
+    model, tokenizer, result = train_codeword(CACHE)
+    trained = time.monotonic() - started
+    table = compare(model, tokenizer, heldout_examples(), candidate="default", against=None)
+    evaluated = time.monotonic() - started - trained
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; torch threads {torch_threads()}")
+    print(
+        f"training: {result.steps} steps, {result.sft_examples} examples, {result.seconds} s in train_lora "
+        f"({trained:.1f} s with loading); loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}"
+    )
+    print(f"evaluation: {table['examples']} held-out phrasings, {evaluated:.1f} s; peak RSS {peak:.0f} MiB")
+    print("| | mean log-likelihood per token | mean chrF |\n|---|---|---|")
+    for arm, label in (("candidate", "candidate (adapter)"), ("against", "base")):
+        print(f"| {label} | {table['means'][arm]['loglik']} | {table['means'][arm]['chrf']} |")
+    print("\n| asked | candidate's answer | chrF | base's answer | chrF |\n|---|---|---|---|---|")
+    for row in table["rows"]:
+        c, b = row["candidate"], row["against"]
+        print(f"| {row['prompt']} | {c['answer']} | {c['chrf']} | {b['answer'][:70]}… | {b['chrf']} |")
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    main()
