@@ -217,6 +217,31 @@ def _pair_rows(pairs: Sequence[PreferencePair], chat: bool) -> list[dict]:
     ]
 
 
+def _length(tokenizer, messages: list[dict], answer: str, chat: bool) -> int:
+    """Tokens of a prompt and its answer, as trl will count them (near enough: the answer's end of turn aside)."""
+    if chat:
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        prompt = prompt["input_ids"] if isinstance(prompt, dict) or hasattr(prompt, "keys") else prompt
+    else:
+        prompt = tokenizer(render_plain(messages))["input_ids"]
+    return len(prompt) + len(tokenizer(answer, add_special_tokens=False)["input_ids"]) + 2
+
+
+def fit(tokenizer, messages: list[dict], answer: str, max_length: int, chat: bool) -> list[dict] | None:
+    """The prompt with its oldest turns dropped (never the system prompt or the last user turn) until prompt and
+    answer fit ``max_length`` tokens: trl keeps a long sequence's start, which would cut the answer, the one
+    part that is learnt. None when even the last turn alone does not fit."""
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    turns = list(messages[len(system) :])
+    while True:
+        if _length(tokenizer, system + turns, answer, chat) <= max_length:
+            return system + turns
+        users = [i for i, m in enumerate(turns) if m["role"] == "user"]
+        if len(users) < 2:
+            return None
+        turns = turns[users[1] :]  # drop the oldest exchange: the conversation still starts with a user turn
+
+
 def _steps(n: int, batch_size: int, epochs: int) -> int:
     return math.ceil(n / batch_size) * epochs if n else 0
 
@@ -317,13 +342,30 @@ def train_lora(
     yes, the run stops there and ``Cancelled`` is raised (nothing is saved)."""
     import torch
     from datasets import Dataset
+    from datasets.utils.logging import disable_progress_bar
     from peft import LoraConfig, get_peft_model
-    from transformers import set_seed
+    from transformers import PrinterCallback, set_seed
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     hp = hp or Hyperparameters()
+    disable_progress_bar()  # datasets' bars are text redrawn in place: noise in a worker's log
+    chat = has_chat_template(tokenizer)
+    examples = [
+        SftExample(fitted, e.answer)
+        for e in examples
+        if (fitted := fit(tokenizer, list(e.messages), e.answer, hp.max_length, chat)) is not None
+    ]
+    pairs = [
+        PreferencePair(fitted, p.chosen, p.rejected)
+        for p in pairs
+        if (fitted := fit(tokenizer, list(p.messages), max(p.chosen, p.rejected, key=len), hp.max_length, chat))
+        is not None
+    ]
     if not examples:
-        raise ValueError("no training examples: a run needs at least one gold answer to learn from")
+        raise ValueError(
+            f"no training example fits max_length ({hp.max_length} tokens): a run needs at least one gold answer "
+            "whose question and answer fit"
+        )
     device = str(next(model.parameters()).device)
     use_dpo = len(pairs) >= hp.dpo_min_pairs
     sft_steps = _steps(len(examples), hp.batch_size, hp.epochs)
@@ -334,7 +376,6 @@ def train_lora(
         on_progress=on_progress,
         should_cancel=should_cancel,
     )
-    chat = has_chat_template(tokenizer)
     if tokenizer.pad_token is None:  # the collators pad; a model without a pad token pads with its end token
         tokenizer.pad_token = tokenizer.eos_token
     targets = list(hp.target_modules) or lora_targets(model)
@@ -362,6 +403,7 @@ def train_lora(
             processing_class=tokenizer,
             callbacks=[watch.callback()],
         )
+        sft.remove_callback(PrinterCallback)  # its print() of every step's figures: the progress callback has them
         sft.train()
         sft_loss = watch.loss
         if watch.cancelled:
@@ -384,6 +426,7 @@ def train_lora(
                 processing_class=tokenizer,
                 callbacks=[watch.callback()],
             )
+            dpo.remove_callback(PrinterCallback)
             dpo.train()
             dpo_loss = watch.loss
             if watch.cancelled:

@@ -76,7 +76,7 @@ def test_progress_is_reported_every_step_and_a_cancel_between_steps_saves_nothin
             tokenizer,
             examples=EXAMPLES,
             out_dir=tmp_path / "adapter",
-            hp=Hyperparameters(epochs=10, batch_size=2, max_length=32),
+            hp=Hyperparameters(epochs=10, batch_size=2, max_length=64),
             on_progress=seen.append,
             should_cancel=should_cancel,
         )
@@ -87,7 +87,7 @@ def test_progress_is_reported_every_step_and_a_cancel_between_steps_saves_nothin
 
 def test_dpo_follows_sft_on_enough_pairs_and_is_seeded(tiny, tokenizer, tmp_path):
     pairs = [PreferencePair(e.messages, e.answer, "No idea.") for e in EXAMPLES]
-    hp = Hyperparameters(epochs=1, batch_size=2, max_length=32, dpo_min_pairs=6)
+    hp = Hyperparameters(epochs=1, batch_size=2, max_length=64, dpo_min_pairs=6)
     results = []
     for name in ("one", "two"):
         _, result = train_lora(
