@@ -118,7 +118,7 @@ def train_adapter(run_id: int) -> None:
     run = services.run_claim(run_id=run_id, worker=name)
     if run is None:
         return
-    TrainingJob(run).run()
+    TrainingJob(run).execute()
 
 
 def _base(run: TrainingRun):
@@ -154,7 +154,7 @@ class TrainingJob:
         self.run = run
         self._last_write = self._last_beat = 0.0
 
-    def run(self) -> None:
+    def execute(self) -> None:
         from inference.training import Cancelled
 
         try:

@@ -112,7 +112,7 @@ def test_an_error_during_training_fails_the_run_with_its_reason(gold_conversatio
     train_adapter(run.pk)
     run.refresh_from_db()
     assert run.state == State.FAILED
-    assert run.reason.startswith("Training stopped with an error: ValueError:")
+    assert run.reason.startswith("Training stopped with an error: NoMatchingPeftModuleError: Target modules")
     assert "no_such_layer" in run.reason
     # what it had recorded before it failed stays
     assert run.base_weights_sha256 and run.library_versions
