@@ -69,7 +69,7 @@ def test_train_adapter_waits_for_the_training_worker_and_a_killed_worker_leaves_
         done = _command(env, "good", "--base", BASE, "--wait", "--poll", "0.2")
         assert done.returncode == 0, done.stderr + (tmp_path / "training.log").read_text()[-3000:]
         lines = done.stdout.strip().splitlines()
-        assert lines[-1] == f"{BASE}+good" and "done" in lines
+        assert lines[-1] == f"{BASE}+good" and lines[-2].startswith("done: step 2/2")
         run = TrainingRun.objects.get(name="good")
         assert run.state == State.DONE and run.worker.endswith(f"-{worker.pid}")
 
