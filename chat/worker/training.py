@@ -299,7 +299,7 @@ def evaluate_run(model, tokenizer, heldout, *, base: str, conversations: dict[in
     return {
         **table,
         "candidate_ahead": bool(table["rows"]) and ahead(means["candidate"], means["base"]),
-        "default": {"name": default, "means": reference, "not_compared": not_compared},
+        "default": {"name": default, "means": reference, "unscored": not_compared},
         "worse_than_default": reference is not None and behind(means["candidate"], reference),
     }
 

@@ -48,7 +48,7 @@ def test_a_run_trains_evaluates_and_records_what_reproduces_it(gold_conversation
         assert {"loglik", "chrf", "answer"} <= set(row["candidate"]) and {"loglik", "chrf", "answer"} <= set(
             row["base"]
         )
-    assert evaluation["default"]["name"] == BUNDLED and evaluation["default"]["not_compared"]
+    assert evaluation["default"]["name"] == BUNDLED and evaluation["default"]["unscored"]
     assert evaluation["worse_than_default"] is False
 
 
