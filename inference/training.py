@@ -83,7 +83,7 @@ class Hyperparameters:
     seed: int = 0
     dpo_min_pairs: int = 16  # DPO runs when the training set holds at least this many preference pairs
     dpo_beta: float = 0.1
-    dpo_learning_rate: float = 5e-4
+    dpo_learning_rate: float = 5e-5  # 5e-4 collapsed the codeword adapter into "The cod cod cod…" in six steps
     dpo_epochs: int = 1
 
     @classmethod

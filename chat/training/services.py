@@ -117,7 +117,12 @@ def run_start(
                 base_model=base,
                 started_by=actor,
                 started_by_name=_who(actor),
-                selection=selection or {"default": f"every conversation of {base} with a gold answer"},
+                selection=selection
+                or (
+                    {"default": f"every conversation of {base} with a gold answer"}
+                    if conversations is None
+                    else {"given": "conversations chosen by the caller"}
+                ),
                 hyperparameters=requested,
             )
     except IntegrityError:  # the same name started at the same moment
