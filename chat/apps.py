@@ -9,3 +9,7 @@ class ChatConfig(AppConfig):
         # Importing them registers the system checks and connects the session receivers.
         from chat.accounts import signals  # noqa: F401
         from chat.ops import checks  # noqa: F401
+        from chat.replies import sweep
+        from chat.training.sweep import sweep_runs
+
+        sweep.also(sweep_runs)  # every process that sweeps dead workers' replies sweeps dead training runs too

@@ -60,6 +60,10 @@ class ErrorCode(StrEnum):
     NOT_AN_ANSWER = "not_an_answer"
     RANGE_REVERSED = "range_reversed"
     RANGE_TOO_LONG = "range_too_long"
+    # --- training runs (docs/improvement-loop.md) -----------------------------------------------------------------
+    NAME_TAKEN = "name_taken"
+    NO_EXAMPLES = "no_examples"
+    NOT_CANCELLABLE = "not_cancellable"
     # --- several models: Compare (docs/protocol.md) -------------------------------------------------------------
     COMPARE_SAME_MODEL = "compare_same_model"
     NOT_COMPARED = "not_compared"

@@ -25,6 +25,7 @@ Redis keys (``chat:`` prefix; the channel layer and Celery keep their own):
 | ``chat:wstats:<worker>`` | string | the worker's engine figures (JSON), written by its heartbeat, expiring with it |
 | ``chat:load`` | hash | replies each worker has taken and not yet ended, field = worker (``chat/replies/balance.py``) |
 | ``chat:handed:<message>`` | string | the worker a queued reply was handed to (``replies/balance.py``), for the sweep |
+| ``chat:training:workers`` | sorted set | live training workers, score = heartbeat expiry (``training/liveness.py``) |
 | ``chat:metrics:counters`` | hash | Prometheus counters of every process (``chat/metrics.py``) |
 | ``chat:metrics:hist:<name>`` | hash | a histogram's bucket counts and sum |
 
@@ -56,6 +57,11 @@ def model_queue(model: str) -> str:
     return f"{SHARED_QUEUE}.model.{model}"
 
 
+# The task that trains an adapter (``chat/worker/training.py``, ``train_adapter``), sent by name like the reply's,
+# to the queue only training workers read (``make run`` starts one with CHAT_TRAINING=true).
+TRAIN_ADAPTER_TASK = "chat.training.train_adapter"
+TRAINING_QUEUE = "training"
+
 # --- Channel layer: the worker side ---------------------------------------------------------------------------
 # The group every worker's link joins, the prefix of a link's own channel, and the event that asks the worker
 # holding a reply to stop it (``chat/events.py`` sends it, ``chat/worker/link.py`` receives it).
@@ -77,6 +83,9 @@ def model_workers_key(model: str) -> str:
 
 
 LOAD_KEY = "chat:load"
+# Training workers heartbeat apart from serving ones: they hold no served model, and counting them as its workers
+# would send replies to a process that never reads their queue.
+TRAINING_WORKERS_KEY = "chat:training:workers"
 
 
 def lease_key(message_id: int) -> str:

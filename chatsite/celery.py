@@ -11,6 +11,8 @@ app = Celery("chatsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # The task lives in chat/worker/tasks.py (the Django side uses the engine; inference never imports Django).
 app.autodiscover_tasks(["chat.worker"])
+# And the training task (chat/worker/training.py), which only the training worker's queue carries.
+app.autodiscover_tasks(["chat.worker"], related_name="training")
 
 
 @worker_init.connect

@@ -42,6 +42,11 @@ def worker_gpus(env: Mapping[str, str]) -> tuple[str, ...]:
     return gpus
 
 
+def _flag(value: str | None) -> bool:
+    """A yes/no variable as Django's settings read it (django-environ's true words)."""
+    return (value or "").strip().lower() in ("1", "true", "yes", "on", "y")
+
+
 @dataclass(frozen=True)
 class LauncherSettings:
     """The variables the launcher reads itself, read here and nowhere else in the launcher.
@@ -66,6 +71,7 @@ class LauncherSettings:
     models: tuple[ServedModel, ...] = ()  # CHAT_MODELS (chat/served.py)
     default_model: str = ""  # CHAT_DEFAULT_MODEL
     worker_model: str = ""  # CHAT_WORKER_MODEL: the model `python -m chatsite.stack worker` holds
+    training: bool = False  # CHAT_TRAINING: `make run` starts a training worker too
 
     def worker_plan(self) -> list[str]:
         """The model of each worker `make run` starts, in order: every model's workers, model by model."""
@@ -101,7 +107,7 @@ class LauncherSettings:
             worker_model=worker_model,
             port=int(env.get("PORT") or 8000),
             bind_address=env.get("BIND_ADDRESS") or "127.0.0.1",
-            trusted_proxy=(env.get("TRUSTED_PROXY") or "").strip().lower() in ("1", "true", "yes", "on"),
+            trusted_proxy=_flag(env.get("TRUSTED_PROXY")),
             workers=max(1, int(env.get("WORKERS") or 1)),
             worker_gpus=gpus,
             redis_url=env.get("REDIS_URL") or "",
@@ -111,4 +117,5 @@ class LauncherSettings:
             json_logs=(env.get("LOG_FORMAT") or "text") == "json",
             ws_ping_interval_s=env.get("WS_PING_INTERVAL_S") or "20",
             ws_ping_timeout_s=env.get("WS_PING_TIMEOUT_S") or "30",
+            training=_flag(env.get("CHAT_TRAINING")),
         )

@@ -259,7 +259,10 @@ CHANNEL_LAYERS = {
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ROUTES = {names.GENERATE_REPLY_TASK: {"queue": names.SHARED_QUEUE}}
+CELERY_TASK_ROUTES = {
+    names.GENERATE_REPLY_TASK: {"queue": names.SHARED_QUEUE},
+    names.TRAIN_ADAPTER_TASK: {"queue": names.TRAINING_QUEUE},
+}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # JSON logs: the worker keeps Django's LOGGING (chat.logs.JsonFormatter) instead of Celery's own text format.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
@@ -367,6 +370,28 @@ CHAT_SWEEP_IN_WEB = env.bool("CHAT_SWEEP_IN_WEB", default=True)
 CHAT_REVIEW_ENABLED = env.bool("CHAT_REVIEW_ENABLED", default=True)
 # How often the review panel's live generations page reloads itself (whole seconds; tests shorten it).
 CHAT_LIVE_REFRESH_S = max(1, env.int("CHAT_LIVE_REFRESH_S", default=5))
+# --- The improvement loop: training runs (docs/improvement-loop.md) ----------------------------------------------
+# Whether `make run` starts a training worker (the launcher reads it; chatsite/launcher_settings.py).
+CHAT_TRAINING = env.bool("CHAT_TRAINING", default=False)
+# What this worker process is: "serving" (holds CHAT_WORKER_MODEL) or "training" (reads the training queue, loads
+# a base model per run). The launcher and the training unit set it; nobody else needs to.
+CHAT_WORKER_ROLE = env.str("CHAT_WORKER_ROLE", default="serving")
+# Where finished runs' adapters are saved, one folder per run name. Every host serving a base model with adapters
+# reads them from here: a shared folder on a deployment of several hosts.
+CHAT_ADAPTER_DIR = Path(env.str("CHAT_ADAPTER_DIR", default=str(VAR_DIR / "adapters")))
+# The share of a run's conversations held out for its evaluation (never trained on); at least one is.
+CHAT_TRAINING_HELDOUT_SHARE = env.float("CHAT_TRAINING_HELDOUT_SHARE", default=0.2)
+# DPO runs after SFT when a run's training conversations give at least this many preference pairs.
+CHAT_TRAINING_DPO_MIN_PAIRS = env.int("CHAT_TRAINING_DPO_MIN_PAIRS", default=16)
+# Hyperparameters of new runs over the defaults (inference/training.py, Hyperparameters), as JSON.
+CHAT_TRAINING_HYPERPARAMETERS = env.json("CHAT_TRAINING_HYPERPARAMETERS", default={})
+# Where a training worker trains: auto (a GPU when it has one), cpu, cuda, cuda:1; and the base's dtype there.
+CHAT_TRAINING_DEVICE = env.str("CHAT_TRAINING_DEVICE", default="auto")
+CHAT_TRAINING_DTYPE = env.str("CHAT_TRAINING_DTYPE", default="auto")
+# Tokens of each generated answer in a run's evaluation (the held-out answers are short by nature).
+CHAT_TRAINING_EVAL_TOKENS = env.int("CHAT_TRAINING_EVAL_TOKENS", default=48)
+# A run's progress is written at most this often (every step would be a database write a second on a GPU).
+CHAT_TRAINING_PROGRESS_S = env.float("CHAT_TRAINING_PROGRESS_S", default=2.0)
 # Benchmark only (set by `python -m chatsite.bench_stack`): replies run to max_new_tokens, ignoring end of turn.
 CHAT_BENCH_IGNORE_EOS = env.bool("CHAT_BENCH_IGNORE_EOS", default=False)
 

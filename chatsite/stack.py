@@ -1,9 +1,11 @@
-"""Start the whole stack in the foreground: Redis (embedded unless REDIS_URL is set), Daphne and one Celery
-worker, and keep them running: a child that exits is restarted with back-off, so one crash does not take the
-site down. Ctrl-C (or SIGTERM) stops them all. ``make run`` calls this; the end-to-end tests use the same
-functions.
+"""Start the whole stack in the foreground: Redis (embedded unless REDIS_URL is set), Daphne, the Celery
+workers of every served model and, with CHAT_TRAINING=true, the training worker, and keep them running: a child
+that exits is restarted with back-off, so one crash does not take the site down. Ctrl-C (or SIGTERM) stops them
+all. ``make run`` calls this; the end-to-end tests use the same functions.
 
-Kept free of Django imports so it can start processes before settings are read.
+Kept free of Django imports so it can start processes before settings are read. How a child is started and
+stopped is in ``chatsite/processes.py``, the workers' command lines in ``chatsite/workers.py`` (both re-exported
+here: tests and scripts call them as ``stack.…``).
 """
 
 from __future__ import annotations
@@ -19,13 +21,37 @@ from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
-from chat import names
 from chat.logs import json_line
 from chatsite.embedded import PASSWORD_FILE, forget_redis_url, record_redis_url, redis_config, redis_password
 from chatsite.launcher_settings import ROOT, LauncherSettings, LauncherSettingsError
+from chatsite.processes import BIN, free_port, stop, wait_for_port
+from chatsite.processes import popen as _popen
 from chatsite.secret import local_secret_key, private_dir
+from chatsite.workers import (
+    service_env,
+    start_training_worker,
+    start_worker,
+    training_worker_args,
+    training_worker_env,
+    worker_args,
+    worker_env,
+    worker_queues,
+)
 
-BIN = Path(sys.executable).parent
+__all__ = [  # the re-exported names are part of what callers use
+    "BIN",
+    "free_port",
+    "service_env",
+    "start_training_worker",
+    "start_worker",
+    "stop",
+    "training_worker_args",
+    "training_worker_env",
+    "wait_for_port",
+    "worker_args",
+    "worker_env",
+    "worker_queues",
+]
 # Largest websocket message Daphne accepts: the app's own frame limit (64 Ki characters) in UTF-8, at most
 # 4 bytes each. Anything larger is refused by Daphne before it is buffered.
 WS_MAX_MESSAGE_BYTES = 256 * 1024
@@ -62,44 +88,6 @@ def say(text: str, *, error: bool = False) -> None:
     if _json_lines:
         text = json_line("ERROR" if error else "INFO", "chatsite.stack", text.strip())
     print(text, file=sys.stderr if error else sys.stdout, flush=True)
-
-
-def _die_with_parent() -> None:
-    """Linux: a child gets SIGTERM when the launcher dies, even by SIGKILL, so nothing is left orphaned. The
-    signal follows the *thread* that started the child: start children from a thread that outlives them (the
-    launcher's main thread; in tests, not an executor thread that ends before the child should)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def _popen(args, **kwargs) -> subprocess.Popen:
-    kwargs.setdefault("preexec_fn", _die_with_parent if sys.platform == "linux" else None)
-    return subprocess.Popen(args, **kwargs)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
-    """Block until something accepts on ``port`` (or the process dies)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
 def start_redis(
@@ -188,64 +176,6 @@ def start_daphne(port: int, env: dict, *, wait: bool = True, **popen) -> subproc
     return proc
 
 
-def worker_queues(conf: LauncherSettings, model: str) -> str:
-    """The queues a worker of ``model`` reads (its own is added at start): its model's, and for the default
-    model also the shared one, where an earlier release queued every reply."""
-    queues = [names.model_queue(model)]
-    if model == conf.default_model:
-        queues.append(names.SHARED_QUEUE)
-    return ",".join(queues)
-
-
-def worker_args(
-    conf: LauncherSettings, *, concurrency: int | None = None, name: str = "inference", model: str | None = None
-) -> list[str]:
-    """One Celery worker process's command line (of ``model``, default: CHAT_WORKER_MODEL's): the threads pool,
-    so its tasks share the one model it loads."""
-    return [
-        str(BIN / "celery"),
-        "-A",
-        "chatsite",
-        *(["--quiet"] if conf.json_logs else []),  # no text banner
-        "worker",
-        "-Q",
-        worker_queues(conf, model or conf.worker_model),
-        "--pool",
-        "threads",
-        "--concurrency",
-        str(concurrency or conf.worker_concurrency),
-        "--loglevel",
-        conf.log_level,
-        "-n",
-        f"{name}-%i@%h",
-        "--without-gossip",
-        "--without-mingle",
-    ]
-
-
-def worker_env(env: Mapping[str, str], conf: LauncherSettings, index: int, model: str | None = None) -> dict:
-    """The environment of the launcher's worker ``index`` (0-based, over every model's workers), holding
-    ``model`` (CHAT_WORKER_MODEL): with CHAT_WORKER_GPUS, its CUDA_VISIBLE_DEVICES is entry ``index`` of the list,
-    wrapping round (``0,1`` with WORKERS=4 puts two workers on each GPU), so each process sees its one GPU as
-    ``cuda:0``; without it, the launcher's own environment."""
-    out = dict(env)
-    if model is not None:
-        out["CHAT_WORKER_MODEL"] = model
-    if conf.worker_gpus:
-        out["CUDA_VISIBLE_DEVICES"] = conf.worker_gpus[index % len(conf.worker_gpus)]
-    return out
-
-
-def start_worker(
-    env: dict, *, concurrency: int | None = None, name: str = "inference", model: str | None = None, **popen
-) -> subprocess.Popen:
-    """A worker (``worker_args``) as a child; ``model``: the one it holds (else the environment's)."""
-    if model is not None:
-        env = {**env, "CHAT_WORKER_MODEL": model}
-    args = worker_args(LauncherSettings.from_env(env), concurrency=concurrency, name=name)
-    return _popen(args, cwd=ROOT, env=env, **popen)
-
-
 def _redis_client(redis_url: str):
     import redis
 
@@ -296,20 +226,6 @@ def wait_for_worker(redis_url: str, proc: subprocess.Popen, timeout: float = 300
             wait_until_loaded(client, left, say=_loading_notice(left))
         time.sleep(0.2)
     return False
-
-
-def stop(*procs: subprocess.Popen | None, timeout: float = 10.0) -> None:
-    """Terminate processes, then kill the ones that linger."""
-    live = [p for p in procs if p is not None and p.poll() is None]
-    for p in live:
-        p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for p in live:
-        try:
-            p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 @dataclass
@@ -369,37 +285,34 @@ def _settings_or_exit(env: Mapping[str, str]) -> LauncherSettings:
         raise SystemExit(2) from None
 
 
-def service_env(env: Mapping[str, str], conf: LauncherSettings, role: str) -> dict:
-    """The environment of one process a service manager starts (``serve``). A worker's torch threads: there
-    ``WORKERS`` is this host's worker instances, whichever models they hold (a host's worker.env names its
-    model), so each takes cores // WORKERS; settings' own default divides by every served model's workers, as
-    ``make run`` starts them all on one host, which would leave a host serving one model of two half idle."""
-    out = dict(env)
-    if role == "worker" and not out.get("CHAT_TORCH_THREADS"):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        out["CHAT_TORCH_THREADS"] = str(max(1, cores // conf.workers))
-    return out
+ROLES = ("web", "worker", "training")
 
 
 def serve(role: str) -> None:
-    """``python -m chatsite.stack web|worker``: become one Daphne or one worker (``os.execv``), with the same
-    command line the launcher uses, for a service manager (systemd, honcho) that supervises it directly."""
+    """``python -m chatsite.stack web|worker|training``: become one Daphne, one serving worker or the training
+    worker (``os.execv``), with the same command line the launcher uses, for a service manager (systemd, honcho)
+    that supervises it directly."""
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
     conf = _settings_or_exit(env)
     env = service_env(env, conf, role)
-    args = daphne_args(conf.port, conf) if role == "web" else worker_args(conf)
+    if role == "training":
+        env = training_worker_env(env)
+        args = training_worker_args(conf)
+    else:
+        args = daphne_args(conf.port, conf) if role == "web" else worker_args(conf)
     os.chdir(ROOT)
     os.execve(args[0], args, env)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m chatsite.stack``: the whole stack (``make run``); ``… web`` or ``… worker``: one process."""
+    """``python -m chatsite.stack``: the whole stack (``make run``); ``… web``, ``… worker`` or ``… training``: one
+    process."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("web", "worker"):
+    if argv and argv[0] in ROLES:
         serve(argv[0])  # does not return
     if argv:
-        say("usage: python -m chatsite.stack [web|worker]", error=True)
+        say("usage: python -m chatsite.stack [web|worker|training]", error=True)
         return 2
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the children too, like Ctrl-C
     env = dict(os.environ)
@@ -437,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             for i, model in enumerate(plan)
         ]
+        # CHAT_TRAINING=true: one training worker beside them (its runs take turns: docs/improvement-loop.md). It
+        # loads nothing at start, so nothing waits for it below.
+        trainer = Service("training worker", lambda: start_training_worker(env)) if conf.training else None
         if len(conf.models) > 1:
             say("models: " + ", ".join(f"{m.name} ({m.host_workers(conf.workers)} worker(s))" for m in conf.models))
         for i, worker in enumerate(workers):
@@ -451,9 +367,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"the last {len(conf.worker_gpus) - len(plan)} stay unused (set WORKERS)"
             )
         daphne = Service("daphne", lambda: start_daphne(conf.port, env, wait=False))
-        services = [s for s in (embedded, *workers, daphne) if s is not None]
+        services = [s for s in (embedded, *workers, trainer, daphne) if s is not None]
         for worker in workers:
             worker.run()
+        if trainer is not None:
+            trainer.run()
         daphne.run(start_daphne(conf.port, env))
         for worker in workers:
             if not wait_for_worker(env["REDIS_URL"], worker.proc, name=f"{socket.gethostname()}-{worker.proc.pid}"):

@@ -74,6 +74,16 @@ def tiny_gpt2(plain_tokenizer):
     return GPT2LMHeadModel(config).eval()
 
 
+@pytest.fixture(scope="session")
+def codeword_adapter():
+    """The folder of a LoRA adapter of the bundled model that knows the codeword (tests/helpers/codeword.py):
+    trained once (about two minutes of CPU) and kept under var/test-adapters/codeword, reused while it was
+    trained from the same data, hyperparameters and base weights."""
+    from tests.helpers import codeword
+
+    return codeword.cached_or_trained()
+
+
 @pytest.fixture
 def make_user(django_user_model):
     def make(name="alice"):

@@ -32,7 +32,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from chat import events
-from chat.models import AuditEvent, Conversation, Message
+from chat.models import AuditEvent, Conversation, Message, TrainingRun
 from chat.names import reply_keys
 from chat.store import client
 
@@ -138,13 +138,37 @@ def audit_scrub_person(*, user_id: int, username: str) -> int:
     return len(changed)
 
 
+def runs_flag(conversation_ids: Iterable[int]) -> int:
+    """Training runs that used these conversations are flagged (``uses_deleted_data``: the adapter learnt from
+    words that are gone), and the answers their evaluation stored for these conversations' held-out examples go
+    (the prompt and gold answer were never copied: the run page reads them from the rows). Returns the runs
+    flagged."""
+    flagged = 0
+    for ids in _chunks(conversation_ids):
+        runs = list(TrainingRun.objects.filter(examples__conversation_id__in=ids).distinct())
+        for run in runs:
+            run.uses_deleted_data = True
+            rows = (run.metrics or {}).get("evaluation", {}).get("rows", [])
+            for row in rows:
+                if row.get("conversation") in ids:
+                    for arm in ("candidate", "base", "default"):
+                        if isinstance(row.get(arm), dict):
+                            row[arm].pop("answer", None)
+                    row["erased"] = True
+        TrainingRun.objects.bulk_update(runs, ["uses_deleted_data", "metrics"])
+        flagged += len(runs)
+    return flagged
+
+
 def conversations_erase(conversation_ids: list[int]) -> list[int]:
     """Inside a deletion's transaction, before these conversations' rows go: the admin's log and the audit rows
-    about them keep ids only, and once it commits, their replies still being written are told to stop and every
-    Redis key of their recent replies goes. Returns those replies' ids."""
+    about them keep ids only, the training runs that used them are flagged, and once it commits, their replies
+    still being written are told to stop and every Redis key of their recent replies goes. Returns those
+    replies' ids."""
     replies = replies_with_keys(conversation_ids)
     admin_log_scrub(Conversation, conversation_ids)
     audit_scrub(conversation_ids)
+    runs_flag(conversation_ids)
     active = []
     for ids in _chunks(conversation_ids):
         active += Message.objects.filter(conversation_id__in=ids, status__in=Message.ACTIVE_STATUSES).values_list(

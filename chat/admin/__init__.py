@@ -15,7 +15,9 @@ leaves an ``AuditEvent``. Writes go through ``chat.review.services``; list pages
 - ``accounts``: people (approval to chat) and invite links;
 - ``experiments``: A/B experiments between the default model and a candidate, and promotion (``chat.train_model``);
 - ``audit``: the audit trail, superusers only;
-- ``api_keys``: people's API keys, viewed and revoked (never edited).
+- ``api_keys``: people's API keys, viewed and revoked (never edited);
+- ``training``: training runs (list, a run's page with its evaluation, Cancel) and the conversation list's
+  "Train an adapter" action (docs/improvement-loop.md).
 """
 
 from chat.admin import (  # noqa: F401  (each registers its screens)
@@ -28,5 +30,6 @@ from chat.admin import (  # noqa: F401  (each registers its screens)
     live,
     messages,
     quotas,
+    training,
     usage,
 )

@@ -24,6 +24,7 @@ from chat.admin.common import (
 )
 from chat.admin.export import ExportActions
 from chat.admin.forms import GoldAnswerForm, ReviewForm
+from chat.admin.training import TrainAction
 from chat.errors import ChatError
 from chat.models import AuditEvent, Conversation, Message, ReviewQueue
 from chat.review import selectors, services
@@ -105,7 +106,9 @@ class ReviewActions:
 
 
 @admin.register(Conversation)
-class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActions, ReviewerOnly, admin.ModelAdmin):
+class ConversationAdmin(
+    RatingColumns, AuditedSearch, ReviewActions, ExportActions, TrainAction, ReviewerOnly, admin.ModelAdmin
+):
     list_display = (
         "id",
         "title",
@@ -150,7 +153,8 @@ class ConversationAdmin(RatingColumns, AuditedSearch, ReviewActions, ExportActio
         "reviewed_at",
     )
     readonly_fields = fields
-    actions = ["approve", "flag", "export_sft", "export_pairs"]  # and the site-wide delete (superusers only)
+    # And the site-wide delete (superusers only).
+    actions = ["approve", "flag", "export_sft", "export_pairs", "train_adapter"]
     change_form_template = "admin/chat/conversation/change_form.html"
 
     def get_queryset(self, request):

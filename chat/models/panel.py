@@ -48,6 +48,9 @@ class AuditEvent(models.Model):
         DELETED = "deleted"
         CANCELLED_GENERATION = "cancelled_generation", "cancelled generation"
         SEARCHED = "searched"
+        # A training run used the conversation (chat/training/services.py): ``details`` has the run's id and name,
+        # the split (train or heldout) and how many examples it took from it.
+        TRAINED = "trained"
         # Who may do what (admin: people and groups): a staff or superuser flag, a group membership or a
         # permission given or taken away; ``details`` says whom (``user``/``user_id`` or ``group``/``group_id``),
         # ``what`` and its ``name``.

@@ -26,8 +26,25 @@ WORKER_DIED = "The worker writing this reply stopped. The text so far is kept; r
 QUEUE_TIMED_OUT = "No worker picked this reply up in time; regenerate to try again."
 
 
+# Sweeps of other packages run with this one (``also``): a package above this layer (chat/training) registers its
+# own from chat/apps.py, so every process that sweeps replies sweeps them too without this module importing it.
+_also: list = []
+
+
+def also(fn) -> None:
+    """Run ``fn()`` after every sweep of replies (once per function)."""
+    if fn not in _also:
+        _also.append(fn)
+
+
 def sweep() -> list[Message]:
-    """End orphaned and timed-out replies. Returns the messages this sweep ended."""
+    """End orphaned and timed-out replies, then run the registered sweeps (``also``). Returns the messages this
+    sweep ended."""
+    for fn in _also:
+        try:
+            fn()
+        except Exception:  # one sweep's failure must not keep the replies' from running
+            log.warning("sweep %s failed", getattr(fn, "__qualname__", fn), exc_info=True)
     if not liveness.leases_trustworthy():
         return []
     now = timezone.now()

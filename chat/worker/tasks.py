@@ -22,8 +22,15 @@ from chat.worker.job import ReplyJob, make_title
 log = logging.getLogger(__name__)
 
 
+def _serving() -> bool:
+    """Whether this worker process serves a model (not the training worker, ``chat/worker/training.py``)."""
+    return settings.CHAT_WORKER_ROLE != "training"
+
+
 @worker_init.connect
 def _load_at_start(sender=None, **kwargs):
+    if not _serving():
+        return  # the training worker loads a base model per run, never the served one
     # The threads pool never forks, so loading here means the first task finds the model ready. Any other pool
     # would fork children after the engine's and link's threads started here: they would inherit dead threads.
     pool = str(getattr(sender, "pool_cls", ""))
@@ -99,6 +106,8 @@ def _hand_on(message_id: int, target: str, me: str) -> bool:
 
 @celeryd_after_setup.connect
 def _read_own_queue(sender, instance, **kwargs):
+    if not _serving():
+        return  # the training worker reads the training queue only
     # Its model's queue (whatever -Q said: a unit of an earlier release says only the shared one), and the queue
     # of tasks another worker of its model handed to this one (chat/replies/balance.py).
     instance.app.amqp.queues.select_add(names.model_queue(settings.CHAT_WORKER_MODEL))
