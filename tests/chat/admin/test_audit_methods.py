@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 
 from chat.admin.common import AuditedSearch
-from chat.models import ApiKey, AuditEvent, Feedback, GoldAnswer, Message, QuotaOverride
+from chat.models import ApiKey, AuditEvent, Feedback, GoldAnswer, Message, QuotaOverride, TrainingRun
 from tests.chat.admin.conftest import make_chat
 
 pytestmark = pytest.mark.django_db
@@ -66,8 +66,9 @@ def opens(chat) -> list[tuple[str, str, dict]]:
 
 
 SEARCHES = [("conversation", 1), ("message", 2), ("feedback", 1), ("goldanswer", 1)]  # matches of "secret"
-# Chat screens with a search box over no one's words: usernames, actor names, an API key's name and prefix.
-NOT_PEOPLES_WORDS = {AuditEvent, ApiKey, QuotaOverride}
+# Chat screens with a search box over no one's words: usernames, actor names, an API key's name and prefix, a
+# training run's name.
+NOT_PEOPLES_WORDS = {AuditEvent, ApiKey, QuotaOverride, TrainingRun}
 
 
 def test_the_walk_covers_every_audited_read_and_every_screen_that_has_one(chat):
