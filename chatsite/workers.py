@@ -32,6 +32,18 @@ def worker_args(
 ) -> list[str]:
     """One Celery worker process's command line (of ``model``, default: CHAT_WORKER_MODEL's): the threads pool,
     so its tasks share the one model it loads."""
+    return celery_worker(
+        conf,
+        worker_queues(conf, model or conf.worker_model),
+        "threads",
+        concurrency or conf.worker_concurrency,
+        f"{name}-%i@%h",
+    )
+
+
+def celery_worker(conf: LauncherSettings, queues: str, pool: str, concurrency: int, name: str) -> list[str]:
+    """A Celery worker's command line: these queues, this pool; no gossip or mingle (workers need no word of
+    each other: Redis keeps what they share)."""
     return [
         str(BIN / "celery"),
         "-A",
@@ -39,15 +51,15 @@ def worker_args(
         *(["--quiet"] if conf.json_logs else []),  # no text banner
         "worker",
         "-Q",
-        worker_queues(conf, model or conf.worker_model),
+        queues,
         "--pool",
-        "threads",
+        pool,
         "--concurrency",
-        str(concurrency or conf.worker_concurrency),
+        str(concurrency),
         "--loglevel",
         conf.log_level,
         "-n",
-        f"{name}-%i@%h",
+        name,
         "--without-gossip",
         "--without-mingle",
     ]
@@ -91,25 +103,7 @@ def service_env(env: Mapping[str, str], conf: LauncherSettings, role: str) -> di
 def training_worker_args(conf: LauncherSettings, *, name: str = "training") -> list[str]:
     """The training worker's command line: the ``training`` queue only, one run at a time (the solo pool: a run
     uses every core it is given, and a second at once would only halve both)."""
-    return [
-        str(BIN / "celery"),
-        "-A",
-        "chatsite",
-        *(["--quiet"] if conf.json_logs else []),
-        "worker",
-        "-Q",
-        names.TRAINING_QUEUE,
-        "--pool",
-        "solo",
-        "--concurrency",
-        "1",
-        "--loglevel",
-        conf.log_level,
-        "-n",
-        f"{name}@%h",
-        "--without-gossip",
-        "--without-mingle",
-    ]
+    return celery_worker(conf, names.TRAINING_QUEUE, "solo", 1, f"{name}@%h")
 
 
 def training_worker_env(env: Mapping[str, str]) -> dict:

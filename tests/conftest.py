@@ -39,21 +39,9 @@ def plain_tokenizer(tokenizer):
 @pytest.fixture(scope="session")
 def tiny_llama(tokenizer):
     """A randomly initialised 2-layer Llama that shares the tokenizer's vocabulary (built in milliseconds)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.helpers.tiny import tiny_llama
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama(tokenizer)
 
 
 @pytest.fixture(scope="session")

@@ -54,25 +54,13 @@ TESTERS = "testers"
 def build_tiny_model(folder: Path) -> Path:
     """A tiny random Llama with the bundled tokenizer (its chat template too), saved to ``folder``: a model a
     worker loads from a local folder, as an operator's own would be (~1 s, a few MB)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     from inference.loading import BUNDLED, resolve_model_path
+    from tests.helpers.tiny import tiny_llama
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(BUNDLED))
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
+    tiny_llama(tokenizer, max_positions=1024).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
