@@ -18,11 +18,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-# A name travels in queue names, Redis keys, URLs and JSON: letters, digits and ._:/+- only (a hub id such as
-# ``HuggingFaceTB/SmolLM2-135M-Instruct`` fits, and so does an adapter's ``base+adapter``). Commas separate
+# A name travels in queue names, Redis keys, URLs and JSON: letters, digits and ._:/- only (a hub id such as
+# ``HuggingFaceTB/SmolLM2-135M-Instruct`` fits). ``+`` is the adapters': ``<base>+<run>`` names a training run's
+# adapter, so a configured ``a+b`` would hide run b of a. Commas separate
 # entries and Celery's ``-Q`` splits on them, so a name never holds one. The one-model form (``CHAT_MODEL``
 # alone) is looser: its name is what earlier releases used, whatever the operator wrote.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+-]{0,99}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$")
 OPTION_KEYS = {"label", "description", "device", "dtype", "max_batch", "workers", "groups"}
 
 
@@ -137,13 +138,15 @@ def parse(models: str | None, one_model: str, options: str | Mapping | None = No
             # The one-model form keeps CHAT_MODEL's value as the name every earlier release used, a local folder's
             # path (/srv/models/qwen) too; only a comma (Celery's -Q splits on it) or a name longer than the
             # database keeps cannot work.
-            if "," in name or len(name) > 200 or not name.isprintable():
+            if "," in name or "+" in name or len(name) > 200 or not name.isprintable():
                 raise ServedModelsError(
-                    f"CHAT_MODEL={name!r} cannot name a model: at most 200 printable characters, no comma."
+                    f"CHAT_MODEL={name!r} cannot name a model: at most 200 printable characters, no comma and no + "
+                    "(it names adapters)."
                 )
         elif not NAME_RE.match(name):
             raise ServedModelsError(
-                f"CHAT_MODELS: the name {name!r} may hold only letters, digits and . _ : / + - (at most 100)."
+                f"CHAT_MODELS: the name {name!r} may hold only letters, digits and . _ : / - (at most 100; + names "
+                "adapters)."
             )
         if name in seen:
             raise ServedModelsError(f"CHAT_MODELS names {name} twice.")

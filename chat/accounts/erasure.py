@@ -145,7 +145,9 @@ def runs_flag(conversation_ids: Iterable[int]) -> int:
     flagged."""
     flagged = 0
     for ids in _chunks(conversation_ids):
-        runs = list(TrainingRun.objects.filter(examples__conversation_id__in=ids).distinct())
+        # Locked: a worker's run_finish writing the metrics meanwhile must not be overwritten by the old ones.
+        run_ids = TrainingRun.objects.filter(examples__conversation_id__in=ids).values_list("pk", flat=True)
+        runs = list(TrainingRun.objects.select_for_update().filter(pk__in=list(run_ids)).order_by("pk"))
         for run in runs:
             run.uses_deleted_data = True
             rows = (run.metrics or {}).get("evaluation", {}).get("rows", [])

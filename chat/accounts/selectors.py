@@ -90,3 +90,19 @@ def privileges_of_group(*, group_id: int | None) -> Privileges:
 def may_approve(*, user) -> bool:
     """Whether this staff member may approve people who signed up (the admin's Approve action)."""
     return bool(user.is_active and user.is_staff and user.has_perm(APPROVE_PERMISSION))
+
+
+def may_train(*, user) -> bool:
+    """Whether this user may train, try, experiment with and promote adapters: active staff with
+    ``chat.train_model``, on a site where reviewers may read transcripts (``CHAT_REVIEW_ENABLED``: a run reads
+    people's conversations, and the chat page tells them so only then). The one check: the training screens,
+    the catalog (who may pick an adapter) and the experiments all ask it."""
+    from django.conf import settings
+
+    return bool(
+        settings.CHAT_REVIEW_ENABLED
+        and user is not None
+        and getattr(user, "is_active", False)
+        and getattr(user, "is_staff", False)
+        and user.has_perm("chat.train_model")
+    )

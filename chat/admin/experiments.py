@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.http import HttpResponseRedirect
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseRedirect
 
+from chat.accounts.selectors import may_train
 from chat.errors import ChatError
 from chat.experiments import selectors, services
 from chat.models import Experiment
@@ -20,7 +23,7 @@ from chat.replies import catalog
 
 
 def _may_train(request) -> bool:
-    return request.user.is_active and request.user.is_staff and request.user.has_perm("chat.train_model")
+    return may_train(user=request.user)
 
 
 class StartForm(forms.ModelForm):
@@ -88,30 +91,39 @@ class ExperimentAdmin(admin.ModelAdmin):
                 )
             obj.pk = saved.pk
         except ChatError as exc:
-            self._refusal = exc.detail
-            obj.pk = obj.pk or None
+            request.chat_refusal = exc.detail  # the request's, not this admin's: one admin serves every request
+
+    def _refused(self, request):
+        refusal = getattr(request, "chat_refusal", None)
+        if refusal:
+            self.message_user(request, refusal, messages.ERROR)
+            return HttpResponseRedirect(request.path)
+        return None
 
     def response_add(self, request, obj, post_url_continue=None):
-        if getattr(self, "_refusal", None):
-            self.message_user(request, self._refusal, messages.ERROR)
-            return HttpResponseRedirect(request.path)
-        return super().response_add(request, obj, post_url_continue)
+        return self._refused(request) or super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request, obj):
+        return self._refused(request) or super().response_change(request, obj)
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        self._refusal = None
-        if request.method == "POST" and object_id and ("_promote" in request.POST or "_end" in request.POST):
-            return self._act(request, int(object_id))
-        extra_context = extra_context or {}
-        if object_id:
-            experiment = Experiment.objects.filter(pk=object_id).first()
-            if experiment is not None:
-                extra_context["arms"] = selectors.arms(experiment)
-                extra_context["running"] = experiment.state == Experiment.State.RUNNING
+        if object_id is None:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        if not _may_train(request):
+            raise PermissionDenied
+        experiment = self.get_object(request, unquote(object_id))
+        if experiment is None:
+            raise Http404("No such experiment.")
+        if request.method == "POST" and ("_promote" in request.POST or "_end" in request.POST):
+            return self._act(request, experiment.pk)
+        extra_context = {
+            **(extra_context or {}),
+            "arms": selectors.arms(experiment),
+            "running": experiment.state == Experiment.State.RUNNING,
+        }
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     def _act(self, request, experiment_id: int):
-        if not _may_train(request):
-            return HttpResponseRedirect(request.path)
         try:
             if "_promote" in request.POST:
                 row = services.model_promote(actor=request.user, model="", experiment_id=experiment_id)

@@ -23,6 +23,7 @@ from chat.admin.common import ReadOnly
 from chat.errors import ChatError
 from chat.models import TrainingRun
 from chat.replies import catalog
+from chat.review.services import can_review
 from chat.training import liveness, selectors, services
 
 State = TrainingRun.State
@@ -103,7 +104,8 @@ class TrainingRunAdmin(TrainerOnly, admin.ModelAdmin):
         evaluation = (run.metrics or {}).get("evaluation") or {}
         rows = []
         if evaluation.get("rows"):
-            texts = selectors.heldout_texts(run_id=run.pk)
+            # The held-out questions and gold answers are people's words: reviewers only (audited), figures to all.
+            texts = selectors.heldout_texts(run_id=run.pk) if can_review(request.user) else {}
             if texts:
                 services.heldout_read(actor=request.user, run=run)
             for row in evaluation["rows"]:

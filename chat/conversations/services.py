@@ -66,18 +66,30 @@ def _model_of(user, conversation: Conversation) -> str:
         conversation.experiment_arm == Conversation.ExperimentArm.CANDIDATE
         and conversation.experiment_id
         and conversation.model_name == conversation.experiment.candidate
-        and catalog.get(conversation.model_name) is not None
     ):
-        return conversation.model_name
+        experiment = conversation.experiment
+        # Ended (a conversation assigned while it was being ended): back to the control, as its end does.
+        if experiment.state == experiment.State.ENDED:
+            return experiment.control
+        if catalog.get(conversation.model_name) is not None:
+            return conversation.model_name
+    model = catalog.get(conversation.model_name) if conversation.model_name else None
+    if conversation.model_name and model is None:
+        raise ChatError(
+            ErrorCode.MODEL_NOT_FOUND,
+            f"This conversation's model, {assignment.shown_model(conversation)}, is no longer served here: pick "
+            "another in the conversation's header, then send again.",
+        )
     return catalog.resolve(user, conversation.model_name).name
 
 
-def _compare_model(user, first: str, compare) -> str | None:
-    """Compare's second model, checked: one the person may use, not the first again."""
+def _compare_model(user, first: str, compare, shown: str = "") -> str | None:
+    """Compare's second model, checked: one the person may use, not the first again — nor the name the first is
+    shown under (an A/B candidate arm's: comparing it with the control must be refused there as anywhere)."""
     if not compare:
         return None
     second = catalog.resolve(user, compare).name
-    if second == first:
+    if second in (first, shown):
         raise ChatError(ErrorCode.COMPARE_SAME_MODEL, "Pick two different models to compare.")
     return second
 
@@ -104,8 +116,11 @@ def message_send(
     if created:
         # A new conversation starts from the person's own defaults (the settings panel, with no chat open).
         defaults = selectors.chat_defaults_for(user=user)
-        # A running A/B experiment may send it to its candidate instead, blind (chat/experiments/assignment.py).
-        arm = assignment.arm_for_new_conversation(catalog.resolve(user, model).name)
+        picked = catalog.resolve(user, model).name
+        second = _compare_model(user, picked, compare)
+        # A running A/B experiment may send it to its candidate instead, blind (chat/experiments/assignment.py);
+        # not a Compare, which asks for two models by name.
+        arm = assignment.arm_for_new_conversation(picked) if second is None else assignment.Arm(picked)
         first = arm.model
         size = admission.reply_size(
             params={**defaults["params"], **clean_params}, system_prompt=defaults["system_prompt"], texts=[text]
@@ -113,8 +128,8 @@ def message_send(
     else:
         existing = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
         first = _model_of(user, existing)
+        second = _compare_model(user, first, compare, assignment.shown_model(existing))
         size = admission.reply_size(params={**existing.params, **clean_params}, conversation=existing, texts=[text])
-    second = _compare_model(user, first, compare)
     with ExitStack() as admissions:
         admitted = admissions.enter_context(admission.admitted(user.pk, size, first))
         admitted_second = admissions.enter_context(admission.admitted(user.pk, size, second)) if second else None
@@ -210,8 +225,8 @@ def compare_pick(*, user, message_id) -> Comparison:
         comparison.picked_at = timezone.now()
         comparison.save(update_fields=["chosen", "picked_at"])
         transaction.on_commit(lambda: events.notify(user.id, events.compared_frame(comparison)))
-    if not message.is_current:
-        message_switch(user=user, message_id=message.pk)
+        if not message.is_current:  # in the same transaction: a switch refused leaves no pick behind
+            message_switch(user=user, message_id=message.pk)
     return comparison
 
 
@@ -414,6 +429,12 @@ def conversation_settings_set(*, user, conversation_id: int | None, system_promp
     text = _system_prompt(system_prompt)
     clean = generation_params_clean(params)
     chosen = catalog.resolve(user, model).name if model else None
+    if chosen and conversation_id is not None:
+        # The page sends the model with every save; the name it shows is not a switch (an A/B candidate arm's
+        # conversation shows the control's name and must keep its candidate).
+        current = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+        if chosen == assignment.shown_model(current):
+            chosen = None
     if "seed" in clean:
         # Settings apply to every later reply of the conversation, Regenerate's included: a seed kept there
         # would make each Regenerate write the same reply again.

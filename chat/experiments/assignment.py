@@ -56,6 +56,7 @@ def shown_model(conversation: Conversation) -> str:
     """The model name the person is shown for their conversation: a candidate arm's shows the control's."""
     if conversation.experiment_arm == Conversation.ExperimentArm.CANDIDATE and conversation.experiment_id:
         experiment = conversation.experiment
-        if conversation.model_name == experiment.candidate:
+        # While it runs; promoted, the candidate is the default and its name no secret.
+        if conversation.model_name == experiment.candidate and experiment.state == Experiment.State.RUNNING:
             return experiment.control
     return conversation.model_name

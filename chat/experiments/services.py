@@ -7,13 +7,14 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from chat.accounts.selectors import may_train
 from chat.errors import ChatError, ErrorCode
 from chat.models import AuditEvent, Conversation, Experiment, SiteDefault
 from chat.replies import catalog
 
 
 def _require(actor) -> None:
-    if not actor.has_perm("chat.train_model"):
+    if not may_train(user=actor):
         raise ChatError(ErrorCode.FORBIDDEN, "Only staff who may train models may run experiments and promote.")
 
 
@@ -42,6 +43,11 @@ def experiment_start(*, actor, candidate: str, share) -> Experiment:
         raise ChatError(ErrorCode.MODEL_NOT_FOUND, f"There is no served model or finished adapter {candidate!r}.")
     if model.name == control:
         raise ChatError(ErrorCode.COMPARE_SAME_MODEL, "The candidate is already the default model.")
+    if model.groups:
+        # Everyone in its arm would get it, whatever their groups.
+        raise ChatError(
+            ErrorCode.MODEL_NOT_FOUND, f"{model.name} is open to some groups only: it cannot be tried on everyone."
+        )
     try:
         with transaction.atomic():
             experiment = Experiment.objects.create(control=control, candidate=model.name, share=share, started_by=actor)
@@ -77,7 +83,7 @@ def experiment_set_share(*, actor, experiment_id: int, share) -> Experiment:
 @transaction.atomic
 def experiment_end(*, actor, experiment_id: int) -> Experiment:
     """End without promoting: no new conversation goes to the candidate, and the candidate arm's conversations
-    go on with the control from their next reply (the adapter can then be retired)."""
+    go on with the control from their next reply."""
     _require(actor)
     experiment = _running(experiment_id)
     experiment.state, experiment.ended_at = Experiment.State.ENDED, timezone.now()

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET
 
 from chat import metrics
 from chat.errors import ErrorCode
-from chat.replies import liveness, selectors
+from chat.replies import catalog, liveness, selectors
 
 
 @lru_cache(maxsize=8)
@@ -84,7 +84,10 @@ def readyz(request):
         checks["redis"] = f"unreachable: {type(exc).__name__}"
         checks["workers"] = 0
     models = checks.get("models", {})
-    ready = checks["database"] == "ok" and checks["redis"] == "ok" and models.get(settings.CHAT_DEFAULT_MODEL, 0) > 0
+    default = (
+        catalog.worker_model(catalog.site_default()) if checks["database"] == "ok" else settings.CHAT_DEFAULT_MODEL
+    )
+    ready = checks["database"] == "ok" and checks["redis"] == "ok" and models.get(default, 0) > 0
     if checks["redis"] == "ok" and not checks["workers"]:
         checks["detail"] = "no model worker is running"
     elif checks["redis"] == "ok" and any(n == 0 for n in models.values()):

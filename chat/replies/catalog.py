@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from django.conf import settings
 
+from chat.accounts.selectors import may_train
 from chat.errors import ChatError, ErrorCode
 from chat.models import ChatDefaults, SiteDefault, TrainingRun
 from chat.replies import liveness
@@ -92,7 +93,7 @@ def may_use(user, model: ServedModel, default: str | None = None) -> bool:
     the permission to try adapters (``chat.train_model``) unless it is the promoted default (``default``, else
     read)."""
     if model.adapter and not getattr(user, "is_superuser", False):
-        if not user.has_perm("chat.train_model") and model.name != (default or site_default()):
+        if not may_train(user=user) and model.name != (default or site_default()):
             return False
     if not model.groups or getattr(user, "is_superuser", False):
         return True
@@ -103,7 +104,7 @@ def usable(user) -> list[ServedModel]:
     """The models this person may use: the configured ones, then the adapters open to them."""
     default = site_default()
     models = list(served())
-    if user.has_perm("chat.train_model") or ADAPTER_SEPARATOR in default:
+    if may_train(user=user) or ADAPTER_SEPARATOR in default:
         models += adapters()  # a query only where an adapter may be open to them
     return [m for m in models if may_use(user, m, default)]
 

@@ -18,8 +18,9 @@ from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from chat import names
+from chat.accounts.selectors import may_train
 from chat.errors import ChatError, ErrorCode
-from chat.models import AuditEvent, TrainingExample, TrainingRun
+from chat.models import AuditEvent, Conversation, TrainingExample, TrainingRun
 from chat.review.selectors import id_chunks
 from chat.training import selectors
 
@@ -33,16 +34,8 @@ QUEUE_UNREACHABLE = "The training queue could not be reached; start the run agai
 
 
 def can_train(user) -> bool:
-    """Whether this user may start, cancel and read training runs: active staff with ``chat.train_model``, on a
-    site where reviewers may read transcripts (``CHAT_REVIEW_ENABLED``: a run reads people's conversations, and
-    the chat page tells them so only then)."""
-    return bool(
-        settings.CHAT_REVIEW_ENABLED
-        and user is not None
-        and user.is_active
-        and user.is_staff
-        and user.has_perm(TRAIN_PERMISSION)
-    )
+    """Whether this user may start, cancel and read training runs (``accounts.selectors.may_train``)."""
+    return may_train(user=user)
 
 
 def _require(actor) -> None:
@@ -243,6 +236,21 @@ def run_progress(*, run_id: int, progress: dict) -> None:
     TrainingRun.objects.filter(pk=run_id, state=State.RUNNING).update(progress=progress)
 
 
+def _without_erased(metrics: dict) -> dict:
+    """The evaluation's answers for held-out conversations deleted while the run was going go too (as a deletion
+    after the run does: ``accounts.erasure.runs_flag``); the run is then flagged by that deletion already."""
+    rows = (metrics or {}).get("evaluation", {}).get("rows") or []
+    asked = {row.get("conversation") for row in rows if row.get("conversation")}
+    alive = set(Conversation.objects.filter(pk__in=asked).values_list("pk", flat=True)) if asked else set()
+    for row in rows:
+        if row.get("conversation") and row["conversation"] not in alive:
+            for arm in ("candidate", "base", "default"):
+                if isinstance(row.get(arm), dict):
+                    row[arm].pop("answer", None)
+            row["erased"] = True
+    return metrics
+
+
 def run_finish(
     *,
     run_id: int,
@@ -259,8 +267,10 @@ def run_finish(
     fields = {"state": state, "finished_at": timezone.now()}
     if reason:
         fields["reason"] = reason
+    if state == State.DONE:
+        fields["reason"] = ""  # a cancel asked for too late to stop it: it is done, not "cancelled by"
     if metrics is not None:
-        fields["metrics"] = metrics
+        fields["metrics"] = _without_erased(metrics)
     if adapter_path:
         fields["adapter_path"] = adapter_path
     if progress is not None:

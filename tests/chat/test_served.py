@@ -47,11 +47,11 @@ def test_models_are_listed_in_order_with_their_options_and_defaults():
     )
     got = served.parse(
         " small = bundled:smollm2-135m-instruct ,, "
-        "HuggingFaceTB/SmolLM2-360M-Instruct=HuggingFaceTB/SmolLM2-360M-Instruct,base+lora=/srv/models/base=v2",
+        "HuggingFaceTB/SmolLM2-360M-Instruct=HuggingFaceTB/SmolLM2-360M-Instruct,base-lora=/srv/models/base=v2",
         "ignored when CHAT_MODELS is set",
         options,
     )
-    assert [m.name for m in got] == ["small", "HuggingFaceTB/SmolLM2-360M-Instruct", "base+lora"]
+    assert [m.name for m in got] == ["small", "HuggingFaceTB/SmolLM2-360M-Instruct", "base-lora"]
     small, hub, local = got
     assert small == ServedModel(
         name="small",
@@ -108,17 +108,24 @@ def test_the_default_model_is_checked_against_the_list():
         (
             "my model=x",
             None,
-            "CHAT_MODELS: the name 'my model' may hold only letters, digits and . _ : / + - (at most 100).",
+            "CHAT_MODELS: the name 'my model' may hold only letters, digits and . _ : / - "
+            "(at most 100; + names adapters).",
         ),
         (
             "-a=x",
             None,
-            "CHAT_MODELS: the name '-a' may hold only letters, digits and . _ : / + - (at most 100).",
+            "CHAT_MODELS: the name '-a' may hold only letters, digits and . _ : / - (at most 100; + names adapters).",
         ),
         (
             "a" * 101 + "=x",
             None,
-            f"CHAT_MODELS: the name '{'a' * 101}' may hold only letters, digits and . _ : / + - (at most 100).",
+            f"CHAT_MODELS: the name '{'a' * 101}' may hold only letters, digits and . _ : / - "
+            "(at most 100; + names adapters).",
+        ),
+        (
+            "a+b=x",
+            None,
+            "CHAT_MODELS: the name 'a+b' may hold only letters, digits and . _ : / - (at most 100; + names adapters).",
         ),
         ("a=x,b=y,a=z", None, "CHAT_MODELS names a twice."),
         # CHAT_MODEL_OPTIONS as a whole
@@ -165,5 +172,6 @@ def test_the_one_model_form_keeps_any_chat_model_value_an_earlier_release_took_a
     assert refused("/srv/models/qwen=/srv/models/qwen").startswith("CHAT_MODELS: the name '/srv/models/qwen' may")
     for value in ("/srv/a,b", "/" + "x" * 200, "/srv/a\nb"):
         assert refused(None, one_model=value) == (
-            f"CHAT_MODEL={value!r} cannot name a model: at most 200 printable characters, no comma."
+            f"CHAT_MODEL={value!r} cannot name a model: at most 200 printable characters, no comma and no + "
+            "(it names adapters)."
         )

@@ -155,3 +155,41 @@ def test_the_panel_starts_shows_and_promotes(two_models, trainer, make_user):
     assert "arm-control" in shown and "arm-candidate" in shown and "Promote the candidate" in shown
     done = browser.post(f"/admin/chat/experiment/{experiment.pk}/change/", {"_promote": "1", "share": "0.5"})
     assert done.status_code == 302 and catalog.site_default() == CANDIDATE
+
+
+def test_the_candidate_arm_stays_blind_through_the_pages_own_saves_and_compare(two_models, trainer, make_user):
+    """The page sends the model it shows with every settings save: in the candidate arm that is the control's
+    name, which must not end the treatment; and Compare with the control is refused there as in the control arm
+    (a difference would tell the arm)."""
+    start(trainer, 1.0)
+    alice = make_user("alice")
+    sent = services.message_send(user=alice, conversation_id=None, content="hi")
+    Message.objects.filter(pk=sent.assistant_message.pk).update(status="complete", content="ok")
+    stored = services.conversation_settings_set(
+        user=alice, conversation_id=sent.conversation.pk, system_prompt="be brief", params={}, model=DEFAULT
+    )
+    assert stored["model"] == DEFAULT  # what she is shown
+    assert Conversation.objects.get(pk=sent.conversation.pk).model_name == CANDIDATE  # what writes her replies
+    with pytest.raises(ChatError) as same:
+        services.message_send(user=alice, conversation_id=sent.conversation.pk, content="x", compare=DEFAULT)
+    assert same.value.code == ErrorCode.COMPARE_SAME_MODEL
+
+
+def test_an_experiment_ended_under_a_new_conversation_leaves_it_on_the_control(two_models, trainer, make_user):
+    experiment = start(trainer, 1.0)
+    alice = make_user("alice")
+    sent = services.message_send(user=alice, conversation_id=None, content="hi")
+    Message.objects.filter(pk=sent.assistant_message.pk).update(status="complete", content="ok")
+    # As if assigned while the end committed: the end's move missed it.
+    Experiment.objects.filter(pk=experiment.pk).update(state="ended")
+    nxt = services.message_send(user=alice, conversation_id=sent.conversation.pk, content="and?")
+    assert nxt.assistant_message.model_name == DEFAULT
+
+
+def test_a_candidate_open_to_some_groups_only_cannot_be_tried_on_everyone(trainer, settings):
+    settings.CHAT_SERVED_MODELS = served.parse(
+        f"{DEFAULT}={DEFAULT},private=/models/private", "", {"private": {"groups": ["insiders"]}}
+    )
+    with pytest.raises(ChatError) as refused:
+        experiment_services.experiment_start(actor=trainer, candidate="private", share=0.5)
+    assert refused.value.code == ErrorCode.MODEL_NOT_FOUND and "some groups only" in refused.value.detail

@@ -6,6 +6,7 @@ conversation."""
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
@@ -70,7 +71,13 @@ def test_a_queued_run_refreshes_and_cancels_and_a_done_run_shows_its_audited_eva
 
     done = services.run_start(actor=trainer, name="finished", base=BASE, conversations=None)
     train_adapter(done.pk)
+    # A trainer who is not a reviewer sees the figures, none of the held-out words, and reads nothing audited.
     before = AuditEvent.objects.filter(action=AuditEvent.Action.OPENED_TRANSCRIPT).count()
+    page = client.get(reverse("admin:chat_trainingrun_change", args=[done.pk])).content.decode()
+    assert "Evaluation on 2 held-out gold answers" in page and "What is fact number" not in page
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.OPENED_TRANSCRIPT).count() == before
+    trainer.user_permissions.add(Permission.objects.get(codename="review_conversation"))
+    client = _client(type(trainer).objects.get(pk=trainer.pk))
     page = client.get(reverse("admin:chat_trainingrun_change", args=[done.pk])).content.decode()
     heldout = done.examples.filter(split="heldout")
     assert "Evaluation on 2 held-out gold answers" in page
