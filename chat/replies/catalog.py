@@ -149,7 +149,8 @@ def live() -> dict[str, list[str]]:
 def models_for(user) -> list[dict]:
     """The models this person may use, as the picker and ``/v1/models`` show them: name, display name,
     description, live workers, context window (None until a worker has said), and whether it is their default.
-    Two Redis round trips per model; no database query beyond the person's groups and defaults."""
+    Two Redis round trips per model; a few queries (the promoted default, their defaults, their groups and
+    permissions, and the finished adapters where they may try them)."""
     models = usable(user)
     default = default_for(user).name if models else None
     out = []
