@@ -32,6 +32,24 @@ def aof_size(data_dir: Path) -> int:
     return (data_dir / "appendonly.aof").stat().st_size
 
 
+# The launcher's auto-aof-rewrite-min-size (chatsite/stack.py, REDIS_AOF_ARGS).
+REWRITE_MIN = 16 * 2**20
+
+
+def let_redis_look(client, data_dir: Path, timeout: float = 3.0) -> None:
+    """Past the rewrite threshold, give Redis the moment it needs to notice: it looks at the file's growth in its
+    cron (ten times a second), and this loop writes far faster than replies do — 2 MB a tick on a loaded machine,
+    where the ticks also come late. Bounded: with Redis's own defaults (a 64 MB threshold) nothing starts, the
+    wait runs out, and the size assertion fails as it should."""
+    deadline = time.monotonic() + timeout
+    while aof_size(data_dir) > REWRITE_MIN and time.monotonic() < deadline:
+        info = client.info("persistence")
+        if info["aof_rewrite_in_progress"] or info["aof_rewrite_scheduled"]:
+            settle(client)
+            return
+        time.sleep(0.02)
+
+
 @pytest.fixture(scope="module")
 def big_aof(tmp_path_factory) -> Path:
     """An append-only dir of ~157 MB, written as one SET per key (no RDB preamble), so that loading it is
@@ -123,6 +141,7 @@ def test_the_append_only_file_stays_near_the_live_data(tmp_path):
             pipe.delete(f"chat:stream:{reply - 10}")
             pipe.execute()
             settle(client)
+            let_redis_look(client, data)
         assert aof_size(data) < 24 * 2**20
         client.set("chat:lease:1", "worker")  # something that must survive
     finally:
