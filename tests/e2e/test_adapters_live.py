@@ -72,6 +72,8 @@ def test_an_adapter_is_listed_to_staff_only_and_shares_the_base_workers_batches(
     )
     name = run.served_name
     staff, plain = make_user("staff"), make_user("plain")
+    staff.is_staff = True  # who may try adapters: active staff with chat.train_model (accounts.selectors.may_train)
+    staff.save()
     staff.user_permissions.add(Permission.objects.get(codename="train_model"))
     staff_api, staff_key = openai_client(live_stack, staff)
     plain_api, plain_key = openai_client(live_stack, plain)
