@@ -12,7 +12,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from chat.errors import ChatError, ErrorCode
 from chat.sharing import selectors, services
@@ -80,7 +80,7 @@ def share_revoke(request, share_id: int):
 
 
 @csp(PUBLIC_CSP)
-@require_GET
+@require_safe
 def shared_page(request, token: str):
     """The snapshot behind a link, for anyone who has it; a revoked or unknown link gets a page that says so
     (404). Not audited: the owner chose to publish it, and a reviewer reading it reads what any stranger can."""

@@ -6,6 +6,7 @@ import { $, state, conversationUrl } from "./state.js";
 import { copyText } from "./markdown.js";
 
 const t = (s) => (window.gettext ? window.gettext(s) : s);
+const fill = (s, values) => s.replace(/%\((\w+)\)s/g, (_, name) => String(values[name]));
 const data = $("thread").dataset;
 const urls = { shares: data.sharesUrl, revoke: data.shareRevokeUrl }; // for the placeholder id 0 (state.js)
 for (const [name, url] of Object.entries(urls)) {
@@ -64,7 +65,9 @@ function show(share, statusText = "") {
   ui.create.hidden = Boolean(share);
   ui.link.value = share ? share.url : "";
   ui.meta.textContent = share
-    ? `${t("Made")} ${new Date(share.created_at).toLocaleString()} · ${share.messages} ${t("messages")}`
+    ? fill(t("Made %(date)s · %(count)s messages"), {
+      date: new Date(share.created_at).toLocaleString(), count: share.messages,
+    })
     : "";
   ui.status.textContent = statusText;
   ui.error.hidden = true;

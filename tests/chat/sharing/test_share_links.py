@@ -231,3 +231,24 @@ def test_a_deactivated_owners_links_are_gone(alice):
     link = share(signed_in(alice), conversation_of(alice, "q", "a").pk)
     type(alice).objects.filter(pk=alice.pk).update(is_active=False)
     assert public(link["url"]).status_code == 404
+
+
+def test_the_data_download_holds_the_persons_links_revoked_ones_too(alice, bob):
+    import json
+
+    client = signed_in(alice)
+    conversation = conversation_of(alice, "q", "a")
+    first, second = share(client, conversation.pk), share(client, conversation.pk)
+    share(signed_in(bob), conversation_of(bob, "q", "a").pk)
+    client.post(reverse("chat:share-revoke", args=[first["id"]]), HTTP_ACCEPT="application/json")
+    data = json.loads(b"".join(client.get(reverse("account-data")).streaming_content))
+    links = {link["id"]: link for link in data["share_links"]}
+    assert sorted(links) == [first["id"], second["id"]]
+    assert links[first["id"]]["revoked_at"] is not None and links[second["id"]]["revoked_at"] is None
+    assert second["url"].endswith(f"/s/{links[second['id']]['token']}/")
+    assert len(links[second["id"]]["message_ids"]) == 2
+
+
+def test_a_head_request_reads_the_page_like_a_get(alice):
+    link = share(signed_in(alice), conversation_of(alice, "q", "a").pk)
+    assert Client().head(link["url"]).status_code == 200
