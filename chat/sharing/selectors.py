@@ -62,15 +62,16 @@ def shares_for_conversation(*, user, conversation_id: int) -> list[ShareLink]:
 def shared_snapshot(*, token: str) -> dict:
     """What a link shows: its title and the snapshot's messages (role and text), oldest first. A revoked link,
     one that never existed, and one whose owner's account is deactivated all read alike: gone."""
-    share = (
-        ShareLink.objects.select_related("owner")
-        .filter(token=token, revoked_at__isnull=True, owner__is_active=True)
-        .first()
-    )
+    share = None
+    if len(token) <= 64:  # a token is 43 characters: a longer one is not worth a query
+        share = ShareLink.objects.filter(token=token, revoked_at__isnull=True, owner__is_active=True).first()
     if share is None:
         raise ChatError(
             ErrorCode.SHARE_GONE,
-            _("This link does not lead anywhere any more: its owner revoked it or deleted the conversation."),
+            _(
+                "This link does not lead anywhere any more: its owner revoked it or deleted the conversation, "
+                "or it was mistyped."
+            ),
         )
     messages = list(
         Message.objects.filter(conversation_id=share.conversation_id, pk__in=share.message_ids)

@@ -21,6 +21,12 @@ REPLY = (
 LATER = "A question asked after sharing"
 
 
+def live_links():
+    from chat.models import ShareLink
+
+    return ShareLink.objects.filter(revoked_at__isnull=True).count()
+
+
 def stored_conversation(user):
     from chat.models import Conversation, Message
 
@@ -145,5 +151,9 @@ def test_share_open_logged_out_and_revoke(transactional_db, live_server, make_us
         expect(phone_owner.locator("#share-url")).to_have_value(re.compile(r"/s/"))
         assert phone_owner.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         phone_owner.screenshot(path=str(SCREENSHOTS / "share-dialog-phone-dark.png"))
+        phone_owner.click("#share-revoke")  # the dialog's own Revoke
+        expect(phone_owner.locator("#share-status")).to_have_text("The link was revoked: it no longer works.")
+        expect(phone_owner.locator("#share-create")).to_be_focused()
+        assert db(live_links) == 0
         browser.close()
     assert errors == [], f"script errors on the page: {errors}"

@@ -117,7 +117,10 @@ async function revokeLink() {
   ui.revoke.disabled = true;
   try {
     await call(conversationUrl(urls.revoke, share.id), "POST");
-    if (shown.share === share) show(null, t("The link was revoked: it no longer works."));
+    if (shown.share === share) {
+      show(null, t("The link was revoked: it no longer works."));
+      ui.create.focus(); // the Revoke button is gone: focus stays in the dialog
+    }
   } catch (e) {
     refuse(e.message);
   } finally {

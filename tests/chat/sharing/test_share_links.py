@@ -252,3 +252,18 @@ def test_the_data_download_holds_the_persons_links_revoked_ones_too(alice, bob):
 def test_a_head_request_reads_the_page_like_a_get(alice):
     link = share(signed_in(alice), conversation_of(alice, "q", "a").pk)
     assert Client().head(link["url"]).status_code == 200
+
+
+def test_a_link_too_long_to_be_a_token_gets_the_same_page(alice):
+    gone = public(reverse("chat:shared", args=["x" * 5000]))
+    assert gone.status_code == 404 and ErrorCode.SHARE_GONE in gone.content.decode()
+
+
+def test_a_stopped_reply_is_marked_and_a_failed_one_without_text_left_out(alice):
+    conversation = conversation_of(alice, "q1", "cut short", "q2", "")
+    Message.objects.filter(conversation=conversation, content="cut short").update(status=Message.Status.STOPPED)
+    Message.objects.filter(conversation=conversation, content="").update(status=Message.Status.FAILED, error="boom")
+    link = share(signed_in(alice), conversation.pk)
+    assert link["messages"] == 3
+    text = public(link["url"]).content.decode()
+    assert 'class="msg assistant stopped"' in text and "boom" not in text and "failed" not in text
