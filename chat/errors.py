@@ -72,6 +72,10 @@ class ErrorCode(StrEnum):
     INVALID_SHARE = "invalid_share"
     EXPERIMENT_RUNNING = "experiment_running"
     EXPERIMENT_NOT_RUNNING = "experiment_not_running"
+    # --- share links (docs/chat-page.md, docs/protocol.md) ---------------------------------------------------------
+    NOTHING_TO_SHARE = "nothing_to_share"
+    TOO_MANY_SHARE_LINKS = "too_many_share_links"
+    SHARE_GONE = "share_gone"
     # --- API keys and the OpenAI-compatible API (docs/api.md) ---------------------------------------------------
     TOO_MANY_KEYS = "too_many_keys"
     KEY_REVOKED = "key_revoked"

@@ -339,6 +339,10 @@ CHAT_MAX_ACTIVE_PER_USER = env.int("CHAT_MAX_ACTIVE_PER_USER", default=3)
 # Fair use per person (chat/limits/quotas.py; staff override them per person in the admin); 0 = no limit.
 CHAT_MESSAGES_PER_MINUTE = env.int("CHAT_MESSAGES_PER_MINUTE", default=20)
 CHAT_TOKENS_PER_DAY = env.int("CHAT_TOKENS_PER_DAY", default=200_000)
+# Share links (chat/sharing/, docs/chat-page.md): live links one person may hold at once, and new links they may
+# make in an hour (revoked ones count: making and revoking in a loop is bounded too).
+CHAT_SHARE_LINKS_MAX = env.int("CHAT_SHARE_LINKS_MAX", default=50)
+CHAT_SHARE_LINKS_PER_HOUR = env.int("CHAT_SHARE_LINKS_PER_HOUR", default=20)
 # After a new conversation's first reply the worker asks the model for a short title (up to 16 tokens).
 CHAT_AUTO_TITLE = env.bool("CHAT_AUTO_TITLE", default=True)
 # How often an open socket re-reads its session (a logout or password change also tells its sockets at once)

@@ -21,6 +21,7 @@ from chat.accounts.forms import AccountDeleteForm, SignupForm, ThrottledPassword
 from chat.accounts.personal_data import personal_data_chunks, personal_data_stream
 from chat.errors import ChatError, ErrorCode
 from chat.limits import quotas
+from chat.sharing import selectors as sharing_selectors
 
 # A link that names no invite is not found; one that did but can no longer be used is gone.
 REFUSAL_STATUS = {
@@ -84,13 +85,15 @@ def _refused(request, exc: ChatError, form=None):
 
 @login_required
 def account_page(request, delete_form=None, status=200):
-    """The person's Account page: who they are, whether they may chat, password, their data, deletion."""
+    """The person's Account page: who they are, whether they may chat, password, their share links, their data,
+    deletion."""
     return render(
         request,
         "registration/account.html",
         {
             "may_chat": selectors.account_may_chat(user=request.user),
             "delete_form": delete_form or AccountDeleteForm(request),
+            "share_links": sharing_selectors.share_rows(user=request.user, absolute=request.build_absolute_uri),
         },
         status=status,
     )

@@ -3,13 +3,15 @@
 - ``chats``: conversations, messages (a tree), feedback, Compare picks, gold answers;
 - ``people``: API keys, accounts' approval, invitations, allowances, a person's defaults;
 - ``panel``: the review panel's pages (proxies) and the audit trail;
-- ``loop``: the improvement loop: training runs and their examples, A/B experiments, the promoted default.
+- ``loop``: the improvement loop: training runs and their examples, A/B experiments, the promoted default;
+- ``sharing``: read-only share links to a conversation's branch.
 """
 
 from chat.models.chats import Comparison, Conversation, Feedback, GoldAnswer, Message
 from chat.models.loop import Experiment, SiteDefault, TrainingExample, TrainingRun
 from chat.models.panel import AuditEvent, LiveGeneration, ReviewQueue, UsageReport
 from chat.models.people import Account, ApiKey, ChatDefaults, Invite, QuotaOverride
+from chat.models.sharing import ShareLink
 
 __all__ = [
     "Account",
@@ -26,6 +28,7 @@ __all__ = [
     "Message",
     "QuotaOverride",
     "ReviewQueue",
+    "ShareLink",
     "SiteDefault",
     "TrainingExample",
     "TrainingRun",

@@ -8,6 +8,7 @@ import * as sidebar from "./sidebar.js";
 import { settingsArrived } from "./settings.js";
 import * as models from "./models.js";
 import { blindSends } from "./compare.js";
+import "./share.js"; // the Share button and dialog; window.chatShare.open(id) for the other parts of the page
 
 function markCurrent() {
   sidebar.render();

@@ -265,6 +265,12 @@ def _a_row_in_every_related_model(person, root, other, group):
     )
     experiment = Experiment.objects.create(control="m", candidate=run.served_name, share=0.5, started_by=person)
     Conversation.objects.filter(pk=conversation.pk).update(experiment=experiment, experiment_arm="candidate")
+    # A share link of one of their conversations (chat/sharing/): it goes with the account.
+    from chat.models import ShareLink
+
+    ShareLink.objects.create(
+        owner=person, conversation=conversation, token=f"token-{person.pk}", message_ids=[asked.pk]
+    )
     SiteDefault.objects.create(model_name="m", promoted_by=person)
 
 
