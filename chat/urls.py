@@ -8,5 +8,6 @@ app_name = "chat"
 urlpatterns = [
     path("", include("chat.conversations.urls")),
     path("settings/api-keys/", include("chat.api.key_urls")),
+    path("settings/prompts/", include("chat.prompts.urls")),
     path("", include("chat.ops.urls")),
 ]

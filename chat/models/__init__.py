@@ -3,13 +3,15 @@
 - ``chats``: conversations, messages (a tree), feedback, Compare picks, gold answers;
 - ``people``: API keys, accounts' approval, invitations, allowances, a person's defaults;
 - ``panel``: the review panel's pages (proxies) and the audit trail;
-- ``loop``: the improvement loop: training runs and their examples, A/B experiments, the promoted default.
+- ``loop``: the improvement loop: training runs and their examples, A/B experiments, the promoted default;
+- ``prompts``: a person's saved prompts (the prompt library), some published to everyone.
 """
 
 from chat.models.chats import Comparison, Conversation, Feedback, GoldAnswer, Message
 from chat.models.loop import Experiment, SiteDefault, TrainingExample, TrainingRun
 from chat.models.panel import AuditEvent, LiveGeneration, ReviewQueue, UsageReport
 from chat.models.people import Account, ApiKey, ChatDefaults, Invite, QuotaOverride
+from chat.models.prompts import Prompt
 
 __all__ = [
     "Account",
@@ -24,6 +26,7 @@ __all__ = [
     "Invite",
     "LiveGeneration",
     "Message",
+    "Prompt",
     "QuotaOverride",
     "ReviewQueue",
     "SiteDefault",
