@@ -13,7 +13,6 @@ from chat.prompts import selectors, services
 @admin.register(Prompt)
 class PromptAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ("shown_name", "title", "owner", "updated_at")
-    search_fields = ("name", "title", "owner__username")
     list_select_related = ("owner",)
     fields = ("name", "title", "text", "owner", "published", "created_at", "updated_at")
     readonly_fields = fields

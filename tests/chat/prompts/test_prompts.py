@@ -136,3 +136,17 @@ def test_the_admin_lists_published_prompts_only_for_those_who_may_publish(make_u
     plain = Client()
     plain.force_login(other)
     assert plain.get("/admin/chat/prompt/").status_code == 403
+
+
+def test_a_persons_prompts_are_in_their_data_download_and_go_with_their_account(make_user):
+    import json
+
+    from chat.accounts.personal_data import personal_data_chunks
+
+    ana, bob = make_user("ana"), make_user("bob")
+    services.prompt_create(user=ana, name="mine", title="Mine", text="ana's words")
+    services.prompt_create(user=bob, name="his", title="His", text="bob's words")
+    data = json.loads("".join(personal_data_chunks(user=ana)))
+    assert [(p["name"], p["text"]) for p in data["prompts"]] == [("mine", "ana's words")]
+    ana.delete()
+    assert list(Prompt.objects.values_list("name", flat=True)) == ["his"]
