@@ -254,3 +254,16 @@ def test_imported_messages_per_person_are_bounded(make_user, settings):
         conversations_import(user=user, data=as_file([chatgpt_conversation()]))
     assert info.value.code == ErrorCode.IMPORT_LIMIT
     assert Conversation.objects.filter(owner=user).count() == 1
+
+
+def test_the_review_panel_says_a_conversation_was_imported(make_user, reviewer_group):
+    [pk] = conversations_import(user=make_user("ana"), data=as_file([chatgpt_conversation()]))
+    reviewer = make_user("rita")
+    reviewer.is_staff = True
+    reviewer.save()
+    reviewer.groups.add(reviewer_group)
+    client = Client()
+    client.force_login(reviewer)
+    listing = client.get("/admin/chat/conversation/").content.decode()
+    assert "Trip to Lisbon" in listing and "imported" in listing
+    assert "imported" in client.get(f"/admin/chat/conversation/{pk}/change/").content.decode()
