@@ -139,7 +139,7 @@ def test_slash_prompt_with_a_variable_fills_the_input_and_sends_nothing(
                 page.goto(live_server.url + "/")
                 page.click("#input")
                 page.keyboard.type("/s")
-                expect(page.locator("#prompt-suggestions li[role=option]")).to_have_count(2)  # the names starting with s
+                expect(page.locator("#prompt-suggestions li[role=option]")).to_have_count(2)  # names with s
                 shot(page, "prompts-suggestions-dark.png")
             browser.close()
             assert page.errors == [], page.errors
