@@ -90,6 +90,13 @@ class ErrorCode(StrEnum):
     RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
     INSUFFICIENT_QUOTA = "insufficient_quota"
     TOO_MANY_REQUESTS = "too_many_requests"
+    # --- the prompt library (docs/chat-page.md) -------------------------------------------------------------------
+    TOO_MANY_PROMPTS = "too_many_prompts"
+    # --- importing conversations from a file (docs/api.md, "Importing conversations") ---------------------------
+    IMPORT_TOO_LARGE = "import_too_large"
+    IMPORT_INVALID = "import_invalid"
+    IMPORT_UNKNOWN_FORMAT = "import_unknown_format"
+    IMPORT_LIMIT = "import_limit"
     # --- why a reply failed (``Message.error_code``, the ``done`` frame's ``error_code``) ----------------------
     CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
     GENERATION_FAILED = "generation_failed"

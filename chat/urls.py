@@ -9,5 +9,6 @@ urlpatterns = [
     path("", include("chat.conversations.urls")),
     path("", include("chat.sharing.urls")),
     path("settings/api-keys/", include("chat.api.key_urls")),
+    path("settings/prompts/", include("chat.prompts.urls")),
     path("", include("chat.ops.urls")),
 ]

@@ -329,6 +329,17 @@ CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=16000)
 # bound 200 messages of 16,000 characters (a body under 2.5 MB) were stored, twenty times a minute, even when
 # they could never fit the model's window.
 CHAT_API_MAX_REQUEST_CHARS = env.int("CHAT_API_MAX_REQUEST_CHARS", default=4 * CHAT_MAX_MESSAGE_CHARS)
+# The prompt library (chat/prompts/): saved prompts per person and the longest text of one.
+CHAT_PROMPTS_PER_PERSON = env.int("CHAT_PROMPTS_PER_PERSON", default=100)
+CHAT_PROMPT_MAX_CHARS = env.int("CHAT_PROMPT_MAX_CHARS", default=8000)
+# Importing conversations from a file (chat/conversations/imports.py): every bound is checked before anything is
+# stored; the file's size before it is parsed at all.
+CHAT_IMPORT_MAX_BYTES = env.int("CHAT_IMPORT_MAX_BYTES", default=16 * 1024 * 1024)
+CHAT_IMPORT_MAX_CONVERSATIONS = env.int("CHAT_IMPORT_MAX_CONVERSATIONS", default=1000)
+CHAT_IMPORT_MAX_MESSAGES = env.int("CHAT_IMPORT_MAX_MESSAGES", default=20000)
+CHAT_IMPORT_MAX_DEPTH = env.int("CHAT_IMPORT_MAX_DEPTH", default=500)
+CHAT_IMPORT_MAX_TEXT_CHARS = env.int("CHAT_IMPORT_MAX_TEXT_CHARS", default=100_000)
+CHAT_IMPORTED_MESSAGES_PER_PERSON = env.int("CHAT_IMPORTED_MESSAGES_PER_PERSON", default=50_000)
 CHAT_STREAM_FLUSH_MS = env.int("CHAT_STREAM_FLUSH_MS", default=40)
 CHAT_STREAM_TTL_S = env.int("CHAT_STREAM_TTL_S", default=3600)
 # Limits (chat/limits/sockets.py)

@@ -4,7 +4,7 @@ Streamed, so a history of any length costs one chunk of rows in memory: conversa
 in id order with keyset pages (no cursor held open between chunks, so it works the same on SQLite, on
 PostgreSQL and behind a connection pooler). The document holds what the person wrote or was answered, their
 feedback, their Compares (which two replies, which model wrote each, their pick) and their share links (revoked
-ones too); staff's review notes about them are not theirs to export.
+ones too) and their saved prompts; staff's review notes about them are not theirs to export.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import F
 from django.utils import timezone
 
-from chat.models import Account, Comparison, Conversation, Feedback, Message, ShareLink
+from chat.models import Account, Comparison, Conversation, Feedback, Message, Prompt, ShareLink
 
 FORMAT = "chat-personal-data/1"
 PAGE = 500  # rows per query
@@ -43,6 +43,7 @@ MESSAGE_FIELDS = (
 )
 FEEDBACK_FIELDS = ("id", "message_id", "rating", "comment", "created_at", "updated_at")
 SHARE_LINK_FIELDS = ("id", "conversation_id", "token", "title", "message_ids", "created_at", "revoked_at")
+PROMPT_FIELDS = ("id", "name", "title", "text", "published", "created_at", "updated_at")
 COMPARISON_FIELDS = ("id", "first_id", "second_id", "blind", "chosen_id", "created_at", "picked_at")
 # Named for the reader: the person's message both models answered, and the model of each reply and of the pick.
 COMPARISON_NAMED = {
@@ -109,6 +110,8 @@ def personal_data_chunks(*, user) -> Iterator[str]:
     )
     yield '], "share_links": ['
     yield from _array_items(ShareLink.objects.filter(owner_id=user.pk), SHARE_LINK_FIELDS)
+    yield '], "prompts": ['
+    yield from _array_items(Prompt.objects.filter(owner_id=user.pk), PROMPT_FIELDS)
     yield "]}\n"
 
 

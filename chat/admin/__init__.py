@@ -16,6 +16,7 @@ leaves an ``AuditEvent``. Writes go through ``chat.review.services``; list pages
 - ``experiments``: A/B experiments between the default model and a candidate, and promotion (``chat.train_model``);
 - ``audit``: the audit trail, superusers only;
 - ``api_keys``: people's API keys, viewed and revoked (never edited);
+- ``prompts``: prompts published to everyone, taken back by staff with ``chat.publish_prompt``;
 - ``training``: training runs (list, a run's page with its evaluation, Cancel) and the conversation list's
   "Train an adapter" action (docs/improvement-loop.md).
 """
@@ -29,6 +30,7 @@ from chat.admin import (  # noqa: F401  (each registers its screens)
     experiments,
     live,
     messages,
+    prompts,
     quotas,
     training,
     usage,

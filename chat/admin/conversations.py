@@ -73,7 +73,10 @@ class ProblemFilter(YesNoFilter):
 
 
 def origin_label(conversation: Conversation) -> str:
-    """Chat, or the API with the key's name, and whether its text was kept."""
+    """Chat, an imported file (its replies not written here), or the API with the key's name, and whether its
+    text was kept."""
+    if conversation.source == Conversation.Source.IMPORT:
+        return "imported"
     if conversation.source != Conversation.Source.API:
         return "chat"
     kept = "" if conversation.content_kept else " · text not kept"

@@ -1,5 +1,6 @@
-"""A person's own conversation as a file: Markdown to read, JSON to process. The shown branch only, as on the
-page; replies as their Markdown source, what the person typed exactly as typed."""
+"""A person's own conversation as a file: Markdown to read (the shown branch, as on the page), JSON to process
+(every branch, the shown one marked ``current``: what the import reads back, chat/conversations/imports.py);
+replies as their Markdown source, what the person typed exactly as typed."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import json
 from chat.experiments import assignment
 from chat.models import Conversation, Message
 
-FORMAT_VERSION = 1
+# 1: the shown branch only; 2: every message, each with ``current`` (on the shown branch or not).
+FORMAT_VERSION = 2
 
 
 def as_json(conversation: Conversation, messages: list[Message]) -> str:
-    """The conversation, its settings and each message with its metrics, as one JSON document."""
+    """The conversation, its settings and each message with its metrics, as one JSON document: ``messages`` are
+    every branch's, oldest first, and ``parent`` and ``current`` give the tree and the branch on show."""
     return json.dumps(
         {
             "format": "chat-conversation",
@@ -33,6 +36,7 @@ def as_json(conversation: Conversation, messages: list[Message]) -> str:
                     "role": m.role,
                     "content": m.content,
                     "status": m.status,
+                    "current": m.is_current,
                     "created_at": m.created_at.isoformat(),
                     "model": m.shown_model_name or m.model_name or None,
                     "params": m.params or None,

@@ -181,6 +181,12 @@ def _snippet(text: str, words: str) -> str:
     return ("…" if start else "") + piece + ("…" if start + SNIPPET_CHARS < len(text) else "")
 
 
+def conversation_tree_for_export(*, user, conversation_id) -> tuple[Conversation, list[Message]]:
+    """A conversation of the person's and every message of every branch, oldest first (the JSON export)."""
+    conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+    return conversation, list(conversation.messages.order_by("id"))
+
+
 def conversation_for_export(*, user, conversation_id) -> tuple[Conversation, list[Message]]:
     """A conversation of the person's and its shown branch, oldest first (what the page shows is exported)."""
     conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)

@@ -4,12 +4,13 @@ Not under ``/api/``: that prefix would read as the OpenAI-compatible API, which 
 
 from django.urls import path
 
-from chat.conversations import views
+from chat.conversations import import_views, views
 
 urlpatterns = [
     path("", views.chat_page, name="index"),
     path("quota/", views.quota, name="quota"),
     path("conversations/", views.conversation_list, name="conversation-list"),
+    path("conversations/import/", import_views.import_page, name="conversation-import"),
     path("conversations/<int:conversation_id>/", views.conversation_detail, name="conversation-detail"),
     path("conversations/<int:conversation_id>/export.<fmt>", views.conversation_export, name="conversation-export"),
     # The old paths, unnamed, for one release: during a rolling upgrade (several Daphnes, docs/deployment.md) a

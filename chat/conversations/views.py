@@ -113,10 +113,14 @@ def quota(request):
 @require_GET
 def conversation_export(request, conversation_id: int, fmt: str):
     """Download one of the person's conversations as Markdown (``md``) or JSON (``json``)."""
+    # JSON carries every branch (the import reads them back); Markdown the branch on show.
+    read = (
+        conversation_selectors.conversation_tree_for_export
+        if fmt == "json"
+        else conversation_selectors.conversation_for_export
+    )
     try:
-        conversation, messages = conversation_selectors.conversation_for_export(
-            user=request.user, conversation_id=conversation_id
-        )
+        conversation, messages = read(user=request.user, conversation_id=conversation_id)
     except ChatError as exc:
         return _json_error(exc)
     if fmt not in ("md", "json"):

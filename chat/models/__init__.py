@@ -5,12 +5,14 @@
 - ``panel``: the review panel's pages (proxies) and the audit trail;
 - ``loop``: the improvement loop: training runs and their examples, A/B experiments, the promoted default;
 - ``sharing``: read-only share links to a conversation's branch.
+- ``prompts``: a person's saved prompts (the prompt library), some published to everyone.
 """
 
 from chat.models.chats import Comparison, Conversation, Feedback, GoldAnswer, Message
 from chat.models.loop import Experiment, SiteDefault, TrainingExample, TrainingRun
 from chat.models.panel import AuditEvent, LiveGeneration, ReviewQueue, UsageReport
 from chat.models.people import Account, ApiKey, ChatDefaults, Invite, QuotaOverride
+from chat.models.prompts import Prompt
 from chat.models.sharing import ShareLink
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "Invite",
     "LiveGeneration",
     "Message",
+    "Prompt",
     "QuotaOverride",
     "ReviewQueue",
     "ShareLink",

@@ -21,6 +21,7 @@ class Conversation(models.Model):
     class Source(models.TextChoices):
         CHAT = "chat"
         API = "api"
+        IMPORT = "import"  # a file the person uploaded (chat/conversations/imports.py)
 
     class ExperimentArm(models.TextChoices):
         CONTROL = "control"
@@ -50,8 +51,8 @@ class Conversation(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     reviewed_at = models.DateTimeField(null=True, blank=True)
-    # Where it came from: the chat page, or the OpenAI-compatible API (with the key's name copied, so a revoked
-    # or deleted key still says which one it was).
+    # Where it came from: the chat page, an imported file, or the OpenAI-compatible API (with the key's name
+    # copied, so a revoked or deleted key still says which one it was).
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.CHAT)
     api_key = models.ForeignKey("ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     api_key_name = models.CharField(max_length=100, blank=True)

@@ -256,6 +256,10 @@ def _a_row_in_every_related_model(person, root, other, group):
         for t, m in (("one", "a"), ("two", "b"))
     )
     Comparison.objects.create(prompt=asked, first=first, second=second, chosen=first)
+    # A saved prompt (the prompt library).
+    from chat.models import Prompt
+
+    Prompt.objects.create(owner=person, name="greet", title="Greet", text="Say hello to {{name}}")
     # As staff: a training run on their conversation, an experiment, a promotion.
     from chat.models import Experiment, SiteDefault, TrainingExample, TrainingRun
 
