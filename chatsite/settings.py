@@ -339,6 +339,8 @@ CHAT_MAX_ACTIVE_PER_USER = env.int("CHAT_MAX_ACTIVE_PER_USER", default=3)
 # Fair use per person (chat/limits/quotas.py; staff override them per person in the admin); 0 = no limit.
 CHAT_MESSAGES_PER_MINUTE = env.int("CHAT_MESSAGES_PER_MINUTE", default=20)
 CHAT_TOKENS_PER_DAY = env.int("CHAT_TOKENS_PER_DAY", default=200_000)
+# Folders one person may have in the chat page's sidebar (chat/conversations/organise.py).
+CHAT_MAX_FOLDERS = env.int("CHAT_MAX_FOLDERS", default=50)
 # After a new conversation's first reply the worker asks the model for a short title (up to 16 tokens).
 CHAT_AUTO_TITLE = env.bool("CHAT_AUTO_TITLE", default=True)
 # How often an open socket re-reads its session (a logout or password change also tells its sockets at once)
