@@ -178,3 +178,20 @@ def test_the_json_list_takes_the_views_and_lists_folders_on_the_first_page(make_
     rows, _ = conversation_selectors.conversation_page_for_user(user=user, limit=1)
     old = f"{rows[0]['updated_at'].isoformat()}_{rows[0]['id']}"
     assert len(client.get("/conversations/", {"after": old}).json()["conversations"]) == 2
+
+
+def test_the_data_download_holds_the_persons_folders_and_each_conversations_place(make_user):
+    import json
+
+    from chat.accounts.personal_data import personal_data_chunks
+
+    user = make_user()
+    (a,) = made(user, 1)
+    work = organise.folder_save(user=user, name="Work")
+    organise.folder_save(user=make_user("bob"), name="Bob's")
+    organise.conversation_move(user=user, conversation_id=a, folder_id=work.pk)
+    organise.conversation_pin(user=user, conversation_id=a, pinned=True)
+    data = json.loads("".join(personal_data_chunks(user=user)))
+    assert [f["name"] for f in data["folders"]] == ["Work"]
+    (conversation,) = data["conversations"]
+    assert (conversation["folder_id"], conversation["pinned"], conversation["archived_at"]) == (work.pk, True, None)
