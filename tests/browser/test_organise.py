@@ -111,6 +111,22 @@ def test_pin_folders_archive_and_the_menu_by_keyboard(page, person):
     expect(row(page, "Beta notes")).to_have_count(1)
     assert db(lambda: Conversation.objects.filter(owner=user).count()) == 3
 
+    # Rename and delete from the menu; a delete asks first, and Cancel keeps the conversation.
+    menu_item(page, "Beta notes", "Rename…")
+    page.fill("#name-input", "Beta, renamed")
+    page.press("#name-input", "Enter")
+    expect(row(page, "Beta, renamed")).to_have_count(1)
+    menu_item(page, "Alpha plans", "Delete…")
+    page.click("#forget-cancel")
+    expect(row(page, "Alpha plans")).to_have_count(1)
+    menu_item(page, "Alpha plans", "Delete…")
+    page.click("#forget-dialog button[value=delete]")
+    expect(row(page, "Alpha plans")).to_have_count(0)
+    assert db(lambda: sorted(Conversation.objects.filter(owner=user).values_list("title", flat=True))) == [
+        "Beta, renamed",
+        "Gamma ideas",
+    ]
+
 
 def test_bulk_archive_and_delete_and_the_api_toggle(page, person):
     from chat.models import Conversation

@@ -195,3 +195,27 @@ def test_the_data_download_holds_the_persons_folders_and_each_conversations_plac
     assert [f["name"] for f in data["folders"]] == ["Work"]
     (conversation,) = data["conversations"]
     assert (conversation["folder_id"], conversation["pinned"], conversation["archived_at"]) == (work.pk, True, None)
+
+
+def test_the_json_lists_queries_do_not_grow_with_its_rows_or_folders(make_user):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    user = make_user()
+    client = Client()
+    client.force_login(user)
+
+    def queries():
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get("/conversations/").status_code == 200
+        return len(captured)
+
+    made(user, 2)
+    organise.folder_save(user=user, name="One")
+    few = queries()
+    ids_ = made(user, 28)
+    for n in range(5):
+        folder = organise.folder_save(user=user, name=f"Folder {n}")
+        organise.conversation_move(user=user, conversation_id=ids_[n], folder_id=folder.pk)
+        organise.conversation_pin(user=user, conversation_id=ids_[n + 10], pinned=True)
+    assert queries() == few
