@@ -7,6 +7,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET
 
 from chat import names
@@ -94,9 +95,13 @@ def conversation_list(request):
 def _folder_param(text: str | None) -> int | None:
     if not text:
         return None
-    if not text.isdigit() or not 0 < int(text) < 2**63:
-        raise ChatError(ErrorCode.BAD_ID, "folder must be a positive whole number.")
-    return int(text)
+    try:
+        folder = int(text)
+    except ValueError:
+        folder = 0
+    if not text.isascii() or not 0 < folder < 2**63:
+        raise ChatError(ErrorCode.BAD_ID, gettext("folder must be a positive whole number."))
+    return folder
 
 
 @login_required

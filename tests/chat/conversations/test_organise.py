@@ -172,7 +172,8 @@ def test_the_json_list_takes_the_views_and_lists_folders_on_the_first_page(make_
     assert [f["name"] for f in data["folders"]] == ["Work"] and len(data["conversations"]) == 3
     assert api in ids(client.get("/conversations/?api=1").json()["conversations"])
     assert client.get(f"/conversations/?folder={work.pk}").json()["conversations"] == []
-    assert client.get("/conversations/?folder=x").json()["error"]["code"] == "bad_id"
+    for bad in ("x", "0", "²", "-1", str(2**63)):
+        assert client.get("/conversations/", {"folder": bad}).json()["error"]["code"] == "bad_id", bad
     assert client.get("/conversations/?archived=1").json()["conversations"] == []
     # A cursor of the release before pins still pages.
     rows, _ = conversation_selectors.conversation_page_for_user(user=user, limit=1)
