@@ -36,6 +36,9 @@ class ErrorCode(StrEnum):
     NOT_EDITABLE = "not_editable"
     NOT_SWITCHABLE = "not_switchable"
     NOT_RATEABLE = "not_rateable"
+    # --- a person's organising: folders, bulk actions (docs/protocol.md) --------------------------------------
+    TOO_MANY_FOLDERS = "too_many_folders"
+    TOO_MANY_SELECTED = "too_many_selected"
     # --- fair use and capacity (docs/fair-use.md) ---------------------------------------------------------------
     TOO_MANY_ACTIVE = "too_many_active"
     RATE_LIMITED = "rate_limited"

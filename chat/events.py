@@ -25,6 +25,7 @@ from chat.frames import (
     FeedbackFrame,
     MessageFrame,
     MessageInfo,
+    OrganisedFrame,
     SettingsFrame,
     ThreadFrame,
 )
@@ -137,6 +138,11 @@ def settings_frame(conversation_id: int | None, system_prompt: str, params: dict
 
 def deleted_frame(conversation_id: int) -> DeletedFrame:
     return {"type": "deleted", "conversation": conversation_id}
+
+
+def organised_frame(conversation_ids) -> OrganisedFrame:
+    """Conversations (none: only a folder) were organised: the person's tabs reload their lists."""
+    return {"type": "organised", "conversations": [int(i) for i in conversation_ids]}
 
 
 def error_frame(code: ErrorCode, detail: str, client_id: str | None = None) -> ErrorFrame:

@@ -163,6 +163,14 @@ class DeletedFrame(TypedDict):
     conversation: int
 
 
+class OrganisedFrame(TypedDict):
+    """Conversations were pinned, archived, moved to or out of a folder, or a folder was made, renamed or
+    deleted: every tab of the person reloads its list (a few rows; the list is the truth)."""
+
+    type: Literal["organised"]
+    conversations: list[int]
+
+
 FRAMES: dict[str, type] = {
     "conversation": ConversationFrame,
     "message": MessageFrame,
@@ -175,6 +183,7 @@ FRAMES: dict[str, type] = {
     "settings": SettingsFrame,
     "deleted": DeletedFrame,
     "compared": ComparedFrame,
+    "organised": OrganisedFrame,
 }
 
 
@@ -246,6 +255,9 @@ Rating = Annotated[int, ErrorCode.INVALID_RATING]
 
 
 ModelName = Annotated[str, ErrorCode.MODEL_NOT_FOUND]
+Flag = Annotated[bool, ErrorCode.INVALID_VALUE]
+Ids = Annotated[list, ErrorCode.BAD_ID]  # a list of Id (each checked here, the count by the service)
+Name = Annotated[str, ErrorCode.INVALID_NAME]
 
 
 class SendIn(TypedDict):
@@ -334,6 +346,52 @@ class SubscribeIn(TypedDict):
     conversation: Id
 
 
+class PinIn(TypedDict):
+    """Pin a conversation on top of the list, or unpin it."""
+
+    type: Literal["pin"]
+    conversation: Id
+    pinned: Flag
+
+
+class ArchiveIn(TypedDict):
+    """Archive conversations (out of the list, kept), or bring them back."""
+
+    type: Literal["archive"]
+    conversations: Ids
+    archived: Flag
+
+
+class DeleteManyIn(TypedDict):
+    """Delete several conversations at once (the sidebar's select mode)."""
+
+    type: Literal["delete_many"]
+    conversations: Ids
+
+
+class MoveIn(TypedDict):
+    """Put a conversation in one of the person's folders; null takes it out."""
+
+    type: Literal["move"]
+    conversation: Id
+    folder: Id | None
+
+
+class FolderIn(TypedDict):
+    """Make a folder (no ``folder``), or rename one."""
+
+    type: Literal["folder"]
+    folder: NotRequired[Id | None]
+    name: Name
+
+
+class FolderDeleteIn(TypedDict):
+    """Delete a folder; its conversations stay, out of any folder."""
+
+    type: Literal["folder_delete"]
+    folder: Id
+
+
 CLIENT_FRAMES: dict[str, type] = {
     "send": SendIn,
     "stop": StopIn,
@@ -346,6 +404,12 @@ CLIENT_FRAMES: dict[str, type] = {
     "delete": DeleteIn,
     "subscribe": SubscribeIn,
     "pick": PickIn,
+    "pin": PinIn,
+    "archive": ArchiveIn,
+    "delete_many": DeleteManyIn,
+    "move": MoveIn,
+    "folder": FolderIn,
+    "folder_delete": FolderDeleteIn,
 }
 
 
@@ -388,6 +452,8 @@ def _fits(value, hint) -> bool:
     if hint is type(None):
         return value is None
     base = typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint
+    if hint == Ids:
+        return isinstance(value, list) and all(_fits(item, Id) for item in value)
     if base is int:
         if isinstance(value, bool) or not isinstance(value, int):
             return False
@@ -403,9 +469,13 @@ _SENTENCES = {
     ErrorCode.INVALID_CONTENT: "{name} must be text.",
     ErrorCode.INVALID_PARAMS: "{name} must be an object.",
     ErrorCode.INVALID_RATING: "A rating is 1 (good) or -1 (bad), or 0 to take it back.",
+    ErrorCode.INVALID_VALUE: "{name} must be true or false.",
+    ErrorCode.INVALID_NAME: "{name} must be text.",
 }
 
 
 def _refuse(name: str, hint) -> None:
+    if _bare(hint) == Ids:
+        raise ChatError(ErrorCode.BAD_ID, f"{name} must be a list of positive whole numbers.")
     code = typing.get_args(_bare(hint))[1]
     raise ChatError(code, _SENTENCES[code].format(name=name))

@@ -354,6 +354,8 @@ CHAT_TOKENS_PER_DAY = env.int("CHAT_TOKENS_PER_DAY", default=200_000)
 # make in an hour (revoked ones count: making and revoking in a loop is bounded too).
 CHAT_SHARE_LINKS_MAX = env.int("CHAT_SHARE_LINKS_MAX", default=50)
 CHAT_SHARE_LINKS_PER_HOUR = env.int("CHAT_SHARE_LINKS_PER_HOUR", default=20)
+# Folders one person may have in the chat page's sidebar (chat/conversations/organise.py).
+CHAT_MAX_FOLDERS = env.int("CHAT_MAX_FOLDERS", default=50)
 # After a new conversation's first reply the worker asks the model for a short title (up to 16 tokens).
 CHAT_AUTO_TITLE = env.bool("CHAT_AUTO_TITLE", default=True)
 # How often an open socket re-reads its session (a logout or password change also tells its sockets at once)

@@ -4,7 +4,8 @@ Streamed, so a history of any length costs one chunk of rows in memory: conversa
 in id order with keyset pages (no cursor held open between chunks, so it works the same on SQLite, on
 PostgreSQL and behind a connection pooler). The document holds what the person wrote or was answered, their
 feedback, their Compares (which two replies, which model wrote each, their pick) and their share links (revoked
-ones too) and their saved prompts; staff's review notes about them are not theirs to export.
+ones too), their saved prompts, their folders and which conversations are pinned, archived or filed; staff's
+review notes about them are not theirs to export.
 """
 
 from __future__ import annotations
@@ -17,11 +18,23 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import F
 from django.utils import timezone
 
-from chat.models import Account, Comparison, Conversation, Feedback, Message, Prompt, ShareLink
+from chat.models import Account, Comparison, Conversation, Feedback, Folder, Message, Prompt, ShareLink
 
 FORMAT = "chat-personal-data/1"
 PAGE = 500  # rows per query
-CONVERSATION_FIELDS = ("id", "title", "system_prompt", "model_name", "params", "created_at", "updated_at")
+CONVERSATION_FIELDS = (
+    "id",
+    "title",
+    "system_prompt",
+    "model_name",
+    "params",
+    "created_at",
+    "updated_at",
+    "pinned",
+    "archived_at",
+    "folder_id",
+)
+FOLDER_FIELDS = ("id", "name", "created_at")
 MESSAGE_FIELDS = (
     "id",
     "parent_id",
@@ -112,6 +125,8 @@ def personal_data_chunks(*, user) -> Iterator[str]:
     yield from _array_items(ShareLink.objects.filter(owner_id=user.pk), SHARE_LINK_FIELDS)
     yield '], "prompts": ['
     yield from _array_items(Prompt.objects.filter(owner_id=user.pk), PROMPT_FIELDS)
+    yield '], "folders": ['
+    yield from _array_items(Folder.objects.filter(owner_id=user.pk), FOLDER_FIELDS)
     yield "]}\n"
 
 

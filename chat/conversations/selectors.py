@@ -1,11 +1,12 @@
-"""Reads of a person's chats: their conversations, one conversation's shown branch, the sidebar's pages and
-search, the export, their defaults. Every lookup on behalf of a person is scoped to them: another's rows are
+"""Reads of a person's chats: their conversations, one conversation's shown branch, the sidebar's pages, folders
+and search, the export, their defaults. Every lookup on behalf of a person is scoped to them: another's rows are
 simply not found.
 """
 
 from __future__ import annotations
 
 from django.db.models import (
+    Count,
     Exists,
     F,
     OuterRef,
@@ -16,7 +17,7 @@ from django.db.models.functions import Coalesce, NullIf
 
 from chat.errors import ChatError, ErrorCode
 from chat.events import comparison_payload
-from chat.models import ChatDefaults, Comparison, Conversation, Feedback, Message
+from chat.models import ChatDefaults, Comparison, Conversation, Feedback, Folder, Message
 from chat.tree import siblings_in, thread_rows
 
 NOT_FOUND = "No such conversation, or it is not yours."
@@ -139,26 +140,53 @@ SNIPPET_CHARS = 120
 
 
 def conversation_page_for_user(
-    *, user, query: str = "", after: tuple | None = None, limit: int = SIDEBAR_PAGE
+    *,
+    user,
+    query: str = "",
+    after: tuple | None = None,
+    limit: int = SIDEBAR_PAGE,
+    folder: int | None = None,
+    archived: bool = False,
+    with_api: bool = False,
 ) -> tuple[list[dict], tuple | None]:
-    """One page of the person's conversations, newest activity first, after the cursor ``(updated_at, id)``
-    of the previous page's last row (keyset paging: a page costs the same however far down it is, and rows
-    that move to the top meanwhile are not shown twice). With ``query``: only those whose title or any
-    message contains it (case-insensitive), each with a snippet of the first matching message. Returns the
-    rows and the next cursor (None at the end). Two queries."""
-    rows = conversation_list_for_user(user=user)
+    """One page of the person's conversations, pinned first, then newest activity first, after the cursor
+    ``(pinned, updated_at, id)`` of the previous page's last row (keyset paging: a page costs the same however
+    far down it is, and rows that move to the top meanwhile are not shown twice).
+
+    Which rows: by default the plain list — not archived, and either outside any folder or pinned (a pinned chat
+    stays on top wherever it is filed); ``folder``: that folder's (the person's; another's finds nothing);
+    ``archived``: only the archived. Conversations the OpenAI-compatible API made are left out unless
+    ``with_api``. With ``query``: every conversation of the person (archived and filed ones too, so search
+    loses nothing) whose title or any message contains it (case-insensitive), each with a snippet of the first
+    matching message. Returns the rows and the next cursor (None at the end). Two queries."""
+    rows = conversation_list_for_user(user=user).order_by("-pinned", "-updated_at", "-id")
+    if not with_api:
+        rows = rows.exclude(source=Conversation.Source.API)
     words = query.strip()
     if words:
         rows = rows.filter(
             Q(title__icontains=words)
             | Exists(Message.objects.filter(conversation=OuterRef("pk"), content__icontains=words))
         )
+    elif archived:
+        rows = rows.filter(archived_at__isnull=False)
+    elif folder is not None:
+        rows = rows.filter(folder_id=folder, archived_at__isnull=True)
+    else:
+        rows = rows.filter(Q(folder__isnull=True) | Q(pinned=True), archived_at__isnull=True)
     if after is not None:
-        stamp, last_id = after
-        rows = rows.filter(Q(updated_at__lt=stamp) | Q(updated_at=stamp, id__lt=last_id))
-    page = list(rows.values("id", "title", "updated_at")[: limit + 1])
+        pinned, stamp, last_id = after
+        rows = rows.filter(
+            Q(pinned__lt=pinned)
+            | Q(pinned=pinned, updated_at__lt=stamp)
+            | Q(pinned=pinned, updated_at=stamp, id__lt=last_id)
+        )
+    page = list(rows.values("id", "title", "updated_at", "pinned", "source", "folder_id", "archived_at")[: limit + 1])
     more = len(page) > limit
     page = page[:limit]
+    for r in page:
+        r["folder"] = r.pop("folder_id")
+        r["archived"] = r.pop("archived_at") is not None
     if words and page:
         found: dict[int, str] = {}
         for m in (
@@ -169,8 +197,18 @@ def conversation_page_for_user(
             found.setdefault(m["conversation_id"], _snippet(m["content"], words))
         for r in page:
             r["snippet"] = found.get(r["id"], "")
-    next_cursor = (page[-1]["updated_at"], page[-1]["id"]) if more else None
+    next_cursor = (page[-1]["pinned"], page[-1]["updated_at"], page[-1]["id"]) if more else None
     return page, next_cursor
+
+
+def folders_for_user(*, user) -> list[dict]:
+    """The person's folders by name, each with how many of its conversations are not archived. One query."""
+    return list(
+        Folder.objects.filter(owner=user)
+        .annotate(count=Count("conversations", filter=Q(conversations__archived_at__isnull=True)))
+        .order_by("name", "id")
+        .values("id", "name", "count")
+    )
 
 
 def _snippet(text: str, words: str) -> str:

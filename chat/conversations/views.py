@@ -7,6 +7,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET
 
 from chat import names
@@ -51,13 +52,17 @@ def _json_error(exc: ChatError, status: int = 404):
 
 
 def _cursor_text(cursor) -> str | None:
-    return None if cursor is None else f"{cursor[0].isoformat()}_{cursor[1]}"
+    return None if cursor is None else f"{int(cursor[0])}_{cursor[1].isoformat()}_{cursor[2]}"
 
 
 def _cursor_parse(text: str) -> tuple | None:
-    stamp, _, last_id = text.rpartition("_")
+    """``pinned_stamp_id``; a cursor of the release before pins (``stamp_id``) reads as unpinned."""
+    pinned, _, rest = text.partition("_")
+    if pinned not in ("0", "1"):
+        pinned, rest = "0", text
+    stamp, _, last_id = rest.rpartition("_")
     try:
-        return datetime.fromisoformat(stamp), int(last_id)
+        return pinned == "1", datetime.fromisoformat(stamp), int(last_id)
     except ValueError:
         raise ChatError(ErrorCode.BAD_CURSOR, "That page of the list does not exist; reload the list.") from None
 
@@ -65,16 +70,38 @@ def _cursor_parse(text: str) -> tuple | None:
 @login_required
 @require_GET
 def conversation_list(request):
-    """A page of the person's conversations, newest first; ``q`` searches titles and messages, ``after`` is
-    the ``next`` cursor of the previous page."""
+    """A page of the person's conversations, pinned first, then newest first; ``q`` searches titles and
+    messages, ``after`` is the ``next`` cursor of the previous page, ``folder`` (an id) one folder's,
+    ``archived=1`` the archived ones, ``api=1`` includes the API's. The first page also lists the folders."""
     try:
         after = _cursor_parse(request.GET["after"]) if request.GET.get("after") else None
+        folder = _folder_param(request.GET.get("folder"))
     except ChatError as exc:
         return _json_error(exc, 400)
     rows, cursor = conversation_selectors.conversation_page_for_user(
-        user=request.user, query=request.GET.get("q", "")[:200], after=after
+        user=request.user,
+        query=request.GET.get("q", "")[:200],
+        after=after,
+        folder=folder,
+        archived=request.GET.get("archived") == "1",
+        with_api=request.GET.get("api") == "1",
     )
-    return JsonResponse({"conversations": rows, "next": _cursor_text(cursor)})
+    body = {"conversations": rows, "next": _cursor_text(cursor)}
+    if after is None:
+        body["folders"] = conversation_selectors.folders_for_user(user=request.user)
+    return JsonResponse(body)
+
+
+def _folder_param(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        folder = int(text)
+    except ValueError:
+        folder = 0
+    if not text.isascii() or not 0 < folder < 2**63:
+        raise ChatError(ErrorCode.BAD_ID, gettext("folder must be a positive whole number."))
+    return folder
 
 
 @login_required

@@ -1,6 +1,6 @@
 """The app's rows, by what they are about (one Django app: ``chat``; Django finds them through this package):
 
-- ``chats``: conversations, messages (a tree), feedback, Compare picks, gold answers;
+- ``chats``: conversations, messages (a tree), feedback, Compare picks, gold answers, a person's folders;
 - ``people``: API keys, accounts' approval, invitations, allowances, a person's defaults;
 - ``panel``: the review panel's pages (proxies) and the audit trail;
 - ``loop``: the improvement loop: training runs and their examples, A/B experiments, the promoted default;
@@ -8,7 +8,7 @@
 - ``prompts``: a person's saved prompts (the prompt library), some published to everyone.
 """
 
-from chat.models.chats import Comparison, Conversation, Feedback, GoldAnswer, Message
+from chat.models.chats import Comparison, Conversation, Feedback, Folder, GoldAnswer, Message
 from chat.models.loop import Experiment, SiteDefault, TrainingExample, TrainingRun
 from chat.models.panel import AuditEvent, LiveGeneration, ReviewQueue, UsageReport
 from chat.models.people import Account, ApiKey, ChatDefaults, Invite, QuotaOverride
@@ -24,6 +24,7 @@ __all__ = [
     "Conversation",
     "Experiment",
     "Feedback",
+    "Folder",
     "GoldAnswer",
     "Invite",
     "LiveGeneration",

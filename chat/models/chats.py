@@ -9,6 +9,22 @@ from django.conf import settings
 from django.db import models
 
 
+class Folder(models.Model):
+    """A person's named folder ("project") of conversations. Deleting one keeps its conversations: they leave
+    it (``SET_NULL``) and go back to the plain list."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_folders")
+    name = models.CharField(max_length=60)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="folder_owner_name_unique")]
+
+    def __str__(self):
+        return self.name
+
+
 class Conversation(models.Model):
     """One chat of one user, with its review state.
 
@@ -61,11 +77,19 @@ class Conversation(models.Model):
         default=True,
         help_text="false: the key keeps no text; messages are emptied when the reply ends and only counts remain",
     )
+    # The person's own organising (chat/conversations/organise.py): on top of the list, out of it, in a folder.
+    # Written with update(), which leaves ``updated_at`` (the last activity) alone: pinning is not activity.
+    pinned = models.BooleanField(default=False)
+    archived_at = models.DateTimeField(null=True, blank=True)
+    folder = models.ForeignKey(
+        "chat.Folder", null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
+    )
 
     class Meta:
         indexes = [
             models.Index(fields=["owner", "-updated_at"], name="conv_owner_updated"),
             models.Index(fields=["review_state", "-updated_at"], name="conv_review_state"),
+            models.Index(fields=["owner", "-pinned", "-updated_at"], name="conv_owner_pinned"),
         ]
         ordering = ["-updated_at"]
         # Staff status alone opens no transcript: this permission (the "reviewer" group has it) is the one way.

@@ -21,7 +21,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from chat import events, frames, metrics
-from chat.conversations import selectors, services
+from chat.conversations import organise, selectors, services
 from chat.errors import ChatError, ErrorCode
 from chat.limits import sockets
 from chat.logs import bind_log_context
@@ -261,6 +261,35 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             user=self.user, conversation_id=frame["conversation"]
         )
 
+    # The sidebar's organising (chat/conversations/organise.py); each answers with ``organised`` (or ``deleted``).
+    async def on_pin(self, frame: frames.PinIn):
+        await database_sync_to_async(organise.conversation_pin)(
+            user=self.user, conversation_id=frame["conversation"], pinned=frame["pinned"]
+        )
+
+    async def on_archive(self, frame: frames.ArchiveIn):
+        await database_sync_to_async(organise.conversations_archive)(
+            user=self.user, conversation_ids=frame["conversations"], archived=frame["archived"]
+        )
+
+    async def on_delete_many(self, frame: frames.DeleteManyIn):
+        await database_sync_to_async(organise.conversations_delete)(
+            user=self.user, conversation_ids=frame["conversations"]
+        )
+
+    async def on_move(self, frame: frames.MoveIn):
+        await database_sync_to_async(organise.conversation_move)(
+            user=self.user, conversation_id=frame["conversation"], folder_id=frame["folder"]
+        )
+
+    async def on_folder(self, frame: frames.FolderIn):
+        await database_sync_to_async(organise.folder_save)(
+            user=self.user, name=frame["name"], folder_id=frame.get("folder")
+        )
+
+    async def on_folder_delete(self, frame: frames.FolderDeleteIn):
+        await database_sync_to_async(organise.folder_delete)(user=self.user, folder_id=frame["folder"])
+
     async def on_subscribe(self, frame: frames.SubscribeIn):
         conversation_id = frame["conversation"]
         resumed = []
@@ -288,6 +317,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         "rename": on_rename,
         "delete": on_delete,
         "pick": on_pick,
+        "pin": on_pin,
+        "archive": on_archive,
+        "delete_many": on_delete_many,
+        "move": on_move,
+        "folder": on_folder,
+        "folder_delete": on_folder_delete,
     }
 
     async def error(self, code: ErrorCode, detail: str, client_id: str | None = None):
@@ -299,7 +334,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     # These frames carry no reply text: forwarded as they come. (An event with no handler here ends the socket:
     # Channels raises "No handler for message type".)
-    chat_thread = chat_feedback = chat_settings = chat_deleted = chat_compared = chat_conversation
+    chat_thread = chat_feedback = chat_settings = chat_deleted = chat_compared = chat_organised = chat_conversation
 
     async def chat_message(self, event):
         frame = events.as_frame(event)

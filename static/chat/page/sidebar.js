@@ -1,12 +1,16 @@
-// The conversation list: newest first in day groups (Today, Yesterday, Previous 7 days, then by month), search
-// across titles and message text as you type (matches highlighted), more pages as it scrolls (the JSON
-// endpoint's cursor), and the current conversation's rename, delete and export.
+// The conversation list: pinned ones on top, then the folders (folders.js), then newest first in day groups
+// (Today, Yesterday, Previous 7 days, then by month); search across titles and message text as you type (matches
+// highlighted), more pages as it scrolls (the JSON endpoint's cursor); the Archived view and the API toggle; and
+// the current conversation's rename, delete and export. Rows, menus and select mode: rows.js, menu.js, bulk.js.
 import { $, state, showError, urls, conversationUrl } from "./state.js";
-import { send } from "./socket.js";
+import { on, send } from "./socket.js";
+import { listing, listParams, setHooks, setWithApi, t } from "./listing.js";
+import * as folders from "./folders.js";
+import { rowFor } from "./rows.js";
+import { keepOnly, selection, setSelecting } from "./bulk.js";
 
-let items = [];        // {id, title, updated_at, snippet?} in the order shown
+let items = [];        // {id, title, updated_at, pinned, source, folder, archived, snippet?} in the order shown
 let next = null;       // cursor of the next page, null at the end
-let query = "";
 let loading = null;
 let onOpen = () => {};
 
@@ -21,17 +25,19 @@ export async function reload() {
 async function loadMore(reset) {
   if (loading) return loading;
   if (!reset && next === null) return;
-  const params = new URLSearchParams();
-  if (query) params.set("q", query);
-  if (!reset && next) params.set("after", next);
-  const asked = query;
+  const params = listParams(!reset && next ? { after: next } : {});
+  const asked = listParams().toString(); // the view asked for: a search typed meanwhile makes this answer stale
   loading = (async () => {
     try {
       const res = await fetch(`${urls.conversations}?${params}`);
-      if (!res.ok || asked !== query) return;
+      if (!res.ok || asked !== listParams().toString()) return;
       const data = await res.json();
-      items = reset ? data.conversations : items.concat(data.conversations.filter((c) => !has(c.id)));
+      items = reset ? data.conversations : items.concat(data.conversations.filter((c) => !items.some((x) => x.id === c.id)));
       next = data.next;
+      if (data.folders) {
+        listing.folders = data.folders;
+        folders.reloadOpen();
+      }
       render();
     } finally {
       loading = null;
@@ -40,7 +46,7 @@ async function loadMore(reset) {
   return loading;
 }
 
-export const has = (id) => items.some((c) => c.id === id);
+export const has = (id) => items.some((c) => c.id === id) || folders.has(id);
 export const ids = () => items.map((c) => c.id);
 
 function groupOf(stamp, now) {
@@ -56,6 +62,7 @@ function groupOf(stamp, now) {
 // Text with each occurrence of the search words wrapped in <mark>; built from text nodes, never as HTML.
 function highlighted(text) {
   const span = document.createElement("span");
+  const query = listing.query;
   if (!query) { span.textContent = text; return span; }
   const lower = text.toLowerCase(), q = query.toLowerCase();
   let at = 0;
@@ -70,52 +77,60 @@ function highlighted(text) {
   return span;
 }
 
+function heading(root, text) {
+  const h = document.createElement("h2");
+  h.className = "group";
+  h.textContent = text;
+  const list = document.createElement("ul");
+  list.setAttribute("aria-label", text);
+  root.append(h, list);
+  return list;
+}
+
+// Pinned first, then the folders, then the day groups; a search or the Archived view is one flat list.
 export function render() {
   const root = $("conversations");
   root.replaceChildren();
   const now = new Date();
-  let list = null, current = null;
+  const plain = !listing.query && listing.view === "list";
+  const pinned = plain ? items.filter((c) => c.pinned) : [];
+  let list = pinned.length ? heading(root, t("Pinned")) : null;
+  for (const c of pinned) list.append(rowFor(c, highlighted(c.title || t("Conversation %s").replace("%s", c.id))));
+  if (plain) folders.render(root);
+  let current = null;
   for (const c of items) {
-    const group = query ? "Results" : groupOf(c.updated_at, now);
+    if (plain && c.pinned) continue;
+    const group = listing.query ? t("Results") : listing.view === "archived" ? t("Archived") : groupOf(c.updated_at, now);
     if (group !== current) {
       current = group;
-      const heading = document.createElement("h2");
-      heading.className = "group";
-      heading.textContent = group;
-      list = document.createElement("ul");
-      list.setAttribute("aria-label", group);
-      root.append(heading, list);
+      list = heading(root, group);
     }
-    const li = document.createElement("li");
-    li.dataset.id = c.id;
-    const a = document.createElement("a");
-    a.href = `#${c.id}`;
-    a.appendChild(highlighted(c.title || `Conversation ${c.id}`));
-    a.classList.toggle("current", c.id === state.conversation);
-    if (c.id === state.conversation) a.setAttribute("aria-current", "page");
-    a.addEventListener("click", (e) => { e.preventDefault(); onOpen(c.id); });
-    li.appendChild(a);
-    if (query && c.snippet) {
-      const p = document.createElement("p");
-      p.className = "snippet";
-      p.appendChild(highlighted(c.snippet));
-      li.appendChild(p);
+    let snippet = null;
+    if (listing.query && c.snippet) {
+      snippet = document.createElement("p");
+      snippet.className = "snippet";
+      snippet.appendChild(highlighted(c.snippet));
     }
-    list.appendChild(li);
+    list.append(rowFor(c, highlighted(c.title || t("Conversation %s").replace("%s", c.id)), snippet));
   }
-  if (!items.length) {
+  if (!items.length && !(plain && listing.folders.length)) {
     const p = document.createElement("p");
     p.className = "none";
-    p.textContent = query ? "No conversation matches." : "No conversations yet.";
+    p.textContent = listing.query ? t("No conversation matches.")
+      : listing.view === "archived" ? t("No archived conversations.") : t("No conversations yet.");
     root.appendChild(p);
   }
   $("more").hidden = next === null;
+  if (selection.active) keepOnly(new Set([...items.map((c) => c.id), ...folders.rows().map((c) => c.id)]));
 }
+setHooks({ render, reload, open: (id) => onOpen(id) });
 
-// A conversation was created, retitled or had a new message: it goes to the top with its new title.
+// A conversation was created, retitled or had a new message: it goes to the top (below the pinned ones) with its
+// new title — in its folder if an open folder lists it, in the plain list otherwise.
 export function touch(c, moved) {
   const old = items.find((x) => x.id === c.id);
-  if (query && !old) return;
+  const filed = folders.touch(c, moved);
+  if ((listing.query || listing.view === "archived" || filed) && !old) { render(); return; }
   const row = { ...(old || {}), ...c, updated_at: moved || !old ? new Date().toISOString() : old.updated_at };
   items = moved || !old ? [row, ...items.filter((x) => x.id !== c.id)] : items.map((x) => (x.id === c.id ? row : x));
   render();
@@ -123,20 +138,34 @@ export function touch(c, moved) {
 
 export function forget(id) {
   items = items.filter((x) => x.id !== id);
+  folders.forget(id);
   render();
 }
 
-// --- search, paging --------------------------------------------------------------------------------------------
+// Another tab, or this one, pinned, archived, moved or filed: the list is reloaded (the server's order is the truth).
+on("organised", () => reload());
+
+// --- search, paging, the views --------------------------------------------------------------------------------
 let typing = null;
 $("search").addEventListener("input", () => {
   clearTimeout(typing);
-  typing = setTimeout(() => { query = $("search").value.trim(); reload(); }, 150);
+  typing = setTimeout(() => { listing.query = $("search").value.trim(); reload(); }, 150);
 });
 $("more").addEventListener("click", () => loadMore(false));
 // The next page loads when the end of the list scrolls into view (the button stays for keyboards).
 new IntersectionObserver((entries) => {
   if (entries.some((e) => e.isIntersecting)) loadMore(false);
 }, { root: $("conversation-list") }).observe($("more"));
+
+$("archived-view").addEventListener("click", () => {
+  listing.view = listing.view === "archived" ? "list" : "archived";
+  $("archived-view").setAttribute("aria-pressed", String(listing.view === "archived"));
+  $("new-folder").hidden = listing.view === "archived";
+  if (selection.active) setSelecting(false);
+  reload();
+});
+$("show-api").checked = listing.withApi;
+$("show-api").addEventListener("change", () => { setWithApi($("show-api").checked); reload(); });
 
 // --- rename, delete, export of the conversation on screen ----------------------------------------------------------
 export function showActions() {

@@ -234,6 +234,9 @@ def _a_row_in_every_related_model(person, root, other, group):
     Conversation.objects.filter(owner=person).update(api_key=key)
     QuotaOverride.objects.create(user=person, tokens_per_day=5)
     ChatDefaults.objects.create(user=person, system_prompt="be brief")
+    from chat.models import Folder
+
+    Conversation.objects.filter(owner=person).update(folder=Folder.objects.create(owner=person, name="Work"))
     person.groups.add(group)
     person.user_permissions.add(Permission.objects.get(codename="view_conversation"))
     LogEntry.objects.create(

@@ -1,0 +1,150 @@
+"""A person's organising of their chats: pin, archive, folders ("projects"), moving a conversation into one, and
+bulk archive and delete from the sidebar's select mode.
+
+Owner-only, like every write here: an id that is not the person's is answered ``not_found`` (another person's
+ids get the same answer as ids that do not exist), and a list with one such id changes nothing. Writes use
+``update()``, which leaves ``updated_at`` alone: organising is not activity, so a pinned or moved chat keeps its
+place by date. Every change tells the person's tabs with one ``organised`` frame on commit; they reload their
+list.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from chat import events
+from chat.conversations import selectors
+from chat.conversations import services as conversation_services
+from chat.errors import ChatError, ErrorCode
+from chat.models import Conversation, Folder
+from chat.text import clean_text
+
+FOLDER_NAME_CHARS = 60
+MAX_SELECTED = 100  # conversations in one bulk frame: a page of the list is 30; more is not a person clicking
+FOLDER_NOT_FOUND = "No such folder, or it is not yours."
+
+
+def _tell(user, conversation_ids) -> None:
+    ids = list(conversation_ids)
+    transaction.on_commit(lambda: events.notify(user.id, events.organised_frame(ids)))
+
+
+def _owned(user, conversation_ids) -> list[int]:
+    """The ids, each one of the person's conversations, or ``not_found`` for all of them."""
+    ids = list(dict.fromkeys(int(i) for i in conversation_ids))
+    if not ids:
+        raise ChatError(ErrorCode.EMPTY, _("Select at least one conversation first."))
+    if len(ids) > MAX_SELECTED:
+        raise ChatError(
+            ErrorCode.TOO_MANY_SELECTED,
+            _("Too many conversations at once: at most %(n)d.") % {"n": MAX_SELECTED},
+        )
+    found = set(Conversation.objects.filter(owner=user, pk__in=ids).values_list("pk", flat=True))
+    if len(found) != len(ids):
+        raise ChatError(ErrorCode.NOT_FOUND, _(selectors.NOT_FOUND))
+    return ids
+
+
+def folder_get_for_user(*, user, folder_id) -> Folder:
+    try:
+        return Folder.objects.get(pk=int(folder_id), owner=user)
+    except (Folder.DoesNotExist, TypeError, ValueError, OverflowError):
+        raise ChatError(ErrorCode.NOT_FOUND, _(FOLDER_NOT_FOUND)) from None
+
+
+def conversation_pin(*, user, conversation_id: int, pinned: bool) -> None:
+    """Pin a conversation on top of the list (or unpin it)."""
+    with transaction.atomic():
+        conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+        Conversation.objects.filter(pk=conversation.pk).update(pinned=bool(pinned))
+        _tell(user, [conversation.pk])
+
+
+def conversations_archive(*, user, conversation_ids, archived: bool) -> list[int]:
+    """Archive conversations (out of the list, kept whole, still found by search) or bring them back. An
+    archived conversation keeps its pin and folder for when it comes back."""
+    with transaction.atomic():
+        ids = _owned(user, conversation_ids)
+        Conversation.objects.filter(owner=user, pk__in=ids).update(archived_at=timezone.now() if archived else None)
+        _tell(user, ids)
+    return ids
+
+
+def conversations_delete(*, user, conversation_ids) -> list[int]:
+    """Delete several conversations: all of them, each as Delete does (replies being written stopped first, its
+    words erased wherever kept), or none when one is not the person's."""
+    with transaction.atomic():
+        ids = _owned(user, conversation_ids)
+        for conversation_id in ids:
+            conversation_services.conversation_delete(user=user, conversation_id=conversation_id)
+    return ids
+
+
+def conversation_move(*, user, conversation_id: int, folder_id: int | None) -> None:
+    """Put a conversation in one of the person's folders, or (``None``) take it out."""
+    with transaction.atomic():
+        conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+        folder = None if folder_id is None else folder_get_for_user(user=user, folder_id=folder_id)
+        Conversation.objects.filter(pk=conversation.pk).update(folder=folder)
+        _tell(user, [conversation.pk])
+
+
+def _folder_name(name) -> str:
+    text = " ".join(clean_text(name).split())
+    if not text:
+        raise ChatError(ErrorCode.EMPTY, _("Give the folder a name first."))
+    if len(text) > FOLDER_NAME_CHARS:
+        raise ChatError(
+            ErrorCode.TOO_LONG, _("The name is too long: at most %(n)d characters.") % {"n": FOLDER_NAME_CHARS}
+        )
+    return text
+
+
+def _taken(name: str) -> ChatError:
+    return ChatError(ErrorCode.NAME_TAKEN, _("You have a folder called “%(name)s” already.") % {"name": name})
+
+
+def folder_save(*, user, name, folder_id: int | None = None) -> Folder:
+    """Make a folder (``folder_id`` None) or rename one of the person's. Names are the person's own: unique
+    among their folders (case as typed), at most ``CHAT_MAX_FOLDERS`` folders."""
+    text = _folder_name(name)
+    try:
+        with transaction.atomic():
+            if folder_id is None:
+                # Counted under the person's row lock, so two tabs creating at once cannot pass the bound together.
+                get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+                if Folder.objects.filter(owner=user).count() >= settings.CHAT_MAX_FOLDERS:
+                    raise ChatError(
+                        ErrorCode.TOO_MANY_FOLDERS,
+                        _("You have %(n)d folders, the most there may be; delete one first.")
+                        % {"n": settings.CHAT_MAX_FOLDERS},
+                    )
+                if Folder.objects.filter(owner=user, name=text).exists():
+                    raise _taken(text)
+                folder = Folder.objects.create(owner=user, name=text)
+            else:
+                folder = folder_get_for_user(user=user, folder_id=folder_id)
+                if Folder.objects.filter(owner=user, name=text).exclude(pk=folder.pk).exists():
+                    raise _taken(text)
+                Folder.objects.filter(pk=folder.pk).update(name=text)
+                folder.name = text
+            _tell(user, [])
+    except IntegrityError:  # the same name made at the same moment in another tab
+        raise _taken(text) from None
+    return folder
+
+
+def folder_delete(*, user, folder_id: int) -> list[int]:
+    """Delete one of the person's folders. Its conversations are kept: they leave the folder for the plain list
+    (a folder is a label, deleting it must not delete chats). Returns their ids."""
+    with transaction.atomic():
+        folder = folder_get_for_user(user=user, folder_id=folder_id)
+        ids = list(Conversation.objects.filter(folder=folder).values_list("pk", flat=True))
+        Conversation.objects.filter(folder=folder).update(folder=None)
+        folder.delete()
+        _tell(user, ids)
+    return ids
