@@ -161,6 +161,7 @@ def test_every_frame_the_channel_layer_carries_reaches_the_socket_which_stays_op
         "settings": {"type": "settings", "conversation": None, "system_prompt": "", "params": {}, "model": "m"},
         "deleted": {"type": "deleted", "conversation": 5},
         "conversation": {"type": "conversation", "conversation": {"id": 5, "title": "t"}},
+        "organised": {"type": "organised", "conversations": [5, 6]},
     }
     # message, delta and done go through the reply's delivery; the consumer tests above and below cover them.
     assert set(samples) == set(FRAMES) - {"error", "subscribed", "message", "delta", "done"}
