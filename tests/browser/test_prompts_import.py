@@ -189,6 +189,7 @@ def test_import_a_chatgpt_export_through_the_page(transactional_db, live_server,
         conversation = db(lambda: Conversation.objects.get(owner=ines))
         expect(page).to_have_url(f"{live_server.url}/#{conversation.pk}")
         expect(page.locator(f'#conversations li[data-id="{conversation.pk}"]')).to_contain_text("Birdsong")
+        expect(page.locator(f'#conversations li[data-id="{conversation.pk}"] .mark.imported')).to_be_visible()
         expect(page.locator("#title")).to_have_text("Birdsong")
         bodies = page.locator(".msg .body")
         expect(bodies).to_have_count(2)

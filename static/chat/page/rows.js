@@ -1,5 +1,5 @@
 // One conversation's row in the sidebar (the plain list, a folder, the Archived view, search results): its link,
-// its marks (pinned, API, archived), its ⋯ menu, and in select mode its checkbox.
+// its marks (pinned, API, imported, archived), its ⋯ menu, and in select mode its checkbox.
 import { state } from "./state.js";
 import { listing, openChat, t } from "./listing.js";
 import { selection, choose } from "./bulk.js";
@@ -44,6 +44,7 @@ export function rowFor(c, label, snippet = null) {
   });
   li.append(a);
   if (c.source === "api") li.append(mark("api", t("API"), t("Made through the API")));
+  if (c.source === "import") li.append(mark("imported", t("Imported"), t("Imported from an export file")));
   if (c.archived && listing.view !== "archived") li.append(mark("archived", t("Archived"))); // a search's result
   if (!selection.active) {
     const more = document.createElement("button");
