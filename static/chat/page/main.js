@@ -8,6 +8,7 @@ import * as sidebar from "./sidebar.js";
 import { settingsArrived } from "./settings.js";
 import * as models from "./models.js";
 import { blindSends } from "./compare.js";
+import "./composer_hint.js";
 
 function markCurrent() {
   sidebar.render();
