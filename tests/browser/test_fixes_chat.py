@@ -155,5 +155,9 @@ def test_a_phone_with_a_long_title_never_scrolls_sideways_while_a_reply_streams(
         shot(page, "phone-after-reply-dark")
         page.emulate_media(color_scheme="light")
         shot(page, "phone-after-reply")
+        # And on a desktop the long title is cut, not widening the thread's column.
+        page.set_viewport_size({"width": 1280, "height": 760})
+        assert page.evaluate(NO_SIDEWAYS_SCROLL), page.evaluate(PAST_THE_EDGE)
+        assert page.locator("#title").evaluate("e => e.scrollWidth > e.clientWidth")  # cut with an ellipsis
         browser.close()
     assert errors == [], f"script errors on the page: {errors}"
