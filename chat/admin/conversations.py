@@ -114,7 +114,7 @@ class ConversationAdmin(
 ):
     list_display = (
         "id",
-        "title",
+        "short_title",
         "owner",
         "origin",
         "model_name",
@@ -179,6 +179,11 @@ class ConversationAdmin(
     def has_delete_permission(self, request, obj=None):
         # Deleting a transcript is the one write the panel allows, and only a superuser's, always audited.
         return bool(request.user.is_active and request.user.is_superuser)
+
+    @admin.display(description="title", ordering="title")
+    def short_title(self, obj):
+        # Cut to the column's width by static/chat/admin/lists.css; the whole title in the tooltip.
+        return format_html('<span class="cut" title="{}">{}</span>', obj.title, obj.title)
 
     @admin.display(description="messages", ordering="message_count")
     def message_count(self, obj):

@@ -9,6 +9,7 @@ import { settingsArrived } from "./settings.js";
 import * as models from "./models.js";
 import { blindSends } from "./compare.js";
 import "./share.js"; // the Share button and dialog; window.chatShare.open(id) for the other parts of the page
+import "./composer_hint.js";
 
 function markCurrent() {
   sidebar.render();

@@ -5,7 +5,10 @@
 // conversation through the query string). While a reply streams, blocks that can no longer change are rendered
 // once and kept; each frame re-renders only the open block at the end (see Live).
 // An ES module like the rest of the page; marked, DOMPurify and hljs are the vendored libraries' globals (classic
-// scripts loaded before any module runs).
+// scripts loaded before any module runs). LaTeX math is found by marked extensions and typeset by KaTeX after
+// sanitising (math.js).
+import { extensions as mathExtensions, typeset } from "./math.js";
+
 export const stats = {
   appends: 0,       // deltas handed to append()
   frameRenders: 0,  // streaming renders (at most one per message per animation frame)
@@ -43,14 +46,14 @@ function parser(autoDetect) {
         return `<pre><code class="hljs${cls}">${code.html}</code></pre>\n`;
       },
     },
-  });
+  }, { extensions: mathExtensions });
 }
 const complete = parser(true);
 const open = parser(false);
 
 // --- sanitising -------------------------------------------------------------------------------------
 const PURIFY = {
-  ALLOWED_TAGS: ["a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "li",
+  ALLOWED_TAGS: ["a", "blockquote", "br", "code", "del", "div", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "li",
                  "ol", "p", "pre", "s", "span", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul"],
   ALLOWED_ATTR: ["href", "title", "class", "align", "start"],
   ADD_URI_SAFE_ATTR: ["align", "start"], // plain values, not URLs: exempt from the URL rule below
@@ -61,7 +64,7 @@ const PURIFY = {
 };
 // Classes come only from our code renderer (language-x) and highlight.js (hljs-x, "function_"); anything
 // else could borrow the page's own classes.
-const SAFE_CLASS = /^(?:hljs(?:-[\w-]+)?|language-[\w.+#-]+|[a-z]+_+)$/;
+const SAFE_CLASS = /^(?:hljs(?:-[\w-]+)?|language-[\w.+#-]+|[a-z]+_+|math-(?:inline|display))$/;
 DOMPurify.addHook("uponSanitizeAttribute", (node, data) => {
   if (data.attrName !== "class") return;
   data.attrValue = data.attrValue.split(/\s+/).filter((c) => SAFE_CLASS.test(c)).join(" ");
@@ -79,6 +82,7 @@ function toFragment(source, md) {
   // A link whose address was refused keeps its words, not a dead anchor.
   fragment.querySelectorAll("a:not([href])").forEach((a) => a.replaceWith(...a.childNodes));
   fragment.querySelectorAll("pre").forEach(decorateCode);
+  typeset(fragment); // after sanitising: KaTeX's DOM is its own, checked in math.js
   fragment.querySelectorAll("table").forEach((table) => {
     const wrap = document.createElement("div");
     wrap.className = "table-wrap";

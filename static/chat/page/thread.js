@@ -247,6 +247,12 @@ export function removeFrom(id) {
   }
 }
 
+function focusMessage(id) {
+  const el = state.elements.get(id);
+  el.tabIndex = -1; // focusable by script, not a stop for Tab
+  el.focus({ preventScroll: true });
+}
+
 // Compare: re-draw both replies' meta lines (names, the pick buttons once both are done, whose pick it was).
 function refreshPair(c) {
   for (const id of [c.first, c.second]) {
@@ -303,6 +309,8 @@ export const threadHandlers = {
   message(f) {
     const m = f.message;
     if (m.conversation !== state.conversation) return;
+    // Regenerate's button leaves with the reply it replaces: focus follows to the new reply, not to <body>.
+    const focusLost = f.replaces && state.elements.get(f.replaces)?.contains(document.activeElement);
     if (f.replaces) removeFrom(f.replaces);
     // Compare: only its replies come as two siblings replacing nothing. Known as a comparison from the first
     // frame (so a blind one never shows a name: this tab knows its own blind sends; the compared frame that
@@ -313,6 +321,7 @@ export const threadHandlers = {
                          blind: compare.blindSends.has(f.client_id) });
     }
     renderMessage(m);
+    if (focusLost) focusMessage(m.id);
     const c = compare.unpicked(m.id);
     if (c && m.id === c.second && compare.pairUp(c)) refreshPair(c);
   },
