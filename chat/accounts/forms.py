@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.forms import PasswordChangeForm, UserCreationForm
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
 
@@ -35,6 +37,16 @@ class SignupForm(UserCreationForm):
                 "An account with this email address exists already; log in, or reset its password if you forgot it."
             )
         return email
+
+
+class LanguageForm(forms.Form):
+    """The Account page's language choice: one of settings.LANGUAGES, or "" for the browser's."""
+
+    language = forms.ChoiceField(
+        label=_("Language"),
+        required=False,
+        choices=lambda: [("", _("The browser's language")), *settings.LANGUAGES],
+    )
 
 
 class ThrottledPasswordChangeForm(PasswordChangeForm):

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.utils import timezone
 
 from chat.errors import ChatError, ErrorCode
-from chat.models import Account, Invite
+from chat.models import Account, ChatDefaults, Invite
 
 # --- Accounts: who may chat, which invite a sign-up link is.
 NOT_APPROVED = (
@@ -106,3 +107,11 @@ def may_train(*, user) -> bool:
         and getattr(user, "is_staff", False)
         and user.has_perm("chat.train_model")
     )
+
+
+def stored_language(user) -> str:
+    """The person's chosen language for the pages (one of settings.LANGUAGES), or "" (their browser's)."""
+    if not getattr(user, "pk", None):
+        return ""
+    language = ChatDefaults.objects.filter(user=user).values_list("language", flat=True).first() or ""
+    return language if language in dict(settings.LANGUAGES) else ""

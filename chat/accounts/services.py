@@ -21,7 +21,7 @@ from chat.accounts import erasure, selectors, session_index
 from chat.accounts.selectors import Privileges
 from chat.errors import ChatError, ErrorCode
 from chat.limits import quotas, sockets
-from chat.models import Account, AuditEvent, Invite
+from chat.models import Account, AuditEvent, ChatDefaults, Invite
 
 INVITE_ONLY = (
     "Sign-up on this site is by invitation only: ask the site's staff for an invite link, then open "
@@ -210,3 +210,8 @@ def _redis_forget(user_id: int, allowance: quotas.Allowance) -> None:
     session_index.sessions_forget(user_id)
     if settings.CHAT_REDIS_EMBEDDED:
         store.aof_rewrite()
+
+
+def language_store(*, user, language: str) -> None:
+    """Keep the person's language for the pages ("" for their browser's); the caller checked it is offered."""
+    ChatDefaults.objects.update_or_create(user=user, defaults={"language": language})
