@@ -8,6 +8,7 @@ import * as sidebar from "./sidebar.js";
 import { settingsArrived } from "./settings.js";
 import * as models from "./models.js";
 import { blindSends } from "./compare.js";
+import { t, fill } from "./i18n.js";
 
 function markCurrent() {
   sidebar.render();
@@ -23,7 +24,7 @@ async function openConversation(id) {
   closeDrawer();
   const data = await loadThread(id);
   if (!data) {
-    if (state.conversation === id) showError("That conversation could not be opened.");
+    if (state.conversation === id) showError(t("That conversation could not be opened."));
     return;
   }
   showError("");
@@ -103,7 +104,7 @@ on("conversation", (f) => {
   sidebar.touch(f.conversation, false);
   if (f.conversation.id === state.conversation) {
     $("title").textContent = f.conversation.title;
-    document.title = `${f.conversation.title} · Chat`;
+    document.title = fill(t("%(title)s · Chat"), { title: f.conversation.title });
   }
 });
 on("thread", (f) => { if (f.conversation === state.conversation) openConversation(f.conversation); });
@@ -135,8 +136,8 @@ whenOpen(async (reconnect) => {
   sidebar.reload();
   if (state.conversation !== null) await openConversation(state.conversation);
   if (lost) {
-    showError("The connection dropped before the server answered your last message. If it is not in the list, "
-              + "send it again.");
+    showError(t("The connection dropped before the server answered your last message. If it is not in the list, "
+              + "send it again."));
   }
 });
 sidebar.whenChosen(openConversation);
@@ -147,7 +148,7 @@ function submit() {
   const content = input.value;
   if (!content.trim() || state.active !== null) return;
   if (content.length > state.config.max_message_chars) {
-    showError(`The message is too long: at most ${state.config.max_message_chars} characters.`);
+    showError(fill(t("The message is too long: at most %(n)s characters."), { n: state.config.max_message_chars }));
     return;
   }
   const pending = { id: newClientId(), content, edit: null };

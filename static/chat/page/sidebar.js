@@ -3,6 +3,7 @@
 // endpoint's cursor), and the current conversation's rename, delete and export.
 import { $, state, showError, urls, conversationUrl } from "./state.js";
 import { send } from "./socket.js";
+import { t, fill, language } from "./i18n.js";
 
 let items = [];        // {id, title, updated_at, snippet?} in the order shown
 let next = null;       // cursor of the next page, null at the end
@@ -47,10 +48,10 @@ function groupOf(stamp, now) {
   const day = new Date(stamp);
   const start = new Date(now.getFullYear(), now.getMonth(), now.getDate());
   const days = Math.floor((start - new Date(day.getFullYear(), day.getMonth(), day.getDate())) / 86400000);
-  if (days <= 0) return "Today";
-  if (days === 1) return "Yesterday";
-  if (days <= 7) return "Previous 7 days";
-  return day.toLocaleDateString(undefined, { month: "long", year: "numeric" });
+  if (days <= 0) return t("Today");
+  if (days === 1) return t("Yesterday");
+  if (days <= 7) return t("Previous 7 days");
+  return day.toLocaleDateString(language, { month: "long", year: "numeric" });
 }
 
 // Text with each occurrence of the search words wrapped in <mark>; built from text nodes, never as HTML.
@@ -76,7 +77,7 @@ export function render() {
   const now = new Date();
   let list = null, current = null;
   for (const c of items) {
-    const group = query ? "Results" : groupOf(c.updated_at, now);
+    const group = query ? t("Results") : groupOf(c.updated_at, now);
     if (group !== current) {
       current = group;
       const heading = document.createElement("h2");
@@ -90,7 +91,7 @@ export function render() {
     li.dataset.id = c.id;
     const a = document.createElement("a");
     a.href = `#${c.id}`;
-    a.appendChild(highlighted(c.title || `Conversation ${c.id}`));
+    a.appendChild(highlighted(c.title || fill(t("Conversation %(id)s"), { id: c.id })));
     a.classList.toggle("current", c.id === state.conversation);
     if (c.id === state.conversation) a.setAttribute("aria-current", "page");
     a.addEventListener("click", (e) => { e.preventDefault(); onOpen(c.id); });
@@ -106,7 +107,7 @@ export function render() {
   if (!items.length) {
     const p = document.createElement("p");
     p.className = "none";
-    p.textContent = query ? "No conversation matches." : "No conversations yet.";
+    p.textContent = query ? t("No conversation matches.") : t("No conversations yet.");
     root.appendChild(p);
   }
   $("more").hidden = next === null;
@@ -171,5 +172,5 @@ $("delete").addEventListener("click", () => {
 $("confirm-delete").addEventListener("close", () => {
   if ($("confirm-delete").returnValue !== "delete" || state.conversation === null) return;
   // The server stops a reply still being written before it deletes.
-  if (!send({ type: "delete", conversation: state.conversation })) showError("Not deleted: not connected.");
+  if (!send({ type: "delete", conversation: state.conversation })) showError(t("Not deleted: not connected."));
 });
