@@ -34,7 +34,7 @@ class SignupForm(UserCreationForm):
         # One account per address: a reset mail goes to every account with it, which would mix people up.
         if get_user_model().objects.filter(email__iexact=email).exists():
             raise forms.ValidationError(
-                "An account with this email address exists already; log in, or reset its password if you forgot it."
+                _("An account with this email address exists already; log in, or reset its password if you forgot it.")
             )
         return email
 
@@ -86,5 +86,5 @@ class AccountDeleteForm(forms.Form):
     def clean_password(self):
         password = self.cleaned_data["password"]
         if not password_is_theirs(self.request, password):
-            raise forms.ValidationError("That is not your password; the account was not deleted.")
+            raise forms.ValidationError(_("That is not your password; the account was not deleted."))
         return password

@@ -15,6 +15,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from chat.admin.common import ReviewerOnly
 from chat.errors import ErrorCode
@@ -42,10 +43,11 @@ class UsageRangeForm(forms.Form):
         if start is None or end is None:
             return data
         if start > end:
-            raise ValidationError("The start date is after the end date.", code=ErrorCode.RANGE_REVERSED)
+            raise ValidationError(_("The start date is after the end date."), code=ErrorCode.RANGE_REVERSED)
         if (end - start).days + 1 > usage.MAX_DAYS:
             raise ValidationError(
-                f"The range is {(end - start).days + 1} days; at most {usage.MAX_DAYS} fit on one page.",
+                _("The range is %(days)s days; at most %(max_days)s fit on one page.")
+                % {"days": (end - start).days + 1, "max_days": usage.MAX_DAYS},
                 code=ErrorCode.RANGE_TOO_LONG,
             )
         return data
