@@ -23,7 +23,7 @@ def password_is_theirs(request, password: str) -> bool:
 class SignupForm(UserCreationForm):
     """Django's sign-up form with an email address, which a forgotten password is reset through."""
 
-    email = forms.EmailField(help_text="Where a password reset link is sent if you forget your password.")
+    email = forms.EmailField(help_text=_("Where a password reset link is sent if you forget your password."))
 
     class Meta(UserCreationForm.Meta):
         model = get_user_model()
@@ -75,7 +75,7 @@ class AccountDeleteForm(forms.Form):
     through ``authenticate`` with the request, so login throttling counts wrong guesses here too."""
 
     password = forms.CharField(
-        label="Your password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
+        label=_("Your password"), strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
     )
 
     def __init__(self, request, *args, **kwargs):
