@@ -12,7 +12,7 @@ export async function refreshQuota() {
     const parts = [q.tokens_left_today === null ? t("No daily token limit")
       : fill(t("%(left)s of %(per_day)s tokens left today"), { left: q.tokens_left_today, per_day: q.tokens_per_day })];
     if (q.messages_per_minute) parts.push(fill(t("up to %(n)s messages a minute"), { n: q.messages_per_minute }));
-    line.textContent = parts.join(" · ") + ".";
+    line.textContent = fill(t("%(line)s."), { line: parts.join(" · ") });
   } catch {
     // The line is a courtesy: an unreachable endpoint leaves the last figure shown.
   }
