@@ -153,3 +153,21 @@ TEMPLATES = sorted(p for p in (ROOT / "templates").rglob("*") if p.is_file())
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: str(p.relative_to(ROOT / "templates")))
 def test_templates_hold_no_bare_english(path):
     assert bare_text(path.read_text()) == []
+
+
+def test_no_module_that_translates_with_underscore_also_uses_it_as_a_throwaway_name():
+    """``x, _ = …`` in a function of a module that imported ``gettext as _`` makes ``_`` local to that function:
+    its ``_("…")`` then fails only when that sentence is needed. Such a module imports ``gettext`` by name."""
+    import ast
+
+    clashes = []
+    for path in sorted((ROOT / "chat").rglob("*.py")):
+        source = path.read_text()
+        if "gettext as _" not in source:
+            continue
+        for node in ast.walk(ast.parse(source)):
+            if (isinstance(node, ast.Name) and node.id == "_" and isinstance(node.ctx, ast.Store)) or (
+                isinstance(node, ast.arg) and node.arg == "_"
+            ):
+                clashes.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert clashes == []

@@ -15,8 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import caches
 from django.db import transaction
 from django.utils import timezone
-from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext, gettext_lazy
 
 from chat import events, store
 from chat.accounts import erasure, selectors, session_index
@@ -44,7 +43,7 @@ def account_signup(
     if invite is not None and invite.email and invite.email.casefold() != email.casefold():
         raise ChatError(
             ErrorCode.INVITE_EMAIL,
-            _("This invite link is for another email address: sign up with the address the invite was sent to."),
+            gettext("This invite link is for another email address: sign up with the address the invite was sent to."),
         )
     if invite is None:
         quotas.signup_hit(client_address)  # Redis, before the write transaction opens
@@ -65,7 +64,8 @@ def _account_create(*, username: str, email: str, password: str, invite, mode: s
             used_by=user, used_at=now
         ):
             raise ChatError(
-                ErrorCode.INVITE_USED, _("This invite link has just been used by someone else; ask for a new one.")
+                ErrorCode.INVITE_USED,
+                gettext("This invite link has just been used by someone else; ask for a new one."),
             )
     return user
 

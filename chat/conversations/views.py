@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET
 
 from chat import names
@@ -60,7 +60,9 @@ def _cursor_parse(text: str) -> tuple | None:
     try:
         return datetime.fromisoformat(stamp), int(last_id)
     except ValueError:
-        raise ChatError(ErrorCode.BAD_CURSOR, _("That page of the list does not exist; reload the list.")) from None
+        raise ChatError(
+            ErrorCode.BAD_CURSOR, gettext("That page of the list does not exist; reload the list.")
+        ) from None
 
 
 @login_required
@@ -121,7 +123,7 @@ def conversation_export(request, conversation_id: int, fmt: str):
     except ChatError as exc:
         return _json_error(exc)
     if fmt not in ("md", "json"):
-        return _json_error(ChatError(ErrorCode.NOT_FOUND, _("Exports are .md or .json.")))
+        return _json_error(ChatError(ErrorCode.NOT_FOUND, gettext("Exports are .md or .json.")))
     if fmt == "json":
         body, kind = exports.as_json(conversation, messages), "application/json"
     else:
