@@ -61,7 +61,7 @@ export function pairUp(c) {
     c.box.innerHTML = '<p class="compare-note"></p><div class="compare-replies"></div>';
     state.elements.get(c.first).before(c.box); // where the first reply stood, right below the message
   }
-  c.box.setAttribute("aria-label", c.blind ? "Two replies to compare, names hidden" : "Two replies to compare");
+  c.box.setAttribute("aria-label", c.blind ? t("Two replies to compare, names hidden") : t("Two replies to compare"));
   c.box.querySelector(".compare-note").textContent = c.blind
     ? t("Blind comparison: the models' names show once you pick the better reply.")
     : fill(t("%(first)s and %(second)s answered: pick the better reply once both are done."), { first: label(c.models[c.first]), second: label(c.models[c.second]) });

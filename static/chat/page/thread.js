@@ -92,7 +92,9 @@ function renderMeta(el, m) {
   const parts = [];
   if (words[m.status]) parts.push(words[m.status]);
   if (m.error) parts.push(m.error);
-  if (m.timing && m.timing.tokens_per_s) parts.push(fill(t("%(n)s tokens · %(speed)s tok/s"), { n: m.usage.completion_tokens.toLocaleString(language), speed: m.timing.tokens_per_s.toLocaleString(language, { minimumFractionDigits: 1, maximumFractionDigits: 1 }) }));
+  if (m.timing && m.timing.tokens_per_s) parts.push(fill(t("%(n)s tokens · %(speed)s tok/s"), {
+    n: Number(m.usage.completion_tokens).toLocaleString(language),
+    speed: m.timing.tokens_per_s.toLocaleString(language, { minimumFractionDigits: 1, maximumFractionDigits: 1 }) }));
   if (parts.length) {
     const info = document.createElement("span");
     info.className = "info";
@@ -120,7 +122,7 @@ function switcher(m) {
   const nav = document.createElement("span");
   nav.className = "switcher";
   nav.setAttribute("role", "group");
-  nav.setAttribute("aria-label", "Alternatives of this message");
+  nav.setAttribute("aria-label", t("Alternatives of this message"));
   const go = (i) => () => send({ type: "switch", message: m.siblings[i] });
   const prev = button("‹", "prev needs-idle", go(at - 1), t("Previous alternative"));
   const next = button("›", "next needs-idle", go(at + 1), t("Next alternative"));
@@ -163,7 +165,7 @@ function rate(id, rating) {
   input.type = "text";
   input.maxLength = 2000;
   input.placeholder = rating > 0 ? t("What was good? (optional)") : t("What was wrong? (optional)");
-  input.setAttribute("aria-label", "Comment on this reply (optional)");
+  input.setAttribute("aria-label", t("Comment on this reply (optional)"));
   const save = document.createElement("button");
   save.type = "submit";
   save.textContent = t("Send comment");
@@ -193,7 +195,7 @@ export function startEdit(id, draft) {
   const box = document.createElement("textarea");
   box.value = draft ?? m.content;
   box.rows = Math.min(10, box.value.split("\n").length + 1);
-  box.setAttribute("aria-label", "Edit your message");
+  box.setAttribute("aria-label", t("Edit your message"));
   const save = document.createElement("button");
   save.type = "submit";
   save.className = "primary";
