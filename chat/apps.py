@@ -7,7 +7,7 @@ class ChatConfig(AppConfig):
 
     def ready(self):
         # Importing them registers the system checks and connects the session receivers.
-        from chat.accounts import signals  # noqa: F401
+        from chat.accounts import language, signals  # noqa: F401
         from chat.ops import checks  # noqa: F401
         from chat.replies import sweep
         from chat.training.sweep import sweep_runs

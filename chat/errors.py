@@ -112,6 +112,7 @@ class ChatError(Exception):
     so no caller has to read the number back out of the sentence."""
 
     def __init__(self, code: ErrorCode, detail: str, *, retry_after: float | None = None):
+        detail = str(detail)  # a lazy translation (a module's sentence) in the language of the refused request
         super().__init__(detail)
         self.code = ErrorCode(code)
         self.detail = detail

@@ -12,6 +12,8 @@ import typing
 from enum import Enum
 from typing import Annotated, Literal, NotRequired, TypedDict, Union
 
+from django.utils.translation import gettext_lazy
+
 from chat.errors import ChatError, ErrorCode
 
 Status = Literal["queued", "streaming", "complete", "stopped", "failed"]
@@ -464,13 +466,13 @@ def _fits(value, hint) -> bool:
 
 
 _SENTENCES = {
-    ErrorCode.BAD_ID: "{name} must be a positive whole number.",
-    ErrorCode.BAD_FRAME: "{name} must be a string of at most " + str(MAX_CLIENT_ID_CHARS) + " characters.",
-    ErrorCode.INVALID_CONTENT: "{name} must be text.",
-    ErrorCode.INVALID_PARAMS: "{name} must be an object.",
-    ErrorCode.INVALID_RATING: "A rating is 1 (good) or -1 (bad), or 0 to take it back.",
-    ErrorCode.INVALID_VALUE: "{name} must be true or false.",
-    ErrorCode.INVALID_NAME: "{name} must be text.",
+    ErrorCode.BAD_ID: gettext_lazy("{name} must be a positive whole number."),
+    ErrorCode.BAD_FRAME: gettext_lazy("{name} must be a string of at most {n} characters."),
+    ErrorCode.INVALID_CONTENT: gettext_lazy("{name} must be text."),
+    ErrorCode.INVALID_PARAMS: gettext_lazy("{name} must be an object."),
+    ErrorCode.INVALID_RATING: gettext_lazy("A rating is 1 (good) or -1 (bad), or 0 to take it back."),
+    ErrorCode.INVALID_VALUE: gettext_lazy("{name} must be true or false."),
+    ErrorCode.INVALID_NAME: gettext_lazy("{name} must be text."),
 }
 
 
@@ -478,4 +480,4 @@ def _refuse(name: str, hint) -> None:
     if _bare(hint) == Ids:
         raise ChatError(ErrorCode.BAD_ID, f"{name} must be a list of positive whole numbers.")
     code = typing.get_args(_bare(hint))[1]
-    raise ChatError(code, _SENTENCES[code].format(name=name))
+    raise ChatError(code, str(_SENTENCES[code]).format(name=name, n=MAX_CLIENT_ID_CHARS))

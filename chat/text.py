@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import re
 
+from django.utils.translation import gettext as _
+
 from chat.errors import ChatError, ErrorCode
 
 log = logging.getLogger(__name__)
@@ -22,7 +24,7 @@ TITLE_CHARS = 60
 def clean_text(text) -> str:
     """Text safe to store: unsafe characters dropped. HTML stays as typed; pages escape it."""
     if not isinstance(text, str):
-        raise ChatError(ErrorCode.INVALID_CONTENT, "content must be text.")
+        raise ChatError(ErrorCode.INVALID_CONTENT, _("content must be text."))
     return _UNSAFE_CHARS.sub("", text)
 
 

@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.i18n import JavaScriptCatalog
 
 from chat.admin.accounts import password_change as admin_password_change
 
@@ -11,5 +12,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("chat.accounts.urls")),
     path("v1/", include("chat.api.urls")),
+    # The pages' translations: the script's catalog (window.gettext, before the page's modules) and Django's
+    # set_language for the pages of people not signed in (docs/translating.md).
+    path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),
+    path("i18n/", include("django.conf.urls.i18n")),
     path("", include("chat.urls")),
 ]

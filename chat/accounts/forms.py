@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.forms import PasswordChangeForm, UserCreationForm
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
 
@@ -21,7 +23,7 @@ def password_is_theirs(request, password: str) -> bool:
 class SignupForm(UserCreationForm):
     """Django's sign-up form with an email address, which a forgotten password is reset through."""
 
-    email = forms.EmailField(help_text="Where a password reset link is sent if you forget your password.")
+    email = forms.EmailField(help_text=_("Where a password reset link is sent if you forget your password."))
 
     class Meta(UserCreationForm.Meta):
         model = get_user_model()
@@ -32,9 +34,19 @@ class SignupForm(UserCreationForm):
         # One account per address: a reset mail goes to every account with it, which would mix people up.
         if get_user_model().objects.filter(email__iexact=email).exists():
             raise forms.ValidationError(
-                "An account with this email address exists already; log in, or reset its password if you forgot it."
+                _("An account with this email address exists already; log in, or reset its password if you forgot it.")
             )
         return email
+
+
+class LanguageForm(forms.Form):
+    """The Account page's language choice: one of settings.LANGUAGES, or "" for the browser's."""
+
+    language = forms.ChoiceField(
+        label=_("Language"),
+        required=False,
+        choices=lambda: [("", _("The browser's language")), *settings.LANGUAGES],
+    )
 
 
 class ThrottledPasswordChangeForm(PasswordChangeForm):
@@ -63,7 +75,7 @@ class AccountDeleteForm(forms.Form):
     through ``authenticate`` with the request, so login throttling counts wrong guesses here too."""
 
     password = forms.CharField(
-        label="Your password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
+        label=_("Your password"), strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
     )
 
     def __init__(self, request, *args, **kwargs):
@@ -74,5 +86,5 @@ class AccountDeleteForm(forms.Form):
     def clean_password(self):
         password = self.cleaned_data["password"]
         if not password_is_theirs(self.request, password):
-            raise forms.ValidationError("That is not your password; the account was not deleted.")
+            raise forms.ValidationError(_("That is not your password; the account was not deleted."))
         return password

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from chat.errors import ChatError, ErrorCode
-from chat.models import Account, Invite
+from chat.models import Account, ChatDefaults, Invite
 
 # --- Accounts: who may chat, which invite a sign-up link is.
-NOT_APPROVED = (
+NOT_APPROVED = gettext_lazy(
     "Your account is waiting for approval by the site's staff: you can look around, but you cannot "
     "send messages until they approve it."
 )
@@ -33,18 +36,21 @@ def invite_for_signup(*, token) -> Invite:
     if invite is None:
         raise ChatError(
             ErrorCode.INVITE_UNKNOWN,
-            "This invite link is not valid: check that you copied all of it, or "
-            "ask the person who sent it for a new one.",
+            _(
+                "This invite link is not valid: check that you copied all of it, or "
+                "ask the person who sent it for a new one."
+            ),
         )
     if invite.used_at is not None:
         raise ChatError(
             ErrorCode.INVITE_USED,
-            "This invite link has already been used; each link signs up one person. Ask for a new one.",
+            _("This invite link has already been used; each link signs up one person. Ask for a new one."),
         )
     if invite.expires_at <= timezone.now():
         raise ChatError(
             ErrorCode.INVITE_EXPIRED,
-            f"This invite link expired on {invite.expires_at:%Y-%m-%d %H:%M} UTC; ask for a new one.",
+            _("This invite link expired on %(when)s UTC; ask for a new one.")
+            % {"when": f"{invite.expires_at:%Y-%m-%d %H:%M}"},
         )
     return invite
 
@@ -106,3 +112,11 @@ def may_train(*, user) -> bool:
         and getattr(user, "is_staff", False)
         and user.has_perm("chat.train_model")
     )
+
+
+def stored_language(user) -> str:
+    """The person's chosen language for the pages (one of settings.LANGUAGES), or "" (their browser's)."""
+    if not getattr(user, "pk", None):
+        return ""
+    language = ChatDefaults.objects.filter(user=user).values_list("language", flat=True).first() or ""
+    return language if language in dict(settings.LANGUAGES) else ""

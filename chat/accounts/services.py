@@ -15,15 +15,16 @@ from django.contrib.auth import get_user_model
 from django.core.cache import caches
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_lazy
 
 from chat import events, store
 from chat.accounts import erasure, selectors, session_index
 from chat.accounts.selectors import Privileges
 from chat.errors import ChatError, ErrorCode
 from chat.limits import quotas, sockets
-from chat.models import Account, AuditEvent, Invite
+from chat.models import Account, AuditEvent, ChatDefaults, Invite
 
-INVITE_ONLY = (
+INVITE_ONLY = gettext_lazy(
     "Sign-up on this site is by invitation only: ask the site's staff for an invite link, then open "
     "it to create your account."
 )
@@ -42,7 +43,7 @@ def account_signup(
     if invite is not None and invite.email and invite.email.casefold() != email.casefold():
         raise ChatError(
             ErrorCode.INVITE_EMAIL,
-            "This invite link is for another email address: sign up with the address the invite was sent to.",
+            gettext("This invite link is for another email address: sign up with the address the invite was sent to."),
         )
     if invite is None:
         quotas.signup_hit(client_address)  # Redis, before the write transaction opens
@@ -63,7 +64,8 @@ def _account_create(*, username: str, email: str, password: str, invite, mode: s
             used_by=user, used_at=now
         ):
             raise ChatError(
-                ErrorCode.INVITE_USED, "This invite link has just been used by someone else; ask for a new one."
+                ErrorCode.INVITE_USED,
+                gettext("This invite link has just been used by someone else; ask for a new one."),
             )
     return user
 
@@ -210,3 +212,8 @@ def _redis_forget(user_id: int, allowance: quotas.Allowance) -> None:
     session_index.sessions_forget(user_id)
     if settings.CHAT_REDIS_EMBEDDED:
         store.aof_rewrite()
+
+
+def language_store(*, user, language: str) -> None:
+    """Keep the person's language for the pages ("" for their browser's); the caller checked it is offered."""
+    ChatDefaults.objects.update_or_create(user=user, defaults={"language": language})

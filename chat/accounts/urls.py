@@ -11,6 +11,7 @@ urlpatterns = [
     path("", views.account_page, name="account"),
     path("data.json", views.data_download, name="account-data"),
     path("delete/", views.account_delete, name="account-delete"),
+    path("language/", views.language_choice, name="account-language"),
     # Before Django's own: the reset mail bounded, the old password throttled.
     path("password_reset/", views.PasswordReset.as_view(), name="password_reset"),
     path("password_change/", views.PasswordChange.as_view(), name="password_change"),

@@ -17,7 +17,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from chat.accounts import selectors, services
 from chat.accounts.client_address import throttle_address
-from chat.accounts.forms import AccountDeleteForm, SignupForm, ThrottledPasswordChangeForm
+from chat.accounts.forms import AccountDeleteForm, LanguageForm, SignupForm, ThrottledPasswordChangeForm
+from chat.accounts.language import set_language_cookie
 from chat.accounts.personal_data import personal_data_chunks, personal_data_stream
 from chat.errors import ChatError, ErrorCode
 from chat.limits import quotas
@@ -94,9 +95,24 @@ def account_page(request, delete_form=None, status=200):
             "may_chat": selectors.account_may_chat(user=request.user),
             "delete_form": delete_form or AccountDeleteForm(request),
             "share_links": sharing_selectors.share_rows(user=request.user, absolute=request.build_absolute_uri),
+            "language_form": LanguageForm(initial={"language": selectors.stored_language(request.user)}),
         },
         status=status,
     )
+
+
+@login_required
+@require_POST
+def language_choice(request):
+    """Keep the person's language (every device they log in on) and switch this browser to it now."""
+    form = LanguageForm(request.POST)
+    if not form.is_valid():
+        return account_page(request, status=400)
+    language = form.cleaned_data["language"]
+    services.language_store(user=request.user, language=language)
+    response = redirect("account")
+    set_language_cookie(response, language)
+    return response
 
 
 @login_required

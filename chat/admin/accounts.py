@@ -21,6 +21,8 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from chat.accounts import selectors, services
 from chat.accounts.forms import AdminThrottledPasswordChangeForm
@@ -159,7 +161,12 @@ class PeopleAdmin(UserAdmin):
         count = services.account_approve(user_ids=queryset.values_list("pk", flat=True), approved_by=request.user)
         self.message_user(
             request,
-            f"Approved {count} {'person' if count == 1 else 'people'}; they can chat from their next message on.",
+            ngettext(
+                "Approved %(count)s person; they can chat from their next message on.",
+                "Approved %(count)s people; they can chat from their next message on.",
+                count,
+            )
+            % {"count": count},
             messages.SUCCESS,
         )
 
@@ -222,7 +229,7 @@ class InviteForm(forms.ModelForm):
         min_value=1,
         max_value=365,
         initial=settings.CHAT_INVITE_DAYS,
-        help_text="the link stops working after this many days",
+        help_text=_("the link stops working after this many days"),
     )
 
     class Meta:

@@ -4,6 +4,7 @@ revoke keys with the list's action. Nothing else about a key changes here."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.utils.translation import gettext_lazy as _
 
 from chat.api import services
 from chat.models import ApiKey
@@ -57,4 +58,4 @@ class ApiKeyAdmin(admin.ModelAdmin):
             key = services.api_key_revoke(key_id=key_id)
             # Django's admin history records form edits, not actions: say who revoked whose key.
             self.log_change(request, key, f"Revoked the key (owner {key.owner_id}).")
-        self.message_user(request, f"{queryset.count()} key(s) revoked.", messages.SUCCESS)
+        self.message_user(request, _("%(value1)s key(s) revoked.") % {"value1": queryset.count()}, messages.SUCCESS)

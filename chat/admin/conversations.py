@@ -12,6 +12,7 @@ from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.text import smart_split, unescape_string_literal
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from chat.admin.common import (
@@ -97,7 +98,9 @@ class ReviewActions:
         except ChatError as err:
             self.message_user(request, err.detail, messages.ERROR)
             return
-        self.message_user(request, f"{done} conversation(s) {verb}.", messages.SUCCESS)
+        self.message_user(
+            request, _("%(done)s conversation(s) %(verb)s.") % {"done": done, "verb": verb}, messages.SUCCESS
+        )
 
     @admin.action(description="Approve the selected conversations", permissions=["review"])
     def approve(self, request, queryset):
@@ -283,9 +286,11 @@ class ConversationAdmin(
                 state=form.cleaned_data["state"],
                 note=form.cleaned_data["note"],
             )
-            self.message_user(request, "Review saved.", messages.SUCCESS)
+            self.message_user(request, _("Review saved."), messages.SUCCESS)
         else:
-            self.message_user(request, f"Review not saved: {form.errors.as_text()}", messages.ERROR)
+            self.message_user(
+                request, _("Review not saved: %(errors)s") % {"errors": form.errors.as_text()}, messages.ERROR
+            )
         return HttpResponseRedirect(_conversation_url(obj.pk))
 
     def gold_answer_view(self, request, object_id, message_id):
@@ -304,7 +309,7 @@ class ConversationAdmin(
                 services.gold_answer_set(
                     reviewer=request.user, message_id=reply.pk, content=form.cleaned_data["content"]
                 )
-                self.message_user(request, "Gold answer saved.", messages.SUCCESS)
+                self.message_user(request, _("Gold answer saved."), messages.SUCCESS)
                 return HttpResponseRedirect(_conversation_url(obj.pk) + f"#m{reply.pk}")
         else:
             gold = getattr(reply, "gold_answer", None)

@@ -14,6 +14,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
+from django.utils.translation import gettext_lazy as _
 
 from chat.accounts.selectors import may_train
 from chat.errors import ChatError
@@ -27,8 +28,10 @@ def _may_train(request) -> bool:
 
 
 class StartForm(forms.ModelForm):
-    candidate = forms.ChoiceField(help_text="a served model or a finished adapter (<base>+<run>)")
-    share = forms.FloatField(min_value=0.01, max_value=1, initial=0.2, help_text="0.2 sends 1 in 5 new conversations")
+    candidate = forms.ChoiceField(help_text=_("a served model or a finished adapter (<base>+<run>)"))
+    share = forms.FloatField(
+        min_value=0.01, max_value=1, initial=0.2, help_text=_("0.2 sends 1 in 5 new conversations")
+    )
 
     class Meta:
         model = Experiment
@@ -127,10 +130,14 @@ class ExperimentAdmin(admin.ModelAdmin):
         try:
             if "_promote" in request.POST:
                 row = services.model_promote(actor=request.user, model="", experiment_id=experiment_id)
-                self.message_user(request, f"{row.model_name} is now the default model for new conversations.")
+                self.message_user(
+                    request,
+                    _("%(model_name)s is now the default model for new conversations.")
+                    % {"model_name": row.model_name},
+                )
             else:
                 services.experiment_end(actor=request.user, experiment_id=experiment_id)
-                self.message_user(request, "The experiment has ended; its candidate gets no new conversation.")
+                self.message_user(request, _("The experiment has ended; its candidate gets no new conversation."))
         except ChatError as exc:
             self.message_user(request, exc.detail, messages.ERROR)
         return HttpResponseRedirect(request.path)

@@ -22,6 +22,7 @@ from django.http import (
 )
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from chat.errors import ChatError
 from chat.review import dataset, services
@@ -64,7 +65,7 @@ class ExportActions:
             conversations = self.get_changelist_instance(request).get_queryset(request)
         except IncorrectLookupParameters:
             self.message_user(
-                request, "bad_filter: this list's filters are not valid; nothing was exported.", messages.ERROR
+                request, _("bad_filter: this list's filters are not valid; nothing was exported."), messages.ERROR
             )
             return self._back_to_list()
         return self._export(request, conversations, kind) or self._back_to_list()
@@ -76,7 +77,9 @@ class ExportActions:
         try:
             export = services.export_record(actor=request.user, kind=kind, conversations=conversations)
         except ChatError as err:
-            self.message_user(request, f"{err.code}: {err.detail}", messages.ERROR)
+            self.message_user(
+                request, _("%(code)s: %(detail)s") % {"code": err.code, "detail": err.detail}, messages.ERROR
+            )
             return None
         lines = dataset.export_lines(kind=kind, conversations=conversations, export_id=export.id, upto=export.upto)
         response = StreamingHttpResponse(_served(request, lines), content_type="application/jsonl; charset=utf-8")

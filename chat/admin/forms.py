@@ -1,6 +1,7 @@
 """The review panel's two small forms: a conversation's review, and a gold answer for a reply."""
 
 from django import forms
+from django.utils.translation import gettext_lazy as _
 
 from chat.models import Conversation
 from chat.review.services import NOTE_CHARS
@@ -16,5 +17,5 @@ class GoldAnswerForm(forms.Form):
         required=False,
         strip=True,
         widget=forms.Textarea(attrs={"rows": 12, "cols": 90}),
-        help_text="The answer the model should have given. Leave empty to remove it.",
+        help_text=_("The answer the model should have given. Leave empty to remove it."),
     )

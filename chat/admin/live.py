@@ -11,6 +11,8 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from chat.admin.common import ReviewerOnly
 from chat.errors import ChatError
@@ -34,7 +36,7 @@ def _duration(seconds: float) -> str:
 
 
 def _replies(n: int) -> str:
-    return "1 reply" if n == 1 else f"{n} replies"
+    return ngettext("%(n)s reply", "%(n)s replies", n) % {"n": n}
 
 
 def _ids(ids: list[int]) -> str:
@@ -155,20 +157,21 @@ class LiveGenerationAdmin(ReviewerOnly, admin.ModelAdmin):
         if by[StopOutcome.STOPPED]:
             self.message_user(
                 request,
-                f"Cancelled {_replies(len(by[StopOutcome.STOPPED]))} still queued: {_ids(by[StopOutcome.STOPPED])}.",
+                _("Cancelled %(replies)s still queued: %(ids)s.")
+                % {"replies": _replies(len(by[StopOutcome.STOPPED])), "ids": _ids(by[StopOutcome.STOPPED])},
                 messages.SUCCESS,
             )
         if by[StopOutcome.STOPPING]:
             self.message_user(
                 request,
-                f"Stopping {_replies(len(by[StopOutcome.STOPPING]))} being streamed: "
-                f"{_ids(by[StopOutcome.STOPPING])}; the worker ends each with the text so far.",
+                _("Stopping %(replies)s being streamed: %(ids)s; the worker ends each with the text so far.")
+                % {"replies": _replies(len(by[StopOutcome.STOPPING])), "ids": _ids(by[StopOutcome.STOPPING])},
                 messages.SUCCESS,
             )
         if by[StopOutcome.ALREADY_FINISHED]:
             self.message_user(
                 request,
-                f"Already finished, nothing to cancel: {_ids(by[StopOutcome.ALREADY_FINISHED])}.",
+                _("Already finished, nothing to cancel: %(ids)s.") % {"ids": _ids(by[StopOutcome.ALREADY_FINISHED])},
                 messages.WARNING,
             )
 

@@ -18,6 +18,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import path, reverse
+from django.utils.translation import gettext_lazy as _
 
 from chat.admin.common import ReadOnly
 from chat.errors import ChatError
@@ -141,15 +142,17 @@ class TrainingRunAdmin(TrainerOnly, admin.ModelAdmin):
         try:
             services.run_cancel(actor=request.user, run_id=run.pk, reason=request.POST.get("reason", ""))
         except ChatError as err:
-            self.message_user(request, f"{err.code}: {err.detail}", messages.ERROR)
+            self.message_user(
+                request, _("%(code)s: %(detail)s") % {"code": err.code, "detail": err.detail}, messages.ERROR
+            )
         else:
-            self.message_user(request, f"Training run {run.name}: cancel asked.", messages.SUCCESS)
+            self.message_user(request, _("Training run %(name)s: cancel asked.") % {"name": run.name}, messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:chat_trainingrun_change", args=[run.pk]))
 
 
 class TrainForm(forms.Form):
-    name = forms.CharField(max_length=60, help_text="letters, digits, - and _; served as <base>+<name>")
-    base = forms.ChoiceField(help_text="the served model the adapter adapts")
+    name = forms.CharField(max_length=60, help_text=_("letters, digits, - and _; served as <base>+<name>"))
+    base = forms.ChoiceField(help_text=_("the served model the adapter adapts"))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -182,7 +185,9 @@ class TrainAction:
                 except ChatError as err:
                     form.add_error(None, f"{err.code}: {err.detail}")
                 else:
-                    self.message_user(request, f"Training run {run.name} queued.", messages.SUCCESS)
+                    self.message_user(
+                        request, _("Training run %(name)s queued.") % {"name": run.name}, messages.SUCCESS
+                    )
                     return HttpResponseRedirect(reverse("admin:chat_trainingrun_change", args=[run.pk]))
         else:
             form = TrainForm(initial={"base": catalog.site_default()})

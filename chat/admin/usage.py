@@ -15,6 +15,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from chat.admin.common import ReviewerOnly
 from chat.errors import ErrorCode
@@ -22,7 +23,7 @@ from chat.models import UsageReport
 from chat.review import usage
 
 _DATE = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
-_BAD_DATE = "Enter a date as YYYY-MM-DD."
+_BAD_DATE = _("Enter a date as YYYY-MM-DD.")
 
 
 class UsageRangeForm(forms.Form):
@@ -33,8 +34,8 @@ class UsageRangeForm(forms.Form):
         data = {"from": query.get("from") or start.isoformat(), "to": query.get("to") or end.isoformat()}
         super().__init__(data)
         # "from" is a Python keyword, so the fields are named here rather than declared on the class.
-        self.fields["from"] = forms.DateField(label="From", widget=_DATE, error_messages={"invalid": _BAD_DATE})
-        self.fields["to"] = forms.DateField(label="To", widget=_DATE, error_messages={"invalid": _BAD_DATE})
+        self.fields["from"] = forms.DateField(label=_("From"), widget=_DATE, error_messages={"invalid": _BAD_DATE})
+        self.fields["to"] = forms.DateField(label=_("To"), widget=_DATE, error_messages={"invalid": _BAD_DATE})
 
     def clean(self):
         data = super().clean()
@@ -42,10 +43,11 @@ class UsageRangeForm(forms.Form):
         if start is None or end is None:
             return data
         if start > end:
-            raise ValidationError("The start date is after the end date.", code=ErrorCode.RANGE_REVERSED)
+            raise ValidationError(_("The start date is after the end date."), code=ErrorCode.RANGE_REVERSED)
         if (end - start).days + 1 > usage.MAX_DAYS:
             raise ValidationError(
-                f"The range is {(end - start).days + 1} days; at most {usage.MAX_DAYS} fit on one page.",
+                _("The range is %(days)s days; at most %(max_days)s fit on one page.")
+                % {"days": (end - start).days + 1, "max_days": usage.MAX_DAYS},
                 code=ErrorCode.RANGE_TOO_LONG,
             )
         return data

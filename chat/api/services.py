@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from chat.conversations.params import generation_params_clean
 from chat.errors import ChatError, ErrorCode
@@ -43,13 +44,18 @@ def api_key_create(*, owner, name: str, store_conversations: bool = True) -> New
     """A new random key for ``owner``: ``sk-<prefix>-<secret>``. Only the secret's hash is stored."""
     name = clean_text(name).strip()
     if not name:
-        raise ChatError(ErrorCode.INVALID_NAME, "Give the key a name, so you can tell it apart later.")
+        raise ChatError(ErrorCode.INVALID_NAME, _("Give the key a name, so you can tell it apart later."))
     if len(name) > API_KEY_NAME_CHARS:
-        raise ChatError(ErrorCode.INVALID_NAME, f"The name is too long: at most {API_KEY_NAME_CHARS} characters.")
+        raise ChatError(
+            ErrorCode.INVALID_NAME,
+            _("The name is too long: at most %(api_key_name_chars)s characters.")
+            % {"api_key_name_chars": API_KEY_NAME_CHARS},
+        )
     if ApiKey.objects.filter(owner=owner, revoked_at__isnull=True).count() >= API_KEYS_PER_PERSON:
         raise ChatError(
             ErrorCode.TOO_MANY_KEYS,
-            f"You already have {API_KEYS_PER_PERSON} keys in use; revoke one you no longer need first.",
+            _("You already have %(api_keys_per_person)s keys in use; revoke one you no longer need first.")
+            % {"api_keys_per_person": API_KEYS_PER_PERSON},
         )
     prefix = secrets.token_hex(API_KEY_PREFIX_CHARS // 2)
     secret = secrets.token_urlsafe(32)
@@ -71,7 +77,7 @@ def api_key_revoke(*, key_id: int, owner=None) -> ApiKey:
     try:
         key = keys.get(pk=int(key_id))
     except (ApiKey.DoesNotExist, TypeError, ValueError, OverflowError):
-        raise ChatError(ErrorCode.NOT_FOUND, "No such key, or it is not yours.") from None
+        raise ChatError(ErrorCode.NOT_FOUND, _("No such key, or it is not yours.")) from None
     ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     for reply in Message.objects.filter(
         conversation__api_key=key,
@@ -105,17 +111,22 @@ def api_completion_create(
     system = "\n\n".join(clean_text(t["content"]) for t in turns if t["role"] == "system")
     chat_turns = [{"role": t["role"], "content": clean_text(t["content"])} for t in turns if t["role"] != "system"]
     if not chat_turns or chat_turns[-1]["role"] != Message.Role.USER or not chat_turns[-1]["content"].strip():
-        raise ChatError(ErrorCode.EMPTY, "The last message must be a user's, with some text.")
+        raise ChatError(ErrorCode.EMPTY, _("The last message must be a user's, with some text."))
     if any(len(t["content"]) > settings.CHAT_MAX_MESSAGE_CHARS for t in chat_turns + [{"content": system}]):
         raise ChatError(
-            ErrorCode.TOO_LONG, f"A message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters."
+            ErrorCode.TOO_LONG,
+            _("A message is too long: at most %(chat_max_message_chars)s characters.")
+            % {"chat_max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS},
         )
     total = len(system) + sum(len(t["content"]) for t in chat_turns)
     if total > settings.CHAT_API_MAX_REQUEST_CHARS:
         raise ChatError(
             ErrorCode.TOO_LONG,
-            f"The messages are too long together: at most "
-            f"{settings.CHAT_API_MAX_REQUEST_CHARS} characters in one request, not {total}.",
+            _(
+                "The messages are too long together: at "
+                "most %(chat_api_max_request_chars)s characters in one request, not %(total)s."
+            )
+            % {"chat_api_max_request_chars": settings.CHAT_API_MAX_REQUEST_CHARS, "total": total},
         )
     admission.require_approved(user)
     served = catalog.resolve(user, model).name
@@ -125,7 +136,7 @@ def api_completion_create(
         # The key was checked when the request came; locked and checked again here, a revoke running now waits
         # for this reply to be stored and then stops it with the key's others (api_keys.api_key_revoke).
         if not ApiKey.objects.select_for_update().filter(pk=key.pk, revoked_at__isnull=True).exists():
-            raise ChatError(ErrorCode.KEY_REVOKED, "This API key has been revoked.")
+            raise ChatError(ErrorCode.KEY_REVOKED, _("This API key has been revoked."))
         admission.require_capacity(user.pk, admitted.allowance)
         kept = key.store_conversations
         conversation = Conversation.objects.create(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from django.conf import settings
+from django.utils.translation import gettext as _
 
 from chat.errors import ChatError, ErrorCode
 
@@ -16,9 +17,9 @@ def _number(name: str, value, *, integer: bool = False) -> float:
     except OverflowError:
         finite = False
     if not finite:
-        raise ChatError(ErrorCode.INVALID_PARAMS, f"{name} must be a number.")
+        raise ChatError(ErrorCode.INVALID_PARAMS, _("%(name)s must be a number.") % {"name": name})
     if integer and int(value) != value:
-        raise ChatError(ErrorCode.INVALID_PARAMS, f"{name} must be a whole number.")
+        raise ChatError(ErrorCode.INVALID_PARAMS, _("%(name)s must be a whole number.") % {"name": name})
     return int(value) if integer else float(value)
 
 
@@ -27,26 +28,28 @@ def generation_params_clean(params) -> dict:
     if params is None:
         return {}
     if not isinstance(params, dict):
-        raise ChatError(ErrorCode.INVALID_PARAMS, "params must be an object.")
+        raise ChatError(ErrorCode.INVALID_PARAMS, _("params must be an object."))
     unknown = set(params) - {"temperature", "top_p", "max_new_tokens", "stop", "seed"}
     if unknown:
-        raise ChatError(ErrorCode.INVALID_PARAMS, f"Unknown parameter: {sorted(unknown)[0][:40]}.")
+        raise ChatError(ErrorCode.INVALID_PARAMS, _("Unknown parameter: %(name)s.") % {"name": sorted(unknown)[0][:40]})
     out: dict = {}
     if params.get("temperature") is not None:
         t = _number("temperature", params["temperature"])
         if not 0 <= t <= 2:
-            raise ChatError(ErrorCode.INVALID_PARAMS, "temperature must be between 0 and 2 (0 means greedy).")
+            raise ChatError(ErrorCode.INVALID_PARAMS, _("temperature must be between 0 and 2 (0 means greedy)."))
         out["temperature"] = t
     if params.get("top_p") is not None:
         p = _number("top_p", params["top_p"])
         if not 0 < p <= 1:
-            raise ChatError(ErrorCode.INVALID_PARAMS, "top_p must be greater than 0 and at most 1.")
+            raise ChatError(ErrorCode.INVALID_PARAMS, _("top_p must be greater than 0 and at most 1."))
         out["top_p"] = p
     if params.get("max_new_tokens") is not None:
         n = _number("max_new_tokens", params["max_new_tokens"], integer=True)
         if not 1 <= n <= settings.CHAT_MAX_NEW_TOKENS:
             raise ChatError(
-                ErrorCode.INVALID_PARAMS, f"max_new_tokens must be between 1 and {settings.CHAT_MAX_NEW_TOKENS}."
+                ErrorCode.INVALID_PARAMS,
+                _("max_new_tokens must be between 1 and %(chat_max_new_tokens)s.")
+                % {"chat_max_new_tokens": settings.CHAT_MAX_NEW_TOKENS},
             )
         out["max_new_tokens"] = n
     if params.get("stop") is not None:
@@ -54,7 +57,7 @@ def generation_params_clean(params) -> dict:
     if params.get("seed") is not None:
         seed = _number("seed", params["seed"], integer=True)
         if not SEED_MIN <= seed <= SEED_MAX:
-            raise ChatError(ErrorCode.INVALID_PARAMS, "seed must be a 64-bit integer.")
+            raise ChatError(ErrorCode.INVALID_PARAMS, _("seed must be a 64-bit integer."))
         out["seed"] = seed
     return out
 
@@ -72,11 +75,12 @@ def stop_strings_clean(stop) -> list[str]:
     ``stop``: a string or a list of strings."""
     items = [stop] if isinstance(stop, str) else stop
     if not isinstance(items, list) or not all(isinstance(s, str) and s for s in items):
-        raise ChatError(ErrorCode.INVALID_PARAMS, "stop must be a non-empty string or a list of them.")
+        raise ChatError(ErrorCode.INVALID_PARAMS, _("stop must be a non-empty string or a list of them."))
     if len(items) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_CHARS for s in items):
         raise ChatError(
             ErrorCode.INVALID_PARAMS,
-            f"stop takes at most {MAX_STOP_STRINGS} strings of at most {MAX_STOP_CHARS} characters.",
+            _("stop takes at most %(max_stop_strings)s strings of at most %(max_stop_chars)s characters.")
+            % {"max_stop_strings": MAX_STOP_STRINGS, "max_stop_chars": MAX_STOP_CHARS},
         )
     return items
 

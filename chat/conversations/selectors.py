@@ -14,13 +14,15 @@ from django.db.models import (
     Value,
 )
 from django.db.models.functions import Coalesce, NullIf
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from chat.errors import ChatError, ErrorCode
 from chat.events import comparison_payload
 from chat.models import ChatDefaults, Comparison, Conversation, Feedback, Folder, Message
 from chat.tree import siblings_in, thread_rows
 
-NOT_FOUND = "No such conversation, or it is not yours."
+NOT_FOUND = gettext_lazy("No such conversation, or it is not yours.")
 # The model a person is shown for a reply: the one that wrote it, or in an A/B experiment's candidate arm the
 # control's (the review panel shows the real one).
 SHOWN_MODEL = Coalesce(NullIf("shown_model_name", Value("")), F("model_name"))
@@ -44,7 +46,7 @@ def message_get_for_user(*, user, message_id) -> Message:
     try:
         return Message.objects.select_related("conversation").get(pk=int(message_id), conversation__owner=user)
     except (Message.DoesNotExist, TypeError, ValueError, OverflowError):
-        raise ChatError(ErrorCode.NOT_FOUND, "No such message, or it is not yours.") from None
+        raise ChatError(ErrorCode.NOT_FOUND, _("No such message, or it is not yours.")) from None
 
 
 def messages_current(*, conversation) -> list[Message]:

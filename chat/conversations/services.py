@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q as models_q
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_lazy
 
 from chat import events, tree
 from chat.accounts import erasure
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 FEEDBACK_COMMENT_CHARS = 2000
 
 
-BUSY = "A reply is still being written in this conversation; wait or press Stop."
+BUSY = gettext_lazy("A reply is still being written in this conversation; wait or press Stop.")
 
 
 @dataclass
@@ -51,10 +52,12 @@ class SendResult:
 def _message_text(content) -> str:
     text = clean_text(content)
     if not text.strip():
-        raise ChatError(ErrorCode.EMPTY, "Type a message first.")
+        raise ChatError(ErrorCode.EMPTY, gettext("Type a message first."))
     if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ChatError(
-            ErrorCode.TOO_LONG, f"The message is too long: at most {settings.CHAT_MAX_MESSAGE_CHARS} characters."
+            ErrorCode.TOO_LONG,
+            gettext("The message is too long: at most %(chat_max_message_chars)s characters.")
+            % {"chat_max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS},
         )
     return text
 
@@ -77,8 +80,11 @@ def _model_of(user, conversation: Conversation) -> str:
     if conversation.model_name and model is None:
         raise ChatError(
             ErrorCode.MODEL_NOT_FOUND,
-            f"This conversation's model, {assignment.shown_model(conversation)}, is no longer served here: pick "
-            "another in the conversation's header, then send again.",
+            gettext(
+                "This conversation's model, %(model)s, is no longer served here: "
+                "pick another in the conversation's header, then send again."
+            )
+            % {"model": assignment.shown_model(conversation)},
         )
     return catalog.resolve(user, conversation.model_name).name
 
@@ -90,7 +96,7 @@ def _compare_model(user, first: str, compare, shown: str = "") -> str | None:
         return None
     second = catalog.resolve(user, compare).name
     if second in (first, shown):
-        raise ChatError(ErrorCode.COMPARE_SAME_MODEL, "Pick two different models to compare.")
+        raise ChatError(ErrorCode.COMPARE_SAME_MODEL, gettext("Pick two different models to compare."))
     return second
 
 
@@ -212,15 +218,17 @@ def compare_pick(*, user, message_id) -> Comparison:
             .first()
         )
         if comparison is None:
-            raise ChatError(ErrorCode.NOT_COMPARED, "That reply is not one of a comparison's two replies.")
+            raise ChatError(ErrorCode.NOT_COMPARED, gettext("That reply is not one of a comparison's two replies."))
         if comparison.chosen_id is not None:
-            raise ChatError(ErrorCode.ALREADY_PICKED, "You have already picked the better reply of this comparison.")
+            raise ChatError(
+                ErrorCode.ALREADY_PICKED, gettext("You have already picked the better reply of this comparison.")
+            )
         if (
             Message.objects.filter(pk__in=[comparison.first_id, comparison.second_id])
             .exclude(status=Message.Status.COMPLETE)
             .exists()
         ):
-            raise ChatError(ErrorCode.NOT_COMPARED, "Both replies must have finished before you pick one.")
+            raise ChatError(ErrorCode.NOT_COMPARED, gettext("Both replies must have finished before you pick one."))
         comparison.chosen_id = message.pk
         comparison.picked_at = timezone.now()
         comparison.save(update_fields=["chosen", "picked_at"])
@@ -266,7 +274,7 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
     old = selectors.message_get_for_user(user=user, message_id=message_id)
     clean_params = generation_params_clean(params)
     if old.role != Message.Role.ASSISTANT:
-        raise ChatError(ErrorCode.NOT_REGENERABLE, "Only an assistant reply can be regenerated.")
+        raise ChatError(ErrorCode.NOT_REGENERABLE, gettext("Only an assistant reply can be regenerated."))
     size = admission.reply_size(params={**old.conversation.params, **clean_params}, conversation=old.conversation)
     model = _model_of(user, old.conversation)  # the conversation's model as it is now
     with admission.admitted(user.pk, size, model) as admitted, transaction.atomic():
@@ -274,7 +282,8 @@ def message_regenerate(*, user, message_id, params=None, client_id: str | None =
         conversation = _branch_off(
             old,
             ChatError(
-                ErrorCode.NOT_REGENERABLE, "Only a reply on the branch you see can be regenerated; switch to it first."
+                ErrorCode.NOT_REGENERABLE,
+                gettext("Only a reply on the branch you see can be regenerated; switch to it first."),
             ),
         )
         # The conversation's settings as they are now (the settings panel applies to the next reply), then the
@@ -303,7 +312,7 @@ def message_edit(*, user, message_id, content, params=None, client_id: str | Non
     (same parent) and a new reply to it. The old message and what followed it stay as an alternative."""
     old = selectors.message_get_for_user(user=user, message_id=message_id)
     if old.role != Message.Role.USER:
-        raise ChatError(ErrorCode.NOT_EDITABLE, "Only your own messages can be edited.")
+        raise ChatError(ErrorCode.NOT_EDITABLE, gettext("Only your own messages can be edited."))
     admission.require_approved(user)
     text = _message_text(content)
     clean_params = generation_params_clean(params)
@@ -316,7 +325,8 @@ def message_edit(*, user, message_id, content, params=None, client_id: str | Non
         conversation = _branch_off(
             old,
             ChatError(
-                ErrorCode.NOT_EDITABLE, "Only a message on the branch you see can be edited; switch to it first."
+                ErrorCode.NOT_EDITABLE,
+                gettext("Only a message on the branch you see can be edited; switch to it first."),
             ),
         )
         user_message = Message.objects.create(
@@ -356,7 +366,7 @@ def message_switch(*, user, message_id) -> Message:
         parent = rows[target.pk]["parent_id"]
         if parent is not None and not rows[parent]["is_current"]:
             raise ChatError(
-                ErrorCode.NOT_SWITCHABLE, "That message is not on the branch you see; switch above it first."
+                ErrorCode.NOT_SWITCHABLE, gettext("That message is not on the branch you see; switch above it first.")
             )
         shown = [i for i in tree.siblings_in(rows, target.pk) if rows[i]["is_current"]]
         if shown != [target.pk]:
@@ -372,7 +382,7 @@ def message_stop(*, user, message_id) -> Message:
     """The owner's Stop of one of their replies (``reply_stop``); returns the reply as it now stands."""
     message = selectors.message_get_for_user(user=user, message_id=message_id)
     if message.role != Message.Role.ASSISTANT:
-        raise ChatError(ErrorCode.NOT_STOPPABLE, "Only an assistant reply can be stopped.")
+        raise ChatError(ErrorCode.NOT_STOPPABLE, gettext("Only an assistant reply can be stopped."))
     reply_services.reply_stop(message=message)
     message.refresh_from_db()
     return message
@@ -383,21 +393,29 @@ def feedback_set(*, user, message_id, rating, comment="") -> Feedback | None:
     replacing the user's earlier rating of it; 0 takes the rating back (returns None)."""
     # bool is an int in Python; a stray true must not read as a thumb up.
     if isinstance(rating, bool) or rating not in (1, -1, 0):
-        raise ChatError(ErrorCode.INVALID_RATING, "A rating is 1 (good) or -1 (bad), or 0 to take it back.")
+        raise ChatError(ErrorCode.INVALID_RATING, gettext("A rating is 1 (good) or -1 (bad), or 0 to take it back."))
     text = clean_text(comment).strip()
     if len(text) > FEEDBACK_COMMENT_CHARS:
-        raise ChatError(ErrorCode.TOO_LONG, f"The comment is too long: at most {FEEDBACK_COMMENT_CHARS} characters.")
+        raise ChatError(
+            ErrorCode.TOO_LONG,
+            gettext("The comment is too long: at most %(feedback_comment_chars)s characters.")
+            % {"feedback_comment_chars": FEEDBACK_COMMENT_CHARS},
+        )
     message = selectors.message_get_for_user(user=user, message_id=message_id)
     if message.role != Message.Role.ASSISTANT:
-        raise ChatError(ErrorCode.NOT_RATEABLE, "Only an assistant reply can be rated.")
+        raise ChatError(ErrorCode.NOT_RATEABLE, gettext("Only an assistant reply can be rated."))
     if message.supplied:
         raise ChatError(
             ErrorCode.NOT_RATEABLE,
-            "This turn was written by the program that called the API, not by the "
-            "model; only the model's replies can be rated.",
+            gettext(
+                "This turn was written by the program that called the API, not by the "
+                "model; only the model's replies can be rated."
+            ),
         )
     if message.is_active:
-        raise ChatError(ErrorCode.NOT_RATEABLE, "This reply is still being written; rate it once it has finished.")
+        raise ChatError(
+            ErrorCode.NOT_RATEABLE, gettext("This reply is still being written; rate it once it has finished.")
+        )
     with transaction.atomic():
         if rating == 0:
             Feedback.objects.filter(message=message, user=user).delete()
@@ -418,7 +436,11 @@ SYSTEM_PROMPT_CHARS = 8000
 def _system_prompt(value) -> str:
     text = clean_text("" if value is None else value).strip()
     if len(text) > SYSTEM_PROMPT_CHARS:
-        raise ChatError(ErrorCode.TOO_LONG, f"The system prompt is too long: at most {SYSTEM_PROMPT_CHARS} characters.")
+        raise ChatError(
+            ErrorCode.TOO_LONG,
+            gettext("The system prompt is too long: at most %(system_prompt_chars)s characters.")
+            % {"system_prompt_chars": SYSTEM_PROMPT_CHARS},
+        )
     return text
 
 
@@ -440,8 +462,10 @@ def conversation_settings_set(*, user, conversation_id: int | None, system_promp
         # would make each Regenerate write the same reply again.
         raise ChatError(
             ErrorCode.INVALID_PARAMS,
-            "A seed belongs to one request, not to a conversation's settings: "
-            "kept there, every Regenerate would give the same reply again.",
+            gettext(
+                "A seed belongs to one request, not to a conversation's settings: "
+                "kept there, every Regenerate would give the same reply again."
+            ),
         )
     with transaction.atomic():
         fields = {"system_prompt": text, "params": clean}
@@ -467,9 +491,12 @@ def conversation_rename(*, user, conversation_id: int, title) -> Conversation:
     """Give a conversation the person's own title (the model's automatic title never overwrites it)."""
     text = " ".join(clean_text(title).split())
     if not text:
-        raise ChatError(ErrorCode.EMPTY, "Type a title first.")
+        raise ChatError(ErrorCode.EMPTY, gettext("Type a title first."))
     if len(text) > TITLE_CHARS:
-        raise ChatError(ErrorCode.TOO_LONG, f"The title is too long: at most {TITLE_CHARS} characters.")
+        raise ChatError(
+            ErrorCode.TOO_LONG,
+            gettext("The title is too long: at most %(title_chars)s characters.") % {"title_chars": TITLE_CHARS},
+        )
     with transaction.atomic():
         conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
         Conversation.objects.filter(pk=conversation.pk).update(title=text)

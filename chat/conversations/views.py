@@ -64,7 +64,9 @@ def _cursor_parse(text: str) -> tuple | None:
     try:
         return pinned == "1", datetime.fromisoformat(stamp), int(last_id)
     except ValueError:
-        raise ChatError(ErrorCode.BAD_CURSOR, "That page of the list does not exist; reload the list.") from None
+        raise ChatError(
+            ErrorCode.BAD_CURSOR, gettext("That page of the list does not exist; reload the list.")
+        ) from None
 
 
 @login_required
@@ -151,7 +153,7 @@ def conversation_export(request, conversation_id: int, fmt: str):
     except ChatError as exc:
         return _json_error(exc)
     if fmt not in ("md", "json"):
-        return _json_error(ChatError(ErrorCode.NOT_FOUND, "Exports are .md or .json."))
+        return _json_error(ChatError(ErrorCode.NOT_FOUND, gettext("Exports are .md or .json.")))
     if fmt == "json":
         body, kind = exports.as_json(conversation, messages), "application/json"
     else:

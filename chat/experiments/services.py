@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from chat.accounts.selectors import may_train
 from chat.errors import ChatError, ErrorCode
@@ -15,7 +16,7 @@ from chat.replies import catalog
 
 def _require(actor) -> None:
     if not may_train(user=actor):
-        raise ChatError(ErrorCode.FORBIDDEN, "Only staff who may train models may run experiments and promote.")
+        raise ChatError(ErrorCode.FORBIDDEN, _("Only staff who may train models may run experiments and promote."))
 
 
 def _share(value) -> float:
@@ -24,7 +25,7 @@ def _share(value) -> float:
     except (TypeError, ValueError):
         share = -1.0
     if not 0 < share <= 1:
-        raise ChatError(ErrorCode.INVALID_SHARE, "The share is a number above 0 and at most 1 (0.2 sends 1 in 5).")
+        raise ChatError(ErrorCode.INVALID_SHARE, _("The share is a number above 0 and at most 1 (0.2 sends 1 in 5)."))
     return share
 
 
@@ -40,19 +41,23 @@ def experiment_start(*, actor, candidate: str, share) -> Experiment:
     control = catalog.site_default()
     model = catalog.get(candidate)
     if model is None:
-        raise ChatError(ErrorCode.MODEL_NOT_FOUND, f"There is no served model or finished adapter {candidate!r}.")
+        raise ChatError(
+            ErrorCode.MODEL_NOT_FOUND,
+            _("There is no served model or finished adapter %(candidate)r.") % {"candidate": candidate},
+        )
     if model.name == control:
-        raise ChatError(ErrorCode.COMPARE_SAME_MODEL, "The candidate is already the default model.")
+        raise ChatError(ErrorCode.COMPARE_SAME_MODEL, _("The candidate is already the default model."))
     if model.groups:
         # Everyone in its arm would get it, whatever their groups.
         raise ChatError(
-            ErrorCode.MODEL_NOT_FOUND, f"{model.name} is open to some groups only: it cannot be tried on everyone."
+            ErrorCode.MODEL_NOT_FOUND,
+            _("%(name)s is open to some groups only: it cannot be tried on everyone.") % {"name": model.name},
         )
     try:
         with transaction.atomic():
             experiment = Experiment.objects.create(control=control, candidate=model.name, share=share, started_by=actor)
     except IntegrityError:
-        raise ChatError(ErrorCode.EXPERIMENT_RUNNING, "An experiment is already running; end it first.") from None
+        raise ChatError(ErrorCode.EXPERIMENT_RUNNING, _("An experiment is already running; end it first.")) from None
     _audit(
         actor,
         AuditEvent.Action.EXPERIMENT_STARTED,
@@ -64,7 +69,7 @@ def experiment_start(*, actor, candidate: str, share) -> Experiment:
 def _running(experiment_id: int) -> Experiment:
     experiment = Experiment.objects.select_for_update().filter(pk=experiment_id).first()
     if experiment is None or experiment.state != Experiment.State.RUNNING:
-        raise ChatError(ErrorCode.EXPERIMENT_NOT_RUNNING, "That experiment is not running.")
+        raise ChatError(ErrorCode.EXPERIMENT_NOT_RUNNING, _("That experiment is not running."))
     return experiment
 
 
@@ -106,7 +111,9 @@ def model_promote(*, actor, model: str, experiment_id: int | None = None) -> Sit
         experiment.state, experiment.ended_at = Experiment.State.PROMOTED, timezone.now()
         experiment.save(update_fields=["state", "ended_at"])
     if catalog.get(model) is None:
-        raise ChatError(ErrorCode.MODEL_NOT_FOUND, f"There is no served model or finished adapter {model!r}.")
+        raise ChatError(
+            ErrorCode.MODEL_NOT_FOUND, _("There is no served model or finished adapter %(model)r.") % {"model": model}
+        )
     before = catalog.site_default()
     SiteDefault.objects.all().delete()
     row = SiteDefault.objects.create(model_name=model, promoted_by=actor)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_lazy, ngettext
 from limits import RateLimitItemPerHour, RateLimitItemPerMinute
 from limits.errors import StorageError
 from limits.storage import RedisStorage
@@ -44,7 +45,7 @@ from chat.names import gone_key, reserved_key, tokens_key
 from chat.store import client, connection_options
 
 log = logging.getLogger(__name__)
-UNAVAILABLE = "The server cannot reach its counters right now; try again in a moment."
+UNAVAILABLE = gettext_lazy("The server cannot reach its counters right now; try again in a moment.")
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,12 @@ def message_hit(user_id: int, allowance: Allowance) -> None:
     n = allowance.messages_per_minute
     raise ChatError(
         ErrorCode.RATE_LIMITED,
-        f"You have sent {n} message{'s' if n != 1 else ''} in the last minute, the "
-        f"most this site allows; try again in {wait} s.",
+        ngettext(
+            "You have sent %(n)s message in the last minute, the most this site allows; try again in %(wait)s s.",
+            "You have sent %(n)s messages in the last minute, the most this site allows; try again in %(wait)s s.",
+            n,
+        )
+        % {"n": n, "wait": wait},
         retry_after=wait,
     )
 
@@ -132,9 +137,14 @@ def signup_hit(address: str | None) -> None:
         return
     raise ChatError(
         ErrorCode.SIGNUP_RATE_LIMITED,
-        f"{n} account{'s have' if n != 1 else ' has'} been made from your "
-        f"address in the last hour, the most this site allows; try again in "
-        f"{_in_words(wait)}, or ask the site's staff for an invite link.",
+        ngettext(
+            "%(n)s account has been made from your address in the last hour, the most this site allows; try again "
+            "in %(wait)s, or ask the site's staff for an invite link.",
+            "%(n)s accounts have been made from your address in the last hour, the most this site allows; try "
+            "again in %(wait)s, or ask the site's staff for an invite link.",
+            n,
+        )
+        % {"n": n, "wait": _in_words(wait)},
         retry_after=wait,
     )
 
@@ -151,8 +161,14 @@ def signup_attempt_hit(address: str | None) -> None:
         return
     raise ChatError(
         ErrorCode.SIGNUP_RATE_LIMITED,
-        f"{n} sign-up form{'s have' if n != 1 else ' has'} been sent from your address in the last hour, the most "
-        f"this site allows; try again in {_in_words(wait)}.",
+        ngettext(
+            "%(n)s sign-up form has been sent from your address in the last hour, the most this site allows; try "
+            "again in %(wait)s.",
+            "%(n)s sign-up forms have been sent from your address in the last hour, the most this site allows; try "
+            "again in %(wait)s.",
+            n,
+        )
+        % {"n": n, "wait": _in_words(wait)},
         retry_after=wait,
     )
 
@@ -168,8 +184,14 @@ def reset_hit(address: str | None, email: str) -> None:
         if wait is not None:
             raise ChatError(
                 ErrorCode.RESET_RATE_LIMITED,
-                f"{per_address} password reset{'s have' if per_address != 1 else ' has'} been asked for from your "
-                f"address in the last hour, the most this site allows; try again in {_in_words(wait)}.",
+                ngettext(
+                    "%(n)s password reset has been asked for from your address in the last hour, the most this "
+                    "site allows; try again in %(wait)s.",
+                    "%(n)s password resets have been asked for from your address in the last hour, the most this "
+                    "site allows; try again in %(wait)s.",
+                    per_address,
+                )
+                % {"n": per_address, "wait": _in_words(wait)},
                 retry_after=wait,
             )
     if per_email > 0:
@@ -178,9 +200,14 @@ def reset_hit(address: str | None, email: str) -> None:
         if wait is not None:
             raise ChatError(
                 ErrorCode.RESET_RATE_LIMITED,
-                f"A reset link for this email address has been asked for {per_email} time"
-                f"{'s' if per_email != 1 else ''} in the last hour, the most this site sends: check the mail "
-                f"already sent (and its spam folder), or try again in {_in_words(wait)}.",
+                ngettext(
+                    "A reset link for this email address has been asked for %(n)s time in the last hour, the most "
+                    "this site sends: check the mail already sent (and its spam folder), or try again in %(wait)s.",
+                    "A reset link for this email address has been asked for %(n)s times in the last hour, the most "
+                    "this site sends: check the mail already sent (and its spam folder), or try again in %(wait)s.",
+                    per_email,
+                )
+                % {"n": per_email, "wait": _in_words(wait)},
                 retry_after=wait,
             )
 
@@ -213,7 +240,9 @@ def tokens_used_today_many(user_ids: list[int]) -> dict[int, int | None]:
 def _in_words(seconds: float) -> str:
     minutes = max(1, math.ceil(seconds / 60))
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    if hours:
+        return gettext("%(hours)s h %(minutes)s min") % {"hours": hours, "minutes": minutes}
+    return gettext("%(minutes)s min") % {"minutes": minutes}
 
 
 def _exhausted(allowance: Allowance) -> ChatError:
@@ -221,9 +250,17 @@ def _exhausted(allowance: Allowance) -> ChatError:
     left = (reset - timezone.now()).total_seconds()
     return ChatError(
         ErrorCode.QUOTA_EXHAUSTED,
-        f"You have used today's {allowance.tokens_per_day:,} token"
-        f"{'s' if allowance.tokens_per_day != 1 else ''}. Your allowance starts again "
-        f"at {reset:%H:%M} {reset.tzname()} (in {_in_words(left)}).",
+        ngettext(
+            "You have used today's %(n)s token. Your allowance starts again at %(at)s %(zone)s (in %(wait)s).",
+            "You have used today's %(n)s tokens. Your allowance starts again at %(at)s %(zone)s (in %(wait)s).",
+            allowance.tokens_per_day,
+        )
+        % {
+            "n": f"{allowance.tokens_per_day:,}",
+            "at": f"{reset:%H:%M}",
+            "zone": reset.tzname(),
+            "wait": _in_words(left),
+        },
         retry_after=left,
     )
 

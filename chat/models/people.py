@@ -108,6 +108,9 @@ class ChatDefaults(models.Model):
     system_prompt = models.TextField(blank=True)
     params = models.JSONField(default=dict, blank=True, help_text="temperature, top_p, max_new_tokens")
     model_name = models.CharField(max_length=200, blank=True, help_text="new conversations' model; empty: the site's")
+    # The pages' language, one of settings.LANGUAGES; empty: the browser's. Set on the Account page, given to
+    # every device the person logs in on (chat/accounts/language.py).
+    language = models.CharField(max_length=16, blank=True, help_text="the pages' language; empty: the browser's")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

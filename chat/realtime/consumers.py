@@ -18,9 +18,13 @@ from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.utils import translation
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from redis.exceptions import RedisError
 
 from chat import events, frames, metrics
+from chat.accounts.language import language_for_scope
 from chat.conversations import organise, selectors, services
 from chat.errors import ChatError, ErrorCode
 from chat.limits import sockets
@@ -35,7 +39,7 @@ MAX_FRAME_CHARS = 64 * 1024
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_MANY = 4429
 CLOSE_UNAVAILABLE = 4503
-UNAVAILABLE = "The server cannot reach its queue right now; the page reconnects by itself."
+UNAVAILABLE = gettext_lazy("The server cannot reach its queue right now; the page reconnects by itself.")
 
 
 def _redis_call(fn):
@@ -90,6 +94,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             log.debug("socket gone before its close", exc_info=True)
 
     async def connect(self):
+        # The page's language (its cookie, else Accept-Language) for every sentence this socket sends: set in this
+        # socket's task, it holds for its frames and the database calls they make (asgiref copies the context).
+        translation.activate(language_for_scope(self.scope))
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.accept()
@@ -101,7 +108,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.accept()
             await self.send_json(
                 events.error_frame(
-                    ErrorCode.TOO_MANY_SOCKETS, "Too many open chat tabs for this account; close one and reload."
+                    ErrorCode.TOO_MANY_SOCKETS, _("Too many open chat tabs for this account; close one and reload.")
                 )
             )
             await self.close(code=CLOSE_TOO_MANY)
@@ -164,25 +171,29 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.user is None or self.closing:  # refused or closing sockets serve nothing
             return
         if not sockets.frame_allowed(self.user.pk):
-            return await self.error(ErrorCode.TOO_MANY_FRAMES, "Too many frames at once; slow down and try again.")
+            return await self.error(ErrorCode.TOO_MANY_FRAMES, _("Too many frames at once; slow down and try again."))
         if text_data is None:
-            return await self.error(ErrorCode.BAD_FRAME, "Frames must be JSON text, not binary.")
+            return await self.error(ErrorCode.BAD_FRAME, _("Frames must be JSON text, not binary."))
         if len(text_data) > MAX_FRAME_CHARS:
             return await self.error(
-                ErrorCode.TOO_LARGE, f"The frame is too large: at most {MAX_FRAME_CHARS} characters."
+                ErrorCode.TOO_LARGE,
+                _("The frame is too large: at most %(max_frame_chars)s characters.")
+                % {"max_frame_chars": MAX_FRAME_CHARS},
             )
         try:
             frame = json.loads(text_data)
         except (ValueError, RecursionError):  # RecursionError: deeply nested arrays under the size limit
-            return await self.error(ErrorCode.BAD_JSON, "The frame is not valid JSON.")
+            return await self.error(ErrorCode.BAD_JSON, _("The frame is not valid JSON."))
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-            return await self.error(ErrorCode.BAD_FRAME, 'A frame must be a JSON object with a "type".')
+            return await self.error(ErrorCode.BAD_FRAME, _('A frame must be a JSON object with a "type".'))
         await self.receive_json(frame)
 
     async def receive_json(self, content, **kwargs):
         handler = self.HANDLERS.get(content["type"])
         if handler is None:
-            return await self.error(ErrorCode.UNKNOWN_TYPE, f"Unknown frame type: {content['type'][:40]!r}.")
+            return await self.error(
+                ErrorCode.UNKNOWN_TYPE, _("Unknown frame type: %(type)r.") % {"type": content["type"][:40]}
+            )
         try:
             await handler(self, frames.parse_client_frame(content))
         except ChatError as exc:
@@ -191,7 +202,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             log.exception("frame %s failed", content.get("type"))
             await self.error(
                 ErrorCode.INTERNAL,
-                "Something went wrong on our side; the message was not processed.",
+                _("Something went wrong on our side; the message was not processed."),
                 _client_id(content),
             )
 

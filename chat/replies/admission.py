@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from chat.accounts import selectors as account_selectors
 from chat.errors import ChatError, ErrorCode
@@ -37,13 +39,16 @@ def require_worker(model: str) -> int | None:
         window = liveness.context_window(alive)
     except RedisError:
         raise ChatError(
-            ErrorCode.UNAVAILABLE, "The server cannot reach its queue right now; try again in a moment."
+            ErrorCode.UNAVAILABLE, _("The server cannot reach its queue right now; try again in a moment.")
         ) from None
     if not alive:
         raise ChatError(
             ErrorCode.NO_WORKER,
-            f"No worker is running the model {model} right now, so nobody can answer. Nothing was stored; try "
-            "again in a minute, or pick another model.",
+            _(
+                "No worker is running the model %(model)s right now, so nobody can "
+                "answer. Nothing was stored; try again in a minute, or pick another model."
+            )
+            % {"model": model},
         )
     return window
 
@@ -55,10 +60,14 @@ def require_approved(user) -> None:
 
 
 def too_many_active(cap: int) -> ChatError:
-    replies = "reply" if cap == 1 else "replies"
     return ChatError(
         ErrorCode.TOO_MANY_ACTIVE,
-        f"You already have {cap} {replies} being written; wait for one to finish or press Stop, then send again.",
+        ngettext(
+            "You already have %(cap)s reply being written; wait for it to finish or press Stop, then send again.",
+            "You already have %(cap)s replies being written; wait for one to finish or press Stop, then send again.",
+            cap,
+        )
+        % {"cap": cap},
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from django.conf import settings
+from django.utils.translation import gettext as _
 
 from chat.accounts.selectors import may_train
 from chat.errors import ChatError, ErrorCode
@@ -112,7 +113,8 @@ def usable(user) -> list[ServedModel]:
 def not_found(user, name: str) -> ChatError:
     names = ", ".join(m.name for m in usable(user)) or "none"
     return ChatError(
-        ErrorCode.MODEL_NOT_FOUND, f"There is no model called {name!r} for you here. You may use: {names}."
+        ErrorCode.MODEL_NOT_FOUND,
+        _("There is no model called %(name)r for you here. You may use: %(names)s.") % {"name": name, "names": names},
     )
 
 
@@ -137,7 +139,7 @@ def default_for(user) -> ServedModel:
             return model
     models = usable(user)
     if not models:
-        raise ChatError(ErrorCode.MODEL_NOT_FOUND, "No model is open to you on this server; ask its staff.")
+        raise ChatError(ErrorCode.MODEL_NOT_FOUND, _("No model is open to you on this server; ask its staff."))
     return models[0]
 
 

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from chat.accounts import erasure
 from chat.errors import ChatError, ErrorCode
@@ -40,7 +41,7 @@ def can_review(user) -> bool:
 
 def _require_reviewer(user) -> None:
     if not can_review(user):
-        raise ChatError(ErrorCode.FORBIDDEN, "Only reviewers may do this.")
+        raise ChatError(ErrorCode.FORBIDDEN, gettext("Only reviewers may do this."))
 
 
 def audit_record(
@@ -68,12 +69,15 @@ def review_set(*, reviewer, conversation_ids: list[int], state: str, note: str |
     many conversations changed."""
     _require_reviewer(reviewer)
     if state not in Conversation.ReviewState.values:
-        raise ChatError(ErrorCode.INVALID_STATE, "A review state is unreviewed, approved or needs_attention.")
+        raise ChatError(ErrorCode.INVALID_STATE, gettext("A review state is unreviewed, approved or needs_attention."))
     fields = {"review_state": state, "reviewed_by": reviewer, "reviewed_at": timezone.now()}
     if note is not None:
         note = clean_text(note).strip()
         if len(note) > NOTE_CHARS:
-            raise ChatError(ErrorCode.TOO_LONG, f"The note is too long: at most {NOTE_CHARS} characters.")
+            raise ChatError(
+                ErrorCode.TOO_LONG,
+                gettext("The note is too long: at most %(note_chars)s characters.") % {"note_chars": NOTE_CHARS},
+            )
         fields["review_note"] = note
     details = {"state": state} if note is None else {"state": state, "note": note}
     changed = 0
@@ -105,9 +109,9 @@ def gold_answer_set(*, reviewer, message_id: int, content: str) -> GoldAnswer | 
     try:
         message = Message.objects.get(pk=int(message_id))
     except (Message.DoesNotExist, TypeError, ValueError, OverflowError):
-        raise ChatError(ErrorCode.NOT_FOUND, "No such message.") from None
+        raise ChatError(ErrorCode.NOT_FOUND, gettext("No such message.")) from None
     if message.role != Message.Role.ASSISTANT:
-        raise ChatError(ErrorCode.NOT_AN_ANSWER, "A gold answer belongs to an assistant reply.")
+        raise ChatError(ErrorCode.NOT_AN_ANSWER, gettext("A gold answer belongs to an assistant reply."))
     text = clean_text(content).strip()
     old = GoldAnswer.objects.filter(message=message).first()
     audit_record(
@@ -132,7 +136,7 @@ def conversations_delete(*, actor, conversation_ids: list[int]) -> int:
     logs and keys in Redis, the admin's log and earlier audit texts: ``chat/accounts/erasure.py``). A reply still
     being written is stopped as its owner's deletion stops it."""
     if not (actor.is_active and actor.is_superuser):
-        raise ChatError(ErrorCode.FORBIDDEN, "Only a superuser may delete transcripts.")
+        raise ChatError(ErrorCode.FORBIDDEN, gettext("Only a superuser may delete transcripts."))
     deleted = 0
     for ids in id_chunks(conversation_ids):
         rows = list(Conversation.objects.filter(pk__in=ids).values("pk", "owner_id"))
@@ -182,7 +186,7 @@ def export_record(*, actor, kind: str, conversations: QuerySet) -> ExportRecord:
     conversation, all carrying the same export id, written in batches before a single line is sent."""
     _require_reviewer(actor)
     if kind not in KINDS:
-        raise ChatError(ErrorCode.INVALID_KIND, "An export is either sft or pairs.")
+        raise ChatError(ErrorCode.INVALID_KIND, gettext("An export is either sft or pairs."))
     export_id, count, upto = uuid.uuid4(), 0, 0
     details = {"kind": kind, "export": str(export_id)}
     for ids in id_chunks(conversations, size=EXPORT_AUDIT_BATCH):

@@ -16,6 +16,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from chat import names
 from chat.accounts.selectors import may_train
@@ -30,7 +32,7 @@ TRAIN_PERMISSION = "chat.train_model"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,59}")
 COMMAND_ACTOR = "manage.py"  # who a run started or an audit row written from the command line names
 State = TrainingRun.State
-QUEUE_UNREACHABLE = "The training queue could not be reached; start the run again in a moment."
+QUEUE_UNREACHABLE = gettext_lazy("The training queue could not be reached; start the run again in a moment.")
 
 
 def can_train(user) -> bool:
@@ -42,9 +44,9 @@ def _require(actor) -> None:
     """``actor`` None: the command line (whoever runs manage.py already holds the database); else staff who
     may train."""
     if actor is not None and not can_train(actor):
-        raise ChatError(ErrorCode.FORBIDDEN, "Only staff with the train_model permission may do this.")
+        raise ChatError(ErrorCode.FORBIDDEN, _("Only staff with the train_model permission may do this."))
     if actor is None and not settings.CHAT_REVIEW_ENABLED:
-        raise ChatError(ErrorCode.FORBIDDEN, "CHAT_REVIEW_ENABLED is off: no one reads people's conversations.")
+        raise ChatError(ErrorCode.FORBIDDEN, _("CHAT_REVIEW_ENABLED is off: no one reads people's conversations."))
 
 
 def _who(actor) -> str:
@@ -77,16 +79,22 @@ def run_start(
     if not NAME.fullmatch(name):
         raise ChatError(
             ErrorCode.INVALID_NAME,
-            "A run's name is 1 to 60 letters, digits, - or _, starting with a letter or digit "
-            "(it is served as <base>+<name>).",
+            _(
+                "A run's name is 1 to 60 letters, digits, - or _, starting with a letter or digit "
+                "(it is served as <base>+<name>)."
+            ),
         )
     if base not in _base_models():
         raise ChatError(
             ErrorCode.MODEL_NOT_FOUND,
-            f"{base!r} is not a model served here; a run adapts one of: {', '.join(_base_models())}.",
+            _("%(base)r is not a model served here; a run adapts one of: %(models)s.")
+            % {"base": base, "models": ", ".join(_base_models())},
         )
     if TrainingRun.objects.filter(name=name).exists():
-        raise ChatError(ErrorCode.NAME_TAKEN, f"A training run called {name!r} exists already; pick another name.")
+        raise ChatError(
+            ErrorCode.NAME_TAKEN,
+            _("A training run called %(name)r exists already; pick another name.") % {"name": name},
+        )
     requested = {
         "dpo_min_pairs": settings.CHAT_TRAINING_DPO_MIN_PAIRS,
         **settings.CHAT_TRAINING_HYPERPARAMETERS,
@@ -99,9 +107,11 @@ def run_start(
     if not any(p.split == TrainingExample.Split.TRAIN and p.kind == TrainingExample.Kind.SFT for p in planned):
         raise ChatError(
             ErrorCode.NO_EXAMPLES,
-            "These conversations hold too few gold answers: a run needs gold answers in two conversations at "
-            "least, one to learn from and one held out to evaluate it (conversations whose API key keeps no text "
-            "are never used).",
+            _(
+                "These conversations hold too few gold answers: a run needs gold answers in two conversations at "
+                "least, one to learn from and one held out to evaluate it (conversations whose API key keeps no text "
+                "are never used)."
+            ),
         )
     try:
         with transaction.atomic():
@@ -119,7 +129,9 @@ def run_start(
                 hyperparameters=requested,
             )
     except IntegrityError:  # the same name started at the same moment
-        raise ChatError(ErrorCode.NAME_TAKEN, f"A training run called {name!r} exists already.") from None
+        raise ChatError(
+            ErrorCode.NAME_TAKEN, _("A training run called %(name)r exists already.") % {"name": name}
+        ) from None
     TrainingExample.objects.bulk_create(
         [
             TrainingExample(
@@ -176,9 +188,9 @@ def run_cancel(*, actor, run_id: int, reason: str = "") -> TrainingRun:
     _require(actor)
     run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
     if run is None:
-        raise ChatError(ErrorCode.NOT_FOUND, "No such training run.")
+        raise ChatError(ErrorCode.NOT_FOUND, _("No such training run."))
     if run.state in TrainingRun.ENDED:
-        raise ChatError(ErrorCode.NOT_CANCELLABLE, f"The run has already ended ({run.state}).")
+        raise ChatError(ErrorCode.NOT_CANCELLABLE, _("The run has already ended (%(state)s).") % {"state": run.state})
     said = " ".join((reason or "").split())[:500]
     text = f"Cancelled by {_who(actor)}" + (f": {said}" if said else ".")
     if run.state == State.QUEUED:

@@ -22,6 +22,7 @@ from pathlib import Path
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
+from django.utils.translation import gettext
 
 from chat import names
 from chat.errors import ChatError, ErrorCode
@@ -315,17 +316,24 @@ def evaluate_models(*, candidate: str, against: str) -> dict:
 
     cand = catalog.get(candidate)
     if cand is None or not cand.adapter:
-        raise ChatError(ErrorCode.MODEL_NOT_FOUND, f"{candidate!r} is not an adapter of a finished training run.")
+        raise ChatError(
+            ErrorCode.MODEL_NOT_FOUND,
+            gettext("%(candidate)r is not an adapter of a finished training run.") % {"candidate": candidate},
+        )
     other = catalog.get(against)
     if other is None or (other.name != cand.base and not (other.adapter and other.base == cand.base)):
         raise ChatError(
             ErrorCode.MODEL_NOT_FOUND,
-            f"{against!r} is not {cand.base} or another adapter of it: a candidate is compared on one loaded base.",
+            gettext("%(against)r is not %(base)s or another adapter of it: a candidate is compared on one loaded base.")
+            % {"against": against, "base": cand.base},
         )
     run = TrainingRun.objects.get(name=cand.adapter, state=State.DONE)
     data = selectors.training_data(run_id=run.pk, pairs=False)["heldout"]
     if not data:
-        raise ChatError(ErrorCode.NO_EXAMPLES, f"No held-out gold answer of {candidate} is left to evaluate on.")
+        raise ChatError(
+            ErrorCode.NO_EXAMPLES,
+            gettext("No held-out gold answer of %(candidate)s is left to evaluate on.") % {"candidate": candidate},
+        )
     loaded, _ = load_base(cand.base, _base(run).spec)
     adapters = {"candidate": cand.adapter_path}
     if other.adapter:

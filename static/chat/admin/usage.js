@@ -5,6 +5,8 @@
 // follow the admin's light/dark theme, and are redrawn when the theme changes. An ES module: Chart is the
 // vendored Chart.js's global (a deferred classic script before this one; deferred scripts and modules run in
 // order).
+import { t, fill } from "../page/i18n.js";
+
 const MODEL_COLOURS = 6; // --usage-model-1 … --usage-model-6, then round again
 const source = document.getElementById("usage-data");
 if (source && typeof Chart !== "undefined") {
@@ -58,24 +60,24 @@ function drawTotals(canvas, data) {
         data: {
             labels: data.days,
             datasets: [
-                {type: "bar", label: "replies answered", data: answered, stack: "replies", yAxisID: "y", order: 2},
-                {type: "bar", label: "stopped", data: data.stopped, stack: "replies", yAxisID: "y", order: 2},
-                {type: "bar", label: "failed", data: data.failed, stack: "replies", yAxisID: "y", order: 2},
-                line("completion tokens", data.completion_tokens, data.days.length),
+                {type: "bar", label: t("replies answered"), data: answered, stack: "replies", yAxisID: "y", order: 2},
+                {type: "bar", label: t("stopped"), data: data.stopped, stack: "replies", yAxisID: "y", order: 2},
+                {type: "bar", label: t("failed"), data: data.failed, stack: "replies", yAxisID: "y", order: 2},
+                line(t("completion tokens"), data.completion_tokens, data.days.length),
             ],
         },
-        options: options("replies", "completion tokens"),
+        options: options(t("replies"), t("completion tokens")),
     });
     chart.colour = (c) => [c.replies, c.stopped, c.failed, c.tokens];
     return chart;
 }
 
 function drawModels(canvas, data) {
-    const name = (m) => m.model || "(no model name)";
-    const bars = data.models.map((m) => ({type: "bar", label: `${name(m)}: replies`, data: m.replies,
+    const name = (m) => m.model || t("(no model name)");
+    const bars = data.models.map((m) => ({type: "bar", label: fill(t("%(model)s: replies"), { model: name(m) }), data: m.replies,
                                           stack: "replies", yAxisID: "y", order: 2}));
-    const lines = data.models.map((m) => line(`${name(m)}: completion tokens`, m.completion_tokens, data.days.length));
-    const settings = options("replies", "completion tokens");
+    const lines = data.models.map((m) => line(fill(t("%(model)s: completion tokens"), { model: name(m) }), m.completion_tokens, data.days.length));
+    const settings = options(t("replies"), t("completion tokens"));
     const n = data.models.length;
     // The legend pairs each model's two entries (bars, then its line), models in the table's order.
     settings.plugins = {legend: {labels: {sort: (a, b) => a.datasetIndex % n - b.datasetIndex % n

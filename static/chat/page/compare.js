@@ -7,6 +7,7 @@
 import { state, button } from "./state.js";
 import { send } from "./socket.js";
 import { label } from "./models.js";
+import { t, fill } from "./i18n.js";
 
 // reply id -> its comparison: {id, prompt, first, second, blind, chosen} as the server sent it (id and prompt null
 // until the compared frame comes), plus `models` (reply id -> model name, kept once a reply leaves the screen) and
@@ -45,7 +46,7 @@ const shownOrder = (c) => (swapped(c) ? [c.second, c.first] : [c.first, c.second
 /** The name a reply's model goes by on screen: hidden in a blind comparison until the pick. */
 export function shownName(m) {
   const c = unpicked(m.id);
-  if (c?.blind) return shownOrder(c).indexOf(m.id) === 0 ? "Reply A" : "Reply B";
+  if (c?.blind) return shownOrder(c).indexOf(m.id) === 0 ? t("Reply A") : t("Reply B");
   return label(m.model);
 }
 
@@ -60,10 +61,10 @@ export function pairUp(c) {
     c.box.innerHTML = '<p class="compare-note"></p><div class="compare-replies"></div>';
     state.elements.get(c.first).before(c.box); // where the first reply stood, right below the message
   }
-  c.box.setAttribute("aria-label", c.blind ? "Two replies to compare, names hidden" : "Two replies to compare");
+  c.box.setAttribute("aria-label", c.blind ? t("Two replies to compare, names hidden") : t("Two replies to compare"));
   c.box.querySelector(".compare-note").textContent = c.blind
-    ? "Blind comparison: the models' names show once you pick the better reply."
-    : `${label(c.models[c.first])} and ${label(c.models[c.second])} answered: pick the better reply once both are done.`;
+    ? t("Blind comparison: the models' names show once you pick the better reply.")
+    : fill(t("%(first)s and %(second)s answered: pick the better reply once both are done."), { first: label(c.models[c.first]), second: label(c.models[c.second]) });
   c.box.querySelector(".compare-replies").append(...els); // (again, in blind order, once `compared` says blind)
   return true;
 }
@@ -92,15 +93,15 @@ export function metaParts(m) {
   if (c.chosen === null) {
     const ends = [status(c.first), status(c.second)];
     if (ends.some((s) => !s || ACTIVE.includes(s))) return []; // the buttons come once both are done
-    if (ends.some((s) => s !== "complete")) return [note("no pick: only two complete replies can be compared")];
-    const pick = button("This one is better", "pick primary", () => {
+    if (ends.some((s) => s !== "complete")) return [note(t("no pick: only two complete replies can be compared"))];
+    const pick = button(t("This one is better"), "pick primary", () => {
       if (send({ type: "pick", message: m.id })) c.box?.querySelectorAll(".pick").forEach((b) => { b.disabled = true; });
     });
     return [pick];
   }
   const other = m.id === c.first ? c.second : c.first;
-  return [note(c.chosen === m.id ? `★ your pick over ${label(c.models[other])}`
-                                 : `not your pick (you picked ${label(c.models[c.chosen])})`, "picked")];
+  return [note(c.chosen === m.id ? fill(t("★ your pick over %(model)s"), { model: label(c.models[other]) })
+                                 : fill(t("not your pick (you picked %(model)s)"), { model: label(c.models[c.chosen]) }), "picked")];
 }
 
 function note(text, className = "compare-info") {

@@ -10,6 +10,7 @@ import * as models from "./models.js";
 import { blindSends } from "./compare.js";
 import "./share.js"; // the Share button and dialog; window.chatShare.open(id) for the other parts of the page
 import "./composer_hint.js";
+import { t, fill } from "./i18n.js";
 
 function markCurrent() {
   sidebar.render();
@@ -25,7 +26,7 @@ async function openConversation(id) {
   closeDrawer();
   const data = await loadThread(id);
   if (!data) {
-    if (state.conversation === id) showError("That conversation could not be opened.");
+    if (state.conversation === id) showError(t("That conversation could not be opened."));
     return;
   }
   showError("");
@@ -105,7 +106,7 @@ on("conversation", (f) => {
   sidebar.touch(f.conversation, false);
   if (f.conversation.id === state.conversation) {
     $("title").textContent = f.conversation.title;
-    document.title = `${f.conversation.title} · Chat`;
+    document.title = fill(t("%(title)s · Chat"), { title: f.conversation.title });
   }
 });
 on("thread", (f) => { if (f.conversation === state.conversation) openConversation(f.conversation); });
@@ -137,8 +138,8 @@ whenOpen(async (reconnect) => {
   sidebar.reload();
   if (state.conversation !== null) await openConversation(state.conversation);
   if (lost) {
-    showError("The connection dropped before the server answered your last message. If it is not in the list, "
-              + "send it again.");
+    showError(t("The connection dropped before the server answered your last message. If it is not in the list, "
+              + "send it again."));
   }
 });
 sidebar.whenChosen(openConversation);
@@ -149,7 +150,7 @@ function submit() {
   const content = input.value;
   if (!content.trim() || state.active !== null) return;
   if (content.length > state.config.max_message_chars) {
-    showError(`The message is too long: at most ${state.config.max_message_chars} characters.`);
+    showError(fill(t("The message is too long: at most %(n)s characters."), { n: state.config.max_message_chars }));
     return;
   }
   const pending = { id: newClientId(), content, edit: null };

@@ -7,6 +7,7 @@
 // An ES module like the rest of the page; marked, DOMPurify and hljs are the vendored libraries' globals (classic
 // scripts loaded before any module runs). LaTeX math is found by marked extensions and typeset by KaTeX after
 // sanitising (math.js).
+import { t } from "./i18n.js";
 import { extensions as mathExtensions, typeset } from "./math.js";
 
 export const stats = {
@@ -38,7 +39,7 @@ function parser(autoDetect) {
     breaks: true, // a model's single newlines are line breaks, as they were when replies were plain text
     renderer: {
       html({ text, block }) { return block ? `<p>${escapeHtml(text)}</p>` : escapeHtml(text); },
-      image({ href, text }) { return `<a href="${escapeHtml(href)}">🖼 ${escapeHtml(text || "image")}</a>`; },
+      image({ href, text }) { return `<a href="${escapeHtml(href)}">🖼 ${escapeHtml(text || t("image"))}</a>`; },
       checkbox({ checked }) { return checked ? "☑ " : "☐ "; },
       code({ text, lang }) {
         const code = highlighted(text, lang, autoDetect);
@@ -99,11 +100,11 @@ function decorateCode(pre) {
   head.className = "code-head";
   const label = document.createElement("span");
   const language = [...(pre.querySelector("code")?.classList || [])].find((c) => c.startsWith("language-"));
-  label.textContent = language ? language.slice("language-".length) : "code";
+  label.textContent = language ? language.slice("language-".length) : t("code");
   const copy = document.createElement("button");
   copy.type = "button";
   copy.className = "copy-code";
-  copy.textContent = "Copy";
+  copy.textContent = t("Copy");
   head.append(label, copy);
   pre.replaceWith(block);
   block.append(head, pre);
@@ -128,7 +129,7 @@ export async function copyText(text, button) {
   }
   if (button) {
     const label = button.textContent;
-    button.textContent = ok ? "Copied" : "Copy failed";
+    button.textContent = ok ? t("Copied") : t("Copy failed");
     setTimeout(() => { button.textContent = label; }, 1500);
   }
   return ok;

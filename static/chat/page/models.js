@@ -6,6 +6,7 @@
 // the server's own no_worker sentence says what is wrong if it is still so).
 import { $, state } from "./state.js";
 import { send } from "./socket.js";
+import { t, fill, language } from "./i18n.js";
 
 const models = state.config.models;
 const byName = new Map(models.map((m) => [m.name, m]));
@@ -26,22 +27,22 @@ export function fillSelect(select, value, except = null) {
   select.replaceChildren();
   for (const m of models) {
     if (m.name === except) continue;
-    const option = new Option(m.live ? m.label : `${m.label} (unavailable)`, m.name);
+    const option = new Option(m.live ? m.label : fill(t("%(model)s (unavailable)"), { model: m.label }), m.name);
     option.title = m.description;
     select.appendChild(option);
   }
-  if (value && !byName.has(value)) select.appendChild(new Option(`${value} (not served)`, value));
+  if (value && !byName.has(value)) select.appendChild(new Option(fill(t("%(model)s (not served)"), { model: value }), value));
   if (value) select.value = value;
 }
 
 /** What the picker shows beside the name: description, context window, and whether a worker is running. */
 function about(name) {
   const m = byName.get(name);
-  if (!m) return "This model is not served to you any more: pick another.";
+  if (!m) return t("This model is not served to you any more: pick another.");
   const parts = [];
   if (m.description) parts.push(m.description);
-  if (m.context_window) parts.push(`${m.context_window.toLocaleString("en")}-token window`);
-  if (!m.live) parts.push("unavailable: no worker was running for it when the page loaded");
+  if (m.context_window) parts.push(fill(t("%(n)s-token window"), { n: m.context_window.toLocaleString(language) }));
+  if (!m.live) parts.push(t("unavailable: no worker was running for it when the page loaded"));
   return parts.join(" · ");
 }
 
@@ -102,7 +103,7 @@ function fillCompare() {
 function showCompare() {
   const on = compareOn.checked;
   $("compare-options").hidden = !on;
-  $("send").textContent = on ? "Send to both" : "Send";
+  $("send").textContent = on ? t("Send to both") : t("Send");
 }
 compareOn.addEventListener("change", showCompare);
 
@@ -120,7 +121,7 @@ export function modelSettingsArrived(f) {
     if (state.conversation === null) showNewChat();
   } else if (f.conversation === state.conversation && f.model !== current) {
     showConversation(f.model); // stored: here, in the settings panel or in another tab
-    note.textContent = `Switched to ${label(f.model)}: it answers from the next reply on.`;
+    note.textContent = fill(t("Switched to %(model)s: it answers from the next reply on."), { model: label(f.model) });
   }
 }
 

@@ -5,6 +5,7 @@
 import { $, state } from "./state.js";
 import { send } from "./socket.js";
 import { defaultModel, fillSelect, modelSettingsArrived } from "./models.js";
+import { t, fill } from "./i18n.js";
 
 const FIELDS = ["temperature", "top_p", "max_new_tokens"];
 const dialog = $("settings");
@@ -14,8 +15,8 @@ for (const name of FIELDS) { // bounds and defaults, from chat/conversations/par
   input.min = b.min;
   input.max = b.max;
   input.step = b.step;
-  input.placeholder = "model default";
-  $(`hint-${name}`).textContent = `${b.min} – ${b.max}; empty: ${b.default}`;
+  input.placeholder = t("model default");
+  $(`hint-${name}`).textContent = fill(t("%(min)s – %(max)s; empty: %(default)s"), b);
 }
 $("settings-privacy").textContent = $("privacy").textContent;
 
@@ -27,12 +28,12 @@ export function openSettings() {
   const s = current();
   const forNew = state.conversation === null;
   $("settings-scope").textContent = forNew
-    ? "Your defaults: every new chat starts with these."
-    : "This conversation: they apply from its next reply.";
+    ? t("Your defaults: every new chat starts with these.")
+    : t("This conversation: they apply from its next reply.");
   $("set-as-default-row").hidden = forNew;
   $("set-as-default").checked = false;
   fillSelect($("set-model"), forNew ? defaultModel() : s.model);
-  $("hint-model").textContent = forNew ? "New chats start with this model." : "It writes from the next reply on.";
+  $("hint-model").textContent = forNew ? t("New chats start with this model.") : t("It writes from the next reply on.");
   $("set-system").value = s.system_prompt || "";
   for (const name of FIELDS) $(`set-${name}`).value = s.params?.[name] ?? "";
   dialog.showModal();
@@ -68,6 +69,6 @@ export function settingsArrived(f) {
   } else if (f.conversation === state.conversation) {
     state.settings = { system_prompt: f.system_prompt, params: f.params, model: f.model };
   }
-  $("settings-saved").textContent = "Saved.";
+  $("settings-saved").textContent = t("Saved.");
   setTimeout(() => { $("settings-saved").textContent = ""; }, 3000);
 }

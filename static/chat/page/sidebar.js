@@ -4,10 +4,11 @@
 // the current conversation's rename, delete and export. Rows, menus and select mode: rows.js, menu.js, bulk.js.
 import { $, state, showError, urls, conversationUrl } from "./state.js";
 import { on, send } from "./socket.js";
-import { listing, listParams, setHooks, setWithApi, t } from "./listing.js";
+import { listing, listParams, setHooks, setWithApi } from "./listing.js";
 import * as folders from "./folders.js";
 import { rowFor } from "./rows.js";
 import { keepOnly, selection, setSelecting } from "./bulk.js";
+import { t, fill, language } from "./i18n.js";
 
 let items = [];        // {id, title, updated_at, pinned, source, folder, archived, snippet?} in the order shown
 let next = null;       // cursor of the next page, null at the end
@@ -53,10 +54,10 @@ function groupOf(stamp, now) {
   const day = new Date(stamp);
   const start = new Date(now.getFullYear(), now.getMonth(), now.getDate());
   const days = Math.floor((start - new Date(day.getFullYear(), day.getMonth(), day.getDate())) / 86400000);
-  if (days <= 0) return "Today";
-  if (days === 1) return "Yesterday";
-  if (days <= 7) return "Previous 7 days";
-  return day.toLocaleDateString(undefined, { month: "long", year: "numeric" });
+  if (days <= 0) return t("Today");
+  if (days === 1) return t("Yesterday");
+  if (days <= 7) return t("Previous 7 days");
+  return day.toLocaleDateString(language, { month: "long", year: "numeric" });
 }
 
 // Text with each occurrence of the search words wrapped in <mark>; built from text nodes, never as HTML.
@@ -200,5 +201,5 @@ $("delete").addEventListener("click", () => {
 $("confirm-delete").addEventListener("close", () => {
   if ($("confirm-delete").returnValue !== "delete" || state.conversation === null) return;
   // The server stops a reply still being written before it deletes.
-  if (!send({ type: "delete", conversation: state.conversation })) showError("Not deleted: not connected.");
+  if (!send({ type: "delete", conversation: state.conversation })) showError(t("Not deleted: not connected."));
 });

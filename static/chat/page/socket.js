@@ -1,6 +1,7 @@
 // The one websocket (protocol: docs/protocol.md). Reconnects by itself with back-off and says so; after a
 // reconnect the page reloads what it shows (it may have missed frames) and resubscribes to the live reply.
 import { $, state, showError, urls } from "./state.js";
+import { t, fill } from "./i18n.js";
 
 const handlers = new Map(); // frame type -> its one handler
 const STABLE_MS = 5000; // a socket that stayed open this long resets the back-off
@@ -27,7 +28,7 @@ export const isOpen = () => state.socket?.readyState === WebSocket.OPEN;
 
 export function send(frame) {
   if (!isOpen()) {
-    showError("Not connected to the server right now; reconnecting… Try again in a moment.");
+    showError(t("Not connected to the server right now; reconnecting… Try again in a moment."));
     return false;
   }
   state.socket.send(JSON.stringify(frame));
@@ -48,7 +49,7 @@ export function connect() {
   state.socket = socket;
   socket.addEventListener("open", () => {
     openedAt = Date.now();
-    setStatus("connected", true);
+    setStatus(t("connected"), true);
     showError("");
     const reconnect = connectedBefore;
     connectedBefore = true;
@@ -67,7 +68,7 @@ export function connect() {
     openedAt = 0;
     if (e.code === 4429) retry = Math.max(retry, 6); // too many tabs: retry slowly
     const delay = Math.min(30000, 500 * 2 ** retry++);
-    setStatus(`reconnecting… (in ${Math.ceil(delay / 1000)} s)`, false);
+    setStatus(fill(t("reconnecting… (in %(s)s s)"), { s: Math.ceil(delay / 1000) }), false);
     setTimeout(connect, delay);
   });
 }

@@ -7,6 +7,7 @@ import { send } from "./socket.js";
 import { refreshQuota } from "./quota.js";
 import * as markdown from "./markdown.js";
 import * as compare from "./compare.js";
+import { t, fill, language } from "./i18n.js";
 
 const ACTIVE = ["queued", "streaming"];
 let follow = true; // keep the newest text in view, until the person scrolls up
@@ -82,16 +83,18 @@ function renderMeta(el, m) {
   const paired = compare.unpicked(m.id) !== null; // side by side until the pick: no ‹ ›, no Regenerate yet
   if (m.siblings && m.siblings.length > 1 && !paired) meta.prepend(switcher(m));
   if (m.role === "user") {
-    const copy = button("Copy", "copy-message", () => markdown.copyText(m.content, copy), "Copy this message");
+    const copy = button(t("Copy"), "copy-message", () => markdown.copyText(m.content, copy), t("Copy this message"));
     meta.appendChild(copy);
-    if (finished) meta.appendChild(button("Edit", "edit needs-idle", () => startEdit(m.id), "Edit and resend this message"));
+    if (finished) meta.appendChild(button(t("Edit"), "edit needs-idle", () => startEdit(m.id), t("Edit and resend this message")));
     return;
   }
-  const words = { queued: "waiting for the model…", stopped: "stopped", failed: "failed" };
+  const words = { queued: t("waiting for the model…"), stopped: t("stopped"), failed: t("failed") };
   const parts = [];
   if (words[m.status]) parts.push(words[m.status]);
   if (m.error) parts.push(m.error);
-  if (m.timing && m.timing.tokens_per_s) parts.push(`${m.usage.completion_tokens} tokens · ${m.timing.tokens_per_s.toFixed(1)} tok/s`);
+  if (m.timing && m.timing.tokens_per_s) parts.push(fill(t("%(n)s tokens · %(speed)s tok/s"), {
+    n: Number(m.usage.completion_tokens).toLocaleString(language),
+    speed: m.timing.tokens_per_s.toLocaleString(language, { minimumFractionDigits: 1, maximumFractionDigits: 1 }) }));
   if (parts.length) {
     const info = document.createElement("span");
     info.className = "info";
@@ -100,14 +103,14 @@ function renderMeta(el, m) {
   }
   if (!finished) return;
   if (m.content) {
-    const copy = button("Copy", "copy-message", () => markdown.copyText(markdown.source(el.querySelector(".body")), copy),
-                        "Copy this reply as Markdown");
+    const copy = button(t("Copy"), "copy-message", () => markdown.copyText(markdown.source(el.querySelector(".body")), copy),
+                        t("Copy this reply as Markdown"));
     meta.appendChild(copy);
   }
   if (!paired) {
-    meta.appendChild(button("Regenerate", "regenerate needs-idle",
+    meta.appendChild(button(t("Regenerate"), "regenerate needs-idle",
                             () => send({ type: "regenerate", message: m.id, client_id: newClientId() }),
-                            "Write this reply again"));
+                            t("Write this reply again")));
   }
   meta.appendChild(thumbs(m));
   meta.append(...compare.metaParts(m));
@@ -119,10 +122,10 @@ function switcher(m) {
   const nav = document.createElement("span");
   nav.className = "switcher";
   nav.setAttribute("role", "group");
-  nav.setAttribute("aria-label", "Alternatives of this message");
+  nav.setAttribute("aria-label", t("Alternatives of this message"));
   const go = (i) => () => send({ type: "switch", message: m.siblings[i] });
-  const prev = button("‹", "prev needs-idle", go(at - 1), "Previous alternative");
-  const next = button("›", "next needs-idle", go(at + 1), "Next alternative");
+  const prev = button("‹", "prev needs-idle", go(at - 1), t("Previous alternative"));
+  const next = button("›", "next needs-idle", go(at + 1), t("Next alternative"));
   prev.disabled = at <= 0;
   next.disabled = at >= m.siblings.length - 1;
   const where = document.createElement("span");
@@ -137,7 +140,7 @@ function thumbs(m) {
   const box = document.createElement("span");
   box.className = "feedback";
   const rating = m.feedback?.rating || 0;
-  for (const [value, label, title] of [[1, "👍", "Good reply"], [-1, "👎", "Bad reply"]]) {
+  for (const [value, label, title] of [[1, "👍", t("Good reply")], [-1, "👎", t("Bad reply")]]) {
     const b = button(label, value > 0 ? "thumb up" : "thumb down", () => rate(m.id, rating === value ? 0 : value), title);
     b.setAttribute("aria-pressed", String(rating === value));
     box.appendChild(b);
@@ -161,12 +164,12 @@ function rate(id, rating) {
   const input = document.createElement("input");
   input.type = "text";
   input.maxLength = 2000;
-  input.placeholder = rating > 0 ? "What was good? (optional)" : "What was wrong? (optional)";
-  input.setAttribute("aria-label", "Comment on this reply (optional)");
+  input.placeholder = rating > 0 ? t("What was good? (optional)") : t("What was wrong? (optional)");
+  input.setAttribute("aria-label", t("Comment on this reply (optional)"));
   const save = document.createElement("button");
   save.type = "submit";
-  save.textContent = "Send comment";
-  form.append(input, save, button("Close", "close", () => form.remove()));
+  save.textContent = t("Send comment");
+  form.append(input, save, button(t("Close"), "close", () => form.remove()));
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     if (send({ type: "feedback", message: id, rating, comment: input.value })) form.remove();
@@ -192,13 +195,13 @@ export function startEdit(id, draft) {
   const box = document.createElement("textarea");
   box.value = draft ?? m.content;
   box.rows = Math.min(10, box.value.split("\n").length + 1);
-  box.setAttribute("aria-label", "Edit your message");
+  box.setAttribute("aria-label", t("Edit your message"));
   const save = document.createElement("button");
   save.type = "submit";
   save.className = "primary";
-  save.textContent = "Send";
+  save.textContent = t("Send");
   const close = () => { form.remove(); el.classList.remove("editing"); $("input").focus(); };
-  form.append(box, save, button("Cancel", "cancel", close));
+  form.append(box, save, button(t("Cancel"), "cancel", close));
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     if (!box.value.trim()) return;
@@ -271,11 +274,11 @@ export function clearThread(title) {
   state.messages.clear();
   compare.forgetAll();
   setActive(null);
-  $("title").textContent = title || "New chat";
-  document.title = title ? `${title} · Chat` : "Chat";
+  $("title").textContent = title || t("New chat");
+  document.title = title ? fill(t("%(title)s · Chat"), { title }) : t("Chat");
   const hint = document.createElement("p");
   hint.className = "empty";
-  hint.textContent = "Ask anything to start a conversation.";
+  hint.textContent = t("Ask anything to start a conversation.");
   $("messages").appendChild(hint);
   follow = true;
 }
