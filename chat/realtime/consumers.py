@@ -21,7 +21,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from chat import events, frames, metrics
-from chat.conversations import selectors, services
+from chat.conversations import continuation, selectors, services
 from chat.errors import ChatError, ErrorCode
 from chat.limits import sockets
 from chat.logs import bind_log_context
@@ -224,6 +224,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         )
         self.delivery.expect(reply.id)
 
+    async def on_continue(self, frame: frames.ContinueIn):
+        reply = await database_sync_to_async(continuation.message_continue)(
+            user=self.user, message_id=frame["message"], client_id=frame.get("client_id")
+        )
+        self.delivery.restart(reply.id)
+
     async def on_edit(self, frame: frames.EditIn):
         result = await database_sync_to_async(services.message_edit)(
             user=self.user,
@@ -280,6 +286,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         "send": on_send,
         "stop": on_stop,
         "regenerate": on_regenerate,
+        "continue": on_continue,
         "subscribe": on_subscribe,
         "edit": on_edit,
         "switch": on_switch,
@@ -304,6 +311,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def chat_message(self, event):
         frame = events.as_frame(event)
         if frame["message"]["role"] == Message.Role.ASSISTANT:
+            if frame["message"]["status"] == Message.Status.QUEUED:  # new, or continued (its stream starts again)
+                self.delivery.restart(frame["message"]["id"])
             self.delivery.announced(frame["message"]["id"])
         await self.send_json(frame)
 
