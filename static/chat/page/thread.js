@@ -7,6 +7,8 @@ import { send } from "./socket.js";
 import { refreshQuota } from "./quota.js";
 import * as markdown from "./markdown.js";
 import * as compare from "./compare.js";
+import { infoButton, timeTag } from "./info.js";
+import { continueParts } from "./continue.js";
 
 const ACTIVE = ["queued", "streaming"];
 let follow = true; // keep the newest text in view, until the person scrolls up
@@ -77,7 +79,7 @@ function modelTag(m) {
 
 function renderMeta(el, m) {
   const meta = el.querySelector(".meta");
-  meta.replaceChildren(...modelTag(m));
+  meta.replaceChildren(...modelTag(m), ...timeTag(m));
   const finished = !ACTIVE.includes(m.status);
   const paired = compare.unpicked(m.id) !== null; // side by side until the pick: no ‹ ›, no Regenerate yet
   if (m.siblings && m.siblings.length > 1 && !paired) meta.prepend(switcher(m));
@@ -91,7 +93,6 @@ function renderMeta(el, m) {
   const parts = [];
   if (words[m.status]) parts.push(words[m.status]);
   if (m.error) parts.push(m.error);
-  if (m.timing && m.timing.tokens_per_s) parts.push(`${m.usage.completion_tokens} tokens · ${m.timing.tokens_per_s.toFixed(1)} tok/s`);
   if (parts.length) {
     const info = document.createElement("span");
     info.className = "info";
@@ -99,6 +100,7 @@ function renderMeta(el, m) {
     meta.appendChild(info);
   }
   if (!finished) return;
+  meta.append(...continueParts(el, m, paired), ...infoButton(el, m, compare.unpicked(m.id)?.blind));
   if (m.content) {
     const copy = button("Copy", "copy-message", () => markdown.copyText(markdown.source(el.querySelector(".body")), copy),
                         "Copy this reply as Markdown");
@@ -349,7 +351,7 @@ export const threadHandlers = {
       $("messages").dataset.streamMismatches = Number($("messages").dataset.streamMismatches || 0) + 1;
     }
     renderMessage({ id: f.message, role: "assistant", content: f.content, status: f.status, usage: f.usage,
-                    timing: f.timing, error: f.error });
+                    timing: f.timing, error: f.error, finish_reason: f.finish_reason });
     const other = compare.partner(f.message); // its pick button waits for both
     if (other !== null) renderMeta(state.elements.get(other), state.messages.get(other));
     if (state.active === f.message) setActive(writing()[0] ?? null);

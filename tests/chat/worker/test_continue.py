@@ -177,3 +177,26 @@ def test_a_person_at_their_allowance_cannot_continue(make_user, rt, settings):  
     settings.CHAT_TOKENS_PER_DAY = quotas.tokens_used_today(user.pk)
     refused(user, reply.id, ErrorCode.QUOTA_EXHAUSTED)
     assert Message.objects.get(pk=reply.id).status == "complete"
+
+
+def test_a_chat_samples_by_default_greedy_when_its_person_says_zero_and_the_api_keeps_the_models_own(
+    make_user,
+    rt,  # noqa: F811
+    settings,
+):
+    from chat.api import services as api_services
+
+    settings.CHAT_DEFAULT_TEMPERATURE, settings.CHAT_DEFAULT_TOP_P = 0.7, 0.9
+    user = make_user()
+    chat = queued_reply(user, params={"max_new_tokens": 4})
+    run_job(user, chat, rt)
+    assert Message.objects.get(pk=chat.id).params == {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 4}
+    greedy = queued_reply(user, params={"max_new_tokens": 4, "temperature": 0})
+    run_job(user, greedy, rt)
+    assert Message.objects.get(pk=greedy.id).params == {"temperature": 0.0, "top_p": 0.9, "max_new_tokens": 4}
+    key = api_services.api_key_create(owner=user, name="k").key
+    api = api_services.api_completion_create(
+        key=key, turns=[{"role": "user", "content": "hi"}], params={"max_new_tokens": 4}
+    )
+    run_job(user, reply_services.reply_claim(message_id=api.id), rt)
+    assert Message.objects.get(pk=api.id).params["temperature"] == 0.0  # the tiny model's config: greedy
