@@ -3,6 +3,7 @@
 // timing, finish_reason), so they are the same after a reload, and re-drawn from the page's record of the message
 // whenever its meta line is (a thumbs click, a comparison's pick), so nothing there vanishes.
 import { button } from "./state.js";
+import { label } from "./models.js";
 
 const t = (s) => (window.gettext ? window.gettext(s) : s);
 const ACTIVE = ["queued", "streaming"];
@@ -32,7 +33,9 @@ function endedWords(m) {
 function rows(m) {
   const usage = m.usage || {};
   const timing = m.timing || {};
-  const out = [[t("Model"), m.model || "—"]];
+  // Its display name, and the served name where that differs (what the API and the review panel call it).
+  const name = m.model ? (label(m.model) === m.model ? m.model : `${label(m.model)} (${m.model})`) : "—";
+  const out = [[t("Model"), name]];
   const reply = usage.completion_tokens ?? m.completion_tokens;
   if (reply) out.push([t("Tokens"), `${reply} ${t("in the reply")} · ${usage.prompt_tokens || 0} ${t("in the prompt")}`]);
   if (timing.tokens_per_s) out.push([t("Speed"), `${timing.tokens_per_s.toFixed(1)} ${t("tokens/s")}`]);
