@@ -26,8 +26,6 @@ from chat.models import Conversation, Message
 from chat.replies import admission, catalog
 from chat.replies import services as reply_services
 
-BUSY = "A reply is still being written in this conversation; wait or press Stop."
-
 
 def _refuse(sentence: str) -> ChatError:
     return ChatError(ErrorCode.NOT_CONTINUABLE, sentence)
@@ -64,7 +62,9 @@ def message_continue(*, user, message_id, client_id: str | None = None) -> Messa
         admission.require_capacity(user.pk, admitted.allowance)
         conversation = Conversation.objects.select_for_update().get(pk=reply.conversation_id)
         if selectors.message_active_in_conversation(conversation_id=conversation.pk):
-            raise ChatError(ErrorCode.BUSY, _(BUSY))
+            raise ChatError(
+                ErrorCode.BUSY, _("A reply is still being written in this conversation; wait or press Stop.")
+            )
         reply.refresh_from_db()
         _check(reply)  # again under the lock: a second Continue, a send or a switch may have come first
         Message.objects.filter(pk=reply.pk).update(

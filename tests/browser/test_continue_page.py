@@ -119,5 +119,13 @@ def test_two_regenerates_with_the_default_settings_give_other_replies(page, pers
         expect(page.locator(".msg.assistant")).to_have_class("msg assistant complete", timeout=DONE)
         texts.append(page.locator(".msg.assistant .body").inner_text())
     replies = db(lambda: list(Message.objects.filter(conversation__owner=user, role="assistant").order_by("id")))
+    # The settings panel says what applies when a field is left empty.
+    page.click("#open-settings")
+    expect(page.locator("#set-temperature")).to_have_attribute("placeholder", "0.7")
+    expect(page.locator("#set-top_p")).to_have_attribute("placeholder", "0.9")
+    expect(page.locator("#hint-temperature")).to_contain_text("empty: 0.7 (0 means greedy")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "continue-settings.png"))
+    page.click("#settings-cancel")
     assert [r.params.get("temperature") for r in replies] == [0.7] * 3
     assert len({r.content for r in replies}) > 1 and len(set(texts)) > 1
