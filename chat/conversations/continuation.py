@@ -73,6 +73,8 @@ def message_continue(*, user, message_id, client_id: str | None = None) -> Messa
             stop_requested=False,
             reservation=admitted.reservation,
             worker="",
+            # Queued again now: the sweep's queue timeout counts from here, not from the reply's creation.
+            started_at=timezone.now(),
         )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
         reply.refresh_from_db()

@@ -11,6 +11,7 @@ from chat.errors import ChatError, ErrorCode
 from chat.limits import quotas
 from chat.models import Message
 from chat.replies import services as reply_services
+from chat.store import client
 from chat.worker import runtime as worker_runtime
 from inference.loading import LoadedModel
 from inference.prompt import build_prompt
@@ -50,13 +51,25 @@ def bundled_rt(bundled_model, tokenizer, settings):
 QUESTION = "Write a long story about a dragon."
 
 
-def test_continue_writes_what_greedy_generation_writes_for_the_longer_bound(make_user, bundled_rt, tokenizer):
+def still_alive(settings):
+    """The bundled model's runs take longer on a loaded machine than a worker's heartbeat lives: beat again (as
+    tests/chat/conftest.py's a_worker_is_alive does) before each reply is admitted."""
+    import os
+
+    from chat.replies import liveness
+
+    for model in settings.CHAT_SERVED_MODELS:
+        liveness.heartbeat(f"unit-tests-{os.getpid()}", [], model=model.name)
+
+
+def test_continue_writes_what_greedy_generation_writes_for_the_longer_bound(make_user, bundled_rt, tokenizer, settings):
     user = make_user()
     reply = queued_reply(user, content=QUESTION, params={"temperature": 0, "max_new_tokens": 12})
     run_job(user, reply, bundled_rt)
     first = Message.objects.get(pk=reply.id)
     assert (first.finish_reason, first.completion_tokens) == ("length", 12)
 
+    still_alive(settings)
     frames = continued(user, reply.id, bundled_rt)
     extended = Message.objects.get(pk=reply.id)
     assert Message.objects.filter(conversation_id=reply.conversation_id, role="assistant").count() == 1
@@ -65,8 +78,11 @@ def test_continue_writes_what_greedy_generation_writes_for_the_longer_bound(make
     deltas = [f for f in frames if f["type"] == "delta"]
     assert deltas[0]["seq"] == 0 and deltas[0]["text"] == first.content
     assert "".join(d["text"] for d in deltas) == extended.content == dones(frames)[0]["content"]
+    # What a tab that subscribes late reads first: the stream log, the whole reply.
+    assert "".join(client().lrange(f"chat:stream:{reply.id}", 0, -1)) == extended.content
 
     # The same question answered at once with twice the bound: the same reply, token for token.
+    still_alive(settings)
     whole = queued_reply(user, content=QUESTION, params={"temperature": 0, "max_new_tokens": 24})
     run_job(user, whole, bundled_rt)
     assert extended.content == Message.objects.get(pk=whole.id).content
@@ -200,3 +216,27 @@ def test_a_chat_samples_by_default_greedy_when_its_person_says_zero_and_the_api_
     )
     run_job(user, reply_services.reply_claim(message_id=api.id), rt)
     assert Message.objects.get(pk=api.id).params["temperature"] == 0.0  # the tiny model's config: greedy
+
+
+def test_the_sweeps_queue_timeout_counts_from_continue_and_a_timed_out_one_keeps_its_text(
+    make_user,
+    rt,  # noqa: F811
+    settings,
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from chat.replies import sweep
+
+    user = make_user()
+    reply = _cut(user, rt)
+    settings.CHAT_QUEUE_TIMEOUT_S = 60
+    Message.objects.filter(pk=reply.id).update(created_at=timezone.now() - timedelta(hours=1))  # an old reply
+    continuation.message_continue(user=user, message_id=reply.id)
+    assert sweep.sweep() == [] and Message.objects.get(pk=reply.id).status == "queued"  # just queued again
+    settings.CHAT_QUEUE_TIMEOUT_S = 0  # nobody took it in time
+    assert [m.id for m in sweep.sweep()] == [reply.id]
+    stored = Message.objects.get(pk=reply.id)
+    assert (stored.status, stored.error, stored.content) == ("failed", sweep.QUEUE_TIMED_OUT, reply.content)
+    assert stored.completion_tokens == 10
