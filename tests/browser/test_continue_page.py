@@ -129,3 +129,31 @@ def test_two_regenerates_with_the_default_settings_give_other_replies(page, pers
     page.click("#settings-cancel")
     assert [r.params.get("temperature") for r in replies] == [0.7] * 3
     assert len({r.content for r in replies}) > 1 and len(set(texts)) > 1
+
+
+def test_a_reply_being_continued_survives_a_reload(page, person):
+    """Reloaded mid-Continue: the bubble shows the whole text so far at once (the stream's first delta is the reply
+    before Continue), then the rest, and ends as stored."""
+    from chat.models import ChatDefaults, Message
+
+    user = person[0]
+    db(lambda: ChatDefaults.objects.filter(user=user).update(params={"max_new_tokens": 6, "temperature": 0}))
+    page.reload()
+    expect(page.locator("#connection")).to_have_text("connected")
+    say(page, "Write a long story about a knight.")
+    first = db(lambda: Message.objects.get(conversation__owner=user, role="assistant"))
+    assert first.finish_reason == "length"
+    # A longer run this time, so there is a moment to reload in.
+    db(lambda: Message.objects.filter(pk=first.id).update(params={**first.params, "max_new_tokens": 60}))
+    page.locator(".msg.assistant .continue").click()
+    expect(page.locator(".msg.assistant")).to_have_class("msg assistant streaming", timeout=DONE)
+    page.reload()
+    expect(page.locator("#connection")).to_have_text("connected")
+    reply = page.locator(".msg.assistant")
+    expect(reply.locator(".body")).to_contain_text(first.content.strip()[:20])
+    expect(reply).to_have_class("msg assistant complete", timeout=DONE)
+    stored = db(lambda: Message.objects.get(pk=first.id))
+    assert stored.content.startswith(first.content) and stored.completion_tokens > first.completion_tokens
+    assert reply.locator(".body").inner_text().strip().startswith(first.content.strip()[:20])
+    assert page.locator("#messages").get_attribute("data-stream-mismatches") is None
+    expect(page.locator(".msg.assistant")).to_have_count(1)
