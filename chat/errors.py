@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     # --- the state of a conversation ---------------------------------------------------------------------------
     BUSY = "busy"
     NOT_REGENERABLE = "not_regenerable"
+    NOT_CONTINUABLE = "not_continuable"
     NOT_STOPPABLE = "not_stoppable"
     NOT_EDITABLE = "not_editable"
     NOT_SWITCHABLE = "not_switchable"

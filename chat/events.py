@@ -51,9 +51,11 @@ def message_payload(message) -> MessageInfo:
         "role": message.role,
         "content": message.content,
         "status": message.status,
+        "created_at": message.created_at.isoformat(),
     }
     if message.role == "assistant":
         payload["model"] = message.shown_model_name or message.model_name  # blind in an A/B experiment
+        payload["finish_reason"] = message.finish_reason
     return payload
 
 

@@ -45,6 +45,8 @@ class MessageInfo(TypedDict):
     status: Status
     model: NotRequired[str]  # a reply's model (the served model's name)
     siblings: NotRequired[list[int]]  # the alternatives of an edited message or regenerated reply, oldest first
+    created_at: NotRequired[str]  # when it was sent or asked for (ISO 8601, UTC)
+    finish_reason: NotRequired[str]  # a reply's: "" until it ends; "length" when cut at its bound (Continue)
 
 
 class Params(TypedDict):
@@ -296,6 +298,12 @@ class RegenerateIn(TypedDict):
     client_id: NotRequired[ClientId | None]
 
 
+class ContinueIn(TypedDict):
+    type: Literal["continue"]
+    message: Id
+    client_id: NotRequired[ClientId | None]
+
+
 class EditIn(TypedDict):
     type: Literal["edit"]
     message: Id
@@ -398,6 +406,7 @@ CLIENT_FRAMES: dict[str, type] = {
     "send": SendIn,
     "stop": StopIn,
     "regenerate": RegenerateIn,
+    "continue": ContinueIn,
     "edit": EditIn,
     "switch": SwitchIn,
     "feedback": FeedbackIn,

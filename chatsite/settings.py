@@ -336,6 +336,10 @@ CHAT_ADAPTER_BUDGET_MB = env.int("CHAT_ADAPTER_BUDGET_MB", default=256)
 CHAT_ADAPTER_IDLE_S = env.int("CHAT_ADAPTER_IDLE_S", default=600)
 CHAT_MAX_NEW_TOKENS = env.int("CHAT_MAX_NEW_TOKENS", default=1024)
 CHAT_DEFAULT_MAX_NEW_TOKENS = env.int("CHAT_DEFAULT_MAX_NEW_TOKENS", default=256)
+# What a chat reply samples with where its person set nothing (chat/worker/job.py): sampling, so Regenerate gives
+# another answer; a person's temperature 0 is greedy. API requests keep the model's own generation config.
+CHAT_DEFAULT_TEMPERATURE = env.float("CHAT_DEFAULT_TEMPERATURE", default=0.7)
+CHAT_DEFAULT_TOP_P = env.float("CHAT_DEFAULT_TOP_P", default=0.9)
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=16000)
 # All the messages of one API request together: each request stores them as a new conversation, so without a
 # bound 200 messages of 16,000 characters (a body under 2.5 MB) were stored, twenty times a minute, even when

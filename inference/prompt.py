@@ -77,14 +77,35 @@ def context_window(model_config, default: int = 2048) -> int:
     return default
 
 
-def build_prompt(tokenizer, messages: list[dict], *, max_new_tokens: int, window: int) -> Prompt:
-    """Encode ``messages`` (oldest first, each ``{"role", "content"}``) so that the reply fits ``window``."""
+def build_prompt(tokenizer, messages: list[dict], *, max_new_tokens: int, window: int, continuing: str = "") -> Prompt:
+    """Encode ``messages`` (oldest first, each ``{"role", "content"}``) so that the reply fits ``window``.
+
+    ``continuing``: the text of a reply that ended on its length bound, to be continued (Continue). The prompt is
+    then the one that reply was written from (``messages``, generation prompt and all) followed by the reply's
+    own text as ordinary text tokens: exactly what the model had in front of it when it stopped, so it goes on
+    where it was cut. This is what transformers' ``continue_final_message=True`` means, built so that nothing
+    moves: that option re-renders the reply inside the template, which strips its trailing whitespace, and
+    some templates render an earlier assistant turn unlike the generation prompt they wrote it after (thinking
+    blocks dropped); and the reply's tokens, encoded apart, cannot merge with the template's across the seam."""
     if not messages or messages[-1]["role"] != "user":
         raise ValueError("the last message must be the user's")
     system = [m for m in messages[:1] if m["role"] == "system"]
     codec = _Codec(tokenizer)
-    ids, dropped = _fit(codec, system, messages[len(system) :], window - max_new_tokens, max_new_tokens, window)
-    return Prompt(input_ids=ids, stop_strings=() if codec.chat else PLAIN_STOP_STRINGS, dropped_messages=dropped)
+    reply = codec.as_text([continuing])[0] if continuing else []
+    try:
+        ids, dropped = _fit(
+            codec, system, messages[len(system) :], window - max_new_tokens - len(reply), max_new_tokens, window
+        )
+    except PromptTooLong:
+        if not continuing:
+            raise
+        raise PromptTooLong(
+            f"{TOO_LONG} to continue this reply: its message, the reply so far and the {max_new_tokens} tokens "
+            f"reserved for more need more than the {window} tokens the model reads."
+        ) from None
+    return Prompt(
+        input_ids=ids + reply, stop_strings=() if codec.chat else PLAIN_STOP_STRINGS, dropped_messages=dropped
+    )
 
 
 # --- fitting ------------------------------------------------------------------------------------------------

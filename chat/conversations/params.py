@@ -1,5 +1,6 @@
-"""Generation parameters a user may set, and their bounds. Missing ones are filled by the worker from the
-model's own generation config, so only what the user chose is checked and stored here."""
+"""Generation parameters a user may set, and their bounds. Missing ones are filled by the worker: a chat's
+temperature and top-p from ``CHAT_DEFAULT_TEMPERATURE``/``CHAT_DEFAULT_TOP_P`` (chats sample), the rest (and an API
+request's all) from the model's own generation config; so only what the user chose is checked and stored here."""
 
 from __future__ import annotations
 
@@ -88,8 +89,21 @@ def stop_strings_clean(stop) -> list[str]:
 def bounds() -> dict:
     """What the settings panel shows: each parameter's bounds and what applies when it is left empty."""
     return {
-        "temperature": {"min": 0, "max": 2, "step": 0.05, "default": "the model's own (greedy for the bundled model)"},
-        "top_p": {"min": 0.01, "max": 1, "step": 0.01, "default": "the model's own (1.0 for the bundled model)"},
+        "temperature": {
+            "min": 0,
+            "max": 2,
+            "step": 0.05,
+            "default": _("%(value)s (0 means greedy: the same reply every time)")
+            % {"value": settings.CHAT_DEFAULT_TEMPERATURE},
+            "placeholder": str(settings.CHAT_DEFAULT_TEMPERATURE),
+        },
+        "top_p": {
+            "min": 0.01,
+            "max": 1,
+            "step": 0.01,
+            "default": str(settings.CHAT_DEFAULT_TOP_P),
+            "placeholder": str(settings.CHAT_DEFAULT_TOP_P),
+        },
         "max_new_tokens": {
             "min": 1,
             "max": settings.CHAT_MAX_NEW_TOKENS,

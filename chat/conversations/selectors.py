@@ -102,6 +102,11 @@ def thread_for_user(*, user, conversation: Conversation) -> list[dict]:
             "completion_tokens": m.completion_tokens,
             "model": (m.shown_model_name or m.model_name) if m.role == Message.Role.ASSISTANT else "",
             "comparison": comparisons.get(m.id),
+            # What the page's info popover and timestamps show, as the done frame carries them: kept after a reload.
+            "created_at": m.created_at.isoformat(),
+            "finish_reason": m.finish_reason,
+            "usage": {"prompt_tokens": m.prompt_tokens or 0, "completion_tokens": m.completion_tokens or 0},
+            "timing": {"ttft_ms": m.ttft_ms, "tokens_per_s": m.tokens_per_s},
         }
         for m in messages
     ]

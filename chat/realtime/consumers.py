@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from chat import events, frames, metrics
 from chat.accounts.language import language_for_scope
-from chat.conversations import organise, selectors, services
+from chat.conversations import continuation, organise, selectors, services
 from chat.errors import ChatError, ErrorCode
 from chat.limits import sockets
 from chat.logs import bind_log_context
@@ -235,6 +235,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         )
         self.delivery.expect(reply.id)
 
+    async def on_continue(self, frame: frames.ContinueIn):
+        reply = await database_sync_to_async(continuation.message_continue)(
+            user=self.user, message_id=frame["message"], client_id=frame.get("client_id")
+        )
+        self.delivery.restart(reply.id)
+
     async def on_edit(self, frame: frames.EditIn):
         result = await database_sync_to_async(services.message_edit)(
             user=self.user,
@@ -320,6 +326,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         "send": on_send,
         "stop": on_stop,
         "regenerate": on_regenerate,
+        "continue": on_continue,
         "subscribe": on_subscribe,
         "edit": on_edit,
         "switch": on_switch,
@@ -350,6 +357,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def chat_message(self, event):
         frame = events.as_frame(event)
         if frame["message"]["role"] == Message.Role.ASSISTANT:
+            if frame["message"]["status"] == Message.Status.QUEUED:  # new, or continued (its stream starts again)
+                self.delivery.restart(frame["message"]["id"])
             self.delivery.announced(frame["message"]["id"])
         await self.send_json(frame)
 

@@ -56,6 +56,14 @@ class ReplyDelivery:
         if message_id not in self.finished and message_id not in self.cursors:
             self.cursors[message_id] = _ReplyCursor(next_seq, announced)
 
+    def restart(self, message_id: int) -> None:
+        """Follow a reply from seq 0 again, even one whose ``done`` this socket has sent: a continued reply
+        (chat/conversations/continuation.py) streams anew under its id."""
+        if message_id in self.finished:
+            self.finished.remove(message_id)
+            self.cursors.pop(message_id, None)
+        self.expect(message_id)
+
     def announced(self, message_id: int) -> None:
         self.expect(message_id)
         if message_id in self.cursors:

@@ -4,7 +4,7 @@ looks at, and how many are active (per person, per status).
 
 from __future__ import annotations
 
-from django.db.models import Count, Func, IntegerField, Sum
+from django.db.models import Count, Func, IntegerField, Q, Sum
 from django.db.models.functions import Coalesce
 
 from chat.models import Message
@@ -74,9 +74,12 @@ def reply_ids_streaming_since(*, before, limit: int) -> list[int]:
 
 
 def reply_ids_queued_since(*, before, limit: int) -> list[int]:
-    """Replies still queued since before ``before``: nobody took them in time."""
+    """Replies still queued since before ``before``: nobody took them in time. Queued since their creation, or
+    for a continued reply (chat/conversations/continuation.py) since ``started_at``, which Continue sets to when
+    it queued the reply again (a worker's claim sets it anew)."""
+    queued_before = Q(started_at__isnull=True, created_at__lt=before) | Q(started_at__lt=before)
     return list(
-        Message.objects.filter(status=Message.Status.QUEUED, created_at__lt=before).values_list("id", flat=True)[:limit]
+        Message.objects.filter(queued_before, status=Message.Status.QUEUED).values_list("id", flat=True)[:limit]
     )
 
 

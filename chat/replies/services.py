@@ -40,7 +40,7 @@ def reply_dispatch(*, message_id: int, model: str | None = None) -> None:
         log.warning("could not queue message %s: %s", message_id, exc)
         reply_finish(
             message_id=message_id,
-            content="",
+            content=None,  # a new reply has none; a continued one keeps its text
             status=Message.Status.FAILED,
             finish_reason=Message.FinishReason.ERROR,
             error="The generation queue is unreachable; try again in a moment.",
@@ -89,7 +89,7 @@ def reply_stop(*, message: Message) -> StopOutcome:
     with transaction.atomic():
         if reply_finish(
             message_id=message.pk,
-            content="",
+            content=None,  # a new reply has none; a continued one keeps its text
             status=Message.Status.STOPPED,
             finish_reason=Message.FinishReason.CANCELLED,
             only_from=(Message.Status.QUEUED,),
@@ -142,21 +142,22 @@ def reply_finish(
     error_code: ErrorCode | str = "",
     params: dict | None = None,
     only_from: tuple[str, ...] = Message.ACTIVE_STATUSES,
+    charged: int | None = None,
 ) -> Message | None:
     """End a reply once: store its final state and, on commit, send ``done`` to its owner's sockets.
-    ``content=None`` keeps the stored text (the last checkpoint). Returns the message, or None when it had
+    ``content=None`` keeps the stored text (the last checkpoint); counts and timings left None keep the stored
+    ones (none for a new reply; a continued reply's earlier ones: chat/conversations/continuation.py).
+    ``charged``: the tokens its person is charged, when not its prompt and completion tokens (a continued
+    reply's completion tokens count its earlier runs, charged then). Returns the message, or None when it had
     already ended (then nothing is sent)."""
-    fields = dict(
-        status=status,
-        finish_reason=finish_reason,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        ttft_ms=ttft_ms,
-        tokens_per_s=tokens_per_s,
-        error=error,
-        error_code=error_code,
-        finished_at=timezone.now(),
+    fields = dict(status=status, finish_reason=finish_reason, error=error, error_code=error_code)
+    fields["finished_at"] = timezone.now()
+    counts = dict(
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, ttft_ms=ttft_ms, tokens_per_s=tokens_per_s
     )
+    fields.update({name: value for name, value in counts.items() if value is not None})
+    if charged is None:
+        charged = (prompt_tokens or 0) + (completion_tokens or 0)
     if content is not None:
         fields["content"] = content
     if params is not None:
@@ -171,9 +172,7 @@ def reply_finish(
         def after_commit():
             # Charged here, where every reply ends once: the worker's own count of what the reply cost, and
             # the bound admission reserved for it let go in the same step.
-            quotas.tokens_settle(
-                final.conversation.owner_id, final.reservation, (prompt_tokens or 0) + (completion_tokens or 0)
-            )
+            quotas.tokens_settle(final.conversation.owner_id, final.reservation, charged)
             events.notify(final.conversation.owner_id, events.done_frame(final))
             # Counted once, when the end is stored (an end that lost the race above is not a reply).
             metrics.observe_reply(

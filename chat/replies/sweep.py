@@ -71,7 +71,7 @@ def sweep() -> list[Message]:
     for message_id in selectors.reply_ids_queued_since(before=queued_before, limit=BATCH):
         final = services.reply_finish(
             message_id=message_id,
-            content="",
+            content=None,  # a new reply has none; a continued one keeps its text
             status=Message.Status.FAILED,
             finish_reason=Message.FinishReason.ERROR,
             only_from=(Message.Status.QUEUED,),

@@ -33,6 +33,11 @@ from inference.sampling import resolve_params
 log = logging.getLogger(__name__)
 
 
+def chat_sampling_defaults() -> dict:
+    """What a chat reply samples with where its person chose nothing (settings.md)."""
+    return {"temperature": settings.CHAT_DEFAULT_TEMPERATURE, "top_p": settings.CHAT_DEFAULT_TOP_P}
+
+
 CHECKPOINT_S = 3.0
 
 
@@ -149,6 +154,11 @@ class ReplyJob:
         self.first_at: float | None = None
         self.ending: dict = {}
         self.adapter: Adapter | None = None  # set by ``prepare`` for a reply of an adapter
+        # Continue (chat/conversations/continuation.py): a queued reply that already has text is one that ended on
+        # its length bound and is being extended; a new reply is queued empty and gets text only once streaming.
+        # Its text so far is the stream's first piece, and its earlier counts are added to this run's.
+        self.continuing = message.content if message.status == Message.Status.STREAMING else ""
+        self.earlier_tokens = (message.completion_tokens or 0) if self.continuing else 0
 
     def wants_title(self) -> bool:
         """A new chat conversation's first reply (of a Compare, the first of the two), finished well, under the
@@ -160,6 +170,7 @@ class ReplyJob:
             and self.ending.get("status") == Message.Status.COMPLETE
             and self.message.parent is not None
             and self.message.parent.parent_id is None
+            and not self.continuing
             and conversation.title == title_from(self.message.parent.content)
             # The conversation's first reply only: not a regenerated one, and of a Compare's two the first.
             and not Message.objects.filter(
@@ -195,15 +206,17 @@ class ReplyJob:
     def prepare(self) -> tuple[GenerationRequest, dict]:
         """The prompt and sampling parameters for this reply."""
         self.adapter = adapter_for(self.message.model_name, self.rt)
+        api = self.message.conversation.source == Conversation.Source.API
         params = resolve_params(
-            self.message.params,
+            # A chat samples unless its person chose otherwise (temperature 0: greedy), so Regenerate gives another
+            # answer; an API request keeps the model's own defaults, as its caller reads them from /v1/models.
+            self.message.params if api else {**chat_sampling_defaults(), **self.message.params},
             self.rt.loaded.model.generation_config,
             default_max_new_tokens=settings.CHAT_DEFAULT_MAX_NEW_TOKENS,
             max_new_tokens_cap=settings.CHAT_MAX_NEW_TOKENS,
         )
         history = selectors.history_for_prompt(message=self.message)
         window = self.rt.engine.context_window
-        api = self.message.conversation.source == Conversation.Source.API
         # An API request without max_tokens reserves no default it never asked for: like OpenAI, it is refused
         # only when its messages leave no room for a reply, and otherwise runs until the window is full
         # (finish_reason length) or the default length, whichever comes first.
@@ -213,6 +226,7 @@ class ReplyJob:
             history,
             window=window,
             max_new_tokens=1 if to_the_window else params.max_new_tokens,
+            continuing=self.continuing,
         )
         if prompt.dropped_messages and api:
             # A program sends the whole context it wants read, and OpenAI refuses one that does not fit:
@@ -228,7 +242,9 @@ class ReplyJob:
                 "send fewer or shorter messages, or a smaller max_tokens."
             )
         if prompt.dropped_messages:
-            reply_services.reply_checkpoint(message_id=self.id, content="", dropped_messages=prompt.dropped_messages)
+            reply_services.reply_checkpoint(
+                message_id=self.id, content=self.continuing, dropped_messages=prompt.dropped_messages
+            )
         if to_the_window:  # stored as what bounded the reply
             params = dataclasses.replace(
                 params, max_new_tokens=min(params.max_new_tokens, window - len(prompt.input_ids))
@@ -251,6 +267,9 @@ class ReplyJob:
     def stream(self, request: GenerationRequest, used: dict) -> dict:
         """Run the request, publishing coalesced deltas and checkpointing; returns how the reply ended."""
         self.rt.link.clear_stream(self.id)
+        if self.continuing:  # the text so far as the stream's first delta: a reload shows it whole, then the rest
+            self.pieces.append(self.continuing)
+            self.rt.link.delta(self.owner, self.id, 0, self.pieces)
         handle = self.rt.engine.submit(request)
         checkpoint_at = time.monotonic()
         done = None
@@ -270,6 +289,8 @@ class ReplyJob:
             log.exception("streaming message %s failed", self.id)
             return _failed(f"The reply was interrupted ({type(exc).__name__}).")
         ttft_ms = int((self.first_at - self.message.created_at.timestamp()) * 1000) if self.first_at else None
+        if self.continuing:  # the first token came with the reply's first run
+            ttft_ms = self.message.ttft_ms
         return {
             "status": Message.STATUS_FOR_REASON[done.reason],
             "finish_reason": done.reason,
@@ -277,7 +298,9 @@ class ReplyJob:
             # The engine could not load the reply's adapter: the one engine error a person can be told the cause of.
             "error_code": ErrorCode.ADAPTER_UNAVAILABLE if done.code == ADAPTER_UNAVAILABLE else "",
             "prompt_tokens": done.prompt_tokens,
-            "completion_tokens": done.completion_tokens,
+            # A continued reply counts all its tokens; its person is charged this run's (its prompt, then the new).
+            "completion_tokens": self.earlier_tokens + done.completion_tokens,
+            "charged": done.prompt_tokens + done.completion_tokens,
             "ttft_ms": max(ttft_ms, 0) if ttft_ms is not None else None,
             "tokens_per_s": done.tokens_per_s,
             "params": used,
@@ -308,13 +331,16 @@ class ReplyJob:
         try:
             for delay in FINISH_RETRY_DELAYS_S + (None,):
                 try:
-                    if reply_services.reply_finish(message_id=self.id, content="".join(self.pieces), **ending) is None:
+                    # No piece yet: the stored text stays (none for a new reply; a continued one's text so far).
+                    content = "".join(self.pieces) or None
+                    if reply_services.reply_finish(message_id=self.id, content=content, **ending) is None:
                         # Ended first elsewhere (its conversation deleted mid-reply, the sweep), with no counts:
                         # what this worker generated is still charged, or deleting a chat just before its reply
                         # ends would make the reply free (a deleted person is charged nothing: quotas).
-                        quotas.tokens_count(
-                            self.owner, (ending.get("prompt_tokens") or 0) + (ending.get("completion_tokens") or 0)
-                        )
+                        charged = ending.get("charged")
+                        if charged is None:
+                            charged = (ending.get("prompt_tokens") or 0) + (ending.get("completion_tokens") or 0)
+                        quotas.tokens_count(self.owner, charged)
                         if not Message.objects.filter(pk=self.id).exists():
                             # Deleted: the deltas logged after the deletion cleared the log made it again.
                             self.rt.link.clear_stream(self.id)

@@ -65,7 +65,9 @@ def test_sign_up_chat_and_see_the_reply_stream_in(page):
     reply = page.locator(".msg.assistant")
     expect(reply).to_have_class("msg assistant complete", timeout=120_000)
     assert reply.locator(".body").inner_text().strip()
-    expect(reply.locator(".meta")).to_contain_text("tok/s")
+    reply.locator(".info-button").click()  # the reply's tokens and speed, in its ⓘ card
+    expect(reply.locator(".info-card")).to_contain_text("tokens/s")
+    reply.locator(".info-button").click()
     expect(box).to_have_value("")
     # The day's allowance line is read again once the reply is charged: fewer tokens left than at sign-up.
     expect(page.locator("#quota")).not_to_contain_text("200000 of 200000")

@@ -58,7 +58,8 @@ def test_reply_streams_token_by_token_and_is_stored(chat):
     stored = Message.objects.get(pk=reply_id)
     assert stored.content == done["content"] and stored.status == "complete"
     assert stored.conversation.owner == user and stored.conversation_id == conversation
-    assert stored.params == {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 40}  # greedy: the model's default
+    # A chat samples by default (CHAT_DEFAULT_TEMPERATURE, CHAT_DEFAULT_TOP_P), so Regenerate gives another reply.
+    assert stored.params == {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 40}
     assert stored.completion_tokens == done["usage"]["completion_tokens"] and stored.ttft_ms is not None
 
 

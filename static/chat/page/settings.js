@@ -1,12 +1,14 @@
 // The settings panel: model, system prompt, temperature, top_p and max new tokens for the conversation on screen
 // (they apply to its next reply), or, with no conversation open, the person's own defaults that new chats start
 // from (their default model included).
-// Bounds and the model's defaults are shown beside each field; an empty field means "the model's default".
+// Bounds and the defaults are shown beside each field; an empty field means the default (the site's temperature and
+// top-p for chats, the model's own length).
 import { $, state } from "./state.js";
 import { send } from "./socket.js";
 import { defaultModel, fillSelect, modelSettingsArrived } from "./models.js";
 import { t, fill } from "./i18n.js";
 
+const t = (s) => (window.gettext ? window.gettext(s) : s);
 const FIELDS = ["temperature", "top_p", "max_new_tokens"];
 const dialog = $("settings");
 
@@ -15,7 +17,7 @@ for (const name of FIELDS) { // bounds and defaults, from chat/conversations/par
   input.min = b.min;
   input.max = b.max;
   input.step = b.step;
-  input.placeholder = t("model default");
+  input.placeholder = b.placeholder ?? t("model default"); // the value that applies when left empty
   $(`hint-${name}`).textContent = fill(t("%(min)s – %(max)s; empty: %(default)s"), b);
 }
 $("settings-privacy").textContent = $("privacy").textContent;

@@ -8,6 +8,8 @@ import { refreshQuota } from "./quota.js";
 import * as markdown from "./markdown.js";
 import * as compare from "./compare.js";
 import { t, fill, language } from "./i18n.js";
+import { infoButton, timeTag } from "./info.js";
+import { continueParts } from "./continue.js";
 
 const ACTIVE = ["queued", "streaming"];
 let follow = true; // keep the newest text in view, until the person scrolls up
@@ -78,7 +80,7 @@ function modelTag(m) {
 
 function renderMeta(el, m) {
   const meta = el.querySelector(".meta");
-  meta.replaceChildren(...modelTag(m));
+  meta.replaceChildren(...modelTag(m), ...timeTag(m));
   const finished = !ACTIVE.includes(m.status);
   const paired = compare.unpicked(m.id) !== null; // side by side until the pick: no ‹ ›, no Regenerate yet
   if (m.siblings && m.siblings.length > 1 && !paired) meta.prepend(switcher(m));
@@ -92,9 +94,6 @@ function renderMeta(el, m) {
   const parts = [];
   if (words[m.status]) parts.push(words[m.status]);
   if (m.error) parts.push(m.error);
-  if (m.timing && m.timing.tokens_per_s) parts.push(fill(t("%(n)s tokens · %(speed)s tok/s"), {
-    n: Number(m.usage.completion_tokens).toLocaleString(language),
-    speed: m.timing.tokens_per_s.toLocaleString(language, { minimumFractionDigits: 1, maximumFractionDigits: 1 }) }));
   if (parts.length) {
     const info = document.createElement("span");
     info.className = "info";
@@ -102,6 +101,7 @@ function renderMeta(el, m) {
     meta.appendChild(info);
   }
   if (!finished) return;
+  meta.append(...continueParts(el, m, paired), ...infoButton(el, m, compare.unpicked(m.id)?.blind));
   if (m.content) {
     const copy = button(t("Copy"), "copy-message", () => markdown.copyText(markdown.source(el.querySelector(".body")), copy),
                         t("Copy this reply as Markdown"));
@@ -361,7 +361,7 @@ export const threadHandlers = {
       $("messages").dataset.streamMismatches = Number($("messages").dataset.streamMismatches || 0) + 1;
     }
     renderMessage({ id: f.message, role: "assistant", content: f.content, status: f.status, usage: f.usage,
-                    timing: f.timing, error: f.error });
+                    timing: f.timing, error: f.error, finish_reason: f.finish_reason });
     const other = compare.partner(f.message); // its pick button waits for both
     if (other !== null) renderMeta(state.elements.get(other), state.messages.get(other));
     if (state.active === f.message) setActive(writing()[0] ?? null);

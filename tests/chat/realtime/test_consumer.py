@@ -432,3 +432,51 @@ def test_a_lost_message_frame_and_a_lost_done_frame_still_arrive(make_user, sess
     assert [f["type"] for f in first] == ["conversation", "message", "message"]
     assert first[-1]["message"]["role"] == "assistant"  # from the database, not the layer
     assert (done["type"], done["status"], done["error"]) == ("done", "failed", "The model broke.")
+
+
+def test_continue_over_the_socket_requeues_the_same_reply_and_its_new_end_is_delivered(make_user, session_cookie):
+    """The socket already sent this reply's done once; Continue makes it stream again under the same id, so its
+    second done must still come (the delivery forgets that it ended), with the text kept."""
+    alice, bob = make_user("alice"), make_user("bob")
+    alice_cookie, bob_cookie = session_cookie(alice), session_cookie(bob)
+
+    async def go():
+        comm, _, _ = await connect(alice_cookie)
+        await comm.send_json_to({"type": "send", "conversation": None, "content": "Tell me a story"})
+        reply = None
+        while reply is None:  # the conversation, the person's message, then the reply
+            frame = await comm.receive_json_from(timeout=10)
+            if frame["type"] == "message" and frame["message"]["role"] == "assistant":
+                reply = frame
+        reply_id = reply["message"]["id"]
+        await comm.send_json_to({"type": "stop", "message": reply_id})
+        await frames_until(comm, "done")
+        await database_sync_to_async(
+            lambda: Message.objects.filter(pk=reply_id).update(
+                status="complete", finish_reason="length", content="Once upon a time", completion_tokens=4
+            )
+        )()
+        other, _, _ = await connect(bob_cookie)
+        await other.send_json_to({"type": "continue", "message": reply_id})
+        refused = await other.receive_json_from(timeout=10)
+        await other.disconnect()
+        await comm.send_json_to({"type": "continue", "message": reply_id, "client_id": "c2"})
+        again = await comm.receive_json_from(timeout=10)
+        await comm.send_json_to({"type": "continue", "message": reply_id})
+        twice = await comm.receive_json_from(timeout=10)
+        await comm.send_json_to({"type": "stop", "message": reply_id})
+        done = (await frames_until(comm, "done"))[-1]
+        await comm.disconnect()
+        return refused, again, twice, done
+
+    refused, again, twice, done = run(go())
+    assert refused["code"] == "not_found"
+    assert again["type"] == "message" and again["client_id"] == "c2"
+    assert (again["message"]["status"], again["message"]["content"], again["message"]["finish_reason"]) == (
+        "queued",
+        "Once upon a time",
+        "",
+    )
+    assert twice["code"] == "not_continuable" and twice["detail"].endswith(".")
+    assert (done["status"], done["content"], done["usage"]["completion_tokens"]) == ("stopped", "Once upon a time", 4)
+    assert Message.objects.filter(role="assistant").count() == 1
