@@ -35,6 +35,30 @@ class ComparisonInfo(TypedDict):
     chosen: int | None
 
 
+class Source(TypedDict):
+    """A piece of an attached document the reply's prompt quoted: a whole short document, or one passage."""
+
+    n: int  # its number [n] in the prompt
+    attachment: int
+    name: str
+    passage: int | None  # from 1; None for a whole document
+    passages: int | None
+    page: int | None  # a PDF's page
+    whole: bool
+
+
+class AttachmentInfo(TypedDict):
+    """A file attached to a person's message, as its extracted text."""
+
+    id: int
+    name: str
+    kind: Literal["text", "pdf", "docx"]
+    size: int
+    pages: int | None
+    passages: int | None
+    chars: int
+
+
 class MessageInfo(TypedDict):
     id: int
     conversation: int
@@ -43,6 +67,7 @@ class MessageInfo(TypedDict):
     status: Status
     model: NotRequired[str]  # a reply's model (the served model's name)
     siblings: NotRequired[list[int]]  # the alternatives of an edited message or regenerated reply, oldest first
+    attachments: NotRequired[list[AttachmentInfo]]  # a person's message sent with files
 
 
 class Params(TypedDict):
@@ -112,6 +137,7 @@ class DoneFrame(TypedDict):
     error_code: Literal[ErrorCode.CONTEXT_LENGTH_EXCEEDED, ErrorCode.ADAPTER_UNAVAILABLE, ""]
     usage: Usage
     timing: Timing
+    sources: list[Source]
 
 
 class ErrorFrame(TypedDict):
@@ -246,6 +272,7 @@ Rating = Annotated[int, ErrorCode.INVALID_RATING]
 
 
 ModelName = Annotated[str, ErrorCode.MODEL_NOT_FOUND]
+AttachmentIds = Annotated[list, ErrorCode.BAD_ID]  # ids of the person's pending attachments (chat/documents/)
 
 
 class SendIn(TypedDict):
@@ -261,6 +288,7 @@ class SendIn(TypedDict):
     model: NotRequired[ModelName | None]
     compare: NotRequired[ModelName | None]
     blind: NotRequired[bool | None]
+    attachments: NotRequired[AttachmentIds | None]
 
 
 class PickIn(TypedDict):

@@ -7,6 +7,7 @@ from django.urls import include, path
 app_name = "chat"
 urlpatterns = [
     path("", include("chat.conversations.urls")),
+    path("", include("chat.documents.urls")),
     path("settings/api-keys/", include("chat.api.key_urls")),
     path("", include("chat.ops.urls")),
 ]

@@ -17,7 +17,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import F
 from django.utils import timezone
 
-from chat.models import Account, Comparison, Conversation, Feedback, Message
+from chat.models import Account, Attachment, Comparison, Conversation, Feedback, Message
 
 FORMAT = "chat-personal-data/1"
 PAGE = 500  # rows per query
@@ -37,10 +37,14 @@ MESSAGE_FIELDS = (
     "model_name",
     "params",
     "error",
+    "sources",
     "created_at",
     "started_at",
     "finished_at",
 )
+# Documents attached to messages, as the text extracted from them (the files themselves are not kept); pending
+# ones (attached, not yet sent) have no conversation.
+ATTACHMENT_FIELDS = ("id", "conversation_id", "message_id", "name", "kind", "size", "pages", "text", "created_at")
 FEEDBACK_FIELDS = ("id", "message_id", "rating", "comment", "created_at", "updated_at")
 COMPARISON_FIELDS = ("id", "first_id", "second_id", "blind", "chosen_id", "created_at", "picked_at")
 # Named for the reader: the person's message both models answered, and the model of each reply and of the pick.
@@ -100,6 +104,8 @@ def personal_data_chunks(*, user) -> Iterator[str]:
             separator = ", "
             yield from _array_items(Message.objects.filter(conversation_id=conversation["id"]), MESSAGE_FIELDS)
             yield "]}"
+    yield '], "attachments": ['
+    yield from _array_items(Attachment.objects.filter(owner_id=user.pk), ATTACHMENT_FIELDS)
     yield '], "feedback": ['
     yield from _array_items(Feedback.objects.filter(user_id=user.pk), FEEDBACK_FIELDS)
     yield '], "comparisons": ['

@@ -14,6 +14,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, NullIf
 
+from chat.documents.selectors import attachments_by_message
 from chat.errors import ChatError, ErrorCode
 from chat.events import comparison_payload
 from chat.models import ChatDefaults, Comparison, Conversation, Feedback, Message
@@ -54,8 +55,8 @@ def messages_current(*, conversation) -> list[Message]:
 def thread_for_user(*, user, conversation: Conversation) -> list[dict]:
     """The shown branch as the page needs it: each message with its alternatives (ids, oldest first), its
     stored error, and for replies this person's rating, the params used and the model; for a message answered by
-    Compare, the comparison (and both its replies). Three queries whatever the length, two more where a message
-    has several replies."""
+    Compare, the comparison (and both its replies); a person's message's attachments, a reply's sources. Four
+    queries whatever the length, two more where a message has several replies."""
     rows = thread_rows(conversation_id=conversation.pk)
     messages = messages_current(conversation=conversation)
     ratings = {
@@ -85,6 +86,7 @@ def thread_for_user(*, user, conversation: Conversation) -> list[dict]:
         }
         for c in comparisons.values():
             c["replies"] = [replies[c["first"]], replies[c["second"]]]
+    attached = attachments_by_message(message_ids=[m.pk for m in messages if m.role == Message.Role.USER])
     return [
         {
             "id": m.id,
@@ -99,6 +101,8 @@ def thread_for_user(*, user, conversation: Conversation) -> list[dict]:
             "completion_tokens": m.completion_tokens,
             "model": (m.shown_model_name or m.model_name) if m.role == Message.Role.ASSISTANT else "",
             "comparison": comparisons.get(m.id),
+            "attachments": attached.get(m.id, []),
+            "sources": m.sources or [],
         }
         for m in messages
     ]

@@ -22,6 +22,8 @@ from chat import events, tree
 from chat.accounts import erasure
 from chat.conversations import selectors
 from chat.conversations.params import generation_params_clean
+from chat.documents import selectors as document_selectors
+from chat.documents import services as document_services
 from chat.errors import ChatError, ErrorCode
 from chat.experiments import assignment
 from chat.models import ChatDefaults, Comparison, Conversation, Feedback, Message
@@ -104,11 +106,13 @@ def message_send(
     model: str | None = None,
     compare: str | None = None,
     blind: bool = False,
+    attachments: list | None = None,
 ) -> SendResult:
     """Store the user's message and a queued reply; on commit, tell the user's sockets and queue the task.
     ``model``: a new conversation's model (else the person's default; an existing conversation keeps its own).
     ``compare``: a second model that answers the same message at once, its reply an alternative beside the
-    first (``Comparison``; ``blind`` hides which model wrote which until the person picks)."""
+    first (``Comparison``; ``blind`` hides which model wrote which until the person picks). ``attachments``: ids
+    of the person's pending attachments, linked to the message (chat/documents/)."""
     admission.require_approved(user)
     text = _message_text(content)
     clean_params = generation_params_clean(params)
@@ -159,6 +163,9 @@ def message_send(
                 content=text,
                 status=Message.Status.COMPLETE,
             )
+            if attachments:
+                linked = document_services.attachments_link(user=user, message=user_message, attachment_ids=attachments)
+                user_message.attached = [document_selectors.attachment_payload(a) for a in linked]
             reply = reply_services.reply_create(
                 conversation=conversation,
                 parent=user_message,
