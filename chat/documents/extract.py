@@ -29,6 +29,8 @@ TEXT_EXTENSIONS = frozenset(
 )
 TEXT_NAMES = frozenset({"dockerfile", "makefile", "readme", "license"})
 PDF, DOCX, TEXT = "pdf", "docx", "text"
+# A page's unpacked content stream: text pages hold tens of KB; pypdf reads about a MB a second here.
+PAGE_CONTENT_BYTES = 4 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +132,14 @@ def _pdf_pages(data: bytes, limits: Limits) -> list[str]:
         for number, page in enumerate(reader.pages, start=1):
             if number > limits.max_pages:
                 raise _too_many_pages(limits)
+            # One page's drawing instructions, unpacked, before they are read: extracting has no clock of its own,
+            # so a page of millions of operators (seconds each MB) is refused here rather than read.
+            contents = page.get_contents()
+            if contents is not None and len(contents.get_data()) > PAGE_CONTENT_BYTES:
+                raise ChatError(
+                    ErrorCode.FILE_UNREADABLE,
+                    _("Page %(page)s of this PDF is too complex to read; attach its text instead.") % {"page": number},
+                )
             text = page.extract_text() or ""
             chars += len(text)
             if chars > limits.max_chars:

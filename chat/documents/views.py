@@ -10,7 +10,6 @@ pages, characters and seconds (chat/documents/extract.py): the sockets and other
 from __future__ import annotations
 
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
@@ -59,11 +58,9 @@ async def attachment_upload(request):
             raise services.too_large()
         upload = await sync_to_async(_the_file, thread_sensitive=False)(request)
         name = services.attachment_name(upload.name)
-        await database_sync_to_async(services.attachment_admit)(user=user, name=name, size=upload.size)
+        await sync_to_async(services.attachment_admit)(user=user, name=name, size=upload.size)
         found = await sync_to_async(_extract, thread_sensitive=False)(name, upload)
-        attachment = await database_sync_to_async(services.attachment_store)(
-            user=user, name=name, size=upload.size, found=found
-        )
+        attachment = await sync_to_async(services.attachment_store)(user=user, name=name, size=upload.size, found=found)
     except ChatError as exc:
         return _refusal(exc)
     return JsonResponse({"attachment": selectors.attachment_payload(attachment)}, status=201)
