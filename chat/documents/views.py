@@ -4,8 +4,8 @@ id, name, size, pages and passages; ``DELETE /attachments/<id>/`` takes a pendin
 with a stable code and a sentence, never an error page.
 
 The size is refused from the request's ``Content-Length`` before the multipart body is parsed (nginx refuses it
-earlier still: deploy/nginx/chat.conf). Extraction runs here, in a thread of the HTTP server's pool, bounded in
-pages, characters and seconds (chat/documents/extract.py): the sockets and other people's requests go on."""
+earlier still: deploy/nginx/chat.conf). Extraction runs here, off the event loop in a thread of its own, bounded in pages,
+characters and seconds (chat/documents/extract.py): the sockets and other people's requests go on."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ def page_config() -> dict:
 @login_required
 @require_POST
 async def attachment_upload(request):
-    """Async, so the extraction runs in a thread of its own (``thread_sensitive=False``): a sync view, and every
-    socket's database call, share one thread per server process, which a slow PDF would hold up for everyone."""
+    """The extraction runs in a thread of its own (``thread_sensitive=False``), never in the thread the database
+    work of the sockets runs in; its work is bounded in pages, characters and seconds (extract.py)."""
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
