@@ -4,8 +4,8 @@ id, name, size, pages and passages; ``DELETE /attachments/<id>/`` takes a pendin
 with a stable code and a sentence, never an error page.
 
 The size is refused from the request's ``Content-Length`` before the multipart body is parsed (nginx refuses it
-earlier still: deploy/nginx/chat.conf). Extraction runs here, off the event loop in a thread of its own, bounded in pages,
-characters and seconds (chat/documents/extract.py): the sockets and other people's requests go on."""
+earlier still: deploy/nginx/chat.conf). Extraction runs here, off the event loop in a thread of its own, bounded
+in pages, characters and seconds (chat/documents/extract.py): the sockets and other people's requests go on."""
 
 from __future__ import annotations
 

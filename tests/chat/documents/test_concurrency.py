@@ -1,6 +1,5 @@
 """Through the real ASGI app: while one person's upload of a slow hostile PDF is being read, another person's
-chat goes on (the extraction runs in a thread of its own, not the one thread every socket's database work
-shares)."""
+chat goes on (the extraction runs off the event loop, in a thread of its own)."""
 
 import asyncio
 import json
@@ -22,9 +21,13 @@ async def http_upload(cookie: str, name: str, data: bytes) -> tuple[int, dict]:
     token = get_random_string(32)
     boundary = "----chat-test-boundary"
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     headers = [
         (b"host", b"localhost"),
         (b"cookie", f"{cookie}; csrftoken={token}".encode()),
