@@ -127,13 +127,18 @@ def message_send(
         arm = assignment.arm_for_new_conversation(picked) if second is None else assignment.Arm(picked)
         first = arm.model
         size = admission.reply_size(
-            params={**defaults["params"], **clean_params}, system_prompt=defaults["system_prompt"], texts=[text]
+            params={**defaults["params"], **clean_params},
+            system_prompt=defaults["system_prompt"],
+            texts=[text],
+            documents=bool(attachments),
         )
     else:
         existing = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
         first = _model_of(user, existing)
         second = _compare_model(user, first, compare, assignment.shown_model(existing))
-        size = admission.reply_size(params={**existing.params, **clean_params}, conversation=existing, texts=[text])
+        size = admission.reply_size(
+            params={**existing.params, **clean_params}, conversation=existing, texts=[text], documents=bool(attachments)
+        )
     with ExitStack() as admissions:
         admitted = admissions.enter_context(admission.admitted(user.pk, size, first))
         admitted_second = admissions.enter_context(admission.admitted(user.pk, size, second)) if second else None

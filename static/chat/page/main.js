@@ -8,6 +8,7 @@ import * as sidebar from "./sidebar.js";
 import { settingsArrived } from "./settings.js";
 import * as models from "./models.js";
 import { blindSends } from "./compare.js";
+import * as attachments from "./attachments.js";
 
 function markCurrent() {
   sidebar.render();
@@ -115,6 +116,7 @@ on("settings", settingsArrived);
 on("error", (f) => {
   // The refusal of this tab's send or edit: give back what was typed, so nothing is lost.
   if (f.client_id && f.client_id === state.pending?.id) giveBack(state.pending);
+  if (f.client_id) attachments.giveBack(f.client_id);
   showError(f.detail);
 });
 
@@ -150,13 +152,16 @@ function submit() {
     showError(`The message is too long: at most ${state.config.max_message_chars} characters.`);
     return;
   }
+  const files = attachments.forSend(); // null: a file is still on its way up
+  if (files === null) return;
   const pending = { id: newClientId(), content, edit: null };
   const frame = { type: "send", conversation: state.conversation, content, client_id: pending.id,
-                  ...models.compareChoice() };
+                  ...models.compareChoice(), ...files };
   if (state.conversation === null) frame.model = models.chosen(); // an open conversation keeps its own
   if (frame.blind) blindSends.add(pending.id);
   if (send(frame)) {
     models.sent();
+    attachments.sent(pending.id);
     state.pending = pending;
     input.value = "";
     showError("");
