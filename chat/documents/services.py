@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Count, Sum
 from django.db.models.functions import Length
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -134,7 +134,7 @@ def attachments_link(*, user, message: Message, attachment_ids) -> list[Attachme
     )
     if linked != len(ids):
         raise not_found()  # the transaction rolls the whole send back
-    return list(Attachment.objects.filter(pk__in=ids).order_by("id"))
+    return list(Attachment.objects.filter(pk__in=ids).annotate(passage_count=Count("passages")).order_by("id"))
 
 
 def reply_sources_store(*, message_id: int, sources: list[dict]) -> None:
