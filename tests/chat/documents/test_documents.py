@@ -260,3 +260,25 @@ def test_hostile_uploads_get_a_sentence_and_a_code_not_an_error_page(browser, na
     error = response.json()["error"]
     assert error["code"] == code and error["detail"].endswith(".")
     assert not Attachment.objects.exists()
+
+
+def test_the_review_panels_transcript_shows_the_documents_and_the_sources(make_user, reviewer_group):
+    from django.utils.html import escape
+
+    alice = make_user()
+    reviewer = make_user("rita")
+    reviewer.is_staff = True
+    reviewer.save()
+    reviewer.groups.add(reviewer_group)
+    doc = upload(alice, "book.md", long_text_with_fact() + "\n\n<script>alert(1)</script>")
+    sent = send(alice, QUESTION, [doc.pk])
+    sources = [
+        {"n": 1, "attachment": doc.pk, "name": "book.md", "passage": 24, "passages": 41, "page": None, "whole": False}
+    ]
+    document_services.reply_sources_store(message_id=sent.assistant_message.pk, sources=sources)
+    client = Client()
+    client.force_login(reviewer)
+    page = client.get(reverse("admin:chat_conversation_change", args=[sent.conversation.pk])).content.decode()
+    assert "attached: book.md" in page and escape(FACT) in page
+    assert "<script>alert(1)</script>" not in page  # the document's text is shown as text
+    assert "[1] book.md, passage 24" in page
