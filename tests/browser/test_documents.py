@@ -94,7 +94,22 @@ def test_a_question_is_answered_from_the_attached_documents_passage_with_its_sou
             page.emulate_media(color_scheme=scheme)
             page.goto(live_stack.origin + "/" + conversation)
             expect(page.locator(".msg.assistant .sources .source").first).to_be_visible()
-            page.locator("#attach-input").set_input_files(str(book))  # a pending file in the composer, too
+            # A pending file in the composer, too: dropped onto it (light), pasted into the input (dark).
+            text = book.read_text()
+            if scheme == "light":
+                page.evaluate(
+                    "text => { const d = new DataTransfer(); d.items.add(new File([text], 'lighthouse-notes.md'));"
+                    " document.getElementById('composer').dispatchEvent("
+                    "new DragEvent('drop', {dataTransfer: d, bubbles: true, cancelable: true})); }",
+                    text,
+                )
+            else:
+                page.evaluate(
+                    "text => { const d = new DataTransfer(); d.items.add(new File([text], 'lighthouse-notes.md'));"
+                    " document.getElementById('input').dispatchEvent("
+                    "new ClipboardEvent('paste', {clipboardData: d, bubbles: true, cancelable: true})); }",
+                    text,
+                )
             expect(page.locator("#attachments .attachment-chip")).to_have_count(1)
             page.locator(".msg.assistant .sources").scroll_into_view_if_needed()
             assert no_horizontal_scroll(page)
@@ -103,4 +118,4 @@ def test_a_question_is_answered_from_the_attached_documents_passage_with_its_sou
             expect(page.locator("#attachments .attachment-chip")).to_have_count(0)
             browser.close()
             assert page.errors == [], page.errors
-    assert db(lambda: Attachment.objects.filter(owner=user).count()) == 1
+    assert db(lambda: Attachment.objects.filter(owner=user).count()) == 1  # the dropped and pasted taken back

@@ -66,3 +66,37 @@ def test_while_one_person_uploads_a_slow_hostile_pdf_another_keeps_chatting(make
     else:
         assert (status, body["error"]["code"]) == (400, "file_unreadable") and not Attachment.objects.exists()
     assert Message.objects.filter(conversation__owner__username="bob").count() == 2
+
+
+def test_send_names_attachments_over_the_socket_and_another_persons_id_is_refused(make_user, session_cookie):
+    from chat.documents.services import attachment_upload
+
+    alice, bob = make_user("alice"), make_user("bob")
+    mine = attachment_upload(user=alice, name="notes.md", data=b"# Notes\n\nThe boat leaves at nine.")
+    bobs = attachment_upload(user=bob, name="bob.txt", data=b"Bob's secret")
+    cookie = session_cookie(alice)
+
+    async def go():
+        comm, connected, _ = await connect(cookie)
+        assert connected
+        await comm.send_json_to(
+            {"type": "send", "conversation": None, "content": "Read this", "client_id": "x", "attachments": [bobs.pk]}
+        )
+        refused = await frames_until(comm, "error")
+        await comm.send_json_to({"type": "send", "conversation": None, "content": "Read", "attachments": "1"})
+        malformed = await frames_until(comm, "error")
+        await comm.send_json_to(
+            {"type": "send", "conversation": None, "content": "Read this", "client_id": "y", "attachments": [mine.pk]}
+        )
+        frames = await frames_until(comm, "message")  # every frame checked against its schema on the way
+        await comm.disconnect()
+        return refused[-1], malformed[-1], frames[-1]
+
+    refused, malformed, user_frame = run(go())
+    assert (refused["code"], refused["client_id"]) == ("not_found", "x")
+    assert malformed["code"] == "bad_id"
+    assert user_frame["message"]["attachments"] == [
+        {"id": mine.pk, "name": "notes.md", "kind": "text", "size": 33, "pages": None, "passages": 1, "chars": 33}
+    ]
+    assert Message.objects.filter(conversation__owner=alice).count() == 2  # only the accepted send
+    assert Attachment.objects.get(pk=bobs.pk).message_id is None
