@@ -119,3 +119,51 @@ def test_a_question_is_answered_from_the_attached_documents_passage_with_its_sou
             browser.close()
             assert page.errors == [], page.errors
     assert db(lambda: Attachment.objects.filter(owner=user).count()) == 1  # the dropped and pasted taken back
+
+
+def test_the_review_panels_transcript_shows_the_documents_and_the_sources(
+    live_server, transactional_db, django_user_model, reviewer_group
+):
+    from chat.documents import services as document_services
+    from chat.models import Attachment, Conversation, Message
+    from tests.browser.chromium import CHROMIUM, LAUNCH_ARGS, admin_log_in, watch_for_script_errors
+    from tests.helpers.documents import pdf_bytes
+
+    password = "a-long-test-password"
+    rita = django_user_model.objects.create_user(username="rita", password=password, is_staff=True)
+    rita.groups.add(reviewer_group)
+    owner = django_user_model.objects.create_user(username="ann")
+    pdf = document_services.attachment_upload(
+        user=owner, name="report.pdf", data=pdf_bytes(["Harbour ferry timetable.", FACT])
+    )
+    conversation = Conversation.objects.create(owner=owner, title="The parrot")
+    question = Message.objects.create(conversation=conversation, role="user", content=QUESTION)
+    Attachment.objects.filter(pk=pdf.pk).update(conversation=conversation, message=question)
+    sources = [
+        {"n": 1, "attachment": pdf.pk, "name": "report.pdf", "passage": 2, "passages": 2, "page": 2, "whole": False}
+    ]
+    Message.objects.create(
+        conversation=conversation,
+        parent=question,
+        role="assistant",
+        status="complete",
+        finish_reason="stop",
+        content="It is named Bartholomew Quince [1].",
+        sources=sources,
+    )
+    path = f"/admin/chat/conversation/{conversation.pk}/change/"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = []
+        watch_for_script_errors(page, errors)
+        admin_log_in(page, live_server.url, path, "rita", password)
+        attached = page.locator("#transcript details.attachment")
+        expect(attached).to_contain_text("attached: report.pdf")
+        attached.locator("summary").click()
+        expect(attached.locator(".attachment-text")).to_contain_text("Bartholomew Quince")
+        expect(page.locator("#transcript .sources")).to_contain_text("[1] report.pdf, page 2, passage 2")
+        page.locator("#transcript").scroll_into_view_if_needed()
+        page.screenshot(path=str(SCREENSHOTS / "documents-review.png"), full_page=True)
+        browser.close()
+        assert errors == []
