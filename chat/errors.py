@@ -80,6 +80,15 @@ class ErrorCode(StrEnum):
     NOTHING_TO_SHARE = "nothing_to_share"
     TOO_MANY_SHARE_LINKS = "too_many_share_links"
     SHARE_GONE = "share_gone"
+    # --- documents attached to messages (docs/protocol.md, docs/chat-page.md#documents) -----------------------------
+    FILE_TOO_LARGE = "file_too_large"
+    FILE_UNSUPPORTED = "file_unsupported"
+    FILE_UNREADABLE = "file_unreadable"
+    FILE_ENCRYPTED = "file_encrypted"
+    FILE_TOO_MANY_PAGES = "file_too_many_pages"
+    FILE_NO_TEXT = "file_no_text"
+    TOO_MANY_ATTACHMENTS = "too_many_attachments"
+    ATTACHMENTS_FULL = "attachments_full"
     # --- API keys and the OpenAI-compatible API (docs/api.md) ---------------------------------------------------
     TOO_MANY_KEYS = "too_many_keys"
     KEY_REVOKED = "key_revoked"

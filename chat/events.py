@@ -56,6 +56,9 @@ def message_payload(message) -> MessageInfo:
     if message.role == "assistant":
         payload["model"] = message.shown_model_name or message.model_name  # blind in an A/B experiment
         payload["finish_reason"] = message.finish_reason
+    attached = getattr(message, "attached", None)  # set by send on the message it stored with files
+    if attached:
+        payload["attachments"] = attached
     return payload
 
 
@@ -115,6 +118,7 @@ def done_frame(message) -> DoneFrame:
         "error_code": message.error_code,
         "usage": {"prompt_tokens": message.prompt_tokens or 0, "completion_tokens": message.completion_tokens or 0},
         "timing": {"ttft_ms": message.ttft_ms, "tokens_per_s": message.tokens_per_s},
+        "sources": list(message.sources or []),
     }
 
 

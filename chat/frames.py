@@ -37,6 +37,30 @@ class ComparisonInfo(TypedDict):
     chosen: int | None
 
 
+class Source(TypedDict):
+    """A piece of an attached document the reply's prompt quoted: a whole short document, or one passage."""
+
+    n: int  # its number [n] in the prompt
+    attachment: int
+    name: str
+    passage: int | None  # from 1; None for a whole document
+    passages: int | None
+    page: int | None  # a PDF's page
+    whole: bool
+
+
+class AttachmentInfo(TypedDict):
+    """A file attached to a person's message, as its extracted text."""
+
+    id: int
+    name: str
+    kind: Literal["text", "pdf", "docx"]
+    size: int
+    pages: int | None
+    passages: int | None
+    chars: int
+
+
 class MessageInfo(TypedDict):
     id: int
     conversation: int
@@ -47,6 +71,7 @@ class MessageInfo(TypedDict):
     siblings: NotRequired[list[int]]  # the alternatives of an edited message or regenerated reply, oldest first
     created_at: NotRequired[str]  # when it was sent or asked for (ISO 8601, UTC)
     finish_reason: NotRequired[str]  # a reply's: "" until it ends; "length" when cut at its bound (Continue)
+    attachments: NotRequired[list[AttachmentInfo]]  # a person's message sent with files
 
 
 class Params(TypedDict):
@@ -116,6 +141,7 @@ class DoneFrame(TypedDict):
     error_code: Literal[ErrorCode.CONTEXT_LENGTH_EXCEEDED, ErrorCode.ADAPTER_UNAVAILABLE, ""]
     usage: Usage
     timing: Timing
+    sources: list[Source]
 
 
 class ErrorFrame(TypedDict):
@@ -262,6 +288,7 @@ ModelName = Annotated[str, ErrorCode.MODEL_NOT_FOUND]
 Flag = Annotated[bool, ErrorCode.INVALID_VALUE]
 Ids = Annotated[list, ErrorCode.BAD_ID]  # a list of Id (each checked here, the count by the service)
 Name = Annotated[str, ErrorCode.INVALID_NAME]
+AttachmentIds = Annotated[list, ErrorCode.BAD_ID]  # ids of the person's pending attachments (chat/documents/)
 
 
 class SendIn(TypedDict):
@@ -277,6 +304,7 @@ class SendIn(TypedDict):
     model: NotRequired[ModelName | None]
     compare: NotRequired[ModelName | None]
     blind: NotRequired[bool | None]
+    attachments: NotRequired[AttachmentIds | None]
 
 
 class PickIn(TypedDict):

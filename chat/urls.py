@@ -8,6 +8,7 @@ app_name = "chat"
 urlpatterns = [
     path("", include("chat.conversations.urls")),
     path("", include("chat.sharing.urls")),
+    path("", include("chat.documents.urls")),
     path("settings/api-keys/", include("chat.api.key_urls")),
     path("settings/prompts/", include("chat.prompts.urls")),
     path("", include("chat.ops.urls")),

@@ -46,7 +46,7 @@ QUERIES = {
     "conversation list, one month (date hierarchy)": 9,
     "conversation list, past 7 days (date filter)": 10,
     "review queue": 7,
-    "transcript page (20 messages)": 9,
+    "transcript page (20 messages)": 10,  # its messages' attached documents: one prefetch
     "message list": 7,
     "message list, failed replies": 7,
     "message list, searched: a word in 1% of messages": 9,

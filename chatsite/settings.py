@@ -356,6 +356,22 @@ CHAT_IMPORT_MAX_MESSAGES = env.int("CHAT_IMPORT_MAX_MESSAGES", default=20000)
 CHAT_IMPORT_MAX_DEPTH = env.int("CHAT_IMPORT_MAX_DEPTH", default=500)
 CHAT_IMPORT_MAX_TEXT_CHARS = env.int("CHAT_IMPORT_MAX_TEXT_CHARS", default=100_000)
 CHAT_IMPORTED_MESSAGES_PER_PERSON = env.int("CHAT_IMPORTED_MESSAGES_PER_PERSON", default=50_000)
+# Documents attached to messages (chat/documents/, docs/chat-page.md#documents): bounds per file, message,
+# conversation and person, checked before a file is read (size) or extracted (pages); the text kept is bounded too.
+CHAT_ATTACHMENT_MAX_BYTES = env.int("CHAT_ATTACHMENT_MAX_BYTES", default=10 * 1024 * 1024)
+CHAT_ATTACHMENT_MAX_PAGES = env.int("CHAT_ATTACHMENT_MAX_PAGES", default=300)
+CHAT_ATTACHMENT_MAX_CHARS = env.int("CHAT_ATTACHMENT_MAX_CHARS", default=1_000_000)
+CHAT_ATTACHMENT_MAX_UNZIPPED_BYTES = env.int("CHAT_ATTACHMENT_MAX_UNZIPPED_BYTES", default=50 * 1024 * 1024)
+CHAT_ATTACHMENTS_PER_MESSAGE = env.int("CHAT_ATTACHMENTS_PER_MESSAGE", default=5)
+CHAT_ATTACHMENTS_PER_CONVERSATION = env.int("CHAT_ATTACHMENTS_PER_CONVERSATION", default=20)
+CHAT_ATTACHMENT_TOTAL_CHARS = env.int("CHAT_ATTACHMENT_TOTAL_CHARS", default=20_000_000)
+CHAT_ATTACHMENT_EXTRACT_S = env.float("CHAT_ATTACHMENT_EXTRACT_S", default=20.0)
+# In the prompt: a document this short goes in whole; a longer one is cut into passages of about this many
+# characters, and the best-ranked ones for the question go in, all documents together within the budget.
+CHAT_ATTACHMENT_WHOLE_CHARS = env.int("CHAT_ATTACHMENT_WHOLE_CHARS", default=3000)
+CHAT_ATTACHMENT_PASSAGE_CHARS = env.int("CHAT_ATTACHMENT_PASSAGE_CHARS", default=800)
+CHAT_ATTACHMENT_PASSAGES = env.int("CHAT_ATTACHMENT_PASSAGES", default=4)
+CHAT_ATTACHMENT_PROMPT_CHARS = env.int("CHAT_ATTACHMENT_PROMPT_CHARS", default=6000)
 CHAT_STREAM_FLUSH_MS = env.int("CHAT_STREAM_FLUSH_MS", default=40)
 CHAT_STREAM_TTL_S = env.int("CHAT_STREAM_TTL_S", default=3600)
 # Limits (chat/limits/sockets.py)

@@ -18,7 +18,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import F
 from django.utils import timezone
 
-from chat.models import Account, Comparison, Conversation, Feedback, Folder, Message, Prompt, ShareLink
+from chat.models import Account, Attachment, Comparison, Conversation, Feedback, Folder, Message, Prompt, ShareLink
 
 FORMAT = "chat-personal-data/1"
 PAGE = 500  # rows per query
@@ -50,10 +50,14 @@ MESSAGE_FIELDS = (
     "model_name",
     "params",
     "error",
+    "sources",
     "created_at",
     "started_at",
     "finished_at",
 )
+# Documents attached to messages, as the text extracted from them (the files themselves are not kept); pending
+# ones (attached, not yet sent) have no conversation.
+ATTACHMENT_FIELDS = ("id", "conversation_id", "message_id", "name", "kind", "size", "pages", "text", "created_at")
 FEEDBACK_FIELDS = ("id", "message_id", "rating", "comment", "created_at", "updated_at")
 SHARE_LINK_FIELDS = ("id", "conversation_id", "token", "title", "message_ids", "created_at", "revoked_at")
 PROMPT_FIELDS = ("id", "name", "title", "text", "published", "created_at", "updated_at")
@@ -115,6 +119,8 @@ def personal_data_chunks(*, user) -> Iterator[str]:
             separator = ", "
             yield from _array_items(Message.objects.filter(conversation_id=conversation["id"]), MESSAGE_FIELDS)
             yield "]}"
+    yield '], "attachments": ['
+    yield from _array_items(Attachment.objects.filter(owner_id=user.pk), ATTACHMENT_FIELDS)
     yield '], "feedback": ['
     yield from _array_items(Feedback.objects.filter(user_id=user.pk), FEEDBACK_FIELDS)
     yield '], "comparisons": ['

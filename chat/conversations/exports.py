@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from chat.documents.selectors import attachments_for_conversation
 from chat.experiments import assignment
 from chat.models import Conversation, Message
 
@@ -15,7 +16,9 @@ FORMAT_VERSION = 2
 
 def as_json(conversation: Conversation, messages: list[Message]) -> str:
     """The conversation, its settings and each message with its metrics, as one JSON document: ``messages`` are
-    every branch's, oldest first, and ``parent`` and ``current`` give the tree and the branch on show."""
+    every branch's, oldest first, and ``parent`` and ``current`` give the tree and the branch on show; the
+    documents attached in it, as their extracted text, and each reply's sources."""
+    attachments = attachments_for_conversation(conversation_id=conversation.pk)
     return json.dumps(
         {
             "format": "chat-conversation",
@@ -43,8 +46,23 @@ def as_json(conversation: Conversation, messages: list[Message]) -> str:
                     "prompt_tokens": m.prompt_tokens,
                     "completion_tokens": m.completion_tokens,
                     "error": m.error or None,
+                    "attachments": [a.pk for a in attachments if a.message_id == m.pk],
+                    "sources": m.sources or [],
                 }
                 for m in messages
+            ],
+            "attachments": [
+                {
+                    "id": a.pk,
+                    "message": a.message_id,
+                    "name": a.name,
+                    "kind": a.kind,
+                    "size": a.size,
+                    "pages": a.pages,
+                    "created_at": a.created_at.isoformat(),
+                    "text": a.text,
+                }
+                for a in attachments
             ],
         },
         ensure_ascii=False,
@@ -64,13 +82,30 @@ def as_markdown(conversation: Conversation, messages: list[Message]) -> str:
     ]
     if conversation.system_prompt:
         lines += ["## System prompt", "", _fenced(conversation.system_prompt), ""]
+    attachments = attachments_for_conversation(conversation_id=conversation.pk)
     for m in messages:
         if m.role == Message.Role.USER:
             lines += ["## You", "", _fenced(m.content), ""]
+            names = [a.name for a in attachments if a.message_id == m.pk]
+            if names:
+                lines += ["_Attached: " + ", ".join(f"`{n}`" for n in names) + "_", ""]
         else:
             note = "" if m.status == Message.Status.COMPLETE else f" ({m.status})"
             lines += [f"## Assistant{note}", "", m.content or "_(no text)_", ""]
+            if m.sources:
+                lines += ["_Sources: " + "; ".join(_source_line(s) for s in m.sources) + "_", ""]
+    for a in attachments:
+        pages = f", {a.pages} pages" if a.pages else ""
+        lines += [f"## Attached document: {a.name}", "", f"_{a.kind}, {a.size} bytes{pages}; its text:_", ""]
+        lines += [_fenced(a.text), ""]
     return "\n".join(lines)
+
+
+def _source_line(source: dict) -> str:
+    if source.get("whole"):
+        return f"[{source.get('n')}] {source.get('name')}"
+    page = f", page {source['page']}" if source.get("page") else ""
+    return f"[{source.get('n')}] {source.get('name')}{page}, passage {source.get('passage')}"
 
 
 def _fenced(text: str) -> str:

@@ -17,6 +17,7 @@ from django.db.models.functions import Coalesce, NullIf
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from chat.documents.selectors import attachments_by_message
 from chat.errors import ChatError, ErrorCode
 from chat.events import comparison_payload
 from chat.models import ChatDefaults, Comparison, Conversation, Feedback, Folder, Message
@@ -57,8 +58,8 @@ def messages_current(*, conversation) -> list[Message]:
 def thread_for_user(*, user, conversation: Conversation) -> list[dict]:
     """The shown branch as the page needs it: each message with its alternatives (ids, oldest first), its
     stored error, and for replies this person's rating, the params used and the model; for a message answered by
-    Compare, the comparison (and both its replies). Three queries whatever the length, two more where a message
-    has several replies."""
+    Compare, the comparison (and both its replies); a person's message's attachments, a reply's sources. Four
+    queries whatever the length, two more where a message has several replies."""
     rows = thread_rows(conversation_id=conversation.pk)
     messages = messages_current(conversation=conversation)
     ratings = {
@@ -88,6 +89,7 @@ def thread_for_user(*, user, conversation: Conversation) -> list[dict]:
         }
         for c in comparisons.values():
             c["replies"] = [replies[c["first"]], replies[c["second"]]]
+    attached = attachments_by_message(message_ids=[m.pk for m in messages if m.role == Message.Role.USER])
     return [
         {
             "id": m.id,
@@ -107,6 +109,8 @@ def thread_for_user(*, user, conversation: Conversation) -> list[dict]:
             "finish_reason": m.finish_reason,
             "usage": {"prompt_tokens": m.prompt_tokens or 0, "completion_tokens": m.completion_tokens or 0},
             "timing": {"ttft_ms": m.ttft_ms, "tokens_per_s": m.tokens_per_s},
+            "attachments": attached.get(m.id, []),
+            "sources": m.sources or [],
         }
         for m in messages
     ]

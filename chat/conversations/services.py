@@ -23,6 +23,8 @@ from chat import events, tree
 from chat.accounts import erasure
 from chat.conversations import selectors
 from chat.conversations.params import generation_params_clean
+from chat.documents import selectors as document_selectors
+from chat.documents import services as document_services
 from chat.errors import ChatError, ErrorCode
 from chat.experiments import assignment
 from chat.models import ChatDefaults, Comparison, Conversation, Feedback, Message
@@ -110,11 +112,13 @@ def message_send(
     model: str | None = None,
     compare: str | None = None,
     blind: bool = False,
+    attachments: list | None = None,
 ) -> SendResult:
     """Store the user's message and a queued reply; on commit, tell the user's sockets and queue the task.
     ``model``: a new conversation's model (else the person's default; an existing conversation keeps its own).
     ``compare``: a second model that answers the same message at once, its reply an alternative beside the
-    first (``Comparison``; ``blind`` hides which model wrote which until the person picks)."""
+    first (``Comparison``; ``blind`` hides which model wrote which until the person picks). ``attachments``: ids
+    of the person's pending attachments, linked to the message (chat/documents/)."""
     admission.require_approved(user)
     text = _message_text(content)
     clean_params = generation_params_clean(params)
@@ -129,13 +133,18 @@ def message_send(
         arm = assignment.arm_for_new_conversation(picked) if second is None else assignment.Arm(picked)
         first = arm.model
         size = admission.reply_size(
-            params={**defaults["params"], **clean_params}, system_prompt=defaults["system_prompt"], texts=[text]
+            params={**defaults["params"], **clean_params},
+            system_prompt=defaults["system_prompt"],
+            texts=[text],
+            documents=bool(attachments),
         )
     else:
         existing = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
         first = _model_of(user, existing)
         second = _compare_model(user, first, compare, assignment.shown_model(existing))
-        size = admission.reply_size(params={**existing.params, **clean_params}, conversation=existing, texts=[text])
+        size = admission.reply_size(
+            params={**existing.params, **clean_params}, conversation=existing, texts=[text], documents=bool(attachments)
+        )
     with ExitStack() as admissions:
         admitted = admissions.enter_context(admission.admitted(user.pk, size, first))
         admitted_second = admissions.enter_context(admission.admitted(user.pk, size, second)) if second else None
@@ -165,6 +174,9 @@ def message_send(
                 content=text,
                 status=Message.Status.COMPLETE,
             )
+            if attachments:
+                linked = document_services.attachments_link(user=user, message=user_message, attachment_ids=attachments)
+                user_message.attached = [document_selectors.attachment_payload(a) for a in linked]
             reply = reply_services.reply_create(
                 conversation=conversation,
                 parent=user_message,

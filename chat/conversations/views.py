@@ -14,6 +14,7 @@ from chat import names
 from chat.accounts import selectors as account_selectors
 from chat.conversations import exports, params
 from chat.conversations import selectors as conversation_selectors
+from chat.documents import views as document_views
 from chat.errors import ChatError, ErrorCode
 from chat.experiments import assignment
 from chat.limits import quotas
@@ -32,6 +33,7 @@ def chat_page(request):
         # a send to it gets the server's no_worker sentence).
         "models": catalog.models_for(request.user),
         "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+        "attachments": document_views.page_config(),
     }
     return render(
         request,

@@ -171,6 +171,11 @@ class Message(models.Model):
         blank=True,
         help_text="the name of the tokens reserved in Redis for this reply until it ends (chat/limits/quotas.py)",
     )
+    sources = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="the attached documents' passages its prompt quoted: [{attachment, name, passage, page}]",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

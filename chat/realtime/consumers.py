@@ -218,6 +218,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             model=frame.get("model"),
             compare=frame.get("compare"),
             blind=bool(frame.get("blind")),
+            attachments=frame.get("attachments"),
         )
         self.delivery.expect(result.assistant_message.id)
         if result.compared is not None:

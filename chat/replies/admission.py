@@ -25,6 +25,7 @@ from django.utils.translation import ngettext
 from chat.accounts import selectors as account_selectors
 from chat.errors import ChatError, ErrorCode
 from chat.limits import quotas
+from chat.models import Attachment
 from chat.replies import catalog, liveness
 from chat.replies import selectors as reply_selectors
 
@@ -97,14 +98,21 @@ def _utf8(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
-def reply_size(*, params: dict, conversation=None, system_prompt: str = "", texts: Iterable[str] = ()) -> ReplySize:
+def reply_size(
+    *, params: dict, conversation=None, system_prompt: str = "", texts: Iterable[str] = (), documents: bool = False
+) -> ReplySize:
     """The bound of a new reply: in ``conversation`` (every message of it, every branch, and its system prompt),
     or a new one with ``system_prompt``; ``texts``: the messages that come with the reply (a send's, an edit's,
-    an API request's turns); ``params``: the reply's own (its ``max_new_tokens``, else the site's cap)."""
+    an API request's turns); ``params``: the reply's own (its ``max_new_tokens``, else the site's cap).
+    ``documents``: files come with it; a conversation with attached documents counts them too (their block in
+    the prompt: at most CHAT_ATTACHMENT_PROMPT_CHARS characters, 4 bytes each at most, and its labels)."""
     size, messages = (0, 0)
     if conversation is not None:
         size, messages = reply_selectors.conversation_text_size(conversation_id=conversation.pk)
         system_prompt = conversation.system_prompt
+        documents = documents or Attachment.objects.filter(conversation_id=conversation.pk).exists()
+    if documents:
+        size += 4 * settings.CHAT_ATTACHMENT_PROMPT_CHARS + DOCUMENT_LABEL_BYTES
     texts = list(texts)
     cap = settings.CHAT_MAX_NEW_TOKENS
     asked = params.get("max_new_tokens")
@@ -113,6 +121,10 @@ def reply_size(*, params: dict, conversation=None, system_prompt: str = "", text
         messages=messages + len(texts) + 1,
         max_new_tokens=min(int(asked), cap) if asked else cap,
     )
+
+
+# The documents block's header and each piece's label (chat/documents/prompt.py), generously.
+DOCUMENT_LABEL_BYTES = 2000
 
 
 @dataclass(frozen=True)

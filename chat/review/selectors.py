@@ -23,7 +23,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
-from chat.models import Comparison, Conversation, Feedback, Message
+from chat.models import Attachment, Comparison, Conversation, Feedback, Message
 from chat.replies.liveness import ReplyProgress, replies_progress
 
 # Ids bound per statement where a caller's list of ids can be any length (the review panel's "select all"):
@@ -184,14 +184,17 @@ def _compare_mark(message: Message) -> CompareMark | None:
 
 def transcript_page(*, conversation: Conversation, page=1, per_page: int | None = None) -> Page:
     """One page of a whole transcript in the order it was written: every branch, alternatives included, each
-    message with its feedback (and who gave it), its gold answer, and its Compare (``compare``: a
-    ``CompareMark`` or None). A fixed number of queries per page: the comparisons come joined to the messages
-    they hang on (a reply's through its parent, whose text is left unread)."""
+    message with its feedback (and who gave it), its attached documents, its gold answer, and its Compare
+    (``compare``: a ``CompareMark`` or None). A fixed number of queries per page: the comparisons come joined to
+    the messages they hang on (a reply's through its parent, whose text is left unread)."""
     messages = (
         Message.objects.filter(conversation=conversation)
         .select_related("gold_answer__author", "comparison", "parent__comparison")
         .defer("parent__content", "parent__params", "parent__error")
-        .prefetch_related(Prefetch("feedback", queryset=Feedback.objects.select_related("user").order_by("id")))
+        .prefetch_related(
+            Prefetch("feedback", queryset=Feedback.objects.select_related("user").order_by("id")),
+            Prefetch("attachments", queryset=Attachment.objects.order_by("id")),  # documents sent with it
+        )
         .order_by("id")
     )
     shown = Paginator(messages, per_page or TRANSCRIPT_PAGE).get_page(page)

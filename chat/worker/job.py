@@ -15,6 +15,8 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from chat.conversations import services as conversation_services
+from chat.documents import prompt as document_prompt
+from chat.documents import services as document_services
 from chat.errors import ErrorCode
 from chat.limits import quotas
 from chat.logs import log_context
@@ -217,6 +219,12 @@ class ReplyJob:
         )
         history = selectors.history_for_prompt(message=self.message)
         window = self.rt.engine.context_window
+        if not api:
+            # The conversation's attached documents: whole, or their passages ranked for this question; the
+            # reply keeps which it quoted (its sources, shown under it).
+            history, sources = document_prompt.with_documents(history=history, message=self.message)
+            if sources:
+                document_services.reply_sources_store(message_id=self.id, sources=sources)
         # An API request without max_tokens reserves no default it never asked for: like OpenAI, it is refused
         # only when its messages leave no room for a reply, and otherwise runs until the window is full
         # (finish_reason length) or the default length, whichever comes first.

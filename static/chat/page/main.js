@@ -11,6 +11,7 @@ import { blindSends } from "./compare.js";
 import "./share.js"; // the Share button and dialog; window.chatShare.open(id) for the other parts of the page
 import "./composer_hint.js";
 import { t, fill } from "./i18n.js";
+import * as attachments from "./attachments.js";
 
 function markCurrent() {
   sidebar.render();
@@ -118,6 +119,7 @@ on("settings", settingsArrived);
 on("error", (f) => {
   // The refusal of this tab's send or edit: give back what was typed, so nothing is lost.
   if (f.client_id && f.client_id === state.pending?.id) giveBack(state.pending);
+  if (f.client_id) attachments.giveBack(f.client_id);
   showError(f.detail);
 });
 
@@ -153,13 +155,16 @@ function submit() {
     showError(fill(t("The message is too long: at most %(n)s characters."), { n: state.config.max_message_chars }));
     return;
   }
+  const files = attachments.forSend(); // null: a file is still on its way up
+  if (files === null) return;
   const pending = { id: newClientId(), content, edit: null };
   const frame = { type: "send", conversation: state.conversation, content, client_id: pending.id,
-                  ...models.compareChoice() };
+                  ...models.compareChoice(), ...files };
   if (state.conversation === null) frame.model = models.chosen(); // an open conversation keeps its own
   if (frame.blind) blindSends.add(pending.id);
   if (send(frame)) {
     models.sent();
+    attachments.sent(pending.id);
     state.pending = pending;
     input.value = "";
     showError("");

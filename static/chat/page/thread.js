@@ -10,6 +10,7 @@ import * as compare from "./compare.js";
 import { t, fill, language } from "./i18n.js";
 import { infoButton, timeTag } from "./info.js";
 import { continueParts } from "./continue.js";
+import { decorate } from "./attachments.js";
 
 const ACTIVE = ["queued", "streaming"];
 let follow = true; // keep the newest text in view, until the person scrolls up
@@ -63,6 +64,7 @@ export function renderMessage(m) {
   if (known.role === "assistant") markdown.render(body, known.content);
   else body.textContent = known.content;
   renderMeta(el, known);
+  decorate(el, known); // a message's files, a reply's sources
   if (streaming) setActive(m.id);
   scrollDown();
   return el;
@@ -361,7 +363,8 @@ export const threadHandlers = {
       $("messages").dataset.streamMismatches = Number($("messages").dataset.streamMismatches || 0) + 1;
     }
     renderMessage({ id: f.message, role: "assistant", content: f.content, status: f.status, usage: f.usage,
-                    timing: f.timing, error: f.error, finish_reason: f.finish_reason });
+                    timing: f.timing, error: f.error, finish_reason: f.finish_reason,
+                    sources: f.sources });
     const other = compare.partner(f.message); // its pick button waits for both
     if (other !== null) renderMeta(state.elements.get(other), state.messages.get(other));
     if (state.active === f.message) setActive(writing()[0] ?? null);

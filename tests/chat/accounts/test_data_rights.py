@@ -18,6 +18,7 @@ from chat.accounts import personal_data, services
 from chat.limits import quotas, sockets
 from chat.models import (
     Account,
+    Attachment,
     AuditEvent,
     Conversation,
     Feedback,
@@ -248,6 +249,13 @@ def _a_row_in_every_related_model(person, root, other, group):
     )
     services.invite_create(created_by=person, note="for a friend")
     Account.objects.filter(user=other).update(approved_by=person)
+    # A document attached to a message (its text, one passage) and one attached but never sent.
+    from chat.documents.services import attachment_upload
+
+    question = Message.objects.filter(conversation__owner=person, role="user").first()
+    sent = attachment_upload(user=person, name="notes.md", data=b"the person's notes")
+    Attachment.objects.filter(pk=sent.pk).update(conversation=question.conversation, message=question)
+    attachment_upload(user=person, name="draft.txt", data=b"a draft never sent")
     Conversation.objects.filter(owner=other).update(reviewed_by=person)
     # A Compare: one of their messages answered by two models, the first picked.
     from chat.models import Comparison

@@ -111,7 +111,7 @@ def test_switch_refuses_a_message_off_the_shown_branch(two_turns):
 def test_the_thread_read_gives_siblings_and_the_persons_rating(two_turns, django_assert_num_queries):
     user, first, second = two_turns
     conversation_services.feedback_set(user=user, message_id=second.assistant_message.pk, rating=-1, comment="wrong")
-    with django_assert_num_queries(3):
+    with django_assert_num_queries(4):  # the tree, the branch, the ratings, the messages' attachments
         thread = conversation_selectors.thread_for_user(user=user, conversation=first.conversation)
     assert [m["siblings"] for m in thread] == [[m["id"]] for m in thread]
     assert thread[-1]["feedback"] == {"rating": -1, "comment": "wrong"}

@@ -1,0 +1,112 @@
+"""Extraction and chunking, no database: every kind read, every hostile file refused with a stable code and a
+sentence, each bound checked before the work it bounds."""
+
+import time
+
+import pytest
+
+from chat.documents import chunking, extract
+from chat.errors import ChatError
+from tests.helpers.documents import (
+    FACT,
+    binary_garbage,
+    docx_bytes,
+    docx_zip_bomb,
+    pdf_bytes,
+    pdf_encrypted,
+    pdf_many_pages,
+)
+
+LIMITS = extract.Limits(max_pages=300, max_chars=1_000_000, max_unzipped_bytes=50 * 1024 * 1024, max_seconds=20)
+
+
+def refused(name, data, limits=LIMITS) -> ChatError:
+    with pytest.raises(ChatError) as err:
+        extract.extract(name, data, limits)
+    assert err.value.detail.endswith(".") and len(err.value.detail) > 20  # a sentence, for a person
+    return err.value
+
+
+def test_text_markdown_and_code_are_read_as_text_never_run():
+    assert extract.extract("notes.md", "# Title\n\nsome *text*".encode(), LIMITS).text == "# Title\n\nsome *text*"
+    code = b"import os\nos.system('rm -rf /')\n"
+    found = extract.extract("evil.py", code, LIMITS)
+    assert (found.kind, found.text, found.pages) == ("text", code.decode(), None)
+    assert extract.extract("Dockerfile", b"FROM debian", LIMITS).text == "FROM debian"
+    assert extract.extract("bom.txt", "\ufeffhello".encode(), LIMITS).text == "hello"
+
+
+def test_a_pdf_is_read_page_by_page():
+    found = extract.extract("report.pdf", pdf_bytes(["first page words", FACT]), LIMITS)
+    assert found.kind == "pdf" and len(found.pages) == 2
+    assert "first page words" in found.pages[0] and "Bartholomew Quince" in found.pages[1]
+
+
+def test_a_word_document_is_read_with_its_tables():
+    found = extract.extract("letter.docx", docx_bytes(["Dear reader,", FACT]), LIMITS)
+    assert found.kind == "docx" and "Dear reader," in found.text and FACT in found.text
+    assert "cell one\tcell two" in found.text
+
+
+def test_a_pdf_of_10000_pages_is_refused_from_its_page_tree_before_any_page_is_read():
+    data = pdf_many_pages(10_000)
+    started = time.monotonic()
+    err = refused("big.pdf", data)
+    assert err.code == "file_too_many_pages" and "300" in err.detail
+    # Read from the page tree's count: no page was extracted (10,000 would take far longer than this).
+    assert time.monotonic() - started < 5
+
+
+def test_a_zip_bomb_docx_is_refused_from_its_directory_before_anything_inflates():
+    bomb = docx_zip_bomb(200)  # 200 MB of zeros inside a file of a few hundred KB
+    assert len(bomb) < 2 * 1024 * 1024
+    err = refused("letter.docx", bomb)
+    assert err.code == "file_too_large" and "50 MB" in err.detail
+
+
+def test_an_encrypted_pdf_is_refused_with_a_sentence():
+    assert refused("secret.pdf", pdf_encrypted()).code == "file_encrypted"
+
+
+@pytest.mark.parametrize(
+    "name,data,code",
+    [
+        ("notes.txt", binary_garbage(), "file_unreadable"),
+        ("notes.txt", "déjà".encode("latin-1"), "file_unreadable"),  # not UTF-8
+        ("notes.txt", "hi".encode("utf-16"), "file_unreadable"),
+        ("report.pdf", binary_garbage(), "file_unreadable"),
+        ("report.pdf", b"%PDF-1.4\n1 0 obj <</Type /Catalog /Pages 9 0 R>> endobj trailer <<>>", "file_unreadable"),
+        ("letter.docx", binary_garbage(), "file_unreadable"),
+        ("letter.docx", b"PK\x03\x04 not really a zip", "file_unreadable"),
+        ("program.exe", b"MZ\x90\x00", "file_unsupported"),
+        ("picture.png", b"\x89PNG\r\n", "file_unsupported"),
+        ("archive.zip", b"PK\x03\x04", "file_unsupported"),
+        ("empty.txt", b"   \n\n", "file_no_text"),
+        ("blank.pdf", pdf_bytes([""]), "file_no_text"),
+    ],
+)
+def test_malformed_unsupported_and_empty_files_are_refused_with_a_code(name, data, code):
+    assert refused(name, data).code == code
+
+
+def test_json_garbage_is_only_ever_text():
+    # A .json file is read as text, whatever it holds: nothing parses it, so a JSON bomb is just characters.
+    bomb = ("[" * 100_000 + "]" * 100_000).encode()
+    assert extract.extract("bomb.json", bomb, LIMITS).text.startswith("[[[")
+
+
+def test_text_past_the_character_bound_is_refused():
+    small = extract.Limits(max_pages=300, max_chars=1000, max_unzipped_bytes=10**8, max_seconds=20)
+    assert refused("long.txt", b"word " * 1000, small).code == "file_too_large"
+    assert refused("long.pdf", pdf_bytes(["word " * 150] * 3), small).code == "file_too_large"
+
+
+def test_chunking_cuts_at_breaks_within_the_size_and_never_across_pages():
+    text = "\n\n".join(f"Paragraph {i} " + "word " * 60 for i in range(10))
+    pieces = chunking.split(text, 800)
+    assert all(len(p) <= 800 for p in pieces) and len(pieces) >= 4
+    assert " ".join(" ".join(p.split()) for p in pieces) == " ".join(text.split())  # nothing lost
+    paged = chunking.passages("", 800, ["page one text", "", "page three " * 100])
+    assert [page for page, _ in paged][0] == 1 and 2 not in [page for page, _ in paged]
+    assert {page for page, _ in paged} == {1, 3}
+    assert chunking.split("x" * 2000, 800) == ["x" * 800, "x" * 800, "x" * 400]  # no break: a hard cut
