@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from chat.errors import ChatError, ErrorCode
 from chat.models import Conversation, Message, ShareLink
@@ -68,7 +69,11 @@ def share_create(*, user, conversation_id: int) -> ShareLink:
             wait = max(1, math.ceil((made[0] + timedelta(hours=1) - now).total_seconds()))
             raise ChatError(
                 ErrorCode.RATE_LIMITED,
-                _("You made %(count)d share links in the last hour: try again in %(minutes)d minutes.")
+                ngettext(
+                    "You made %(count)d share links in the last hour: try again in %(minutes)d minute.",
+                    "You made %(count)d share links in the last hour: try again in %(minutes)d minutes.",
+                    math.ceil(wait / 60),
+                )
                 % {"count": len(made), "minutes": math.ceil(wait / 60)},
                 retry_after=wait,
             )

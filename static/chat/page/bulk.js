@@ -2,7 +2,8 @@
 // bring back) or delete the selected ones at once — one frame each way, all or none on the server.
 import { $, showError } from "./state.js";
 import { send } from "./socket.js";
-import { listing, redraw, t } from "./listing.js";
+import { listing, redraw } from "./listing.js";
+import { t, tn, fill } from "./i18n.js";
 import { confirmDelete } from "./dialogs.js";
 
 export const selection = { active: false, ids: new Set() };
@@ -11,7 +12,7 @@ function update() {
   const n = selection.ids.size;
   $("bulk-bar").hidden = !selection.active;
   $("select-mode").setAttribute("aria-pressed", String(selection.active));
-  $("bulk-count").textContent = n === 1 ? t("1 selected") : t("%s selected").replace("%s", n);
+  $("bulk-count").textContent = fill(tn("%(n)s selected", "%(n)s selected", n), { n });
   $("bulk-archive").textContent = listing.view === "archived" ? t("Unarchive") : t("Archive");
   $("bulk-archive").disabled = $("bulk-delete").disabled = n === 0;
 }
@@ -45,10 +46,9 @@ $("bulk-archive").addEventListener("click", () => {
 $("bulk-delete").addEventListener("click", async () => {
   const conversations = [...selection.ids];
   if (!conversations.length) return;
-  const text = conversations.length === 1
-    ? t("The selected conversation and all its messages will be deleted. This cannot be undone.")
-    : t("The %s selected conversations and all their messages will be deleted. This cannot be undone.")
-      .replace("%s", conversations.length);
+  const text = fill(tn("The selected conversation and all its messages will be deleted. This cannot be undone.",
+    "The %(n)s selected conversations and all their messages will be deleted. This cannot be undone.",
+    conversations.length), { n: conversations.length });
   if (!await confirmDelete(t("Delete the selected conversations?"), text)) return;
   if (send({ type: "delete_many", conversations })) setSelecting(false);
   else showError(t("Not deleted: not connected."));

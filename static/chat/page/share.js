@@ -4,9 +4,8 @@
 // Plain HTTP endpoints with the session and the CSRF token, like a form's POST; the server checks ownership.
 import { $, state, conversationUrl } from "./state.js";
 import { copyText } from "./markdown.js";
+import { t, tn, fill, language } from "./i18n.js";
 
-const t = (s) => (window.gettext ? window.gettext(s) : s);
-const fill = (s, values) => s.replace(/%\((\w+)\)s/g, (_, name) => String(values[name]));
 const data = $("thread").dataset;
 const urls = { shares: data.sharesUrl, revoke: data.shareRevokeUrl }; // for the placeholder id 0 (state.js)
 for (const [name, url] of Object.entries(urls)) {
@@ -65,8 +64,8 @@ function show(share, statusText = "") {
   ui.create.hidden = Boolean(share);
   ui.link.value = share ? share.url : "";
   ui.meta.textContent = share
-    ? fill(t("Made %(date)s · %(count)s messages"), {
-      date: new Date(share.created_at).toLocaleString(), count: share.messages,
+    ? fill(tn("Made %(date)s · %(count)s message", "Made %(date)s · %(count)s messages", share.messages), {
+      date: new Date(share.created_at).toLocaleString(language), count: share.messages,
     })
     : "";
   ui.status.textContent = statusText;
