@@ -4,7 +4,7 @@
 // attachment; the next send names it (the send frame's `attachments`). Server: chat/documents/.
 import { $, state, showError, conversationUrl } from "./state.js";
 
-const t = (s) => (window.gettext ? window.gettext(s) : s);
+import { t, tn, fill } from "./i18n.js";
 const data = $("thread").dataset;
 const limits = state.config.attachments || { max_bytes: 10 * 1024 * 1024, per_message: 5 };
 
@@ -24,8 +24,8 @@ export function sizeText(bytes) {
 
 function details(a) {
   const parts = [sizeText(a.size)];
-  if (a.pages) parts.push(`${a.pages} ${t(a.pages === 1 ? "page" : "pages")}`);
-  if (a.passages > 1) parts.push(`${a.passages} ${t("passages")}`);
+  if (a.pages) parts.push(fill(tn("%(n)s page", "%(n)s pages", a.pages), { n: a.pages }));
+  if (a.passages > 1) parts.push(fill(tn("%(n)s passage", "%(n)s passages", a.passages), { n: a.passages }));
   return parts.join(" · ");
 }
 
@@ -45,7 +45,7 @@ function chip(a, removable) {
     x.type = "button";
     x.className = "remove";
     x.textContent = "×";
-    x.title = x.ariaLabel = `${t("Remove")} ${a.name}`;
+    x.title = x.ariaLabel = fill(t("Remove %(name)s"), { name: a.name });
     x.addEventListener("click", () => remove(a.id));
     el.appendChild(x);
   }
@@ -68,7 +68,7 @@ function render() {
 async function uploadOne(file) {
   const name = file.name || "pasted.txt";
   if (file.size > limits.max_bytes) {
-    showError(`${name}: ${t("this file is too large: at most")} ${sizeText(limits.max_bytes)}.`);
+    showError(fill(t("%(name)s: this file is too large: at most %(size)s."), { name, size: sizeText(limits.max_bytes) }));
     return;
   }
   uploading.add(name);
@@ -141,8 +141,9 @@ export function giveBack(clientId) {
 function sourceText(s) {
   if (s.whole) return `[${s.n}] ${s.name}`;
   const parts = [`[${s.n}] ${s.name}`];
-  if (s.page) parts.push(`${t("page")} ${s.page}`);
-  parts.push(`${t("passage")} ${s.passage}${s.passages ? ` / ${s.passages}` : ""}`);
+  if (s.page) parts.push(fill(t("page %(page)s"), { page: s.page }));
+  parts.push(s.passages ? fill(t("passage %(n)s / %(of)s"), { n: s.passage, of: s.passages })
+    : fill(t("passage %(n)s"), { n: s.passage }));
   return parts.join(" · ");
 }
 

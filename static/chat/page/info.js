@@ -4,8 +4,8 @@
 // whenever its meta line is (a thumbs click, a comparison's pick), so nothing there vanishes.
 import { button } from "./state.js";
 import { label } from "./models.js";
+import { t, fill as fillText } from "./i18n.js";
 
-const t = (s) => (window.gettext ? window.gettext(s) : s);
 const ACTIVE = ["queued", "streaming"];
 
 export function timeTag(m) {
@@ -37,7 +37,10 @@ function rows(m) {
   const name = m.model ? (label(m.model) === m.model ? m.model : `${label(m.model)} (${m.model})`) : "—";
   const out = [[t("Model"), name]];
   const reply = usage.completion_tokens ?? m.completion_tokens;
-  if (reply) out.push([t("Tokens"), `${reply} ${t("in the reply")} · ${usage.prompt_tokens || 0} ${t("in the prompt")}`]);
+  if (reply) {
+    out.push([t("Tokens"), fillText(t("%(reply)s in the reply · %(prompt)s in the prompt"),
+      { reply, prompt: usage.prompt_tokens || 0 })]);
+  }
   if (timing.tokens_per_s) out.push([t("Speed"), `${timing.tokens_per_s.toFixed(1)} ${t("tokens/s")}`]);
   if (timing.ttft_ms != null) out.push([t("First token"), `${(timing.ttft_ms / 1000).toFixed(2)} s`]);
   if (endedWords(m)) out.push([t("Ended"), endedWords(m)]);

@@ -1,6 +1,6 @@
 // What the sidebar's modules share (sidebar.js, folders.js, rows.js, menu.js, bulk.js): which view of the list is
 // on show, the person's folders, and the hooks that redraw or reload the list, so no module imports its caller.
-export const t = (s) => (window.gettext ? window.gettext(s) : s);
+export { t } from "./i18n.js";
 
 // The API toggle is remembered per browser (localStorage), not per person: it is a way of looking, like the
 // width of a window, and needs no server round trip; a second browser starts from the default (hidden).

@@ -8,7 +8,6 @@ import { send } from "./socket.js";
 import { defaultModel, fillSelect, modelSettingsArrived } from "./models.js";
 import { t, fill } from "./i18n.js";
 
-const t = (s) => (window.gettext ? window.gettext(s) : s);
 const FIELDS = ["temperature", "top_p", "max_new_tokens"];
 const dialog = $("settings");
 
