@@ -513,8 +513,11 @@ _SENTENCES = {
 }
 
 
+_LIST_OF_IDS = gettext_lazy("{name} must be a list of positive whole numbers.")
+
+
 def _refuse(name: str, hint) -> None:
     if _bare(hint) == Ids:
-        raise ChatError(ErrorCode.BAD_ID, f"{name} must be a list of positive whole numbers.")
+        raise ChatError(ErrorCode.BAD_ID, str(_LIST_OF_IDS).format(name=name))
     code = typing.get_args(_bare(hint))[1]
     raise ChatError(code, str(_SENTENCES[code]).format(name=name, n=MAX_CLIENT_ID_CHARS))

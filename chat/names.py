@@ -128,6 +128,11 @@ def reserved_key(user_id: int) -> str:
     return f"chat:reserved:{int(user_id)}"
 
 
+def uploading_key(user_id: int) -> str:
+    """Held while one of the person's attachments is being read (chat/documents/views.py): one at a time each."""
+    return f"chat:uploading:{int(user_id)}"
+
+
 def gone_key(user_id: int) -> str:
     return f"chat:gone:{int(user_id)}"
 

@@ -28,6 +28,8 @@ from chat.errors import ChatError, ErrorCode
 from chat.models import Message
 from chat.text import clean_text
 
+SYSTEM_PROMPT_CHARS = 8000  # as chat.conversations.services (a test keeps the two equal)
+
 USER, ASSISTANT = Message.Role.USER.value, Message.Role.ASSISTANT.value
 STATUSES = {Message.Status.COMPLETE.value, Message.Status.STOPPED.value, Message.Status.FAILED.value}
 # Seconds since 1970 a timestamp may be: from 2000 to 2100; anything else is read as "unknown".
@@ -357,7 +359,8 @@ def _plan(raws: dict[str, _Raw], current: str | None, meta: dict, index: int) ->
     title = clean_text(title).strip()[:200] if isinstance(title, str) else ""
     return Plan(
         title=title,
-        system_prompt=clean_text(system)[: settings.CHAT_IMPORT_MAX_TEXT_CHARS],
+        # Cut to the bound a system prompt typed on the page has: it goes into every later prompt of the chat.
+        system_prompt=clean_text(system).strip()[:SYSTEM_PROMPT_CHARS],
         created_at=meta.get("created_at"),
         updated_at=meta.get("updated_at"),
         turns=list(turns.values()),

@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from chat import events
 from chat.conversations import selectors
@@ -25,7 +26,7 @@ from chat.text import clean_text
 
 FOLDER_NAME_CHARS = 60
 MAX_SELECTED = 100  # conversations in one bulk frame: a page of the list is 30; more is not a person clicking
-FOLDER_NOT_FOUND = "No such folder, or it is not yours."
+FOLDER_NOT_FOUND = gettext_lazy("No such folder, or it is not yours.")
 
 
 def _tell(user, conversation_ids) -> None:
@@ -53,7 +54,7 @@ def folder_get_for_user(*, user, folder_id) -> Folder:
     try:
         return Folder.objects.get(pk=int(folder_id), owner=user)
     except (Folder.DoesNotExist, TypeError, ValueError, OverflowError):
-        raise ChatError(ErrorCode.NOT_FOUND, _(FOLDER_NOT_FOUND)) from None
+        raise ChatError(ErrorCode.NOT_FOUND, str(FOLDER_NOT_FOUND)) from None
 
 
 def conversation_pin(*, user, conversation_id: int, pinned: bool) -> None:

@@ -194,12 +194,26 @@ def _docx_text(data: bytes, limits: Limits) -> str:
         raise _unreadable(_("a Word document"))
     try:
         import docx
+        from docx.oxml.ns import qn
 
         document = docx.Document(io.BytesIO(data))
-        parts = [p.text for p in document.paragraphs]
-        for table in document.tables:
-            for row in table.rows:
-                parts.append("\t".join(cell.text for cell in row.cells))
+        # The body's XML walked once, in order, on the clock: python-docx's table API (row.cells) is quadratic in
+        # a table's size, so a small file holding a huge empty table took seconds with no bound but its size.
+        started, parts = time.monotonic(), []
+        paragraph, row, cell, text = qn("w:p"), qn("w:tr"), qn("w:tc"), qn("w:t")
+        for n, child in enumerate(document.element.body.iter(paragraph, row)):
+            if n % 256 == 0 and time.monotonic() - started > limits.max_seconds:
+                raise ChatError(
+                    ErrorCode.FILE_UNREADABLE,
+                    _("Reading this Word document takes too long; attach a smaller part of it, or its text."),
+                )
+            if child.tag == row:
+                cells = ("".join(t.text or "" for t in c.iter(text)) for c in child.iter(cell))
+                parts.append("\t".join(cells))
+            elif not any(a.tag == row for a in child.iterancestors(row)):  # a cell's paragraphs are in its row
+                parts.append("".join(t.text or "" for t in child.iter(text)))
+    except ChatError:
+        raise
     except Exception:  # python-docx and lxml raise many kinds on a malformed part
         raise _unreadable(_("a Word document")) from None
     return "\n".join(parts)

@@ -1,8 +1,9 @@
 """Share links: a read-only snapshot of a conversation's shown branch, readable by anyone holding its link.
 
-The snapshot is the list of the branch's message ids at the moment of sharing, not a copy of their text: a
-message's text never changes once it has ended (an edit or a regenerate writes a new message beside it), so
-the ids are the snapshot, and deleting the conversation (or the account) deletes the link with it.
+The snapshot is the list of the branch's message ids at the moment of sharing and their texts' lengths, not a
+copy of their text: a message's text never changes once it has ended (an edit or a regenerate writes a new
+message beside it) except by Continue, which only appends, so the ids and lengths are the snapshot, and deleting
+the conversation (or the account) deletes the link with it.
 """
 
 from django.conf import settings
@@ -22,6 +23,9 @@ class ShareLink(models.Model):
     token = models.CharField(max_length=64, unique=True)
     title = models.CharField(max_length=200, blank=True, help_text="the conversation's title when shared")
     message_ids = models.JSONField(default=list, help_text="the shared messages, oldest first: the snapshot")
+    lengths = models.JSONField(
+        default=dict, help_text="each shared message's text length then, by id: Continue later grows the same row"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 

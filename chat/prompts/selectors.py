@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.utils.translation import gettext as _
+
 from chat.errors import ChatError, ErrorCode
 from chat.models import Prompt
 
@@ -22,7 +24,7 @@ def prompt_get_for_owner(*, user, prompt_id) -> Prompt:
     """One of the person's own prompts; anyone else's, or none, is ``not_found`` alike."""
     prompt = Prompt.objects.filter(owner=user, pk=prompt_id).first() if isinstance(prompt_id, int) else None
     if prompt is None:
-        raise ChatError(ErrorCode.NOT_FOUND, "That prompt does not exist.")
+        raise ChatError(ErrorCode.NOT_FOUND, _("No such prompt, or it is not yours."))
     return prompt
 
 

@@ -76,6 +76,10 @@ def shared_snapshot(*, token: str) -> dict:
     messages = list(
         Message.objects.filter(conversation_id=share.conversation_id, pk__in=share.message_ids)
         .order_by("id")
-        .values("role", "content", "status")
+        .values("id", "role", "content", "status")
     )
+    for m in messages:  # as long as it was when shared: a reply continued later is shown without what followed
+        length = share.lengths.get(str(m.pop("id")))
+        if length is not None:
+            m["content"] = m["content"][:length]
     return {"title": share.title, "created_at": share.created_at, "messages": messages}

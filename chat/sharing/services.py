@@ -28,16 +28,19 @@ def _not_found() -> ChatError:
     return ChatError(ErrorCode.NOT_FOUND, _("No such conversation, or it is not yours."))
 
 
-def shared_message_ids(conversation: Conversation) -> list[int]:
-    """The snapshot: the shown branch's messages that have ended and hold text, oldest first. A reply still being
-    written is left out (its text is not final), as is a failed reply with no text."""
-    return list(
-        Message.objects.filter(conversation=conversation, is_current=True)
+def shared_messages(conversation: Conversation) -> list[tuple[int, int]]:
+    """The snapshot: the shown branch's messages that have ended and hold text, oldest first, each with its
+    text's length then. A reply still being written is left out (its text is not final), as is a failed reply
+    with no text; a reply cut at its length bound may be continued later (the same row grows), so the link keeps
+    how much of it there was."""
+    return [
+        (pk, len(content))
+        for pk, content in Message.objects.filter(conversation=conversation, is_current=True)
         .exclude(status__in=Message.ACTIVE_STATUSES)
         .exclude(content="")
         .order_by("id")
-        .values_list("id", flat=True)
-    )
+        .values_list("id", "content")
+    ]
 
 
 def share_create(*, user, conversation_id: int) -> ShareLink:
@@ -52,8 +55,8 @@ def share_create(*, user, conversation_id: int) -> ShareLink:
                 ErrorCode.NOTHING_TO_SHARE,
                 _("This conversation keeps no text (its API key stores none), so there is nothing to share."),
             )
-        ids = shared_message_ids(conversation)
-        if not ids:
+        shared = shared_messages(conversation)
+        if not shared:
             raise ChatError(ErrorCode.NOTHING_TO_SHARE, _("This conversation has no finished message to share yet."))
         mine = ShareLink.objects.filter(owner=user)
         limit = settings.CHAT_SHARE_LINKS_MAX
@@ -82,7 +85,8 @@ def share_create(*, user, conversation_id: int) -> ShareLink:
             conversation=conversation,
             token=secrets.token_urlsafe(TOKEN_BYTES),
             title=conversation.title,
-            message_ids=ids,
+            message_ids=[pk for pk, _length in shared],
+            lengths={str(pk): length for pk, length in shared},
         )
 
 

@@ -24,12 +24,13 @@ STATUS = {
     ErrorCode.RATE_LIMITED: 429,
 }
 
-# The public page's whole policy (it replaces the site's): nothing but this origin's scripts, styles and icon.
+# The public page's whole policy (it replaces the site's): nothing but this origin's scripts, styles, fonts and icon.
 PUBLIC_CSP = {
     "default-src": ["'none'"],
     "script-src": ["'self'"],
     "style-src": ["'self'"],
     "img-src": ["'self'"],
+    "font-src": ["'self'"],  # KaTeX's fonts (static/vendor/katex-*/fonts)
     "connect-src": ["'none'"],
     "object-src": ["'none'"],
     "base-uri": ["'none'"],

@@ -16,7 +16,7 @@ QUESTION = "What is two and two? <b>bold?</b>"
 REPLY = (
     "**Four.** Here is why:\n\n- two\n- and two\n\n"
     '<script>window.pwned = 1</script> <img src="x" onerror="window.pwned = 2; alert(1)">\n\n'
-    "```python\nprint(2 + 2)\n```"
+    "```python\nprint(2 + 2)\n```\n\nIn symbols: $2 + 2 = 4$."
 )
 LATER = "A question asked after sharing"
 
@@ -62,6 +62,7 @@ def assert_shared_page_is_inert(page):
     reply = page.locator(".msg.assistant .body")
     expect(reply.locator("strong")).to_have_text("Four.")  # Markdown rendered
     expect(reply.locator("li")).to_have_count(2)
+    expect(reply.locator(".katex")).to_have_count(1)  # math typeset, as on the chat page
     expect(reply).to_contain_text("<script>window.pwned = 1</script>")  # raw HTML shown as text
     assert page.locator(".msg script, .msg img, .msg b").count() == 0
     assert page.evaluate("typeof window.pwned") == "undefined"

@@ -97,7 +97,7 @@ async function uploadOne(file) {
 export async function upload(files) {
   for (const file of files) {
     if (pending.length + uploading.size >= limits.per_message) {
-      showError(t("At most %s files can be attached to one message.").replace("%s", limits.per_message));
+      showError(t("At most %s files can be attached to one message.").replace("%s", () => limits.per_message));
       return;
     }
     await uploadOne(file); // one at a time: each is read on the server before the next goes

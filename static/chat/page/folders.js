@@ -66,7 +66,7 @@ export function render(root) {
     more.type = "button";
     more.className = "more-actions";
     more.textContent = "⋯";
-    more.setAttribute("aria-label", t("Actions for folder %s").replace("%s", f.name));
+    more.setAttribute("aria-label", t("Actions for folder %s").replace("%s", () => f.name));
     more.setAttribute("aria-haspopup", "menu");
     more.setAttribute("aria-expanded", "false");
     more.addEventListener("click", () => folderMenu(more, f));
@@ -78,7 +78,7 @@ export function render(root) {
       const got = contents.get(f.id);
       for (const c of got?.items || []) {
         const label = document.createElement("span");
-        label.textContent = c.title || t("Conversation %s").replace("%s", c.id);
+        label.textContent = c.title || t("Conversation %s").replace("%s", () => c.id);
         list.append(rowFor(c, label));
       }
       section.append(list);

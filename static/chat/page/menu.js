@@ -80,7 +80,7 @@ document.addEventListener("pointerdown", (e) => {
 }, true);
 addEventListener("resize", () => closeMenu(false));
 
-const titleOf = (c) => c.title || t("Conversation %s").replace("%s", c.id);
+const titleOf = (c) => c.title || t("Conversation %s").replace("%s", () => c.id);
 
 export function conversationMenu(trigger, c) {
   const items = [
@@ -103,23 +103,23 @@ export function conversationMenu(trigger, c) {
     { label: t("Export .json"), href: conversationUrl(urls.exportJson, c.id), download: true },
     { label: t("Delete…"), danger: true, run: async () => {
       const sure = await confirmDelete(t("Delete this conversation?"),
-        t("“%s” and all its messages will be deleted. This cannot be undone.").replace("%s", titleOf(c)));
+        t("“%s” and all its messages will be deleted. This cannot be undone.").replace("%s", () => titleOf(c)));
       // The server stops a reply still being written before it deletes.
       if (sure && !send({ type: "delete", conversation: c.id })) showError(t("Not deleted: not connected."));
     } },
   );
-  showMenu(trigger, t("Actions for %s").replace("%s", titleOf(c)), items);
+  showMenu(trigger, t("Actions for %s").replace("%s", () => titleOf(c)), items);
 }
 
 export function folderMenu(trigger, folder) {
-  showMenu(trigger, t("Actions for folder %s").replace("%s", folder.name), [
+  showMenu(trigger, t("Actions for folder %s").replace("%s", () => folder.name), [
     { label: t("Rename folder…"), run: async () => {
       const name = await askName(t("Rename folder"), folder.name);
       if (name && name !== folder.name) send({ type: "folder", folder: folder.id, name });
     } },
     { label: t("Delete folder…"), danger: true, run: async () => {
       const sure = await confirmDelete(t("Delete this folder?"),
-        t("The folder “%s” is deleted; its conversations are kept and go back to the list.").replace("%s", folder.name));
+        t("The folder “%s” is deleted; its conversations are kept and go back to the list.").replace("%s", () => folder.name));
       if (sure) send({ type: "folder_delete", folder: folder.id });
     } },
   ]);

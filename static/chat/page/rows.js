@@ -18,13 +18,13 @@ export function rowFor(c, label, snippet = null) {
   const li = document.createElement("li");
   li.dataset.id = c.id;
   li.className = "row";
-  const title = c.title || t("Conversation %s").replace("%s", c.id);
+  const title = c.title || t("Conversation %s").replace("%s", () => c.id);
   if (selection.active) {
     const box = document.createElement("input");
     box.type = "checkbox";
     box.className = "pick";
     box.checked = selection.ids.has(c.id);
-    box.setAttribute("aria-label", t("Select %s").replace("%s", title));
+    box.setAttribute("aria-label", t("Select %s").replace("%s", () => title));
     box.addEventListener("change", () => choose(c.id, box.checked));
     li.append(box);
   }
@@ -51,7 +51,7 @@ export function rowFor(c, label, snippet = null) {
     more.type = "button";
     more.className = "more-actions";
     more.textContent = "⋯";
-    more.setAttribute("aria-label", t("Actions for %s").replace("%s", title));
+    more.setAttribute("aria-label", t("Actions for %s").replace("%s", () => title));
     more.setAttribute("aria-haspopup", "menu");
     more.setAttribute("aria-expanded", "false");
     more.addEventListener("click", () => conversationMenu(more, c));

@@ -96,7 +96,7 @@ export function render() {
   const plain = !listing.query && listing.view === "list";
   const pinned = plain ? items.filter((c) => c.pinned) : [];
   let list = pinned.length ? heading(root, t("Pinned")) : null;
-  for (const c of pinned) list.append(rowFor(c, highlighted(c.title || t("Conversation %s").replace("%s", c.id))));
+  for (const c of pinned) list.append(rowFor(c, highlighted(c.title || t("Conversation %s").replace("%s", () => c.id))));
   if (plain) folders.render(root);
   let current = null;
   for (const c of items) {
@@ -112,7 +112,7 @@ export function render() {
       snippet.className = "snippet";
       snippet.appendChild(highlighted(c.snippet));
     }
-    list.append(rowFor(c, highlighted(c.title || t("Conversation %s").replace("%s", c.id)), snippet));
+    list.append(rowFor(c, highlighted(c.title || t("Conversation %s").replace("%s", () => c.id)), snippet));
   }
   if (!items.length && !(plain && listing.folders.length)) {
     const p = document.createElement("p");

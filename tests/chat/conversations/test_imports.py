@@ -267,3 +267,14 @@ def test_the_review_panel_says_a_conversation_was_imported(make_user, reviewer_g
     listing = client.get("/admin/chat/conversation/").content.decode()
     assert "Trip to Lisbon" in listing and "imported" in listing
     assert "imported" in client.get(f"/admin/chat/conversation/{pk}/change/").content.decode()
+
+
+def test_an_imported_system_prompt_is_cut_to_the_pages_bound(make_user):
+    """The bound of a system prompt typed on the page holds for an imported one: it goes into every later prompt."""
+    from chat.conversations import imports, services
+
+    assert imports.SYSTEM_PROMPT_CHARS == services.SYSTEM_PROMPT_CHARS
+    doc = chatgpt_conversation()
+    doc["mapping"]["sys"]["message"]["content"]["parts"] = ["x" * 20_000]
+    [pk] = conversations_import(user=make_user(), data=as_file([doc]))
+    assert len(Conversation.objects.get(pk=pk).system_prompt) == services.SYSTEM_PROMPT_CHARS

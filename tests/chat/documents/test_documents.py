@@ -282,3 +282,37 @@ def test_the_review_panels_transcript_shows_the_documents_and_the_sources(make_u
     assert "attached: book.md" in page and escape(FACT) in page
     assert "<script>alert(1)</script>" not in page  # the document's text is shown as text
     assert "[1] book.md, passage 24" in page
+
+
+def test_a_person_reads_one_file_at_a_time_and_the_key_is_let_go_after(browser, make_user):
+    """While one of a person's files is being read (the Redis key the view holds), another of theirs is refused
+    with a sentence; another person's upload is not; and the key is let go when a read ends, refused or not."""
+    from chat import store
+    from chat.names import uploading_key
+
+    person = browser.get(reverse("chat:index")).wsgi_request.user
+    store.client().set(uploading_key(person.pk), "1", ex=30)
+    try:
+        refused = post_file(browser, "a.txt", b"hello")
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+        assert "being read" in refused.json()["error"]["detail"]
+        other = Client(enforce_csrf_checks=True)
+        other.force_login(make_user("bob"))
+        other.get(reverse("chat:index"))
+        assert post_file(other, "b.txt", b"hello").status_code == 201
+    finally:
+        store.client().delete(uploading_key(person.pk))
+    assert post_file(browser, "virus.exe", b"MZ").status_code == 415
+    assert post_file(browser, "a.txt", b"hello").status_code == 201  # the refusal let the key go
+    assert not store.client().exists(uploading_key(person.pk))
+
+
+def test_a_malformed_multipart_body_gets_a_sentence(browser):
+    response = browser.post(
+        reverse("chat:attachment-upload"),
+        data=b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nabc',
+        content_type="multipart/form-data; boundary=",
+        headers={"X-CSRFToken": browser.cookies["csrftoken"].value},
+    )
+    assert response["Content-Type"] == "application/json", response.content[:200]
+    assert response.json()["error"]["code"] in ("file_unreadable", "empty")

@@ -5,6 +5,7 @@ headers (noindex, its CSP, no referrer, no cache); the token; the bounds; a dele
 import re
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
@@ -74,7 +75,7 @@ def test_the_public_page_is_noindex_under_a_strict_policy_and_never_cached(alice
     assert '<meta name="robots" content="noindex, nofollow">' in page.content.decode()
     policy = dict(part.strip().split(" ", 1) for part in page["Content-Security-Policy"].split(";") if part.strip())
     assert policy["default-src"] == "'none'"
-    assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'"
+    assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'" and policy["font-src"] == "'self'"
     assert policy["connect-src"] == "'none'" and policy["form-action"] == "'none'"
     assert policy["frame-ancestors"] == "'none'" and policy["base-uri"] == "'none'"
     assert "unsafe" not in page["Content-Security-Policy"]
@@ -267,3 +268,29 @@ def test_a_stopped_reply_is_marked_and_a_failed_one_without_text_left_out(alice)
     assert link["messages"] == 3
     text = public(link["url"]).content.decode()
     assert 'class="msg assistant stopped"' in text and "boom" not in text and "failed" not in text
+
+
+def test_a_reply_continued_after_sharing_is_shown_as_it_was_when_shared(alice):
+    """Continue grows the same row (the reply cut at its length bound goes on), so the link keeps each message's
+    length then: what Continue wrote later is not shared."""
+    from chat.conversations.continuation import message_continue
+
+    conversation = conversation_of(alice, "tell me a story", "Once upon a time")
+    reply = conversation.messages.get(role=Message.Role.ASSISTANT)
+    Message.objects.filter(pk=reply.pk).update(
+        finish_reason=Message.FinishReason.LENGTH, model_name=settings.CHAT_DEFAULT_MODEL
+    )
+    link = share(signed_in(alice), conversation.pk)
+
+    message_continue(user=alice, message_id=reply.pk)
+    # What the worker does as the continuation streams and ends: the same row, longer.
+    Message.objects.filter(pk=reply.pk).update(
+        status=Message.Status.COMPLETE, finish_reason="stop", content="Once upon a time there was a secret dragon."
+    )
+
+    text = public(link["url"]).content.decode()
+    assert "Once upon a time" in text and "secret dragon" not in text
+    assert (
+        "secret dragon"
+        in signed_in(alice).get(reverse("chat:conversation-detail", args=[conversation.pk])).content.decode()
+    )
