@@ -162,7 +162,7 @@ class BatchEngine:
         cache = self.prefix_cache.stats if self.prefix_cache is not None else None
         return {
             "batch_size": self.active,
-            "waiting": len(self._waiting),  # requests queued for a row (/metrics: chat_worker_waiting)
+            "waiting": len(self._waiting),  # requests queued for a row (/metrics: chat_worker_batch_waiting)
             "max_batch_size": self.max_batch_size,
             **self.counts.figures(),
             "prefix_lookups": cache.lookups if cache else 0,
@@ -215,13 +215,15 @@ class BatchEngine:
 
     def _update(self, requests: list[Request], tokens: torch.Tensor) -> None:
         """Hand each request its sampled token; end those it finishes and free their rows."""
+        served = []
         for req, token in zip(requests, tokens.tolist()):
             if req.status.finished:
                 continue
+            served.append(req)
             reason = req.accept(token, eos_ids=self.eos_ids, context_window=self.context_window)
-            self._waiting.charge(req)
             if reason:
                 self._finish(req, reason)
+        self._waiting.charge(served)  # one reply token each, counted for its person (one lock per step)
         self._drop_finished()
 
     def _finish(self, req: Request, reason: FinishReason, error: str = "", code: str = "") -> None:

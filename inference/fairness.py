@@ -86,12 +86,13 @@ class FairQueue:
                 taken.append(req)
         return taken
 
-    def charge(self, req: Request, tokens: int = 1) -> None:
-        """Count ``tokens`` reply tokens served to the request's key."""
+    def charge(self, requests: Iterable[Request], tokens: int = 1) -> None:
+        """Count ``tokens`` reply tokens served to each request's key (a decode step: one each)."""
         with self._cond:
-            key = req.generation.fair_key
-            if key in self._served:
-                self._served[key] += REPLY_WEIGHT * tokens
+            for req in requests:
+                key = req.generation.fair_key
+                if key in self._served:
+                    self._served[key] += REPLY_WEIGHT * tokens
 
     def done(self, req: Request) -> None:
         """A request ended (finished, cancelled, failed, refused at admission): its row is free. Its key is

@@ -45,7 +45,7 @@ def test_a_person_running_six_long_replies_waits_behind_one_who_has_none():
     q.put_many(running)
     q.take(6)
     for r in running:  # they decode: A is served
-        q.charge(r, 10)
+        q.charge([r], 10)
     q.put_many([req("a6", "A"), req("b1", "B")])
     q.done(running[0])  # a row frees
     assert names(q.take(1)) == ["b1"]
@@ -61,7 +61,7 @@ def test_the_counter_counts_prompt_and_reply_tokens_served():
     q.put_many([long, *[req(f"b{i}", "B", prompt_len=10) for i in range(1, 13)], req("a2", "A", prompt_len=10)])
     assert names(q.take(1)) == ["a1"]
     assert q.served("A") == 100 * PROMPT_WEIGHT
-    q.charge(long, 5)  # five reply tokens
+    q.charge([long], 5)  # five reply tokens
     assert q.served("A") == 100 * PROMPT_WEIGHT + 5 * REPLY_WEIGHT
     # B catches up token for token: eleven 10-token prompts reach A's 110, and on the tie A (one row running
     # against B's eleven) goes first.

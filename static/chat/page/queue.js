@@ -18,7 +18,7 @@ export function placeArrived(f) {
     note = document.createElement("div");
     note.className = "queue-place";
     note.setAttribute("role", "status"); // read out when it changes, without taking the focus
-    el.querySelector(".meta").before(note);
+    el.querySelector(".meta").after(note); // under "waiting for the model…"
   }
   note.textContent = words(f.ahead);
 }
