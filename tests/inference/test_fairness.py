@@ -102,19 +102,25 @@ def test_places_are_the_order_the_waiting_list_would_admit_in():
 
 
 # --- inside the engine ---------------------------------------------------------------------------------------
-@pytest.fixture
-def one_row(tiny_llama, tokenizer):
-    """An engine with one row, whose admissions are noted in order (the waiting list's own ``take``)."""
-    eng = BatchEngine(tiny_llama, tokenizer, max_batch_size=1, eos_ids=set())
-    eng.admitted = []
-    take = eng._waiting.take
+def note_admissions(engine) -> list[str]:
+    """The engine's admissions in order, noted from its waiting list's own ``take`` (which still does the work)."""
+    admitted = []
+    take = engine._waiting.take
 
     def noting(*args, **kwargs):
         got = take(*args, **kwargs)
-        eng.admitted.extend(r.request_id for r in got)
+        admitted.extend(r.request_id for r in got)
         return got
 
-    eng._waiting.take = noting
+    engine._waiting.take = noting
+    return admitted
+
+
+@pytest.fixture
+def one_row(tiny_llama, tokenizer):
+    """An engine with one row, whose admissions are noted in order."""
+    eng = BatchEngine(tiny_llama, tokenizer, max_batch_size=1, eos_ids=set())
+    eng.admitted = note_admissions(eng)
     yield eng
     eng.shutdown()
 
@@ -171,3 +177,20 @@ def test_fair_order_changes_who_goes_first_never_the_tokens(tiny_llama, tokenize
             assert done.reason == "length" and done.text == want, request.request_id
     finally:
         eng.shutdown()
+
+
+def test_a_person_with_six_long_replies_running_does_not_hold_back_anothers_first(tiny_llama, tokenizer):
+    """The issue's crowd: A keeps six replies running and six more waiting; B's one reply, sent while A's run, is
+    admitted at the first free row — before A's six waiting, which all came first."""
+    eng = BatchEngine(tiny_llama, tokenizer, max_batch_size=6, eos_ids=set())
+    admitted = note_admissions(eng)
+    try:
+        _, a_handles = submit_all(eng, tokenizer, [(f"a{i}", "7") for i in range(12)], max_new_tokens=16)
+        assert isinstance(a_handles[0].get(timeout=30), Piece)  # A's first six are decoding
+        _, [b] = submit_all(eng, tokenizer, [("b1", "8")], max_new_tokens=4)
+        assert list(b)[-1].completion_tokens == 4
+        for handle in a_handles:
+            assert list(handle)[-1].reason == "length"
+    finally:
+        eng.shutdown()
+    assert admitted == [f"a{i}" for i in range(6)] + ["b1"] + [f"a{i}" for i in range(6, 12)]
