@@ -26,6 +26,7 @@ from chat.frames import (
     MessageFrame,
     MessageInfo,
     OrganisedFrame,
+    QueuedFrame,
     SettingsFrame,
     ThreadFrame,
 )
@@ -103,6 +104,11 @@ def message_frame(
 
 def delta_frame(message_id: int, seq: int, text: str) -> DeltaFrame:
     return {"type": "delta", "message": message_id, "seq": seq, "text": text}
+
+
+def queued_frame(message_id: int, conversation_id: int, ahead: int) -> QueuedFrame:
+    """A reply's place in its worker's waiting list: ``ahead`` replies go before it (inference/fairness.py)."""
+    return {"type": "queued", "message": message_id, "conversation": conversation_id, "ahead": ahead}
 
 
 def done_frame(message) -> DoneFrame:

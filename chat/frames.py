@@ -128,6 +128,15 @@ class DeltaFrame(TypedDict):
     text: str
 
 
+class QueuedFrame(TypedDict):
+    """A reply waits for a row of its worker's batch behind ``ahead`` others (that worker's queue only)."""
+
+    type: Literal["queued"]
+    message: int
+    conversation: int
+    ahead: int
+
+
 class DoneFrame(TypedDict):
     """A reply ended and is stored; ``error`` says why when it failed (empty otherwise), ``error_code`` the
     stable code of that reason where one applies."""
@@ -206,6 +215,7 @@ FRAMES: dict[str, type] = {
     "message": MessageFrame,
     "subscribed": SubscribedFrame,
     "delta": DeltaFrame,
+    "queued": QueuedFrame,
     "done": DoneFrame,
     "error": ErrorFrame,
     "thread": ThreadFrame,

@@ -142,6 +142,7 @@ def read_all(active_replies: Mapping[str, int], models: Sequence[str] = ()) -> d
             "workers": len(mine),
             "queue": depth[model_queue(model)] + sum(depth[worker_queue(w)] for w in mine),
             "batch_size": sum(int(s.get("batch_size", 0)) for s in mine.values()),
+            "waiting": sum(int(s.get("waiting", 0)) for s in mine.values()),
             "max_batch": sum(int(s.get("max_batch", 0)) for s in mine.values()),
         }
     return {
@@ -197,6 +198,10 @@ class Collector:
             "chat_model_queue_depth": ("Replies of the model waiting for one of its workers", "queue"),
             "chat_model_batch_size": ("Rows in the running batches of the model's workers, together", "batch_size"),
             "chat_model_batch_capacity": ("Rows the model's workers can batch, together (CHAT_MAX_BATCH)", "max_batch"),
+            "chat_model_batch_waiting": (
+                "Replies the model's workers hold waiting for a row of their batch, together (taken fairly by person)",
+                "waiting",
+            ),
         }
         for name, (help_text, key) in per_model.items():
             family = GaugeMetricFamily(name, help_text, labels=["model"])
@@ -205,6 +210,11 @@ class Collector:
             yield family
         per_worker = {
             "chat_worker_batch_size": ("Requests in the worker's running batch", "batch_size", GaugeMetricFamily),
+            "chat_worker_batch_waiting": (
+                "Requests waiting in the worker's engine for a row of its batch",
+                "waiting",
+                GaugeMetricFamily,
+            ),
             "chat_worker_replies_in_flight": (
                 "Replies the worker holds (batched or waiting for a row)",
                 "in_flight",

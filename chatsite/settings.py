@@ -373,6 +373,8 @@ CHAT_ATTACHMENT_PASSAGE_CHARS = env.int("CHAT_ATTACHMENT_PASSAGE_CHARS", default
 CHAT_ATTACHMENT_PASSAGES = env.int("CHAT_ATTACHMENT_PASSAGES", default=4)
 CHAT_ATTACHMENT_PROMPT_CHARS = env.int("CHAT_ATTACHMENT_PROMPT_CHARS", default=6000)
 CHAT_STREAM_FLUSH_MS = env.int("CHAT_STREAM_FLUSH_MS", default=40)
+# A reply waiting for a row is told its place at most this often per reply (chat/worker/places.py).
+CHAT_QUEUE_FRAME_MS = env.int("CHAT_QUEUE_FRAME_MS", default=500)
 CHAT_STREAM_TTL_S = env.int("CHAT_STREAM_TTL_S", default=3600)
 # Limits (chat/limits/sockets.py)
 CHAT_FRAME_RATE = env.str("CHAT_FRAME_RATE", default="20/second")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +34,8 @@ from inference.adapters import ADAPTER_UNAVAILABLE, Adapter, AdapterSet
 from inference.batching import Plan, RunningBatch, full_attention, plan_groups, prefill_inputs, row_states
 from inference.counters import StepCounts
 from inference.detok import Detokenizer
-from inference.output import RequestHandle
+from inference.fairness import FairQueue
+from inference.output import Queued, RequestHandle
 from inference.prefix_cache import PrefixCache
 from inference.request import FinishReason, GenerationRequest, Request  # GenerationRequest: part of this module's API
 from inference.sampling import SamplingParams, sample_next
@@ -80,10 +80,11 @@ class BatchEngine:
         from inference.prompt import context_window as _window
 
         self.context_window = context_window or _window(model.config)
-        self._incoming: queue.Queue[Request] = queue.Queue()
+        # Waiting for a row, taken person by person (fairness.py); ``_places``: what each was last told of its place.
+        self._waiting = FairQueue()
+        self._places: dict[Request, int] = {}
         self._cancelled: dict[str, float] = {}  # request id → when; also remembers ids not seen yet
         self._lock = threading.Lock()
-        self._admission = threading.Lock()
         self._ids = itertools.count()
         self._batch = RunningBatch()
         self._thread: threading.Thread | None = None
@@ -123,14 +124,14 @@ class BatchEngine:
     def submit_many(self, requests: list[GenerationRequest]) -> list[RequestHandle]:
         """Queue requests that arrive together: the engine admits them in the same round (room permitting),
         so their common start is computed once."""
-        handles = []
-        with self._admission:
-            for request in requests:
-                if not request.request_id:
-                    request.request_id = f"r{next(self._ids)}"
-                handle = RequestHandle(request.request_id, self)
-                self._incoming.put(Request(request, handle, Detokenizer(self.tokenizer, request.stop_strings)))
-                handles.append(handle)
+        handles, records = [], []
+        for request in requests:
+            if not request.request_id:
+                request.request_id = f"r{next(self._ids)}"
+            handle = RequestHandle(request.request_id, self)
+            records.append(Request(request, handle, Detokenizer(self.tokenizer, request.stop_strings)))
+            handles.append(handle)
+        self._waiting.put_many(records)  # at once: the next admission sees them together
         self.start()
         return handles
 
@@ -161,6 +162,7 @@ class BatchEngine:
         cache = self.prefix_cache.stats if self.prefix_cache is not None else None
         return {
             "batch_size": self.active,
+            "waiting": len(self._waiting),  # requests queued for a row (/metrics: chat_worker_batch_waiting)
             "max_batch_size": self.max_batch_size,
             **self.counts.figures(),
             "prefix_lookups": cache.lookups if cache else 0,
@@ -188,11 +190,7 @@ class BatchEngine:
                     # Requests that arrived during that prefill (a wave of users) are taken before the next
                     # decode step, so they start in it instead of one step later; bounded, so running replies
                     # are not held up for long.
-                    if (
-                        admitted < MAX_ADMIT_ROUNDS
-                        and not self._incoming.empty()
-                        and len(self._batch) < self.max_batch_size
-                    ):
+                    if admitted < MAX_ADMIT_ROUNDS and len(self._waiting) and len(self._batch) < self.max_batch_size:
                         continue
                 admitted = 0
                 if self._batch:
@@ -211,17 +209,21 @@ class BatchEngine:
         """Apply cancels and take the newcomers there is room for (waiting briefly when the batch is idle)."""
         newcomers = self._take_newcomers(block=not self._batch)
         self._apply_cancels()
+        self._tell_places()
         self.adapters.trim(self._batch.rows + newcomers)  # those idle too long
         return newcomers
 
     def _update(self, requests: list[Request], tokens: torch.Tensor) -> None:
         """Hand each request its sampled token; end those it finishes and free their rows."""
+        served = []
         for req, token in zip(requests, tokens.tolist()):
             if req.status.finished:
                 continue
+            served.append(req)
             reason = req.accept(token, eos_ids=self.eos_ids, context_window=self.context_window)
             if reason:
                 self._finish(req, reason)
+        self._waiting.charge(served)  # one reply token each, counted for its person (one lock per step)
         self._drop_finished()
 
     def _finish(self, req: Request, reason: FinishReason, error: str = "", code: str = "") -> None:
@@ -230,30 +232,39 @@ class BatchEngine:
             return
         with self._lock:
             self._cancelled.pop(req.request_id, None)
+        self._waiting.done(req)
+        self._places.pop(req, None)
         req.finish(reason, error, code)
 
     # -- schedule ---------------------------------------------------------------------------------------
     def _take_newcomers(self, block: bool) -> list[Request]:
-        newcomers: list[Request] = []
+        """As many waiting requests as there are free rows, person by person (``FairQueue.take``)."""
         room = self.max_batch_size - len(self._batch)
-        try:
-            if block and room > 0:  # wait outside the lock, so submitting never waits for this timeout
-                newcomers.append(self._incoming.get(timeout=0.1))
-            with self._admission:  # a submit_many in progress finishes first: its requests come in together
-                while len(newcomers) < room:
-                    newcomers.append(self._incoming.get_nowait())
-        except queue.Empty:
-            pass
-        return newcomers
+        return self._waiting.take(room, wait=0.1 if block else 0.0)
+
+    def _tell_places(self) -> None:
+        """Tell each request left waiting its place, when it changed (at most once per round, so per step)."""
+        if not self._places and not len(self._waiting):
+            return
+        places = self._waiting.ahead()
+        for req, ahead in places.items():
+            if self._places.get(req) != ahead:
+                self._places[req] = ahead
+                req.handle.put(Queued(ahead))
+        for req in [r for r in self._places if r not in places]:  # admitted: its text will say so
+            del self._places[req]
 
     def _apply_cancels(self) -> None:
         with self._lock:
             if not self._cancelled:
                 return
             now = time.monotonic()
-            gone = [r for r in self._batch.rows if r.request_id in self._cancelled]
+            cancelled = set(self._cancelled)
+            gone = [r for r in self._batch.rows if r.request_id in cancelled]
             for rid in [k for k, t in self._cancelled.items() if now - t > 300]:
                 del self._cancelled[rid]
+        # A request cancelled while waiting ends now, not when its turn comes: those behind it move up.
+        gone += self._waiting.remove(lambda r: r.request_id in cancelled)
         for req in gone:
             self._finish(req, FinishReason.CANCELLED)
         self._drop_finished()

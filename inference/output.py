@@ -17,6 +17,14 @@ class Piece:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """The request waits for a row behind ``ahead`` others (sent when it is not admitted at once, and whenever
+    that number changes until it is)."""
+
+    ahead: int
+
+
+@dataclass(frozen=True)
 class Finished:
     """The end of a request. ``reason``: stop, length, cancelled or error."""
 
@@ -69,6 +77,7 @@ class Chunk:
     text: str
     finished: Finished | None = None
     tokens: int = 0
+    queued: int | None = None  # a ``Queued`` event's ``ahead``, on a chunk of its own (no text)
 
 
 def coalesce(handle: RequestHandle, flush_interval: float = 0.04, idle_timeout: float = 600.0):
@@ -93,6 +102,9 @@ def coalesce(handle: RequestHandle, flush_interval: float = 0.04, idle_timeout: 
         if isinstance(event, Finished):
             yield Chunk("".join(buffer), finished=event, tokens=event.completion_tokens)
             return
+        if isinstance(event, Queued):  # comes before any text: passed on at once
+            yield Chunk("", tokens=tokens, queued=event.ahead)
+            continue
         buffer.append(event.text)
         tokens = event.tokens
         if not sent_first:

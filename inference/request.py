@@ -30,6 +30,9 @@ class GenerationRequest:
     stop_strings: tuple[str, ...] = ()
     request_id: str = ""
     adapter: Adapter | None = None  # a LoRA adapter of the engine's model to write it with (adapters.py)
+    # Whose request it is, as an opaque key: when rows are scarce the engine admits the key served least first
+    # (fairness.py). The chat sets its owner's id; requests with the same key (or none) share one turn.
+    fair_key: str = ""
 
 
 class FinishReason(enum.StrEnum):

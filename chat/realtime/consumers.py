@@ -354,6 +354,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # These frames carry no reply text: forwarded as they come. (An event with no handler here ends the socket:
     # Channels raises "No handler for message type".)
     chat_thread = chat_feedback = chat_settings = chat_deleted = chat_compared = chat_organised = chat_conversation
+    chat_queued = chat_conversation  # a waiting reply's place (chat/worker/places.py)
 
     async def chat_message(self, event):
         frame = events.as_frame(event)

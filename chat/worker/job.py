@@ -25,6 +25,7 @@ from chat.replies import catalog, selectors
 from chat.replies import services as reply_services
 from chat.served import split_adapter
 from chat.text import title_from
+from chat.worker.places import PlaceNotes
 from chat.worker.runtime import Runtime
 from inference.adapters import ADAPTER_UNAVAILABLE, Adapter
 from inference.engine import GenerationRequest
@@ -118,6 +119,7 @@ def make_title(job: "ReplyJob") -> None:
                     stop_strings=tuple(prompt.stop_strings) + ("\n",),
                     request_id=reservation,
                     adapter=job.adapter,  # the model that wrote the reply names its conversation
+                    fair_key=str(job.owner),  # the owner's turn, like the reply's
                 )
             )
             chunks = list(coalesce(handle, 0))
@@ -269,6 +271,9 @@ class ReplyJob:
             stop_strings=prompt.stop_strings + stop,
             request_id=str(self.id),
             adapter=self.adapter,
+            # Whose turn it is when rows are scarce: the engine admits the person served least first (an opaque key
+            # to it: inference/fairness.py).
+            fair_key=str(self.owner),
         )
         return request, used
 
@@ -281,8 +286,16 @@ class ReplyJob:
         handle = self.rt.engine.submit(request)
         checkpoint_at = time.monotonic()
         done = None
+        conversation_id = self.message.conversation_id
+        places = PlaceNotes(
+            lambda ahead: self.rt.link.queued(self.owner, self.id, conversation_id, ahead),
+            settings.CHAT_QUEUE_FRAME_MS / 1000,
+        )
         try:
             for chunk in coalesce(handle, settings.CHAT_STREAM_FLUSH_MS / 1000):
+                if chunk.queued is not None:  # waiting for a row behind others: tell its person their place
+                    places.update(chunk.queued)
+                    continue
                 self.rt.tokens[self.id] = chunk.tokens  # read by the heartbeat thread: no Redis write here
                 if chunk.text:
                     self.publish(chunk.text)

@@ -117,6 +117,12 @@ class WorkerLink:
         stay in order."""
         self.call_patiently(lambda: self._delta(user_id, message_id, seq, pieces))
 
+    def queued(self, user_id: int, message_id: int, conversation_id: int, ahead: int) -> None:
+        """Publish a waiting reply's place. Not logged: only the newest place matters, and a lost one is
+        corrected by the next (or by the reply's first delta)."""
+        frame = events.queued_frame(message_id, conversation_id, ahead)
+        self.call_patiently(lambda: events.send_to_user(user_id, frame, self.layer))
+
     def clear_stream(self, message_id: int) -> None:
         """Forget a reply's stream log (a regenerated reply starts a new one)."""
         self.call_patiently(lambda: streamlog.clear(message_id))

@@ -54,7 +54,8 @@ def test_engine_memory_stays_flat_over_a_thousand_generations(tiny_llama, tokeni
         objects_after, after = census(), settled_rss()
     finally:
         engine.shutdown()
-    assert engine.active == 0 and engine._batch.cache is None and not engine._cancelled and engine._incoming.empty()
+    assert engine.active == 0 and engine._batch.cache is None and not engine._cancelled and not len(engine._waiting)
+    assert not engine._places and engine._waiting.served("") is None  # the fair queue forgot the idle key
     cache = engine.prefix_cache
     assert cache.stats.evicted > 100 and cache.bytes <= cache.budget_bytes and cache.stats.hits > 0
     # Counted, not measured: a leak per generation would add a thousand of one of these. The prefix cache's

@@ -10,6 +10,7 @@ import * as models from "./models.js";
 import { blindSends } from "./compare.js";
 import "./share.js"; // the Share button and dialog; window.chatShare.open(id) for the other parts of the page
 import "./composer_hint.js";
+import { placeEnded } from "./queue.js"; // a waiting reply's place ("queued" frames)
 import { t, fill } from "./i18n.js";
 import * as attachments from "./attachments.js";
 
@@ -98,6 +99,7 @@ on("delta", async (f) => {
     if (fresh !== undefined && state.conversation === null) openConversation(fresh);
     return;
   }
+  placeEnded(f.message);
   threadHandlers.delta(f);
 });
 on("conversation", (f) => {

@@ -162,6 +162,7 @@ def test_every_frame_the_channel_layer_carries_reaches_the_socket_which_stays_op
         "deleted": {"type": "deleted", "conversation": 5},
         "conversation": {"type": "conversation", "conversation": {"id": 5, "title": "t"}},
         "organised": {"type": "organised", "conversations": [5, 6]},
+        "queued": {"type": "queued", "message": 3, "conversation": 5, "ahead": 2},
     }
     # message, delta and done go through the reply's delivery; the consumer tests above and below cover them.
     assert set(samples) == set(FRAMES) - {"error", "subscribed", "message", "delta", "done"}
