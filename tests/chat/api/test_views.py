@@ -11,6 +11,7 @@ def done(error: str, error_code: str) -> dict:
     frame = {
         "type": "done",
         "message": 7,
+        "conversation": 3,
         "status": "failed",
         "finish_reason": "error",
         "content": "",
@@ -18,6 +19,7 @@ def done(error: str, error_code: str) -> dict:
         "error_code": error_code,
         "usage": {"prompt_tokens": 0, "completion_tokens": 0},
         "timing": {"ttft_ms": None, "tokens_per_s": None},
+        "sources": [],
     }
     check_frame(frame)
     return frame
