@@ -12,6 +12,7 @@ import "./share.js"; // the Share button and dialog; window.chatShare.open(id) f
 import "./composer_hint.js";
 import { t, fill } from "./i18n.js";
 import * as attachments from "./attachments.js";
+import { refreshQuota } from "./quota.js";
 
 function markCurrent() {
   sidebar.render();
@@ -46,6 +47,8 @@ function newChat() {
   models.showNewChat();
   markCurrent();
   closeDrawer();
+  // The tab shows no conversation now: the server stops sending it the replies of the one it showed.
+  if (isOpen()) send({ type: "subscribe", conversation: null });
   $("input").focus();
 }
 
@@ -109,6 +112,13 @@ on("conversation", (f) => {
     $("title").textContent = f.conversation.title;
     document.title = fill(t("%(title)s · Chat"), { title: f.conversation.title });
   }
+});
+// A reply started or ended in a conversation this tab does not show (the one it shows comes as message and done
+// frames): its row moves up when one starts, and the quota shown counts what one used when it ends.
+on("activity", (f) => {
+  if (!sidebar.has(f.conversation)) sidebar.reload();
+  else if (f.state === "started") sidebar.touch({ id: f.conversation }, true);
+  if (f.state === "ended") refreshQuota();
 });
 on("thread", (f) => { if (f.conversation === state.conversation) openConversation(f.conversation); });
 on("deleted", (f) => {
