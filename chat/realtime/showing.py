@@ -33,9 +33,10 @@ class ShownConversation:
         published from here on reaches the socket."""
         if conversation_id == self.id:
             return False
-        old, self.id = self.id, conversation_id
+        old = self.id
         if conversation_id is not None:
             await self.layer.group_add(events.conversation_group(conversation_id), self.channel)
+        self.id = conversation_id  # only once joined: a join that failed (Redis away) is tried again next time
         if old is not None:
             await self.layer.group_discard(events.conversation_group(old), self.channel)
         return True
