@@ -15,6 +15,7 @@ from channels.layers import get_channel_layer
 from chat import names
 from chat.errors import ErrorCode
 from chat.frames import (
+    ActivityFrame,
     ComparedFrame,
     ComparisonInfo,
     ConversationFrame,
@@ -37,10 +38,25 @@ EVENT_PREFIX = "chat."
 
 
 # --- names, built only from ids the app issued ------------------------------------------------------------
+# Two kinds of group (docs/protocol.md, "What a tab receives"). A person's group holds every socket of that person
+# and carries the list-level frames: a conversation created, renamed, deleted or organised, settings, a reply
+# started or ended somewhere (``activity``). A conversation's group holds the sockets that show it (a tab joins on
+# ``subscribe`` and leaves when it shows another) and carries its replies: ``message``, ``delta``, ``done`` and
+# ``thread``. So a token reaches the tabs looking at it, not every tab of its person.
+CONVERSATION_FRAMES = frozenset({"message", "delta", "done", "thread"})
+# The conversation a conversation-group event was sent to, for the socket to drop one still in flight from a group
+# it has just left; never part of the frame sent on.
+ROUTE_KEY = "via_conversation"
+
+
 def user_group(user_id: int) -> str:
-    """Group of every socket of one user. Each conversation has one owner, so a conversation's events go
-    to its owner's group and every tab of that user sees them; the client keeps those it shows."""
+    """Group of every socket of one person: the list-level frames of all their conversations."""
     return f"chat.user.{int(user_id)}"
+
+
+def conversation_group(conversation_id: int) -> str:
+    """Group of the sockets (and API followers) showing one conversation: its replies' frames."""
+    return f"chat.conversation.{int(conversation_id)}"
 
 
 # --- frame builders ----------------------------------------------------------------------------------------
@@ -117,6 +133,7 @@ def done_frame(message) -> DoneFrame:
     return {
         "type": "done",
         "message": message.id,
+        "conversation": message.conversation_id,
         "status": message.status,
         "finish_reason": message.finish_reason,
         "content": message.content,
@@ -126,6 +143,11 @@ def done_frame(message) -> DoneFrame:
         "timing": {"ttft_ms": message.ttft_ms, "tokens_per_s": message.tokens_per_s},
         "sources": list(message.sources or []),
     }
+
+
+def activity_frame(conversation_id: int, message_id: int, state: str) -> ActivityFrame:
+    """A reply in a conversation started or ended: the person's tabs that do not show it mark their lists."""
+    return {"type": "activity", "conversation": int(conversation_id), "message": int(message_id), "state": state}
 
 
 def thread_frame(conversation_id: int) -> ThreadFrame:
@@ -180,14 +202,59 @@ def as_event(frame: dict) -> dict:
 
 
 def as_frame(event: dict) -> dict:
-    """The frame an event carries (the inverse of ``as_event``)."""
-    return {**event, "type": event["type"].removeprefix(EVENT_PREFIX)}
+    """The frame an event carries (the inverse of ``as_event``, less the route)."""
+    frame = {**event, "type": event["type"].removeprefix(EVENT_PREFIX)}
+    frame.pop(ROUTE_KEY, None)
+    return frame
+
+
+def conversation_of(frame: dict) -> int | None:
+    """The conversation whose group carries ``frame``; None: the person's group does (a list-level frame). A
+    delta names none (it is sent with its conversation, ``send_to_conversation``)."""
+    if frame["type"] not in CONVERSATION_FRAMES:
+        return None
+    if frame["type"] == "message":
+        return frame["message"]["conversation"]
+    return frame.get("conversation")
+
+
+def activity_of(frame: dict) -> ActivityFrame | None:
+    """The list-level ``activity`` a reply frame implies: a reply queued (new, regenerated, continued) started;
+    a ``done`` ended."""
+    if frame["type"] == "done":
+        return activity_frame(frame["conversation"], frame["message"], "ended")
+    if frame["type"] == "message":
+        m = frame["message"]
+        if m["role"] == "assistant" and m["status"] == "queued":
+            return activity_frame(m["conversation"], m["id"], "started")
+    return None
 
 
 # --- sends ---------------------------------------------------------------------------------------------
 async def send_to_user(user_id: int, frame: dict, layer=None) -> None:
     """Publish a frame to all of a user's sockets."""
     await send_event_to_user(user_id, as_event(frame), layer)
+
+
+async def send_to_conversation(conversation_id: int, frame: dict, layer=None) -> None:
+    """Publish a frame to the sockets showing one conversation (a reply's ``delta`` from the worker, every token)."""
+    event = {**as_event(frame), ROUTE_KEY: int(conversation_id)}
+    await (layer or get_channel_layer()).group_send(conversation_group(conversation_id), event)
+
+
+async def publish(user_id: int, frame: dict, person: bool = False, layer=None) -> None:
+    """Publish a frame where it belongs: a reply's frames to its conversation's group (and, for a reply that
+    starts or ends, an ``activity`` to the person's), everything else to the person's group. ``person``: to the
+    person's group whatever it is (the first frames of a conversation just created, which no socket can show yet:
+    the tab that sent its first message joins it only once they are out)."""
+    conversation = None if person else conversation_of(frame)
+    if conversation is None:
+        await send_to_user(user_id, frame, layer)
+    else:
+        await send_to_conversation(conversation, frame, layer)
+    activity = activity_of(frame)
+    if activity is not None:
+        await send_to_user(user_id, activity, layer)
 
 
 async def send_event_to_user(user_id: int, event: dict, layer=None) -> None:
@@ -225,10 +292,13 @@ def _run_sync(make_coro) -> None:
         async_to_sync(_await)(make_coro)
 
 
-def notify(user_id: int, frame: dict) -> None:
-    """Publish a frame from sync code. Never raises: the stored state is the truth, and a socket that missed a
-    frame catches up from the database (its watchdog, or the next subscribe)."""
-    notify_event(user_id, as_event(frame))
+def notify(user_id: int, frame: dict, person: bool = False) -> None:
+    """Publish a frame from sync code where it belongs (``publish``). Never raises: the stored state is the
+    truth, and a socket that missed a frame catches up from the database (its watchdog, or the next subscribe)."""
+    try:
+        _run_sync(lambda: publish(user_id, frame, person))
+    except Exception:
+        log.warning("could not publish %s of user %s", frame.get("type"), user_id, exc_info=True)
 
 
 def notify_event(user_id: int, event: dict) -> None:

@@ -111,10 +111,10 @@ class MessageFrame(TypedDict):
 
 
 class SubscribedFrame(TypedDict):
-    """The end of an answer to ``subscribe``."""
+    """The end of an answer to ``subscribe``; ``conversation`` null after a subscribe to none (a new chat)."""
 
     type: Literal["subscribed"]
-    conversation: int
+    conversation: int | None
     active: int | None
     actives: list[int]  # every reply resumed, oldest first: one, or Compare's two (``active`` is the newest)
 
@@ -143,6 +143,7 @@ class DoneFrame(TypedDict):
 
     type: Literal["done"]
     message: int
+    conversation: int
     status: Literal["complete", "stopped", "failed"]
     finish_reason: FinishReason
     content: str
@@ -210,6 +211,17 @@ class OrganisedFrame(TypedDict):
     conversations: list[int]
 
 
+class ActivityFrame(TypedDict):
+    """A reply in one of the person's conversations started (queued: new, regenerated, continued) or ended. Sent
+    to the person's tabs that do not show that conversation (the one showing it has its ``message`` and
+    ``done``), so their lists can move it up or mark it."""
+
+    type: Literal["activity"]
+    conversation: int
+    message: int
+    state: Literal["started", "ended"]
+
+
 FRAMES: dict[str, type] = {
     "conversation": ConversationFrame,
     "message": MessageFrame,
@@ -224,6 +236,7 @@ FRAMES: dict[str, type] = {
     "deleted": DeletedFrame,
     "compared": ComparedFrame,
     "organised": OrganisedFrame,
+    "activity": ActivityFrame,
 }
 
 
@@ -387,11 +400,12 @@ class DeleteIn(TypedDict):
 
 
 class SubscribeIn(TypedDict):
-    """Ask for a conversation's reply in progress, if any (answered by ``message`` with ``seq``, then
-    ``subscribed``)."""
+    """Show a conversation: from now on this tab receives its replies' frames (and no other conversation's).
+    Answered with its reply in progress, if any (``message`` with ``seq``), then ``subscribed``. Null: show none
+    (a new chat not sent yet)."""
 
     type: Literal["subscribe"]
-    conversation: Id
+    conversation: Id | None
 
 
 class PinIn(TypedDict):

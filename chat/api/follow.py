@@ -1,10 +1,11 @@
 """One reply's frames for an HTTP request, followed the way a websocket follows it.
 
-The follower joins the owner's channel group *before* the reply is stored and queued, so no delta can pass
-unseen; ``chat.realtime.delivery.ReplyDelivery`` then does for it what it does for a socket: deltas once and in seq
-order, gaps filled from the reply's stream log, a quiet reply checked against the log and the database, and
-``done`` last. The owner's group carries every reply of that person, and a follower keeps only its own: the
-per-person cap on active replies (``CHAT_MAX_ACTIVE_PER_USER``) bounds what each follower skips.
+The follower joins the group of its reply's conversation (``chat.events.conversation_group``: a completion's
+conversation holds that one reply), so it hears its own reply's frames and no other reply of the same person, and
+then catches up once from the stream log and the database (``catch_up``): what was published before it joined is
+there, what comes after reaches the group. ``chat.realtime.delivery.ReplyDelivery`` then does for it what it does
+for a socket: deltas once and in seq order, gaps filled from the reply's stream log, a quiet reply checked
+against the log and the database, and ``done`` last.
 
 A client that goes away before its reply's end leaves the follower to finish in the background when the key
 keeps no text (``forget_once_ended``): it follows the stopped reply to its ``done``, then deletes its log.
@@ -30,11 +31,11 @@ _background: set[asyncio.Task] = set()
 
 
 class ReplyFollower:
-    """``async with ReplyFollower(owner_id) as f``: ``f.follow(message_id)``, then ``await f.next()`` until a
-    ``done`` frame."""
+    """``async with ReplyFollower() as f``: ``f.follow(message_id, conversation_id)``, ``f.catch_up()``, then
+    ``await f.next()`` until a ``done`` frame."""
 
-    def __init__(self, owner_id: int):
-        self.group = events.user_group(owner_id)
+    def __init__(self):
+        self.group: str | None = None
         self.layer = get_channel_layer()
         self.message_id: int | None = None
         self.early: list[dict] = []  # events that came before the reply's id was known
@@ -45,7 +46,6 @@ class ReplyFollower:
 
     async def __aenter__(self) -> ReplyFollower:
         self.channel = await self.layer.new_channel("chat.api.")
-        await self.layer.group_add(self.group, self.channel)
         self.delivery = ReplyDelivery(self.frames.put)
         self.pump = asyncio.ensure_future(self._pump())
         return self
@@ -53,18 +53,28 @@ class ReplyFollower:
     async def __aexit__(self, *exc) -> None:
         self.pump.cancel()
         self.delivery.close()
+        if self.group is None:
+            return
         try:
             await self.layer.group_discard(self.group, self.channel)
         except Exception:  # Redis away: the membership expires by itself
             log.warning("could not leave %s", self.group, exc_info=True)
 
-    async def follow(self, message_id: int) -> None:
-        """Start delivering ``message_id``'s frames, those that came early first."""
+    async def follow(self, message_id: int, conversation_id: int) -> None:
+        """Start delivering ``message_id``'s frames (published to ``conversation_id``'s group), those that came
+        early first."""
+        self.group = events.conversation_group(conversation_id)
+        await self.layer.group_add(self.group, self.channel)
         self.message_id = message_id
         self.delivery.announced(message_id)  # a socket's catch-up would otherwise send a message frame first
         early, self.early = self.early, []
         for event in early:
             await self._feed(event)
+
+    async def catch_up(self) -> None:
+        """Send what the reply's stream log holds and, if it has ended, its ``done``: the frames published before
+        ``follow`` joined the group (a reply that failed at once) come now rather than at the watchdog's round."""
+        await self.delivery.catch_up(self.message_id)
 
     async def next(self) -> dict:
         """The next frame of the reply: a ``delta`` or, last, ``done``."""

@@ -120,7 +120,7 @@ class CompletionRun:
 
     def __init__(self, key, parsed: CompletionRequest):
         self.key, self.parsed = key, parsed
-        self.follower = ReplyFollower(key.owner_id)
+        self.follower = ReplyFollower()
         self.reply: Message | None = None
         self.created = int(time.time())
         self.pieces: list[str] = []
@@ -132,7 +132,7 @@ class CompletionRun:
         return f"chatcmpl-{self.reply.id}"
 
     async def start(self):
-        await self.follower.__aenter__()  # before the reply exists: no delta can pass unseen
+        await self.follower.__aenter__()
         try:
             self.reply = await database_sync_to_async(api_services.api_completion_create)(
                 key=self.key,
@@ -147,8 +147,9 @@ class CompletionRun:
         except BaseException:
             await self.close()
             raise
-        await self.follower.follow(self.reply.id)
         try:
+            await self.follower.follow(self.reply.id, self.reply.conversation_id)
+            await self.follower.catch_up()  # what was published before the follower joined the group
             # Wait for the first frame before answering: a reply that fails before its first token (too long
             # for the context, a lost queue) gets a real status code in both modes.
             first = await self.next()

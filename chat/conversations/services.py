@@ -204,10 +204,12 @@ def message_send(
             def after_commit():
                 if created:
                     events.notify(user.id, events.conversation_frame(conversation, client_id))
-                events.notify(user.id, events.message_frame(user_message, client_id))
+                # A new conversation's first frames go to the person's group: no tab shows it yet (the sending
+                # tab joins its group when the send returns, chat/realtime/showing.py).
+                events.notify(user.id, events.message_frame(user_message, client_id), person=created)
                 replies = (reply, other) if other else (reply,)
                 for r in replies:
-                    events.notify(user.id, events.message_frame(r, client_id, siblings=siblings))
+                    events.notify(user.id, events.message_frame(r, client_id, siblings=siblings), person=created)
                 if other:
                     events.notify(user.id, events.compared_frame(comparison))
                 for r in replies:

@@ -25,12 +25,13 @@ from redis.exceptions import RedisError
 
 from chat import events, frames, metrics
 from chat.accounts.language import language_for_scope
-from chat.conversations import continuation, organise, selectors, services
+from chat.conversations import continuation, organise, services
 from chat.errors import ChatError, ErrorCode
 from chat.limits import sockets
 from chat.logs import bind_log_context
-from chat.models import Message
 from chat.realtime.delivery import ReplyDelivery
+from chat.realtime.layer_events import LayerEvents
+from chat.realtime.showing import ShownConversation, actives_in, conversation_check, message_conversation
 from chat.replies.sweep import ensure_sweeper
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,9 @@ def _redis_call(fn):
     return sync_to_async(fn, thread_sensitive=False)
 
 
-class ChatConsumer(AsyncJsonWebsocketConsumer):
-    """One browser tab. Joins its user's group; every event of that user's conversations reaches it."""
+class ChatConsumer(LayerEvents, AsyncJsonWebsocketConsumer):
+    """One browser tab. Joins its person's group (the list-level frames of all their conversations) and the group
+    of the one conversation it shows (its replies' frames: chat/realtime/showing.py)."""
 
     user = None
     closing = False  # the server closed this socket: frames still in flight are ignored
@@ -57,6 +59,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     closed = False  # this side sent its close
     group = None
     delivery = None
+    shown = None
     ticker = None
 
     async def __call__(self, scope, receive, send):
@@ -118,6 +121,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         bind_log_context(user_id=user.pk)  # this socket's task: every record it logs names the person
         self.group = events.user_group(user.pk)
         self.delivery = ReplyDelivery(self.send_json)
+        self.shown = ShownConversation(self.channel_layer, self.channel_name)
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.ticker = asyncio.ensure_future(self._tick())
         await self.accept()
@@ -137,6 +141,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.group is not None:
             group, self.group = self.group, None
             try:
+                await self.shown.leave()
                 await self.channel_layer.group_discard(group, self.channel_name)
                 await _redis_call(sockets.socket_closed)(self.user.pk, self.channel_name)
             except Exception:  # Redis away: the entries expire by themselves
@@ -148,6 +153,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await asyncio.sleep(settings.CHAT_SOCKET_REFRESH_S)
             try:
                 await _redis_call(sockets.socket_refresh)(self.user.pk, self.channel_name)
+                await self.channel_layer.group_add(self.group, self.channel_name)  # places expire; Redis forgets
+                await self.shown.renew()
                 await self._check_session()
             except asyncio.CancelledError:
                 raise
@@ -208,7 +215,27 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     # Each takes its frame as parse_client_frame left it: the fields of its schema (chat/frames.py), each of
     # its declared type.
+    async def _show(self, conversation_id: int | None, owned: bool = False) -> None:
+        """This tab shows ``conversation_id`` from now on (``owned``: a service has just proved it the person's);
+        the replies it followed elsewhere are dropped."""
+        if conversation_id == self.shown.id:
+            return
+        if conversation_id is not None and not owned:
+            await database_sync_to_async(conversation_check)(self.user, conversation_id)
+        await self.shown.show(conversation_id)
+        self.delivery.forget_all()
+
+    async def _show_message(self, message_id: int) -> None:
+        """Before an action on a message (stop, regenerate, continue, edit): the tab acts on what it shows, so it
+        shows that message's conversation, joined before the action publishes anything. Refused (not_found) as
+        the action itself would be, unless the message is the person's."""
+        await self._show(await database_sync_to_async(message_conversation)(self.user, message_id), owned=True)
+
     async def on_send(self, frame: frames.SendIn):
+        # Into a conversation: it is the one this tab shows, joined before the send publishes anything. A new one:
+        # its first frames go to the person's group (no tab can show it yet), and this tab joins it once it exists.
+        if frame.get("conversation") is not None:
+            await self._show(frame["conversation"])
         result = await database_sync_to_async(services.message_send)(
             user=self.user,
             conversation_id=frame.get("conversation"),
@@ -220,6 +247,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             blind=bool(frame.get("blind")),
             attachments=frame.get("attachments"),
         )
+        await self._show(result.conversation.id, owned=True)
         self.delivery.expect(result.assistant_message.id)
         if result.compared is not None:
             self.delivery.expect(result.compared.id)
@@ -228,21 +256,25 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await database_sync_to_async(services.compare_pick)(user=self.user, message_id=frame["message"])
 
     async def on_stop(self, frame: frames.StopIn):
+        await self._show_message(frame["message"])
         await database_sync_to_async(services.message_stop)(user=self.user, message_id=frame["message"])
 
     async def on_regenerate(self, frame: frames.RegenerateIn):
+        await self._show_message(frame["message"])
         reply = await database_sync_to_async(services.message_regenerate)(
             user=self.user, message_id=frame["message"], params=frame.get("params"), client_id=frame.get("client_id")
         )
         self.delivery.expect(reply.id)
 
     async def on_continue(self, frame: frames.ContinueIn):
+        await self._show_message(frame["message"])
         reply = await database_sync_to_async(continuation.message_continue)(
             user=self.user, message_id=frame["message"], client_id=frame.get("client_id")
         )
         self.delivery.restart(reply.id)
 
     async def on_edit(self, frame: frames.EditIn):
+        await self._show_message(frame["message"])
         result = await database_sync_to_async(services.message_edit)(
             user=self.user,
             message_id=frame["message"],
@@ -310,8 +342,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_subscribe(self, frame: frames.SubscribeIn):
         conversation_id = frame["conversation"]
+        await self._show(conversation_id)  # refused (not_found) unless it is the person's
         resumed = []
-        for reply in await database_sync_to_async(_actives_for)(self.user, conversation_id):
+        actives = await database_sync_to_async(actives_in)(conversation_id) if conversation_id is not None else []
+        for reply in actives:  # read after the group was joined: a reply started since reaches the socket
             if await self.delivery.resume(reply):  # False: it ended while we looked; its done was already sent
                 resumed.append(reply.pk)
         await self.send_json(
@@ -347,29 +381,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def error(self, code: ErrorCode, detail: str, client_id: str | None = None):
         await self.send_json(events.error_frame(code, detail, client_id))
 
-    # -- events from the channel layer (chat.events) ------------------------------------------------------
-    async def chat_conversation(self, event):
-        await self.send_json(events.as_frame(event))
-
-    # These frames carry no reply text: forwarded as they come. (An event with no handler here ends the socket:
-    # Channels raises "No handler for message type".)
-    chat_thread = chat_feedback = chat_settings = chat_deleted = chat_compared = chat_organised = chat_conversation
-    chat_queued = chat_conversation  # a waiting reply's place (chat/worker/places.py)
-
-    async def chat_message(self, event):
-        frame = events.as_frame(event)
-        if frame["message"]["role"] == Message.Role.ASSISTANT:
-            if frame["message"]["status"] == Message.Status.QUEUED:  # new, or continued (its stream starts again)
-                self.delivery.restart(frame["message"]["id"])
-            self.delivery.announced(frame["message"]["id"])
-        await self.send_json(frame)
-
-    async def chat_delta(self, event):
-        await self.delivery.delta(event["message"], event["seq"], event["text"])
-
-    async def chat_done(self, event):
-        await self.delivery.done(events.as_frame(event))
-
+    # -- events from the channel layer: the frames in chat/realtime/layer_events.py ----------------------------
     async def chat_session_ended(self, event):
         if event.get("session") == getattr(self.scope.get("session"), "session_key", None):
             await self._close_signed_out()
@@ -382,9 +394,3 @@ def _client_id(frame: dict) -> str | None:
     malformed one is left out rather than refused again."""
     value = frame.get("client_id")
     return value if isinstance(value, str) and len(value) <= frames.MAX_CLIENT_ID_CHARS else None
-
-
-def _actives_for(user, conversation_id: int) -> list[Message]:
-    """The conversation's replies being written, oldest first: one, or Compare's two."""
-    conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
-    return selectors.messages_active_in_conversation(conversation_id=conversation.pk)

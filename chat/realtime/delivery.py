@@ -56,6 +56,11 @@ class ReplyDelivery:
         if message_id not in self.finished and message_id not in self.cursors:
             self.cursors[message_id] = _ReplyCursor(next_seq, announced)
 
+    def forget_all(self) -> None:
+        """Stop following every reply (the socket shows another conversation now): the watchdog must not go on
+        sending the text of replies the tab no longer shows."""
+        self.cursors.clear()
+
     def restart(self, message_id: int) -> None:
         """Follow a reply from seq 0 again, even one whose ``done`` this socket has sent: a continued reply
         (chat/conversations/continuation.py) streams anew under its id."""
@@ -127,13 +132,13 @@ class ReplyDelivery:
             quiet = [m for m, s in list(self.cursors.items()) if time.monotonic() - s.heard >= WATCH_INTERVAL_S]
             for message_id in quiet:
                 try:
-                    await self._catch_up(message_id)
+                    await self.catch_up(message_id)
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # Redis or the database away: try again next round
                     log.warning("catch-up of reply %s failed", message_id, exc_info=True)
 
-    async def _catch_up(self, message_id: int) -> None:
+    async def catch_up(self, message_id: int) -> None:
         cursor = self.cursors.get(message_id)
         if cursor is None:
             return

@@ -282,7 +282,7 @@ class ReplyJob:
         self.rt.link.clear_stream(self.id)
         if self.continuing:  # the text so far as the stream's first delta: a reload shows it whole, then the rest
             self.pieces.append(self.continuing)
-            self.rt.link.delta(self.owner, self.id, 0, self.pieces)
+            self.rt.link.delta(self.message.conversation_id, self.id, 0, self.pieces)
         handle = self.rt.engine.submit(request)
         checkpoint_at = time.monotonic()
         done = None
@@ -342,7 +342,7 @@ class ReplyJob:
         self.first_at = self.first_at or time.time()
         self.pieces.append(text)
         try:
-            self.rt.link.delta(self.owner, self.id, len(self.pieces) - 1, self.pieces)
+            self.rt.link.delta(self.message.conversation_id, self.id, len(self.pieces) - 1, self.pieces)
         except Exception:
             self.pieces.pop()
             raise

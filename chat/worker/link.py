@@ -108,14 +108,15 @@ class WorkerLink:
                 last_join = None
                 await asyncio.sleep(1)
 
-    async def _delta(self, user_id: int, message_id: int, seq: int, pieces: list[str]) -> None:
+    async def _delta(self, conversation_id: int, message_id: int, seq: int, pieces: list[str]) -> None:
         await streamlog.append(message_id, seq, pieces)
-        await events.send_to_user(user_id, events.delta_frame(message_id, seq, pieces[seq]), self.layer)
+        frame = events.delta_frame(message_id, seq, pieces[seq])
+        await events.send_to_conversation(conversation_id, frame, self.layer)
 
-    def delta(self, user_id: int, message_id: int, seq: int, pieces: list[str]) -> None:
-        """Log and publish delta ``seq`` (``pieces[seq]``; earlier pieces repair a lost log). Waits, so deltas
-        stay in order."""
-        self.call_patiently(lambda: self._delta(user_id, message_id, seq, pieces))
+    def delta(self, conversation_id: int, message_id: int, seq: int, pieces: list[str]) -> None:
+        """Log and publish delta ``seq`` (``pieces[seq]``; earlier pieces repair a lost log) to the sockets showing
+        the reply's conversation (not every tab of its person). Waits, so deltas stay in order."""
+        self.call_patiently(lambda: self._delta(conversation_id, message_id, seq, pieces))
 
     def queued(self, user_id: int, message_id: int, conversation_id: int, ahead: int) -> None:
         """Publish a waiting reply's place. Not logged: only the newest place matters, and a lost one is

@@ -1,8 +1,8 @@
 """Replies as formatted, sanitised Markdown while they stream, in real Chromium against the real stack.
 
 The bundled model does not reliably write Markdown, so these tests play the worker's part for one reply
-(``ReplyPublisher``): a lease, each delta logged in the reply's stream log and published to the owner's
-sockets through the real channel layer, and the end through ``services.reply_finish`` — the same calls
+(``ReplyPublisher``): a lease, each delta logged in the reply's stream log and published to the sockets showing
+its conversation through the real channel layer, and the end through ``services.reply_finish`` — the same calls
 ``chat.worker.link`` and the worker make. Daphne, the consumer, its delivery and the page are the real ones.
 """
 
@@ -108,9 +108,11 @@ class ReplyPublisher(threading.Thread):
     thread, and the ORM refuses calls there): a lease so the sweep leaves the reply alone, every delta logged
     then published through the channel layer, then the end through ``services.reply_finish``."""
 
-    def __init__(self, user_id: int, message_id: int, pieces: list[str], burst: int = 20, pause_s: float = 0.01):
+    def __init__(
+        self, conversation_id: int, message_id: int, pieces: list[str], burst: int = 20, pause_s: float = 0.01
+    ):
         super().__init__(daemon=True)
-        self.user_id, self.message_id, self.pieces = user_id, message_id, pieces
+        self.conversation_id, self.message_id, self.pieces = conversation_id, message_id, pieces
         self.burst, self.pause_s = burst, pause_s
         self.error = None
 
@@ -147,7 +149,8 @@ class ReplyPublisher(threading.Thread):
         try:
             for seq, text in enumerate(self.pieces):
                 await streamlog.append(self.message_id, seq, self.pieces)
-                await events.send_to_user(self.user_id, events.delta_frame(self.message_id, seq, text), layer)
+                frame = events.delta_frame(self.message_id, seq, text)
+                await events.send_to_conversation(self.conversation_id, frame, layer)
                 if seq % self.burst == self.burst - 1:
                     await asyncio.sleep(self.pause_s)
                 if seq % 200 == 199:
@@ -255,7 +258,7 @@ def stat(page, name: str) -> float:
 
 def test_a_streamed_reply_renders_as_markdown_with_highlighted_code_and_copy_buttons(code_reply, browser):
     page = browser(code_reply, permissions=["clipboard-read", "clipboard-write"])
-    publisher = ReplyPublisher(code_reply["user"], code_reply["message"], pieces_of(REPLY))
+    publisher = ReplyPublisher(code_reply["conversation"], code_reply["message"], pieces_of(REPLY))
     publisher.start()
     publisher.finish()
     reply = page.locator(".msg.assistant")
@@ -306,7 +309,7 @@ def test_a_streamed_reply_renders_as_markdown_with_highlighted_code_and_copy_but
 
 def test_markup_in_replies_and_in_typed_text_never_runs(hostile_reply, browser):
     page = browser(hostile_reply)
-    publisher = ReplyPublisher(hostile_reply["user"], hostile_reply["message"], pieces_of(HOSTILE, size=3))
+    publisher = ReplyPublisher(hostile_reply["conversation"], hostile_reply["message"], pieces_of(HOSTILE, size=3))
     publisher.start()
     # While it streams, the open tail goes through the same sanitiser: sample it as it grows.
     while publisher.is_alive():
@@ -354,7 +357,7 @@ def test_a_2000_token_reply_renders_at_most_once_a_frame(long_stream, browser):
     page = browser(long_stream)
     pieces = long_reply(2000)
     content = "".join(pieces)
-    publisher = ReplyPublisher(long_stream["user"], long_stream["message"], pieces)
+    publisher = ReplyPublisher(long_stream["conversation"], long_stream["message"], pieces)
     publisher.start()
     settled_mid_stream, scrolled_to, held = 0, None, 0
     box = page.locator("#messages")

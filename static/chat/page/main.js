@@ -13,6 +13,7 @@ import "./composer_hint.js";
 import { placeEnded } from "./queue.js"; // a waiting reply's place ("queued" frames)
 import { t, fill } from "./i18n.js";
 import * as attachments from "./attachments.js";
+import { refreshQuota } from "./quota.js";
 
 function markCurrent() {
   sidebar.render();
@@ -47,6 +48,8 @@ function newChat() {
   models.showNewChat();
   markCurrent();
   closeDrawer();
+  // The tab shows no conversation now: the server stops sending it the replies of the one it showed.
+  if (isOpen()) send({ type: "subscribe", conversation: null });
   $("input").focus();
 }
 
@@ -111,6 +114,13 @@ on("conversation", (f) => {
     $("title").textContent = f.conversation.title;
     document.title = fill(t("%(title)s · Chat"), { title: f.conversation.title });
   }
+});
+// A reply started or ended in a conversation this tab does not show (the one it shows comes as message and done
+// frames): its row moves up when one starts, and the quota shown counts what one used when it ends.
+on("activity", (f) => {
+  if (!sidebar.has(f.conversation)) sidebar.reload();
+  else if (f.state === "started") sidebar.touch({ id: f.conversation }, true);
+  if (f.state === "ended") refreshQuota();
 });
 on("thread", (f) => { if (f.conversation === state.conversation) openConversation(f.conversation); });
 on("deleted", (f) => {

@@ -11,10 +11,11 @@ from chat.names import stream_key
 from chat.replies import streamlog
 from chat.store import client
 
-OWNER, REPLY = 4242, 424242
+CONVERSATION, REPLY = 4242, 424242
 DONE = {
     "type": "done",
     "message": REPLY,
+    "conversation": CONVERSATION,
     "status": "stopped",
     "finish_reason": "cancelled",
     "content": "",
@@ -26,15 +27,15 @@ DONE = {
 
 
 async def _forget(*, timeout=10.0, break_it=None, then_done=False):
-    follower = ReplyFollower(OWNER)
+    follower = ReplyFollower()
     await follower.__aenter__()
-    await follower.follow(REPLY)
+    await follower.follow(REPLY, CONVERSATION)
     if break_it:
         break_it(follower)
     task = follower.forget_once_ended(timeout)
     assert task in _background
     if then_done:  # the worker's end, as reply_finish publishes it
-        await events.send_to_user(OWNER, DONE)
+        await events.send_to_conversation(CONVERSATION, DONE)
     await asyncio.wait_for(asyncio.shield(task), 20)
     await asyncio.sleep(0)  # its done callback
     return follower, task

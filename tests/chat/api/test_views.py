@@ -11,6 +11,7 @@ def done(error: str, error_code: str) -> dict:
     frame = {
         "type": "done",
         "message": 7,
+        "conversation": 3,
         "status": "failed",
         "finish_reason": "error",
         "content": "",

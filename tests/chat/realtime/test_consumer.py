@@ -163,6 +163,7 @@ def test_every_frame_the_channel_layer_carries_reaches_the_socket_which_stays_op
         "conversation": {"type": "conversation", "conversation": {"id": 5, "title": "t"}},
         "organised": {"type": "organised", "conversations": [5, 6]},
         "queued": {"type": "queued", "message": 3, "conversation": 5, "ahead": 2},
+        "activity": {"type": "activity", "conversation": 5, "message": 3, "state": "ended"},
     }
     # message, delta and done go through the reply's delivery; the consumer tests above and below cover them.
     assert set(samples) == set(FRAMES) - {"error", "subscribed", "message", "delta", "done"}
@@ -242,8 +243,8 @@ def test_subscribe_sends_text_so_far_then_only_newer_deltas(make_user, session_c
     link = WorkerLink()  # the worker's side, as the task uses it
     link.clear_stream(reply.id)
     pieces = ["Hel", "lo", " world"]
-    link.delta(user.id, reply.id, 0, pieces)
-    link.delta(user.id, reply.id, 1, pieces)
+    link.delta(sent.conversation.id, reply.id, 0, pieces)
+    link.delta(sent.conversation.id, reply.id, 1, pieces)
     cookie = session_cookie(user)
 
     async def go():
@@ -251,8 +252,8 @@ def test_subscribe_sends_text_so_far_then_only_newer_deltas(make_user, session_c
         await comm.send_json_to({"type": "subscribe", "conversation": sent.conversation.id})
         snapshot = await comm.receive_json_from(timeout=10)
         ack = await comm.receive_json_from(timeout=10)
-        await asyncio.to_thread(link.delta, user.id, reply.id, 1, pieces)  # a late duplicate: dropped
-        await asyncio.to_thread(link.delta, user.id, reply.id, 2, pieces)
+        await asyncio.to_thread(link.delta, sent.conversation.id, reply.id, 1, pieces)  # a late duplicate: dropped
+        await asyncio.to_thread(link.delta, sent.conversation.id, reply.id, 2, pieces)
         delta = await comm.receive_json_from(timeout=10)
         await database_sync_to_async(reply_services.reply_finish)(  # sends done on commit
             message_id=reply.id, content="Hello world", status="complete", finish_reason="stop"
@@ -292,13 +293,15 @@ def test_out_of_order_and_repeated_deltas_reach_the_client_in_order_once(make_us
     reply = sent.assistant_message.id
     key = stream_key(reply)
     client().delete(key)
-    client().rpush(key, "A", " word", " here")  # the worker logs before it publishes
     cookie = session_cookie(user)
 
     async def go():
         comm, _, _ = await connect(cookie)
+        await comm.send_json_to({"type": "subscribe", "conversation": sent.conversation.id})
+        assert (await frames_until(comm, "subscribed"))[0]["seq"] == -1  # nothing written yet
+        await asyncio.to_thread(client().rpush, key, "A", " word", " here")  # the worker logs before it publishes
         layer = get_channel_layer()
-        group = events.user_group(user.id)
+        group = events.conversation_group(sent.conversation.id)
         for seq in (0, 2, 1, 2):  # seq 1 overtaken by 2, then both again
             await layer.group_send(group, events.as_event(events.delta_frame(reply, seq, ["A", " word", " here"][seq])))
         out = [await comm.receive_json_from(timeout=10) for _ in range(3)]
@@ -405,11 +408,11 @@ def test_a_lost_message_frame_and_a_lost_done_frame_still_arrive(make_user, sess
     real_notify = events.notify
     lost = []
 
-    def lossy(user_id, frame):
+    def lossy(user_id, frame, person=False):
         if (frame["type"] == "message" and frame["message"]["role"] == "assistant") or frame["type"] == "done":
             lost.append(frame["type"])
             return
-        real_notify(user_id, frame)
+        real_notify(user_id, frame, person)
 
     monkeypatch.setattr(events, "notify", lossy)
     user = make_user()

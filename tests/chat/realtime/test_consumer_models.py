@@ -85,14 +85,14 @@ def test_a_reload_during_compare_resumes_both_replies(two_models, make_user, ses
     link = WorkerLink()
     for n, reply in enumerate(replies):
         link.clear_stream(reply.id)
-        link.delta(user.id, reply.id, 0, [f"reply {n}"])
+        link.delta(sent.conversation.id, reply.id, 0, [f"reply {n}"])
     cookie = session_cookie(user)
 
     async def go():
         comm, _, _ = await connect(cookie)
         await comm.send_json_to({"type": "subscribe", "conversation": sent.conversation.id})
         got = await frames_until(comm, "subscribed")
-        await asyncio.to_thread(link.delta, user.id, replies[1].id, 1, ["reply 1", " goes on"])
+        await asyncio.to_thread(link.delta, sent.conversation.id, replies[1].id, 1, ["reply 1", " goes on"])
         later = await comm.receive_json_from(timeout=10)
         await comm.disconnect()
         return got, later

@@ -34,19 +34,23 @@ def rt(tiny_llama, tokenizer, settings):
 
 
 class Listener:
-    """Every frame the user's sockets would receive, from the real channel layer."""
+    """Every frame a socket of the user showing ``conversation_id`` would receive, from the real channel layer."""
 
-    def __init__(self, user_id):
-        self.user_id = user_id
+    def __init__(self, user_id, conversation_id=None):
+        self.groups = [events.user_group(user_id)]
+        if conversation_id is not None:
+            self.groups.append(events.conversation_group(conversation_id))
 
     async def __aenter__(self):
         self.layer = get_channel_layer()
         self.channel = await self.layer.new_channel()
-        await self.layer.group_add(events.user_group(self.user_id), self.channel)
+        for group in self.groups:
+            await self.layer.group_add(group, self.channel)
         return self
 
     async def __aexit__(self, *exc):
-        await self.layer.group_discard(events.user_group(self.user_id), self.channel)
+        for group in self.groups:
+            await self.layer.group_discard(group, self.channel)
 
     async def frames(self, quiet: float = 0.5) -> list[dict]:
         out = []
@@ -68,7 +72,7 @@ def run_job(user, message, rt):
     """Run one reply job as the task does, collecting what the user's sockets are sent."""
 
     async def go():
-        async with Listener(user.id) as listener:
+        async with Listener(user.id, message.conversation_id) as listener:
             await asyncio.to_thread(worker_job.ReplyJob(message, rt).run)
             return await listener.frames()
 
@@ -297,7 +301,7 @@ def test_the_sweep_fails_a_reply_nobody_took_in_time(make_user, settings):
     settings.CHAT_QUEUE_TIMEOUT_S = 0
 
     async def go():
-        async with Listener(user.id) as listener:
+        async with Listener(user.id, sent.conversation.id) as listener:
             ended = await asyncio.to_thread(sweep.sweep)
             return ended, await listener.frames()
 
@@ -330,7 +334,10 @@ def test_a_reply_that_cannot_be_queued_fails_visibly(make_user, monkeypatch):
     sent, frames = asyncio.run(go())
     stored = Message.objects.get(pk=sent.assistant_message.id)
     assert (stored.status, stored.error) == ("failed", "The generation queue is unreachable; try again in a moment.")
-    assert [f["type"] for f in frames] == ["conversation", "message", "message", "done"]
+    # The person's group: a new conversation's first frames, and its reply's start and end (its done goes to the
+    # conversation's group, which the sending tab joins once the send returns; its watchdog finds the end there).
+    assert [f["type"] for f in frames] == ["conversation", "message", "message", "activity", "activity"]
+    assert frames[-1]["state"] == "ended" and frames[-1]["message"] == stored.id
 
 
 def test_a_lease_that_cannot_be_taken_at_the_start_still_ends_the_reply_and_lets_it_go(make_user, rt, monkeypatch):
@@ -397,7 +404,7 @@ def test_after_the_first_reply_the_model_titles_the_conversation_after_done(make
     monkeypatch.setattr(rt.engine, "submit", lambda request: submitted.append(request) or real_submit(request))
 
     async def go():
-        async with Listener(user.id) as listener:
+        async with Listener(user.id, message.conversation_id) as listener:
             await asyncio.to_thread(tasks.generate_reply.run, message.id)
             return await listener.frames()
 
