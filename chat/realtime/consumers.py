@@ -92,8 +92,11 @@ class ChatConsumer(LayerEvents, AsyncJsonWebsocketConsumer):
             if not self.accepted:
                 await self.accept()
             await self.error(ErrorCode.UNAVAILABLE, UNAVAILABLE)
-            await self.close(code=CLOSE_UNAVAILABLE)
         except Exception:  # the client is gone already: nothing to tell
+            log.debug("socket gone before its unavailable frame", exc_info=True)
+        try:  # closed even if the sentence could not be sent: a socket left open never reconnects
+            await self.close(code=CLOSE_UNAVAILABLE)
+        except Exception:
             log.debug("socket gone before its close", exc_info=True)
 
     async def connect(self):
@@ -379,7 +382,9 @@ class ChatConsumer(LayerEvents, AsyncJsonWebsocketConsumer):
     }
 
     async def error(self, code: ErrorCode, detail: str, client_id: str | None = None):
-        await self.send_json(events.error_frame(code, detail, client_id))
+        # str(): a module's lazy sentence (UNAVAILABLE) in this socket's language; json cannot encode the proxy
+        # itself, and the TypeError it raised in _close_unavailable left a socket unclosed while Redis was away.
+        await self.send_json(events.error_frame(code, str(detail), client_id))
 
     # -- events from the channel layer: the frames in chat/realtime/layer_events.py ----------------------------
     async def chat_session_ended(self, event):
