@@ -9,6 +9,8 @@ keeps. The key/value cache is a transformers ``DynamicCache`` whose per-layer te
 
 from __future__ import annotations
 
+import math
+import mmap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -181,11 +183,37 @@ def keep_rows(cache, mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def row_states(cache, row: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """A copy of one row's last ``length`` columns, per layer ``[1, heads, length, dim]`` (its real tokens)."""
-    return [
-        (layer.keys[row : row + 1, :, -length:, :].clone(), layer.values[row : row + 1, :, -length:, :].clone())
-        for layer in cache.layers
+    """A copy of one row's last ``length`` columns, per layer ``[1, heads, length, dim]`` (its real tokens).
+
+    The copy is one block (``state_block``), each layer's key and value a view of it: what the prefix cache keeps
+    for a sequence is one allocation, freed whole when the entry is evicted."""
+    layers = cache.layers
+    views = [
+        (layer.keys[row : row + 1, :, -length:, :], layer.values[row : row + 1, :, -length:, :]) for layer in layers
     ]
+    shapes = {(k.shape, k.dtype, k.device) for pair in views for k in pair}
+    if len(shapes) != 1:  # layers of different shapes (not on the models served): one copy each
+        return [(k.clone(), v.clone()) for k, v in views]
+    ((shape, dtype, device),) = shapes
+    block = state_block((len(views), 2, *shape), dtype, device)
+    out = []
+    for i, (k, v) in enumerate(views):
+        block[i, 0].copy_(k)
+        block[i, 1].copy_(v)
+        out.append((block[i, 0], block[i, 1]))
+    return out
+
+
+def state_block(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised tensor for states kept long (the prefix cache's). On the CPU, its own anonymous memory
+    mapping, unmapped when the tensor is freed: as ~60 small tensors from malloc's heap, interleaved with the
+    batch's short-lived ones, every evicted entry left holes the heap could neither fill nor return, and a
+    worker's resident memory rose ~150 MiB over the cache's budget once the cache churned (test_worker_memory).
+    Elsewhere (a GPU) the device's own allocator."""
+    count = math.prod(shape)
+    if torch.device(device).type != "cpu" or not count:
+        return torch.empty(shape, dtype=dtype, device=device)
+    return torch.frombuffer(mmap.mmap(-1, count * dtype.itemsize), dtype=dtype, count=count).view(shape)
 
 
 def full_attention(model_config) -> bool:
