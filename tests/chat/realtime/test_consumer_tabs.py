@@ -41,6 +41,12 @@ def streaming(user, content="Hi"):
     return sent.conversation.id, reply.id
 
 
+def stop_requested(reply_id) -> bool:
+    from chat.models import Message
+
+    return Message.objects.filter(pk=reply_id, stop_requested=True).exists()
+
+
 def finish(reply_id, content):
     from chat.replies import services as reply_services
 
@@ -301,6 +307,14 @@ def test_acting_on_a_reply_of_another_conversation_shows_that_conversation(make_
         tab, _, _ = await connect(cookie)
         await show(tab, a)
         await tab.send_json_to({"type": "stop", "message": reply_b})
+        # The stop's last step is the stored request (after the tab moved): the worker's deltas come after it, as
+        # on a real server where they come from another process (the test publishes them itself, at once).
+        for _ in range(200):
+            if await database_sync_to_async(stop_requested)(reply_b):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the stop was never stored")
         await stream(link, a, reply_a, ["not shown any more"])
         await stream(link, b, reply_b, ["still ", "going"])  # the worker has not seen the stop yet
         await database_sync_to_async(finish)(reply_a, "not shown any more")

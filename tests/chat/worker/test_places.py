@@ -68,9 +68,11 @@ def test_waiting_replies_see_their_place_and_the_person_served_least_goes_first(
     b1 = queued_reply(b, "Just one question")
     rt = one_row
     admitted: list[str] = []  # the engine's admissions, in order (its waiting list's own take)
+    calls = [0]
     take = rt.engine._waiting.take
 
     def noting(*args, **kwargs):
+        calls[0] += 1
         got = take(*args, **kwargs)
         admitted.extend(r.request_id for r in got)
         return got
@@ -81,6 +83,9 @@ def test_waiting_replies_see_their_place_and_the_person_served_least_goes_first(
 
     async def go():
         sockets = {m.id: await watch(cookies[owner], m) for m, owner in ((a2, a), (a3, a), (b1, b))}
+        # The idle engine waits inside take (0.1 s at a time): one call of the patched take has begun before the
+        # first reply is submitted, so no admission goes through a call of the original made before the patch.
+        await until(lambda: calls[0] > 0, "the engine takes through the patched take")
         jobs = [asyncio.create_task(asyncio.to_thread(worker_job.ReplyJob(long, rt).run))]
         await until(lambda: rt.tokens.get(long.id, 0) > 0, "the long reply is running")
         for message in (a2, a3):
