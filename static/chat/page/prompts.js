@@ -103,7 +103,8 @@ function update() {
   range = [start, caret];
   if (opening) {
     selected = 0;
-    if (Date.now() - loadedAt > 30_000) load().then(() => { if (range) render(match[2]); });
+    // Drawn again once the list arrives, for what is typed by then (not the word at the "/": typing goes on).
+    if (Date.now() - loadedAt > 30_000) load().then(() => { if (range) update(); });
   }
   render(match[2]);
 }
