@@ -221,6 +221,21 @@ class Collector:
                 GaugeMetricFamily,
             ),
             "chat_worker_decode_steps": ("Decode steps the worker's engine ran", "decode_steps", CounterMetricFamily),
+            "chat_worker_prefill_chunks": (
+                "Prefill forwards over one chunk of a long prompt (CHAT_PREFILL_CHUNK)",
+                "prefill_chunks",
+                CounterMetricFamily,
+            ),
+            "chat_worker_kv_bytes": (
+                "Bytes the worker's running batch holds in keys and values now",
+                "kv_bytes",
+                GaugeMetricFamily,
+            ),
+            "chat_worker_kv_budget_bytes": (
+                "The worker's budget for them (CHAT_KV_BUDGET_MB; 0: none)",
+                "kv_budget_bytes",
+                GaugeMetricFamily,
+            ),
             "chat_worker_decode_rows": (
                 "Rows over all decode steps (rows / steps = mean batch size)",
                 "decode_rows",

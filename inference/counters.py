@@ -18,6 +18,8 @@ class StepCounts:
         # and adapter replies share forward passes
         self.mixed = 0
         self.adapter_rows: dict[str, int] = {}  # rows over all decode steps, per adapter (the base's: the rest)
+        self.chunks = 0  # prefill forwards over one chunk of a long prompt (prefill.py)
+        self.peak_rows = 0  # the most rows a decode step carried
 
     def count(self, adapters: list[Adapter | None], with_adapters: bool) -> None:
         """One decode step over rows taking ``adapters``; ``with_adapters``: any adapter is loaded (otherwise
@@ -25,6 +27,7 @@ class StepCounts:
         self.steps += 1
         self.rows += len(adapters)
         self.at[len(adapters)] += 1
+        self.peak_rows = max(self.peak_rows, len(adapters))
         if with_adapters:
             self.mixed += len(set(adapters)) > 1
             for adapter in adapters:
@@ -38,4 +41,5 @@ class StepCounts:
             "decode_steps_at_batch_size": list(self.at),
             "mixed_adapter_steps": self.mixed,
             "decode_rows_by_adapter": dict(self.adapter_rows),
+            "prefill_chunks": self.chunks,
         }

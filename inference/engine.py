@@ -25,17 +25,18 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from functools import partial
 
 import torch
 
-from inference.adapters import ADAPTER_UNAVAILABLE, Adapter, AdapterSet
-from inference.batching import Plan, RunningBatch, full_attention, plan_groups, prefill_inputs, row_states
+from inference.adapters import AdapterSet
+from inference.batching import RunningBatch, full_attention, row_states
+from inference.budget import KVBudget, cache_bytes, token_bytes
 from inference.counters import StepCounts
 from inference.detok import Detokenizer
 from inference.fairness import FairQueue
 from inference.output import Queued, RequestHandle
+from inference.prefill import Chunked, Prefills
 from inference.prefix_cache import PrefixCache
 from inference.request import FinishReason, GenerationRequest, Request  # GenerationRequest: part of this module's API
 from inference.sampling import SamplingParams, sample_next
@@ -56,7 +57,7 @@ def eos_token_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-class BatchEngine:
+class BatchEngine(Prefills):
     """Continuous-batching generation over one model, driven by one background thread."""
 
     def __init__(
@@ -71,6 +72,8 @@ class BatchEngine:
         max_adapters: int = 4,
         adapter_budget_bytes: int = 0,
         adapter_idle_s: float = 600.0,
+        prefill_chunk: int = 0,
+        kv_budget_bytes: int = 0,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -80,6 +83,13 @@ class BatchEngine:
         from inference.prompt import context_window as _window
 
         self.context_window = context_window or _window(model.config)
+        # Prompt tokens computed per round at most (0: no bound): a longer prompt is prefilled in chunks of this
+        # many, between decode steps (prefill.py); ``_chunked``: the one prompt in chunks now, if any.
+        self.prefill_chunk = prefill_chunk
+        self._chunked: Chunked | None = None
+        dtype_size = torch.empty((), dtype=getattr(model, "dtype", torch.float32)).element_size()  # the KV's
+        # The running batch's KV memory at its largest stays within ``kv_budget_bytes`` (budget.py; 0: no bound).
+        self.kv_budget = KVBudget(kv_budget_bytes, token_bytes(model.config, dtype_size), self.context_window)
         # Waiting for a row, taken person by person (fairness.py); ``_places``: what each was last told of its place.
         self._waiting = FairQueue()
         self._places: dict[Request, int] = {}
@@ -172,45 +182,58 @@ class BatchEngine:
             "adapters_loaded": list(self.adapters.names),
             "adapter_loads": self.adapters.loads,
             "adapter_unloads": self.adapters.unloads,
+            "kv_bytes": cache_bytes(self._batch.cache),  # the running batch's keys and values now
+            "kv_budget_bytes": self.kv_budget.budget_bytes,
         }
 
     # -- the stepping thread: schedule → run → update -------------------------------------------------
     def _run(self) -> None:
-        """Each round: schedule (cancels, newcomers) → run (prefill them, or one decode step) → update (each
-        request accepts its sampled token; finished ones leave the batch)."""
+        """Each round: schedule (cancels, newcomers) → run (a chunk of the prompt in chunks, prefill newcomers, or
+        one decode step) → update (each request accepts its sampled token; finished ones leave the batch)."""
         torch.set_grad_enabled(False)
         admitted = 0  # admission rounds in a row without a decode step
         while not self._stopping.is_set():
-            newcomers = self._schedule()
+            newcomers: list[Request] = []
             try:
+                left = self._continue_chunked()
+                newcomers = self._schedule(left)
                 if newcomers:
-                    for requests, tokens in self._prefill(newcomers):
+                    for requests, tokens in self._prefill(newcomers, left):
                         self._update(requests, tokens)
                     admitted += 1
                     # Requests that arrived during that prefill (a wave of users) are taken before the next
                     # decode step, so they start in it instead of one step later; bounded, so running replies
-                    # are not held up for long.
-                    if admitted < MAX_ADMIT_ROUNDS and len(self._waiting) and len(self._batch) < self.max_batch_size:
+                    # are not held up for long (and not at all when prefill is bounded per round).
+                    if (
+                        not self.prefill_chunk
+                        and admitted < MAX_ADMIT_ROUNDS
+                        and len(self._waiting)
+                        and len(self._batch) < self.max_batch_size
+                    ):
                         continue
                 admitted = 0
                 if self._batch:
                     self._update(*self._decode_step())
             except Exception as exc:  # a failed step fails its requests, never the engine
                 log.exception("generation step failed")
-                for req in self._batch.rows + newcomers:  # those already finished stay as they ended
+                for req in self._batch.rows + newcomers + self._chunked_requests():  # finished ones stay ended
                     self._finish(req, FinishReason.ERROR, error=f"{type(exc).__name__}: {exc}")
                 self._batch.reset()
-        for req in self._batch.rows:
+                self._chunked = None
+        for req in self._batch.rows + self._chunked_requests():
             self._finish(req, FinishReason.CANCELLED)
         self._batch.reset()
+        self._chunked = None
         self.adapters.unload_all()  # the model is left as it was given
 
-    def _schedule(self) -> list[Request]:
-        """Apply cancels and take the newcomers there is room for (waiting briefly when the batch is idle)."""
-        newcomers = self._take_newcomers(block=not self._batch)
+    def _schedule(self, left: int | None) -> list[Request]:
+        """Apply cancels and take the newcomers there is room for — rows, ``left`` prompt tokens of this round's
+        budget, KV memory — waiting briefly when the engine is idle."""
+        idle = not self._batch and self._chunked is None
+        newcomers = self._take_newcomers(left, block=idle)
         self._apply_cancels()
         self._tell_places()
-        self.adapters.trim(self._batch.rows + newcomers)  # those idle too long
+        self.adapters.trim(self._batch.rows + newcomers + self._chunked_requests())  # those idle too long
         return newcomers
 
     def _update(self, requests: list[Request], tokens: torch.Tensor) -> None:
@@ -237,10 +260,21 @@ class BatchEngine:
         req.finish(reason, error, code)
 
     # -- schedule ---------------------------------------------------------------------------------------
-    def _take_newcomers(self, block: bool) -> list[Request]:
-        """As many waiting requests as there are free rows, person by person (``FairQueue.take``)."""
-        room = self.max_batch_size - len(self._batch)
-        return self._waiting.take(room, wait=0.1 if block else 0.0)
+    def _take_newcomers(self, left: int | None, block: bool) -> list[Request]:
+        """As many waiting requests as rows, the round's prompt budget and KV memory allow, person by person
+        (``FairQueue.take``). A prompt over the budget is taken only when none is in chunks (then it is)."""
+        room = self.max_batch_size - len(self._batch) - (self._chunked is not None)
+        if left is not None and left <= 0:
+            room = 0  # this round's prompt budget is spent: newcomers wait for the next (one decode step)
+        holding = self._batch.rows + self._chunked_requests()
+        return self._waiting.take(
+            room,
+            token_budget=left,
+            cost=self._prefill_cost if left is not None else None,
+            fits=lambda taken, req: self.kv_budget.fits(holding + taken, req),
+            first_over_budget=self._chunked is None,
+            wait=0.1 if block else 0.0,
+        )
 
     def _tell_places(self) -> None:
         """Tell each request left waiting its place, when it changed (at most once per round, so per step)."""
@@ -260,107 +294,22 @@ class BatchEngine:
                 return
             now = time.monotonic()
             cancelled = set(self._cancelled)
-            gone = [r for r in self._batch.rows if r.request_id in cancelled]
+            gone = [r for r in self._batch.rows + self._chunked_requests() if r.request_id in cancelled]
             for rid in [k for k, t in self._cancelled.items() if now - t > 300]:
                 del self._cancelled[rid]
         # A request cancelled while waiting ends now, not when its turn comes: those behind it move up.
         gone += self._waiting.remove(lambda r: r.request_id in cancelled)
         for req in gone:
             self._finish(req, FinishReason.CANCELLED)
+        if self._chunked is not None and self._chunked.plan.request.status.finished:
+            self._chunked = None  # its cache goes with it
         self._drop_finished()
 
     def _was_cancelled(self, req: Request) -> bool:
         with self._lock:
             return req.request_id in self._cancelled
 
-    # -- run: prefill newcomers, decode the batch ----------------------------------------------------------
-    def _prefill(self, newcomers: list[Request]) -> Iterator[tuple[list[Request], torch.Tensor]]:
-        """Prefill the newcomers into the running batch; yields each prefill forward's requests and their first
-        sampled tokens, to be handed over before the next forward (cheap groups first)."""
-        live = []
-        for req in newcomers:
-            if self._was_cancelled(req):
-                self._finish(req, FinishReason.CANCELLED)
-            elif self.context_window - len(req.generation.input_ids) < 1:
-                self._finish(req, FinishReason.ERROR, error="The prompt fills the model's whole context window.")
-            else:
-                live.append(req)
-        live, refused = self.adapters.admit(live, self._batch.rows)
-        for req, error in refused:
-            self._finish(req, FinishReason.ERROR, error=error, code=ADAPTER_UNAVAILABLE)
-        if not live:
-            return
-        if self.prefix_cache is not None and len(live) > 1:
-            alike: dict[Adapter | None, list[list[int]]] = {}  # a common start is common within one adapter only
-            for req in live:
-                alike.setdefault(req.generation.adapter, []).append(req.generation.input_ids)
-            for adapter, prompts in alike.items():
-                if len(prompts) > 1:
-                    self._prefill_common_prefix(prompts, adapter)
-        plans = [self._plan(req) for req in live]
-        warm = [p for p in plans if p.warm]
-        if warm:
-            self._join_warm(warm)
-        for group in plan_groups([p for p in plans if not p.warm]):
-            yield self._prefill_group(group)
-
-    def _plan(self, req: Request) -> Plan:
-        """Start from the longest cached start of the prompt — never the whole prompt: its last token must go
-        through the model to give the first logits."""
-        prompt = req.generation.input_ids
-        if self.prefix_cache is None:
-            return Plan(req, prompt)
-        entry, n = self.prefix_cache.lookup(prompt, space=req.generation.adapter)
-        return Plan(req, prompt, entry, min(n, len(prompt) - 1))
-
-    def _prefill_common_prefix(self, prompts: list[list[int]], adapter: Adapter | None) -> None:
-        """Requests arriving together that start alike (the system prompt; the same starter; one prompt sent by
-        many) get their common start computed once and cached, so each row then computes only its own rest."""
-        n = min(len(p) for p in prompts) - 1
-        first = prompts[0]
-        for other in prompts[1:]:
-            n = next((i for i in range(n) if other[i] != first[i]), n)
-        entry, have = self.prefix_cache.lookup(first[:n], count=False, space=adapter)
-        if n < self.prefix_cache.min_tokens or have >= n:
-            return
-        plan = Plan(None, first[:n], entry, have)
-        cache, _, _ = self._forward([plan], [adapter])
-        self.prefix_cache.insert(plan.prompt, partial(row_states, cache, 0, n), space=adapter)
-
-    def _prefill_group(self, plans: list[Plan]) -> tuple[list[Request], torch.Tensor]:
-        requests = [p.request for p in plans]
-        cache, mask, logits = self._forward(plans, [r.generation.adapter for r in requests])
-        next_tokens = self._sample(logits, requests)
-        if self.prefix_cache is not None:
-            for i, plan in enumerate(plans):
-                if plan.todo > 1:  # mostly computed here: worth keeping for whoever sends it (or more) next
-                    states = partial(row_states, cache, i, len(plan.prompt))
-                    self.prefix_cache.insert(plan.prompt, states, space=plan.request.generation.adapter)
-        self._batch.merge(requests, cache, mask, next_tokens, mask.sum(-1))
-        return requests, next_tokens
-
-    def _join_warm(self, plans: list[Plan]) -> None:
-        """A request whose whole prompt but the last token is cached needs no prefill forward of its own: it
-        joins the running batch like a row in mid-reply whose next input is that last token, and the next
-        decode step gives its first logits. Saves a whole forward pass (all the weights read once more) per
-        wave of arrivals."""
-        _, mask, positions, cache = prefill_inputs(plans, self.model.config, self._pad_id(), self.device)
-        next_tokens = torch.tensor([p.prompt[-1] for p in plans], dtype=torch.long, device=self.device)
-        self._batch.merge([p.request for p in plans], cache, mask[:, :-1], next_tokens, positions[:, -1])
-
-    def _forward(self, plans: list[Plan], adapters: list[Adapter | None]):
-        ids, mask, positions, cache = prefill_inputs(plans, self.model.config, self._pad_id(), self.device)
-        out = self.adapters.call(
-            adapters,
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        return out.past_key_values, mask, out.logits[:, -1, :]
-
+    # -- run: prefill newcomers (prefill.py), decode the batch ---------------------------------------------
     def _decode_step(self) -> tuple[list[Request], torch.Tensor]:
         """One forward pass over every row's pending token; returns the rows' requests and their sampled tokens."""
         batch = self._batch

@@ -59,10 +59,22 @@ class FairQueue:
             self._cond.notify()
 
     # -- the engine's thread ----------------------------------------------------------------------------------
-    def take(self, rows: int, *, token_budget: int | None = None, wait: float = 0.0) -> list[Request]:
+    def take(
+        self,
+        rows: int,
+        *,
+        token_budget: int | None = None,
+        cost: Callable[[Request], int] | None = None,
+        fits: Callable[[list[Request], Request], bool] | None = None,
+        first_over_budget: bool = True,
+        wait: float = 0.0,
+    ) -> list[Request]:
         """Up to ``rows`` requests in fair order, each charged its prompt as it is taken (so the next pick of
-        the same call already sees it). With ``token_budget``, stop before a request whose prompt would pass
-        what is left of it (the first is always taken: a prompt larger than the budget must still start).
+        the same call already sees it). With ``token_budget``, stop before a request whose ``cost`` (the tokens
+        its prefill computes; its prompt's length by default) passes what is left of it — except the first, with
+        ``first_over_budget`` (a prompt larger than the budget must still start; the engine chunks it). With
+        ``fits``, stop before a request that ``fits(taken so far, it)`` refuses (memory). Never skips: the
+        request whose turn it is waits for room, rather than being overtaken by smaller ones for ever.
         With ``wait``, wait that long for a first request when none is waiting."""
         taken: list[Request] = []
         with self._cond:
@@ -72,17 +84,19 @@ class FairQueue:
             while len(taken) < rows and self._groups:
                 key = self._next_key()
                 req = self._groups[key][0][1]
-                cost = len(req.generation.input_ids)
-                if left is not None and taken and cost > left:
+                prefill = cost(req) if cost is not None else len(req.generation.input_ids)
+                if left is not None and prefill > left and (taken or not first_over_budget):
+                    break
+                if fits is not None and not fits(taken, req):
                     break
                 self._groups[key].popleft()
                 if not self._groups[key]:
                     del self._groups[key]
-                self._served[key] += PROMPT_WEIGHT * cost
+                self._served[key] += PROMPT_WEIGHT * len(req.generation.input_ids)
                 self._running[key] = self._running.get(key, 0) + 1
                 self._taken.add(req)
                 if left is not None:
-                    left -= cost
+                    left -= prefill
                 taken.append(req)
         return taken
 

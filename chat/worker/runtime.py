@@ -49,6 +49,8 @@ class Runtime:
             self.loaded.tokenizer,
             max_batch_size=self.served.max_batch or settings.CHAT_MAX_BATCH,
             prefix_cache_bytes=settings.CHAT_PREFIX_CACHE_MB * 2**20,
+            prefill_chunk=settings.CHAT_PREFILL_CHUNK,
+            kv_budget_bytes=settings.CHAT_KV_BUDGET_MB * 2**20,
             # Adapters of this model (training runs) are served here, loaded on first use (inference/adapters.py).
             max_adapters=settings.CHAT_MAX_ADAPTERS,
             adapter_budget_bytes=settings.CHAT_ADAPTER_BUDGET_MB * 2**20,

@@ -90,6 +90,14 @@ def test_metrics_move_after_a_real_reply_and_are_refused_to_other_addresses(chat
         max(value(after, "chat_worker_prefix_cache_lookups_total", worker=w, model=m) for w, m in workers.items()) > 0
     )
     assert all(0 <= value(after, "chat_worker_prefix_cache_hit_ratio", worker=w) <= 1 for w in workers)
+    # The running batch's keys and values within the worker's budget (CHAT_KV_BUDGET_MB), the budget exported.
+    assert all(value(after, "chat_worker_kv_budget_bytes", worker=w, model=m) > 0 for w, m in workers.items())
+    assert all(
+        0
+        <= value(after, "chat_worker_kv_bytes", worker=w, model=m)
+        <= value(after, "chat_worker_kv_budget_bytes", worker=w, model=m)
+        for w, m in workers.items()
+    )
 
     # Another address (the loopback alias 127.0.0.2 is not in METRICS_ALLOWED_IPS): refused, readyz terse.
     status, body = scrape(live_stack.port, source="127.0.0.2")
