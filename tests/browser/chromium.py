@@ -45,6 +45,22 @@ def watch_for_script_errors(page, errors: list, expected: tuple[str, ...] = ()) 
     )
 
 
+def new_page(
+    browser, base: str, errors: list, *, cookie: str | None = None, expected=(), timeout=60_000, **context_options
+):
+    """A page in a fresh browser context (``context_options``: Playwright's — viewport, locale, color_scheme …),
+    signed in with the session ``cookie`` ("name=value") when given, whose script errors (but the ``expected``
+    ones) are collected into ``errors``."""
+    context = browser.new_context(**context_options)
+    if cookie:
+        name, value = cookie.split("=", 1)
+        context.add_cookies([{"name": name, "value": value, "url": base}])
+    page = context.new_page()
+    page.set_default_timeout(timeout)
+    watch_for_script_errors(page, errors, expected)
+    return page
+
+
 def wait_until(check, what: str, timeout: float = 60.0, page=None):
     """Poll ``check`` from Python until it returns something truthy: the page's CSP forbids the eval that
     Playwright's wait_for_function needs. Pass ``page`` when ``check`` reads what Playwright's event handlers

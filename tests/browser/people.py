@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from playwright.sync_api import expect
 
-from tests.browser.chromium import CHROMIUM, LAUNCH_ARGS, watch_for_script_errors
+from tests.browser.chromium import CHROMIUM, LAUNCH_ARGS, new_page
 
 DONE = 240_000
 
@@ -18,13 +18,10 @@ def db(fn):
 
 def open_browser(p, base, cookie, viewport=(1200, 760)):
     browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, accept_downloads=True)
-    name, value = cookie.split("=", 1)
-    context.add_cookies([{"name": name, "value": value, "url": base}])
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.errors = []
-    watch_for_script_errors(page, page.errors)
+    errors = []
+    viewport = {"width": viewport[0], "height": viewport[1]}
+    page = new_page(browser, base, errors, cookie=cookie, viewport=viewport, accept_downloads=True)
+    page.errors = errors
     return browser, page
 
 

@@ -5,7 +5,13 @@ sidebar's footer shows the whole name."""
 
 import pytest
 
-from tests.browser.chromium import CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, skip_without_chromium, watch_for_script_errors
+from tests.browser.chromium import (
+    CHROMIUM,
+    LAUNCH_ARGS,
+    SCREENSHOTS,
+    new_page,
+    skip_without_chromium,
+)
 
 skip_without_chromium()
 
@@ -112,13 +118,11 @@ def test_a_phone_with_a_long_title_never_scrolls_sideways_while_a_reply_streams(
     conversation, cookie = long_title_chat
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        context = browser.new_context(viewport={"width": 390, "height": 760}, is_mobile=True, has_touch=True)
-        name, value = cookie.split("=", 1)
-        context.add_cookies([{"name": name, "value": value, "url": live_stack.origin}])
-        page = context.new_page()
-        page.set_default_timeout(60_000)
         errors = []
-        watch_for_script_errors(page, errors)
+        phone = {"width": 390, "height": 760}
+        page = new_page(
+            browser, live_stack.origin, errors, cookie=cookie, viewport=phone, is_mobile=True, has_touch=True
+        )
         page.goto(f"{live_stack.origin}/#{conversation}")
         expect(page.locator("#connection")).to_have_text("connected")
         expect(page.locator("#title")).to_have_text(TITLE)

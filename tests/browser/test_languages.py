@@ -2,7 +2,7 @@
 parts the scripts build (the connection status, a reply's buttons), the Account page and its language choice,
 and the log-in page; at desktop and phone width, light and dark; no script errors."""
 
-from tests.browser.chromium import CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, skip_without_chromium, watch_for_script_errors
+from tests.browser.chromium import CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, new_page, skip_without_chromium
 
 skip_without_chromium()
 
@@ -16,14 +16,9 @@ DESKTOP = {"width": 1280, "height": 800}
 
 def chinese_browser(p, base, cookie=None, viewport=DESKTOP, color_scheme="dark"):
     browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-    context = browser.new_context(viewport=viewport, locale="zh-CN", color_scheme=color_scheme)
-    if cookie:
-        name, value = cookie.split("=", 1)
-        context.add_cookies([{"name": name, "value": value, "url": base}])
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.errors = []
-    watch_for_script_errors(page, page.errors)
+    errors = []
+    page = new_page(browser, base, errors, cookie=cookie, viewport=viewport, locale="zh-CN", color_scheme=color_scheme)
+    page.errors = errors
     return browser, page
 
 

@@ -17,9 +17,9 @@ from tests.browser.chromium import (
     CHROMIUM,
     LAUNCH_ARGS,
     SCREENSHOTS,
+    new_page,
     skip_without_chromium,
     wait_until,
-    watch_for_script_errors,
 )
 
 skip_without_chromium()
@@ -215,12 +215,8 @@ def browser(live_stack, transactional_db):
         errors = []
 
         def open_chat(reply, **context_options):
-            context = chromium.new_context(viewport={"width": 1200, "height": 800}, **context_options)
-            name, value = reply["cookie"].split("=", 1)
-            context.add_cookies([{"name": name, "value": value, "url": live_stack.origin}])
-            page = context.new_page()
-            page.set_default_timeout(60_000)
-            watch_for_script_errors(page, errors)
+            context_options.setdefault("viewport", {"width": 1200, "height": 800})
+            page = new_page(chromium, live_stack.origin, errors, cookie=reply["cookie"], **context_options)
             page.dialogs, page.frames_in = [], []
             page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
 

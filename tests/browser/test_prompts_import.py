@@ -5,7 +5,13 @@ messages and both branches; a hostile file gets a sentence. Desktop, phone and d
 
 import json
 
-from tests.browser.chromium import CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, skip_without_chromium, watch_for_script_errors
+from tests.browser.chromium import (
+    CHROMIUM,
+    LAUNCH_ARGS,
+    SCREENSHOTS,
+    new_page,
+    skip_without_chromium,
+)
 from tests.browser.people import db
 
 skip_without_chromium()
@@ -20,15 +26,19 @@ OVERFLOW = "() => document.documentElement.scrollWidth - document.documentElemen
 
 def open_page(p, base, cookie, *, width=1280, height=800, dark=False):
     browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-    context = browser.new_context(
-        viewport={"width": width, "height": height}, color_scheme="dark" if dark else "light", is_mobile=width < 500
+    errors = []
+    page = new_page(
+        browser,
+        base,
+        errors,
+        cookie=cookie,
+        expected=(*NO_SOCKET, "status of 400"),
+        timeout=30_000,
+        viewport={"width": width, "height": height},
+        color_scheme="dark" if dark else "light",
+        is_mobile=width < 500,
     )
-    name, value = cookie.split("=", 1)
-    context.add_cookies([{"name": name, "value": value, "url": base}])
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.errors = []
-    watch_for_script_errors(page, page.errors, expected=(*NO_SOCKET, "status of 400"))
+    page.errors = errors
     return browser, page
 
 

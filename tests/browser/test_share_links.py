@@ -5,7 +5,13 @@ page and the link then says it is gone. Screenshots: docs/screenshots/share-*.pn
 
 import re
 
-from tests.browser.chromium import CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, skip_without_chromium, watch_for_script_errors
+from tests.browser.chromium import (
+    CHROMIUM,
+    LAUNCH_ARGS,
+    SCREENSHOTS,
+    new_page,
+    skip_without_chromium,
+)
 from tests.browser.people import db
 
 skip_without_chromium()
@@ -44,16 +50,13 @@ def add_later_message(conversation_id):
 
 
 def context_page(browser, base, errors, cookie=None, expected=(), **options):
-    context = browser.new_context(viewport=options.pop("viewport", {"width": 1280, "height": 800}), **options)
-    if cookie:
-        name, value = cookie.split("=", 1)
-        context.add_cookies([{"name": name, "value": value, "url": base}])
-    page = context.new_page()
-    page.set_default_timeout(30_000)
+    options.setdefault("viewport", {"width": 1280, "height": 800})
+    # Django's live_server serves no websockets: the chat page's socket fails its handshake, expected here.
+    page = new_page(
+        browser, base, errors, cookie=cookie, expected=("/ws/chat/' failed", *expected), timeout=30_000, **options
+    )
     page.dialogs = []
     page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
-    # Django's live_server serves no websockets: the chat page's socket fails its handshake, expected here.
-    watch_for_script_errors(page, errors, expected=("/ws/chat/' failed", *expected))
     return page
 
 
