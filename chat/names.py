@@ -108,6 +108,11 @@ def stream_key(message_id: int) -> str:
     return f"chat:stream:{int(message_id)}"
 
 
+def place_key(message_id: int) -> str:
+    """A waiting reply's last published place (chat/replies/streamlog.py)."""
+    return f"chat:place:{int(message_id)}"
+
+
 def sockets_key(user_id: int) -> str:
     return f"chat:sockets:{int(user_id)}"
 

@@ -86,6 +86,9 @@ class ReplyDelivery:
             payload = events.message_payload(message)
             payload["content"] = text
             await self.send_json({"type": "message", "message": payload, "seq": seq})
+            ahead = await streamlog.read_place(message.pk) if not text else None
+            if ahead is not None:  # still waiting for a row: its place, as the worker last told it
+                await self.send_json(events.queued_frame(message.pk, message.conversation_id, ahead))
             return True
 
     async def delta(self, message_id: int, seq: int, text: str) -> None:

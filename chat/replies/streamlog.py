@@ -3,13 +3,17 @@
 The worker appends a delta here before it publishes it, so a socket that subscribes late (a reload) reads the
 text so far from the log and the rest from the channel layer, and a socket that missed a delta fills the gap
 from here. The log expires ``CHAT_STREAM_TTL_S`` after its last append.
+
+Beside it, a reply still waiting for a row keeps the last place it was told (``queued`` frames,
+chat/worker/places.py), so a page reloaded while it waits shows "3 replies ahead of yours" again at once rather
+than nothing until the place next changes. It goes when the reply's text starts (or the reply ends).
 """
 
 from __future__ import annotations
 
 from django.conf import settings
 
-from chat.names import stream_key
+from chat.names import place_key, stream_key
 from chat.store import async_client, client
 
 
@@ -50,3 +54,17 @@ async def append(message_id: int, seq: int, pieces: list[str]) -> None:
 async def clear(message_id: int) -> None:
     """Forget a reply's log (a regenerated reply starts a new one)."""
     await async_client().delete(stream_key(message_id))
+
+
+async def set_place(message_id: int, ahead: int) -> None:
+    await async_client().set(place_key(message_id), ahead, ex=settings.CHAT_STREAM_TTL_S)
+
+
+async def read_place(message_id: int) -> int | None:
+    """The waiting reply's last published place; None when it is not waiting (or was never told one)."""
+    value = await async_client().get(place_key(message_id))
+    return int(value) if value is not None else None
+
+
+async def clear_place(message_id: int) -> None:
+    await async_client().delete(place_key(message_id))

@@ -296,6 +296,8 @@ class ReplyJob:
                 if chunk.queued is not None:  # waiting for a row behind others: tell its person their place
                     places.update(chunk.queued)
                     continue
+                if places.stop_waiting():  # it waited and now runs: no page loaded from now on shows a place
+                    self.rt.link.clear_place(self.id)
                 self.rt.tokens[self.id] = chunk.tokens  # read by the heartbeat thread: no Redis write here
                 if chunk.text:
                     self.publish(chunk.text)
@@ -309,6 +311,9 @@ class ReplyJob:
             handle.cancel()
             log.exception("streaming message %s failed", self.id)
             return _failed(f"The reply was interrupted ({type(exc).__name__}).")
+        finally:
+            if places.stop_waiting():  # it ended while still waiting (stopped, failed)
+                self.rt.link.clear_place(self.id)
         ttft_ms = int((self.first_at - self.message.created_at.timestamp()) * 1000) if self.first_at else None
         if self.continuing:  # the first token came with the reply's first run
             ttft_ms = self.message.ttft_ms

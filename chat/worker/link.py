@@ -118,11 +118,18 @@ class WorkerLink:
         the reply's conversation (not every tab of its person). Waits, so deltas stay in order."""
         self.call_patiently(lambda: self._delta(conversation_id, message_id, seq, pieces))
 
+    async def _queued(self, user_id: int, message_id: int, conversation_id: int, ahead: int) -> None:
+        await streamlog.set_place(message_id, ahead)  # first: a page reloaded after the frame still finds it
+        await events.send_to_user(user_id, events.queued_frame(message_id, conversation_id, ahead), self.layer)
+
     def queued(self, user_id: int, message_id: int, conversation_id: int, ahead: int) -> None:
-        """Publish a waiting reply's place. Not logged: only the newest place matters, and a lost one is
-        corrected by the next (or by the reply's first delta)."""
-        frame = events.queued_frame(message_id, conversation_id, ahead)
-        self.call_patiently(lambda: events.send_to_user(user_id, frame, self.layer))
+        """Publish a waiting reply's place and keep it (only the newest) for a page that subscribes later; a lost
+        one is corrected by the next (or by the reply's first delta)."""
+        self.call_patiently(lambda: self._queued(user_id, message_id, conversation_id, ahead))
+
+    def clear_place(self, message_id: int) -> None:
+        """The reply stopped waiting (its text started, or it ended): a page loaded now shows no place."""
+        self.call_patiently(lambda: streamlog.clear_place(message_id))
 
     def clear_stream(self, message_id: int) -> None:
         """Forget a reply's stream log (a regenerated reply starts a new one)."""

@@ -38,3 +38,9 @@ class PlaceNotes:
             return False
         self.sent, self.sent_at = ahead, now
         return True
+
+    def stop_waiting(self) -> bool:
+        """The reply stopped waiting (its text started, or it ended): True the first time, when a place had been
+        published, which then must be taken back (a page loaded later shows none)."""
+        was, self.sent = self.sent, None
+        return was is not None

@@ -81,6 +81,11 @@ def test_a_reply_waiting_for_a_row_shows_its_place_until_it_streams(
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     edge = note.bounding_box()
     assert edge and edge["x"] >= 0 and edge["x"] + edge["width"] <= 390
+    # Reloaded while it waits (the rows stay full: its place does not change), the page shows the place again.
+    page.set_viewport_size({"width": 1280, "height": 760})
+    page.reload()
+    expect(page.locator("#connection")).to_have_text("connected")
+    expect(note).to_have_text(re.compile(r"^(Your reply is next\.|\d+ repl(y|ies) ahead of yours)$"))
 
     db(lambda: stop(busy))  # rows free: the page's reply is admitted, and its text replaces the note
     expect(reply).to_have_class(re.compile(r"\b(complete|stopped)\b"), timeout=DONE)

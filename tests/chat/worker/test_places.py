@@ -9,6 +9,8 @@ import pytest
 from channels.db import database_sync_to_async
 
 from chat.models import Message
+from chat.names import place_key
+from chat.store import client
 from chat.worker import job as worker_job
 from chat.worker import runtime as worker_runtime
 from chat.worker.places import PlaceNotes
@@ -96,11 +98,21 @@ def test_waiting_replies_see_their_place_and_the_person_served_least_goes_first(
         jobs.append(asyncio.create_task(asyncio.to_thread(worker_job.ReplyJob(b1, rt).run)))
         await until(lambda: rt.engine.stats()["waiting"] == 3, "B's reply waits")
         queued = await frames_until(sockets[b1.id], "queued")
+        # A page of B loaded now (a reload) is told B's place at once, after the reply's snapshot.
+        reloaded, connected, _ = await connect(cookies[b])
+        assert connected
+        await reloaded.send_json_to({"type": "subscribe", "conversation": b1.conversation_id})
+        on_reload = [f for f in await frames_until(reloaded, "subscribed") if f["type"] in ("message", "queued")]
+        await reloaded.disconnect()
         rt.engine.cancel(str(long.id))  # the long reply stops: its row frees
         await asyncio.gather(*jobs)
-        return {mid: await drain(comm) for mid, comm in sockets.items()}, queued[-1], waiting_then
+        return {mid: await drain(comm) for mid, comm in sockets.items()}, queued[-1], waiting_then, on_reload
 
-    frames, b_first, waiting_then = run(go(), timeout=120)
+    frames, b_first, waiting_then, on_reload = run(go(), timeout=120)
+    assert [f["type"] for f in on_reload] == ["message", "queued"] and on_reload[1] == b_first
+    assert on_reload[0]["message"]["content"] == ""
+    # Once running (or ended), a reply keeps no place: a page loaded later shows none.
+    assert not client().exists(*(place_key(m.id) for m in (a2, a3, b1)))
     # A socket of A also gets A's other replies' frames today (a tab that does not show them ignores them): each
     # socket is read for its own reply.
     mine = {mid: [f for f in got if f.get("message") == mid] for mid, got in frames.items()}
