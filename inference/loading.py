@@ -18,6 +18,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from inference import precision as precisions  # also quiets torchao's import, which from_pretrained triggers
+
 log = logging.getLogger(__name__)
 
 BUNDLED = "bundled:smollm2-135m-instruct"
@@ -107,9 +109,7 @@ def pick_device(requested: str = "auto") -> str:
 def pick_dtype(device: str, requested: str = "auto"):
     """The dtype of the model's tensors for a precision (``precision.py``): ``auto`` is bfloat16 on a GPU that
     supports it, float32 on CPU (CPU bf16 matmuls are slower here); ``int8`` keeps ``auto``'s activations."""
-    from inference.precision import resolve
-
-    return resolve(requested, device).dtype
+    return precisions.resolve(requested, device).dtype
 
 
 def configure_threads(threads: int | None) -> int:
@@ -128,8 +128,6 @@ def load_model(
     """Load model and tokenizer ready for inference (eval mode, on the chosen device, at the chosen precision:
     ``precision.PRECISIONS``; an unknown one raises ``PrecisionError`` before anything is read)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from inference import precision as precisions
 
     dev = pick_device(device)
     chosen = precisions.resolve(precision, dev)

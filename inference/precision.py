@@ -80,19 +80,29 @@ def apply(model, precision: Precision):
 
 
 def _torchao_int8():
-    """torchao's ``quantize_`` and its int8 weight-only config. Importing torchao logs a warning for each CUDA
-    kernel library it cannot load (always, on a CPU-only torch) and torch one for an enum torchao registers with
-    its pytree: known and harmless here, so not left in the worker's log to alarm whoever reads it."""
-    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        from torchao.quantization import Int8WeightOnlyConfig, quantize_
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+    """torchao's ``quantize_`` and its int8 weight-only config."""
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
     return quantize_, Int8WeightOnlyConfig()
+
+
+class _KnownNoise(logging.Filter):
+    """Drops two warnings logged whenever torchao is imported — by transformers too, at every model load once it
+    is installed, whatever the precision — that say nothing to whoever reads a worker's log: torchao failing to
+    load its CUDA-only kernel libraries on a CPU-only torch (on a CUDA torch the warning stays: worth seeing
+    there), and torch noting an enum torchao registers the old way."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.name == "torchao" and message.startswith("Failed to load "):
+            import torch
+
+            return torch.version.cuda is not None
+        return "is an Enum subclass and is now natively supported" not in message
+
+
+for _name in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_name).addFilter(_KnownNoise())
 
 
 def int8_linears(model) -> tuple[int, int]:
