@@ -108,7 +108,7 @@ def pick_device(requested: str = "auto") -> str:
 
 def pick_dtype(device: str, requested: str = "auto"):
     """The dtype of the model's tensors for a precision (``precision.py``): ``auto`` is bfloat16 on a GPU that
-    supports it, float32 on CPU (CPU bf16 matmuls are slower here); ``int8`` keeps ``auto``'s activations."""
+    supports it, float32 on CPU (bf16 is fast only on some CPUs); ``int8`` keeps ``auto``'s activations."""
     return precisions.resolve(requested, device).dtype
 
 

@@ -2,8 +2,9 @@
 layers' weights are quantised to int8.
 
 ``auto``
-    bfloat16 on a GPU that has it (float16 on one that does not), float32 on the CPU: CPU bfloat16 matmuls are
-    no faster than float32 on the machines measured (docs/benchmarks.md), and cost quality.
+    bfloat16 on a GPU that has it (float16 on one that does not), float32 on the CPU: whether bfloat16 pays on a
+    CPU depends on the CPU (native with AVX512-BF16 or AMX, emulated and slower without), so a deployment that
+    has measured its own asks for it (docs/benchmarks.md, "Precision and its quality cost").
 ``float32``, ``bfloat16``, ``float16``
     every weight and activation in that dtype, wherever the model runs.
 ``int8``
