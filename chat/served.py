@@ -24,7 +24,7 @@ from dataclasses import dataclass
 # entries and Celery's ``-Q`` splits on them, so a name never holds one. The one-model form (``CHAT_MODEL``
 # alone) is looser: its name is what earlier releases used, whatever the operator wrote.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$")
-OPTION_KEYS = {"label", "description", "device", "dtype", "max_batch", "workers", "groups"}
+OPTION_KEYS = {"label", "description", "device", "precision", "dtype", "max_batch", "workers", "groups"}
 
 
 class ServedModelsError(ValueError):
@@ -34,7 +34,7 @@ class ServedModelsError(ValueError):
 @dataclass(frozen=True)
 class ServedModel:
     """One served model: its name (what conversations, replies, the API and the picker say), what to load, and
-    its options. ``None`` options fall back to the site-wide settings (``CHAT_DEVICE``, ``CHAT_DTYPE``,
+    its options. ``None`` options fall back to the site-wide settings (``CHAT_DEVICE``, ``CHAT_MODEL_PRECISION``,
     ``CHAT_MAX_BATCH``, ``WORKERS``)."""
 
     name: str
@@ -42,7 +42,9 @@ class ServedModel:
     label: str
     description: str = ""
     device: str | None = None
-    dtype: str | None = None
+    # inference/precision.py's values (auto, float32, bfloat16, float16, int8), checked by the settings: this module
+    # may not import inference. The option ``dtype`` is its older name.
+    precision: str | None = None
     max_batch: int | None = None
     workers: int | None = None  # worker processes this host runs for it (`make run`); 0: another host serves it
     groups: tuple[str, ...] = ()  # who may use it: members of any of these groups; empty: everyone
@@ -87,11 +89,17 @@ def _options(name: str, raw) -> dict:
             f"known: {', '.join(sorted(OPTION_KEYS))}."
         )
     out = {}
-    for key in ("label", "description", "device", "dtype"):
+    for key in ("label", "description", "device", "precision", "dtype"):
         if key in raw:
             if not isinstance(raw[key], str):
                 raise ServedModelsError(f"CHAT_MODEL_OPTIONS: {name}.{key} must be a string.")
             out[key] = raw[key]
+    if "dtype" in out:  # the older name of precision, as deployments wrote it before int8 was a choice
+        if "precision" in out:
+            raise ServedModelsError(
+                f"CHAT_MODEL_OPTIONS: {name} gives both precision and dtype (its older name): keep precision only."
+            )
+        out["precision"] = out.pop("dtype")
     if "max_batch" in raw:
         out["max_batch"] = _int_option(name, "max_batch", raw["max_batch"], 1)
     if "workers" in raw:

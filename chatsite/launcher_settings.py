@@ -10,6 +10,7 @@ from typing import Mapping
 
 from chat import served
 from chat.served import ServedModel
+from inference import precision
 
 ROOT = Path(__file__).resolve().parent.parent
 # What CUDA_VISIBLE_DEVICES takes for one device: its index, or its UUID as `nvidia-smi -L` lists it (a GPU's,
@@ -40,6 +41,19 @@ def worker_gpus(env: Mapping[str, str]) -> tuple[str, ...]:
             "cuda:0. Set CHAT_DEVICE to auto, cuda or cuda:0."
         )
     return gpus
+
+
+def model_precision(env: Mapping[str, str], models: tuple[ServedModel, ...]) -> str:
+    """CHAT_MODEL_PRECISION, or its older name CHAT_DTYPE while it is unset (default ``auto``), checked with each
+    model's ``precision`` option against what ``load_model`` takes (inference/precision.py). A value it cannot
+    load raises ``precision.PrecisionError``, a sentence naming where the value came from: both the launcher and
+    the settings call this, so ``make run`` and every process a service manager starts refuse it at start."""
+    variable = "CHAT_MODEL_PRECISION" if env.get("CHAT_MODEL_PRECISION") else "CHAT_DTYPE"
+    site = precision.check(env.get(variable) or precision.AUTO, variable)
+    for m in models:
+        if m.precision is not None:
+            precision.check(m.precision, f"CHAT_MODEL_OPTIONS: {m.name}.precision")
+    return site
 
 
 def _flag(value: str | None) -> bool:
@@ -91,7 +105,8 @@ class LauncherSettings:
             worker_model = served.default_name(
                 models, env.get("CHAT_WORKER_MODEL") or default_model, "CHAT_WORKER_MODEL"
             )
-        except served.ServedModelsError as exc:
+            model_precision(env, models)
+        except (served.ServedModelsError, precision.PrecisionError) as exc:
             raise LauncherSettingsError(str(exc)) from None
         gpus = worker_gpus(env)
         for m in models:  # a model's own device, like CHAT_DEVICE: each worker sees only its GPU, as cuda:0

@@ -10,12 +10,14 @@ import environ
 from chat import names, served
 from chat.store import connection_options
 from chatsite.embedded import recorded_redis_url
+from chatsite.launcher_settings import model_precision
 from chatsite.secret import (
     local_secret_key,
     private_database_file,
     private_dir,
     read_secret_key,
 )
+from inference.precision import PrecisionError
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Secret key, SQLite file, Redis file: var/ is for this account only (0700, narrowed if it was wider).
@@ -310,7 +312,15 @@ except served.ServedModelsError as exc:
 CHAT_MODEL = CHAT_DEFAULT_MODEL
 CHAT_MODEL_CACHE = Path(env.str("CHAT_MODEL_CACHE", default=str(VAR_DIR / "models")))
 CHAT_DEVICE = env.str("CHAT_DEVICE", default="auto")
-CHAT_DTYPE = env.str("CHAT_DTYPE", default="auto")
+# The precision workers run their model at (inference/precision.py): auto (bfloat16 on a GPU, float32 on the CPU),
+# float32, bfloat16, float16 or int8 (weight-only, torchao). CHAT_DTYPE is its older name, read while it is unset;
+# a model's `precision` option overrides both. Checked with the launcher's check, so a typo stops every process.
+try:
+    CHAT_MODEL_PRECISION = model_precision(os.environ, CHAT_SERVED_MODELS)
+except PrecisionError as exc:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(str(exc)) from None
 
 
 def _cores() -> int:

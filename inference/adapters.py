@@ -165,6 +165,9 @@ class AdapterSet:
             # Two steps, as PeftModel.from_pretrained takes them, so a failure after the injection can be undone.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # peft's own use of transformers' deprecated names
+                # On an int8 base (precision.py) peft warns that it could not merge the adapter into the weights:
+                # never done here, each row takes its adapter in the forward pass.
+                warnings.filterwarnings("ignore", message=".*get_apply_tensor_subclass", category=UserWarning)
                 if self.peft is None:
                     self.peft = PeftModel(self.base, config, adapter_name=key)
                 else:

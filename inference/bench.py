@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from inference import precision
 from inference.engine import BatchEngine, GenerationRequest
 from inference.loading import BUNDLED, configure_threads, default_model, load_model, pick_device, pick_dtype
 from inference.output import Finished
@@ -289,7 +290,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=default_model())
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--dtype", default="auto", help="a precision: auto, float32, bfloat16, float16, int8")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: one per core)")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--concurrency", default="1,4,8,16")
@@ -323,9 +324,9 @@ def main(argv=None) -> int:
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(BUNDLED))
         device = pick_device(args.device)
         dtype = pick_dtype(device, args.dtype)
-        model = random_llama_1b(tokenizer, device, dtype)
+        model = precision.apply(random_llama_1b(tokenizer, device, dtype), precision.resolve(args.dtype, device))
     else:
-        lm = load_model(args.model, device=args.device, dtype=args.dtype)
+        lm = load_model(args.model, device=args.device, precision=args.dtype)
         model, tokenizer, device, dtype = lm.model, lm.tokenizer, lm.device, lm.dtype
 
     def encode(text):
@@ -342,7 +343,7 @@ def main(argv=None) -> int:
         "machine": machine(),
         "model": args.model,
         "device": str(device),
-        "dtype": str(dtype).replace("torch.", ""),
+        "dtype": str(precision.resolve(args.dtype, str(device))),  # int8: "int8 weights, float32 activations"
         "prompt_tokens": len(ids),
         "tokens": args.tokens,
     }

@@ -18,6 +18,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from inference import precision as precisions  # also quiets torchao's import, which from_pretrained triggers
+
 log = logging.getLogger(__name__)
 
 BUNDLED = "bundled:smollm2-135m-instruct"
@@ -35,6 +37,7 @@ class LoadedModel:
     tokenizer: object
     device: str
     dtype: object
+    precision: object = None  # a ``precision.Precision``; None where a test built the model itself
 
 
 def env_default(name: str, fallback: str) -> str:
@@ -104,14 +107,9 @@ def pick_device(requested: str = "auto") -> str:
 
 
 def pick_dtype(device: str, requested: str = "auto"):
-    """bfloat16 on a GPU that supports it, float32 on CPU (CPU bf16 matmuls are slower here)."""
-    import torch
-
-    if requested and requested != "auto":
-        return getattr(torch, requested)
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    """The dtype of the model's tensors for a precision (``precision.py``): ``auto`` is bfloat16 on a GPU that
+    supports it, float32 on CPU (bf16 is fast only on some CPUs); ``int8`` keeps ``auto``'s activations."""
+    return precisions.resolve(requested, device).dtype
 
 
 def configure_threads(threads: int | None) -> int:
@@ -125,19 +123,21 @@ def configure_threads(threads: int | None) -> int:
 
 
 def load_model(
-    name: str = BUNDLED, *, device: str = "auto", dtype: str = "auto", cache_dir: Path | None = None
+    name: str = BUNDLED, *, device: str = "auto", precision: str = "auto", cache_dir: Path | None = None
 ) -> LoadedModel:
-    """Load model and tokenizer ready for inference (eval mode, on the chosen device)."""
+    """Load model and tokenizer ready for inference (eval mode, on the chosen device, at the chosen precision:
+    ``precision.PRECISIONS``; an unknown one raises ``PrecisionError`` before anything is read)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model_path(name, cache_dir)
     dev = pick_device(device)
-    torch_dtype = pick_dtype(dev, dtype)
+    chosen = precisions.resolve(precision, dev)
+    path = resolve_model_path(name, cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=chosen.dtype)
     model.to(dev)
     model.eval()
-    return LoadedModel(name=name, model=model, tokenizer=tokenizer, device=dev, dtype=torch_dtype)
+    precisions.apply(model, chosen)  # before the engine, the prefix cache or an adapter sees the weights
+    return LoadedModel(name=name, model=model, tokenizer=tokenizer, device=dev, dtype=chosen.dtype, precision=chosen)
 
 
 if __name__ == "__main__":  # `python -m inference.loading` prepares the cache ahead of the first start

@@ -306,6 +306,14 @@ BAD_MODELS = [
         {"CHAT_MODELS": "a=x", "CHAT_MODEL_OPTIONS": '{"a": {"device": "cuda:1"}}', "CHAT_WORKER_GPUS": "0,1"},
         "CHAT_MODEL_OPTIONS: a.device=cuda:1 cannot work beside CHAT_WORKER_GPUS",
     ),
+    (
+        {"CHAT_MODEL_PRECISION": "int4"},
+        "CHAT_MODEL_PRECISION is 'int4': use one of auto, float32, bfloat16, float16, int8.",
+    ),
+    (
+        {"CHAT_MODELS": "a=x", "CHAT_MODEL_OPTIONS": '{"a": {"dtype": "fp8"}}'},
+        "CHAT_MODEL_OPTIONS: a.precision is 'fp8': use one of auto, float32, bfloat16, float16, int8.",
+    ),
 ]
 
 
@@ -342,10 +350,21 @@ def test_settings_refuse_a_model_list_that_cannot_work_with_the_same_sentence(ke
     assert "ImproperlyConfigured: CHAT_DEFAULT_MODEL=c is not one of the served models (a, b)." in out.stderr
 
 
+def test_settings_refuse_a_precision_workers_cannot_load_with_a_sentence(key_file):
+    """CHAT_DTYPE, the older name of CHAT_MODEL_PRECISION, is checked like it while it is the one set."""
+    out = sourced_run(
+        [sys.executable, "manage.py", "check"], extra=f"SECRET_KEY_FILE={key_file}; CHAT_DTYPE=half", source=False
+    )
+    assert out.returncode != 0
+    assert (
+        "ImproperlyConfigured: CHAT_DTYPE is 'half': use one of auto, float32, bfloat16, float16, int8." in out.stderr
+    )
+
+
 MODELS_SHOWN = (
     "import django, json, os; django.setup(); from django.conf import settings as s; from chatsite import stack; "
     "conf = stack.LauncherSettings.from_env(os.environ); args = stack.worker_args(conf); print(json.dumps({"
-    "'models': [[m.name, m.spec, m.label, m.dtype, m.max_batch, list(m.groups)] for m in s.CHAT_SERVED_MODELS], "
+    "'models': [[m.name, m.spec, m.label, m.precision, m.max_batch, list(m.groups)] for m in s.CHAT_SERVED_MODELS], "
     "'default': s.CHAT_DEFAULT_MODEL, 'worker_model': s.CHAT_WORKER_MODEL, 'queues': args[args.index('-Q') + 1]}))"
 )
 

@@ -41,7 +41,7 @@ class Runtime:
         self.loaded = loaded or load_model(
             self.served.spec,
             device=self.served.device or settings.CHAT_DEVICE,
-            dtype=self.served.dtype or settings.CHAT_DTYPE,
+            precision=self.served.precision or settings.CHAT_MODEL_PRECISION,
             cache_dir=settings.CHAT_MODEL_CACHE,
         )
         self.engine = BatchEngine(
@@ -73,10 +73,11 @@ class Runtime:
             threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
             threading.Thread(target=self._sweeps, name="sweep", daemon=True).start()
         log.info(
-            "model %s (%s) ready on %s (%d torch threads) in %.1f s",
+            "model %s (%s) ready on %s at %s (%d torch threads) in %.1f s",
             self.model,
             self.loaded.name,
             self.loaded.device,
+            self.loaded.precision or self.loaded.dtype,
             self.threads,
             time.monotonic() - started,
         )

@@ -140,7 +140,7 @@ def load_base(model_name: str, spec: str):
         loaded = load_model(
             spec,
             device=settings.CHAT_TRAINING_DEVICE,
-            dtype=settings.CHAT_TRAINING_DTYPE,
+            precision=settings.CHAT_TRAINING_DTYPE,
             cache_dir=settings.CHAT_MODEL_CACHE,
         )
     except Exception as exc:

@@ -37,7 +37,7 @@ def test_models_are_listed_in_order_with_their_options_and_defaults():
                 "label": "Small",
                 "description": "Quick answers",
                 "device": "cuda:0",
-                "dtype": "bfloat16",
+                "precision": "bfloat16",
                 "max_batch": 8,
                 "workers": 2,
                 "groups": ["staff", "testers"],
@@ -59,13 +59,13 @@ def test_models_are_listed_in_order_with_their_options_and_defaults():
         label="Small",
         description="Quick answers",
         device="cuda:0",
-        dtype="bfloat16",
+        precision="bfloat16",
         max_batch=8,
         workers=2,
         groups=("staff", "testers"),
     )
     # Unset options fall back to the site's settings (None) and everyone may use the model (no groups).
-    assert (hub.label, hub.description, hub.device, hub.dtype, hub.max_batch, hub.groups) == (
+    assert (hub.label, hub.description, hub.device, hub.precision, hub.max_batch, hub.groups) == (
         hub.name,
         "",
         None,
@@ -78,6 +78,8 @@ def test_models_are_listed_in_order_with_their_options_and_defaults():
     assert (small.host_workers(3), hub.host_workers(3), local.host_workers(3)) == (2, 0, 3)
     # Already-parsed options (a dict) are taken as they are; empty text is no options.
     assert served.parse("a=x", "", {"a": {"label": "A"}})[0].label == "A"
+    # `dtype` is the older name of `precision`, read as it.
+    assert served.parse("a=x", "", {"a": {"dtype": "int8"}})[0].precision == "int8"
     assert served.parse("a=x", "", "  ")[0].label == "a"
 
 
@@ -138,12 +140,18 @@ def test_the_default_model_is_checked_against_the_list():
             "a=x",
             {"a": {"gpu": 1, "batch": 2}},
             "CHAT_MODEL_OPTIONS: a has unknown option(s) batch, gpu; "
-            "known: description, device, dtype, groups, label, max_batch, workers.",
+            "known: description, device, dtype, groups, label, max_batch, precision, workers.",
         ),
         ("a=x", {"a": {"label": 5}}, "CHAT_MODEL_OPTIONS: a.label must be a string."),
         ("a=x", {"a": {"description": None}}, "CHAT_MODEL_OPTIONS: a.description must be a string."),
         ("a=x", {"a": {"device": 0}}, "CHAT_MODEL_OPTIONS: a.device must be a string."),
         ("a=x", {"a": {"dtype": ["bfloat16"]}}, "CHAT_MODEL_OPTIONS: a.dtype must be a string."),
+        ("a=x", {"a": {"precision": 8}}, "CHAT_MODEL_OPTIONS: a.precision must be a string."),
+        (
+            "a=x",
+            {"a": {"precision": "int8", "dtype": "bfloat16"}},
+            "CHAT_MODEL_OPTIONS: a gives both precision and dtype (its older name): keep precision only.",
+        ),
         ("a=x", {"a": {"max_batch": 0}}, "CHAT_MODEL_OPTIONS: a.max_batch must be a whole number of at least 1."),
         ("a=x", {"a": {"max_batch": 2.5}}, "CHAT_MODEL_OPTIONS: a.max_batch must be a whole number of at least 1."),
         ("a=x", {"a": {"max_batch": "8"}}, "CHAT_MODEL_OPTIONS: a.max_batch must be a whole number of at least 1."),

@@ -1,0 +1,41 @@
+"""A worker loads its model at the configured precision before its engine is built: CHAT_MODEL_PRECISION, or the
+model's own ``precision`` option over it. A real worker runtime over a tiny random Llama saved to a folder, as an
+operator's own model is served; its engine's warm-up reply proves the model generates at that precision."""
+
+import pytest
+import torch
+
+from chat import served
+from chat.worker import runtime as worker_runtime
+from inference import precision
+
+
+@pytest.fixture(scope="module")
+def folder(tiny_llama, tokenizer, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-worker-model")
+    tiny_llama.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "site, option, int8, dtype",
+    [("int8", None, True, torch.float32), ("int8", "bfloat16", False, torch.bfloat16), ("auto", None, False, None)],
+)
+def test_the_worker_loads_its_model_at_the_configured_precision(settings, folder, site, option, int8, dtype):
+    options = {"tiny": {"precision": option}} if option else {}
+    settings.CHAT_SERVED_MODELS = served.parse(f"tiny={folder}", "", options)
+    settings.CHAT_WORKER_MODEL = "tiny"
+    settings.CHAT_MODEL_PRECISION = site
+    settings.CHAT_DEVICE = "cpu"
+    settings.CHAT_PREFIX_CACHE_MB = 0
+    runtime = worker_runtime.Runtime(background=False)
+    try:
+        model = runtime.engine.model
+        assert model is runtime.loaded.model and runtime.engine.steps > 0  # built over it; the warm-up ran
+        assert runtime.loaded.precision.name == (option or site)
+        quantised, linears = precision.int8_linears(model)
+        assert quantised == (linears if int8 else 0) and linears == 15
+        assert model.model.embed_tokens.weight.dtype == (dtype or torch.float32)  # auto: float32 on the CPU
+    finally:
+        runtime.close()
