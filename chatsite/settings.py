@@ -338,8 +338,9 @@ _host_workers = max(1, sum(m.host_workers(WORKERS) for m in CHAT_SERVED_MODELS))
 CHAT_TORCH_THREADS = env.int("CHAT_TORCH_THREADS", default=0) or max(1, _cores() // _host_workers)
 CHAT_MAX_BATCH = env.int("CHAT_MAX_BATCH", default=16)
 # Prompt tokens a worker computes per round at most (inference/prefill.py): a longer prompt is prefilled in chunks
-# of this many between decode steps, so it does not freeze running replies; 0 = each prompt in one forward.
-CHAT_PREFILL_CHUNK = env.int("CHAT_PREFILL_CHUNK", default=256)
+# of this many between decode steps, so it does not freeze running replies; 0 = each prompt in one forward; unset:
+# by the worker's device (inference.prefill.default_chunk: a GPU computes many more per forward for its cost).
+CHAT_PREFILL_CHUNK = env.int("CHAT_PREFILL_CHUNK", default=None)
 # Memory for the running batch's keys and values per worker (inference/budget.py): a reply is admitted only while
 # the batch, with it, fits at its largest; the rest wait their turn. 0 = bounded by CHAT_MAX_BATCH alone.
 CHAT_KV_BUDGET_MB = env.int("CHAT_KV_BUDGET_MB", default=2048)

@@ -182,7 +182,8 @@ class BatchEngine(Prefills):
             "adapters_loaded": list(self.adapters.names),
             "adapter_loads": self.adapters.loads,
             "adapter_unloads": self.adapters.unloads,
-            "kv_bytes": cache_bytes(self._batch.cache),  # the running batch's keys and values now
+            # the running batch's keys and values now, and the prompt in chunks' (read once: another thread's)
+            "kv_bytes": cache_bytes(self._batch.cache) + cache_bytes(getattr(self._chunked, "cache", None)),
             "kv_budget_bytes": self.kv_budget.budget_bytes,
         }
 

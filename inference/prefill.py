@@ -26,6 +26,14 @@ from inference.batching import Plan, plan_groups, prefill_inputs, row_states
 from inference.request import FinishReason, Request
 
 
+def default_chunk(device) -> int:
+    """The round's prompt budget where the operator set none. On a CPU a forward's time grows with its tokens from
+    the first, so the budget is what keeps streams flowing (256 tokens: about one decode step of a full batch
+    here, docs/benchmarks.md); a GPU computes thousands of tokens in about the time of a decode step, so a small
+    chunk would only add forwards (vLLM's default budget is 2,048 and more)."""
+    return 2048 if torch.device(device).type == "cuda" else 256
+
+
 @dataclass(eq=False)
 class Chunked:
     """One prompt being prefilled a chunk at a time: its plan (where its cached prefix ends), the cache built so
@@ -109,6 +117,11 @@ class Prefills:
             return None
         if self._chunked is None:
             return self.prefill_chunk
+        req = self._chunked.plan.request
+        if self._was_cancelled(req):  # Stop pressed since the last round: not one more chunk
+            self._finish(req, FinishReason.CANCELLED)
+            self._chunked = None
+            return self.prefill_chunk
         n = min(self._chunked.left, self.prefill_chunk)
         first = self._chunk(n)
         if first:
@@ -138,12 +151,14 @@ class Prefills:
         self.counts.chunks += 1
         if not last:
             return None
-        self._chunked = None
         next_tokens = self._sample(out.logits[:, -1, :], [req])
         if self.prefix_cache is not None:
             states = partial(row_states, cache, 0, len(chunked.plan.prompt))
             self.prefix_cache.insert(chunked.plan.prompt, states, space=req.generation.adapter)
         self._batch.merge([req], cache, mask, next_tokens, mask.sum(-1))
+        # Only now: had any of the above failed, the request must still be the one in chunks, which the engine's
+        # error handling ends (it is in no other list yet).
+        self._chunked = None
         return [req], next_tokens
 
     def _chunked_requests(self) -> list[Request]:

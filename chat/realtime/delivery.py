@@ -86,7 +86,7 @@ class ReplyDelivery:
             payload = events.message_payload(message)
             payload["content"] = text
             await self.send_json({"type": "message", "message": payload, "seq": seq})
-            ahead = await streamlog.read_place(message.pk) if not text else None
+            ahead = await streamlog.read_place(message.pk)  # (a continued reply waits with text)
             if ahead is not None:  # still waiting for a row: its place, as the worker last told it
                 await self.send_json(events.queued_frame(message.pk, message.conversation_id, ahead))
             return True

@@ -52,8 +52,9 @@ async def append(message_id: int, seq: int, pieces: list[str]) -> None:
 
 
 async def clear(message_id: int) -> None:
-    """Forget a reply's log (a regenerated reply starts a new one)."""
-    await async_client().delete(stream_key(message_id))
+    """Forget a reply's log and place (a regenerated, continued or retried reply starts anew: a place left by a
+    worker that died while it waited must not show)."""
+    await async_client().delete(stream_key(message_id), place_key(message_id))
 
 
 async def set_place(message_id: int, ahead: int) -> None:

@@ -128,8 +128,12 @@ class WorkerLink:
         self.call_patiently(lambda: self._queued(user_id, message_id, conversation_id, ahead))
 
     def clear_place(self, message_id: int) -> None:
-        """The reply stopped waiting (its text started, or it ended): a page loaded now shows no place."""
-        self.call_patiently(lambda: streamlog.clear_place(message_id))
+        """The reply stopped waiting (its text started, or it ended): a page loaded now shows no place. Never
+        raises: a place is a courtesy, and a stale one expires with the stream log (or goes when it restarts)."""
+        try:
+            self.call_patiently(lambda: streamlog.clear_place(message_id))
+        except Exception:
+            log.warning("could not take back the place of message %s", message_id, exc_info=True)
 
     def clear_stream(self, message_id: int) -> None:
         """Forget a reply's stream log (a regenerated reply starts a new one)."""

@@ -23,6 +23,7 @@ from chat.store import wait_until_loaded
 from chat.worker.link import WorkerLink
 from inference.engine import BatchEngine
 from inference.loading import LoadedModel, configure_threads, load_model
+from inference.prefill import default_chunk
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,11 @@ class Runtime:
             self.loaded.tokenizer,
             max_batch_size=self.served.max_batch or settings.CHAT_MAX_BATCH,
             prefix_cache_bytes=settings.CHAT_PREFIX_CACHE_MB * 2**20,
-            prefill_chunk=settings.CHAT_PREFILL_CHUNK,
+            prefill_chunk=(
+                default_chunk(self.loaded.device)
+                if settings.CHAT_PREFILL_CHUNK is None
+                else settings.CHAT_PREFILL_CHUNK
+            ),
             kv_budget_bytes=settings.CHAT_KV_BUDGET_MB * 2**20,
             # Adapters of this model (training runs) are served here, loaded on first use (inference/adapters.py).
             max_adapters=settings.CHAT_MAX_ADAPTERS,

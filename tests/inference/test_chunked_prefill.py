@@ -5,6 +5,8 @@ in turn; the batch's keys and values never pass the memory budget, and what wait
 Each rule is checked by counting what the model was asked to compute (a forward pre-hook notes every forward's
 input ids), never by timing."""
 
+import time
+
 import pytest
 import torch
 
@@ -168,14 +170,31 @@ def test_a_prompt_cancelled_in_mid_chunks_ends_and_the_next_one_starts(tiny_llam
     engine = BatchEngine(tiny_llama, tokenizer, max_batch_size=2, eos_ids=set(), prefill_chunk=4)
     try:
         doomed = engine.submit(GenerationRequest(long_prompt(tokenizer, 400, salt=6), SamplingParams(max_new_tokens=5)))
-        while engine.stats()["prefill_chunks"] < 3:
-            pass
+        for _ in range(3000):  # at most 30 s
+            if engine.stats()["prefill_chunks"] >= 3:
+                break
+            time.sleep(0.01)
         doomed.cancel()
         after = engine.submit(GenerationRequest(tokenizer.encode("Hello"), SamplingParams(max_new_tokens=3)))
         done = events(doomed)[-1]
         assert done.reason == "cancelled" and done.completion_tokens == 0
         assert events(after)[-1].completion_tokens == 3
         assert engine.stats()["prefill_chunks"] < 100  # it stopped long before its 100 chunks
+    finally:
+        engine.shutdown()
+
+
+def test_a_prompt_failing_in_its_last_chunk_ends_with_an_error_and_the_engine_serves_on(tiny_llama, tokenizer):
+    engine = BatchEngine(tiny_llama, tokenizer, max_batch_size=2, eos_ids=set(), prefill_chunk=16)
+    try:
+        bad = long_prompt(tokenizer, 40, salt=8)
+        bad[-1] = len(tokenizer) + 10_000  # no such token: the last chunk's forward fails
+        done = events(engine.submit(GenerationRequest(bad, SamplingParams(max_new_tokens=5))))[-1]
+        assert done.reason == "error" and "IndexError" in done.error
+        assert engine.stats()["prefill_chunks"] == 2  # the two chunks before it went through
+        ok = events(engine.submit(GenerationRequest(tokenizer.encode("Fine"), SamplingParams(max_new_tokens=4))))
+        assert ok[-1].reason == "length" and ok[-1].completion_tokens == 4
+        assert engine._waiting.served("") is None  # nothing is left counted as running for its person
     finally:
         engine.shutdown()
 
