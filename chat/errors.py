@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from django.http import JsonResponse
+
 
 class ErrorCode(StrEnum):
     # --- a frame or request that cannot be read (docs/protocol.md) --------------------------------------------
@@ -127,3 +129,12 @@ class ChatError(Exception):
         self.code = ErrorCode(code)
         self.detail = detail
         self.retry_after = retry_after
+
+
+def json_refusal(exc: ChatError, status: int = 400) -> JsonResponse:
+    """A page's JSON refusal: ``{"error": {"code", "detail"}}`` with ``status``, and ``Retry-After`` where the
+    refusal knows when the same request could succeed (the page's fetch helpers read both)."""
+    response = JsonResponse({"error": {"code": exc.code, "detail": exc.detail}}, status=status)
+    if exc.retry_after:
+        response["Retry-After"] = str(int(exc.retry_after))
+    return response

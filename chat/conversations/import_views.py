@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods
 
 from chat.conversations import imports
 from chat.conversations.import_services import conversations_import
-from chat.errors import ChatError, ErrorCode
+from chat.errors import ChatError, ErrorCode, json_refusal
 
 # Room for the multipart envelope (boundaries, headers, the CSRF field) around a file of the largest size.
 ENVELOPE = 64 * 1024
@@ -27,7 +27,7 @@ def _max_mb() -> str:
 def _answer(request, *, error: ChatError | None = None, ids=None, status=200):
     if "application/json" in request.headers.get("Accept", ""):
         if error is not None:
-            return JsonResponse({"error": {"code": error.code, "detail": error.detail}}, status=status)
+            return json_refusal(error, status)
         return JsonResponse({"conversations": ids}, status=201)
     if error is None:
         return redirect(reverse("chat:index") + f"#{ids[0]}")

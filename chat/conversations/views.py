@@ -15,7 +15,7 @@ from chat.accounts import selectors as account_selectors
 from chat.conversations import exports, params
 from chat.conversations import selectors as conversation_selectors
 from chat.documents import views as document_views
-from chat.errors import ChatError, ErrorCode
+from chat.errors import ChatError, ErrorCode, json_refusal
 from chat.experiments import assignment
 from chat.limits import quotas
 from chat.replies import catalog
@@ -50,7 +50,7 @@ def chat_page(request):
 
 
 def _json_error(exc: ChatError, status: int = 404):
-    return JsonResponse({"error": {"code": exc.code, "detail": exc.detail}}, status=status)
+    return json_refusal(exc, status)
 
 
 def _cursor_text(cursor) -> str | None:

@@ -27,7 +27,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from chat import store
 from chat.documents import extract, selectors, services
-from chat.errors import ChatError, ErrorCode
+from chat.errors import ChatError, ErrorCode, json_refusal
 from chat.names import uploading_key
 
 # The pool that reads files: two threads, whatever the number of uploads, so the event loop's default pool
@@ -49,7 +49,7 @@ STATUS = {
 
 
 def _refusal(exc: ChatError) -> JsonResponse:
-    return JsonResponse({"error": {"code": exc.code, "detail": exc.detail}}, status=STATUS.get(exc.code, 400))
+    return json_refusal(exc, STATUS.get(exc.code, 400))
 
 
 def page_config() -> dict:

@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from chat.errors import ChatError, ErrorCode
+from chat.errors import ChatError, ErrorCode, json_refusal
 from chat.sharing import selectors, services
 
 STATUS = {
@@ -44,10 +44,7 @@ def share_url(request, share) -> str:
 
 
 def _refused(exc: ChatError) -> JsonResponse:
-    response = JsonResponse({"error": {"code": exc.code, "detail": exc.detail}}, status=STATUS.get(exc.code, 400))
-    if exc.retry_after:
-        response["Retry-After"] = str(int(exc.retry_after))
-    return response
+    return json_refusal(exc, STATUS.get(exc.code, 400))
 
 
 @login_required
