@@ -1,0 +1,87 @@
+"""Where a decode step's time goes: ``python -m inference.stepprof --batch 1,8 --context 300,1500``.
+
+Fills a ``BatchEngine``'s running batch with ``batch`` rows of ``context`` random prompt tokens (one prefill,
+no prefix cache, no thread), runs a few decode steps to warm up, then profiles ``--steps`` decode steps with
+``torch.profiler`` and prints the operators that took the most time (self CPU time, summed over the steps), each
+with its share of the total, and the mean wall time of a step. In-process and Django-free like ``bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from inference.detok import Detokenizer
+from inference.engine import BatchEngine
+from inference.output import RequestHandle
+from inference.request import GenerationRequest, Request
+from inference.sampling import SamplingParams
+
+
+def fill(engine: BatchEngine, batch: int, context: int, seed: int = 0) -> None:
+    """Prefill ``batch`` rows of ``context`` random tokens into the engine's running batch."""
+    gen = torch.Generator().manual_seed(seed)
+    vocab = engine.model.config.vocab_size
+    requests = []
+    for i in range(batch):
+        ids = torch.randint(3, vocab, (context,), generator=gen).tolist()
+        generation = GenerationRequest(ids, SamplingParams(max_new_tokens=10**6), request_id=f"p{i}")
+        requests.append(Request(generation, RequestHandle(f"p{i}", engine=None), Detokenizer(engine.tokenizer, ())))
+    for _ in engine._prefill(requests):
+        pass
+
+
+def profile(engine: BatchEngine, steps: int, top: int) -> dict:
+    """Profile ``steps`` decode steps of the engine's running batch: the top operators and the mean step."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    for _ in range(3):  # warm up: lazy kernel setup, the allocator's first blocks
+        engine._decode_step()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            engine._decode_step()
+        wall = time.perf_counter() - start
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return {
+        "step_ms": 1000 * wall / steps,
+        "ops": [
+            (e.key, e.self_cpu_time_total / steps / 1000, e.self_cpu_time_total / total, e.count // steps)
+            for e in events[:top]
+        ],
+    }
+
+
+def main(argv=None) -> int:
+    from inference.loading import BUNDLED, configure_threads, load_model
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=BUNDLED)
+    parser.add_argument("--batch", default="1,8")
+    parser.add_argument("--context", default="300,1500")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    configure_threads(args.threads)
+    torch.set_grad_enabled(False)
+    loaded = load_model(args.model)
+    for batch in [int(b) for b in args.batch.split(",")]:
+        for context in [int(c) for c in args.context.split(",")]:
+            engine = BatchEngine(loaded.model, loaded.tokenizer, max_batch_size=batch, eos_ids=set())
+            fill(engine, batch, context)
+            result = profile(engine, args.steps, args.top)
+            print(f"\n## batch {batch}, context {context}: {result['step_ms']:.1f} ms per decode step (profiled)")
+            print(f"{'operator':<40} {'ms/step':>8} {'share':>6} {'calls/step':>10}")
+            for name, ms, share, calls in result["ops"]:
+                print(f"{name:<40} {ms:>8.2f} {100 * share:>5.1f}% {calls:>10}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
