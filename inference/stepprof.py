@@ -4,6 +4,11 @@ Fills a ``BatchEngine``'s running batch with ``batch`` rows of ``context`` rando
 no prefix cache, no thread), runs a few decode steps to warm up, then profiles ``--steps`` decode steps with
 ``torch.profiler`` and prints the operators that took the most time (self CPU time, summed over the steps), each
 with its share of the total, and the mean wall time of a step. In-process and Django-free like ``bench``.
+
+Each case is profiled twice on the same rows, one right after the other: with the engine's growing cache
+(``kvcache.py``), then with its states moved into a transformers ``DynamicCache`` (what the engine kept before,
+which concatenates every layer every step). On a machine shared with other jobs only such neighbouring figures
+compare.
 """
 
 from __future__ import annotations
@@ -33,6 +38,18 @@ def fill(engine: BatchEngine, batch: int, context: int, seed: int = 0) -> None:
         pass
 
 
+def as_dynamic_cache(engine: BatchEngine) -> None:
+    """Move the running batch's states into a transformers ``DynamicCache`` (each layer copied once), the cache
+    the engine kept before ``kvcache.py``."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=engine.model.config)
+    for old, new in zip(engine._batch.cache.layers, cache.layers):
+        new.lazy_initialization(old.keys, old.values)
+        new.keys, new.values = old.keys.clone(), old.values.clone()
+    engine._batch.cache = cache
+
+
 def profile(engine: BatchEngine, steps: int, top: int) -> dict:
     """Profile ``steps`` decode steps of the engine's running batch: the top operators and the mean step."""
     from torch.profiler import ProfilerActivity
@@ -50,6 +67,7 @@ def profile(engine: BatchEngine, steps: int, top: int) -> dict:
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
     return {
         "step_ms": 1000 * wall / steps,
+        "ops_ms": total / steps / 1000,  # the rest of a step: Python (ours, transformers') and the profiler's own
         "ops": [
             (e.key, e.self_cpu_time_total / steps / 1000, e.self_cpu_time_total / total, e.count // steps)
             for e in events[:top]
@@ -75,11 +93,17 @@ def main(argv=None) -> int:
         for context in [int(c) for c in args.context.split(",")]:
             engine = BatchEngine(loaded.model, loaded.tokenizer, max_batch_size=batch, eos_ids=set())
             fill(engine, batch, context)
-            result = profile(engine, args.steps, args.top)
-            print(f"\n## batch {batch}, context {context}: {result['step_ms']:.1f} ms per decode step (profiled)")
-            print(f"{'operator':<40} {'ms/step':>8} {'share':>6} {'calls/step':>10}")
-            for name, ms, share, calls in result["ops"]:
-                print(f"{name:<40} {ms:>8.2f} {100 * share:>5.1f}% {calls:>10}")
+            for cache in ("growing", "DynamicCache"):
+                if cache == "DynamicCache":
+                    as_dynamic_cache(engine)
+                result = profile(engine, args.steps, args.top)
+                print(
+                    f"\n## batch {batch}, context {context}, {cache}: {result['step_ms']:.1f} ms per decode step, "
+                    f"{result['ops_ms']:.1f} ms of it in operators"
+                )
+                print(f"{'operator':<50} {'ms/step':>8} {'share':>6} {'calls/step':>10}")
+                for name, ms, share, calls in result["ops"]:
+                    print(f"{name:<50} {ms:>8.2f} {100 * share:>5.1f}% {calls:>10}")
     return 0
 
 
