@@ -114,3 +114,19 @@ def test_cache_methods_of_transformers_adopt_what_they_assign(tiny_llama):
     assert cache.get_seq_length() == 4
     cache.reset()
     assert layer.keys is None and cache.get_seq_length() == 0
+
+
+def test_a_decode_step_concatenates_no_keys_or_values_any_more(tiny_llama, tokenizer):
+    """Counted by the profiler (``python -m inference.stepprof``): the same rows, a step with the growing cache
+    and a step with their states in transformers' ``DynamicCache``, which concatenates keys and values per layer."""
+    from inference.stepprof import as_dynamic_cache, fill, profile
+
+    engine = BatchEngine(tiny_llama, tokenizer, max_batch_size=2, eos_ids=set())
+    with torch.no_grad():
+        fill(engine, batch=2, context=20)
+        growing = {name: calls for name, _, _, calls in profile(engine, steps=2, top=1000)["ops"]}
+        as_dynamic_cache(engine)
+        dynamic = {name: calls for name, _, _, calls in profile(engine, steps=2, top=1000)["ops"]}
+    layers = tiny_llama.config.num_hidden_layers
+    # keys and values, per layer (the mask grows in place in both: the batch keeps it, not the cache)
+    assert dynamic["aten::cat"] - growing.get("aten::cat", 0) == 2 * layers
