@@ -75,6 +75,17 @@ class GrowingCache(DynamicCache):
         self.counts = counts if counts is not None else KVCounts()
         self.layers = [GrowingLayer(self.counts) if type(layer) is DynamicLayer else layer for layer in self.layers]
 
+    def allocated_bytes(self) -> int:
+        """The memory the growing layers hold, spare rows and columns included (at most about 1.5× what their
+        states fill, more only while rows that left are not yet given back: ``Growing.keep``)."""
+        return sum(
+            g.buf.nbytes
+            for layer in self.layers
+            if isinstance(layer, GrowingLayer)
+            for g in layer.grown
+            if g.buf is not None
+        )
+
     def count_into(self, counts: KVCounts) -> None:
         """Count this cache's reallocations and copies in ``counts`` from now on (a batch's cache adopted by the
         running batch counts in the batch's figures)."""

@@ -67,6 +67,8 @@ def test_a_growing_cache_decodes_as_generate_with_rows_leaving_and_joining_in_pl
     for req, token in zip(first, new[3].tolist()):
         tokens[req.request_id].append(token)
     decode(tiny_llama, batch, tokens, 40)
+    filled = sum(t.nbytes for layer in batch.cache.layers for t in (layer.keys, layer.values))
+    assert filled < batch.cache.allocated_bytes() <= 1.5 * filled + 2 * len(batch.cache.layers) * 3 * 2 * 32 * 16 * 4
     tensors = 2 * len(batch.cache.layers) + 1  # keys and values per layer, and the mask
     # the first step moves each tensor into its own allocation; 40 steps of ~10 columns need about 2 more each
     assert batch.kv_counts.reallocations <= 3 * tensors
