@@ -34,7 +34,7 @@ def fill(engine: BatchEngine, batch: int, context: int, seed: int = 0) -> None:
         ids = torch.randint(3, vocab, (context,), generator=gen).tolist()
         generation = GenerationRequest(ids, SamplingParams(max_new_tokens=10**6), request_id=f"p{i}")
         requests.append(Request(generation, RequestHandle(f"p{i}", engine=None), Detokenizer(engine.tokenizer, ())))
-    for _ in engine._prefill(requests):
+    for _ in engine._prefill(requests, None):  # no round budget: one forward
         pass
 
 
