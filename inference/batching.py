@@ -4,7 +4,9 @@ their cached prefixes), and the running batch they join (``RunningBatch``).
 Layout: every row's newest token sits in the same column, so one decode step is one forward pass over
 ``[B, 1]`` tokens with a ``[B, T]`` attention mask (1 for real tokens, 0 for padding) and explicit position ids
 per row. Each row's padding is one block on its left — ``[pad][tokens]`` — an invariant every function here
-keeps. The key/value cache is a transformers ``DynamicCache`` whose per-layer tensors are ``[B, heads, T, dim]``.
+keeps. The key/value cache is a ``GrowingCache`` (``kvcache.py``, a transformers ``DynamicCache``) whose per-layer
+tensors are ``[B, heads, T, dim]``; they, and the mask, are views of allocations with spare columns (``kv.py``), so
+a decode step writes its column in place instead of copying the batch.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from inference.kv import Growing, KVCounts
 from inference.request import Request, RequestStatus
 
 if TYPE_CHECKING:
@@ -32,19 +35,25 @@ class RunningBatch:
     other threads only read ``rows``, which is replaced or extended, never left half-built.
     """
 
-    def __init__(self):
+    def __init__(self, kv_counts: KVCounts | None = None):
+        self.kv_counts = kv_counts if kv_counts is not None else KVCounts()  # the cache's reallocations, copies
         self.reset()
 
     def reset(self) -> None:
         """Empty the batch, releasing the KV cache."""
         self.rows: list[Request] = []  # the request of each row, in row order
         self.cache = None
-        self.mask: torch.Tensor | None = None  # [B, T] 1 for real tokens, 0 for left padding
+        self._mask = Growing(-1, self.kv_counts)  # [B, T] 1 for real tokens, 0 for left padding
         self.next: torch.Tensor | None = None  # [B] sampled but not yet fed tokens
         self.positions: torch.Tensor | None = None  # [B] position id of each row's next token
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        """``[B, T]``: 1 for real tokens, 0 for left padding (a view: its allocation has spare columns)."""
+        return self._mask.view
 
     def merge(
         self, requests: list[Request], cache, mask: torch.Tensor, next_tokens: torch.Tensor, positions: torch.Tensor
@@ -54,17 +63,22 @@ class RunningBatch:
         for req in requests:
             req.status = RequestStatus.RUNNING
         if not self.rows:  # the newcomers' tensors become the batch's: no copy
-            self.rows, self.cache, self.mask = list(requests), cache, mask
+            self.rows, self.cache = list(requests), cache
+            self._mask.adopt(mask)
+            if hasattr(cache, "count_into"):
+                cache.count_into(self.kv_counts)
             self.next, self.positions = next_tokens, positions
             return
-        self.mask = merge(self.cache, self.mask, cache, mask)
+        merge(self.cache, self._mask, cache, mask)
         self.next = torch.cat([self.next, next_tokens])
         self.positions = torch.cat([self.positions, positions])
         self.rows.extend(requests)
 
     def decode_inputs(self) -> dict:
-        """The model's arguments for one decode step: every row feeds its next token (the cache grows in place)."""
-        mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=-1)
+        """The model's arguments for one decode step: every row feeds its next token (the cache grows in place).
+        The mask's new column is written into its spare room, taken in by ``advance``."""
+        mask = self._mask.reserve(1)
+        mask[:, -1].fill_(1)
         return {
             "input_ids": self.next.unsqueeze(-1),
             "attention_mask": mask,
@@ -75,7 +89,7 @@ class RunningBatch:
     def advance(self, inputs: dict, next_tokens: torch.Tensor) -> None:
         """Record the decode step run on ``inputs`` (``decode_inputs``): each row's fed token is now in the cache,
         and ``next_tokens`` were sampled from its logits."""
-        self.mask = inputs["attention_mask"]
+        self._mask.extend(1)
         self.positions = self.positions + 1
         self.next = next_tokens
 
@@ -88,7 +102,7 @@ class RunningBatch:
         self.rows = [self.rows[i] for i in indexes]
         self.next = self.next.index_select(0, index)
         self.positions = self.positions.index_select(0, index)
-        self.mask = keep_rows(self.cache, self.mask, index)
+        keep_rows(self.cache, self._mask, indexes)
 
 
 @dataclass(eq=False)
@@ -129,9 +143,9 @@ def prefill_inputs(plans: list[Plan], model_config, pad_id: int, device):
     Every row computes the same number of new tokens (the most any row needs); a row that needs fewer
     recomputes part of its cached prefix instead of padding, which costs the same and keeps its padding in one
     block on the left: ``[pad][cached past][new tokens]``. Returns ``ids [B, new]``, ``mask [B, T]``,
-    ``positions [B, new]`` and a ``DynamicCache`` holding the cached pasts.
+    ``positions [B, new]`` and a ``GrowingCache`` holding the cached pasts.
     """
-    from transformers import DynamicCache
+    from inference.kvcache import GrowingCache
 
     new = max(p.todo for p in plans)
     past = [len(p.prompt) - min(len(p.prompt), new) for p in plans]  # ≤ p.reuse, since new ≥ p.todo
@@ -144,7 +158,7 @@ def prefill_inputs(plans: list[Plan], model_config, pad_id: int, device):
         mask[i, width_past + new - len(plan.prompt) :] = 1  # the row's real tokens are its last len(prompt)
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, width_past:]
-    cache = DynamicCache(config=model_config)
+    cache = GrowingCache(model_config)
     if width_past:
         template = next(plan.entry for plan, p in zip(plans, past) if p)
         for layer, (k0, v0) in enumerate(template.layers):
@@ -158,28 +172,37 @@ def prefill_inputs(plans: list[Plan], model_config, pad_id: int, device):
     return ids, mask, positions, cache
 
 
-def merge(cache, mask: torch.Tensor, new_cache, new_mask: torch.Tensor) -> torch.Tensor:
-    """Append ``new_cache``'s rows to ``cache`` (in place), left-padding whichever side is shorter; returns the
-    merged mask."""
-    old_t, new_t = mask.shape[1], new_mask.shape[1]
+def merge(cache, mask: Growing, new_cache, new_mask: torch.Tensor) -> None:
+    """Append ``new_cache``'s rows to ``cache`` and ``new_mask``'s to ``mask`` (in place), left-padding whichever
+    side is shorter. Growing layers take the rows into spare rows when they have them (``Growing.join``)."""
+    old_t, new_t = mask.width, new_mask.shape[1]
     width = max(old_t, new_t)
     for old_layer, new_layer in zip(cache.layers, new_cache.layers):
-        for attr in ("keys", "values"):
+        grown = getattr(old_layer, "grown", None)
+        for i, attr in enumerate(("keys", "values")):
+            if grown is not None:
+                grown[i].join(getattr(new_layer, attr), width - old_t, width - new_t)
+                continue
             a = left_pad(getattr(old_layer, attr), width - old_t, dim=-2)
             b = left_pad(getattr(new_layer, attr), width - new_t, dim=-2)
             setattr(old_layer, attr, torch.cat([a, b], dim=0))
-    return torch.cat([left_pad(mask, width - old_t, -1), left_pad(new_mask, width - new_t, -1)])
+    mask.join(new_mask, width - old_t, width - new_t)
 
 
-def keep_rows(cache, mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Keep only the rows in ``index`` (in place) and cut the columns that became padding in every remaining
-    row — dead weight for attention; returns the new mask."""
-    mask = mask.index_select(0, index)
-    first = int((mask.sum(0) > 0).nonzero()[0])
+def keep_rows(cache, mask: Growing, indexes: list[int]) -> None:
+    """Keep only the rows at ``indexes`` (ascending, in place) and cut the columns that became padding in every
+    remaining row — dead weight for attention."""
+    index = torch.tensor(indexes, device=mask.view.device)
+    first = int((mask.view.index_select(0, index).sum(0) > 0).nonzero()[0])
     for layer in cache.layers:
+        grown = getattr(layer, "grown", None)
+        if grown is not None:
+            for g in grown:
+                g.keep(indexes, first)
+            continue
         layer.keys = layer.keys.index_select(0, index)[..., first:, :]
         layer.values = layer.values.index_select(0, index)[..., first:, :]
-    return mask[:, first:]
+    mask.keep(indexes, first)
 
 
 def row_states(cache, row: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -9,8 +9,10 @@ whatever the replies do — a reply ending early only frees memory sooner.
 
 A request whose reservation alone passes the budget still runs, alone, when the batch is empty: refusing it would
 refuse a reply the operator's context window allows; the budget's job is to stop the batch *growing* past it.
-Not counted: the prefix cache (its own budget, ``prefix_cache.py``), and the moment a prefill's rows join the
-batch, when the old rows and the joined copy are both held.
+Not counted: the prefix cache (its own budget, ``prefix_cache.py``), the moment a prefill's rows join the
+batch, when the old rows and the joined copy are both held, and the growing cache's spare room (``kv.py``: up to
+half the filled width again plus 32 columns, and the rows of replies that ended until a quarter of the rows
+remain or the cache next grows; ``GrowingCache.allocated_bytes`` measures it), which ``cache_bytes`` leaves out.
 """
 
 from __future__ import annotations

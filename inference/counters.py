@@ -5,10 +5,11 @@ bumped in place, so a reader sees a figure at most a step old."""
 from __future__ import annotations
 
 from inference.adapters import Adapter
+from inference.kv import KVCounts
 
 
 class StepCounts:
-    def __init__(self, max_batch_size: int):
+    def __init__(self, max_batch_size: int, kv: KVCounts | None = None):
         self.steps = 0  # decode steps run
         self.rows = 0  # rows over all decode steps: rows / steps is the mean batch size
         # decode steps run at each batch size (index: rows): how full the batch was, step by step, which a gauge
@@ -20,6 +21,9 @@ class StepCounts:
         self.adapter_rows: dict[str, int] = {}  # rows over all decode steps, per adapter (the base's: the rest)
         self.chunks = 0  # prefill forwards over one chunk of a long prompt (prefill.py)
         self.peak_rows = 0  # the most rows a decode step carried
+        # the running batch's key/value cache and mask: reallocations and bytes copied (kv.py), which the
+        # engine's batch counts into
+        self.kv = kv if kv is not None else KVCounts()
 
     def count(self, adapters: list[Adapter | None], with_adapters: bool) -> None:
         """One decode step over rows taking ``adapters``; ``with_adapters``: any adapter is loaded (otherwise
@@ -42,4 +46,5 @@ class StepCounts:
             "mixed_adapter_steps": self.mixed,
             "decode_rows_by_adapter": dict(self.adapter_rows),
             "prefill_chunks": self.chunks,
+            **self.kv.figures(),
         }

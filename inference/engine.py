@@ -99,7 +99,7 @@ class BatchEngine(Prefills):
         self._batch = RunningBatch()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self.counts = StepCounts(max_batch_size)
+        self.counts = StepCounts(max_batch_size, kv=self._batch.kv_counts)
         self.prefix_cache = (
             PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 and full_attention(model.config) else None
         )
