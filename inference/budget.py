@@ -7,18 +7,23 @@ left-padded (``batching.py``), so every row is as wide as the widest: the batch'
 row count times its widest reservation. That bound is what is checked, so the cache never outgrows the budget
 whatever the replies do — a reply ending early only frees memory sooner.
 
+The cache grows in place (``kv.py``): its allocation has spare columns (up to half the filled width again, at
+least ``MIN_SPARE``) and keeps the rows of replies that ended until a quarter of its rows remain. Both are
+counted: the check prices the rows allocated (when more than the rows held) at the width the allocation can
+grow to, so what the worker really holds — ``GrowingCache.allocated_bytes``, ``stats()["kv_bytes"]`` — stays
+within the budget, not only what the rows fill.
+
 A request whose reservation alone passes the budget still runs, alone, when the batch is empty: refusing it would
 refuse a reply the operator's context window allows; the budget's job is to stop the batch *growing* past it.
-Not counted: the prefix cache (its own budget, ``prefix_cache.py``), the moment a prefill's rows join the
-batch, when the old rows and the joined copy are both held, and the growing cache's spare room (``kv.py``: up to
-half the filled width again plus 32 columns, and the rows of replies that ended until a quarter of the rows
-remain or the cache next grows; ``GrowingCache.allocated_bytes`` measures it), which ``cache_bytes`` leaves out.
+Not counted: the prefix cache (its own budget, ``prefix_cache.py``), and the moment a prefill's rows join the
+batch by a new allocation, when the old rows and the joined copy are both held.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from inference.kv import MIN_SPARE
 from inference.request import Request
 
 
@@ -31,10 +36,18 @@ def token_bytes(model_config, dtype_size: int) -> int:
     return text.num_hidden_layers * 2 * kv_heads * head_dim * dtype_size
 
 
+def grown_width(width: int) -> int:
+    """The columns an allocation made for ``width`` filled ones holds (``kv.Growing._reallocate``)."""
+    return width + max(width // 2, MIN_SPARE)
+
+
 def cache_bytes(cache) -> int:
-    """What a cache's keys and values take now (measured from its tensors, padding included)."""
+    """The memory a cache's keys and values hold now: a growing cache's whole allocation (spare room included),
+    another's tensors (padding included)."""
     if cache is None:
         return 0
+    if hasattr(cache, "allocated_bytes"):
+        return cache.allocated_bytes()
     total = 0
     for layer in cache.layers:
         for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
@@ -55,11 +68,13 @@ class KVBudget:
         """The most tokens the request's row can hold: its prompt and every token it may still write."""
         return min(self.context_window, len(req.generation.input_ids) + req.generation.params.max_new_tokens)
 
-    def fits(self, holding: Iterable[Request], newcomer: Request) -> bool:
-        """Whether ``newcomer`` may join ``holding`` (the rows running, prefilling or admitted this round).
-        Always, with no budget or nothing held (a request runs alone rather than never)."""
+    def fits(self, holding: Iterable[Request], newcomer: Request, allocation: tuple[int, int] = (0, 0)) -> bool:
+        """Whether ``newcomer`` may join ``holding`` (the rows running, prefilling or admitted this round), the
+        running batch's cache being allocated ``(rows, columns)`` now. Always, with no budget or nothing held (a
+        request runs alone rather than never)."""
         held = list(holding)
         if self.budget_bytes <= 0 or not held:
             return True
-        widest = max(self.reserve(r) for r in [*held, newcomer])
-        return (len(held) + 1) * widest * self.token_bytes <= self.budget_bytes
+        rows = max(len(held) + 1, allocation[0])
+        columns = max(grown_width(max(self.reserve(r) for r in [*held, newcomer])), allocation[1])
+        return rows * columns * self.token_bytes <= self.budget_bytes

@@ -268,11 +268,13 @@ class BatchEngine(Prefills):
         if left is not None and left <= 0:
             room = 0  # this round's prompt budget is spent: newcomers wait for the next (one decode step)
         holding = self._batch.rows + self._chunked_requests()
+        cache = self._batch.cache
+        allocation = cache.allocation() if hasattr(cache, "allocation") else (0, 0)
         return self._waiting.take(
             room,
             token_budget=left,
             cost=self._prefill_cost if left is not None else None,
-            fits=lambda taken, req: self.kv_budget.fits(holding + taken, req),
+            fits=lambda taken, req: self.kv_budget.fits(holding + taken, req, allocation),
             first_over_budget=self._chunked is None,
             wait=0.1 if block else 0.0,
         )

@@ -86,6 +86,14 @@ class GrowingCache(DynamicCache):
             if g.buf is not None
         )
 
+    def allocation(self) -> tuple[int, int]:
+        """The rows and columns its growing layers are allocated now (every layer alike; (0, 0) if none)."""
+        for layer in self.layers:
+            if isinstance(layer, GrowingLayer) and layer.grown[0].buf is not None:
+                g = layer.grown[0]
+                return g.buf.shape[0], g.buf.shape[g.dim]
+        return 0, 0
+
     def count_into(self, counts: KVCounts) -> None:
         """Count this cache's reallocations and copies in ``counts`` from now on (a batch's cache adopted by the
         running batch counts in the batch's figures)."""

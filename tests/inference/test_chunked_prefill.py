@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from inference.budget import cache_bytes, token_bytes
+from inference.budget import cache_bytes, grown_width, token_bytes
 from inference.engine import BatchEngine, GenerationRequest
 from inference.output import Finished, Piece, Queued
 from inference.sampling import SamplingParams
@@ -204,7 +204,7 @@ def test_the_batch_keeps_within_its_kv_budget_and_queues_the_rest_with_their_pla
     model = build_tiny_llama(tokenizer, max_positions=2048)
     per_token = token_bytes(model.config, 4)
     prompt_len, new = 1990, 10
-    budget = 4 * (prompt_len + new) * per_token  # four rows of 2,000 tokens
+    budget = 4 * grown_width(prompt_len + new) * per_token  # four rows of 2,000 tokens, and their spare room
     engine = BatchEngine(model, tokenizer, max_batch_size=16, eos_ids=set(), kv_budget_bytes=budget)
     log = ForwardLog(engine)
     try:
@@ -213,7 +213,8 @@ def test_the_batch_keeps_within_its_kv_budget_and_queues_the_rest_with_their_pla
         results = [events(h) for h in handles]
         assert all(r[-1].reason == "length" and r[-1].completion_tokens == new for r in results)
         assert engine.counts.peak_rows == 4  # never more rows than fit …
-        assert max(log.kv_bytes) <= budget  # … and the cache, measured at every forward, stayed within it
+        # … and the cache's whole allocation, measured at every forward, stayed within it (and was used)
+        assert 3 * budget // 4 < max(log.kv_bytes) <= budget
         assert sum(any(isinstance(e, Queued) for e in r) for r in results) == 12  # the rest were told their place
         assert engine.stats()["kv_budget_bytes"] == budget
     finally:
