@@ -87,7 +87,7 @@ def test_makemessages_finds_no_string_missing_from_the_catalogs(tmp_path):
     if not shutil.which("xgettext") or not shutil.which("msgmerge"):
         missing_tool("GNU gettext (xgettext, msgmerge) is not installed: apt install gettext")
     work = tmp_path / "src"
-    for name in ("chat", "chatsite", "templates", "static", "locale"):
+    for name in ("chat", "chatsite", "inference", "templates", "static", "locale"):  # settings import inference
         shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__", "vendor"))
     shutil.copy(ROOT / "manage.py", work / "manage.py")
     code = locale_dir(LOCALES[0])
