@@ -88,7 +88,14 @@ def long_prompt_arrives(engine, tokenizer, salt) -> dict:
     gaps = [g for s in running for g in s.wait().gaps]
     late.wait()
     median, p99 = statistics.median(gaps), percentile(gaps, 0.99)
-    return {"gap_median_ms": median * 1000, "gap_p99_ms": p99 * 1000, "ratio": p99 / median, "long_ttft_s": late.ttft}
+    # The freeze is one gap per stream, under 1% of them: the longest gap shows it where p99 cannot.
+    return {
+        "gap_median_ms": median * 1000,
+        "gap_p99_ms": p99 * 1000,
+        "gap_max_ms": max(gaps) * 1000,
+        "ratio": p99 / median,
+        "long_ttft_s": late.ttft,
+    }
 
 
 def fairness(engine, tokenizer, salt) -> dict:
