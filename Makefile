@@ -62,6 +62,7 @@ lint: $(VENV)/.installed-test
 
 bench: migrate model
 	$(PY) -m inference.bench --stack
+	$(PY) -m inference.bench_crowd
 
 # The review panel's page times on 100,000 messages (its own databases: var/bench-admin.sqlite3, bench_admin).
 bench-admin: setup
