@@ -64,7 +64,8 @@ export function infoButton(el, m, blind) {
   if (m.role !== "assistant" || ACTIVE.includes(m.status) || blind) return [];
   const open = el.querySelector(".info-card");
   if (open) fill(open, m); // re-drawn with what the page knows now
-  const b = button("ⓘ", "info-button", () => toggle(el, m, b), t("About this reply: model, tokens, speed"));
+  // A plain "i" drawn round by the stylesheet: the circled-i character is missing from common Linux fonts (a box).
+  const b = button("i", "info-button", () => toggle(el, m, b), t("About this reply: model, tokens, speed"));
   b.setAttribute("aria-expanded", String(Boolean(open)));
   return [b];
 }
