@@ -387,11 +387,16 @@ def main(argv=None) -> int:
     if args.stack:
         del model
         report.update(run_stack(args))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(table(report))
-    print(f"\nwritten to {args.out}")
+    write_report(args.out, report, table(report))
     return 0
+
+
+def write_report(out: str, report: dict, text: str) -> None:
+    """Print a benchmark's table and keep its figures as JSON at ``out``."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=2))
+    print(text)
+    print(f"\nwritten to {out}")
 
 
 if __name__ == "__main__":

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
 from inference import precision as precisions
-from inference.bench import PROMPT, bench_engine, machine, measure_level
+from inference.bench import PROMPT, bench_engine, machine, measure_level, write_report
 from inference.engine import BatchEngine
 from inference.loading import configure_threads, default_model, load_model, pick_device
 from inference.prompt import build_prompt, context_window
@@ -101,10 +99,7 @@ def main(argv=None) -> int:
     for precision in asked:
         report["rows"].append(measure(args.model, precision, report["device"], args.tokens, levels))
         gc.collect()  # the last precision's model goes before the next one loads
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(table(report))
-    print(f"\nwritten to {args.out}")
+    write_report(args.out, report, table(report))
     return 0
 
 

@@ -138,15 +138,7 @@ class Prefills:
         req = chunked.plan.request
         ids, mask, positions, cache = chunked.inputs(n, self.model.config, self._pad_id(), self.device)
         last = n == chunked.left
-        out = self.adapters.call(
-            [req.generation.adapter],
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        out = self._call([req.generation.adapter], ids, mask, positions, cache)
         chunked.done += n
         self.counts.chunks += 1
         if not last:
@@ -210,7 +202,12 @@ class Prefills:
 
     def _forward(self, plans: list[Plan], adapters: list[Adapter | None]):
         ids, mask, positions, cache = prefill_inputs(plans, self.model.config, self._pad_id(), self.device)
-        out = self.adapters.call(
+        out = self._call(adapters, ids, mask, positions, cache)
+        return out.past_key_values, mask, out.logits[:, -1, :]
+
+    def _call(self, adapters: list[Adapter | None], ids, mask, positions, cache):
+        """One prefill forward (rows taking ``adapters``), keeping the logits of each row's last token only."""
+        return self.adapters.call(
             adapters,
             input_ids=ids,
             attention_mask=mask,
@@ -219,7 +216,6 @@ class Prefills:
             use_cache=True,
             logits_to_keep=1,
         )
-        return out.past_key_values, mask, out.logits[:, -1, :]
 
     def _prefill_cost(self, req: Request) -> int:
         """The prompt tokens a request's prefill would compute: those past its longest cached start."""
