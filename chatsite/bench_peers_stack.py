@@ -10,6 +10,7 @@ checks), and the other servers' rows do not.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import tempfile
@@ -23,6 +24,9 @@ def measure_stack(args, run_levels) -> list[dict]:
     import django
 
     django.setup()
+    # Django's logging config says INFO at the root: the client's HTTP library would log every request.
+    for name in ("httpx", "httpx2", "openai"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.test import Client
