@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: run test test-fast lint setup bench bench-admin migrate model chromium nginx clean
+.PHONY: run test test-fast lint setup bench bench-peers bench-admin migrate model chromium nginx clean
 
 $(VENV)/.installed: requirements.txt requirements-model.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -60,9 +60,17 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
+# PEERS=1 make bench: also the peers benchmark (below); left out by default, as it builds llama.cpp on first use.
 bench: migrate model
 	$(PY) -m inference.bench --stack
 	$(PY) -m inference.bench_crowd
+	@[ -z "$(PEERS)" ] || $(MAKE) bench-peers
+
+# This project beside llama.cpp's server and `transformers serve` (chatsite/bench_peers.py; docs/benchmarks.md):
+# builds llama-server into var/llama.cpp once (minutes), converts the model to an F32 GGUF, measures every server
+# on loopback with one OpenAI client (the test requirements' openai). PEERS_ARGS="--prepare" only builds.
+bench-peers: $(VENV)/.installed-test migrate model
+	$(PY) -m chatsite.bench_peers $(PEERS_ARGS)
 
 # The review panel's page times on 100,000 messages (its own databases: var/bench-admin.sqlite3, bench_admin).
 bench-admin: setup

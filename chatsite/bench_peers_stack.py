@@ -1,0 +1,84 @@
+"""The peers benchmark's rows for this project (``chatsite.bench_peers``): the whole stack started as
+``chatsite.bench_stack`` starts it (embedded Redis unless REDIS_URL is set, one Celery worker with every core's
+thread, Daphne on loopback), then every level through ``/v1/chat/completions`` with the peers' OpenAI client, one
+API key per stream, and the same levels over the chat websocket with bench_stack's websocket client.
+
+Kept apart from ``bench_peers`` because it needs Django (users, keys, the stored replies the websocket client
+checks), and the other servers' rows do not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from chatsite import bench_stack, stack
+
+
+def measure_stack(args, run_levels) -> list[dict]:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+    import django
+
+    django.setup()
+    # Django's logging config says INFO at the root: the client's HTTP library would log every request.
+    for name in ("httpx", "httpx2", "openai"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from chat.api import services
+    from chat.models import ApiKey, Conversation
+
+    streams = 16
+    env = dict(os.environ)
+    # As bench_stack: exactly --tokens tokens a reply (end of turn ignored), no per-person limits, one worker.
+    env.update(
+        {
+            "CHAT_BENCH_IGNORE_EOS": "1",
+            "CHAT_MAX_BATCH": str(streams),
+            "LOG_LEVEL": "WARNING",
+            "CHAT_MESSAGES_PER_MINUTE": "0",
+            "CHAT_TOKENS_PER_DAY": "0",
+            "CHAT_AUTO_TITLE": "false",
+            "WORKERS": "1",
+        }
+    )
+    logs = Path(tempfile.mkdtemp(prefix="chat-peers-stack-"))
+    redis_proc, rows = None, []
+    try:
+        if not os.environ.get("REDIS_URL"):
+            redis_proc, env["REDIS_URL"] = stack.start_redis(logs / "redis", persist=False, stdout=subprocess.DEVNULL)
+            settings.REDIS_URL = env["REDIS_URL"]
+        users = [get_user_model().objects.get_or_create(username=f"bench-{i}")[0] for i in range(streams)]
+        cookies = []
+        for user in users:
+            client = Client()
+            client.force_login(user)
+            cookies.append(f"sessionid={client.cookies['sessionid'].value}")
+        keys = [services.api_key_create(owner=user, name="bench").plaintext for user in users]
+        model = settings.CHAT_MODEL
+        with bench_stack._stack(env, [model], logs, "peers", streams) as (port, _workers):
+            server = {"base_url": f"http://127.0.0.1:{port}/v1", "keys": keys, "model": model}
+            rows += run_levels("this project /v1", server, {}, args)
+            url, origin = f"ws://127.0.0.1:{port}/ws/chat/", f"http://127.0.0.1:{port}"
+
+            def ws(prompts):
+                r = asyncio.run(bench_stack._level(url, origin, cookies[: len(prompts)], prompts, args.tokens))
+                if r["streams_intact"] != len(prompts):
+                    raise RuntimeError(f"websocket streams not intact: {r}")
+                # bench_stack's client takes each reply's tokens from its done frame's usage, and gives their sum
+                # only as the aggregate rate: the mean per stream is what comes back from it.
+                mean = round(r["aggregate_tokens_per_s"] * r["wall_s"] / len(prompts), 1)
+                return {**r, "tokens_min": mean, "tokens_max": mean, "prompt_tokens": None}
+
+            rows += run_levels("this project websocket", server, {}, args, ws=ws)
+    finally:
+        stack.stop(redis_proc)
+        Conversation.objects.filter(owner__username__startswith="bench-").delete()
+        ApiKey.objects.filter(owner__username__startswith="bench-").delete()
+    return rows
