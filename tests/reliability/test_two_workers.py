@@ -29,7 +29,8 @@ def test_killing_one_of_two_workers_fails_only_its_replies(fault_chat, fault_sta
                 {
                     "type": "send",
                     "conversation": None,
-                    "params": {"max_new_tokens": 200},
+                    # Greedy (a chat samples by default): the survivor's replies run their 200 tokens, no early end.
+                    "params": {"max_new_tokens": 200, "temperature": 0},
                     "content": f"Write a long story number {i} about a river.",
                 },
             )
@@ -58,21 +59,25 @@ def test_killing_one_of_two_workers_fails_only_its_replies(fault_chat, fault_sta
         first.send_signal(signal.SIGKILL)
         return checkpoints, await asyncio.gather(*tasks)
 
-    checkpoints, dones = asyncio.run(go())
-    killed = f"{socket.gethostname()}-{first.pid}"
-    survivor = f"{socket.gethostname()}-{second.pid}"
-    assert set(holders.values()) == {killed, survivor}, holders  # both workers were generating
-    assert len(checkpoints) == 4
-    for done in dones:
-        stored = Message.objects.get(pk=done["message"])
-        assert stored.content == done["content"]
-        if holders[done["message"]] == killed:
-            assert (done["status"], stored.status) == ("failed", "failed") and done["content"]
-        else:
-            assert (done["status"], done["usage"]["completion_tokens"]) == ("complete", 200)
-        assert done["content"].startswith(checkpoints[done["message"]])
-    stack.stop(second)
-    fault_stack.start_worker()
+    try:
+        checkpoints, dones = asyncio.run(go())
+        killed = f"{socket.gethostname()}-{first.pid}"
+        survivor = f"{socket.gethostname()}-{second.pid}"
+        assert set(holders.values()) == {killed, survivor}, holders  # both workers were generating
+        assert len(checkpoints) == 4
+        for done in dones:
+            stored = Message.objects.get(pk=done["message"])
+            assert stored.content == done["content"]
+            if holders[done["message"]] == killed:
+                assert (done["status"], stored.status) == ("failed", "failed") and done["content"]
+            else:
+                assert (done["status"], done["usage"]["completion_tokens"]) == ("complete", 200)
+            assert done["content"].startswith(checkpoints[done["message"]])
+    finally:  # the module's next test starts from one worker, whatever happened here
+        stack.stop(second)
+        if first.poll() is None:
+            stack.stop(first)
+        fault_stack.start_worker()
 
 
 def test_a_reply_handed_to_a_worker_that_dies_before_taking_it_is_written_by_the_other(fault_chat, fault_stack):
