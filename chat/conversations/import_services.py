@@ -5,14 +5,13 @@ refused file stores nothing (docs/api.md, "Importing conversations")."""
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from chat.conversations import imports
 from chat.errors import ErrorCode
-from chat.models import Conversation, Message
+from chat.models import Conversation, Message, lock_person
 from chat.text import title_from
 
 
@@ -27,7 +26,7 @@ def conversations_import(*, user, data: bytes) -> list[int]:
     now = timezone.now()
     with transaction.atomic():
         # The person's row locked: two uploads at once cannot both pass the bound.
-        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+        lock_person(user.pk)
         held = Message.objects.filter(conversation__owner=user, conversation__source=Conversation.Source.IMPORT).count()
         if held + count > settings.CHAT_IMPORTED_MESSAGES_PER_PERSON:
             raise imports.refuse(

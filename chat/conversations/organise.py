@@ -11,7 +11,6 @@ list.
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -21,7 +20,7 @@ from chat import events
 from chat.conversations import selectors
 from chat.conversations import services as conversation_services
 from chat.errors import ChatError, ErrorCode
-from chat.models import Conversation, Folder
+from chat.models import Conversation, Folder, lock_person
 from chat.text import clean_text
 
 FOLDER_NAME_CHARS = 60
@@ -117,7 +116,7 @@ def folder_save(*, user, name, folder_id: int | None = None) -> Folder:
         with transaction.atomic():
             if folder_id is None:
                 # Counted under the person's row lock, so two tabs creating at once cannot pass the bound together.
-                get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+                lock_person(user.pk)
                 if Folder.objects.filter(owner=user).count() >= settings.CHAT_MAX_FOLDERS:
                     raise ChatError(
                         ErrorCode.TOO_MANY_FOLDERS,

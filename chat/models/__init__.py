@@ -13,7 +13,7 @@ from chat.models.chats import Comparison, Conversation, Feedback, Folder, GoldAn
 from chat.models.documents import Attachment, Passage
 from chat.models.loop import Experiment, SiteDefault, TrainingExample, TrainingRun
 from chat.models.panel import AuditEvent, LiveGeneration, ReviewQueue, UsageReport
-from chat.models.people import Account, ApiKey, ChatDefaults, Invite, QuotaOverride
+from chat.models.people import Account, ApiKey, ChatDefaults, Invite, QuotaOverride, lock_person
 from chat.models.prompts import Prompt
 from chat.models.sharing import ShareLink
 
@@ -38,6 +38,7 @@ __all__ = [
     "ReviewQueue",
     "ShareLink",
     "SiteDefault",
+    "lock_person",
     "TrainingExample",
     "TrainingRun",
     "UsageReport",

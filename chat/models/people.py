@@ -119,3 +119,13 @@ class ChatDefaults(models.Model):
 
     def __str__(self):
         return f"defaults of user {self.user_id}"
+
+
+def lock_person(user_id: int) -> None:
+    """Lock a person's user row until the transaction ends. What one person may hold is bounded by counts (active
+    replies, folders, prompts, share links, imported messages); counting and writing under this lock means two
+    tabs or sockets of one person acting at once are counted one after another and cannot pass a bound together.
+    Other people's rows are untouched, so nobody else waits."""
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.select_for_update().only("pk").filter(pk=user_id).first()

@@ -6,12 +6,11 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils.translation import gettext as _
 
 from chat.errors import ChatError, ErrorCode
-from chat.models import Prompt
+from chat.models import Prompt, lock_person
 from chat.prompts.selectors import may_publish, prompt_get_for_owner
 from chat.text import clean_text
 
@@ -46,7 +45,7 @@ def prompt_create(*, user, name: str, title: str, text: str, published: bool = F
     name, title, text = _checked(user=user, name=name, title=title, text=text, published=published)
     with transaction.atomic():
         # The person's row locked: two tabs saving at once cannot both pass the count.
-        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+        lock_person(user.pk)
         if Prompt.objects.filter(owner=user).count() >= settings.CHAT_PROMPTS_PER_PERSON:
             raise ChatError(
                 ErrorCode.TOO_MANY_PROMPTS,

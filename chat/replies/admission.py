@@ -18,14 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from chat.accounts import selectors as account_selectors
 from chat.errors import ChatError, ErrorCode
 from chat.limits import quotas
-from chat.models import Attachment
+from chat.models import Attachment, lock_person
 from chat.replies import catalog, liveness
 from chat.replies import selectors as reply_selectors
 
@@ -180,7 +179,7 @@ def require_capacity(user_id: int, allowance: quotas.Allowance, adding: int = 1)
     """At most ``allowance.max_active`` replies of one person queued or streaming at once, over all their
     conversations and sockets, so one person cannot fill the queue everyone shares. The person's row is locked
     first, so concurrent sends of one person are counted one after another."""
-    get_user_model().objects.select_for_update().only("pk").get(pk=user_id)
+    lock_person(user_id)
     # ``adding``: the replies about to be stored (Compare stores two).
     if reply_selectors.replies_active_for_user(user_id=user_id) + adding > allowance.max_active:
         raise too_many_active(allowance.max_active)

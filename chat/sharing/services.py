@@ -10,14 +10,13 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from chat.errors import ChatError, ErrorCode
-from chat.models import Conversation, Message, ShareLink
+from chat.models import Conversation, Message, ShareLink, lock_person
 
 # 32 random bytes: 256 bits, 43 URL-safe characters. Never derived from the conversation, never sequential.
 TOKEN_BYTES = 32
@@ -46,7 +45,7 @@ def shared_messages(conversation: Conversation) -> list[tuple[int, int]]:
 def share_create(*, user, conversation_id: int) -> ShareLink:
     """A new link to the conversation's shown branch as it is now; later messages are not in it."""
     with transaction.atomic():
-        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+        lock_person(user.pk)
         conversation = Conversation.objects.filter(pk=conversation_id, owner=user).first()
         if conversation is None:
             raise _not_found()
