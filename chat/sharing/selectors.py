@@ -29,34 +29,26 @@ def link_url(share: ShareLink, absolute: Callable[[str], str]) -> str:
     return absolute(reverse("chat:shared", args=[share.token]))
 
 
-def shares_for_user(*, user) -> list[ShareLink]:
+def _live(user):
     """The person's live links, newest first (revoked ones are gone from every list)."""
-    return list(ShareLink.objects.filter(owner=user, revoked_at__isnull=True).order_by("-created_at", "-id"))
+    return ShareLink.objects.filter(owner=user, revoked_at__isnull=True).order_by("-created_at", "-id")
+
+
+def shares_for_user(*, user) -> list[ShareLink]:
+    return list(_live(user))
 
 
 def share_rows(*, user, absolute: Callable[[str], str]) -> list[dict]:
-    """The Account page's list: each live link with its address, title as shared, size and date."""
-    return [
-        {
-            "id": s.pk,
-            "url": link_url(s, absolute),
-            "title": s.title,
-            "messages": len(s.message_ids),
-            "created": s.created_at,
-        }
-        for s in shares_for_user(user=user)
-    ]
+    """The Account page's list: each live link as the Share dialog shows it, its date kept as a datetime for the
+    template to format in the reader's language."""
+    return [{**share_payload(s, link_url(s, absolute)), "created": s.created_at} for s in shares_for_user(user=user)]
 
 
 def shares_for_conversation(*, user, conversation_id: int) -> list[ShareLink]:
     """The live links of one of the person's conversations; another person's conversation is not found."""
     if not Conversation.objects.filter(pk=conversation_id, owner=user).exists():
         raise ChatError(ErrorCode.NOT_FOUND, _("No such conversation, or it is not yours."))
-    return list(
-        ShareLink.objects.filter(owner=user, conversation_id=conversation_id, revoked_at__isnull=True).order_by(
-            "-created_at", "-id"
-        )
-    )
+    return list(_live(user).filter(conversation_id=conversation_id))
 
 
 def shared_snapshot(*, token: str) -> dict:
