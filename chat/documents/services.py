@@ -5,6 +5,7 @@ reply's prompt quoted. Every lookup is scoped to the person: another's attachmen
 from __future__ import annotations
 
 import os
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from django.conf import settings
@@ -14,9 +15,11 @@ from django.db.models.functions import Length
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from chat import store
 from chat.documents import chunking, extract
 from chat.errors import ChatError, ErrorCode
 from chat.models import Attachment, Message, Passage
+from chat.names import uploading_key
 from chat.text import clean_text
 
 # A file attached and never sent is the person's until this old; the next upload clears it.
@@ -45,6 +48,21 @@ def too_large() -> ChatError:
 
 def _megabytes(size: int) -> str:
     return f"{size / (1024 * 1024):g}"
+
+
+@asynccontextmanager
+async def one_file_at_a_time(user_id: int):
+    """Hold the person's one reading place while a file of theirs is read (a Redis key, so across processes): a
+    person uploading many files at once waits on themself, and everyone else's uploads go on. Refused while held.
+    Kept longer than any extraction may take (its clock, then the store), so a crashed process frees it."""
+    redis = store.async_client()
+    held = uploading_key(user_id)
+    if not await redis.set(held, "1", nx=True, ex=int(settings.CHAT_ATTACHMENT_EXTRACT_S) + 30):
+        raise ChatError(ErrorCode.RATE_LIMITED, _("Another of your files is being read: wait until it is done."))
+    try:
+        yield
+    finally:
+        await redis.delete(held)
 
 
 def attachment_name(name) -> str:

@@ -25,10 +25,8 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
-from chat import store
 from chat.documents import extract, selectors, services
 from chat.errors import ChatError, ErrorCode, json_refusal
-from chat.names import uploading_key
 
 # The pool that reads files: two threads, whatever the number of uploads, so the event loop's default pool
 # (the sockets' Redis calls, the sweep) is never filled by extraction.
@@ -73,23 +71,17 @@ async def attachment_upload(request):
     user = await request.auser()
     if declared > settings.CHAT_ATTACHMENT_MAX_BYTES + ENVELOPE_BYTES:
         return _refusal(services.too_large())
-    redis = store.async_client()
-    held = uploading_key(user.pk)
-    # Longer than any extraction may take (its clock, then the store), so a crashed process frees it by itself.
-    if not await redis.set(held, "1", nx=True, ex=int(settings.CHAT_ATTACHMENT_EXTRACT_S) + 30):
-        return _refusal(
-            ChatError(ErrorCode.RATE_LIMITED, _("Another of your files is being read: wait until it is done."))
-        )
     try:
-        upload = await sync_to_async(_the_file, thread_sensitive=False, executor=EXTRACTION)(request)
-        name = services.attachment_name(upload.name)
-        await sync_to_async(services.attachment_admit)(user=user, name=name, size=upload.size)
-        found = await sync_to_async(_extract, thread_sensitive=False, executor=EXTRACTION)(name, upload)
-        attachment = await sync_to_async(services.attachment_store)(user=user, name=name, size=upload.size, found=found)
+        async with services.one_file_at_a_time(user.pk):
+            upload = await sync_to_async(_the_file, thread_sensitive=False, executor=EXTRACTION)(request)
+            name = services.attachment_name(upload.name)
+            await sync_to_async(services.attachment_admit)(user=user, name=name, size=upload.size)
+            found = await sync_to_async(_extract, thread_sensitive=False, executor=EXTRACTION)(name, upload)
+            attachment = await sync_to_async(services.attachment_store)(
+                user=user, name=name, size=upload.size, found=found
+            )
     except ChatError as exc:
         return _refusal(exc)
-    finally:
-        await redis.delete(held)
     return JsonResponse({"attachment": selectors.attachment_payload(attachment)}, status=201)
 
 
