@@ -42,9 +42,9 @@ def communicator(cookie: str | None = None, origin=ORIGIN, host=HOST) -> Checked
     return CheckedCommunicator(application, "/ws/chat/", headers=headers)
 
 
-async def connect(cookie=None, origin=ORIGIN, host=HOST):
+async def connect(cookie=None, origin=ORIGIN, host=HOST, timeout: float = 1):
     comm = communicator(cookie, origin, host)
-    connected, code = await comm.connect()
+    connected, code = await comm.connect(timeout=timeout)
     return comm, connected, code
 
 

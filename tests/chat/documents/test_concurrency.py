@@ -48,7 +48,9 @@ def test_while_one_person_uploads_a_slow_hostile_pdf_another_keeps_chatting(make
     async def go():
         upload = asyncio.ensure_future(http_upload(alice_cookie, "heavy.pdf", heavy))
         await asyncio.sleep(1.5)  # Alice's file is being read (its reading takes several times as long)
-        comm, connected, _ = await connect(bob_cookie)
+        # Its handshake shares the process with the reading thread (the GIL): given time, as the claim here is
+        # that Bob's chat does not wait for Alice's upload to end — ``chatted_meanwhile`` — not how fast it is.
+        comm, connected, _ = await connect(bob_cookie, timeout=10)
         assert connected
         await comm.send_json_to({"type": "send", "conversation": None, "content": "Hello from Bob", "client_id": "b"})
         frames = await frames_until(comm, "message")
