@@ -28,10 +28,7 @@ def measure_stack(args, run_levels) -> list[dict]:
     for name in ("httpx", "httpx2", "openai"):
         logging.getLogger(name).setLevel(logging.WARNING)
     from django.conf import settings
-    from django.contrib.auth import get_user_model
-    from django.test import Client
 
-    from chat.api import services
     from chat.models import ApiKey, Conversation
 
     streams = 16
@@ -54,13 +51,7 @@ def measure_stack(args, run_levels) -> list[dict]:
         if not os.environ.get("REDIS_URL"):
             redis_proc, env["REDIS_URL"] = stack.start_redis(logs / "redis", persist=False, stdout=subprocess.DEVNULL)
             settings.REDIS_URL = env["REDIS_URL"]
-        users = [get_user_model().objects.get_or_create(username=f"bench-{i}")[0] for i in range(streams)]
-        cookies = []
-        for user in users:
-            client = Client()
-            client.force_login(user)
-            cookies.append(f"sessionid={client.cookies['sessionid'].value}")
-        keys = [services.api_key_create(owner=user, name="bench").plaintext for user in users]
+        cookies, keys = bench_stack.bench_users(streams)
         model = settings.CHAT_MODEL
         with bench_stack._stack(env, [model], logs, "peers", streams) as (port, _workers):
             server = {"base_url": f"http://127.0.0.1:{port}/v1", "keys": keys, "model": model}

@@ -9,6 +9,9 @@ one each, as ``inference.bench.level_prompts`` says) and times what the browser 
 per second, the done frame. Every stream is checked: contiguous seqs, deltas
 joined equal to the stored reply, no error frames.
 
+The ``tabs`` row (``chatsite.bench_tabs``): 8 people with 5 tabs each, every tab sending at once: delta frames
+delivered per token, and first-token quartiles.
+
 The ``api`` rows send the same prompts through ``POST /v1/chat/completions`` (streamed, one key per user) in
 the same run, timed the same way from the client's side: first content chunk, chunks per second, ``[DONE]``.
 
@@ -32,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from chatsite import stack
+from chatsite import bench_tabs, stack
 from inference.bench import level_prompts, measure_level, percentile
 
 
@@ -50,21 +53,20 @@ def main(argv=None) -> int:
         default=1,
         help="worker processes on this host (WORKERS: each gets its share of the cores)",
     )
-    parser.add_argument("--paths", default="stack,stack_distinct,api,two_models", help="which rows to measure")
+    parser.add_argument("--paths", default="stack,stack_distinct,api,tabs,two_models", help="which rows to measure")
+    parser.add_argument("--tabs", default="8x5", help="the tabs row: people × tabs each, all sending at once")
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
     import django
 
     django.setup()
     from django.conf import settings
-    from django.contrib.auth import get_user_model
-    from django.test import Client
 
-    from chat.api import services
     from chat.models import ApiKey, Conversation
 
     tokens, out = args.tokens, args.out
     levels = [int(c) for c in args.concurrency.split(",")]
+    people, tabs_each = (int(n) for n in args.tabs.split("x"))
     env = dict(os.environ)
     # Every reply does the same work: exactly `tokens` tokens, end-of-turn ignored (benchmark only).
     # The benchmark users send far more than a person's fair use: no per-person limits here.
@@ -76,6 +78,7 @@ def main(argv=None) -> int:
             "CHAT_MESSAGES_PER_MINUTE": "0",
             "CHAT_TOKENS_PER_DAY": "0",
             "CHAT_AUTO_TITLE": "false",
+            "CHAT_MAX_ACTIVE_PER_USER": str(tabs_each),
             "WORKERS": str(args.workers),
         }
     )
@@ -87,13 +90,7 @@ def main(argv=None) -> int:
         if not os.environ.get("REDIS_URL"):
             redis_proc, env["REDIS_URL"] = stack.start_redis(logs / "redis", persist=False, stdout=subprocess.DEVNULL)
             settings.REDIS_URL = env["REDIS_URL"]
-        users = [get_user_model().objects.get_or_create(username=f"bench-{i}")[0] for i in range(max(levels))]
-        cookies = []
-        for user in users:
-            client = Client()
-            client.force_login(user)
-            cookies.append(f"sessionid={client.cookies['sessionid'].value}")
-        keys = [services.api_key_create(owner=user, name="bench").plaintext for user in users]
+        cookies, keys = bench_users(max(levels + [people]))
         model = settings.CHAT_MODEL
         with _stack(env, [model] * args.workers, logs, "one", max(levels)) as (port, workers):
             url, origin = f"ws://127.0.0.1:{port}/ws/chat/", f"http://127.0.0.1:{port}"
@@ -118,6 +115,11 @@ def main(argv=None) -> int:
                     )
                     for c in levels
                 ]
+            if "tabs" in paths:
+                prompts = level_prompts("tabs", people * tabs_each, False)
+                results["tabs"] = asyncio.run(
+                    bench_tabs.tabs_level(url, origin, cookies[:people], tabs_each, prompts, tokens)
+                )
             results["workers"] = _worker_shares()
             results["memory"] = {"stack": _memory(workers)}
         if "two_models" in paths:
@@ -133,6 +135,24 @@ def main(argv=None) -> int:
         for r in rows if isinstance(rows, list) else [rows]:
             print(json.dumps({"path": name, **r}))
     return 0
+
+
+def bench_users(n: int) -> tuple[list[str], list[str]]:
+    """``n`` benchmark users (``bench-0`` …, made once): a signed-in session cookie and a fresh API key each.
+    Their conversations and keys are deleted after each benchmark (``bench-`` names)."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from chat.api import services
+
+    cookies, keys = [], []
+    for i in range(n):
+        user = get_user_model().objects.get_or_create(username=f"bench-{i}")[0]
+        client = Client()
+        client.force_login(user)
+        cookies.append(f"sessionid={client.cookies['sessionid'].value}")
+        keys.append(services.api_key_create(owner=user, name="bench").plaintext)
+    return cookies, keys
 
 
 @contextmanager

@@ -341,6 +341,9 @@ CHAT_MAX_BATCH = env.int("CHAT_MAX_BATCH", default=16)
 # of this many between decode steps, so it does not freeze running replies; 0 = each prompt in one forward; unset:
 # by the worker's device (inference.prefill.default_chunk: a GPU computes many more per forward for its cost).
 CHAT_PREFILL_CHUNK = env.int("CHAT_PREFILL_CHUNK", default=None)
+# The same for rounds in which replies are decoding (each of their next tokens waits for the round); unset: the
+# same as CHAT_PREFILL_CHUNK. Smaller smooths running streams and slows long prompts (docs/benchmarks.md).
+CHAT_PREFILL_CHUNK_DECODING = env.int("CHAT_PREFILL_CHUNK_DECODING", default=None)
 # Memory for the running batch's keys and values per worker (inference/budget.py): a reply is admitted only while
 # the batch, with it, fits at its largest; the rest wait their turn. 0 = bounded by CHAT_MAX_BATCH alone.
 CHAT_KV_BUDGET_MB = env.int("CHAT_KV_BUDGET_MB", default=2048)

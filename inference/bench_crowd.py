@@ -1,7 +1,8 @@
 """The crowd benchmark: ``python -m inference.bench_crowd`` (part of ``make bench``).
 
 What many people at once see, in-process on ``BatchEngine`` with the bundled model, each scenario run with
-prefill whole (``--chunk 0``, the engine before chunking) and in chunks of the given budget, in the same run:
+prefill whole (``--chunk 0``, the engine before chunking) and in chunks of the given budgets (``idle/decoding``:
+the round's prompt tokens with nothing decoding and while replies decode), in the same run:
   1. eight distinct long prompts (~1,200 tokens) arriving together: time to first token p50 against the last's
      (goal: p50 ≤ 0.6× the last — they start in turn rather than all at the end);
   2. eight streams decoding while a 2,000-token prompt arrives: their inter-token gap p99 against its median
@@ -117,23 +118,36 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=default_model())
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--chunk", default="0,256", help="prefill budgets per round to compare (0: whole)")
+    parser.add_argument(
+        "--chunk",
+        default="0,256,256/64",
+        help="prefill budgets per round to compare, idle/while decoding (0: whole prompts)",
+    )
     parser.add_argument("--out", default="bench-results/crowd.json")
     args = parser.parse_args(argv)
     configure_threads(args.threads)
     lm = load_model(args.model)
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "runs": []}
-    for chunk in [int(c) for c in args.chunk.split(",")]:
-        engine = BatchEngine(lm.model, lm.tokenizer, max_batch_size=16, eos_ids=set(), prefill_chunk=chunk).start()
+    for spec in args.chunk.split(","):
+        chunk, _, decoding = spec.partition("/")
+        chunk, decoding = int(chunk), int(decoding or chunk)
+        engine = BatchEngine(
+            lm.model,
+            lm.tokenizer,
+            max_batch_size=16,
+            eos_ids=set(),
+            prefill_chunk=chunk,
+            prefill_chunk_decoding=decoding,
+        ).start()
         engine.warmup()
-        run = {"chunk": chunk}
+        run = {"chunk": chunk, "chunk_decoding": decoding}
         for name, scenario, salt in (
             ("long_prompts_together", long_prompts_together, 1000),
             ("long_prompt_arrives", long_prompt_arrives, 2000),
             ("fairness", fairness, 3000),
         ):
             run[name] = scenario(engine, lm.tokenizer, salt)
-            print(chunk, name, {k: round(v, 3) for k, v in run[name].items()}, flush=True)
+            print(spec, name, {k: round(v, 3) for k, v in run[name].items()}, flush=True)
         engine.shutdown()
         report["runs"].append(run)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

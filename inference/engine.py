@@ -73,6 +73,7 @@ class BatchEngine(Prefills):
         adapter_budget_bytes: int = 0,
         adapter_idle_s: float = 600.0,
         prefill_chunk: int = 0,
+        prefill_chunk_decoding: int | None = None,
         kv_budget_bytes: int = 0,
     ):
         self.model = model
@@ -84,8 +85,11 @@ class BatchEngine(Prefills):
 
         self.context_window = context_window or _window(model.config)
         # Prompt tokens computed per round at most (0: no bound): a longer prompt is prefilled in chunks of this
-        # many, between decode steps (prefill.py); ``_chunked``: the one prompt in chunks now, if any.
+        # many, between decode steps (prefill.py); ``_chunked``: the one prompt in chunks now, if any. While
+        # replies are decoding, a round computes at most ``prefill_chunk_decoding`` (None: the same): what each
+        # of their tokens may wait for (``_round_budget``).
         self.prefill_chunk = prefill_chunk
+        self.prefill_chunk_decoding = prefill_chunk if prefill_chunk_decoding is None else prefill_chunk_decoding
         self._chunked: Chunked | None = None
         dtype_size = torch.empty((), dtype=getattr(model, "dtype", torch.float32)).element_size()  # the KV's
         # The running batch's KV memory at its largest stays within ``kv_budget_bytes`` (budget.py; 0: no bound).

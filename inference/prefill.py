@@ -28,7 +28,7 @@ from inference.request import FinishReason, Request
 
 def default_chunk(device) -> int:
     """The round's prompt budget where the operator set none. On a CPU a forward's time grows with its tokens from
-    the first, so the budget is what keeps streams flowing (256 tokens: about one decode step of a full batch
+    the first, so the budget is what keeps streams flowing (256 tokens: several decode steps of a full batch
     here, docs/benchmarks.md); a GPU computes thousands of tokens in about the time of a decode step, so a small
     chunk would only add forwards (vLLM's default budget is 2,048 and more)."""
     return 2048 if torch.device(device).type == "cuda" else 256
@@ -110,23 +110,32 @@ class Prefills:
         for group in plan_groups([p for p in plans if not p.warm]):
             yield self._prefill_group(group)
 
+    def _round_budget(self) -> int:
+        """This round's prompt tokens at most. While replies are decoding, every one of them waits for the round's
+        prompt tokens before its next token, so the round takes the smaller budget; with nothing decoding, no one
+        waits, and the whole budget computes a long prompt in fewer, cheaper-per-token forwards."""
+        if self._batch and self.prefill_chunk_decoding:
+            return min(self.prefill_chunk, self.prefill_chunk_decoding)
+        return self.prefill_chunk
+
     def _continue_chunked(self) -> int | None:
         """Compute the next chunk of the prompt in chunks, if any; return what is left of this round's prompt
         budget (None: no budget)."""
         if not self.prefill_chunk:
             return None
+        budget = self._round_budget()
         if self._chunked is None:
-            return self.prefill_chunk
+            return budget
         req = self._chunked.plan.request
         if self._was_cancelled(req):  # Stop pressed since the last round: not one more chunk
             self._finish(req, FinishReason.CANCELLED)
             self._chunked = None
-            return self.prefill_chunk
-        n = min(self._chunked.left, self.prefill_chunk)
+            return budget
+        n = min(self._chunked.left, budget)
         first = self._chunk(n)
         if first:
             self._update(*first)
-        return self.prefill_chunk - n
+        return budget - n
 
     def _chunk(self, n: int) -> tuple[list[Request], torch.Tensor] | None:
         """Compute up to ``n`` more tokens of the prompt in chunks; after its last chunk, its row joins the batch

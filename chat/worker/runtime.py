@@ -55,6 +55,7 @@ class Runtime:
                 if settings.CHAT_PREFILL_CHUNK is None
                 else settings.CHAT_PREFILL_CHUNK
             ),
+            prefill_chunk_decoding=settings.CHAT_PREFILL_CHUNK_DECODING,  # None: the same
             kv_budget_bytes=settings.CHAT_KV_BUDGET_MB * 2**20,
             # Adapters of this model (training runs) are served here, loaded on first use (inference/adapters.py).
             max_adapters=settings.CHAT_MAX_ADAPTERS,

@@ -145,6 +145,34 @@ def test_running_streams_wait_for_at_most_one_chunk_while_a_long_prompt_arrives(
         engine.shutdown()
 
 
+def test_while_replies_decode_a_round_computes_at_most_the_smaller_budget(tiny_llama, tokenizer):
+    """The whole budget with nothing decoding (no one waits), the decoding budget while replies stream."""
+    engine = BatchEngine(
+        tiny_llama, tokenizer, max_batch_size=8, eos_ids=set(), prefill_chunk=64, prefill_chunk_decoding=16
+    ).start()
+    log = ForwardLog(engine)
+    try:
+        alone = long_prompt(tokenizer, 200, salt=11)
+        assert len(text_of(events(engine.submit(GenerationRequest(alone, SamplingParams(max_new_tokens=3)))))) > 0
+        assert [len(log.forwards[i][0]) for i in log.chunks_of(alone)] == [64, 64, 64, 8]  # idle: whole budget
+        running = [
+            engine.submit(GenerationRequest(tokenizer.encode(f"Stream {i}"), SamplingParams(max_new_tokens=60)))
+            for i in range(4)
+        ]
+        assert all(isinstance(h.get(timeout=30), Piece) for h in running)  # they are decoding
+        mark = len(log.forwards)
+        late = long_prompt(tokenizer, 100, salt=12)
+        assert len(text_of(events(engine.submit(GenerationRequest(late, SamplingParams(max_new_tokens=3)))))) > 0
+        for h in running:
+            assert isinstance(events(h)[-1], Finished)
+        chunks = [i for i in log.chunks_of(late) if i >= mark]
+        assert [len(log.forwards[i][0]) for i in chunks] == [16] * 6 + [4]  # decoding: the smaller budget
+        assert all(any(log.is_decode(i) for i in range(a + 1, b)) for a, b in zip(chunks, chunks[1:]))
+    finally:
+        log.close()
+        engine.shutdown()
+
+
 def test_eight_long_prompts_arriving_together_start_streaming_in_turn(tiny_llama, tokenizer):
     engine = BatchEngine(tiny_llama, tokenizer, max_batch_size=8, eos_ids=set(), prefill_chunk=32)
     log = ForwardLog(engine)

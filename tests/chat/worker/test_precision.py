@@ -41,21 +41,25 @@ def test_the_worker_loads_its_model_at_the_configured_precision(settings, folder
         runtime.close()
 
 
-@pytest.mark.parametrize("setting, chunk", [(None, 256), (0, 0), (64, 64)])
+@pytest.mark.parametrize(
+    "setting, decoding, chunk, chunk_decoding", [(None, None, 256, 256), (0, None, 0, 0), (128, 32, 128, 32)]
+)
 def test_the_worker_computes_at_most_its_prefill_chunk_per_round_and_keeps_its_kv_budget(
-    settings, folder, setting, chunk
+    settings, folder, setting, decoding, chunk, chunk_decoding
 ):
-    """CHAT_PREFILL_CHUNK unset: the device's default (a CPU's here); 0: whole prompts; CHAT_KV_BUDGET_MB reaches
-    the engine in bytes."""
+    """CHAT_PREFILL_CHUNK unset: the device's default (a CPU's here); 0: whole prompts; CHAT_PREFILL_CHUNK_DECODING
+    unset: the same; CHAT_KV_BUDGET_MB reaches the engine in bytes."""
     settings.CHAT_SERVED_MODELS = served.parse(f"tiny={folder}", "", {})
     settings.CHAT_WORKER_MODEL = "tiny"
     settings.CHAT_DEVICE = "cpu"
     settings.CHAT_PREFIX_CACHE_MB = 0
     settings.CHAT_PREFILL_CHUNK = setting
+    settings.CHAT_PREFILL_CHUNK_DECODING = decoding
     settings.CHAT_KV_BUDGET_MB = 3
     runtime = worker_runtime.Runtime(background=False)
     try:
         assert runtime.engine.prefill_chunk == chunk
+        assert runtime.engine.prefill_chunk_decoding == chunk_decoding
         assert runtime.engine.stats()["kv_budget_bytes"] == 3 * 2**20
     finally:
         runtime.close()
