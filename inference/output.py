@@ -80,31 +80,49 @@ class Chunk:
     queued: int | None = None  # a ``Queued`` event's ``ahead``, on a chunk of its own (no text)
 
 
-def coalesce(handle: RequestHandle, flush_interval: float = 0.04, idle_timeout: float = 600.0):
+def coalesce(
+    handle: RequestHandle, flush_interval: float = 0.04, idle_timeout: float = 600.0, requeue_s: float | None = None
+):
     """Group pieces into chunks: the first piece at once, then whatever arrived within ``flush_interval``.
 
-    A fast GPU then costs one channel-layer message per interval, not one per token.
+    A fast GPU then costs one channel-layer message per interval, not one per token. While the request waits
+    for a row, its last place is given again after each ``requeue_s`` without news, so a caller that held a
+    place back (it throttles how often places go out) gets to send it even when the line then stops moving.
     """
     buffer: list[str] = []
     deadline: float | None = None
     sent_first = False
     tokens = 0
+    waiting: int | None = None  # the place last given, until the text starts
+    heard = time.monotonic()  # the last event: ``idle_timeout`` counts from it
     while True:
-        timeout = idle_timeout if deadline is None else max(0.0, deadline - time.monotonic())
+        now = time.monotonic()
+        if deadline is not None:
+            timeout = max(0.0, deadline - now)
+        else:
+            timeout = max(0.0, heard + idle_timeout - now)
+            if waiting is not None and requeue_s:
+                timeout = min(timeout, requeue_s)
         try:
             event = handle.get(timeout=timeout)
         except queue.Empty:
-            if deadline is None:
-                raise TimeoutError("the engine produced nothing for too long") from None
-            yield Chunk("".join(buffer), tokens=tokens)
-            buffer, deadline = [], None
-            continue
+            if deadline is not None:
+                yield Chunk("".join(buffer), tokens=tokens)
+                buffer, deadline = [], None
+                continue
+            if waiting is not None and requeue_s and time.monotonic() - heard < idle_timeout:
+                yield Chunk("", tokens=tokens, queued=waiting)
+                continue
+            raise TimeoutError("the engine produced nothing for too long") from None
+        heard = time.monotonic()
         if isinstance(event, Finished):
             yield Chunk("".join(buffer), finished=event, tokens=event.completion_tokens)
             return
         if isinstance(event, Queued):  # comes before any text: passed on at once
+            waiting = event.ahead
             yield Chunk("", tokens=tokens, queued=event.ahead)
             continue
+        waiting = None
         buffer.append(event.text)
         tokens = event.tokens
         if not sent_first:

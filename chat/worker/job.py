@@ -287,12 +287,12 @@ class ReplyJob:
         checkpoint_at = time.monotonic()
         done = None
         conversation_id = self.message.conversation_id
-        places = PlaceNotes(
-            lambda ahead: self.rt.link.queued(self.owner, self.id, conversation_id, ahead),
-            settings.CHAT_QUEUE_FRAME_MS / 1000,
-        )
+        every = settings.CHAT_QUEUE_FRAME_MS / 1000
+        places = PlaceNotes(lambda ahead: self.rt.link.queued(self.owner, self.id, conversation_id, ahead), every)
         try:
-            for chunk in coalesce(handle, settings.CHAT_STREAM_FLUSH_MS / 1000):
+            # A place held back by PlaceNotes comes again after ``every`` (coalesce's requeue), so it goes out
+            # even if the line then stops moving.
+            for chunk in coalesce(handle, settings.CHAT_STREAM_FLUSH_MS / 1000, requeue_s=every):
                 if chunk.queued is not None:  # waiting for a row behind others: tell its person their place
                     places.update(chunk.queued)
                     continue

@@ -16,8 +16,9 @@ log = logging.getLogger(__name__)
 
 class PlaceNotes:
     """Decides which places of one reply are published: the first at once, the front of the line (0 ahead) at
-    once, any other change at most once per ``interval_s`` (a skipped one is overtaken by the next, or by the
-    reply's first delta, which ends the waiting note on the page)."""
+    once, any other change at most once per ``interval_s``. A skipped one is overtaken by the next, by the reply's
+    first delta (which ends the waiting note on the page), or by itself given again (``coalesce``'s requeue) once
+    the interval has passed, so a tab never keeps an old place while the line stands still."""
 
     def __init__(self, publish: Callable[[int], None], interval_s: float, clock: Callable[[], float] = time.monotonic):
         self.publish, self.interval_s, self.clock = publish, interval_s, clock

@@ -4,6 +4,7 @@ and channel layer with the number of replies ahead of it; the place is bounded i
 waiting replies per worker and per model."""
 
 import asyncio
+import threading
 
 import pytest
 from channels.db import database_sync_to_async
@@ -15,6 +16,7 @@ from chat.worker import job as worker_job
 from chat.worker import runtime as worker_runtime
 from chat.worker.places import PlaceNotes
 from inference.loading import LoadedModel
+from inference.output import Finished, Piece, Queued, RequestHandle, coalesce
 from tests.chat.worker.test_worker import queued_reply
 from tests.helpers.support import connect, frames_until, run
 
@@ -147,6 +149,27 @@ def test_places_are_sent_when_they_change_and_at_most_once_per_interval():
     now[0] = 0.6
     assert [notes.update(n) for n in (2, 1, 0)] == [True, False, True]  # the front of the line: at once
     assert sent == [4, 2, 0]
+
+
+def test_a_place_held_back_goes_out_when_the_line_then_stands_still():
+    """Places 5 then 4 at once: 4 is held back (within the interval); nothing else happens for a while — the line
+    is not moving — and 4 must still reach the page before the text starts."""
+    handle = RequestHandle("r", engine=None)
+    handle.put(Queued(5))
+    handle.put(Queued(4))
+    sent = []
+    notes = PlaceNotes(sent.append, interval_s=0.05)
+    later = threading.Timer(0.5, lambda: [handle.put(Piece("Hi", 1)), handle.put(Finished("stop", "Hi", 3, 1))])
+    later.start()
+    try:
+        for chunk in coalesce(handle, flush_interval=0.01, requeue_s=0.1):
+            if chunk.queued is not None:
+                notes.update(chunk.queued)
+            elif chunk.text:
+                break  # the reply started
+    finally:
+        later.join()
+    assert sent == [5, 4]
 
 
 def test_a_place_that_cannot_be_published_does_not_stop_the_reply():
