@@ -53,7 +53,7 @@ def measure_stack(args, run_levels) -> list[dict]:
             settings.REDIS_URL = env["REDIS_URL"]
         cookies, keys = bench_stack.bench_users(streams)
         model = settings.CHAT_MODEL
-        with bench_stack._stack(env, [model], logs, "peers", streams) as (port, _workers):
+        with bench_stack._stack(env, [model], logs, "peers", 2 * streams) as (port, _workers):
             server = {"base_url": f"http://127.0.0.1:{port}/v1", "keys": keys, "model": model}
             rows += run_levels("this project /v1", server, {}, args)
             url, origin = f"ws://127.0.0.1:{port}/ws/chat/", f"http://127.0.0.1:{port}"

@@ -55,6 +55,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--paths", default="stack,stack_distinct,api,tabs,two_models", help="which rows to measure")
     parser.add_argument("--tabs", default="8x5", help="the tabs row: people × tabs each, all sending at once")
+    parser.add_argument(
+        "--worker-threads", type=int, default=0, help="Celery threads per worker (default: twice the largest level)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
     import django
@@ -92,7 +95,8 @@ def main(argv=None) -> int:
             settings.REDIS_URL = env["REDIS_URL"]
         cookies, keys = bench_users(max(levels + [people]))
         model = settings.CHAT_MODEL
-        with _stack(env, [model] * args.workers, logs, "one", max(levels)) as (port, workers):
+        threads = args.worker_threads or 2 * max(levels)
+        with _stack(env, [model] * args.workers, logs, "one", threads) as (port, workers):
             url, origin = f"ws://127.0.0.1:{port}/ws/chat/", f"http://127.0.0.1:{port}"
             asyncio.run(_level(url, origin, cookies[:1], level_prompts("warm", 1, False), 8))
             for name, distinct in (("stack", False), ("stack_distinct", True)):
@@ -156,7 +160,7 @@ def bench_users(n: int) -> tuple[list[str], list[str]]:
 
 
 @contextmanager
-def _stack(env: dict, plan: list[str], logs: Path, phase: str, concurrency: int):
+def _stack(env: dict, plan: list[str], logs: Path, phase: str, threads: int):
     """Daphne and a worker per entry of ``plan`` (the model it holds), started for one phase and stopped after
     it; yields Daphne's port and the workers, once every worker's model is loaded."""
     workers, daphne = [], None
@@ -165,7 +169,7 @@ def _stack(env: dict, plan: list[str], logs: Path, phase: str, concurrency: int)
             workers.append(
                 stack.start_worker(
                     stack.worker_env(env, stack.LauncherSettings.from_env(env), i, model),
-                    concurrency=concurrency * 2,
+                    concurrency=threads,
                     name=f"{phase}{i + 1}",
                     stdout=open(logs / f"{phase}-worker{i + 1}.log", "w"),
                     stderr=subprocess.STDOUT,
@@ -200,7 +204,7 @@ def _two_models(env, spec, levels, tokens, cookies, logs, memory) -> dict:
     levels = [c for c in levels if c >= 2]
     results = {}
     for name, phase_env, plan in (("two_workers", one, ["bench-a"] * 2), ("two_models", two, ["bench-a", "bench-b"])):
-        with _stack(phase_env, plan, logs, name, max(levels)) as (port, workers):
+        with _stack(phase_env, plan, logs, name, 2 * max(levels)) as (port, workers):
             url, origin = f"ws://127.0.0.1:{port}/ws/chat/", f"http://127.0.0.1:{port}"
             owners = {}
             for m, proc in zip(plan, workers):

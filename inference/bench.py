@@ -103,10 +103,12 @@ class _Clock:
         pass
 
 
-def bench_generate(model, tokenizer, ids: list[int], n: int, repeats: int = 2) -> dict:
-    """Raw ``generate``: the baseline every other figure is compared with."""
+def bench_generate(model, tokenizer, ids: list[int], n: int, repeats: int = 2, rows: int = 1) -> dict:
+    """Raw ``generate``: the baseline every other figure is compared with. With ``rows``, one static batch of that
+    many copies of the prompt (no padding, every row ends together): the ceiling a continuous-batching engine is
+    held to at that concurrency, since it does the same work plus joining and leaving."""
     device = next(model.parameters()).device
-    x = torch.tensor([ids], device=device)
+    x = torch.tensor([ids] * rows, device=device)
     runs = []
     for i in range(repeats + 1):
         clock = _Clock()
@@ -127,10 +129,22 @@ def bench_generate(model, tokenizer, ids: list[int], n: int, repeats: int = 2) -
                 {
                     "ttft_ms": (clock.times[0] - start) * 1000,
                     "tokens_per_s": n / (end - start),
+                    "aggregate_tokens_per_s": rows * n / (end - start),
                     "decode_tokens_per_s": (n - 1) / (end - clock.times[0]),
                 }
             )
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
+def static_row(result: dict, rows: int) -> dict:
+    """A static batch's figures as a table row (every row's first token comes at once)."""
+    return {
+        "concurrency": rows,
+        "aggregate_tokens_per_s": result["aggregate_tokens_per_s"],
+        "per_stream_tokens_per_s": result["tokens_per_s"],
+        "ttft_p50_ms": result["ttft_ms"],
+        "ttft_p95_ms": result["ttft_ms"],
+    }
 
 
 def bench_hf_continuous_batching(model, ids: list[int], n: int, concurrency: int) -> dict:
@@ -229,6 +243,7 @@ def table(report: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name in (
+        "static_batch",
         "engine",
         "engine_distinct",
         "engine_no_cache",
@@ -255,6 +270,13 @@ def table(report: dict) -> str:
         ]
     elif hf:
         lines.append(f"transformers generate_batch: {hf['error']}")
+    static = {r["concurrency"]: r["aggregate_tokens_per_s"] for r in report.get("static_batch", [])}
+    lines.append("")
+    lines += [  # the engine's own cost: the same prompt, no prefix cache, against one static batch of it
+        f"engine_no_cache ÷ static_batch at {r['concurrency']}: {r['aggregate_tokens_per_s'] / static[c]:.2f}"
+        for r in report.get("engine_no_cache", [])
+        if (c := r["concurrency"]) in static
+    ]
     return "\n".join(lines)
 
 
@@ -348,6 +370,7 @@ def main(argv=None) -> int:
         "tokens": args.tokens,
     }
     report["raw_generate"] = bench_generate(model, tokenizer, ids, args.tokens)
+    report["static_batch"] = [static_row(bench_generate(model, tokenizer, ids, args.tokens, 1, c), c) for c in levels]
     # The engine as the worker runs it (prefix cache on): everyone sends the fixed prompt, then everyone their own.
     batch = BatchEngine(
         model, tokenizer, max_batch_size=max(levels), eos_ids=set(), prefix_cache_bytes=PREFIX_CACHE_BYTES

@@ -1,6 +1,6 @@
 """The one-at-a-time comparison engine and the benchmark's measuring functions, on a tiny random model."""
 
-from inference.bench import bandwidth, bench_engine, bench_generate, table
+from inference.bench import bandwidth, bench_engine, bench_generate, static_row, table
 from inference.engine import BatchEngine, GenerationRequest
 from inference.output import Piece
 from inference.sampling import SamplingParams
@@ -29,6 +29,8 @@ def test_bench_measures_every_level_with_exact_token_counts(tiny_llama, tokenize
     ids = tokenizer.encode("Benchmark prompt")
     raw = bench_generate(tiny_llama, tokenizer, ids, 6, repeats=1)
     assert raw["tokens_per_s"] > 0 and raw["ttft_ms"] > 0
+    static = static_row(bench_generate(tiny_llama, tokenizer, ids, 6, repeats=1, rows=3), 3)
+    assert static["concurrency"] == 3 and static["aggregate_tokens_per_s"] == 3 * static["per_stream_tokens_per_s"]
     engine = BatchEngine(tiny_llama, tokenizer, eos_ids=set()).start()
     try:
         rows = [bench_engine(engine, [ids] * c, 6) for c in (1, 3)]
@@ -47,8 +49,12 @@ def test_bench_measures_every_level_with_exact_token_counts(tiny_llama, tokenize
         "tokens": 6,
         "raw_generate": raw,
         "engine": rows,
+        "static_batch": [static],
+        "engine_no_cache": rows,
     }
-    assert "| engine | 3 |" in table(report)
+    assert "| engine | 3 |" in table(report) and "| static_batch | 3 |" in table(report)
+    ratio = rows[1]["aggregate_tokens_per_s"] / static["aggregate_tokens_per_s"]
+    assert f"engine_no_cache ÷ static_batch at 3: {ratio:.2f}" in table(report)
 
 
 def test_serial_and_batch_engines_end_a_stop_string_reply_alike(tiny_gpt2, plain_tokenizer):
