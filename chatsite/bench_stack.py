@@ -255,17 +255,7 @@ async def _one(url, origin, cookie, content, tokens, model=None):
 
     async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": origin}) as ws:
         sent = time.perf_counter()
-        await ws.send(
-            json.dumps(
-                {
-                    "type": "send",
-                    "conversation": None,
-                    "content": content,
-                    "params": {"max_new_tokens": tokens, "temperature": 0},
-                    **({"model": model} if model else {}),
-                }
-            )
-        )
+        await ws.send(bench_tabs.new_chat(content, tokens, **({"model": model} if model else {})))
         first = None
         deltas = []
         while True:

@@ -23,6 +23,14 @@ from inference.bench import percentile
 QUIET_S = 1.0  # once every reply has ended, a tab stops after this long without a frame
 
 
+def new_chat(content: str, tokens: int, **extra) -> str:
+    """The ``send`` frame of a benchmark's new chat: greedy, exactly ``tokens`` new tokens (end of turn ignored
+    by the benchmark's worker)."""
+    frame = {"type": "send", "conversation": None, "content": content}
+    frame["params"] = {"max_new_tokens": tokens, "temperature": 0}
+    return json.dumps({**frame, **extra})
+
+
 async def _tab(url, origin, cookie, content, tokens, everyone: dict, deadline: float) -> dict:
     import websockets
 
@@ -32,17 +40,7 @@ async def _tab(url, origin, cookie, content, tokens, everyone: dict, deadline: f
     deltas = own_deltas = completion = 0
     async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": origin}) as ws:
         sent = time.perf_counter()
-        await ws.send(
-            json.dumps(
-                {
-                    "type": "send",
-                    "conversation": None,
-                    "content": content,
-                    "client_id": client_id,
-                    "params": {"max_new_tokens": tokens, "temperature": 0},
-                }
-            )
-        )
+        await ws.send(new_chat(content, tokens, client_id=client_id))
         while True:
             try:
                 frame = json.loads(await asyncio.wait_for(ws.recv(), QUIET_S))
