@@ -287,9 +287,6 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ACKS_LATE = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_S", default=3600),
-    # One Redis list per priority 0-9 (kombu's default groups them in fours): a reply's priority is its turn among
-    # its person's active replies (chat.replies.selectors.reply_turn), served 0 first.
-    "priority_steps": list(range(10)),
     **env.json("CELERY_TRANSPORT_OPTIONS", default={}),
 }
 

@@ -95,28 +95,6 @@ def replies_active_by_status() -> dict[str, int]:
     return {str(status): counts.get(status, 0) for status in Message.ACTIVE_STATUSES}
 
 
-# Celery's Redis transport serves a queue's priority lists 0 first, then 1, … 9 (settings: priority_steps).
-LAST_TURN = 9
-
-
-def reply_turn(*, message_id: int) -> tuple[str | None, int]:
-    """A reply's model name (as stored; None: no such reply) and its turn: how many of its person's active replies
-    are older than it, at most ``LAST_TURN``. It is the reply's priority in its model's queue, so a person's first
-    waiting reply goes before anyone's second, over the whole queue and not only what a worker holds (inside the
-    worker, ``inference/fairness.py`` then orders by tokens served). Counted by age, so a reply sent again (the
-    sweep) keeps its turn."""
-    row = Message.objects.filter(pk=message_id).values_list("model_name", "conversation__owner_id").first()
-    if row is None:
-        return None, 0
-    older = Message.objects.filter(
-        conversation__owner_id=row[1],
-        status__in=Message.ACTIVE_STATUSES,
-        role=Message.Role.ASSISTANT,
-        pk__lt=message_id,
-    ).count()
-    return row[0], min(older, LAST_TURN)
-
-
 def replies_active_for_user(*, user_id: int) -> int:
     """How many replies of this person are queued or streaming, over all their conversations."""
     return Message.objects.filter(conversation__owner_id=user_id, status__in=Message.ACTIVE_STATUSES).count()

@@ -18,26 +18,24 @@ from chat import events, metrics, names
 from chat.errors import ErrorCode
 from chat.limits import quotas
 from chat.models import Conversation, Message
-from chat.replies import catalog, selectors
+from chat.replies import catalog
 
 log = logging.getLogger(__name__)
 
 
 def reply_dispatch(*, message_id: int, model: str | None = None) -> None:
     """Queue generation on the queue of the reply's model (``model``, else read from the row) — also again, for
-    a reply handed to a worker that died (``sweep``: it stays within its model) — at its person's turn
-    (``selectors.reply_turn``: a person's first waiting reply before anyone's second); when the broker is unreachable,
+    a reply handed to a worker that died (``sweep``: it stays within its model); when the broker is unreachable,
     fail the reply visibly instead of leaving it queued. Sent by name, so web processes never import the
     worker's model code."""
     from celery import current_app
 
     try:
-        stored, turn = selectors.reply_turn(message_id=message_id)
-        model = model or stored or settings.CHAT_DEFAULT_MODEL
+        if model is None:
+            model = Message.objects.filter(pk=message_id).values_list("model_name", flat=True).first() or ""
+        model = model or settings.CHAT_DEFAULT_MODEL
         queue = names.model_queue(catalog.worker_model(model))  # an adapter's: its base model's queue
-        current_app.send_task(
-            names.GENERATE_REPLY_TASK, args=[message_id], kwargs={"model": model}, queue=queue, priority=turn
-        )
+        current_app.send_task(names.GENERATE_REPLY_TASK, args=[message_id], kwargs={"model": model}, queue=queue)
     except Exception as exc:
         log.warning("could not queue message %s: %s", message_id, exc)
         reply_finish(

@@ -96,7 +96,6 @@ def _hand_on(message_id: int, target: str, me: str) -> bool:
             args=[message_id],
             kwargs={"handed": True, "model": runtime.current().model},
             queue=names.worker_queue(target),
-            priority=(generate_reply.request.delivery_info or {}).get("priority"),  # its person's turn goes with it
         )
         return True
     except Exception:
