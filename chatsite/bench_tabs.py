@@ -37,7 +37,9 @@ async def _tab(url, origin, cookie, content, tokens, everyone: dict, deadline: f
     client_id = uuid.uuid4().hex
     own_conversation = own_message = first = end = None
     frames: Counter = Counter()
-    deltas = own_deltas = completion = 0
+    deltas = completion = 0
+    own: list[dict] = []  # the own reply's delta frames, in the order received
+    stored = None  # the reply's text, from its done frame
     async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": origin}) as ws:
         sent = time.perf_counter()
         await ws.send(new_chat(content, tokens, client_id=client_id))
@@ -63,10 +65,11 @@ async def _tab(url, origin, cookie, content, tokens, everyone: dict, deadline: f
             elif kind == "delta":
                 deltas += 1
                 if frame["message"] == own_message:
-                    own_deltas += 1
+                    own.append(frame)
                     first = first or time.perf_counter()
             elif kind == "done" and frame["message"] == own_message:
                 end, completion = time.perf_counter(), frame["usage"]["completion_tokens"]
+                stored = frame["content"]
                 everyone["ended"] += 1
                 if everyone["ended"] == everyone["replies"]:
                     everyone["done"].set()
@@ -76,7 +79,9 @@ async def _tab(url, origin, cookie, content, tokens, everyone: dict, deadline: f
         "ttft_ms": (first - sent) * 1000,
         "tokens": completion,
         "deltas_received": deltas,
-        "own_deltas": own_deltas,
+        "own_deltas": len(own),
+        # every delta of its reply, in order, none missing: they join to the text its done frame carries
+        "intact": [d["seq"] for d in own] == list(range(len(own))) and "".join(d["text"] for d in own) == stored,
         "frames": frames,
         "sent": sent,
         "end": end,
@@ -99,7 +104,8 @@ async def tabs_level(url, origin, cookies, tabs: int, prompts, tokens) -> dict:
     wall = max(r["end"] for r in runs) - start
     ttfts = [r["ttft_ms"] for r in runs]
     firsts = [min(ttfts[p * tabs : (p + 1) * tabs]) for p in range(len(cookies))]  # each person's first reply
-    sent_as = sum(r["own_deltas"] for r in runs)  # the delta frames the replies were streamed as
+    # The delta frames the replies were streamed as: each tab's own, checked complete (``replies_intact``).
+    sent_as = sum(r["own_deltas"] for r in runs)
     received = sum(r["deltas_received"] for r in runs)
     tokens_out = sum(r["tokens"] for r in runs)
     frames = sum((r["frames"] for r in runs), Counter())
@@ -112,6 +118,7 @@ async def tabs_level(url, origin, cookies, tabs: int, prompts, tokens) -> dict:
         "delta_deliveries": received,
         "delta_frames_sent": sent_as,
         "deliveries_per_delta": received / sent_as,
+        "replies_intact": sum(r["intact"] for r in runs),
         "deliveries_per_token": received / tokens_out,
         "frames_per_tab": {k: round(v / len(runs), 1) for k, v in sorted(frames.items())},
         "ttft_p25_ms": percentile(ttfts, 0.25),

@@ -156,7 +156,7 @@ def test_while_replies_decode_a_round_computes_at_most_the_smaller_budget(tiny_l
         assert len(text_of(events(engine.submit(GenerationRequest(alone, SamplingParams(max_new_tokens=3)))))) > 0
         assert [len(log.forwards[i][0]) for i in log.chunks_of(alone)] == [64, 64, 64, 8]  # idle: whole budget
         running = [
-            engine.submit(GenerationRequest(tokenizer.encode(f"Stream {i}"), SamplingParams(max_new_tokens=60)))
+            engine.submit(GenerationRequest(tokenizer.encode(f"Stream {i}"), SamplingParams(max_new_tokens=300)))
             for i in range(4)
         ]
         assert all(isinstance(h.get(timeout=30), Piece) for h in running)  # they are decoding
