@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
-from chatsite import bench_stack, stack
+from chatsite import bench_stack
 
 
 def measure_stack(args, run_levels) -> list[dict]:
@@ -29,28 +28,12 @@ def measure_stack(args, run_levels) -> list[dict]:
         logging.getLogger(name).setLevel(logging.WARNING)
     from django.conf import settings
 
-    from chat.models import ApiKey, Conversation
-
     streams = 16
-    env = dict(os.environ)
     # As bench_stack: exactly --tokens tokens a reply (end of turn ignored), no per-person limits, one worker.
-    env.update(
-        {
-            "CHAT_BENCH_IGNORE_EOS": "1",
-            "CHAT_MAX_BATCH": str(streams),
-            "LOG_LEVEL": "WARNING",
-            "CHAT_MESSAGES_PER_MINUTE": "0",
-            "CHAT_TOKENS_PER_DAY": "0",
-            "CHAT_AUTO_TITLE": "false",
-            "WORKERS": "1",
-        }
-    )
+    env = bench_stack.bench_env(streams, 1)
     logs = Path(tempfile.mkdtemp(prefix="chat-peers-stack-"))
-    redis_proc, rows = None, []
-    try:
-        if not os.environ.get("REDIS_URL"):
-            redis_proc, env["REDIS_URL"] = stack.start_redis(logs / "redis", persist=False, stdout=subprocess.DEVNULL)
-            settings.REDIS_URL = env["REDIS_URL"]
+    rows = []
+    with bench_stack.bench_site(env, logs):
         cookies, keys = bench_stack.bench_users(streams)
         model = settings.CHAT_MODEL
         with bench_stack._stack(env, [model], logs, "peers", 2 * streams) as (port, _workers):
@@ -68,8 +51,4 @@ def measure_stack(args, run_levels) -> list[dict]:
                 return {**r, "tokens_min": mean, "tokens_max": mean, "prompt_tokens": None}
 
             rows += run_levels("this project websocket", server, {}, args, ws=ws)
-    finally:
-        stack.stop(redis_proc)
-        Conversation.objects.filter(owner__username__startswith="bench-").delete()
-        ApiKey.objects.filter(owner__username__startswith="bench-").delete()
     return rows

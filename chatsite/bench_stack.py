@@ -65,34 +65,14 @@ def main(argv=None) -> int:
     django.setup()
     from django.conf import settings
 
-    from chat.models import ApiKey, Conversation
-
     tokens, out = args.tokens, args.out
     levels = [int(c) for c in args.concurrency.split(",")]
     people, tabs_each = (int(n) for n in args.tabs.split("x"))
-    env = dict(os.environ)
-    # Every reply does the same work: exactly `tokens` tokens, end-of-turn ignored (benchmark only).
-    # The benchmark users send far more than a person's fair use: no per-person limits here.
-    env.update(
-        {
-            "CHAT_BENCH_IGNORE_EOS": "1",
-            "CHAT_MAX_BATCH": str(max(levels)),
-            "LOG_LEVEL": "WARNING",
-            "CHAT_MESSAGES_PER_MINUTE": "0",
-            "CHAT_TOKENS_PER_DAY": "0",
-            "CHAT_AUTO_TITLE": "false",
-            "CHAT_MAX_ACTIVE_PER_USER": str(tabs_each),
-            "WORKERS": str(args.workers),
-        }
-    )
+    env = bench_env(max(levels), args.workers, CHAT_MAX_ACTIVE_PER_USER=str(tabs_each))
     paths = args.paths.split(",")
     logs = Path(tempfile.mkdtemp(prefix="chat-bench-"))
-    redis_proc = None
     results = {}
-    try:
-        if not os.environ.get("REDIS_URL"):
-            redis_proc, env["REDIS_URL"] = stack.start_redis(logs / "redis", persist=False, stdout=subprocess.DEVNULL)
-            settings.REDIS_URL = env["REDIS_URL"]
+    with bench_site(env, logs):
         cookies, keys = bench_users(max(levels + [people]))
         model = settings.CHAT_MODEL
         threads = args.worker_threads or 2 * max(levels)
@@ -129,16 +109,49 @@ def main(argv=None) -> int:
         if "two_models" in paths:
             spec = next(m.spec for m in settings.CHAT_SERVED_MODELS if m.name == model)
             results.update(_two_models(env, spec, levels, tokens, cookies, logs, results["memory"]))
-    finally:
-        stack.stop(redis_proc)
-        Conversation.objects.filter(owner__username__startswith="bench-").delete()
-        ApiKey.objects.filter(owner__username__startswith="bench-").delete()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(results, indent=2))
     for name, rows in results.items():
         for r in rows if isinstance(rows, list) else [rows]:
             print(json.dumps({"path": name, **r}))
     return 0
+
+
+def bench_env(max_batch: int, workers: int, **more: str) -> dict:
+    """The stack's environment for a benchmark: every reply does the same work — exactly the asked tokens,
+    end-of-turn ignored (benchmark only) — and the benchmark users, who send far more than a person's fair use,
+    meet no per-person limits; ``more`` adds to it."""
+    return {
+        **os.environ,
+        "CHAT_BENCH_IGNORE_EOS": "1",
+        "CHAT_MAX_BATCH": str(max_batch),
+        "LOG_LEVEL": "WARNING",
+        "CHAT_MESSAGES_PER_MINUTE": "0",
+        "CHAT_TOKENS_PER_DAY": "0",
+        "CHAT_AUTO_TITLE": "false",
+        "WORKERS": str(workers),
+        **more,
+    }
+
+
+@contextmanager
+def bench_site(env: dict, logs: Path):
+    """Redis for the run (an embedded one unless REDIS_URL is set: ``env`` and Django's settings then point at
+    it), stopped afterwards, and the benchmark users' conversations and keys deleted whatever happened."""
+    from django.conf import settings
+
+    from chat.models import ApiKey, Conversation
+
+    redis_proc = None
+    try:
+        if not os.environ.get("REDIS_URL"):
+            redis_proc, env["REDIS_URL"] = stack.start_redis(logs / "redis", persist=False, stdout=subprocess.DEVNULL)
+            settings.REDIS_URL = env["REDIS_URL"]
+        yield
+    finally:
+        stack.stop(redis_proc)
+        Conversation.objects.filter(owner__username__startswith="bench-").delete()
+        ApiKey.objects.filter(owner__username__startswith="bench-").delete()
 
 
 def bench_users(n: int) -> tuple[list[str], list[str]]:

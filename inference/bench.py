@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from inference import precision
+from inference.bench_openai import percentile  # one nearest-rank percentile for every benchmark (torch-free there)
 from inference.engine import BatchEngine, GenerationRequest
 from inference.loading import BUNDLED, configure_threads, default_model, load_model, pick_device, pick_dtype
 from inference.output import Finished
@@ -168,11 +169,6 @@ def measure_level(run, concurrency: int) -> dict:
     is at the mercy of a noisy shared machine."""
     runs = [run(k) for k in range(3 if concurrency == 1 else 1)]
     return sorted(runs, key=lambda r: r["ttft_p50_ms"])[len(runs) // 2]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def bench_engine(engine, prompts: list[list[int]], n: int) -> dict:

@@ -22,7 +22,8 @@ import time
 
 
 def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile, as ``inference.bench.percentile`` (kept here so the client does not load torch)."""
+    """Nearest-rank percentile, for every benchmark (``inference.bench`` takes it from here: this module does
+    not load torch)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
