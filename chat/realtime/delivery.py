@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 
 from channels.db import database_sync_to_async
 
@@ -24,6 +23,7 @@ from chat.replies import selectors, streamlog
 
 log = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 2.0
+FINISHED_KEPT = 256
 
 
 class _ReplyCursor:
@@ -44,7 +44,9 @@ class ReplyDelivery:
     def __init__(self, send_json):
         self.send_json = send_json
         self.cursors: dict[int, _ReplyCursor] = {}
-        self.finished: deque[int] = deque(maxlen=256)  # late events of these replies are dropped
+        # The replies whose ``done`` this socket sent, each with the text it carried (late events of these are
+        # dropped); the newest FINISHED_KEPT, oldest first.
+        self.finished: dict[int, str] = {}
         self.lock = asyncio.Lock()  # one sender at a time: frames leave in order
         self.watchdog = asyncio.ensure_future(self._watch())
 
@@ -65,9 +67,24 @@ class ReplyDelivery:
         """Follow a reply from seq 0 again, even one whose ``done`` this socket has sent: a continued reply
         (chat/conversations/continuation.py) streams anew under its id."""
         if message_id in self.finished:
-            self.finished.remove(message_id)
+            del self.finished[message_id]
             self.cursors.pop(message_id, None)
         self.expect(message_id)
+
+    def queued(self, message_id: int, text: str) -> bool:
+        """A reply's ``message`` frame in the queued state came through the layer: a new reply (queued empty), or
+        a continued one (queued again with its text so far), whose stream starts again under its id. False when
+        the frame is stale: this socket has sent a ``done`` of that reply carrying more than the frame's text —
+        a new reply never streams twice, and a continued one's run has ended here already. That happens when the
+        socket handles the frame late (a slow consumer whose watchdog ended the reply from the database first, or
+        the layer re-ordering): following the reply again would send its ``done`` twice, and the tab would
+        believe a reply still running that has ended (a person's next send refused as busy)."""
+        if message_id in self.finished:
+            if not text or len(self.finished[message_id]) > len(text):
+                return False
+            self.restart(message_id)
+        self.announced(message_id)
+        return True
 
     def announced(self, message_id: int) -> None:
         self.expect(message_id)
@@ -111,7 +128,9 @@ class ReplyDelivery:
                 await self._forward(message_id, cursor, {}, to_end=True)
             await self.send_json(frame)
             self.cursors.pop(message_id, None)
-            self.finished.append(message_id)
+            self.finished[message_id] = frame.get("content") or ""
+            if len(self.finished) > FINISHED_KEPT:
+                del self.finished[next(iter(self.finished))]
 
     async def _forward(self, message_id: int, cursor: _ReplyCursor, new: dict[int, str], to_end: bool = False) -> None:
         for seq, text in new.items():

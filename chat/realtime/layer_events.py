@@ -45,9 +45,12 @@ class LayerEvents:
         # (the person's group carries those): forwarded for the list, its reply not followed.
         shown = frame["message"]["conversation"] == self.shown.id
         if shown and frame["message"]["role"] == Message.Role.ASSISTANT:
-            if frame["message"]["status"] == Message.Status.QUEUED:  # new, or continued (its stream starts again)
-                self.delivery.restart(frame["message"]["id"])
-            self.delivery.announced(frame["message"]["id"])
+            message = frame["message"]
+            if message["status"] == Message.Status.QUEUED:  # new, or continued (its stream starts again)
+                if not self.delivery.queued(message["id"], message["content"]):
+                    return  # stale: the reply has ended on this tab since (ReplyDelivery.queued)
+            else:
+                self.delivery.announced(message["id"])
         await self.send_json(frame)
 
     async def chat_delta(self, event):

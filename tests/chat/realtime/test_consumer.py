@@ -438,6 +438,51 @@ def test_a_lost_message_frame_and_a_lost_done_frame_still_arrive(make_user, sess
     assert (done["type"], done["status"], done["error"]) == ("done", "failed", "The model broke.")
 
 
+def test_a_reply_frame_handled_after_its_done_is_dropped_and_the_done_sent_once(make_user, session_cookie, monkeypatch):
+    """A slow socket (or the layer re-ordering) can handle a reply's queued message frame after the watchdog has
+    already ended that reply from the database. The stale frame must not make the socket follow the reply again:
+    it sent the done a second time, and the load test's client, reading that done as its next reply's end, sent
+    into a conversation still busy."""
+    from chat import events
+    from chat.realtime import delivery
+    from chat.replies import services as reply_services
+
+    monkeypatch.setattr(delivery, "WATCH_INTERVAL_S", 0.2)
+    real_notify = events.notify
+    held = []
+
+    def late(user_id, frame, person=False):
+        if frame["type"] == "message" and frame["message"]["role"] == "assistant":
+            held.append((user_id, frame, person))  # published below, once the reply has ended
+            return
+        real_notify(user_id, frame, person)
+
+    monkeypatch.setattr(events, "notify", late)
+    cookie = session_cookie(make_user())
+
+    async def go():
+        comm, _, _ = await connect(cookie)
+        await comm.send_json_to({"type": "send", "conversation": None, "content": "Hi"})
+        first = [await comm.receive_json_from(timeout=10) for _ in range(3)]  # the third from the watchdog
+        reply = first[-1]["message"]["id"]
+        await database_sync_to_async(reply_services.reply_claim)(message_id=reply)
+        await database_sync_to_async(reply_services.reply_finish)(
+            message_id=reply, content="Hello.", status="complete", finish_reason="stop"
+        )
+        done = await frames_until(comm, "done")
+        await asyncio.to_thread(real_notify, *held[0])  # the reply's own frame, queued and empty, comes late
+        after = []
+        while not await comm.receive_nothing(timeout=1):  # five watchdog rounds
+            after.append(await comm.receive_json_from(timeout=1))
+        await comm.disconnect()
+        return first, done, after
+
+    first, done, after = run(go())
+    assert [f["type"] for f in first] == ["conversation", "message", "message"]
+    assert [f["type"] for f in done] == ["done"] and done[0]["content"] == "Hello."
+    assert after == []
+
+
 def test_continue_over_the_socket_requeues_the_same_reply_and_its_new_end_is_delivered(make_user, session_cookie):
     """The socket already sent this reply's done once; Continue makes it stream again under the same id, so its
     second done must still come (the delivery forgets that it ended), with the text kept."""
