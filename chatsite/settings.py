@@ -344,6 +344,8 @@ CHAT_PREFILL_CHUNK = env.int("CHAT_PREFILL_CHUNK", default=None)
 # The same for rounds in which replies are decoding (each of their next tokens waits for the round); unset: the
 # same as CHAT_PREFILL_CHUNK. Smaller smooths running streams and slows long prompts (docs/benchmarks.md).
 CHAT_PREFILL_CHUNK_DECODING = env.int("CHAT_PREFILL_CHUNK_DECODING", default=None)
+# A person waiting with no reply running takes a row from one running several (inference/preemption.py).
+CHAT_PREEMPT = env.bool("CHAT_PREEMPT", default=True)
 # Memory for the running batch's keys and values per worker (inference/budget.py): a reply is admitted only while
 # the batch, with it, fits at its largest; the rest wait their turn. 0 = bounded by CHAT_MAX_BATCH alone.
 CHAT_KV_BUDGET_MB = env.int("CHAT_KV_BUDGET_MB", default=2048)

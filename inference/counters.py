@@ -21,6 +21,7 @@ class StepCounts:
         self.adapter_rows: dict[str, int] = {}  # rows over all decode steps, per adapter (the base's: the rest)
         self.chunks = 0  # prefill forwards over one chunk of a long prompt (prefill.py)
         self.peak_rows = 0  # the most rows a decode step carried
+        self.preemptions = 0  # rows given back for a person who had none running (preemption.py)
         # the running batch's key/value cache and mask: reallocations and bytes copied (kv.py), which the
         # engine's batch counts into
         self.kv = kv if kv is not None else KVCounts()
@@ -46,5 +47,6 @@ class StepCounts:
             "mixed_adapter_steps": self.mixed,
             "decode_rows_by_adapter": dict(self.adapter_rows),
             "prefill_chunks": self.chunks,
+            "preemptions": self.preemptions,
             **self.kv.figures(),
         }

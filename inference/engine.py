@@ -36,6 +36,7 @@ from inference.counters import StepCounts
 from inference.detok import Detokenizer
 from inference.fairness import FairQueue
 from inference.output import Queued, RequestHandle
+from inference.preemption import Preemption
 from inference.prefill import Chunked, Prefills
 from inference.prefix_cache import PrefixCache
 from inference.request import FinishReason, GenerationRequest, Request  # GenerationRequest: part of this module's API
@@ -57,7 +58,7 @@ def eos_token_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-class BatchEngine(Prefills):
+class BatchEngine(Prefills, Preemption):
     """Continuous-batching generation over one model, driven by one background thread."""
 
     def __init__(
@@ -75,6 +76,7 @@ class BatchEngine(Prefills):
         prefill_chunk: int = 0,
         prefill_chunk_decoding: int | None = None,
         kv_budget_bytes: int = 0,
+        preempt: bool = True,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -96,6 +98,8 @@ class BatchEngine(Prefills):
         self.kv_budget = KVBudget(kv_budget_bytes, token_bytes(model.config, dtype_size), self.context_window)
         # Waiting for a row, taken person by person (fairness.py); ``_places``: what each was last told of its place.
         self._waiting = FairQueue()
+        # A person waiting with no reply running takes a row from one running several (preemption.py).
+        self.preempt = preempt
         self._places: dict[Request, int] = {}
         self._cancelled: dict[str, float] = {}  # request id → when; also remembers ids not seen yet
         self._lock = threading.Lock()
@@ -225,7 +229,8 @@ class BatchEngine(Prefills):
                     self._finish(req, FinishReason.ERROR, error=f"{type(exc).__name__}: {exc}")
                 self._batch.reset()
                 self._chunked = None
-        for req in self._batch.rows + self._chunked_requests():
+        # Those still waiting end too (a preempted one has shown text): their readers are not left to time out.
+        for req in self._batch.rows + self._chunked_requests() + self._waiting.remove(lambda r: True):
             self._finish(req, FinishReason.CANCELLED)
         self._batch.reset()
         self._chunked = None
@@ -235,6 +240,9 @@ class BatchEngine(Prefills):
         """Apply cancels and take the newcomers there is room for — rows, ``left`` prompt tokens of this round's
         budget, KV memory — waiting briefly when the engine is idle."""
         idle = not self._batch and self._chunked is None
+        if left is None or left > 0:  # a newcomer can be taken this round
+            self._apply_cancels()  # first: a row that a cancel frees needs no preemption
+            self._preempt_for_newcomer()
         newcomers = self._take_newcomers(left, block=idle)
         self._apply_cancels()
         self._tell_places()

@@ -24,6 +24,7 @@ this worker's queue; with several workers of a model, each reports its own.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import threading
@@ -45,7 +46,7 @@ class FairQueue:
         self._groups: dict[str, deque[tuple[int, Request]]] = {}  # key → (arrival, request), oldest first
         self._served: dict[str, int] = {}  # key → tokens served, weighted (the virtual counter)
         self._running: dict[str, int] = {}  # key → rows taken and not yet ended
-        self._taken: set[Request] = set()  # requests taken and not yet ended (``done`` ends each once)
+        self._taken: dict[Request, int] = {}  # requests taken and not yet ended (``done`` ends each once): arrival
         self._arrivals = itertools.count()
 
     # -- submitters ---------------------------------------------------------------------------------------
@@ -89,12 +90,13 @@ class FairQueue:
                     break
                 if fits is not None and not fits(taken, req):
                     break
-                self._groups[key].popleft()
+                arrival, _ = self._groups[key].popleft()
                 if not self._groups[key]:
                     del self._groups[key]
-                self._served[key] += PROMPT_WEIGHT * len(req.generation.input_ids)
+                if not req.sampled:  # a preempted request taken up again was charged its prompt the first time
+                    self._served[key] += PROMPT_WEIGHT * len(req.generation.input_ids)
                 self._running[key] = self._running.get(key, 0) + 1
-                self._taken.add(req)
+                self._taken[req] = arrival
                 if left is not None:
                     left -= prefill
                 taken.append(req)
@@ -114,12 +116,32 @@ class FairQueue:
         with self._cond:
             if req not in self._taken:
                 return
-            self._taken.discard(req)
+            del self._taken[req]
+            self._release(req.generation.fair_key)
+            self._forget_if_idle(req.generation.fair_key)
+
+    def requeue(self, req: Request) -> None:
+        """A taken request gives its row back without ending (preempted, inference/preemption.py): it waits again
+        in its key's line where its arrival puts it (before everything its person sent later)."""
+        with self._cond:
+            arrival = self._taken.pop(req, None)
+            if arrival is None:
+                return
             key = req.generation.fair_key
-            self._running[key] -= 1
-            if not self._running[key]:
-                del self._running[key]
-            self._forget_if_idle(key)
+            self._release(key)
+            group = self._groups.setdefault(key, deque())
+            group.insert(bisect.bisect(group, arrival, key=lambda item: item[0]), (arrival, req))
+
+    def starving(self) -> tuple[Request, int] | None:
+        """The request ``take`` would admit next and its key's counter, when its person has nothing running (a row
+        taken back for it goes to it: inference/preemption.py); None otherwise."""
+        with self._cond:
+            if not self._groups:
+                return None
+            key = self._next_key()
+            if self._running.get(key):
+                return None
+            return self._groups[key][0][1], self._served[key]
 
     def remove(self, predicate: Callable[[Request], bool]) -> list[Request]:
         """Take out of the waiting list every request ``predicate`` picks (cancelled before its turn)."""
@@ -153,7 +175,8 @@ class FairQueue:
                 group = self._groups[key]
                 req = group[heads[key]][1]
                 places[req] = len(places)
-                served[key] += PROMPT_WEIGHT * len(req.generation.input_ids)
+                if not req.sampled:  # as ``take`` charges
+                    served[key] += PROMPT_WEIGHT * len(req.generation.input_ids)
                 heads[key] += 1
                 if heads[key] < len(group):
                     heapq.heappush(heap, self._rank(key, served[key], group[heads[key]][0]))
@@ -180,6 +203,11 @@ class FairQueue:
         """A key not in service starts at the least counter in service: no banked credit, no old debt."""
         if key not in self._served:
             self._served[key] = min(self._served.values(), default=0)
+
+    def _release(self, key: str) -> None:
+        self._running[key] -= 1
+        if not self._running[key]:
+            del self._running[key]
 
     def _forget_if_idle(self, key: str) -> None:
         if key not in self._groups and key not in self._running:

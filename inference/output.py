@@ -118,7 +118,10 @@ def coalesce(
         if isinstance(event, Finished):
             yield Chunk("".join(buffer), finished=event, tokens=event.completion_tokens)
             return
-        if isinstance(event, Queued):  # comes before any text: passed on at once
+        if isinstance(event, Queued):  # before any text, or after some (a preempted row): passed on at once
+            if buffer:  # the text before it first: text after a place would take the place back at once
+                yield Chunk("".join(buffer), tokens=tokens)
+                buffer, deadline = [], None
             waiting = event.ahead
             yield Chunk("", tokens=tokens, queued=event.ahead)
             continue

@@ -93,7 +93,7 @@ class Prefills:
         if self.prefix_cache is not None and len(live) > 1:
             alike: dict[Adapter | None, list[list[int]]] = {}  # a common start is common within one adapter only
             for req in live:
-                alike.setdefault(req.generation.adapter, []).append(req.generation.input_ids)
+                alike.setdefault(req.generation.adapter, []).append(req.prefill_ids)
             for adapter, prompts in alike.items():
                 if len(prompts) > 1:
                     self._prefill_common_prefix(prompts, adapter)
@@ -168,7 +168,7 @@ class Prefills:
     def _plan(self, req: Request) -> Plan:
         """Start from the longest cached start of the prompt — never the whole prompt: its last token must go
         through the model to give the first logits."""
-        prompt = req.generation.input_ids
+        prompt = req.prefill_ids
         if self.prefix_cache is None:
             return Plan(req, prompt)
         entry, n = self.prefix_cache.lookup(prompt, space=req.generation.adapter)
@@ -228,7 +228,7 @@ class Prefills:
 
     def _prefill_cost(self, req: Request) -> int:
         """The prompt tokens a request's prefill would compute: those past its longest cached start."""
-        prompt = req.generation.input_ids
+        prompt = req.prefill_ids
         if self.prefix_cache is None:
             return len(prompt)
         _, n = self.prefix_cache.lookup(prompt, count=False, space=req.generation.adapter)

@@ -93,6 +93,14 @@ class Request:
         """The id the caller cancels by."""
         return self.generation.request_id
 
+    @property
+    def prefill_ids(self) -> list[int]:
+        """The tokens its prefill computes: its prompt, and for a request preempted in mid-reply and taken up again
+        (inference/preemption.py) every token it has sampled too — the last of them never fed, so the prefill's
+        logits give the token it would have written next."""
+        ids = self.generation.input_ids
+        return list(ids) + self.sampled if self.sampled else ids
+
     def random_generator(self) -> torch.Generator | None:
         """The request's own random generator, seeded once from ``params.seed`` on first use (so a request
         draws the same numbers wherever and beside whatever it runs); None for an unseeded request. A CPU

@@ -57,6 +57,7 @@ class Runtime:
             ),
             prefill_chunk_decoding=settings.CHAT_PREFILL_CHUNK_DECODING,  # None: the same
             kv_budget_bytes=settings.CHAT_KV_BUDGET_MB * 2**20,
+            preempt=settings.CHAT_PREEMPT,
             # Adapters of this model (training runs) are served here, loaded on first use (inference/adapters.py).
             max_adapters=settings.CHAT_MAX_ADAPTERS,
             adapter_budget_bytes=settings.CHAT_ADAPTER_BUDGET_MB * 2**20,

@@ -8,6 +8,7 @@ from inference.detok import Detokenizer
 from inference.engine import BatchEngine, GenerationRequest
 from inference.fairness import PROMPT_WEIGHT, REPLY_WEIGHT, FairQueue
 from inference.output import Finished, Piece, Queued, RequestHandle
+from inference.preemption import victim
 from inference.request import Request
 from inference.sampling import SamplingParams
 from tests.inference.test_engine import greedy_reference
@@ -182,7 +183,7 @@ def test_fair_order_changes_who_goes_first_never_the_tokens(tiny_llama, tokenize
 def test_a_person_with_six_long_replies_running_does_not_hold_back_anothers_first(tiny_llama, tokenizer):
     """The issue's crowd: A keeps six replies running and six more waiting; B's one reply, sent while A's run, is
     admitted at the first free row — before A's six waiting, which all came first."""
-    eng = BatchEngine(tiny_llama, tokenizer, max_batch_size=6, eos_ids=set())
+    eng = BatchEngine(tiny_llama, tokenizer, max_batch_size=6, eos_ids=set(), preempt=False)  # rows as they free
     admitted = note_admissions(eng)
     try:
         _, a_handles = submit_all(eng, tokenizer, [(f"a{i}", "7") for i in range(12)], max_new_tokens=16)
@@ -194,3 +195,154 @@ def test_a_person_with_six_long_replies_running_does_not_hold_back_anothers_firs
     finally:
         eng.shutdown()
     assert admitted == [f"a{i}" for i in range(6)] + ["b1"] + [f"a{i}" for i in range(6, 12)]
+
+
+# --- preemption (inference/preemption.py) -----------------------------------------------------------------------
+def test_a_preempted_request_waits_again_in_its_persons_line_by_arrival_and_is_not_charged_twice():
+    q = FairQueue()
+    a1, a2, a3, a4, b1 = req("a1", "A"), req("a2", "A"), req("a3", "A"), req("a4", "A"), req("b1", "B")
+    q.put_many([a1, a2, a3, a4])
+    assert names(q.take(3)) == ["a1", "a2", "a3"]
+    assert q.starving() is None  # A is next in line, and runs three already
+    q.put_many([b1])
+    assert q.starving() == (b1, q.served("A"))  # B is next (it joins at the least counter), with nothing running
+    a3.sampled, a2.sampled = [7], [7, 8]  # each has written when its row is taken back
+    served = q.served("A")
+    q.requeue(a3)
+    q.requeue(a2)  # taken back later, but it came first: back before a3
+    assert q.ahead() == {b1: 0, a2: 1, a3: 2, a4: 3}
+    assert names(q.take(3)) == ["b1", "a2", "a3"]
+    assert q.served("A") == served  # taken up again: their prompts were charged the first time
+    q.requeue(req("x", "A"))  # never taken: nothing happens
+    assert len(q) == 1 and q.starving() is None
+
+
+def test_the_victim_is_the_youngest_row_of_whoever_holds_most_never_a_persons_last_nor_a_row_just_joined():
+    rows = [req(n, k) for n, k in [("a1", "A"), ("b1", "B"), ("a2", "A"), ("a3", "A"), ("b2", "B"), ("c1", "C")]]
+    for r, written in zip(rows, [50, 40, 9, 30, 20, 5]):
+        r.completion_tokens, r.sampled = written, [1] * written
+    served = {"A": 500, "B": 300, "C": 10}.get
+
+    def pick(at_least, among=rows):
+        i = victim(among, served, at_least)
+        return None if i is None else among[i].request_id
+
+    assert pick(100) == "a2"  # A holds most; a2 has written least
+    assert pick(400) == "a2"
+    assert pick(501) is None  # the newcomer has been served more than anyone holding two: the row would go back
+    assert pick(100, [r for r in rows if r.request_id != "a3"]) == "a2"  # A and B hold two each: the first's
+    assert pick(0, [rows[0], rows[5]]) is None  # everyone keeps one
+    rows[2].sampled = []  # a2 joined this round and has written nothing yet: its person's next youngest
+    assert pick(100) == "a3"
+
+
+def stream(handle, until_piece=False) -> list:
+    """A handle's events so far (up to its first piece), or all of them."""
+    events = []
+    for event in handle:
+        events.append(event)
+        if until_piece and isinstance(event, Piece):
+            break
+    return events
+
+
+@pytest.mark.parametrize("prefix_cache", [0, 2**24], ids=["recomputed", "from-the-prefix-cache"])
+def test_a_person_with_nothing_running_takes_a_row_from_one_running_two_and_no_token_changes(
+    tiny_llama, tokenizer, prefix_cache
+):
+    """Both rows are A's; B's one reply starts at once (A's youngest row waits again), and A's two replies are the
+    tokens `generate` writes — whether the preempted one is prefilled again or taken up from the prefix cache."""
+    eng = BatchEngine(tiny_llama, tokenizer, max_batch_size=2, eos_ids=set(), prefix_cache_bytes=prefix_cache)
+    admitted = note_admissions(eng)
+    try:
+        a_requests, a_handles = submit_all(eng, tokenizer, [("a1", "7"), ("a2", "7")], max_new_tokens=400)
+        a_events = [stream(h, until_piece=True) for h in a_handles]  # both decoding: every row is A's
+        _, [b] = submit_all(eng, tokenizer, [("b1", "8")], max_new_tokens=4)
+        b_events = list(b)
+        assert not a_handles[0].finished and not a_handles[1].finished  # B ended while both of A's still ran
+        for events, handle in zip(a_events, a_handles):
+            events += list(handle)
+        stats = eng.stats()
+    finally:
+        eng.shutdown()
+    assert b_events[-1].completion_tokens == 4 and not any(isinstance(e, Queued) for e in b_events)
+    assert stats["preemptions"] == 1
+    assert admitted == ["a1", "a2", "b1", "a2"]  # a2 had written least (it came second): its row went to B
+    kinds = [type(e) for e in a_events[1]]
+    assert Queued in kinds[kinds.index(Piece) :]  # its person is told it waits again, under its text so far
+    if prefix_cache:  # a1, a2, b1, then a2 again: each found all of its prompt but the last token cached — a2's
+        # second time its prompt and what it had written, so it joined the batch computing nothing again
+        assert stats["prefix_lookups"] == 4
+        assert stats["prefix_tokens_looked_up"] - stats["prefix_tokens_reused"] == 4
+    for request, events in zip(a_requests, a_events):
+        done = events[-1]
+        reference = greedy_reference(tiny_llama, tokenizer, request.input_ids, 400)
+        assert done.reason == "length" and done.completion_tokens == 400
+        assert done.text == tokenizer.decode(reference, skip_special_tokens=True), request.request_id
+        assert "".join(e.text for e in events if isinstance(e, Piece)) == done.text
+
+
+def test_a_preempted_seeded_reply_draws_one_number_per_token_from_its_own_generator(tiny_llama, tokenizer):
+    """Taken back and taken up again, a seeded reply keeps its generator: it has drawn exactly one number per token
+    sampled, as a reply never preempted, so it samples what it would have. (Its tokens equal a run alone only up to
+    float rounding, as for any batching: the greedy test above checks the tokens themselves.)"""
+    import torch
+
+    ids = tokenizer.encode("Once upon a time")
+    eng = BatchEngine(tiny_llama, tokenizer, max_batch_size=2, eos_ids=set())
+    requests = {}
+    take = eng._waiting.take
+
+    def noting(*args, **kwargs):
+        got = take(*args, **kwargs)
+        requests.update({r.request_id: r for r in got})
+        return got
+
+    eng._waiting.take = noting
+    try:
+        first = eng.submit(GenerationRequest(ids + [5], SamplingParams(max_new_tokens=400), fair_key="A"))
+        stream(first, until_piece=True)
+        params = SamplingParams(max_new_tokens=300, temperature=1.0, top_p=0.9, seed=11)
+        seeded = eng.submit(GenerationRequest(ids, params, request_id="s", fair_key="A"))  # joins later: the victim
+        events = stream(seeded, until_piece=True)
+        _, [b] = submit_all(eng, tokenizer, [("b1", "8")], max_new_tokens=4)
+        list(b)
+        events += list(seeded)
+        list(first)
+        preempted = eng.stats()["preemptions"]
+    finally:
+        eng.shutdown()
+    kinds = [type(e) for e in events]
+    assert preempted == 1 and Queued in kinds[kinds.index(Piece) :]  # the seeded one was taken back
+    reply = requests["s"]
+    assert len(reply.sampled) == 300
+    fresh = torch.Generator().manual_seed(11)
+    for _ in range(300):
+        torch.rand(1, generator=fresh)
+    assert torch.equal(reply.generator.get_state(), fresh.get_state())
+
+
+def test_without_preemption_a_person_with_nothing_running_waits_for_a_free_row(tiny_llama, tokenizer):
+    eng = BatchEngine(tiny_llama, tokenizer, max_batch_size=2, eos_ids=set(), preempt=False)
+    admitted = note_admissions(eng)
+    try:
+        _, a_handles = submit_all(eng, tokenizer, [("a1", "7"), ("a2", "7")], max_new_tokens=400)
+        for h in a_handles:
+            stream(h, until_piece=True)
+        _, [b] = submit_all(eng, tokenizer, [("b1", "8")], max_new_tokens=4)
+        assert b.get(timeout=30) == Queued(0)
+        eng.cancel("a1")  # a row frees: B's turn
+        b_events = list(b)
+        stats = eng.stats()
+    finally:
+        eng.shutdown()
+    assert b_events[-1].completion_tokens == 4 and stats["preemptions"] == 0
+    assert admitted == ["a1", "a2", "b1"]
+
+
+def test_requests_still_waiting_end_when_the_engine_shuts_down(tiny_llama, tokenizer):
+    eng = BatchEngine(tiny_llama, tokenizer, max_batch_size=1, eos_ids=set())
+    _, [running, waiting] = submit_all(eng, tokenizer, [("a1", "7"), ("a2", "7")], max_new_tokens=400)
+    assert waiting.get(timeout=30) == Queued(0)
+    eng.shutdown()
+    assert list(waiting)[-1].reason == "cancelled" and list(running)[-1].reason == "cancelled"
