@@ -226,6 +226,11 @@ class Collector:
                 "prefill_chunks",
                 CounterMetricFamily,
             ),
+            "chat_worker_preemptions": (
+                "Rows taken back from a person running several for one with none running (CHAT_PREEMPT)",
+                "preemptions",
+                CounterMetricFamily,
+            ),
             "chat_worker_kv_bytes": (
                 "Bytes the worker's running batch holds in keys and values now",
                 "kv_bytes",

@@ -246,7 +246,8 @@ def _two_models(env, spec, levels, tokens, cookies, logs, memory) -> dict:
 
 def _worker_shares() -> list[dict]:
     """How the run's work fell to each worker (from their heartbeats, warm-up included): decode steps, rows
-    decoded (tokens) and the mean batch. With several workers, an even split is what the queue should give."""
+    decoded (tokens), the mean batch and rows taken back (preemptions). With several workers, an even split is
+    what the queue should give."""
     from chat import metrics
 
     shares = []
@@ -258,6 +259,7 @@ def _worker_shares() -> list[dict]:
                 "decode_steps": steps,
                 "decode_rows": rows,
                 "mean_batch": round(rows / steps, 2) if steps else 0.0,
+                "preemptions": stats.get("preemptions", 0),  # rows taken back for a person with none running
             }
         )
     return shares

@@ -3,8 +3,8 @@
 What many people at once see, in-process on ``BatchEngine`` with the bundled model, each scenario run with
 prefill whole (``--chunk 0``, the engine before chunking) and in chunks of the given budgets (``idle/decoding``:
 the round's prompt tokens with nothing decoding and while replies decode), in the same run:
-  1. eight distinct long prompts (~1,200 tokens) arriving together: time to first token p50 against the last's
-     (goal: p50 ≤ 0.6× the last — they start in turn rather than all at the end);
+  1. eight distinct long prompts (~1,200 tokens) arriving together: time to first token p50 (their median)
+     against the last's (goal: p50 ≤ 0.6× the last — they start in turn rather than all at the end);
   2. eight streams decoding while a 2,000-token prompt arrives: their inter-token gap p99 against its median
      (goal: ≤ 3×), and the long prompt's own time to first token;
   3. fairness: person A keeps 6 long replies running, person B sends one: B's time to first token against B's on
@@ -75,9 +75,19 @@ def submit(engine, prompts, n, key=""):
 
 
 def long_prompts_together(engine, tokenizer, salt) -> dict:
+    """p50 is the median of the eight (the mean of the 4th and 5th): eight equal prompts computed strictly one
+    after another give 4.5/8 = 0.56 of the last. The nearest rank (the 5th, ``percentile``) is kept beside it: by
+    it the same perfect turn-taking gives 5/8 = 0.625, over the goal of 0.6 however well the engine schedules."""
     streams = [s.wait() for s in submit(engine, [tokens(tokenizer, 1200, salt + i) for i in range(8)], 16)]
     ttfts = sorted(s.ttft for s in streams)
-    return {"ttft_p50_s": percentile(ttfts, 0.5), "ttft_last_s": ttfts[-1], "ratio": percentile(ttfts, 0.5) / ttfts[-1]}
+    median = statistics.median(ttfts)
+    return {
+        "ttft_p50_s": median,
+        "ttft_5th_s": percentile(ttfts, 0.5),
+        "ttft_last_s": ttfts[-1],
+        "ratio": median / ttfts[-1],
+        "ratio_5th": percentile(ttfts, 0.5) / ttfts[-1],
+    }
 
 
 def long_prompt_arrives(engine, tokenizer, salt) -> dict:

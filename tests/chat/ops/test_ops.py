@@ -90,15 +90,22 @@ def test_worker_figures_come_from_its_heartbeat_and_leave_with_it(client, db):
             "prefix_tokens_looked_up": 100,
             "prefix_tokens_reused": 75,
             "decode_steps_at_batch_size": [0, 4, 0, 6],
+            "preemptions": 2,
         },
     )
     try:
         got = families(client.get("/metrics").content.decode())
         mine = {
             f: [s.value for s in got[f].samples if s.labels.get("worker") == name]
-            for f in ("chat_worker_batch_size", "chat_worker_replies_in_flight", "chat_worker_prefix_cache_hit_ratio")
+            for f in (
+                "chat_worker_batch_size",
+                "chat_worker_replies_in_flight",
+                "chat_worker_prefix_cache_hit_ratio",
+                "chat_worker_preemptions",
+            )
         }
         assert mine == {
+            "chat_worker_preemptions": [2.0],
             "chat_worker_batch_size": [3.0],
             "chat_worker_replies_in_flight": [5.0],
             "chat_worker_prefix_cache_hit_ratio": [0.75],
