@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import NamedTuple
 
 from channels.db import database_sync_to_async
 
@@ -24,6 +25,14 @@ from chat.replies import selectors, streamlog
 log = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 2.0
 FINISHED_KEPT = 256
+
+
+class _Ended(NamedTuple):
+    """How a reply this socket sent the ``done`` of ended: its text's length, status and finish reason."""
+
+    length: int
+    status: str
+    finish_reason: str
 
 
 class _ReplyCursor:
@@ -44,9 +53,9 @@ class ReplyDelivery:
     def __init__(self, send_json):
         self.send_json = send_json
         self.cursors: dict[int, _ReplyCursor] = {}
-        # The replies whose ``done`` this socket sent, each with the text it carried (late events of these are
-        # dropped); the newest FINISHED_KEPT, oldest first.
-        self.finished: dict[int, str] = {}
+        # The replies whose ``done`` this socket sent, each with how it ended (late events of these are dropped);
+        # the newest FINISHED_KEPT, oldest first.
+        self.finished: dict[int, _Ended] = {}
         self.lock = asyncio.Lock()  # one sender at a time: frames leave in order
         self.watchdog = asyncio.ensure_future(self._watch())
 
@@ -74,17 +83,34 @@ class ReplyDelivery:
     def queued(self, message_id: int, text: str) -> bool:
         """A reply's ``message`` frame in the queued state came through the layer: a new reply (queued empty), or
         a continued one (queued again with its text so far), whose stream starts again under its id. False when
-        the frame is stale: this socket has sent a ``done`` of that reply carrying more than the frame's text —
-        a new reply never streams twice, and a continued one's run has ended here already. That happens when the
-        socket handles the frame late (a slow consumer whose watchdog ended the reply from the database first, or
-        the layer re-ordering): following the reply again would send its ``done`` twice, and the tab would
-        believe a reply still running that has ended (a person's next send refused as busy)."""
-        if message_id in self.finished:
-            if not text or len(self.finished[message_id]) > len(text):
+        the frame is stale: this socket has already sent that reply's ``done``, and the frame is not a Continue
+        of it — a new reply never streams twice, and Continue takes only a reply that ended complete at its
+        length bound and queues it with at least the text that ``done`` carried. That happens when the socket
+        handles the frame late (a slow consumer whose watchdog ended the reply from the database first, or the
+        layer re-ordering): following the reply again sent its ``done`` twice, and the tab believed a reply still
+        running that had ended (a person's next send refused as busy). A stale frame goes out as the reply now
+        stands instead (``as_it_stands``)."""
+        ended = self.finished.get(message_id)
+        if ended is not None:
+            continued = ended.status == Message.Status.COMPLETE and ended.finish_reason == Message.FinishReason.LENGTH
+            if not (text and continued and len(text) >= ended.length):
                 return False
             self.restart(message_id)
         self.announced(message_id)
         return True
+
+    async def as_it_stands(self, frame: dict) -> dict | None:
+        """A stale queued ``message`` frame (``queued`` said False) rebuilt from the stored reply, which has ended:
+        what the frame carries for the thread still applies — the reply it replaces (Regenerate), Compare's
+        siblings, the sending tab's client id — and the reply shows as it ended, not as waiting. None when there is
+        nothing to show (deleted, or running again: its own frames follow)."""
+        message = await database_sync_to_async(selectors.reply_for_delivery)(message_id=frame["message"]["id"])
+        if message is None or message.is_active:
+            return None
+        payload = events.message_payload(message)
+        if "siblings" in frame["message"]:
+            payload["siblings"] = frame["message"]["siblings"]
+        return {**frame, "message": payload}
 
     def announced(self, message_id: int) -> None:
         self.expect(message_id)
@@ -128,7 +154,7 @@ class ReplyDelivery:
                 await self._forward(message_id, cursor, {}, to_end=True)
             await self.send_json(frame)
             self.cursors.pop(message_id, None)
-            self.finished[message_id] = frame.get("content") or ""
+            self.finished[message_id] = _Ended(len(frame.get("content") or ""), frame["status"], frame["finish_reason"])
             if len(self.finished) > FINISHED_KEPT:
                 del self.finished[next(iter(self.finished))]
 

@@ -48,7 +48,11 @@ class LayerEvents:
             message = frame["message"]
             if message["status"] == Message.Status.QUEUED:  # new, or continued (its stream starts again)
                 if not self.delivery.queued(message["id"], message["content"]):
-                    return  # stale: the reply has ended on this tab since (ReplyDelivery.queued)
+                    # Stale: the reply has ended on this tab since (ReplyDelivery.queued); sent as it ended.
+                    frame = await self.delivery.as_it_stands(frame)
+                    if frame is not None:
+                        await self.send_json(frame)
+                    return
             else:
                 self.delivery.announced(message["id"])
         await self.send_json(frame)

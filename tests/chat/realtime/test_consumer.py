@@ -442,7 +442,8 @@ def test_a_reply_frame_handled_after_its_done_is_dropped_and_the_done_sent_once(
     """A slow socket (or the layer re-ordering) can handle a reply's queued message frame after the watchdog has
     already ended that reply from the database. The stale frame must not make the socket follow the reply again:
     it sent the done a second time, and the load test's client, reading that done as its next reply's end, sent
-    into a conversation still busy."""
+    into a conversation still busy. The page still gets what the frame carried (here the sending tab's client id),
+    with the reply as it ended, not as waiting."""
     from chat import events
     from chat.realtime import delivery
     from chat.replies import services as reply_services
@@ -462,7 +463,7 @@ def test_a_reply_frame_handled_after_its_done_is_dropped_and_the_done_sent_once(
 
     async def go():
         comm, _, _ = await connect(cookie)
-        await comm.send_json_to({"type": "send", "conversation": None, "content": "Hi"})
+        await comm.send_json_to({"type": "send", "conversation": None, "content": "Hi", "client_id": "c1"})
         first = [await comm.receive_json_from(timeout=10) for _ in range(3)]  # the third from the watchdog
         reply = first[-1]["message"]["id"]
         await database_sync_to_async(reply_services.reply_claim)(message_id=reply)
@@ -480,7 +481,10 @@ def test_a_reply_frame_handled_after_its_done_is_dropped_and_the_done_sent_once(
     first, done, after = run(go())
     assert [f["type"] for f in first] == ["conversation", "message", "message"]
     assert [f["type"] for f in done] == ["done"] and done[0]["content"] == "Hello."
-    assert after == []
+    assert [f["type"] for f in after] == ["message"]  # and no second done
+    late = after[0]
+    assert late["client_id"] == "c1" and late["message"]["id"] == first[-1]["message"]["id"]
+    assert (late["message"]["status"], late["message"]["content"]) == ("complete", "Hello.")
 
 
 def test_continue_over_the_socket_requeues_the_same_reply_and_its_new_end_is_delivered(make_user, session_cookie):
@@ -529,3 +533,42 @@ def test_continue_over_the_socket_requeues_the_same_reply_and_its_new_end_is_del
     assert twice["code"] == "not_continuable" and twice["detail"].endswith(".")
     assert (done["status"], done["content"], done["usage"]["completion_tokens"]) == ("stopped", "Once upon a time", 4)
     assert Message.objects.filter(role="assistant").count() == 1
+
+
+def test_only_a_continue_of_a_reply_cut_at_its_length_follows_an_ended_reply_again():
+    """After a reply's done, a queued frame of it starts it again only as a Continue would queue it: the reply had
+    ended complete at its length bound, and the frame carries at least the text that done carried."""
+    from chat.realtime.delivery import ReplyDelivery
+
+    def done(message, content, status="complete", reason="length"):
+        return {"type": "done", "message": message, "content": content, "status": status, "finish_reason": reason}
+
+    async def go():
+        sent = []
+
+        async def send_json(frame):
+            sent.append(frame)
+
+        delivery = ReplyDelivery(send_json)
+        try:
+            for message, frame in enumerate(
+                [
+                    done(1, "Once upon"),
+                    done(2, "Once upon", "stopped", "cancelled"),  # a Continue stopped before it wrote a word
+                    done(3, "Once upon", "complete", "stop"),
+                    done(4, "Once upon a time"),  # the Continue's own run ended
+                ],
+                start=1,
+            ):
+                await delivery.done(frame)
+            return [
+                delivery.queued(1, "Once upon"),  # Continue: the same text, queued again
+                delivery.queued(2, "Once upon"),
+                delivery.queued(3, "Once upon"),
+                delivery.queued(4, "Once upon"),  # the frame that queued the run that has ended
+                delivery.queued(5, ""),  # a reply this socket has not seen end
+            ], len(sent)
+        finally:
+            delivery.close()
+
+    assert run(go()) == ([True, False, False, False, True], 4)
