@@ -122,11 +122,40 @@ def configure_threads(threads: int | None) -> int:
     return n
 
 
+def in_passing_thread(fn, *args, **kwargs):
+    """Call ``fn`` in a thread of its own that ends with it; return what it returns, raise what it raises.
+
+    Why: a thread that runs a parallel torch operator keeps an OpenMP team (libgomp's worker threads) for the rest
+    of its life, and while that team lives, the engine's own thread steps about 1.6× slower on a 2-core CPU
+    (measured 2026-12-07, docs/benchmarks.md: a decode step at 1 row 34 → 57 ms, at 8 rows 66 → 90 ms, after one
+    matrix product or one dtype conversion in the main thread). Torch work that comes before the engine — loading
+    and converting the weights, a benchmark's own ``generate`` — runs in a thread that ends, leaving no team."""
+    result: dict = {}
+
+    def run():
+        try:
+            result["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # raised again in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, name=getattr(fn, "__name__", "torch-work"))
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
 def load_model(
     name: str = BUNDLED, *, device: str = "auto", precision: str = "auto", cache_dir: Path | None = None
 ) -> LoadedModel:
     """Load model and tokenizer ready for inference (eval mode, on the chosen device, at the chosen precision:
-    ``precision.PRECISIONS``; an unknown one raises ``PrecisionError`` before anything is read)."""
+    ``precision.PRECISIONS``; an unknown one raises ``PrecisionError`` before anything is read). The loading runs
+    in a thread that ends (``in_passing_thread``): the caller's thread keeps no OpenMP team to slow the engine."""
+    return in_passing_thread(_load_model, name, device=device, precision=precision, cache_dir=cache_dir)
+
+
+def _load_model(name: str, *, device: str, precision: str, cache_dir: Path | None) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = pick_device(device)

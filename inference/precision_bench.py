@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from inference import precision as precisions
 from inference.bench import PROMPT, bench_engine, machine, measure_level, write_report
 from inference.engine import BatchEngine
-from inference.loading import configure_threads, default_model, load_model, pick_device
+from inference.loading import configure_threads, default_model, in_passing_thread, load_model, pick_device
 from inference.prompt import build_prompt, context_window
 from inference.quality import log_likelihood
 
@@ -26,7 +26,7 @@ def measure(name: str, precision: str, device: str, tokens: int, levels: list[in
     """One precision's row: its weights' bytes, log-likelihood of the fixed text and the engine's speed."""
     lm = load_model(name, device=device, precision=precision)
     model, tokenizer = lm.model, lm.tokenizer
-    score = log_likelihood(model, tokenizer)
+    score = in_passing_thread(log_likelihood, model, tokenizer)  # no OpenMP team left here to slow the engine
     ids = build_prompt(
         tokenizer, [{"role": "user", "content": PROMPT}], max_new_tokens=tokens, window=context_window(model.config)
     ).input_ids

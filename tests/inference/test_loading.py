@@ -22,3 +22,46 @@ def test_model_and_cache_defaults_come_from_the_environment(monkeypatch, tmp_pat
     monkeypatch.setenv("CHAT_MODEL", "/models/other")
     monkeypatch.setenv("CHAT_MODEL_CACHE", str(tmp_path / "cache"))
     assert default_model() == "/models/other" and default_cache_dir() == Path(tmp_path / "cache")
+
+
+def test_in_passing_thread_runs_the_work_in_a_thread_that_has_ended_and_gives_back_its_result_or_error():
+    import threading
+
+    import pytest
+
+    from inference.loading import in_passing_thread
+
+    seen = []
+
+    def work(a, b=0):
+        seen.append(threading.current_thread())
+        if b < 0:
+            raise ValueError("negative")
+        return a + b
+
+    assert in_passing_thread(work, 2, b=3) == 5
+    with pytest.raises(ValueError, match="negative"):
+        in_passing_thread(work, 1, b=-1)
+    assert all(t is not threading.current_thread() and not t.is_alive() for t in seen) and len(seen) == 2
+
+
+def test_a_model_is_loaded_and_converted_in_a_thread_that_ends(monkeypatch):
+    """The weights' loading and conversion run parallel torch operators; the thread that runs them keeps an OpenMP
+    team for life, which slowed the engine's own thread 1.6× (docs/benchmarks.md). So the caller's thread runs
+    none of them: they run in a thread that has ended when ``load_model`` returns."""
+    import threading
+
+    from inference import loading
+
+    threads = []
+
+    def loaded(name, **options):
+        threads.append(threading.current_thread())
+        return (name, options)
+
+    monkeypatch.setattr(loading, "_load_model", loaded)
+    assert loading.load_model("m", precision="bfloat16") == (
+        "m",
+        {"device": "auto", "precision": "bfloat16", "cache_dir": None},
+    )
+    assert threads[0] is not threading.current_thread() and not threads[0].is_alive()
