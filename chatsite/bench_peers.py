@@ -70,8 +70,9 @@ def past(deadline: str | None) -> bool:
 
 
 def install_pylib() -> Path:
-    """transformers serve's web server (FastAPI, Uvicorn and theirs), pinned, into var/peers-pylib only."""
-    if not (PYLIB / "fastapi").is_dir():
+    """transformers serve's web server (FastAPI, Uvicorn and theirs) and the converter's sentencepiece, pinned,
+    into var/peers-pylib only."""
+    if not (PYLIB / "fastapi").is_dir() or not (PYLIB / "sentencepiece").is_dir():
         cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(PYLIB)]
         subprocess.run([*cmd, "-r", str(REQUIREMENTS)], check=True)
     return PYLIB
@@ -179,8 +180,8 @@ def main(argv=None) -> int:
     model_dir = Path(resolve_model_path(BUNDLED))
     threads = os.cpu_count() or 1
     peers_llama.build()
+    install_pylib()  # first: the converter imports sentencepiece from it
     peers_llama.convert(model_dir)
-    install_pylib()
     if args.prepare:
         return 0
     configure_threads(threads)

@@ -126,13 +126,16 @@ def gguf_path(model_dir: Path) -> Path:
 def convert(model_dir: Path) -> Path:
     """The model as an F32 GGUF, written once by llama.cpp's ``convert_hf_to_gguf.py`` run with this venv's
     Python. The converter's ``gguf`` package is the one in llama.cpp's tree (``gguf-py``), matching the script;
-    the rest it needs for this model (torch, transformers, numpy, safetensors) requirements.txt already pins —
-    its sentencepiece and protobuf are for other tokenizers, so nothing is installed."""
+    the rest it needs for this model (torch, transformers, numpy, safetensors) requirements.txt already pins, but
+    sentencepiece: the converter tries a SentencePiece vocabulary first and stops without the module (this
+    model's vocabulary is BPE, which it takes next), so it comes from var/peers-pylib (requirements-bench.txt)."""
     out = gguf_path(model_dir)
     if out.exists():
         return out
     src = source()
-    env = {**os.environ, "PYTHONPATH": str((src / "gguf-py").resolve()), "NO_LOCAL_GGUF": ""}
+    # sentencepiece from the peers benchmark's own library folder (chatsite/bench_peers.py installs it first)
+    pythonpath = os.pathsep.join(str(p.resolve()) for p in (src / "gguf-py", Path("var/peers-pylib")))
+    env = {**os.environ, "PYTHONPATH": pythonpath, "NO_LOCAL_GGUF": ""}
     partial = out.with_suffix(".partial")
     subprocess.run(
         [
