@@ -155,6 +155,48 @@ def test_slash_prompt_with_a_variable_fills_the_input_and_sends_nothing(
             assert page.errors == [], page.errors
 
 
+def test_a_slash_word_typed_before_the_prompts_arrive_lists_them_when_they_do(
+    transactional_db, live_server, make_user, session_cookie
+):
+    """The list is fetched at the first "/": "/s" typed before it arrives matched none of the none there were and
+    closed the list (a slash before a word no prompt has); once the prompts come, "/s" lists its two. The fetch is
+    held here until both keys are typed, so the order is certain (it failed CI at random before)."""
+    from chat.prompts import services
+
+    ines = make_user("ines")
+    services.prompt_create(user=ines, name="haiku", title="A haiku", text="Write a haiku about {{topic}}.")
+    services.prompt_create(user=ines, name="summarise", title="Summarise a text", text="Summarise this:")
+    services.prompt_create(user=ines, name="sonnet", title="A sonnet", text="Write a sonnet.")
+    cookie = session_cookie(ines)
+    with sync_playwright() as p:
+        browser, page = open_page(p, live_server.url, cookie)
+        held, released = [], []
+
+        def hold(route):  # the page's fetches of the list wait until both keys are typed
+            if released:
+                route.continue_()
+            else:
+                held.append(route)
+
+        page.route("**/settings/prompts/list.json", hold)
+        page.goto(live_server.url + "/")
+        page.click("#input")
+        page.keyboard.type("/s")
+        for _ in range(100):  # the fetch has been asked for, and is held
+            if held:
+                break
+            page.wait_for_timeout(50)
+        expect(page.locator("#prompt-suggestions")).to_be_hidden()  # nothing to list yet
+        released.append(True)
+        for route in held:
+            route.continue_()
+        options = page.locator("#prompt-suggestions li[role=option]")
+        expect(options).to_have_count(2)
+        assert sorted(options.evaluate_all("els => els.map((e) => e.dataset.name)")) == ["sonnet", "summarise"]
+        browser.close()
+        assert page.errors == [], page.errors
+
+
 def chatgpt_export() -> list:
     def node(key, parent, role, text, t, children=()):
         message = None

@@ -26,10 +26,19 @@ async function load() {
     if (r.ok) {
       prompts = (await r.json()).prompts;
       loadedAt = Date.now();
+      return true;
     }
   } catch {
     // Offline for a moment: the list stays as it was; the next "/" tries again.
   }
+  return false;
+}
+
+// The prompts fetched again; once they arrive, what is typed at a "/" by then is drawn from them (not the word at
+// the "/": typing goes on) — even if the list closed meanwhile: "/s" typed before they came matched none of the
+// none there were, and closed it as a slash before a word no prompt has.
+function refresh() {
+  load().then((ok) => { if (ok && document.activeElement === input) update(); });
 }
 
 function close() {
@@ -103,8 +112,7 @@ function update() {
   range = [start, caret];
   if (opening) {
     selected = 0;
-    // Drawn again once the list arrives, for what is typed by then (not the word at the "/": typing goes on).
-    if (Date.now() - loadedAt > 30_000) load().then(() => { if (range) update(); });
+    if (Date.now() - loadedAt > 30_000) refresh();
   }
   render(match[2]);
 }
@@ -180,4 +188,4 @@ input.addEventListener("keydown", (e) => {
   } else if (e.key === "Escape") { handled(); close(); }
 }, { capture: true });
 document.addEventListener("visibilitychange", () => { if (!document.hidden) loadedAt = 0; });
-load();
+refresh();
