@@ -50,6 +50,12 @@ class RunningBatch:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def allocation(self) -> tuple[int, int]:
+        """``(rows, columns)`` the cache's keys and values are allocated for now (``(0, 0)``: none, or a cache that
+        does not say): what ``KVBudget.fits`` counts admissions against."""
+        cache = self.cache
+        return cache.allocation() if hasattr(cache, "allocation") else (0, 0)
+
     @property
     def mask(self) -> torch.Tensor | None:
         """``[B, T]``: 1 for real tokens, 0 for left padding (a view: its allocation has spare columns)."""

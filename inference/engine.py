@@ -280,8 +280,7 @@ class BatchEngine(Prefills, Preemption):
         if left is not None and left <= 0:
             room = 0  # this round's prompt budget is spent: newcomers wait for the next (one decode step)
         holding = self._batch.rows + self._chunked_requests()
-        cache = self._batch.cache
-        allocation = cache.allocation() if hasattr(cache, "allocation") else (0, 0)
+        allocation = self._batch.allocation()
         return self._waiting.take(
             room,
             token_budget=left,

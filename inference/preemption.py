@@ -66,9 +66,7 @@ class Preemption:
         i = victim(rows, self._waiting.served, served)
         if i is None:
             return
-        cache = self._batch.cache
-        allocation = cache.allocation() if hasattr(cache, "allocation") else (0, 0)
-        if not self.kv_budget.fits(rows[:i] + rows[i + 1 :], newcomer, allocation):
+        if not self.kv_budget.fits(rows[:i] + rows[i + 1 :], newcomer, self._batch.allocation()):
             return  # the newcomer would not fit even so: taking the row back would only stall its owner
         if self.prefix_cache is not None:
             try:
