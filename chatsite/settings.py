@@ -346,6 +346,9 @@ CHAT_PREFILL_CHUNK = env.int("CHAT_PREFILL_CHUNK", default=None)
 CHAT_PREFILL_CHUNK_DECODING = env.int("CHAT_PREFILL_CHUNK_DECODING", default=None)
 # A person waiting with no reply running takes a row from one running several (inference/preemption.py).
 CHAT_PREEMPT = env.bool("CHAT_PREEMPT", default=True)
+# On the CPU, float linear layers multiply through oneDNN with their weights packed once (inference/onednn.py):
+# 1.6-2.6x faster decode steps here, for a second copy of those weights in memory. 0: torch's default path.
+CHAT_CPU_PACKED_LINEARS = env.bool("CHAT_CPU_PACKED_LINEARS", default=True)
 # Memory for the running batch's keys and values per worker (inference/budget.py): a reply is admitted only while
 # the batch, with it, fits at its largest; the rest wait their turn. 0 = bounded by CHAT_MAX_BATCH alone.
 CHAT_KV_BUDGET_MB = env.int("CHAT_KV_BUDGET_MB", default=2048)

@@ -147,15 +147,24 @@ def in_passing_thread(fn, *args, **kwargs):
 
 
 def load_model(
-    name: str = BUNDLED, *, device: str = "auto", precision: str = "auto", cache_dir: Path | None = None
+    name: str = BUNDLED,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    cache_dir: Path | None = None,
+    packed: bool | None = None,
 ) -> LoadedModel:
     """Load model and tokenizer ready for inference (eval mode, on the chosen device, at the chosen precision:
-    ``precision.PRECISIONS``; an unknown one raises ``PrecisionError`` before anything is read). The loading runs
-    in a thread that ends (``in_passing_thread``): the caller's thread keeps no OpenMP team to slow the engine."""
-    return in_passing_thread(_load_model, name, device=device, precision=precision, cache_dir=cache_dir)
+    ``precision.PRECISIONS``; an unknown one raises ``PrecisionError`` before anything is read). On the CPU its
+    float linear layers are packed for oneDNN (``onednn.py``) unless ``packed`` is False (None: the
+    ``CHAT_CPU_PACKED_LINEARS`` environment variable, on when unset). The loading runs in a thread that ends
+    (``in_passing_thread``): the caller's thread keeps no OpenMP team to slow the engine."""
+    if packed is None:
+        packed = env_default("CHAT_CPU_PACKED_LINEARS", "1").strip().lower() not in ("0", "false", "no", "off")
+    return in_passing_thread(_load_model, name, device=device, precision=precision, cache_dir=cache_dir, packed=packed)
 
 
-def _load_model(name: str, *, device: str, precision: str, cache_dir: Path | None) -> LoadedModel:
+def _load_model(name: str, *, device: str, precision: str, cache_dir: Path | None, packed: bool) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = pick_device(device)
@@ -166,6 +175,10 @@ def _load_model(name: str, *, device: str, precision: str, cache_dir: Path | Non
     model.to(dev)
     model.eval()
     precisions.apply(model, chosen)  # before the engine, the prefix cache or an adapter sees the weights
+    if packed and dev == "cpu":
+        from inference.onednn import pack_linears
+
+        pack_linears(model)  # int8 weights (torchao's) are left as they are
     return LoadedModel(name=name, model=model, tokenizer=tokenizer, device=dev, dtype=chosen.dtype, precision=chosen)
 
 

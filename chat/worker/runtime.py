@@ -44,6 +44,7 @@ class Runtime:
             device=self.served.device or settings.CHAT_DEVICE,
             precision=self.served.precision or settings.CHAT_MODEL_PRECISION,
             cache_dir=settings.CHAT_MODEL_CACHE,
+            packed=settings.CHAT_CPU_PACKED_LINEARS,
         )
         self.engine = BatchEngine(
             self.loaded.model,

@@ -142,6 +142,7 @@ def load_base(model_name: str, spec: str):
             device=settings.CHAT_TRAINING_DEVICE,
             precision=settings.CHAT_TRAINING_DTYPE,
             cache_dir=settings.CHAT_MODEL_CACHE,
+            packed=False,  # trained with gradients, which a packed layer leaves to torch's path: no second copy
         )
     except Exception as exc:
         raise RunFailed(f"The weights of the base model {model_name} could not be loaded ({spec}): {exc}") from exc

@@ -62,6 +62,6 @@ def test_a_model_is_loaded_and_converted_in_a_thread_that_ends(monkeypatch):
     monkeypatch.setattr(loading, "_load_model", loaded)
     assert loading.load_model("m", precision="bfloat16") == (
         "m",
-        {"device": "auto", "precision": "bfloat16", "cache_dir": None},
+        {"device": "auto", "precision": "bfloat16", "cache_dir": None, "packed": True},
     )
     assert threads[0] is not threading.current_thread() and not threads[0].is_alive()

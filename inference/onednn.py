@@ -1,0 +1,93 @@
+"""Linear layers that multiply through oneDNN with their weights packed once, on the CPU.
+
+Why: on the CPU torch sends a float ``nn.Linear`` to MKL's ``sgemm``, and a decode step is almost all such
+products with a handful of rows (one per running reply). Measured on this project's 2-core machines
+(docs/benchmarks.md, "Linear layers through oneDNN"): MKL reads the weights at 10 GB/s on an AMD EPYC whose memory
+gives 50, where oneDNN's kernels — the library torch itself ships for its fused CPU paths — with the weight
+reordered once into their blocked layout do the same products 2–2.6× faster at 8 and 16 rows, at the same
+precision (float32 in, float32 out; only the order of the additions differs, ~1e-6 relative).
+
+``pack_linears(model)`` turns each plain float32/bfloat16 ``nn.Linear`` of a CPU model into a ``PackedLinear``
+(same module, same ``weight`` parameter, one more field: the packed copy), so transformers' modelling code, peft's
+LoRA layers (which wrap a linear and call it) and everything that reads ``weight`` work unchanged. The cost is
+memory: the packed copy is a second copy of each linear weight (``packed_bytes``), which is why it is a setting
+(``CHAT_CPU_PACKED_LINEARS``).
+
+Where oneDNN must not be used, a ``PackedLinear`` is a plain ``nn.Linear``: with gradients on (oneDNN's op has no
+backward: a LoRA trained over a packed base would get wrong gradients silently), for an input of another dtype
+or device, and it packs again if its weight was changed in place or replaced (``_key``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+PACKABLE_DTYPES = (torch.float32, torch.bfloat16)
+# oneDNN's reorder takes a batch-size hint for the layout; measured with hints 4–64 the products at 1, 8, 16 and
+# 64 rows took the same time within noise, so one hint in the engine's usual range.
+_BATCH_HINT = 16
+
+
+def available() -> bool:
+    """Whether this torch has oneDNN's linear operators on the CPU."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+class PackedLinear(torch.nn.Linear):
+    """An ``nn.Linear`` holding its weight twice: as the parameter everyone reads, and packed for oneDNN."""
+
+    _packed: torch.Tensor | None
+    _key: tuple | None
+
+    def pack(self) -> None:
+        weight = self.weight.detach()
+        self._packed = torch.ops.mkldnn._reorder_linear_weight(weight, _BATCH_HINT)
+        self._key = _identity(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        if torch.is_grad_enabled() or x.dtype != weight.dtype or x.device.type != "cpu" or self._packed is None:
+            return F.linear(x, weight, self.bias)
+        if self._key != _identity(weight):  # changed since packed (in place, or a new tensor): pack it again
+            self.pack()
+        return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, "none", [], "")
+
+
+def _identity(weight: torch.Tensor) -> tuple:
+    """What changes when a weight's values may have: its storage, its in-place version, its shape."""
+    return weight.data_ptr(), weight._version, tuple(weight.shape)
+
+
+def pack_linears(model) -> int:
+    """Pack every plain float32/bfloat16 ``nn.Linear`` of ``model`` (on the CPU) for oneDNN; returns how many.
+    Quantised weights (torchao's int8 tensors), other devices and other dtypes are left as they are."""
+    if not available():
+        log.info("oneDNN's linear operators are not in this torch: linear layers stay on the default path")
+        return 0
+    packed = 0
+    for module in model.modules():
+        if type(module) is not torch.nn.Linear:  # PackedLinear already, peft's wrappers, anything else
+            continue
+        weight = module.weight
+        if type(weight.data) is not torch.Tensor or weight.device.type != "cpu" or weight.dtype not in PACKABLE_DTYPES:
+            continue
+        if module.bias is not None and module.bias.dtype != weight.dtype:
+            continue
+        module.__class__ = PackedLinear  # the same object: parents, peft and hooks keep pointing at it
+        module.pack()
+        packed += 1
+    return packed
+
+
+def packed_bytes(model) -> int:
+    """Bytes the packed copies hold (beside the parameters ``precision.weight_bytes`` counts)."""
+    return sum(
+        m.weight.numel() * m.weight.element_size()
+        for m in model.modules()
+        if isinstance(m, PackedLinear) and m._packed is not None
+    )
