@@ -341,8 +341,9 @@ CHAT_MAX_BATCH = env.int("CHAT_MAX_BATCH", default=16)
 # of this many between decode steps, so it does not freeze running replies; 0 = each prompt in one forward; unset:
 # by the worker's device (inference.prefill.default_chunk: a GPU computes many more per forward for its cost).
 CHAT_PREFILL_CHUNK = env.int("CHAT_PREFILL_CHUNK", default=None)
-# The same for rounds in which replies are decoding (each of their next tokens waits for the round); unset: the
-# same as CHAT_PREFILL_CHUNK. Smaller smooths running streams and slows long prompts (docs/benchmarks.md).
+# A prompt in chunks' tokens per round while replies are decoding (each of their next tokens waits for every
+# round it needs; a prompt that fits CHAT_PREFILL_CHUNK is still computed whole); unset: the same as
+# CHAT_PREFILL_CHUNK. Smaller smooths running streams and slows long prompts (docs/benchmarks.md).
 CHAT_PREFILL_CHUNK_DECODING = env.int("CHAT_PREFILL_CHUNK_DECODING", default=None)
 # A person waiting with no reply running takes a row from one running several (inference/preemption.py).
 CHAT_PREEMPT = env.bool("CHAT_PREEMPT", default=True)

@@ -88,8 +88,8 @@ class BatchEngine(Prefills, Preemption):
         self.context_window = context_window or _window(model.config)
         # Prompt tokens computed per round at most (0: no bound): a longer prompt is prefilled in chunks of this
         # many, between decode steps (prefill.py); ``_chunked``: the one prompt in chunks now, if any. While
-        # replies are decoding, a round computes at most ``prefill_chunk_decoding`` (None: the same): what each
-        # of their tokens may wait for (``_round_budget``).
+        # replies are decoding, its chunks are ``prefill_chunk_decoding`` (None: the same) tokens at most: what
+        # each of their tokens waits for in every round it needs (``_chunk_step``).
         self.prefill_chunk = prefill_chunk
         self.prefill_chunk_decoding = prefill_chunk if prefill_chunk_decoding is None else prefill_chunk_decoding
         self._chunked: Chunked | None = None

@@ -160,11 +160,12 @@ def load_model(
     ``CHAT_CPU_PACKED_LINEARS`` environment variable, on when unset). The loading runs in a thread that ends
     (``in_passing_thread``): the caller's thread keeps no OpenMP team to slow the engine."""
     if packed is None:
-        packed = env_default("CHAT_CPU_PACKED_LINEARS", "1").strip().lower() not in ("0", "false", "no", "off")
+        packed = env_default("CHAT_CPU_PACKED_LINEARS", "1").strip().lower() in ("1", "true", "on", "ok", "y", "yes")
     return in_passing_thread(_load_model, name, device=device, precision=precision, cache_dir=cache_dir, packed=packed)
 
 
 def _load_model(name: str, *, device: str, precision: str, cache_dir: Path | None, packed: bool) -> LoadedModel:
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = pick_device(device)
@@ -175,10 +176,11 @@ def _load_model(name: str, *, device: str, precision: str, cache_dir: Path | Non
     model.to(dev)
     model.eval()
     precisions.apply(model, chosen)  # before the engine, the prefix cache or an adapter sees the weights
-    if packed and dev == "cpu":
-        from inference.onednn import pack_linears
+    if packed and torch.device(dev).type == "cpu":
+        from inference.onednn import pack_linears, packed_bytes
 
-        pack_linears(model)  # int8 weights (torchao's) are left as they are
+        count = pack_linears(model)  # int8 weights (torchao's) are left as they are
+        log.info("%d linear layers packed for oneDNN (%.0f MiB more)", count, packed_bytes(model) / 2**20)
     return LoadedModel(name=name, model=model, tokenizer=tokenizer, device=dev, dtype=chosen.dtype, precision=chosen)
 
 

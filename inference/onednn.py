@@ -15,7 +15,7 @@ memory: the packed copy is a second copy of each linear weight (``packed_bytes``
 
 Where oneDNN must not be used, a ``PackedLinear`` is a plain ``nn.Linear``: with gradients on (oneDNN's op has no
 backward: a LoRA trained over a packed base would get wrong gradients silently), for an input of another dtype
-or device, and it packs again if its weight was changed in place or replaced (``_key``).
+or device. It packs again if its weight was changed in place or replaced (``_identity``).
 """
 
 from __future__ import annotations
@@ -38,11 +38,20 @@ def available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-class PackedLinear(torch.nn.Linear):
-    """An ``nn.Linear`` holding its weight twice: as the parameter everyone reads, and packed for oneDNN."""
+def _packable(dtype) -> bool:
+    """oneDNN packs bfloat16 only where the CPU has its instructions (AVX-512 BW/VL/DQ or AVX-NE-CONVERT); on
+    another CPU a bfloat16 model stays on torch's path rather than failing to load."""
+    if dtype == torch.bfloat16:
+        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return dtype in PACKABLE_DTYPES
 
-    _packed: torch.Tensor | None
-    _key: tuple | None
+
+class PackedLinear(torch.nn.Linear):
+    """An ``nn.Linear`` holding its weight twice: as the parameter everyone reads, and packed for oneDNN (made on
+    first use, and again whenever the weight is another tensor or was changed in place since)."""
+
+    _packed: torch.Tensor | None = None
+    _key: tuple | None = None
 
     def pack(self) -> None:
         weight = self.weight.detach()
@@ -51,15 +60,26 @@ class PackedLinear(torch.nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
-        if torch.is_grad_enabled() or x.dtype != weight.dtype or x.device.type != "cpu" or self._packed is None:
+        if torch.is_grad_enabled() or x.dtype != weight.dtype or x.device.type != "cpu" or weight.device != x.device:
             return F.linear(x, weight, self.bias)
-        if self._key != _identity(weight):  # changed since packed (in place, or a new tensor): pack it again
+        if self._key != _identity(weight):
             self.pack()
         return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, "none", [], "")
 
+    def __getstate__(self):
+        """Copies (``copy.deepcopy``, pickling) leave the packed tensor out — oneDNN's opaque tensors cannot be
+        copied that way — and pack again on first use."""
+        state = dict(super().__getstate__())
+        state.pop("_packed", None)
+        state.pop("_key", None)
+        return state
+
 
 def _identity(weight: torch.Tensor) -> tuple:
-    """What changes when a weight's values may have: its storage, its in-place version, its shape."""
+    """What changes when a weight's values may have: its storage, its in-place version, its shape. Not a change
+    made through ``weight.data`` (a fresh version counter), as peft's ``merge_adapter`` makes: this project
+    never merges an adapter into a served base (``adapters.py`` adds LoRA products at each call); whoever does
+    must ``unpack_linears`` first."""
     return weight.data_ptr(), weight._version, tuple(weight.shape)
 
 
@@ -74,7 +94,7 @@ def pack_linears(model) -> int:
         if type(module) is not torch.nn.Linear:  # PackedLinear already, peft's wrappers, anything else
             continue
         weight = module.weight
-        if type(weight.data) is not torch.Tensor or weight.device.type != "cpu" or weight.dtype not in PACKABLE_DTYPES:
+        if type(weight.data) is not torch.Tensor or weight.device.type != "cpu" or not _packable(weight.dtype):
             continue
         if module.bias is not None and module.bias.dtype != weight.dtype:
             continue
@@ -82,6 +102,16 @@ def pack_linears(model) -> int:
         module.pack()
         packed += 1
     return packed
+
+
+def unpack_linears(model) -> None:
+    """Make every ``PackedLinear`` of ``model`` a plain ``nn.Linear`` again (its packed copy dropped): the
+    profile compares both on the same model (``stepprof``)."""
+    for module in model.modules():
+        if type(module) is PackedLinear:
+            module.__dict__.pop("_packed", None)
+            module.__dict__.pop("_key", None)
+            module.__class__ = torch.nn.Linear
 
 
 def packed_bytes(model) -> int:

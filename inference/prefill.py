@@ -103,27 +103,29 @@ class Prefills:
             if over is not None and self._chunked is None:
                 plans.remove(over)
                 self._chunked = Chunked(over)
-                self._chunk(left)  # never its last chunk: it needs more than ``left``
+                self._chunk(min(left, self._chunk_step()))  # never its last chunk: it needs more than ``left``
         warm = [p for p in plans if p.warm]
         if warm:
             self._join_warm(warm)
         for group in plan_groups([p for p in plans if not p.warm]):
             yield self._prefill_group(group)
 
-    def _round_budget(self) -> int:
-        """This round's prompt tokens at most. While replies are decoding, every one of them waits for the round's
-        prompt tokens before its next token, so the round takes the smaller budget; with nothing decoding, no one
-        waits, and the whole budget computes a long prompt in fewer, cheaper-per-token forwards."""
+    def _chunk_step(self) -> int:
+        """The prompt in chunks' tokens this round. While replies are decoding, every one of them waits for the
+        round's forwards before its next token, and a long prompt needs many rounds: its chunks take the smaller
+        budget, so each of those rounds widens their gaps a little rather than a lot. With nothing decoding no one
+        waits, and the whole budget computes it in fewer, cheaper-per-token forwards."""
         if self._batch and self.prefill_chunk_decoding:
             return min(self.prefill_chunk, self.prefill_chunk_decoding)
         return self.prefill_chunk
 
     def _continue_chunked(self) -> int | None:
         """Compute the next chunk of the prompt in chunks, if any; return what is left of this round's prompt
-        budget (None: no budget)."""
+        budget for newcomers (None: no budget). A newcomer's prompt that fits what is left is computed whole this
+        round even while replies decode: one wider gap for them once, where a long prompt would widen many."""
         if not self.prefill_chunk:
             return None
-        budget = self._round_budget()
+        budget = self.prefill_chunk
         if self._chunked is None:
             return budget
         req = self._chunked.plan.request
@@ -131,7 +133,7 @@ class Prefills:
             self._finish(req, FinishReason.CANCELLED)
             self._chunked = None
             return budget
-        n = min(self._chunked.left, budget)
+        n = min(self._chunked.left, self._chunk_step())
         first = self._chunk(n)
         if first:
             self._update(*first)

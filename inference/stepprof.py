@@ -5,10 +5,11 @@ no prefix cache, no thread), runs a few decode steps to warm up, then profiles `
 ``torch.profiler`` and prints the operators that took the most time (self CPU time, summed over the steps), each
 with its share of the total, and the mean wall time of a step. In-process and Django-free like ``bench``.
 
-Each case is profiled twice on the same rows, one right after the other: with the engine's growing cache
-(``kvcache.py``), then with its states moved into a transformers ``DynamicCache`` (what the engine kept before,
-which concatenates every layer every step). On a machine shared with other jobs only such neighbouring figures
-compare.
+Each case is profiled twice on the same rows, one right after the other. ``--compare cache``: with the engine's
+growing cache (``kvcache.py``), then with its states moved into a transformers ``DynamicCache`` (what the engine
+kept before, which concatenates every layer every step). ``--compare linears`` (the default): with torch's own
+linear layers (MKL on the CPU), then with them packed for oneDNN (``onednn.py``, what a worker loads). On a
+machine shared with other jobs only such neighbouring figures compare.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def profile(engine: BatchEngine, steps: int, top: int) -> dict:
 
 
 def main(argv=None) -> int:
-    from inference.loading import BUNDLED, configure_threads, load_model
+    from inference.loading import BUNDLED, configure_threads, in_passing_thread, load_model
+    from inference.onednn import pack_linears, unpack_linears
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=BUNDLED)
@@ -88,20 +90,26 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--compare", choices=("linears", "cache"), default="linears")
     args = parser.parse_args(argv)
     configure_threads(args.threads)
     torch.set_grad_enabled(False)
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, packed=False)
+    model = loaded.model
     for batch in [int(b) for b in args.batch.split(",")]:
         for context in [int(c) for c in args.context.split(",")]:
-            engine = BatchEngine(loaded.model, loaded.tokenizer, max_batch_size=batch, eos_ids=set())
+            engine = BatchEngine(model, loaded.tokenizer, max_batch_size=batch, eos_ids=set())
             fill(engine, batch, context)
-            for cache in ("growing", "DynamicCache"):
-                if cache == "DynamicCache":
+            cases = ("growing", "DynamicCache") if args.compare == "cache" else ("torch's linears", "packed linears")
+            unpack_linears(model)
+            for case in cases:
+                if case == "DynamicCache":
                     as_dynamic_cache(engine)
+                elif case == "packed linears":
+                    in_passing_thread(pack_linears, model)
                 result = profile(engine, args.steps, args.top)
                 print(
-                    f"\n## batch {batch}, context {context}, {cache}: {result['step_ms']:.1f} ms per decode step "
+                    f"\n## batch {batch}, context {context}, {case}: {result['step_ms']:.1f} ms per decode step "
                     f"({result['cpu_ms']:.1f} ms CPU), {result['ops_ms']:.1f} ms of it in operators"
                 )
                 print(f"{'operator':<50} {'ms/step':>8} {'share':>6} {'calls/step':>10}")

@@ -173,6 +173,30 @@ def test_while_replies_decode_a_round_computes_at_most_the_smaller_budget(tiny_l
         engine.shutdown()
 
 
+def test_while_replies_decode_a_prompt_within_the_whole_budget_is_computed_whole(tiny_llama, tokenizer):
+    """Only a long prompt is held to the decoding budget: it needs many rounds, each widening the running streams'
+    gaps. One that fits the round's whole budget costs them one wider gap, and its own first token would wait
+    for several rounds of everyone's decoding if it were cut (a person's usual message: the fairness goal)."""
+    engine = BatchEngine(
+        tiny_llama, tokenizer, max_batch_size=8, eos_ids=set(), prefill_chunk=64, prefill_chunk_decoding=16
+    ).start()
+    log = ForwardLog(engine)
+    try:
+        running = [
+            engine.submit(GenerationRequest(tokenizer.encode(f"Stream {i}"), SamplingParams(max_new_tokens=300)))
+            for i in range(4)
+        ]
+        assert all(isinstance(h.get(timeout=30), Piece) for h in running)  # they are decoding
+        short = long_prompt(tokenizer, 50, salt=13)
+        assert len(text_of(events(engine.submit(GenerationRequest(short, SamplingParams(max_new_tokens=3)))))) > 0
+        for h in running:
+            assert isinstance(events(h)[-1], Finished)
+        assert [len(log.forwards[i][0]) for i in log.chunks_of(short)] == [50]  # one forward, not 16 + 16 + …
+    finally:
+        log.close()
+        engine.shutdown()
+
+
 def test_eight_long_prompts_arriving_together_start_streaming_in_turn(tiny_llama, tokenizer):
     engine = BatchEngine(tiny_llama, tokenizer, max_batch_size=8, eos_ids=set(), prefill_chunk=32)
     log = ForwardLog(engine)
