@@ -342,9 +342,12 @@ CHAT_MAX_BATCH = env.int("CHAT_MAX_BATCH", default=16)
 # by the worker's device (inference.prefill.default_chunk: a GPU computes many more per forward for its cost).
 CHAT_PREFILL_CHUNK = env.int("CHAT_PREFILL_CHUNK", default=None)
 # A prompt in chunks' tokens per round while replies are decoding (each of their next tokens waits for every
-# round it needs; a prompt that fits CHAT_PREFILL_CHUNK is still computed whole); unset: the same as
-# CHAT_PREFILL_CHUNK. Smaller smooths running streams and slows long prompts (docs/benchmarks.md).
+# round it needs; a prompt that fits CHAT_PREFILL_CHUNK is still computed whole); 0: the same as
+# CHAT_PREFILL_CHUNK; unset: by the device (inference.prefill.default_chunk_decoding). Smaller smooths running
+# streams and slows long prompts (docs/benchmarks.md).
 CHAT_PREFILL_CHUNK_DECODING = env.int("CHAT_PREFILL_CHUNK_DECODING", default=None)
+# A long prompt's chunk computed in the running replies' decode step, one forward (inference/fused.py).
+CHAT_PREFILL_FUSED = env.bool("CHAT_PREFILL_FUSED", default=True)
 # A person waiting with no reply running takes a row from one running several (inference/preemption.py).
 CHAT_PREEMPT = env.bool("CHAT_PREEMPT", default=True)
 # On the CPU, float linear layers multiply through oneDNN with their weights packed once (inference/onednn.py):

@@ -19,7 +19,8 @@ class StepCounts:
         # and adapter replies share forward passes
         self.mixed = 0
         self.adapter_rows: dict[str, int] = {}  # rows over all decode steps, per adapter (the base's: the rest)
-        self.chunks = 0  # prefill forwards over one chunk of a long prompt (prefill.py)
+        self.chunks = 0  # chunks of a long prompt computed (prefill.py), in a forward of their own or fused
+        self.fused = 0  # of them, those computed in a decode step's forward (fused.py)
         self.peak_rows = 0  # the most rows a decode step carried
         self.preemptions = 0  # rows given back for a person who had none running (preemption.py)
         # the running batch's key/value cache and mask: reallocations and bytes copied (kv.py), which the
@@ -47,6 +48,7 @@ class StepCounts:
             "mixed_adapter_steps": self.mixed,
             "decode_rows_by_adapter": dict(self.adapter_rows),
             "prefill_chunks": self.chunks,
+            "fused_chunks": self.fused,
             "preemptions": self.preemptions,
             **self.kv.figures(),
         }

@@ -29,6 +29,7 @@ from functools import partial
 
 import torch
 
+from inference import fused
 from inference.adapters import AdapterSet
 from inference.batching import RunningBatch, full_attention, row_states
 from inference.budget import KVBudget, cache_bytes, token_bytes
@@ -77,6 +78,7 @@ class BatchEngine(Prefills, Preemption):
         prefill_chunk_decoding: int | None = None,
         kv_budget_bytes: int = 0,
         preempt: bool = True,
+        fuse_chunks: bool = False,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -93,6 +95,10 @@ class BatchEngine(Prefills, Preemption):
         self.prefill_chunk = prefill_chunk
         self.prefill_chunk_decoding = prefill_chunk if prefill_chunk_decoding is None else prefill_chunk_decoding
         self._chunked: Chunked | None = None
+        # While replies decode, the prompt in chunks' next chunk shares the decode step's forward (fused.py) when
+        # the model has the layout it computes; ``_chunk_pending``: its tokens this round (0: none).
+        self.fuse_chunks = fuse_chunks and fused.fusable(model)
+        self._chunk_pending = 0
         dtype_size = torch.empty((), dtype=getattr(model, "dtype", torch.float32)).element_size()  # the KV's
         # The running batch's KV memory at its largest stays within ``kv_budget_bytes`` (budget.py; 0: no bound).
         self.kv_budget = KVBudget(kv_budget_bytes, token_bytes(model.config, dtype_size), self.context_window)
@@ -325,13 +331,27 @@ class BatchEngine(Prefills, Preemption):
 
     # -- run: prefill newcomers (prefill.py), decode the batch ---------------------------------------------
     def _decode_step(self) -> tuple[list[Request], torch.Tensor]:
-        """One forward pass over every row's pending token; returns the rows' requests and their sampled tokens."""
+        """One forward pass over every row's pending token (and the round's chunk of a long prompt, when one is
+        pending: ``fused.py``); returns the rows' requests and their sampled tokens — a prompt whose last chunk
+        this was has joined, with its first token."""
+        pending, self._chunk_pending = self._chunk_pending, 0
+        if pending and (self._chunked is None or not self._fuses(self._chunked.plan.request)):
+            pending = 0  # cancelled, or an adapter came in meanwhile: the chunk waits for the next round
         batch = self._batch
         inputs = batch.decode_inputs()
         adapters = [r.generation.adapter for r in batch.rows]
-        out = self.adapters.call(adapters, **inputs, use_cache=True, logits_to_keep=1)
+        if pending:
+            chunked = self._chunked
+            ids, mask, positions, cache = chunked.inputs(pending, self.model.config, self._pad_id(), self.device)
+            logits = fused.forward(self.model, inputs, ids, positions, cache)
+            self.counts.fused += 1
+        else:
+            logits = self.adapters.call(adapters, **inputs, use_cache=True, logits_to_keep=1).logits[:, -1, :]
         self.counts.count(adapters, with_adapters=self.adapters.peft is not None)
-        batch.advance(inputs, self._sample(out.logits[:, -1, :], batch.rows))
+        rows = len(batch.rows)
+        batch.advance(inputs, self._sample(logits[:rows], batch.rows))
+        if pending:
+            self._chunk_computed(pending, mask, logits[rows:])  # its last: its row joins (``batch.next`` too)
         return list(batch.rows), batch.next
 
     def _sample(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:

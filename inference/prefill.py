@@ -28,10 +28,19 @@ from inference.request import FinishReason, Request
 
 def default_chunk(device) -> int:
     """The round's prompt budget where the operator set none. On a CPU a forward's time grows with its tokens from
-    the first, so the budget is what keeps streams flowing (256 tokens: several decode steps of a full batch
-    here, docs/benchmarks.md); a GPU computes thousands of tokens in about the time of a decode step, so a small
-    chunk would only add forwards (vLLM's default budget is 2,048 and more)."""
-    return 2048 if torch.device(device).type == "cuda" else 256
+    the first; 512 computes a person's usual message (and a short document) whole in one round, and a longer
+    prompt while replies decode goes in the smaller chunks of ``default_chunk_decoding``. A GPU computes
+    thousands of tokens in about the time of a decode step, so a small chunk would only add forwards (vLLM's
+    default budget is 2,048 and more)."""
+    return 2048 if torch.device(device).type == "cuda" else 512
+
+
+def default_chunk_decoding(device) -> int:
+    """A long prompt's chunk per round while replies decode, where the operator set none. On a CPU each of its
+    tokens costs the running streams ~2.5 ms of arithmetic even fused into their step (docs/benchmarks.md: 32
+    keeps every gap within 2× the median for 8 streams on 2 cores; 64 within 3.8×); on a GPU the same as
+    ``default_chunk``."""
+    return 2048 if torch.device(device).type == "cuda" else 32
 
 
 @dataclass(eq=False)
@@ -126,6 +135,7 @@ class Prefills:
         if not self.prefill_chunk:
             return None
         budget = self.prefill_chunk
+        self._chunk_pending = 0
         if self._chunked is None:
             return budget
         req = self._chunked.plan.request
@@ -134,10 +144,19 @@ class Prefills:
             self._chunked = None
             return budget
         n = min(self._chunked.left, self._chunk_step())
+        if self._fuses(req):  # computed in this round's decode step (fused.py), after newcomers join
+            self._chunk_pending = n
+            return budget - n
         first = self._chunk(n)
         if first:
             self._update(*first)
         return budget - n
+
+    def _fuses(self, req: Request) -> bool:
+        """Whether the prompt in chunks' next chunk can share the decode step's forward: fusing is on, replies are
+        decoding, the model has the layout ``fused.py`` computes, and no adapter is loaded (peft's layers would
+        apply one to every row of the fused products)."""
+        return bool(self.fuse_chunks and self._batch and req.generation.adapter is None and self.adapters.peft is None)
 
     def _chunk(self, n: int) -> tuple[list[Request], torch.Tensor] | None:
         """Compute up to ``n`` more tokens of the prompt in chunks; after its last chunk, its row joins the batch
@@ -148,13 +167,23 @@ class Prefills:
             return None
         req = chunked.plan.request
         ids, mask, positions, cache = chunked.inputs(n, self.model.config, self._pad_id(), self.device)
-        last = n == chunked.left
         out = self._call([req.generation.adapter], ids, mask, positions, cache)
+        return self._chunk_computed(n, mask, out.logits[:, -1, :])
+
+    def _chunk_computed(
+        self, n: int, mask: torch.Tensor, logits: torch.Tensor
+    ) -> tuple[list[Request], torch.Tensor] | None:
+        """The prompt in chunks has ``n`` more tokens in its cache (``mask`` over it), ``logits`` its last one's:
+        after its last chunk, its row joins the batch with its first sampled token (returned)."""
+        chunked = self._chunked
+        req = chunked.plan.request
+        cache = chunked.cache
+        last = n == chunked.left
         chunked.done += n
         self.counts.chunks += 1
         if not last:
             return None
-        next_tokens = self._sample(out.logits[:, -1, :], [req])
+        next_tokens = self._sample(logits, [req])
         if self.prefix_cache is not None:
             states = partial(row_states, cache, 0, len(chunked.plan.prompt))
             self.prefix_cache.insert(chunked.plan.prompt, states, space=req.generation.adapter)

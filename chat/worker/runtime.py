@@ -23,7 +23,7 @@ from chat.store import wait_until_loaded
 from chat.worker.link import WorkerLink
 from inference.engine import BatchEngine
 from inference.loading import LoadedModel, configure_threads, load_model
-from inference.prefill import default_chunk
+from inference.prefill import default_chunk, default_chunk_decoding
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,12 @@ class Runtime:
                 if settings.CHAT_PREFILL_CHUNK is None
                 else settings.CHAT_PREFILL_CHUNK
             ),
-            prefill_chunk_decoding=settings.CHAT_PREFILL_CHUNK_DECODING,  # None: the same
+            prefill_chunk_decoding=(
+                default_chunk_decoding(self.loaded.device)
+                if settings.CHAT_PREFILL_CHUNK_DECODING is None
+                else settings.CHAT_PREFILL_CHUNK_DECODING
+            ),
+            fuse_chunks=settings.CHAT_PREFILL_FUSED,
             kv_budget_bytes=settings.CHAT_KV_BUDGET_MB * 2**20,
             preempt=settings.CHAT_PREEMPT,
             # Adapters of this model (training runs) are served here, loaded on first use (inference/adapters.py).

@@ -1,0 +1,130 @@
+"""A chunk of a long prompt computed in the decode step's own forward (inference/fused.py): the same logits and
+caches as the two forwards it replaces, the same greedy tokens as ``generate`` for the streams and the prompt,
+every chunk but a prompt's first fused while replies decode (counted), and the two forwards kept where the
+model's layout or an adapter rules fusing out."""
+
+import copy
+
+import torch
+
+from inference import fused
+from inference.batching import Plan
+from inference.engine import BatchEngine, GenerationRequest
+from inference.output import Finished, Piece
+from inference.prefill import Chunked
+from inference.sampling import SamplingParams
+from inference.stepprof import fill
+from tests.inference.test_adapters import save_lora
+from tests.inference.test_chunked_prefill import events, long_prompt, text_of
+from tests.inference.test_engine import greedy_reference
+
+
+def test_the_fused_forward_gives_the_two_forwards_logits_and_caches(tiny_llama, tokenizer):
+    engine = BatchEngine(tiny_llama, tokenizer, max_batch_size=4, eos_ids=set(), prefill_chunk=16)
+    with torch.no_grad():
+        fill(engine, 3, 20)
+        prompt = long_prompt(tokenizer, 40, salt=1)
+        chunked = Chunked(Plan(None, prompt))
+        chunked.inputs(16, tiny_llama.config, 0, "cpu")  # a first chunk's inputs: its cache starts empty …
+        ids, mask, positions, cache = chunked.inputs(16, tiny_llama.config, 0, "cpu")
+        tiny_llama(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        chunked.done = 16  # … and holds 16 tokens now
+        batch = engine._batch
+        twin_batch_cache, twin_chunk_cache = copy.deepcopy(batch.cache), copy.deepcopy(chunked.cache)
+
+        inputs = batch.decode_inputs()
+        ids, mask, positions, cache = chunked.inputs(16, tiny_llama.config, 0, "cpu")
+        logits = fused.forward(tiny_llama, inputs, ids, positions, cache)
+
+        plain = dict(inputs, past_key_values=twin_batch_cache)
+        want_decode = tiny_llama(**plain, use_cache=True).logits[:, -1]
+        want_chunk = tiny_llama(
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=twin_chunk_cache
+        ).logits[:, -1]
+    assert logits.shape == (4, tiny_llama.config.vocab_size)
+    assert torch.allclose(logits[:3], want_decode, atol=1e-5) and torch.allclose(logits[3:], want_chunk, atol=1e-5)
+    for got, want in ((batch.cache, twin_batch_cache), (cache, twin_chunk_cache)):
+        for a, b in zip(got.layers, want.layers):
+            assert torch.allclose(a.keys, b.keys, atol=1e-5) and torch.allclose(a.values, b.values, atol=1e-5)
+
+
+def test_streams_and_a_long_prompt_in_fused_chunks_write_what_generate_writes(tiny_llama, tokenizer):
+    engine = BatchEngine(
+        tiny_llama,
+        tokenizer,
+        max_batch_size=8,
+        eos_ids=set(),
+        prefill_chunk=32,
+        prefill_chunk_decoding=8,
+        fuse_chunks=True,
+    ).start()
+    try:
+        streams = [tokenizer.encode(f"Stream {i} of the sea") for i in range(4)]
+        running = [engine.submit(GenerationRequest(p, SamplingParams(max_new_tokens=60))) for p in streams]
+        assert all(isinstance(h.get(timeout=30), Piece) for h in running)  # they are decoding
+        prompt = long_prompt(tokenizer, 100, salt=3)
+        late = text_of(events(engine.submit(GenerationRequest(prompt, SamplingParams(max_new_tokens=12)))))
+        texts = [text_of([e for e in events(h)]) for h in running]
+        counts = engine.counts
+    finally:
+        engine.shutdown()
+    reference = [greedy_reference(tiny_llama, tokenizer, p, n) for p, n in [(prompt, 12)] + [(s, 60) for s in streams]]
+    want = [tokenizer.decode(r, skip_special_tokens=True) for r in reference]
+    assert [late] + texts == want
+    # chunks of 8 while the streams decode: its first (taken as a newcomer) in a forward of its own, the other
+    # twelve (92 tokens) each in a decode step's forward
+    assert counts.chunks == 1 + 12 and counts.fused == 12
+
+
+def test_a_prompt_stopped_between_fused_chunks_ends_cancelled_and_the_streams_go_on(tiny_llama, tokenizer):
+    """A prompt stopped while its chunks are pending ends cancelled; the running rows go on (one forward each)."""
+    engine = BatchEngine(
+        tiny_llama,
+        tokenizer,
+        max_batch_size=4,
+        eos_ids=set(),
+        prefill_chunk=16,
+        prefill_chunk_decoding=4,
+        fuse_chunks=True,
+    ).start()
+    try:
+        running = engine.submit(GenerationRequest(tokenizer.encode("Stream"), SamplingParams(max_new_tokens=200)))
+        assert isinstance(running.get(timeout=30), Piece)
+        doomed = engine.submit(GenerationRequest(long_prompt(tokenizer, 400, salt=4), SamplingParams(max_new_tokens=5)))
+        while engine.counts.fused < 3:
+            assert running.get(timeout=30)
+        engine.cancel(doomed.request_id)
+        assert events(doomed)[-1].reason == "cancelled"
+        assert isinstance(running.get(timeout=30), Piece)  # still streaming
+        engine.cancel(running.request_id)
+        assert isinstance(events(running)[-1], Finished)
+    finally:
+        engine.shutdown()
+
+
+def test_fusing_is_kept_out_where_the_layout_or_an_adapter_rules_it_out(tiny_llama, tiny_gpt2, tokenizer, tmp_path):
+    assert fused.fusable(tiny_llama) and not fused.fusable(tiny_gpt2)
+    assert not BatchEngine(tiny_gpt2, tokenizer, eos_ids=set(), fuse_chunks=True).fuse_chunks
+    model = copy.deepcopy(tiny_llama)
+    adapter = save_lora(tiny_llama, tmp_path / "a", seed=1)
+    engine = BatchEngine(
+        model,
+        tokenizer,
+        max_batch_size=4,
+        eos_ids=set(),
+        prefill_chunk=16,
+        prefill_chunk_decoding=8,
+        fuse_chunks=True,
+    ).start()
+    try:  # an adapter row running: peft's layers would add its LoRA products to every fused row
+        running = engine.submit(
+            GenerationRequest(tokenizer.encode("Stream"), SamplingParams(max_new_tokens=40), adapter=adapter)
+        )
+        assert isinstance(running.get(timeout=30), Piece)
+        prompt = long_prompt(tokenizer, 60, salt=5)
+        late = text_of(events(engine.submit(GenerationRequest(prompt, SamplingParams(max_new_tokens=6)))))
+        events(running)
+        assert engine.counts.chunks > 1 and engine.counts.fused == 0
+    finally:
+        engine.shutdown()
+    assert late == tokenizer.decode(greedy_reference(tiny_llama, tokenizer, prompt, 6), skip_special_tokens=True)
