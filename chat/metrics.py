@@ -222,8 +222,13 @@ class Collector:
             ),
             "chat_worker_decode_steps": ("Decode steps the worker's engine ran", "decode_steps", CounterMetricFamily),
             "chat_worker_prefill_chunks": (
-                "Prefill forwards over one chunk of a long prompt (CHAT_PREFILL_CHUNK)",
+                "Chunks of a long prompt computed (CHAT_PREFILL_CHUNK), in a forward of their own or fused",
                 "prefill_chunks",
+                CounterMetricFamily,
+            ),
+            "chat_worker_fused_chunks": (
+                "Of them, those computed in the running replies' decode step (CHAT_PREFILL_FUSED)",
+                "fused_chunks",
                 CounterMetricFamily,
             ),
             "chat_worker_preemptions": (

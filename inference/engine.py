@@ -96,9 +96,9 @@ class BatchEngine(Prefills, Preemption):
         self.prefill_chunk_decoding = prefill_chunk if prefill_chunk_decoding is None else prefill_chunk_decoding
         self._chunked: Chunked | None = None
         # While replies decode, the prompt in chunks' next chunk shares the decode step's forward (fused.py) when
-        # the model has the layout it computes; ``_chunk_pending``: its tokens this round (0: none).
+        # the model has the layout it computes; ``_chunk_pending``: that prompt's request and its tokens this round.
         self.fuse_chunks = fuse_chunks and fused.fusable(model)
-        self._chunk_pending = 0
+        self._chunk_pending: tuple[Request, int] | None = None
         dtype_size = torch.empty((), dtype=getattr(model, "dtype", torch.float32)).element_size()  # the KV's
         # The running batch's KV memory at its largest stays within ``kv_budget_bytes`` (budget.py; 0: no bound).
         self.kv_budget = KVBudget(kv_budget_bytes, token_bytes(model.config, dtype_size), self.context_window)
@@ -334,13 +334,19 @@ class BatchEngine(Prefills, Preemption):
         """One forward pass over every row's pending token (and the round's chunk of a long prompt, when one is
         pending: ``fused.py``); returns the rows' requests and their sampled tokens — a prompt whose last chunk
         this was has joined, with its first token."""
-        pending, self._chunk_pending = self._chunk_pending, 0
-        if pending and (self._chunked is None or not self._fuses(self._chunked.plan.request)):
-            pending = 0  # cancelled, or an adapter came in meanwhile: the chunk waits for the next round
+        planned, self._chunk_pending = self._chunk_pending, None
+        pending = 0
+        if planned is not None:
+            req, n = planned
+            chunked = self._chunked
+            # Not if it was cancelled meanwhile (another prompt may be in chunks now) or an adapter came in: the
+            # prompt in chunks then goes on next round.
+            if chunked is not None and chunked.plan.request is req and self._fuses(req):
+                pending = min(n, chunked.left)
         batch = self._batch
         inputs = batch.decode_inputs()
         adapters = [r.generation.adapter for r in batch.rows]
-        if pending:
+        if pending > 0:
             chunked = self._chunked
             ids, mask, positions, cache = chunked.inputs(pending, self.model.config, self._pad_id(), self.device)
             logits = fused.forward(self.model, inputs, ids, positions, cache)
@@ -350,7 +356,7 @@ class BatchEngine(Prefills, Preemption):
         self.counts.count(adapters, with_adapters=self.adapters.peft is not None)
         rows = len(batch.rows)
         batch.advance(inputs, self._sample(logits[:rows], batch.rows))
-        if pending:
+        if pending > 0:
             self._chunk_computed(pending, mask, logits[rows:])  # its last: its row joins (``batch.next`` too)
         return list(batch.rows), batch.next
 

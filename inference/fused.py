@@ -8,11 +8,12 @@ token rows, the weights read once — and only attention runs per part, each ove
 over the running batch's (left-padded, growing in place), the chunk over the prompt's own cache (causal, after
 its past). The chunk then costs a round only its own tokens' arithmetic.
 
-It is written against the Llama layout of transformers' modelling code (``model.model.layers[i]`` with
+It is written against transformers' ``LlamaForCausalLM`` (``model.model.layers[i]`` with
 ``self_attn.{q,k,v,o}_proj``, ``mlp``, the norms and ``model.model.rotary_emb``), calling those modules as
 transformers does, so the products, norms and rotary embedding are transformers' own; ``fusable`` says when a
-model has that layout. Another architecture, or rows taking LoRA adapters (peft's layers apply an adapter per
-call, not per row here), keep the two forwards.
+model is one. Another architecture, or rows taking LoRA adapters (peft's layers apply an adapter per call, not
+per row here), keep the two forwards. Measured on the CPU only: on a GPU the chunk's attention (a mask and
+grouped heads) may take a slower kernel than a forward of its own would.
 """
 
 from __future__ import annotations
@@ -20,27 +21,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-_LAYOUTS = ("llama",)  # model types whose decoder layers this module computes as transformers does
+# Rotary embeddings whose frequencies depend on the longest position in the call: fused, the chunk's keys (cached
+# for good) would depend on the decode rows' positions.
+_ROPE_BY_LENGTH = ("dynamic", "longrope")
 
 
 def fusable(model) -> bool:
-    """Whether ``model`` has the layout this module computes: a Llama-type causal LM, full attention throughout,
-    SiLU-gated MLP, no tensor-parallel split of its projections."""
-    config = getattr(model, "config", None)
-    inner = getattr(model, "model", None)
-    if config is None or inner is None or getattr(config, "model_type", None) not in _LAYOUTS:
+    """Whether ``model`` is transformers' own ``LlamaForCausalLM`` (the layout this module computes: full attention
+    throughout, no tensor-parallel split of its projections) with a rotary embedding that depends on positions
+    alone."""
+    from transformers import LlamaForCausalLM
+
+    if type(model) is not LlamaForCausalLM:  # a subclass, or a remote-code model calling itself "llama"
         return False
+    config = model.config
     if getattr(config, "pretraining_tp", 1) != 1 or getattr(config, "sliding_window", None):
         return False
-    layers = getattr(inner, "layers", None)
-    return (
-        bool(layers)
-        and all(
-            hasattr(layer, "self_attn") and hasattr(layer.self_attn, "q_proj") and hasattr(layer, "mlp")
-            for layer in layers
-        )
-        and hasattr(inner, "rotary_emb")
-    )
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    return rope.get("rope_type", rope.get("type", "default")) not in _ROPE_BY_LENGTH
 
 
 def forward(model, decode: dict, chunk_ids: torch.Tensor, chunk_positions: torch.Tensor, chunk_cache) -> torch.Tensor:
@@ -71,11 +69,13 @@ def forward(model, decode: dict, chunk_ids: torch.Tensor, chunk_positions: torch
         k = attn.k_proj(x).view(shape).transpose(1, 2)
         v = attn.v_proj(x).view(shape).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        # the decode rows: token j of the flat sequence is row j's one new token
+        # the decode rows: token j of the flat sequence is row j's one new token. Their query heads go as the
+        # "queries" of their key/value head ([B, kv heads, heads per kv head, d], as transformers' SDPA path does
+        # for one token): no copy of the keys per query head, and a kernel that takes a mask without GQA.
         kd, vd = batch_cache.layers[index].update(_rows(k[:, :, :rows]), _rows(v[:, :, :rows]))
-        out_d = F.scaled_dot_product_attention(
-            _rows(q[:, :, :rows]), kd, vd, attn_mask=decode_mask, scale=attn.scaling, enable_gqa=True
-        )  # [B, heads, 1, d]
+        qd = _rows(q[:, :, :rows]).reshape(rows, kd.shape[1], -1, attn.head_dim)
+        out_d = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=decode_mask, scale=attn.scaling)
+        out_d = out_d.reshape(rows, -1, 1, attn.head_dim)  # [B, heads, 1, d]
         kc, vc = chunk_cache.layers[index].update(k[:, :, rows:], v[:, :, rows:])
         out_c = F.scaled_dot_product_attention(
             q[:, :, rows:], kc, vc, attn_mask=chunk_mask, scale=attn.scaling, enable_gqa=True

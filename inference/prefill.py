@@ -135,7 +135,7 @@ class Prefills:
         if not self.prefill_chunk:
             return None
         budget = self.prefill_chunk
-        self._chunk_pending = 0
+        self._chunk_pending = None
         if self._chunked is None:
             return budget
         req = self._chunked.plan.request
@@ -145,7 +145,7 @@ class Prefills:
             return budget
         n = min(self._chunked.left, self._chunk_step())
         if self._fuses(req):  # computed in this round's decode step (fused.py), after newcomers join
-            self._chunk_pending = n
+            self._chunk_pending = (req, n)
             return budget - n
         first = self._chunk(n)
         if first:

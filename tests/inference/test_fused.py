@@ -10,10 +10,10 @@ import torch
 from inference import fused
 from inference.batching import Plan
 from inference.engine import BatchEngine, GenerationRequest
-from inference.output import Finished, Piece
+from inference.output import Finished, Piece, RequestHandle
 from inference.prefill import Chunked
+from inference.request import Request
 from inference.sampling import SamplingParams
-from inference.stepprof import fill
 from tests.inference.test_adapters import save_lora
 from tests.inference.test_chunked_prefill import events, long_prompt, text_of
 from tests.inference.test_engine import greedy_reference
@@ -22,7 +22,14 @@ from tests.inference.test_engine import greedy_reference
 def test_the_fused_forward_gives_the_two_forwards_logits_and_caches(tiny_llama, tokenizer):
     engine = BatchEngine(tiny_llama, tokenizer, max_batch_size=4, eos_ids=set(), prefill_chunk=16)
     with torch.no_grad():
-        fill(engine, 3, 20)
+        rows = [long_prompt(tokenizer, n, salt=20 + n) for n in (20, 9, 14)]  # left padding in the batch's mask
+        requests = [
+            Request(GenerationRequest(r, SamplingParams()), RequestHandle(str(i), None), None)
+            for i, r in enumerate(rows)
+        ]
+        for _ in engine._prefill(requests, None):
+            pass
+        assert not bool(engine._batch.mask.all())
         prompt = long_prompt(tokenizer, 40, salt=1)
         chunked = Chunked(Plan(None, prompt))
         chunked.inputs(16, tiny_llama.config, 0, "cpu")  # a first chunk's inputs: its cache starts empty …
@@ -162,3 +169,30 @@ def test_a_seeded_prompt_in_fused_chunks_samples_what_it_samples_in_chunks_of_th
     assert fused_text == plain_text and fused_text
     greedy = tokenizer.decode(greedy_reference(tiny_llama, tokenizer, prompt, 20), skip_special_tokens=True)
     assert fused_text != greedy  # it sampled
+
+
+def test_a_pending_chunk_is_run_only_for_its_own_prompt_and_never_past_its_end(tiny_llama, tokenizer):
+    """The round's chunk is planned before newcomers are taken: if its prompt was stopped meanwhile and another
+    long prompt started in chunks, the plan is not applied to that one; and it never computes past a prompt's
+    end (the last chunk's row joins the batch with its first token)."""
+
+    def request(ids, name):
+        return Request(GenerationRequest(ids, SamplingParams(max_new_tokens=50)), RequestHandle(name, None), None)
+
+    engine = BatchEngine(tiny_llama, tokenizer, max_batch_size=4, eos_ids=set(), prefill_chunk=16, fuse_chunks=True)
+    with torch.no_grad():
+        for _ in engine._prefill([request(long_prompt(tokenizer, 12, salt=30), "running")], None):
+            pass
+        stopped, other = (
+            request(long_prompt(tokenizer, 40, salt=31), "a"),
+            request(long_prompt(tokenizer, 40, salt=32), "b"),
+        )
+        engine._chunked = Chunked(Plan(other, other.prefill_ids))
+        engine._chunk(8)  # its first chunk, as a newcomer's
+        engine._chunk_pending = (stopped, 16)  # planned for the prompt stopped since
+        requests, _ = engine._decode_step()
+        assert engine.counts.fused == 0 and engine._chunked.done == 8 and len(requests) == 1
+        engine._chunk_pending = (other, 1000)
+        requests, tokens = engine._decode_step()
+    assert engine.counts.fused == 1 and engine._chunked is None  # its 32 tokens left, not 1,000
+    assert requests[-1] is other and len(tokens) == 2 and engine._batch.positions.tolist()[-1] == 40
