@@ -37,9 +37,9 @@ def default_chunk(device) -> int:
 
 def default_chunk_decoding(device) -> int:
     """A long prompt's chunk per round while replies decode, where the operator set none. On a CPU each of its
-    tokens costs the running streams ~2.5 ms of arithmetic even fused into their step (docs/benchmarks.md: 32
-    keeps every gap within 2× the median for 8 streams on 2 cores; 64 within 3.8×); on a GPU the same as
-    ``default_chunk``."""
+    tokens costs the running streams 1–2.5 ms of arithmetic even fused into their step (docs/benchmarks.md, 2
+    cores, 8 streams: with 32 the gaps' p99 stayed within 1.7× their median, with 64 it reached 3.8×); on a GPU
+    the same as ``default_chunk``."""
     return 2048 if torch.device(device).type == "cuda" else 32
 
 
