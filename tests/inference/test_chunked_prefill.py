@@ -71,6 +71,18 @@ def long_prompt(tokenizer, n: int, salt: int) -> list[int]:
     return torch.randint(100, len(tokenizer) - 100, (n,), generator=g).tolist()
 
 
+def start_streams(engine, tokenizer, count: int, max_new_tokens: int, name: str = "Stream {i}") -> list:
+    """``count`` short requests, returned once every one of them is decoding (has written its first piece)."""
+    handles = [
+        engine.submit(
+            GenerationRequest(tokenizer.encode(name.format(i=i)), SamplingParams(max_new_tokens=max_new_tokens))
+        )
+        for i in range(count)
+    ]
+    assert all(isinstance(h.get(timeout=30), Piece) for h in handles)
+    return handles
+
+
 def events(handle) -> list:
     return list(handle)
 
@@ -124,11 +136,7 @@ def test_running_streams_wait_for_at_most_one_chunk_while_a_long_prompt_arrives(
     engine = BatchEngine(tiny_llama, tokenizer, max_batch_size=8, eos_ids=set(), prefill_chunk=24).start()
     log = ForwardLog(engine)
     try:
-        running = [
-            engine.submit(GenerationRequest(tokenizer.encode(f"Stream {i}"), SamplingParams(max_new_tokens=60)))
-            for i in range(4)
-        ]
-        assert all(isinstance(h.get(timeout=30), Piece) for h in running)  # they are decoding
+        running = start_streams(engine, tokenizer, 4, 60)
         prompt = long_prompt(tokenizer, 300, salt=5)
         late = engine.submit(GenerationRequest(prompt, SamplingParams(max_new_tokens=5)))
         assert len(text_of(events(late))) > 0
@@ -155,11 +163,7 @@ def test_while_replies_decode_a_round_computes_at_most_the_smaller_budget(tiny_l
         alone = long_prompt(tokenizer, 200, salt=11)
         assert len(text_of(events(engine.submit(GenerationRequest(alone, SamplingParams(max_new_tokens=3)))))) > 0
         assert [len(log.forwards[i][0]) for i in log.chunks_of(alone)] == [64, 64, 64, 8]  # idle: whole budget
-        running = [
-            engine.submit(GenerationRequest(tokenizer.encode(f"Stream {i}"), SamplingParams(max_new_tokens=300)))
-            for i in range(4)
-        ]
-        assert all(isinstance(h.get(timeout=30), Piece) for h in running)  # they are decoding
+        running = start_streams(engine, tokenizer, 4, 300)
         mark = len(log.forwards)
         late = long_prompt(tokenizer, 100, salt=12)
         assert len(text_of(events(engine.submit(GenerationRequest(late, SamplingParams(max_new_tokens=3)))))) > 0
@@ -182,11 +186,7 @@ def test_while_replies_decode_a_prompt_within_the_whole_budget_is_computed_whole
     ).start()
     log = ForwardLog(engine)
     try:
-        running = [
-            engine.submit(GenerationRequest(tokenizer.encode(f"Stream {i}"), SamplingParams(max_new_tokens=300)))
-            for i in range(4)
-        ]
-        assert all(isinstance(h.get(timeout=30), Piece) for h in running)  # they are decoding
+        running = start_streams(engine, tokenizer, 4, 300)
         short = long_prompt(tokenizer, 50, salt=13)
         assert len(text_of(events(engine.submit(GenerationRequest(short, SamplingParams(max_new_tokens=3)))))) > 0
         for h in running:

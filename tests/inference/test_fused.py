@@ -15,8 +15,15 @@ from inference.prefill import Chunked
 from inference.request import Request
 from inference.sampling import SamplingParams
 from tests.inference.test_adapters import save_lora
-from tests.inference.test_chunked_prefill import events, long_prompt, text_of
+from tests.inference.test_chunked_prefill import events, long_prompt, start_streams, text_of
 from tests.inference.test_engine import greedy_reference
+
+
+def fused_engine(model, tokenizer, fuse: bool = True, **options) -> BatchEngine:
+    """A started engine that fuses chunks (unless ``fuse`` is False), with small budgets: chunks of 16 a round, 8
+    while replies decode."""
+    options = {"max_batch_size": 4, "prefill_chunk": 16, "prefill_chunk_decoding": 8, **options}
+    return BatchEngine(model, tokenizer, eos_ids=set(), fuse_chunks=fuse, **options).start()
 
 
 def test_the_fused_forward_gives_the_two_forwards_logits_and_caches(tiny_llama, tokenizer):
@@ -56,19 +63,10 @@ def test_the_fused_forward_gives_the_two_forwards_logits_and_caches(tiny_llama, 
 
 
 def test_streams_and_a_long_prompt_in_fused_chunks_write_what_generate_writes(tiny_llama, tokenizer):
-    engine = BatchEngine(
-        tiny_llama,
-        tokenizer,
-        max_batch_size=8,
-        eos_ids=set(),
-        prefill_chunk=32,
-        prefill_chunk_decoding=8,
-        fuse_chunks=True,
-    ).start()
+    engine = fused_engine(tiny_llama, tokenizer, max_batch_size=8, prefill_chunk=32)
     try:
+        running = start_streams(engine, tokenizer, 4, 60, name="Stream {i} of the sea")
         streams = [tokenizer.encode(f"Stream {i} of the sea") for i in range(4)]
-        running = [engine.submit(GenerationRequest(p, SamplingParams(max_new_tokens=60))) for p in streams]
-        assert all(isinstance(h.get(timeout=30), Piece) for h in running)  # they are decoding
         prompt = long_prompt(tokenizer, 100, salt=3)
         late = text_of(events(engine.submit(GenerationRequest(prompt, SamplingParams(max_new_tokens=12)))))
         texts = [text_of([e for e in events(h)]) for h in running]
@@ -85,15 +83,7 @@ def test_streams_and_a_long_prompt_in_fused_chunks_write_what_generate_writes(ti
 
 def test_a_prompt_stopped_between_fused_chunks_ends_cancelled_and_the_streams_go_on(tiny_llama, tokenizer):
     """A prompt stopped while its chunks are pending ends cancelled; the running rows go on (one forward each)."""
-    engine = BatchEngine(
-        tiny_llama,
-        tokenizer,
-        max_batch_size=4,
-        eos_ids=set(),
-        prefill_chunk=16,
-        prefill_chunk_decoding=4,
-        fuse_chunks=True,
-    ).start()
+    engine = fused_engine(tiny_llama, tokenizer, prefill_chunk_decoding=4)
     try:
         running = engine.submit(GenerationRequest(tokenizer.encode("Stream"), SamplingParams(max_new_tokens=200)))
         assert isinstance(running.get(timeout=30), Piece)
@@ -114,15 +104,7 @@ def test_fusing_is_kept_out_where_the_layout_or_an_adapter_rules_it_out(tiny_lla
     assert not BatchEngine(tiny_gpt2, tokenizer, eos_ids=set(), fuse_chunks=True).fuse_chunks
     model = copy.deepcopy(tiny_llama)
     adapter = save_lora(tiny_llama, tmp_path / "a", seed=1)
-    engine = BatchEngine(
-        model,
-        tokenizer,
-        max_batch_size=4,
-        eos_ids=set(),
-        prefill_chunk=16,
-        prefill_chunk_decoding=8,
-        fuse_chunks=True,
-    ).start()
+    engine = fused_engine(model, tokenizer)
     try:  # an adapter row running: peft's layers would add its LoRA products to every fused row
         running = engine.submit(
             GenerationRequest(tokenizer.encode("Stream"), SamplingParams(max_new_tokens=40), adapter=adapter)
@@ -145,15 +127,7 @@ def test_a_seeded_prompt_in_fused_chunks_samples_what_it_samples_in_chunks_of_th
     prompt = long_prompt(tokenizer, 90, salt=7)
 
     def sampled(fuse: bool) -> tuple[str, int]:
-        engine = BatchEngine(
-            tiny_llama,
-            tokenizer,
-            max_batch_size=4,
-            eos_ids=set(),
-            prefill_chunk=32,
-            prefill_chunk_decoding=8,
-            fuse_chunks=fuse,
-        ).start()
+        engine = fused_engine(tiny_llama, tokenizer, fuse, prefill_chunk=32)
         try:
             running = engine.submit(GenerationRequest(tokenizer.encode("Stream"), SamplingParams(max_new_tokens=80)))
             assert isinstance(running.get(timeout=30), Piece)
