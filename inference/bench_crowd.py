@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
         "--chunk",
-        default="0,256,256/64,256/64f",
+        default="0,256,512/32,512/32f",
         help="prefill budgets per round to compare, idle/while decoding (0: whole prompts); an f after one: its "
         "chunks computed in the decode step's forward (fused.py)",
     )

@@ -335,19 +335,15 @@ class BatchEngine(Prefills, Preemption):
         pending: ``fused.py``); returns the rows' requests and their sampled tokens — a prompt whose last chunk
         this was has joined, with its first token."""
         planned, self._chunk_pending = self._chunk_pending, None
-        pending = 0
-        if planned is not None:
-            req, n = planned
-            chunked = self._chunked
-            # Not if it was cancelled meanwhile (another prompt may be in chunks now) or an adapter came in: the
-            # prompt in chunks then goes on next round.
-            if chunked is not None and chunked.plan.request is req and self._fuses(req):
-                pending = min(n, chunked.left)
+        chunked, pending = self._chunked, 0
+        # Not if it was cancelled meanwhile (another prompt may be in chunks now) or an adapter came in: the prompt
+        # in chunks then goes on next round.
+        if planned is not None and chunked is not None and chunked.plan.request is planned[0]:
+            pending = min(planned[1], chunked.left) if self._fuses(planned[0]) else 0
         batch = self._batch
         inputs = batch.decode_inputs()
         adapters = [r.generation.adapter for r in batch.rows]
         if pending > 0:
-            chunked = self._chunked
             ids, mask, positions, cache = chunked.inputs(pending, self.model.config, self._pad_id(), self.device)
             logits = fused.forward(self.model, inputs, ids, positions, cache)
             self.counts.fused += 1
