@@ -231,6 +231,11 @@ class Collector:
                 "fused_chunks",
                 CounterMetricFamily,
             ),
+            "chat_worker_direct_decode_steps": (
+                "Decode steps without a chunk computed by the engine's own forward (CHAT_DECODE_DIRECT)",
+                "direct_decode_steps",
+                CounterMetricFamily,
+            ),
             "chat_worker_preemptions": (
                 "Rows taken back from a person running several for one with none running (CHAT_PREEMPT)",
                 "preemptions",

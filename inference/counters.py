@@ -21,6 +21,7 @@ class StepCounts:
         self.adapter_rows: dict[str, int] = {}  # rows over all decode steps, per adapter (the base's: the rest)
         self.chunks = 0  # chunks of a long prompt computed (prefill.py), in a forward of their own or fused
         self.fused = 0  # of them, those computed in a decode step's forward (fused.py)
+        self.direct = 0  # decode steps without a chunk through fused.py's forward rather than transformers'
         self.peak_rows = 0  # the most rows a decode step carried
         self.preemptions = 0  # rows given back for a person who had none running (preemption.py)
         # the running batch's key/value cache and mask: reallocations and bytes copied (kv.py), which the
@@ -49,6 +50,7 @@ class StepCounts:
             "decode_rows_by_adapter": dict(self.adapter_rows),
             "prefill_chunks": self.chunks,
             "fused_chunks": self.fused,
+            "direct_decode_steps": self.direct,
             "preemptions": self.preemptions,
             **self.kv.figures(),
         }

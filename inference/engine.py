@@ -79,6 +79,7 @@ class BatchEngine(Prefills, Preemption):
         kv_budget_bytes: int = 0,
         preempt: bool = True,
         fuse_chunks: bool = False,
+        direct_decode: bool = False,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -98,6 +99,10 @@ class BatchEngine(Prefills, Preemption):
         # While replies decode, the prompt in chunks' next chunk shares the decode step's forward (fused.py) when
         # the model has the layout it computes; ``_chunk_pending``: that prompt's request and its tokens this round.
         self.fuse_chunks = fuse_chunks and fused.fusable(model)
+        # The decode step through that same forward (one operator per step of a layer over every row, oneDNN's
+        # post-operations) instead of transformers' modules, whose per-call work is a third of a small step's time
+        # on a CPU (docs/benchmarks.md); not while an adapter is loaded (``_direct``).
+        self.direct_decode = direct_decode and fused.fusable(model)
         self._chunk_pending: tuple[Request, int] | None = None
         dtype_size = torch.empty((), dtype=getattr(model, "dtype", torch.float32)).element_size()  # the KV's
         # The running batch's KV memory at its largest stays within ``kv_budget_bytes`` (budget.py; 0: no bound).
@@ -347,6 +352,9 @@ class BatchEngine(Prefills, Preemption):
             ids, mask, positions, cache = chunked.inputs(pending, self.model.config, self._pad_id(), self.device)
             logits = fused.forward(self.model, inputs, ids, positions, cache)
             self.counts.fused += 1
+        elif self.direct_decode and self.adapters.peft is None:
+            logits = fused.forward(self.model, inputs)
+            self.counts.direct += 1
         else:
             logits = self.adapters.call(adapters, **inputs, use_cache=True, logits_to_keep=1).logits[:, -1, :]
         self.counts.count(adapters, with_adapters=self.adapters.peft is not None)

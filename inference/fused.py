@@ -21,6 +21,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from inference.onednn import PackedLinear
+
+_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+
 # Rotary embeddings whose frequencies depend on the longest position in the call: fused, the chunk's keys (cached
 # for good) would depend on the decode rows' positions.
 _ROPE_BY_LENGTH = ("dynamic", "longrope")
@@ -41,52 +45,113 @@ def fusable(model) -> bool:
     return rope.get("rope_type", rope.get("type", "default")) not in _ROPE_BY_LENGTH
 
 
-def forward(model, decode: dict, chunk_ids: torch.Tensor, chunk_positions: torch.Tensor, chunk_cache) -> torch.Tensor:
+def forward(
+    model,
+    decode: dict,
+    chunk_ids: torch.Tensor | None = None,
+    chunk_positions: torch.Tensor | None = None,
+    chunk_cache=None,
+) -> torch.Tensor:
     """The round's one forward. ``decode``: the running batch's ``decode_inputs()`` (``input_ids [B, 1]``,
     ``attention_mask [B, T]`` with this step's column set, ``position_ids [B, 1]``, ``past_key_values``);
-    the chunk: ``chunk_ids [1, n]`` at ``chunk_positions [1, n]`` after the ``chunk_cache``'s past (one row, no
-    padding: a chunk's cache is built that way). Both caches take this round's keys and values. Returns logits
-    ``[B + 1, vocab]``: each decode row's, then the chunk's last token's."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+    the chunk, if any: ``chunk_ids [1, n]`` at ``chunk_positions [1, n]`` after the ``chunk_cache``'s past (one
+    row, no padding: a chunk's cache is built that way). The caches take this round's keys and values. Returns
+    logits ``[B, vocab]``, or ``[B + 1, vocab]`` with a chunk: each decode row's, then the chunk's last token's.
 
+    The tokens go as one flat sequence ``[rows + n, hidden]`` (no batch dimension, no padding), so each step of a
+    layer is one operator over all of them; where a linear layer is packed for oneDNN (``onednn.py``) the residual
+    additions and the MLP's activation and product ride on its products as oneDNN post-operations (``_Product``)."""
     inner = model.model
     rows = decode["input_ids"].shape[0]
-    n = chunk_ids.shape[1]
-    ids = torch.cat([decode["input_ids"].reshape(1, rows), chunk_ids], dim=1)  # [1, rows + n]
-    positions = torch.cat([decode["position_ids"].reshape(1, rows), chunk_positions], dim=1)
-    hidden = inner.embed_tokens(ids)  # [1, rows + n, H]
-    cos, sin = inner.rotary_emb(hidden, positions)
-    batch_cache, mask = decode["past_key_values"], decode["attention_mask"]
-    decode_mask = mask.bool()[:, None, None, :]  # [B, 1, 1, T]
-    past = chunk_cache.get_seq_length()
-    # query i of the chunk (position past + i) sees keys 0 … past + i
-    chunk_mask = torch.ones(n, past + n, dtype=torch.bool, device=ids.device).tril(diagonal=past)[None, None]
+    ids, positions = decode["input_ids"].reshape(rows), decode["position_ids"].reshape(rows)
+    n = 0
+    if chunk_ids is not None:
+        n = chunk_ids.shape[1]
+        ids, positions = torch.cat([ids, chunk_ids[0]]), torch.cat([positions, chunk_positions[0]])
+    tokens = rows + n
+    hidden = inner.embed_tokens(ids)  # [tokens, H]
+    cos, sin = inner.rotary_emb(hidden, positions[None])  # [1, tokens, d]
+    half = cos.shape[-1] // 2
+    # rotate_half(x) * sin == swap_halves(x) * (sin with its first half negated), exactly (negation is exact)
+    cos, sin = cos[0, :, None, :], torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)[0, :, None, :]
+    batch_cache = decode["past_key_values"]
+    decode_mask = decode["attention_mask"].bool()[:, None, None, :]  # [B, 1, 1, T]
+    chunk_mask = None
+    if n:
+        past = chunk_cache.get_seq_length()
+        # query i of the chunk (position past + i) sees keys 0 … past + i
+        chunk_mask = torch.ones(n, past + n, dtype=torch.bool, device=ids.device).tril(diagonal=past)[None, None]
     for index, layer in enumerate(inner.layers):
         attn = layer.self_attn
-        x = layer.input_layernorm(hidden)
-        shape = (1, rows + n, -1, attn.head_dim)
-        q = attn.q_proj(x).view(shape).transpose(1, 2)  # [1, heads, rows + n, d]
-        k = attn.k_proj(x).view(shape).transpose(1, 2)
-        v = attn.v_proj(x).view(shape).transpose(1, 2)
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        # the decode rows: token j of the flat sequence is row j's one new token. Their query heads go as the
-        # "queries" of their key/value head ([B, kv heads, heads per kv head, d], as transformers' SDPA path does
-        # for one token): no copy of the keys per query head, and a kernel that takes a mask without GQA.
-        kd, vd = batch_cache.layers[index].update(_rows(k[:, :, :rows]), _rows(v[:, :, :rows]))
-        qd = _rows(q[:, :, :rows]).reshape(rows, kd.shape[1], -1, attn.head_dim)
-        out_d = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=decode_mask, scale=attn.scaling)
-        out_d = out_d.reshape(rows, -1, 1, attn.head_dim)  # [B, heads, 1, d]
-        kc, vc = chunk_cache.layers[index].update(k[:, :, rows:], v[:, :, rows:])
-        out_c = F.scaled_dot_product_attention(
-            q[:, :, rows:], kc, vc, attn_mask=chunk_mask, scale=attn.scaling, enable_gqa=True
-        )  # [1, heads, n, d]
-        out = torch.cat([out_d.transpose(0, 2), out_c], dim=2)  # [1, heads, rows + n, d]
-        hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(1, rows + n, -1))
-        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-    last = torch.cat([hidden[0, :rows], hidden[0, -1:]])  # each decode row, the chunk's last token
-    return model.lm_head(inner.norm(last))
+        d = attn.head_dim
+        x = _norm(layer.input_layernorm, hidden)
+        q = _rope(_Product(attn.q_proj, x).plain().view(tokens, -1, d), cos, sin, half)  # [tokens, heads, d]
+        k = _rope(_Product(attn.k_proj, x).plain().view(tokens, -1, d), cos, sin, half)  # [tokens, kv heads, d]
+        v = _Product(attn.v_proj, x).plain().view(tokens, -1, d)
+        kv_heads = k.shape[1]
+        # the decode rows: one token each. Their query heads go as the "queries" of their key/value head
+        # ([B, kv heads, heads per kv head, d], as transformers' SDPA path does for one token): no copy of the
+        # keys per query head, and a kernel that takes a mask without GQA.
+        kd, vd = batch_cache.layers[index].update(k[:rows, :, None], v[:rows, :, None])  # [B, kv heads, 1, d] in
+        qd = q[:rows].view(rows, kv_heads, -1, d)
+        out = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=decode_mask, scale=attn.scaling)
+        out = out.reshape(rows, -1)  # [B, heads × d]
+        if n:
+            kc, vc = chunk_cache.layers[index].update(k[None, rows:].transpose(1, 2), v[None, rows:].transpose(1, 2))
+            out_c = F.scaled_dot_product_attention(
+                q[None, rows:].transpose(1, 2), kc, vc, attn_mask=chunk_mask, scale=attn.scaling, enable_gqa=True
+            )  # [1, heads, n, d]
+            out = torch.cat([out, out_c[0].transpose(0, 1).reshape(n, -1)])
+        hidden = _Product(attn.o_proj, out).plus(hidden)
+        x = _norm(layer.post_attention_layernorm, hidden)
+        mlp = layer.mlp
+        hidden = _Product(mlp.down_proj, _Product(mlp.up_proj, x).times(_Product(mlp.gate_proj, x).silu())).plus(hidden)
+    last = hidden if not n else torch.cat([hidden[:rows], hidden[-1:]])  # each decode row, the chunk's last token
+    return model.lm_head(_norm(inner.norm, last))
 
 
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """``[1, heads, rows, d]`` (one token per row, side by side) → ``[rows, heads, 1, d]`` (a row each)."""
-    return t.transpose(0, 2)
+class _Product:
+    """``linear(x)`` followed by one elementwise step: through oneDNN with the step as its post-operation where the
+    layer is packed (one operator, the output written once), else torch's operators one after the other."""
+
+    __slots__ = ("linear", "x", "packed")
+
+    def __init__(self, linear, x: torch.Tensor):
+        self.linear, self.x = linear, x
+        self.packed = linear.packed_for(x) if type(linear) is PackedLinear else None
+
+    def plain(self) -> torch.Tensor:
+        if self.packed is None:
+            return self.linear(self.x)
+        return _LINEAR(self.x, self.packed, self.linear.bias, "none", [], "")
+
+    def silu(self) -> torch.Tensor:
+        if self.packed is None:
+            return F.silu(self.linear(self.x))
+        return _LINEAR(self.x, self.packed, self.linear.bias, "swish", [], "")
+
+    def plus(self, other: torch.Tensor) -> torch.Tensor:
+        if self.packed is None:
+            return other + self.linear(self.x)
+        return _LINEAR.binary(self.x, other, self.packed, self.linear.bias, "add")
+
+    def times(self, other: torch.Tensor) -> torch.Tensor:
+        if self.packed is None:
+            return self.linear(self.x) * other
+        return _LINEAR.binary(self.x, other, self.packed, self.linear.bias, "mul")
+
+
+def _norm(norm, x: torch.Tensor) -> torch.Tensor:
+    """transformers' ``LlamaRMSNorm`` as torch's one operator for float32 (the same arithmetic); as the module for
+    another dtype (it computes in float32 and rounds before the weight)."""
+    if x.dtype == torch.float32 and norm.weight.dtype == torch.float32:
+        return torch.rms_norm(x, norm.weight.shape, norm.weight, norm.variance_epsilon)
+    return norm(x)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, half: int) -> torch.Tensor:
+    """The rotary embedding of ``x [tokens, heads, d]``: ``x * cos + rotate_half(x) * sin`` with ``sin``'s first
+    half negated (``forward``), the halves swapped by one ``flip`` instead of two slices, a negation and a cat."""
+    tokens, heads, d = x.shape
+    swapped = x.reshape(tokens, heads, 2, half).flip(2).view(tokens, heads, d)
+    return x * cos + swapped * sin

@@ -58,13 +58,21 @@ class PackedLinear(torch.nn.Linear):
         self._packed = torch.ops.mkldnn._reorder_linear_weight(weight, _BATCH_HINT)
         self._key = _identity(self.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def packed_for(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The packed weight to multiply ``x`` by through oneDNN (packed again first if the weight changed), or
+        None where torch's own path must run: gradients on, ``x`` of another dtype or device."""
         weight = self.weight
         if torch.is_grad_enabled() or x.dtype != weight.dtype or x.device.type != "cpu" or weight.device != x.device:
-            return F.linear(x, weight, self.bias)
+            return None
         if self._key != _identity(weight):
             self.pack()
-        return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, "none", [], "")
+        return self._packed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        packed = self.packed_for(x)
+        if packed is None:
+            return F.linear(x, self.weight, self.bias)
+        return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
 
     def __getstate__(self):
         """Copies (``copy.deepcopy``, pickling) leave the packed tensor out — oneDNN's opaque tensors cannot be

@@ -7,8 +7,10 @@ with its share of the total, and the mean wall time of a step. In-process and Dj
 
 Each case is profiled twice on the same rows, one right after the other. ``--compare cache``: with the engine's
 growing cache (``kvcache.py``), then with its states moved into a transformers ``DynamicCache`` (what the engine
-kept before, which concatenates every layer every step). ``--compare linears`` (the default): with torch's own
-linear layers (MKL on the CPU), then with them packed for oneDNN (``onednn.py``, what a worker loads). On a
+kept before, which concatenates every layer every step). ``--compare linears``: with torch's own
+linear layers (MKL on the CPU), then with them packed for oneDNN (``onednn.py``, what a worker loads).
+``--compare direct`` (the default): packed, through transformers' forward, then through ``fused.forward`` (what a
+worker runs: ``CHAT_DECODE_DIRECT``). On a
 machine shared with other jobs only such neighbouring figures compare.
 """
 
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--compare", choices=("linears", "cache"), default="linears")
+    parser.add_argument("--compare", choices=("linears", "cache", "direct"), default="direct")
     args = parser.parse_args(argv)
     configure_threads(args.threads)
     torch.set_grad_enabled(False)
@@ -100,13 +102,20 @@ def main(argv=None) -> int:
         for context in [int(c) for c in args.context.split(",")]:
             engine = BatchEngine(model, loaded.tokenizer, max_batch_size=batch, eos_ids=set())
             fill(engine, batch, context)
-            cases = ("growing", "DynamicCache") if args.compare == "cache" else ("torch's linears", "packed linears")
+            cases = {
+                "cache": ("growing", "DynamicCache"),
+                "linears": ("torch's linears", "packed linears"),
+                "direct": ("transformers' forward", "direct forward"),
+            }[args.compare]
             unpack_linears(model)
+            if args.compare != "linears":
+                in_passing_thread(pack_linears, model)  # what a worker runs
             for case in cases:
                 if case == "DynamicCache":
                     as_dynamic_cache(engine)
                 elif case == "packed linears":
                     in_passing_thread(pack_linears, model)
+                engine.direct_decode = case == "direct forward"
                 result = profile(engine, args.steps, args.top)
                 print(
                     f"\n## batch {batch}, context {context}, {case}: {result['step_ms']:.1f} ms per decode step "

@@ -62,6 +62,7 @@ class Runtime:
                 else settings.CHAT_PREFILL_CHUNK_DECODING
             ),
             fuse_chunks=settings.CHAT_PREFILL_FUSED,
+            direct_decode=settings.CHAT_DECODE_DIRECT,
             kv_budget_bytes=settings.CHAT_KV_BUDGET_MB * 2**20,
             preempt=settings.CHAT_PREEMPT,
             # Adapters of this model (training runs) are served here, loaded on first use (inference/adapters.py).

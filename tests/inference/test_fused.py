@@ -1,13 +1,14 @@
-"""A chunk of a long prompt computed in the decode step's own forward (inference/fused.py): the same logits and
-caches as the two forwards it replaces, the same greedy tokens as ``generate`` for the streams and the prompt,
-every chunk but a prompt's first fused while replies decode (counted), and the two forwards kept where the
-model's layout or an adapter rules fusing out."""
+"""The engine's own forward (inference/fused.py): a decode step through it, alone or with a chunk of a long
+prompt, gives transformers' logits and caches (plain and oneDNN-packed layers, left-padded rows) with fewer
+operators; the streams and the prompt write ``generate``'s greedy tokens, every chunk but a prompt's first fused
+while replies decode (counted); transformers' forward is kept where the model's layout or an adapter rules it out."""
 
 import copy
 
+import pytest
 import torch
 
-from inference import fused
+from inference import fused, onednn
 from inference.batching import Plan
 from inference.engine import BatchEngine, GenerationRequest
 from inference.output import Finished, Piece, RequestHandle
@@ -17,49 +18,116 @@ from inference.sampling import SamplingParams
 from tests.inference.test_adapters import save_lora
 from tests.inference.test_chunked_prefill import events, long_prompt, start_streams, text_of
 from tests.inference.test_engine import greedy_reference
+from tests.inference.test_onednn import packed_copy
+
+# the model as loaded by a worker on a CPU (linear layers packed for oneDNN) and as plain torch layers
+LAYERS = [
+    "plain",
+    pytest.param(
+        "packed", marks=pytest.mark.skipif(not onednn.available(), reason="this torch has no oneDNN linear operators")
+    ),
+]
 
 
 def fused_engine(model, tokenizer, fuse: bool = True, **options) -> BatchEngine:
-    """A started engine that fuses chunks (unless ``fuse`` is False), with small budgets: chunks of 16 a round, 8
-    while replies decode."""
+    """A started engine that fuses chunks and decodes through fused.py (neither if ``fuse`` is False), with small
+    budgets: chunks of 16 a round, 8 while replies decode."""
     options = {"max_batch_size": 4, "prefill_chunk": 16, "prefill_chunk_decoding": 8, **options}
-    return BatchEngine(model, tokenizer, eos_ids=set(), fuse_chunks=fuse, **options).start()
+    return BatchEngine(model, tokenizer, eos_ids=set(), fuse_chunks=fuse, direct_decode=fuse, **options).start()
 
 
-def test_the_fused_forward_gives_the_two_forwards_logits_and_caches(tiny_llama, tokenizer):
-    engine = BatchEngine(tiny_llama, tokenizer, max_batch_size=4, eos_ids=set(), prefill_chunk=16)
+def padded_engine(model, tokenizer) -> BatchEngine:
+    """An engine (no thread) whose running batch holds three prompts of different lengths: left padding."""
+    engine = BatchEngine(model, tokenizer, max_batch_size=4, eos_ids=set(), prefill_chunk=16)
+    rows = [long_prompt(tokenizer, n, salt=20 + n) for n in (20, 9, 14)]
+    requests = [
+        Request(GenerationRequest(r, SamplingParams()), RequestHandle(str(i), None), None) for i, r in enumerate(rows)
+    ]
     with torch.no_grad():
-        rows = [long_prompt(tokenizer, n, salt=20 + n) for n in (20, 9, 14)]  # left padding in the batch's mask
-        requests = [
-            Request(GenerationRequest(r, SamplingParams()), RequestHandle(str(i), None), None)
-            for i, r in enumerate(rows)
-        ]
         for _ in engine._prefill(requests, None):
             pass
-        assert not bool(engine._batch.mask.all())
+    assert not bool(engine._batch.mask.all())
+    return engine
+
+
+def assert_same_states(got, want) -> None:
+    for a, b in zip(got.layers, want.layers, strict=True):
+        assert torch.allclose(a.keys, b.keys, atol=1e-5) and torch.allclose(a.values, b.values, atol=1e-5)
+
+
+@pytest.mark.parametrize("layers", LAYERS)
+def test_a_decode_step_through_the_engines_forward_gives_transformers_logits_and_cache(tiny_llama, tokenizer, layers):
+    model = packed_copy(tiny_llama) if layers == "packed" else tiny_llama
+    batch = padded_engine(model, tokenizer)._batch
+    with torch.no_grad():
+        twin = copy.deepcopy(batch.cache)
+        inputs = batch.decode_inputs()
+        logits = fused.forward(model, inputs)
+        want = model(**dict(inputs, past_key_values=twin), use_cache=True).logits[:, -1]
+    assert logits.shape == want.shape == (3, model.config.vocab_size)
+    assert torch.allclose(logits, want, atol=1e-5, rtol=1e-4)
+    assert_same_states(batch.cache, twin)
+
+
+@pytest.mark.skipif(not onednn.available(), reason="this torch has no oneDNN linear operators")
+def test_a_direct_decode_step_is_one_onednn_product_per_layer_and_fewer_operators(tiny_llama, tokenizer):
+    """Counted with the profiler on a packed model: the step's 15 products (7 a layer and the head) are its only
+    oneDNN calls and carry the MLP's activation and product and both residual additions with them: no ``silu``,
+    and of the additions only the rotary embedding's two a layer and one outside the layers are left (transformers'
+    forward: 14). In all the step runs fewer operators than through transformers' modules."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from inference.stepprof import fill
+
+    def step_ops(direct: bool) -> dict:
+        engine = BatchEngine(packed_copy(tiny_llama), tokenizer, max_batch_size=4, eos_ids=set())
+        engine.direct_decode = direct
+        with torch.no_grad():
+            fill(engine, 4, 20)
+            engine._decode_step()
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                engine._decode_step()
+        return {e.key: e.count for e in prof.key_averages()}
+
+    direct, transformers = step_ops(True), step_ops(False)
+    assert direct["mkldnn::_linear_pointwise"] == transformers["mkldnn::_linear_pointwise"] == 15
+    assert "aten::silu" not in direct and transformers["aten::silu"] == 2
+    assert direct["aten::add"] == 2 * 2 + 1 and transformers["aten::add"] == 14
+    assert direct["aten::rms_norm"] == 5  # two a layer and the last
+
+    def total(ops: dict) -> int:
+        return sum(n for key, n in ops.items() if key.startswith(("aten::", "mkldnn::")))
+
+    assert total(direct) < 0.85 * total(transformers), (total(direct), total(transformers))
+
+
+@pytest.mark.parametrize("layers", LAYERS)
+def test_the_fused_forward_gives_the_two_forwards_logits_and_caches(tiny_llama, tokenizer, layers):
+    model = packed_copy(tiny_llama) if layers == "packed" else tiny_llama
+    engine = padded_engine(model, tokenizer)
+    with torch.no_grad():
         prompt = long_prompt(tokenizer, 40, salt=1)
         chunked = Chunked(Plan(None, prompt))
-        chunked.inputs(16, tiny_llama.config, 0, "cpu")  # a first chunk's inputs: its cache starts empty …
-        ids, mask, positions, cache = chunked.inputs(16, tiny_llama.config, 0, "cpu")
-        tiny_llama(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        chunked.inputs(16, model.config, 0, "cpu")  # a first chunk's inputs: its cache starts empty …
+        ids, mask, positions, cache = chunked.inputs(16, model.config, 0, "cpu")
+        model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
         chunked.done = 16  # … and holds 16 tokens now
         batch = engine._batch
         twin_batch_cache, twin_chunk_cache = copy.deepcopy(batch.cache), copy.deepcopy(chunked.cache)
 
         inputs = batch.decode_inputs()
-        ids, mask, positions, cache = chunked.inputs(16, tiny_llama.config, 0, "cpu")
-        logits = fused.forward(tiny_llama, inputs, ids, positions, cache)
+        ids, mask, positions, cache = chunked.inputs(16, model.config, 0, "cpu")
+        logits = fused.forward(model, inputs, ids, positions, cache)
 
         plain = dict(inputs, past_key_values=twin_batch_cache)
-        want_decode = tiny_llama(**plain, use_cache=True).logits[:, -1]
-        want_chunk = tiny_llama(
+        want_decode = model(**plain, use_cache=True).logits[:, -1]
+        want_chunk = model(
             input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=twin_chunk_cache
         ).logits[:, -1]
-    assert logits.shape == (4, tiny_llama.config.vocab_size)
+    assert logits.shape == (4, model.config.vocab_size)
     assert torch.allclose(logits[:3], want_decode, atol=1e-5) and torch.allclose(logits[3:], want_chunk, atol=1e-5)
-    for got, want in ((batch.cache, twin_batch_cache), (cache, twin_chunk_cache)):
-        for a, b in zip(got.layers, want.layers):
-            assert torch.allclose(a.keys, b.keys, atol=1e-5) and torch.allclose(a.values, b.values, atol=1e-5)
+    assert_same_states(batch.cache, twin_batch_cache)
+    assert_same_states(cache, twin_chunk_cache)
 
 
 def test_streams_and_a_long_prompt_in_fused_chunks_write_what_generate_writes(tiny_llama, tokenizer):
@@ -77,8 +145,9 @@ def test_streams_and_a_long_prompt_in_fused_chunks_write_what_generate_writes(ti
     want = [tokenizer.decode(r, skip_special_tokens=True) for r in reference]
     assert [late] + texts == want
     # chunks of 8 while the streams decode: its first (taken as a newcomer) in a forward of its own, the other
-    # twelve (92 tokens) each in a decode step's forward
+    # twelve (92 tokens) each in a decode step's forward; every other step through fused.py's forward too
     assert counts.chunks == 1 + 12 and counts.fused == 12
+    assert counts.direct == counts.steps - counts.fused > 0
 
 
 def test_a_prompt_stopped_between_fused_chunks_ends_cancelled_and_the_streams_go_on(tiny_llama, tokenizer):
@@ -101,7 +170,8 @@ def test_a_prompt_stopped_between_fused_chunks_ends_cancelled_and_the_streams_go
 
 def test_fusing_is_kept_out_where_the_layout_or_an_adapter_rules_it_out(tiny_llama, tiny_gpt2, tokenizer, tmp_path):
     assert fused.fusable(tiny_llama) and not fused.fusable(tiny_gpt2)
-    assert not BatchEngine(tiny_gpt2, tokenizer, eos_ids=set(), fuse_chunks=True).fuse_chunks
+    gpt2 = BatchEngine(tiny_gpt2, tokenizer, eos_ids=set(), fuse_chunks=True, direct_decode=True)
+    assert not gpt2.fuse_chunks and not gpt2.direct_decode
     model = copy.deepcopy(tiny_llama)
     adapter = save_lora(tiny_llama, tmp_path / "a", seed=1)
     engine = fused_engine(model, tokenizer)
@@ -113,7 +183,7 @@ def test_fusing_is_kept_out_where_the_layout_or_an_adapter_rules_it_out(tiny_lla
         prompt = long_prompt(tokenizer, 60, salt=5)
         late = text_of(events(engine.submit(GenerationRequest(prompt, SamplingParams(max_new_tokens=6)))))
         events(running)
-        assert engine.counts.chunks > 1 and engine.counts.fused == 0
+        assert engine.counts.chunks > 1 and engine.counts.fused == 0 and engine.counts.direct == 0
     finally:
         engine.shutdown()
     assert late == tokenizer.decode(greedy_reference(tiny_llama, tokenizer, prompt, 6), skip_special_tokens=True)

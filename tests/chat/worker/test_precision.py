@@ -63,6 +63,6 @@ def test_the_worker_computes_at_most_its_prefill_chunk_per_round_and_keeps_its_k
         assert runtime.engine.prefill_chunk == chunk
         assert runtime.engine.prefill_chunk_decoding == chunk_decoding
         assert runtime.engine.stats()["kv_budget_bytes"] == 3 * 2**20
-        assert runtime.engine.fuse_chunks  # the tiny model is a Llama
+        assert runtime.engine.fuse_chunks and runtime.engine.direct_decode  # the tiny model is a Llama
     finally:
         runtime.close()
