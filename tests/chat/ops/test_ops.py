@@ -91,6 +91,7 @@ def test_worker_figures_come_from_its_heartbeat_and_leave_with_it(client, db):
             "prefix_tokens_reused": 75,
             "decode_steps_at_batch_size": [0, 4, 0, 6],
             "preemptions": 2,
+            "direct_decode_steps": 7,
         },
     )
     try:
@@ -102,10 +103,12 @@ def test_worker_figures_come_from_its_heartbeat_and_leave_with_it(client, db):
                 "chat_worker_replies_in_flight",
                 "chat_worker_prefix_cache_hit_ratio",
                 "chat_worker_preemptions",
+                "chat_worker_direct_decode_steps",
             )
         }
         assert mine == {
             "chat_worker_preemptions": [2.0],
+            "chat_worker_direct_decode_steps": [7.0],
             "chat_worker_batch_size": [3.0],
             "chat_worker_replies_in_flight": [5.0],
             "chat_worker_prefix_cache_hit_ratio": [0.75],
