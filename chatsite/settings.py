@@ -348,8 +348,8 @@ CHAT_PREFILL_CHUNK = env.int("CHAT_PREFILL_CHUNK", default=None)
 CHAT_PREFILL_CHUNK_DECODING = env.int("CHAT_PREFILL_CHUNK_DECODING", default=None)
 # A long prompt's chunk computed in the running replies' decode step, one forward (inference/fused.py).
 CHAT_PREFILL_FUSED = env.bool("CHAT_PREFILL_FUSED", default=True)
-# The decode step through that same forward rather than transformers' modules (inference/fused.py).
-CHAT_DECODE_DIRECT = env.bool("CHAT_DECODE_DIRECT", default=True)
+# The decode step through that same forward rather than transformers' modules (inference/fused.py); unset: on a CPU.
+CHAT_DECODE_DIRECT = env.bool("CHAT_DECODE_DIRECT", default=None)
 # A person waiting with no reply running takes a row from one running several (inference/preemption.py).
 CHAT_PREEMPT = env.bool("CHAT_PREEMPT", default=True)
 # On the CPU, float linear layers multiply through oneDNN with their weights packed once (inference/onednn.py):

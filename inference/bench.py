@@ -382,14 +382,10 @@ def main(argv=None) -> int:
         static_row(in_passing_thread(bench_generate, model, tokenizer, ids, args.tokens, 1, c), c) for c in levels
     ]
     # The engine as the worker runs it (prefix cache on): everyone sends the fixed prompt, then everyone their own.
-    # decoding as a worker does (CHAT_DECODE_DIRECT); ``generate``'s rows above go through transformers' forward
+    # the engines decode as a worker does (CHAT_DECODE_DIRECT unset: fused.py's forward on a CPU); ``generate``'s
+    # rows above go through transformers' forward
     batch = BatchEngine(
-        model,
-        tokenizer,
-        max_batch_size=max(levels),
-        eos_ids=set(),
-        prefix_cache_bytes=PREFIX_CACHE_BYTES,
-        direct_decode=True,
+        model, tokenizer, max_batch_size=max(levels), eos_ids=set(), prefix_cache_bytes=PREFIX_CACHE_BYTES
     ).start()
     bench_engine(batch, [encode(p) for p in level_prompts("warm", 1, False)], 8)  # warm-up
     for name, distinct in (("engine", False), ("engine_distinct", True)):
@@ -406,7 +402,7 @@ def main(argv=None) -> int:
     report["prefix_cache"] = vars(batch.prefix_cache.stats) if batch.prefix_cache else None
     batch.shutdown()
     # Without the prefix cache, the exact fixed prompt: the engine's own cost next to raw `generate`.
-    plain = BatchEngine(model, tokenizer, max_batch_size=max(levels), eos_ids=set(), direct_decode=True).start()
+    plain = BatchEngine(model, tokenizer, max_batch_size=max(levels), eos_ids=set()).start()
     bench_engine(plain, [ids], 8)
     report["engine_no_cache"] = [
         measure_level(lambda k: bench_engine(plain, [ids] * c, args.tokens), c) for c in levels

@@ -159,7 +159,6 @@ def main(argv=None) -> int:
             prefill_chunk=chunk,
             prefill_chunk_decoding=decoding,
             fuse_chunks=fuse,
-            direct_decode=True,  # as a worker decodes (CHAT_DECODE_DIRECT)
         ).start()
         engine.warmup()
         run = {"chunk": chunk, "chunk_decoding": decoding, "fused": fuse}

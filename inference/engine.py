@@ -79,7 +79,7 @@ class BatchEngine(Prefills, Preemption):
         kv_budget_bytes: int = 0,
         preempt: bool = True,
         fuse_chunks: bool = False,
-        direct_decode: bool = False,
+        direct_decode: bool | None = None,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -100,8 +100,10 @@ class BatchEngine(Prefills, Preemption):
         # the model has the layout it computes; ``_chunk_pending``: that prompt's request and its tokens this round.
         self.fuse_chunks = fuse_chunks and fused.fusable(model)
         # The decode step through that same forward (one operator per step of a layer over every row, oneDNN's
-        # post-operations) instead of transformers' modules, whose per-call work is a third of a small step's time
-        # on a CPU (docs/benchmarks.md); not while an adapter is loaded (``_direct``).
+        # post-operations) instead of transformers' modules, whose per-call work was a fifth of a one-row step's time
+        # on a CPU (docs/benchmarks.md); not while an adapter is loaded. None: on a CPU, where it was measured.
+        if direct_decode is None:
+            direct_decode = self.device.type == "cpu"
         self.direct_decode = direct_decode and fused.fusable(model)
         self._chunk_pending: tuple[Request, int] | None = None
         dtype_size = torch.empty((), dtype=getattr(model, "dtype", torch.float32)).element_size()  # the KV's

@@ -32,14 +32,16 @@ _ROPE_BY_LENGTH = ("dynamic", "longrope")
 
 def fusable(model) -> bool:
     """Whether ``model`` is transformers' own ``LlamaForCausalLM`` (the layout this module computes: full attention
-    throughout, no tensor-parallel split of its projections) with a rotary embedding that depends on positions
-    alone."""
+    throughout, no tensor-parallel split of its projections, SiLU in the MLP) with a rotary embedding that depends
+    on positions alone."""
     from transformers import LlamaForCausalLM
 
     if type(model) is not LlamaForCausalLM:  # a subclass, or a remote-code model calling itself "llama"
         return False
     config = model.config
     if getattr(config, "pretraining_tp", 1) != 1 or getattr(config, "sliding_window", None):
+        return False
+    if getattr(config, "hidden_act", "silu") not in ("silu", "swish"):  # the MLP's activation ``forward`` applies
         return False
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     return rope.get("rope_type", rope.get("type", "default")) not in _ROPE_BY_LENGTH
@@ -75,13 +77,16 @@ def forward(
     # rotate_half(x) * sin == swap_halves(x) * (sin with its first half negated), exactly (negation is exact)
     cos, sin = cos[0, :, None, :], torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)[0, :, None, :]
     batch_cache = decode["past_key_values"]
-    decode_mask = decode["attention_mask"].bool()[:, None, None, :]  # [B, 1, 1, T]
+    # The masks as the additive float masks attention turns a boolean one into, made once for the step rather than
+    # once a layer.
+    decode_mask = _additive(decode["attention_mask"].bool()[:, None, None, :], hidden.dtype)  # [B, 1, 1, T]
     chunk_mask = None
     if n:
         past = chunk_cache.get_seq_length()
         # query i of the chunk (position past + i) sees keys 0 … past + i
-        chunk_mask = torch.ones(n, past + n, dtype=torch.bool, device=ids.device).tril(diagonal=past)[None, None]
-    for index, layer in enumerate(inner.layers):
+        causal = torch.ones(n, past + n, dtype=torch.bool, device=ids.device).tril(diagonal=past)[None, None]
+        chunk_mask = _additive(causal, hidden.dtype)
+    for index, layer in enumerate(inner.layers[: model.config.num_hidden_layers]):
         attn = layer.self_attn
         d = attn.head_dim
         x = _norm(layer.input_layernorm, hidden)
@@ -112,13 +117,17 @@ def forward(
 
 class _Product:
     """``linear(x)`` followed by one elementwise step: through oneDNN with the step as its post-operation where the
-    layer is packed (one operator, the output written once), else torch's operators one after the other."""
+    layer is packed and works in float32 (one operator, the output written once), else the product and torch's
+    operator one after the other. Not for bfloat16: a post-operation acts on the product's float32 sum before it
+    is rounded, where transformers rounds the product first — measured on the bundled model, enough to change a
+    greedy reply's 24th token."""
 
-    __slots__ = ("linear", "x", "packed")
+    __slots__ = ("linear", "x", "packed", "fuse")
 
     def __init__(self, linear, x: torch.Tensor):
         self.linear, self.x = linear, x
         self.packed = linear.packed_for(x) if type(linear) is PackedLinear else None
+        self.fuse = self.packed is not None and x.dtype == torch.float32
 
     def plain(self) -> torch.Tensor:
         if self.packed is None:
@@ -126,19 +135,24 @@ class _Product:
         return _LINEAR(self.x, self.packed, self.linear.bias, "none", [], "")
 
     def silu(self) -> torch.Tensor:
-        if self.packed is None:
-            return F.silu(self.linear(self.x))
+        if not self.fuse:
+            return F.silu(self.plain())
         return _LINEAR(self.x, self.packed, self.linear.bias, "swish", [], "")
 
     def plus(self, other: torch.Tensor) -> torch.Tensor:
-        if self.packed is None:
-            return other + self.linear(self.x)
+        if not self.fuse:
+            return other + self.plain()
         return _LINEAR.binary(self.x, other, self.packed, self.linear.bias, "add")
 
     def times(self, other: torch.Tensor) -> torch.Tensor:
-        if self.packed is None:
-            return self.linear(self.x) * other
+        if not self.fuse:
+            return self.plain() * other
         return _LINEAR.binary(self.x, other, self.packed, self.linear.bias, "mul")
+
+
+def _additive(mask: torch.Tensor, dtype) -> torch.Tensor:
+    """A boolean attention mask (True: attend) as 0 / -inf in ``dtype``."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
 def _norm(norm, x: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import queue
 import time
 from dataclasses import dataclass
@@ -83,15 +84,20 @@ class Chunk:
 def coalesce(
     handle: RequestHandle, flush_interval: float = 0.04, idle_timeout: float = 600.0, requeue_s: float | None = None
 ):
-    """Group pieces into chunks: the first piece at once, then whatever arrived within ``flush_interval``.
+    """Group pieces into chunks, at most one per ``flush_interval``: a piece goes at once when no chunk went out
+    within the last interval (the first piece always), otherwise with whatever else arrives until the interval
+    since the last chunk is over.
 
-    A fast GPU then costs one channel-layer message per interval, not one per token. While the request waits
-    for a row, its last place is given again after each ``requeue_s`` without news, so a caller that held a
-    place back (it throttles how often places go out) gets to send it even when the line then stops moving.
+    A fast GPU then costs one channel-layer message per interval, not one per token; and where tokens come slower
+    than that (a CPU serving many streams), each goes the moment it is made, with one wake-up of the caller's
+    thread rather than two (its arrival, then a timer) — waking threads take the engine's CPU and lock on a small
+    machine. While the request waits for a row, its last place is given again after each ``requeue_s`` without
+    news, so a caller that held a place back (it throttles how often places go out) gets to send it even when the
+    line then stops moving.
     """
     buffer: list[str] = []
-    deadline: float | None = None
-    sent_first = False
+    deadline: float | None = None  # when the buffered pieces go: the interval since the last chunk is over
+    sent_at = -math.inf  # when the last chunk of text went
     tokens = 0
     waiting: int | None = None  # the place last given, until the text starts
     heard = time.monotonic()  # the last event: ``idle_timeout`` counts from it
@@ -108,7 +114,7 @@ def coalesce(
         except queue.Empty:
             if deadline is not None:
                 yield Chunk("".join(buffer), tokens=tokens)
-                buffer, deadline = [], None
+                buffer, deadline, sent_at = [], None, time.monotonic()
                 continue
             if waiting is not None and requeue_s and time.monotonic() - heard < idle_timeout:
                 yield Chunk("", tokens=tokens, queued=waiting)
@@ -121,19 +127,15 @@ def coalesce(
         if isinstance(event, Queued):  # before any text, or after some (a preempted row): passed on at once
             if buffer:  # the text before it first: text after a place would take the place back at once
                 yield Chunk("".join(buffer), tokens=tokens)
-                buffer, deadline = [], None
+                buffer, deadline, sent_at = [], None, time.monotonic()
             waiting = event.ahead
             yield Chunk("", tokens=tokens, queued=event.ahead)
             continue
         waiting = None
         buffer.append(event.text)
         tokens = event.tokens
-        if not sent_first:
-            sent_first = True
-            yield Chunk("".join(buffer), tokens=tokens)
-            buffer = []
+        if heard >= (deadline if deadline is not None else sent_at + flush_interval):
+            yield Chunk("".join(buffer), tokens=tokens)  # on time even while pieces keep coming
+            buffer, deadline, sent_at = [], None, time.monotonic()
         elif deadline is None:
-            deadline = time.monotonic() + flush_interval
-        elif time.monotonic() >= deadline:  # pieces keep coming: flush on time, not on a lull
-            yield Chunk("".join(buffer), tokens=tokens)
-            buffer, deadline = [], None
+            deadline = sent_at + flush_interval

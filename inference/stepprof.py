@@ -7,8 +7,10 @@ with its share of the total, and the mean wall time of a step. In-process and Dj
 
 Each case is profiled twice on the same rows, one right after the other. ``--compare cache``: with the engine's
 growing cache (``kvcache.py``), then with its states moved into a transformers ``DynamicCache`` (what the engine
-kept before, which concatenates every layer every step). ``--compare linears``: with torch's own
-linear layers (MKL on the CPU), then with them packed for oneDNN (``onednn.py``, what a worker loads).
+kept before, which concatenates every layer every step); both with packed layers through transformers' forward
+(before 2026-12-07's direct forward its figures were taken with torch's linear layers). ``--compare linears``:
+with torch's own linear layers (MKL on the CPU), then with them packed for oneDNN (``onednn.py``), both through
+transformers' forward.
 ``--compare direct`` (the default): packed, through transformers' forward, then through ``fused.forward`` (what a
 worker runs: ``CHAT_DECODE_DIRECT``). On a
 machine shared with other jobs only such neighbouring figures compare.

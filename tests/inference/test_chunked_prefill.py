@@ -27,6 +27,9 @@ class ForwardLog:
         self.kv_bytes: list[int] = []
         self._hook = engine.model.register_forward_pre_hook(self._note, with_kwargs=True)
         self._engine = engine
+        # The log sees the model's own forward: decode steps go through it, not through the engine's own
+        # (fused.py, whose steps test_fused.py checks); these tests are about which forwards run when.
+        engine.direct_decode = False
 
     def _note(self, module, args, kwargs):
         self.forwards.append(kwargs["input_ids"].tolist())

@@ -150,6 +150,44 @@ def test_coalesce_sends_the_first_piece_at_once_and_groups_the_rest(engine, toke
     assert "".join(c.text for c in chunks) == chunks[-1].finished.text
 
 
+class ScriptedHandle:
+    """A request's events at set times on a clock of its own (``now``): ``get`` returns the next event, moving the
+    clock to its time, or moves the clock by ``timeout`` and raises ``queue.Empty`` when it comes later (a wake-up
+    of the caller's thread for nothing but a timer, counted in ``timeouts``)."""
+
+    def __init__(self, events: list[tuple[float, object]]):
+        self.events, self.now, self.timeouts = list(events), 0.0, 0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def get(self, timeout: float | None = None):
+        at, event = self.events[0]
+        if timeout is not None and at > self.now + timeout:
+            self.now += timeout
+            self.timeouts += 1
+            raise queue.Empty
+        self.now = max(self.now, at)
+        return self.events.pop(0)[1]
+
+
+def test_coalesce_sends_a_piece_at_once_after_a_quiet_interval_and_groups_only_a_burst(monkeypatch):
+    """At most one chunk per interval (40 ms): a piece made after a quiet interval goes at once, with no timer (as
+    each token of a CPU serving many streams, 60–100 ms apart); one that comes sooner waits for the interval's end,
+    with the pieces of its burst."""
+    import inference.output as output
+
+    done = Finished("length", "abcdef", 5, 6)
+    handle = ScriptedHandle(
+        [(0.0, Piece("a", 1)), (0.1, Piece("b", 2)), (0.12, Piece("c", 3)), (0.13, Piece("d", 4))]
+        + [(0.5, Piece("e", 5)), (0.6, Piece("f", 6)), (0.61, done)]
+    )
+    monkeypatch.setattr(output, "time", handle)
+    chunks = [(c.text, round(handle.now, 3)) for c in coalesce(handle, flush_interval=0.04)]
+    assert chunks == [("a", 0.0), ("b", 0.1), ("cd", 0.14), ("e", 0.5), ("f", 0.6), ("", 0.61)]
+    assert handle.timeouts == 1  # only the burst's: the pieces that came alone each went with their arrival
+
+
 def test_pieces_and_chunks_count_the_tokens_generated_so_far(engine, tokenizer):
     """The worker publishes this count as the reply's progress (the review panel's live page)."""
     handle = engine.submit(GenerationRequest(tokenizer.encode("Count to ten"), SamplingParams(max_new_tokens=12)))
