@@ -42,15 +42,15 @@ def test_the_worker_loads_its_model_at_the_configured_precision(settings, folder
 
 
 @pytest.mark.parametrize(
-    "setting, decoding, chunk, chunk_decoding",
-    [(None, None, 512, 32), (0, None, 0, 32), (128, 0, 128, 0), (128, 32, 128, 32)],
+    "setting, decoding, chunk, chunk_decoding, direct",
+    [(None, None, 512, 32, None), (0, None, 0, 32, False), (128, 0, 128, 0, True), (128, 32, 128, 32, None)],
 )
 def test_the_worker_computes_at_most_its_prefill_chunk_per_round_and_keeps_its_kv_budget(
-    settings, folder, setting, decoding, chunk, chunk_decoding
+    settings, folder, setting, decoding, chunk, chunk_decoding, direct
 ):
     """CHAT_PREFILL_CHUNK unset: the device's default (a CPU's here); 0: whole prompts; CHAT_PREFILL_CHUNK_DECODING
     unset: the device's default, 0: the same as the round's; CHAT_KV_BUDGET_MB reaches the engine in bytes; fused
-    chunks on by default."""
+    chunks on by default; CHAT_DECODE_DIRECT unset: on, as on every CPU."""
     settings.CHAT_SERVED_MODELS = served.parse(f"tiny={folder}", "", {})
     settings.CHAT_WORKER_MODEL = "tiny"
     settings.CHAT_DEVICE = "cpu"
@@ -58,11 +58,13 @@ def test_the_worker_computes_at_most_its_prefill_chunk_per_round_and_keeps_its_k
     settings.CHAT_PREFILL_CHUNK = setting
     settings.CHAT_PREFILL_CHUNK_DECODING = decoding
     settings.CHAT_KV_BUDGET_MB = 3
+    settings.CHAT_DECODE_DIRECT = direct
     runtime = worker_runtime.Runtime(background=False)
     try:
         assert runtime.engine.prefill_chunk == chunk
         assert runtime.engine.prefill_chunk_decoding == chunk_decoding
         assert runtime.engine.stats()["kv_budget_bytes"] == 3 * 2**20
-        assert runtime.engine.fuse_chunks and runtime.engine.direct_decode  # the tiny model is a Llama
+        assert runtime.engine.fuse_chunks  # the tiny model is a Llama
+        assert runtime.engine.direct_decode is (direct is not False)
     finally:
         runtime.close()
