@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import queue
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -82,11 +83,15 @@ class Chunk:
 
 
 def coalesce(
-    handle: RequestHandle, flush_interval: float = 0.04, idle_timeout: float = 600.0, requeue_s: float | None = None
+    handle: RequestHandle,
+    flush_interval: float | Callable[[], float] = 0.04,
+    idle_timeout: float = 600.0,
+    requeue_s: float | None = None,
 ):
     """Group pieces into chunks, at most one per ``flush_interval``: a piece goes at once when no chunk went out
     within the last interval (the first piece always), otherwise with whatever else arrives until the interval
-    since the last chunk is over.
+    since the last chunk is over. ``flush_interval`` may be a function, asked each time a piece arrives (the
+    worker widens it while it streams many replies: ``chat/worker/runtime.py``).
 
     A fast GPU then costs one channel-layer message per interval, not one per token; and where tokens come slower
     than that (a CPU serving many streams), each goes the moment it is made, with one wake-up of the caller's
@@ -134,8 +139,8 @@ def coalesce(
         waiting = None
         buffer.append(event.text)
         tokens = event.tokens
-        if heard >= (deadline if deadline is not None else sent_at + flush_interval):
+        if deadline is None:
+            deadline = sent_at + (flush_interval() if callable(flush_interval) else flush_interval)
+        if heard >= deadline:
             yield Chunk("".join(buffer), tokens=tokens)  # on time even while pieces keep coming
             buffer, deadline, sent_at = [], None, time.monotonic()
-        elif deadline is None:
-            deadline = sent_at + flush_interval

@@ -292,7 +292,7 @@ class ReplyJob:
         try:
             # A place held back by PlaceNotes comes again after ``every`` (coalesce's requeue), so it goes out
             # even if the line then stops moving.
-            for chunk in coalesce(handle, settings.CHAT_STREAM_FLUSH_MS / 1000, requeue_s=every):
+            for chunk in coalesce(handle, self.rt.flush_interval, requeue_s=every):
                 if chunk.queued is not None:  # waiting for a row behind others: tell its person their place
                     places.update(chunk.queued)
                     continue

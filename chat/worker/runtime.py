@@ -26,6 +26,9 @@ from inference.loading import LoadedModel, configure_threads, load_model
 from inference.prefill import default_chunk, default_chunk_decoding
 
 log = logging.getLogger(__name__)
+# A CPU worker's deltas per second at most where CHAT_STREAM_DELTAS_PER_S is unset: measured on 2 cores
+# (docs/benchmarks.md), 8 and 16 streams wrote 1.2x the tokens with ~4 tokens a delta instead of one.
+CPU_DELTAS_PER_S = 80
 
 
 class Runtime:
@@ -73,6 +76,12 @@ class Runtime:
         ).start()
         self.engine.warmup()
         self.name = worker_name()
+        # Deltas per second the process publishes at most, all replies together (0: no bound): each costs ~1.6 ms
+        # of CPU between this process, Redis and Daphne, which on a small CPU host is taken from the engine
+        # (docs/benchmarks.md); a GPU host was not measured.
+        self.deltas_per_s = settings.CHAT_STREAM_DELTAS_PER_S
+        if self.deltas_per_s is None:
+            self.deltas_per_s = CPU_DELTAS_PER_S if str(self.loaded.device).startswith("cpu") else 0
         self.holding: set[int] = set()  # replies this process is generating: their leases are renewed
         self.tokens: dict[int, int] = {}  # their tokens so far, published with each heartbeat
         self._beat_now = threading.Event()
@@ -140,6 +149,15 @@ class Runtime:
                 sweep()
             except Exception:  # Redis or the database away: try again next round
                 log.warning("sweep failed", exc_info=True)
+
+    def flush_interval(self) -> float:
+        """Seconds between two deltas of one reply at least: ``CHAT_STREAM_FLUSH_MS``, widened while this process
+        streams so many replies that their deltas would pass its bound (``deltas_per_s``): 16 replies at 80 a
+        second get one delta each per 200 ms, with whatever tokens came meanwhile."""
+        interval = settings.CHAT_STREAM_FLUSH_MS / 1000
+        if self.deltas_per_s:
+            interval = max(interval, len(self.holding) / self.deltas_per_s)
+        return interval
 
     def hold(self, message_id: int) -> None:
         """Take the reply's lease now; never raises (Redis away: the heartbeat thread takes it within a beat)."""

@@ -188,6 +188,20 @@ def test_coalesce_sends_a_piece_at_once_after_a_quiet_interval_and_groups_only_a
     assert handle.timeouts == 1  # only the burst's: the pieces that came alone each went with their arrival
 
 
+def test_coalesce_asks_a_changing_interval_each_time_a_piece_comes(monkeypatch):
+    """The worker widens the interval while it streams many replies: asked as each piece arrives."""
+    import inference.output as output
+
+    handle = ScriptedHandle(
+        [(0.0, Piece("a", 1)), (0.1, Piece("b", 2)), (0.15, Piece("c", 3)), (0.25, Piece("d", 4))]
+        + [(0.3, Piece("e", 5)), (0.45, Piece("f", 6)), (0.5, Finished("length", "abcdef", 5, 6))]
+    )
+    monkeypatch.setattr(output, "time", handle)
+    intervals = iter([0.2, 0.2, 0.04, 0.04, 0.04, 0.04])
+    chunks = [(c.text, round(handle.now, 3)) for c in coalesce(handle, flush_interval=lambda: next(intervals))]
+    assert chunks == [("a", 0.0), ("bc", 0.2), ("d", 0.25), ("e", 0.3), ("f", 0.45), ("", 0.5)]
+
+
 def test_pieces_and_chunks_count_the_tokens_generated_so_far(engine, tokenizer):
     """The worker publishes this count as the reply's progress (the review panel's live page)."""
     handle = engine.submit(GenerationRequest(tokenizer.encode("Count to ten"), SamplingParams(max_new_tokens=12)))

@@ -233,6 +233,7 @@ def test_a_delta_that_cannot_be_published_is_not_stored(make_user, rt, monkeypat
     monkeypatch.setattr(streamlog, "append", flaky)
     rt.engine.eos_ids = set()
     monkeypatch.setattr(worker_job.settings, "CHAT_STREAM_FLUSH_MS", 0)
+    monkeypatch.setattr(rt, "deltas_per_s", 0)  # a delta per token
     run_job(user, message, rt)
     stored = Message.objects.get(pk=message.id)
     logged = "".join(client().lrange(f"chat:stream:{message.id}", 0, -1))
@@ -465,3 +466,23 @@ def test_a_reply_is_charged_once_and_still_charged_when_its_chat_was_deleted_mid
     run_job(user, doomed, rt)
     assert not Message.objects.filter(pk=doomed.id).exists()
     assert quotas.tokens_used_today(user.pk) > charged
+
+
+def test_a_cpu_worker_streaming_many_replies_widens_each_ones_delta_interval(rt, settings, tiny_llama, tokenizer):
+    """CHAT_STREAM_DELTAS_PER_S unset: 80 a second on a CPU, so up to 3 replies keep CHAT_STREAM_FLUSH_MS (40 ms)
+    and 16 get one delta each per 200 ms; with 0 (and by default on a GPU, not measured) no bound."""
+    assert rt.deltas_per_s == worker_runtime.CPU_DELTAS_PER_S == 80
+    assert rt.flush_interval() == 0.04
+    rt.holding.update(range(3))
+    assert rt.flush_interval() == 0.04
+    rt.holding.update(range(16))
+    assert rt.flush_interval() == 16 / 80
+    for setting, device in ((0, "cpu"), (None, "cuda:0")):  # the model stays on the CPU: only the label matters
+        settings.CHAT_STREAM_DELTAS_PER_S = setting
+        loaded = LoadedModel("tiny-llama", tiny_llama, tokenizer, device, None)
+        unbound = worker_runtime.Runtime(loaded, background=False)
+        try:
+            unbound.holding.update(range(16))
+            assert unbound.deltas_per_s == 0 and unbound.flush_interval() == 0.04
+        finally:
+            unbound.close()
