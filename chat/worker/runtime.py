@@ -27,7 +27,7 @@ from inference.prefill import default_chunk, default_chunk_decoding
 
 log = logging.getLogger(__name__)
 # A CPU worker's deltas per second at most where CHAT_STREAM_DELTAS_PER_S is unset: measured on 2 cores
-# (docs/benchmarks.md), 8 and 16 streams wrote 1.2x the tokens with ~4 tokens a delta instead of one.
+# (docs/benchmarks.md), 8 and 16 streams wrote 1.1-1.3x the tokens with 2-3 tokens a delta instead of one.
 CPU_DELTAS_PER_S = 80
 
 
