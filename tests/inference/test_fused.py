@@ -15,6 +15,7 @@ from inference.output import Finished, Piece, RequestHandle
 from inference.prefill import Chunked
 from inference.request import Request
 from inference.sampling import SamplingParams
+from tests.helpers import tiny
 from tests.inference.test_adapters import save_lora
 from tests.inference.test_chunked_prefill import events, long_prompt, start_streams, text_of
 from tests.inference.test_engine import greedy_reference
@@ -79,21 +80,9 @@ LAYOUTS = {
 }
 
 
-def llama(tokenizer, **config):
+def llama(tokenizer, **layout):
     """A tiny random Llama of the given layout, its biases and norm weights random too."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(3)
-    options = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
-    model = LlamaForCausalLM(LlamaConfig(**{**options, **config})).eval()
+    model = tiny.tiny_llama(tokenizer, **layout)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if name.endswith("bias") or "norm" in name:
