@@ -90,8 +90,8 @@ def coalesce(
 ):
     """Group pieces into chunks, at most one per ``flush_interval``: a piece goes at once when no chunk went out
     within the last interval (the first piece always), otherwise with whatever else arrives until the interval
-    since the last chunk is over. ``flush_interval`` may be a function, asked each time a piece arrives (the
-    worker widens it while it streams many replies: ``chat/worker/runtime.py``).
+    since the last chunk is over. ``flush_interval`` may be a function, asked when a piece arrives with nothing
+    waiting to go (the worker widens it while it streams many replies: ``chat/worker/runtime.py``).
 
     A fast GPU then costs one channel-layer message per interval, not one per token; and where tokens come slower
     than that (a CPU serving many streams), each goes the moment it is made, with one wake-up of the caller's

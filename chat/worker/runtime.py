@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 # A CPU worker's deltas per second at most where CHAT_STREAM_DELTAS_PER_S is unset: measured on 2 cores
 # (docs/benchmarks.md), 8 and 16 streams wrote 1.1-1.3x the tokens with 2-3 tokens a delta instead of one.
 CPU_DELTAS_PER_S = 80
+# A reply's deltas are never further apart: a socket looks for a reply that went quiet after 2 s
+# (chat/realtime/delivery.py), and a reader should not wait longer for text already made.
+MAX_FLUSH_S = 1.0
 
 
 class Runtime:
@@ -153,11 +156,14 @@ class Runtime:
     def flush_interval(self) -> float:
         """Seconds between two deltas of one reply at least: ``CHAT_STREAM_FLUSH_MS``, widened while this process
         streams so many replies that their deltas would pass its bound (``deltas_per_s``): 16 replies at 80 a
-        second get one delta each per 200 ms, with whatever tokens came meanwhile."""
-        interval = settings.CHAT_STREAM_FLUSH_MS / 1000
-        if self.deltas_per_s:
-            interval = max(interval, len(self.holding) / self.deltas_per_s)
-        return interval
+        second get one delta each per 200 ms, with whatever tokens came meanwhile. Streaming: the engine's rows
+        decoding, not the replies held (those being prepared, waiting for a row or being stored publish
+        nothing). Never over MAX_FLUSH_S."""
+        interval = max(0.0, settings.CHAT_STREAM_FLUSH_MS / 1000)
+        if self.deltas_per_s > 0:
+            streaming = min(len(self.holding), self.engine.active)
+            interval = max(interval, streaming / self.deltas_per_s)
+        return min(interval, MAX_FLUSH_S)
 
     def hold(self, message_id: int) -> None:
         """Take the reply's lease now; never raises (Redis away: the heartbeat thread takes it within a beat)."""

@@ -188,8 +188,9 @@ def test_coalesce_sends_a_piece_at_once_after_a_quiet_interval_and_groups_only_a
     assert handle.timeouts == 1  # only the burst's: the pieces that came alone each went with their arrival
 
 
-def test_coalesce_asks_a_changing_interval_each_time_a_piece_comes(monkeypatch):
-    """The worker widens the interval while it streams many replies: asked as each piece arrives."""
+def test_coalesce_asks_a_changing_interval_when_a_piece_comes_with_nothing_waiting(monkeypatch):
+    """The worker widens the interval while it streams many replies: asked as a piece arrives with nothing
+    buffered (a piece that joins a waiting burst goes at that burst's time)."""
     import inference.output as output
 
     handle = ScriptedHandle(

@@ -20,6 +20,7 @@ from chat.text import TITLE_CHARS
 from chat.worker import job as worker_job
 from chat.worker import runtime as worker_runtime
 from chat.worker import tasks
+from inference.engine import BatchEngine
 from inference.loading import LoadedModel
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -468,21 +469,43 @@ def test_a_reply_is_charged_once_and_still_charged_when_its_chat_was_deleted_mid
     assert quotas.tokens_used_today(user.pk) > charged
 
 
-def test_a_cpu_worker_streaming_many_replies_widens_each_ones_delta_interval(rt, settings, tiny_llama, tokenizer):
-    """CHAT_STREAM_DELTAS_PER_S unset: 80 a second on a CPU, so up to 3 replies keep CHAT_STREAM_FLUSH_MS (40 ms)
-    and 16 get one delta each per 200 ms; with 0 (and by default on a GPU, not measured) no bound."""
+def test_a_cpu_worker_streaming_many_replies_widens_each_ones_delta_interval(rt, settings, monkeypatch):
+    """CHAT_STREAM_DELTAS_PER_S unset: 80 a second on a CPU, so up to 3 streaming replies keep CHAT_STREAM_FLUSH_MS
+    (40 ms) and 16 get one delta each per 200 ms. Streaming: rows decoding, not every reply held (32 held with
+    16 rows is 16), and never over 1 s; with 0 (and by default on a GPU, not measured) no bound."""
+    rows = {"n": 0}
+    monkeypatch.setattr(BatchEngine, "active", property(lambda engine: rows["n"]))
     assert rt.deltas_per_s == worker_runtime.CPU_DELTAS_PER_S == 80
+    rt.holding.update(range(32))
+    assert rt.flush_interval() == 0.04  # nothing decoding yet: all of them prepared or waiting for a row
+    rows["n"] = 3
     assert rt.flush_interval() == 0.04
-    rt.holding.update(range(3))
-    assert rt.flush_interval() == 0.04
-    rt.holding.update(range(16))
+    rows["n"] = 16
     assert rt.flush_interval() == 16 / 80
+    rt.deltas_per_s = 2
+    assert rt.flush_interval() == worker_runtime.MAX_FLUSH_S == 1.0
     for setting, device in ((0, "cpu"), (None, "cuda:0")):  # the model stays on the CPU: only the label matters
         settings.CHAT_STREAM_DELTAS_PER_S = setting
-        loaded = LoadedModel("tiny-llama", tiny_llama, tokenizer, device, None)
-        unbound = worker_runtime.Runtime(loaded, background=False)
+        unbound = worker_runtime.Runtime(
+            LoadedModel("tiny-llama", rt.loaded.model, rt.loaded.tokenizer, device, None), background=False
+        )
         try:
             unbound.holding.update(range(16))
             assert unbound.deltas_per_s == 0 and unbound.flush_interval() == 0.04
         finally:
             unbound.close()
+
+
+def test_a_reply_streams_at_the_interval_its_worker_gives(make_user, rt, monkeypatch):
+    """The reply asks the worker's interval (not the setting alone): given 10 s, its text goes as its first piece
+    at once and the rest with its end."""
+    asked = []
+    monkeypatch.setattr(rt, "flush_interval", lambda: asked.append(1) or 10.0)
+    rt.engine.eos_ids = set()
+    user = make_user()
+    message = queued_reply(user, params={"max_new_tokens": 12})
+    frames = run_job(user, message, rt)
+    deltas = [f["text"] for f in frames if f["type"] == "delta"]
+    stored = Message.objects.get(pk=message.id)
+    assert asked and stored.completion_tokens == 12 and 1 <= len(deltas) <= 2
+    assert "".join(deltas) == stored.content
