@@ -381,9 +381,8 @@ def main(argv=None) -> int:
     report["static_batch"] = [
         static_row(in_passing_thread(bench_generate, model, tokenizer, ids, args.tokens, 1, c), c) for c in levels
     ]
-    # The engine as the worker runs it (prefix cache on): everyone sends the fixed prompt, then everyone their own.
-    # the engines decode as a worker does (CHAT_DECODE_DIRECT unset: fused.py's forward on a CPU); ``generate``'s
-    # rows above go through transformers' forward
+    # The engine as the worker runs it (prefix cache on; decode steps through fused.py's forward on a CPU, where
+    # ``generate``'s rows above go through transformers'): everyone sends the fixed prompt, then everyone their own.
     batch = BatchEngine(
         model, tokenizer, max_batch_size=max(levels), eos_ids=set(), prefix_cache_bytes=PREFIX_CACHE_BYTES
     ).start()

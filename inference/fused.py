@@ -1,4 +1,5 @@
-"""One forward for a round's decode step and a chunk of a long prompt, as vLLM and TGI schedule them.
+"""The engine's own forward for a Llama-type model: every decode step (``CHAT_DECODE_DIRECT``) and, with it, a
+round's chunk of a long prompt (``CHAT_PREFILL_FUSED``), as vLLM and TGI schedule them.
 
 Why: run as two forwards, a round with a chunk reads every weight twice and pays a forward's fixed cost twice; on
 a CPU a decode step of a few rows is mostly that cost (docs/benchmarks.md), so every round a long prompt is
@@ -6,14 +7,17 @@ computed in widened the running streams' gaps by a whole extra step before its c
 rows' tokens and the chunk's tokens go through each linear layer together — one product over ``rows + chunk``
 token rows, the weights read once — and only attention runs per part, each over its own cache: the decode rows
 over the running batch's (left-padded, growing in place), the chunk over the prompt's own cache (causal, after
-its past). The chunk then costs a round only its own tokens' arithmetic.
+its past). The chunk then costs a round only its own tokens' arithmetic. Without a chunk the same forward is
+the decode step: transformers' modules spend a fifth of a one-row step on a CPU in per-call work
+(docs/benchmarks.md), which one operator per step of a layer, over every row at once, does not.
 
 It is written against transformers' ``LlamaForCausalLM`` (``model.model.layers[i]`` with
-``self_attn.{q,k,v,o}_proj``, ``mlp``, the norms and ``model.model.rotary_emb``), calling those modules as
-transformers does, so the products, norms and rotary embedding are transformers' own; ``fusable`` says when a
-model is one. Another architecture, or rows taking LoRA adapters (peft's layers apply an adapter per call, not
-per row here), keep the two forwards. Measured on the CPU only: on a GPU the chunk's attention (a mask and
-grouped heads) may take a slower kernel than a forward of its own would.
+``self_attn.{q,k,v,o}_proj``, ``mlp``, the norms and ``model.model.rotary_emb``): its weights, rotary tables and
+(outside float32) norm modules; the same arithmetic as its forward but for the order of float additions, and in
+bfloat16 exactly its rounding (tests/inference/test_fused.py). ``fusable`` says when a model is one. Another
+architecture, or rows taking LoRA adapters (peft's layers apply an adapter per call, not per row here), keep
+transformers' forward. Measured on the CPU only: on a GPU the chunk's attention (a mask and grouped heads) may
+take a slower kernel than a forward of its own would.
 """
 
 from __future__ import annotations

@@ -10,10 +10,9 @@ growing cache (``kvcache.py``), then with its states moved into a transformers `
 kept before, which concatenates every layer every step); both with packed layers through transformers' forward
 (before 2026-12-07's direct forward its figures were taken with torch's linear layers). ``--compare linears``:
 with torch's own linear layers (MKL on the CPU), then with them packed for oneDNN (``onednn.py``), both through
-transformers' forward.
-``--compare direct`` (the default): packed, through transformers' forward, then through ``fused.forward`` (what a
-worker runs: ``CHAT_DECODE_DIRECT``). On a
-machine shared with other jobs only such neighbouring figures compare.
+transformers' forward. ``--compare direct`` (the default): packed, through transformers' forward, then through
+``fused.forward`` (what a worker runs: ``CHAT_DECODE_DIRECT``). On a machine shared with other jobs only such
+neighbouring figures compare.
 """
 
 from __future__ import annotations
