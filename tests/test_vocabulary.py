@@ -6,7 +6,7 @@ import ast
 import typing
 from pathlib import Path
 
-from chat import frames
+from chat import client_frames, frames
 from chat.errors import ErrorCode
 from chat.models import Message
 from chat.realtime.consumers import ChatConsumer
@@ -62,7 +62,7 @@ def test_the_engine_the_model_and_the_frames_agree_on_finish_reasons_and_statuse
 
 
 def test_every_browser_frame_type_has_a_schema_a_handler_and_a_protocol_row():
-    assert set(frames.CLIENT_FRAMES) == set(ChatConsumer.HANDLERS)
-    for type_, schema in frames.CLIENT_FRAMES.items():
+    assert set(client_frames.CLIENT_FRAMES) == set(ChatConsumer.HANDLERS)
+    for type_, schema in client_frames.CLIENT_FRAMES.items():
         assert typing.get_type_hints(schema)["type"] == typing.Literal[type_]
         assert f'{{"type": "{type_}"' in DOCS["protocol.md"], type_

@@ -23,7 +23,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from redis.exceptions import RedisError
 
-from chat import events, frames, metrics
+from chat import client_frames, events, metrics
 from chat.accounts.language import language_for_scope
 from chat.conversations import continuation, organise, services
 from chat.errors import ChatError, ErrorCode
@@ -205,7 +205,7 @@ class ChatConsumer(LayerEvents, AsyncJsonWebsocketConsumer):
                 ErrorCode.UNKNOWN_TYPE, _("Unknown frame type: %(type)r.") % {"type": content["type"][:40]}
             )
         try:
-            await handler(self, frames.parse_client_frame(content))
+            await handler(self, client_frames.parse_client_frame(content))
         except ChatError as exc:
             await self.error(exc.code, exc.detail, _client_id(content))
         except Exception:
@@ -216,7 +216,7 @@ class ChatConsumer(LayerEvents, AsyncJsonWebsocketConsumer):
                 _client_id(content),
             )
 
-    # Each takes its frame as parse_client_frame left it: the fields of its schema (chat/frames.py), each of
+    # Each takes its frame as parse_client_frame left it: the fields of its schema (chat/client_frames.py), each of
     # its declared type.
     async def _show(self, conversation_id: int | None, owned: bool = False) -> None:
         """This tab shows ``conversation_id`` from now on (``owned``: a service has just proved it the person's);
@@ -234,7 +234,7 @@ class ChatConsumer(LayerEvents, AsyncJsonWebsocketConsumer):
         the action itself would be, unless the message is the person's."""
         await self._show(await database_sync_to_async(message_conversation)(self.user, message_id), owned=True)
 
-    async def on_send(self, frame: frames.SendIn):
+    async def on_send(self, frame: client_frames.SendIn):
         # Into a conversation: it is the one this tab shows, joined before the send publishes anything. A new one:
         # its first frames go to the person's group (no tab can show it yet), and this tab joins it once it exists.
         if frame.get("conversation") is not None:
@@ -255,28 +255,28 @@ class ChatConsumer(LayerEvents, AsyncJsonWebsocketConsumer):
         if result.compared is not None:
             self.delivery.expect(result.compared.id)
 
-    async def on_pick(self, frame: frames.PickIn):
+    async def on_pick(self, frame: client_frames.PickIn):
         await database_sync_to_async(services.compare_pick)(user=self.user, message_id=frame["message"])
 
-    async def on_stop(self, frame: frames.StopIn):
+    async def on_stop(self, frame: client_frames.StopIn):
         await self._show_message(frame["message"])
         await database_sync_to_async(services.message_stop)(user=self.user, message_id=frame["message"])
 
-    async def on_regenerate(self, frame: frames.RegenerateIn):
+    async def on_regenerate(self, frame: client_frames.RegenerateIn):
         await self._show_message(frame["message"])
         reply = await database_sync_to_async(services.message_regenerate)(
             user=self.user, message_id=frame["message"], params=frame.get("params"), client_id=frame.get("client_id")
         )
         self.delivery.expect(reply.id)
 
-    async def on_continue(self, frame: frames.ContinueIn):
+    async def on_continue(self, frame: client_frames.ContinueIn):
         await self._show_message(frame["message"])
         reply = await database_sync_to_async(continuation.message_continue)(
             user=self.user, message_id=frame["message"], client_id=frame.get("client_id")
         )
         self.delivery.restart(reply.id)
 
-    async def on_edit(self, frame: frames.EditIn):
+    async def on_edit(self, frame: client_frames.EditIn):
         await self._show_message(frame["message"])
         result = await database_sync_to_async(services.message_edit)(
             user=self.user,
@@ -287,15 +287,15 @@ class ChatConsumer(LayerEvents, AsyncJsonWebsocketConsumer):
         )
         self.delivery.expect(result.assistant_message.id)
 
-    async def on_switch(self, frame: frames.SwitchIn):
+    async def on_switch(self, frame: client_frames.SwitchIn):
         await database_sync_to_async(services.message_switch)(user=self.user, message_id=frame["message"])
 
-    async def on_feedback(self, frame: frames.FeedbackIn):
+    async def on_feedback(self, frame: client_frames.FeedbackIn):
         await database_sync_to_async(services.feedback_set)(
             user=self.user, message_id=frame["message"], rating=frame["rating"], comment=frame.get("comment") or ""
         )
 
-    async def on_settings(self, frame: frames.SettingsIn):
+    async def on_settings(self, frame: client_frames.SettingsIn):
         await database_sync_to_async(services.conversation_settings_set)(
             user=self.user,
             conversation_id=frame.get("conversation"),
@@ -304,46 +304,46 @@ class ChatConsumer(LayerEvents, AsyncJsonWebsocketConsumer):
             model=frame.get("model"),
         )
 
-    async def on_rename(self, frame: frames.RenameIn):
+    async def on_rename(self, frame: client_frames.RenameIn):
         await database_sync_to_async(services.conversation_rename)(
             user=self.user, conversation_id=frame["conversation"], title=frame["title"]
         )
 
-    async def on_delete(self, frame: frames.DeleteIn):
+    async def on_delete(self, frame: client_frames.DeleteIn):
         await database_sync_to_async(services.conversation_delete)(
             user=self.user, conversation_id=frame["conversation"]
         )
 
     # The sidebar's organising (chat/conversations/organise.py); each answers with ``organised`` (or ``deleted``).
-    async def on_pin(self, frame: frames.PinIn):
+    async def on_pin(self, frame: client_frames.PinIn):
         await database_sync_to_async(organise.conversation_pin)(
             user=self.user, conversation_id=frame["conversation"], pinned=frame["pinned"]
         )
 
-    async def on_archive(self, frame: frames.ArchiveIn):
+    async def on_archive(self, frame: client_frames.ArchiveIn):
         await database_sync_to_async(organise.conversations_archive)(
             user=self.user, conversation_ids=frame["conversations"], archived=frame["archived"]
         )
 
-    async def on_delete_many(self, frame: frames.DeleteManyIn):
+    async def on_delete_many(self, frame: client_frames.DeleteManyIn):
         await database_sync_to_async(organise.conversations_delete)(
             user=self.user, conversation_ids=frame["conversations"]
         )
 
-    async def on_move(self, frame: frames.MoveIn):
+    async def on_move(self, frame: client_frames.MoveIn):
         await database_sync_to_async(organise.conversation_move)(
             user=self.user, conversation_id=frame["conversation"], folder_id=frame["folder"]
         )
 
-    async def on_folder(self, frame: frames.FolderIn):
+    async def on_folder(self, frame: client_frames.FolderIn):
         await database_sync_to_async(organise.folder_save)(
             user=self.user, name=frame["name"], folder_id=frame.get("folder")
         )
 
-    async def on_folder_delete(self, frame: frames.FolderDeleteIn):
+    async def on_folder_delete(self, frame: client_frames.FolderDeleteIn):
         await database_sync_to_async(organise.folder_delete)(user=self.user, folder_id=frame["folder"])
 
-    async def on_subscribe(self, frame: frames.SubscribeIn):
+    async def on_subscribe(self, frame: client_frames.SubscribeIn):
         conversation_id = frame["conversation"]
         await self._show(conversation_id)  # refused (not_found) unless it is the person's
         resumed = []
@@ -398,4 +398,4 @@ def _client_id(frame: dict) -> str | None:
     """The refused frame's own tag, echoed on its refusal so the page puts the text back where it was typed; a
     malformed one is left out rather than refused again."""
     value = frame.get("client_id")
-    return value if isinstance(value, str) and len(value) <= frames.MAX_CLIENT_ID_CHARS else None
+    return value if isinstance(value, str) and len(value) <= client_frames.MAX_CLIENT_ID_CHARS else None
