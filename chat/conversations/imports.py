@@ -24,11 +24,10 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.utils.translation import gettext as _
 
+from chat.conversations.conversation_settings import SYSTEM_PROMPT_CHARS
 from chat.errors import ChatError, ErrorCode
 from chat.models import Message
 from chat.text import clean_text
-
-SYSTEM_PROMPT_CHARS = 8000  # as chat.conversations.services (a test keeps the two equal)
 
 USER, ASSISTANT = Message.Role.USER.value, Message.Role.ASSISTANT.value
 STATUSES = {Message.Status.COMPLETE.value, Message.Status.STOPPED.value, Message.Status.FAILED.value}

@@ -1,5 +1,6 @@
-"""A person's organising of their chats: pin, archive, folders ("projects"), moving a conversation into one, and
-bulk archive and delete from the sidebar's select mode.
+"""A person's organising of their chats: a conversation's title (their own, or the model's short one), pin,
+archive, folders ("projects"), moving a conversation into one, deleting one, and bulk archive and delete from the
+sidebar's select mode.
 
 Owner-only, like every write here: an id that is not the person's is answered ``not_found`` (another person's
 ids get the same answer as ids that do not exist), and a list with one such id changes nothing. Writes use
@@ -17,11 +18,12 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from chat import events
+from chat.accounts import erasure
 from chat.conversations import selectors
-from chat.conversations import services as conversation_services
 from chat.errors import ChatError, ErrorCode
-from chat.models import Conversation, Folder, lock_person
-from chat.text import clean_text
+from chat.models import Conversation, Folder, Message, lock_person
+from chat.replies.services import reply_finish
+from chat.text import TITLE_CHARS, clean_text, title_from
 
 FOLDER_NAME_CHARS = 60
 MAX_SELECTED = 100  # conversations in one bulk frame: a page of the list is 30; more is not a person clicking
@@ -80,7 +82,7 @@ def conversations_delete(*, user, conversation_ids) -> list[int]:
     with transaction.atomic():
         ids = _owned(user, conversation_ids)
         for conversation_id in ids:
-            conversation_services.conversation_delete(user=user, conversation_id=conversation_id)
+            conversation_delete(user=user, conversation_id=conversation_id)
     return ids
 
 
@@ -148,3 +150,58 @@ def folder_delete(*, user, folder_id: int) -> list[int]:
         folder.delete()
         _tell(user, ids)
     return ids
+
+
+def conversation_rename(*, user, conversation_id: int, title) -> Conversation:
+    """Give a conversation the person's own title (the model's automatic title never overwrites it)."""
+    text = " ".join(clean_text(title).split())
+    if not text:
+        raise ChatError(ErrorCode.EMPTY, _("Type a title first."))
+    if len(text) > TITLE_CHARS:
+        raise ChatError(
+            ErrorCode.TOO_LONG,
+            _("The title is too long: at most %(title_chars)s characters.") % {"title_chars": TITLE_CHARS},
+        )
+    with transaction.atomic():
+        conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+        Conversation.objects.filter(pk=conversation.pk).update(title=text)
+        conversation.title = text
+        transaction.on_commit(lambda: events.notify(user.id, events.conversation_frame(conversation)))
+    return conversation
+
+
+def conversation_delete(*, user, conversation_id: int) -> None:
+    """Delete a conversation and everything in it, and its words wherever else they are kept (stream logs and
+    keys in Redis, admin-log and audit texts: ``chat/accounts/erasure.py``). A reply still being written is
+    stopped first: a queued one ends now, a streaming one is told to stop (its worker finds the rows gone, ends
+    quietly and clears its stream log)."""
+    with transaction.atomic():
+        conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+        erasure.conversations_erase([conversation.pk])  # first: it tells the replies still being written to stop
+        for message_id in Message.objects.filter(
+            conversation=conversation, status__in=Message.ACTIVE_STATUSES
+        ).values_list("pk", flat=True):
+            reply_finish(
+                message_id=message_id,
+                content=None,
+                status=Message.Status.STOPPED,
+                finish_reason=Message.FinishReason.CANCELLED,
+            )
+        conversation.delete()
+        transaction.on_commit(lambda: events.notify(user.id, events.deleted_frame(conversation_id)))
+
+
+def conversation_title_generated(*, conversation_id: int, title: str, replacing: str) -> bool:
+    """Worker: store the model's short title unless the conversation was renamed (or deleted) meanwhile. An
+    unusable title keeps the first words. True when stored; the owner's tabs get a ``conversation`` frame."""
+    text = " ".join(clean_text(title).split()).strip(" \"'`*#.")
+    if not text:
+        return False
+    if len(text) > TITLE_CHARS:
+        text = title_from(text)
+    with transaction.atomic():
+        if not Conversation.objects.filter(pk=conversation_id, title=replacing).update(title=text):
+            return False
+        conversation = Conversation.objects.get(pk=conversation_id)
+        transaction.on_commit(lambda: events.notify(conversation.owner_id, events.conversation_frame(conversation)))
+    return True

@@ -1,5 +1,6 @@
-"""A person's writes about their chats: send, regenerate, edit, switch, stop, rate, and whole conversations
-(settings, defaults, titles, rename, delete).
+"""A person's writes in their chats: send (with Compare and its pick), regenerate, edit, switch, stop. A
+conversation's settings are ``conversation_settings.py``'s; its title, deletion and place in the sidebar
+``organise.py``'s; ratings ``feedback.py``'s.
 
 Keyword-only and atomic; channel frames and tasks fire on commit, in order, so a client always sees the stored
 message before any delta of its reply. No network call inside a write transaction: the admission checks run
@@ -20,23 +21,18 @@ from django.utils import timezone
 from django.utils.translation import gettext, gettext_lazy
 
 from chat import events, tree
-from chat.accounts import erasure
 from chat.conversations import selectors
 from chat.conversations.params import generation_params_clean
 from chat.documents import selectors as document_selectors
 from chat.documents import services as document_services
 from chat.errors import ChatError, ErrorCode
 from chat.experiments import assignment
-from chat.models import ChatDefaults, Comparison, Conversation, Feedback, Message
+from chat.models import Comparison, Conversation, Message
 from chat.replies import admission, catalog
 from chat.replies import services as reply_services
-from chat.replies.services import reply_finish
-from chat.text import TITLE_CHARS, clean_text, title_from
+from chat.text import clean_text, title_from
 
 log = logging.getLogger(__name__)
-
-
-FEEDBACK_COMMENT_CHARS = 2000
 
 
 BUSY = gettext_lazy("A reply is still being written in this conversation; wait or press Stop.")
@@ -400,157 +396,3 @@ def message_stop(*, user, message_id) -> Message:
     reply_services.reply_stop(message=message)
     message.refresh_from_db()
     return message
-
-
-def feedback_set(*, user, message_id, rating, comment="") -> Feedback | None:
-    """Rate a finished reply in one of the user's own conversations: +1 or -1 with an optional comment,
-    replacing the user's earlier rating of it; 0 takes the rating back (returns None)."""
-    # bool is an int in Python; a stray true must not read as a thumb up.
-    if isinstance(rating, bool) or rating not in (1, -1, 0):
-        raise ChatError(ErrorCode.INVALID_RATING, gettext("A rating is 1 (good) or -1 (bad), or 0 to take it back."))
-    text = clean_text(comment).strip()
-    if len(text) > FEEDBACK_COMMENT_CHARS:
-        raise ChatError(
-            ErrorCode.TOO_LONG,
-            gettext("The comment is too long: at most %(feedback_comment_chars)s characters.")
-            % {"feedback_comment_chars": FEEDBACK_COMMENT_CHARS},
-        )
-    message = selectors.message_get_for_user(user=user, message_id=message_id)
-    if message.role != Message.Role.ASSISTANT:
-        raise ChatError(ErrorCode.NOT_RATEABLE, gettext("Only an assistant reply can be rated."))
-    if message.supplied:
-        raise ChatError(
-            ErrorCode.NOT_RATEABLE,
-            gettext(
-                "This turn was written by the program that called the API, not by the "
-                "model; only the model's replies can be rated."
-            ),
-        )
-    if message.is_active:
-        raise ChatError(
-            ErrorCode.NOT_RATEABLE, gettext("This reply is still being written; rate it once it has finished.")
-        )
-    with transaction.atomic():
-        if rating == 0:
-            Feedback.objects.filter(message=message, user=user).delete()
-            transaction.on_commit(lambda: events.notify(user.id, events.feedback_frame(message.pk, 0, "")))
-            return None
-        feedback, _ = Feedback.objects.update_or_create(
-            message=message, user=user, defaults={"rating": int(rating), "comment": text}
-        )
-        transaction.on_commit(lambda: events.notify(user.id, events.feedback_frame(message.pk, int(rating), text)))
-    return feedback
-
-
-log = logging.getLogger(__name__)
-
-SYSTEM_PROMPT_CHARS = 8000
-
-
-def _system_prompt(value) -> str:
-    text = clean_text("" if value is None else value).strip()
-    if len(text) > SYSTEM_PROMPT_CHARS:
-        raise ChatError(
-            ErrorCode.TOO_LONG,
-            gettext("The system prompt is too long: at most %(system_prompt_chars)s characters.")
-            % {"system_prompt_chars": SYSTEM_PROMPT_CHARS},
-        )
-    return text
-
-
-def conversation_settings_set(*, user, conversation_id: int | None, system_prompt, params, model=None) -> dict:
-    """Set a conversation's system prompt, generation params and (``model``, when given) model — they apply to
-    its next reply, whose prompt then goes through the new model's template and window — or, with no
-    conversation, the person's defaults that new conversations start from. Returns what was stored."""
-    text = _system_prompt(system_prompt)
-    clean = generation_params_clean(params)
-    chosen = catalog.resolve(user, model).name if model else None
-    if chosen and conversation_id is not None:
-        # The page sends the model with every save; the name it shows is not a switch (an A/B candidate arm's
-        # conversation shows the control's name and must keep its candidate).
-        current = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
-        if chosen == assignment.shown_model(current):
-            chosen = None
-    if "seed" in clean:
-        # Settings apply to every later reply of the conversation, Regenerate's included: a seed kept there
-        # would make each Regenerate write the same reply again.
-        raise ChatError(
-            ErrorCode.INVALID_PARAMS,
-            gettext(
-                "A seed belongs to one request, not to a conversation's settings: "
-                "kept there, every Regenerate would give the same reply again."
-            ),
-        )
-    with transaction.atomic():
-        fields = {"system_prompt": text, "params": clean}
-        if conversation_id is None:
-            if chosen:
-                fields["model_name"] = chosen
-            row, _ = ChatDefaults.objects.update_or_create(user=user, defaults=fields)
-            stored = row.model_name or catalog.default_for(user).name
-        else:
-            conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
-            if chosen:
-                fields["model_name"] = chosen
-            # update(): settings are not activity, so the conversation keeps its place in the sidebar.
-            Conversation.objects.filter(pk=conversation.pk).update(**fields)
-            stored = chosen or assignment.shown_model(conversation)
-        transaction.on_commit(
-            lambda: events.notify(user.id, events.settings_frame(conversation_id, text, clean, stored))
-        )
-    return {"system_prompt": text, "params": clean, "model": stored}
-
-
-def conversation_rename(*, user, conversation_id: int, title) -> Conversation:
-    """Give a conversation the person's own title (the model's automatic title never overwrites it)."""
-    text = " ".join(clean_text(title).split())
-    if not text:
-        raise ChatError(ErrorCode.EMPTY, gettext("Type a title first."))
-    if len(text) > TITLE_CHARS:
-        raise ChatError(
-            ErrorCode.TOO_LONG,
-            gettext("The title is too long: at most %(title_chars)s characters.") % {"title_chars": TITLE_CHARS},
-        )
-    with transaction.atomic():
-        conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
-        Conversation.objects.filter(pk=conversation.pk).update(title=text)
-        conversation.title = text
-        transaction.on_commit(lambda: events.notify(user.id, events.conversation_frame(conversation)))
-    return conversation
-
-
-def conversation_delete(*, user, conversation_id: int) -> None:
-    """Delete a conversation and everything in it, and its words wherever else they are kept (stream logs and
-    keys in Redis, admin-log and audit texts: ``chat/accounts/erasure.py``). A reply still being written is
-    stopped first: a queued one ends now, a streaming one is told to stop (its worker finds the rows gone, ends
-    quietly and clears its stream log)."""
-    with transaction.atomic():
-        conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
-        erasure.conversations_erase([conversation.pk])  # first: it tells the replies still being written to stop
-        for message_id in Message.objects.filter(
-            conversation=conversation, status__in=Message.ACTIVE_STATUSES
-        ).values_list("pk", flat=True):
-            reply_finish(
-                message_id=message_id,
-                content=None,
-                status=Message.Status.STOPPED,
-                finish_reason=Message.FinishReason.CANCELLED,
-            )
-        conversation.delete()
-        transaction.on_commit(lambda: events.notify(user.id, events.deleted_frame(conversation_id)))
-
-
-def conversation_title_generated(*, conversation_id: int, title: str, replacing: str) -> bool:
-    """Worker: store the model's short title unless the conversation was renamed (or deleted) meanwhile. An
-    unusable title keeps the first words. True when stored; the owner's tabs get a ``conversation`` frame."""
-    text = " ".join(clean_text(title).split()).strip(" \"'`*#.")
-    if not text:
-        return False
-    if len(text) > TITLE_CHARS:
-        text = title_from(text)
-    with transaction.atomic():
-        if not Conversation.objects.filter(pk=conversation_id, title=replacing).update(title=text):
-            return False
-        conversation = Conversation.objects.get(pk=conversation_id)
-        transaction.on_commit(lambda: events.notify(conversation.owner_id, events.conversation_frame(conversation)))
-    return True

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from chat import client_frames, events, metrics
 from chat.accounts.language import language_for_scope
-from chat.conversations import continuation, organise, services
+from chat.conversations import continuation, conversation_settings, feedback, organise, services
 from chat.errors import ChatError, ErrorCode
 from chat.limits import sockets
 from chat.logs import bind_log_context
@@ -291,12 +291,12 @@ class ChatConsumer(LayerEvents, AsyncJsonWebsocketConsumer):
         await database_sync_to_async(services.message_switch)(user=self.user, message_id=frame["message"])
 
     async def on_feedback(self, frame: client_frames.FeedbackIn):
-        await database_sync_to_async(services.feedback_set)(
+        await database_sync_to_async(feedback.feedback_set)(
             user=self.user, message_id=frame["message"], rating=frame["rating"], comment=frame.get("comment") or ""
         )
 
     async def on_settings(self, frame: client_frames.SettingsIn):
-        await database_sync_to_async(services.conversation_settings_set)(
+        await database_sync_to_async(conversation_settings.conversation_settings_set)(
             user=self.user,
             conversation_id=frame.get("conversation"),
             system_prompt=frame.get("system_prompt"),
@@ -305,12 +305,12 @@ class ChatConsumer(LayerEvents, AsyncJsonWebsocketConsumer):
         )
 
     async def on_rename(self, frame: client_frames.RenameIn):
-        await database_sync_to_async(services.conversation_rename)(
+        await database_sync_to_async(organise.conversation_rename)(
             user=self.user, conversation_id=frame["conversation"], title=frame["title"]
         )
 
     async def on_delete(self, frame: client_frames.DeleteIn):
-        await database_sync_to_async(services.conversation_delete)(
+        await database_sync_to_async(organise.conversation_delete)(
             user=self.user, conversation_id=frame["conversation"]
         )
 

@@ -14,7 +14,7 @@ import time
 from django.conf import settings
 from django.db import DatabaseError
 
-from chat.conversations import services as conversation_services
+from chat.conversations import organise
 from chat.documents import prompt as document_prompt
 from chat.documents import services as document_services
 from chat.errors import ErrorCode
@@ -128,7 +128,7 @@ def make_title(job: "ReplyJob") -> None:
         finally:
             quotas.tokens_settle(job.owner, reservation, used)
         text = "".join(chunk.text for chunk in chunks if chunk.text)
-        if conversation_services.conversation_title_generated(
+        if organise.conversation_title_generated(
             conversation_id=conversation.pk, title=text, replacing=conversation.title
         ):
             outcome = "stored"

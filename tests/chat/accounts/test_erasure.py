@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from chat import store
 from chat.accounts import services as account_services
+from chat.conversations import organise
 from chat.conversations import services as conversation_services
 from chat.limits import quotas
 from chat.models import AuditEvent, Conversation, Message
@@ -125,7 +126,7 @@ def test_a_person_deleting_a_conversation_leaves_none_of_its_words_behind(cast):
     staff_traces(root, alice, doomed, secret)
     assert len(keys_of(doomed)) == 4 and redis_holding(secret) and rows_holding(secret)
 
-    conversation_services.conversation_delete(user=alice, conversation_id=doomed.pk)
+    organise.conversation_delete(user=alice, conversation_id=doomed.pk)
 
     assert keys_of(doomed) == [] and redis_holding(secret) == []  # its stream log, progress, lease, hand-over
     assert rows_holding(secret) == []  # the admin's log and the audit rows keep ids

@@ -12,6 +12,7 @@ from django.utils import timezone
 from chat.api import services as api_services
 from chat.api.auth import authenticate
 from chat.api.errors import ApiError
+from chat.conversations import feedback
 from chat.conversations import services as conversation_services
 from chat.errors import ChatError
 from chat.limits import quotas
@@ -176,9 +177,9 @@ def test_an_assistant_turn_the_caller_supplied_is_never_a_training_target(make_u
     supplied = Message.objects.get(conversation=reply.conversation, role="assistant", content="noted")
     assert supplied.supplied and not Message.objects.get(pk=reply.pk).supplied
     with pytest.raises(ChatError) as err:
-        conversation_services.feedback_set(user=user, message_id=supplied.pk, rating=1)
+        feedback.feedback_set(user=user, message_id=supplied.pk, rating=1)
     assert err.value.code == "not_rateable" and "program that called the API" in err.value.detail
-    conversation_services.feedback_set(user=user, message_id=reply.pk, rating=-1)
+    feedback.feedback_set(user=user, message_id=reply.pk, rating=-1)
     Message.objects.create(
         conversation=reply.conversation,
         parent=supplied.parent,

@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from chat import tree
-from chat.conversations import exports
+from chat.conversations import conversation_settings, exports, feedback, organise
 from chat.conversations import selectors as conversation_selectors
 from chat.conversations import services as conversation_services
 from chat.errors import ChatError
@@ -110,7 +110,7 @@ def test_switch_refuses_a_message_off_the_shown_branch(two_turns):
 
 def test_the_thread_read_gives_siblings_and_the_persons_rating(two_turns, django_assert_num_queries):
     user, first, second = two_turns
-    conversation_services.feedback_set(user=user, message_id=second.assistant_message.pk, rating=-1, comment="wrong")
+    feedback.feedback_set(user=user, message_id=second.assistant_message.pk, rating=-1, comment="wrong")
     with django_assert_num_queries(4):  # the tree, the branch, the ratings, the messages' attachments
         thread = conversation_selectors.thread_for_user(user=user, conversation=first.conversation)
     assert [m["siblings"] for m in thread] == [[m["id"]] for m in thread]
@@ -119,7 +119,7 @@ def test_the_thread_read_gives_siblings_and_the_persons_rating(two_turns, django
 
 def test_settings_apply_to_the_next_reply_and_defaults_to_new_conversations(two_turns, make_user):
     user, first, second = two_turns
-    conversation_services.conversation_settings_set(
+    conversation_settings.conversation_settings_set(
         user=user, conversation_id=first.conversation.pk, system_prompt="Be brief.", params={"max_new_tokens": 5}
     )
     nxt = conversation_services.message_send(user=user, conversation_id=first.conversation.pk, content="q3")
@@ -128,7 +128,7 @@ def test_settings_apply_to_the_next_reply_and_defaults_to_new_conversations(two_
         "role": "system",
         "content": "Be brief.",
     }
-    conversation_services.conversation_settings_set(
+    conversation_settings.conversation_settings_set(
         user=user, conversation_id=None, system_prompt="Pirate.", params={"temperature": 0.7}
     )
     assert ChatDefaults.objects.get(user=user).params == {"temperature": 0.7}
@@ -137,7 +137,7 @@ def test_settings_apply_to_the_next_reply_and_defaults_to_new_conversations(two_
     other = conversation_services.message_send(user=make_user("bob"), conversation_id=None, content="hi")
     assert (other.conversation.system_prompt, other.conversation.params) == ("", {})
     with pytest.raises(ChatError) as err:
-        conversation_services.conversation_settings_set(
+        conversation_settings.conversation_settings_set(
             user=user, conversation_id=None, system_prompt="", params={"top_p": 2}
         )
     assert err.value.code == "invalid_params"
@@ -150,7 +150,7 @@ def test_a_seed_is_refused_in_settings_so_regenerate_never_repeats_itself(two_tu
     user, first, second = two_turns
     target = first.conversation.pk if conversation else None
     with pytest.raises(ChatError) as err:
-        conversation_services.conversation_settings_set(
+        conversation_settings.conversation_settings_set(
             user=user, conversation_id=target, system_prompt="", params={"temperature": 1.0, "seed": 7}
         )
     assert err.value.code == "invalid_params" and "Regenerate" in err.value.detail
@@ -165,21 +165,17 @@ def test_a_seed_is_refused_in_settings_so_regenerate_never_repeats_itself(two_tu
 def test_rename_delete_and_the_model_title_never_overwrites_a_rename(two_turns, make_user):
     user, first, second = two_turns
     conv = first.conversation
-    assert conversation_services.conversation_title_generated(
-        conversation_id=conv.pk, title='"Greetings."', replacing="q1"
-    )
+    assert organise.conversation_title_generated(conversation_id=conv.pk, title='"Greetings."', replacing="q1")
     assert Conversation.objects.get(pk=conv.pk).title == "Greetings"
-    conversation_services.conversation_rename(user=user, conversation_id=conv.pk, title="  Mine  ")
-    assert not conversation_services.conversation_title_generated(
-        conversation_id=conv.pk, title="Model", replacing="Greetings"
-    )
+    organise.conversation_rename(user=user, conversation_id=conv.pk, title="  Mine  ")
+    assert not organise.conversation_title_generated(conversation_id=conv.pk, title="Model", replacing="Greetings")
     assert Conversation.objects.get(pk=conv.pk).title == "Mine"
     with pytest.raises(ChatError):
-        conversation_services.conversation_rename(user=make_user("bob"), conversation_id=conv.pk, title="theirs")
+        organise.conversation_rename(user=make_user("bob"), conversation_id=conv.pk, title="theirs")
     with pytest.raises(ChatError):
-        conversation_services.conversation_delete(user=make_user("carl"), conversation_id=conv.pk)
+        organise.conversation_delete(user=make_user("carl"), conversation_id=conv.pk)
     busy = conversation_services.message_send(user=user, conversation_id=conv.pk, content="q3")
-    conversation_services.conversation_delete(user=user, conversation_id=conv.pk)
+    organise.conversation_delete(user=user, conversation_id=conv.pk)
     assert not Conversation.objects.filter(pk=conv.pk).exists()
     assert not Message.objects.filter(pk=busy.assistant_message.pk).exists()
 

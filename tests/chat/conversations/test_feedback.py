@@ -3,7 +3,7 @@ take back the rating; everything else is refused with a stable code and nothing 
 
 import pytest
 
-from chat.conversations import services
+from chat.conversations import feedback
 from chat.errors import ChatError
 from chat.models import Conversation, Feedback, Message
 
@@ -28,24 +28,24 @@ def chat(make_user):
 
 def test_rating_a_reply_stores_one_row_that_a_second_rating_replaces(chat):
     owner, _, reply = chat
-    first = services.feedback_set(user=owner, message_id=reply.pk, rating=1, comment="  nice\x00 ")
+    first = feedback.feedback_set(user=owner, message_id=reply.pk, rating=1, comment="  nice\x00 ")
     assert (first.message, first.user, first.rating, first.comment) == (reply, owner, 1, "nice")
-    again = services.feedback_set(user=owner, message_id=str(reply.pk), rating=-1, comment="")
+    again = feedback.feedback_set(user=owner, message_id=str(reply.pk), rating=-1, comment="")
     assert again.pk == first.pk and Feedback.objects.get().rating == -1 and Feedback.objects.get().comment == ""
-    assert services.feedback_set(user=owner, message_id=reply.pk, rating=0) is None
+    assert feedback.feedback_set(user=owner, message_id=reply.pk, rating=0) is None
     assert not Feedback.objects.exists()
 
 
 def test_a_failed_or_stopped_reply_can_be_rated(chat):
     owner, _, reply = chat
     Message.objects.filter(pk=reply.pk).update(status="failed", finish_reason="error")
-    assert services.feedback_set(user=owner, message_id=reply.pk, rating=-1, comment="it broke").rating == -1
+    assert feedback.feedback_set(user=owner, message_id=reply.pk, rating=-1, comment="it broke").rating == -1
 
 
 def test_nobody_rates_another_persons_reply(chat, make_user):
     _, _, reply = chat
     with pytest.raises(ChatError) as err:
-        services.feedback_set(user=make_user("mallory"), message_id=reply.pk, rating=-1, comment="")
+        feedback.feedback_set(user=make_user("mallory"), message_id=reply.pk, rating=-1, comment="")
     assert err.value.code == "not_found"
     assert not Feedback.objects.exists()
 
@@ -54,7 +54,7 @@ def test_nobody_rates_another_persons_reply(chat, make_user):
 def test_a_rating_is_plus_or_minus_one(chat, rating):
     owner, _, reply = chat
     with pytest.raises(ChatError) as err:
-        services.feedback_set(user=owner, message_id=reply.pk, rating=rating, comment="")
+        feedback.feedback_set(user=owner, message_id=reply.pk, rating=rating, comment="")
     assert err.value.code == "invalid_rating" and err.value.detail.endswith(".")
     assert not Feedback.objects.exists()
 
@@ -62,12 +62,12 @@ def test_a_rating_is_plus_or_minus_one(chat, rating):
 def test_only_finished_assistant_replies_are_rated(chat):
     owner, question, reply = chat
     with pytest.raises(ChatError) as err:
-        services.feedback_set(user=owner, message_id=question.pk, rating=1, comment="")
+        feedback.feedback_set(user=owner, message_id=question.pk, rating=1, comment="")
     assert err.value.code == "not_rateable"
     for status in Message.ACTIVE_STATUSES:
         Message.objects.filter(pk=reply.pk).update(status=status)
         with pytest.raises(ChatError) as err:
-            services.feedback_set(user=owner, message_id=reply.pk, rating=1, comment="")
+            feedback.feedback_set(user=owner, message_id=reply.pk, rating=1, comment="")
         assert err.value.code == "not_rateable"
     assert not Feedback.objects.exists()
 
@@ -75,7 +75,7 @@ def test_only_finished_assistant_replies_are_rated(chat):
 @pytest.mark.parametrize("message_id", [None, "x", 10**30, -1])
 def test_unknown_message_ids_are_not_found(chat, message_id):
     with pytest.raises(ChatError) as err:
-        services.feedback_set(user=chat[0], message_id=message_id, rating=1, comment="")
+        feedback.feedback_set(user=chat[0], message_id=message_id, rating=1, comment="")
     assert err.value.code == "not_found"
 
 
@@ -83,7 +83,7 @@ def test_unknown_message_ids_are_not_found(chat, message_id):
 def test_bad_comments_are_refused(chat, comment, code):
     owner, _, reply = chat
     with pytest.raises(ChatError) as err:
-        services.feedback_set(user=owner, message_id=reply.pk, rating=1, comment=comment)
+        feedback.feedback_set(user=owner, message_id=reply.pk, rating=1, comment=comment)
     assert err.value.code == code
     assert not Feedback.objects.exists()
 

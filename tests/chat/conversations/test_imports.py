@@ -7,6 +7,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from chat.conversations import conversation_settings
 from chat.conversations import services as conversation_services
 from chat.conversations.import_services import conversations_import
 from chat.errors import ChatError, ErrorCode
@@ -115,7 +116,7 @@ def test_own_export_read_back_is_the_same_tree(make_user):
         message_id=first.assistant_message.pk, content="a1", status="complete", finish_reason="stop"
     )
     pk = first.conversation.pk
-    conversation_services.conversation_settings_set(user=user, conversation_id=pk, system_prompt="Be brief.", params={})
+    conversation_settings.conversation_settings_set(user=user, conversation_id=pk, system_prompt="Be brief.", params={})
     second = conversation_services.message_send(user=user, conversation_id=pk, content="q2")
     reply_services.reply_finish(
         message_id=second.assistant_message.pk, content="a2", status="complete", finish_reason="stop"
@@ -271,10 +272,7 @@ def test_the_review_panel_says_a_conversation_was_imported(make_user, reviewer_g
 
 def test_an_imported_system_prompt_is_cut_to_the_pages_bound(make_user):
     """The bound of a system prompt typed on the page holds for an imported one: it goes into every later prompt."""
-    from chat.conversations import imports, services
-
-    assert imports.SYSTEM_PROMPT_CHARS == services.SYSTEM_PROMPT_CHARS
     doc = chatgpt_conversation()
     doc["mapping"]["sys"]["message"]["content"]["parts"] = ["x" * 20_000]
     [pk] = conversations_import(user=make_user(), data=as_file([doc]))
-    assert len(Conversation.objects.get(pk=pk).system_prompt) == services.SYSTEM_PROMPT_CHARS
+    assert len(Conversation.objects.get(pk=pk).system_prompt) == conversation_settings.SYSTEM_PROMPT_CHARS

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from chat import names, served
-from chat.conversations import selectors
+from chat.conversations import conversation_settings, selectors
 from chat.conversations import services as conversation_services
 from chat.errors import ChatError, ErrorCode
 from chat.models import Comparison, Conversation, Message
@@ -60,7 +60,7 @@ def test_switching_a_conversations_model_applies_from_its_next_reply(
     with django_capture_on_commit_callbacks(execute=True):
         first = conversation_services.message_send(user=alice, conversation_id=None, content="Hi")
     finish(first.assistant_message)
-    stored = conversation_services.conversation_settings_set(
+    stored = conversation_settings.conversation_settings_set(
         user=alice, conversation_id=first.conversation.pk, system_prompt="", params={}, model="other"
     )
     assert stored["model"] == "other"
@@ -72,7 +72,7 @@ def test_switching_a_conversations_model_applies_from_its_next_reply(
     regenerated = conversation_services.message_regenerate(user=alice, message_id=first.assistant_message.pk)
     assert regenerated.model_name == "other"
     # The person's default for new conversations, from the settings panel with no chat open.
-    conversation_services.conversation_settings_set(
+    conversation_settings.conversation_settings_set(
         user=alice, conversation_id=None, system_prompt="", params={}, model="other"
     )
     assert conversation_services.message_send(

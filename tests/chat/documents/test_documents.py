@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from chat.accounts.personal_data import personal_data_chunks
-from chat.conversations import exports
+from chat.conversations import exports, organise
 from chat.conversations import selectors as conversation_selectors
 from chat.conversations import services as conversation_services
 from chat.documents import prompt, search
@@ -174,7 +174,7 @@ def test_deleting_the_conversation_or_the_account_deletes_the_documents_and_thei
     alice = make_user()
     doc = upload(alice, "book.md", long_text_with_fact())
     sent = send(alice, QUESTION, [doc.pk])
-    conversation_services.conversation_delete(user=alice, conversation_id=sent.conversation.pk)
+    organise.conversation_delete(user=alice, conversation_id=sent.conversation.pk)
     assert not Attachment.objects.exists() and not Passage.objects.exists()
     if connection.vendor == "sqlite":  # the FTS5 index follows its rows (triggers)
         with connection.cursor() as cursor:

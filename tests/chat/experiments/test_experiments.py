@@ -7,7 +7,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 
 from chat import served
-from chat.conversations import selectors, services
+from chat.conversations import conversation_settings, selectors, services
 from chat.errors import ChatError, ErrorCode
 from chat.experiments import selectors as experiment_selectors
 from chat.experiments import services as experiment_services
@@ -165,7 +165,7 @@ def test_the_candidate_arm_stays_blind_through_the_pages_own_saves_and_compare(t
     alice = make_user("alice")
     sent = services.message_send(user=alice, conversation_id=None, content="hi")
     Message.objects.filter(pk=sent.assistant_message.pk).update(status="complete", content="ok")
-    stored = services.conversation_settings_set(
+    stored = conversation_settings.conversation_settings_set(
         user=alice, conversation_id=sent.conversation.pk, system_prompt="be brief", params={}, model=DEFAULT
     )
     assert stored["model"] == DEFAULT  # what she is shown

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from chat.api import services as api_services
+from chat.conversations import organise
 from chat.conversations import services as conversation_services
 from chat.errors import ChatError
 from chat.limits import quotas
@@ -75,7 +76,7 @@ def test_every_end_of_a_reply_lets_its_reservation_go(make_user, finish, django_
     ends["stopped while queued"] = held()
     streaming = reply_services.reply_claim(message_id=send(alice).assistant_message.id)
     with django_capture_on_commit_callbacks(execute=True):
-        conversation_services.conversation_delete(user=alice, conversation_id=streaming.conversation_id)
+        organise.conversation_delete(user=alice, conversation_id=streaming.conversation_id)
     ends["its chat deleted"] = held()
     with django_capture_on_commit_callbacks(execute=True):
         review_services.conversations_delete(actor=root, conversation_ids=[send(alice).conversation.pk])

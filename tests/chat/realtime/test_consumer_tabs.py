@@ -120,7 +120,7 @@ def test_eight_tabs_each_showing_one_of_eight_replies_receive_only_their_own_del
 def test_a_tab_showing_one_conversation_gets_the_list_events_of_another_but_none_of_its_reply_frames(
     make_user, session_cookie, many, link
 ):
-    from chat.conversations import services as conversation_services
+    from chat.conversations import organise
 
     user = make_user()
     shown, _ = streaming(user, "shown")
@@ -131,9 +131,7 @@ def test_a_tab_showing_one_conversation_gets_the_list_events_of_another_but_none
         tab, _, _ = await connect(cookie)
         await show(tab, shown)
         await stream(link, other, other_reply, ["not ", "for ", "this tab"])
-        await database_sync_to_async(conversation_services.conversation_rename)(
-            user=user, conversation_id=other, title="Renamed"
-        )
+        await database_sync_to_async(organise.conversation_rename)(user=user, conversation_id=other, title="Renamed")
         await database_sync_to_async(finish)(other_reply, "not for this tab")
         frames = await frames_until(tab, "activity")
         assert await tab.receive_nothing(timeout=0.3)

@@ -10,6 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from chat.accounts import services as account_services
+from chat.conversations import organise
 from chat.conversations import services as conversation_services
 from chat.errors import ErrorCode
 from chat.models import Conversation, Message, ShareLink
@@ -219,7 +220,7 @@ def test_nothing_to_share_is_said_so(alice):
 def test_deleting_the_conversation_or_the_account_ends_the_link(alice, bob):
     conversation = conversation_of(alice, "q", "a")
     link = share(signed_in(alice), conversation.pk)
-    conversation_services.conversation_delete(user=alice, conversation_id=conversation.pk)
+    organise.conversation_delete(user=alice, conversation_id=conversation.pk)
     assert public(link["url"]).status_code == 404
 
     other = share(signed_in(bob), conversation_of(bob, "q", "a").pk)

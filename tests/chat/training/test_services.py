@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from chat import names
-from chat.conversations import services as conversation_services
+from chat.conversations import organise
 from chat.errors import ChatError, ErrorCode
 from chat.models import AuditEvent, Conversation, TrainingExample, TrainingRun
 from chat.review import services as review_services
@@ -144,7 +144,7 @@ def test_deleting_a_used_conversation_flags_the_run_and_drops_its_stored_answers
         actor=trainer, name="other", base=BASE, conversations=Conversation.objects.exclude(pk=heldout.conversation_ref)
     )
     owner = Conversation.objects.get(pk=heldout.conversation_ref).owner
-    conversation_services.conversation_delete(user=owner, conversation_id=heldout.conversation_ref)
+    organise.conversation_delete(user=owner, conversation_id=heldout.conversation_ref)
     run.refresh_from_db()
     assert run.uses_deleted_data
     row = run.metrics["evaluation"]["rows"][0]

@@ -9,6 +9,7 @@ from django.db import OperationalError
 
 from chat import events
 from chat.api import services as api_services
+from chat.conversations import organise
 from chat.conversations import services as conversation_services
 from chat.limits import quotas
 from chat.models import Message
@@ -460,7 +461,7 @@ def test_a_reply_is_charged_once_and_still_charged_when_its_chat_was_deleted_mid
     real_finish = reply_services.reply_finish
 
     def delete_first(**kwargs):
-        conversation_services.conversation_delete(user=user, conversation_id=doomed.conversation_id)
+        organise.conversation_delete(user=user, conversation_id=doomed.conversation_id)
         return real_finish(**kwargs)
 
     monkeypatch.setattr(reply_services, "reply_finish", delete_first)
