@@ -406,8 +406,16 @@ CHAT_ATTACHMENT_PASSAGES = env.int("CHAT_ATTACHMENT_PASSAGES", default=4)
 CHAT_ATTACHMENT_PROMPT_CHARS = env.int("CHAT_ATTACHMENT_PROMPT_CHARS", default=6000)
 CHAT_STREAM_FLUSH_MS = env.int("CHAT_STREAM_FLUSH_MS", default=40)
 # The deltas a worker publishes per second at most, its replies together: with many replies streaming, each one's
-# interval widens to replies / this (chat/worker/runtime.py). Unset: 80 on a CPU, no bound on a GPU; 0: no bound.
+# interval widens to replies / this, up to 1 s (chat/worker/runtime.py). Unset: 80 on a CPU, no bound on a GPU; 0:
+# no bound.
 CHAT_STREAM_DELTAS_PER_S = env.int("CHAT_STREAM_DELTAS_PER_S", default=None)
+if CHAT_STREAM_FLUSH_MS < 0 or (CHAT_STREAM_DELTAS_PER_S or 0) < 0:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"CHAT_STREAM_FLUSH_MS ({CHAT_STREAM_FLUSH_MS}) and CHAT_STREAM_DELTAS_PER_S ({CHAT_STREAM_DELTAS_PER_S}) "
+        "cannot be negative: 0 means no wait between deltas and no bound on them."
+    )
 # A reply waiting for a row is told its place at most this often per reply (chat/worker/places.py).
 CHAT_QUEUE_FRAME_MS = env.int("CHAT_QUEUE_FRAME_MS", default=500)
 CHAT_STREAM_TTL_S = env.int("CHAT_STREAM_TTL_S", default=3600)

@@ -22,6 +22,7 @@ import time
 
 import torch
 
+from inference import fused
 from inference.detok import Detokenizer
 from inference.engine import BatchEngine
 from inference.output import RequestHandle
@@ -99,6 +100,8 @@ def main(argv=None) -> int:
     torch.set_grad_enabled(False)
     loaded = load_model(args.model, packed=False)
     model = loaded.model
+    if args.compare == "direct" and not fused.fusable(model):
+        parser.error(f"--compare direct: {args.model} is not a Llama model the engine's own forward computes")
     for batch in [int(b) for b in args.batch.split(",")]:
         for context in [int(c) for c in args.context.split(",")]:
             engine = BatchEngine(model, loaded.tokenizer, max_batch_size=batch, eos_ids=set())

@@ -361,6 +361,16 @@ def test_settings_refuse_a_precision_workers_cannot_load_with_a_sentence(key_fil
     )
 
 
+def test_settings_refuse_negative_delta_pacing_with_a_sentence(key_file):
+    """A negative flush interval or delta bound is a typo, not "no bound" (0 is that): refused at start."""
+    for extra in ("CHAT_STREAM_FLUSH_MS=-5", "CHAT_STREAM_DELTAS_PER_S=-80"):
+        out = sourced_run(
+            [sys.executable, "manage.py", "check"], extra=f"SECRET_KEY_FILE={key_file}; {extra}", source=False
+        )
+        assert out.returncode != 0 and "ImproperlyConfigured: CHAT_STREAM_FLUSH_MS (" in out.stderr, out.stderr
+        assert "cannot be negative: 0 means no wait between deltas and no bound on them." in out.stderr
+
+
 MODELS_SHOWN = (
     "import django, json, os; django.setup(); from django.conf import settings as s; from chatsite import stack; "
     "conf = stack.LauncherSettings.from_env(os.environ); args = stack.worker_args(conf); print(json.dumps({"

@@ -79,7 +79,8 @@ class Runtime:
         ).start()
         self.engine.warmup()
         self.name = worker_name()
-        # Deltas per second the process publishes at most, all replies together (0: no bound): each costs ~1.6 ms
+        # Deltas per second the process aims to publish at most, all replies together (0: no bound; a reply's
+        # first and last pieces go at once, and flush_interval says when it gives way): each costs ~1.6 ms
         # of CPU between this process, Redis and Daphne, which on a small CPU host is taken from the engine
         # (docs/benchmarks.md); a GPU host was not measured.
         self.deltas_per_s = settings.CHAT_STREAM_DELTAS_PER_S
@@ -158,12 +159,14 @@ class Runtime:
         streams so many replies that their deltas would pass its bound (``deltas_per_s``): 16 replies at 80 a
         second get one delta each per 200 ms, with whatever tokens came meanwhile. Streaming: the engine's rows
         decoding, not the replies held (those being prepared, waiting for a row or being stored publish
-        nothing). Never over MAX_FLUSH_S."""
-        interval = max(0.0, settings.CHAT_STREAM_FLUSH_MS / 1000)
+        nothing). Widened to MAX_FLUSH_S at most: past bound × MAX_FLUSH_S rows the process publishes a delta a
+        row a second, over its bound, rather than leave a reader without text for longer. A flush interval set
+        longer than that is the operator's and kept."""
+        interval = settings.CHAT_STREAM_FLUSH_MS / 1000
         if self.deltas_per_s > 0:
             streaming = min(len(self.holding), self.engine.active)
-            interval = max(interval, streaming / self.deltas_per_s)
-        return min(interval, MAX_FLUSH_S)
+            interval = max(interval, min(streaming / self.deltas_per_s, MAX_FLUSH_S))
+        return interval
 
     def hold(self, message_id: int) -> None:
         """Take the reply's lease now; never raises (Redis away: the heartbeat thread takes it within a beat)."""

@@ -307,3 +307,18 @@ def test_a_pending_chunk_is_run_only_for_its_own_prompt_and_never_past_its_end(t
         requests, tokens = engine._decode_step()
     assert engine.counts.fused == 1 and engine._chunked is None  # its 32 tokens left, not 1,000
     assert requests[-1] is other and len(tokens) == 2 and engine._batch.positions.tolist()[-1] == 40
+
+
+def test_the_step_profiler_refuses_to_compare_the_direct_forward_on_a_model_it_does_not_compute(
+    tiny_gpt2, plain_tokenizer, tmp_path, capsys
+):
+    """``stepprof --compare direct`` (its default) on a model ``fusable`` refuses: a sentence, not a traceback
+    from inside the forward (the engine itself keeps transformers' forward for such a model)."""
+    from inference import stepprof
+
+    tiny_gpt2.save_pretrained(tmp_path)
+    plain_tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(SystemExit) as exit:
+        stepprof.main(["--model", str(tmp_path), "--batch", "1", "--context", "8", "--steps", "1"])
+    assert exit.value.code == 2
+    assert "is not a Llama model the engine's own forward computes" in capsys.readouterr().err

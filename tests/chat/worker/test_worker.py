@@ -473,7 +473,8 @@ def test_a_reply_is_charged_once_and_still_charged_when_its_chat_was_deleted_mid
 def test_a_cpu_worker_streaming_many_replies_widens_each_ones_delta_interval(rt, settings, monkeypatch):
     """CHAT_STREAM_DELTAS_PER_S unset: 80 a second on a CPU, so up to 3 streaming replies keep CHAT_STREAM_FLUSH_MS
     (40 ms) and 16 get one delta each per 200 ms. Streaming: rows decoding, not every reply held (32 held with
-    16 rows is 16), and never over 1 s; with 0 (and by default on a GPU, not measured) no bound."""
+    16 rows is 16), and never widened past 1 s; with 0 (and by default on a GPU, not measured) no bound. A longer
+    CHAT_STREAM_FLUSH_MS is kept as set."""
     rows = {"n": 0}
     monkeypatch.setattr(BatchEngine, "active", property(lambda engine: rows["n"]))
     assert rt.deltas_per_s == worker_runtime.CPU_DELTAS_PER_S == 80
@@ -493,8 +494,13 @@ def test_a_cpu_worker_streaming_many_replies_widens_each_ones_delta_interval(rt,
         try:
             unbound.holding.update(range(16))
             assert unbound.deltas_per_s == 0 and unbound.flush_interval() == 0.04
+            settings.CHAT_STREAM_FLUSH_MS = 2000  # the operator's own interval, longer than the widening's cap
+            assert unbound.flush_interval() == 2.0
         finally:
+            settings.CHAT_STREAM_FLUSH_MS = 40
             unbound.close()
+    settings.CHAT_STREAM_FLUSH_MS = 2000
+    assert rt.flush_interval() == 2.0  # bounded (2 a second, 16 rows): never narrower than the setting either
 
 
 def test_a_reply_streams_at_the_interval_its_worker_gives(make_user, rt, monkeypatch):
