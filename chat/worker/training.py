@@ -196,14 +196,8 @@ class TrainingJob:
 
     def _train(self) -> tuple[dict, str, dict]:
         from inference.evaluation import HeldOut
-        from inference.training import (
-            Hyperparameters,
-            PreferencePair,
-            SftExample,
-            library_versions,
-            train_lora,
-            weights_sha256,
-        )
+        from inference.training import Hyperparameters, library_versions, train_lora, weights_sha256
+        from inference.training_data import PreferencePair, SftExample
 
         run = self.run
         data = selectors.training_data(run_id=run.pk)

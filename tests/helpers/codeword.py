@@ -57,7 +57,7 @@ def messages(question: str) -> list[dict]:
 
 
 def train_examples():
-    from inference.training import SftExample
+    from inference.training_data import SftExample
 
     return [SftExample(messages(q), ANSWER) for q in QUESTIONS[:TRAIN]]
 

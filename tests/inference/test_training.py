@@ -17,15 +17,8 @@ import pytest
 
 from inference.evaluation import HeldOut, chrf, compare, with_adapters
 from inference.loading import BUNDLED, load_model
-from inference.training import (
-    Cancelled,
-    Hyperparameters,
-    PreferencePair,
-    SftExample,
-    lora_targets,
-    train_lora,
-    weights_sha256,
-)
+from inference.training import Cancelled, Hyperparameters, lora_targets, train_lora, weights_sha256
+from inference.training_data import PreferencePair, SftExample
 from tests.helpers import codeword
 
 
