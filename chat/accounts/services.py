@@ -21,7 +21,7 @@ from chat import events, store
 from chat.accounts import erasure, selectors, session_index
 from chat.accounts.selectors import Privileges
 from chat.errors import ChatError, ErrorCode
-from chat.limits import quotas, sockets
+from chat.limits import addresses, quotas, sockets
 from chat.models import Account, AuditEvent, ChatDefaults, Invite
 
 INVITE_ONLY = gettext_lazy(
@@ -46,7 +46,7 @@ def account_signup(
             gettext("This invite link is for another email address: sign up with the address the invite was sent to."),
         )
     if invite is None:
-        quotas.signup_hit(client_address)  # Redis, before the write transaction opens
+        addresses.signup_hit(client_address)  # Redis, before the write transaction opens
     with transaction.atomic():
         return _account_create(username=username, email=email, password=password, invite=invite, mode=mode)
 

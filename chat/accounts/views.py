@@ -21,7 +21,7 @@ from chat.accounts.forms import AccountDeleteForm, LanguageForm, SignupForm, Thr
 from chat.accounts.language import set_language_cookie
 from chat.accounts.personal_data import personal_data_chunks, personal_data_stream
 from chat.errors import ChatError, ErrorCode
-from chat.limits import quotas
+from chat.limits import addresses
 from chat.sharing import selectors as sharing_selectors
 
 # A link that names no invite is not found; one that did but can no longer be used is gone.
@@ -50,7 +50,7 @@ def signup(request, token: str | None = None):
     form = SignupForm(request.POST or None, initial={"email": invite.email if invite else ""})
     if request.method == "POST":
         try:
-            quotas.signup_attempt_hit(throttle_address(request))  # every form sent, whatever it leads to
+            addresses.signup_attempt_hit(throttle_address(request))  # every form sent, whatever it leads to
         except ChatError as exc:
             # Refused before the form is checked, so it says nothing of the email address; what was typed stays.
             typed = {name: request.POST.get(name, "") for name in ("username", "email")}
@@ -146,12 +146,12 @@ def account_delete(request):
 
 class PasswordReset(PasswordResetView):
     """Django's password reset page, its mail bounded per client address and per email address
-    (``quotas.reset_hit``, counted whether or not an account has the address): a 429 page saying when to try
+    (``addresses.reset_hit``, counted whether or not an account has the address): a 429 page saying when to try
     again instead of another mail."""
 
     def form_valid(self, form):
         try:
-            quotas.reset_hit(throttle_address(self.request), form.cleaned_data["email"])
+            addresses.reset_hit(throttle_address(self.request), form.cleaned_data["email"])
         except ChatError as exc:
             response = self.render_to_response(
                 self.get_context_data(form=form, refusal=exc), status=REFUSAL_STATUS.get(exc.code, 403)

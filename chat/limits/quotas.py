@@ -14,9 +14,8 @@ workers share them:
   count plus what is reserved is under the allowance, so replies admitted together pass it by at most one
   reply's bound, and a person is never cut off mid-sentence. The model's title is reserved the same way.
 
-The same moving window bounds the accounts one client address makes in an hour (``signup_hit``): each new
-account brings its own allowance; the sign-up forms it sends, whatever they led to (``signup_attempt_hit``);
-and the password reset mail asked for, per client address and per email address (``reset_hit``).
+The same moving windows bound what one client address may do before there is a person to count it against
+(``addresses.py``: sign-ups, sign-up forms, password resets).
 
 A refusal is a ``ChatError`` with a stable code and a sentence that says when to try again.
 """
@@ -24,7 +23,6 @@ A refusal is a ``ChatError`` with a stable code and a sentence that says when to
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 import math
 import time
@@ -34,7 +32,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_lazy, ngettext
-from limits import RateLimitItemPerHour, RateLimitItemPerMinute
+from limits import RateLimitItemPerMinute
 from limits.errors import StorageError
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -93,7 +91,7 @@ def _windows() -> MovingWindowRateLimiter:
     return _limiter
 
 
-def _window_hit(item, namespace: str, key: str) -> int | None:
+def window_hit(item, namespace: str, key: str) -> int | None:
     """One more in ``key``'s moving window: None when it fits, else the whole seconds until it would. Redis
     away: ``unavailable``."""
     limiter = _windows()
@@ -110,7 +108,7 @@ def message_hit(user_id: int, allowance: Allowance) -> None:
     """Count one new reply against the person's messages per minute, or refuse it (``rate_limited``)."""
     if allowance.messages_per_minute <= 0:
         return
-    wait = _window_hit(RateLimitItemPerMinute(allowance.messages_per_minute), "messages", str(user_id))
+    wait = window_hit(RateLimitItemPerMinute(allowance.messages_per_minute), "messages", str(user_id))
     if wait is None:
         return
     n = allowance.messages_per_minute
@@ -124,92 +122,6 @@ def message_hit(user_id: int, allowance: Allowance) -> None:
         % {"n": n, "wait": wait},
         retry_after=wait,
     )
-
-
-def signup_hit(address: str | None) -> None:
-    """Count one new account made from this client address, or refuse it (``signup_rate_limited``) when it made
-    CHAT_SIGNUPS_PER_HOUR in the last hour. No address (a test client without one), or 0: not limited."""
-    n = settings.CHAT_SIGNUPS_PER_HOUR
-    if n <= 0 or not address:
-        return
-    wait = _window_hit(RateLimitItemPerHour(n), "signups", address)
-    if wait is None:
-        return
-    raise ChatError(
-        ErrorCode.SIGNUP_RATE_LIMITED,
-        ngettext(
-            "%(n)s account has been made from your address in the last hour, the most this site allows; try again "
-            "in %(wait)s, or ask the site's staff for an invite link.",
-            "%(n)s accounts have been made from your address in the last hour, the most this site allows; try "
-            "again in %(wait)s, or ask the site's staff for an invite link.",
-            n,
-        )
-        % {"n": n, "wait": _in_words(wait)},
-        retry_after=wait,
-    )
-
-
-def signup_attempt_hit(address: str | None) -> None:
-    """Count one sign-up form sent from this client address, whatever it leads to (an account, a form sent back
-    with its mistakes, an email address that has an account already), or refuse it (``signup_rate_limited``)
-    when CHAT_SIGNUP_ATTEMPTS_PER_HOUR were sent in the last hour. No address, or 0: not limited."""
-    n = settings.CHAT_SIGNUP_ATTEMPTS_PER_HOUR
-    if n <= 0 or not address:
-        return
-    wait = _window_hit(RateLimitItemPerHour(n), "signup-attempts", address)
-    if wait is None:
-        return
-    raise ChatError(
-        ErrorCode.SIGNUP_RATE_LIMITED,
-        ngettext(
-            "%(n)s sign-up form has been sent from your address in the last hour, the most this site allows; try "
-            "again in %(wait)s.",
-            "%(n)s sign-up forms have been sent from your address in the last hour, the most this site allows; try "
-            "again in %(wait)s.",
-            n,
-        )
-        % {"n": n, "wait": _in_words(wait)},
-        retry_after=wait,
-    )
-
-
-def reset_hit(address: str | None, email: str) -> None:
-    """Count one password reset request from this client address and for this email address, or refuse it
-    (``reset_rate_limited``): CHAT_RESETS_PER_HOUR from one client address, CHAT_RESETS_PER_EMAIL_PER_HOUR for one
-    email address (from anywhere). Counted whether or not an account has the address, so a refusal tells nothing
-    about who has one. The email address is kept in Redis as a hash only."""
-    per_address, per_email = settings.CHAT_RESETS_PER_HOUR, settings.CHAT_RESETS_PER_EMAIL_PER_HOUR
-    if per_address > 0 and address:
-        wait = _window_hit(RateLimitItemPerHour(per_address), "resets", address)
-        if wait is not None:
-            raise ChatError(
-                ErrorCode.RESET_RATE_LIMITED,
-                ngettext(
-                    "%(n)s password reset has been asked for from your address in the last hour, the most this "
-                    "site allows; try again in %(wait)s.",
-                    "%(n)s password resets have been asked for from your address in the last hour, the most this "
-                    "site allows; try again in %(wait)s.",
-                    per_address,
-                )
-                % {"n": per_address, "wait": _in_words(wait)},
-                retry_after=wait,
-            )
-    if per_email > 0:
-        digest = hashlib.sha256(email.strip().casefold().encode()).hexdigest()
-        wait = _window_hit(RateLimitItemPerHour(per_email), "resets-email", digest)
-        if wait is not None:
-            raise ChatError(
-                ErrorCode.RESET_RATE_LIMITED,
-                ngettext(
-                    "A reset link for this email address has been asked for %(n)s time in the last hour, the most "
-                    "this site sends: check the mail already sent (and its spam folder), or try again in %(wait)s.",
-                    "A reset link for this email address has been asked for %(n)s times in the last hour, the most "
-                    "this site sends: check the mail already sent (and its spam folder), or try again in %(wait)s.",
-                    per_email,
-                )
-                % {"n": per_email, "wait": _in_words(wait)},
-                retry_after=wait,
-            )
 
 
 def _today() -> datetime.date:
@@ -237,7 +149,7 @@ def tokens_used_today_many(user_ids: list[int]) -> dict[int, int | None]:
     return {u: int(v or 0) for u, v in zip(user_ids, values)}
 
 
-def _in_words(seconds: float) -> str:
+def in_words(seconds: float) -> str:
     minutes = max(1, math.ceil(seconds / 60))
     hours, minutes = divmod(minutes, 60)
     if hours:
@@ -259,7 +171,7 @@ def _exhausted(allowance: Allowance) -> ChatError:
             "n": f"{allowance.tokens_per_day:,}",
             "at": f"{reset:%H:%M}",
             "zone": reset.tzname(),
-            "wait": _in_words(left),
+            "wait": in_words(left),
         },
         retry_after=left,
     )
