@@ -15,7 +15,8 @@ import sys
 from datetime import datetime, timezone
 
 from inference import precision as precisions
-from inference.bench import PROMPT, bench_engine, machine, measure_level, write_report
+from inference.bench import PROMPT, bench_engine, machine, measure_level
+from inference.bench_report import write_report
 from inference.engine import BatchEngine
 from inference.loading import configure_threads, default_model, in_passing_thread, load_model, pick_device
 from inference.prompt import build_prompt, context_window

@@ -2,7 +2,8 @@
 
 import pytest
 
-from inference.bench import bandwidth, bench_engine, bench_generate, static_row, table
+from inference.bench import bandwidth, bench_engine, bench_generate, static_row
+from inference.bench_report import table
 from inference.engine import BatchEngine, GenerationRequest
 from inference.output import Piece
 from inference.sampling import SamplingParams
