@@ -61,7 +61,8 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/lint-imports
 
 # PEERS=1 make bench: also the peers benchmark (below); left out by default, as it builds llama.cpp on first use.
-bench: migrate model
+# The test requirements: the /v1 rows are read with the peers' OpenAI client (the openai package).
+bench: $(VENV)/.installed-test migrate model
 	$(PY) -m inference.bench --stack
 	$(PY) -m inference.bench_crowd
 	@[ -z "$(PEERS)" ] || $(MAKE) bench-peers

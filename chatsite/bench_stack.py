@@ -23,7 +23,6 @@ by a worker of the model it asked for. ``memory`` gives each phase's worker proc
 
 import argparse
 import asyncio
-import http.client
 import json
 import os
 import socket
@@ -31,7 +30,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -339,72 +337,13 @@ async def _level(url, origin, cookies, prompts, tokens, asked=(), owners=None):
     }
 
 
-def _api_one(port, key, content, tokens, model):
-    """One streamed completion through the API, read as server-sent events (http.client undoes the chunking)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    body = json.dumps(
-        {
-            "model": model,
-            "stream": True,
-            "max_tokens": tokens,
-            "temperature": 0,
-            "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": content}],
-        }
-    )
-    sent = time.perf_counter()
-    conn.request(
-        "POST", "/v1/chat/completions", body, {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    )
-    response = conn.getresponse()
-    if response.status != 200:
-        raise RuntimeError(f"API answered {response.status}: {response.read()[:300]!r}")
-    first, chunks, usage, done = None, 0, None, False
-    while not done:
-        line = response.readline().decode()
-        if not line:
-            break
-        if not line.startswith("data: "):
-            continue
-        if line.strip() == "data: [DONE]":
-            done = True
-            continue
-        chunk = json.loads(line[6:])
-        if chunk.get("usage"):
-            usage = chunk["usage"]
-        if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
-            first = first or time.perf_counter()
-            chunks += 1
-    end = time.perf_counter()
-    conn.close()
-    n = usage["completion_tokens"] if usage else 0
-    return {
-        "ttft_ms": (first - sent) * 1000,
-        "tokens": n,
-        "tokens_per_s": (n - 1) / (end - first),
-        "frames": chunks,
-        "intact": done and usage is not None,
-        "end": end,
-        "sent": sent,
-    }
-
-
 def _api_level(port, keys, prompts, tokens, model):
-    start = time.perf_counter()
-    with ThreadPoolExecutor(len(keys)) as pool:  # one thread per client, as one socket per user above
-        runs = list(pool.map(lambda kp: _api_one(port, kp[0], kp[1], tokens, model), zip(keys, prompts)))
-    wall = max(r["end"] for r in runs) - start
-    ttfts = [r["ttft_ms"] for r in runs]
-    return {
-        "concurrency": len(keys),
-        "aggregate_tokens_per_s": sum(r["tokens"] for r in runs) / wall,
-        "per_stream_tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
-        "ttft_p50_ms": percentile(ttfts, 0.5),
-        "ttft_p95_ms": percentile(ttfts, 0.95),
-        "wall_s": wall,
-        "delta_frames_per_stream": statistics.median(r["frames"] for r in runs),
-        "streams_intact": sum(r["intact"] for r in runs),
-    }
+    """One level through ``/v1`` with the peers benchmark's client (``inference/bench_openai.py``): the same
+    requests, one key per stream, and the same arithmetic as the peers table."""
+    from inference.bench_openai import measure
+
+    row = measure(f"http://127.0.0.1:{port}/v1", keys, model, prompts, tokens)
+    return {**row, "delta_frames_per_stream": row["chunks_per_stream"], "streams_intact": row["streams_with_usage"]}
 
 
 if __name__ == "__main__":

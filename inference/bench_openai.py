@@ -82,6 +82,7 @@ def summarize(runs: list[dict], start: float) -> dict:
         "counted_by": sorted({r["counted"] for r in runs}),
         "prompt_tokens": statistics.median(prompt) if prompt else None,
         "chunks_per_stream": statistics.median(r["chunks"] for r in runs),
+        "streams_with_usage": sum(r["counted"] == "usage" for r in runs),  # the server's own count came
     }
 
 
