@@ -23,3 +23,16 @@ def a_worker_is_alive(request, settings):
     yield
     for model in models:
         liveness.worker_gone(name, model)
+
+
+@pytest.fixture
+def rt(tiny_llama, tokenizer, settings):
+    """A worker's runtime (chat/worker/runtime.py) over a tiny random Llama, no background threads, no prefix
+    cache."""
+    from chat.worker import runtime as worker_runtime
+    from inference.loading import LoadedModel
+
+    settings.CHAT_PREFIX_CACHE_MB = 0
+    runtime = worker_runtime.Runtime(LoadedModel("tiny-llama", tiny_llama, tokenizer, "cpu", None), background=False)
+    yield runtime
+    runtime.close()

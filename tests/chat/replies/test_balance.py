@@ -15,7 +15,6 @@ from chat.names import LOAD_KEY, handed_key
 from chat.replies import balance, liveness, sweep
 from chat.store import client
 from chat.worker import runtime, tasks
-from tests.chat.worker.test_worker import rt  # noqa: F401  (the fixture: a runtime over a tiny model)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 NAMES = ("w-a", "w-b", "w-dead")

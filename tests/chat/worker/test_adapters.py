@@ -16,7 +16,7 @@ from chat.worker import runtime as worker_runtime
 from inference.adapters import Adapter
 from inference.loading import LoadedModel
 from tests.chat.worker.test_title_charges import requests_of
-from tests.chat.worker.test_worker import dones, run_job
+from tests.helpers.worker import dones, run_job
 from tests.inference.test_adapters import lora_modules, save_lora
 from tests.inference.test_engine import greedy_reference
 

@@ -15,7 +15,7 @@ from chat.store import client
 from chat.worker import runtime as worker_runtime
 from inference.loading import LoadedModel
 from inference.prompt import build_prompt
-from tests.chat.worker.test_worker import dones, queued_reply, rt, run_job  # noqa: F401 (rt: a fixture)
+from tests.helpers.worker import dones, queued_reply, run_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

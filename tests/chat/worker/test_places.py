@@ -17,8 +17,8 @@ from chat.worker import runtime as worker_runtime
 from chat.worker.places import PlaceNotes
 from inference.loading import LoadedModel
 from inference.output import Finished, Piece, Queued, RequestHandle, coalesce
-from tests.chat.worker.test_worker import queued_reply
 from tests.helpers.support import connect, frames_until, run
+from tests.helpers.worker import queued_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,7 +9,6 @@ from chat import names, served
 from chat.models import Conversation, Message
 from chat.store import client
 from chat.worker import runtime, tasks
-from tests.chat.worker.test_worker import rt  # noqa: F401  (the fixture: a runtime over a tiny model)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,7 +15,6 @@ from chat.store import client
 from chat.worker import job as worker_job
 from chat.worker import runtime as worker_runtime
 from chat.worker import tasks
-from tests.chat.worker.test_worker import rt  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 FIRST = "Tell me about lighthouses"

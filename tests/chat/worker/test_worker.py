@@ -1,20 +1,18 @@
 """The worker's reply job (chat/worker/) with a real engine over a tiny random Llama, the real Redis stream
-log and channel layer, and the real database: its endings, each stored once and told once, and its faults."""
+log and channel layer, and the real database: its endings, each stored once and told once, its titles and
+charges, and its pace (its faults: test_worker_faults.py)."""
 
 import asyncio
 
 import pytest
-from channels.layers import get_channel_layer
-from django.db import OperationalError
 
-from chat import events
 from chat.api import services as api_services
 from chat.conversations import organise
 from chat.conversations import services as conversation_services
 from chat.limits import quotas
 from chat.models import Message
 from chat.names import lease_key
-from chat.replies import liveness, streamlog, sweep
+from chat.replies import liveness
 from chat.replies import services as reply_services
 from chat.store import client
 from chat.text import TITLE_CHARS
@@ -23,66 +21,9 @@ from chat.worker import runtime as worker_runtime
 from chat.worker import tasks
 from inference.engine import BatchEngine
 from inference.loading import LoadedModel
+from tests.helpers.worker import Listener, dones, queued_reply, run_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def rt(tiny_llama, tokenizer, settings):
-    settings.CHAT_PREFIX_CACHE_MB = 0
-    runtime = worker_runtime.Runtime(LoadedModel("tiny-llama", tiny_llama, tokenizer, "cpu", None), background=False)
-    yield runtime
-    runtime.close()
-
-
-class Listener:
-    """Every frame a socket of the user showing ``conversation_id`` would receive, from the real channel layer."""
-
-    def __init__(self, user_id, conversation_id=None):
-        self.groups = [events.user_group(user_id)]
-        if conversation_id is not None:
-            self.groups.append(events.conversation_group(conversation_id))
-
-    async def __aenter__(self):
-        self.layer = get_channel_layer()
-        self.channel = await self.layer.new_channel()
-        for group in self.groups:
-            await self.layer.group_add(group, self.channel)
-        return self
-
-    async def __aexit__(self, *exc):
-        for group in self.groups:
-            await self.layer.group_discard(group, self.channel)
-
-    async def frames(self, quiet: float = 0.5) -> list[dict]:
-        out = []
-        while True:
-            try:
-                out.append(events.as_frame(await asyncio.wait_for(self.layer.receive(self.channel), quiet)))
-            except asyncio.TimeoutError:
-                return out
-
-
-def queued_reply(user, content="Hello there", params=None):
-    sent = conversation_services.message_send(
-        user=user, conversation_id=None, content=content, params=params or {"max_new_tokens": 12}
-    )
-    return reply_services.reply_claim(message_id=sent.assistant_message.id)
-
-
-def run_job(user, message, rt):
-    """Run one reply job as the task does, collecting what the user's sockets are sent."""
-
-    async def go():
-        async with Listener(user.id, message.conversation_id) as listener:
-            await asyncio.to_thread(worker_job.ReplyJob(message, rt).run)
-            return await listener.frames()
-
-    return asyncio.run(go())
-
-
-def dones(frames):
-    return [f for f in frames if f["type"] == "done"]
 
 
 def test_a_reply_is_streamed_logged_and_stored_once(make_user, rt):
@@ -203,183 +144,6 @@ def test_an_api_request_without_max_tokens_reserves_no_default_and_runs_to_the_w
     stored = Message.objects.get(pk=none_left.id)
     assert (stored.status, stored.completion_tokens, done["error_code"]) == ("failed", None, "context_length_exceeded")
     assert "leaving no room for a reply" in stored.error and "max_tokens" not in stored.error
-
-
-def test_a_failing_model_fails_the_reply_with_a_sentence(make_user, rt, monkeypatch):
-    user = make_user()
-    message = queued_reply(user)
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("CUDA error: an illegal memory access was encountered")
-
-    monkeypatch.setattr(rt.engine.model, "forward", broken)
-    frames = run_job(user, message, rt)
-    stored = Message.objects.get(pk=message.id)
-    assert (stored.status, stored.finish_reason) == ("failed", "error") and "illegal memory access" in stored.error
-    assert dones(frames)[0]["error"] == stored.error
-
-
-def test_a_delta_that_cannot_be_published_is_not_stored(make_user, rt, monkeypatch, settings):
-    """Publishing fails past the grace period at the third delta: the reply fails, and the stored text is
-    exactly what the stream log (and so every socket) has."""
-    settings.CHAT_REDIS_GRACE_S = 0
-    user = make_user()
-    message = queued_reply(user, params={"max_new_tokens": 40})
-    append = streamlog.append
-
-    async def flaky(message_id, seq, pieces):
-        if seq == 2:
-            raise OSError("connection reset by peer")
-        await append(message_id, seq, pieces)
-
-    monkeypatch.setattr(streamlog, "append", flaky)
-    rt.engine.eos_ids = set()
-    monkeypatch.setattr(worker_job.settings, "CHAT_STREAM_FLUSH_MS", 0)
-    monkeypatch.setattr(rt, "deltas_per_s", 0)  # a delta per token
-    run_job(user, message, rt)
-    stored = Message.objects.get(pk=message.id)
-    logged = "".join(client().lrange(f"chat:stream:{message.id}", 0, -1))
-    assert stored.status == "failed" and "interrupted" in stored.error
-    assert stored.content == logged and len(client().lrange(f"chat:stream:{message.id}", 0, -1)) == 2
-
-
-def test_the_final_write_failing_once_still_ends_the_reply_exactly_once(make_user, rt, monkeypatch):
-    user = make_user()
-    message = queued_reply(user)
-    finish = reply_services.reply_finish
-    calls = []
-
-    def blip(**kwargs):
-        calls.append(kwargs["status"])
-        if len(calls) == 1:
-            raise OperationalError("database is locked")
-        return finish(**kwargs)
-
-    monkeypatch.setattr(reply_services, "reply_finish", blip)
-    frames = run_job(user, message, rt)
-    stored = Message.objects.get(pk=message.id)
-    assert len(calls) == 2 and stored.status == "complete"
-    assert len(dones(frames)) == 1
-    assert client().get(lease_key(message.id)) is None and message.id not in rt.holding
-
-
-def test_when_the_final_write_never_succeeds_the_lease_goes_and_the_sweep_ends_it(make_user, rt, monkeypatch, settings):
-    user = make_user()
-    message = queued_reply(user)
-    monkeypatch.setattr(worker_job, "FINISH_RETRY_DELAYS_S", (0.01,))
-    finish = reply_services.reply_finish
-
-    def down(**kwargs):
-        raise OperationalError("the database is away")
-
-    monkeypatch.setattr(reply_services, "reply_finish", down)
-    run_job(user, message, rt)
-    assert Message.objects.get(pk=message.id).status == "streaming"
-    assert client().get(lease_key(message.id)) is None  # not renewed forever: the sweep may act
-    monkeypatch.setattr(reply_services, "reply_finish", finish)
-    settings.CHAT_LEASE_TTL_S = 0
-    ended = sweep.sweep()
-    stored = Message.objects.get(pk=message.id)
-    assert [m.id for m in ended] == [message.id]
-    assert stored.status == "failed" and stored.content == streamlog.read_text_sync(message.id)
-
-
-def test_a_stop_whose_broadcast_was_lost_ends_the_reply_at_the_next_checkpoint(make_user, rt, monkeypatch):
-    user = make_user()
-    message = queued_reply(user, params={"max_new_tokens": 300})
-    rt.engine.eos_ids = set()
-    monkeypatch.setattr(events, "broadcast_cancel_sync", lambda message_id: None)  # the broadcast is lost
-    monkeypatch.setattr(worker_job, "CHECKPOINT_S", 0)
-    conversation_services.message_stop(user=user, message_id=message.id)
-    frames = run_job(user, message, rt)
-    stored = Message.objects.get(pk=message.id)
-    assert (stored.status, stored.finish_reason) == ("stopped", "cancelled")
-    assert stored.completion_tokens < 300
-    assert dones(frames)[0]["status"] == "stopped"
-
-
-def test_the_sweep_fails_a_reply_nobody_took_in_time(make_user, settings):
-    user = make_user()
-    sent = conversation_services.message_send(user=user, conversation_id=None, content="anyone?")
-    settings.CHAT_QUEUE_TIMEOUT_S = 0
-
-    async def go():
-        async with Listener(user.id, sent.conversation.id) as listener:
-            ended = await asyncio.to_thread(sweep.sweep)
-            return ended, await listener.frames()
-
-    ended, frames = asyncio.run(go())
-    stored = Message.objects.get(pk=sent.assistant_message.id)
-    assert [m.id for m in ended] == [stored.id]
-    assert (stored.status, stored.error) == ("failed", sweep.QUEUE_TIMED_OUT)
-    assert dones(frames)[0]["error"] == sweep.QUEUE_TIMED_OUT
-    assert sweep.sweep() == []  # ended once
-
-
-def test_a_reply_that_cannot_be_queued_fails_visibly(make_user, monkeypatch):
-    """The broker is unreachable when the task is sent: the reply fails with a sentence, never stays queued."""
-    from celery import current_app
-    from kombu.exceptions import OperationalError as BrokerError
-
-    def unreachable(*args, **kwargs):
-        raise BrokerError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-
-    monkeypatch.setattr(current_app, "send_task", unreachable)
-    user = make_user()
-
-    async def go():
-        async with Listener(user.id) as listener:
-            sent = await asyncio.to_thread(
-                conversation_services.message_send, user=user, conversation_id=None, content="hi"
-            )
-            return sent, await listener.frames()
-
-    sent, frames = asyncio.run(go())
-    stored = Message.objects.get(pk=sent.assistant_message.id)
-    assert (stored.status, stored.error) == ("failed", "The generation queue is unreachable; try again in a moment.")
-    # The person's group: a new conversation's first frames, and its reply's start and end (its done goes to the
-    # conversation's group, which the sending tab joins once the send returns; its watchdog finds the end there).
-    assert [f["type"] for f in frames] == ["conversation", "message", "message", "activity", "activity"]
-    assert frames[-1]["state"] == "ended" and frames[-1]["message"] == stored.id
-
-
-def test_a_lease_that_cannot_be_taken_at_the_start_still_ends_the_reply_and_lets_it_go(make_user, rt, monkeypatch):
-
-    user = make_user()
-    message = queued_reply(user)
-    heartbeat = liveness.heartbeat
-    calls = []
-
-    def blip(name, ids, tokens=None):
-        calls.append(ids)
-        if len(calls) == 1:
-            raise ConnectionError("Redis restarting")
-        return heartbeat(name, ids, tokens)
-
-    monkeypatch.setattr(liveness, "heartbeat", blip)
-    run_job(user, message, rt)
-    assert Message.objects.get(pk=message.id).status == "complete"
-    assert message.id not in rt.holding and client().get(lease_key(message.id)) is None
-
-
-def test_a_checkpoint_hitting_a_database_blip_does_not_fail_the_reply(make_user, rt, monkeypatch):
-    user = make_user()
-    message = queued_reply(user, params={"max_new_tokens": 30})
-    rt.engine.eos_ids = set()
-    monkeypatch.setattr(worker_job, "CHECKPOINT_S", 0)
-    checkpoint = reply_services.reply_checkpoint
-    calls = []
-
-    def blip(**kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            raise OperationalError("database is locked")
-        return checkpoint(**kwargs)
-
-    monkeypatch.setattr(reply_services, "reply_checkpoint", blip)
-    run_job(user, message, rt)
-    stored = Message.objects.get(pk=message.id)
-    assert len(calls) > 1 and (stored.status, stored.completion_tokens) == ("complete", 30)
 
 
 def test_a_worker_refuses_any_pool_but_threads():
