@@ -318,7 +318,9 @@ def test_the_step_profiler_refuses_to_compare_the_direct_forward_on_a_model_it_d
 
     tiny_gpt2.save_pretrained(tmp_path)
     plain_tokenizer.save_pretrained(tmp_path)
-    with pytest.raises(SystemExit) as exit:
+    # torch.enable_grad() puts back the grad mode on its way out: the tool turns gradients off for its process.
+    with torch.enable_grad(), pytest.raises(SystemExit) as exit:
         stepprof.main(["--model", str(tmp_path), "--batch", "1", "--context", "8", "--steps", "1"])
+    assert torch.is_grad_enabled()
     assert exit.value.code == 2
     assert "is not a Llama model the engine's own forward computes" in capsys.readouterr().err
