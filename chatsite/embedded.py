@@ -11,7 +11,9 @@ knew; a management command started beside it (``manage.py shell``, ``createsuper
 would talk to whatever listens on 6379 instead. The launcher records the URL, password included, in
 ``redis.url`` (0600) and removes it when it stops; settings read it when ``REDIS_URL`` is unset. The files sit
 in the Redis directory, so launchers with their own directories (the tests') never overwrite each other's.
-Django-free: the launcher writes them before settings exist.
+Its launcher: one at a time per directory (``hold_redis_dir``: a second ``make run`` in the same checkout
+would start a second server on the same append-only file). Django-free: the launcher writes them before settings
+exist.
 """
 
 from __future__ import annotations
@@ -67,3 +69,21 @@ def recorded_redis_url(redis_dir: Path) -> str | None:
         return (redis_dir / URL_FILE).read_text().strip() or None
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return None
+
+
+def hold_redis_dir(redis_dir: Path):
+    """An exclusive lock on the embedded Redis's directory for this launcher's life (the open file holds it), or
+    None when another launcher holds it: two would share one append-only file and one ``redis.url``."""
+    import fcntl
+
+    private_dir(redis_dir)
+    lock = open(redis_dir / "launcher.lock", "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock

@@ -1,5 +1,5 @@
-"""Child processes of the launcher: how each is started (tied to the launcher's life), a free port and waiting
-for one, and stopping them. Free of Django, like the launcher (``chatsite/stack.py``) that uses it."""
+"""Child processes of the launcher: how each is started (tied to the launcher's life), a free port, a port taken,
+waiting for one, and stopping them. Free of Django, like the launcher (``chatsite/stack.py``) that uses it."""
 
 from __future__ import annotations
 
@@ -35,6 +35,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_in_use(bind_address: str, port: int) -> bool:
+    """Whether another program listens on ``port`` (Daphne would fail to listen and be restarted forever, while
+    the readiness check found the other program answering)."""
+    family = socket.AF_INET6 if ":" in bind_address else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Daphne binds: a closing port is free
+        try:
+            probe.bind((bind_address, port))
+        except OSError:
+            return True
+    return False
 
 
 def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> None:

@@ -22,11 +22,19 @@ from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
 from chat.logs import json_line
-from chatsite.embedded import PASSWORD_FILE, forget_redis_url, record_redis_url, redis_config, redis_password
+from chatsite.embedded import (
+    PASSWORD_FILE,
+    forget_redis_url,
+    hold_redis_dir,
+    record_redis_url,
+    redis_config,
+    redis_password,
+)
 from chatsite.launcher_settings import ROOT, LauncherSettings, LauncherSettingsError
-from chatsite.processes import BIN, free_port, stop, wait_for_port
+from chatsite.processes import BIN, free_port, port_in_use, stop, wait_for_port
 from chatsite.processes import popen as _popen
 from chatsite.secret import local_secret_key, private_dir
+from chatsite.web import WS_MAX_MESSAGE_BYTES, daphne_args, start_daphne
 from chatsite.workers import (
     service_env,
     start_training_worker,
@@ -40,8 +48,11 @@ from chatsite.workers import (
 
 __all__ = [  # the re-exported names are part of what callers use
     "BIN",
+    "WS_MAX_MESSAGE_BYTES",
+    "daphne_args",
     "free_port",
     "service_env",
+    "start_daphne",
     "start_training_worker",
     "start_worker",
     "stop",
@@ -52,9 +63,6 @@ __all__ = [  # the re-exported names are part of what callers use
     "worker_env",
     "worker_queues",
 ]
-# Largest websocket message Daphne accepts: the app's own frame limit (64 Ki characters) in UTF-8, at most
-# 4 bytes each. Anything larger is refused by Daphne before it is buffered.
-WS_MAX_MESSAGE_BYTES = 256 * 1024
 
 
 # Restart back-off: 1 s after the first exit, doubling up to 30 s while a child keeps failing; back to 1 s once
@@ -133,47 +141,6 @@ def without_password(redis_url: str) -> str:
     """``redis_url`` as the log may show it: the password left out."""
     parts = urlsplit(redis_url)
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-
-
-def daphne_args(port: int, conf: LauncherSettings) -> list[str]:
-    """Daphne's command line: serving the ASGI app (HTTP, static files and websockets).
-
-    Keepalive pings bound what a client that stops reading can cost: it cannot answer a ping it never reads,
-    so Daphne drops it after WS_PING_INTERVAL_S + WS_PING_TIMEOUT_S instead of buffering replies for it forever.
-    With TRUSTED_PROXY, --proxy-headers: the client address (logs, throttling, METRICS_ALLOWED_IPS) and scheme
-    come from the proxy's X-Forwarded-For / X-Forwarded-Proto. Daphne believes whoever sends them, so Daphne
-    must then be reachable only by the proxy (BIND_ADDRESS on loopback or a private network).
-    With LOG_FORMAT=json, ``-v 0``: Daphne's access log is plain text that it writes to stdout itself, past
-    Python's logging; the app writes each request and socket as a JSON record instead (``chat.ops.access``).
-    Verbosity 0 changes nothing else that matters: Twisted's log is silenced at 1 already, and Django's LOGGING
-    sets the log level once the app is loaded.
-    """
-    return [
-        str(BIN / "daphne"),
-        "-b",
-        conf.bind_address,
-        "-p",
-        str(port),
-        "--websocket-max-message-size",
-        str(WS_MAX_MESSAGE_BYTES),
-        "--websocket-max-frame-size",
-        str(WS_MAX_MESSAGE_BYTES),
-        "--ping-interval",
-        conf.ws_ping_interval_s,
-        "--ping-timeout",
-        conf.ws_ping_timeout_s,
-        *(["-v", "0"] if conf.json_logs else []),
-        *(["--proxy-headers"] if conf.trusted_proxy else []),
-        "chatsite.asgi:application",
-    ]
-
-
-def start_daphne(port: int, env: dict, *, wait: bool = True, **popen) -> subprocess.Popen:
-    """Daphne (``daphne_args``) as a child."""
-    proc = _popen(daphne_args(port, LauncherSettings.from_env(env)), cwd=ROOT, env=env, **popen)
-    if wait:
-        wait_for_port(port, proc)
-    return proc
 
 
 def _redis_client(redis_url: str):
@@ -322,14 +289,34 @@ def main(argv: list[str] | None = None) -> int:
     _json_lines = conf.json_logs
     if not env.get("SECRET_KEY"):  # one machine: a key generated once, kept in var/ (settings never invent one)
         local_secret_key(Path(env.get("SECRET_KEY_FILE") or ROOT / "var" / "secret_key"))
+    lock = None if conf.redis_url else hold_redis_dir(conf.redis_dir)
+    if not conf.redis_url and lock is None:
+        say(
+            f"Another `make run` is already running with the embedded Redis in {conf.redis_dir}: stop it first "
+            "(Ctrl-C in its terminal), or give this one its own CHAT_REDIS_DIR and PORT.",
+            error=True,
+        )
+        return 2
+    if port_in_use(conf.bind_address, conf.port):
+        say(
+            f"Port {conf.port} on {conf.bind_address} is in use by another program: stop it, or start on another "
+            f"port (PORT={conf.port + 1} make run).",
+            error=True,
+        )
+        return 2
+    # Each child in its own process group: Ctrl-C in the terminal reaches this launcher alone, which stops them in
+    # order (Redis last); it would otherwise reach every child at once, Redis first among the dead, and cut off
+    # the replies being written. They still die with the launcher (processes.popen).
+    alone = {"process_group": 0}
     embedded, services = None, []
     try:
         if not conf.redis_url:
-            proc, env["REDIS_URL"] = start_redis(conf.redis_dir, log_file=conf.json_logs)
+            proc, env["REDIS_URL"] = start_redis(conf.redis_dir, log_file=conf.json_logs, **alone)
             redis_port = urlsplit(env["REDIS_URL"]).port
             # Restarted on the same port and file; the others reconnect by themselves.
             embedded = Service(
-                "redis", lambda: start_redis(conf.redis_dir, port=redis_port, wait=False, log_file=conf.json_logs)[0]
+                "redis",
+                lambda: start_redis(conf.redis_dir, port=redis_port, wait=False, log_file=conf.json_logs, **alone)[0],
             )
             embedded.run(proc)
             record_redis_url(conf.redis_dir, env["REDIS_URL"])  # for management commands run beside us
@@ -345,14 +332,14 @@ def main(argv: list[str] | None = None) -> int:
             Service(
                 (f"worker{i + 1} ({model})" if len(conf.models) > 1 else f"worker{i + 1}") if several else "worker",
                 lambda i=i, model=model: start_worker(
-                    worker_env(env, conf, i, model), name=f"inference{i + 1}" if several else "inference"
+                    worker_env(env, conf, i, model), name=f"inference{i + 1}" if several else "inference", **alone
                 ),
             )
             for i, model in enumerate(plan)
         ]
         # CHAT_TRAINING=true: one training worker beside them (its runs take turns: docs/improvement-loop.md). It
         # loads nothing at start, so nothing waits for it below.
-        trainer = Service("training worker", lambda: start_training_worker(env)) if conf.training else None
+        trainer = Service("training worker", lambda: start_training_worker(env, **alone)) if conf.training else None
         if len(conf.models) > 1:
             say("models: " + ", ".join(f"{m.name} ({m.host_workers(conf.workers)} worker(s))" for m in conf.models))
         for i, worker in enumerate(workers):
@@ -366,13 +353,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"CHAT_WORKER_GPUS names {len(conf.worker_gpus)} GPUs for {len(plan)} worker(s): "
                 f"the last {len(conf.worker_gpus) - len(plan)} stay unused (set WORKERS)"
             )
-        daphne = Service("daphne", lambda: start_daphne(conf.port, env, wait=False))
+        daphne = Service("daphne", lambda: start_daphne(conf.port, env, wait=False, **alone))
         services = [s for s in (embedded, *workers, trainer, daphne) if s is not None]
         for worker in workers:
             worker.run()
         if trainer is not None:
             trainer.run()
-        daphne.run(start_daphne(conf.port, env))
+        daphne.run(start_daphne(conf.port, env, **alone))
         for worker in workers:
             if not wait_for_worker(env["REDIS_URL"], worker.proc, name=f"{socket.gethostname()}-{worker.proc.pid}"):
                 # A worker that never got ready (no model, bad settings) would fail the same way again: say so.
@@ -393,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         if embedded is not None:
             forget_redis_url(conf.redis_dir, env["REDIS_URL"])
         stop(embedded and embedded.proc)  # last: the others may still write to it while they stop
+        if lock is not None:
+            lock.close()  # the directory is free for the next launcher once its Redis has stopped
 
 
 if __name__ == "__main__":

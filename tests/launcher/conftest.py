@@ -22,7 +22,7 @@ class Launcher:
 
     def __init__(self, env: dict, log_path: Path):
         self.log_path = log_path
-        # Its own session: at the end one killpg reaches every process it started, restarted ones included.
+        # Its own session: Ctrl-C as a terminal sends it (a SIGINT to its group) can be sent to it.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chatsite.stack"],
             cwd=stack.ROOT,
@@ -60,10 +60,16 @@ class Launcher:
         return recorded_redis_url(Path(self.env["CHAT_REDIS_DIR"]))
 
     def kill_all(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        """The launcher's group, then every child it said it started: each runs in a process group of its own
+        (they would also get SIGTERM when the launcher dies, but a test should not leave them to that)."""
+        pids = [int(pid) for pid in re.findall(r"running \(pid (\d+)\)", self.log())]
+        for kill in [lambda: os.killpg(self.proc.pid, signal.SIGKILL)] + [
+            lambda pid=pid: os.killpg(pid, signal.SIGKILL) for pid in pids
+        ]:
+            try:
+                kill()
+            except (ProcessLookupError, PermissionError):
+                pass
         self.proc.wait(10)
 
 

@@ -1,0 +1,36 @@
+"""`make run` refuses, with a sentence and before it starts anything, what would leave it half working: a port
+another program holds (Daphne would fail to listen and be restarted forever while the readiness check found the
+other program answering), and a second launcher of the same embedded Redis (two servers on one append-only file)."""
+
+import fcntl
+import socket
+
+from tests.launcher.conftest import READY
+
+
+def test_a_port_another_program_holds_is_refused_before_anything_starts(launcher_env, start_launcher):
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        launcher = start_launcher({**launcher_env, "PORT": str(port)})
+        assert launcher.proc.wait(60) == 2
+    log = launcher.log()
+    assert f"Port {port} on 127.0.0.1 is in use by another program: stop it, or start on another port" in log
+    assert "running (pid" not in log and READY not in log  # no Redis, worker or Daphne was started
+
+
+def test_a_second_launcher_of_the_same_embedded_redis_is_refused(launcher_env, start_launcher, tmp_path):
+    """The first launcher's lock stands in for it (a whole stack would take a minute to start): held, the
+    second one says so and starts nothing; let go, the directory is free again."""
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir(mode=0o700)
+    with open(redis_dir / "launcher.lock", "a+") as first:
+        fcntl.flock(first, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        second = start_launcher({**launcher_env, "CHAT_REDIS_DIR": str(redis_dir)})
+        assert second.proc.wait(60) == 2
+    log = second.log()
+    assert f"Another `make run` is already running with the embedded Redis in {redis_dir}: stop it first" in log
+    assert "running (pid" not in log and not (redis_dir / "redis.url").exists()
+    with open(redis_dir / "launcher.lock", "a+") as again:  # the refused launcher held nothing on its way out
+        fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)
