@@ -1,13 +1,30 @@
-# make run   — set up (virtualenv, packages, database, model cache) and start the whole stack
-# make test  — set up, then run the whole test suite
-# make test-fast — the suite without the live stack and the browser (minutes): the loop while you work
-# make lint  — ruff (lint and format) and the import contracts (.importlinter)
+# `make` alone (or `make help`) lists every target; `make run` sets up and starts the whole stack.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: run test test-fast lint setup bench bench-peers bench-admin migrate model chromium nginx clean
+.PHONY: help run test test-fast lint setup bench bench-peers bench-admin migrate model chromium nginx clean distclean
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make run         set up (virtualenv, packages, database, model cache) and start the whole stack"
+	@echo "                 (PORT=8001, WORKERS=2, ... : docs/settings.md); Ctrl-C stops it"
+	@echo "make test        set up, then the whole test suite (PostgreSQL and Redis from DATABASE_URL/REDIS_URL,"
+	@echo "                 else SQLite and a Redis of its own; docs/testing.md)"
+	@echo "make test-fast   the suite without the live stack and the browser: the loop while you work"
+	@echo "make lint        ruff (lint and format) and the import contracts (.importlinter)"
+	@echo "make setup       the virtualenv and its packages, and the generated secret key (var/secret_key)"
+	@echo "make migrate     set up, then the database's migrations"
+	@echo "make model       set up, then the bundled model converted into var/models (once)"
+	@echo "make chromium    Debian's Chromium for the browser tests (as root; skipped otherwise)"
+	@echo "make nginx       Debian's nginx for the proxy test (as root; skipped otherwise)"
+	@echo "make bench       the benchmarks (docs/benchmarks.md); PEERS=1 also beside llama.cpp and transformers"
+	@echo "make bench-peers this project beside llama.cpp's server and transformers serve (builds llama.cpp once)"
+	@echo "make bench-admin the review panel's page times on 100,000 messages (SQLite, then PostgreSQL)"
+	@echo "make clean       remove the virtualenv and the converted model (rebuilt by the next make run)"
+	@echo "make distclean   also remove var/: the SQLite database (every account and conversation), the secret"
+	@echo "                 key, the embedded Redis's data and trained adapters"
 
 $(VENV)/.installed: requirements.txt requirements-model.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -73,10 +90,15 @@ bench: $(VENV)/.installed-test migrate model
 bench-peers: $(VENV)/.installed-test migrate model
 	$(PY) -m chatsite.bench_peers $(PEERS_ARGS)
 
-# The review panel's page times on 100,000 messages (its own databases: var/bench-admin.sqlite3, bench_admin).
+# The review panel's page times on 100,000 messages (its own databases: var/bench-admin.sqlite3, and bench_admin
+# on the PostgreSQL server DATABASE_URL names, else postgres@127.0.0.1).
 bench-admin: setup
 	$(PY) -m chatsite.bench_admin --db sqlite
 	$(PY) -m chatsite.bench_admin --db postgres
 
+# clean keeps var/ (the SQLite database, the secret key, Redis's data, adapters): only what a setup makes again.
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var/models
+
+distclean: clean
+	rm -rf var
