@@ -218,6 +218,9 @@ AXES_FAILURE_LIMIT = env.int("CHAT_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(seconds=env.int("CHAT_LOGIN_COOLOFF_S", default=900))
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_RESET_ON_SUCCESS = False
+# Its start-up banner ("AXES: BEGIN version …") on every manage.py command and process start: off. Failures and
+# lockouts are still logged as warnings, naming the address they count by, not the username and user agent.
+AXES_VERBOSE = False
 AXES_LOCKOUT_CALLABLE = "chat.accounts.views.locked_out"
 # The address Daphne gives the request: the socket's, or with TRUSTED_PROXY the one the proxy set in
 # X-Forwarded-For; never what a client wrote in that header itself (chat/accounts/client_address.py).
