@@ -43,6 +43,33 @@ def worker_gpus(env: Mapping[str, str]) -> tuple[str, ...]:
     return gpus
 
 
+# What 0 means for each delta-pacing setting: negative is a typo, not one of these.
+_PACING = {
+    "CHAT_STREAM_FLUSH_MS": (40, "no wait between a reply's deltas"),
+    "CHAT_STREAM_DELTAS_PER_S": (None, "no bound"),
+}
+
+
+def stream_pacing(env: Mapping[str, str]) -> tuple[int, int | None]:
+    """CHAT_STREAM_FLUSH_MS and CHAT_STREAM_DELTAS_PER_S (unset: its default, None for the bound: the worker's
+    device decides), each a whole number not below 0; read here for both the launcher and settings, so a typo is
+    one sentence before anything starts rather than a traceback from every process."""
+    values = []
+    for name, (default, zero) in _PACING.items():
+        raw = (env.get(name) or "").strip()
+        if not raw:
+            values.append(default)
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            raise LauncherSettingsError(f"{name}={raw!r} is not a whole number.") from None
+        if value < 0:
+            raise LauncherSettingsError(f"{name}={value} cannot be negative: 0 means {zero}.")
+        values.append(value)
+    return values[0], values[1]
+
+
 def model_precision(env: Mapping[str, str], models: tuple[ServedModel, ...]) -> str:
     """CHAT_MODEL_PRECISION, or its older name CHAT_DTYPE while it is unset (default ``auto``), checked with each
     model's ``precision`` option against what ``load_model`` takes (inference/precision.py). A value it cannot
@@ -106,6 +133,7 @@ class LauncherSettings:
                 models, env.get("CHAT_WORKER_MODEL") or default_model, "CHAT_WORKER_MODEL"
             )
             model_precision(env, models)
+            stream_pacing(env)
         except (served.ServedModelsError, precision.PrecisionError) as exc:
             raise LauncherSettingsError(str(exc)) from None
         gpus = worker_gpus(env)

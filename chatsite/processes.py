@@ -3,6 +3,7 @@ waiting for one, and stopping them. Free of Django, like the launcher (``chatsit
 
 from __future__ import annotations
 
+import errno
 import signal
 import socket
 import subprocess
@@ -38,15 +39,19 @@ def free_port() -> int:
 
 
 def port_in_use(bind_address: str, port: int) -> bool:
-    """Whether another program listens on ``port`` (Daphne would fail to listen and be restarted forever, while
-    the readiness check found the other program answering)."""
-    family = socket.AF_INET6 if ":" in bind_address else socket.AF_INET
+    """Whether another program listens on ``port`` at ``bind_address`` (Daphne would fail to listen and be
+    restarted forever, while a readiness check found the other program answering). Another reason binding fails
+    (a privileged port, an address this machine does not have) is raised as the ``OSError`` it is."""
+    host = bind_address.strip("[]")  # Daphne takes an IPv6 address in brackets too
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Daphne binds: a closing port is free
         try:
-            probe.bind((bind_address, port))
-        except OSError:
-            return True
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
     return False
 
 

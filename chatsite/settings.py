@@ -10,7 +10,7 @@ import environ
 from chat import names, served
 from chat.store import connection_options
 from chatsite.embedded import recorded_redis_url
-from chatsite.launcher_settings import model_precision
+from chatsite.launcher_settings import LauncherSettingsError, model_precision, stream_pacing
 from chatsite.secret import (
     local_secret_key,
     private_database_file,
@@ -407,18 +407,16 @@ CHAT_ATTACHMENT_WHOLE_CHARS = env.int("CHAT_ATTACHMENT_WHOLE_CHARS", default=300
 CHAT_ATTACHMENT_PASSAGE_CHARS = env.int("CHAT_ATTACHMENT_PASSAGE_CHARS", default=800)
 CHAT_ATTACHMENT_PASSAGES = env.int("CHAT_ATTACHMENT_PASSAGES", default=4)
 CHAT_ATTACHMENT_PROMPT_CHARS = env.int("CHAT_ATTACHMENT_PROMPT_CHARS", default=6000)
-CHAT_STREAM_FLUSH_MS = env.int("CHAT_STREAM_FLUSH_MS", default=40)
-# The deltas a worker publishes per second at most, its replies together: with many replies streaming, each one's
-# interval widens to replies / this, up to 1 s (chat/worker/runtime.py). Unset: 80 on a CPU, no bound on a GPU; 0:
-# no bound.
-CHAT_STREAM_DELTAS_PER_S = env.int("CHAT_STREAM_DELTAS_PER_S", default=None)
-if CHAT_STREAM_FLUSH_MS < 0 or (CHAT_STREAM_DELTAS_PER_S or 0) < 0:
+# A reply's deltas: at most one per CHAT_STREAM_FLUSH_MS (40). CHAT_STREAM_DELTAS_PER_S: the deltas a worker
+# publishes per second at most, its replies together: with many replies streaming, each one's interval widens to
+# replies / this, up to 1 s (chat/worker/runtime.py). Unset: 80 on a CPU, no bound on a GPU; 0: no bound. Read
+# and checked with the launcher's own check (chatsite/launcher_settings.py), so a typo stops every process.
+try:
+    CHAT_STREAM_FLUSH_MS, CHAT_STREAM_DELTAS_PER_S = stream_pacing(os.environ)
+except LauncherSettingsError as exc:
     from django.core.exceptions import ImproperlyConfigured
 
-    raise ImproperlyConfigured(
-        f"CHAT_STREAM_FLUSH_MS ({CHAT_STREAM_FLUSH_MS}) and CHAT_STREAM_DELTAS_PER_S ({CHAT_STREAM_DELTAS_PER_S}) "
-        "cannot be negative: 0 means no wait between deltas and no bound on them."
-    )
+    raise ImproperlyConfigured(str(exc)) from None
 # A reply waiting for a row is told its place at most this often per reply (chat/worker/places.py).
 CHAT_QUEUE_FRAME_MS = env.int("CHAT_QUEUE_FRAME_MS", default=500)
 CHAT_STREAM_TTL_S = env.int("CHAT_STREAM_TTL_S", default=3600)

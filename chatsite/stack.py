@@ -297,31 +297,40 @@ def main(argv: list[str] | None = None) -> int:
             error=True,
         )
         return 2
-    if port_in_use(conf.bind_address, conf.port):
+    try:
+        taken = port_in_use(conf.bind_address, conf.port)
+    except OSError as exc:
+        say(f"Cannot listen on {conf.bind_address} port {conf.port}: {exc.strerror or exc}.", error=True)
+        return 2
+    if taken:
         say(
             f"Port {conf.port} on {conf.bind_address} is in use by another program: stop it, or start on another "
             f"port (PORT={conf.port + 1} make run).",
             error=True,
         )
         return 2
-    # Each child in its own process group: Ctrl-C in the terminal reaches this launcher alone, which stops them in
-    # order (Redis last); it would otherwise reach every child at once, Redis first among the dead, and cut off
-    # the replies being written. They still die with the launcher (processes.popen).
-    alone = {"process_group": 0}
     embedded, services = None, []
     try:
         if not conf.redis_url:
-            proc, env["REDIS_URL"] = start_redis(conf.redis_dir, log_file=conf.json_logs, **alone)
+            # Redis in a process group of its own, its lines in its file: Ctrl-C in the terminal (a SIGINT to the
+            # launcher's group) reaches the workers and Daphne, which stop by themselves as the launcher stops
+            # them, but not Redis, which they need until they have — it stops last. It would otherwise die with
+            # them at once and cut off the replies being written. It still dies with the launcher (processes.py).
+            alone = {"process_group": 0, "log_file": True}
+            proc, env["REDIS_URL"] = start_redis(conf.redis_dir, **alone)
             redis_port = urlsplit(env["REDIS_URL"]).port
             # Restarted on the same port and file; the others reconnect by themselves.
             embedded = Service(
                 "redis",
-                lambda: start_redis(conf.redis_dir, port=redis_port, wait=False, log_file=conf.json_logs, **alone)[0],
+                lambda: start_redis(conf.redis_dir, port=redis_port, wait=False, **alone)[0],
             )
             embedded.run(proc)
             record_redis_url(conf.redis_dir, env["REDIS_URL"])  # for management commands run beside us
             shown = without_password(env["REDIS_URL"])
-            say(f"embedded Redis on {shown} (password in {conf.redis_dir / PASSWORD_FILE})")
+            say(
+                f"embedded Redis on {shown} (password in {conf.redis_dir / PASSWORD_FILE}, "
+                f"its log in {conf.redis_dir / 'redis.log'})"
+            )
             compact_redis(env["REDIS_URL"])
         # Each worker's name and log line say which it is (and, with several models, its model: one model's
         # read as in every earlier release); torch threads: settings divide the cores by every model's workers
@@ -332,14 +341,14 @@ def main(argv: list[str] | None = None) -> int:
             Service(
                 (f"worker{i + 1} ({model})" if len(conf.models) > 1 else f"worker{i + 1}") if several else "worker",
                 lambda i=i, model=model: start_worker(
-                    worker_env(env, conf, i, model), name=f"inference{i + 1}" if several else "inference", **alone
+                    worker_env(env, conf, i, model), name=f"inference{i + 1}" if several else "inference"
                 ),
             )
             for i, model in enumerate(plan)
         ]
         # CHAT_TRAINING=true: one training worker beside them (its runs take turns: docs/improvement-loop.md). It
         # loads nothing at start, so nothing waits for it below.
-        trainer = Service("training worker", lambda: start_training_worker(env, **alone)) if conf.training else None
+        trainer = Service("training worker", lambda: start_training_worker(env)) if conf.training else None
         if len(conf.models) > 1:
             say("models: " + ", ".join(f"{m.name} ({m.host_workers(conf.workers)} worker(s))" for m in conf.models))
         for i, worker in enumerate(workers):
@@ -353,13 +362,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"CHAT_WORKER_GPUS names {len(conf.worker_gpus)} GPUs for {len(plan)} worker(s): "
                 f"the last {len(conf.worker_gpus) - len(plan)} stay unused (set WORKERS)"
             )
-        daphne = Service("daphne", lambda: start_daphne(conf.port, env, wait=False, **alone))
+        daphne = Service("daphne", lambda: start_daphne(conf.port, env, wait=False))
         services = [s for s in (embedded, *workers, trainer, daphne) if s is not None]
         for worker in workers:
             worker.run()
         if trainer is not None:
             trainer.run()
-        daphne.run(start_daphne(conf.port, env, **alone))
+        daphne.run(start_daphne(conf.port, env))
         for worker in workers:
             if not wait_for_worker(env["REDIS_URL"], worker.proc, name=f"{socket.gethostname()}-{worker.proc.pid}"):
                 # A worker that never got ready (no model, bad settings) would fail the same way again: say so.

@@ -367,8 +367,7 @@ def test_settings_refuse_negative_delta_pacing_with_a_sentence(key_file):
         out = sourced_run(
             [sys.executable, "manage.py", "check"], extra=f"SECRET_KEY_FILE={key_file}; {extra}", source=False
         )
-        assert out.returncode != 0 and "ImproperlyConfigured: CHAT_STREAM_FLUSH_MS (" in out.stderr, out.stderr
-        assert "cannot be negative: 0 means no wait between deltas and no bound on them." in out.stderr
+        assert out.returncode != 0 and f"ImproperlyConfigured: {extra} cannot be negative: 0 means " in out.stderr
 
 
 MODELS_SHOWN = (

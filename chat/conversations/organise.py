@@ -2,11 +2,13 @@
 archive, folders ("projects"), moving a conversation into one, deleting one, and bulk archive and delete from the
 sidebar's select mode.
 
-Owner-only, like every write here: an id that is not the person's is answered ``not_found`` (another person's
-ids get the same answer as ids that do not exist), and a list with one such id changes nothing. Writes use
-``update()``, which leaves ``updated_at`` alone: organising is not activity, so a pinned or moved chat keeps its
-place by date. Every change tells the person's tabs with one ``organised`` frame on commit; they reload their
-list.
+Owner-only, like every write of a person here: an id that is not the person's is answered ``not_found`` (another
+person's ids get the same answer as ids that do not exist), and a list with one such id changes nothing. Writes
+use ``update()``, which leaves ``updated_at`` alone: organising is not activity, so a pinned or moved chat keeps
+its place by date. Pin, archive, folders and moves tell the person's tabs with one ``organised`` frame on commit
+(they reload their list); a new title is a ``conversation`` frame, a deletion a ``deleted`` one. The model's
+title (``conversation_title_generated``) is the worker's write, not a person's: it checks no owner, and never
+replaces a title the person gave meanwhile.
 """
 
 from __future__ import annotations

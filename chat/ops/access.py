@@ -3,7 +3,7 @@
 socket app in ``chatsite/asgi.py``), each with the client's address and the person where known.
 
 Daphne's own access log is plain text written straight to stdout, past Python's logging, so with JSON logs the
-launcher turns it off (``-v 0``, ``chatsite/stack.py``) and these records take its place. With text logs
+launcher turns it off (``-v 0``, ``chatsite/web.py``) and these records take its place. With text logs
 Daphne keeps its own and these are not written. One access log, never two, holds for Daphne as the launcher
 starts it: ``make run``, ``python -m chatsite.stack web``, and so the systemd unit and the Procfile in deploy/,
 which run that. Daphne started by hand with JSON logs must be given ``-v 0`` too, or it writes both (the app

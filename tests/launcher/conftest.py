@@ -22,7 +22,7 @@ class Launcher:
 
     def __init__(self, env: dict, log_path: Path):
         self.log_path = log_path
-        # Its own session: Ctrl-C as a terminal sends it (a SIGINT to its group) can be sent to it.
+        # Its own session: Ctrl-C as a terminal sends it (a SIGINT to the group) can be sent to it and its children.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chatsite.stack"],
             cwd=stack.ROOT,
@@ -60,8 +60,8 @@ class Launcher:
         return recorded_redis_url(Path(self.env["CHAT_REDIS_DIR"]))
 
     def kill_all(self) -> None:
-        """The launcher's group, then every child it said it started: each runs in a process group of its own
-        (they would also get SIGTERM when the launcher dies, but a test should not leave them to that)."""
+        """The launcher's group, then every child it said it started: its Redis runs in a process group of its
+        own (it would also get SIGTERM when the launcher dies, but a test should not leave it to that)."""
         pids = [int(pid) for pid in re.findall(r"running \(pid (\d+)\)", self.log())]
         for kill in [lambda: os.killpg(self.proc.pid, signal.SIGKILL)] + [
             lambda pid=pid: os.killpg(pid, signal.SIGKILL) for pid in pids

@@ -34,3 +34,12 @@ def test_a_second_launcher_of_the_same_embedded_redis_is_refused(launcher_env, s
     assert "running (pid" not in log and not (redis_dir / "redis.url").exists()
     with open(redis_dir / "launcher.lock", "a+") as again:  # the refused launcher held nothing on its way out
         fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_a_negative_delta_pacing_setting_is_one_sentence_before_anything_starts(launcher_env, start_launcher):
+    """Read by the launcher's own check as by settings: not a traceback from each process it would start."""
+    launcher = start_launcher({**launcher_env, "CHAT_STREAM_DELTAS_PER_S": "-80"})
+    assert launcher.proc.wait(60) == 2
+    log = launcher.log()
+    assert "CHAT_STREAM_DELTAS_PER_S=-80 cannot be negative: 0 means no bound." in log
+    assert "Traceback" not in log and "running (pid" not in log

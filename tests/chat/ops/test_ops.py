@@ -213,7 +213,7 @@ def test_a_task_handed_to_a_live_workers_own_queue_is_in_the_queue_depth(client,
 def test_json_access_records_name_the_request_the_client_and_a_known_person(
     client, db, make_user, settings, django_assert_num_queries
 ):
-    """LOG_FORMAT=json: the middleware writes the access log Daphne no longer does (chatsite/stack.py, -v 0),
+    """LOG_FORMAT=json: the middleware writes the access log Daphne no longer does (chatsite/web.py, -v 0),
     through the JSON formatter; the person only when the request looked them up anyway (no extra query)."""
     import io
     import logging
