@@ -100,10 +100,14 @@ def run_start(
         **settings.CHAT_TRAINING_HYPERPARAMETERS,
         **(hyperparameters or {}),
     }
+    seed = requested.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):  # it draws the held-out split here, before any run
+        raise ChatError(
+            ErrorCode.INVALID_PARAMS,
+            _("The hyperparameter seed must be a whole number, not %(seed)r.") % {"seed": seed},
+        )
     chosen = conversations if conversations is not None else selectors.conversations_selected(base=base)
-    planned = selectors.plan(
-        chosen, heldout_share=settings.CHAT_TRAINING_HELDOUT_SHARE, seed=int(requested.get("seed", 0))
-    )
+    planned = selectors.plan(chosen, heldout_share=settings.CHAT_TRAINING_HELDOUT_SHARE, seed=seed)
     if not any(p.split == TrainingExample.Split.TRAIN and p.kind == TrainingExample.Kind.SFT for p in planned):
         raise ChatError(
             ErrorCode.NO_EXAMPLES,

@@ -21,12 +21,23 @@ from chat.models import Conversation, TrainingRun
 from chat.training import liveness, selectors, services
 
 
+# Argument types raise argparse's own error: the command then prints its usage and the sentence, not a traceback.
 def _date(text: str) -> datetime:
     try:
         day = datetime.strptime(text, "%Y-%m-%d").date()
     except ValueError:
-        raise CommandError(f"{text!r} is not a date: write it as YYYY-MM-DD.") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date: write it as YYYY-MM-DD.") from None
     return timezone.make_aware(datetime.combine(day, day_start.min))
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON ({exc.msg}): write e.g. '{{\"epochs\": 2}}'.") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object: write e.g. '{{\"epochs\": 2}}'.")
+    return value
 
 
 class Command(BaseCommand):
@@ -47,7 +58,7 @@ class Command(BaseCommand):
         selection.add_argument(
             "--without-gold", action="store_true", help="keep conversations with no gold answer (for their pairs)"
         )
-        parser.add_argument("--hyperparameters", type=json.loads, default={}, help='JSON, e.g. {"epochs": 2}')
+        parser.add_argument("--hyperparameters", type=_json_object, default={}, help='JSON, e.g. {"epochs": 2}')
         parser.add_argument("--user", help="the staff account the run is started as (default: the command line)")
         parser.add_argument("--wait", action="store_true", help="return when the run has ended (0 only if done)")
         parser.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
@@ -58,6 +69,8 @@ class Command(BaseCommand):
             actor = get_user_model().objects.filter(username=user).first()
             if actor is None:
                 raise CommandError(f"No user named {user!r}.")
+        if flags["owner"] and not get_user_model().objects.filter(username=flags["owner"]).exists():
+            raise CommandError(f"No user named {flags['owner']!r} (--owner): no conversation of theirs to select.")
         filters = {
             "model": flags["model"],
             "all_models": flags["all_models"],

@@ -94,6 +94,9 @@ def test_refusals(gold_conversations, trainer, make_user, tiny_base):
             actor=trainer, name="x", base=BASE, conversations=Conversation.objects.filter(pk=gold_conversations[0].pk)
         )
     assert err.value.code == ErrorCode.NO_EXAMPLES
+    with pytest.raises(ChatError) as err:  # the seed draws the held-out split at the start: checked there
+        services.run_start(actor=trainer, name="x", base=BASE, hyperparameters={"seed": "x"})
+    assert err.value.code == ErrorCode.INVALID_PARAMS and "seed must be a whole number, not 'x'" in err.value.detail
     services.run_start(actor=trainer, name="taken", base=BASE)
     with pytest.raises(ChatError) as err:
         services.run_start(actor=trainer, name="taken", base=BASE)
@@ -182,3 +185,23 @@ def test_the_sweep_fails_a_running_run_whose_training_worker_died(gold_conversat
     assert dead.state == State.FAILED and "training worker running it stopped" in dead.reason
     alive.refresh_from_db()
     assert alive.state == State.RUNNING
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["--since", "2026-13-01"], "argument --since: '2026-13-01' is not a date: write it as YYYY-MM-DD."),
+        (["--hyperparameters", "{bad"], "argument --hyperparameters: '{bad' is not JSON"),
+        (["--hyperparameters", "[2]"], "argument --hyperparameters: '[2]' is not a JSON object"),
+        (["--owner", "nobody"], "No user named 'nobody' (--owner): no conversation of theirs to select."),
+    ],
+)
+def test_the_command_refuses_what_it_cannot_read_with_a_sentence(gold_conversations, tiny_base, argv, said):
+    """``manage.py train_adapter``: a date, JSON or owner it cannot use is a sentence (argparse's own error, or
+    CommandError), not a traceback from inside; nothing is started."""
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError) as err:
+        call_command("train_adapter", "x", "--base", BASE, *argv)
+    assert said in str(err.value)
+    assert TrainingRun.objects.count() == 0
