@@ -28,9 +28,15 @@ def _may_train(request) -> bool:
 
 
 class StartForm(forms.ModelForm):
-    candidate = forms.ChoiceField(help_text=_("a served model or a finished adapter (<base>+<run>)"))
+    # Help texts are HTML in the admin: no angle brackets in them.
+    candidate = forms.ChoiceField(
+        help_text=_("a served model, or a finished adapter: its base model, +, its run's name")
+    )
     share = forms.FloatField(
-        min_value=0.01, max_value=1, initial=0.2, help_text=_("0.2 sends 1 in 5 new conversations")
+        min_value=0.01,
+        max_value=1,
+        initial=0.2,
+        help_text=_("from 0.01 to 1 of new conversations: 0.2 sends 1 in 5"),
     )
 
     class Meta:
@@ -45,7 +51,7 @@ class StartForm(forms.ModelForm):
 
 
 class ShareForm(forms.ModelForm):
-    share = forms.FloatField(min_value=0.01, max_value=1)
+    share = forms.FloatField(min_value=0.01, max_value=1, help_text=_("from 0.01 to 1 of new conversations"))
 
     class Meta:
         model = Experiment
@@ -92,7 +98,8 @@ class ExperimentAdmin(admin.ModelAdmin):
                 saved = services.experiment_start(
                     actor=request.user, candidate=form.cleaned_data["candidate"], share=form.cleaned_data["share"]
                 )
-            obj.pk = saved.pk
+            # The object the admin's "was added" message names: the one saved (its control is set by the service).
+            obj.pk, obj.control, obj.candidate, obj.share = saved.pk, saved.control, saved.candidate, saved.share
         except ChatError as exc:
             request.chat_refusal = exc.detail  # the request's, not this admin's: one admin serves every request
 
@@ -123,6 +130,7 @@ class ExperimentAdmin(admin.ModelAdmin):
             **(extra_context or {}),
             "arms": selectors.arms(experiment),
             "running": experiment.state == Experiment.State.RUNNING,
+            "show_save_and_add_another": False,  # one experiment runs at a time
         }
         return super().changeform_view(request, object_id, form_url, extra_context)
 

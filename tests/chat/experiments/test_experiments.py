@@ -144,15 +144,20 @@ def test_staff_without_the_permission_are_refused_and_bad_shares_explained(two_m
 def test_the_panel_starts_shows_and_promotes(two_models, trainer, make_user):
     browser = Client()
     browser.force_login(trainer)
-    page = browser.post("/admin/chat/experiment/add/", {"candidate": CANDIDATE, "share": "0.5"})
-    assert page.status_code == 302, page.content.decode()[:2000]
+    form = browser.get("/admin/chat/experiment/add/").content.decode()
+    assert "its base model, +, its run&#x27;s name" in form or "its base model, +, its run's name" in form
+    page = browser.post("/admin/chat/experiment/add/", {"candidate": CANDIDATE, "share": "0.5"}, follow=True)
+    assert page.redirect_chain and page.redirect_chain[0][1] == 302, page.content.decode()[:2000]
     experiment = Experiment.objects.get()
+    # The "was added" message names what was saved, control included (it named "… against " before).
+    assert f"{CANDIDATE} against {DEFAULT}" in page.content.decode()
     client().delete(experiment_counter_key(experiment.pk))
     alice = make_user("alice")
     for i in range(2):
         services.message_send(user=alice, conversation_id=None, content=f"q{i}")
     shown = browser.get(f"/admin/chat/experiment/{experiment.pk}/change/").content.decode()
     assert "arm-control" in shown and "arm-candidate" in shown and "Promote the candidate" in shown
+    assert "_addanother" not in shown  # one experiment runs at a time
     done = browser.post(f"/admin/chat/experiment/{experiment.pk}/change/", {"_promote": "1", "share": "0.5"})
     assert done.status_code == 302 and catalog.site_default() == CANDIDATE
 
