@@ -15,13 +15,14 @@ from django.utils.text import smart_split, unescape_string_literal
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
-from chat.admin.common import (
-    AuditedSearch,
-    ModelFilter,
-    RatingColumns,
-    ReviewerOnly,
-    TextFilter,
-    YesNoFilter,
+from chat.admin.common import AuditedSearch, RatingColumns, ReviewerOnly
+from chat.admin.conversation_filters import (
+    ConversationModelFilter,
+    GoldAnswerFilter,
+    NegativeFeedbackFilter,
+    OwnerFilter,
+    ProblemFilter,
+    ReplyModelFilter,
 )
 from chat.admin.export import ExportActions
 from chat.admin.forms import GoldAnswerForm, ReviewForm
@@ -31,46 +32,6 @@ from chat.models import AuditEvent, Conversation, Message, ReviewQueue
 from chat.review import selectors, services
 
 ReviewState = Conversation.ReviewState
-
-
-class OwnerFilter(TextFilter):
-    title = "owner (username)"
-    parameter_name = "owner"
-    lookup = "owner__username__iexact"
-
-
-class ConversationModelFilter(ModelFilter):
-    """The conversation's model: the one its next reply goes to (a switch applies from the next reply)."""
-
-    title = "model (the conversation's)"
-
-
-class ReplyModelFilter(ModelFilter):
-    """Conversations with a reply written by this model: one that switched models, or a Compare's second
-    model, is found by either (an EXISTS per row, as the search's)."""
-
-    title = "a reply by model"
-    parameter_name = "reply_model"
-
-    def queryset(self, request, queryset):
-        if not self.value():
-            return queryset
-        replies = Message.objects.filter(
-            conversation=OuterRef("pk"), role=Message.Role.ASSISTANT, model_name=self.value()
-        )
-        return queryset.filter(Exists(replies))
-
-
-class NegativeFeedbackFilter(YesNoFilter):
-    title = "negative feedback"
-    parameter_name = "negative"
-    annotation = "has_negative"
-
-
-class ProblemFilter(YesNoFilter):
-    title = "a failed or stopped reply"
-    parameter_name = "problem"
-    annotation = "has_problem"
 
 
 def origin_label(conversation: Conversation) -> str:
@@ -130,6 +91,7 @@ class ConversationAdmin(
     list_filter = (
         "review_state",
         NegativeFeedbackFilter,
+        GoldAnswerFilter,
         ProblemFilter,
         "source",
         "content_kept",

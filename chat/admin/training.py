@@ -126,6 +126,7 @@ class TrainingRunAdmin(TrainerOnly, admin.ModelAdmin):
             "workers": liveness.alive() if run.state == State.QUEUED else None,
             "evaluation": evaluation,
             "rows": rows,
+            "texts_shown": can_review(request.user),  # without it a row's words are hidden, not gone
             "means": evaluation.get("means") or {},
             "default": default,
             "current_default": current,

@@ -55,6 +55,19 @@ def test_the_conversation_list_filters_by_its_model_and_by_a_replys(people, clie
     assert listed(client_for(people.reviewer), CONVERSATIONS, query) == {ids[name] for name in expected}
 
 
+def test_the_conversation_list_filters_by_a_gold_answer(people, client_for, chats):
+    """``?gold=yes``: conversations a training run could learn from (a reviewer's gold answer on one of their
+    replies, whichever branch); ``no``: the rest."""
+    from chat.review import services as review_services
+
+    reply = Message.objects.get(content="small's answer")  # the Compare's second reply: not the shown one first
+    review_services.gold_answer_set(reviewer=people.reviewer, message_id=reply.pk, content="a better answer")
+    client = client_for(people.reviewer)
+    assert listed(client, CONVERSATIONS, "gold=yes") == {chats.compared.pk}
+    assert listed(client, CONVERSATIONS, "gold=no") == {chats.plain.pk, chats.small.pk}
+    assert "a gold answer" in client.get(CONVERSATIONS).content.decode()
+
+
 def test_the_message_list_filters_by_the_replys_own_model(people, client_for, chats):
     client = client_for(people.reviewer)
     small = set(Message.objects.filter(role="assistant", model_name=SMALL).values_list("pk", flat=True))

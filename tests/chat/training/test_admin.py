@@ -75,6 +75,9 @@ def test_a_queued_run_refreshes_and_cancels_and_a_done_run_shows_its_audited_eva
     before = AuditEvent.objects.filter(action=AuditEvent.Action.OPENED_TRANSCRIPT).count()
     page = client.get(reverse("admin:chat_trainingrun_change", args=[done.pk])).content.decode()
     assert "Evaluation on 2 held-out gold answers" in page and "What is fact number" not in page
+    # said hidden, not "conversation gone", and no link to a conversation page they may not open
+    assert "words needs the reviewer permission" in page and "conversation gone" not in page
+    assert "conversation #" not in page
     assert AuditEvent.objects.filter(action=AuditEvent.Action.OPENED_TRANSCRIPT).count() == before
     trainer.user_permissions.add(Permission.objects.get(codename="review_conversation"))
     client = _client(type(trainer).objects.get(pk=trainer.pk))
