@@ -9,6 +9,8 @@ conversation, as opening each transcript would.
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -41,11 +43,15 @@ def _duration(seconds) -> str:
 def progress_text(run: TrainingRun) -> str:
     """ "step 12/40 · loss 0.83 · 20 examples · 1 min 05 s left", or "—" before the first step."""
     p = run.progress or {}
-    if not p.get("steps"):
-        return "—"
+    if not p.get("steps"):  # no step yet: say what it waits for, not a dash
+        waiting = {State.QUEUED: "waiting for a training worker", State.RUNNING: "preparing: the base and the examples"}
+        return waiting.get(run.state, "—")
     loss = f"{p['loss']:.3f}" if isinstance(p.get("loss"), (int, float)) else "—"
     left = "" if run.state != State.RUNNING else f" · {_duration(p.get('seconds_left'))} left"
     return f"step {p.get('step')}/{p['steps']} · loss {loss} · {p.get('examples')} examples{left}"
+
+
+RECORDED = ("selection", "hyperparameters", "library_versions")
 
 
 class TrainerOnly(ReadOnly):
@@ -126,6 +132,8 @@ class TrainingRunAdmin(TrainerOnly, admin.ModelAdmin):
             "workers": liveness.alive() if run.state == State.QUEUED else None,
             "evaluation": evaluation,
             "rows": rows,
+            # the record's dictionaries as JSON (what the command line and the export write), not Python's repr
+            "record": {k: json.dumps(getattr(run, k), ensure_ascii=False, sort_keys=True) for k in RECORDED},
             "texts_shown": can_review(request.user),  # without it a row's words are hidden, not gone
             "means": evaluation.get("means") or {},
             "default": default,

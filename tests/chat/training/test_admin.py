@@ -63,6 +63,7 @@ def test_a_queued_run_refreshes_and_cancels_and_a_done_run_shows_its_audited_eva
     queued = services.run_start(actor=trainer, name="waiting", base=BASE)
     page = client.get(reverse("admin:chat_trainingrun_change", args=[queued.pk])).content.decode()
     assert 'http-equiv="refresh"' in page and "Cancel the run" in page and "No training worker is alive" in page
+    assert "waiting for a training worker — as of" in page  # what it waits for, not "— — as of"
     client.post(reverse("admin:chat_trainingrun_cancel", args=[queued.pk]), {"reason": "not now"})
     queued.refresh_from_db()
     assert queued.state == TrainingRun.State.CANCELLED and queued.reason == "Cancelled by trainer: not now"
@@ -87,6 +88,9 @@ def test_a_queued_run_refreshes_and_cancels_and_a_done_run_shows_its_audited_eva
     for example in heldout:  # each held-out question, its gold answer and both answers, with a link
         assert f"conversation #{example.conversation_ref}" in page
     assert "Fact " in page and "What is fact number" in page
+    counts_pairs = done.examples.filter(kind="preference").count()
+    assert f"held out: 2 · preference pairs: {counts_pairs}</td>" in page
+    assert "<code>{&quot;default&quot;: &quot;every conversation of tiny-base" in page  # JSON, not a repr
     opened = AuditEvent.objects.filter(action=AuditEvent.Action.OPENED_TRANSCRIPT).order_by("pk")[before:]
     assert sorted(row.conversation_id for row in opened) == sorted(e.conversation_ref for e in heldout)
     assert {row.details["page"] for row in opened} == {"training_run"}
