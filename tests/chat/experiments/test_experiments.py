@@ -198,3 +198,35 @@ def test_a_candidate_open_to_some_groups_only_cannot_be_tried_on_everyone(traine
     with pytest.raises(ChatError) as refused:
         experiment_services.experiment_start(actor=trainer, candidate="private", share=0.5)
     assert refused.value.code == ErrorCode.MODEL_NOT_FOUND and "some groups only" in refused.value.detail
+
+
+def test_a_promotion_is_undone_from_the_command_line_audited_and_refused_while_an_experiment_runs(
+    two_models, trainer, make_user
+):
+    """``manage.py promote_model``: the earlier default promoted again, without an experiment for it."""
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    from chat.models import AuditEvent
+
+    out = io.StringIO()
+    call_command("promote_model", CANDIDATE, "--user", "trainer", stdout=out)
+    assert catalog.site_default() == CANDIDATE and f"(it was {DEFAULT})" in out.getvalue()
+    call_command("promote_model", DEFAULT, "--user", "trainer", stdout=io.StringIO())  # the undo
+    assert catalog.site_default() == DEFAULT
+    promoted = AuditEvent.objects.filter(action=AuditEvent.Action.MODEL_PROMOTED).order_by("pk")
+    pairs = [(row.details["model"], row.details["was"]) for row in promoted]
+    assert pairs == [(CANDIDATE, DEFAULT), (DEFAULT, CANDIDATE)]
+    for argv, said in (
+        (["no-such-model", "--user", "trainer"], "model_not_found"),
+        ([DEFAULT, "--user", make_user("alice").username], "forbidden"),
+        ([DEFAULT, "--user", "nobody"], "No user named 'nobody'."),
+    ):
+        with pytest.raises(CommandError) as refused:
+            call_command("promote_model", *argv)
+        assert said in str(refused.value)
+    start(trainer, 0.5)
+    with pytest.raises(CommandError) as refused:
+        call_command("promote_model", CANDIDATE, "--user", "trainer")
+    assert "An experiment is running" in str(refused.value) and catalog.site_default() == DEFAULT
