@@ -110,3 +110,16 @@ def celery_say_as_json() -> None:
             pass
 
     celery_worker.safe_say = say
+
+
+class RefusalsWithoutTraceback(logging.Filter):
+    """Django logs each 403 and 404 answer with the exception's traceback (``django.request``'s warning): a
+    refusal is an answer, not a fault, and fifty lines each buried the log. The line stays; its traceback goes.
+    By the exception's class name, so this module stays free of Django."""
+
+    REFUSALS = ("PermissionDenied", "Http404", "Resolver404")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and type(record.exc_info[1]).__name__ in self.REFUSALS:
+            record.exc_info, record.exc_text = None, None
+        return True

@@ -249,3 +249,26 @@ def test_json_access_records_name_the_request_the_client_and_a_known_person(
     assert records[1]["user_id"] == alice.pk and records[1]["client"] == "127.0.0.1"
     assert "user_id" not in records[2]  # signed out by this very request
     assert all(isinstance(r["duration_ms"], float) and r["duration_ms"] >= 0 for r in records)
+
+
+def test_a_refusal_is_logged_as_a_line_without_its_traceback(client, django_user_model):
+    """Django logs each 403 with the exception's traceback; through the site's console handler it is one line."""
+    import io
+    import logging
+
+    from chat.logs import RefusalsWithoutTraceback
+
+    staff = django_user_model.objects.create_user(username="no-perms", password=None, is_staff=True)
+    client.force_login(staff)
+    handler = next(
+        h for h in logging.getLogger().handlers if any(isinstance(f, RefusalsWithoutTraceback) for f in h.filters)
+    )
+    stream = io.StringIO()
+    old = handler.setStream(stream)
+    try:
+        assert client.get("/admin/chat/conversation/").status_code == 403
+    finally:
+        handler.setStream(old)
+    said = stream.getvalue()
+    assert "Forbidden (Permission denied): /admin/chat/conversation/" in said
+    assert "Traceback" not in said and "PermissionDenied" not in said
