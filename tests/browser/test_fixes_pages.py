@@ -47,6 +47,10 @@ def superuser(transactional_db, django_user_model, reviewer_group):
     for n in range(3):
         chat = make_chat(owner, turns=2, title=f"{LONG_TITLE} {n}", model="a-model-with-a-long-name-v2-instruct")
         Feedback.objects.create(message=chat.replies[0], user=owner, rating=-1 if n else 1)
+        # as a worker writes them: the bundled model's adapter name, the host-pid worker name
+        chat.messages.filter(role="assistant").update(
+            model_name="bundled:smollm2-135m-instruct+a-run-name-of-thirty-chars", worker="vm-19414-inference2"
+        )
     for n in range(3):
         AuditEvent.objects.create(
             actor=user,
@@ -93,6 +97,14 @@ def test_the_review_panels_lists_fit_at_1280(superuser, live_server, chromium):
         expect(title).to_have_attribute("title", re.compile(rf"^{LONG_TITLE} \d$"))
         assert title.evaluate("e => e.scrollWidth > e.clientWidth")  # cut, with an ellipsis
         page.screenshot(path=str(SCREENSHOTS / f"fixes-review-list{'-dark' if dark else ''}.png"))
+
+        # The message list: sixteen columns, with a real model's and worker's names (no spaces to break at).
+        page.goto(live_server.url + "/admin/chat/message/?role__exact=assistant")
+        expect(page.locator("#result_list tbody tr")).to_have_count(6)
+        page.screenshot(path=str(SCREENSHOTS / f"fixes-message-list{'-dark' if dark else ''}.png"))
+        assert page.evaluate(HEADERS_OUTSIDE) == []
+        table, box = page.evaluate(TABLE_FITS)
+        assert table <= box, (table, box)
 
         page.goto(live_server.url + "/admin/chat/auditevent/")
         expect(page.locator("#result_list tbody tr")).to_have_count(3)
