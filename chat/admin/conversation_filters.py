@@ -4,7 +4,6 @@ reply. A filter that looks at messages is an EXISTS per row, added to the query 
 
 from __future__ import annotations
 
-from django.contrib import admin
 from django.db.models import Exists, OuterRef
 
 from chat.admin.common import ModelFilter, TextFilter, YesNoFilter
@@ -51,15 +50,12 @@ class ProblemFilter(YesNoFilter):
     annotation = "has_problem"
 
 
-class GoldAnswerFilter(admin.SimpleListFilter):
+class GoldAnswerFilter(YesNoFilter):
     """Conversations with a reviewer's gold answer on one of their replies (what a training run learns from), or
-    without one."""
+    without one: an EXISTS, not an annotation of every row."""
 
     title = "a gold answer"
     parameter_name = "gold"
-
-    def lookups(self, request, model_admin):
-        return [("yes", "Yes"), ("no", "No")]
 
     def queryset(self, request, queryset):
         if self.value() not in ("yes", "no"):
