@@ -28,3 +28,18 @@ def test_the_403_and_500_pages_share_the_look(rf: RequestFactory, db):
     failed = response.content.decode()
     assert "Something went wrong" in failed and f'href="{reverse("chat:index")}"' in failed
     assert "chat/page/chat.css" in failed and "<script" not in failed
+
+
+def test_a_staff_member_refused_a_panel_screen_is_told_which_permissions_the_panel_needs(client, django_user_model):
+    """A 403 in the review panel names what its screens need (a person refused elsewhere is told nothing of it)."""
+    staff = django_user_model.objects.create_user(username="new-staff", password=None, is_staff=True)
+    client.force_login(staff)
+    response = client.get("/admin/chat/conversation/")
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert "Not allowed" in html and "Each screen of the review panel needs its own permission" in html
+    assert "the group “reviewer” has it" in html and "the audit log a superuser" in html
+    person = django_user_model.objects.create_user(username="a-person", password=None)
+    client.force_login(person)
+    elsewhere = defaults.permission_denied(RequestFactory().get("/somewhere/"), PermissionError("no"))
+    assert "review panel" not in elsewhere.content.decode()
