@@ -23,8 +23,8 @@ from chat import events
 from chat.accounts import erasure
 from chat.conversations import selectors
 from chat.errors import ChatError, ErrorCode
-from chat.models import Conversation, Folder, Message, lock_person
-from chat.replies.services import reply_finish
+from chat.models import Conversation, Folder, lock_person
+from chat.replies.services import replies_end_for_deletion
 from chat.text import TITLE_CHARS, clean_text, title_from
 
 FOLDER_NAME_CHARS = 60
@@ -180,15 +180,7 @@ def conversation_delete(*, user, conversation_id: int) -> None:
     with transaction.atomic():
         conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
         erasure.conversations_erase([conversation.pk])  # first: it tells the replies still being written to stop
-        for message_id in Message.objects.filter(
-            conversation=conversation, status__in=Message.ACTIVE_STATUSES
-        ).values_list("pk", flat=True):
-            reply_finish(
-                message_id=message_id,
-                content=None,
-                status=Message.Status.STOPPED,
-                finish_reason=Message.FinishReason.CANCELLED,
-            )
+        replies_end_for_deletion(conversation_ids=[conversation.pk])
         conversation.delete()
         transaction.on_commit(lambda: events.notify(user.id, events.deleted_frame(conversation_id)))
 

@@ -101,6 +101,21 @@ def reply_stop(*, message: Message) -> StopOutcome:
     return StopOutcome.ALREADY_FINISHED
 
 
+def replies_end_for_deletion(*, conversation_ids: list[int]) -> None:
+    """Before conversations are deleted (by their owner or a superuser): every reply of theirs still being
+    written ends now, stopped. A queued one never starts; a streaming one's worker finds its row gone, ends
+    quietly and is still charged for what it generated (its own end finds no row to settle)."""
+    for message_id in Message.objects.filter(
+        conversation_id__in=conversation_ids, status__in=Message.ACTIVE_STATUSES
+    ).values_list("pk", flat=True):
+        reply_finish(
+            message_id=message_id,
+            content=None,
+            status=Message.Status.STOPPED,
+            finish_reason=Message.FinishReason.CANCELLED,
+        )
+
+
 def reply_model(*, message_id: int) -> str | None:
     """The model a reply is to be written by (None: no such reply)."""
     return Message.objects.filter(pk=message_id).values_list("model_name", flat=True).first()

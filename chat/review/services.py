@@ -22,7 +22,7 @@ from django.utils.translation import gettext
 from chat.accounts import erasure
 from chat.errors import ChatError, ErrorCode
 from chat.models import AuditEvent, Conversation, GoldAnswer, Message
-from chat.replies.services import StopOutcome, reply_finish, reply_stop
+from chat.replies.services import StopOutcome, replies_end_for_deletion, reply_stop
 from chat.review.dataset import KINDS
 from chat.review.selectors import id_chunks, message_counts
 from chat.text import clean_text
@@ -155,15 +155,7 @@ def conversations_delete(*, actor, conversation_ids: list[int]) -> int:
                 for r in rows
             ]
         )
-        for message_id in Message.objects.filter(
-            conversation_id__in=found, status__in=Message.ACTIVE_STATUSES
-        ).values_list("pk", flat=True):
-            reply_finish(
-                message_id=message_id,
-                content=None,
-                status=Message.Status.STOPPED,
-                finish_reason=Message.FinishReason.CANCELLED,
-            )
+        replies_end_for_deletion(conversation_ids=found)
         Conversation.objects.filter(pk__in=found).delete()
         deleted += len(rows)
     return deleted

@@ -224,8 +224,12 @@ def test_a_reply_is_charged_once_and_still_charged_when_its_chat_was_deleted_mid
     doomed = queued_reply(user, content="Another chat")
     real_finish = reply_services.reply_finish
 
-    def delete_first(**kwargs):
-        organise.conversation_delete(user=user, conversation_id=doomed.conversation_id)
+    deleted = []
+
+    def delete_first(**kwargs):  # the worker's end: the chat is deleted just before it (whose end calls this too)
+        if not deleted:
+            deleted.append(doomed.conversation_id)
+            organise.conversation_delete(user=user, conversation_id=doomed.conversation_id)
         return real_finish(**kwargs)
 
     monkeypatch.setattr(reply_services, "reply_finish", delete_first)
