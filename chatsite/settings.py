@@ -2,10 +2,12 @@
 
 import math
 import os
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from chat import names, served
 from chat.store import connection_options
@@ -25,6 +27,17 @@ VAR_DIR = private_dir(BASE_DIR / "var")
 
 env = environ.Env()
 
+
+@contextmanager
+def _settings_refused():
+    """A value the checks shared with the launcher (chatsite/launcher_settings.py, chat/served.py) refuse stops
+    every process with their sentence alone, as the launcher says it, not a traceback through this file."""
+    try:
+        yield
+    except (LauncherSettingsError, PrecisionError, served.ServedModelsError) as exc:
+        raise ImproperlyConfigured(str(exc)) from None
+
+
 # --- core ------------------------------------------------------------------------------------------
 DEBUG = env.bool("DEBUG", default=False)
 # The key comes from SECRET_KEY, else from a file (SECRET_KEY_FILE, default var/secret_key) that `make run`
@@ -35,8 +48,6 @@ SECRET_KEY_FILE = Path(env.str("SECRET_KEY_FILE", default=str(VAR_DIR / "secret_
 SECRET_KEY = env.str("SECRET_KEY", default="") or read_secret_key(SECRET_KEY_FILE) or ""
 if not SECRET_KEY:
     if not DEBUG:
-        from django.core.exceptions import ImproperlyConfigured
-
         raise ImproperlyConfigured(
             f"SECRET_KEY is not set and {SECRET_KEY_FILE} does not exist: set SECRET_KEY "
             f"(the same on every host), or create the file once with "
@@ -56,8 +67,6 @@ TRUSTED_PROXY = env.bool("TRUSTED_PROXY", default=False)
 if "CHAT_TRUSTED_PROXY_COUNT" in os.environ:
     # Removed: a deployment still setting it expects the client address from the header, and without
     # TRUSTED_PROXY would count every login failure against the proxy, locking everyone out. Say so at start.
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(
         "CHAT_TRUSTED_PROXY_COUNT is no longer read: remove it. The client address is the one Daphne gives: set "
         "TRUSTED_PROXY=true when a proxy you run (nginx, deploy/nginx/chat.conf) is the only way in and sets "
@@ -193,8 +202,6 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 # (only through an invite link staff create in the admin). chat/accounts/services.py.
 CHAT_SIGNUP = env.str("CHAT_SIGNUP", default="open")
 if CHAT_SIGNUP not in ("open", "approval", "invite"):
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(f"CHAT_SIGNUP is {CHAT_SIGNUP!r}: use open, approval or invite.")
 CHAT_INVITE_DAYS = env.int("CHAT_INVITE_DAYS", default=7)
 # Accounts one client address may make in an hour without an invite (0: no limit): every account brings its
@@ -295,7 +302,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 
 # --- chat and model --------------------------------------------------------------------------------
 # The served models (chat/served.py): CHAT_MODELS as name=spec pairs, or CHAT_MODEL alone under its own name.
-try:
+with _settings_refused():
     CHAT_SERVED_MODELS = served.parse(
         env.str("CHAT_MODELS", default=""),
         env.str("CHAT_MODEL", default="bundled:smollm2-135m-instruct"),
@@ -307,10 +314,6 @@ try:
     CHAT_WORKER_MODEL = served.default_name(
         CHAT_SERVED_MODELS, env.str("CHAT_WORKER_MODEL", default="") or CHAT_DEFAULT_MODEL, "CHAT_WORKER_MODEL"
     )
-except served.ServedModelsError as exc:
-    from django.core.exceptions import ImproperlyConfigured
-
-    raise ImproperlyConfigured(str(exc)) from None
 # The default model's name, for code and tests that speak of "the" model (its wire name in the one-model form).
 CHAT_MODEL = CHAT_DEFAULT_MODEL
 CHAT_MODEL_CACHE = Path(env.str("CHAT_MODEL_CACHE", default=str(VAR_DIR / "models")))
@@ -318,12 +321,8 @@ CHAT_DEVICE = env.str("CHAT_DEVICE", default="auto")
 # The precision workers run their model at (inference/precision.py): auto (bfloat16 on a GPU, float32 on the CPU),
 # float32, bfloat16, float16 or int8 (weight-only, torchao). CHAT_DTYPE is its older name, read while it is unset;
 # a model's `precision` option overrides both. Checked with the launcher's check, so a typo stops every process.
-try:
+with _settings_refused():
     CHAT_MODEL_PRECISION = model_precision(os.environ, CHAT_SERVED_MODELS)
-except PrecisionError as exc:
-    from django.core.exceptions import ImproperlyConfigured
-
-    raise ImproperlyConfigured(str(exc)) from None
 
 
 def _cores() -> int:
@@ -411,12 +410,8 @@ CHAT_ATTACHMENT_PROMPT_CHARS = env.int("CHAT_ATTACHMENT_PROMPT_CHARS", default=6
 # publishes per second at most, its replies together: with many replies streaming, each one's interval widens to
 # replies / this, up to 1 s (chat/worker/runtime.py). Unset: 80 on a CPU, no bound on a GPU; 0: no bound. Read
 # and checked with the launcher's own check (chatsite/launcher_settings.py), so a typo stops every process.
-try:
+with _settings_refused():
     CHAT_STREAM_FLUSH_MS, CHAT_STREAM_DELTAS_PER_S = stream_pacing(os.environ)
-except LauncherSettingsError as exc:
-    from django.core.exceptions import ImproperlyConfigured
-
-    raise ImproperlyConfigured(str(exc)) from None
 # A reply waiting for a row is told its place at most this often per reply (chat/worker/places.py).
 CHAT_QUEUE_FRAME_MS = env.int("CHAT_QUEUE_FRAME_MS", default=500)
 CHAT_STREAM_TTL_S = env.int("CHAT_STREAM_TTL_S", default=3600)
@@ -452,8 +447,6 @@ _lease_ttl = env.int("CHAT_LEASE_TTL_S", default=15)
 CHAT_REDIS_GRACE_S = env.float("CHAT_REDIS_GRACE_S", default=_lease_ttl - 2 * CHAT_HEARTBEAT_S)
 CHAT_LEASE_TTL_S = max(_lease_ttl, math.ceil(CHAT_REDIS_GRACE_S + 2 * CHAT_HEARTBEAT_S))
 if CHAT_REDIS_GRACE_S <= 0 or CHAT_HEARTBEAT_S <= 0:
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(
         f"CHAT_REDIS_GRACE_S ({CHAT_REDIS_GRACE_S}) and CHAT_HEARTBEAT_S "
         f"({CHAT_HEARTBEAT_S}) must be positive: raise CHAT_LEASE_TTL_S above two "
