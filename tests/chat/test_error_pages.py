@@ -39,7 +39,9 @@ def test_a_staff_member_refused_a_panel_screen_is_told_which_permissions_the_pan
     html = response.content.decode()
     assert "Not allowed" in html and "Each screen of the review panel needs its own permission" in html
     assert "the group “reviewer” has it" in html and "the audit log a superuser" in html
+    assert f'href="{reverse("admin:index")}"' in html  # the way back to the screens they may open
     person = django_user_model.objects.create_user(username="a-person", password=None)
     client.force_login(person)
     elsewhere = defaults.permission_denied(RequestFactory().get("/somewhere/"), PermissionError("no"))
     assert "review panel" not in elsewhere.content.decode()
+    assert reverse("admin:index") not in elsewhere.content.decode()
