@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from uuid import UUID
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Exists, OuterRef, QuerySet, Sum
 
 from chat.models import AuditEvent, Conversation, Feedback, Message
 from chat.replies.selectors import prompt_turns
@@ -81,7 +81,17 @@ def _conversations(conversation_ids: list[int]) -> list[dict]:
 
 
 def _by_conversation(messages: QuerySet, *extra: str) -> dict[int, list[dict]]:
-    rows = messages.order_by("conversation_id", "id").values(*ROW_FIELDS, *extra)
+    # A reply a reviewer stopped (review.services.reply_cancel) is known by its audit row, in the same query.
+    stopped_by_review = AuditEvent.objects.filter(
+        action=AuditEvent.Action.CANCELLED_GENERATION,
+        conversation_id=OuterRef("conversation_id"),
+        message_id=OuterRef("pk"),
+    )
+    rows = (
+        messages.order_by("conversation_id", "id")
+        .annotate(stopped_by_review=Exists(stopped_by_review))
+        .values(*ROW_FIELDS, "stopped_by_review", *extra)
+    )
     return {pk: list(group) for pk, group in groupby(rows, key=lambda row: row["conversation_id"])}
 
 
@@ -92,7 +102,16 @@ def _model(row: dict, conversation: dict) -> str | None:
 
 
 def _finished_text(row: dict) -> str | None:
-    """A reply's own text when it is a usable answer: complete, or stopped by its reader after some text."""
+    """A reply's own text when it is a usable answer: complete, or stopped by its reader after some text. A
+    reply a reviewer stopped is none: they stop one that should not go on (it can still be corrected by a gold
+    answer, and be the rejected side of a pair)."""
+    if row["status"] in (Status.COMPLETE, Status.STOPPED) and row["content"] and not row["stopped_by_review"]:
+        return row["content"]
+    return None
+
+
+def _comparable_text(row: dict) -> str | None:
+    """A reply's text when it may be a side of a pair: finished text, a reviewer's stopped reply included."""
     if row["status"] in (Status.COMPLETE, Status.STOPPED) and row["content"]:
         return row["content"]
     return None
@@ -209,7 +228,8 @@ def _compare_picks(messages: list[dict], replies: dict[int, dict]) -> list[_Cand
 def conversation_pairs(*, conversation: dict, messages: list[dict], scores: dict[int, int]) -> list[dict]:
     """The pairs of one conversation: gold answers over the replies they correct; the reply a person picked in
     a Compare over the other one; then, among replies to the same user turn, a 👍 one over an unrated or 👎
-    sibling and an unrated one over a 👎 sibling. Only finished text is compared; a pair whose texts repeat one
+    sibling and an unrated one over a 👎 sibling. Only finished text is compared, and a reply a reviewer stopped
+    is never the chosen side; a pair whose texts repeat one
     already made (same prompt, chosen, rejected) is left out, and so is one that reverses a Compare pick (the
     person chose between those two texts side by side: a rating elsewhere does not overturn it)."""
     rows = {row["id"]: row for row in messages}
@@ -217,7 +237,7 @@ def conversation_pairs(*, conversation: dict, messages: list[dict], scores: dict
     replies = {
         row["id"]: row
         for row in messages
-        if row["role"] == Message.Role.ASSISTANT and _finished_text(row) and not row["supplied"]
+        if row["role"] == Message.Role.ASSISTANT and _comparable_text(row) and not row["supplied"]
     }
     candidates = [
         _Candidate("gold", row["parent_id"], None, row["gold_answer__content"], row)
@@ -240,6 +260,8 @@ def conversation_pairs(*, conversation: dict, messages: list[dict], scores: dict
     pairs, seen, prompts = [], set(reversed_picks), {}
     for c in candidates:
         if c.chosen_text == c.rejected["content"] or c.key in seen:
+            continue
+        if c.chosen is not None and c.chosen["stopped_by_review"]:  # never learnt towards (_finished_text)
             continue
         seen.add(c.key)
         if c.parent_id not in prompts:

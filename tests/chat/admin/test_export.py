@@ -392,3 +392,30 @@ def test_an_export_reads_in_bounded_memory_and_a_fixed_number_of_queries_per_chu
     assert large < 1.5 * small, f"peak {small} bytes for 20 conversations, {large} for 200"
     # 18 more chunks, each: the stream's 4 or 5 queries, and the audit's 2 (a page of ids, one INSERT)
     assert large_queries - small_queries == 18 * ((4 if kind == "sft" else 5) + 2)
+
+
+def test_a_reply_a_reviewer_stopped_is_nothing_to_learn_from_unless_a_gold_answer_corrects_it(people):
+    """A reply stopped from the panel (Cancel generation) is no SFT target and never a pair's chosen side, even
+    when its owner liked it; as the reply a gold answer corrects it is the rejected side. Its owner's own Stop
+    keeps its text in (the ``short`` chat above)."""
+    from chat.replies import services as reply_services
+
+    chat = make_chat(people.owner, turns=2, reply_status="streaming")
+    a0, a1 = chat.replies
+    other = sibling(a1, "answer 1 other")
+    assert services.reply_cancel(actor=people.reviewer, message_ids=[a1.pk]) == {a1.pk: "stopping"}
+    reply_services.reply_finish(  # the worker's end of a stopped reply: the text so far
+        message_id=a1.pk, content="answer 1 so far", status="stopped", finish_reason="cancelled"
+    )
+    Feedback.objects.create(message=a1, user=people.owner, rating=1)
+    Feedback.objects.create(message=other, user=people.owner, rating=-1)
+    q0 = [SYSTEM, user("question <b>0</b>")]
+
+    assert dataset.sft_records(conversation_ids=[chat.pk])[0]["messages"] == q0 + [bot("answer 0")]
+    assert dataset.pair_records(conversation_ids=[chat.pk]) == []  # 👍 a1 over 👎 other: not learnt towards
+
+    GoldAnswer.objects.create(message=a1, content="gold 1", author=people.reviewer)
+    q1 = q0 + [bot("answer 0"), user("question <b>1</b>")]
+    assert dataset.sft_records(conversation_ids=[chat.pk])[0]["messages"] == q1 + [bot("gold 1")]
+    [pair] = dataset.pair_records(conversation_ids=[chat.pk])
+    assert (pair["source"], pair["chosen"], pair["rejected"]) == ("gold", [bot("gold 1")], [bot("answer 1 so far")])
