@@ -160,12 +160,44 @@ class TrainingRunAdmin(TrainerOnly, admin.ModelAdmin):
 
 
 class TrainForm(forms.Form):
-    name = forms.CharField(max_length=60, help_text=_("letters, digits, - and _; served as <base>+<name>"))
-    base = forms.ChoiceField(help_text=_("the served model the adapter adapts"))
+    name = forms.CharField(
+        label=_("Name"), max_length=60, help_text=_("letters, digits, - and _; served as <base>+<name>")
+    )
+    base = forms.ChoiceField(label=_("Base model"), help_text=_("the served model the adapter adapts"))
+    # The hyperparameters people change most (inference/training.py, Hyperparameters, has them all; the rest
+    # from the command line's --hyperparameters). Blank: this deployment's default, which the run's page records.
+    rank = forms.IntegerField(
+        label=_("LoRA rank"),
+        required=False,
+        min_value=1,
+        max_value=256,
+        help_text=_("larger learns more and makes a larger adapter"),
+    )
+    epochs = forms.IntegerField(
+        label=_("Epochs"), required=False, min_value=1, max_value=50, help_text=_("passes over the gold answers")
+    )
+    learning_rate = forms.FloatField(
+        label=_("Learning rate"), required=False, min_value=1e-6, max_value=0.1, help_text=_("of the SFT phase")
+    )
+    seed = forms.IntegerField(
+        label=_("Seed"),
+        required=False,
+        min_value=0,
+        max_value=2**31 - 1,
+        help_text=_("draws the held-out share and the training order: the same seed, the same run"),
+    )
+    HYPERPARAMETERS = ("rank", "epochs", "learning_rate", "seed")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["base"].choices = [(m.name, m.label or m.name) for m in settings.CHAT_SERVED_MODELS]
+        for name in self.HYPERPARAMETERS:  # what a blank field means, shown where it is typed
+            default = settings.CHAT_TRAINING_HYPERPARAMETERS.get(name)
+            self.fields[name].widget.attrs["placeholder"] = _("default") if default is None else str(default)
+
+    def hyperparameters(self) -> dict:
+        """The values typed in; blank ones are left to the deployment's defaults."""
+        return {name: self.cleaned_data[name] for name in self.HYPERPARAMETERS if self.cleaned_data[name] is not None}
 
 
 class TrainAction:
@@ -190,6 +222,7 @@ class TrainAction:
                         base=form.cleaned_data["base"],
                         conversations=queryset,
                         selection=selection,
+                        hyperparameters=form.hyperparameters(),
                     )
                 except ChatError as err:
                     form.add_error(None, f"{err.code}: {err.detail}")

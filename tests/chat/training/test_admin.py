@@ -6,6 +6,7 @@ conversation."""
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
@@ -49,13 +50,32 @@ def test_the_action_starts_a_run_on_the_filtered_list(gold_conversations, traine
             "apply": "1",
             "name": "from-panel",
             "base": BASE,
+            "rank": "4",
+            "learning_rate": "0.001",
+            "epochs": "",  # blank: the default
         },
     )
     run = TrainingRun.objects.get(name="from-panel")
+    assert run.hyperparameters["rank"] == 4 and run.hyperparameters["learning_rate"] == 0.001
+    assert run.hyperparameters.get("epochs") == settings.CHAT_TRAINING_HYPERPARAMETERS.get("epochs")
     assert started.status_code == 302 and started["Location"] == reverse("admin:chat_trainingrun_change", args=[run.pk])
     assert run.selection["filters"] == {"model_name": BASE} and run.selection["all_filtered"] is True
     assert run.examples.values("conversation_ref").distinct().count() == len(gold_conversations)
     assert AuditEvent.objects.filter(action=AuditEvent.Action.TRAINED, actor=trainer).count() == len(gold_conversations)
+    refused = client.post(
+        url,
+        {
+            "action": "train_adapter",
+            "index": 0,
+            "_selected_action": ids,
+            "apply": "1",
+            "name": "rank-zero",
+            "base": BASE,
+            "rank": "0",
+        },
+    )
+    assert refused.status_code == 200 and b"Ensure this value is greater than or equal to 1." in refused.content
+    assert not TrainingRun.objects.filter(name="rank-zero").exists()
 
 
 def test_a_queued_run_refreshes_and_cancels_and_a_done_run_shows_its_audited_evaluation(gold_conversations, trainer):
