@@ -22,6 +22,7 @@ leaves an ``AuditEvent``. Writes go through ``chat.review.services``; list pages
 """
 
 from django.contrib import admin as _admin
+from django.utils.translation import gettext_lazy as _
 
 from chat.admin import (  # noqa: F401  (each registers its screens)
     accounts,
@@ -41,3 +42,7 @@ from chat.admin import (  # noqa: F401  (each registers its screens)
 # No navigation column beside every page: it took 300 px of a 1280 px screen from the lists (the message list's
 # sixteen columns could not fit beside it and the filters); the index and the breadcrumbs lead everywhere.
 _admin.site.enable_nav_sidebar = False
+# The product's own name on every panel page (Django's "Django administration" told staff nothing).
+_admin.site.site_header = _("Chat · review panel")
+_admin.site.site_title = _("Review panel")
+_admin.site.index_title = _("The review panel")

@@ -72,3 +72,27 @@ def test_staff_see_the_arms_and_promote_the_candidate(trainer, live_server):
         browser.close()
     assert errors == []
     assert SiteDefault.objects.get().model_name == f"{DEFAULT}+codeword"
+
+
+def test_the_train_action_asks_for_a_name_and_the_hyperparameters_people_change(trainer, live_server, reviewer_group):
+    """A trainer who also reviews picks "Train an adapter" on the conversation list: the page asks for the run's
+    name, its base and four optional hyperparameters (blank: the default, said in each field)."""
+    user, _ = trainer
+    user.groups.add(reviewer_group)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(30_000)
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        admin_log_in(page, live_server.url, "/admin/chat/conversation/", "tess", PASSWORD)
+        page.locator("#action-toggle").check()
+        page.select_option("select[name=action]", "train_adapter")
+        page.locator("button[name=index]").click()
+        expect(page.locator("h1")).to_contain_text("Train an adapter on these conversations")
+        for name in ("name", "base", "rank", "epochs", "learning_rate", "seed"):
+            expect(page.locator(f"#id_{name}")).to_be_visible()
+        expect(page.locator("#id_rank")).to_have_attribute("placeholder", "default")
+        page.screenshot(path=str(SCREENSHOTS / "train-adapter.png"), full_page=True)
+        browser.close()
+    assert errors == []
