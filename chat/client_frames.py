@@ -41,7 +41,7 @@ class SendIn(TypedDict):
     client_id: NotRequired[ClientId | None]
     model: NotRequired[ModelName | None]
     compare: NotRequired[ModelName | None]
-    blind: NotRequired[bool | None]
+    blind: NotRequired[Flag | None]
     attachments: NotRequired[AttachmentIds | None]
 
 
@@ -249,6 +249,7 @@ _SENTENCES = {
     ErrorCode.INVALID_RATING: gettext_lazy("A rating is 1 (good) or -1 (bad), or 0 to take it back."),
     ErrorCode.INVALID_VALUE: gettext_lazy("{name} must be true or false."),
     ErrorCode.INVALID_NAME: gettext_lazy("{name} must be text."),
+    ErrorCode.MODEL_NOT_FOUND: gettext_lazy("{name} must be a model's name (text)."),
 }
 
 

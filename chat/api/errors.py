@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 
 from django.http import JsonResponse
@@ -23,6 +25,7 @@ _FROM_CHAT = {
     ErrorCode.INVALID_CONTENT: (400, "invalid_request_error", ErrorCode.INVALID_TYPE, "messages"),
     ErrorCode.INVALID_PARAMS: (400, "invalid_request_error", ErrorCode.INVALID_VALUE, None),
 }
+log = logging.getLogger(__name__)
 # How long a person over the active-reply cap waits before trying again (a short reply takes seconds).
 RETRY_AFTER_S = 2
 
@@ -77,3 +80,23 @@ class ApiError(Exception):
 def invalid(param: str, message: str, code: ErrorCode = ErrorCode.INVALID_VALUE) -> ApiError:
     """400 naming the parameter."""
     return ApiError(400, message, param=param, code=code)
+
+
+def json_errors(view):
+    """An async API view whose unforeseen failure is still OpenAI's error shape (500, ``internal``), logged with
+    its traceback: a client of /v1 parses JSON, never Django's HTML error page."""
+
+    @functools.wraps(view)
+    async def wrapped(request, *args, **kwargs):
+        try:
+            return await view(request, *args, **kwargs)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return ApiError(
+                500,
+                "Something went wrong on our side; the request was not processed.",
+                type="server_error",
+                code=ErrorCode.INTERNAL,
+            ).response()
+
+    return wrapped

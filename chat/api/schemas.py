@@ -93,7 +93,8 @@ def _turns(body: dict) -> list[dict]:
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise invalid(f"messages[{i}]", "Each message must be an object.", ErrorCode.INVALID_TYPE)
-        role = ROLES.get(message.get("role"))
+        role = message.get("role")
+        role = ROLES.get(role) if isinstance(role, str) else None
         if role is None:
             raise invalid(
                 f"messages[{i}].role",

@@ -15,7 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from chat.api import services as api_services
 from chat.api.auth import authenticate
-from chat.api.errors import ApiError
+from chat.api.errors import ApiError, json_errors
 from chat.api.follow import ReplyFollower
 from chat.api.schemas import (
     FINISH_REASONS,
@@ -50,6 +50,7 @@ async def _key(request):
 
 
 @csrf_exempt
+@json_errors
 async def models_list(request):
     """The models this key's owner may use that have a live worker now, with their context windows."""
     if request.method != "GET":
@@ -71,6 +72,7 @@ def _models_for(user, live_only: bool) -> list[dict]:
 
 
 @csrf_exempt
+@json_errors
 async def model_get(request, model_id: str):
     """One model this person may use (whether or not a worker runs it now); 404 alike for an unknown one and
     one they may not use."""
@@ -91,6 +93,7 @@ async def model_get(request, model_id: str):
 
 
 @csrf_exempt
+@json_errors
 async def chat_completions(request):
     """Store the request as an API conversation with a queued reply, then answer with the reply: whole, or
     streamed as server-sent events."""

@@ -28,3 +28,11 @@ def test_the_64_bit_bounds_themselves_are_seeds():
             ).params["seed"]
             == seed
         )
+
+
+@pytest.mark.parametrize("role", [["user"], {"a": 1}, 5, None])
+def test_a_role_that_is_not_a_string_is_refused_naming_it(role):
+    with pytest.raises(ApiError) as refused:
+        parse_completion_request({"model": MODEL, "messages": [{"role": role, "content": "hi"}]})
+    body = refused.value.body()["error"]
+    assert (refused.value.status, body["param"], body["code"]) == (400, "messages[0].role", "invalid_value")

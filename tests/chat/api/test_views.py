@@ -49,3 +49,22 @@ def test_an_adapter_that_could_not_be_served_is_503_adapter_unavailable_naming_t
         "server_error",
         sentence,
     )
+
+
+def test_an_unforeseen_failure_of_an_api_view_is_openais_error_shape_not_an_html_page(rf, caplog):
+    """A /v1 client parses JSON: a bug is a logged 500 ``internal`` in the shape of every other refusal."""
+    import json
+
+    from asgiref.sync import async_to_sync
+
+    from chat.api.errors import json_errors
+
+    @json_errors
+    async def broken(request):
+        raise TypeError("unhashable type: 'list'")
+
+    response = async_to_sync(broken)(rf.post("/v1/chat/completions"))
+    assert response.status_code == 500 and response["Content-Type"] == "application/json"
+    error = json.loads(response.content)["error"]
+    assert (error["code"], error["type"]) == ("internal", "server_error")
+    assert "unhashable" not in error["message"] and "unhashable" in caplog.text
