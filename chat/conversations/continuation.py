@@ -9,7 +9,8 @@ run like any reply (admitted, its bound reserved, settled at the end with this r
 Refused, each with ``not_continuable`` and a sentence: a reply that did not end on its length bound (finished,
 stopped, failed, or still being written), one off the shown branch, one that something follows (a message was
 sent after it: continuing would change what that message answered — regenerate or edit instead), one whose text
-is not kept (an API key that keeps no text), one whose model is no longer served. Another reply being written in
+is not kept (an API key that keeps no text), one whose model is no longer served or that its person may no longer
+use (an A/B candidate arm keeps its candidate while the experiment runs). Another reply being written in
 the conversation: ``busy``. Someone else's reply: ``not_found``, as for any message.
 """
 
@@ -22,6 +23,7 @@ from django.utils.translation import gettext as _
 from chat import events
 from chat.conversations import selectors
 from chat.errors import ChatError, ErrorCode
+from chat.experiments import assignment
 from chat.models import Conversation, Message
 from chat.replies import admission, catalog
 from chat.replies import services as reply_services
@@ -55,8 +57,15 @@ def message_continue(*, user, message_id, client_id: str | None = None) -> Messa
     reply = selectors.message_get_for_user(user=user, message_id=message_id)
     _check(reply)
     model = reply.model_name
-    if catalog.get(model) is None:
+    served = catalog.get(model)
+    if served is None:
         raise _refuse(_("The model that wrote this reply is no longer served here; regenerate it instead."))
+    # Checked as sending and regenerating check it: a person who lost a model (its group, an adapter's
+    # permission) could otherwise go on using it by continuing one reply again and again.
+    if not (catalog.may_use(user, served) or assignment.keeps_candidate(reply.conversation, model)):
+        raise _refuse(
+            _("You may no longer use the model that wrote this reply; pick another model and regenerate it.")
+        )
     size = admission.reply_size(params=reply.params, conversation=reply.conversation)
     with admission.admitted(user.pk, size, model) as admitted, transaction.atomic():
         admission.require_capacity(user.pk, admitted.allowance)

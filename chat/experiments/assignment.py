@@ -60,3 +60,14 @@ def shown_model(conversation: Conversation) -> str:
         if conversation.model_name == experiment.candidate and experiment.state == Experiment.State.RUNNING:
             return experiment.control
     return conversation.model_name
+
+
+def keeps_candidate(conversation: Conversation, model: str) -> bool:
+    """Whether ``model`` is the candidate a running experiment sent this conversation to: the person keeps it for
+    the conversation although they may not pick it."""
+    return (
+        conversation.experiment_arm == Conversation.ExperimentArm.CANDIDATE
+        and conversation.experiment_id is not None
+        and model == conversation.experiment.candidate
+        and conversation.experiment.state == Experiment.State.RUNNING
+    )

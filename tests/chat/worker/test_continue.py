@@ -175,6 +175,31 @@ def test_continue_is_refused_where_it_cannot_go_on_and_for_anyone_else(make_user
     refused(alice, other.id, ErrorCode.NOT_CONTINUABLE)
 
 
+def test_a_person_who_may_no_longer_use_the_replys_model_cannot_continue_it(make_user, rt, settings):  # noqa: F811
+    """Send and regenerate refuse a model its person lost (here: its group); Continue does too, or one cut reply
+    continued again and again would keep them on it."""
+    import json
+
+    from django.contrib.auth.models import Group
+
+    from chat import served
+
+    alice = make_user("alice")
+    researchers = Group.objects.create(name="researchers")
+    alice.groups.add(researchers)
+    reply = _cut(alice, rt)
+    name = reply.model_name
+    settings.CHAT_SERVED_MODELS = served.parse("", name, json.dumps({name: {"groups": ["researchers"]}}))
+    alice.groups.remove(researchers)
+    alice = type(alice).objects.get(pk=alice.pk)  # the groups are read afresh, as on a new request
+    caught = refused(alice, reply.id, ErrorCode.NOT_CONTINUABLE)
+    assert "no longer use the model" in caught.detail
+    assert Message.objects.get(pk=reply.id).status == "complete"  # nothing queued
+    alice.groups.add(researchers)
+    alice = type(alice).objects.get(pk=alice.pk)
+    assert continuation.message_continue(user=alice, message_id=reply.id).status == "queued"
+
+
 def test_a_continuation_is_charged_like_any_reply(make_user, rt):  # noqa: F811
     user = make_user()
     reply = _cut(user, rt)
