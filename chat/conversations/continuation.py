@@ -63,9 +63,7 @@ def message_continue(*, user, message_id, client_id: str | None = None) -> Messa
     # Checked as sending and regenerating check it: a person who lost a model (its group, an adapter's
     # permission) could otherwise go on using it by continuing one reply again and again.
     if not (catalog.may_use(user, served) or assignment.keeps_candidate(reply.conversation, model)):
-        raise _refuse(
-            _("You may no longer use the model that wrote this reply; pick another model and regenerate it.")
-        )
+        raise _refuse(_("You may no longer use the model that wrote this reply; pick another model and regenerate it."))
     size = admission.reply_size(params=reply.params, conversation=reply.conversation)
     with admission.admitted(user.pk, size, model) as admitted, transaction.atomic():
         admission.require_capacity(user.pk, admitted.allowance)
