@@ -6,10 +6,18 @@ from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ALL_VAR, ORDER_VAR, PAGE_VAR, SEARCH_VAR
+from django.db.models.constants import LOOKUP_SEP
 
 from chat.models import AuditEvent
 from chat.review import selectors
 from chat.review.services import audit_record, can_review
+
+
+# Fields of the review panel's models that hold what people wrote (or what was written to them): never filtered by
+# an address, only searched through the recorded search box.
+PEOPLES_WORDS = frozenset(
+    {"content", "title", "system_prompt", "review_note", "comment", "text", "error", "sources", "api_user", "name"}
+)
 
 
 class ReadOnly:
@@ -38,6 +46,15 @@ class ReviewerOnly(ReadOnly):
 
     def has_review_permission(self, request):
         return can_review(request.user)
+
+    def lookup_allowed(self, lookup, value, request=None):
+        """No filter on people's words from the address: Django lets any of a model's own fields be filtered by
+        the query string (``?content__icontains=…``), a search of everyone's text that the search box would
+        have recorded (``AuditedSearch``) and this would not. Refused (Django's ``DisallowedModelAdminLookup``:
+        400); the search box is the way to search words. No list filter here filters on them."""
+        if PEOPLES_WORDS.intersection(lookup.split(LOOKUP_SEP)):
+            return False
+        return super().lookup_allowed(lookup, value, request)
 
 
 class RatingColumns:

@@ -399,3 +399,28 @@ def test_turning_a_page_or_sorting_a_search_writes_no_second_row(people, client_
     assert AuditEvent.objects.latest("id").details["page"] == "conversation"  # another list: its own search
     assert client_for(people.reviewer).get(url, {"q": "secret", "p": 2}).status_code == 200  # another session
     assert AuditEvent.objects.count() == 7
+
+
+@pytest.mark.parametrize(
+    "changelist, lookup",
+    [
+        ("admin:chat_message_changelist", "content__icontains"),
+        ("admin:chat_conversation_changelist", "title__icontains"),
+        ("admin:chat_conversation_changelist", "system_prompt__contains"),
+        ("admin:chat_reviewqueue_changelist", "title__icontains"),
+        ("admin:chat_feedback_changelist", "comment__icontains"),
+        ("admin:chat_goldanswer_changelist", "content__startswith"),
+        ("admin:chat_livegeneration_changelist", "content__icontains"),
+    ],
+)
+def test_peoples_words_cannot_be_filtered_from_the_address_unrecorded(people, client_for, changelist, lookup):
+    """Django lets a list be filtered by any of its model's own fields in the query string: on people's words
+    that is a search the search box would have recorded. Refused with a sentence; nothing is read or recorded."""
+    make_chat(people.owner, title="my secret diagnosis", content="my secret {n}")
+    reviewer = client_for(people.reviewer)
+    response = reviewer.get(reverse(changelist), {lookup: "secret"})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "secret" not in html and "found with the search box (each search is recorded)" in html
+    assert not AuditEvent.objects.filter(action=AuditEvent.Action.SEARCHED).exists()
+    assert reviewer.get(reverse(changelist)).status_code == 200  # the list itself, and its filters, still open
