@@ -12,7 +12,6 @@ from chat.models import AuditEvent
 from chat.review import selectors
 from chat.review.services import audit_record, can_review
 
-
 # Fields of the review panel's models that hold what people wrote (or what was written to them): never filtered by
 # an address, only searched through the recorded search box.
 PEOPLES_WORDS = frozenset(
