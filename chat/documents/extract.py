@@ -2,7 +2,8 @@
 UTF-8, PDF with pypdf, Word (.docx) with python-docx. Every bound is checked before the work it bounds: the size
 before the file is read (the view), a .docx's unzipped size before python-docx opens it (a zip bomb never
 inflates), a PDF's page count before any page is extracted (a 10,000-page PDF is refused from its page tree),
-and the text's length and the time spent while extracting. Whatever a library raises on a malformed file
+and the text's length and the time spent while extracting — inside a PDF page operator by operator, and
+through a Word body element by element. Whatever a library raises on a malformed file
 becomes a sentence with a stable code, never an error page.
 """
 
@@ -129,6 +130,7 @@ def _pdf_pages(data: bytes, limits: Limits) -> list[str]:
             raise _too_many_pages(limits)
         started = time.monotonic()
         pages, chars = [], 0
+        watch = _PageWatch(started + limits.max_seconds, limits.max_chars)
         for number, page in enumerate(reader.pages, start=1):
             if number > limits.max_pages:
                 raise _too_many_pages(limits)
@@ -140,7 +142,11 @@ def _pdf_pages(data: bytes, limits: Limits) -> list[str]:
                     ErrorCode.FILE_UNREADABLE,
                     _("Page %(page)s of this PDF is too complex to read; attach its text instead.") % {"page": number},
                 )
-            text = page.extract_text() or ""
+            watch.chars = chars
+            try:
+                text = page.extract_text(visitor_operand_before=watch.operator, visitor_text=watch.text) or ""
+            except _PastBound as past:
+                raise past.refusal(limits) from None
             chars += len(text)
             if chars > limits.max_chars:
                 raise ChatError(
@@ -159,6 +165,40 @@ def _pdf_pages(data: bytes, limits: Limits) -> list[str]:
         raise
     except (PdfReadError, Exception):  # pypdf raises many kinds on a malformed file (ValueError, KeyError, …)
         raise _unreadable("PDF") from None
+
+
+class _PastBound(Exception):
+    def __init__(self, what: str):
+        self.what = what
+
+    def refusal(self, limits: Limits) -> ChatError:
+        if self.what == "chars":
+            return ChatError(
+                ErrorCode.FILE_TOO_LARGE,
+                _("This file holds too much text: at most %(chars)s characters.") % {"chars": f"{limits.max_chars:,}"},
+            )
+        return ChatError(
+            ErrorCode.FILE_UNREADABLE, _("Reading this PDF takes too long; attach a smaller part of it, or its text.")
+        )
+
+
+class _PageWatch:
+    """The clock and the character count *inside* a page's extraction, through pypdf's visitor callbacks: a page
+    may draw the same form (an XObject) thousands of times, each one's content read again, so a page's own
+    content stream can be tiny while reading it takes hours. Checked every operator (a clock read is ~50 ns, an
+    operator's interpretation microseconds)."""
+
+    def __init__(self, deadline: float, max_chars: int):
+        self.deadline, self.max_chars, self.chars = deadline, max_chars, 0
+
+    def operator(self, *args) -> None:
+        if time.monotonic() > self.deadline:
+            raise _PastBound("time")
+
+    def text(self, text, *args) -> None:
+        self.chars += len(text or "")
+        if self.chars > self.max_chars:
+            raise _PastBound("chars")
 
 
 def _declared_pages(reader) -> int:
@@ -197,23 +237,59 @@ def _docx_text(data: bytes, limits: Limits) -> str:
         from docx.oxml.ns import qn
 
         document = docx.Document(io.BytesIO(data))
-        # The body's XML walked once, in order, on the clock: python-docx's table API (row.cells) is quadratic in
-        # a table's size, so a small file holding a huge empty table took seconds with no bound but its size.
-        started, parts = time.monotonic(), []
-        paragraph, row, cell, text = qn("w:p"), qn("w:tr"), qn("w:tc"), qn("w:t")
-        for n, child in enumerate(document.element.body.iter(paragraph, row)):
-            if n % 256 == 0 and time.monotonic() - started > limits.max_seconds:
-                raise ChatError(
-                    ErrorCode.FILE_UNREADABLE,
-                    _("Reading this Word document takes too long; attach a smaller part of it, or its text."),
-                )
-            if child.tag == row:
-                cells = ("".join(t.text or "" for t in c.iter(text)) for c in child.iter(cell))
-                parts.append("\t".join(cells))
-            elif not any(a.tag == row for a in child.iterancestors(row)):  # a cell's paragraphs are in its row
-                parts.append("".join(t.text or "" for t in child.iter(text)))
+        return _body_text(document.element.body, limits, qn)
     except ChatError:
         raise
     except Exception:  # python-docx and lxml raise many kinds on a malformed part
         raise _unreadable(_("a Word document")) from None
+
+
+def _body_text(body, limits: Limits, qn) -> str:
+    """A Word body's text in order, each piece of text read once: paragraphs a line each, a table row its cells
+    joined by tabs (a cell's paragraphs by spaces; a table inside a cell is that cell's text). One walk of the
+    XML, start and end of each element, on the clock and counting characters as it goes: python-docx's table API
+    (row.cells) is quadratic in a table's size, and reading each cell's text under every row that holds it was
+    quadratic in tables nested in cells (a 37 KB file took 2 GB)."""
+    from lxml import etree
+
+    paragraph, row, cell, text = qn("w:p"), qn("w:tr"), qn("w:tc"), qn("w:t")
+    parts: list[str] = []
+    runs: list[list[str]] = []  # the text of each paragraph open now, innermost last
+    cells: list[list[str]] = []  # the paragraphs of each cell open now
+    rows: list[list[str]] = []  # the cells of each row open now
+    chars, deadline = 0, time.monotonic() + limits.max_seconds
+    for n, (event, element) in enumerate(etree.iterwalk(body, events=("start", "end"))):
+        if n % 64 == 0 and time.monotonic() > deadline:
+            raise ChatError(
+                ErrorCode.FILE_UNREADABLE,
+                _("Reading this Word document takes too long; attach a smaller part of it, or its text."),
+            )
+        tag = element.tag
+        if event == "start":
+            if tag == paragraph:
+                runs.append([])
+            elif tag == cell:
+                cells.append([])
+            elif tag == row:
+                rows.append([])
+            elif tag == text and runs and element.text:
+                runs[-1].append(element.text)
+                chars += len(element.text)
+                if chars > limits.max_chars:
+                    raise ChatError(
+                        ErrorCode.FILE_TOO_LARGE,
+                        _("This file holds too much text: at most %(chars)s characters.")
+                        % {"chars": f"{limits.max_chars:,}"},
+                    )
+            continue
+        if tag == paragraph and runs:
+            line = "".join(runs.pop())
+            (cells[-1] if cells else parts).append(line)
+        elif tag == cell and cells:
+            content = " ".join(p for p in cells.pop() if p)
+            if rows:
+                rows[-1].append(content)
+        elif tag == row and rows:
+            line = "\t".join(rows.pop())
+            (cells[-1] if cells else parts).append(line)
     return "\n".join(parts)

@@ -140,3 +140,52 @@ def pdf_heavy_page(operators: int = 150_000) -> bytes:
     """One page of very many tiny text operators: slow to extract (seconds), under every size bound."""
     stream = b"BT /F1 9 Tf 30 810 Td " + b"(ab) Tj 1 0 Td " * operators + b" ET"
     return pdf_bytes([], raw=[stream])
+
+
+def pdf_repeated_form(form: bytes, calls: int) -> bytes:
+    """One page that draws the same form XObject ``calls`` times: its own content stream is ``calls`` short
+    operators, while reading it reads the form's content ``calls`` times over."""
+    import zlib
+
+    packed = zlib.compress(form)
+    page_content = b"/X0 Do\n" * calls
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] "
+        b"/Resources << /Font << /F1 3 0 R >> /XObject << /X0 6 0 R >> >> /Contents 5 0 R >>",
+        f"<< /Length {len(page_content)} >>\nstream\n".encode() + page_content + b"\nendstream",
+        (
+            "<< /Type /XObject /Subtype /Form /BBox [0 0 595 842] /Resources << /Font << /F1 3 0 R >> >> "
+            f"/Filter /FlateDecode /Length {len(packed)} >>\nstream\n"
+        ).encode()
+        + packed
+        + b"\nendstream",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
+
+
+def docx_nested_tables(depth: int, text: str) -> bytes:
+    """A real .docx whose body is ``depth`` tables each inside the one cell of the one above, ``text`` in the
+    innermost cell (a few KB of file however deep)."""
+    import docx
+
+    document = docx.Document()
+    document.add_paragraph("Before the tables.")
+    cell = document.add_table(rows=1, cols=1).rows[0].cells[0]
+    for _ in range(depth - 1):
+        cell = cell.add_table(rows=1, cols=1).rows[0].cells[0]
+    cell.text = text
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()

@@ -11,10 +11,12 @@ from tests.helpers.documents import (
     FACT,
     binary_garbage,
     docx_bytes,
+    docx_nested_tables,
     docx_zip_bomb,
     pdf_bytes,
     pdf_encrypted,
     pdf_many_pages,
+    pdf_repeated_form,
 )
 
 LIMITS = extract.Limits(max_pages=300, max_chars=1_000_000, max_unzipped_bytes=50 * 1024 * 1024, max_seconds=20)
@@ -110,3 +112,51 @@ def test_chunking_cuts_at_breaks_within_the_size_and_never_across_pages():
     assert [page for page, _ in paged][0] == 1 and 2 not in [page for page, _ in paged]
     assert {page for page, _ in paged} == {1, 3}
     assert chunking.split("x" * 2000, 800) == ["x" * 800, "x" * 800, "x" * 400]  # no break: a hard cut
+
+
+def _form_reads(monkeypatch) -> list[int]:
+    """Counts pypdf's reads of a form XObject's content (one per ``Do`` drawing it)."""
+    from pypdf import PageObject
+
+    reads, read_form = [], PageObject._extract_text__xform
+
+    def counted(self, **kwargs):
+        reads.append(1)
+        return read_form(self, **kwargs)
+
+    monkeypatch.setattr(PageObject, "_extract_text__xform", counted)
+    return reads
+
+
+def test_a_tiny_pdf_drawing_one_form_again_and_again_stops_at_the_character_bound_inside_the_page(monkeypatch):
+    """The page's own content is 300 short operators; each draws a form of 100 characters. The bound is checked
+    as the text comes, not once the page is read: ~10 forms, not all 300, before the refusal."""
+    data = pdf_repeated_form(b"BT /F1 9 Tf 30 800 Td (" + b"abcdefghij" * 10 + b") Tj ET", calls=300)
+    assert len(data) < 4000
+    reads = _form_reads(monkeypatch)
+    err = refused("tiny.pdf", data, LIMITS.__class__(**{**LIMITS.__dict__, "max_chars": 1_000}))
+    assert err.code == "file_too_large"
+    assert 5 <= len(reads) <= 15
+
+
+def test_a_pdf_page_is_read_on_the_clock_operator_by_operator(monkeypatch):
+    """A page drawing a form 5,000 times (pypdf's own cap) reads its content 5,000 times: hours for a heavy form,
+    in a file of 2 KB. The clock is read while the page is being read: past the deadline nothing more is."""
+    data = pdf_repeated_form(b"BT " + b"() Tj\n" * 1000 + b" ET", calls=50)
+    reads = _form_reads(monkeypatch)
+    clock = iter([0.0] + [10_000.0] * 100_000)  # the start, then every later read is past the deadline
+    monkeypatch.setattr(extract.time, "monotonic", lambda: next(clock))
+    err = refused("slow.pdf", data)
+    assert err.code == "file_unreadable" and "takes too long" in err.detail
+    assert reads == []  # stopped at the page's first operator, before its first form
+
+
+def test_word_tables_nested_in_cells_are_read_once_each(monkeypatch):
+    """80 tables each inside the cell of the one above, 20,000 characters in the innermost: each row used to
+    join the text of every cell under it, so that text was read (and held) 80 times over."""
+    payload = "deep words " * 2000
+    data = docx_nested_tables(80, payload)
+    assert len(data) < 60_000
+    found = extract.extract("nested.docx", data, LIMITS)
+    assert found.text.count("deep words") == 2000  # once
+    assert found.text.startswith("Before the tables.\n") and len(found.text) < len(payload) + 100
