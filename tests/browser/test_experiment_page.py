@@ -3,7 +3,14 @@ arms side by side (counts and intervals) and promote the candidate; the page dra
 
 import pytest
 
-from tests.browser.chromium import CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, admin_log_in, skip_without_chromium
+from tests.browser.chromium import (
+    CHROMIUM,
+    LAUNCH_ARGS,
+    SCREENSHOTS,
+    admin_log_in,
+    new_page,
+    skip_without_chromium,
+)
 
 PASSWORD = "a-long-test-password"
 DEFAULT = "bundled:smollm2-135m-instruct"
@@ -56,12 +63,10 @@ def test_staff_see_the_arms_and_promote_the_candidate(trainer, live_server):
     from chat.models import SiteDefault
 
     user, experiment = trainer
+    errors = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(30_000)
-        errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page = new_page(browser, live_server.url, errors, timeout=30_000, viewport={"width": 1280, "height": 900})
         admin_log_in(page, live_server.url, f"/admin/chat/experiment/{experiment.pk}/change/", "tess", PASSWORD)
         expect(page.locator("table.experiment-arms tbody tr")).to_have_count(2)
         expect(page.locator("tr.arm-candidate")).to_contain_text("6 / 6 (100%, 95% 61–100%)")
@@ -79,12 +84,10 @@ def test_the_train_action_asks_for_a_name_and_the_hyperparameters_people_change(
     name, its base and four optional hyperparameters (blank: the default, said in each field)."""
     user, _ = trainer
     user.groups.add(reviewer_group)
+    errors = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(30_000)
-        errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page = new_page(browser, live_server.url, errors, timeout=30_000, viewport={"width": 1280, "height": 900})
         admin_log_in(page, live_server.url, "/admin/chat/conversation/", "tess", PASSWORD)
         page.locator("#action-toggle").check()
         page.select_option("select[name=action]", "train_adapter")

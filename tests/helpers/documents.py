@@ -68,6 +68,11 @@ def pdf_bytes(pages: list[str], raw: list[bytes] | None = None) -> bytes:
         )
         data = stream.encode("latin-1") if raw is None else raw[i]
         objects.append(f"<< /Length {len(data)} >>\nstream\n".encode() + data + b"\nendstream")
+    return _pdf_file(objects)
+
+
+def _pdf_file(objects: list[bytes]) -> bytes:
+    """These objects (1: the catalog) as a PDF file with a correct cross-reference table."""
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(objects, start=1):
@@ -163,16 +168,7 @@ def pdf_repeated_form(form: bytes, calls: int) -> bytes:
         + packed
         + b"\nendstream",
     ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    return bytes(out)
+    return _pdf_file(objects)
 
 
 def docx_nested_tables(depth: int, text: str) -> bytes:
