@@ -282,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         say("usage: python -m chatsite.stack [web|worker|training]", error=True)
         return 2
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the children too, like Ctrl-C
+    # And Ctrl-C itself, set here rather than left to Python: a launcher started in the background (`make run &`)
+    # inherits SIGINT ignored, and Python then installs no handler of its own.
+    signal.signal(signal.SIGINT, _interrupt)
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
     conf = _settings_or_exit(env)

@@ -95,7 +95,7 @@ def as_markdown(conversation: Conversation, messages: list[Message]) -> str:
             if m.sources:
                 lines += ["_Sources: " + "; ".join(_source_line(s) for s in m.sources) + "_", ""]
     for a in attachments:
-        pages = f", {a.pages} pages" if a.pages else ""
+        pages = f", {a.pages} page{'s' if a.pages != 1 else ''}" if a.pages else ""
         lines += [f"## Attached document: {a.name}", "", f"_{a.kind}, {a.size} bytes{pages}; its text:_", ""]
         lines += [_fenced(a.text), ""]
     return "\n".join(lines)

@@ -185,10 +185,14 @@ def conversation_delete(*, user, conversation_id: int) -> None:
         transaction.on_commit(lambda: events.notify(user.id, events.deleted_frame(conversation_id)))
 
 
-def conversation_title_generated(*, conversation_id: int, title: str, replacing: str) -> bool:
+def conversation_title_generated(*, conversation_id: int, title: str, replacing: str, cut: bool = False) -> bool:
     """Worker: store the model's short title unless the conversation was renamed (or deleted) meanwhile. An
-    unusable title keeps the first words. True when stored; the owner's tabs get a ``conversation`` frame."""
+    unusable title keeps the first words. ``cut``: the model stopped at the title's token bound, so its last word
+    may be half a word ("$100,0"): it goes, and an ellipsis says the title runs on. True when stored; the owner's
+    tabs get a ``conversation`` frame."""
     text = " ".join(clean_text(title).split()).strip(" \"'`*#.")
+    if cut and " " in text:
+        text = text.rsplit(" ", 1)[0].rstrip(" ,;:-–—\"'`*#") + "…"
     if not text:
         return False
     if len(text) > TITLE_CHARS:

@@ -108,6 +108,7 @@ def bounds() -> dict:
             "min": 1,
             "max": settings.CHAT_MAX_NEW_TOKENS,
             "step": 1,
-            "default": f"the model's own, else {settings.CHAT_DEFAULT_MAX_NEW_TOKENS}",
+            "default": _("the model's own length limit, or %(value)s tokens if it sets none")
+            % {"value": settings.CHAT_DEFAULT_MAX_NEW_TOKENS},
         },
     }

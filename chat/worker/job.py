@@ -129,7 +129,7 @@ def make_title(job: "ReplyJob") -> None:
             quotas.tokens_settle(job.owner, reservation, used)
         text = "".join(chunk.text for chunk in chunks if chunk.text)
         if organise.conversation_title_generated(
-            conversation_id=conversation.pk, title=text, replacing=conversation.title
+            conversation_id=conversation.pk, title=text, replacing=conversation.title, cut=finished.reason == "length"
         ):
             outcome = "stored"
     except Exception:

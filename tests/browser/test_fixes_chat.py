@@ -132,6 +132,12 @@ def test_a_phone_with_a_long_title_never_scrolls_sideways_while_a_reply_streams(
         expect(page.locator("#input")).to_have_attribute("placeholder", "Message")
         assert page.evaluate(NO_SIDEWAYS_SCROLL), page.evaluate(PAST_THE_EDGE)
 
+        # Nor a Shift key: Enter on a touch keyboard adds a line; Send sends.
+        page.fill("#input", "first line")
+        page.press("#input", "Enter")
+        expect(page.locator("#input")).to_have_value("first line\n")
+        expect(page.locator(".msg.user")).to_have_count(1)  # the conversation's own, nothing sent
+
         page.fill("#input", "Tell me about bread, in a few sentences.")
         page.locator("#send").tap()
         reply = page.locator(".msg.assistant").last

@@ -3,8 +3,12 @@ another program holds (Daphne would fail to listen and be restarted forever whil
 other program answering), and a second launcher of the same embedded Redis (two servers on one append-only file)."""
 
 import fcntl
+import signal
 import socket
 
+import pytest
+
+from chatsite import stack
 from tests.launcher.conftest import READY
 
 
@@ -43,3 +47,26 @@ def test_a_negative_delta_pacing_setting_is_one_sentence_before_anything_starts(
     log = launcher.log()
     assert "CHAT_STREAM_DELTAS_PER_S=-80 cannot be negative: 0 means no bound." in log
     assert "Traceback" not in log and "running (pid" not in log
+
+
+def test_ctrl_c_stops_a_launcher_that_was_started_with_it_ignored(monkeypatch):
+    """A launcher started in the background (`make run &`) inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt of its own: Ctrl-C sent to its group stopped only the worker, which it restarted. The
+    launcher sets its own handler before anything starts."""
+
+    class Stop(Exception):
+        pass
+
+    def stop(env):
+        raise Stop
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(stack, "_settings_or_exit", stop)  # the first step after the handlers are set
+    try:
+        with pytest.raises(Stop):
+            stack.main([])
+        assert signal.getsignal(signal.SIGINT) is stack._interrupt
+        assert signal.getsignal(signal.SIGTERM) is stack._interrupt
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])

@@ -184,8 +184,10 @@ function submit() {
 }
 
 $("composer").addEventListener("submit", (e) => { e.preventDefault(); submit(); });
+// A touch keyboard has no Shift+Enter: there Enter adds a line, and Send sends (as the placeholder says).
+const touchKeyboard = window.matchMedia("(pointer: coarse) and (hover: none)");
 $("input").addEventListener("keydown", (e) => {
-  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); submit(); }
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing && !touchKeyboard.matches) { e.preventDefault(); submit(); }
   // Up in an empty box edits the last message, as in chat apps.
   if (e.key === "ArrowUp" && !e.target.value) { e.preventDefault(); editLast(); }
 });
@@ -218,3 +220,11 @@ state.conversation = initial;
 sidebar.showActions();
 connect();
 sidebar.reload().then(() => { if (initial) openConversation(initial); });
+// Another conversation's address typed or pasted into this tab (or a link to one followed): open it, as a reload
+// would. The page's own changes of the address (replaceState) fire no hashchange.
+window.addEventListener("hashchange", () => {
+  const id = Number(location.hash.slice(1)) || null;
+  if (id === state.conversation) return;
+  if (id) openConversation(id);
+  else newChat();
+});

@@ -16,7 +16,7 @@ for (const name of FIELDS) { // bounds and defaults, from chat/conversations/par
   input.min = b.min;
   input.max = b.max;
   input.step = b.step;
-  input.placeholder = b.placeholder ?? t("model default"); // the value that applies when left empty
+  input.placeholder = b.placeholder ?? t("default"); // the value that applies when left empty
   $(`hint-${name}`).textContent = fill(t("%(min)s – %(max)s; empty: %(default)s"), b);
 }
 $("settings-privacy").textContent = $("privacy").textContent;
@@ -34,7 +34,7 @@ export function openSettings() {
   $("set-as-default-row").hidden = forNew;
   $("set-as-default").checked = false;
   fillSelect($("set-model"), forNew ? defaultModel() : s.model);
-  $("hint-model").textContent = forNew ? t("New chats start with this model.") : t("It writes from the next reply on.");
+  $("hint-model").textContent = forNew ? t("New chats start with this model.") : t("This conversation's next reply is written by this model.");
   $("set-system").value = s.system_prompt || "";
   for (const name of FIELDS) $(`set-${name}`).value = s.params?.[name] ?? "";
   dialog.showModal();

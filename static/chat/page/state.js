@@ -1,4 +1,6 @@
 // What the chat page's modules share: the page's state and URLs, element lookup, the error line next to the input.
+import { t } from "./i18n.js";
+
 export const $ = (id) => document.getElementById(id);
 
 // Every URL the page uses, rendered by the template with {% url %} into the thread's data attributes: no path is
@@ -42,7 +44,22 @@ export const state = {
 
 export function showError(text) {
   const box = $("error");
-  box.textContent = text || "";
+  box.replaceChildren();
+  if (text) {
+    const words = document.createElement("span");
+    words.textContent = text;
+    // A refusal stays until it is dismissed or the next thing succeeds: one that no longer applies (a name
+    // taken by a folder deleted since) need not sit there. The × is drawn by CSS, so the box's text is the
+    // sentence alone.
+    const dismiss = document.createElement("button");
+    dismiss.type = "button";
+    dismiss.className = "dismiss";
+    const label = t("Dismiss");
+    dismiss.title = label;
+    dismiss.setAttribute("aria-label", label);
+    dismiss.addEventListener("click", () => showError(""));
+    box.append(words, dismiss);
+  }
   box.hidden = !text;
 }
 

@@ -41,6 +41,15 @@ $("messages").addEventListener("wheel", (e) => {
   if (e.deltaY < 0) { follow = false; $("jump").hidden = false; }
 }, { passive: true });
 $("jump").addEventListener("click", () => { scrollDown(true); $("input").focus(); });
+// The button floats just above what is under the messages — the error line and the message box, whose height
+// changes (Stop, attached files, a refusal) — never behind it.
+const underMessages = new ResizeObserver(() => {
+  const error = $("error");
+  const below = $("composer").offsetHeight + (error.hidden ? 0 : error.offsetHeight + 8);
+  $("jump").style.bottom = `${below + 12}px`;
+});
+underMessages.observe($("composer"));
+underMessages.observe($("error"));
 
 // --- messages ---------------------------------------------------------------------------------------------
 export function renderMessage(m) {

@@ -167,6 +167,12 @@ def test_rename_delete_and_the_model_title_never_overwrites_a_rename(two_turns, 
     conv = first.conversation
     assert organise.conversation_title_generated(conversation_id=conv.pk, title='"Greetings."', replacing="q1")
     assert Conversation.objects.get(pk=conv.pk).title == "Greetings"
+    # Stopped at the title's token bound: the half word goes, an ellipsis says it runs on.
+    assert organise.conversation_title_generated(
+        conversation_id=conv.pk, title="The lead is Alex, and the budget is $100,0", replacing="Greetings", cut=True
+    )
+    assert Conversation.objects.get(pk=conv.pk).title == "The lead is Alex, and the budget is…"
+    Conversation.objects.filter(pk=conv.pk).update(title="Greetings")
     organise.conversation_rename(user=user, conversation_id=conv.pk, title="  Mine  ")
     assert not organise.conversation_title_generated(conversation_id=conv.pk, title="Model", replacing="Greetings")
     assert Conversation.objects.get(pk=conv.pk).title == "Mine"
