@@ -111,12 +111,18 @@ class TrainingRunAdmin(TrainerOnly, admin.ModelAdmin):
         evaluation = (run.metrics or {}).get("evaluation") or {}
         rows = []
         if evaluation.get("rows"):
-            # The held-out questions and gold answers are people's words: reviewers only (audited), figures to all.
-            texts = selectors.heldout_texts(run_id=run.pk) if can_review(request.user) else {}
+            # The held-out questions and gold answers are people's words, and so are the models' answers to them
+            # (a model often says the question again): reviewers only (audited), the figures to all.
+            may_read = can_review(request.user)
+            texts = selectors.heldout_texts(run_id=run.pk) if may_read else {}
             if texts:
                 services.heldout_read(actor=request.user, run=run)
             for row in evaluation["rows"]:
-                rows.append({**row, **texts.get(row.get("message"), {"prompt": None, "gold": None})})
+                shown = {**row, **texts.get(row.get("message"), {"prompt": None, "gold": None})}
+                if not may_read:
+                    for side in ("candidate", "base"):
+                        shown[side] = {k: v for k, v in (row.get(side) or {}).items() if k != "answer"}
+                rows.append(shown)
         default = evaluation.get("default") or {}
         current = catalog.site_default()
         context = {

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
+from django.utils.html import escape
 
 from chat.models import AuditEvent, TrainingRun
 from chat.training import services
@@ -99,6 +100,12 @@ def test_a_queued_run_refreshes_and_cancels_and_a_done_run_shows_its_audited_eva
     # said hidden, not "conversation gone", and no link to a conversation page they may not open
     assert "words needs the reviewer permission" in page and "conversation gone" not in page
     assert "conversation #" not in page
+    # nor the models' answers to those questions (a model often says the question again)
+    done.refresh_from_db()
+    rows = done.metrics["evaluation"]["rows"]
+    answers = [r[side]["answer"].strip() for r in rows for side in ("candidate", "base") if r[side]["answer"].strip()]
+    assert answers and not any(escape(a)[:40] in page for a in answers)
+    assert page.count("<em>hidden</em>") == 2 * len(rows)
     assert AuditEvent.objects.filter(action=AuditEvent.Action.OPENED_TRANSCRIPT).count() == before
     trainer.user_permissions.add(Permission.objects.get(codename="review_conversation"))
     client = _client(type(trainer).objects.get(pk=trainer.pk))
