@@ -390,6 +390,9 @@ CHAT_IMPORT_MAX_MESSAGES = env.int("CHAT_IMPORT_MAX_MESSAGES", default=20000)
 CHAT_IMPORT_MAX_DEPTH = env.int("CHAT_IMPORT_MAX_DEPTH", default=500)
 CHAT_IMPORT_MAX_TEXT_CHARS = env.int("CHAT_IMPORT_MAX_TEXT_CHARS", default=100_000)
 CHAT_IMPORTED_MESSAGES_PER_PERSON = env.int("CHAT_IMPORTED_MESSAGES_PER_PERSON", default=50_000)
+# And the UTF-8 bytes of their text (the message count alone allowed ~19 GB a person), and uploads an hour (0: none).
+CHAT_IMPORTED_BYTES_PER_PERSON = env.int("CHAT_IMPORTED_BYTES_PER_PERSON", default=200 * 1024 * 1024)
+CHAT_IMPORTS_PER_HOUR = env.int("CHAT_IMPORTS_PER_HOUR", default=10)
 # Documents attached to messages (chat/documents/, docs/chat-page.md#documents): bounds per file, message,
 # conversation and person, checked before a file is read (size) or extracted (pages); the text kept is bounded too.
 CHAT_ATTACHMENT_MAX_BYTES = env.int("CHAT_ATTACHMENT_MAX_BYTES", default=10 * 1024 * 1024)

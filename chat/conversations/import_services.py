@@ -1,33 +1,81 @@
 """The import's one write: a file's conversations stored for the person who uploaded it, every one or none (one
-transaction), within ``CHAT_IMPORTED_MESSAGES_PER_PERSON``. The file is read by ``imports.parse`` first, so a
-refused file stores nothing (docs/api.md, "Importing conversations")."""
+transaction), within ``CHAT_IMPORTED_MESSAGES_PER_PERSON`` messages and ``CHAT_IMPORTED_BYTES_PER_PERSON`` bytes of
+text, at most ``CHAT_IMPORTS_PER_HOUR`` uploads an hour, by an approved person. The file is read by
+``imports.parse`` first, so a refused file stores nothing (docs/api.md, "Importing conversations")."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Count, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+from limits import RateLimitItemPerHour
 
 from chat.conversations import imports
-from chat.errors import ErrorCode
+from chat.errors import ChatError, ErrorCode
+from chat.limits import quotas
 from chat.models import Conversation, Message, lock_person
+from chat.replies import admission
+from chat.replies.selectors import Utf8Bytes
 from chat.text import title_from
+
+
+def _upload_hit(user_id: int) -> None:
+    """One more upload in the person's hour, or a refusal: the bounds below bound what a person holds, but
+    importing and deleting again and again would keep the database writing for nothing else."""
+    n = settings.CHAT_IMPORTS_PER_HOUR
+    if n <= 0:
+        return
+    wait = quotas.window_hit(RateLimitItemPerHour(n), "imports", str(user_id))
+    if wait is None:
+        return
+    raise ChatError(
+        ErrorCode.RATE_LIMITED,
+        ngettext(
+            "You have imported %(n)s file in the last hour, the most this site allows; try again in %(wait)s.",
+            "You have imported %(n)s files in the last hour, the most this site allows; try again in %(wait)s.",
+            n,
+        )
+        % {"n": n, "wait": quotas.in_words(wait)},
+        retry_after=wait,
+    )
 
 
 def conversations_import(*, user, data: bytes) -> list[int]:
     """Store the file's conversations as the person's, marked ``source=import``, with every branch; returns their
     ids in the file's order. Assistant turns are ``supplied`` (written elsewhere, never a training target) and no
     token is charged: nothing is generated."""
+    admission.require_approved(user)  # an account awaiting approval stores nothing, as it sends nothing
+    _upload_hit(user.pk)
     plans = [p for p in imports.parse(data) if p.turns]
     if not plans:
         raise imports.refuse(ErrorCode.IMPORT_INVALID, _("The file's conversations hold no messages to import."))
     count = sum(len(p.turns) for p in plans)
+    size = sum(len(t.content.encode()) for p in plans for t in p.turns)
     now = timezone.now()
     with transaction.atomic():
-        # The person's row locked: two uploads at once cannot both pass the bound.
+        # The person's row locked: two uploads at once cannot both pass the bounds.
         lock_person(user.pk)
-        held = Message.objects.filter(conversation__owner=user, conversation__source=Conversation.Source.IMPORT).count()
+        mine = Message.objects.filter(conversation__owner=user, conversation__source=Conversation.Source.IMPORT)
+        row = mine.aggregate(n=Count("id"), size=Coalesce(Sum(Utf8Bytes("content")), 0))
+        held, held_size = row["n"], row["size"]
+        # The count alone let one account hold ~19 GB: 50,000 messages of 100,000 four-byte characters.
+        if held_size + size > settings.CHAT_IMPORTED_BYTES_PER_PERSON:
+            raise imports.refuse(
+                ErrorCode.IMPORT_LIMIT,
+                _(
+                    "Imported conversations may hold %(max)s MB of text per person; you have %(held)s MB and the "
+                    "file has %(n)s MB. Delete some imported conversations first. Nothing was imported."
+                )
+                % {
+                    "max": _mb(settings.CHAT_IMPORTED_BYTES_PER_PERSON),
+                    "held": _mb(held_size),
+                    "n": _mb(size),
+                },
+            )
         if held + count > settings.CHAT_IMPORTED_MESSAGES_PER_PERSON:
             raise imports.refuse(
                 ErrorCode.IMPORT_LIMIT,
@@ -58,6 +106,10 @@ def conversations_import(*, user, data: bytes) -> list[int]:
                 created_at=min(created, now), updated_at=min(updated, now)
             )
     return [c.pk for c in conversations]
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f}".removesuffix(".0")
 
 
 def _store_turns(plans, conversations, now) -> None:

@@ -2,16 +2,17 @@
 same tree, and hostile files refused with a sentence and a stable code while nothing is half-imported."""
 
 import json
+import threading
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from chat.conversations import conversation_settings
+from chat.conversations import conversation_settings, import_views
 from chat.conversations import services as conversation_services
 from chat.conversations.import_services import conversations_import
 from chat.errors import ChatError, ErrorCode
-from chat.models import Conversation, Message
+from chat.models import Account, Conversation, Message
 from chat.replies import services as reply_services
 
 pytestmark = pytest.mark.django_db
@@ -138,8 +139,18 @@ def test_own_export_read_back_is_the_same_tree(make_user):
     assert copied.system_prompt == original.system_prompt
 
 
-def test_the_upload_endpoint_needs_csrf_and_a_login_and_answers_json(make_user):
+@pytest.mark.django_db(transaction=True)  # the upload is stored by a thread of its own, on its own connection
+def test_the_upload_endpoint_needs_csrf_and_a_login_and_answers_json(make_user, monkeypatch):
+    """And the upload is read and stored in the import's own pool, never the thread every socket's database calls
+    share (20,000 messages took seconds there, and another person's message waited)."""
     user = make_user()
+    threads, store = [], import_views.conversations_import
+
+    def stored_where(**kwargs):
+        threads.append(threading.current_thread().name)
+        return store(**kwargs)
+
+    monkeypatch.setattr(import_views, "conversations_import", stored_where)
     client = Client(enforce_csrf_checks=True)
     upload = SimpleUploadedFile("conversations.json", as_file([chatgpt_conversation()]))
     assert client.post("/conversations/import/", {"file": upload}).status_code == 302  # to the login page
@@ -157,6 +168,7 @@ def test_the_upload_endpoint_needs_csrf_and_a_login_and_answers_json(make_user):
     upload.seek(0)
     page = client.post("/conversations/import/", {"file": upload, "csrfmiddlewaretoken": str(token)})
     assert page.status_code == 302 and page["Location"].startswith("/#")
+    assert len(threads) == 2 and all(name.startswith("import") for name in threads), threads
 
 
 def test_another_person_cannot_see_an_import(make_user):
@@ -255,6 +267,41 @@ def test_imported_messages_per_person_are_bounded(make_user, settings):
         conversations_import(user=user, data=as_file([chatgpt_conversation()]))
     assert info.value.code == ErrorCode.IMPORT_LIMIT
     assert Conversation.objects.filter(owner=user).count() == 1
+
+
+def test_the_text_imported_per_person_is_bounded_in_bytes_not_only_in_messages(make_user, settings):
+    """50,000 messages of 100,000 four-byte characters were ~19 GB for one account: the bytes are bounded too."""
+    user = make_user()
+    doc = chatgpt_conversation()
+    for n in doc["mapping"].values():
+        if n["message"]:
+            n["message"]["content"]["parts"] = ["😀" * 50_000]  # 200,000 bytes a message, 4 messages
+    settings.CHAT_IMPORTED_BYTES_PER_PERSON = 1_000_000
+    conversations_import(user=user, data=as_file([doc]))  # 800,000 bytes
+    with pytest.raises(ChatError) as info:
+        conversations_import(user=user, data=as_file([doc]))
+    assert info.value.code == ErrorCode.IMPORT_LIMIT
+    assert "1 MB of text per person; you have 0.8 MB and the file has 0.8 MB" in info.value.detail
+    assert Conversation.objects.filter(owner=user).count() == 1
+
+
+def test_imports_are_counted_per_hour_and_need_an_approved_account(make_user, settings):
+    user = make_user()
+    settings.CHAT_IMPORTS_PER_HOUR = 2
+    for _ in range(2):
+        conversations_import(user=user, data=as_file([chatgpt_conversation()]))
+    with pytest.raises(ChatError) as info:
+        conversations_import(user=user, data=as_file([chatgpt_conversation()]))
+    assert info.value.code == ErrorCode.RATE_LIMITED and info.value.retry_after > 0
+    assert "You have imported 2 files in the last hour" in info.value.detail
+    assert Conversation.objects.filter(owner=user).count() == 2
+
+    waiting = make_user("waiting")
+    Account.objects.create(user=waiting, approved_at=None)  # signed up under CHAT_SIGNUP=approval, not approved
+    with pytest.raises(ChatError) as info:
+        conversations_import(user=waiting, data=as_file([chatgpt_conversation()]))
+    assert info.value.code == ErrorCode.NOT_APPROVED
+    assert not Conversation.objects.filter(owner=waiting).exists()
 
 
 def test_the_review_panel_says_a_conversation_was_imported(make_user, reviewer_group):
