@@ -10,7 +10,9 @@ the rows go:
   ``str(obj)`` when logged (a conversation's title, a person's username) and the admin logs a deletion before it
   deletes;
 - the review panel's audit rows (``AuditEvent``) about the deleted conversations keep ids and states only: their
-  titles, owners' names, review notes and gold answers' texts go.
+  titles, owners' names, review notes and gold answers' texts go;
+- SQLite's full-text index of their documents' passages is merged once it commits, so the deleted words leave the
+  index's segments too (``chat.documents.search.index_forget_deleted``).
 
 What stays, where and for how long is in docs/security.md ("Privacy: what a deletion removes").
 """
@@ -32,7 +34,8 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from chat import events
-from chat.models import AuditEvent, Conversation, Message, TrainingRun
+from chat.documents import search
+from chat.models import Attachment, AuditEvent, Conversation, Message, TrainingRun
 from chat.names import reply_keys
 from chat.store import client
 
@@ -177,10 +180,21 @@ def conversations_erase(conversation_ids: list[int]) -> list[int]:
             "pk", flat=True
         )
 
+    documents = any(Attachment.objects.filter(conversation_id__in=ids).exists() for ids in _chunks(conversation_ids))
+
     def after_commit():
         for message_id in active:
             events.broadcast_cancel_sync(message_id)  # a worker writing one stops, and adds no more to its log
         replies_forget(replies)
+        if documents:
+            search.index_forget_deleted()
 
     transaction.on_commit(after_commit)
     return replies
+
+
+def pending_documents_forget(user_id: int) -> None:
+    """A person's files attached to no message yet go with their account: their words leave the full-text
+    index once that commits, as a deleted conversation's documents' do."""
+    if Attachment.objects.filter(owner_id=user_id, conversation__isnull=True).exists():
+        transaction.on_commit(search.index_forget_deleted)

@@ -182,6 +182,7 @@ def _words_erase(user, invites: list[int]) -> None:
         field = "owner_id" if model is ApiKey else "user_id"
         erasure.admin_log_scrub(model, model.objects.filter(**{field: user.pk}).values_list("pk", flat=True))
     erasure.audit_scrub_person(user_id=user.pk, username=user.get_username())
+    erasure.pending_documents_forget(user.pk)
 
 
 SESSION_CHUNK = 500  # keys bound per statement: far below what SQLite allows in one

@@ -60,3 +60,15 @@ def ranked_passage_ids(*, attachment_ids: list[int], question: str, limit: int) 
         else:  # no full-text search here: the documents' first passages stand in (chat/documents/prompt.py)
             return []
         return [row[0] for row in cursor.fetchall()]
+
+
+def index_forget_deleted() -> None:
+    """After passages were deleted: their words out of the full-text index itself. SQLite's FTS5 records a
+    deletion as a segment of its own that carries each deleted term, beside the segment that held it, until
+    segments are merged, so a deleted document's words stayed in the index (and the file) after its account
+    was deleted; ``optimize`` merges them now (the file's freed pages are zeroed: ``secure_delete`` is on).
+    PostgreSQL: nothing to do (a GIN index's dead entries go with vacuum, as every deleted row's do)."""
+    if connection.vendor != "sqlite":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO chat_passage_fts(chat_passage_fts) VALUES('optimize')")

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from chat import store
-from chat.documents import chunking, extract
+from chat.documents import chunking, extract, search
 from chat.errors import ChatError, ErrorCode
 from chat.models import Attachment, Message, Passage
 from chat.names import uploading_key
@@ -75,7 +75,10 @@ def attachment_admit(*, user, name: str, size: int) -> None:
     if size > settings.CHAT_ATTACHMENT_MAX_BYTES:
         raise too_large()
     extract.kind_of(name)
-    Attachment.objects.filter(owner=user, message__isnull=True, created_at__lt=timezone.now() - PENDING_KEPT).delete()
+    if Attachment.objects.filter(
+        owner=user, message__isnull=True, created_at__lt=timezone.now() - PENDING_KEPT
+    ).delete()[0]:
+        transaction.on_commit(search.index_forget_deleted)
     if Attachment.objects.filter(owner=user, message__isnull=True).count() >= settings.CHAT_ATTACHMENTS_PER_MESSAGE:
         raise _too_many_per_message()
 
@@ -125,6 +128,7 @@ def attachment_remove_pending(*, user, attachment_id: int) -> None:
     """Take back a file attached to the message being written (not yet sent)."""
     if not Attachment.objects.filter(pk=attachment_id, owner=user, message__isnull=True).delete()[0]:
         raise not_found()
+    transaction.on_commit(search.index_forget_deleted)
 
 
 def attachments_link(*, user, message: Message, attachment_ids) -> list[Attachment]:

@@ -14,6 +14,7 @@ import uuid
 import pytest
 import redis
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -273,3 +274,47 @@ def test_after_an_account_deletion_the_embedded_redis_rewrites_its_append_only_f
     assert client.exists(stream_key(Message.objects.get(content=f"answer {kept}").pk))
     text = aof.read_bytes()
     assert secret.encode() not in text and kept.encode() in text  # rewritten from the data kept
+
+
+def _index_holding(word: str) -> bool:
+    """Whether SQLite's full-text index of passages still holds ``word`` in any of its segments (its shadow
+    table), whatever a MATCH says."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT block FROM chat_passage_fts_data")
+        return any(word.encode() in bytes(block or b"") for (block,) in cursor.fetchall())
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's FTS5 index; PostgreSQL's GIN index is vacuumed")
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("how", ["its conversation", "the account", "taken back before sending"])
+def test_a_deleted_documents_words_leave_the_full_text_index_too(cast, how):
+    """FTS5 records a deletion as a segment that carries the deleted terms, beside the one that held them, until
+    segments merge: a deleted account's document stayed readable in the index (and the database file)."""
+    from chat.models import Attachment, Passage
+
+    _, alice, bob = cast
+    rare, kept = "zqxjkwvb", "plmqrtzx"  # words the porter stemmer leaves as they are
+    chat = chat_of(alice, words("gone"))
+    pending = how == "taken back before sending"
+    document = Attachment.objects.create(
+        owner=alice, conversation=None if pending else chat, name="notes.txt", kind="text", size=40, text=rare
+    )
+    Passage.objects.create(attachment=document, seq=1, text=f"The diagnosis: {rare}.")
+    bobs = Attachment.objects.create(
+        owner=bob, conversation=chat_of(bob, words("b")), name="b.txt", kind="text", size=9, text=kept
+    )
+    Passage.objects.create(attachment=bobs, seq=1, text=f"Bob's {kept}.")
+    assert _index_holding(rare) and _index_holding(kept)
+
+    if how == "its conversation":
+        organise.conversation_delete(user=alice, conversation_id=chat.pk)
+    elif how == "the account":
+        account_services.account_delete(user_id=alice.pk)
+    else:
+        from chat.documents import services as document_services
+
+        document_services.attachment_remove_pending(user=alice, attachment_id=document.pk)
+
+    assert not Passage.objects.filter(attachment_id=document.pk).exists()
+    assert not _index_holding(rare)
+    assert _index_holding(kept)  # another person's document is still found
