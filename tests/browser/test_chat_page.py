@@ -70,8 +70,8 @@ def test_sign_up_chat_and_see_the_reply_stream_in(page):
     reply.locator(".info-button").click()
     expect(box).to_have_value("")
     # The day's allowance line is read again once the reply is charged: fewer tokens left than at sign-up.
-    expect(page.locator("#quota")).not_to_contain_text("200000 of 200000")
-    left = int(page.locator("#quota").inner_text().split(" of 200000 tokens left today")[0])
+    expect(page.locator("#quota")).not_to_contain_text("200,000 of 200,000")
+    left = int(page.locator("#quota").inner_text().split(" of 200,000 tokens left today")[0].replace(",", ""))
     assert 0 < left < 200_000
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "chat.png"))

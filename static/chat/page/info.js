@@ -4,7 +4,7 @@
 // whenever its meta line is (a thumbs click, a comparison's pick), so nothing there vanishes.
 import { button } from "./state.js";
 import { label } from "./models.js";
-import { t, fill as fillText } from "./i18n.js";
+import { t, fill as fillText, language } from "./i18n.js";
 
 const ACTIVE = ["queued", "streaming"];
 
@@ -14,10 +14,11 @@ export function timeTag(m) {
   const stamp = document.createElement("time");
   stamp.className = "stamp";
   stamp.dateTime = m.created_at;
-  const clock = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  // In the page's language, as every other date of the page (the browser's own may differ).
+  const clock = when.toLocaleTimeString(language, { hour: "2-digit", minute: "2-digit" });
   const today = when.toDateString() === new Date().toDateString();
-  stamp.textContent = today ? clock : `${when.toLocaleDateString([], { month: "short", day: "numeric" })} ${clock}`;
-  stamp.title = when.toLocaleString([], { dateStyle: "full", timeStyle: "medium" });
+  stamp.textContent = today ? clock : `${when.toLocaleDateString(language, { month: "short", day: "numeric" })} ${clock}`;
+  stamp.title = when.toLocaleString(language, { dateStyle: "full", timeStyle: "medium" });
   return [stamp];
 }
 

@@ -127,7 +127,7 @@ def test_the_chat_page_and_the_quota_endpoint_show_what_is_left(person, finish, 
     )
     web = Client()
     web.force_login(alice)
-    assert "877</span> of 1000 tokens left today" in web.get(reverse("chat:index")).content.decode()
+    assert "877</span> of 1,000 tokens left today" in web.get(reverse("chat:index")).content.decode()
     body = web.get(reverse("chat:quota")).json()
     assert (body["tokens_per_day"], body["tokens_used_today"], body["tokens_left_today"]) == (1000, 123, 877)
     assert Client().get(reverse("chat:quota")).status_code == 302  # people only see their own, signed in
