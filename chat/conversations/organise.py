@@ -114,7 +114,8 @@ def _taken(name: str) -> ChatError:
 
 def folder_save(*, user, name, folder_id: int | None = None) -> Folder:
     """Make a folder (``folder_id`` None) or rename one of the person's. Names are the person's own: unique
-    among their folders (case as typed), at most ``CHAT_MAX_FOLDERS`` folders."""
+    among their folders whatever the case ("Work" and "work" would look like one folder twice; a folder's own
+    name may change case), at most ``CHAT_MAX_FOLDERS`` folders."""
     text = _folder_name(name)
     try:
         with transaction.atomic():
@@ -127,12 +128,12 @@ def folder_save(*, user, name, folder_id: int | None = None) -> Folder:
                         _("You have %(n)d folders, the most there may be; delete one first.")
                         % {"n": settings.CHAT_MAX_FOLDERS},
                     )
-                if Folder.objects.filter(owner=user, name=text).exists():
+                if Folder.objects.filter(owner=user, name__iexact=text).exists():
                     raise _taken(text)
                 folder = Folder.objects.create(owner=user, name=text)
             else:
                 folder = folder_get_for_user(user=user, folder_id=folder_id)
-                if Folder.objects.filter(owner=user, name=text).exclude(pk=folder.pk).exists():
+                if Folder.objects.filter(owner=user, name__iexact=text).exclude(pk=folder.pk).exists():
                     raise _taken(text)
                 Folder.objects.filter(pk=folder.pk).update(name=text)
                 folder.name = text

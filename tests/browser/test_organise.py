@@ -70,6 +70,19 @@ def test_pin_folders_archive_and_the_menu_by_keyboard(page, person):
     work = db(lambda: Folder.objects.get(owner=user, name="Work"))
     assert db(lambda: Conversation.objects.get(pk=beta).folder_id) == work.pk
 
+    # A name taken, whatever its case: said beside the field, the dialog kept open with what was typed.
+    page.click("#new-folder")
+    page.fill("#name-input", "work")
+    page.press("#name-input", "Enter")
+    expect(page.locator("#name-dialog")).to_be_visible()
+    assert (
+        page.locator("#name-input").evaluate("e => e.validationMessage") == "You have a folder called “work” already."
+    )
+    page.fill("#name-input", "Home")
+    page.press("#name-input", "Enter")
+    expect(page.locator("#name-dialog")).to_be_hidden()
+    expect(page.locator("section.folder", has_text="Home")).to_be_visible()
+
     # The menu by keyboard: it opens on the first item, arrows move, Escape closes it and focus goes back.
     trigger = row(page, "Gamma ideas").locator(".more-actions")
     trigger.focus()
@@ -107,7 +120,7 @@ def test_pin_folders_archive_and_the_menu_by_keyboard(page, person):
     folder.locator(".folder-head .more-actions").click()
     page.get_by_role("menuitem", name="Delete folder…", exact=True).click()
     page.click("#forget-dialog button[value=delete]")
-    expect(page.locator("section.folder")).to_have_count(0)
+    expect(page.locator("section.folder", has_text="Work")).to_have_count(0)
     expect(row(page, "Beta notes")).to_have_count(1)
     assert db(lambda: Conversation.objects.filter(owner=user).count()) == 3
 

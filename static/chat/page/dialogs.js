@@ -16,14 +16,27 @@ function ask(dialog, onClose) {
   });
 }
 
-// Resolves to the trimmed name, or null when cancelled.
-export function askName(heading, value = "", label = t("Name")) {
+// Resolves to the trimmed name, or null when cancelled. ``refusal(name)``: why a name cannot be saved ("" when it
+// can), said beside the field as it is typed; the dialog stays open on Save until it is fixed, with what was typed.
+let refusal = () => "";
+$("name-input").addEventListener("input", (e) => e.target.setCustomValidity(refusal(e.target.value.trim())));
+export function askName(heading, value = "", label = t("Name"), refuse = () => "") {
   $("name-heading").textContent = heading;
   $("name-label").textContent = label;
   $("name-input").value = value;
+  refusal = refuse;
+  $("name-input").setCustomValidity("");
   const p = ask($("name-dialog"), (how) => (how === "save" ? $("name-input").value.trim() || null : null));
   $("name-input").select();
   return p;
+}
+
+// A folder's name is the person's own once, whatever its case (the server refuses it too, from another tab).
+export function folderNameTaken(except = null) {
+  return (name) => {
+    const taken = listing.folders.some((f) => f.id !== except && f.name.toLowerCase() === name.toLowerCase());
+    return taken ? t("You have a folder called “%s” already.").replace("%s", () => name) : "";
+  };
 }
 // Each dialog's Cancel is a plain button (its one submit button is the default, so Enter saves).
 for (const b of document.querySelectorAll("dialog [data-cancel]")) {

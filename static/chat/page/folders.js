@@ -4,7 +4,7 @@
 import { $, urls } from "./state.js";
 import { send } from "./socket.js";
 import { listing, listParams, redraw, store, t } from "./listing.js";
-import { askName } from "./dialogs.js";
+import { askName, folderNameTaken } from "./dialogs.js";
 import { folderMenu } from "./menu.js";
 import { rowFor } from "./rows.js";
 
@@ -123,6 +123,6 @@ export function forget(id) {
 }
 
 $("new-folder").addEventListener("click", async () => {
-  const name = await askName(t("New folder"), "");
+  const name = await askName(t("New folder"), "", t("Name"), folderNameTaken());
   if (name) send({ type: "folder", name });
 });

@@ -5,7 +5,7 @@
 import { showError, urls, conversationUrl } from "./state.js";
 import { send } from "./socket.js";
 import { t } from "./listing.js";
-import { askFolder, askName, confirmDelete } from "./dialogs.js";
+import { askFolder, askName, confirmDelete, folderNameTaken } from "./dialogs.js";
 
 let open = null; // {menu, trigger}
 
@@ -114,7 +114,7 @@ export function conversationMenu(trigger, c) {
 export function folderMenu(trigger, folder) {
   showMenu(trigger, t("Actions for folder %s").replace("%s", () => folder.name), [
     { label: t("Rename folder…"), run: async () => {
-      const name = await askName(t("Rename folder"), folder.name);
+      const name = await askName(t("Rename folder"), folder.name, t("Name"), folderNameTaken(folder.id));
       if (name && name !== folder.name) send({ type: "folder", folder: folder.id, name });
     } },
     { label: t("Delete folder…"), danger: true, run: async () => {

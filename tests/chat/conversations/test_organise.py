@@ -96,10 +96,14 @@ def test_folder_names_are_unique_per_person_and_bounded(make_user, settings):
     with pytest.raises(ChatError) as taken:
         organise.folder_save(user=user, name="Work")
     assert taken.value.code == "name_taken" and "Work" in taken.value.detail
+    with pytest.raises(ChatError) as taken:  # whatever the case: "Work" and "work" would look like one twice
+        organise.folder_save(user=user, name="WORK")
+    assert taken.value.code == "name_taken"
     home = organise.folder_save(user=user, name="Home")
     with pytest.raises(ChatError) as renamed:
-        organise.folder_save(user=user, folder_id=home.pk, name="Work")
+        organise.folder_save(user=user, folder_id=home.pk, name="work")
     assert renamed.value.code == "name_taken"
+    assert organise.folder_save(user=user, folder_id=home.pk, name="HOME").name == "HOME"  # its own, in capitals
     with pytest.raises(ChatError) as full:
         organise.folder_save(user=user, name="Third")
     assert full.value.code == "too_many_folders" and "2" in full.value.detail
