@@ -56,7 +56,8 @@ def context_page(browser, base, errors, cookie=None, expected=(), **options):
         browser, base, errors, cookie=cookie, expected=("/ws/chat/' failed", *expected), timeout=30_000, **options
     )
     page.dialogs = []
-    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    page.dismiss_dialogs = lambda d: (page.dialogs.append(d.message), d.dismiss())  # an alert() would be XSS
+    page.on("dialog", page.dismiss_dialogs)
     return page
 
 
@@ -129,6 +130,17 @@ def test_share_open_logged_out_and_revoke(transactional_db, live_server, make_us
         expect(rows.first).to_contain_text("Arithmetic, shared")
         expect(rows.first).to_contain_text("2 messages")
         chat.screenshot(path=str(SCREENSHOTS / "share-account.png"), full_page=True)
+        asked, answers = [], [False, True]  # asked first: Cancel keeps the link, OK revokes it
+
+        def answer(dialog):
+            asked.append(dialog.message)
+            dialog.accept() if answers.pop(0) else dialog.dismiss()
+
+        chat.remove_listener("dialog", chat.dismiss_dialogs)
+        chat.on("dialog", answer)
+        rows.first.get_by_role("button", name="Revoke").click()
+        expect(rows).to_have_count(1)
+        assert asked == ["Revoke this link? Anyone who has it can no longer read the conversation."]
         rows.first.get_by_role("button", name="Revoke").click()
         expect(chat.locator("#shares")).to_contain_text("You have no share links")
 
