@@ -165,9 +165,10 @@ class ReplyJob:
         self.earlier_tokens = (message.completion_tokens or 0) if self.continuing else 0
 
     def wants_title(self) -> bool:
-        """A new chat conversation's first reply (of a Compare, the first of the two), finished well, under the
-        title made from the first words. Not
-        an API request's: a program needs no title, and it would cost a generation per request."""
+        """A new chat conversation's first reply that finished well (of a Compare, the first of the two), under the
+        title made from the first words: a first reply stopped or failed leaves the title to the next answer to that
+        first message (regenerated), or the conversation kept its first words for good. Not an API request's: a
+        program needs no title, and it would cost a generation per request."""
         conversation = self.message.conversation
         return (
             conversation.source == conversation.Source.CHAT
@@ -176,9 +177,12 @@ class ReplyJob:
             and self.message.parent.parent_id is None
             and not self.continuing
             and conversation.title == title_from(self.message.parent.content)
-            # The conversation's first reply only: not a regenerated one, and of a Compare's two the first.
+            # The conversation's first reply to finish well only: of a Compare's two, or of regenerations, the first.
             and not Message.objects.filter(
-                conversation_id=conversation.pk, role=Message.Role.ASSISTANT, pk__lt=self.id
+                conversation_id=conversation.pk,
+                role=Message.Role.ASSISTANT,
+                status=Message.Status.COMPLETE,
+                pk__lt=self.id,
             ).exists()
         )
 

@@ -197,6 +197,24 @@ def test_after_the_first_reply_the_model_titles_the_conversation_after_done(make
     assert not job.wants_title()  # only after the first reply
 
 
+def test_a_first_reply_stopped_leaves_the_title_to_the_next_answer_of_the_first_message(make_user, rt):
+    """Stopped at once, the first reply made no title, and neither did its regeneration: the conversation kept
+    its first words for good. The first reply to finish well titles it."""
+    user = make_user()
+    first = queued_reply(user, content="Tell me about lighthouses")  # claimed: streaming, then stopped by its reader
+    reply_services.reply_finish(
+        message_id=first.id, content="Light", status=Message.Status.STOPPED, finish_reason="cancelled"
+    )
+    again = conversation_services.message_regenerate(user=user, message_id=first.id, params={"max_new_tokens": 4})
+    job = worker_job.ReplyJob(reply_services.reply_claim(message_id=again.id), rt)
+    job.run()
+    assert job.ending["status"] == Message.Status.COMPLETE and job.wants_title()
+    third = conversation_services.message_regenerate(user=user, message_id=again.id, params={"max_new_tokens": 4})
+    job = worker_job.ReplyJob(reply_services.reply_claim(message_id=third.id), rt)
+    job.run()
+    assert not job.wants_title()  # one finished well before it: that one titled the conversation
+
+
 def test_a_failed_title_keeps_the_first_words(make_user, rt, monkeypatch):
     user = make_user()
     message = queued_reply(user, content="Tell me about lighthouses")
