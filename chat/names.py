@@ -88,6 +88,10 @@ LOAD_KEY = "chat:load"
 TRAINING_WORKERS_KEY = "chat:training:workers"
 
 
+# Set when passages were deleted on SQLite: the sweep then merges the full-text index (chat/documents/search.py).
+PASSAGES_DELETED_KEY = "chat:passages:deleted"
+
+
 def lease_key(message_id: int) -> str:
     return f"chat:lease:{int(message_id)}"
 

@@ -11,8 +11,8 @@ the rows go:
   deletes;
 - the review panel's audit rows (``AuditEvent``) about the deleted conversations keep ids and states only: their
   titles, owners' names, review notes and gold answers' texts go;
-- SQLite's full-text index of their documents' passages is merged once it commits, so the deleted words leave the
-  index's segments too (``chat.documents.search.index_forget_deleted``).
+- SQLite's full-text index of their documents' passages is merged at the next sweep once it commits, so the
+  deleted words leave the index's segments too (``chat.documents.search.index_forget_deleted``).
 
 What stays, where and for how long is in docs/security.md ("Privacy: what a deletion removes").
 """

@@ -147,6 +147,8 @@ def _pdf_pages(data: bytes, limits: Limits) -> list[str]:
                 text = page.extract_text(visitor_operand_before=watch.operator, visitor_text=watch.text) or ""
             except _PastBound as past:
                 raise past.refusal(limits) from None
+            if watch.past:  # raised inside a form, whose reading pypdf wraps in its own except (and goes on)
+                raise _PastBound(watch.past).refusal(limits)
             chars += len(text)
             if chars > limits.max_chars:
                 raise ChatError(
@@ -190,15 +192,18 @@ class _PageWatch:
 
     def __init__(self, deadline: float, max_chars: int):
         self.deadline, self.max_chars, self.chars = deadline, max_chars, 0
+        self.past = ""  # which bound was passed: kept, since pypdf swallows what is raised inside a form
 
     def operator(self, *args) -> None:
-        if time.monotonic() > self.deadline:
-            raise _PastBound("time")
+        if self.past or time.monotonic() > self.deadline:
+            self.past = self.past or "time"
+            raise _PastBound(self.past)
 
     def text(self, text, *args) -> None:
         self.chars += len(text or "")
-        if self.chars > self.max_chars:
-            raise _PastBound("chars")
+        if self.past or self.chars > self.max_chars:
+            self.past = self.past or "chars"
+            raise _PastBound(self.past)
 
 
 def _declared_pages(reader) -> int:

@@ -8,9 +8,16 @@ them), each quoted as a plain term so nothing a person types is read as query sy
 
 from __future__ import annotations
 
+import logging
 import re
 
 from django.db import connection
+from redis.exceptions import RedisError
+
+from chat.names import PASSAGES_DELETED_KEY
+from chat.store import client
+
+log = logging.getLogger(__name__)
 
 # Words that say nothing about which passage answers: left out of the query (PostgreSQL's 'english' config drops
 # its own too; FTS5 has no stop list).
@@ -63,12 +70,30 @@ def ranked_passage_ids(*, attachment_ids: list[int], question: str, limit: int) 
 
 
 def index_forget_deleted() -> None:
-    """After passages were deleted: their words out of the full-text index itself. SQLite's FTS5 records a
-    deletion as a segment of its own that carries each deleted term, beside the segment that held it, until
-    segments are merged, so a deleted document's words stayed in the index (and the file) after its account
-    was deleted; ``optimize`` merges them now (the file's freed pages are zeroed: ``secure_delete`` is on).
-    PostgreSQL: nothing to do (a GIN index's dead entries go with vacuum, as every deleted row's do)."""
+    """After passages were deleted (once the deletion commits): their words out of the full-text index itself, at
+    the next sweep (``index_sweep``, every ``CHAT_SWEEP_INTERVAL_S``). SQLite's FTS5 records a deletion as a
+    segment of its own that carries each deleted term, beside the segment that held it, until segments merge, so
+    a deleted document's words stayed in the index (and the file). Merging rewrites the whole index (~0.4 s for
+    60,000 passages), so it is not done here, in the request, once per deletion: the sweep does it once, off the
+    thread the sockets share, for every deletion since the last. PostgreSQL: nothing to do (a GIN index's dead
+    entries go with vacuum, as every deleted row's do)."""
     if connection.vendor != "sqlite":
         return
+    try:
+        client().set(PASSAGES_DELETED_KEY, 1)
+    except RedisError:  # no sweep runs without Redis either: merge now rather than keep the words
+        log.warning("could not mark the passage index for merging; merging it now", exc_info=True)
+        _merge()
+
+
+def index_sweep() -> None:
+    """Part of every sweep: merge SQLite's full-text index if passages were deleted since the last one."""
+    if connection.vendor == "sqlite" and client().delete(PASSAGES_DELETED_KEY):
+        _merge()
+
+
+def _merge() -> None:
+    # ``optimize`` merges every segment into one, dropping deleted terms; the file's freed pages are zeroed
+    # (``secure_delete`` is on).
     with connection.cursor() as cursor:
         cursor.execute("INSERT INTO chat_passage_fts(chat_passage_fts) VALUES('optimize')")

@@ -139,6 +139,31 @@ def test_a_tiny_pdf_drawing_one_form_again_and_again_stops_at_the_character_boun
     assert 5 <= len(reads) <= 15
 
 
+@pytest.mark.parametrize("pages", [1, 2])
+def test_a_page_that_is_one_form_past_the_character_bound_is_refused_not_read_as_empty(pages):
+    """pypdf reads a form inside its own ``except Exception`` and goes on without that form's text: a page that
+    is one form (an included PDF) passing the bound inside it read as no text at all — a second page then went
+    in without it."""
+    form = pdf_repeated_form(b"BT /F1 9 Tf 30 800 Td (" + b"abcdefghij" * 200 + b") Tj ET", calls=1)
+    data = form if pages == 1 else _two_pages(b"BT /F1 9 Tf 30 800 Td (" + b"x" * 500 + b") Tj ET", form)
+    err = refused("included.pdf", data, LIMITS.__class__(**{**LIMITS.__dict__, "max_chars": 1_000}))
+    assert err.code == "file_too_large"
+
+
+def _two_pages(first: bytes, second_pdf: bytes) -> bytes:
+    """A PDF of a plain page, then the one page of ``second_pdf``."""
+    import io
+
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    writer.add_page(PdfReader(io.BytesIO(pdf_bytes([], raw=[first]))).pages[0])
+    writer.add_page(PdfReader(io.BytesIO(second_pdf)).pages[0])
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
 def test_a_pdf_page_is_read_on_the_clock_operator_by_operator(monkeypatch):
     """A page drawing a form 5,000 times (pypdf's own cap) reads its content 5,000 times: hours for a heavy form,
     in a file of 2 KB. The clock is read while the page is being read: past the deadline nothing more is."""

@@ -22,10 +22,14 @@ NAMES = ("w-a", "w-b", "w-dead")
 
 @pytest.fixture
 def fresh_loads():
-    """No counts, and only the workers each test makes live (not the stand-in of tests/chat/conftest.py)."""
+    """No counts, and only the workers each test makes live: not the stand-in of tests/chat/conftest.py, nor one
+    an earlier test left alive (tests/chat/accounts/test_erasure.py's "worker-1" heartbeat: it lives for its lease,
+    and made these tests fail when they ran within it)."""
     r = client()
     r.delete(LOAD_KEY, *(names.worker_queue(w) for w in NAMES))
     liveness.worker_gone(f"unit-tests-{os.getpid()}", settings.CHAT_DEFAULT_MODEL)
+    for worker in r.zrange(names.WORKERS_KEY, 0, -1):
+        liveness.worker_gone(worker, settings.CHAT_DEFAULT_MODEL)
     yield
     r.delete(LOAD_KEY, *(names.worker_queue(w) for w in NAMES))
     r.zrem("chat:workers", *NAMES)
