@@ -16,6 +16,9 @@ from chat.review.services import audit_record, can_review
 # an address, only searched through the recorded search box.
 PEOPLES_WORDS = frozenset(
     {"content", "title", "system_prompt", "review_note", "comment", "text", "error", "sources", "api_user", "name"}
+    # a training run's evaluation (the models' answers to held-out questions) and selection (a reviewer's search
+    # words); an audit row's details
+    | {"metrics", "selection", "details"}
 )
 
 
@@ -32,6 +35,17 @@ class ReadOnly:
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def lookup_allowed(self, lookup, value, request=None):
+        """No filter on people's words from the address: Django lets any of a model's own fields be filtered by
+        the query string (``?content__icontains=…``), a search of everyone's text that the search box would
+        have recorded (``AuditedSearch``) and this would not — or, on the training runs, a yes/no oracle on the
+        models' answers to held-out questions that a trainer is not shown. Refused (Django's
+        ``DisallowedModelAdminLookup``: 400); the search box is the way to search words. No list filter here
+        filters on them."""
+        if PEOPLES_WORDS.intersection(lookup.split(LOOKUP_SEP)):
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
 
 class ReviewerOnly(ReadOnly):
     """Screens of other people's transcripts: only reviewers see them. The model's own view permission is
@@ -45,15 +59,6 @@ class ReviewerOnly(ReadOnly):
 
     def has_review_permission(self, request):
         return can_review(request.user)
-
-    def lookup_allowed(self, lookup, value, request=None):
-        """No filter on people's words from the address: Django lets any of a model's own fields be filtered by
-        the query string (``?content__icontains=…``), a search of everyone's text that the search box would
-        have recorded (``AuditedSearch``) and this would not. Refused (Django's ``DisallowedModelAdminLookup``:
-        400); the search box is the way to search words. No list filter here filters on them."""
-        if PEOPLES_WORDS.intersection(lookup.split(LOOKUP_SEP)):
-            return False
-        return super().lookup_allowed(lookup, value, request)
 
 
 class RatingColumns:

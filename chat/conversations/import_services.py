@@ -23,13 +23,15 @@ from chat.replies.selectors import Utf8Bytes
 from chat.text import title_from
 
 
-def _upload_hit(user_id: int) -> None:
-    """One more upload in the person's hour, or a refusal: the bounds below bound what a person holds, but
-    importing and deleting again and again would keep the database writing for nothing else."""
+def _imports_left(user_id: int) -> None:
+    """A refusal when the person imported ``CHAT_IMPORTS_PER_HOUR`` files in the last hour: the bounds below bound
+    what a person holds, but importing and deleting again and again would keep the database writing for nothing
+    else. Only imports that stored something count (``_import_counted``): a file refused is no import, and
+    retrying a broken export must not use up the hour."""
     n = settings.CHAT_IMPORTS_PER_HOUR
     if n <= 0:
         return
-    wait = quotas.window_hit(RateLimitItemPerHour(n), "imports", str(user_id))
+    wait = quotas.window_wait(RateLimitItemPerHour(n), "imports", str(user_id))
     if wait is None:
         return
     raise ChatError(
@@ -44,12 +46,18 @@ def _upload_hit(user_id: int) -> None:
     )
 
 
+def _import_counted(user_id: int) -> None:
+    n = settings.CHAT_IMPORTS_PER_HOUR
+    if n > 0:
+        quotas.window_hit(RateLimitItemPerHour(n), "imports", str(user_id))
+
+
 def conversations_import(*, user, data: bytes) -> list[int]:
     """Store the file's conversations as the person's, marked ``source=import``, with every branch; returns their
     ids in the file's order. Assistant turns are ``supplied`` (written elsewhere, never a training target) and no
     token is charged: nothing is generated."""
     admission.require_approved(user)  # an account awaiting approval stores nothing, as it sends nothing
-    _upload_hit(user.pk)
+    _imports_left(user.pk)
     plans = [p for p in imports.parse(data) if p.turns]
     if not plans:
         raise imports.refuse(ErrorCode.IMPORT_INVALID, _("The file's conversations hold no messages to import."))
@@ -105,6 +113,7 @@ def conversations_import(*, user, data: bytes) -> list[int]:
             Conversation.objects.filter(pk=conversation.pk).update(
                 created_at=min(created, now), updated_at=min(updated, now)
             )
+        transaction.on_commit(lambda: _import_counted(user.pk), robust=True)
     return [c.pk for c in conversations]
 
 

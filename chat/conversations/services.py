@@ -67,13 +67,13 @@ def _model_of(user, conversation: Conversation) -> str:
         conversation.experiment_arm == Conversation.ExperimentArm.CANDIDATE
         and conversation.experiment_id
         and conversation.model_name == conversation.experiment.candidate
+        and conversation.experiment.state == conversation.experiment.State.ENDED
     ):
-        experiment = conversation.experiment
         # Ended (a conversation assigned while it was being ended): back to the control, as its end does.
-        if experiment.state == experiment.State.ENDED:
-            return experiment.control
-        if catalog.get(conversation.model_name) is not None:
-            return conversation.model_name
+        return conversation.experiment.control
+    # Running or promoted: kept, as Continue keeps it (one rule: assignment.keeps_candidate).
+    if assignment.keeps_candidate(conversation, conversation.model_name) and catalog.get(conversation.model_name):
+        return conversation.model_name
     model = catalog.get(conversation.model_name) if conversation.model_name else None
     if conversation.model_name and model is None:
         raise ChatError(

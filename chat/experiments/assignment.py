@@ -63,11 +63,12 @@ def shown_model(conversation: Conversation) -> str:
 
 
 def keeps_candidate(conversation: Conversation, model: str) -> bool:
-    """Whether ``model`` is the candidate a running experiment sent this conversation to: the person keeps it for
-    the conversation although they may not pick it."""
+    """Whether ``model`` is the candidate an experiment sent this conversation to, and the conversation keeps it:
+    while the experiment runs, and once it was promoted (the default now); an ended one sent it back to the
+    control. The person keeps it for the conversation although they may not pick it."""
     return (
         conversation.experiment_arm == Conversation.ExperimentArm.CANDIDATE
         and conversation.experiment_id is not None
         and model == conversation.experiment.candidate
-        and conversation.experiment.state == Experiment.State.RUNNING
+        and conversation.experiment.state != Experiment.State.ENDED
     )

@@ -104,6 +104,20 @@ def window_hit(item, namespace: str, key: str) -> int | None:
     return max(1, math.ceil(reset - timezone.now().timestamp()))
 
 
+def window_wait(item, namespace: str, key: str) -> int | None:
+    """Whether one more would fit in ``key``'s moving window, without counting it: None when it would, else the
+    whole seconds until it would. For what is counted only once it succeeded (``window_hit`` then). Redis away:
+    ``unavailable``."""
+    limiter = _windows()
+    try:
+        if limiter.test(item, namespace, key):
+            return None
+        reset = limiter.get_window_stats(item, namespace, key).reset_time
+    except StorageError:
+        raise ChatError(ErrorCode.UNAVAILABLE, UNAVAILABLE) from None
+    return max(1, math.ceil(reset - timezone.now().timestamp()))
+
+
 def message_hit(user_id: int, allowance: Allowance) -> None:
     """Count one new reply against the person's messages per minute, or refuse it (``rate_limited``)."""
     if allowance.messages_per_minute <= 0:

@@ -105,9 +105,14 @@ def _finished_text(row: dict) -> str | None:
     """A reply's own text when it is a usable answer: complete, or stopped by its reader after some text. A
     reply a reviewer stopped is none: they stop one that should not go on (it can still be corrected by a gold
     answer, and be the rejected side of a pair)."""
-    if row["status"] in (Status.COMPLETE, Status.STOPPED) and row["content"] and not row["stopped_by_review"]:
+    if row["status"] in (Status.COMPLETE, Status.STOPPED) and row["content"] and not _stopped_by_review(row):
         return row["content"]
     return None
+
+
+def _stopped_by_review(row: dict) -> bool:
+    # Its audit row is written when the stop is asked; a reply whose worker finished it first is complete.
+    return row["stopped_by_review"] and row["status"] == Status.STOPPED
 
 
 def _comparable_text(row: dict) -> str | None:
@@ -261,7 +266,7 @@ def conversation_pairs(*, conversation: dict, messages: list[dict], scores: dict
     for c in candidates:
         if c.chosen_text == c.rejected["content"] or c.key in seen:
             continue
-        if c.chosen is not None and c.chosen["stopped_by_review"]:  # never learnt towards (_finished_text)
+        if c.chosen is not None and _stopped_by_review(c.chosen):  # never learnt towards (_finished_text)
             continue
         seen.add(c.key)
         if c.parent_id not in prompts:

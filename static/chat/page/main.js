@@ -184,7 +184,8 @@ function submit() {
 }
 
 $("composer").addEventListener("submit", (e) => { e.preventDefault(); submit(); });
-// A touch keyboard has no Shift+Enter: there Enter adds a line, and Send sends (as the placeholder says).
+// A touch keyboard has no Shift+Enter: there Enter adds a line, and the Send button sends (the placeholder, on a
+// touch screen, teaches no keys: composer_hint.js).
 const touchKeyboard = window.matchMedia("(pointer: coarse) and (hover: none)");
 $("input").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey && !e.isComposing && !touchKeyboard.matches) { e.preventDefault(); submit(); }

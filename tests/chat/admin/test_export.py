@@ -419,3 +419,10 @@ def test_a_reply_a_reviewer_stopped_is_nothing_to_learn_from_unless_a_gold_answe
     assert dataset.sft_records(conversation_ids=[chat.pk])[0]["messages"] == q1 + [bot("gold 1")]
     [pair] = dataset.pair_records(conversation_ids=[chat.pk])
     assert (pair["source"], pair["chosen"], pair["rejected"]) == ("gold", [bot("gold 1")], [bot("answer 1 so far")])
+
+    # Cancelled too late: its worker finished it first (the audit row says a stop was asked): a complete reply.
+    late = make_chat(people.owner, turns=1, reply_status="streaming")
+    [reply] = late.replies
+    services.reply_cancel(actor=people.reviewer, message_ids=[reply.pk])
+    reply_services.reply_finish(message_id=reply.pk, content="answer 0", status="complete", finish_reason="stop")
+    assert dataset.sft_records(conversation_ids=[late.pk])[0]["messages"] == q0 + [bot("answer 0")]

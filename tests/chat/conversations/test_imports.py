@@ -285,11 +285,17 @@ def test_the_text_imported_per_person_is_bounded_in_bytes_not_only_in_messages(m
     assert Conversation.objects.filter(owner=user).count() == 1
 
 
-def test_imports_are_counted_per_hour_and_need_an_approved_account(make_user, settings):
+def test_imports_are_counted_per_hour_and_need_an_approved_account(
+    make_user, settings, django_capture_on_commit_callbacks
+):
     user = make_user()
     settings.CHAT_IMPORTS_PER_HOUR = 2
+    for _ in range(3):  # a file refused is no import: retrying a broken export does not use up the hour
+        with pytest.raises(ChatError):
+            conversations_import(user=user, data=b"not json")
     for _ in range(2):
-        conversations_import(user=user, data=as_file([chatgpt_conversation()]))
+        with django_capture_on_commit_callbacks(execute=True):  # counted once it is stored
+            conversations_import(user=user, data=as_file([chatgpt_conversation()]))
     with pytest.raises(ChatError) as info:
         conversations_import(user=user, data=as_file([chatgpt_conversation()]))
     assert info.value.code == ErrorCode.RATE_LIMITED and info.value.retry_after > 0

@@ -106,6 +106,11 @@ def test_a_queued_run_refreshes_and_cancels_and_a_done_run_shows_its_audited_eva
     answers = [r[side]["answer"].strip() for r in rows for side in ("candidate", "base") if r[side]["answer"].strip()]
     assert answers and not any(escape(a)[:40] in page for a in answers)
     assert page.count("<em>hidden</em>") == 2 * len(rows)
+    # nor can the run list be filtered on them from its address: a yes/no oracle on each answer
+    listing = reverse("admin:chat_trainingrun_changelist")
+    for lookup in ("metrics__icontains", "selection__icontains"):
+        assert client.get(listing, {lookup: answers[0][:6]}).status_code == 400
+    assert client.get(listing, {"state__exact": "done"}).status_code == 200  # its own filters still apply
     assert AuditEvent.objects.filter(action=AuditEvent.Action.OPENED_TRANSCRIPT).count() == before
     trainer.user_permissions.add(Permission.objects.get(codename="review_conversation"))
     client = _client(type(trainer).objects.get(pk=trainer.pk))
