@@ -81,7 +81,19 @@ def test_pin_folders_archive_and_the_menu_by_keyboard(page, person):
     page.fill("#name-input", "Home")
     page.press("#name-input", "Enter")
     expect(page.locator("#name-dialog")).to_be_hidden()
-    expect(page.locator("section.folder", has_text="Home")).to_be_visible()
+    home = page.locator("section.folder", has_text="Home")
+    expect(home).to_be_visible()
+    # The conversation on show moved into a closed folder: the folder opens, its row stays in sight.
+    row(page, "Gamma ideas").locator("a").first.click()
+    expect(page.locator("#title")).to_have_text("Gamma ideas")
+    menu_item(page, "Gamma ideas", "Move to folder…")
+    page.select_option("#move-select", label="Home")
+    page.click("#move-dialog button[value=move]")
+    expect(home.locator("li.row", has_text="Gamma ideas")).to_be_visible()
+    menu_item(page, "Gamma ideas", "Move to folder…")
+    page.select_option("#move-select", label="No folder")
+    page.click("#move-dialog button[value=move]")
+    expect(page.locator("#conversations > ul li.row", has_text="Gamma ideas")).to_have_count(1)
 
     # The menu by keyboard: it opens on the first item, arrows move, Escape closes it and focus goes back.
     trigger = row(page, "Gamma ideas").locator(".more-actions")

@@ -1,7 +1,7 @@
 // The person's folders ("projects") in the sidebar, between the pinned conversations and the day groups: each a
 // collapsible group whose conversations load when it opens (a page at a time, pinned first). Which folders are
 // open is remembered per browser. New folder, and each folder's ⋯ menu (rename, delete: its chats are kept).
-import { $, urls } from "./state.js";
+import { $, state, urls } from "./state.js";
 import { send } from "./socket.js";
 import { listing, listParams, redraw, store, t } from "./listing.js";
 import { askName, folderNameTaken } from "./dialogs.js";
@@ -35,6 +35,15 @@ function toggle(id) {
   redraw();
   $(`folder-${id}`)?.focus();
 }
+
+// The conversation on show moved into a closed folder: the folder opens, or its row would vanish from the list.
+document.addEventListener("chat:moved", ({ detail }) => {
+  if (detail.folder && detail.conversation === state.conversation && !opened.has(detail.folder)) {
+    opened.add(detail.folder);
+    store(OPEN, [...opened].join(","));
+    load(detail.folder);
+  }
+});
 
 export function render(root) {
   if (!listing.folders.length) return;

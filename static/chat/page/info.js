@@ -84,6 +84,7 @@ function toggle(el, m, b) {
   card.setAttribute("aria-label", t("About this reply"));
   fill(card, m);
   el.appendChild(card);
+  card.scrollIntoView({ block: "nearest" }); // the last reply's card opens below the visible part
   b.setAttribute("aria-expanded", "true");
 }
 

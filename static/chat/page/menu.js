@@ -91,7 +91,11 @@ export function conversationMenu(trigger, c) {
     { label: c.pinned ? t("Unpin") : t("Pin"), run: () => send({ type: "pin", conversation: c.id, pinned: !c.pinned }) },
     { label: t("Move to folder…"), run: async () => {
       const folder = await askFolder(titleOf(c), c.folder);
-      if (folder !== undefined) send({ type: "move", conversation: c.id, folder: folder ? Number(folder) : null });
+      if (folder === undefined) return;
+      const to = folder ? Number(folder) : null;
+      if (send({ type: "move", conversation: c.id, folder: to })) {
+        document.dispatchEvent(new CustomEvent("chat:moved", { detail: { conversation: c.id, folder: to } }));
+      }
     } },
     { label: c.archived ? t("Unarchive") : t("Archive"),
       run: () => send({ type: "archive", conversations: [c.id], archived: !c.archived }) },
