@@ -94,23 +94,20 @@ def _windows() -> MovingWindowRateLimiter:
 def window_hit(item, namespace: str, key: str) -> int | None:
     """One more in ``key``'s moving window: None when it fits, else the whole seconds until it would. Redis
     away: ``unavailable``."""
-    limiter = _windows()
-    try:
-        if limiter.hit(item, namespace, key):
-            return None
-        reset = limiter.get_window_stats(item, namespace, key).reset_time
-    except StorageError:
-        raise ChatError(ErrorCode.UNAVAILABLE, UNAVAILABLE) from None
-    return max(1, math.ceil(reset - timezone.now().timestamp()))
+    return _window(item, namespace, key, count=True)
 
 
 def window_wait(item, namespace: str, key: str) -> int | None:
     """Whether one more would fit in ``key``'s moving window, without counting it: None when it would, else the
     whole seconds until it would. For what is counted only once it succeeded (``window_hit`` then). Redis away:
     ``unavailable``."""
+    return _window(item, namespace, key, count=False)
+
+
+def _window(item, namespace: str, key: str, *, count: bool) -> int | None:
     limiter = _windows()
     try:
-        if limiter.test(item, namespace, key):
+        if (limiter.hit if count else limiter.test)(item, namespace, key):
             return None
         reset = limiter.get_window_stats(item, namespace, key).reset_time
     except StorageError:
