@@ -165,6 +165,14 @@ def test_a_phone_with_a_long_title_never_scrolls_sideways_while_a_reply_streams(
         shot(page, "phone-after-reply-dark")
         page.emulate_media(color_scheme="light")
         shot(page, "phone-after-reply")
+        # The settings on a phone: each hint under its field, across the panel, not squeezed into a third column.
+        page.click("#open-settings")
+        hint = page.locator("#hint-max_new_tokens")
+        expect(hint).to_be_visible()
+        field, said = page.locator("#set-max_new_tokens").bounding_box(), hint.bounding_box()
+        assert said["y"] >= field["y"] + field["height"] - 1 and said["width"] > 250, (field, said)
+        shot(page, "phone-settings")
+        page.click("#settings-cancel")
         # And on a desktop the long title is cut, not widening the thread's column.
         page.set_viewport_size({"width": 1280, "height": 760})
         assert page.evaluate(NO_SIDEWAYS_SCROLL), page.evaluate(PAST_THE_EDGE)
