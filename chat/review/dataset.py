@@ -105,9 +105,7 @@ def _finished_text(row: dict) -> str | None:
     """A reply's own text when it is a usable answer: complete, or stopped by its reader after some text. A
     reply a reviewer stopped is none: they stop one that should not go on (it can still be corrected by a gold
     answer, and be the rejected side of a pair)."""
-    if row["status"] in (Status.COMPLETE, Status.STOPPED) and row["content"] and not _stopped_by_review(row):
-        return row["content"]
-    return None
+    return None if _stopped_by_review(row) else _comparable_text(row)
 
 
 def _stopped_by_review(row: dict) -> bool:
